@@ -1,0 +1,314 @@
+"""Typed values that the pipeline stages hand each other.
+
+The data flow is: ``Series`` (receive/assemble) → ``RoutingDecision`` (route)
+→ ``Volume`` (volume) → ``WmlFindings`` / ``CmbFindings`` (infer + measure)
+→ ``Flag`` (rules) → DICOM datasets (encode) → deliveries (export).
+
+Nothing in here imports a third-party DICOM, imaging or inference library
+except numpy and (for type hints only) pydicom.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pydicom import Dataset
+
+
+class Task(str, enum.Enum):
+    """What a model measures."""
+
+    WML = "wml"  # white matter lesion volume on NCCT
+    CMB = "cmb"  # cerebral microbleeds on SWI
+
+
+class RouteKind(str, enum.Enum):
+    """Outcome of routing one series."""
+
+    WML = "wml"
+    CMB = "cmb"
+    IGNORED = "ignored"
+
+    @property
+    def task(self) -> Task | None:
+        return None if self is RouteKind.IGNORED else Task(self.value)
+
+
+class BurdenGrade(enum.IntEnum):
+    """CMB burden categories of Xu et al., JAHA 2024 (after Topiwala et al. 2022)."""
+
+    NONE = 0  # no CMB
+    LOW = 1  # 1-9
+    MODERATE = 2  # 10-30
+    HIGH = 3  # > 30
+
+    @classmethod
+    def from_count(cls, count: int) -> "BurdenGrade":
+        if count < 0:
+            raise ValueError(f"negative microbleed count {count}")
+        if count == 0:
+            return cls.NONE
+        if count < 10:
+            return cls.LOW
+        if count <= 30:
+            return cls.MODERATE
+        return cls.HIGH
+
+    @property
+    def meaning(self) -> str:
+        return {
+            0: "No cerebral microbleeds",
+            1: "Low burden (1-9 cerebral microbleeds)",
+            2: "Moderate burden (10-30 cerebral microbleeds)",
+            3: "High burden (more than 30 cerebral microbleeds)",
+        }[int(self)]
+
+
+class JobState(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    IGNORED = "ignored"
+    SUPERSEDED = "superseded"
+
+
+class DeliveryState(str, enum.Enum):
+    PENDING = "pending"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+# --------------------------------------------------------------------------- input side
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """One stored instance: identity plus where its bytes live in the spool."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Series:
+    """A complete series, as read back from the spool.
+
+    ``datasets`` are full pydicom datasets (pixel data included), in no
+    particular order; ``volume.load`` sorts them geometrically.
+    """
+
+    study_uid: str
+    series_uid: str
+    datasets: tuple["Dataset", ...]
+
+    @property
+    def header(self) -> "Dataset":
+        """The first instance, for attributes that are constant across the series."""
+        return self.datasets[0]
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    kind: RouteKind
+    rule_id: str
+    reason: str  # human-readable; for IGNORED it is what a PACS admin reads
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """Which source image (and frame, 1-based, for multi-frame) a volume slice came from."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    frame_number: int | None = None  # None for single-frame instances
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A geometrically checked image stack in its *source* grid.
+
+    ``array`` is float32 with shape (slices, rows, columns), in physical units
+    (HU for CT after rescale). Slice k of the array is the image described by
+    ``frames[k]`` with its top-left pixel centre at ``positions[k]`` (patient
+    coordinates, mm). The grid is kept as acquired, so a tilted-gantry CT is a
+    sheared grid: ``positions`` step along ``slice_step`` which need not be
+    parallel to ``normal``.
+    """
+
+    array: np.ndarray
+    row_direction: tuple[float, float, float]  # direction of increasing column index
+    column_direction: tuple[float, float, float]  # direction of increasing row index
+    pixel_spacing: tuple[float, float]  # (between rows, between columns) in mm
+    positions: np.ndarray  # (slices, 3) ImagePositionPatient per slice, sorted
+    frames: tuple[FrameRef, ...]
+    frame_of_reference_uid: str
+    slice_thickness: float | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def normal(self) -> np.ndarray:
+        return np.cross(np.asarray(self.row_direction), np.asarray(self.column_direction))
+
+    @property
+    def slice_step(self) -> np.ndarray:
+        """Mean vector between consecutive slice positions (mm)."""
+        if len(self.positions) < 2:
+            return self.normal * float(self.slice_thickness or 1.0)
+        return (self.positions[-1] - self.positions[0]) / (len(self.positions) - 1)
+
+    @property
+    def slice_spacing(self) -> float:
+        """Distance between slice planes, measured along the slice normal (mm)."""
+        return abs(float(np.dot(self.slice_step, self.normal)))
+
+    @property
+    def gantry_tilt_degrees(self) -> float:
+        step = self.slice_step
+        n = np.linalg.norm(step)
+        if n == 0:
+            return 0.0
+        cos = min(1.0, abs(float(np.dot(step / n, self.normal))))
+        return float(np.degrees(np.arccos(cos)))
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        """Physical voxel volume: pixel area times plane spacing along the normal.
+
+        Correct for sheared (tilted) grids, because a parallelepiped's volume is
+        base area times height.
+        """
+        return self.pixel_spacing[0] * self.pixel_spacing[1] * self.slice_spacing
+
+    def index_to_patient(self, k: float, i: float, j: float) -> np.ndarray:
+        """Continuous voxel index (slice k, row i, column j) to patient mm.
+
+        Interpolates between slice positions so fractional k is exact on
+        sheared grids too.
+        """
+        k0 = int(np.clip(np.floor(k), 0, max(len(self.positions) - 2, 0)))
+        frac = k - k0
+        if len(self.positions) > 1:
+            origin = self.positions[k0] * (1 - frac) + self.positions[k0 + 1] * frac
+        else:
+            origin = self.positions[0] + frac * self.slice_step
+        return (
+            origin
+            + j * self.pixel_spacing[1] * np.asarray(self.row_direction)
+            + i * self.pixel_spacing[0] * np.asarray(self.column_direction)
+        )
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as described by its manifest in ``models_onnx/<name>/<version>/``."""
+
+    name: str
+    version: str
+    task: Task
+    sha256: str
+    path: Path  # the model.onnx file
+    manifest: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+# --------------------------------------------------------------------------- findings
+
+
+@dataclass(frozen=True)
+class WmlFindings:
+    volume_ml: float  # partial-volume-aware physical volume
+    mask: np.ndarray  # uint8, same shape as Volume.array, 1 = WML
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Microbleed:
+    center_mm: tuple[float, float, float]  # patient coordinates of the source frame of reference
+    diameter_mm: float
+    confidence: float  # 0..1
+    location: str = "unspecified"  # "lobar" | "deep" | "infratentorial" | "unspecified"
+
+
+@dataclass(frozen=True)
+class CmbFindings:
+    microbleeds: tuple[Microbleed, ...]
+    mask: np.ndarray  # uint8, same shape as Volume.array, 1 = CMB
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.microbleeds)
+
+    @property
+    def grade(self) -> BurdenGrade:
+        return BurdenGrade.from_count(self.count)
+
+
+Findings = Union[WmlFindings, CmbFindings]
+
+
+# --------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One rule's output: descriptive, never a recommendation."""
+
+    rule_id: str
+    rule_version: str
+    ruleset_version: str
+    name: str  # short label, e.g. "Aspirin sICH effect modification by WML volume"
+    category: str  # e.g. "large-wml" / "below-cut-point" / "grade-2"
+    statement: str  # the full wording shown to the radiologist
+    evidence_doi: str
+    input_name: str  # e.g. "WML volume"
+    input_value: float
+    input_unit: str  # UCUM, e.g. "ml"
+    values: dict[str, float] = field(default_factory=dict)  # e.g. {"or_ratio": .., "ci_low": .., "ci_high": ..}
+
+
+@dataclass(frozen=True)
+class RuleSetInfo:
+    id: str
+    version: str
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """Everything one analysis produced, before encoding."""
+
+    series: Series
+    routing: RoutingDecision
+    model: ModelSpec
+    volume: Volume
+    findings: Findings
+    flags: tuple[Flag, ...]
+    ruleset: RuleSetInfo
+    seconds: float = 0.0

@@ -1,0 +1,41 @@
+"""One small error tree. Every error says what is wrong in words an admin can act on."""
+from __future__ import annotations
+
+
+class SvdmarkError(Exception):
+    """Base of all svdmark errors."""
+
+
+class Rejected(SvdmarkError):
+    """An incoming instance is refused; carries the DIMSE status to answer."""
+
+    def __init__(self, status: int, reason: str, sop_uid: str | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.sop_uid = sop_uid
+
+
+class Ignored(SvdmarkError):
+    """A series is deliberately not analysed (e.g. phase image, localiser)."""
+
+    def __init__(self, reason: str, rule_id: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+        self.rule_id = rule_id
+
+
+class InvalidSeries(SvdmarkError):
+    """A series cannot be turned into a trustworthy volume (missing slices, duplicates...)."""
+
+
+class ModelError(SvdmarkError):
+    """A model is missing, corrupt, fails its checksum or its self-test."""
+
+
+class ExportFailed(SvdmarkError):
+    """A destination refused or could not be reached."""
+
+
+class ConfigError(SvdmarkError):
+    """Configuration is invalid."""
