@@ -1,0 +1,120 @@
+"""`svdmark demo`: the whole path on this machine, with nothing to configure.
+
+Starts the listener on a free localhost port, generates a small synthetic NCCT
+and SWI study (with distractor series), sends them over DICOM, waits for the
+results at a built-in destination (DEMOPACS) and prints what came back.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import pydicom
+
+from .. import logs
+from ..config import Config, Destination
+from ..export import CStoreExporter
+from ..phantom import write_study
+from ..receive.sink import FolderSink
+from ..service import Service
+from .common import add_json_option
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run a self-contained demonstration", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", type=Path, help="keep everything here (default: a temporary folder)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the results")
+    p.add_argument("--log-level", default="WARNING")
+    add_json_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level)
+    with tempfile.TemporaryDirectory(prefix="svdmark-demo-") as tmp:
+        work = args.workdir or Path(tmp)
+        return _demo(work, args)
+
+
+def _demo(work: Path, args: argparse.Namespace) -> int:
+    sink = FolderSink(work / "pacs", ae_title="DEMOPACS")
+    cfg = Config(host="127.0.0.1", port=0, data_dir=work / "svdmark-data", settle_seconds=1.0,
+                 destinations=(Destination("DEMOPACS", "127.0.0.1", sink.port),)).validate()
+    service = Service(cfg).start()
+    try:
+        studies = [write_study(work / "studies" / "ncct", seed=11, kind="ncct", vendor="siemens", distractors=True),
+                   write_study(work / "studies" / "swi", seed=12, kind="swi", vendor="ge", distractors=True)]
+        files = sorted(p for p in (work / "studies").rglob("*.dcm"))
+        say = (lambda *_: None) if args.json else print
+        say(f"svdmark demo: sending {len(files)} instances of 2 synthetic studies to SVDMARK@127.0.0.1:{service.port}")
+        outcomes = CStoreExporter("DEMOSCU").send(Destination(cfg.ae_title, "127.0.0.1", service.port), files)
+        failed = [o for o in outcomes if not o.ok]
+        if failed:
+            print(f"svdmark demo: {len(failed)} instance(s) were refused, first: {failed[0].path}: {failed[0].detail}")
+            return 1
+        jobs = _wait(service, args.timeout)
+        received = sink.files()
+        report = _report(jobs, received, studies)
+        if args.json:
+            print(json.dumps(report, indent=2, default=str))
+        else:
+            _print(report)
+        ok = all(j["state"] in ("done", "ignored") for j in jobs) and report["objects_received"] > 0
+        return 0 if ok else 1
+    finally:
+        service.stop()
+        sink.stop()
+
+
+def _wait(service: Service, timeout: float) -> list[dict]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        counts = service.journal.counts()
+        busy = counts["series"].get("receiving", 0) + counts["series"].get("queued", 0)
+        undelivered = counts["deliveries"].get("pending", 0) + counts["deliveries"].get("sending", 0)
+        if counts["jobs"] and not busy and not undelivered:
+            break
+        time.sleep(0.5)
+    return [dict(r) for r in service.journal.jobs()]
+
+
+def _report(jobs: list[dict], received: list[Path], studies) -> dict:
+    objects = []
+    for path in received:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        objects.append({"modality": ds.Modality, "sop_class": ds.SOPClassUID.name,
+                        "series_description": str(ds.get("SeriesDescription", ""))})
+    return {
+        "jobs": [{"series_uid": j["series_uid"], "state": j["state"], "routing": j["routing"], "detail": j["detail"],
+                  "summary": json.loads(j["summary"]) if j["summary"] else None} for j in jobs],
+        "objects_received": len(objects),
+        "objects": objects,
+        "truth": [s.to_dict() for s in studies],
+    }
+
+
+def _print(report: dict) -> None:
+    print("\nAnalysed series:")
+    for j in report["jobs"]:
+        s = j["summary"] or {}
+        if j["state"] == "done" and s.get("task") == "wml":
+            print(f"  NCCT {j['series_uid']}: WML volume {s['wml_ml']:.2f} mL "
+                  f"(model {s['model_name']} {s['model_version']})")
+            for f in s.get("flags", []):
+                print(f"      flag {f['rule_id']}: {f['category']}")
+        elif j["state"] == "done" and s.get("task") == "cmb":
+            print(f"  SWI  {j['series_uid']}: {s['cmb_count']} microbleed(s), burden grade {s['cmb_grade']} "
+                  f"(model {s['model_name']} {s['model_version']})")
+        else:
+            print(f"  {j['state']:<8} {j['series_uid']}: {j['detail']}")
+    print(f"\nObjects received at DEMOPACS: {report['objects_received']}")
+    for o in report["objects"]:
+        print(f"  {o['modality']:<3} {o['sop_class']}  '{o['series_description']}'")
+    print("\nGround truth of the synthetic studies:")
+    for t in report["truth"]:
+        print("  " + json.dumps({k: v for k, v in t.items() if k in ("kind", "vendor", "wml_ml", "cmb_count", "grade")}))
+    print("\nResearch use only: svdmark describes measurements; it never recommends a treatment.")

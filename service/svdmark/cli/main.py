@@ -1,0 +1,39 @@
+"""The `svdmark` command line. Exit codes: 0 success, 1 failure, 2 usage error."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import SvdmarkError
+from . import demo, ops, serve
+
+COMMANDS = (serve, demo, ops)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="svdmark",
+        description="Cerebral small-vessel disease markers as a DICOM service: WML volume on NCCT, "
+        "microbleeds on SWI. Research and decision support only; never a treatment recommendation.",
+    )
+    parser.add_argument("--version", action="version", version=f"svdmark {__import__('svdmark').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SvdmarkError as exc:
+        print(f"svdmark {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

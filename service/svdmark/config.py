@@ -1,0 +1,259 @@
+"""Configuration: one frozen object. TOML file < environment < command-line flags.
+
+Example ``svdmark.toml``::
+
+    [listener]
+    host = "0.0.0.0"
+    port = 11112
+    ae_title = "SVDMARK"
+    allow_calling_ae = ["CT01", "PACS"]
+
+    [storage]
+    data_dir = "/var/lib/svdmark"
+
+    [assemble]
+    settle_seconds = 2.0
+    fallback_seconds = 60.0
+
+    [[destinations]]
+    ae_title = "PACS"
+    host = "10.0.0.5"
+    port = 104
+    outputs = ["sr", "seg", "summary"]   # the output profile of this destination
+
+Environment variables: ``SVDMARK_HOST``, ``SVDMARK_PORT``, ``SVDMARK_AE_TITLE``,
+``SVDMARK_DATA_DIR``, ``SVDMARK_DESTINATIONS`` (comma-separated ``AET@HOST:PORT``),
+``SVDMARK_ALLOW_CALLING_AE`` (comma-separated), ``SVDMARK_SETTLE_SECONDS``,
+``SVDMARK_FALLBACK_SECONDS``, ``SVDMARK_MODELS_DIR``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+OUTPUT_KINDS = ("sr", "seg", "summary")
+_AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
+_DEST_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
+
+
+def _check_ae(value: str, what: str) -> str:
+    value = value.strip()
+    if not value or not _AE_RE.match(value) or "\\" in value:
+        raise ConfigError(f"{what} {value!r} is not a valid AE title (1-16 printable ASCII characters, no backslash)")
+    return value
+
+
+def _check_port(value: Any, what: str) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} {value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{what} {port} is outside 0-65535")
+    return port
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A C-STORE destination and which result objects it receives."""
+
+    ae_title: str
+    host: str
+    port: int
+    outputs: frozenset[str] = frozenset(OUTPUT_KINDS)
+
+    @property
+    def name(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str, outputs: frozenset[str] | None = None) -> "Destination":
+        m = _DEST_RE.match(text.strip())
+        if not m:
+            raise ConfigError(f"destination {text!r} is not of the form AET@HOST:PORT")
+        return cls(
+            ae_title=_check_ae(m["aet"], "destination AE title"),
+            host=m["host"].strip("[]"),
+            port=_check_port(m["port"], "destination port"),
+            outputs=outputs if outputs is not None else frozenset(OUTPUT_KINDS),
+        )
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any]) -> "Destination":
+        try:
+            outputs = frozenset(d.get("outputs", OUTPUT_KINDS))
+            unknown = outputs - set(OUTPUT_KINDS)
+            if unknown:
+                raise ConfigError(f"destination outputs {sorted(unknown)} unknown; choose from {OUTPUT_KINDS}")
+            return cls(
+                ae_title=_check_ae(str(d["ae_title"]), "destination AE title"),
+                host=str(d["host"]),
+                port=_check_port(d["port"], "destination port"),
+                outputs=outputs,
+            )
+        except KeyError as exc:
+            raise ConfigError(f"destination entry lacks {exc.args[0]!r}: {dict(d)}") from None
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "0.0.0.0"
+    port: int = 11112
+    ae_title: str = "SVDMARK"
+    data_dir: Path = Path("svdmark-data")
+    destinations: tuple[Destination, ...] = ()
+    allow_calling_ae: tuple[str, ...] = ()
+    # association policy
+    max_associations: int = 8
+    max_pdu: int = 262_144
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    network_timeout: float = 60.0
+    max_dataset_bytes: int = 512 * 1024 * 1024
+    # assembly
+    settle_seconds: float = 2.0
+    fallback_seconds: float = 60.0
+    # analysis
+    workers: int = 1
+    models_dir: Path | None = None
+    routing_file: Path | None = None
+    rules_file: Path | None = None
+    # export
+    export_max_attempts: int = 8
+    export_backoff_seconds: float = 2.0
+    export_backoff_cap_seconds: float = 300.0
+    # logging
+    log_level: str = "INFO"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.data_dir / "journal.sqlite"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    def with_overrides(self, **changes: Any) -> "Config":
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "Config":
+        _check_ae(self.ae_title, "listener AE title")
+        _check_port(self.port, "listener port")
+        for aet in self.allow_calling_ae:
+            _check_ae(aet, "allowed calling AE title")
+        if self.settle_seconds < 0 or self.fallback_seconds < self.settle_seconds:
+            raise ConfigError(
+                f"need 0 <= settle_seconds ({self.settle_seconds}) <= fallback_seconds ({self.fallback_seconds})"
+            )
+        if self.max_associations < 1:
+            raise ConfigError("max_associations must be at least 1")
+        if self.export_max_attempts < 1:
+            raise ConfigError("export_max_attempts must be at least 1")
+        return self
+
+
+_FILE_KEYS: dict[str, tuple[str, str]] = {
+    # (section, key) -> field
+    "listener.host": ("host", "str"),
+    "listener.port": ("port", "int"),
+    "listener.ae_title": ("ae_title", "str"),
+    "listener.allow_calling_ae": ("allow_calling_ae", "list"),
+    "listener.max_associations": ("max_associations", "int"),
+    "listener.max_pdu": ("max_pdu", "int"),
+    "listener.acse_timeout": ("acse_timeout", "float"),
+    "listener.dimse_timeout": ("dimse_timeout", "float"),
+    "listener.network_timeout": ("network_timeout", "float"),
+    "listener.max_dataset_bytes": ("max_dataset_bytes", "int"),
+    "storage.data_dir": ("data_dir", "path"),
+    "assemble.settle_seconds": ("settle_seconds", "float"),
+    "assemble.fallback_seconds": ("fallback_seconds", "float"),
+    "analysis.workers": ("workers", "int"),
+    "analysis.models_dir": ("models_dir", "path"),
+    "analysis.routing_file": ("routing_file", "path"),
+    "analysis.rules_file": ("rules_file", "path"),
+    "export.max_attempts": ("export_max_attempts", "int"),
+    "export.backoff_seconds": ("export_backoff_seconds", "float"),
+    "export.backoff_cap_seconds": ("export_backoff_cap_seconds", "float"),
+    "logging.level": ("log_level", "str"),
+}
+
+_ENV_KEYS: dict[str, tuple[str, str]] = {
+    "SVDMARK_HOST": ("host", "str"),
+    "SVDMARK_PORT": ("port", "int"),
+    "SVDMARK_AE_TITLE": ("ae_title", "str"),
+    "SVDMARK_DATA_DIR": ("data_dir", "path"),
+    "SVDMARK_ALLOW_CALLING_AE": ("allow_calling_ae", "list"),
+    "SVDMARK_SETTLE_SECONDS": ("settle_seconds", "float"),
+    "SVDMARK_FALLBACK_SECONDS": ("fallback_seconds", "float"),
+    "SVDMARK_MODELS_DIR": ("models_dir", "path"),
+    "SVDMARK_LOG_LEVEL": ("log_level", "str"),
+}
+
+
+def _convert(value: Any, kind: str, where: str) -> Any:
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "path":
+            return Path(str(value)).expanduser()
+        if kind == "list":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(v).strip() for v in items if str(v).strip())
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {kind}") from None
+
+
+def load(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    **flags: Any,
+) -> Config:
+    """Build the configuration: defaults, then the TOML file, then env, then flags."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    destinations: list[Destination] = []
+    if path is not None:
+        try:
+            doc = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for section, body in doc.items():
+            if section == "destinations":
+                destinations = [Destination.from_mapping(d) for d in body]
+                continue
+            if not isinstance(body, dict):
+                raise ConfigError(f"{path}: top-level key {section!r} must be a [section]")
+            for key, value in body.items():
+                spec = _FILE_KEYS.get(f"{section}.{key}")
+                if spec is None:
+                    raise ConfigError(f"{path}: unknown setting [{section}] {key}")
+                values[spec[0]] = _convert(value, spec[1], f"{path} [{section}] {key}")
+    for var, (name, kind) in _ENV_KEYS.items():
+        if env.get(var):
+            values[name] = _convert(env[var], kind, f"environment {var}")
+    if env.get("SVDMARK_DESTINATIONS"):
+        destinations = [Destination.parse(t) for t in env["SVDMARK_DESTINATIONS"].split(",") if t.strip()]
+    if flags.get("destinations"):
+        destinations = [Destination.parse(t) for t in flags.pop("destinations")]
+    else:
+        flags.pop("destinations", None)
+    if flags.get("allow_calling_ae"):
+        flags["allow_calling_ae"] = tuple(flags["allow_calling_ae"])
+    values.update({k: v for k, v in flags.items() if v is not None and v != []})
+    values["destinations"] = tuple(destinations)
+    if "data_dir" in values:
+        values["data_dir"] = Path(values["data_dir"])
+    return Config(**values).validate()

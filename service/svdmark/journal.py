@@ -1,0 +1,480 @@
+"""The journal: one SQLite file holding instances, series, jobs, results and deliveries.
+
+Every state transition is one transaction (WAL, ``synchronous=FULL``), so a
+``kill -9`` at any moment leaves a state from which a restart resumes:
+
+* series:     receiving → queued → analysed  (a late instance sends it back to receiving,
+              with ``generation`` + 1, so the next analysis supersedes the last)
+* jobs:       pending → running → done | failed | ignored   (running → pending on restart)
+* deliveries: pending → sending → delivered | dead          (sending → pending on restart)
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .domain import DeliveryState, JobState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    sop_class TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    geometry TEXT NOT NULL,
+    calling_ae TEXT,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
+CREATE TABLE IF NOT EXISTS series (
+    series_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    modality TEXT,
+    first_received REAL NOT NULL,
+    last_received REAL NOT NULL,
+    released INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'receiving',
+    generation INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    series_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    completion TEXT NOT NULL,
+    routing TEXT,
+    rule_id TEXT,
+    detail TEXT,
+    model_name TEXT,
+    model_version TEXT,
+    model_sha TEXT,
+    ruleset_version TEXT,
+    summary TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    UNIQUE(series_uid, generation)
+);
+CREATE TABLE IF NOT EXISTS results (
+    sop_uid TEXT PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    series_uid TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    sop_class TEXT NOT NULL,
+    path TEXT NOT NULL,
+    supersedes TEXT,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sop_uid TEXT NOT NULL REFERENCES results(sop_uid),
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    delivered_at REAL,
+    UNIQUE(sop_uid, destination)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    sop_uid: str
+    series_uid: str
+    sop_class: str
+    path: Path
+    geometry: dict
+
+
+@dataclass(frozen=True)
+class SeriesRow:
+    series_uid: str
+    study_uid: str
+    modality: str | None
+    first_received: float
+    last_received: float
+    released: bool
+    state: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    series_uid: str
+    study_uid: str
+    generation: int
+    state: JobState
+    completion: str
+    attempts: int
+    routing: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class ResultObject:
+    """A produced DICOM object waiting in the spool to be delivered."""
+
+    sop_uid: str
+    kind: str  # "sr" | "seg" | "summary"
+    sop_class: str
+    path: Path
+    supersedes: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    sop_uid: str
+    destination: str
+    attempts: int
+    path: Path
+    kind: str
+
+
+class Journal:
+    """Thread-safe access to the SQLite journal (one connection per thread)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conn().executescript(SCHEMA)
+
+    # ---------------------------------------------------------------- plumbing
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return self._conn().execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # ---------------------------------------------------------------- recovery
+    def recover(self) -> dict[str, int]:
+        """After a crash: running jobs go back to pending, sending deliveries to pending."""
+        with self._tx() as db:
+            jobs = db.execute(
+                "UPDATE jobs SET state=? WHERE state=?", (JobState.PENDING.value, JobState.RUNNING.value)
+            ).rowcount
+            sends = db.execute(
+                "UPDATE deliveries SET state=? WHERE state=?",
+                (DeliveryState.PENDING.value, DeliveryState.SENDING.value),
+            ).rowcount
+        return {"jobs_requeued": jobs, "deliveries_requeued": sends}
+
+    # ---------------------------------------------------------------- receive
+    def instance_digest(self, sop_uid: str) -> str | None:
+        rows = self.query("SELECT digest FROM instances WHERE sop_uid=?", (sop_uid,))
+        return rows[0]["digest"] if rows else None
+
+    def record_instance(
+        self,
+        *,
+        sop_uid: str,
+        study_uid: str,
+        series_uid: str,
+        sop_class: str,
+        transfer_syntax: str,
+        path: Path,
+        size: int,
+        digest: str,
+        modality: str | None,
+        geometry: dict,
+        calling_ae: str | None,
+        now: float | None = None,
+    ) -> str:
+        """Record a stored instance. Returns "new", "duplicate" or "replaced".
+
+        An instance arriving for a series whose current generation already has a job
+        reopens the series with generation + 1 (a late arrival: re-analysis supersedes).
+        """
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            old = db.execute("SELECT digest FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
+            if old is not None and old["digest"] == digest:
+                return "duplicate"
+            db.execute(
+                "INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (sop_uid, study_uid, series_uid, sop_class, transfer_syntax, str(path), size, digest,
+                 json.dumps(geometry), calling_ae, now),
+            )
+            s = db.execute("SELECT state, generation FROM series WHERE series_uid=?", (series_uid,)).fetchone()
+            if s is None:
+                db.execute(
+                    "INSERT INTO series(series_uid, study_uid, modality, first_received, last_received)"
+                    " VALUES (?,?,?,?,?)",
+                    (series_uid, study_uid, modality, now, now),
+                )
+            else:
+                has_job = db.execute(
+                    "SELECT 1 FROM jobs WHERE series_uid=? AND generation=?", (series_uid, s["generation"])
+                ).fetchone()
+                generation = s["generation"] + 1 if has_job else s["generation"]
+                db.execute(
+                    "UPDATE jobs SET state=? WHERE series_uid=? AND state=?",
+                    (JobState.SUPERSEDED.value, series_uid, JobState.PENDING.value),
+                )
+                db.execute(
+                    "UPDATE series SET last_received=?, released=0, state='receiving', generation=?"
+                    " WHERE series_uid=?",
+                    (now, generation, series_uid),
+                )
+            return "replaced" if old is not None else "new"
+
+    def mark_released(self, series_uids: Sequence[str]) -> None:
+        """An association that delivered instances of these series was released normally."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE series SET released=1 WHERE series_uid=? AND state='receiving'",
+                [(u,) for u in series_uids],
+            )
+
+    # ---------------------------------------------------------------- assemble
+    def receiving_series(self) -> list[SeriesRow]:
+        rows = self.query("SELECT * FROM series WHERE state='receiving' ORDER BY last_received")
+        return [_series(r) for r in rows]
+
+    def series_row(self, series_uid: str) -> SeriesRow | None:
+        rows = self.query("SELECT * FROM series WHERE series_uid=?", (series_uid,))
+        return _series(rows[0]) if rows else None
+
+    def instances(self, series_uid: str) -> list[StoredInstance]:
+        rows = self.query(
+            "SELECT sop_uid, series_uid, sop_class, path, geometry FROM instances WHERE series_uid=?", (series_uid,)
+        )
+        return [
+            StoredInstance(r["sop_uid"], r["series_uid"], r["sop_class"], Path(r["path"]), json.loads(r["geometry"]))
+            for r in rows
+        ]
+
+    def queue_job(self, series: SeriesRow, completion: str, now: float | None = None) -> int | None:
+        """Series complete: create its job unless the series changed meanwhile."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE series SET state='queued' WHERE series_uid=? AND state='receiving'"
+                " AND generation=? AND last_received=?",
+                (series.series_uid, series.generation, series.last_received),
+            )
+            if cur.rowcount != 1:
+                return None
+            return db.execute(
+                "INSERT INTO jobs(series_uid, study_uid, generation, state, completion, created_at)"
+                " VALUES (?,?,?,?,?,?)",
+                (series.series_uid, series.study_uid, series.generation, JobState.PENDING.value, completion, now),
+            ).lastrowid
+
+    # ---------------------------------------------------------------- jobs
+    def claim_job(self, max_attempts: int = 3) -> JobRow | None:
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM jobs WHERE state=? ORDER BY id LIMIT 1", (JobState.PENDING.value,)).fetchone()
+            if row is None:
+                return None
+            if row["attempts"] >= max_attempts:
+                db.execute(
+                    "UPDATE jobs SET state=?, detail=?, finished_at=? WHERE id=?",
+                    (JobState.FAILED.value, f"analysis was interrupted {row['attempts']} times; giving up",
+                     time.time(), row["id"]),
+                )
+                self._settle_series(db, row["series_uid"], row["generation"])
+                return None
+            db.execute(
+                "UPDATE jobs SET state=?, attempts=attempts+1, started_at=? WHERE id=?",
+                (JobState.RUNNING.value, time.time(), row["id"]),
+            )
+            return JobRow(row["id"], row["series_uid"], row["study_uid"], row["generation"], JobState.RUNNING,
+                          row["completion"], row["attempts"] + 1)
+
+    def previous_sr(self, series_uid: str, before_generation: int) -> ResultObject | None:
+        """The SR of the latest earlier analysis of this series (to supersede)."""
+        rows = self.query(
+            "SELECT r.* FROM results r JOIN jobs j ON r.job_id=j.id WHERE r.series_uid=? AND r.kind='sr'"
+            " AND j.generation<? ORDER BY j.generation DESC LIMIT 1",
+            (series_uid, before_generation),
+        )
+        return _result(rows[0]) if rows else None
+
+    def finish_job(
+        self,
+        job: JobRow,
+        state: JobState,
+        *,
+        routing: str | None = None,
+        rule_id: str | None = None,
+        detail: str | None = None,
+        model: tuple[str, str, str] | None = None,
+        ruleset_version: str | None = None,
+        summary: dict | None = None,
+        outputs: Sequence[ResultObject] = (),
+        deliveries: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Close a job in one transaction: its result objects and their outbox rows.
+
+        ``deliveries`` pairs (sop_uid, destination name).
+        """
+        now = time.time()
+        name, version, sha = model or (None, None, None)
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state=?, routing=?, rule_id=?, detail=?, model_name=?, model_version=?,"
+                " model_sha=?, ruleset_version=?, summary=?, finished_at=? WHERE id=?",
+                (state.value, routing, rule_id, detail, name, version, sha, ruleset_version,
+                 json.dumps(summary) if summary is not None else None, now, job.id),
+            )
+            for obj in outputs:
+                db.execute(
+                    "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?)",
+                    (obj.sop_uid, job.id, job.series_uid, obj.kind, obj.sop_class, str(obj.path), obj.supersedes, now),
+                )
+            for sop_uid, dest in deliveries:
+                db.execute(
+                    "INSERT OR IGNORE INTO deliveries(sop_uid, destination, state, next_attempt_at) VALUES (?,?,?,?)",
+                    (sop_uid, dest, DeliveryState.PENDING.value, now),
+                )
+            self._settle_series(db, job.series_uid, job.generation)
+
+    @staticmethod
+    def _settle_series(db: sqlite3.Connection, series_uid: str, generation: int) -> None:
+        db.execute(
+            "UPDATE series SET state='analysed' WHERE series_uid=? AND generation=? AND state='queued'",
+            (series_uid, generation),
+        )
+
+    def jobs(self, state: JobState | None = None, limit: int = 1000) -> list[sqlite3.Row]:
+        if state is None:
+            return self.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+        return self.query("SELECT * FROM jobs WHERE state=? ORDER BY id DESC LIMIT ?", (state.value, limit))
+
+    def retry_job(self, job_id: int) -> bool:
+        with self._tx() as db:
+            row = db.execute("SELECT series_uid, generation, state FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None or row["state"] not in (JobState.FAILED.value,):
+                return False
+            db.execute("UPDATE jobs SET state=?, attempts=0, detail=NULL WHERE id=?", (JobState.PENDING.value, job_id))
+            db.execute(
+                "UPDATE series SET state='queued' WHERE series_uid=? AND generation=?",
+                (row["series_uid"], row["generation"]),
+            )
+            return True
+
+    # ---------------------------------------------------------------- outbox
+    def due_deliveries(self, now: float | None = None) -> list[Delivery]:
+        now = time.time() if now is None else now
+        rows = self.query(
+            "SELECT d.id, d.sop_uid, d.destination, d.attempts, r.path, r.kind FROM deliveries d"
+            " JOIN results r ON r.sop_uid=d.sop_uid WHERE d.state=? AND d.next_attempt_at<=? ORDER BY d.id",
+            (DeliveryState.PENDING.value, now),
+        )
+        return [Delivery(r["id"], r["sop_uid"], r["destination"], r["attempts"], Path(r["path"]), r["kind"]) for r in rows]
+
+    def next_delivery_time(self) -> float | None:
+        rows = self.query("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state=?", (DeliveryState.PENDING.value,))
+        return rows[0]["t"] if rows else None
+
+    def mark_sending(self, ids: Sequence[int]) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE deliveries SET state=? WHERE id=?", [(DeliveryState.SENDING.value, i) for i in ids])
+
+    def mark_delivered(self, delivery_id: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE deliveries SET state=?, attempts=attempts+1, delivered_at=?, last_error=NULL WHERE id=?",
+                (DeliveryState.DELIVERED.value, time.time(), delivery_id),
+            )
+
+    def mark_failed(self, delivery_id: int, error: str, next_attempt_at: float, dead: bool) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE deliveries SET state=?, attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
+                ((DeliveryState.DEAD if dead else DeliveryState.PENDING).value, error, next_attempt_at, delivery_id),
+            )
+
+    def resend_dead(self, delivery_ids: Sequence[int] | None = None) -> int:
+        with self._tx() as db:
+            if delivery_ids is None:
+                return db.execute(
+                    "UPDATE deliveries SET state=?, attempts=0, next_attempt_at=? WHERE state=?",
+                    (DeliveryState.PENDING.value, time.time(), DeliveryState.DEAD.value),
+                ).rowcount
+            return sum(
+                db.execute(
+                    "UPDATE deliveries SET state=?, attempts=0, next_attempt_at=? WHERE id=? AND state=?",
+                    (DeliveryState.PENDING.value, time.time(), i, DeliveryState.DEAD.value),
+                ).rowcount
+                for i in delivery_ids
+            )
+
+    def deliveries(self, state: DeliveryState | None = None) -> list[sqlite3.Row]:
+        if state is None:
+            return self.query("SELECT * FROM deliveries ORDER BY id")
+        return self.query("SELECT * FROM deliveries WHERE state=? ORDER BY id", (state.value,))
+
+    # ---------------------------------------------------------------- audit
+    def audit(self, actor: str, action: str, detail: dict) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO audit(at, actor, action, detail) VALUES (?,?,?,?)",
+                (time.time(), actor, action, json.dumps(detail, sort_keys=True)),
+            )
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for table in ("series", "jobs", "deliveries"):
+            rows = self.query(f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")
+            out[table] = {r["state"]: r["n"] for r in rows}
+        out["instances"] = {"total": self.query("SELECT COUNT(*) AS n FROM instances")[0]["n"]}
+        return out
+
+
+def _series(r: sqlite3.Row) -> SeriesRow:
+    return SeriesRow(r["series_uid"], r["study_uid"], r["modality"], r["first_received"], r["last_received"],
+                     bool(r["released"]), r["state"], r["generation"])
+
+
+def _result(r: sqlite3.Row) -> ResultObject:
+    return ResultObject(r["sop_uid"], r["kind"], r["sop_class"], Path(r["path"]), r["supersedes"])

@@ -1,0 +1,37 @@
+"""The order of the stages, and nothing else.
+
+    header ─route→ decision ─volume→ Volume ─infer→ output ─measure→ findings ─rules→ flags ─encode→ SR, SEG, SC
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from . import measure, route, volume
+from .domain import AnalysisResult, RouteKind, Series
+from .errors import Ignored
+from .infer import ModelRegistry, Runtime
+from .rules import RuleSet
+
+
+@dataclass(frozen=True)
+class Context:
+    routing: route.RoutingTable
+    models: ModelRegistry
+    runtime: Runtime
+    rules: RuleSet
+
+
+def analyse(series: Series, ctx: Context) -> AnalysisResult:
+    """Route, load, infer, measure and apply the rules to one complete series."""
+    start = time.perf_counter()
+    decision = route.decide(series.header, ctx.routing)
+    if decision.kind is RouteKind.IGNORED:
+        raise Ignored(decision.reason, decision.rule_id)
+    model = ctx.models.active(decision.kind.task)
+    image = volume.load(series)
+    output = ctx.runtime.run(model, image)
+    findings = measure.from_output(model, image, output)
+    flags = ctx.rules.evaluate(findings)
+    return AnalysisResult(series, decision, model, image, findings, flags, ctx.rules.info,
+                          seconds=time.perf_counter() - start)

@@ -1,0 +1,122 @@
+"""`svdmark serve`: the listener, the assembler, the analysis worker and the outbox, wired together.
+
+Three threads besides pynetdicom's: the assembler (completes series), the
+worker (analyses jobs one at a time) and the outbox (delivers results). They
+share nothing but the journal, so each can be killed at any instant.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from . import route
+from .assemble import Assembler
+from .config import Config
+from .export import CStoreExporter, Exporter, Outbox
+from .infer import ModelRegistry, Runtime
+from .journal import Journal
+from .logs import event
+from .pipeline import Context
+from .receive import AssociationTracker, Receiver, build_ae
+from .rules import RuleSet
+from .spool import Spool
+from .worker import Worker
+
+log = logging.getLogger("svdmark.service")
+
+
+def build_context(config: Config) -> Context:
+    return Context(
+        routing=route.RoutingTable.load(config.routing_file),
+        models=ModelRegistry(config.models_dir),
+        runtime=Runtime(),
+        rules=RuleSet.load(config.rules_file),
+    )
+
+
+class Service:
+    def __init__(self, config: Config, exporter: Exporter | None = None, context: Context | None = None):
+        self.config = config
+        self.journal = Journal(config.journal_path)
+        self.spool = Spool(config.spool_dir)
+        self.tracker = AssociationTracker()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.receiver = Receiver(config, self.journal, self.spool, self.tracker, on_stored=self._wake.set)
+        self.assembler = Assembler(self.journal, self.tracker.open_series, config.settle_seconds,
+                                   config.fallback_seconds)
+        self.context = context or build_context(config)
+        self.worker = Worker(config, self.journal, self.spool, self.context)
+        self.outbox = Outbox(self.journal, exporter or CStoreExporter(config.ae_title), config.destinations,
+                             config.export_max_attempts, config.export_backoff_seconds,
+                             config.export_backoff_cap_seconds)
+        self._server = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server else self.config.port
+
+    def start(self) -> "Service":
+        recovered = self.journal.recover()
+        if not self.config.allow_calling_ae:
+            event(log, "no_calling_ae_allow_list", logging.WARNING,
+                  detail="accepting associations from any calling AE title; set allow_calling_ae")
+        ae = build_ae(self.config)
+        self._server = ae.start_server((self.config.host, self.config.port), block=False,
+                                       evt_handlers=self.receiver.handlers())
+        for name, loop in (("assembler", self._assemble_loop), ("worker", self._work_loop),
+                           ("outbox", self._outbox_loop)):
+            t = threading.Thread(target=loop, name=f"svdmark-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        event(log, "listening", ae_title=self.config.ae_title, host=self.config.host, port=self.port,
+              destinations=",".join(d.name for d in self.config.destinations) or "none",
+              data_dir=str(self.config.data_dir), **recovered)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting, let the job in hand finish (or stay journalled), then return."""
+        if self._server is not None:
+            self._server.shutdown()
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout)
+        event(log, "stopped")
+
+    def _loop(self, step, interval: float) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = step()
+            except Exception:  # keep the service alive; the journal keeps the state
+                event(log, "loop_error", logging.ERROR, exc_info=True, thread=threading.current_thread().name)
+                busy = False
+            if not busy:
+                self._stop.wait(interval)
+
+    def _assemble_loop(self) -> None:
+        def step() -> bool:
+            queued = self.assembler.tick()
+            self._wake.wait(0.5)
+            self._wake.clear()
+            return bool(queued)
+
+        self._loop(step, 0.0)
+
+    def _work_loop(self) -> None:
+        self._loop(self.worker.run_one, 0.2)
+
+    def _outbox_loop(self) -> None:
+        self._loop(lambda: self.outbox.flush() > 0, 0.5)
+
+    def serve_forever(self) -> None:
+        self.start()
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()

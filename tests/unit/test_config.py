@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+
+from svdmark.config import Config, Destination, load
+from svdmark.errors import ConfigError
+
+
+def test_defaults_are_valid():
+    cfg = load(env={})
+    assert cfg.ae_title == "SVDMARK" and cfg.port == 11112 and cfg.destinations == ()
+
+
+def test_file_then_env_then_flags(tmp_path: Path):
+    f = tmp_path / "svdmark.toml"
+    f.write_text(
+        '[listener]\nport = 2000\nae_title = "FILEAE"\n[assemble]\nsettle_seconds = 1.5\n'
+        '[[destinations]]\nae_title = "PACS"\nhost = "10.0.0.5"\nport = 104\noutputs = ["sr"]\n'
+    )
+    cfg = load(f, env={})
+    assert (cfg.port, cfg.ae_title, cfg.settle_seconds) == (2000, "FILEAE", 1.5)
+    assert cfg.destinations == (Destination("PACS", "10.0.0.5", 104, frozenset({"sr"})),)
+    cfg = load(f, env={"SVDMARK_PORT": "3000", "SVDMARK_AE_TITLE": "ENVAE"})
+    assert (cfg.port, cfg.ae_title) == (3000, "ENVAE")
+    cfg = load(f, env={"SVDMARK_PORT": "3000"}, port=4000, destinations=["X@127.0.0.1:5"])
+    assert cfg.port == 4000
+    assert cfg.destinations == (Destination("X", "127.0.0.1", 5),)
+
+
+@pytest.mark.parametrize("text", ["PACS", "PACS@host", "PACS@host:notaport", "@h:1", "WAYTOOLONGAETITLE1@h:1"])
+def test_bad_destination_is_named(text):
+    with pytest.raises(ConfigError, match="destination"):
+        Destination.parse(text)
+
+
+def test_unknown_setting_is_refused(tmp_path: Path):
+    f = tmp_path / "c.toml"
+    f.write_text("[listener]\nprot = 1\n")
+    with pytest.raises(ConfigError, match=r"unknown setting \[listener\] prot"):
+        load(f, env={})
+
+
+def test_settle_must_not_exceed_fallback():
+    with pytest.raises(ConfigError, match="settle_seconds"):
+        Config(settle_seconds=10, fallback_seconds=5).validate()

@@ -1,0 +1,125 @@
+"""The journal's state machine: each transition survives a reopen (as after kill -9)."""
+from pathlib import Path
+
+from svdmark.config import Destination
+from svdmark.domain import DeliveryState, JobState
+from svdmark.export import Outbox, SendOutcome, backoff
+from svdmark.journal import Journal, ResultObject
+
+GEOM = {"ipp": [0, 0, 0], "iop": [1, 0, 0, 0, 1, 0], "frames": None, "images_in_acquisition": None, "acquisition": 1}
+
+
+def record(j: Journal, sop: str, series: str = "1.2.3", digest: str = "d", now: float = 100.0) -> str:
+    return j.record_instance(sop_uid=sop, study_uid="1.2", series_uid=series, sop_class="1.2.840.10008.5.1.4.1.1.2",
+                             transfer_syntax="1.2.840.10008.1.2.1", path=Path(f"/x/{sop}"), size=1, digest=digest,
+                             modality="CT", geometry=GEOM, calling_ae="SCU", now=now)
+
+
+def test_duplicate_and_replaced_instances(tmp_path):
+    j = Journal(tmp_path / "j.sqlite")
+    assert record(j, "1.1") == "new"
+    assert record(j, "1.1") == "duplicate"
+    assert record(j, "1.1", digest="other") == "replaced"
+    assert len(j.instances("1.2.3")) == 1
+
+
+def test_late_instance_reopens_series_with_next_generation(tmp_path):
+    j = Journal(tmp_path / "j.sqlite")
+    record(j, "1.1")
+    s = j.receiving_series()[0]
+    job_id = j.queue_job(s, "test")
+    assert job_id and j.receiving_series() == []
+    job = j.claim_job()
+    j.finish_job(job, JobState.DONE, outputs=[ResultObject("9.1", "sr", "1.2.840.10008.5.1.4.1.1.88.34", Path("/r"))])
+    assert j.series_row("1.2.3").state == "analysed"
+    assert record(j, "1.2", now=200.0) == "new"
+    s2 = j.series_row("1.2.3")
+    assert (s2.state, s2.generation) == ("receiving", 2)
+    assert j.previous_sr("1.2.3", 2).sop_uid == "9.1"
+
+
+def test_queue_job_refuses_a_series_that_changed_meanwhile(tmp_path):
+    j = Journal(tmp_path / "j.sqlite")
+    record(j, "1.1")
+    stale = j.receiving_series()[0]
+    record(j, "1.2", now=101.0)
+    assert j.queue_job(stale, "test") is None
+
+
+def test_running_job_and_sending_delivery_recover_after_crash(tmp_path):
+    path = tmp_path / "j.sqlite"
+    j = Journal(path)
+    record(j, "1.1")
+    j.queue_job(j.receiving_series()[0], "test")
+    job = j.claim_job()
+    j.finish_job(job, JobState.DONE, outputs=[ResultObject("9.1", "sr", "x", Path("/r"))],
+                 deliveries=[("9.1", "PACS@h:1")])
+    j.mark_sending([d.id for d in j.due_deliveries()])
+    # a second job left running by a "crash"
+    record(j, "2.1", series="1.2.4")
+    j.queue_job(j.series_row("1.2.4"), "test")
+    assert j.claim_job() is not None
+    j.close()
+    j2 = Journal(path)  # restart
+    assert j2.recover() == {"jobs_requeued": 1, "deliveries_requeued": 1}
+    assert j2.claim_job().series_uid == "1.2.4"
+    assert len(j2.due_deliveries()) == 1
+
+
+def test_job_interrupted_too_often_fails_instead_of_looping(tmp_path):
+    j = Journal(tmp_path / "j.sqlite")
+    record(j, "1.1")
+    j.queue_job(j.receiving_series()[0], "test")
+    for _ in range(3):
+        assert j.claim_job() is not None
+        j.recover()
+    assert j.claim_job() is None
+    assert j.jobs(JobState.FAILED)[0]["detail"].startswith("analysis was interrupted 3 times")
+
+
+class FlakyExporter:
+    """Fails the first ``failures`` sends, then succeeds; counts every send."""
+
+    def __init__(self, failures: int):
+        self.failures = failures
+        self.sent = 0
+
+    def send(self, destination, paths):
+        self.sent += len(paths)
+        if self.failures > 0:
+            self.failures -= 1
+            return [SendOutcome(p, False, "status 0xA700") for p in paths]
+        return [SendOutcome(p, True, "0x0000") for p in paths]
+
+
+def _one_delivery(tmp_path) -> Journal:
+    j = Journal(tmp_path / "j.sqlite")
+    record(j, "1.1")
+    j.queue_job(j.receiving_series()[0], "test")
+    j.finish_job(j.claim_job(), JobState.DONE, outputs=[ResultObject("9.1", "sr", "x", Path("/r"))],
+                 deliveries=[("9.1", "PACS@127.0.0.1:104")])
+    return j
+
+
+def test_outbox_retries_with_backoff_then_delivers_once(tmp_path):
+    j = _one_delivery(tmp_path)
+    exporter = FlakyExporter(failures=2)
+    box = Outbox(j, exporter, (Destination("PACS", "127.0.0.1", 104),), 5, 0.0, 0.0)
+    assert box.flush() == 0 and box.flush() == 0 and box.flush() == 1
+    assert box.flush() == 0  # delivered: never again
+    assert exporter.sent == 3
+    row = j.deliveries()[0]
+    assert (row["state"], row["attempts"]) == (DeliveryState.DELIVERED.value, 3)
+
+
+def test_outbox_gives_up_into_dead_letters_and_resends_on_request(tmp_path):
+    j = _one_delivery(tmp_path)
+    box = Outbox(j, FlakyExporter(failures=10), (Destination("PACS", "127.0.0.1", 104),), 3, 0.0, 0.0)
+    for _ in range(5):
+        box.flush()
+    assert j.deliveries(DeliveryState.DEAD)[0]["attempts"] == 3
+    assert j.resend_dead() == 1 and len(j.due_deliveries()) == 1
+
+
+def test_backoff_is_capped():
+    assert [backoff(a, 2.0, 30.0) for a in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 16, 30, 30]
