@@ -12,14 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import pydicom
-
 from .. import logs
 from ..config import Config, Destination
-from ..export import CStoreExporter
-from ..phantom import write_study
-from ..receive.sink import FolderSink
-from ..service import Service
 from .common import add_json_option
 
 
@@ -41,6 +35,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _demo(work: Path, args: argparse.Namespace) -> int:
+    from ..export import CStoreExporter
+    from ..phantom import write_study
+    from ..receive.sink import FolderSink
+    from ..service import Service
+
     sink = FolderSink(work / "pacs", ae_title="DEMOPACS")
     cfg = Config(host="127.0.0.1", port=0, data_dir=work / "svdmark-data", settle_seconds=1.0,
                  destinations=(Destination("DEMOPACS", "127.0.0.1", sink.port),)).validate()
@@ -70,7 +69,7 @@ def _demo(work: Path, args: argparse.Namespace) -> int:
         sink.stop()
 
 
-def _wait(service: Service, timeout: float) -> list[dict]:
+def _wait(service, timeout: float) -> list[dict]:
     deadline = time.time() + timeout
     while time.time() < deadline:
         counts = service.journal.counts()
@@ -83,6 +82,8 @@ def _wait(service: Service, timeout: float) -> list[dict]:
 
 
 def _report(jobs: list[dict], received: list[Path], studies) -> dict:
+    import pydicom
+
     objects = []
     for path in received:
         ds = pydicom.dcmread(path, stop_before_pixels=True)

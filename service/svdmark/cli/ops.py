@@ -25,29 +25,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_status)
 
     p = sub.add_parser("jobs", help="list, show or retry analysis jobs", description="Analysis jobs.")
-    add_config_options(p)
-    add_json_option(p)
     jsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    q = jsub.add_parser("list", help="list recent jobs")
+    q = _leaf(jsub, "list", "list recent jobs")
     q.add_argument("--state", choices=[s.value for s in JobState])
     q.set_defaults(func=run_jobs_list)
-    q = jsub.add_parser("show", help="one job in full")
+    q = _leaf(jsub, "show", "one job in full")
     q.add_argument("job_id", type=int)
     q.set_defaults(func=run_jobs_show)
-    q = jsub.add_parser("retry", help="re-queue a failed job")
+    q = _leaf(jsub, "retry", "re-queue a failed job")
     q.add_argument("job_id", type=int)
     q.set_defaults(func=run_jobs_retry)
 
     p = sub.add_parser("outbox", help="list deliveries, resend dead letters", description="The result outbox.")
-    add_config_options(p)
-    add_json_option(p)
     osub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    q = osub.add_parser("list", help="list deliveries")
+    q = _leaf(osub, "list", "list deliveries")
     q.add_argument("--state", choices=[s.value for s in DeliveryState])
     q.set_defaults(func=run_outbox_list)
-    q = osub.add_parser("resend", help="put dead letters back in the queue")
+    q = _leaf(osub, "resend", "put dead letters back in the queue")
     q.add_argument("ids", type=int, nargs="*", help="delivery ids (default: all dead letters)")
     q.set_defaults(func=run_outbox_resend)
+
+
+def _leaf(sub: argparse._SubParsersAction, name: str, help_: str) -> argparse.ArgumentParser:
+    q = sub.add_parser(name, help=help_, description=help_)
+    add_config_options(q)
+    add_json_option(q)
+    return q
 
 
 def _journal(args) -> Journal:

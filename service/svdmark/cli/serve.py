@@ -5,7 +5,6 @@ import argparse
 import signal
 
 from .. import logs
-from ..service import Service
 from .common import add_config_options, load_config
 
 
@@ -31,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
                       settle_seconds=args.settle_seconds, fallback_seconds=args.fallback_seconds,
                       log_level=args.log_level)
     logs.setup(cfg.log_level)
+    from ..service import Service
+
     service = Service(cfg)
 
     def _terminate(signum, frame):  # graceful stop on SIGTERM, as on Ctrl-C

@@ -56,6 +56,8 @@ def inspect(data: bytes, affected_sop_class: str | None = None, max_bytes: int |
         raise Rejected(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be parsed: {type(exc).__name__}: {exc}") from None
     sop_uid = str(ds.get("SOPInstanceUID", "")) or None
     sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class and not valid_uid(sop_class):
+        raise Rejected(STATUS_CANNOT_UNDERSTAND, "dataset cannot be parsed: SOP Class UID is garbled", sop_uid)
     if affected_sop_class and sop_class and sop_class != affected_sop_class:
         raise Rejected(
             STATUS_DOES_NOT_MATCH_SOP_CLASS,

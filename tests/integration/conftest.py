@@ -1,0 +1,138 @@
+"""Real peers on localhost: `svdmark serve` as a subprocess, dcmtk storescp/storescu/echoscu.
+
+dcmtk is called by absolute path: pynetdicom installs console scripts of the
+same names into the venv.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DCMTK = Path("/usr/bin")
+SVDMARK = [sys.executable, "-m", "svdmark.cli.main"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def echo_ok(port: int, aet: str) -> bool:
+    r = subprocess.run([str(DCMTK / "echoscu"), "-aec", aet, "-to", "2", "127.0.0.1", str(port)],
+                       capture_output=True, timeout=20)
+    return r.returncode == 0
+
+
+def wait_for_echo(port: int, aet: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before answering C-ECHO")
+        if echo_ok(port, aet):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{aet} on port {port} did not answer C-ECHO within {timeout} s")
+
+
+def storescu(files, port: int, aet: str = "SVDMARK", calling: str = "STORESCU", check: bool = True,
+             extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    cmd = [str(DCMTK / "storescu"), "-aet", calling, "-aec", aet, "-nh", *extra, "127.0.0.1", str(port),
+           *[str(f) for f in files]]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if check and r.returncode != 0:
+        raise AssertionError(f"storescu failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return r
+
+
+class StoreSCP:
+    """dcmtk storescp writing every received object into ``folder``."""
+
+    def __init__(self, folder: Path, port: int | None = None, aet: str = "CEOPACS"):
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.aet = aet
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "StoreSCP":
+        self.proc = subprocess.Popen(
+            [str(DCMTK / "storescp"), "-aet", self.aet, "-od", str(self.folder), "+xa", "-uf", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for_echo(self.port, self.aet, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+class Svdmark:
+    """`svdmark serve` in a subprocess, with kill -9 and restart."""
+
+    def __init__(self, data_dir: Path, destinations: list[str], port: int | None = None,
+                 extra: tuple[str, ...] = ("--settle-seconds", "1", "--fallback-seconds", "15")):
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.destinations = destinations
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+        self.log = data_dir.parent / f"{data_dir.name}-serve.log"
+
+    def start(self) -> "Svdmark":
+        cmd = [*SVDMARK, "serve", "--port", str(self.port), "--ae-title", "SVDMARK", "--data-dir", str(self.data_dir),
+               "--host", "127.0.0.1", *self.extra]
+        for d in self.destinations:
+            cmd += ["--destination", d]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env)
+        wait_for_echo(self.port, "SVDMARK", proc=self.proc)
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*SVDMARK, *args, "--data-dir", str(self.data_dir)], capture_output=True, text=True,
+                              timeout=60)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def pacs(tmp_path):
+    scp = StoreSCP(tmp_path / "pacs").start()
+    yield scp
+    scp.stop()

@@ -1,0 +1,77 @@
+"""Receive-side checks on raw Part 10 bytes."""
+import io
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+
+from svdmark.errors import Rejected
+from svdmark.receive import inspect
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def ct_bytes(**changes) -> bytes:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = CT
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality = "CT"
+    ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing = [0, 0, 0], [1, 0, 0, 0, 1, 0], [1, 1]
+    ds.Rows = ds.Columns = 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.ImagesInAcquisition = 30
+    ds.PixelData = np.zeros((8, 8), np.int16).tobytes()
+    for k, v in changes.items():
+        setattr(ds, k, v)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_good_instance_yields_geometry():
+    item = inspect(ct_bytes(), CT)
+    assert item.geometry["iop"] == [1, 0, 0, 0, 1, 0] and item.geometry["images_in_acquisition"] == 30
+
+
+def test_garbage_after_meta_cannot_be_understood():
+    data = ct_bytes()
+    start = data.index(b"\x08\x00\x16\x00")
+    with pytest.raises(Rejected) as exc:
+        inspect(data[:start] + b"\x08\x00\x16\x00UI\xff\x7f" + b"\x01" * 40, CT)
+    assert exc.value.status == 0xC000
+
+
+def test_sop_class_mismatch_with_request():
+    with pytest.raises(Rejected) as exc:
+        inspect(ct_bytes(), "1.2.840.10008.5.1.4.1.1.4")
+    assert exc.value.status == 0xA900 and "differs" in exc.value.reason
+
+
+def test_invalid_uid_is_refused_before_it_names_a_file():
+    with pytest.raises(Rejected, match="not a valid UID"):
+        inspect(ct_bytes(SeriesInstanceUID="../../etc"), CT)
+
+
+def test_size_cap():
+    with pytest.raises(Rejected) as exc:
+        inspect(ct_bytes(), CT, max_bytes=100)
+    assert exc.value.status == 0xA701
+
+
+def test_truncated_encapsulated_frames():
+    ds_bytes = ct_bytes()
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(ds_bytes))
+    ds.compress(RLELossless)
+    ds.NumberOfFrames = 2  # declares more frames than are encoded
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(Rejected) as exc:
+        inspect(buf.getvalue(), CT)
+    assert exc.value.status == 0xC001
