@@ -1,0 +1,36 @@
+"""Series → Volume: pixel data, rescale, geometry checks, gantry tilt, multi-frame.
+
+``load`` keeps the source grid (see ``svdmark.domain.Volume``). The SimpleITK
+bridges live in ``volume.sitk`` (the only SimpleITK import in svdmark) and are
+re-exported here.
+"""
+from svdmark.volume.stack import (
+    DUPLICATE_TOLERANCE_FRACTION,
+    DUPLICATE_TOLERANCE_MM,
+    GANTRY_TILT_WARNING_DEG,
+    IN_PLANE_DRIFT_TOLERANCE_PX,
+    MIN_SLICES,
+    MISSING_SLICE_FACTOR,
+    ORIENTATION_TOLERANCE_DEG,
+    THICK_SLICE_WARNING_MM,
+    UNEVEN_SPACING_WARNING,
+    load,
+)
+from svdmark.volume.sitk import from_sitk, resample_mask_to_source, resample_to_orthogonal, to_sitk
+
+__all__ = [
+    "DUPLICATE_TOLERANCE_FRACTION",
+    "DUPLICATE_TOLERANCE_MM",
+    "GANTRY_TILT_WARNING_DEG",
+    "IN_PLANE_DRIFT_TOLERANCE_PX",
+    "MIN_SLICES",
+    "MISSING_SLICE_FACTOR",
+    "ORIENTATION_TOLERANCE_DEG",
+    "THICK_SLICE_WARNING_MM",
+    "UNEVEN_SPACING_WARNING",
+    "from_sitk",
+    "load",
+    "resample_mask_to_source",
+    "resample_to_orthogonal",
+    "to_sitk",
+]
