@@ -1,0 +1,101 @@
+"""AnalysisResult → DICOM objects: TID 1500 SR, binary SEG, Secondary Capture summary.
+
+Public API::
+
+    encoded = results(result, uid_seed="...", profile=OutputProfile.full(),
+                      templates=None, supersedes=None)
+    encoded.sr, encoded.seg, encoded.summary   # pydicom Datasets, or None if not in profile
+    encoded.as_list()                          # [seg, sr, summary] present ones, send order
+
+Pure functions of their inputs: the same result and ``uid_seed`` give the same
+SOP Instance UIDs (only the content date/time reflects when it ran). Codes,
+units and labels come from ``dicom_sr_templates/`` (:class:`Templates`). Only
+this package imports highdicom.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from pydicom import Dataset
+
+from ..domain import AnalysisResult
+from .charset import fit_text
+from .profile import OutputProfile
+from .seg import EncodeError, encode_seg
+from .sr import encode_sr
+from .summary import encode_summary, render
+from .templates import Templates
+
+__all__ = ["EncodeError", "EncodedResults", "OutputProfile", "Templates", "render", "results"]
+
+
+def _software_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"svdmark {version('svdmark')}"
+    except Exception:  # pragma: no cover - not installed
+        return "svdmark"
+
+
+@dataclass(frozen=True)
+class EncodedResults:
+    sr: Dataset | None
+    seg: Dataset | None
+    summary: Dataset | None
+
+    def as_list(self) -> list[Dataset]:
+        """Objects to send, SEG first so that the SR's reference resolves on arrival."""
+        return [ds for ds in (self.seg, self.sr, self.summary) if ds is not None]
+
+
+_DEFAULT_TEMPLATES: Templates | None = None
+
+
+def _templates(templates: Templates | str | None) -> Templates:
+    global _DEFAULT_TEMPLATES
+    if isinstance(templates, Templates):
+        return templates
+    if templates is not None:
+        return Templates.load(templates)
+    if _DEFAULT_TEMPLATES is None:
+        _DEFAULT_TEMPLATES = Templates.load()
+    return _DEFAULT_TEMPLATES
+
+
+def results(
+    result: AnalysisResult,
+    *,
+    templates: Templates | str | None = None,
+    supersedes: Dataset | Sequence[Dataset] | None = None,
+    uid_seed: str,
+    profile: OutputProfile | str = OutputProfile.full(),
+) -> EncodedResults:
+    """Encode one analysis result.
+
+    ``supersedes``: the earlier SR(s) this re-analysis replaces (any dataset
+    with Study/Series/SOP Instance UIDs and SOP Class UID); they become the
+    SR's Predecessor Documents and are named in a text item.
+    ``profile``: which objects to produce (see :class:`OutputProfile`). When
+    the SEG is not produced, the SR measures without a segment reference so it
+    never points at an object the destination will not receive.
+    """
+    tpl = _templates(templates)
+    profile = OutputProfile.parse(profile)
+    if supersedes is None:
+        previous: list[Dataset] = []
+    elif isinstance(supersedes, Dataset):
+        previous = [supersedes]
+    else:
+        previous = list(supersedes)
+    software = _software_version()
+
+    seg = encode_seg(result, tpl, uid_seed, software) if OutputProfile.SEG in profile else None
+    sr = encode_sr(result, tpl, uid_seed, seg, previous, software) if OutputProfile.SR in profile else None
+    summary = encode_summary(result, tpl, uid_seed, software) if OutputProfile.SUMMARY in profile else None
+    return EncodedResults(
+        sr=fit_text(sr) if sr is not None else None,
+        seg=fit_text(seg) if seg is not None else None,
+        summary=fit_text(summary) if summary is not None else None,
+    )

@@ -1,0 +1,285 @@
+"""Rule engine: loads ``rules.toml`` and turns findings into :class:`Flag` values."""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..domain import BurdenGrade, CmbFindings, Findings, Flag, RuleSetInfo, WmlFindings
+from ..errors import ConfigError, SvdmarkError
+
+
+class RuleInputError(SvdmarkError, ValueError):
+    """A finding cannot be evaluated (negative, NaN or infinite measurement)."""
+
+
+_APPLIES_TO = {"wml": WmlFindings, "cmb": CmbFindings}
+_COMMON_KEYS = (
+    "id", "version", "applies_to", "name", "input_name", "input_field", "input_unit",
+    "evidence_doi", "evidence_citation", "thresholds", "categories", "wording",
+)
+
+
+def _require(table: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
+    missing = [k for k in keys if k not in table]
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
+
+
+def _number(table: Mapping[str, Any], key: str, where: str) -> float:
+    value = table.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where}: '{key}' must be a finite number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """Common fields of every rule, straight from the TOML table."""
+
+    id: str
+    version: str
+    applies_to: str
+    name: str
+    input_name: str
+    input_field: str
+    input_unit: str
+    evidence_doi: str
+    evidence_citation: str
+    thresholds: Mapping[str, Any]
+    categories: Mapping[str, str]
+    wording: Mapping[str, str]
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> "_Rule":
+        where = f"rule {table.get('id', '?')!r}"
+        _require(table, _COMMON_KEYS, where)
+        if table["applies_to"] not in _APPLIES_TO:
+            raise ConfigError(f"{where}: applies_to must be one of {sorted(_APPLIES_TO)}")
+        for key in ("thresholds", "categories", "wording"):
+            if not isinstance(table[key], dict):
+                raise ConfigError(f"{where}: [{key}] must be a table")
+        return cls(**{k: table[k] for k in _COMMON_KEYS})
+
+    def flag(self, ruleset_version: str, category: str, statement: str, value: float,
+             values: dict[str, float]) -> Flag:
+        return Flag(
+            rule_id=self.id,
+            rule_version=self.version,
+            ruleset_version=ruleset_version,
+            name=self.name,
+            category=category,
+            statement=statement,
+            evidence_doi=self.evidence_doi,
+            input_name=self.input_name,
+            input_value=value,
+            input_unit=self.input_unit,
+            values=values,
+        )
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _aspirin_check(rule: _Rule) -> None:
+    where = f"rule {rule.id!r}"
+    for key in ("per_ml_or", "per_ml_ci_low", "per_ml_ci_high", "cut_point_ml"):
+        _number(rule.thresholds, key, where)
+    t = rule.thresholds
+    if not (0 < t["per_ml_ci_low"] <= t["per_ml_or"] <= t["per_ml_ci_high"]):
+        raise ConfigError(f"{where}: need 0 < per_ml_ci_low <= per_ml_or <= per_ml_ci_high")
+    if t["cut_point_ml"] < 0:
+        raise ConfigError(f"{where}: cut_point_ml must be >= 0")
+    if not isinstance(t.get("cut_point_provenance"), str) or not t["cut_point_provenance"]:
+        raise ConfigError(f"{where}: cut_point_provenance must document where the cut-point comes from")
+    _require(rule.categories, ("at_or_above", "below"), f"{where} [categories]")
+    _require(rule.wording, ("statement", "at_or_above", "below", "at_or_above_short",
+                            "below_short", "fixed_limitation"), f"{where} [wording]")
+
+
+def _aspirin_eval(rule: _Rule, findings: WmlFindings, ruleset_version: str) -> Flag:
+    v = findings.volume_ml
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise RuleInputError(f"{rule.id}: WML volume must be a number, got {v!r}")
+    v = float(v)
+    if math.isnan(v) or math.isinf(v):
+        raise RuleInputError(f"{rule.id}: WML volume is {v}; cannot compute the aspirin sICH flag "
+                             "from a non-finite volume")
+    if v < 0:
+        raise RuleInputError(f"{rule.id}: WML volume is negative ({v} mL); cannot compute the "
+                             "aspirin sICH flag")
+    t = rule.thresholds
+    cut = float(t["cut_point_ml"])
+    above = v >= cut
+    side = "at_or_above" if above else "below"
+    fields = {
+        "volume_ml": v,
+        "or_ratio": float(t["per_ml_or"]) ** v,
+        "ci_low": float(t["per_ml_ci_low"]) ** v,
+        "ci_high": float(t["per_ml_ci_high"]) ** v,
+        "cut_point_ml": cut,
+        "per_ml_or": float(t["per_ml_or"]),
+        "per_ml_ci_low": float(t["per_ml_ci_low"]),
+        "per_ml_ci_high": float(t["per_ml_ci_high"]),
+    }
+    category_text = rule.wording[side].format(**fields)
+    statement = rule.wording["statement"].format(category_text=category_text, **fields)
+    values = {k: fields[k] for k in ("or_ratio", "ci_low", "ci_high", "cut_point_ml",
+                                     "per_ml_or", "per_ml_ci_low", "per_ml_ci_high")}
+    return rule.flag(ruleset_version, rule.categories[side], statement, v, values)
+
+
+def _cmb_grade(rule: _Rule, count: int) -> int:
+    t = rule.thresholds
+    if count == 0:
+        return 0
+    if count <= t["low_max"]:
+        return 1
+    if count <= t["moderate_max"]:
+        return 2
+    return 3
+
+
+def _cmb_check(rule: _Rule) -> None:
+    where = f"rule {rule.id!r}"
+    for key in ("low_max", "moderate_max"):
+        value = rule.thresholds.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}: '{key}' must be a positive integer")
+    if rule.thresholds["low_max"] >= rule.thresholds["moderate_max"]:
+        raise ConfigError(f"{where}: low_max must be below moderate_max")
+    # The SR encodes domain.BurdenGrade; the file must agree with it.
+    for n in range(0, int(rule.thresholds["moderate_max"]) + 20):
+        if _cmb_grade(rule, n) != int(BurdenGrade.from_count(n)):
+            raise ConfigError(f"{where}: thresholds disagree with domain.BurdenGrade at count {n}")
+    _require(rule.categories, tuple(f"grade_{g}" for g in range(4)), f"{where} [categories]")
+    _require(rule.wording, ("statement",), f"{where} [wording]")
+
+
+def _cmb_eval(rule: _Rule, findings: CmbFindings, ruleset_version: str) -> Flag:
+    count = findings.count
+    if count < 0:  # pragma: no cover - a tuple length cannot be negative
+        raise RuleInputError(f"{rule.id}: negative microbleed count {count}")
+    grade = _cmb_grade(rule, count)
+    key = f"grade_{grade}"
+    fields = {
+        "count": count,
+        "grade": grade,
+        "grade_meaning": BurdenGrade(grade).meaning,
+    }
+    statement = rule.wording["statement"].format(**fields)
+    values = {"grade": float(grade), "low_max": float(rule.thresholds["low_max"]),
+              "moderate_max": float(rule.thresholds["moderate_max"])}
+    return rule.flag(ruleset_version, rule.categories[key], statement, float(count), values)
+
+
+_IMPLEMENTATIONS: dict[str, tuple[Callable[[_Rule], None], Callable[..., Flag]]] = {
+    "aspirin-sich-wml": (_aspirin_check, _aspirin_eval),
+    "cmb-burden-ecmo": (_cmb_check, _cmb_eval),
+}
+
+
+# --------------------------------------------------------------------------- rule set
+
+
+class RuleSet:
+    """A loaded, validated rule set."""
+
+    def __init__(self, info: RuleSetInfo, rules: tuple[_Rule, ...], source: str):
+        self._info = info
+        self._rules = rules
+        self.source = source
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "RuleSet":
+        """Load ``path`` or the packaged ``svdmark/data/rules.toml``.
+
+        Raises :class:`ConfigError` with the file name when anything is
+        missing, malformed or inconsistent.
+        """
+        try:
+            if path is None:
+                ref = resources.files("svdmark") / "data" / "rules.toml"
+                text, source = ref.read_text(encoding="utf-8"), "svdmark/data/rules.toml"
+            else:
+                text, source = Path(path).read_text(encoding="utf-8"), str(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read rule file {path}: {exc}") from exc
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
+        try:
+            return cls._from_dict(data, source)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any], source: str) -> "RuleSet":
+        head = data.get("ruleset")
+        if not isinstance(head, dict):
+            raise ConfigError("missing [ruleset] table")
+        _require(head, ("id", "version"), "[ruleset]")
+        tables = data.get("rule")
+        if not isinstance(tables, list) or not tables:
+            raise ConfigError("no [[rule]] entries")
+        rules = []
+        seen = set()
+        for table in tables:
+            rule = _Rule.from_table(table)
+            if rule.id in seen:
+                raise ConfigError(f"duplicate rule id {rule.id!r}")
+            seen.add(rule.id)
+            impl = _IMPLEMENTATIONS.get(rule.id)
+            if impl is None:
+                raise ConfigError(f"unknown rule id {rule.id!r}; known: {sorted(_IMPLEMENTATIONS)}")
+            impl[0](rule)
+            rules.append(rule)
+        info = RuleSetInfo(id=str(head["id"]), version=str(head["version"]))
+        ruleset = cls(info, tuple(rules), source)
+        ruleset._self_test()
+        return ruleset
+
+    def _self_test(self) -> None:
+        """Format every wording template once so a typo fails at load, not on a patient."""
+        import numpy as np
+
+        empty = np.zeros((1, 1, 1), np.uint8)
+        try:
+            self.evaluate(WmlFindings(volume_ml=0.0, mask=empty))
+            self.evaluate(WmlFindings(volume_ml=1e6, mask=empty))
+            for n in (0, 1, 10, 31):
+                from ..domain import Microbleed
+
+                mbs = tuple(Microbleed((0.0, 0.0, 0.0), 3.0, 1.0) for _ in range(n))
+                self.evaluate(CmbFindings(microbleeds=mbs, mask=empty))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"wording template error: {exc!r}") from exc
+
+    @property
+    def info(self) -> RuleSetInfo:
+        return self._info
+
+    @property
+    def rules(self) -> tuple[_Rule, ...]:
+        return self._rules
+
+    def rule(self, rule_id: str) -> _Rule:
+        for r in self._rules:
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+    def evaluate(self, findings: Findings) -> tuple[Flag, ...]:
+        """Flags of every rule that applies to this kind of findings, in file order."""
+        flags = []
+        for rule in self._rules:
+            if isinstance(findings, _APPLIES_TO[rule.applies_to]):
+                flags.append(_IMPLEMENTATIONS[rule.id][1](rule, findings, self._info.version))
+        return tuple(flags)
+
+    def __repr__(self) -> str:
+        return f"RuleSet({self._info.id} {self._info.version}, {len(self._rules)} rules, {self.source})"

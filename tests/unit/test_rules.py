@@ -1,0 +1,240 @@
+"""svdmark.rules: boundaries, wording, provenance, configuration errors."""
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from importlib import resources
+
+import numpy as np
+import pytest
+
+from svdmark.domain import BurdenGrade, CmbFindings, Microbleed, RuleSetInfo, WmlFindings
+from svdmark.errors import ConfigError
+from svdmark.rules import RuleInputError, RuleSet
+
+MASK = np.zeros((2, 4, 4), np.uint8)
+EPS = 1e-9
+
+
+@pytest.fixture(scope="module")
+def ruleset() -> RuleSet:
+    return RuleSet.load()
+
+
+def wml(v: float) -> WmlFindings:
+    return WmlFindings(volume_ml=v, mask=MASK)
+
+
+def cmb(n: int) -> CmbFindings:
+    return CmbFindings(microbleeds=tuple(Microbleed((1.0 * i, 2.0, 3.0), 4.0, 0.9) for i in range(n)),
+                       mask=MASK)
+
+
+def only(flags, rule_id):
+    found = [f for f in flags if f.rule_id == rule_id]
+    assert len(found) == 1, flags
+    return found[0]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def test_info_and_versions(ruleset):
+    assert ruleset.info == RuleSetInfo(id="svdmark-rules", version="1.0.0")
+    assert {r.id for r in ruleset.rules} == {"aspirin-sich-wml", "cmb-burden-ecmo"}
+    for r in ruleset.rules:
+        assert r.version and r.evidence_doi.startswith("10.")
+
+
+def test_load_explicit_path_equals_packaged(tmp_path, ruleset):
+    text = (resources.files("svdmark") / "data" / "rules.toml").read_text(encoding="utf-8")
+    p = tmp_path / "rules.toml"
+    p.write_text(text, encoding="utf-8")
+    other = RuleSet.load(p)
+    assert other.info == ruleset.info
+    assert other.evaluate(wml(3.0)) == ruleset.evaluate(wml(3.0))
+
+
+def _packaged_text() -> str:
+    return (resources.files("svdmark") / "data" / "rules.toml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "old,new,message",
+    [
+        ('cut_point_ml = 17.0', 'cut_point_ml = "big"', "cut_point_ml"),
+        ('cut_point_ml = 17.0', 'cut_point_ml = -1.0', "cut_point_ml"),
+        ('per_ml_ci_low = 0.93', 'per_ml_ci_low = 0.97', "per_ml_ci_low"),
+        ('moderate_max = 30', 'moderate_max = 25', "BurdenGrade"),
+        ('id = "cmb-burden-ecmo"', 'id = "no-such-rule"', "unknown rule id"),
+        ('{cut_point_ml:.1f} mL; the cut-point is an svdmark setting, not from the source study).',
+         '{cut_pont_ml:.1f} mL).', "wording template"),
+        ('\n[ruleset]\n', '\n[rulesetx]\n', "[ruleset]"),
+    ],
+)
+def test_bad_rule_files_raise_config_error(tmp_path, old, new, message):
+    text = _packaged_text()
+    assert old in text
+    p = tmp_path / "rules.toml"
+    p.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(message)) as exc:
+        RuleSet.load(p)
+    assert str(p) in str(exc.value)
+
+
+def test_missing_file_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        RuleSet.load(tmp_path / "nope.toml")
+    p = tmp_path / "bad.toml"
+    p.write_text("[ruleset\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        RuleSet.load(p)
+
+
+# --------------------------------------------------------------------------- aspirin / WML
+
+
+def test_wml_only_yields_aspirin_flag(ruleset):
+    flags = ruleset.evaluate(wml(2.0))
+    assert [f.rule_id for f in flags] == ["aspirin-sich-wml"]
+
+
+def test_zero_volume(ruleset):
+    f = only(ruleset.evaluate(wml(0.0)), "aspirin-sich-wml")
+    assert f.category == "below-cut-point"
+    assert f.input_value == 0.0 and f.input_unit == "ml" and f.input_name == "WML volume"
+    assert f.values["or_ratio"] == 1.0 and f.values["ci_low"] == 1.0 and f.values["ci_high"] == 1.0
+    assert "0.00 mL" in f.statement
+
+
+@pytest.mark.parametrize("v", [0.5, 1.0, 5.0, 16.0, 17.0, 40.0])
+def test_modification_is_power_of_interaction(ruleset, v):
+    f = only(ruleset.evaluate(wml(v)), "aspirin-sich-wml")
+    assert f.values["or_ratio"] == pytest.approx(0.96 ** v, rel=1e-12)
+    assert f.values["ci_low"] == pytest.approx(0.93 ** v, rel=1e-12)
+    assert f.values["ci_high"] == pytest.approx(0.99 ** v, rel=1e-12)
+    assert f.values["ci_low"] <= f.values["or_ratio"] <= f.values["ci_high"] <= 1.0
+    assert f.input_value == v
+    assert f"{v:.2f} mL" in f.statement
+    assert f"{0.96 ** v:.2f}" in f.statement
+
+
+def test_cut_point_boundaries(ruleset):
+    cut = ruleset.rule("aspirin-sich-wml").thresholds["cut_point_ml"]
+    below = only(ruleset.evaluate(wml(cut - EPS)), "aspirin-sich-wml")
+    at = only(ruleset.evaluate(wml(cut)), "aspirin-sich-wml")
+    above = only(ruleset.evaluate(wml(cut + EPS)), "aspirin-sich-wml")
+    assert below.category == "below-cut-point"
+    assert at.category == "large-wml"
+    assert above.category == "large-wml"
+    assert at.values["cut_point_ml"] == cut
+    assert "svdmark setting, not from the source study" in at.statement
+    assert "svdmark setting, not from the source study" in below.statement
+
+
+def test_default_cut_point_matches_its_documented_provenance(ruleset):
+    t = ruleset.rule("aspirin-sich-wml").thresholds
+    cut = t["cut_point_ml"]
+    # "smallest whole mL at which 0.96^V <= 0.5"
+    assert cut == math.ceil(math.log(0.5) / math.log(t["per_ml_or"]))
+    assert t["per_ml_or"] ** cut <= 0.5 < t["per_ml_or"] ** (cut - 1)
+    assert "not from the source study" in t["cut_point_provenance"]
+
+
+def test_configurable_cut_point(tmp_path):
+    p = tmp_path / "rules.toml"
+    p.write_text(_packaged_text().replace("cut_point_ml = 17.0", "cut_point_ml = 1.0"), encoding="utf-8")
+    rs = RuleSet.load(p)
+    assert only(rs.evaluate(wml(0.999)), "aspirin-sich-wml").category == "below-cut-point"
+    assert only(rs.evaluate(wml(1.0)), "aspirin-sich-wml").category == "large-wml"
+
+
+@pytest.mark.parametrize("bad", [-EPS, -1.0, float("nan"), float("inf"), float("-inf")])
+def test_invalid_volume_rejected(ruleset, bad):
+    with pytest.raises(RuleInputError, match="WML volume") as exc:
+        ruleset.evaluate(wml(bad))
+    assert isinstance(exc.value, ValueError)
+
+
+def test_fixed_limitation_always_present(ruleset):
+    for v in (0.0, 3.0, 17.0, 80.0):
+        s = only(ruleset.evaluate(wml(v)), "aspirin-sich-wml").statement
+        assert "No WML-volume subgroup showed safe clinical benefit from periprocedural aspirin or heparin" in s
+        assert "did not modify the effect of heparin" in s
+    f = only(ruleset.evaluate(wml(3.0)), "aspirin-sich-wml")
+    assert f.evidence_doi == "10.1186/s13244-025-02095-2"
+    assert f.rule_version == "1.0.0" and f.ruleset_version == "1.0.0"
+
+
+# --------------------------------------------------------------------------- CMB
+
+
+@pytest.mark.parametrize(
+    "n,grade",
+    [(0, 0), (1, 1), (9, 1), (10, 2), (30, 2), (31, 3), (100, 3)],
+)
+def test_cmb_grade_boundaries(ruleset, n, grade):
+    flags = ruleset.evaluate(cmb(n))
+    assert [f.rule_id for f in flags] == ["cmb-burden-ecmo"]
+    f = flags[0]
+    assert f.category == f"grade-{grade}"
+    assert f.values["grade"] == grade
+    assert grade == int(BurdenGrade.from_count(n))
+    assert f.input_value == n and f.input_name == "Cerebral microbleed count"
+    assert f.statement.startswith(f"{n} cerebral microbleed(s)")
+    assert f"burden grade {grade}" in f.statement
+    assert BurdenGrade(grade).meaning in f.statement
+    assert "cannot show causation" in f.statement
+    for word in ("ACT", "fibrinogen", "platelet", "PT"):
+        assert word in f.statement
+    assert f.evidence_doi == "10.1161/JAHA.124.037029"
+
+
+# --------------------------------------------------------------------------- wording
+
+# Prescriptive words and phrases that no svdmark wording may contain.
+FORBIDDEN = [
+    r"\bshould\b", r"\bsafe to\b", r"\bmust\b", r"\brecommend", r"\badvis", r"\badvice\b",
+    r"\bconsider\b", r"\bindicated\b", r"\bcontraindicat", r"\bwithhold", r"\bavoid\b",
+    r"\badminister", r"\bgive\b", r"\bgiving\b", r"\bstart\b", r"\bstop\b", r"\bdo not\b",
+    r"\bis safe\b", r"\bsafely\b", r"\bprescrib", r"\bbenefit from aspirin\b", r"\btreat with\b",
+]
+
+
+def _all_strings(node):
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for v in node.values():
+            yield from _all_strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _all_strings(v)
+
+
+def _scan(text: str) -> list[str]:
+    return [p for p in FORBIDDEN if re.search(p, text, flags=re.IGNORECASE)]
+
+
+def test_forbidden_scanner_catches_prescriptions():
+    assert _scan("Aspirin should be withheld")
+    assert _scan("It is safe to give heparin")
+    assert not _scan("No WML-volume subgroup showed safe clinical benefit")
+
+
+def test_no_prescriptive_wording_in_rule_file():
+    data = tomllib.loads(_packaged_text())
+    hits = {s[:60]: _scan(s) for r in data["rule"] for s in _all_strings(r["wording"]) if _scan(s)}
+    assert not hits
+    hits = {s[:60]: _scan(s) for r in data["rule"] for s in _all_strings(r) if _scan(s)}
+    assert not hits
+
+
+def test_no_prescriptive_wording_in_any_rendered_flag(ruleset):
+    cases = [wml(v) for v in (0.0, 0.59, 16.999, 17.0, 120.0)] + [cmb(n) for n in (0, 5, 10, 31)]
+    for findings in cases:
+        for f in ruleset.evaluate(findings):
+            for text in (f.statement, f.name, f.category):
+                assert not _scan(text), (text, _scan(text))
+            assert "associated" in f.statement
