@@ -96,5 +96,3 @@ def _to_bytes(ds: pydicom.Dataset) -> bytes:
     return buf.getvalue()
 
 
-def destinations_for(kind: str, destinations: tuple[Destination, ...]) -> list[Destination]:
-    return [d for d in destinations if kind in d.outputs]

@@ -61,11 +61,14 @@ class StoreSCP:
         self.port = port or free_port()
         self.aet = aet
         self.proc: subprocess.Popen | None = None
+        self.received_log = folder.parent / f"{folder.name}-received.log"
 
     def start(self) -> "StoreSCP":
+        # -xcr logs every reception, so a duplicate delivery is visible even though the file is overwritten
         self.proc = subprocess.Popen(
-            [str(DCMTK / "storescp"), "-aet", self.aet, "-od", str(self.folder), "+xa", "-uf", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [str(DCMTK / "storescp"), "-aet", self.aet, "-od", str(self.folder), "+xa", "-uf",
+             "-xcr", f"echo #f >> {self.received_log}", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_echo(self.port, self.aet, proc=self.proc)
         return self
 
@@ -76,6 +79,15 @@ class StoreSCP:
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+    def receptions(self) -> list[str]:
+        """File names in order of reception, duplicates included."""
+        return self.received_log.read_text().split() if self.received_log.exists() else []
+
+    def datasets(self) -> list:
+        import pydicom
+
+        return [pydicom.dcmread(p) for p in self.files()]
 
 
 class Svdmark:
@@ -129,6 +141,29 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def send_studies(studies, port: int, **kw) -> None:
+    files = sorted(p for s in studies for p in Path(s.out_dir).rglob("*.dcm"))
+    storescu(files, port, **kw)
+
+
+def results_by_kind(scp: "StoreSCP") -> dict[str, list]:
+    out: dict[str, list] = {"SR": [], "SEG": [], "OT": []}
+    for ds in scp.datasets():
+        out.setdefault(str(ds.Modality), []).append(ds)
+    return out
+
+
+def source_series_of(ds) -> set[str]:
+    """The source series an SR/SEG/SC refers to (evidence, referenced series, or same-series lookups)."""
+    uids = set()
+    for item in ds.get("CurrentRequestedProcedureEvidenceSequence", []):
+        for s in item.get("ReferencedSeriesSequence", []):
+            uids.add(str(s.SeriesInstanceUID))
+    for s in ds.get("ReferencedSeriesSequence", []):
+        uids.add(str(s.SeriesInstanceUID))
+    return uids
 
 
 @pytest.fixture

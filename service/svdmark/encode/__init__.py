@@ -47,7 +47,12 @@ class EncodedResults:
 
     def as_list(self) -> list[Dataset]:
         """Objects to send, SEG first so that the SR's reference resolves on arrival."""
-        return [ds for ds in (self.seg, self.sr, self.summary) if ds is not None]
+        return [ds for _, ds in self.items()]
+
+    def items(self) -> list[tuple[str, Dataset]]:
+        """(kind, dataset) pairs, kinds as named in destination output profiles; SEG first."""
+        pairs = (("seg", self.seg), ("sr", self.sr), ("summary", self.summary))
+        return [(kind, ds) for kind, ds in pairs if ds is not None]
 
 
 _DEFAULT_TEMPLATES: Templates | None = None

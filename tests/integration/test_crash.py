@@ -1,0 +1,117 @@
+"""kill -9 at each stage, then restart: nothing lost, nothing analysed or delivered twice."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from svdmark.phantom import write_study
+
+from .conftest import StoreSCP, Svdmark, send_studies, storescu, wait_until
+from .test_end_to_end import expect_results
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+
+
+def journal_value(data_dir, sql):
+    db = sqlite3.connect(data_dir / "journal.sqlite", timeout=10)
+    try:
+        return db.execute(sql).fetchone()[0]
+    finally:
+        db.close()
+
+
+def assert_exactly_once(pacs, studies, data_dir):
+    got = expect_results(pacs, studies)
+    targets = sum(len(s.targets) for s in studies)
+    assert len(got["SR"]) == len(got["SEG"]) == len(got["OT"]) == targets, {k: len(v) for k, v in got.items()}
+    receptions = pacs.receptions()
+    assert len(receptions) == len(set(receptions)), "an object was delivered twice"
+    done = journal_value(data_dir, "SELECT COUNT(*) FROM jobs WHERE state='done'")
+    assert done == targets, f"{done} analyses for {targets} target series"
+
+
+@pytest.fixture
+def studies(tmp_path):
+    return [write_study(tmp_path / "in" / "ncct", seed=31, kind="ncct", vendor="ge", distractors=False, matrix=96),
+            write_study(tmp_path / "in" / "swi", seed=32, kind="swi", vendor="siemens", distractors=False, matrix=96)]
+
+
+def test_kill_mid_association_then_resend(tmp_path, pacs, studies):
+    data = tmp_path / "data"
+    svd = Svdmark(data, [f"{pacs.aet}@127.0.0.1:{pacs.port}"]).start()
+    sender = threading.Thread(target=send_studies, args=(studies, svd.port), kwargs={"check": False})
+    sender.start()
+    wait_until(lambda: (data / "journal.sqlite").exists() and
+               journal_value(data, "SELECT COUNT(*) FROM instances") >= 5, 60, "some instances stored")
+    svd.kill9()
+    sender.join(60)
+    svd.start()
+    send_studies(studies, svd.port)  # the sender retries everything, as a PACS would
+    try:
+        assert_exactly_once(pacs, studies, data)
+    finally:
+        svd.stop()
+
+
+def test_kill_mid_analysis(tmp_path, pacs, studies):
+    data = tmp_path / "data"
+    svd = Svdmark(data, [f"{pacs.aet}@127.0.0.1:{pacs.port}"]).start()
+    send_studies(studies, svd.port)
+    wait_until(lambda: journal_value(data, "SELECT COUNT(*) FROM jobs WHERE state IN ('running','done')") >= 1,
+               120, "an analysis to start")
+    svd.kill9()
+    svd.start()
+    try:
+        assert_exactly_once(pacs, studies, data)
+    finally:
+        svd.stop()
+
+
+def test_destination_down_then_kill_then_up(tmp_path, studies):
+    data = tmp_path / "data"
+    pacs = StoreSCP(tmp_path / "pacs")  # not started: the destination is down
+    svd = Svdmark(data, [f"{pacs.aet}@127.0.0.1:{pacs.port}"]).start()
+    try:
+        send_studies(studies, svd.port)
+        wait_until(lambda: journal_value(data, "SELECT COUNT(*) FROM deliveries WHERE attempts >= 1") >= 1,
+                   180, "a failed delivery attempt")
+        outbox = svd.cli("outbox", "list")
+        assert "pending" in outbox.stdout
+        svd.kill9()
+        svd.start()
+        pacs.start()
+        assert_exactly_once(pacs, studies, data)
+        # confirmed deliveries are not sent again after another restart
+        n = len(pacs.receptions())
+        svd.stop()
+        svd.start()
+        time.sleep(3)
+        assert len(pacs.receptions()) == n
+    finally:
+        svd.stop()
+        pacs.stop()
+
+
+def test_dead_letters_are_listed_and_resent(tmp_path, studies):
+    data = tmp_path / "data"
+    pacs = StoreSCP(tmp_path / "pacs")
+    cfg = tmp_path / "svdmark.toml"
+    cfg.write_text("[assemble]\nsettle_seconds = 1.0\nfallback_seconds = 15.0\n"
+                   "[export]\nmax_attempts = 2\nbackoff_seconds = 0.5\n")
+    svd = Svdmark(data, [f"{pacs.aet}@127.0.0.1:{pacs.port}"], extra=("--config", str(cfg)))
+    svd.start()
+    try:
+        send_studies(studies[:1], svd.port)
+        wait_until(lambda: journal_value(data, "SELECT COUNT(*) FROM deliveries WHERE state='dead'") >= 3,
+                   240, "dead letters")
+        listed = svd.cli("outbox", "list", "--state", "dead")
+        assert listed.returncode == 0 and listed.stdout.count("dead") >= 3
+        pacs.start()
+        assert svd.cli("outbox", "resend").returncode == 0
+        assert_exactly_once(pacs, studies[:1], data)
+    finally:
+        svd.stop()
+        pacs.stop()

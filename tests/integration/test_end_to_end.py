@@ -1,0 +1,57 @@
+"""dcmtk storescu → `svdmark serve` → dcmtk storescp, with generated studies and distractors."""
+from __future__ import annotations
+
+import json
+
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import JPEGLosslessSV1, RLELossless
+
+from svdmark.phantom import write_study
+
+from .conftest import Svdmark, results_by_kind, send_studies, source_series_of, wait_until
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+
+
+def expect_results(pacs, studies, timeout=240):
+    """Wait for SR+SEG+SC of every target series; return them grouped by modality."""
+    targets = {t.series_uid for s in studies for t in s.targets}
+
+    def ready():
+        got = results_by_kind(pacs)
+        done = {u for ds in got["SR"] for u in source_series_of(ds)} & targets
+        return got if done == targets and len(got["SEG"]) >= len(targets) and len(got["OT"]) >= len(targets) else None
+
+    return wait_until(ready, timeout, f"results for {len(targets)} target series")
+
+
+def test_ncct_and_swi_studies_produce_results_and_distractors_none(tmp_path, pacs):
+    ncct = write_study(tmp_path / "in" / "ncct", seed=21, kind="ncct", vendor="siemens", distractors=True,
+                       transfer_syntax=JPEGLosslessSV1, tilt_deg=15.0, matrix=96)
+    swi = write_study(tmp_path / "in" / "swi", seed=22, kind="swi", vendor="philips", distractors=True,
+                      transfer_syntax=RLELossless, matrix=96)
+    svd = Svdmark(tmp_path / "data", [f"{pacs.aet}@127.0.0.1:{pacs.port}"]).start()
+    try:
+        send_studies([ncct, swi], svd.port)
+        got = expect_results(pacs, [ncct, swi])
+        # exactly one SR, SEG and summary per target; nothing for distractors
+        assert len(got["SR"]) == len(got["SEG"]) == len(got["OT"]) == 2, {k: len(v) for k, v in got.items()}
+        distractors = {d.series_uid for s in (ncct, swi) for d in s.distractors}
+        for ds in got["SR"] + got["SEG"]:
+            assert not (source_series_of(ds) & distractors)
+        assert len(pacs.receptions()) == len(set(pacs.receptions())) == 6
+        jobs = json.loads(svd.cli("jobs", "list", "--json").stdout)
+        ignored = {j["series_uid"]: j["detail"] for j in jobs if j["state"] == "ignored"}
+        assert set(ignored) == distractors
+        assert all(reason for reason in ignored.values())
+        log = svd.log_text()
+        assert "analysis_done" in log
+        for study in (ncct, swi):
+            src = pydicom.dcmread(next(Path(study.out_dir).rglob("*.dcm")), stop_before_pixels=True)
+            for secret in (str(src.PatientName), str(src.PatientID), str(src.get("PatientBirthDate", "")) or "-"):
+                assert secret not in log, f"patient identifier {secret!r} leaked into the log"
+    finally:
+        svd.stop()
