@@ -1,0 +1,142 @@
+"""The synthetic head generator: determinism, truth consistency, tilted geometry, microbleeds."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from svdmark.domain import BurdenGrade
+from svdmark.phantom import Phantom, SeriesKind, make_ncct, make_swi
+
+
+def test_ncct_is_deterministic_per_seed():
+    a = make_ncct(seed=3, matrix=48, n_slices=6, wml_ml=2.0)
+    b = make_ncct(seed=3, matrix=48, n_slices=6, wml_ml=2.0)
+    c = make_ncct(seed=4, matrix=48, n_slices=6, wml_ml=2.0)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.truth_mask, b.truth_mask)
+    assert a.truth_wml_ml == b.truth_wml_ml and a.frame_of_reference_uid == b.frame_of_reference_uid
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_swi_is_deterministic_per_seed():
+    a = make_swi(seed=5, matrix=48, n_slices=8, n_cmb=3)
+    b = make_swi(seed=5, matrix=48, n_slices=8, n_cmb=3)
+    assert np.array_equal(a.image, b.image) and a.microbleeds == b.microbleeds
+
+
+def test_ncct_contract(ncct_phantom: Phantom):
+    p = ncct_phantom
+    assert isinstance(p, Phantom) and p.kind == SeriesKind.NCCT and p.modality == "CT"
+    assert p.image.dtype == np.float32 and p.image.ndim == 3
+    assert p.truth_mask.dtype == np.uint8 and p.truth_mask.shape == p.image.shape
+    assert p.positions.shape == (p.image.shape[0], 3)
+    assert 200 <= p.pixel_spacing[0] * p.image.shape[2] <= 260  # head FOV
+    brain = p.image[p.image.shape[0] // 2]
+    assert brain.min() <= -1000 and brain.max() >= 700  # air and skull
+    with pytest.raises(Exception):
+        p.image = None  # frozen
+
+
+def test_ncct_tissue_contrasts():
+    p = make_ncct(seed=8, matrix=128, n_slices=12, wml_ml=0.0, mimics=False, noise_hu=0.0)
+    v = p.meta["values"]
+    assert 5 <= v["csf"] <= 15 and 35 <= v["gm"] <= 45 and 25 <= v["wm"] <= 32 and 700 <= v["bone"] <= 1500
+    mid = p.image[6]
+    # the image contains soft tissue in the brain range and CSF-like voxels
+    assert np.mean((mid > 20) & (mid < 45)) > 0.2
+    assert np.any((mid > 0) & (mid < 15))
+
+
+def test_wml_truth_volume_matches_mask():
+    p = make_ncct(seed=2, matrix=128, slice_thickness=2.5, wml_ml=15.0, mimics=False)
+    mask_ml = p.truth_mask.sum() * p.voxel_volume_mm3 / 1000.0
+    assert 10.0 < p.truth_wml_ml < 20.0  # the target is approximate, truth is physical
+    assert mask_ml == pytest.approx(p.truth_wml_ml, rel=0.25)
+    frac = p.aux["wml_fraction"]
+    assert frac.shape == p.image.shape and np.array_equal(frac >= 0.5, p.truth_mask.astype(bool))
+    # partial-volume-aware sum matches the physical volume more closely than the ≥50 % mask
+    frac_ml = float(frac.sum()) * p.voxel_volume_mm3 / 1000.0
+    assert abs(frac_ml - p.truth_wml_ml) <= abs(mask_ml - p.truth_wml_ml) + 0.05 * p.truth_wml_ml
+    assert frac_ml == pytest.approx(p.truth_wml_ml, rel=0.15)
+
+
+def test_wml_zero_volume_has_empty_mask():
+    p = make_ncct(seed=9, matrix=48, n_slices=8, wml_ml=0.0)
+    assert p.truth_wml_ml == 0.0 and p.truth_mask.sum() == 0
+
+
+def test_wml_lesions_are_hypodense():
+    # same seed with and without lesions: noise and anatomy are identical, so the difference is the lesion
+    a = make_ncct(seed=6, matrix=96, slice_thickness=3.0, wml_ml=10.0, mimics=False)
+    b = make_ncct(seed=6, matrix=96, slice_thickness=3.0, wml_ml=0.0, mimics=False)
+    d = b.image - a.image
+    m = a.truth_mask.astype(bool)
+    assert m.sum() > 50
+    assert d[m].mean() > 1.5  # a few HU darker
+    assert np.abs(d[~m]).mean() < 0.2
+
+
+def test_tilted_grid_is_physically_consistent():
+    kw = dict(seed=7, matrix=96, slice_thickness=2.5, wml_ml=12.0, mimics=False)
+    flat = make_ncct(tilt_deg=0.0, **kw)
+    tilt = make_ncct(tilt_deg=25.0, **kw)
+    # the physical volume does not depend on the grid
+    assert tilt.truth_wml_ml == pytest.approx(flat.truth_wml_ml, rel=1e-6)
+    # the grid is sheared: positions step along the table, not the slice normal
+    step = tilt.positions[1] - tilt.positions[0]
+    assert abs(step[0]) < 1e-6 and abs(step[1]) < 1e-6
+    cos = abs(step @ tilt.normal) / np.linalg.norm(step)
+    assert np.degrees(np.arccos(cos)) == pytest.approx(25.0, abs=0.01)
+    assert abs(step @ tilt.normal) == pytest.approx(2.5, abs=1e-3)
+    # mask volumes agree and mask centroids agree in patient coordinates
+    def centroid(p):
+        kij = np.argwhere(p.truth_mask)
+        return p.index_to_patient(kij[:, 0], kij[:, 1], kij[:, 2]).mean(0)
+
+    vf = flat.truth_mask.sum() * flat.voxel_volume_mm3
+    vt = tilt.truth_mask.sum() * tilt.voxel_volume_mm3
+    assert vt == pytest.approx(vf, rel=0.15)
+    assert np.linalg.norm(centroid(flat) - centroid(tilt)) < 3.0
+
+
+def test_swi_microbleeds_truth(swi_phantom: Phantom):
+    p = swi_phantom
+    assert p.kind == SeriesKind.SWI and p.modality == "MR" and p.n_microbleeds == 6
+    cs = np.array([c for c, _, _ in p.microbleeds])
+    ds = np.array([d for _, d, _ in p.microbleeds])
+    assert np.all((ds >= 2) & (ds <= 10))
+    assert all(loc in ("lobar", "deep", "infratentorial") for _, _, loc in p.microbleeds)
+    for a in range(len(cs)):
+        for b in range(a + 1, len(cs)):
+            assert np.linalg.norm(cs[a] - cs[b]) > max(ds[a], ds[b])
+    clean = make_swi(seed=12, matrix=64, slice_thickness=2.5, n_cmb=0)  # same head and noise, no bleeds
+    for c, d in zip(cs, ds):
+        k, i, j = np.rint(p.patient_to_index(c)).astype(int)
+        assert p.truth_mask[k, i, j] == 1
+        assert p.image[k, i, j] < clean.image[k, i, j] - 0.1 * d / 10 * clean.image[k, i, j]  # darker at the centre
+
+
+def test_swi_oblique_centres_map_to_dark_voxels():
+    kw = dict(seed=31, matrix=128, slice_thickness=1.5, oblique_deg=15.0, n_slices=40)
+    p = make_swi(n_cmb=8, **kw)
+    clean = make_swi(n_cmb=0, **kw)
+    assert p.n_microbleeds == 8 and abs(p.normal[2]) < 0.99  # oblique grid
+    for c, d, _ in p.microbleeds:
+        k, i, j = np.rint(p.patient_to_index(c)).astype(int)
+        assert p.image[k, i, j] < 0.6 * clean.image[k, i, j]
+
+
+@pytest.mark.parametrize("n,grade", [(0, 0), (4, 1), (15, 2), (35, 3)])
+def test_cmb_counts_span_all_grades(n, grade):
+    p = make_swi(seed=40 + n, matrix=64, slice_thickness=2.5, n_cmb=n)
+    assert p.n_microbleeds == n
+    assert int(BurdenGrade.from_count(p.n_microbleeds)) == grade
+
+
+def test_random_volumes_have_many_small_cases():
+    from svdmark.phantom.lesions import sample_cmb_count, sample_wml_ml
+
+    rng = np.random.default_rng(0)
+    v = np.array([sample_wml_ml(rng) for _ in range(4000)])
+    assert 0.3 < np.median(v) < 0.9 and (v == 0).mean() > 0.05 and v.max() <= 50.0 and (v > 10).mean() > 0.05
+    g = np.array([int(BurdenGrade.from_count(sample_cmb_count(rng))) for _ in range(2000)])
+    assert set(np.unique(g)) == {0, 1, 2, 3}
