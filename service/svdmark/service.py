@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 
-from . import route
+from . import health, route, tls
 from .assemble import Assembler
 from .config import Config
 from .export import CStoreExporter, Exporter, Outbox
@@ -19,6 +19,7 @@ from .journal import Journal
 from .logs import event
 from .pipeline import Context
 from .receive import AssociationTracker, Receiver, build_ae
+from .receive.scp import start_server
 from .rules import RuleSet
 from .spool import Spool
 from .worker import Worker
@@ -48,10 +49,12 @@ class Service:
                                    config.fallback_seconds)
         self.context = context or build_context(config)
         self.worker = Worker(config, self.journal, self.spool, self.context)
-        self.outbox = Outbox(self.journal, exporter or CStoreExporter(config.ae_title), config.destinations,
+        exporter = exporter or CStoreExporter(config.ae_title, tls_context=tls.exporter_context(config))
+        self.outbox = Outbox(self.journal, exporter, config.destinations,
                              config.export_max_attempts, config.export_backoff_seconds,
                              config.export_backoff_cap_seconds)
         self._server = None
+        self._health: health.HealthServer | None = None
         self._threads: list[threading.Thread] = []
 
     @property
@@ -64,22 +67,31 @@ class Service:
             event(log, "no_calling_ae_allow_list", logging.WARNING,
                   detail="accepting associations from any calling AE title; set allow_calling_ae")
         ae = build_ae(self.config)
-        self._server = ae.start_server((self.config.host, self.config.port), block=False,
-                                       evt_handlers=self.receiver.handlers())
-        for name, loop in (("assembler", self._assemble_loop), ("worker", self._work_loop),
-                           ("outbox", self._outbox_loop)):
+        self._server = start_server(ae, self.config, self.receiver)
+        if self.config.metrics_port is not None:
+            self._health = health.HealthServer(self.config.metrics_host, self.config.metrics_port,
+                                               self.config.journal_path, self.config.spool_dir,
+                                               listener_up=self._listener_up).start()
+        workers = [(f"worker-{i}", self._work_loop) for i in range(max(1, self.config.workers))]
+        for name, loop in (("assembler", self._assemble_loop), *workers, ("outbox", self._outbox_loop)):
             t = threading.Thread(target=loop, name=f"svdmark-{name}", daemon=True)
             t.start()
             self._threads.append(t)
         event(log, "listening", ae_title=self.config.ae_title, host=self.config.host, port=self.port,
               destinations=",".join(d.name for d in self.config.destinations) or "none",
-              data_dir=str(self.config.data_dir), **recovered)
+              data_dir=str(self.config.data_dir), tls=self.config.tls_listener, **recovered)
         return self
+
+    def _listener_up(self) -> bool:
+        server = self._server
+        return server is not None and server.socket is not None and server.socket.fileno() != -1
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop accepting, let the job in hand finish (or stay journalled), then return."""
         if self._server is not None:
             self._server.shutdown()
+        if self._health is not None:
+            self._health.stop()
         self._stop.set()
         self._wake.set()
         for t in self._threads:

@@ -1,9 +1,11 @@
 """Runs queued jobs: read the series from the spool, analyse, encode, journal outputs + outbox rows."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
+from typing import Any, Iterable
 
 import pydicom
 
@@ -21,10 +23,19 @@ log = logging.getLogger("svdmark.worker")
 
 
 def read_series(journal: Journal, job: JobRow) -> Series:
-    datasets = tuple(pydicom.dcmread(i.path) for i in sorted(journal.instances(job.series_uid), key=lambda i: i.sop_uid))
+    return load_series(job.study_uid, job.series_uid, ((i.sop_uid, i.path) for i in journal.instances(job.series_uid)))
+
+
+def load_series(study_uid: str, series_uid: str, instances: Iterable[tuple[str, Any]]) -> Series:
+    """Read (SOP Instance UID, path or file object) pairs into a Series, ordered by SOP Instance UID.
+
+    Shared by the service (spool files) and ``svdmark analyze`` (files and zip members),
+    so both hand the pipeline the same datasets in the same order.
+    """
+    datasets = tuple(pydicom.dcmread(src) for _, src in sorted(instances, key=lambda i: i[0]))
     if not datasets:
-        raise InvalidSeries(f"series {job.series_uid} has no stored instances")
-    return Series(job.study_uid, job.series_uid, datasets)
+        raise InvalidSeries(f"series {series_uid} has no stored instances")
+    return Series(study_uid, series_uid, datasets)
 
 
 def uid_seed(series: Series, model_sha: str, ruleset_version: str) -> str:
@@ -41,6 +52,13 @@ class Worker:
     journal: Journal
     spool: Spool
     context: Context
+
+    def __post_init__(self) -> None:
+        from . import lifecycle
+
+        # packaged + installed models, and the activation state re-read before every job
+        self.context = dataclasses.replace(self.context, models=lifecycle.managed(self.context.models,
+                                                                                  self.config.data_dir))
 
     def run_one(self) -> bool:
         """Claim and run one pending job; False when there was none."""
@@ -86,6 +104,19 @@ class Worker:
         event(log, "analysis_done", series_uid=job.series_uid, task=summary["task"], wml_ml=summary["wml_ml"],
               cmb_count=summary["cmb_count"], seconds=summary["seconds"], outputs=len(outputs),
               supersedes=previous.sop_uid if previous else "")
+        self._shadow(job, series, result)
+
+    def _shadow(self, job: JobRow, series: Series, result) -> None:
+        """Run the shadow (candidate) model version, if one is set, after the active result is journalled.
+
+        Its summary is stored beside the active one for `svdmark models compare`; nothing is sent.
+        """
+        try:
+            from .lifecycle import run_shadow
+
+            run_shadow(self.context, self.journal, self.config.data_dir, job.id, series, result)
+        except Exception:  # a shadow must never disturb the live service
+            event(log, "shadow_failed", logging.WARNING, exc_info=True, series_uid=job.series_uid)
 
 
 def _to_bytes(ds: pydicom.Dataset) -> bytes:

@@ -11,7 +11,7 @@ from pydicom.uid import JPEGLosslessSV1, RLELossless
 
 from svdmark.phantom import write_study
 
-from .conftest import Svdmark, results_by_kind, send_studies, source_series_of, wait_until
+from .conftest import Svdmark, results_by_kind, send_studies, source_series_of, storescu, wait_until
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -31,7 +31,7 @@ def expect_results(pacs, studies, timeout=240):
 def test_ncct_and_swi_studies_produce_results_and_distractors_none(tmp_path, pacs):
     ncct = write_study(tmp_path / "in" / "ncct", seed=21, kind="ncct", vendor="siemens", distractors=True,
                        transfer_syntax=JPEGLosslessSV1, tilt_deg=15.0, matrix=96)
-    swi = write_study(tmp_path / "in" / "swi", seed=22, kind="swi", vendor="philips", distractors=True,
+    swi = write_study(tmp_path / "in" / "swi", seed=22, kind="swi", vendor="philips", distractors=True, n_slices=40,
                       transfer_syntax=RLELossless, matrix=96)
     svd = Svdmark(tmp_path / "data", [f"{pacs.aet}@127.0.0.1:{pacs.port}"]).start()
     try:
@@ -53,5 +53,26 @@ def test_ncct_and_swi_studies_produce_results_and_distractors_none(tmp_path, pac
             src = pydicom.dcmread(next(Path(study.out_dir).rglob("*.dcm")), stop_before_pixels=True)
             for secret in (str(src.PatientName), str(src.PatientID), str(src.get("PatientBirthDate", "")) or "-"):
                 assert secret not in log, f"patient identifier {secret!r} leaked into the log"
+    finally:
+        svd.stop()
+
+
+def test_late_instance_triggers_reanalysis_that_supersedes(tmp_path, pacs):
+    study = write_study(tmp_path / "in", seed=23, kind="ncct", vendor="ge", distractors=False, matrix=96)
+    files = sorted(Path(study.out_dir).rglob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    svd = Svdmark(tmp_path / "data", [f"{pacs.aet}@127.0.0.1:{pacs.port}"]).start()
+    try:
+        storescu(files[:-1], svd.port)  # the top slice is held back: the stack still looks complete
+        first = expect_results(pacs, [study])["SR"]
+        assert len(first) == 1
+        storescu(files[-1:], svd.port)
+        srs = wait_until(lambda: (lambda got: got if len(got) == 2 else None)(results_by_kind(pacs)["SR"]), 240,
+                         "the superseding SR")
+        newer = next(ds for ds in srs if ds.SOPInstanceUID != first[0].SOPInstanceUID)
+        predecessors = [inst.ReferencedSOPInstanceUID
+                        for study_item in newer.PredecessorDocumentsSequence
+                        for series_item in study_item.ReferencedSeriesSequence
+                        for inst in series_item.ReferencedSOPSequence]
+        assert predecessors == [first[0].SOPInstanceUID]
     finally:
         svd.stop()

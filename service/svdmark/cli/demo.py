@@ -46,7 +46,8 @@ def _demo(work: Path, args: argparse.Namespace) -> int:
     service = Service(cfg).start()
     try:
         studies = [write_study(work / "studies" / "ncct", seed=11, kind="ncct", vendor="siemens", distractors=True),
-                   write_study(work / "studies" / "swi", seed=12, kind="swi", vendor="ge", distractors=True)]
+                   write_study(work / "studies" / "swi", seed=12, kind="swi", vendor="ge", distractors=True,
+                               n_slices=48)]
         files = sorted(p for p in (work / "studies").rglob("*.dcm"))
         say = (lambda *_: None) if args.json else print
         say(f"svdmark demo: sending {len(files)} instances of 2 synthetic studies to SVDMARK@127.0.0.1:{service.port}")
@@ -117,5 +118,5 @@ def _print(report: dict) -> None:
         print(f"  {o['modality']:<3} {o['sop_class']}  '{o['series_description']}'")
     print("\nGround truth of the synthetic studies:")
     for t in report["truth"]:
-        print("  " + json.dumps({k: v for k, v in t.items() if k in ("kind", "vendor", "wml_ml", "cmb_count", "grade")}))
+        print("  " + json.dumps({k: v for k, v in t.items() if k in ("kind", "vendor", "truth_wml_ml", "cmb_count", "grade")}))
     print("\nResearch use only: svdmark describes measurements; it never recommends a treatment.")

@@ -5,9 +5,9 @@ import argparse
 import sys
 
 from ..errors import SvdmarkError
-from . import demo, ops, serve
+from . import analyze, demo, models, ops, results, routing, serve
 
-COMMANDS = (serve, demo, ops)
+COMMANDS = (serve, demo, ops, analyze, results, models, routing)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,287 @@
+"""Find DICOM instances under folders and zip files; check each the way the service checks a C-STORE.
+
+Every file is either accepted (``Instance``) or listed with a reason (``FileError``);
+nothing found here stops a run. Zip archives are read in place, member by member
+(no extraction); an archive inside an archive is listed as an error.
+"""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import pydicom
+
+from ..errors import Rejected
+from ..logs import pseudonym
+from ..receive.inspect import inspect
+
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one file's bytes live: a plain file, or a member of a zip archive."""
+
+    path: str
+    member: str | None = None
+    bare: bool = False  # a DICOM data set without the Part 10 preamble and file meta (old archives)
+
+    @property
+    def name(self) -> str:
+        return f"{self.path}!{self.member}" if self.member else self.path
+
+    def read_bytes(self) -> bytes:
+        if self.member is None:
+            data = Path(self.path).read_bytes()
+        else:
+            with zipfile.ZipFile(self.path) as zf:
+                data = zf.read(self.member)
+        if self.bare:
+            data = as_part10(data) or data
+        return data
+
+    def open(self):
+        """A file object for pydicom (a path for plain Part 10 files, bytes in memory otherwise)."""
+        return self.path if self.member is None and not self.bare else io.BytesIO(self.read_bytes())
+
+
+def as_part10(data: bytes) -> bytes | None:
+    """A bare data set (no preamble, no file meta) as Part 10 bytes, or None if it is not one."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    if len(data) < 8 or data[:2] not in (b"\x08\x00", b"\x02\x00"):  # starts with group 0008 (or 0002)
+        return None
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds or "PixelData" not in ds:
+            return None
+        implicit = ds.original_encoding[0] if ds.original_encoding else True
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+        ds.file_meta = meta
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        return buf.getvalue()
+    except Exception:  # whatever it is, it is not a usable bare data set
+        return None
+
+
+@dataclass(frozen=True)
+class Instance:
+    source: Source
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    modality: str
+    sop_class: str
+    patient_pseudonym: str
+    series_number: str
+    series_description: str
+
+
+@dataclass(frozen=True)
+class FileError:
+    file: str
+    reason: str
+    series_uid: str = ""
+    study_uid: str = ""
+    sop_uid: str = ""
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+def iter_sources(paths: Iterable[Path], skip: Iterable[Path] = ()) -> Iterator[Source | FileError]:
+    """Every file under ``paths`` (recursively, sorted), zip members expanded."""
+    skip_resolved = {Path(s).resolve() for s in skip}
+    for root in paths:
+        root = Path(root)
+        if root.is_file():
+            yield from _file_sources(root)
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath)
+            dirnames[:] = sorted(d for d in dirnames if (here / d).resolve() not in skip_resolved)
+            for fn in sorted(filenames):
+                yield from _file_sources(here / fn)
+
+
+def _file_sources(path: Path) -> Iterator[Source | FileError]:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        yield FileError(str(path), f"cannot read file: {exc.strerror or exc}")
+        return
+    if head not in ZIP_MAGIC:
+        yield Source(str(path))
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = sorted(i.filename for i in zf.infolist() if not i.is_dir())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        yield FileError(str(path), f"damaged zip archive: {exc}")
+        return
+    for m in members:
+        yield Source(str(path), m)
+
+
+def scan(source: Source, key: bytes) -> Instance | FileError:
+    """Read one file and accept it as an analysable image instance, or say why not."""
+    try:
+        data = source.read_bytes()
+    except (OSError, zipfile.BadZipFile, ValueError, RuntimeError, EOFError) as exc:
+        return FileError(source.name, f"cannot read: {exc}")
+    if data[:4] in ZIP_MAGIC and source.member is not None:
+        return FileError(source.name, "zip archive inside a zip archive; extract it first")
+    if len(data) == 0:
+        return FileError(source.name, "empty file")
+    if len(data) < 132 or data[128:132] != b"DICM":
+        converted = as_part10(data)
+        if converted is None:
+            return FileError(source.name, "not a DICOM file (no 'DICM' marker at byte 128)")
+        source, data = Source(source.path, source.member, bare=True), converted
+    try:
+        found = inspect(data)
+    except Rejected as exc:
+        ident = _identity(data)
+        return FileError(source.name, exc.reason, ident.get("series_uid", ""), ident.get("study_uid", ""),
+                         exc.sop_uid or ident.get("sop_uid", ""))
+    header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True,
+                             specific_tags=["PatientID", "SeriesNumber", "SeriesDescription"])
+    return Instance(
+        source=source,
+        sop_uid=found.sop_uid,
+        study_uid=found.study_uid,
+        series_uid=found.series_uid,
+        modality=found.modality,
+        sop_class=found.sop_class,
+        patient_pseudonym=pseudonym(pid, key) if (pid := str(header.get("PatientID", "") or "").strip()) else "",
+        series_number=str(header.get("SeriesNumber", "") or ""),
+        series_description=str(header.get("SeriesDescription", "") or ""),
+    )
+
+
+def _identity(data: bytes) -> dict:
+    """Best-effort UIDs of a rejected file, so an error row can name its series."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True,
+                             specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
+    except Exception:  # anything unparseable simply has no identity
+        return {}
+    return {k: str(ds.get(a, "") or "") for k, a in
+            (("study_uid", "StudyInstanceUID"), ("series_uid", "SeriesInstanceUID"), ("sop_uid", "SOPInstanceUID"))}
+
+
+@dataclass(frozen=True)
+class SeriesGroup:
+    study_uid: str
+    series_uid: str
+    instances: tuple[Instance, ...]  # sorted by SOP Instance UID (the order the pipeline reads them)
+
+    @property
+    def first(self) -> Instance:
+        return self.instances[0]
+
+    @property
+    def fingerprint(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for i in self.instances:
+            h.update(i.sop_uid.encode() + b"\0")
+        return h.hexdigest()
+
+
+def group(instances: Iterable[Instance]) -> tuple[list[SeriesGroup], list[FileError]]:
+    """Group by Series Instance UID; a second copy of a SOP Instance UID is listed, not used."""
+    by_series: dict[str, dict[str, Instance]] = {}
+    dups: dict[tuple[str, str, str], list[Instance]] = {}  # (series, where the copies are, where the first is)
+    for inst in instances:
+        seen = by_series.setdefault(inst.series_uid, {})
+        if inst.sop_uid in seen:
+            where = (inst.series_uid, _container(inst.source), _container(seen[inst.sop_uid].source))
+            dups.setdefault(where, []).append(inst)
+            continue
+        seen[inst.sop_uid] = inst
+    errors: list[FileError] = []
+    for (series_uid, here, first), copies in dups.items():  # one row per folder of copies, not per file
+        name = copies[0].source.name if len(copies) == 1 else here
+        errors.append(FileError(name, f"{len(copies)} duplicate instance(s) (SOP Instance UIDs already read from"
+                                f" {first}); skipped", series_uid, copies[0].study_uid,
+                                copies[0].sop_uid if len(copies) == 1 else ""))
+    groups = []
+    for series_uid, members in by_series.items():
+        ordered = tuple(sorted(members.values(), key=lambda i: i.sop_uid))
+        groups.append(SeriesGroup(ordered[0].study_uid, series_uid, ordered))
+    groups.sort(key=lambda g: (g.study_uid, _num(g.first.series_number), g.series_uid))
+    return groups, errors
+
+
+def _container(src: Source) -> str:
+    """The folder (or zip file) holding a source."""
+    return src.path if src.member is not None else str(Path(src.path).parent)
+
+
+def _num(text: str) -> tuple:
+    try:
+        return (0, int(text))
+    except ValueError:
+        return (1, 0)
+
+
+def discover(paths: Iterable[Path], key: bytes, skip: Iterable[Path] = (),
+             cache: dict | None = None, on_file: Callable[[str], None] | None = None
+             ) -> tuple[list[SeriesGroup], list[FileError], dict]:
+    """Scan everything under ``paths``. ``cache`` maps a file's identity to an earlier scan, so a
+    resumed run does not re-read unchanged files; the updated cache is returned."""
+    cache = dict(cache or {})
+    new_cache: dict = {}
+    instances: list[Instance] = []
+    errors: list[FileError] = []
+    for item in iter_sources(paths, skip):
+        if isinstance(item, FileError):
+            errors.append(item)
+            continue
+        ident = _cache_key(item)
+        hit = cache.get(ident) if ident else None
+        if hit is not None:
+            found = _from_cache(item, hit)
+        else:
+            found = scan(item, key)
+        if ident:
+            new_cache[ident] = _to_cache(found)
+        (instances if isinstance(found, Instance) else errors).append(found)
+        if on_file:
+            on_file(item.name)
+    groups, dup_errors = group(instances)
+    return groups, errors + dup_errors, new_cache
+
+
+def _cache_key(src: Source) -> str | None:
+    try:
+        st = os.stat(src.path)
+    except OSError:
+        return None
+    return f"{src.path}\0{src.member or ''}\0{st.st_size}\0{st.st_mtime_ns}"
+
+
+def _to_cache(found: Instance | FileError) -> dict:
+    if isinstance(found, FileError):
+        return {"error": found.as_row()}
+    d = asdict(found)
+    d.pop("source")
+    return {"instance": d, "bare": found.source.bare}
+
+
+def _from_cache(src: Source, hit: dict) -> Instance | FileError:
+    if "error" in hit:
+        return FileError(**hit["error"])
+    return Instance(source=Source(src.path, src.member, bare=bool(hit.get("bare"))), **hit["instance"])

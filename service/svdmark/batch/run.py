@@ -1,0 +1,352 @@
+"""``svdmark analyze``: the service's pipeline over folders and zip files, with a results table.
+
+Per series: route (header only) → if it would be analysed with the same model
+(name, version, sha256), rule set and instances as a finished earlier run, reuse
+that run's row; otherwise ``pipeline.analyse`` → ``encode.results`` (same
+``worker.uid_seed`` as the service, so the same objects) → write the outputs
+into a staging folder and rename it into place → record the series as done.
+Completion is recorded only after the outputs are in place, so Ctrl-C at any
+moment loses at most the series in hand, and a re-run redoes exactly those.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import __version__, route
+from ..config import Config
+from ..domain import RouteKind
+from ..errors import Ignored, InvalidSeries, ModelError, SvdmarkError
+from . import table as T
+from .discover import SeriesGroup, discover
+from .progress import Progress
+from .state import RunState, key_fingerprint, resolve_key, write_json
+
+log = logging.getLogger("svdmark.analyze")
+
+
+@dataclass
+class RunReport:
+    out_dir: Path
+    rows: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+    interrupted: bool = False
+    internal_failures: int = 0
+    tables: list[Path] = field(default_factory=list)
+    key_source: str = ""
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"output": str(self.out_dir), "complete": not self.interrupted, "counts": self.counts,
+                "tables": [str(p) for p in self.tables], "pseudonym_key": self.key_source,
+                "seconds": round(self.seconds, 2)}
+
+
+# --------------------------------------------------------------------------- per-series work
+_CTX = None  # the pipeline context of this process (built once per worker process)
+
+
+def _context(config: Config):
+    global _CTX
+    if _CTX is None:
+        from .. import lifecycle
+        from ..service import build_context
+
+        ctx = build_context(config)
+        _CTX = dataclasses.replace(ctx, models=lifecycle.managed(ctx.models, config.data_dir))
+    return _CTX
+
+
+def _init_worker(config: Config, threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
+    os.environ.setdefault("SVDMARK_INFER_THREADS", str(threads))
+    logging.getLogger().setLevel(logging.WARNING)
+    _context(config)
+
+
+def analyse_group(group: SeriesGroup, out_dir: str, config: Config) -> dict:
+    """Analyse one series and write its outputs; returns its table row (never raises SvdmarkError)."""
+    from .. import encode
+    from ..pipeline import analyse
+    from ..summary import summarise
+    from ..worker import _to_bytes, load_series, uid_seed
+
+    t0 = time.perf_counter()
+    row = identity_row(group)
+    state = RunState(Path(out_dir))
+    try:
+        ctx = _context(config)
+        series = load_series(group.study_uid, group.series_uid,
+                             ((i.sop_uid, i.source.open()) for i in group.instances))
+        result = analyse(series, ctx)
+        encoded = encode.results(result, uid_seed=uid_seed(series, result.model.sha256, result.ruleset.version))
+    except Ignored as exc:
+        row.update(status=T.IGNORED, routing=RouteKind.IGNORED.value, rule_id=exc.rule_id, reason=exc.reason)
+        return row
+    except (InvalidSeries, ModelError) as exc:
+        row.update(status=T.FAILED, reason=str(exc), _failure="model" if isinstance(exc, ModelError) else "data")
+        return row
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, IndexError, RuntimeError,
+            NotImplementedError, SvdmarkError) as exc:  # unreadable pixel data, decoder missing, a bug
+        row.update(status=T.FAILED, reason=f"internal error: {type(exc).__name__}: {exc}", _failure="internal")
+        return row
+    summary = summarise(result)
+    T.fill_from_summary(row, summary)
+    row.update(status=T.ANALYSED, routing=result.routing.kind.value, rule_id=result.routing.rule_id,
+               reason=result.routing.reason)
+    files = write_outputs(Path(out_dir), group, encoded.items(), _to_bytes)
+    row.update(files)
+    row["sr_sop_uid"] = str(encoded.sr.SOPInstanceUID) if encoded.sr is not None else None
+    row["analysed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    row["total_seconds"] = round(time.perf_counter() - t0, 3)
+    key = run_key(group, result.model.name, result.model.version, result.model.sha256, result.ruleset.version)
+    state.mark_done(group.series_uid, key, row)  # only now is the series finished
+    return row
+
+
+def write_outputs(out_dir: Path, group: SeriesGroup, items, to_bytes: Callable) -> dict:
+    """Write SR/SEG/summary into ``dicom/<study>/<series>/`` atomically (staging folder, then rename)."""
+    study_dir = out_dir / "dicom" / group.study_uid
+    final = study_dir / group.series_uid
+    staging = study_dir / f".staging-{group.series_uid}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    files = {}
+    try:
+        for kind, ds in items:
+            data = to_bytes(ds)
+            with open(staging / f"{kind}.dcm", "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            files[f"{kind}_file"] = str(Path("dicom") / group.study_uid / group.series_uid / f"{kind}.dcm")
+        old = None
+        if final.exists():
+            old = study_dir / f".old-{group.series_uid}-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+        os.replace(staging, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        fd = os.open(study_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return files
+
+
+def identity_row(group: SeriesGroup) -> dict:
+    first = group.first
+    return T.base_row(study_uid=group.study_uid, series_uid=group.series_uid, series_number=first.series_number,
+                      series_description=first.series_description, patient_pseudonym=first.patient_pseudonym,
+                      modality=first.modality, n_instances=len(group.instances), status=T.PENDING)
+
+
+def run_key(group: SeriesGroup, name: str, version: str, sha: str, ruleset_version: str) -> dict:
+    return {"model_name": name, "model_version": version, "model_sha256": sha, "ruleset_version": ruleset_version,
+            "instances": group.fingerprint}
+
+
+# --------------------------------------------------------------------------- the run
+class Runner:
+    def __init__(self, config: Config, out_dir: Path, workers: int = 1, key_file: Path | None = None,
+                 progress: bool = True, force: bool = False):
+        self.config = config
+        self.out = Path(out_dir)
+        self.workers = max(1, workers)
+        self.key_file = key_file
+        self.progress = progress
+        self.force = force
+
+    def say(self, text: str) -> None:
+        if self.progress:
+            print(text, file=sys.stderr, flush=True)
+
+    def run(self, paths: list[Path]) -> RunReport:
+        t_start = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = RunState(self.out)
+        state.clean_staging()
+        key, key_source = resolve_key(self.key_file, self.out / ".pseudonym.key")
+        report = RunReport(self.out, key_source=key_source)
+        key_id = key_fingerprint(key)
+
+        # 1. find and check every file
+        cache = state.load_scan_cache(key_id)
+        n_files = [0]
+
+        def on_file(name: str) -> None:
+            n_files[0] += 1
+            if self.progress and sys.stderr.isatty() and n_files[0] % 25 == 0:
+                sys.stderr.write(f"\rscan: {n_files[0]} files")
+                sys.stderr.flush()
+
+        groups, file_errors, new_cache = discover(paths, key, skip=[self.out], cache=cache, on_file=on_file)
+        state.save_scan_cache(key_id, new_cache)
+        if self.progress and sys.stderr.isatty():
+            sys.stderr.write("\r" + " " * 40 + "\r")
+        self.say(f"analyze: {n_files[0]} file(s), {len(groups)} series, {len(file_errors)} file(s) not usable")
+        report.errors = [e.as_row() for e in file_errors]
+
+        # 2. route each series from its header; reuse finished work
+        from ..infer import ModelRegistry
+        from .. import lifecycle
+        from ..rules import RuleSet
+
+        table = route.RoutingTable.load(self.config.routing_file)
+        registry = lifecycle.managed(ModelRegistry(self.config.models_dir), self.config.data_dir)
+        ruleset = RuleSet.load(self.config.rules_file).info
+        rows: dict[str, dict] = {}
+        todo: list[SeriesGroup] = []
+        models: dict = {}
+        wanted: dict[str, dict] = {}
+        for g in groups:
+            row = identity_row(g)
+            try:
+                import pydicom
+
+                header = pydicom.dcmread(g.first.source.open(), stop_before_pixels=True)
+            except Exception as exc:  # the file was readable a moment ago; say what happened
+                row.update(status=T.FAILED, reason=f"cannot read header of {g.first.source.name}: {exc}")
+                rows[g.series_uid] = row
+                continue
+            decision = route.decide(header, table)
+            if decision.kind is RouteKind.IGNORED:
+                row.update(status=T.IGNORED, routing=decision.kind.value, rule_id=decision.rule_id,
+                           reason=decision.reason)
+                rows[g.series_uid] = row
+                continue
+            task = decision.kind.task
+            if task not in models:
+                try:
+                    models[task] = registry.active(task)
+                except ModelError as exc:
+                    models[task] = exc
+            model = models[task]
+            if isinstance(model, ModelError):
+                row.update(status=T.FAILED, routing=decision.kind.value, rule_id=decision.rule_id,
+                           task=task.value, reason=str(model), _failure="model")
+                rows[g.series_uid] = row
+                continue
+            done = None if self.force else state.done(g.series_uid)
+            want = run_key(g, model.name, model.version, model.sha256, ruleset.version)
+            if done and done.get("key") == want and self._outputs_exist(done.get("row", {})):
+                kept = dict(done["row"])
+                kept["patient_pseudonym"] = row["patient_pseudonym"]  # the key may have changed
+                rows[g.series_uid] = kept
+                continue
+            rows[g.series_uid] = row  # pending until analysed
+            wanted[g.series_uid] = want
+            todo.append(g)
+        skipped = sum(1 for r in rows.values() if r["status"] == T.ANALYSED)
+        if skipped:
+            self.say(f"analyze: {skipped} series already analysed with the same model; skipping them")
+
+        # 3. analyse what is left
+        bar = Progress(len(todo), "analyze", enabled=self.progress)
+        if todo:
+            bar.step("", n=0)  # draw the empty bar before the first (slow) series
+        try:
+            for row in self._execute(todo):
+                rows[row["series_uid"]] = row
+                bar.step(_note(row))
+        except KeyboardInterrupt:
+            report.interrupted = True
+            for uid, want in wanted.items():  # finished by a worker after the parent stopped listening
+                done = state.done(uid)
+                if rows[uid]["status"] == T.PENDING and done and done.get("key") == want:
+                    rows[uid] = dict(done["row"], patient_pseudonym=rows[uid]["patient_pseudonym"])
+        finally:
+            bar.close()
+
+        # 4. tables
+        ordered = [rows[g.series_uid] for g in groups]
+        for r in ordered:
+            if r["status"] == T.FAILED:
+                report.errors.append({"file": _series_folder(next(g for g in groups if g.series_uid == r["series_uid"])),
+                                      "series_uid": r["series_uid"], "study_uid": r["study_uid"], "sop_uid": "",
+                                      "reason": f"series not analysed: {r['reason']}"})
+                if r.get("_failure") in ("model", "internal"):
+                    report.internal_failures += 1
+        clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in ordered]
+        report.rows = clean
+        report.tables = T.write_tables(T.frame(clean), self.out / "results")
+        report.tables += T.write_tables(T.frame(report.errors, T.ERROR_COLUMNS), self.out / "errors")
+        counts = {s: sum(1 for r in clean if r["status"] == s) for s in (T.ANALYSED, T.IGNORED, T.FAILED, T.PENDING)}
+        counts.update(series=len(clean), files=n_files[0], file_errors=len(file_errors), reused=skipped)
+        report.counts = counts
+        report.seconds = time.perf_counter() - t_start
+        write_json(self.out / "run.json", {
+            "svdmark": __version__, "inputs": [str(p) for p in paths], "complete": not report.interrupted,
+            "counts": counts, "ruleset": {"id": ruleset.id, "version": ruleset.version},
+            "models": {t.value: (m.label + " sha256:" + m.sha256 if not isinstance(m, Exception) else str(m))
+                       for t, m in models.items()},
+            "pseudonym_key": key_source, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+        return report
+
+    def _outputs_exist(self, row: dict) -> bool:
+        return all((self.out / row[k]).is_file() for k in ("sr_file", "seg_file", "summary_file") if row.get(k))
+
+    def _execute(self, todo: list[SeriesGroup]):
+        if not todo:
+            return
+        if self.workers == 1 or len(todo) == 1:
+            for g in todo:
+                yield analyse_group(g, str(self.out), self.config)
+            return
+        import multiprocessing as mp
+
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(todo)), mp_context=mp.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(self.config, threads))
+        pending: set[Future] = set()
+        queue = list(todo)
+        try:
+            while queue or pending:
+                while queue and len(pending) < 2 * self.workers:  # bounded: a few series in memory at once
+                    pending.add(pool.submit(analyse_group, queue.pop(0), str(self.out), self.config))
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    yield f.result()
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            for p in list(getattr(pool, "_processes", {}).values()):
+                p.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+
+
+def _note(row: dict) -> str:
+    uid = row["series_uid"]
+    short = uid if len(uid) <= 24 else "…" + uid[-22:]
+    if row["status"] == T.ANALYSED:
+        if row.get("wml_ml") is not None:
+            what = f"WML {row['wml_ml']:.2f} mL"
+        else:
+            what = f"CMB {row.get('cmb_count')} (grade {row.get('cmb_grade')})"
+        return f"{short} {what} ({row.get('seconds') or 0:.1f} s)"
+    return f"{short} {row['status']}: {row.get('reason') or ''}"[:160]
+
+
+def _series_folder(group: SeriesGroup) -> str:
+    names = [i.source.path if i.source.member is None else i.source.name for i in group.instances]
+    if len(names) == 1:
+        return names[0]
+    common = os.path.commonpath([os.path.dirname(n) if "!" not in n else n.split("!")[0] for n in names])
+    return common or names[0]

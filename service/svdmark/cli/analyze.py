@@ -1,0 +1,112 @@
+"""`svdmark analyze`: run the service's analysis over folders and zip files of DICOM.
+
+Every series found is routed (NCCT → WML, SWI → microbleeds, anything else is
+listed as ignored with the reason), analysed with the same pipeline and models
+as `svdmark serve`, and its SR, SEG and summary image are written to
+OUTPUT/dicom/<study UID>/<series UID>/{sr,seg,summary}.dcm.
+
+Tables (CSV and Parquet) in OUTPUT:
+  results.*  one row per series: UIDs, patient pseudonym (keyed hash, never the ID),
+             modality, routing decision or ignore reason, model and rule set versions,
+             WML mL, CMB count and grade, flags, quality warnings, seconds
+  errors.*   every file that could not be used (file, series if known, reason),
+             and every series that could not be analysed
+
+Re-running the same command resumes: series already analysed with the same model
+version (and sha256) are not analysed again. Ctrl-C is safe; re-run to finish.
+
+Models: the same as `svdmark serve` with the same --data-dir / --config (packaged
+models, plus those installed and activated with `svdmark models`).
+
+Pseudonym key: --key-file, else $SVDMARK_PSEUDONYM_KEY, else a key generated once
+and kept in OUTPUT/.pseudonym.key (keep it to link pseudonyms across runs).
+
+Exit status: 0 the run completed (unusable files and ignored series are listed,
+not fatal); 1 interrupted, or a series failed for lack of a working model or an
+internal error; 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import add_config_options, add_json_option, emit, load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="analyse folders or zip files of DICOM into a results table",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="folders (searched recursively) or zip files")
+    p.add_argument("--output", "-o", type=Path, required=True, metavar="DIR", help="where outputs and tables go")
+    p.add_argument("--workers", type=_positive, default=1, metavar="N",
+                   help="series analysed in parallel, one process each (default 1; each needs ~1-2 GB)")
+    p.add_argument("--key-file", type=Path, metavar="FILE", help="pseudonymisation key (HMAC-SHA256 of PatientID)")
+    p.add_argument("--force", action="store_true", help="analyse every series again, even if already done")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    add_config_options(p)
+    add_json_option(p)
+    p.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def run(args: argparse.Namespace) -> int:
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        print(f"svdmark analyze: error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if args.output.exists() and not args.output.is_dir():
+        print(f"svdmark analyze: error: --output {args.output} exists and is not a folder", file=sys.stderr)
+        return 2
+    import signal
+
+    from .. import logs
+    from ..batch.run import Runner
+
+    def _terminate(signum, frame):  # a batch scheduler's SIGTERM is an interrupt too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    logs.setup("ERROR")  # the progress bar and the tables say what happened
+    cfg = load_config(args)
+    runner = Runner(cfg, args.output, workers=args.workers, key_file=args.key_file,
+                    progress=not args.quiet and not args.json, force=args.force)
+    try:
+        report = runner.run(args.paths)
+    except KeyboardInterrupt:
+        print("\nsvdmark analyze: interrupted before any series was analysed; run the command again",
+              file=sys.stderr)
+        return 1
+    except OSError as exc:  # output folder not writable, disk full, ...
+        print(f"svdmark analyze: error: {exc.filename or args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    c = report.counts
+    if report.interrupted:
+        human = (f"svdmark analyze: interrupted after {c[ 'analysed']} analysed series; {c['pending']} not done yet."
+                 f" Run the same command again to finish (finished series are kept).")
+    else:
+        human = (f"{c['series']} series: {c['analysed']} analysed ({c['reused']} from an earlier run), "
+                 f"{c['ignored']} ignored, {c['failed']} failed; {c['file_errors']} of {c['files']} file(s) not used\n"
+                 f"results: {args.output / 'results.csv'} (and .parquet)\n"
+                 f"errors:  {args.output / 'errors.csv'} (and .parquet)")
+        fails = [e for e in report.errors if e["reason"].startswith("series not analysed")]
+        for e in fails[:10]:
+            human += f"\nfailed: {e['file']}: series {e['series_uid']}: {e['reason']}"
+        if len(fails) > 10:
+            human += f"\n... and {len(fails) - 10} more in errors.csv"
+    if report.interrupted:
+        print(human, file=sys.stderr)
+        if args.json:
+            emit(args, report.as_dict(), "")
+        return 1
+    emit(args, report.as_dict(), human)
+    return 1 if report.internal_failures else 0

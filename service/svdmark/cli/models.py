@@ -1,0 +1,172 @@
+"""`svdmark models`: list, inspect, install, verify, activate, roll back, shadow and compare models.
+
+Packaged models live in models_onnx/<name>/<version>/; installed ones in
+<data-dir>/models/<name>/<version>/. Which version is active (and which runs in
+shadow) is kept in <data-dir>/models/state.json, which `svdmark serve` reads
+before every job: an activation takes effect at the next job, without a restart,
+and the job in hand finishes with its model. Every change is audited in the
+journal (who, what, when, sha256).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import add_config_options, add_json_option, emit, load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="model versions: list, install, verify, activate, rollback, shadow, compare",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    q = _leaf(msub, "list", "every model version, which is active and which is in shadow")
+    q.set_defaults(func=run_list)
+
+    q = _leaf(msub, "show", "one model: manifest, versions, activation history, recent changes")
+    q.add_argument("name")
+    q.add_argument("version", nargs="?", help="default: the active version")
+    q.set_defaults(func=run_show)
+
+    q = _leaf(msub, "install", "install a model version from a folder with manifest.json (checksum + self-test)")
+    q.add_argument("path", type=Path, metavar="PATH", help="folder holding manifest.json and the model file")
+    q.add_argument("--activate", action="store_true", help="activate it once installed")
+    q.set_defaults(func=run_install)
+
+    q = _leaf(msub, "verify", "check sha256 and run the self-test of every (or one) model version")
+    q.add_argument("name", nargs="?")
+    q.add_argument("version", nargs="?")
+    q.set_defaults(func=run_verify)
+
+    q = _leaf(msub, "activate", "make a version the active one (checksum + self-test first)")
+    q.add_argument("name")
+    q.add_argument("version")
+    q.set_defaults(func=run_activate)
+
+    q = _leaf(msub, "rollback", "re-activate the previously active version")
+    q.add_argument("name")
+    q.set_defaults(func=run_rollback)
+
+    q = _leaf(msub, "shadow", "run a candidate version beside the active one on live traffic, sending nothing")
+    q.add_argument("name")
+    q.add_argument("version", nargs="?", help="the candidate version (omit with --off)")
+    q.add_argument("--off", action="store_true", help="stop shadowing this model")
+    q.set_defaults(func=run_shadow)
+
+    q = _leaf(msub, "compare", "agreement of shadow results with the active model's (same series)")
+    q.add_argument("name", nargs="?")
+    q.add_argument("version", nargs="?", help="shadow version (default: the current shadow)")
+    q.set_defaults(func=run_compare)
+
+
+def _leaf(sub, name: str, help_: str) -> argparse.ArgumentParser:
+    q = sub.add_parser(name, help=help_, description=help_)
+    add_config_options(q)
+    add_json_option(q)
+    return q
+
+
+def _lifecycle(args):
+    from ..lifecycle import Lifecycle
+
+    return Lifecycle(load_config(args))
+
+
+def run_list(args) -> int:
+    rows = _lifecycle(args).list()
+    human = "\n".join(
+        f"{'*' if r['active'] else 'S' if r['shadow'] else ' '} {r['name']:<20} {r['version']:<12} {str(r['task']):<4}"
+        f" {r['source']:<9} {str(r['sha256'])[:12]}  {r['path']}" for r in rows
+    ) or "no models installed"
+    if rows:
+        human += "\n(* active, S shadow)"
+    emit(args, rows, human)
+    return 0
+
+
+def run_show(args) -> int:
+    info = _lifecycle(args).show(args.name, args.version)
+    m = info["manifest"]
+    lines = [f"{info['name']} {info['version']} ({info['source']})",
+             f"  task {m.get('task')}, modality {m.get('modality')}, sha256 {m.get('sha256')}",
+             f"  input: {m.get('input', {}).get('kind')}, file {m.get('file', 'model.onnx')}",
+             f"  self-test: {json.dumps(m.get('self_test', {}).get('expect', {}))} on "
+             f"{m.get('self_test', {}).get('generator', '-')}",
+             f"  versions: {', '.join(info['versions'])}; active {info['active_version']};"
+             f" shadow {info['shadow_version'] or '-'}; previously active: {', '.join(info['history']) or '-'}"]
+    if m.get("training"):
+        lines.append(f"  training: {json.dumps(m['training'])[:300]}")
+    if info["recent_changes"]:
+        import time
+
+        lines.append("  recent changes:")
+        for a in info["recent_changes"]:
+            d = json.loads(a["detail"])
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["at"]))
+            lines.append(f"    {when} {a['actor']:<10} {a['action']:<16} {d.get('version') or ''}"
+                         f" {(d.get('sha256') or '')[:12]}")
+    emit(args, info, "\n".join(lines))
+    return 0
+
+
+def run_install(args) -> int:
+    if not args.path.exists():
+        print(f"svdmark models install: error: no such folder: {args.path}", file=sys.stderr)
+        return 2
+    out = _lifecycle(args).install(args.path, activate=args.activate)
+    if not out.get("installed"):
+        emit(args, out, out["detail"])
+        return 0
+    human = (f"installed {out['name']} {out['version']} (sha256 {out['sha256'][:12]}…)\n  {out['self_test']}\n"
+             f"  active version of {out['name']}: "
+             f"{out.get('activation', {}).get('version') or out['active_version']}")
+    emit(args, out, human)
+    return 0
+
+
+def run_verify(args) -> int:
+    rows = _lifecycle(args).verify(args.name, args.version)
+    lines = []
+    for r in rows:
+        if r["ok"]:
+            lines.append(f"ok      {r['name']} {r['version']}: sha256 {r['sha256'][:12]}…; {r['self_test']['text']}")
+        else:
+            lines.append(f"FAILED  {r['name']} {r['version']}: {r['error']}")
+    emit(args, rows, "\n".join(lines) or "no models to verify")
+    return 0 if rows and all(r["ok"] for r in rows) else 1
+
+
+def run_activate(args) -> int:
+    out = _lifecycle(args).activate(args.name, args.version)
+    human = out.get("detail") or (f"{out['name']} {out['version']} is now active (was {out['previous_version']});"
+                                  " a running service uses it from its next job")
+    emit(args, out, human)
+    return 0
+
+
+def run_rollback(args) -> int:
+    out = _lifecycle(args).rollback(args.name)
+    emit(args, out, f"{out['name']} rolled back to {out['version']} (was {out['previous_version']})")
+    return 0
+
+
+def run_shadow(args) -> int:
+    if args.off == (args.version is not None):
+        print("svdmark models shadow: error: give a VERSION, or --off", file=sys.stderr)
+        return 2
+    out = _lifecycle(args).set_shadow(args.name, None if args.off else args.version)
+    human = (f"shadow of {out['name']} off (was {out['previous_shadow']})" if args.off else
+             f"{out['name']} {out['version']} now runs in shadow beside the active version; results are stored, "
+             f"not sent. `svdmark models compare {out['name']}` reports agreement.")
+    emit(args, out, human)
+    return 0
+
+
+def run_compare(args) -> int:
+    from ..lifecycle import format_comparison
+
+    rows = _lifecycle(args).compare(args.name, args.version)
+    emit(args, rows, "\n".join(format_comparison(c) for c in rows) or "no shadow results yet")
+    return 0

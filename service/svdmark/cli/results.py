@@ -1,0 +1,138 @@
+"""`svdmark results`: export the service's results as a table, and cohort statistics.
+
+Both read the service journal (--data-dir / --config), or a results table written
+by `svdmark analyze` (--table OUTPUT_DIR or --table results.csv|results.parquet).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import add_config_options, add_json_option, emit, load_config
+
+_STATUS = {"done": "analysed", "ignored": "ignored", "failed": "failed", "pending": "pending", "running": "pending",
+           "superseded": "superseded"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("results", help="export results, cohort statistics", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    rsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    q = rsub.add_parser("export", help="results table (one row per series) as CSV or Parquet",
+                        description="Write the results table: one row per series, the latest analysis of each "
+                                    "(all analyses with --all). Same columns as `svdmark analyze`'s results table, "
+                                    "plus job id, generation and times.")
+    q.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    q.add_argument("--output", "-o", type=Path, metavar="FILE", help="output file (default: stdout for csv)")
+    q.add_argument("--all", action="store_true", help="every job, superseded analyses included")
+    _source_options(q)
+    q.set_defaults(func=run_export)
+
+    q = rsub.add_parser("summary", help="cohort statistics: median (IQR) WML, burden grades, routing, failures",
+                        description="Cohort statistics as papers report them: median (IQR) WML volume, "
+                                    "microbleed burden grades n (%%), series by routing decision, ignore and "
+                                    "failure reasons.")
+    _source_options(q)
+    add_json_option(q)
+    q.set_defaults(func=run_summary)
+
+
+def _source_options(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--table", type=Path, metavar="PATH",
+                   help="an `svdmark analyze` output folder or its results.csv/.parquet (instead of the journal)")
+    q.add_argument("--key-file", type=Path, metavar="FILE",
+                   help="pseudonymisation key for the journal export (default: $SVDMARK_PSEUDONYM_KEY or "
+                        "<data-dir>/.pseudonym.key)")
+    add_config_options(q)
+
+
+def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dict]:
+    import pydicom
+
+    from ..batch import table as T
+    from ..batch.state import resolve_key
+    from ..errors import ConfigError
+    from ..journal import Journal
+    from ..logs import pseudonym
+
+    cfg = load_config(args)
+    if not cfg.journal_path.exists():
+        raise ConfigError(f"no journal at {cfg.journal_path}; is --data-dir right? (or give --table)")
+    journal = Journal(cfg.journal_path)
+    key, _ = resolve_key(getattr(args, "key_file", None), cfg.data_dir / ".pseudonym.key")
+    jobs = [dict(r) for r in journal.query("SELECT * FROM jobs ORDER BY series_uid, generation, id")]
+    if latest_only:
+        last: dict[str, dict] = {}
+        for j in jobs:
+            last[j["series_uid"]] = j
+        jobs = list(last.values())
+    series = {r["series_uid"]: dict(r) for r in journal.query("SELECT series_uid, modality FROM series")}
+    rows = []
+    header_cache: dict[str, pydicom.Dataset | None] = {}
+    for j in sorted(jobs, key=lambda j: j["id"]):
+        uid = j["series_uid"]
+        if uid not in header_cache:
+            header_cache[uid] = None
+            for inst in journal.instances(uid)[:1]:
+                try:
+                    header_cache[uid] = pydicom.dcmread(inst.path, stop_before_pixels=True)
+                except Exception:  # spool file cleaned up or unreadable: the row just lacks header fields
+                    pass
+        h = header_cache[uid]
+        n = journal.query("SELECT COUNT(*) AS n FROM instances WHERE series_uid=?", (uid,))[0]["n"]
+        row = T.base_row(
+            study_uid=j["study_uid"], series_uid=uid, modality=(series.get(uid) or {}).get("modality"),
+            series_number=str(h.get("SeriesNumber", "")) if h is not None else None,
+            series_description=str(h.get("SeriesDescription", "")) if h is not None else None,
+            patient_pseudonym=(pseudonym(str(h.PatientID).strip(), key)
+                               if h is not None and str(h.get("PatientID", "") or "").strip() else None),
+            n_instances=n, status=_STATUS.get(j["state"], j["state"]), routing=j["routing"], rule_id=j["rule_id"],
+            reason=j["detail"], model_name=j["model_name"], model_version=j["model_version"],
+            model_sha256=j["model_sha"], ruleset_version=j["ruleset_version"])
+        summary = json.loads(j["summary"]) if j["summary"] else None
+        T.fill_from_summary(row, summary)
+        outputs = journal.query("SELECT kind, sop_uid, path FROM results WHERE job_id=?", (j["id"],))
+        for o in outputs:
+            row[f"{o['kind']}_file"] = o["path"]
+            if o["kind"] == "sr":
+                row["sr_sop_uid"] = o["sop_uid"]
+        if j["finished_at"]:
+            import time
+
+            row["analysed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(j["finished_at"]))
+        row.update(job_id=j["id"], generation=j["generation"], job_state=j["state"], completion=j["completion"])
+        rows.append(row)
+    return rows
+
+
+def load_frame(args: argparse.Namespace, latest_only: bool = True):
+    from ..batch import table as T
+
+    if args.table is not None:
+        return T.read_table(args.table), T.read_errors(args.table)
+    return T.frame(journal_rows(args, latest_only)), None
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..batch import table as T
+
+    if args.format == "parquet" and args.output is None:
+        print("svdmark results export: error: --format parquet needs --output FILE", file=sys.stderr)
+        return 2
+    df, _ = load_frame(args, latest_only=not args.all)
+    T.write_one(df, args.output or Path("-"), args.format)
+    if args.output is not None:
+        print(f"{len(df)} row(s) written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    from ..batch.cohort import cohort, format_cohort
+
+    df, errors = load_frame(args)
+    c = cohort(df, errors)
+    emit(args, c, format_cohort(c))
+    return 0
