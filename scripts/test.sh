@@ -5,13 +5,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-for bin in storescu:dcmtk dciodvfy:dicom3tools; do
-  command -v "/usr/bin/${bin%%:*}" >/dev/null 2>&1 || need_pkgs+=("${bin##*:}")
+for bin in bin/storescu:dcmtk bin/dciodvfy:dicom3tools sbin/Orthanc:orthanc; do
+  command -v "/usr/${bin%%:*}" >/dev/null 2>&1 || need_pkgs+=("${bin##*:}")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
+  # The tests start their own Orthanc on free ports: keep the package's service from starting
+  # (policy-rc.d exit 101 = "not allowed"; only where the machine has no policy of its own).
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d; own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  [ -z "$own_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -20,11 +20,27 @@ Example ``svdmark.toml``::
     host = "10.0.0.5"
     port = 104
     outputs = ["sr", "seg", "summary"]   # the output profile of this destination
+    tls = false                           # DICOM TLS to this destination (uses [tls] ca/cert/key)
+
+    [tls]                                 # DICOM TLS (listener, and destinations with tls = true)
+    cert = "/etc/svdmark/tls/svdmark.crt" # PEM; with key set, the listener speaks TLS only
+    key = "/etc/svdmark/tls/svdmark.key"
+    ca = "/etc/svdmark/tls/ca.crt"        # trusted CA bundle for peers' certificates
+    require_client_cert = true            # mutual TLS: refuse callers without a certificate from ca
+    verify_hostname = true                # exporter checks the destination's name/IP against its certificate
+
+    [metrics]                             # /healthz and Prometheus /metrics (off unless port is set)
+    host = "127.0.0.1"
+    port = 9110
 
 Environment variables: ``SVDMARK_HOST``, ``SVDMARK_PORT``, ``SVDMARK_AE_TITLE``,
 ``SVDMARK_DATA_DIR``, ``SVDMARK_DESTINATIONS`` (comma-separated ``AET@HOST:PORT``),
 ``SVDMARK_ALLOW_CALLING_AE`` (comma-separated), ``SVDMARK_SETTLE_SECONDS``,
-``SVDMARK_FALLBACK_SECONDS``, ``SVDMARK_MODELS_DIR``.
+``SVDMARK_FALLBACK_SECONDS``, ``SVDMARK_MODELS_DIR``, ``SVDMARK_TLS_CERT``, ``SVDMARK_TLS_KEY``,
+``SVDMARK_TLS_CA``, ``SVDMARK_TLS_REQUIRE_CLIENT_CERT``, ``SVDMARK_METRICS_HOST``, ``SVDMARK_METRICS_PORT``.
+
+``allow_calling_ae`` entries are ``AET`` or ``AET@HOST`` (HOST: an IP address or a name, which
+is resolved when the association arrives); a host-bound entry admits that AE title only from there.
 """
 from __future__ import annotations
 
@@ -68,6 +84,7 @@ class Destination:
     host: str
     port: int
     outputs: frozenset[str] = frozenset(OUTPUT_KINDS)
+    tls: bool = False
 
     @property
     def name(self) -> str:
@@ -97,6 +114,7 @@ class Destination:
                 host=str(d["host"]),
                 port=_check_port(d["port"], "destination port"),
                 outputs=outputs,
+                tls=bool(d.get("tls", False)),
             )
         except KeyError as exc:
             raise ConfigError(f"destination entry lacks {exc.args[0]!r}: {dict(d)}") from None
@@ -131,6 +149,19 @@ class Config:
     export_backoff_cap_seconds: float = 300.0
     # logging
     log_level: str = "INFO"
+    # DICOM TLS (see svdmark.tls)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_require_client_cert: bool = False
+    tls_verify_hostname: bool = True
+    # health endpoint and Prometheus metrics (see svdmark.health); off unless a port is set
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+
+    @property
+    def tls_listener(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def journal_path(self) -> Path:
@@ -147,8 +178,22 @@ class Config:
     def validate(self) -> "Config":
         _check_ae(self.ae_title, "listener AE title")
         _check_port(self.port, "listener port")
-        for aet in self.allow_calling_ae:
+        for entry in self.allow_calling_ae:
+            aet, _, host = entry.rpartition("@") if "@" in entry else (entry, "", "")
             _check_ae(aet, "allowed calling AE title")
+            if "@" in entry and not host.strip():
+                raise ConfigError(f"allowed calling AE {entry!r}: the host after '@' is empty")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("[tls] cert and key must be set together")
+        if self.tls_require_client_cert and (self.tls_cert is None or self.tls_ca is None):
+            raise ConfigError("[tls] require_client_cert needs cert, key and ca")
+        if any(d.tls for d in self.destinations) and self.tls_ca is None:
+            raise ConfigError("a destination has tls = true, which needs [tls] ca to verify it")
+        for p in (self.tls_cert, self.tls_key, self.tls_ca):
+            if p is not None and not Path(p).is_file():
+                raise ConfigError(f"TLS file {p} does not exist")
+        if self.metrics_port is not None:
+            _check_port(self.metrics_port, "metrics port")
         if self.settle_seconds < 0 or self.fallback_seconds < self.settle_seconds:
             raise ConfigError(
                 f"need 0 <= settle_seconds ({self.settle_seconds}) <= fallback_seconds ({self.fallback_seconds})"
@@ -183,6 +228,13 @@ _FILE_KEYS: dict[str, tuple[str, str]] = {
     "export.backoff_seconds": ("export_backoff_seconds", "float"),
     "export.backoff_cap_seconds": ("export_backoff_cap_seconds", "float"),
     "logging.level": ("log_level", "str"),
+    "tls.cert": ("tls_cert", "path"),
+    "tls.key": ("tls_key", "path"),
+    "tls.ca": ("tls_ca", "path"),
+    "tls.require_client_cert": ("tls_require_client_cert", "bool"),
+    "tls.verify_hostname": ("tls_verify_hostname", "bool"),
+    "metrics.host": ("metrics_host", "str"),
+    "metrics.port": ("metrics_port", "int"),
 }
 
 _ENV_KEYS: dict[str, tuple[str, str]] = {
@@ -195,6 +247,12 @@ _ENV_KEYS: dict[str, tuple[str, str]] = {
     "SVDMARK_FALLBACK_SECONDS": ("fallback_seconds", "float"),
     "SVDMARK_MODELS_DIR": ("models_dir", "path"),
     "SVDMARK_LOG_LEVEL": ("log_level", "str"),
+    "SVDMARK_TLS_CERT": ("tls_cert", "path"),
+    "SVDMARK_TLS_KEY": ("tls_key", "path"),
+    "SVDMARK_TLS_CA": ("tls_ca", "path"),
+    "SVDMARK_TLS_REQUIRE_CLIENT_CERT": ("tls_require_client_cert", "bool"),
+    "SVDMARK_METRICS_HOST": ("metrics_host", "str"),
+    "SVDMARK_METRICS_PORT": ("metrics_port", "int"),
 }
 
 
@@ -206,6 +264,13 @@ def _convert(value: Any, kind: str, where: str) -> Any:
             return float(value)
         if kind == "path":
             return Path(str(value)).expanduser()
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(value)
+            return text in ("1", "true", "yes", "on")
         if kind == "list":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(v).strip() for v in items if str(v).strip())

@@ -28,9 +28,13 @@ log = logging.getLogger("svdmark.service")
 
 
 def build_context(config: Config) -> Context:
+    """The analysis context: routing table, models (packaged + installed, activation state
+    re-read before every job, so `svdmark models activate` needs no restart), runtime, rules."""
+    from . import lifecycle
+
     return Context(
         routing=route.RoutingTable.load(config.routing_file),
-        models=ModelRegistry(config.models_dir),
+        models=lifecycle.managed(ModelRegistry(config.models_dir), config.data_dir),
         runtime=Runtime(),
         rules=RuleSet.load(config.rules_file),
     )

@@ -1,7 +1,6 @@
 """Runs queued jobs: read the series from the spool, analyse, encode, journal outputs + outbox rows."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -52,13 +51,6 @@ class Worker:
     journal: Journal
     spool: Spool
     context: Context
-
-    def __post_init__(self) -> None:
-        from . import lifecycle
-
-        # packaged + installed models, and the activation state re-read before every job
-        self.context = dataclasses.replace(self.context, models=lifecycle.managed(self.context.models,
-                                                                                  self.config.data_dir))
 
     def run_one(self) -> bool:
         """Claim and run one pending job; False when there was none."""

@@ -28,8 +28,9 @@ class Exporter(Protocol):
 class CStoreExporter:
     """Sends files to a destination in one association; one outcome per file."""
 
-    def __init__(self, calling_ae: str, timeout: float = 30.0, max_pdu: int = 262_144):
+    def __init__(self, calling_ae: str, timeout: float = 30.0, max_pdu: int = 262_144, tls_context=None):
         self.calling_ae = calling_ae
+        self.tls_context = tls_context  # ssl.SSLContext for destinations with tls = true (svdmark.tls)
         self.timeout = timeout
         self.max_pdu = max_pdu
 
@@ -46,9 +47,14 @@ class CStoreExporter:
         for klass, ts in sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for _, ds in datasets}):
             syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
             ae.add_requested_context(klass, [ts] + [s for s in syntaxes if s != ts])
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        if destination.tls and self.tls_context is None:
+            return [SendOutcome(p, False, "destination needs TLS but no [tls] context is configured") for p in paths]
+        tls_args = (self.tls_context, destination.host) if destination.tls else None
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
         if not assoc.is_established:
             why = "association rejected" if assoc.is_rejected else "no association (destination unreachable?)"
+            if destination.tls and not assoc.is_rejected:
+                why = "no association (destination unreachable, or the TLS handshake failed)"
             return [SendOutcome(p, False, why) for p in paths]
         outcomes = []
         try:

@@ -11,6 +11,7 @@ import logging
 import time
 from collections import defaultdict
 
+from .. import health
 from ..config import Destination
 from ..journal import Journal
 from ..logs import event
@@ -53,12 +54,14 @@ class Outbox:
                 if outcome.ok:
                     self.journal.mark_delivered(d.id)
                     confirmed += 1
+                    health.delivery_outcome("delivered", name)
                     event(log, "delivered", sop_uid=d.sop_uid, kind=d.kind, destination=name)
                     continue
                 attempts = d.attempts + 1
                 dead = attempts >= self.max_attempts
                 retry_at = time.time() + backoff(attempts, self.backoff_seconds, self.backoff_cap)
                 self.journal.mark_failed(d.id, outcome.detail, retry_at, dead)
+                health.delivery_outcome("dead" if dead else "retry", name)
                 event(log, "delivery_dead" if dead else "delivery_retry", logging.WARNING, sop_uid=d.sop_uid,
                       destination=name, attempts=attempts, reason=outcome.detail,
                       **({} if dead else {"retry_in_s": round(retry_at - time.time(), 1)}))

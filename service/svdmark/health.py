@@ -1,0 +1,238 @@
+"""Health endpoint and Prometheus metrics.
+
+``GET /healthz``  JSON: listener up, journal and spool writable, queue depth; 200 when healthy, 503 when not.
+``GET /metrics``  Prometheus text format.
+
+Two kinds of metrics:
+
+* **Event counters** kept in this process (reset at restart, as Prometheus expects of counters):
+  instances received by outcome, outbox retries and dead letters, deliveries, job durations by
+  stage. The code that sees the event calls one function here:
+
+  ========================================  ==============================================
+  ``instance_received(outcome, status)``    receive: ``stored``/``duplicate``/``replaced``/``rejected``/``error``
+  ``delivery_outcome(outcome, destination)``  outbox: ``delivered``/``retry``/``dead``
+  ``observe_stage(stage, seconds)``         worker/pipeline: ``route``, ``volume``, ``infer``, ``measure``,
+                                            ``rules``, ``encode``, ``total`` …
+  ``stage_timer(stage)``                    the same, as a context manager
+  ========================================  ==============================================
+
+* **State gauges read from the journal at scrape time** (so they are right after a restart):
+  queue depth per queue, series analysed by routing decision, deliveries by state (dead letters).
+
+The server is a single-threaded ``http.server`` in one daemon thread (one journal connection,
+no thread per request). It binds 127.0.0.1 by default; nothing here is authenticated, so expose
+it beyond localhost only behind a firewall or a reverse proxy.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .logs import event
+
+log = logging.getLogger("svdmark.health")
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+INSTANCES = Counter("svdmark_instances_received", "C-STORE requests answered, by outcome and DIMSE status",
+                    ["outcome", "status"], registry=REGISTRY)
+DELIVERIES = Counter("svdmark_outbox_attempts", "Outbox delivery attempts by outcome (delivered, retry, dead)",
+                     ["outcome", "destination"], registry=REGISTRY)
+STAGE_SECONDS = Histogram("svdmark_stage_seconds", "Analysis job duration by pipeline stage", ["stage"],
+                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600),
+                          registry=REGISTRY)
+ASSOCIATIONS = Counter("svdmark_associations_refused", "Associations refused, by reason",
+                       ["reason"], registry=REGISTRY)
+
+
+# ------------------------------------------------------------------ hooks (one-line calls)
+def instance_received(outcome: str, status: int = 0x0000) -> None:
+    """Count one answered C-STORE: outcome ``stored|duplicate|replaced|rejected|error`` (journal's ``new`` = stored)."""
+    INSTANCES.labels(outcome="stored" if outcome == "new" else outcome, status=f"0x{status:04X}").inc()
+
+
+def delivery_outcome(outcome: str, destination: str) -> None:
+    """Count one outbox attempt for one object: ``delivered|retry|dead``."""
+    DELIVERIES.labels(outcome=outcome, destination=destination).inc()
+
+
+def association_refused(reason: str) -> None:
+    """Count one refused association: ``allow_list``, ``host_binding``, ``max_associations``, ``tls`` …"""
+    ASSOCIATIONS.labels(reason=reason).inc()
+
+
+def observe_stage(stage: str, seconds: float) -> None:
+    """Record how long one stage of one job took (``total`` for the whole job)."""
+    STAGE_SECONDS.labels(stage=stage).observe(max(0.0, float(seconds)))
+
+
+@contextmanager
+def stage_timer(stage: str) -> Iterator[None]:
+    """``with health.stage_timer("infer"): ...`` records the block's wall time, also when it raises."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        observe_stage(stage, time.perf_counter() - start)
+
+
+# ------------------------------------------------------------------ journal-derived state
+QUEUES = {
+    # queue name: (table, states)
+    "series_receiving": ("series", ("receiving",)),
+    "jobs_pending": ("jobs", ("pending", "running")),
+    "deliveries_pending": ("deliveries", ("pending", "sending")),
+}
+
+
+def _journal_state(journal_path: Path) -> dict:
+    """Counts from the journal through a read-only connection of our own."""
+    uri = f"file:{journal_path}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+    try:
+        counts: dict[str, dict[str, int]] = {}
+        for table in ("series", "jobs", "deliveries"):
+            counts[table] = {r[0]: r[1] for r in conn.execute(f"SELECT state, COUNT(*) FROM {table} GROUP BY state")}
+        routing = {(r[0] or "none", r[1]): r[2] for r in
+                   conn.execute("SELECT routing, state, COUNT(*) FROM jobs GROUP BY routing, state")}
+        instances = conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+    finally:
+        conn.close()
+    queues = {name: sum(counts[table].get(s, 0) for s in states) for name, (table, states) in QUEUES.items()}
+    return {"counts": counts, "routing": routing, "queues": queues, "instances": instances}
+
+
+class _JournalCollector:
+    def __init__(self, journal_path: Path):
+        self.journal_path = journal_path
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        try:
+            state = _journal_state(self.journal_path)
+        except sqlite3.Error as exc:
+            event(log, "metrics_journal_unreadable", logging.WARNING, reason=str(exc))
+            return
+        q = GaugeMetricFamily("svdmark_queue_depth", "Work waiting, from the journal", labels=["queue"])
+        for name, n in state["queues"].items():
+            q.add_metric([name], n)
+        yield q
+        r = CounterMetricFamily("svdmark_series_routed", "Analysis jobs by routing decision and state (journal)",
+                                labels=["decision", "state"])
+        for (decision, st), n in sorted(state["routing"].items()):
+            r.add_metric([decision, st], n)
+        yield r
+        d = GaugeMetricFamily("svdmark_deliveries", "Result deliveries by state (journal); state=dead are dead letters",
+                              labels=["state"])
+        for st in ("pending", "sending", "delivered", "dead"):
+            d.add_metric([st], state["counts"]["deliveries"].get(st, 0))
+        yield d
+        yield GaugeMetricFamily("svdmark_dead_letters", "Deliveries that gave up (journal)",
+                                value=state["counts"]["deliveries"].get("dead", 0))
+        yield GaugeMetricFamily("svdmark_instances_stored", "Instances in the journal", value=state["instances"])
+
+
+# ------------------------------------------------------------------ health checks
+def _writable(journal_path: Path, spool_dir: Path) -> tuple[bool, str]:
+    try:
+        conn = sqlite3.connect(str(journal_path), timeout=5.0, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # takes the write lock: the journal accepts writes
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return False, f"journal not writable: {exc}"
+    try:
+        fd, name = tempfile.mkstemp(dir=spool_dir, prefix=".health-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        return False, f"spool not writable: {exc}"
+    return True, "ok"
+
+
+def check(journal_path: Path, spool_dir: Path, listener_up: Callable[[], bool]) -> tuple[bool, dict]:
+    report: dict = {"listener": bool(listener_up())}
+    ok_w, why = _writable(journal_path, spool_dir)
+    report["journal_writable"] = ok_w
+    if not ok_w:
+        report["error"] = why
+    try:
+        state = _journal_state(journal_path)
+        report["queue_depth"] = state["queues"]
+        report["dead_letters"] = state["counts"]["deliveries"].get("dead", 0)
+    except sqlite3.Error as exc:
+        report["error"] = f"journal unreadable: {exc}"
+        ok_w = False
+    healthy = report["listener"] and ok_w
+    report["status"] = "ok" if healthy else "fail"
+    return healthy, report
+
+
+class HealthServer:
+    """``/healthz`` and ``/metrics`` on (host, port); port 0 picks a free one."""
+
+    def __init__(self, host: str, port: int, journal_path: Path, spool_dir: Path, listener_up: Callable[[], bool]):
+        self.journal_path = Path(journal_path)
+        self.spool_dir = Path(spool_dir)
+        self.listener_up = listener_up
+        self._collector = _JournalCollector(self.journal_path)
+        REGISTRY.register(self._collector)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                path = self.path.split("?", 1)[0]
+                if path in ("/healthz", "/health", "/"):
+                    healthy, report = check(outer.journal_path, outer.spool_dir, outer.listener_up)
+                    body, ctype, code = (json.dumps(report).encode(), "application/json", 200 if healthy else 503)
+                elif path == "/metrics":
+                    body, ctype, code = generate_latest(REGISTRY), CONTENT_TYPE_LATEST, 200
+                else:
+                    body, ctype, code = b"not found: try /healthz or /metrics\n", "text/plain", 404
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt, *args):  # scrapes are not events worth a log line
+                pass
+
+        self._httpd = HTTPServer((host, port), Handler)
+        self._httpd.timeout = 1.0
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="svdmark-health", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._httpd.server_address[:2]
+
+    def start(self) -> "HealthServer":
+        self._thread.start()
+        event(log, "health_listening", host=self.address[0], port=self.address[1], paths="/healthz,/metrics")
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        try:
+            REGISTRY.unregister(self._collector)
+        except KeyError:
+            pass

@@ -1,0 +1,256 @@
+"""A real Orthanc (Debian's package) in front of `svdmark serve`, wired with deploy/orthanc/.
+
+storescu → Orthanc → (Lua: stable CT/MR series) → svdmark → SR, SEG, summary → Orthanc,
+with Orthanc restarted after it routed and before the results came back (svdmark's outbox
+retries), and svdmark killed while Orthanc is sending (the Lua script retries).
+Everything is checked through Orthanc's REST API.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Svdmark, free_port, storescu, wait_for_echo, wait_until
+
+ORTHANC = Path("/usr/sbin/Orthanc")
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy" / "orthanc"
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.slow,
+    pytest.mark.skipif(not ORTHANC.exists(), reason="Orthanc is not installed (apt-get install orthanc; "
+                                                    "scripts/test.sh does this)"),
+]
+
+
+class Orthanc:
+    """/usr/sbin/Orthanc on free localhost ports, configured from deploy/orthanc/orthanc.json."""
+
+    def __init__(self, root: Path, svdmark_port: int, stable_age: int = 3):
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+        cfg = json.loads((DEPLOY / "orthanc.json").read_text())
+        cfg.update({
+            "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+            "HttpPort": self.http_port, "DicomPort": self.dicom_port, "StableAge": stable_age,
+            "LuaScripts": [str(DEPLOY / "svdmark-routing.lua")], "Plugins": [],
+        })
+        cfg["DicomModalities"]["svdmark"].update({"Host": "127.0.0.1", "Port": svdmark_port})
+        self.config = root / "orthanc.json"
+        self.config.write_text(json.dumps(cfg, indent=2))
+        self.log = root / "orthanc.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Orthanc":
+        self.proc = subprocess.Popen([str(ORTHANC), "--verbose", str(self.config)], stdout=open(self.log, "ab"),
+                                     stderr=subprocess.STDOUT, cwd=self.root)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
+            try:
+                return self.get("/system")
+            except (urllib.error.URLError, ConnectionError, OSError):
+                return None
+
+        wait_until(up, 60, "Orthanc's REST API", interval=0.3)
+        wait_for_echo(self.dicom_port, "ORTHANC", proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def get(self, path: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=30) as r:
+            body = r.read().decode()
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError:
+            return body
+
+    def metadata(self, level: str, oid: str, name: str) -> str | None:
+        try:
+            return self.get(f"/{level}/{oid}/metadata/{name}")
+        except urllib.error.HTTPError:
+            return None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def series_by_uid(self) -> dict[str, dict]:
+        out = {}
+        for s in self.get("/series?expand"):
+            out[s["MainDicomTags"]["SeriesInstanceUID"]] = s
+        return out
+
+    def store_jobs(self) -> list[dict]:
+        return [j for j in self.get("/jobs?expand") if j.get("Type") == "DicomModalityStore"]
+
+
+def _journal(svc: Svdmark, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{svc.data_dir / 'journal.sqlite'}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def _studies(tmp_path: Path):
+    from svdmark.phantom import write_study
+
+    return [write_study(tmp_path / "studies" / "ncct", seed=61, kind="ncct", vendor="siemens", distractors=True),
+            write_study(tmp_path / "studies" / "swi", seed=62, kind="swi", vendor="ge", distractors=True)]
+
+
+def _results_in_orthanc(orthanc: Orthanc, studies) -> dict[str, dict[str, int]]:
+    """study UID → {modality: number of svdmark result series} as Orthanc holds them."""
+    out: dict[str, dict[str, int]] = {s.study_uid: {} for s in studies}
+    for s in orthanc.series_by_uid().values():
+        tags = s["MainDicomTags"]
+        if not str(tags.get("SeriesDescription", "")).startswith("svdmark"):
+            continue
+        study = orthanc.get(f"/studies/{s['ParentStudy']}")["MainDicomTags"]["StudyInstanceUID"]
+        if study in out:
+            out[study][tags["Modality"]] = out[study].get(tags["Modality"], 0) + 1
+    return out
+
+
+def _complete(orthanc: Orthanc, studies) -> bool:
+    try:
+        got = _results_in_orthanc(orthanc, studies)
+    except (urllib.error.URLError, OSError):
+        return False
+    return all(all(k in got[s.study_uid] for k in ("SR", "SEG", "OT")) for s in studies)
+
+
+def _check_everything_arrived(orthanc: Orthanc, svc: Svdmark, studies, files_sent: int) -> None:
+    got = _results_in_orthanc(orthanc, studies)
+    for s in studies:
+        assert got[s.study_uid] == {"SR": 1, "SEG": 1, "OT": 1}, (s.kind, got[s.study_uid])
+    # the study is marked for the PACS admin (metadata; a label too on Orthanc >= 1.12)
+    for st in orthanc.get("/studies?expand"):
+        if st["MainDicomTags"]["StudyInstanceUID"] in got:
+            assert set(orthanc.metadata("studies", st["ID"], "svdmark-results").split(",")) >= {"SR", "SEG", "OT"}
+    # nothing lost: every source instance is in Orthanc, every delivery confirmed, nothing dead
+    results = sum(sum(v.values()) for v in got.values())
+    assert orthanc.get("/statistics")["CountInstances"] >= files_sent + results
+    states = dict(_journal(svc, "SELECT state, COUNT(*) FROM deliveries GROUP BY state"))
+    assert set(states) == {"delivered"}, states
+    # svdmark analysed the targets and ignored every distractor
+    jobs = _journal(svc, "SELECT series_uid, state FROM jobs WHERE state != 'superseded'")
+    by_series = {uid: state for uid, state in jobs}
+    for s in studies:
+        for series in s.series:
+            if series.target:
+                assert by_series.get(series.series_uid) == "done", (series.description, by_series.get(series.series_uid))
+            elif series.series_uid in by_series:
+                assert by_series[series.series_uid] in ("ignored", "failed"), series.description
+
+
+@pytest.fixture
+def wired(tmp_path):
+    svc = Svdmark(tmp_path / "svdmark", [], extra=("--settle-seconds", "5", "--fallback-seconds", "30"))
+    orthanc = Orthanc(tmp_path / "orthanc", svdmark_port=svc.port)
+    svc.destinations = [f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"]
+    svc.start()
+    orthanc.start()
+    yield svc, orthanc
+    orthanc.stop()
+    svc.stop()
+    if orthanc.proc and orthanc.proc.returncode not in (0, -15, None):
+        print(orthanc.log_text()[-4000:])
+
+
+def test_orthanc_routes_to_svdmark_and_takes_results_back_across_an_orthanc_restart(wired, tmp_path):
+    svc, orthanc = wired
+    studies = _studies(tmp_path)
+    files = sorted(p for s in studies for p in Path(s.out_dir).rglob("*.dcm"))
+    storescu(files, orthanc.dicom_port, aet="ORTHANC", calling="MODALITY")
+    ct_mr = {ser.series_uid for s in studies for ser in s.series}
+
+    # Orthanc sees the series stable and routes each one (CT and MR) to svdmark
+    def routed():
+        done = [j for j in orthanc.store_jobs() if j["State"] == "Success"]
+        failed = [j for j in orthanc.store_jobs() if j["State"] == "Failure"]
+        assert not failed, failed
+        return len(done) >= len(ct_mr)
+
+    wait_until(routed, 240, "Orthanc to route every series to svdmark", interval=0.3)
+    received = {uid for (uid,) in _journal(svc, "SELECT DISTINCT series_uid FROM instances")}
+    assert ct_mr <= received
+
+    # Orthanc goes down before the results come back: svdmark's outbox must keep them
+    orthanc.stop()
+    wait_until(lambda: "delivery_retry" in svc.log_text(), 600,
+               "svdmark to finish the analysis and find Orthanc down (delivery_retry)")
+    orthanc.start()
+
+    wait_until(lambda: _complete(orthanc, studies), 600, "SR, SEG and summary of both studies in Orthanc", 2)
+    wait_until(lambda: not _journal(svc, "SELECT 1 FROM deliveries WHERE state != 'delivered'"), 120,
+               "every delivery confirmed")
+    _check_everything_arrived(orthanc, svc, studies, len(files))
+    # the routed source series are marked as sent
+    forwarded = [s for s in orthanc.series_by_uid().values()
+                 if s["MainDicomTags"]["Modality"] in ("CT", "MR")
+                 and orthanc.metadata("series", s["ID"], "svdmark-forwarded")]
+    assert len(forwarded) == len(ct_mr)
+
+
+def test_orthanc_retries_when_svdmark_is_down_while_it_routes(wired, tmp_path):
+    svc, orthanc = wired
+    svc.stop()  # svdmark down: Orthanc's sends fail, the Lua script retries with backoff
+    studies = _studies(tmp_path)
+    files = sorted(p for s in studies for p in Path(s.out_dir).rglob("*.dcm"))
+    storescu(files, orthanc.dicom_port, aet="ORTHANC", calling="MODALITY")
+    wait_until(lambda: any(j["State"] == "Failure" for j in orthanc.store_jobs()), 120,
+               "a failed send to svdmark while it is down", interval=0.5)
+    time.sleep(1)
+    svc.start()
+    wait_until(lambda: _complete(orthanc, studies), 900, "SR, SEG and summary of both studies in Orthanc", 2)
+    wait_until(lambda: not _journal(svc, "SELECT 1 FROM deliveries WHERE state != 'delivered'"), 120,
+               "every delivery confirmed")
+    _check_everything_arrived(orthanc, svc, studies, len(files))
+    assert "retrying in" in orthanc.log_text()
+
+
+def test_series_not_yet_stable_when_orthanc_restarts_are_still_routed(tmp_path):
+    """Orthanc forgets unstable series at shutdown; the Lua script re-sends unconfirmed ones at start-up."""
+    from svdmark.phantom import write_study
+
+    svc = Svdmark(tmp_path / "svdmark", [], extra=("--settle-seconds", "5", "--fallback-seconds", "30"))
+    orthanc = Orthanc(tmp_path / "orthanc", svdmark_port=svc.port, stable_age=60)
+    svc.destinations = [f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"]
+    svc.start()
+    orthanc.start()
+    try:
+        study = write_study(tmp_path / "study", seed=63, kind="ncct", vendor="siemens", matrix=48, n_slices=6,
+                            slice_thickness=5.0)
+        files = sorted(Path(study.out_dir).rglob("*.dcm"))
+        storescu(files, orthanc.dicom_port, aet="ORTHANC", calling="MODALITY")
+        orthanc.stop()  # long before StableAge
+        orthanc.start()
+        wait_until(lambda: len([j for j in orthanc.store_jobs() if j["State"] == "Success"]) >= len(study.series),
+                   120, "Orthanc to re-send the series after its restart", interval=0.3)
+        stored = _journal(svc, "SELECT COUNT(*), COUNT(DISTINCT series_uid) FROM instances")[0]
+        assert stored == (len(files), len(study.series))
+        assert "re-sending" in orthanc.log_text()
+    finally:
+        orthanc.stop()
+        svc.stop()
