@@ -1,6 +1,8 @@
 """The order of the stages, and nothing else.
 
     header ─route→ decision ─volume→ Volume ─infer→ output ─measure→ findings ─rules→ flags ─encode→ SR, SEG, SC
+
+Each stage's wall time goes to the ``svdmark_stage_seconds`` histogram.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from . import measure, route, volume
 from .domain import AnalysisResult, RouteKind, Series
 from .errors import Ignored
+from .health import stage_timer as timed
 from .infer import ModelRegistry, Runtime
 from .rules import RuleSet
 
@@ -25,13 +28,18 @@ class Context:
 def analyse(series: Series, ctx: Context) -> AnalysisResult:
     """Route, load, infer, measure and apply the rules to one complete series."""
     start = time.perf_counter()
-    decision = route.decide(series.header, ctx.routing)
+    with timed("route"):
+        decision = route.decide(series.header, ctx.routing)
     if decision.kind is RouteKind.IGNORED:
         raise Ignored(decision.reason, decision.rule_id)
     model = ctx.models.active(decision.kind.task)
-    image = volume.load(series)
-    output = ctx.runtime.run(model, image)
-    findings = measure.from_output(model, image, output)
-    flags = ctx.rules.evaluate(findings)
+    with timed("volume"):
+        image = volume.load(series)
+    with timed("infer"):
+        output = ctx.runtime.run(model, image)
+    with timed("measure"):
+        findings = measure.from_output(model, image, output)
+    with timed("rules"):
+        flags = ctx.rules.evaluate(findings)
     return AnalysisResult(series, decision, model, image, findings, flags, ctx.rules.info,
                           seconds=time.perf_counter() - start)

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import pydicom
 
-from . import encode
+from . import encode, health
 from .config import Config, Destination
 from .domain import JobState, Series
 from .errors import Ignored, InvalidSeries, ModelError
@@ -57,7 +57,8 @@ class Worker:
         job = self.journal.claim_job()
         if job is None:
             return False
-        self.process(job)
+        with health.stage_timer("total"):
+            self.process(job)
         return True
 
     def process(self, job: JobRow) -> None:
@@ -78,8 +79,9 @@ class Worker:
             return
         previous = self.journal.previous_sr(job.series_uid, job.generation)
         supersedes = pydicom.dcmread(previous.path) if previous is not None else None
-        encoded = encode.results(result, supersedes=supersedes,
-                                 uid_seed=uid_seed(series, result.model.sha256, result.ruleset.version))
+        with health.stage_timer("encode"):
+            encoded = encode.results(result, supersedes=supersedes,
+                                     uid_seed=uid_seed(series, result.model.sha256, result.ruleset.version))
         outputs = []
         for kind, ds in encoded.items():
             path = self.spool.write(self.spool.results, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),

@@ -1,0 +1,19 @@
+"""Model registry (``models_onnx`` manifests) and onnxruntime execution.
+
+Public API::
+
+    from svdmark.infer import ModelRegistry, Runtime, ModelOutput, Candidate
+    spec = ModelRegistry().active(Task.WML)        # sha256-verified ModelSpec
+    output = Runtime().run(spec, volume)           # ModelOutput
+    check = self_test(spec, Runtime())             # SelfTestResult (built-in phantom, manifest bounds)
+
+Only this package imports onnxruntime.
+"""
+from .registry import ModelRegistry, default_models_dir, sha256_file
+from .runtime import DEFAULT_PROVIDERS, Candidate, ModelOutput, Runtime
+from .selftest import SelfTestResult, self_test
+
+__all__ = [
+    "ModelRegistry", "Runtime", "ModelOutput", "Candidate", "DEFAULT_PROVIDERS",
+    "default_models_dir", "sha256_file", "self_test", "SelfTestResult",
+]

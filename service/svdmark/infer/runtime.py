@@ -1,0 +1,280 @@
+"""onnxruntime sessions and model execution on a ``Volume``.
+
+Providers: TensorRT → CUDA → CPU, each only where onnxruntime lists it *and*
+a session actually loads with it (a provider whose libraries are missing
+makes onnxruntime fall back silently or raise; both are detected). The choice
+is logged once per model as one line.
+
+Two kinds of model input (``manifest["input"]["kind"]``):
+
+``slice2d``  (WML) each source slice is resampled in-plane to the model
+             spacing, normalised, and run through a fully convolutional 2-D
+             network in tiles of ``window`` pixels overlapping by ``overlap``;
+             only the central part of each tile is kept (the overlap is at least
+             the network's receptive field), so tiled inference equals
+             whole-image inference while memory stays bounded by one tile
+             batch. Output: per-voxel lesion fraction on the source grid.
+``patch3d``  (CMB) a classical candidate stage (multi-scale LoG, parameters in
+             ``manifest["candidates"]``) proposes dark blobs; isotropic patches
+             around them are classified by the network in fixed-size batches,
+             which also regresses the diameter.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..domain import ModelSpec, Task, Volume
+from ..errors import ModelError
+from ..logs import event
+from . import preprocess as pp
+
+log = logging.getLogger("svdmark.infer")
+
+DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+_SHORT = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One CMB candidate in source index space."""
+
+    index: tuple[float, float, float]  # (k, i, j), continuous
+    probability: float  # classifier output 0..1
+    diameter_mm: float
+    response: float = 0.0  # LoG response of the candidate stage
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    task: Task
+    model_sha256: str
+    provider: str  # short name: tensorrt / cuda / cpu
+    seconds: float
+    fraction: np.ndarray | None = None  # WML: (z, y, x) float32 lesion fraction 0..1 on the source grid
+    candidates: tuple[Candidate, ...] = ()  # CMB: all candidates (thresholding happens in measure)
+    extras: dict = field(default_factory=dict, compare=False)
+
+
+def _default_threads() -> int:
+    env = os.environ.get("SVDMARK_INFER_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class Runtime:
+    """Caches one onnxruntime session per model sha256."""
+
+    def __init__(
+        self,
+        providers: Sequence[str] | None = None,
+        intra_op_num_threads: int | None = None,
+        trt_cache_dir: str | None = None,
+        session_factory: Callable | None = None,
+    ):
+        import onnxruntime as ort
+
+        ort.set_default_logger_severity(3)  # errors only: provider fallbacks are reported by us, in one line
+        self._ort = ort
+        self.providers = tuple(providers) if providers else DEFAULT_PROVIDERS
+        self.threads = intra_op_num_threads or _default_threads()
+        self.trt_cache_dir = trt_cache_dir or os.environ.get("SVDMARK_TRT_CACHE")
+        self._factory = session_factory or ort.InferenceSession
+        self._sessions: dict[str, tuple[object, str]] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ sessions
+    def _options(self):
+        so = self._ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.use_deterministic_compute = True
+        so.log_severity_level = 3
+        return so
+
+    def _provider_entry(self, name: str):
+        if name == "CUDAExecutionProvider":
+            return (name, {"cudnn_conv_algo_search": "DEFAULT", "use_tf32": 0})
+        if name == "TensorrtExecutionProvider" and self.trt_cache_dir:
+            return (name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": self.trt_cache_dir})
+        return name
+
+    def session(self, model: ModelSpec):
+        """(session, provider short name) for a model, created once."""
+        with self._lock:
+            hit = self._sessions.get(model.sha256)
+            if hit is not None:
+                return hit
+            available = set(self._ort.get_available_providers())
+            tried: list[str] = []
+            for name in self.providers:
+                if name not in available:
+                    tried.append(f"{_SHORT.get(name, name)}: not installed")
+                    continue
+                chain = [self._provider_entry(name)]
+                if name != "CPUExecutionProvider":
+                    chain.append("CPUExecutionProvider")
+                noise = ""
+                try:
+                    if name == "CPUExecutionProvider":
+                        sess = self._factory(str(model.path), sess_options=self._options(), providers=chain)
+                    else:  # a GPU provider that fails prints a wall of text from C++ and Python: capture it
+                        with _captured_output() as captured:
+                            sess = self._factory(str(model.path), sess_options=self._options(), providers=chain)
+                        noise = captured.text
+                except Exception as exc:  # onnxruntime raises plain RuntimeError/Fail for provider load errors
+                    tried.append(f"{_SHORT.get(name, name)}: {_reason(str(exc)) or type(exc).__name__}")
+                    continue
+                got = sess.get_providers()[0] if sess.get_providers() else ""
+                if got != name:
+                    tried.append(f"{_SHORT.get(name, name)}: {_reason(noise) or 'did not load'}")
+                    continue
+                short = _SHORT.get(name, name)
+                event(
+                    log, "inference provider", model=model.label, provider=short, threads=self.threads,
+                    skipped="; ".join(tried) if tried else "-",
+                )
+                self._sessions[model.sha256] = (sess, short)
+                return sess, short
+            raise ModelError(f"no onnxruntime provider could load {model.path}: {'; '.join(tried)}")
+
+    # ------------------------------------------------------------------ run
+    def run(self, model: ModelSpec, volume: Volume) -> ModelOutput:
+        kind = model.manifest.get("input", {}).get("kind")
+        t0 = time.perf_counter()
+        sess, provider = self.session(model)
+        if kind == "slice2d":
+            frac = self._run_slice2d(sess, model.manifest, volume)
+            return ModelOutput(Task(model.task), model.sha256, provider, time.perf_counter() - t0, fraction=frac)
+        if kind == "patch3d":
+            cands, extras = self._run_patch3d(sess, model.manifest, volume)
+            return ModelOutput(
+                Task(model.task), model.sha256, provider, time.perf_counter() - t0, candidates=cands, extras=extras
+            )
+        raise ModelError(f"{model.label}: unknown input kind {kind!r} in manifest")
+
+    # ------------------------------------------------------------------ 2-D sliding window
+    def _run_slice2d(self, sess, manifest: dict, volume: Volume, window: int | None = None) -> np.ndarray:
+        spec = manifest["input"]
+        grid = pp.PlaneGrid.make(volume.shape[1:], volume.pixel_spacing, float(spec["spacing_mm"][0]))
+        win = int(window or spec["window"][0])
+        margin = int(spec["overlap"]) // 2
+        mult = int(spec.get("multiple_of", 1))
+        bg = float(pp.normalise(np.array([spec.get("pad_value", -1000.0)], np.float32), spec["normalisation"])[0])
+        batch = int(spec.get("batch", 4))
+        in_name = sess.get_inputs()[0].name
+        out = np.empty(volume.shape, np.float32)
+        slab = max(1, int(spec.get("slab", 8)))
+        for k0 in range(0, volume.shape[0], slab):
+            planes = grid.to_model(volume.array[k0 : k0 + slab])
+            planes = pp.normalise(planes, spec["normalisation"])
+            pred = tiled_2d(lambda x: sess.run(None, {in_name: x})[0], planes, win, margin, mult, bg, batch)
+            out[k0 : k0 + slab] = np.clip(grid.to_source(pred), 0.0, 1.0)
+        return out
+
+    # ------------------------------------------------------------------ 3-D candidates + classifier
+    def _run_patch3d(self, sess, manifest: dict, volume: Volume):
+        spec = manifest["input"]
+        norm, cents, resp, sig, ref = pp.cmb_candidates(volume, manifest["candidates"], spec["normalisation"])
+        batch = int(spec.get("batch", 64))
+        in_name = sess.get_inputs()[0].name
+        probs = np.zeros(len(cents), np.float32)
+        diams = np.zeros(len(cents), np.float32)
+        for b0 in range(0, len(cents), batch):
+            patches = pp.cmb_patches(norm, volume, cents[b0 : b0 + batch], spec)
+            res = sess.run(None, {in_name: patches})[0]
+            probs[b0 : b0 + batch] = res[:, 0]
+            diams[b0 : b0 + batch] = res[:, 1]
+        cands = tuple(
+            Candidate((float(c[0]), float(c[1]), float(c[2])), float(p), float(d), float(r))
+            for c, p, d, r in zip(cents, probs, diams, resp)
+        )
+        return cands, {"n_candidates": len(cands), "reference_intensity": ref}
+
+
+class _captured_output:
+    """Redirect the process-level stdout/stderr (C++ and Python) into a temporary file."""
+
+    def __enter__(self):
+        import sys
+        import tempfile
+
+        self.text = ""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._tmp = tempfile.TemporaryFile(mode="w+b")
+        self._saved = (os.dup(1), os.dup(2))
+        os.dup2(self._tmp.fileno(), 1)
+        os.dup2(self._tmp.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self._saved[0], 1)
+        os.dup2(self._saved[1], 2)
+        os.close(self._saved[0])
+        os.close(self._saved[1])
+        self._tmp.seek(0)
+        self.text = self._tmp.read().decode("utf-8", "replace")
+        self._tmp.close()
+        return False
+
+
+def _reason(text: str) -> str:
+    """The one informative phrase of an onnxruntime provider failure."""
+    import re
+
+    m = re.search(r"with error: ([^\n\x1b]+)", text)
+    if m:
+        return m.group(1).strip()[:160]
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln.startswith("*")]
+    return lines[0][:160] if lines else ""
+
+
+def tiled_2d(fn, planes: np.ndarray, window: int, margin: int, multiple: int, bg: float, batch: int) -> np.ndarray:
+    """Run a fully convolutional 2-D ``fn`` ((n,1,h,w) → (n,1,h,w)) over planes (n, H, W) in tiles.
+
+    The planes are padded by ``margin`` (value ``bg``); tiles of ``window`` step
+    by ``window - 2*margin`` and contribute only their central part, so the
+    result does not depend on the tiling when ``margin`` covers the receptive
+    field. Tile origins are multiples of ``multiple`` (pooling alignment).
+    """
+    n, H, W = planes.shape
+    core = window - 2 * margin
+    if core <= 0 or core % multiple:
+        raise ModelError(f"window {window} with overlap {2 * margin} leaves an invalid tile core")
+    ny = max(1, -(-H // core))
+    nx = max(1, -(-W // core))
+    PH, PW = ny * core + 2 * margin, nx * core + 2 * margin
+    if ny == 1 and nx == 1:  # single tile: shrink to the image (rounded up to the pooling multiple)
+        PH = -(-(H + 2 * margin) // multiple) * multiple
+        PW = -(-(W + 2 * margin) // multiple) * multiple
+    padded = np.full((n, PH, PW), bg, np.float32)
+    padded[:, margin : margin + H, margin : margin + W] = planes
+    out = np.zeros((n, H, W), np.float32)
+    if ny == 1 and nx == 1:
+        for b0 in range(0, n, batch):
+            res = fn(np.ascontiguousarray(padded[b0 : b0 + batch, None]))
+            out[b0 : b0 + batch] = res[:, 0, margin : margin + H, margin : margin + W]
+        return out
+    tiles = [(ty * core, tx * core) for ty in range(ny) for tx in range(nx)]
+    for y0, x0 in tiles:
+        h = min(core, H - y0)
+        w = min(core, W - x0)
+        for b0 in range(0, n, batch):
+            x = padded[b0 : b0 + batch, None, y0 : y0 + window, x0 : x0 + window]
+            res = fn(np.ascontiguousarray(x))
+            out[b0 : b0 + batch, y0 : y0 + h, x0 : x0 + w] = res[:, 0, margin : margin + h, margin : margin + w]
+    return out

@@ -1,0 +1,81 @@
+"""Model output → findings.
+
+``from_output(model, volume, output)`` returns
+
+* ``WmlFindings`` for WML models: ``volume_ml`` = Σ (predicted lesion fraction ×
+  physical voxel volume) — partial-volume aware, so a small lesion diluted by a
+  5 mm slice still counts at its physical size — and the binary mask
+  (fraction ≥ the manifest's ``mask_threshold``) on the source grid, for the SEG.
+* ``CmbFindings`` for CMB models: candidates at or above the manifest's
+  ``threshold``, duplicates merged, each a ``Microbleed`` with its centre in
+  patient coordinates (``volume.index_to_patient``), diameter, confidence and
+  location; the mask draws each as a ball on the source grid.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..domain import CmbFindings, Microbleed, ModelSpec, Task, Volume, WmlFindings
+from .geometry import ball_mask, locate
+
+__all__ = ["from_output", "wml_findings", "cmb_findings"]
+
+
+def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFindings:
+    if Task(model.task) is Task.WML:
+        thr = float(model.manifest.get("output", {}).get("mask_threshold", 0.5))
+        return wml_findings(volume, output.fraction, thr)
+    out = model.manifest.get("output", {})
+    return cmb_findings(
+        volume,
+        [(c.index, c.probability, c.diameter_mm) for c in output.candidates],
+        threshold=float(out.get("threshold", 0.5)),
+        merge_mm=float(out.get("merge_mm", 4.0)),
+        max_count=int(out.get("max_count", 200)),
+    )
+
+
+def wml_findings(volume: Volume, fraction: np.ndarray, mask_threshold: float = 0.5) -> WmlFindings:
+    if fraction is None or fraction.shape != volume.shape:
+        raise ValueError("WML output fraction map must have the volume's shape")
+    frac = np.clip(np.nan_to_num(fraction.astype(np.float64)), 0.0, 1.0)
+    volume_ml = float(frac.sum() * volume.voxel_volume_mm3 / 1000.0)
+    mask = (fraction >= mask_threshold).astype(np.uint8)
+    warnings = []
+    if volume.slice_spacing > 0 and volume.slice_thickness and volume.slice_thickness > volume.slice_spacing * 1.05:
+        warnings.append("overlapping slices: WML volume computed from slice spacing, not thickness")
+    return WmlFindings(volume_ml=volume_ml, mask=mask, warnings=tuple(warnings))
+
+
+def cmb_findings(
+    volume: Volume,
+    candidates,
+    threshold: float = 0.5,
+    merge_mm: float = 4.0,
+    max_count: int = 200,
+) -> CmbFindings:
+    """``candidates``: iterable of ((k, i, j), confidence, diameter_mm)."""
+    kept = sorted((c for c in candidates if c[1] >= threshold), key=lambda c: -c[1])
+    centres: list[np.ndarray] = []
+    picked: list[tuple[tuple[float, float, float], float, float]] = []  # (index, confidence, diameter)
+    for idx, conf, diam in kept:
+        xyz = volume.index_to_patient(*idx)
+        d = float(max(diam, 0.5))
+        if any(np.linalg.norm(xyz - c) < max(merge_mm, 0.5 * d) for c in centres):
+            continue
+        centres.append(xyz)
+        picked.append((tuple(float(v) for v in idx), float(conf), d))
+        if len(centres) >= max_count:
+            break
+    locations = locate(volume, [p[0] for p in picked])
+    bleeds = tuple(
+        Microbleed(
+            center_mm=(float(xyz[0]), float(xyz[1]), float(xyz[2])),
+            diameter_mm=round(d, 2),
+            confidence=float(np.clip(conf, 0.0, 1.0)),
+            location=loc,
+        )
+        for (idx, conf, d), xyz, loc in zip(picked, centres, locations)
+    )
+    mask = ball_mask(volume, [p[0] for p in picked], [p[2] for p in picked])
+    return CmbFindings(microbleeds=bleeds, mask=mask)
