@@ -41,7 +41,7 @@ def _demo(work: Path, args: argparse.Namespace) -> int:
     from ..service import Service
 
     sink = FolderSink(work / "pacs", ae_title="DEMOPACS")
-    cfg = Config(host="127.0.0.1", port=0, data_dir=work / "svdmark-data", settle_seconds=1.0,
+    cfg = Config(host="127.0.0.1", port=0, data_dir=work / "svdmark-data", settle_seconds=1.0, allow_calling_ae=("DEMOSCU",),
                  destinations=(Destination("DEMOPACS", "127.0.0.1", sink.port),)).validate()
     service = Service(cfg).start()
     try:
