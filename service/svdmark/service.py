@@ -6,7 +6,9 @@ share nothing but the journal, so each can be killed at any instant.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 
@@ -21,10 +23,11 @@ from .pipeline import Context
 from .receive import AssociationTracker, Receiver, build_ae
 from .receive.scp import start_server
 from .rules import RuleSet
-from .spool import Spool
+from .spool import Spool, write_durably
 from .worker import Worker
 
 log = logging.getLogger("svdmark.service")
+RUNTIME_FILE = "service.json"  # where a running service says which port it listens on (for `svdmark status`)
 
 
 def build_context(config: Config) -> Context:
@@ -81,6 +84,9 @@ class Service:
             t = threading.Thread(target=loop, name=f"svdmark-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+        write_durably(self.config.data_dir / RUNTIME_FILE, json.dumps(
+            {"ae_title": self.config.ae_title, "host": self.config.host, "port": self.port, "pid": os.getpid(),
+             "destinations": [d.name for d in self.config.destinations], "started_at": time.time()}).encode())
         event(log, "listening", ae_title=self.config.ae_title, host=self.config.host, port=self.port,
               destinations=",".join(d.name for d in self.config.destinations) or "none",
               data_dir=str(self.config.data_dir), tls=self.config.tls_listener, **recovered)

@@ -42,14 +42,44 @@ def wait_for_echo(port: int, aet: str, timeout: float = 60.0, proc: subprocess.P
     raise TimeoutError(f"{aet} on port {port} did not answer C-ECHO within {timeout} s")
 
 
+# storescu proposes uncompressed syntaxes only unless told; one flag per compressed syntax
+STORESCU_TS_FLAG = {
+    "1.2.840.10008.1.2.4.70": "-xs",  # JPEG lossless, process 14, SV1
+    "1.2.840.10008.1.2.4.80": "-xt",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.90": "-xv",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.5": "-xr",  # RLE lossless
+    "1.2.840.10008.1.2.1.99": "-xd",  # deflated explicit VR little endian
+}
+
+
+def _transfer_syntax(path: Path) -> str:
+    import pydicom
+
+    try:
+        return str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+    except Exception:  # not DICOM: let storescu report it
+        return ""
+
+
 def storescu(files, port: int, aet: str = "SVDMARK", calling: str = "STORESCU", check: bool = True,
              extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    cmd = [str(DCMTK / "storescu"), "-aet", calling, "-aec", aet, "-nh", *extra, "127.0.0.1", str(port),
-           *[str(f) for f in files]]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if check and r.returncode != 0:
-        raise AssertionError(f"storescu failed ({r.returncode}):\n{r.stderr[-3000:]}")
-    return r
+    """Send files with dcmtk storescu, one association per transfer syntax present.
+
+    storescu exits 0 even when a store fails, so with ``check`` its error lines count as failure.
+    """
+    groups: dict[str, list[str]] = {}
+    for f in files:
+        groups.setdefault(STORESCU_TS_FLAG.get(_transfer_syntax(Path(f)), ""), []).append(str(f))
+    result = None
+    for flag, group in groups.items():
+        cmd = [str(DCMTK / "storescu"), "-aet", calling, "-aec", aet, "-nh", *([flag] if flag else []), *extra,
+               "127.0.0.1", str(port), *group]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        failed = result.returncode != 0 or any(line.startswith("E:") for line in result.stderr.splitlines())
+        if check and failed:
+            raise AssertionError(f"storescu failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    assert result is not None, "no files to send"
+    return result
 
 
 class StoreSCP:

@@ -43,10 +43,19 @@ def test_ncct_and_swi_studies_produce_results_and_distractors_none(tmp_path, pac
         for ds in got["SR"] + got["SEG"]:
             assert not (source_series_of(ds) & distractors)
         assert len(pacs.receptions()) == len(set(pacs.receptions())) == 6
-        jobs = json.loads(svd.cli("jobs", "list", "--json").stdout)
-        ignored = {j["series_uid"]: j["detail"] for j in jobs if j["state"] == "ignored"}
+
+        def ignored_series():
+            jobs = json.loads(svd.cli("jobs", "list", "--json").stdout)
+            found = {j["series_uid"]: j["detail"] for j in jobs if j["state"] == "ignored"}
+            return found if set(found) >= distractors else None
+
+        ignored = wait_until(ignored_series, 30, "every distractor recorded as ignored")
         assert set(ignored) == distractors
         assert all(reason for reason in ignored.values())
+        status = json.loads(svd.cli("status", "--json").stdout)
+        assert status["listener"]["up"] and status["listener"]["port"] == svd.port
+        assert {m["task"] for m in status["models"] if m["active"]} == {"wml", "cmb"}
+        assert status["destinations_reachable"] == {f"{pacs.aet}@127.0.0.1:{pacs.port}": True}
         log = svd.log_text()
         assert "analysis_done" in log
         for study in (ncct, swi):

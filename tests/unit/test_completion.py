@@ -72,3 +72,11 @@ def test_multiframe_instance_is_complete_by_itself():
     g = [{"ipp": None, "iop": None, "frames": 48, "images_in_acquisition": None, "acquisition": None}]
     assert counts_complete(g)
     assert "multi-frame" in decide(ev(g, released=False, open_=True), 2, 60)
+
+
+def test_released_non_stack_completes_without_waiting_for_fallback():
+    localiser = [{"ipp": [0, 0, 0], "iop": AXIAL}, {"ipp": [0, 0, 0], "iop": [0, 1, 0, 0, 0, -1]},
+                 {"ipp": [0, 0, 0], "iop": [1, 0, 0, 0, 0, -1]}]
+    assert "not a single stack (mixed orientations)" in decide(ev(localiser), 2, 60)
+    assert "not a single stack (only 1 slice(s))" in decide(ev(stack(1)), 2, 60)
+    assert decide(ev(stack(1), released=False, open_=True), 2, 60) is None

@@ -6,7 +6,9 @@ Evidence, in order of strength:
   * association release plus a geometrically complete stack (one orientation,
     no duplicate positions, even spacing along the slice normal).
 A stack that looks complete while its association is still open may be a prefix
-of what is coming, so it is not enough on its own. The fallback timer completes
+of what is coming, so it is not enough on its own. After release, a series that
+is not a single stack at all (a 3-plane localiser, one image) completes too;
+one with a gap waits, since the missing slices may follow. The fallback timer completes
 anything that has been quiet long enough; ``volume.load`` then rejects a bad
 stack with a clear reason.
 """
@@ -75,4 +77,7 @@ def decide(ev: SeriesEvidence, settle_seconds: float, fallback_seconds: float) -
     problem = stack_problem(ev.instances)
     if problem is None:
         return f"association released and stack geometrically complete ({len(ev.instances)} slices)"
-    return None
+    if not problem.startswith(("uneven spacing", "duplicate")):
+        # not one stack at all (a 3-plane localiser, a single image): more instances would not make it one
+        return f"association released; not a single stack ({problem})"
+    return None  # a gap or a repeat suggests instances still to come: wait for the fallback timer

@@ -72,16 +72,31 @@ def run_echo(args) -> int:
 def run_status(args) -> int:
     cfg = load_config(args)
     journal = _journal(args)
-    listener_ok, listener_detail = echo("127.0.0.1" if cfg.host in ("0.0.0.0", "") else cfg.host, cfg.port,
-                                       cfg.ae_title, "SVDMARK-STATUS", timeout=3)
+    from ..service import RUNTIME_FILE
+
+    runtime_file = cfg.data_dir / RUNTIME_FILE
+    running = json.loads(runtime_file.read_text()) if runtime_file.exists() else {}
+    host, port = running.get("host", cfg.host), int(running.get("port", cfg.port))
+    ae_title = running.get("ae_title", cfg.ae_title)
+    listener_ok, listener_detail = echo("127.0.0.1" if host in ("0.0.0.0", "", "::") else host, port,
+                                       ae_title, "SVDMARK-STATUS", timeout=3)
+    listener_ok = listener_ok or listener_detail == "association rejected"  # up, but our AE is not on its allow-list
     counts = journal.counts()
-    dests = {d.name: echo(d.host, d.port, d.ae_title, cfg.ae_title, timeout=3)[0] for d in cfg.destinations}
-    data = {"listener": {"ae_title": cfg.ae_title, "port": cfg.port, "up": listener_ok, "detail": listener_detail},
+    destinations = [Destination.parse(d) for d in running["destinations"]] if "destinations" in running \
+        else cfg.destinations
+    dests = {d.name: echo(d.host, d.port, d.ae_title, ae_title, timeout=3)[0] for d in destinations}
+    from ..lifecycle import Lifecycle
+
+    models = [{k: m[k] for k in ("name", "version", "task", "sha256", "active", "shadow")}
+              for m in Lifecycle(cfg).list() if m["active"] or m["shadow"]]
+    data = {"listener": {"ae_title": ae_title, "port": port, "up": listener_ok, "detail": listener_detail},
             "queue_depth": counts["jobs"].get("pending", 0) + counts["jobs"].get("running", 0),
-            "counts": counts, "destinations_reachable": dests}
-    lines = [f"listener {cfg.ae_title}:{cfg.port}: {'up' if listener_ok else 'DOWN'}",
+            "counts": counts, "models": models, "destinations_reachable": dests}
+    lines = [f"listener {ae_title}:{port}: {'up' if listener_ok else 'DOWN'}",
              f"queue depth: {data['queue_depth']}",
              f"series: {counts['series']}", f"jobs: {counts['jobs']}", f"deliveries: {counts['deliveries']}"]
+    lines += [f"model {m['name']} {m['version']} ({m['task']}): {'active' if m['active'] else 'shadow'}"
+              for m in models]
     lines += [f"destination {k}: {'reachable' if v else 'UNREACHABLE'}" for k, v in dests.items()]
     emit(args, data, "\n".join(lines))
     return 0
