@@ -23,8 +23,9 @@ __all__ = ["from_output", "wml_findings", "cmb_findings"]
 
 def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFindings:
     if Task(model.task) is Task.WML:
-        thr = float(model.manifest.get("output", {}).get("mask_threshold", 0.5))
-        return wml_findings(volume, output.fraction, thr)
+        out = model.manifest.get("output", {})
+        return wml_findings(volume, output.fraction, float(out.get("mask_threshold", 0.5)),
+                            float(out.get("fraction_floor", 0.0)))
     out = model.manifest.get("output", {})
     return cmb_findings(
         volume,
@@ -35,10 +36,14 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
     )
 
 
-def wml_findings(volume: Volume, fraction: np.ndarray, mask_threshold: float = 0.5) -> WmlFindings:
+def wml_findings(volume: Volume, fraction: np.ndarray, mask_threshold: float = 0.5,
+                 fraction_floor: float = 0.0) -> WmlFindings:
+    """``fraction_floor``: fractions below it are the model's background noise and count as 0."""
     if fraction is None or fraction.shape != volume.shape:
         raise ValueError("WML output fraction map must have the volume's shape")
     frac = np.clip(np.nan_to_num(fraction.astype(np.float64)), 0.0, 1.0)
+    if fraction_floor > 0:
+        frac[frac < fraction_floor] = 0.0
     volume_ml = float(frac.sum() * volume.voxel_volume_mm3 / 1000.0)
     mask = (fraction >= mask_threshold).astype(np.uint8)
     warnings = []

@@ -1,0 +1,75 @@
+"""Inference time per series: a 512x512 NCCT and a typical SWI, on CPU (and GPU where one loads).
+
+    .venv/bin/python bench/bench_inference.py                   # CPU, 2 threads, 3 repeats
+    .venv/bin/python bench/bench_inference.py --threads 2 --gpu # also CUDA/TensorRT if they load
+
+Times cover ``Runtime.run`` + ``measure.from_output`` on a phantom already in
+memory (volume loading / DICOM decoding excluded); the first run (session
+creation) is reported separately.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+
+import onnxruntime as ort
+
+from svdmark import measure, phantom
+from svdmark.domain import Task
+from svdmark.infer import ModelRegistry, Runtime
+from svdmark.infer.selftest import phantom_volume
+
+CASES = {
+    Task.WML: ("NCCT 512x512, 5 mm, tilt 15°", lambda: phantom.make_ncct(seed=7, matrix=512, slice_thickness=5.0,
+                                                                             tilt_deg=15.0, wml_ml=8.0)),
+    Task.CMB: ("SWI 256x256, 2 mm", lambda: phantom.make_swi(seed=7, matrix=256, slice_thickness=2.0, n_cmb=12)),
+}
+
+
+def bench(providers, threads, repeats, tasks):
+    reg = ModelRegistry()
+    rt = Runtime(providers=providers, intra_op_num_threads=threads)
+    rows = []
+    for task in tasks:
+        spec = reg.active(task)
+        label, make = CASES[task]
+        vol = phantom_volume(make())
+        t = time.perf_counter()
+        out = rt.run(spec, vol)
+        measure.from_output(spec, vol, out)
+        first = time.perf_counter() - t
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            out = rt.run(spec, vol)
+            measure.from_output(spec, vol, out)
+            times.append(time.perf_counter() - t)
+        rows.append((spec.label, label, vol.shape, out.provider, first, statistics.median(times), max(times)))
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--gpu", action="store_true", help="also run with TensorRT/CUDA (falls back to CPU if absent)")
+    ap.add_argument("--task", choices=["wml", "cmb", "both"], default="both")
+    args = ap.parse_args(argv)
+    tasks = [Task.WML, Task.CMB] if args.task == "both" else [Task(args.task)]
+    print(f"command: {' '.join([sys.executable.split('/')[-1]] + sys.argv)}")
+    print(f"onnxruntime {ort.__version__}, {platform.processor() or platform.machine()}, threads {args.threads}")
+    configs = [["CPUExecutionProvider"]]
+    if args.gpu:
+        configs.append(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+        configs.append(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    for prov in configs:
+        for name, label, shape, provider, first, med, worst in bench(prov, args.threads, args.repeats, tasks):
+            print(f"{name:18s} {label:30s} shape {shape}  provider {provider:8s} first {first:6.2f} s  "
+                  f"median {med:6.2f} s  max {worst:6.2f} s")
+
+
+if __name__ == "__main__":
+    main()

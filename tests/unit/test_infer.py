@@ -1,0 +1,216 @@
+"""svdmark.infer: registry, providers, determinism, sliding window."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from svdmark.domain import FrameRef, Task, Volume
+from svdmark.errors import ModelError
+from svdmark.infer import ModelRegistry, Runtime, default_models_dir
+from svdmark.infer.registry import sha256_file
+from svdmark.infer.runtime import tiled_2d
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+REPO_MODELS = default_models_dir()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _conv_model(path: Path, seed: int = 0) -> None:
+    """Two 3x3 convs + sigmoid (receptive field 5 px): a stand-in fully convolutional WML net."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(0, 0.5, (4, 1, 3, 3)).astype(np.float32)
+    w2 = rng.normal(0, 0.5, (1, 4, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["image", "w1"], ["h"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("Conv", ["hr", "w2"], ["o"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["o"], ["fraction"]),
+    ]
+    g = helper.make_graph(
+        nodes, "wml-test",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 1, "h", "w"])],
+        [helper.make_tensor_value_info("fraction", TensorProto.FLOAT, ["n", 1, "h", "w"])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+
+
+def install(root: Path, name="wml-test", version="1.0.0", task="wml", window=32, overlap=8, sha=None) -> Path:
+    vdir = root / name / version
+    vdir.mkdir(parents=True)
+    _conv_model(vdir / "model.onnx")
+    manifest = {
+        "name": name, "version": version, "task": task, "modality": "CT",
+        "sha256": sha or sha256_file(vdir / "model.onnx"),
+        "input": {"kind": "slice2d", "spacing_mm": [1.0, 1.0], "window": [window, window], "overlap": overlap,
+                  "multiple_of": 1, "pad_value": -1000.0,
+                  "normalisation": {"type": "hu_window", "center": 30.0, "scale": 20.0, "clip": [-2.0, 4.0]}},
+        "output": {"name": "fraction", "mask_threshold": 0.5},
+    }
+    (vdir / "manifest.json").write_text(json.dumps(manifest))
+    return vdir
+
+
+def make_volume(array: np.ndarray, spacing=(1.0, 1.0), step=(0.0, 0.0, 1.0)) -> Volume:
+    n = array.shape[0]
+    positions = np.array([[0.0, 0.0, 0.0]]) + np.arange(n)[:, None] * np.asarray(step)[None, :]
+    return Volume(
+        array=array.astype(np.float32), row_direction=(1.0, 0.0, 0.0), column_direction=(0.0, 1.0, 0.0),
+        pixel_spacing=spacing, positions=positions,
+        frames=tuple(FrameRef(f"2.25.{k}", "1.2.840.10008.5.1.4.1.1.2") for k in range(n)),
+        frame_of_reference_uid="2.25.99", slice_thickness=float(step[2]),
+    )
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_verifies_checksum_and_picks_versions(tmp_path):
+    install(tmp_path, version="1.0.0")
+    install(tmp_path, version="1.10.0")
+    install(tmp_path, version="1.2.0")
+    reg = ModelRegistry(tmp_path)
+    assert reg.active(Task.WML).version == "1.10.0"  # numeric ordering, not lexical
+    (tmp_path / "wml-test" / "ACTIVE").write_text("1.2.0\n")
+    assert reg.active(Task.WML).version == "1.2.0"
+    assert [s.version for s in reg.all()] == ["1.0.0", "1.2.0", "1.10.0"]
+    with pytest.raises(ModelError, match="no model for task"):
+        reg.active(Task.CMB)
+    (tmp_path / "wml-test" / "ACTIVE").write_text("9.9.9")
+    with pytest.raises(ModelError, match="not installed"):
+        reg.active(Task.WML)
+
+
+def test_registry_rejects_corrupt_model(tmp_path):
+    install(tmp_path, sha="0" * 64)
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        ModelRegistry(tmp_path).get("wml-test", "1.0.0")
+
+
+def test_registry_env_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("SVDMARK_MODELS_DIR", str(tmp_path))
+    assert ModelRegistry().root == tmp_path
+
+
+# --------------------------------------------------------------------------- providers
+
+
+def test_default_providers_fall_back_to_cpu_with_one_line(tmp_path, caplog):
+    install(tmp_path)
+    spec = ModelRegistry(tmp_path).active(Task.WML)
+    rt = Runtime()  # TensorRT → CUDA → CPU; on a machine without a GPU only CPU loads
+    with caplog.at_level(logging.INFO, logger="svdmark.infer"):
+        sess, provider = rt.session(spec)
+        rt.session(spec)  # cached: no second line
+    lines = [r for r in caplog.records if r.name == "svdmark.infer"]
+    assert len(lines) == 1 and lines[0].getMessage() == "inference provider"
+    assert lines[0].fields["provider"] == provider
+    import onnxruntime as ort
+
+    try:
+        gpu = ort.get_device() == "GPU" and provider != "cpu"
+    except Exception:  # pragma: no cover
+        gpu = False
+    if not gpu:
+        assert provider == "cpu"
+
+
+def test_provider_that_raises_is_skipped(tmp_path, caplog):
+    import onnxruntime as ort
+
+    install(tmp_path)
+    spec = ModelRegistry(tmp_path).active(Task.WML)
+    calls = []
+
+    def factory(path, sess_options, providers):
+        name = providers[0] if isinstance(providers[0], str) else providers[0][0]
+        calls.append(name)
+        if name != "CPUExecutionProvider":
+            raise RuntimeError("libcudart.so.12: cannot open shared object file\n... 40 more lines ...")
+        return ort.InferenceSession(path, sess_options=sess_options, providers=providers)
+
+    rt = Runtime(providers=["CUDAExecutionProvider", "CPUExecutionProvider"], session_factory=factory)
+    with caplog.at_level(logging.INFO, logger="svdmark.infer"):
+        _, provider = rt.session(spec)
+    assert provider == "cpu"
+    (line,) = [r for r in caplog.records if r.name == "svdmark.infer"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert calls == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        assert "libcudart" in line.fields["skipped"] and "40 more" not in line.fields["skipped"]
+
+
+def test_no_provider_loads_is_model_error(tmp_path):
+    install(tmp_path)
+    spec = ModelRegistry(tmp_path).active(Task.WML)
+
+    def factory(*a, **k):
+        raise RuntimeError("broken")
+
+    with pytest.raises(ModelError, match="no onnxruntime provider"):
+        Runtime(providers=["CPUExecutionProvider"], session_factory=factory).session(spec)
+
+
+# --------------------------------------------------------------------------- determinism, tiling
+
+
+def _ncct_like(seed=0, shape=(3, 70, 90)):
+    rng = np.random.default_rng(seed)
+    return (30 + 15 * rng.standard_normal(shape)).astype(np.float32)
+
+
+def test_same_input_same_output(tmp_path):
+    install(tmp_path)
+    spec = ModelRegistry(tmp_path).active(Task.WML)
+    vol = make_volume(_ncct_like(), spacing=(0.8, 0.8))
+    a = Runtime(intra_op_num_threads=2).run(spec, vol).fraction
+    b = Runtime(intra_op_num_threads=1).run(spec, vol).fraction
+    c = Runtime(intra_op_num_threads=2).run(spec, vol).fraction
+    assert a.shape == vol.shape and a.dtype == np.float32
+    np.testing.assert_array_equal(a, c)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_sliding_window_equals_whole_volume(tmp_path):
+    install(tmp_path, window=32, overlap=8)
+    spec = ModelRegistry(tmp_path).active(Task.WML)
+    vol = make_volume(_ncct_like(shape=(2, 70, 90)))
+    rt = Runtime(intra_op_num_threads=1)
+    sess, _ = rt.session(spec)
+    tiled = rt._run_slice2d(sess, spec.manifest, vol)  # 32-px windows → 3 x 4 tiles per slice
+    whole = rt._run_slice2d(sess, spec.manifest, vol, window=512)  # one window
+    np.testing.assert_allclose(tiled, whole, atol=1e-6)
+
+
+def test_tiling_is_exact_for_any_core_function():
+    planes = np.random.default_rng(1).standard_normal((2, 37, 53)).astype(np.float32)
+
+    def box3(x):  # a 3x3 mean (receptive field 3) with zero padding at the tile edge
+        from scipy import ndimage as ndi
+
+        return ndi.uniform_filter(x, size=(1, 1, 3, 3), mode="constant")
+
+    whole = tiled_2d(box3, planes, window=256, margin=2, multiple=1, bg=0.0, batch=4)
+    tiled = tiled_2d(box3, planes, window=12, margin=2, multiple=1, bg=0.0, batch=1)
+    np.testing.assert_allclose(tiled, whole, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO_MODELS / "wml-ncct").is_dir(), reason="reference WML model not installed")
+def test_reference_unet_tiles_match_whole_image():
+    spec = ModelRegistry(REPO_MODELS).active(Task.WML)
+    vol = make_volume(_ncct_like(shape=(1, 300, 280)), spacing=(1.0, 1.0))
+    rt = Runtime(intra_op_num_threads=2)
+    sess, _ = rt.session(spec)
+    tiled = rt._run_slice2d(sess, spec.manifest, vol, window=128)
+    whole = rt._run_slice2d(sess, spec.manifest, vol, window=1024)
+    np.testing.assert_allclose(tiled, whole, atol=1e-4)

@@ -1,0 +1,256 @@
+"""Training / evaluation cases from ``svdmark.phantom``, cached under ``training/cache/``.
+
+Each case is drawn from a seed: the acquisition (matrix, slice thickness,
+tilt), the lesion load and the mimics are all functions of the seed, so a
+split is just a seed range:
+
+* ``train``   seeds 1000 ..      (models are fitted here)
+* ``val``     seeds 5000 ..      (threshold / early-stopping choices)
+* ``heldout`` seeds 900000 ..    (reported figures only; never looked at while training)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from svdmark.domain import Volume
+from svdmark.infer.selftest import phantom_volume
+
+CACHE = Path(os.environ.get("SVDMARK_TRAIN_CACHE", Path(__file__).resolve().parent / "cache"))
+SPLITS = {"train": 1000, "val": 5000, "heldout": 900000}
+
+
+def seeds(split: str, n: int) -> list[int]:
+    base = SPLITS[split]
+    return list(range(base, base + n))
+
+
+# --------------------------------------------------------------------------- acquisition draws
+
+
+def ncct_params(seed: int) -> dict:
+    rng = np.random.default_rng([seed, 11])
+    matrix = int(rng.choice([256, 320, 384, 512], p=[0.55, 0.15, 0.1, 0.2]))
+    thickness = float(rng.choice([2.5, 3.0, 4.0, 5.0], p=[0.2, 0.2, 0.2, 0.4]))
+    tilt = float(rng.choice([0.0, rng.uniform(-25, 25)], p=[0.5, 0.5]))
+    # lesion load: many small (trial median 0.59 mL), a tail up to ~50 mL, some zero
+    u = rng.uniform()
+    if u < 0.12:
+        wml = 0.0
+    elif u < 0.6:
+        wml = float(np.exp(rng.uniform(np.log(0.1), np.log(3.0))))
+    else:
+        wml = float(np.exp(rng.uniform(np.log(3.0), np.log(50.0))))
+    return dict(seed=seed, matrix=matrix, slice_thickness=thickness, tilt_deg=round(tilt, 1), wml_ml=round(wml, 3),
+                mimics=bool(rng.uniform() < 0.8))
+
+
+def swi_params(seed: int) -> dict:
+    rng = np.random.default_rng([seed, 22])
+    matrix = int(rng.choice([192, 256, 320, 384], p=[0.3, 0.45, 0.15, 0.1]))
+    thickness = float(rng.choice([1.0, 1.5, 2.0, 2.5], p=[0.15, 0.3, 0.3, 0.25]))
+    g = rng.uniform()
+    if g < 0.2:
+        n = 0
+    elif g < 0.6:
+        n = int(rng.integers(1, 10))
+    elif g < 0.85:
+        n = int(rng.integers(10, 31))
+    else:
+        n = int(rng.integers(31, 60))
+    return dict(seed=seed, matrix=matrix, slice_thickness=thickness, n_cmb=n)
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass
+class NcctCase:
+    seed: int
+    params: dict
+    volume: Volume
+    truth_fraction: np.ndarray  # (z, y, x) float32 lesion fraction on the source grid
+    truth_ml: float
+
+
+@dataclass
+class SwiCase:
+    seed: int
+    params: dict
+    volume: Volume
+    bleeds: list  # dicts: center_mm, diameter_mm, location
+    truth_mask: np.ndarray | None
+
+
+def _save(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _volume_arrays(vol: Volume) -> dict:
+    return dict(
+        image=vol.array.astype(np.float32), positions=vol.positions, spacing=np.asarray(vol.pixel_spacing),
+        rowdir=np.asarray(vol.row_direction), coldir=np.asarray(vol.column_direction),
+        thickness=np.asarray(vol.slice_thickness or 0.0),
+    )
+
+
+def _volume_from(z) -> Volume:
+    class P:  # duck-typed phantom for phantom_volume
+        pass
+
+    p = P()
+    p.image = z["image"]
+    p.positions = z["positions"]
+    p.pixel_spacing = tuple(z["spacing"])
+    p.row_direction = tuple(z["rowdir"])
+    p.column_direction = tuple(z["coldir"])
+    p.slice_thickness = float(z["thickness"])
+    return phantom_volume(p)
+
+
+def _phantom_version() -> str:
+    """Hash of the phantom sources, stored with each cached case (the cache key is the parameters only;
+    delete ``training/cache/`` after a generator change to regenerate)."""
+    import hashlib
+
+    import svdmark.phantom as ph
+
+    h = hashlib.sha256()
+    for f in sorted(Path(ph.__file__).parent.glob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:10]
+
+
+def _make_ncct_with_fraction(params: dict):
+    """``phantom.make_ncct`` plus the per-voxel WML occupancy it computes internally (before its ≥ 50 % cut).
+
+    Training-only: wraps the generator's ``_wml_on_grid`` (same code path, same
+    numbers) to keep the fraction that the public ``truth_mask`` thresholds.
+    """
+    import math
+
+    from svdmark.phantom import generate as gen
+    from svdmark.phantom.anatomy import F32
+    from svdmark.phantom.geometry import Block
+    from svdmark.phantom.lesions import _BoxedPoints, _occupancy, _wm_fraction
+
+    store = {}
+
+    def wml_on_grid(head, wml, grid):
+        nz, nr, nc = grid.shape
+        mask = np.zeros((nz, nr, nc), np.uint8)
+        drop = np.zeros((nz, nr, nc), F32)
+        frac = np.zeros((nz, nr, nc), F32)
+        store["fraction"] = frac
+        if wml.empty:
+            return mask, drop
+        lo, hi = wml.bbox()
+        box = gen._index_box(grid, head, lo - head.warp_max - 3, hi + head.warp_max + 3)
+        if box is None:
+            return mask, drop
+        (k0, i0, j0), (k1, i1, j1) = box
+        px = min(grid.pixel_spacing)
+        sub = int(np.clip(math.ceil(px / 0.7), 1, 4))
+        ns = int(np.clip(math.ceil(grid.slice_thickness / 0.7), 2, 10))
+        h = max(px / sub, grid.slice_thickness / ns)
+        for k in range(k0, k1):
+            blk = Block(grid, k, k + 1, ns, head.R, head.origin, sub_ij=sub, i_range=(i0, i1), j_range=(j0, j1))
+            U = head.warp(blk.v)
+            sd = wml.sd(*U)
+            near = sd < F32(max(h, wml.soft_mm * 2))
+            if not near.any():
+                continue
+            occ = np.zeros(sd.shape, F32)
+            dr = np.zeros(sd.shape, F32)
+            Uk = [c[near] for c in U]
+            wm = _wm_fraction(head, _BoxedPoints(Uk))
+            occ[near] = _occupancy(sd[near], wm, h)
+            dr[near] = wml.drop(sd[near], wm)
+            shp = (1, ns, i1 - i0, sub, j1 - j0, sub)
+            f = occ.reshape(shp).mean(axis=(1, 3, 5))[0]
+            d = dr.reshape(shp).mean(axis=(1, 3, 5))[0]
+            mask[k, i0:i1, j0:j1] = f >= 0.5
+            drop[k, i0:i1, j0:j1] = d
+            frac[k, i0:i1, j0:j1] = f
+        return mask, drop
+
+    orig = gen._wml_on_grid
+    gen._wml_on_grid = wml_on_grid
+    try:
+        ph = gen.make_ncct(**params)
+    finally:
+        gen._wml_on_grid = orig
+    frac = store.get("fraction")
+    if frac is None or frac.shape != ph.image.shape:
+        frac = ph.truth_mask.astype(np.float32)
+    return ph, frac
+
+
+def is_cached(kind: str, seed: int) -> bool:
+    params = ncct_params(seed) if kind == "ncct" else swi_params(seed)
+    return (CACHE / (f"{kind}_" + "_".join(f"{k}{v}" for k, v in sorted(params.items())) + ".npz")).exists()
+
+
+def ncct_case(seed: int, params: dict | None = None) -> NcctCase:
+    params = params or ncct_params(seed)
+    key = "ncct_" + "_".join(f"{k}{v}" for k, v in sorted(params.items()))
+    path = CACHE / f"{key}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return NcctCase(seed, params, _volume_from(z), z["truth"].astype(np.float32), float(z["truth_ml"]))
+    ph, truth = _make_ncct_with_fraction(params)
+    vol = phantom_volume(ph)
+    _save(path, truth=truth.astype(np.float16), truth_ml=np.asarray(ph.truth_wml_ml),
+          phantom_version=np.asarray(_phantom_version()), **_volume_arrays(vol))
+    return NcctCase(seed, params, vol, truth, float(ph.truth_wml_ml))
+
+
+def swi_case(seed: int, params: dict | None = None) -> SwiCase:
+    params = params or swi_params(seed)
+    key = "swi_" + "_".join(f"{k}{v}" for k, v in sorted(params.items()))
+    path = CACHE / f"{key}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            bleeds = [dict(center_mm=tuple(c), diameter_mm=float(d), location=str(l))
+                      for c, d, l in zip(z["centers"].reshape(-1, 3), z["diams"], z["locs"])]
+            return SwiCase(seed, params, _volume_from(z), bleeds, None)
+    from svdmark import phantom
+
+    ph = phantom.make_swi(**params)
+    vol = phantom_volume(ph)
+    bleeds = [dict(center_mm=tuple(float(v) for v in c), diameter_mm=float(d), location=str(loc))
+              for c, d, loc in ph.microbleeds]
+    _save(path, centers=np.array([b["center_mm"] for b in bleeds], float).reshape(-1, 3),
+          diams=np.array([b["diameter_mm"] for b in bleeds], float),
+          locs=np.array([b["location"] for b in bleeds], dtype="U16"), phantom_version=np.asarray(_phantom_version()),
+          **_volume_arrays(vol))
+    return SwiCase(seed, params, vol, bleeds, None)
+
+
+def generate(kind: str, split: str, n: int, workers: int = 1) -> None:
+    """Fill the cache (``python -m training.data ncct train 120``)."""
+    fn = ncct_case if kind == "ncct" else swi_case
+    todo = seeds(split, n)
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as ex:
+            list(ex.map(fn, todo))
+    else:
+        for s in todo:
+            fn(s)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+    import time
+
+    t = time.time()
+    generate(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+    print(f"done in {time.time() - t:.0f} s")

@@ -1,0 +1,207 @@
+"""Score the installed models and the classical baselines on a phantom split.
+
+    .venv/bin/python -m training.evaluate --set heldout --n 40            # both tasks
+    .venv/bin/python -m training.evaluate --task wml --set heldout --n 40
+    .venv/bin/python -m training.evaluate --task cmb --set val --n 20 --sweep   # threshold sweep (val only)
+
+WML: volume MAE (mL), Pearson r, Dice on cases with truth ≥ 1 mL.
+CMB: sensitivity and false positives per scan (one-to-one greedy matching within
+max(5 mm, lesion diameter)), burden grade exact agreement.
+Models come from the registry (``models_onnx/`` or ``$SVDMARK_MODELS_DIR``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from svdmark.domain import BurdenGrade, Task
+from svdmark.infer import ModelRegistry, Runtime
+from svdmark.measure import baselines, cmb_findings, from_output
+
+from . import data
+
+RUNS = Path(__file__).resolve().parent / "runs"
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(bool)
+    b = b.astype(bool)
+    s = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / s) if s else 1.0
+
+
+def match(pred_xyz, truth_xyz, truth_d):
+    """Greedy one-to-one matching by distance within max(5 mm, diameter). Returns (tp, fp, fn)."""
+    if len(truth_xyz) == 0:
+        return 0, len(pred_xyz), 0
+    if len(pred_xyz) == 0:
+        return 0, 0, len(truth_xyz)
+    P = np.asarray(pred_xyz, float)
+    T = np.asarray(truth_xyz, float)
+    D = np.linalg.norm(P[:, None] - T[None], axis=-1)
+    ok = D <= np.maximum(5.0, np.asarray(truth_d, float))[None, :]
+    pairs = sorted((D[i, j], i, j) for i, j in zip(*np.nonzero(ok)))
+    used_p, used_t = set(), set()
+    for _, i, j in pairs:
+        if i in used_p or j in used_t:
+            continue
+        used_p.add(i)
+        used_t.add(j)
+    tp = len(used_t)
+    return tp, len(P) - len(used_p), len(T) - tp
+
+
+def pearson(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry) -> dict:
+    spec = registry.active(Task.WML)
+    rows = []
+    for s in data.seeds(split, n):
+        case = data.ncct_case(s)
+        t = time.perf_counter()
+        out = runtime.run(spec, case.volume)
+        f = from_output(spec, case.volume, out)
+        secs = time.perf_counter() - t
+        b = baselines.wml_threshold(case.volume)
+        truth_mask = case.truth_fraction >= 0.5
+        rows.append(dict(seed=s, truth=case.truth_ml, model=f.volume_ml, baseline=b.volume_ml,
+                         dice_model=dice(f.mask, truth_mask), dice_baseline=dice(b.mask, truth_mask), seconds=secs,
+                         matrix=case.volume.shape[1], thickness=case.params["slice_thickness"],
+                         tilt=case.params["tilt_deg"]))
+        r = rows[-1]
+        print(f"  wml seed {s}: truth {r['truth']:6.2f} model {r['model']:6.2f} baseline {r['baseline']:6.2f} mL "
+              f"dice {r['dice_model']:.2f}/{r['dice_baseline']:.2f} ({secs:.1f} s, {r['matrix']} px, "
+              f"{r['thickness']} mm, tilt {r['tilt']})", flush=True)
+    truth = np.array([r["truth"] for r in rows])
+    res = {"model_label": spec.label, "sha256": spec.sha256, "split": split, "n": len(rows), "cases": rows}
+    big = truth >= 1.0
+    for who in ("model", "baseline"):
+        v = np.array([r[who] for r in rows])
+        res[who] = {
+            "mae_ml": float(np.abs(v - truth).mean()),
+            "pearson_r": pearson(v, truth),
+            "dice_ge_1ml": float(np.mean([r[f"dice_{who}"] for r, g in zip(rows, big) if g])) if big.any() else None,
+            "bias_ml": float((v - truth).mean()),
+        }
+    res["n_ge_1ml"] = int(big.sum())
+    res["seconds_mean"] = float(np.mean([r["seconds"] for r in rows]))
+    return res
+
+
+def cmb_detect_model(spec, runtime, case, threshold=None):
+    out = runtime.run(spec, case.volume)
+    thr = spec.manifest["output"]["threshold"] if threshold is None else threshold
+    o = spec.manifest["output"]
+    f = cmb_findings(case.volume, [(c.index, c.probability, c.diameter_mm) for c in out.candidates], thr,
+                     o.get("merge_mm", 4.0), o.get("max_count", 200))
+    return f, out
+
+
+def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, sweep: bool = False) -> dict:
+    spec = registry.active(Task.CMB)
+    rows = []
+    outs = []
+    for s in data.seeds(split, n):
+        case = data.swi_case(s)
+        t = time.perf_counter()
+        f, out = cmb_detect_model(spec, runtime, case)
+        secs = time.perf_counter() - t
+        b = baselines.cmb_blobs(case.volume)
+        T = [bl["center_mm"] for bl in case.bleeds]
+        Dm = [bl["diameter_mm"] for bl in case.bleeds]
+        tp, fp, fn = match([m.center_mm for m in f.microbleeds], T, Dm)
+        btp, bfp, bfn = match([m.center_mm for m in b.microbleeds], T, Dm)
+        g = int(BurdenGrade.from_count(len(T)))
+        rows.append(dict(seed=s, n_truth=len(T), tp=tp, fp=fp, fn=fn, count=f.count, grade_truth=g,
+                         grade_model=int(f.grade), b_tp=btp, b_fp=bfp, b_fn=bfn, b_count=b.count,
+                         grade_baseline=int(b.grade), seconds=secs, n_candidates=len(out.candidates),
+                         matrix=case.volume.shape[1], thickness=case.params["slice_thickness"]))
+        outs.append((case, out))
+        r = rows[-1]
+        print(f"  cmb seed {s}: truth {len(T):3d} model tp {tp:3d} fp {fp:3d} | baseline tp {btp:3d} fp {bfp:3d} "
+              f"| grade {g}/{r['grade_model']}/{r['grade_baseline']} ({secs:.1f} s, {len(out.candidates)} cand)",
+              flush=True)
+    res = {"model_label": spec.label, "sha256": spec.sha256, "split": split, "n": len(rows), "cases": rows}
+    nt = sum(r["n_truth"] for r in rows)
+    for who, k in (("model", ""), ("baseline", "b_")):
+        res[who] = {
+            "sensitivity": sum(r[k + "tp"] for r in rows) / max(nt, 1),
+            "fp_per_scan": sum(r[k + "fp"] for r in rows) / len(rows),
+            "grade_agreement": float(np.mean([r["grade_truth"] == r["grade_" + who] for r in rows])),
+        }
+    res["seconds_mean"] = float(np.mean([r["seconds"] for r in rows]))
+    if sweep:
+        res["sweep"] = []
+        o = spec.manifest["output"]
+        for thr in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+            tp = fp = 0
+            agree = 0
+            for case, out in outs:
+                f = cmb_findings(case.volume, [(c.index, c.probability, c.diameter_mm) for c in out.candidates],
+                                 thr, o.get("merge_mm", 4.0), o.get("max_count", 200))
+                a, b_, _ = match([m.center_mm for m in f.microbleeds], [bl["center_mm"] for bl in case.bleeds],
+                                 [bl["diameter_mm"] for bl in case.bleeds])
+                tp += a
+                fp += b_
+                agree += int(f.grade) == int(BurdenGrade.from_count(len(case.bleeds)))
+            row = {"threshold": thr, "sensitivity": tp / max(nt, 1), "fp_per_scan": fp / len(outs),
+                   "grade_agreement": agree / len(outs)}
+            res["sweep"].append(row)
+            print(f"  sweep thr {thr}: sens {row['sensitivity']:.3f} fp/scan {row['fp_per_scan']:.2f} "
+                  f"grade {row['grade_agreement']:.2f}")
+    return res
+
+
+def report(res_w, res_c):
+    lines = []
+    if res_w:
+        lines.append(f"WML  {res_w['model_label']}  split={res_w['split']} n={res_w['n']} (≥1 mL: {res_w['n_ge_1ml']})")
+        for who in ("model", "baseline"):
+            m = res_w[who]
+            d = "n/a" if m["dice_ge_1ml"] is None else f"{m['dice_ge_1ml']:.3f}"
+            lines.append(f"  {who:8s} MAE {m['mae_ml']:.3f} mL  r {m['pearson_r']:.4f}  Dice(≥1 mL) {d}  "
+                         f"bias {m['bias_ml']:+.3f} mL")
+        lines.append(f"  model inference {res_w['seconds_mean']:.2f} s/series (mean)")
+    if res_c:
+        lines.append(f"CMB  {res_c['model_label']}  split={res_c['split']} n={res_c['n']} "
+                     f"(truth bleeds {sum(r['n_truth'] for r in res_c['cases'])})")
+        for who in ("model", "baseline"):
+            m = res_c[who]
+            lines.append(f"  {who:8s} sensitivity {m['sensitivity']:.3f}  FP/scan {m['fp_per_scan']:.2f}  "
+                         f"grade agreement {m['grade_agreement']:.3f}")
+        lines.append(f"  model inference {res_c['seconds_mean']:.2f} s/series (mean)")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", default="heldout", choices=sorted(data.SPLITS))
+    ap.add_argument("--n", type=int, default=40)
+    ap.add_argument("--task", choices=["wml", "cmb", "both"], default="both")
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models", type=Path, default=None)
+    args = ap.parse_args(argv)
+    rt = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
+    reg = ModelRegistry(args.models)
+    rw = eval_wml(args.set, args.n, rt, reg) if args.task in ("wml", "both") else None
+    rc = eval_cmb(args.set, args.n, rt, reg, args.sweep) if args.task in ("cmb", "both") else None
+    text = report(rw, rc)
+    print(text)
+    RUNS.mkdir(exist_ok=True)
+    for name, r in (("wml", rw), ("cmb", rc)):
+        if r:
+            (RUNS / f"eval_{name}_{args.set}_{args.n}.json").write_text(json.dumps(r, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Small networks for the reference models, and ONNX export that onnxruntime 1.31 loads."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ONNX_OPSET = 17
+ONNX_IR_VERSION = 8  # onnxruntime 1.31 loads IR <= 13; torch/onnx 1.23 would write a newer one
+
+
+def _block(cin: int, cout: int, conv=nn.Conv2d, norm=nn.BatchNorm2d) -> nn.Sequential:
+    return nn.Sequential(
+        conv(cin, cout, 3, padding=1, bias=False), norm(cout), nn.ReLU(inplace=True),
+        conv(cout, cout, 3, padding=1, bias=False), norm(cout), nn.ReLU(inplace=True),
+    )
+
+
+class UNet2D(nn.Module):
+    """Two-level 2-D U-Net, input (n,1,h,w) with h, w multiples of 4; output lesion fraction (sigmoid).
+
+    Receptive field ≈ 44 px, so a tile overlap of 48 px (margin 24) makes tiled
+    inference equal to whole-image inference.
+    """
+
+    receptive_field = 44
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.e1 = _block(1, c)
+        self.e2 = _block(c, 2 * c)
+        self.b = _block(2 * c, 4 * c)
+        self.d2 = _block(4 * c + 2 * c, 2 * c)
+        self.d1 = _block(2 * c + c, c)
+        self.head = nn.Conv2d(c, 1, 1)
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.e1(x)
+        e2 = self.e2(self.pool(e1))
+        b = self.b(self.pool(e2))
+        d2 = self.d2(torch.cat([self.up(b), e2], 1))
+        d1 = self.d1(torch.cat([self.up(d2), e1], 1))
+        return self.head(d1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(x))
+
+
+class CmbNet3D(nn.Module):
+    """Candidate classifier on isotropic patches (n,in_ch,s,s,s) → (n,2): [P(microbleed), diameter mm].
+
+    Channels: the same centre at 1 mm and at 2 mm sampling (local shape + vessel context).
+    """
+
+    def __init__(self, c: int = 12, in_ch: int = 2):
+        super().__init__()
+        b3 = lambda i, o: _block(i, o, nn.Conv3d, nn.BatchNorm3d)  # noqa: E731
+        self.f = nn.Sequential(b3(in_ch, c), nn.MaxPool3d(2), b3(c, 2 * c), nn.MaxPool3d(2), b3(2 * c, 4 * c))
+        self.fc = nn.Sequential(nn.Linear(8 * c, 32), nn.ReLU(inplace=True), nn.Linear(32, 2))
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.f(x)
+        g = torch.cat([h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))], 1)
+        return self.fc(g)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.raw(x)
+        prob = torch.sigmoid(r[:, :1])
+        diam = nn.functional.softplus(r[:, 1:2]) + 1.0
+        return torch.cat([prob, diam], 1)
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str,
+                dynamic: dict) -> str:
+    """Export, downgrade the IR version so onnxruntime 1.31 loads it, verify it loads; return sha256."""
+    import onnx
+    import onnxruntime as ort
+
+    model = model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.onnx")
+    torch.onnx.export(
+        model, (example,), str(tmp), input_names=[input_name], output_names=[output_name],
+        dynamic_axes=dynamic, opset_version=ONNX_OPSET, dynamo=False,
+    )
+    m = onnx.load(str(tmp))
+    m.ir_version = ONNX_IR_VERSION
+    m.producer_name = "svdmark-training"
+    m.doc_string = ""
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    tmp.unlink()
+    for extra in path.parent.glob(path.name + ".data"):
+        extra.unlink()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        ref = model(example).numpy()
+    got = sess.run(None, {input_name: example.numpy()})[0]
+    err = float(abs(ref - got).max())
+    if err > 1e-3:
+        raise RuntimeError(f"ONNX export mismatch {err}")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
