@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 os.environ["TCP_NODELAY"] = "1"  # dcmtk reads it; without it storescp waits on delayed ACKs
 
 from svdmark.phantom import write_study  # noqa: E402
-from tests.integration.conftest import StoreSCP, Svdmark, storescu, wait_until  # noqa: E402
+from tests.peers import StoreSCP, Svdmark, storescu, wait_until  # noqa: E402
 
 
 def peak_rss_mb(pid: int) -> float:

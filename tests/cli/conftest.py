@@ -9,20 +9,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.peers import DCMTK, StoreSCP, Svdmark, storescu, storescu_commands, wait_until  # noqa: F401
 
 from . import fakemodels
 
 REPO = Path(__file__).resolve().parents[2]
 SVDMARK = shutil.which("svdmark", path=str(Path(sys.executable).parent)) or shutil.which("svdmark")
-DCMTK = Path("/usr/bin")
 
 
 def run_cli(*args, env: dict | None = None, timeout: float = 300, check_rc: int | None = None,
@@ -69,94 +67,46 @@ def studies(tmp_path_factory) -> dict:
 
 
 # --------------------------------------------------------------------------- DICOM peers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def echo_ok(port: int, aet: str) -> bool:
-    r = subprocess.run([str(DCMTK / "echoscu"), "-aec", aet, "-to", "2", "127.0.0.1", str(port)],
-                       capture_output=True, timeout=20)
-    return r.returncode == 0
-
-
-def wait_for_echo(port: int, aet: str, proc: subprocess.Popen | None = None, timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before answering C-ECHO")
-        if echo_ok(port, aet):
-            return
-        time.sleep(0.3)
-    raise TimeoutError(f"{aet} on port {port} did not answer C-ECHO within {timeout} s")
-
-
-def storescu_cmd(files, port: int, aet: str = "SVDMARK") -> list[str]:
-    return [str(DCMTK / "storescu"), "-aet", "CLITEST", "-aec", aet, "-nh", "127.0.0.1", str(port),
-            *[str(f) for f in files]]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Serve:
-    """`svdmark serve` (the entry point) in a subprocess, with a dcmtk storescp as its PACS."""
+    """`svdmark serve` in a subprocess with a dcmtk storescp as its PACS (peers from tests/peers.py)."""
 
     def __init__(self, data_dir: Path, env: dict):
         self.data_dir = data_dir
         self.env = env
-        self.port = free_port()
-        self.pacs_dir = data_dir.parent / "pacs"
-        self.pacs_port = free_port()
-        self.log = data_dir.parent / "serve.log"
-        self.proc = self.pacs = None
+        self.pacs = StoreSCP(data_dir.parent / "pacs", aet="CLIPACS")
+        self.svd: Svdmark | None = None
+
+    @property
+    def pacs_dir(self) -> Path:
+        return self.pacs.folder
 
     def start(self) -> "Serve":
         if not (DCMTK / "storescp").exists():
             pytest.skip("dcmtk is not installed (/usr/bin/storescp); see scripts/test.sh")
-        self.pacs_dir.mkdir(parents=True, exist_ok=True)
-        self.pacs = subprocess.Popen([str(DCMTK / "storescp"), "-aet", "CLIPACS", "-od", str(self.pacs_dir), "+xa",
-                                      "-uf", str(self.pacs_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_echo(self.pacs_port, "CLIPACS", self.pacs)
-        cmd = [SVDMARK, "serve", "--port", str(self.port), "--host", "127.0.0.1", "--data-dir", str(self.data_dir),
-               "--destination", f"CLIPACS@127.0.0.1:{self.pacs_port}", "--settle-seconds", "1",
-               "--fallback-seconds", "10"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"),
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1", **self.env))
-        wait_for_echo(self.port, "SVDMARK", self.proc)
+        self.pacs.start()
+        self.svd = Svdmark(self.data_dir, [f"{self.pacs.aet}@127.0.0.1:{self.pacs.port}"],
+                           extra=("--settle-seconds", "1", "--fallback-seconds", "10"), env=self.env).start()
         return self
 
     def send(self, files, background: bool = False):
-        cmd = storescu_cmd(files, self.port)
+        """Send with dcmtk storescu; in the background, a Popen of the (single) command."""
         if background:
+            (cmd,) = storescu_commands(files, self.svd.port, calling="CLITEST")
             return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr[-2000:]
-        return r
+        return storescu(files, self.svd.port, calling="CLITEST")
 
     def cli(self, *args, check_rc: int | None = 0):
         return run_cli(*args, "--data-dir", self.data_dir, env=self.env, check_rc=check_rc)
 
     def jobs(self) -> list[dict]:
-        r = self.cli("jobs", "list", "--json")
-        return json.loads(r.stdout)
+        return json.loads(self.cli("jobs", "list", "--json").stdout)
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        return self.svd.log_text() if self.svd else ""
 
     def stop(self) -> None:
-        for p in (self.proc, self.pacs):
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        if self.svd:
+            self.svd.stop()
+        self.pacs.stop()

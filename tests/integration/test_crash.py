@@ -9,7 +9,7 @@ import pytest
 
 from svdmark.phantom import write_study
 
-from .conftest import StoreSCP, Svdmark, send_studies, storescu, wait_until
+from tests.peers import StoreSCP, Svdmark, send_studies, storescu, wait_until
 from .test_end_to_end import expect_results
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]

@@ -11,7 +11,7 @@ from pydicom.uid import JPEGLosslessSV1, RLELossless
 
 from svdmark.phantom import write_study
 
-from .conftest import Svdmark, results_by_kind, send_studies, source_series_of, storescu, wait_until
+from tests.peers import Svdmark, results_by_kind, send_studies, source_series_of, storescu, wait_until
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 

@@ -18,7 +18,7 @@ from svdmark.journal import Journal
 from svdmark.receive import AssociationTracker, Receiver, build_ae
 from svdmark.spool import Spool
 
-from .conftest import echo_ok, storescu
+from tests.peers import echo_ok, storescu
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 SC = "1.2.840.10008.5.1.4.1.1.7"

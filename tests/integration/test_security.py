@@ -19,7 +19,7 @@ from pynetdicom.sop_class import Verification
 
 from svdmark.spool import Spool
 
-from .conftest import Svdmark, free_port, storescu, wait_until
+from tests.peers import Svdmark, free_port, storescu, wait_until
 from .test_tls import tiny_ct
 
 MAX_BYTES = 100_000

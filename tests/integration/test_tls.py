@@ -19,7 +19,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from .conftest import DCMTK, Svdmark, free_port, wait_until
+from tests.peers import DCMTK, Svdmark, free_port, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl CLI is needed to make test certificates")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Svdmark, free_port, storescu, wait_for_echo, wait_until
+from tests.peers import Svdmark, free_port, storescu, wait_for_echo, wait_until
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 REPO = Path(__file__).resolve().parents[2]

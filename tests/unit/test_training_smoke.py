@@ -21,26 +21,29 @@ def test_wml_unet_learns_and_exports(tmp_path):
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     imgs, tgts = [], []
-    for _ in range(4):
-        im = np.full((64, 64), (28 - 30) / 20, np.float32) + rng.normal(0, 0.1, (64, 64)).astype(np.float32)
-        tg = np.zeros((64, 64), np.float32)
+    for _ in range(2):  # two stacks of 3 slices (2.5-D: each slice sees its neighbours as channels)
+        im = np.full((3, 64, 64), (28 - 30) / 20, np.float32) + rng.normal(0, 0.1, (3, 64, 64)).astype(np.float32)
+        tg = np.zeros((3, 64, 64), np.float32)
         y, x = rng.integers(16, 48, 2)
-        tg[y - 4 : y + 4, x - 4 : x + 4] = 1
+        tg[:, y - 4 : y + 4, x - 4 : x + 4] = 1
         im[tg > 0] -= 0.4
         imgs.append(im.astype(np.float16))
         tgts.append(tg.astype(np.float16))
-    net = UNet2D(4)
+    index = [(v, k) for v in range(2) for k in range(3)]
+    net = UNet2D(4, in_ch=3)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     losses = []
     for _ in range(8):
-        x, y = train_wml.sample_batch(imgs, tgts, [0, 1, 2, 3], rng, 4)
+        x, y = train_wml.sample_batch(imgs, tgts, index, list(range(6)), rng, 4, ctx=1)
+        assert tuple(x.shape) == (4, 3, train_wml.CROP, train_wml.CROP) and tuple(y.shape) == (4, 1, train_wml.CROP,
+                                                                                                 train_wml.CROP)
         loss = train_wml.loss_fn(net.logits(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
-    sha = export_onnx(net.eval(), torch.randn(1, 1, 32, 32), tmp_path / "m.onnx", "image", "fraction",
+    sha = export_onnx(net.eval(), torch.randn(1, 3, 32, 32), tmp_path / "m.onnx", "image", "fraction",
                       {"image": {0: "n", 2: "h", 3: "w"}, "fraction": {0: "n", 2: "h", 3: "w"}})
     assert len(sha) == 64
     import onnx

@@ -1,0 +1,203 @@
+"""Real peers on localhost: `svdmark serve` as a subprocess, dcmtk storescp/storescu/echoscu.
+
+Shared by the integration, interop and CLI tests and by bench/.
+
+dcmtk is called by absolute path: pynetdicom installs console scripts of the
+same names into the venv.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DCMTK = Path("/usr/bin")
+SVDMARK = [sys.executable, "-m", "svdmark.cli.main"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def echo_ok(port: int, aet: str) -> bool:
+    r = subprocess.run([str(DCMTK / "echoscu"), "-aec", aet, "-to", "2", "127.0.0.1", str(port)],
+                       capture_output=True, timeout=20)
+    return r.returncode == 0
+
+
+def wait_for_echo(port: int, aet: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before answering C-ECHO")
+        if echo_ok(port, aet):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{aet} on port {port} did not answer C-ECHO within {timeout} s")
+
+
+# storescu proposes uncompressed syntaxes only unless told; one flag per compressed syntax
+STORESCU_TS_FLAG = {
+    "1.2.840.10008.1.2.4.70": "-xs",  # JPEG lossless, process 14, SV1
+    "1.2.840.10008.1.2.4.80": "-xt",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.90": "-xv",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.5": "-xr",  # RLE lossless
+    "1.2.840.10008.1.2.1.99": "-xd",  # deflated explicit VR little endian
+}
+
+
+def _transfer_syntax(path: Path) -> str:
+    import pydicom
+
+    try:
+        return str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+    except Exception:  # not DICOM: let storescu report it
+        return ""
+
+
+def storescu_commands(files, port: int, aet: str = "SVDMARK", calling: str = "STORESCU",
+                      extra: tuple[str, ...] = ()) -> list[list[str]]:
+    """One storescu command line per transfer syntax among ``files``."""
+    groups: dict[str, list[str]] = {}
+    for f in files:
+        groups.setdefault(STORESCU_TS_FLAG.get(_transfer_syntax(Path(f)), ""), []).append(str(f))
+    return [[str(DCMTK / "storescu"), "-aet", calling, "-aec", aet, "-nh", *([flag] if flag else []), *extra,
+             "127.0.0.1", str(port), *group] for flag, group in groups.items()]
+
+
+def storescu(files, port: int, aet: str = "SVDMARK", calling: str = "STORESCU", check: bool = True,
+             extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Send files with dcmtk storescu, one association per transfer syntax present.
+
+    storescu exits 0 even when a store fails, so with ``check`` its error lines count as failure.
+    """
+    result = None
+    for cmd in storescu_commands(files, port, aet, calling, extra):
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        failed = result.returncode != 0 or any(line.startswith("E:") for line in result.stderr.splitlines())
+        if check and failed:
+            raise AssertionError(f"storescu failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    assert result is not None, "no files to send"
+    return result
+
+
+class StoreSCP:
+    """dcmtk storescp writing every received object into ``folder``."""
+
+    def __init__(self, folder: Path, port: int | None = None, aet: str = "CEOPACS"):
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.aet = aet
+        self.proc: subprocess.Popen | None = None
+        self.received_log = folder.parent / f"{folder.name}-received.log"
+
+    def start(self) -> "StoreSCP":
+        # -xcr logs every reception, so a duplicate delivery is visible even though the file is overwritten
+        self.proc = subprocess.Popen(
+            [str(DCMTK / "storescp"), "-aet", self.aet, "-od", str(self.folder), "+xa", "-uf",
+             "-xcr", f"echo #f >> {self.received_log}", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_echo(self.port, self.aet, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+    def receptions(self) -> list[str]:
+        """File names in order of reception, duplicates included."""
+        return self.received_log.read_text().split() if self.received_log.exists() else []
+
+    def datasets(self) -> list:
+        import pydicom
+
+        return [pydicom.dcmread(p) for p in self.files()]
+
+
+class Svdmark:
+    """`svdmark serve` in a subprocess, with kill -9 and restart."""
+
+    def __init__(self, data_dir: Path, destinations: list[str], port: int | None = None,
+                 extra: tuple[str, ...] = ("--settle-seconds", "1", "--fallback-seconds", "15"),
+                 env: dict | None = None):
+        self.env = env or {}
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.destinations = destinations
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+        self.log = data_dir.parent / f"{data_dir.name}-serve.log"
+
+    def start(self) -> "Svdmark":
+        cmd = [*SVDMARK, "serve", "--port", str(self.port), "--ae-title", "SVDMARK", "--data-dir", str(self.data_dir),
+               "--host", "127.0.0.1", *self.extra]
+        for d in self.destinations:
+            cmd += ["--destination", d]
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env)
+        wait_for_echo(self.port, "SVDMARK", proc=self.proc)
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*SVDMARK, *args, "--data-dir", str(self.data_dir)], capture_output=True, text=True,
+                              timeout=60, env=dict(os.environ, **self.env))
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def send_studies(studies, port: int, **kw) -> None:
+    files = sorted(p for s in studies for p in Path(s.out_dir).rglob("*.dcm"))
+    storescu(files, port, **kw)
+
+
+def results_by_kind(scp: "StoreSCP") -> dict[str, list]:
+    out: dict[str, list] = {"SR": [], "SEG": [], "OT": []}
+    for ds in scp.datasets():
+        out.setdefault(str(ds.Modality), []).append(ds)
+    return out
+
+
+def source_series_of(ds) -> set[str]:
+    """The source series an SR/SEG/SC refers to (evidence, referenced series, or same-series lookups)."""
+    uids = set()
+    for item in ds.get("CurrentRequestedProcedureEvidenceSequence", []):
+        for s in item.get("ReferencedSeriesSequence", []):
+            uids.add(str(s.SeriesInstanceUID))
+    for s in ds.get("ReferencedSeriesSequence", []):
+        uids.add(str(s.SeriesInstanceUID))
+    return uids
