@@ -128,68 +128,15 @@ def _phantom_version() -> str:
 
 
 def _make_ncct_with_fraction(params: dict):
-    """``phantom.make_ncct`` plus the per-voxel WML occupancy it computes internally (before its ≥ 50 % cut).
+    """``phantom.make_ncct`` and its per-voxel WML partial-volume fraction (``Phantom.aux["wml_fraction"]``,
+    the occupancy whose ≥ 50 % cut is ``truth_mask``)."""
+    from svdmark import phantom
 
-    Training-only: wraps the generator's ``_wml_on_grid`` (same code path, same
-    numbers) to keep the fraction that the public ``truth_mask`` thresholds.
-    """
-    import math
-
-    from svdmark.phantom import generate as gen
-    from svdmark.phantom.anatomy import F32
-    from svdmark.phantom.geometry import Block
-    from svdmark.phantom.lesions import _BoxedPoints, _occupancy, _wm_fraction
-
-    store = {}
-
-    def wml_on_grid(head, wml, grid):
-        nz, nr, nc = grid.shape
-        mask = np.zeros((nz, nr, nc), np.uint8)
-        drop = np.zeros((nz, nr, nc), F32)
-        frac = np.zeros((nz, nr, nc), F32)
-        store["fraction"] = frac
-        if wml.empty:
-            return mask, drop
-        lo, hi = wml.bbox()
-        box = gen._index_box(grid, head, lo - head.warp_max - 3, hi + head.warp_max + 3)
-        if box is None:
-            return mask, drop
-        (k0, i0, j0), (k1, i1, j1) = box
-        px = min(grid.pixel_spacing)
-        sub = int(np.clip(math.ceil(px / 0.7), 1, 4))
-        ns = int(np.clip(math.ceil(grid.slice_thickness / 0.7), 2, 10))
-        h = max(px / sub, grid.slice_thickness / ns)
-        for k in range(k0, k1):
-            blk = Block(grid, k, k + 1, ns, head.R, head.origin, sub_ij=sub, i_range=(i0, i1), j_range=(j0, j1))
-            U = head.warp(blk.v)
-            sd = wml.sd(*U)
-            near = sd < F32(max(h, wml.soft_mm * 2))
-            if not near.any():
-                continue
-            occ = np.zeros(sd.shape, F32)
-            dr = np.zeros(sd.shape, F32)
-            Uk = [c[near] for c in U]
-            wm = _wm_fraction(head, _BoxedPoints(Uk))
-            occ[near] = _occupancy(sd[near], wm, h)
-            dr[near] = wml.drop(sd[near], wm)
-            shp = (1, ns, i1 - i0, sub, j1 - j0, sub)
-            f = occ.reshape(shp).mean(axis=(1, 3, 5))[0]
-            d = dr.reshape(shp).mean(axis=(1, 3, 5))[0]
-            mask[k, i0:i1, j0:j1] = f >= 0.5
-            drop[k, i0:i1, j0:j1] = d
-            frac[k, i0:i1, j0:j1] = f
-        return mask, drop
-
-    orig = gen._wml_on_grid
-    gen._wml_on_grid = wml_on_grid
-    try:
-        ph = gen.make_ncct(**params)
-    finally:
-        gen._wml_on_grid = orig
-    frac = store.get("fraction")
+    ph = phantom.make_ncct(**params)
+    frac = ph.aux.get("wml_fraction")
     if frac is None or frac.shape != ph.image.shape:
-        frac = ph.truth_mask.astype(np.float32)
-    return ph, frac
+        raise RuntimeError("phantom.make_ncct did not provide aux['wml_fraction'] on the image grid")
+    return ph, np.asarray(frac, np.float32)
 
 
 def is_cached(kind: str, seed: int) -> bool:

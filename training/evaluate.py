@@ -3,6 +3,7 @@
     .venv/bin/python -m training.evaluate --set heldout --n 40            # both tasks
     .venv/bin/python -m training.evaluate --task wml --set heldout --n 40
     .venv/bin/python -m training.evaluate --task cmb --set val --n 20 --sweep   # threshold sweep (val only)
+    .venv/bin/python -m training.evaluate --task wml --set val --n 16 --sweep   # floor / support sweep (val only)
 
 WML: volume MAE (mL), Pearson r, Dice on cases with truth ≥ 1 mL.
 CMB: sensitivity and false positives per scan (one-to-one greedy matching within
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svdmark.domain import BurdenGrade, Task
+from svdmark.domain import BurdenGrade, CmbFindings, Task, WmlFindings
 from svdmark.infer import ModelRegistry, Runtime
 from svdmark.measure import baselines, cmb_findings, from_output
 
@@ -62,17 +63,52 @@ def pearson(a, b) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry) -> dict:
+WML_SWEEP = {"fraction_floor": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3), "support": ((0.0, 0), (0.3, 2), (0.5, 2), (0.5, 4),
+                                                                          (0.7, 3)),
+             "mask_threshold": (0.3, 0.4, 0.5, 0.6)}
+
+
+def _wml_sweep_case(volume, fraction, truth_mask) -> dict:
+    """Volume (mL) per (floor, support_threshold, support_dilate_vox) and Dice per mask threshold."""
+    from scipy import ndimage as ndi
+
+    frac = np.clip(np.nan_to_num(fraction.astype(np.float64)), 0.0, 1.0)
+    vv = volume.voxel_volume_mm3 / 1000.0
+    vols = {}
+    for st, dil in WML_SWEEP["support"]:
+        if st > 0:
+            seed = frac >= st
+            if dil > 0 and seed.any():
+                s2 = np.zeros((3, 3, 3), bool)
+                s2[1] = ndi.generate_binary_structure(2, 1)
+                seed = ndi.binary_dilation(seed, structure=s2, iterations=dil)
+                seed = ndi.binary_dilation(seed, structure=np.ones((3, 1, 1), bool))
+            f = np.where(seed, frac, 0.0)
+        else:
+            f = frac
+        for fl in WML_SWEEP["fraction_floor"]:
+            vols[(fl, st, dil)] = float(f[f >= fl].sum() * vv) if fl > 0 else float(f.sum() * vv)
+    dices = {t: dice(fraction >= t, truth_mask) for t in WML_SWEEP["mask_threshold"]}
+    return {"volumes": vols, "dice": dices}
+
+
+def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, sweep: bool = False,
+             baseline: bool = True) -> dict:
     spec = registry.active(Task.WML)
+    if sweep and split == "heldout":
+        raise SystemExit("--sweep chooses post-processing: run it on --set val, never on heldout")
     rows = []
+    sweeps = []
     for s in data.seeds(split, n):
         case = data.ncct_case(s)
         t = time.perf_counter()
         out = runtime.run(spec, case.volume)
         f = from_output(spec, case.volume, out)
         secs = time.perf_counter() - t
-        b = baselines.wml_threshold(case.volume)
         truth_mask = case.truth_fraction >= 0.5
+        if sweep:
+            sweeps.append(_wml_sweep_case(case.volume, out.fraction, truth_mask))
+        b = baselines.wml_threshold(case.volume) if baseline else WmlFindings(float("nan"), truth_mask * 0, ())
         rows.append(dict(seed=s, truth=case.truth_ml, model=f.volume_ml, baseline=b.volume_ml,
                          dice_model=dice(f.mask, truth_mask), dice_baseline=dice(b.mask, truth_mask), seconds=secs,
                          matrix=case.volume.shape[1], thickness=case.params["slice_thickness"],
@@ -94,6 +130,21 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry) -> d
         }
     res["n_ge_1ml"] = int(big.sum())
     res["seconds_mean"] = float(np.mean([r["seconds"] for r in rows]))
+    if sweep:
+        table = []
+        for key in sweeps[0]["volumes"]:
+            v = np.array([sw["volumes"][key] for sw in sweeps])
+            table.append({"fraction_floor": key[0], "support_threshold": key[1], "support_dilate_vox": key[2],
+                          "mae_ml": float(np.abs(v - truth).mean()), "pearson_r": pearson(v, truth),
+                          "bias_ml": float((v - truth).mean())})
+        table.sort(key=lambda r: r["mae_ml"])
+        res["sweep"] = table
+        for r in table[:12]:
+            print(f"  sweep floor {r['fraction_floor']:.2f} support {r['support_threshold']:.1f}/{r['support_dilate_vox']} "
+                  f"vox: MAE {r['mae_ml']:.3f} r {r['pearson_r']:.4f} bias {r['bias_ml']:+.3f}")
+        res["sweep_dice"] = {str(t): float(np.mean([sw["dice"][t] for sw, g in zip(sweeps, big) if g]))
+                             for t in WML_SWEEP["mask_threshold"]} if big.any() else {}
+        print(f"  sweep mask threshold → Dice(≥1 mL): {res['sweep_dice']}")
     return res
 
 
@@ -106,8 +157,11 @@ def cmb_detect_model(spec, runtime, case, threshold=None):
     return f, out
 
 
-def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, sweep: bool = False) -> dict:
+def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, sweep: bool = False,
+             baseline: bool = True) -> dict:
     spec = registry.active(Task.CMB)
+    if sweep and split == "heldout":
+        raise SystemExit("--sweep chooses the operating threshold: run it on --set val, never on heldout")
     rows = []
     outs = []
     for s in data.seeds(split, n):
@@ -115,7 +169,7 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         t = time.perf_counter()
         f, out = cmb_detect_model(spec, runtime, case)
         secs = time.perf_counter() - t
-        b = baselines.cmb_blobs(case.volume)
+        b = baselines.cmb_blobs(case.volume) if baseline else CmbFindings((), None)
         T = [bl["center_mm"] for bl in case.bleeds]
         Dm = [bl["diameter_mm"] for bl in case.bleeds]
         tp, fp, fn = match([m.center_mm for m in f.microbleeds], T, Dm)
@@ -142,7 +196,7 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
     if sweep:
         res["sweep"] = []
         o = spec.manifest["output"]
-        for thr in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+        for thr in (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995):
             tp = fp = 0
             agree = 0
             for case, out in outs:
@@ -188,13 +242,14 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--task", choices=["wml", "cmb", "both"], default="both")
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the classical baselines (faster val sweeps)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", type=Path, default=None)
     args = ap.parse_args(argv)
     rt = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
     reg = ModelRegistry(args.models)
-    rw = eval_wml(args.set, args.n, rt, reg) if args.task in ("wml", "both") else None
-    rc = eval_cmb(args.set, args.n, rt, reg, args.sweep) if args.task in ("cmb", "both") else None
+    rw = eval_wml(args.set, args.n, rt, reg, args.sweep, not args.no_baseline) if args.task in ("wml", "both") else None
+    rc = eval_cmb(args.set, args.n, rt, reg, args.sweep, not args.no_baseline) if args.task in ("cmb", "both") else None
     text = report(rw, rc)
     print(text)
     RUNS.mkdir(exist_ok=True)

@@ -19,7 +19,7 @@ def _block(cin: int, cout: int, conv=nn.Conv2d, norm=nn.BatchNorm2d) -> nn.Seque
 
 
 class UNet2D(nn.Module):
-    """Two-level 2-D U-Net, input (n,1,h,w) with h, w multiples of 4; output lesion fraction (sigmoid).
+    """Two-level 2-D U-Net, input (n,in_ch,h,w) with h, w multiples of 4; output lesion fraction (sigmoid).
 
     Receptive field ≈ 44 px, so a tile overlap of 48 px (margin 24) makes tiled
     inference equal to whole-image inference.
@@ -27,9 +27,9 @@ class UNet2D(nn.Module):
 
     receptive_field = 44
 
-    def __init__(self, c: int = 16):
+    def __init__(self, c: int = 16, in_ch: int = 1):
         super().__init__()
-        self.e1 = _block(1, c)
+        self.e1 = _block(in_ch, c)
         self.e2 = _block(c, 2 * c)
         self.b = _block(2 * c, 4 * c)
         self.d2 = _block(4 * c + 2 * c, 2 * c)

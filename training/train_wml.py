@@ -1,12 +1,13 @@
 """Train the WML model: a small 2-D U-Net on NCCT slices resampled in-plane to 1 mm.
 
-Target = per-voxel lesion partial-volume fraction (the phantom's occupancy of
-the thick CT voxel), so Σ fraction × voxel volume is the physical volume even
+Input: 2.5-D — the slice and its ``--context`` neighbours on each side as
+channels. Target = per-voxel lesion partial-volume fraction (the phantom's
+``aux["wml_fraction"]``, its occupancy of the thick CT voxel), so Σ fraction × voxel volume is the physical volume even
 for lesions thinner than a slice. Loss = BCE on the soft target + soft Dice +
 a per-crop volume term.
 
-    .venv/bin/python -m training.train_wml --n-train 160 --minutes 20 \
-        --out models_onnx/wml-ncct/1.0.0
+    PYTHONPATH=. .venv/bin/python -m training.train_wml --n-train 100 --steps 3000 --minutes 25 \
+        --out models_onnx/wml-ncct/1.1.0
 
 Seeds are fixed (torch, numpy, data); the run is repeatable on the same
 machine and thread count.
@@ -32,6 +33,7 @@ CROP = 96
 
 
 def slices_of(case) -> tuple[np.ndarray, np.ndarray]:
+    """The whole stack of a case on the model grid: (image (nz,h,w), target fraction (nz,h,w)), float16."""
     vol = case.volume
     grid = pp.PlaneGrid.make(vol.shape[1:], vol.pixel_spacing, SPACING_MM)
     img = pp.normalise(grid.to_model(vol.array), NORMALISATION)
@@ -40,7 +42,8 @@ def slices_of(case) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_split(split: str, n: int, log=print, cached_only: bool = False):
-    imgs, tgts = [], []
+    """Stacks and the (stack, slice) index of every slice with brain in it (skips the empty caps)."""
+    imgs, tgts, index = [], [], []
     t = time.time()
     todo = data.seeds(split, n)
     if cached_only:
@@ -49,54 +52,75 @@ def load_split(split: str, n: int, log=print, cached_only: bool = False):
         case = data.ncct_case(s)
         i, g = slices_of(case)
         # keep slices with brain (normalised > -1.2 ⇔ HU > 6) — skip empty caps of the stack
-        keep = (i > -1.2).mean(axis=(1, 2)) > 0.05
-        imgs.extend(i[keep])
-        tgts.extend(g[keep])
+        keep = np.nonzero((i > -1.2).mean(axis=(1, 2)) > 0.05)[0]
+        imgs.append(i)
+        tgts.append(g)
+        index.extend((len(imgs) - 1, int(k)) for k in keep)
         if q % 20 == 0:
-            log(f"  {split}: {q + 1}/{n} cases, {len(imgs)} slices, {time.time() - t:.0f} s")
-    return imgs, tgts
+            log(f"  {split}: {q + 1}/{len(todo)} cases, {len(index)} slices, {time.time() - t:.0f} s", flush=True)
+    return imgs, tgts, index
 
 
-def sample_batch(imgs, tgts, lesion_slices, rng, bs):
+def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
+    idx = np.clip(np.arange(k - ctx, k + ctx + 1), 0, stack.shape[0] - 1)
+    return stack[idx]
+
+
+def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion_p: float = 0.5):
+    """``bs`` crops (CROP²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
+
+    ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
+    lesion (a fraction ``lesion_p`` of the crops is centred near lesion, the rest anywhere in the central
+    head, which is where the mimics and the negatives are).
+    """
     xs, ys = [], []
     for _ in range(bs):
-        use_lesion = lesion_slices and rng.random() < 0.6
-        n = int(rng.choice(lesion_slices)) if use_lesion else int(rng.integers(len(imgs)))
-        im, tg = imgs[n], tgts[n]
-        H, W = im.shape
+        use_lesion = len(lesion_slices) > 0 and rng.random() < lesion_p
+        q = int(rng.choice(lesion_slices)) if use_lesion else int(rng.integers(len(index)))
+        v, k = index[q]
+        tg = tgts[v][k]
+        H, W = tg.shape
         if use_lesion:
             ys_, xs_ = np.nonzero(tg > 0.2)
             if len(ys_):
-                q = rng.integers(len(ys_))
-                cy, cx = ys_[q] + rng.integers(-CROP // 3, CROP // 3), xs_[q] + rng.integers(-CROP // 3, CROP // 3)
+                r = rng.integers(len(ys_))
+                cy, cx = ys_[r] + rng.integers(-CROP // 3, CROP // 3), xs_[r] + rng.integers(-CROP // 3, CROP // 3)
             else:
                 cy, cx = H // 2, W // 2
         else:
-            cy, cx = rng.integers(H // 4, 3 * H // 4 + 1), rng.integers(W // 4, 3 * W // 4 + 1)
+            cy, cx = rng.integers(H // 5, 4 * H // 5 + 1), rng.integers(W // 5, 4 * W // 5 + 1)
         y0 = int(np.clip(cy - CROP // 2, 0, max(H - CROP, 0)))
         x0 = int(np.clip(cx - CROP // 2, 0, max(W - CROP, 0)))
-        a = np.full((CROP, CROP), -2.0, np.float32)
+        C = 2 * ctx + 1
+        a = np.full((C, CROP, CROP), -2.0, np.float32)
         b = np.zeros((CROP, CROP), np.float32)
-        ca = im[y0 : y0 + CROP, x0 : x0 + CROP]
-        a[: ca.shape[0], : ca.shape[1]] = ca
-        b[: ca.shape[0], : ca.shape[1]] = tg[y0 : y0 + CROP, x0 : x0 + CROP]
+        ca = _stack_slices(imgs[v], k, ctx)[:, y0 : y0 + CROP, x0 : x0 + CROP]
+        a[:, : ca.shape[1], : ca.shape[2]] = ca
+        b[: ca.shape[1], : ca.shape[2]] = tg[y0 : y0 + CROP, x0 : x0 + CROP]
         if rng.random() < 0.5:  # left-right flip (anatomy is near-symmetric)
-            a, b = a[:, ::-1], b[:, ::-1]
+            a, b = a[:, :, ::-1], b[:, ::-1]
+        if ctx and rng.random() < 0.5:  # head-foot flip of the neighbours (stacks run both ways)
+            a = a[::-1]
         # mild intensity jitter: scanner calibration offsets of a few HU, contrast scale
         a = a * rng.uniform(0.95, 1.05) + rng.normal(0, 0.05)
         xs.append(a.copy())
         ys.append(b.copy())
-    return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None])
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)[:, None])
 
 
 def loss_fn(logits, y):
+    """BCE on the soft fraction + soft Dice (crops with lesion) + per-crop volume error.
+
+    The volume term is normalised by (true sum + 50 px) so that lesion-free crops are punished for any
+    diffuse background fraction (which, summed over a whole head, is what biased 1.0.0 by +13 mL).
+    """
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
     p = torch.sigmoid(logits)
     inter = (p * y).sum((1, 2, 3))
     dice = 1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + y.sum((1, 2, 3)) + 1)
     has = (y.sum((1, 2, 3)) > 1).float()
-    vol = ((p.sum((1, 2, 3)) - y.sum((1, 2, 3))).abs() / (y.sum((1, 2, 3)) + 100)).clamp(max=1.0)
-    return bce + 0.5 * (dice * has).sum() / (has.sum() + 1e-6) + 0.05 * vol.mean()
+    vol = ((p.sum((1, 2, 3)) - y.sum((1, 2, 3))).abs() / (y.sum((1, 2, 3)) + 50)).clamp(max=2.0)
+    return bce + 0.5 * (dice * has).sum() / (has.sum() + 1e-6) + 0.1 * vol.mean()
 
 
 def train(args) -> dict:
@@ -104,29 +128,37 @@ def train(args) -> dict:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     log = print
-    imgs, tgts = load_split("train", args.n_train, log, args.cached_only)
-    lesion_slices = [n for n, t in enumerate(tgts) if float(t.max()) > 0.3]
-    log(f"train slices {len(imgs)}, with lesion {len(lesion_slices)}")
-    net = UNet2D(args.channels)
+    imgs, tgts, index = load_split("train", args.n_train, log, args.cached_only)
+    lesion_slices = [q for q, (v, k) in enumerate(index) if float(tgts[v][k].max()) > 0.3]
+    log(f"train slices {len(index)}, with lesion {len(lesion_slices)}", flush=True)
+    net = UNet2D(args.channels, in_ch=2 * args.context + 1)
+    if args.init:  # continue training from a saved state dict (training/runs/wml-<version>.pt)
+        net.load_state_dict(torch.load(args.init, map_location="cpu"))
+        log(f"initialised from {args.init}")
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     t0 = time.time()
     step = 0
     budget = args.minutes * 60
     total = args.steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * (1 - 0.7 * s / total))
     hist = []
     net.train()
     while step < total and time.time() - t0 < budget:
-        x, y = sample_batch(imgs, tgts, lesion_slices, rng, args.batch)
+        # warm-up, then cosine decay on whichever runs out first: steps or the time budget
+        prog = max(step / total, (time.time() - t0) / budget)
+        lr = args.lr * min(1.0, (step + 1) / 50) * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * min(prog, 1.0))))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = sample_batch(imgs, tgts, index, lesion_slices, rng, args.batch, args.context)
         loss = loss_fn(net.logits(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
         step += 1
         hist.append(loss.item())
         if step % 50 == 0:
-            log(f"step {step}/{total} loss {np.mean(hist[-50:]):.4f} {time.time() - t0:.0f} s")
+            log(f"step {step}/{total} loss {np.mean(hist[-50:]):.4f} lr {lr:.2e} {time.time() - t0:.0f} s", flush=True)
+        if args.checkpoint_every and step % args.checkpoint_every == 0:
+            torch.save(net.state_dict(), Path(__file__).resolve().parent / "runs" / "wml-checkpoint.pt")
     net.eval()
     return {"net": net, "steps": step, "seconds": time.time() - t0, "final_loss": float(np.mean(hist[-50:]))}
 
@@ -146,12 +178,13 @@ def manifest(version: str, sha: str, meta: dict) -> dict:
             "through_plane": "native slices, any spacing 1-5 mm",
             "normalisation": NORMALISATION,
             "pad_value": -1000.0,
+            "context_slices": meta["context"],
             "window": [256, 256],
             "overlap": 48,
             "multiple_of": 4,
             "batch": 4,
             "slab": 8,
-            "tensor": {"name": "image", "shape": ["n", 1, "h", "w"], "dtype": "float32"},
+            "tensor": {"name": "image", "shape": ["n", 2 * meta["context"] + 1, "h", "w"], "dtype": "float32"},
         },
         "output": {
             "name": "fraction",
@@ -159,6 +192,10 @@ def manifest(version: str, sha: str, meta: dict) -> dict:
                          "the source grid; volume_ml = sum(fraction) * physical voxel volume / 1000",
             "mask_threshold": 0.5,
             "units": "1",
+            # post-processing, chosen on the val split (training.evaluate --task wml --set val --sweep)
+            "fraction_floor": meta.get("fraction_floor", 0.0),
+            "support_threshold": meta.get("support_threshold", 0.0),
+            "support_dilate_vox": meta.get("support_dilate_vox", 0),
         },
         "self_test": {
             "generator": "make_ncct",
@@ -177,20 +214,25 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--context", type=int, default=1, help="neighbouring slices on each side as input channels")
+    ap.add_argument("--checkpoint-every", type=int, default=250)
+    ap.add_argument("--init", type=Path, default=None, help="start from these weights (state dict) instead of random")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cached-only", action="store_true", help="use only cases already in training/cache")
-    ap.add_argument("--out", type=Path, default=Path("models_onnx/wml-ncct/1.0.0"))
+    ap.add_argument("--out", type=Path, default=Path("models_onnx/wml-ncct/1.1.0"))
+    ap.add_argument("--save-suffix", default="", help="suffix of the saved state dict name in training/runs/")
     args = ap.parse_args(argv)
     res = train(args)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = Path(__file__).resolve().parent / "runs"
     runs.mkdir(exist_ok=True)
-    torch.save(res["net"].state_dict(), runs / f"wml-{args.out.name}.pt")
-    example = torch.randn(2, 1, 96, 96)
+    torch.save(res["net"].state_dict(), runs / f"wml-{args.out.name}{args.save_suffix}.pt")
+    example = torch.randn(2, 2 * args.context + 1, 96, 96)
     sha = export_onnx(res["net"], example, args.out / "model.onnx", "image", "fraction",
                       {"image": {0: "n", 2: "h", 3: "w"}, "fraction": {0: "n", 2: "h", 3: "w"}})
     meta = {
+        "context": args.context,
         "self_test_kwargs": SELF_TEST_KWARGS,
         "self_test_range": [0.0, 0.0],  # filled in by training.evaluate --self-test-bounds
         "training": {"command": "python -m training.train_wml "

@@ -204,6 +204,35 @@ def test_tiling_is_exact_for_any_core_function():
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
 
 
+def test_context_slices_feed_neighbours_as_channels(tmp_path):
+    """2.5-D manifests (context_slices = 1): slice k sees (k-1, k, k+1), the stack ends repeat, tiling stays exact."""
+    vdir = install(tmp_path, window=32, overlap=8)
+    seen = []
+
+    class Sess:
+        def get_inputs(self):
+            return [type("I", (), {"name": "image"})()]
+
+        def run(self, _, feeds):
+            x = feeds["image"]
+            seen.append(x.shape[1])
+            return [x[:, [1]] / 10 + (x[:, [2]] - x[:, [0]]) / 40]
+
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    manifest["input"]["context_slices"] = 1
+    manifest["input"]["normalisation"] = {"type": "hu_window", "center": 0.0, "scale": 1.0}
+    arr = np.stack([np.full((40, 50), float(k)) for k in range(5)]).astype(np.float32)
+    vol = make_volume(arr)
+    rt = Runtime(intra_op_num_threads=1)
+    out = rt._run_slice2d(Sess(), manifest, vol)
+    whole = rt._run_slice2d(Sess(), manifest, vol, window=512)
+    assert set(seen) == {3}
+    # channel 1 is slice k, channel 0 slice k-1 and channel 2 slice k+1, the end slices repeated
+    expect = np.array([k / 10 + (min(k + 1, 4) - max(k - 1, 0)) / 40 for k in range(5)], np.float32)
+    np.testing.assert_allclose(out[:, 10, 10], expect, atol=1e-6)
+    np.testing.assert_allclose(out, whole)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO_MODELS / "wml-ncct").is_dir(), reason="reference WML model not installed")
 def test_reference_unet_tiles_match_whole_image():

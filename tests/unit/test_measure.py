@@ -62,6 +62,34 @@ def test_wml_volume_counts_partial_volume_of_thin_lesions():
     assert f.mask.sum() == 0
 
 
+def test_wml_support_keeps_lesion_rims_and_drops_diffuse_background():
+    vol = tilted_volume((6, 40, 40), pixel=1.0, spacing=5.0, tilt_deg=0.0)
+    frac = np.full(vol.shape, 0.03, np.float32)  # diffuse model background over the whole head
+    frac[2, 10:20, 10:20] = 0.9  # a lesion core ...
+    frac[2, 9, 10:20] = frac[2, 20, 10:20] = 0.2  # ... with its partial-volume rim
+    frac[3, 10:20, 10:20] = 0.1  # and its thin tail in the next (thick) slice
+    lesion = (100 * 0.9 + 20 * 0.2 + 100 * 0.1) * 5 / 1000
+    raw = wml_findings(vol, frac)
+    assert raw.volume_ml > lesion + 1.0  # the background dominates without support
+    f = wml_findings(vol, frac, support_threshold=0.5, support_dilate_vox=2)
+    assert f.volume_ml == pytest.approx(lesion + 0.03 * 5 / 1000 * (_support_voxels() - 120 - 100), rel=1e-6)
+    # a floor then removes the remaining background inside the support region, keeping the rim and the tail
+    g = wml_findings(vol, frac, fraction_floor=0.05, support_threshold=0.5, support_dilate_vox=2)
+    assert g.volume_ml == pytest.approx(lesion, rel=1e-6)
+    assert wml_findings(vol, np.full(vol.shape, 0.03, np.float32), support_threshold=0.5).volume_ml == 0.0
+
+
+def _support_voxels() -> int:
+    from scipy import ndimage as ndi
+
+    seed = np.zeros((6, 40, 40), bool)
+    seed[2, 10:20, 10:20] = True
+    st = np.zeros((3, 3, 3), bool)
+    st[1] = ndi.generate_binary_structure(2, 1)
+    seed = ndi.binary_dilation(seed, structure=st, iterations=2)
+    return int(ndi.binary_dilation(seed, structure=np.ones((3, 1, 1), bool)).sum())
+
+
 def test_cmb_centres_map_to_patient_coordinates_on_a_sheared_grid():
     vol = tilted_volume((20, 64, 64), pixel=0.9, spacing=2.0, tilt_deg=15.0)
     truth = [vol.index_to_patient(*kij) for kij in ((4.3, 10.2, 50.7), (9.0, 33.5, 20.25), (15.6, 50.0, 12.0))]

@@ -13,7 +13,9 @@ Two kinds of model input (``manifest["input"]["kind"]``):
              only the central part of each tile is kept (the overlap is at least
              the network's receptive field), so tiled inference equals
              whole-image inference while memory stays bounded by one tile
-             batch. Output: per-voxel lesion fraction on the source grid.
+             batch. With ``context_slices`` = c > 0 (2.5-D) the c neighbouring
+             source slices on each side are extra input channels (the stack's
+             end slices repeat). Output: per-voxel lesion fraction on the source grid.
 ``patch3d``  (CMB) a classical candidate stage (multi-scale LoG, parameters in
              ``manifest["candidates"]``) proposes dark blobs; isotropic patches
              around them are classified by the network in fixed-size batches,
@@ -174,11 +176,18 @@ class Runtime:
         in_name = sess.get_inputs()[0].name
         out = np.empty(volume.shape, np.float32)
         slab = max(1, int(spec.get("slab", 8)))
-        for k0 in range(0, volume.shape[0], slab):
-            planes = grid.to_model(volume.array[k0 : k0 + slab])
+        ctx = int(spec.get("context_slices", 0))  # 2.5-D: neighbours on each side as extra channels
+        nz = volume.shape[0]
+        for k0 in range(0, nz, slab):
+            k1 = min(nz, k0 + slab)
+            lo, hi = max(0, k0 - ctx), min(nz, k1 + ctx)
+            planes = grid.to_model(volume.array[lo:hi])
             planes = pp.normalise(planes, spec["normalisation"])
+            if ctx:
+                idx = np.clip(np.arange(k0, k1)[:, None] + np.arange(-ctx, ctx + 1)[None, :], 0, nz - 1) - lo
+                planes = planes[idx]  # (n, 2*ctx+1, h, w); edge slices repeat at the ends of the stack
             pred = tiled_2d(lambda x: sess.run(None, {in_name: x})[0], planes, win, margin, mult, bg, batch)
-            out[k0 : k0 + slab] = np.clip(grid.to_source(pred), 0.0, 1.0)
+            out[k0:k1] = np.clip(grid.to_source(pred), 0.0, 1.0)
         return out
 
     # ------------------------------------------------------------------ 3-D candidates + classifier
@@ -244,14 +253,16 @@ def _reason(text: str) -> str:
 
 
 def tiled_2d(fn, planes: np.ndarray, window: int, margin: int, multiple: int, bg: float, batch: int) -> np.ndarray:
-    """Run a fully convolutional 2-D ``fn`` ((n,1,h,w) → (n,1,h,w)) over planes (n, H, W) in tiles.
+    """Run a fully convolutional 2-D ``fn`` ((n,c,h,w) → (n,1,h,w)) over planes (n, H, W) or (n, c, H, W) in tiles.
 
     The planes are padded by ``margin`` (value ``bg``); tiles of ``window`` step
     by ``window - 2*margin`` and contribute only their central part, so the
     result does not depend on the tiling when ``margin`` covers the receptive
     field. Tile origins are multiples of ``multiple`` (pooling alignment).
     """
-    n, H, W = planes.shape
+    if planes.ndim == 3:
+        planes = planes[:, None]
+    n, C, H, W = planes.shape
     core = window - 2 * margin
     if core <= 0 or core % multiple:
         raise ModelError(f"window {window} with overlap {2 * margin} leaves an invalid tile core")
@@ -261,12 +272,12 @@ def tiled_2d(fn, planes: np.ndarray, window: int, margin: int, multiple: int, bg
     if ny == 1 and nx == 1:  # single tile: shrink to the image (rounded up to the pooling multiple)
         PH = -(-(H + 2 * margin) // multiple) * multiple
         PW = -(-(W + 2 * margin) // multiple) * multiple
-    padded = np.full((n, PH, PW), bg, np.float32)
-    padded[:, margin : margin + H, margin : margin + W] = planes
+    padded = np.full((n, C, PH, PW), bg, np.float32)
+    padded[:, :, margin : margin + H, margin : margin + W] = planes
     out = np.zeros((n, H, W), np.float32)
     if ny == 1 and nx == 1:
         for b0 in range(0, n, batch):
-            res = fn(np.ascontiguousarray(padded[b0 : b0 + batch, None]))
+            res = fn(np.ascontiguousarray(padded[b0 : b0 + batch]))
             out[b0 : b0 + batch] = res[:, 0, margin : margin + H, margin : margin + W]
         return out
     tiles = [(ty * core, tx * core) for ty in range(ny) for tx in range(nx)]
@@ -274,7 +285,7 @@ def tiled_2d(fn, planes: np.ndarray, window: int, margin: int, multiple: int, bg
         h = min(core, H - y0)
         w = min(core, W - x0)
         for b0 in range(0, n, batch):
-            x = padded[b0 : b0 + batch, None, y0 : y0 + window, x0 : x0 + window]
+            x = padded[b0 : b0 + batch, :, y0 : y0 + window, x0 : x0 + window]
             res = fn(np.ascontiguousarray(x))
             out[b0 : b0 + batch, y0 : y0 + h, x0 : x0 + w] = res[:, 0, margin : margin + h, margin : margin + w]
     return out

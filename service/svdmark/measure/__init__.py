@@ -25,7 +25,8 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
     if Task(model.task) is Task.WML:
         out = model.manifest.get("output", {})
         return wml_findings(volume, output.fraction, float(out.get("mask_threshold", 0.5)),
-                            float(out.get("fraction_floor", 0.0)))
+                            float(out.get("fraction_floor", 0.0)), float(out.get("support_threshold", 0.0)),
+                            int(out.get("support_dilate_vox", 0)))
     out = model.manifest.get("output", {})
     return cmb_findings(
         volume,
@@ -37,13 +38,30 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
 
 
 def wml_findings(volume: Volume, fraction: np.ndarray, mask_threshold: float = 0.5,
-                 fraction_floor: float = 0.0) -> WmlFindings:
-    """``fraction_floor``: fractions below it are the model's background noise and count as 0."""
+                 fraction_floor: float = 0.0, support_threshold: float = 0.0,
+                 support_dilate_vox: int = 0) -> WmlFindings:
+    """PV-aware WML volume and mask from a per-voxel lesion fraction map.
+
+    ``fraction_floor``: fractions below it are the model's background noise and count as 0.
+    ``support_threshold`` > 0: hysteresis — only fractions within ``support_dilate_vox`` voxels
+    (in-plane, and one slice through-plane) of a voxel ≥ ``support_threshold`` count, so the
+    partial-volume rim of a detected lesion is kept while isolated low-level noise is not.
+    """
     if fraction is None or fraction.shape != volume.shape:
         raise ValueError("WML output fraction map must have the volume's shape")
     frac = np.clip(np.nan_to_num(fraction.astype(np.float64)), 0.0, 1.0)
     if fraction_floor > 0:
         frac[frac < fraction_floor] = 0.0
+    if support_threshold > 0:
+        from scipy import ndimage as ndi
+
+        seed = frac >= support_threshold
+        if support_dilate_vox > 0 and seed.any():
+            st = np.zeros((3, 3, 3), bool)
+            st[1] = ndi.generate_binary_structure(2, 1)
+            seed = ndi.binary_dilation(seed, structure=st, iterations=int(support_dilate_vox))
+            seed = ndi.binary_dilation(seed, structure=np.ones((3, 1, 1), bool))  # thick-slice neighbours
+        frac[~seed] = 0.0
     volume_ml = float(frac.sum() * volume.voxel_volume_mm3 / 1000.0)
     mask = (fraction >= mask_threshold).astype(np.uint8)
     warnings = []
