@@ -19,8 +19,7 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_encode_support import (  # noqa: E402
+from tests.unit.test_encode_support import (  # noqa: E402
     cmb_result,
     ct_series,
     enhanced_mr_series,

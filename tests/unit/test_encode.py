@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import sys
 import json
 import re
 from pathlib import Path
@@ -18,8 +17,7 @@ from svdmark.encode import EncodedResults, OutputProfile, Templates, render, res
 from svdmark.encode.templates import default_dir
 from svdmark.errors import ConfigError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_encode_support import (  # noqa: E402
+from tests.unit.test_encode_support import (  # noqa: E402
     FAKE_SHA,
     cmb_result,
     ct_series,
