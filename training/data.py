@@ -7,6 +7,10 @@ split is just a seed range:
 * ``train``   seeds 1000 ..      (models are fitted here)
 * ``val``     seeds 5000 ..      (threshold / early-stopping choices)
 * ``heldout`` seeds 900000 ..    (reported figures only; never looked at while training)
+* ``shifted`` seeds 700000 ..    (a stand-in for a phantom set built differently: MNI152 atlas
+  anatomy instead of the analytic head, other noise, field-of-view and acquisition draws, and the
+  images go through DICOM in a vendor's header style and back through ``svdmark.volume.load``;
+  reported figures only, never trained or tuned on)
 """
 from __future__ import annotations
 
@@ -20,7 +24,12 @@ from svdmark.domain import Volume
 from svdmark.infer.selftest import phantom_volume
 
 CACHE = Path(os.environ.get("SVDMARK_TRAIN_CACHE", Path(__file__).resolve().parent / "cache"))
-SPLITS = {"train": 1000, "val": 5000, "heldout": 900000}
+SPLITS = {"train": 1000, "val": 5000, "shifted": 700000, "heldout": 900000}
+VENDORS = ("siemens", "ge", "philips", "canon")
+
+
+def is_shifted(seed: int) -> bool:
+    return SPLITS["shifted"] <= seed < SPLITS["heldout"]
 
 
 def seeds(split: str, n: int) -> list[int]:
@@ -44,8 +53,12 @@ def ncct_params(seed: int) -> dict:
         wml = float(np.exp(rng.uniform(np.log(0.1), np.log(3.0))))
     else:
         wml = float(np.exp(rng.uniform(np.log(3.0), np.log(50.0))))
-    return dict(seed=seed, matrix=matrix, slice_thickness=thickness, tilt_deg=round(tilt, 1), wml_ml=round(wml, 3),
-                mimics=bool(rng.uniform() < 0.8))
+    params = dict(seed=seed, matrix=matrix, slice_thickness=thickness, tilt_deg=round(tilt, 1), wml_ml=round(wml, 3),
+                  mimics=bool(rng.uniform() < 0.8))
+    if is_shifted(seed):  # other draws than training saw (the keys exist only here: cache names stay stable)
+        params.update(anatomy="mni152", noise_hu=round(float(rng.uniform(2.0, 6.0)), 2),
+                      fov_mm=round(float(rng.uniform(200, 260)), 1), vendor=str(rng.choice(VENDORS)))
+    return params
 
 
 def swi_params(seed: int) -> dict:
@@ -61,7 +74,11 @@ def swi_params(seed: int) -> dict:
         n = int(rng.integers(10, 31))
     else:
         n = int(rng.integers(31, 60))
-    return dict(seed=seed, matrix=matrix, slice_thickness=thickness, n_cmb=n)
+    params = dict(seed=seed, matrix=matrix, slice_thickness=thickness, n_cmb=n)
+    if is_shifted(seed):
+        params.update(anatomy="mni152", noise=round(float(rng.uniform(0.015, 0.055)), 4),
+                      fov_mm=round(float(rng.uniform(200, 250)), 1), vendor=str(rng.choice(VENDORS)))
+    return params
 
 
 # --------------------------------------------------------------------------- cases
@@ -127,6 +144,28 @@ def _phantom_version() -> str:
     return h.hexdigest()[:10]
 
 
+def _through_dicom(ph, vendor: str) -> tuple[Volume, np.ndarray]:
+    """Write ``ph`` as a DICOM series in ``vendor``'s header style, load it back with ``svdmark.volume.load``;
+    returns the volume and, per loaded slice, the index of the phantom slice it came from."""
+    import tempfile
+
+    import pydicom
+
+    from svdmark import volume as vol_mod
+    from svdmark.domain import Series
+    from svdmark.phantom import write_series
+
+    with tempfile.TemporaryDirectory() as d:
+        paths = write_series(ph, d, vendor=vendor)
+        datasets = tuple(pydicom.dcmread(p) for p in paths)
+        vol = vol_mod.load(Series(datasets[0].StudyInstanceUID, datasets[0].SeriesInstanceUID, datasets))
+    src = np.asarray(ph.positions, float)
+    order = np.array([int(np.argmin(np.linalg.norm(src - p, axis=1))) for p in vol.positions])
+    if not np.allclose(src[order], vol.positions, atol=0.01) or len(set(order)) != len(order):
+        raise RuntimeError("DICOM round trip changed the slice geometry")
+    return vol, order
+
+
 def _make_ncct_with_fraction(params: dict):
     """``phantom.make_ncct`` and its per-voxel WML partial-volume fraction (``Phantom.aux["wml_fraction"]``,
     the occupancy whose ≥ 50 % cut is ``truth_mask``)."""
@@ -151,8 +190,13 @@ def ncct_case(seed: int, params: dict | None = None) -> NcctCase:
     if path.exists():
         with np.load(path) as z:
             return NcctCase(seed, params, _volume_from(z), z["truth"].astype(np.float32), float(z["truth_ml"]))
-    ph, truth = _make_ncct_with_fraction(params)
-    vol = phantom_volume(ph)
+    make = {k: v for k, v in params.items() if k != "vendor"}
+    ph, truth = _make_ncct_with_fraction(make)
+    if "vendor" in params:
+        vol, order = _through_dicom(ph, params["vendor"])
+        truth = truth[order]
+    else:
+        vol = phantom_volume(ph)
     _save(path, truth=truth.astype(np.float16), truth_ml=np.asarray(ph.truth_wml_ml),
           phantom_version=np.asarray(_phantom_version()), **_volume_arrays(vol))
     return NcctCase(seed, params, vol, truth, float(ph.truth_wml_ml))
@@ -169,8 +213,8 @@ def swi_case(seed: int, params: dict | None = None) -> SwiCase:
             return SwiCase(seed, params, _volume_from(z), bleeds, None)
     from svdmark import phantom
 
-    ph = phantom.make_swi(**params)
-    vol = phantom_volume(ph)
+    ph = phantom.make_swi(**{k: v for k, v in params.items() if k != "vendor"})
+    vol = _through_dicom(ph, params["vendor"])[0] if "vendor" in params else phantom_volume(ph)
     bleeds = [dict(center_mm=tuple(float(v) for v in c), diameter_mm=float(d), location=str(loc))
               for c, d, loc in ph.microbleeds]
     _save(path, centers=np.array([b["center_mm"] for b in bleeds], float).reshape(-1, 3),

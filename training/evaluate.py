@@ -93,9 +93,11 @@ def _wml_sweep_case(volume, fraction, truth_mask) -> dict:
 
 
 def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, sweep: bool = False,
-             baseline: bool = True) -> dict:
+             baseline: bool = True, tta: list[str] | None = None) -> dict:
     spec = registry.active(Task.WML)
-    if sweep and split == "heldout":
+    if tta is not None:  # compare test-time flips on val before fixing them in the manifest
+        spec.manifest["input"]["tta"] = tta
+    if sweep and split in ("heldout", "shifted"):
         raise SystemExit("--sweep chooses post-processing: run it on --set val, never on heldout")
     rows = []
     sweeps = []
@@ -118,7 +120,8 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
               f"dice {r['dice_model']:.2f}/{r['dice_baseline']:.2f} ({secs:.1f} s, {r['matrix']} px, "
               f"{r['thickness']} mm, tilt {r['tilt']})", flush=True)
     truth = np.array([r["truth"] for r in rows])
-    res = {"model_label": spec.label, "sha256": spec.sha256, "split": split, "n": len(rows), "cases": rows}
+    res = {"model_label": spec.label, "sha256": spec.sha256, "split": split, "n": len(rows), "cases": rows,
+           "tta": list(spec.manifest["input"].get("tta", []))}
     big = truth >= 1.0
     for who in ("model", "baseline"):
         v = np.array([r[who] for r in rows])
@@ -160,7 +163,7 @@ def cmb_detect_model(spec, runtime, case, threshold=None):
 def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, sweep: bool = False,
              baseline: bool = True) -> dict:
     spec = registry.active(Task.CMB)
-    if sweep and split == "heldout":
+    if sweep and split in ("heldout", "shifted"):
         raise SystemExit("--sweep chooses the operating threshold: run it on --set val, never on heldout")
     rows = []
     outs = []
@@ -184,7 +187,8 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         print(f"  cmb seed {s}: truth {len(T):3d} model tp {tp:3d} fp {fp:3d} | baseline tp {btp:3d} fp {bfp:3d} "
               f"| grade {g}/{r['grade_model']}/{r['grade_baseline']} ({secs:.1f} s, {len(out.candidates)} cand)",
               flush=True)
-    res = {"model_label": spec.label, "sha256": spec.sha256, "split": split, "n": len(rows), "cases": rows}
+    res = {"model_label": spec.label, "sha256": spec.sha256, "split": split, "n": len(rows), "cases": rows,
+           "tta": list(spec.manifest["input"].get("tta", []))}
     nt = sum(r["n_truth"] for r in rows)
     for who, k in (("model", ""), ("baseline", "b_")):
         res[who] = {
@@ -245,17 +249,21 @@ def main(argv=None):
     ap.add_argument("--no-baseline", action="store_true", help="skip the classical baselines (faster val sweeps)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", type=Path, default=None)
+    ap.add_argument("--tta", default=None, help="override the WML manifest's test-time flips: 'lr,slices', '' = none")
     args = ap.parse_args(argv)
+    tta = None if args.tta is None else [t for t in args.tta.split(",") if t]
     rt = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
     reg = ModelRegistry(args.models)
-    rw = eval_wml(args.set, args.n, rt, reg, args.sweep, not args.no_baseline) if args.task in ("wml", "both") else None
+    rw = eval_wml(args.set, args.n, rt, reg, args.sweep, not args.no_baseline, tta) if args.task in ("wml", "both") \
+        else None
     rc = eval_cmb(args.set, args.n, rt, reg, args.sweep, not args.no_baseline) if args.task in ("cmb", "both") else None
     text = report(rw, rc)
     print(text)
     RUNS.mkdir(exist_ok=True)
     for name, r in (("wml", rw), ("cmb", rc)):
         if r:
-            (RUNS / f"eval_{name}_{args.set}_{args.n}.json").write_text(json.dumps(r, indent=2, default=float))
+            label = r["model_label"].replace(" ", "-") + ("-tta-" + "-".join(r["tta"]) if r.get("tta") else "")
+            (RUNS / f"eval_{name}_{args.set}_{args.n}_{label}.json").write_text(json.dumps(r, indent=2, default=float))
 
 
 if __name__ == "__main__":

@@ -19,32 +19,44 @@ def _block(cin: int, cout: int, conv=nn.Conv2d, norm=nn.BatchNorm2d) -> nn.Seque
 
 
 class UNet2D(nn.Module):
-    """Two-level 2-D U-Net, input (n,in_ch,h,w) with h, w multiples of 4; output lesion fraction (sigmoid).
+    """``levels``-level 2-D U-Net, input (n,in_ch,h,w) with h, w multiples of 2**levels; output lesion
+    fraction (sigmoid). Channels double per level from ``c``.
 
-    Receptive field ≈ 44 px, so a tile overlap of 48 px (margin 24) makes tiled
-    inference equal to whole-image inference.
+    Receptive field: 44 px at 2 levels, 100 px at 3 (``receptive_field``); a tile overlap of at
+    least that makes tiled inference equal to whole-image inference. The 2-level parameter names are
+    those of wml-ncct 1.0/1.1 (``e1 e2 b d2 d1``), so their state dicts still load.
     """
 
-    receptive_field = 44
-
-    def __init__(self, c: int = 16, in_ch: int = 1):
+    def __init__(self, c: int = 16, in_ch: int = 1, levels: int = 2):
         super().__init__()
-        self.e1 = _block(in_ch, c)
-        self.e2 = _block(c, 2 * c)
-        self.b = _block(2 * c, 4 * c)
-        self.d2 = _block(4 * c + 2 * c, 2 * c)
-        self.d1 = _block(2 * c + c, c)
+        if levels < 1:
+            raise ValueError("levels must be >= 1")
+        self.levels = levels
+        widths = [c * 2 ** i for i in range(levels + 1)]  # encoder widths, bottleneck last
+        for i in range(levels):
+            self.add_module(f"e{i + 1}", _block(in_ch if i == 0 else widths[i - 1], widths[i]))
+        self.b = _block(widths[levels - 1], widths[levels])
+        for i in reversed(range(levels)):
+            self.add_module(f"d{i + 1}", _block(widths[i + 1] + widths[i], widths[i]))
         self.head = nn.Conv2d(c, 1, 1)
         self.pool = nn.MaxPool2d(2)
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
 
+    @property
+    def receptive_field(self) -> int:
+        # each level: two 3x3 convs at its scale (+2·2·s each) on the way down and up; bottleneck two at 2**L
+        L = self.levels
+        return 4 + sum(8 * 2 ** i for i in range(L)) + 4 * 2 ** L  # +3: pooling/upsampling alignment (measured)
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        e1 = self.e1(x)
-        e2 = self.e2(self.pool(e1))
-        b = self.b(self.pool(e2))
-        d2 = self.d2(torch.cat([self.up(b), e2], 1))
-        d1 = self.d1(torch.cat([self.up(d2), e1], 1))
-        return self.head(d1)
+        skips = []
+        for i in range(self.levels):
+            x = getattr(self, f"e{i + 1}")(x if i == 0 else self.pool(x))
+            skips.append(x)
+        x = self.b(self.pool(x))
+        for i in reversed(range(self.levels)):
+            x = getattr(self, f"d{i + 1}")(torch.cat([self.up(x), skips[i]], 1))
+        return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))

@@ -29,7 +29,6 @@ from .nets import UNet2D, export_onnx
 
 SPACING_MM = 1.0
 NORMALISATION = {"type": "hu_window", "center": 30.0, "scale": 20.0, "clip": [-2.0, 4.0]}
-CROP = 96
 
 
 def slices_of(case) -> tuple[np.ndarray, np.ndarray]:
@@ -66,8 +65,8 @@ def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
     return stack[idx]
 
 
-def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion_p: float = 0.5):
-    """``bs`` crops (CROP²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
+def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion_p: float = 0.5, crop: int = 96):
+    """``bs`` crops (crop²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
 
     ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
     lesion (a fraction ``lesion_p`` of the crops is centred near lesion, the rest anywhere in the central
@@ -84,19 +83,19 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
             ys_, xs_ = np.nonzero(tg > 0.2)
             if len(ys_):
                 r = rng.integers(len(ys_))
-                cy, cx = ys_[r] + rng.integers(-CROP // 3, CROP // 3), xs_[r] + rng.integers(-CROP // 3, CROP // 3)
+                cy, cx = ys_[r] + rng.integers(-crop // 3, crop // 3), xs_[r] + rng.integers(-crop // 3, crop // 3)
             else:
                 cy, cx = H // 2, W // 2
         else:
             cy, cx = rng.integers(H // 5, 4 * H // 5 + 1), rng.integers(W // 5, 4 * W // 5 + 1)
-        y0 = int(np.clip(cy - CROP // 2, 0, max(H - CROP, 0)))
-        x0 = int(np.clip(cx - CROP // 2, 0, max(W - CROP, 0)))
+        y0 = int(np.clip(cy - crop // 2, 0, max(H - crop, 0)))
+        x0 = int(np.clip(cx - crop // 2, 0, max(W - crop, 0)))
         C = 2 * ctx + 1
-        a = np.full((C, CROP, CROP), -2.0, np.float32)
-        b = np.zeros((CROP, CROP), np.float32)
-        ca = _stack_slices(imgs[v], k, ctx)[:, y0 : y0 + CROP, x0 : x0 + CROP]
+        a = np.full((C, crop, crop), -2.0, np.float32)
+        b = np.zeros((crop, crop), np.float32)
+        ca = _stack_slices(imgs[v], k, ctx)[:, y0 : y0 + crop, x0 : x0 + crop]
         a[:, : ca.shape[1], : ca.shape[2]] = ca
-        b[: ca.shape[1], : ca.shape[2]] = tg[y0 : y0 + CROP, x0 : x0 + CROP]
+        b[: ca.shape[1], : ca.shape[2]] = tg[y0 : y0 + crop, x0 : x0 + crop]
         if rng.random() < 0.5:  # left-right flip (anatomy is near-symmetric)
             a, b = a[:, :, ::-1], b[:, ::-1]
         if ctx and rng.random() < 0.5:  # head-foot flip of the neighbours (stacks run both ways)
@@ -131,7 +130,7 @@ def train(args) -> dict:
     imgs, tgts, index = load_split("train", args.n_train, log, args.cached_only)
     lesion_slices = [q for q, (v, k) in enumerate(index) if float(tgts[v][k].max()) > 0.3]
     log(f"train slices {len(index)}, with lesion {len(lesion_slices)}", flush=True)
-    net = UNet2D(args.channels, in_ch=2 * args.context + 1)
+    net = UNet2D(args.channels, in_ch=2 * args.context + 1, levels=args.levels)
     if args.init:  # continue training from a saved state dict (training/runs/wml-<version>.pt)
         net.load_state_dict(torch.load(args.init, map_location="cpu"))
         log(f"initialised from {args.init}")
@@ -148,7 +147,7 @@ def train(args) -> dict:
         lr = args.lr * min(1.0, (step + 1) / 50) * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * min(prog, 1.0))))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = sample_batch(imgs, tgts, index, lesion_slices, rng, args.batch, args.context)
+        x, y = sample_batch(imgs, tgts, index, lesion_slices, rng, args.batch, args.context, crop=args.crop)
         loss = loss_fn(net.logits(x), y)
         opt.zero_grad()
         loss.backward()
@@ -179,11 +178,12 @@ def manifest(version: str, sha: str, meta: dict) -> dict:
             "normalisation": NORMALISATION,
             "pad_value": -1000.0,
             "context_slices": meta["context"],
-            "window": [256, 256],
-            "overlap": 48,
-            "multiple_of": 4,
+            "window": [256 + meta["overlap"]] * 2,  # a 256 mm core: one tile for a head-sized field of view
+            "overlap": meta["overlap"],
+            "multiple_of": meta["multiple_of"],
             "batch": 4,
             "slab": 8,
+            "tta": meta.get("tta", []),
             "tensor": {"name": "image", "shape": ["n", 2 * meta["context"] + 1, "h", "w"], "dtype": "float32"},
         },
         "output": {
@@ -214,6 +214,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--levels", type=int, default=2, help="U-Net depth (2: RF 44 px; 3: RF 92 px)")
+    ap.add_argument("--crop", type=int, default=96, help="training crop side (px at 1 mm)")
     ap.add_argument("--context", type=int, default=1, help="neighbouring slices on each side as input channels")
     ap.add_argument("--checkpoint-every", type=int, default=250)
     ap.add_argument("--init", type=Path, default=None, help="start from these weights (state dict) instead of random")
@@ -231,8 +233,11 @@ def main(argv=None):
     example = torch.randn(2, 2 * args.context + 1, 96, 96)
     sha = export_onnx(res["net"], example, args.out / "model.onnx", "image", "fraction",
                       {"image": {0: "n", 2: "h", 3: "w"}, "fraction": {0: "n", 2: "h", 3: "w"}})
+    mult = 2 ** args.levels
     meta = {
         "context": args.context,
+        "overlap": -(-res["net"].receptive_field // mult) * mult,  # ≥ receptive field: tiles = whole image
+        "multiple_of": mult,
         "self_test_kwargs": SELF_TEST_KWARGS,
         "self_test_range": [0.0, 0.0],  # filled in by training.evaluate --self-test-bounds
         "training": {"command": "python -m training.train_wml "

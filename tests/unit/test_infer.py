@@ -12,7 +12,7 @@ from svdmark.domain import FrameRef, Task, Volume
 from svdmark.errors import ModelError
 from svdmark.infer import ModelRegistry, Runtime, default_models_dir
 from svdmark.infer.registry import sha256_file
-from svdmark.infer.runtime import tiled_2d
+from svdmark.infer.runtime import flip_averaged, tiled_2d
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -243,3 +243,26 @@ def test_reference_unet_tiles_match_whole_image():
     tiled = rt._run_slice2d(sess, spec.manifest, vol, window=128)
     whole = rt._run_slice2d(sess, spec.manifest, vol, window=1024)
     np.testing.assert_allclose(tiled, whole, atol=1e-4)
+
+
+def _first_channel_weighted(x: np.ndarray) -> np.ndarray:
+    """A deliberately non-equivariant net: depends on position (a ramp) and on channel order."""
+    ramp = np.linspace(0.0, 1.0, x.shape[-1], dtype=np.float32)
+    return (2.0 * x[:, :1] + x[:, -1:]) * ramp
+
+
+def test_flip_averaging_unflips_each_pass():
+    x = np.random.default_rng(1).normal(size=(2, 3, 5, 7)).astype(np.float32)
+    f = _first_channel_weighted
+    got = flip_averaged(f, ["lr", "slices"])(x)
+    lr = lambda a: a[..., ::-1]  # noqa: E731
+    sl = lambda a: a[:, ::-1]  # noqa: E731
+    want = (f(x) + lr(f(lr(x))) + f(sl(x)) + lr(f(lr(sl(x))))) / 4
+    assert np.allclose(got, want, atol=1e-6)
+    assert not np.allclose(got, f(x))  # the passes really differ for this net
+    assert flip_averaged(f, ()) is f
+
+
+def test_flip_averaging_rejects_unknown_flip():
+    with pytest.raises(ModelError, match="unknown test-time flips"):
+        flip_averaged(_first_channel_weighted, ["upside-down"])

@@ -186,7 +186,8 @@ class Runtime:
             if ctx:
                 idx = np.clip(np.arange(k0, k1)[:, None] + np.arange(-ctx, ctx + 1)[None, :], 0, nz - 1) - lo
                 planes = planes[idx]  # (n, 2*ctx+1, h, w); edge slices repeat at the ends of the stack
-            pred = tiled_2d(lambda x: sess.run(None, {in_name: x})[0], planes, win, margin, mult, bg, batch)
+            net = flip_averaged(lambda x: sess.run(None, {in_name: x})[0], spec.get("tta", ()))
+            pred = tiled_2d(net, planes, win, margin, mult, bg, batch)
             out[k0:k1] = np.clip(grid.to_source(pred), 0.0, 1.0)
         return out
 
@@ -250,6 +251,38 @@ def _reason(text: str) -> str:
         return m.group(1).strip()[:160]
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln.startswith("*")]
     return lines[0][:160] if lines else ""
+
+
+TTA_FLIPS = {"lr": (3,), "slices": (1,)}  # axes of an (n, c, h, w) batch: width; the context channels
+
+
+def flip_averaged(fn: Callable[[np.ndarray], np.ndarray], tta: Sequence[str]) -> Callable[[np.ndarray], np.ndarray]:
+    """``fn`` averaged over every combination of the flips named in ``tta`` (manifest ``input.tta``).
+
+    ``"lr"`` mirrors the plane left-right, ``"slices"`` reverses the order of the 2.5-D context
+    channels; each prediction is un-flipped before averaging. The set and order of passes is fixed,
+    so the result is deterministic. An empty ``tta`` returns ``fn`` itself.
+    """
+    unknown = set(tta) - set(TTA_FLIPS)
+    if unknown:
+        raise ModelError(f"unknown test-time flips {sorted(unknown)} in manifest; known: {sorted(TTA_FLIPS)}")
+    if not tta:
+        return fn
+    combos = [()]
+    for name in tta:
+        combos += [c + (name,) for c in combos]
+
+    def averaged(x: np.ndarray) -> np.ndarray:
+        acc = None
+        for combo in combos:
+            axes = tuple(a for name in combo for a in TTA_FLIPS[name])
+            xin = np.ascontiguousarray(np.flip(x, axes)) if axes else x
+            y = fn(xin)
+            y = np.flip(y, tuple(a for a in axes if a != 1)) if axes else y  # channel flip has no output image
+            acc = y.astype(np.float32) if acc is None else acc + y
+        return acc / len(combos)
+
+    return averaged
 
 
 def tiled_2d(fn, planes: np.ndarray, window: int, margin: int, multiple: int, bg: float, batch: int) -> np.ndarray:

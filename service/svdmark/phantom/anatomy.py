@@ -103,26 +103,15 @@ class HeadModel:
     warp_amp: np.ndarray = None
     p: dict = field(default_factory=dict)
     vessels: list = field(default_factory=list)
+    # rounds of the WML volume fit's white-matter correction (lesions.build_wml); not a dataclass field
+    WML_FIT_ROUNDS = 2
 
     # ----------------------------------------------------------------- construction
     @classmethod
     def random(cls, seed: int, *, origin=(0.0, 0.0, 0.0), rotate=True, warp_mm=4.0) -> "HeadModel":
         rng = np.random.default_rng([int(seed), 0x5EAD])
         m = cls(seed=int(seed), rng=rng)
-        m.origin = np.asarray(origin, float)
-        if rotate:
-            m.R = _rot(rng.normal(0, 4.0), rng.normal(0, 2.5), rng.normal(0, 3.0))
-        else:
-            m.R = np.eye(3)
-        nw = 4
-        dirs = rng.normal(size=(nw, 3))
-        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-        wl = rng.uniform(70, 160, nw)
-        m.warp_k = dirs * (2 * np.pi / wl)[:, None]
-        m.warp_phi = rng.uniform(0, 2 * np.pi, nw)
-        amp = rng.normal(size=(nw, 3))
-        amp *= (warp_mm / np.sqrt(nw)) / np.maximum(np.linalg.norm(amp, axis=1, keepdims=True), 1e-6)
-        m.warp_amp = amp
+        m._draw_placement(origin, rotate, warp_mm)
         s = rng.uniform(0.92, 1.07, 3) * rng.uniform(0.95, 1.05)
         vs = float(np.exp(rng.normal(np.log(1.05), 0.22)))  # ventricle scale (atrophy)
         vs = float(np.clip(vs, 0.7, 1.9))
@@ -149,6 +138,24 @@ class HeadModel:
         p["tent_z"] = rng.uniform(-12, -6)
         m._build_vessels()
         return m
+
+    def _draw_placement(self, origin, rotate: bool, warp_mm: float) -> None:
+        """Draw the rigid placement (``origin``, ``R``) and the smooth warp from ``self.rng``."""
+        rng = self.rng
+        self.origin = np.asarray(origin, float)
+        if rotate:
+            self.R = _rot(rng.normal(0, 4.0), rng.normal(0, 2.5), rng.normal(0, 3.0))
+        else:
+            self.R = np.eye(3)
+        nw = 4
+        dirs = rng.normal(size=(nw, 3))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        wl = rng.uniform(70, 160, nw)
+        self.warp_k = dirs * (2 * np.pi / wl)[:, None]
+        self.warp_phi = rng.uniform(0, 2 * np.pi, nw)
+        amp = rng.normal(size=(nw, 3))
+        amp *= (warp_mm / np.sqrt(nw)) / np.maximum(np.linalg.norm(amp, axis=1, keepdims=True), 1e-6)
+        self.warp_amp = amp
 
     # ----------------------------------------------------------------- frames
     def patient_to_v(self, xyz) -> np.ndarray:
@@ -388,6 +395,11 @@ class HeadModel:
         yield Layer("csf", (-8, -15, -15), (8, 25, 15),
                     lambda x, y, z: ellipsoid_sd(x, y, z, (0, 4, 0), (1.2 + 0.9 * vs, 13, 10)))
         # vessels last (they run over everything)
+        yield from self.vessel_layers()
+        self.__dict__.pop("_cache", None)
+
+    def vessel_layers(self) -> Iterator[Layer]:
+        """One capsule layer per vessel segment (keys: the vessel kinds)."""
         for vsl in self.vessels:
             pts = vsl.points
             key = vsl.kind
@@ -395,7 +407,6 @@ class HeadModel:
                 lo = np.minimum(a0, b0) - vsl.radius - 1
                 hi = np.maximum(a0, b0) + vsl.radius + 1
                 yield Layer(key, lo, hi, lambda x, y, z, a0=a0, b0=b0, r=vsl.radius: capsule_sd(x, y, z, a0, b0, r), 0.6)
-        self.__dict__.pop("_cache", None)
 
     def _lateral_ventricle(self, sx):
         vs = self.p["vs"]
@@ -408,6 +419,23 @@ class HeadModel:
             ((sx * 27, 16, -6), (3.5 * e, 7, 10)),  # trigone → temporal
             ((sx * 30, 2, -20), (3.0 * e, 14, 3.5 * e)),  # temporal horn
         ]
+
+    def sites(self) -> dict:
+        """Model-frame (u) anchors of the lesion and mimic models; lateral ones keyed by side ``sx`` (±1).
+
+        ``frontal_tip`` / ``occipital_tip``: periventricular cap centres at the frontal horn and the
+        atrium; ``glomus``: choroid plexus; ``pineal``; ``pallidum``; ``periventricular_box``: (lo, hi)
+        bounding the periventricular caps and bands.
+        """
+        vs = self.p["vs"]
+        return {
+            "frontal_tip": {sx: (sx * (1.2 + 3.5 * vs), -33.0, 10.0) for sx in (-1, 1)},
+            "occipital_tip": {sx: (sx * (1.2 + 4 * vs + 7), 38.0, 8.0) for sx in (-1, 1)},
+            "glomus": {sx: (sx * (1.2 + 4 * vs + 8), 27, 8.0) for sx in (-1, 1)},
+            "pineal": (0, 27, 4.0),
+            "pallidum": {sx: (sx * 21.5, 0, -1.0) for sx in (-1, 1)},
+            "periventricular_box": ((-8 - 12 * vs - 16, -45, -8), (8 + 12 * vs + 16, 58, 36)),
+        }
 
     def ventricle_sd(self, x, y, z):
         sd = None

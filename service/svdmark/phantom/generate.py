@@ -1,4 +1,4 @@
-"""make_ncct / make_swi: render the analytic head on an acquisition grid, with truth."""
+"""make_ncct / make_swi: render a synthetic head (analytic, or the MNI152 atlas) on an acquisition grid, with truth."""
 from __future__ import annotations
 
 import math
@@ -65,13 +65,28 @@ def swi_values(rng: np.random.Generator) -> dict:
     }
 
 
+ANATOMIES = ("analytic", "mni152")
+
+
 def _check_anatomy(anatomy: str):
+    """Validate ``anatomy`` early; 'mni152' raises ``AtlasUnavailable`` (an ImportError) without nilearn."""
     if anatomy == "analytic":
         return
     if anatomy == "mni152":
-        raise NotImplementedError("anatomy='mni152' (nilearn MNI152 tissue maps) is not implemented yet; "
-                                  "use anatomy='analytic'")
-    raise ValueError(f"unknown anatomy {anatomy!r}; use 'analytic'")
+        from .atlas import require_mni152
+
+        require_mni152()
+        return
+    raise ValueError(f"unknown anatomy {anatomy!r}; use one of {ANATOMIES}")
+
+
+def _make_head(anatomy: str, seed: int, origin) -> HeadModel:
+    """The random head of ``seed``: the analytic model or the MNI152 atlas head (same interface)."""
+    if anatomy == "mni152":
+        from .atlas import AtlasHead
+
+        return AtlasHead.random(seed, origin=origin)
+    return HeadModel.random(seed, origin=origin)
 
 
 def _render(head: HeadModel, grid: Grid, values: dict, ns: int, hook=None) -> np.ndarray:
@@ -142,6 +157,8 @@ def make_ncct(
     ``wml_ml`` is a *target*: the phantom's ``truth_wml_ml`` is the physical volume of
     the lesion model actually generated (None: sampled, many small cases, ~12 % zero).
     ``contrast=True`` renders the same head with enhanced vessels (CTA-like distractor).
+    ``anatomy``: 'analytic' (the randomly warped analytic head) or 'mni152' (the MNI152 tissue maps shipped
+    with nilearn, randomly scaled, rotated and warped; needs the ``train`` extra, see ``phantom.atlas``).
     """
     _check_anatomy(anatomy)
     rng = np.random.default_rng([int(seed), 0xC7])
@@ -151,7 +168,7 @@ def make_ncct(
     coverage = rng.uniform(135, 160)
     nz = int(n_slices or max(4, math.ceil(coverage / slice_thickness)))
     head_origin = np.array([rng.uniform(-6, 6), rng.uniform(-25, 5), rng.uniform(-250, 50)])
-    head = HeadModel.random(seed, origin=head_origin)
+    head = _make_head(anatomy, seed, head_origin)
     # stack centre: in the head frame z ≈ 5 mm (skull base to vertex), on the table axis in x, y
     iso = np.array([rng.uniform(-4, 4), head_origin[1] + rng.uniform(-8, 8) + 2, 0.0])
     zc = head.v_to_patient([0, 0, 5.0 + rng.uniform(-4, 4)])[2]
@@ -306,7 +323,7 @@ def make_swi(
     anatomy: str = "analytic",
     noise: float | None = None,
 ) -> Phantom:
-    """An SWI magnitude volume with microbleed truth (centres in patient mm)."""
+    """An SWI magnitude volume with microbleed truth (centres in patient mm); ``anatomy`` as in :func:`make_ncct`."""
     _check_anatomy(anatomy)
     rng = np.random.default_rng([int(seed), 0x5A1])
     rows, cols = _matrix(matrix)
@@ -315,7 +332,7 @@ def make_swi(
     coverage = rng.uniform(100, 130)
     nz = int(n_slices or max(4, math.ceil(coverage / slice_thickness)))
     head_origin = np.array([rng.uniform(-5, 5), rng.uniform(-20, 10), rng.uniform(-40, 40)])
-    head = HeadModel.random(seed + 7919, origin=head_origin)
+    head = _make_head(anatomy, seed + 7919, head_origin)
     zc = head.v_to_patient([0, 0, 12.0 + rng.uniform(-6, 6)])[2]
     iso = np.array([head_origin[0] + rng.uniform(-3, 3), head_origin[1] + rng.uniform(-6, 6), zc])
     grid = make_grid(rows=rows, cols=cols, n_slices=nz, pixel_mm=px, thickness=slice_thickness,

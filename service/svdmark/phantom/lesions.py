@@ -39,9 +39,8 @@ class WmlModel:
 
     def bbox(self):
         pts, rad = [], []
-        vs = self.head.p["vs"]
         if self.caps or self.bands:
-            pts += [(-8 - 12 * vs - 16, -45, -8), (8 + 12 * vs + 16, 58, 36)]
+            pts += list(self.head.sites()["periventricular_box"])
             rad += [2, 2]
         for c, r, *_ in self.blobs:
             pts.append(c)
@@ -160,16 +159,16 @@ def build_wml(head: HeadModel, target_ml: float, rng: np.random.Generator) -> Wm
     m.soft_mm = float(rng.uniform(0.8, 2.0))
     if target_ml <= 0:
         return m
-    vs = head.p["vs"]
+    sites = head.sites()
     frac_pv = rng.uniform(0.3, 0.85) if target_ml > 1.0 else rng.uniform(0.0, 0.6)
     # periventricular caps and bands (small cases: few, compact caps)
     p_cap = 0.85 if target_ml > 1.5 else 0.35
     if frac_pv > 0.15:
         for sx in (-1, 1):
             if rng.random() < p_cap:
-                m.caps.append(((sx * (1.2 + 3.5 * vs), -33.0, 10.0), rng.uniform(5, 10), rng.uniform(2, 6) * (0.6 + frac_pv)))
+                m.caps.append((sites["frontal_tip"][sx], rng.uniform(5, 10), rng.uniform(2, 6) * (0.6 + frac_pv)))
             if rng.random() < p_cap * 0.85:
-                m.caps.append(((sx * (1.2 + 4 * vs + 7), 38.0, 8.0), rng.uniform(5, 10), rng.uniform(2, 6) * (0.6 + frac_pv)))
+                m.caps.append((sites["occipital_tip"][sx], rng.uniform(5, 10), rng.uniform(2, 6) * (0.6 + frac_pv)))
             if target_ml > 3 and rng.random() < 0.9:
                 m.bands.append((sx, rng.uniform(1.5, 4.0), rng.uniform(0, 6.28)))
     # deep / subcortical patchy hypodensities in the centrum semiovale and corona radiata
@@ -192,8 +191,8 @@ def build_wml(head: HeadModel, target_ml: float, rng: np.random.Generator) -> Wm
     # scale all sizes to hit the target (volume ~ monotone in scale)
     target = target_ml * 1000.0
     _fit_scale(m, target)
-    # correct once for the part of the model that falls outside white matter
-    for _ in range(2):
+    # correct for the part of the model that falls outside white matter (it changes with the scale)
+    for _ in range(head.WML_FIT_ROUNDS):
         v_wm = wml_volume_mm3(m, with_wm=True, h0=2.0, n_sub=2)
         v_all = wml_volume_mm3(m, with_wm=False, h0=2.0, n_sub=2)
         if not (v_wm > 0 and v_all > 0) or abs(v_wm - target) < 0.1 * target:
@@ -231,16 +230,17 @@ def build_mimics(head: HeadModel, rng: np.random.Generator, enabled=True) -> lis
     if not enabled:
         return []
     out: list[Mimic] = []
-    vs = head.p["vs"]
+    sites = head.sites()
     # calcifications: pineal, choroid plexus, globus pallidus
     if rng.random() < 0.7:
-        out.append(Mimic("calcification", np.array([0, 27, 4.0]), rng.uniform(2, 5), {"hu": rng.uniform(120, 400)}))
+        out.append(Mimic("calcification", np.array(sites["pineal"]), rng.uniform(2, 5), {"hu": rng.uniform(120, 400)}))
     for sx in (-1, 1):
         if rng.random() < 0.6:
-            out.append(Mimic("calcification", np.array([sx * (1.2 + 4 * vs + 8), 27, 8.0]), rng.uniform(2, 5),
+            out.append(Mimic("calcification", np.array(sites["glomus"][sx]), rng.uniform(2, 5),
                              {"hu": rng.uniform(120, 500)}))
         if rng.random() < 0.2:
-            out.append(Mimic("calcification", np.array([sx * 21.5, 0, -1.0]), rng.uniform(2, 4), {"hu": rng.uniform(90, 250)}))
+            out.append(Mimic("calcification", np.array(sites["pallidum"][sx]), rng.uniform(2, 4),
+                             {"hu": rng.uniform(90, 250)}))
     # lacunes: small CSF-density holes in deep GM / WM
     n_lac = int(rng.choice([0, 0, 1, 1, 2, 3, 4]))
     tries = 0
