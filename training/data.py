@@ -4,8 +4,10 @@ Each case is drawn from a seed: the acquisition (matrix, slice thickness,
 tilt), the lesion load and the mimics are all functions of the seed, so a
 split is just a seed range:
 
-* ``train``   seeds 1000 ..      (models are fitted here)
-* ``val``     seeds 5000 ..      (threshold / early-stopping choices)
+* ``train``   seeds 1000 ..      (models are fitted here; analytic head)
+* ``train_atlas`` seeds 3000 ..  (the same draws on the MNI152 atlas head; fitted here too)
+* ``val``     seeds 5000 ..      (threshold / early-stopping choices; analytic head)
+* ``val_atlas`` seeds 6000 ..    (the same draws on the atlas head; choices too)
 * ``heldout`` seeds 900000 ..    (reported figures only; never looked at while training)
 * ``shifted`` seeds 700000 ..    (a stand-in for a phantom set built differently: MNI152 atlas
   anatomy instead of the analytic head, other noise, field-of-view and acquisition draws, and the
@@ -24,12 +26,17 @@ from svdmark.domain import Volume
 from svdmark.infer.selftest import phantom_volume
 
 CACHE = Path(os.environ.get("SVDMARK_TRAIN_CACHE", Path(__file__).resolve().parent / "cache"))
-SPLITS = {"train": 1000, "val": 5000, "shifted": 700000, "heldout": 900000}
+SPLITS = {"train": 1000, "train_atlas": 3000, "val": 5000, "val_atlas": 6000, "shifted": 700000, "heldout": 900000}
 VENDORS = ("siemens", "ge", "philips", "canon")
 
 
 def is_shifted(seed: int) -> bool:
     return SPLITS["shifted"] <= seed < SPLITS["heldout"]
+
+
+def is_atlas(seed: int) -> bool:
+    """``train_atlas`` / ``val_atlas``: the training draws, rendered on the MNI152 atlas head."""
+    return SPLITS["train_atlas"] <= seed < SPLITS["val"] or SPLITS["val_atlas"] <= seed < SPLITS["shifted"]
 
 
 def seeds(split: str, n: int) -> list[int]:
@@ -55,6 +62,8 @@ def ncct_params(seed: int) -> dict:
         wml = float(np.exp(rng.uniform(np.log(3.0), np.log(50.0))))
     params = dict(seed=seed, matrix=matrix, slice_thickness=thickness, tilt_deg=round(tilt, 1), wml_ml=round(wml, 3),
                   mimics=bool(rng.uniform() < 0.8))
+    if is_atlas(seed):  # only here: the cache names of the analytic cases stay what they were
+        params["anatomy"] = "mni152"
     if is_shifted(seed):  # other draws than training saw (the keys exist only here: cache names stay stable)
         params.update(anatomy="mni152", noise_hu=round(float(rng.uniform(2.0, 6.0)), 2),
                       fov_mm=round(float(rng.uniform(200, 260)), 1), vendor=str(rng.choice(VENDORS)))
@@ -75,6 +84,8 @@ def swi_params(seed: int) -> dict:
     else:
         n = int(rng.integers(31, 60))
     params = dict(seed=seed, matrix=matrix, slice_thickness=thickness, n_cmb=n)
+    if is_atlas(seed):
+        params["anatomy"] = "mni152"
     if is_shifted(seed):
         params.update(anatomy="mni152", noise=round(float(rng.uniform(0.015, 0.055)), 4),
                       fov_mm=round(float(rng.uniform(200, 250)), 1), vendor=str(rng.choice(VENDORS)))

@@ -56,6 +56,15 @@ def match(pred_xyz, truth_xyz, truth_d):
     return tp, len(P) - len(used_p), len(T) - tp
 
 
+def split_seeds(split: str, n: int) -> list[int]:
+    """Seeds of one split, or of several (``val,val_atlas``: ``n`` from each)."""
+    names = split.split(",")
+    unknown = [x for x in names if x not in data.SPLITS]
+    if unknown:
+        raise SystemExit(f"unknown split(s) {unknown}; known: {sorted(data.SPLITS)}")
+    return [s for name in names for s in data.seeds(name, n)]
+
+
 def pearson(a, b) -> float:
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.std() == 0 or b.std() == 0:
@@ -97,11 +106,11 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
     spec = registry.active(Task.WML)
     if tta is not None:  # compare test-time flips on val before fixing them in the manifest
         spec.manifest["input"]["tta"] = tta
-    if sweep and split in ("heldout", "shifted"):
+    if sweep and {"heldout", "shifted"} & set(split.split(",")):
         raise SystemExit("--sweep chooses post-processing: run it on --set val, never on heldout")
     rows = []
     sweeps = []
-    for s in data.seeds(split, n):
+    for s in split_seeds(split, n):
         case = data.ncct_case(s)
         t = time.perf_counter()
         out = runtime.run(spec, case.volume)
@@ -163,11 +172,11 @@ def cmb_detect_model(spec, runtime, case, threshold=None):
 def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, sweep: bool = False,
              baseline: bool = True) -> dict:
     spec = registry.active(Task.CMB)
-    if sweep and split in ("heldout", "shifted"):
+    if sweep and {"heldout", "shifted"} & set(split.split(",")):
         raise SystemExit("--sweep chooses the operating threshold: run it on --set val, never on heldout")
     rows = []
     outs = []
-    for s in data.seeds(split, n):
+    for s in split_seeds(split, n):
         case = data.swi_case(s)
         t = time.perf_counter()
         f, out = cmb_detect_model(spec, runtime, case)
@@ -242,7 +251,7 @@ def report(res_w, res_c):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", default="heldout", choices=sorted(data.SPLITS))
+    ap.add_argument("--set", default="heldout", help=f"a split, or several joined by commas: {sorted(data.SPLITS)}")
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--task", choices=["wml", "cmb", "both"], default="both")
     ap.add_argument("--sweep", action="store_true")

@@ -107,8 +107,14 @@ def train(args):
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     X, Y, D = build("train", args.n_train, rng, cached_only=args.cached_only)
+    if args.n_train_atlas:  # the same draws on the MNI152 atlas head: its veins, nuclei and edges as negatives
+        more = build("train_atlas", args.n_train_atlas, rng, cached_only=args.cached_only)
+        X, Y, D = (np.concatenate([a, b]) for a, b in zip((X, Y, D), more))
     print(f"patches {len(X)}: positive {int(Y.sum())}")
     net = CmbNet3D(args.channels, in_ch=len(INPUT["channel_spacing_mm"]))
+    if args.init:  # continue from a saved state dict (training/runs/cmb-<version>.pt)
+        net.load_state_dict(torch.load(args.init, map_location="cpu"))
+        print(f"initialised from {args.init}")
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     pos_idx = np.nonzero(Y > 0.5)[0]
     neg_idx = np.nonzero(Y < 0.5)[0]
@@ -176,6 +182,8 @@ SELF_TEST_KWARGS = {"seed": 0, "matrix": 192, "slice_thickness": 2.0, "n_cmb": 1
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-train", type=int, default=80)
+    ap.add_argument("--n-train-atlas", type=int, default=0, help="cases from the train_atlas split (MNI152 head)")
+    ap.add_argument("--init", type=Path, default=None, help="start from these weights (state dict) instead of random")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--batch", type=int, default=48)
@@ -196,6 +204,7 @@ def main(argv=None):
     sha = export_onnx(net, ex, args.out / "model.onnx", "patch", "output", {"patch": {0: "n"}, "output": {0: "n"}})
     meta = {"command": "python -m training.train_cmb " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
             "steps": steps, "seconds": round(secs), "seed": args.seed, "n_train_cases": args.n_train,
+            "n_train_atlas_cases": args.n_train_atlas,
             "torch": torch.__version__}
     (args.out / "manifest.json").write_text(json.dumps(manifest(args.out.name, sha, args.threshold, meta), indent=2) + "\n")
     print(f"wrote {args.out} sha256 {sha}")

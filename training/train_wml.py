@@ -128,6 +128,11 @@ def train(args) -> dict:
     rng = np.random.default_rng(args.seed)
     log = print
     imgs, tgts, index = load_split("train", args.n_train, log, args.cached_only)
+    if args.n_train_atlas:  # the same draws on the MNI152 atlas head, so the net does not learn one head's shape
+        more_imgs, more_tgts, more_index = load_split("train_atlas", args.n_train_atlas, log, args.cached_only)
+        index += [(v + len(imgs), k) for v, k in more_index]
+        imgs += more_imgs
+        tgts += more_tgts
     lesion_slices = [q for q, (v, k) in enumerate(index) if float(tgts[v][k].max()) > 0.3]
     log(f"train slices {len(index)}, with lesion {len(lesion_slices)}", flush=True)
     net = UNet2D(args.channels, in_ch=2 * args.context + 1, levels=args.levels)
@@ -209,6 +214,7 @@ def manifest(version: str, sha: str, meta: dict) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-train", type=int, default=160)
+    ap.add_argument("--n-train-atlas", type=int, default=0, help="cases from the train_atlas split (MNI152 head)")
     ap.add_argument("--steps", type=int, default=2500)
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--batch", type=int, default=12)
@@ -243,7 +249,8 @@ def main(argv=None):
         "training": {"command": "python -m training.train_wml "
                      + " ".join(argv if argv is not None else __import__("sys").argv[1:]), "steps": res["steps"],
                      "seconds": round(res["seconds"]), "final_loss": res["final_loss"], "seed": args.seed,
-                     "n_train_cases": args.n_train, "torch": torch.__version__},
+                     "n_train_cases": args.n_train,
+                     "n_train_atlas_cases": args.n_train_atlas, "torch": torch.__version__},
     }
     (args.out / "manifest.json").write_text(json.dumps(manifest(args.out.name, sha, meta), indent=2) + "\n")
     print(f"wrote {args.out} sha256 {sha}")

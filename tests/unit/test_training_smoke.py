@@ -30,13 +30,13 @@ def test_wml_unet_learns_and_exports(tmp_path):
         imgs.append(im.astype(np.float16))
         tgts.append(tg.astype(np.float16))
     index = [(v, k) for v in range(2) for k in range(3)]
-    net = UNet2D(4, in_ch=3)
+    net = UNet2D(4, in_ch=3, levels=3)
+    crop = 64
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     losses = []
     for _ in range(8):
-        x, y = train_wml.sample_batch(imgs, tgts, index, list(range(6)), rng, 4, ctx=1)
-        assert tuple(x.shape) == (4, 3, train_wml.CROP, train_wml.CROP) and tuple(y.shape) == (4, 1, train_wml.CROP,
-                                                                                                 train_wml.CROP)
+        x, y = train_wml.sample_batch(imgs, tgts, index, list(range(6)), rng, 4, ctx=1, crop=crop)
+        assert tuple(x.shape) == (4, 3, crop, crop) and tuple(y.shape) == (4, 1, crop, crop)
         loss = train_wml.loss_fn(net.logits(x), y)
         opt.zero_grad()
         loss.backward()
