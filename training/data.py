@@ -177,6 +177,19 @@ def _through_dicom(ph, vendor: str) -> tuple[Volume, np.ndarray]:
     return vol, order
 
 
+def _generator_kwargs(params: dict) -> dict:
+    """The phantom generator's arguments: the case parameters less ``vendor`` (which is the writer's)."""
+    return {k: v for k, v in params.items() if k != "vendor"}
+
+
+def _case_volume(ph, params: dict) -> tuple[Volume, np.ndarray]:
+    """The volume a case is scored on, and per slice the phantom slice it came from: through DICOM in
+    ``params["vendor"]``'s style when the split names one, else the phantom's own grid."""
+    if "vendor" in params:
+        return _through_dicom(ph, params["vendor"])
+    return phantom_volume(ph), np.arange(ph.image.shape[0])
+
+
 def _make_ncct_with_fraction(params: dict):
     """``phantom.make_ncct`` and its per-voxel WML partial-volume fraction (``Phantom.aux["wml_fraction"]``,
     the occupancy whose ≥ 50 % cut is ``truth_mask``)."""
@@ -201,13 +214,9 @@ def ncct_case(seed: int, params: dict | None = None) -> NcctCase:
     if path.exists():
         with np.load(path) as z:
             return NcctCase(seed, params, _volume_from(z), z["truth"].astype(np.float32), float(z["truth_ml"]))
-    make = {k: v for k, v in params.items() if k != "vendor"}
-    ph, truth = _make_ncct_with_fraction(make)
-    if "vendor" in params:
-        vol, order = _through_dicom(ph, params["vendor"])
-        truth = truth[order]
-    else:
-        vol = phantom_volume(ph)
+    ph, truth = _make_ncct_with_fraction(_generator_kwargs(params))
+    vol, order = _case_volume(ph, params)
+    truth = truth[order]
     _save(path, truth=truth.astype(np.float16), truth_ml=np.asarray(ph.truth_wml_ml),
           phantom_version=np.asarray(_phantom_version()), **_volume_arrays(vol))
     return NcctCase(seed, params, vol, truth, float(ph.truth_wml_ml))
@@ -224,8 +233,8 @@ def swi_case(seed: int, params: dict | None = None) -> SwiCase:
             return SwiCase(seed, params, _volume_from(z), bleeds, None)
     from svdmark import phantom
 
-    ph = phantom.make_swi(**{k: v for k, v in params.items() if k != "vendor"})
-    vol = _through_dicom(ph, params["vendor"])[0] if "vendor" in params else phantom_volume(ph)
+    ph = phantom.make_swi(**_generator_kwargs(params))
+    vol = _case_volume(ph, params)[0]
     bleeds = [dict(center_mm=tuple(float(v) for v in c), diameter_mm=float(d), location=str(loc))
               for c, d, loc in ph.microbleeds]
     _save(path, centers=np.array([b["center_mm"] for b in bleeds], float).reshape(-1, 3),

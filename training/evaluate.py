@@ -65,6 +65,16 @@ def split_seeds(split: str, n: int) -> list[int]:
     return [s for name in names for s in data.seeds(name, n)]
 
 
+REPORTED_SPLITS = {"heldout", "shifted"}
+
+
+def refuse_sweep_on_reported(split: str, what: str) -> None:
+    """A sweep chooses ``what``: it may see only val splits, never one whose figures are reported."""
+    reported = REPORTED_SPLITS & set(split.split(","))
+    if reported:
+        raise SystemExit(f"--sweep chooses {what}: run it on --set val(,val_atlas), never on {sorted(reported)}")
+
+
 def pearson(a, b) -> float:
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.std() == 0 or b.std() == 0:
@@ -106,8 +116,8 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
     spec = registry.active(Task.WML)
     if tta is not None:  # compare test-time flips on val before fixing them in the manifest
         spec.manifest["input"]["tta"] = tta
-    if sweep and {"heldout", "shifted"} & set(split.split(",")):
-        raise SystemExit("--sweep chooses post-processing: run it on --set val, never on heldout")
+    if sweep:
+        refuse_sweep_on_reported(split, "post-processing")
     rows = []
     sweeps = []
     for s in split_seeds(split, n):
@@ -172,8 +182,8 @@ def cmb_detect_model(spec, runtime, case, threshold=None):
 def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, sweep: bool = False,
              baseline: bool = True) -> dict:
     spec = registry.active(Task.CMB)
-    if sweep and {"heldout", "shifted"} & set(split.split(",")):
-        raise SystemExit("--sweep chooses the operating threshold: run it on --set val, never on heldout")
+    if sweep:
+        refuse_sweep_on_reported(split, "the operating threshold")
     rows = []
     outs = []
     for s in split_seeds(split, n):
@@ -196,8 +206,7 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         print(f"  cmb seed {s}: truth {len(T):3d} model tp {tp:3d} fp {fp:3d} | baseline tp {btp:3d} fp {bfp:3d} "
               f"| grade {g}/{r['grade_model']}/{r['grade_baseline']} ({secs:.1f} s, {len(out.candidates)} cand)",
               flush=True)
-    res = {"model_label": spec.label, "sha256": spec.sha256, "split": split, "n": len(rows), "cases": rows,
-           "tta": list(spec.manifest["input"].get("tta", []))}
+    res = {"model_label": spec.label, "sha256": spec.sha256, "split": split, "n": len(rows), "cases": rows}
     nt = sum(r["n_truth"] for r in rows)
     for who, k in (("model", ""), ("baseline", "b_")):
         res[who] = {

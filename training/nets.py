@@ -22,7 +22,7 @@ class UNet2D(nn.Module):
     """``levels``-level 2-D U-Net, input (n,in_ch,h,w) with h, w multiples of 2**levels; output lesion
     fraction (sigmoid). Channels double per level from ``c``.
 
-    Receptive field: 44 px at 2 levels, 100 px at 3 (``receptive_field``); a tile overlap of at
+    Receptive field: 44 px at 2 levels, 92 px at 3 (``receptive_field``); a tile overlap of at
     least that makes tiled inference equal to whole-image inference. The 2-level parameter names are
     those of wml-ncct 1.0/1.1 (``e1 e2 b d2 d1``), so their state dicts still load.
     """
@@ -44,9 +44,10 @@ class UNet2D(nn.Module):
 
     @property
     def receptive_field(self) -> int:
-        # each level: two 3x3 convs at its scale (+2·2·s each) on the way down and up; bottleneck two at 2**L
+        # 1 px, + two 3x3 convs per level on the way down and up (8·2**i), + the bottleneck's two (4·2**L),
+        # + 3 px of pooling/upsampling alignment (measured with a gradient probe: 44 px at L=2, 92 at L=3)
         L = self.levels
-        return 4 + sum(8 * 2 ** i for i in range(L)) + 4 * 2 ** L  # +3: pooling/upsampling alignment (measured)
+        return 1 + sum(8 * 2 ** i for i in range(L)) + 4 * 2 ** L + 3
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

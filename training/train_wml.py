@@ -245,7 +245,7 @@ def main(argv=None):
         "overlap": -(-res["net"].receptive_field // mult) * mult,  # ≥ receptive field: tiles = whole image
         "multiple_of": mult,
         "self_test_kwargs": SELF_TEST_KWARGS,
-        "self_test_range": [0.0, 0.0],  # filled in by training.evaluate --self-test-bounds
+        "self_test_range": [0.0, 0.0],  # filled in by training.model_card (sanity_bounds)
         "training": {"command": "python -m training.train_wml "
                      + " ".join(argv if argv is not None else __import__("sys").argv[1:]), "steps": res["steps"],
                      "seconds": round(res["seconds"]), "final_loss": res["final_loss"], "seed": args.seed,

@@ -178,6 +178,7 @@ class Runtime:
         slab = max(1, int(spec.get("slab", 8)))
         ctx = int(spec.get("context_slices", 0))  # 2.5-D: neighbours on each side as extra channels
         nz = volume.shape[0]
+        net = flip_averaged(lambda x: sess.run(None, {in_name: x})[0], spec.get("tta", ()))
         for k0 in range(0, nz, slab):
             k1 = min(nz, k0 + slab)
             lo, hi = max(0, k0 - ctx), min(nz, k1 + ctx)
@@ -186,7 +187,6 @@ class Runtime:
             if ctx:
                 idx = np.clip(np.arange(k0, k1)[:, None] + np.arange(-ctx, ctx + 1)[None, :], 0, nz - 1) - lo
                 planes = planes[idx]  # (n, 2*ctx+1, h, w); edge slices repeat at the ends of the stack
-            net = flip_averaged(lambda x: sess.run(None, {in_name: x})[0], spec.get("tta", ()))
             pred = tiled_2d(net, planes, win, margin, mult, bg, batch)
             out[k0:k1] = np.clip(grid.to_source(pred), 0.0, 1.0)
         return out
