@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Mapping, Union
 
 import numpy as np
 
@@ -239,10 +239,38 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class Interval:
+    """An uncertainty interval around a measured value (same unit), and how it was obtained."""
+
+    low: float
+    high: float
+    method: str  # e.g. "test-time augmentation, 4 passes, min-max"
+
+    def crosses(self, cut: float) -> bool:
+        """True when ``cut`` lies strictly inside the interval (the value could be on either side)."""
+        return self.low < cut < self.high
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The quality gate's verdict on one input: is the quantity reliably measurable on it?
+
+    ``reasons`` are short human-readable sentences for the radiologist (empty when measurable);
+    ``scores`` are the raw figures the gate compared with its limits (for logs and the audit trail).
+    """
+
+    measurable: bool
+    reasons: tuple[str, ...] = ()
+    scores: Mapping[str, float] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
 class WmlFindings:
     volume_ml: float  # partial-volume-aware physical volume
     mask: np.ndarray  # uint8, same shape as Volume.array, 1 = WML
     warnings: tuple[str, ...] = ()
+    interval: Interval | None = None  # uncertainty of volume_ml (mL)
+    quality: Quality | None = None  # None: no gate ran; measurable=False: report no number
 
 
 @dataclass(frozen=True)
@@ -258,6 +286,8 @@ class CmbFindings:
     microbleeds: tuple[Microbleed, ...]
     mask: np.ndarray  # uint8, same shape as Volume.array, 1 = CMB
     warnings: tuple[str, ...] = ()
+    interval: Interval | None = None  # uncertainty of the count (whole numbers)
+    quality: Quality | None = None  # None: no gate ran; measurable=False: report no number
 
     @property
     def count(self) -> int:
