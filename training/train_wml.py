@@ -25,7 +25,9 @@ import torch
 from svdmark.infer import preprocess as pp
 
 from . import data
+from .augment import randomise_ct
 from .nets import UNet2D, export_onnx
+from .warmstart import freeze_norm_stats, load_onnx
 
 SPACING_MM = 1.0
 NORMALISATION = {"type": "hu_window", "center": 30.0, "scale": 20.0, "clip": [-2.0, 4.0]}
@@ -65,12 +67,14 @@ def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
     return stack[idx]
 
 
-def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion_p: float = 0.5, crop: int = 96):
+def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion_p: float = 0.5, crop: int = 96,
+                 randomise: float = 0.0):
     """``bs`` crops (crop²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
 
     ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
     lesion (a fraction ``lesion_p`` of the crops is centred near lesion, the rest anywhere in the central
-    head, which is where the mimics and the negatives are).
+    head, which is where the mimics and the negatives are). ``randomise`` > 0: that fraction of the crops is
+    re-rendered with a random scanner (``training.augment.randomise_ct``).
     """
     xs, ys = [], []
     for _ in range(bs):
@@ -100,8 +104,10 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
             a, b = a[:, :, ::-1], b[:, ::-1]
         if ctx and rng.random() < 0.5:  # head-foot flip of the neighbours (stacks run both ways)
             a = a[::-1]
-        # mild intensity jitter: scanner calibration offsets of a few HU, contrast scale
-        a = a * rng.uniform(0.95, 1.05) + rng.normal(0, 0.05)
+        if randomise and rng.random() < randomise:
+            a = randomise_ct(np.ascontiguousarray(a), rng)
+        else:  # mild intensity jitter: scanner calibration offsets of a few HU, contrast scale
+            a = a * rng.uniform(0.95, 1.05) + rng.normal(0, 0.05)
         xs.append(a.copy())
         ys.append(b.copy())
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)[:, None])
@@ -139,6 +145,9 @@ def train(args) -> dict:
     if args.init:  # continue training from a saved state dict (training/runs/wml-<version>.pt)
         net.load_state_dict(torch.load(args.init, map_location="cpu"))
         log(f"initialised from {args.init}")
+    if args.init_onnx:  # continue from a shipped model (BatchNorm folded: statistics stay frozen)
+        err = load_onnx(net, args.init_onnx, torch.randn(2, 2 * args.context + 1, 96, 96))
+        log(f"initialised from {args.init_onnx} (max |torch - onnx| {err:.1e}); BatchNorm statistics frozen")
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     t0 = time.time()
     step = 0
@@ -146,13 +155,16 @@ def train(args) -> dict:
     total = args.steps
     hist = []
     net.train()
+    if args.init_onnx:
+        freeze_norm_stats(net)
     while step < total and time.time() - t0 < budget:
         # warm-up, then cosine decay on whichever runs out first: steps or the time budget
         prog = max(step / total, (time.time() - t0) / budget)
         lr = args.lr * min(1.0, (step + 1) / 50) * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * min(prog, 1.0))))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = sample_batch(imgs, tgts, index, lesion_slices, rng, args.batch, args.context, crop=args.crop)
+        x, y = sample_batch(imgs, tgts, index, lesion_slices, rng, args.batch, args.context, crop=args.crop,
+                            randomise=args.randomise)
         loss = loss_fn(net.logits(x), y)
         opt.zero_grad()
         loss.backward()
@@ -225,6 +237,10 @@ def main(argv=None):
     ap.add_argument("--context", type=int, default=1, help="neighbouring slices on each side as input channels")
     ap.add_argument("--checkpoint-every", type=int, default=250)
     ap.add_argument("--init", type=Path, default=None, help="start from these weights (state dict) instead of random")
+    ap.add_argument("--init-onnx", type=Path, default=None,
+                    help="start from a shipped model.onnx (BatchNorm folded; see training.warmstart)")
+    ap.add_argument("--randomise", type=float, default=0.0,
+                    help="fraction of crops re-rendered with a random scanner (training.augment)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cached-only", action="store_true", help="use only cases already in training/cache")

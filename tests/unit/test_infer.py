@@ -186,8 +186,8 @@ def test_sliding_window_equals_whole_volume(tmp_path):
     vol = make_volume(_ncct_like(shape=(2, 70, 90)))
     rt = Runtime(intra_op_num_threads=1)
     sess, _ = rt.session(spec)
-    tiled = rt._run_slice2d(sess, spec.manifest, vol)  # 32-px windows → 3 x 4 tiles per slice
-    whole = rt._run_slice2d(sess, spec.manifest, vol, window=512)  # one window
+    tiled = rt._run_slice2d(sess, spec.manifest, vol)[0]  # 32-px windows → 3 x 4 tiles per slice
+    whole = rt._run_slice2d(sess, spec.manifest, vol, window=512)[0]  # one window
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
 
 
@@ -224,8 +224,8 @@ def test_context_slices_feed_neighbours_as_channels(tmp_path):
     arr = np.stack([np.full((40, 50), float(k)) for k in range(5)]).astype(np.float32)
     vol = make_volume(arr)
     rt = Runtime(intra_op_num_threads=1)
-    out = rt._run_slice2d(Sess(), manifest, vol)
-    whole = rt._run_slice2d(Sess(), manifest, vol, window=512)
+    out = rt._run_slice2d(Sess(), manifest, vol)[0]
+    whole = rt._run_slice2d(Sess(), manifest, vol, window=512)[0]
     assert set(seen) == {3}
     # channel 1 is slice k, channel 0 slice k-1 and channel 2 slice k+1, the end slices repeated
     expect = np.array([k / 10 + (min(k + 1, 4) - max(k - 1, 0)) / 40 for k in range(5)], np.float32)
@@ -240,8 +240,8 @@ def test_reference_unet_tiles_match_whole_image():
     vol = make_volume(_ncct_like(shape=(1, 300, 280)), spacing=(1.0, 1.0))
     rt = Runtime(intra_op_num_threads=2)
     sess, _ = rt.session(spec)
-    tiled = rt._run_slice2d(sess, spec.manifest, vol, window=128)
-    whole = rt._run_slice2d(sess, spec.manifest, vol, window=1024)
+    tiled = rt._run_slice2d(sess, spec.manifest, vol, window=128)[0]
+    whole = rt._run_slice2d(sess, spec.manifest, vol, window=1024)[0]
     np.testing.assert_allclose(tiled, whole, atol=1e-4)
 
 

@@ -60,6 +60,7 @@ class ModelOutput:
     provider: str  # short name: tensorrt / cuda / cpu
     seconds: float
     fraction: np.ndarray | None = None  # WML: (z, y, x) float32 lesion fraction 0..1 on the source grid
+    passes: tuple[np.ndarray, ...] = ()  # WML: the fraction of each test-time-augmentation pass (mean = fraction)
     candidates: tuple[Candidate, ...] = ()  # CMB: all candidates (thresholding happens in measure)
     extras: dict = field(default_factory=dict, compare=False)
 
@@ -155,8 +156,9 @@ class Runtime:
         t0 = time.perf_counter()
         sess, provider = self.session(model)
         if kind == "slice2d":
-            frac = self._run_slice2d(sess, model.manifest, volume)
-            return ModelOutput(Task(model.task), model.sha256, provider, time.perf_counter() - t0, fraction=frac)
+            frac, passes = self._run_slice2d(sess, model.manifest, volume)
+            return ModelOutput(Task(model.task), model.sha256, provider, time.perf_counter() - t0, fraction=frac,
+                               passes=passes)
         if kind == "patch3d":
             cands, extras = self._run_patch3d(sess, model.manifest, volume)
             return ModelOutput(
@@ -165,7 +167,7 @@ class Runtime:
         raise ModelError(f"{model.label}: unknown input kind {kind!r} in manifest")
 
     # ------------------------------------------------------------------ 2-D sliding window
-    def _run_slice2d(self, sess, manifest: dict, volume: Volume, window: int | None = None) -> np.ndarray:
+    def _run_slice2d(self, sess, manifest: dict, volume: Volume, window: int | None = None):
         spec = manifest["input"]
         grid = pp.PlaneGrid.make(volume.shape[1:], volume.pixel_spacing, float(spec["spacing_mm"][0]))
         win = int(window or spec["window"][0])
@@ -178,7 +180,9 @@ class Runtime:
         slab = max(1, int(spec.get("slab", 8)))
         ctx = int(spec.get("context_slices", 0))  # 2.5-D: neighbours on each side as extra channels
         nz = volume.shape[0]
-        net = flip_averaged(lambda x: sess.run(None, {in_name: x})[0], spec.get("tta", ()))
+        base = lambda x: sess.run(None, {in_name: x})[0]  # noqa: E731
+        nets = [flipped(base, c) for c in flip_combos(spec.get("tta", ()))]
+        passes = [np.empty(volume.shape, np.float32) for _ in nets] if len(nets) > 1 else [out]
         for k0 in range(0, nz, slab):
             k1 = min(nz, k0 + slab)
             lo, hi = max(0, k0 - ctx), min(nz, k1 + ctx)
@@ -187,9 +191,12 @@ class Runtime:
             if ctx:
                 idx = np.clip(np.arange(k0, k1)[:, None] + np.arange(-ctx, ctx + 1)[None, :], 0, nz - 1) - lo
                 planes = planes[idx]  # (n, 2*ctx+1, h, w); edge slices repeat at the ends of the stack
-            pred = tiled_2d(net, planes, win, margin, mult, bg, batch)
-            out[k0:k1] = np.clip(grid.to_source(pred), 0.0, 1.0)
-        return out
+            for net, dst in zip(nets, passes):
+                pred = tiled_2d(net, planes, win, margin, mult, bg, batch)
+                dst[k0:k1] = np.clip(grid.to_source(pred), 0.0, 1.0)
+        if len(passes) > 1:
+            out[:] = np.mean(passes, axis=0)
+        return out, tuple(passes) if len(passes) > 1 else ()
 
     # ------------------------------------------------------------------ 3-D candidates + classifier
     def _run_patch3d(self, sess, manifest: dict, volume: Volume):
@@ -256,6 +263,31 @@ def _reason(text: str) -> str:
 TTA_FLIPS = {"lr": (3,), "slices": (1,)}  # axes of an (n, c, h, w) batch: width; the context channels
 
 
+def flip_combos(tta: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every combination of the flips named in ``tta`` (manifest ``input.tta``), identity first, fixed order."""
+    unknown = set(tta) - set(TTA_FLIPS)
+    if unknown:
+        raise ModelError(f"unknown test-time flips {sorted(unknown)} in manifest; known: {sorted(TTA_FLIPS)}")
+    combos: list[tuple[str, ...]] = [()]
+    for name in tta:
+        combos += [c + (name,) for c in combos]
+    return combos
+
+
+def flipped(fn: Callable[[np.ndarray], np.ndarray], combo: Sequence[str]) -> Callable[[np.ndarray], np.ndarray]:
+    """``fn`` run on the input flipped by ``combo`` and its prediction un-flipped (the channel flip has no
+    output image to undo)."""
+    axes = tuple(a for name in combo for a in TTA_FLIPS[name])
+    if not axes:
+        return fn
+
+    def run(x: np.ndarray) -> np.ndarray:
+        y = fn(np.ascontiguousarray(np.flip(x, axes)))
+        return np.flip(y, tuple(a for a in axes if a != 1)).astype(np.float32)
+
+    return run
+
+
 def flip_averaged(fn: Callable[[np.ndarray], np.ndarray], tta: Sequence[str]) -> Callable[[np.ndarray], np.ndarray]:
     """``fn`` averaged over every combination of the flips named in ``tta`` (manifest ``input.tta``).
 
@@ -263,24 +295,16 @@ def flip_averaged(fn: Callable[[np.ndarray], np.ndarray], tta: Sequence[str]) ->
     channels; each prediction is un-flipped before averaging. The set and order of passes is fixed,
     so the result is deterministic. An empty ``tta`` returns ``fn`` itself.
     """
-    unknown = set(tta) - set(TTA_FLIPS)
-    if unknown:
-        raise ModelError(f"unknown test-time flips {sorted(unknown)} in manifest; known: {sorted(TTA_FLIPS)}")
-    if not tta:
+    combos = flip_combos(tta)
+    if len(combos) == 1:
         return fn
-    combos = [()]
-    for name in tta:
-        combos += [c + (name,) for c in combos]
+    passes = [flipped(fn, c) for c in combos]
 
     def averaged(x: np.ndarray) -> np.ndarray:
-        acc = None
-        for combo in combos:
-            axes = tuple(a for name in combo for a in TTA_FLIPS[name])
-            xin = np.ascontiguousarray(np.flip(x, axes)) if axes else x
-            y = fn(xin)
-            y = np.flip(y, tuple(a for a in axes if a != 1)) if axes else y  # channel flip has no output image
-            acc = y.astype(np.float32) if acc is None else acc + y
-        return acc / len(combos)
+        acc = passes[0](x).astype(np.float32)
+        for p in passes[1:]:
+            acc = acc + p(x)
+        return acc / len(passes)
 
     return averaged
 

@@ -15,40 +15,62 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..domain import CmbFindings, Microbleed, ModelSpec, Task, Volume, WmlFindings
-from .geometry import ball_mask, locate
+from dataclasses import replace
 
-__all__ = ["from_output", "wml_findings", "cmb_findings"]
+from ..domain import CmbFindings, Microbleed, ModelSpec, Task, Volume, WmlFindings
+from ..infer.preprocess import foreground_reference
+from . import quality
+from .geometry import ball_mask, locate
+from .uncertainty import cmb_interval, wml_interval
+
+__all__ = ["from_output", "wml_findings", "wml_volume_ml", "cmb_findings", "merged_centres"]
 
 
 def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFindings:
-    if Task(model.task) is Task.WML:
-        out = model.manifest.get("output", {})
-        return wml_findings(volume, output.fraction, float(out.get("mask_threshold", 0.5)),
-                            float(out.get("fraction_floor", 0.0)), float(out.get("support_threshold", 0.0)),
-                            int(out.get("support_dilate_vox", 0)))
+    """Findings with their uncertainty interval and the quality gate's verdict (manifest ``uncertainty`` and
+    ``quality`` sections; either may be absent, then that part is None)."""
     out = model.manifest.get("output", {})
-    return cmb_findings(
-        volume,
-        [(c.index, c.probability, c.diameter_mm) for c in output.candidates],
-        threshold=float(out.get("threshold", 0.5)),
-        merge_mm=float(out.get("merge_mm", 4.0)),
-        max_count=int(out.get("max_count", 200)),
-    )
+    unc = model.manifest.get("uncertainty", {})
+    limits = model.manifest.get("quality", {}).get("limits")
+    if Task(model.task) is Task.WML:
+        post = dict(mask_threshold=float(out.get("mask_threshold", 0.5)),
+                    fraction_floor=float(out.get("fraction_floor", 0.0)),
+                    support_threshold=float(out.get("support_threshold", 0.0)),
+                    support_dilate_vox=int(out.get("support_dilate_vox", 0)))
+        f = wml_findings(volume, output.fraction, **post)
+        pass_ml = [wml_volume_ml(volume, p, **{k: v for k, v in post.items() if k != "mask_threshold"})
+                   for p in getattr(output, "passes", ())]
+        interval = wml_interval(f.volume_ml, pass_ml, unc.get("wml"))
+        gate = None
+        if limits is not None:
+            scores = quality.ct_scores(volume)
+            if pass_ml:
+                scores["tta_spread"] = round((max(pass_ml) - min(pass_ml)) / (1.0 + f.volume_ml), 3)
+            gate = quality.judge(scores, limits)
+        return replace(f, interval=interval, quality=gate)
+    cands = [(c.index, c.probability, c.diameter_mm) for c in output.candidates]
+    merge = dict(merge_mm=float(out.get("merge_mm", 4.0)), max_count=int(out.get("max_count", 200)))
+    f = cmb_findings(volume, cands, threshold=float(out.get("threshold", 0.5)), **merge)
+    interval = cmb_interval(lambda t: len(merged_centres(volume, cands, t, **merge)), f.count, unc.get("cmb"))
+    gate = None
+    if limits is not None:
+        ref = float(output.extras.get("reference_intensity") or foreground_reference(volume.array))
+        scores = quality.swi_scores(volume, ref)
+        head_ml = float((volume.array > 0.35 * ref).sum() * volume.voxel_volume_mm3 / 1000.0)
+        scores["candidates_per_ml"] = round(len(cands) / max(head_ml, 1.0), 3)
+        gate = quality.judge(scores, limits)
+    return replace(f, interval=interval, quality=gate)
 
 
-def wml_findings(volume: Volume, fraction: np.ndarray, mask_threshold: float = 0.5,
-                 fraction_floor: float = 0.0, support_threshold: float = 0.0,
-                 support_dilate_vox: int = 0) -> WmlFindings:
-    """PV-aware WML volume and mask from a per-voxel lesion fraction map.
+def wml_volume_ml(volume: Volume, fraction: np.ndarray, fraction_floor: float = 0.0,
+                  support_threshold: float = 0.0, support_dilate_vox: int = 0) -> float:
+    """PV-aware WML volume (mL) of a fraction map after the manifest's post-processing.
 
     ``fraction_floor``: fractions below it are the model's background noise and count as 0.
     ``support_threshold`` > 0: hysteresis — only fractions within ``support_dilate_vox`` voxels
     (in-plane, and one slice through-plane) of a voxel ≥ ``support_threshold`` count, so the
     partial-volume rim of a detected lesion is kept while isolated low-level noise is not.
     """
-    if fraction is None or fraction.shape != volume.shape:
-        raise ValueError("WML output fraction map must have the volume's shape")
     frac = np.clip(np.nan_to_num(fraction.astype(np.float64)), 0.0, 1.0)
     if fraction_floor > 0:
         frac[frac < fraction_floor] = 0.0
@@ -62,12 +84,39 @@ def wml_findings(volume: Volume, fraction: np.ndarray, mask_threshold: float = 0
             seed = ndi.binary_dilation(seed, structure=st, iterations=int(support_dilate_vox))
             seed = ndi.binary_dilation(seed, structure=np.ones((3, 1, 1), bool))  # thick-slice neighbours
         frac[~seed] = 0.0
-    volume_ml = float(frac.sum() * volume.voxel_volume_mm3 / 1000.0)
+    return float(frac.sum() * volume.voxel_volume_mm3 / 1000.0)
+
+
+def wml_findings(volume: Volume, fraction: np.ndarray, mask_threshold: float = 0.5,
+                 fraction_floor: float = 0.0, support_threshold: float = 0.0,
+                 support_dilate_vox: int = 0) -> WmlFindings:
+    """PV-aware WML volume (``wml_volume_ml``) and mask (fraction ≥ ``mask_threshold``) from a fraction map."""
+    if fraction is None or fraction.shape != volume.shape:
+        raise ValueError("WML output fraction map must have the volume's shape")
+    volume_ml = wml_volume_ml(volume, fraction, fraction_floor, support_threshold, support_dilate_vox)
     mask = (fraction >= mask_threshold).astype(np.uint8)
     warnings = []
     if volume.slice_spacing > 0 and volume.slice_thickness and volume.slice_thickness > volume.slice_spacing * 1.05:
         warnings.append("overlapping slices: WML volume computed from slice spacing, not thickness")
     return WmlFindings(volume_ml=volume_ml, mask=mask, warnings=tuple(warnings))
+
+
+def merged_centres(volume: Volume, candidates, threshold: float, merge_mm: float = 4.0, max_count: int = 200):
+    """The candidates called at ``threshold``, duplicates merged: [(index, confidence, diameter, patient xyz)].
+
+    Strongest first; a candidate closer than max(``merge_mm``, its diameter / 2) to a kept one is the same bleed.
+    """
+    kept = sorted((c for c in candidates if c[1] >= threshold), key=lambda c: -c[1])
+    picked: list[tuple[tuple[float, float, float], float, float, np.ndarray]] = []
+    for idx, conf, diam in kept:
+        xyz = volume.index_to_patient(*idx)
+        d = float(max(diam, 0.5))
+        if any(np.linalg.norm(xyz - p[3]) < max(merge_mm, 0.5 * d) for p in picked):
+            continue
+        picked.append((tuple(float(v) for v in idx), float(conf), d, xyz))
+        if len(picked) >= max_count:
+            break
+    return picked
 
 
 def cmb_findings(
@@ -78,18 +127,7 @@ def cmb_findings(
     max_count: int = 200,
 ) -> CmbFindings:
     """``candidates``: iterable of ((k, i, j), confidence, diameter_mm)."""
-    kept = sorted((c for c in candidates if c[1] >= threshold), key=lambda c: -c[1])
-    centres: list[np.ndarray] = []
-    picked: list[tuple[tuple[float, float, float], float, float]] = []  # (index, confidence, diameter)
-    for idx, conf, diam in kept:
-        xyz = volume.index_to_patient(*idx)
-        d = float(max(diam, 0.5))
-        if any(np.linalg.norm(xyz - c) < max(merge_mm, 0.5 * d) for c in centres):
-            continue
-        centres.append(xyz)
-        picked.append((tuple(float(v) for v in idx), float(conf), d))
-        if len(centres) >= max_count:
-            break
+    picked = merged_centres(volume, candidates, threshold, merge_mm, max_count)
     locations = locate(volume, [p[0] for p in picked])
     bleeds = tuple(
         Microbleed(
@@ -98,7 +136,7 @@ def cmb_findings(
             confidence=float(np.clip(conf, 0.0, 1.0)),
             location=loc,
         )
-        for (idx, conf, d), xyz, loc in zip(picked, centres, locations)
+        for (idx, conf, d, xyz), loc in zip(picked, locations)
     )
     mask = ball_mask(volume, [p[0] for p in picked], [p[2] for p in picked])
     return CmbFindings(microbleeds=bleeds, mask=mask)

@@ -350,6 +350,10 @@ def place_cmbs(head: HeadModel, grid: Grid, n: int, rng: np.random.Generator) ->
     out: list[CmbSpec] = []
     used = set()
     attempts = 0
+    # dense clusters (CAA, hypertensive arteriopathy): a share of the bleeds sits next to an earlier one,
+    # as close as 1 mm edge to edge, so that adjacent bleeds must stay separate detections
+    clustered = float(rng.choice([0.0, rng.uniform(0.3, 0.7)], p=[0.6, 0.4]))
+    gap = 1.0 if clustered else 3.0
     while len(out) < n and attempts < 50 * n + 200:
         attempts += 1
         loc = rng.choice(["lobar", "deep", "infratentorial"], p=w / w.sum())
@@ -361,7 +365,17 @@ def place_cmbs(head: HeadModel, grid: Grid, n: int, rng: np.random.Generator) ->
             continue
         d = float(2.0 + 8.0 * rng.beta(1.3, 3.2))
         c = V[idx]
-        if any(np.linalg.norm(c - np.asarray(o.center_v)) < max(d, o.diameter_mm) + 3.0 for o in out):
+        if out and rng.random() < clustered:  # next to an earlier bleed, inside the same tissue label
+            o = out[int(rng.integers(len(out)))]
+            u = rng.normal(size=3)
+            c = np.asarray(o.center_v) + u / np.linalg.norm(u) * ((d + o.diameter_mm) / 2 + rng.uniform(1.0, 4.0))
+            kij = grid.to_index(head.v_to_patient(c[None]))[0]
+            if not (1.0 <= kij[0] <= nz - 2.0 and 8 <= kij[1] <= nr - 9 and 8 <= kij[2] <= nc - 9):
+                continue
+            if head.label(head.warp_point(c[None]))[0] not in ("gm", "wm", "dgm", "putamen", "gp", "thal", "stem",
+                                                                "cbl"):
+                continue
+        if any(np.linalg.norm(c - np.asarray(o.center_v)) < (d + o.diameter_mm) / 2 + gap for o in out):
             continue
         used.add(idx)
         out.append(CmbSpec(tuple(float(v) for v in c), round(d, 2), str(loc), float(rng.uniform(0.7, 0.95))))

@@ -1,0 +1,134 @@
+"""Per-sample domain randomisation of training crops, in the tradition of SynthSeg (Billot et al. 2023).
+
+The phantom generator fixes one look per case; a model that sees only that look learns it (the
+hidden-set failure of wml-ncct 1.2.0: lesion-free heads read 6–8 mL, large loads under-read). So
+every crop the nets see is re-rendered here with its own scanner: tissue intensities through a random
+monotone HU map (calibration offset, grey/white contrast, CSF level), a random noise level *and
+texture* (white, soft-kernel correlated, sharp-kernel high-pass), blur or sharpening (kernel, slice
+profile), in-plane resolution loss, low-frequency cupping / bias, skull-base streaks, and per-slice
+motion offsets between the 2.5-D context channels. The target is never touched except by the
+geometric flips, so the label stays the physical lesion fraction.
+
+All functions work on the nets' normalised inputs: WML crops are (C, h, w) in units of
+``NORMALISATION["scale"]`` HU around ``center`` (train_wml), CMB patches are (n, ch, s, s, s) in
+units of the foreground median. Parameter ranges are stated in physical units next to each draw.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+HU_CENTER, HU_SCALE, HU_CLIP = 30.0, 20.0, (-2.0, 4.0)  # train_wml.NORMALISATION
+
+
+def _hu(a):
+    return a * HU_SCALE + HU_CENTER
+
+
+def _norm(hu):
+    return np.clip((hu - HU_CENTER) / HU_SCALE, *HU_CLIP)
+
+
+def monotone_hu_map(rng: np.random.Generator):
+    """A random increasing map of brain HU: offset ±4 HU, piecewise slopes 0.75–1.35 over 0–60 HU knots.
+
+    Brain tissue (CSF 0–15, WM 20–32, GM 32–45 HU) moves by a few HU each, independently, so grey/white
+    contrast, CSF level and lesion contrast all vary; bone and air (outside the clip) are unaffected in
+    effect.
+    """
+    knots = np.array([-10.0, 10.0, 25.0, 40.0, 60.0, 110.0])
+    slopes = rng.uniform(0.75, 1.35, len(knots) - 1)
+    slopes[-1] = 1.0
+    vals = np.concatenate([[0.0], np.cumsum(np.diff(knots) * slopes)])
+    vals += knots[2] - np.interp(knots[2], knots, vals) + rng.normal(0, 4.0)  # WM level stays near, ± offset
+    return lambda hu: np.interp(hu, knots, vals, left=None, right=None) + np.where(
+        hu > knots[-1], hu - knots[-1], 0) + np.where(hu < knots[0], hu - knots[0], 0)
+
+
+def noise_field(rng: np.random.Generator, shape, sd: float) -> np.ndarray:
+    """Noise of one of three textures: white, soft-kernel (smoothed), sharp-kernel (high-pass)."""
+    n = rng.standard_normal(shape).astype(np.float32)
+    kind = rng.integers(3)
+    sig = (0,) * (len(shape) - 2) + (rng.uniform(0.6, 1.6),) * 2
+    if kind == 1:
+        n = ndimage.gaussian_filter(n, sig)
+    elif kind == 2:
+        n = n - ndimage.gaussian_filter(n, sig)
+    n /= max(float(n.std()), 1e-6)
+    return n * np.float32(sd)
+
+
+def smooth_field(rng: np.random.Generator, shape2d, amp: float) -> np.ndarray:
+    """A low-frequency field (cupping, bias): a random quadratic plus a radial term, peak ~ ``amp``."""
+    h, w = shape2d
+    y = np.linspace(-1, 1, h)[:, None]
+    x = np.linspace(-1, 1, w)[None, :]
+    c = rng.normal(0, 1, 6)
+    f = c[0] * x + c[1] * y + c[2] * x * y + c[3] * x * x + c[4] * y * y + c[5] * (x * x + y * y)
+    return (f / max(float(np.abs(f).max()), 1e-6) * amp).astype(np.float32)
+
+
+def streaks(rng: np.random.Generator, shape2d, amp: float) -> np.ndarray:
+    """A few straight dark/bright bands through the plane, as beam hardening makes at the skull base."""
+    h, w = shape2d
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = np.zeros((h, w), np.float32)
+    for _ in range(rng.integers(1, 4)):
+        th = rng.uniform(0, np.pi)
+        d = (xx - rng.uniform(0, w)) * np.sin(th) - (yy - rng.uniform(0, h)) * np.cos(th)
+        out += np.float32(rng.choice([-1, 1]) * amp * rng.uniform(0.4, 1.0)) * np.exp(
+            -0.5 * (d / rng.uniform(0.8, 2.5)) ** 2)
+    return out
+
+
+def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """Re-render one normalised (C, h, w) NCCT crop with a random scanner; returns a new array."""
+    if strength <= 0:
+        return a
+    hu = _hu(a.astype(np.float32))
+    hu = monotone_hu_map(rng)(hu).astype(np.float32)
+    C, h, w = hu.shape
+    if rng.random() < 0.35 * strength:  # blur (soft kernel, thick slice profile) or sharpen (bone-ish kernel)
+        s = rng.uniform(0.4, 1.2)
+        bl = ndimage.gaussian_filter(hu, (0, s, s))
+        hu = bl if rng.random() < 0.7 else hu + rng.uniform(0.3, 0.8) * (hu - bl)
+    if rng.random() < 0.25 * strength:  # in-plane resolution loss: down- and up-sample
+        f = rng.uniform(1.2, 2.0)
+        lo = ndimage.zoom(hu, (1, 1 / f, 1 / f), order=1)
+        hu = ndimage.zoom(lo, (1, h / lo.shape[1], w / lo.shape[2]), order=1)[:, :h, :w]
+        if hu.shape != (C, h, w):
+            hu = np.pad(hu, ((0, 0), (0, h - hu.shape[1]), (0, w - hu.shape[2])), mode="edge")
+    if rng.random() < 0.5 * strength:  # cupping / beam-hardening bias, ±1–5 HU
+        hu += smooth_field(rng, (h, w), rng.uniform(1, 5))[None]
+    if rng.random() < 0.15 * strength:  # streaks, 5–25 HU
+        hu += streaks(rng, (h, w), rng.uniform(5, 25))[None]
+    if rng.random() < 0.7 * strength:  # extra quantum noise, 0.5–3 HU, random texture (low dose, kernels)
+        outside = a <= HU_CLIP[0] + 1e-3  # air stays air: scanners reconstruct it at -1000 HU, far below the clip
+        hu += noise_field(rng, hu.shape, rng.uniform(0.5, 3.0) * strength)
+        hu[outside] = _hu(HU_CLIP[0])
+    if C > 1 and rng.random() < 0.15 * strength:  # patient motion between slices: shift the neighbours
+        for c in range(C):
+            if c != C // 2:
+                hu[c] = ndimage.shift(hu[c], rng.normal(0, 1.2, 2), order=1, mode="nearest")
+    return _norm(hu).astype(np.float32)
+
+
+def randomise_swi(x: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """Re-render a batch of normalised SWI patches (n, ch, s, s, s): contrast gamma, bias, noise, blur."""
+    if strength <= 0:
+        return x
+    out = np.empty_like(x, dtype=np.float32)
+    for i in range(len(x)):
+        p = np.clip(x[i].astype(np.float32), 0, None)
+        p = p ** np.float32(rng.uniform(0.7, 1.4))  # vein / tissue contrast (field strength, TE, filtering)
+        if rng.random() < 0.5:  # smooth bias across the patch
+            s = p.shape[-1]
+            g = np.linspace(-1, 1, s, dtype=np.float32)
+            c = rng.normal(0, 0.12, 3).astype(np.float32)
+            p *= 1 + c[0] * g[:, None, None] + c[1] * g[None, :, None] + c[2] * g[None, None, :]
+        if rng.random() < 0.3:  # blur (lower resolution, 1.5 T)
+            p = ndimage.gaussian_filter(p, (0, *(rng.uniform(0.3, 0.9),) * 3))
+        if rng.random() < 0.6:  # extra noise, 1–8 % of tissue level
+            p = np.abs(p + rng.normal(0, rng.uniform(0.01, 0.08) * strength, p.shape).astype(np.float32))
+        out[i] = p * np.float32(rng.uniform(0.85, 1.15))
+    return np.clip(out, 0.0, 3.0)
