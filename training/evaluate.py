@@ -21,7 +21,7 @@ import numpy as np
 
 from svdmark.domain import BurdenGrade, CmbFindings, Task, WmlFindings
 from svdmark.infer import ModelRegistry, Runtime
-from svdmark.measure import baselines, cmb_findings, from_output
+from svdmark.measure import baselines, cmb_findings, from_output, merged_centres, wml_volume_ml
 
 from . import data
 
@@ -130,10 +130,13 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         if sweep:
             sweeps.append(_wml_sweep_case(case.volume, out.fraction, truth_mask))
         b = baselines.wml_threshold(case.volume) if baseline else WmlFindings(float("nan"), truth_mask * 0, ())
+        o = spec.manifest["output"]
+        post = {k: o.get(k, 0) for k in ("fraction_floor", "support_threshold", "support_dilate_vox")}
         rows.append(dict(seed=s, truth=case.truth_ml, model=f.volume_ml, baseline=b.volume_ml,
                          dice_model=dice(f.mask, truth_mask), dice_baseline=dice(b.mask, truth_mask), seconds=secs,
                          matrix=case.volume.shape[1], thickness=case.params["slice_thickness"],
-                         tilt=case.params["tilt_deg"]))
+                         tilt=case.params["tilt_deg"], passes=[wml_volume_ml(case.volume, p, **post) for p in out.passes],
+                         **_uncertainty_columns(f)))
         r = rows[-1]
         print(f"  wml seed {s}: truth {r['truth']:6.2f} model {r['model']:6.2f} baseline {r['baseline']:6.2f} mL "
               f"dice {r['dice_model']:.2f}/{r['dice_baseline']:.2f} ({secs:.1f} s, {r['matrix']} px, "
@@ -151,6 +154,7 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
             "bias_ml": float((v - truth).mean()),
         }
     res["n_ge_1ml"] = int(big.sum())
+    res.update(_coverage_and_withheld(rows))
     res["seconds_mean"] = float(np.mean([r["seconds"] for r in rows]))
     if sweep:
         table = []
@@ -170,13 +174,44 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
     return res
 
 
+def _uncertainty_columns(f) -> dict:
+    """The interval and the quality gate's verdict of one finding, as table columns."""
+    q = f.quality
+    return dict(interval=None if f.interval is None else [f.interval.low, f.interval.high],
+                measurable=None if q is None else q.measurable, reasons=[] if q is None else list(q.reasons),
+                scores={} if q is None else dict(q.scores))
+
+
+def _coverage_and_withheld(rows, truth_key="truth") -> dict:
+    """Interval coverage (truth inside) and the share withheld by the quality gate."""
+    with_iv = [r for r in rows if r["interval"] is not None]
+    cov = (float(np.mean([r["interval"][0] <= r[truth_key] <= r["interval"][1] for r in with_iv]))
+           if with_iv else None)
+    gated = [r for r in rows if r["measurable"] is not None]
+    return {"interval_coverage": cov,
+            "withheld_fraction": float(np.mean([not r["measurable"] for r in gated])) if gated else None}
+
+
+CALIBRATION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995)
+
+
 def cmb_detect_model(spec, runtime, case, threshold=None):
+    """Findings of the model (from_output: interval and quality gate included) and the raw output."""
     out = runtime.run(spec, case.volume)
-    thr = spec.manifest["output"]["threshold"] if threshold is None else threshold
+    if threshold is None:
+        return from_output(spec, case.volume, out), out
     o = spec.manifest["output"]
-    f = cmb_findings(case.volume, [(c.index, c.probability, c.diameter_mm) for c in out.candidates], thr,
+    f = cmb_findings(case.volume, [(c.index, c.probability, c.diameter_mm) for c in out.candidates], threshold,
                      o.get("merge_mm", 4.0), o.get("max_count", 200))
     return f, out
+
+
+def _counts_at(spec, case, out) -> dict:
+    """Merged count at each calibration threshold (training.calibrate picks the interval's thresholds)."""
+    o = spec.manifest["output"]
+    cands = [(c.index, c.probability, c.diameter_mm) for c in out.candidates]
+    return {str(t): len(merged_centres(case.volume, cands, t, o.get("merge_mm", 4.0), o.get("max_count", 200)))
+            for t in CALIBRATION_THRESHOLDS}
 
 
 def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, sweep: bool = False,
@@ -200,7 +235,8 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         rows.append(dict(seed=s, n_truth=len(T), tp=tp, fp=fp, fn=fn, count=f.count, grade_truth=g,
                          grade_model=int(f.grade), b_tp=btp, b_fp=bfp, b_fn=bfn, b_count=b.count,
                          grade_baseline=int(b.grade), seconds=secs, n_candidates=len(out.candidates),
-                         matrix=case.volume.shape[1], thickness=case.params["slice_thickness"]))
+                         matrix=case.volume.shape[1], thickness=case.params["slice_thickness"],
+                         counts_at=_counts_at(spec, case, out), **_uncertainty_columns(f)))
         outs.append((case, out))
         r = rows[-1]
         print(f"  cmb seed {s}: truth {len(T):3d} model tp {tp:3d} fp {fp:3d} | baseline tp {btp:3d} fp {bfp:3d} "
@@ -215,6 +251,7 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
             "grade_agreement": float(np.mean([r["grade_truth"] == r["grade_" + who] for r in rows])),
         }
     res["seconds_mean"] = float(np.mean([r["seconds"] for r in rows]))
+    res.update(_coverage_and_withheld(rows, "n_truth"))
     if sweep:
         res["sweep"] = []
         o = spec.manifest["output"]
@@ -237,6 +274,12 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
     return res
 
 
+def _gate_line(res) -> str:
+    cov, wh = res.get("interval_coverage"), res.get("withheld_fraction")
+    return (f"  interval coverage {'n/a' if cov is None else f'{cov:.2f}'}  "
+            f"withheld by the quality gate {'n/a' if wh is None else f'{wh:.2f}'}")
+
+
 def report(res_w, res_c):
     lines = []
     if res_w:
@@ -247,6 +290,7 @@ def report(res_w, res_c):
             lines.append(f"  {who:8s} MAE {m['mae_ml']:.3f} mL  r {m['pearson_r']:.4f}  Dice(≥1 mL) {d}  "
                          f"bias {m['bias_ml']:+.3f} mL")
         lines.append(f"  model inference {res_w['seconds_mean']:.2f} s/series (mean)")
+        lines.append(_gate_line(res_w))
     if res_c:
         lines.append(f"CMB  {res_c['model_label']}  split={res_c['split']} n={res_c['n']} "
                      f"(truth bleeds {sum(r['n_truth'] for r in res_c['cases'])})")
@@ -255,6 +299,7 @@ def report(res_w, res_c):
             lines.append(f"  {who:8s} sensitivity {m['sensitivity']:.3f}  FP/scan {m['fp_per_scan']:.2f}  "
                          f"grade agreement {m['grade_agreement']:.3f}")
         lines.append(f"  model inference {res_c['seconds_mean']:.2f} s/series (mean)")
+        lines.append(_gate_line(res_c))
     return "\n".join(lines)
 
 

@@ -241,6 +241,7 @@ def main(argv=None):
                     help="start from a shipped model.onnx (BatchNorm folded; see training.warmstart)")
     ap.add_argument("--randomise", type=float, default=0.0,
                     help="fraction of crops re-rendered with a random scanner (training.augment)")
+    ap.add_argument("--tta", default="", help="test-time flips written into the manifest, e.g. 'lr' (2 passes)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cached-only", action="store_true", help="use only cases already in training/cache")
@@ -258,6 +259,7 @@ def main(argv=None):
     mult = 2 ** args.levels
     meta = {
         "context": args.context,
+        "tta": [t for t in args.tta.split(",") if t],
         "overlap": -(-res["net"].receptive_field // mult) * mult,  # ≥ receptive field: tiles = whole image
         "multiple_of": mult,
         "self_test_kwargs": SELF_TEST_KWARGS,

@@ -1,0 +1,121 @@
+"""Calibrate a model's uncertainty interval and quality-gate limits on validation splits, into its manifest.
+
+    PYTHONPATH=. .venv/bin/python -m training.evaluate --task wml --set val,val_atlas --n 12 --no-baseline
+    PYTHONPATH=. .venv/bin/python -m training.calibrate --task wml --eval training/runs/eval_wml_val,val_atlas_12_<label>.json \
+        --manifest models_onnx/wml-ncct/<version>/manifest.json
+
+Reads the per-case rows ``training.evaluate`` wrote for a validation run (never a reported split: refused)
+and writes two manifest sections that ``svdmark.measure`` reads:
+
+* ``uncertainty`` — WML: h = a_ml + b × volume around the test-time-augmentation passes, the (a, b) of
+  smallest mean width whose coverage of the validation truths is ≥ ``--coverage``; CMB: the pair of
+  classifier thresholds (strict, loose) of smallest mean count width with that coverage.
+* ``quality.limits`` — each gate score's limit: the validation range widened by a stated margin, so the
+  gate fires on images unlike anything the model was validated on, not on ordinary variation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .evaluate import REPORTED_SPLITS
+
+B_GRID = (0.0, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+
+
+def wml_uncertainty(rows: list[dict], coverage: float) -> dict:
+    v = np.array([r["model"] for r in rows])
+    t = np.array([r["truth"] for r in rows])
+    lo = np.array([min([r["model"], *r["passes"]]) for r in rows])
+    hi = np.array([max([r["model"], *r["passes"]]) for r in rows])
+    need = np.maximum.reduce([lo - t, t - hi, np.zeros_like(t)])  # half-width each case needs beyond its passes
+    best = None
+    for b in B_GRID:
+        a = float(max(0.05, np.quantile(need - b * v, coverage, method="higher")))
+        cov = float(np.mean(need <= a + b * v + 1e-9))
+        width = float(np.mean(hi - lo + 2 * (a + b * v)))
+        if cov >= coverage and (best is None or width < best[2]):
+            best = (a, b, width, cov)
+    a, b, width, cov = best
+    return {"a_ml": round(a, 3), "b": b, "coverage": coverage, "validation_coverage": round(cov, 3),
+            "validation_mean_width_ml": round(width, 3), "n": len(rows)}
+
+
+def cmb_uncertainty(rows: list[dict], coverage: float, threshold: float) -> dict:
+    ts = sorted(float(k) for k in rows[0]["counts_at"])
+    n = np.array([r["n_truth"] for r in rows])
+    best = None
+    for tl in [x for x in ts if x <= threshold]:
+        for th in [x for x in ts if x >= threshold]:
+            lo = np.array([min(r["count"], r["counts_at"][_key(rows[0], th)]) for r in rows])
+            hi = np.array([max(r["count"], r["counts_at"][_key(rows[0], tl)]) for r in rows])
+            cov = float(np.mean((lo <= n) & (n <= hi)))
+            width = float(np.mean(hi - lo))
+            if cov >= coverage and (best is None or width < best[2]):
+                best = (tl, th, width, cov)
+    if best is None:  # not reachable within the grid: the widest pair, with its measured coverage
+        tl, th = ts[0], ts[-1]
+        lo = np.array([min(r["count"], r["counts_at"][_key(rows[0], th)]) for r in rows])
+        hi = np.array([max(r["count"], r["counts_at"][_key(rows[0], tl)]) for r in rows])
+        best = (tl, th, float(np.mean(hi - lo)), float(np.mean((lo <= n) & (n <= hi))))
+    tl, th, width, cov = best
+    return {"threshold_low": tl, "threshold_high": th, "coverage": coverage, "validation_coverage": round(cov, 3),
+            "validation_mean_width": round(width, 2), "n": len(rows)}
+
+
+def _key(row: dict, t: float) -> str:
+    return next(k for k in row["counts_at"] if abs(float(k) - t) < 1e-9)
+
+
+def quality_limits(rows: list[dict], task: str) -> dict:
+    """Validation range of each score, widened: minimums × 0.7, maximums × 1.5 (tta spread × 2 + 0.1)."""
+    sc = {k: np.array([r["scores"][k] for r in rows if k in r.get("scores", {})], float)
+          for k in rows[0].get("scores", {})}
+    lim: dict[str, dict] = {}
+    if "coverage_mm" in sc:
+        lim["coverage_mm"] = {"min": round(float(sc["coverage_mm"].min()) * 0.7, 1)}
+    if "noise" in sc:
+        lim["noise"] = {"max": round(float(sc["noise"].max()) * 1.5, 4)}
+    if task == "wml":
+        if "tissue_level" in sc:
+            lim["tissue_level"] = {"range": [round(float(sc["tissue_level"].min()) - 8, 1),
+                                             round(float(sc["tissue_level"].max()) + 8, 1)]}
+        if "tta_spread" in sc:
+            lim["tta_spread"] = {"max": round(float(sc["tta_spread"].max()) * 2 + 0.1, 3)}
+    else:
+        lim["slice_mm"] = {"max": 3.0}  # trained on 1-2.5 mm; bleeds of 2-10 mm vanish in thicker slices
+        if "candidates_per_ml" in sc:
+            lim["candidates_per_ml"] = {"max": round(float(sc["candidates_per_ml"].max()) * 1.5, 3)}
+    return lim
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=["wml", "cmb"], required=True)
+    ap.add_argument("--eval", type=Path, required=True, help="training.evaluate JSON of a validation run")
+    ap.add_argument("--manifest", type=Path, required=True)
+    ap.add_argument("--coverage", type=float, default=0.9)
+    args = ap.parse_args(argv)
+    res = json.loads(args.eval.read_text())
+    if REPORTED_SPLITS & set(res["split"].split(",")):
+        raise SystemExit(f"calibration is a choice: run it on validation splits, never on {sorted(REPORTED_SPLITS)}")
+    man = json.loads(args.manifest.read_text())
+    rows = res["cases"]
+    if args.task == "wml":
+        unc = wml_uncertainty(rows, args.coverage)
+    else:
+        unc = cmb_uncertainty(rows, args.coverage, float(man["output"]["threshold"]))
+    unc["chosen_on"] = f"{res['split']} (n={len(rows)}): training.calibrate --task {args.task}"
+    man.setdefault("uncertainty", {})[args.task] = unc
+    man["quality"] = {"limits": quality_limits(rows, args.task),
+                      "chosen_on": f"{res['split']} (n={len(rows)}): validation range widened "
+                                   "(minimums x0.7, maximums x1.5; see training.calibrate)"}
+    args.manifest.write_text(json.dumps(man, indent=2) + "\n")
+    print(json.dumps({"uncertainty": man["uncertainty"], "quality": man["quality"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
