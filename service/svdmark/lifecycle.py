@@ -373,8 +373,10 @@ class Lifecycle:
             out["activation"] = self.activate(name, version, tested=True)
         return out
 
-    def activate(self, name: str, version: str, tested: bool = False) -> dict:
+    def activate(self, name: str, version: str, tested: bool = False, require_validation: bool = False) -> dict:
         spec = self.spec(name, version)
+        if require_validation:
+            self.require_validation(spec)
         test = None if tested else self.check(spec)
         with _locked(self.dir):
             state = read_state(self.dir)
@@ -436,6 +438,48 @@ class Lifecycle:
                   "previous_shadow": previous, "self_test": test["text"] if test else None}
         self.audit("model.shadow" if version else "model.shadow_off", detail)
         return detail
+
+    # ------------------------------------------------------------------ site validation
+    def record_validation(self, detail: dict) -> None:
+        """Audit one ``svdmark models validate`` run (``svdmark.validation``): model, version, sha256,
+        reference folder, case counts, verdict, report path."""
+        self.audit("model.validate", detail)
+
+    def validations(self, name: str, version: str | None = None) -> list[dict]:
+        """Validations recorded in this journal for ``name`` (and ``version``), newest first."""
+        rows = self.journal.query("SELECT at, actor, detail FROM audit WHERE action = 'model.validate' ORDER BY id DESC")
+        out = []
+        for r in rows:
+            d = json.loads(r["detail"])
+            if d.get("name") == name and (version is None or d.get("version") == version):
+                out.append(dict(d, at=r["at"], actor=r["actor"]))
+        return out
+
+    def require_validation(self, spec: ModelSpec) -> dict:
+        """The latest validation of exactly this model file on this site, if it passed; else ModelError.
+
+        The *latest* one counts: a version that passed once and failed a later validation is refused.
+        """
+        found = self.validations(spec.name, spec.version)
+        hint = (f"run `svdmark models validate {spec.name} {spec.version} --reference DIR` on this site's"
+                " labelled cases first, or activate without --require-validation")
+        why = None
+        if not found:
+            why = f"{spec.label} has no validation recorded on this site ({self.config.journal_path}); {hint}"
+        else:
+            last = found[0]
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
+            if last.get("sha256") != spec.sha256:
+                why = (f"{spec.label}: the latest validation ({when}) was of a different model file (sha256"
+                       f" {str(last.get('sha256'))[:12]}…, now {spec.sha256[:12]}…); {hint}")
+            elif not last.get("passed"):
+                why = (f"{spec.label}: the latest validation on this site ({when}, {last.get('n_included')} cases,"
+                       f" report {last.get('report')}) FAILED its acceptance criteria; {hint}")
+        if why:
+            self.audit("model.activate_refused", {"name": spec.name, "version": spec.version,
+                                                  "sha256": spec.sha256, "reason": why})
+            raise ModelError(why)
+        return found[0]
 
     def _sha_or_none(self, name: str, version: str | None) -> str | None:
         if version is None:

@@ -1,4 +1,4 @@
-"""`svdmark models`: list, inspect, install, verify, activate, roll back, shadow and compare models.
+"""`svdmark models`: list, inspect, install, verify, validate, activate, roll back, shadow and compare models.
 
 Packaged models live in models_onnx/<name>/<version>/; installed ones in
 <data-dir>/models/<name>/<version>/. Which version is active (and which runs in
@@ -6,6 +6,10 @@ shadow) is kept in <data-dir>/models/state.json, which `svdmark serve` reads
 before every job: an activation takes effect at the next job, without a restart,
 and the job in hand finishes with its model. Every change is audited in the
 journal (who, what, when, sha256).
+
+`validate` runs a version (active or not) on a site's own labelled cases and writes an agreement
+report with a pass/fail verdict (see svdmark.validation); `activate --require-validation` refuses a
+version whose latest validation on this site did not pass.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from .common import add_config_options, add_json_option, emit, load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="model versions: list, install, verify, activate, rollback, shadow, compare",
+    p = sub.add_parser("models", help="model versions: list, install, verify, validate, activate, rollback, shadow, compare",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -40,9 +44,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("version", nargs="?")
     q.set_defaults(func=run_verify)
 
+    q = _leaf(msub, "validate", "agreement of a version with this site's labelled cases: report and pass/fail verdict")
+    q.add_argument("name")
+    q.add_argument("version")
+    q.add_argument("--reference", type=Path, required=True, metavar="DIR",
+                   help="the site's cases: DICOM images plus reference SEGs, points.csv/points.json "
+                        "(microbleed centres, patient mm) or reference.csv (series_uid, wml_ml or cmb_count)")
+    q.add_argument("--output", type=Path, metavar="REPORT_DIR",
+                   help="where report.html, report.json and the plots go"
+                        " (default: <data-dir>/validations/NAME-VERSION-TIME/)")
+    q.set_defaults(func=run_validate)
+
     q = _leaf(msub, "activate", "make a version the active one (checksum + self-test first)")
     q.add_argument("name")
     q.add_argument("version")
+    q.add_argument("--require-validation", action="store_true",
+                   help="refuse unless the latest `models validate` of this version on this site passed")
     q.set_defaults(func=run_activate)
 
     q = _leaf(msub, "rollback", "re-activate the previously active version")
@@ -138,8 +155,49 @@ def run_verify(args) -> int:
     return 0 if rows and all(r["ok"] for r in rows) else 1
 
 
+def run_validate(args) -> int:
+    from ..validation import validate
+
+    if not args.reference.is_dir():
+        print(f"svdmark models validate: error: no such folder: {args.reference}", file=sys.stderr)
+        return 2
+    say = (lambda s: print(s, file=sys.stderr, flush=True))
+    out = validate(_lifecycle(args), args.name, args.version, args.reference, args.output, say=say)
+    emit(args, out, format_validation(out))
+    return 0 if out["passed"] else 1
+
+
+def format_validation(r: dict) -> str:
+    f = r["figures"]
+    q, c = f["primary"], f["counts"]
+    ba, icc = q["bland_altman"], q["icc"]
+    unit = " mL" if r["task"] == "wml" else ""
+    num = lambda v, nd=3: "-" if v is None else str(v) if isinstance(v, int) else f"{v:.{nd}f}"  # noqa: E731
+    lines = [f"{r['model']} {r['version']} on {r['reference_dir']}: {r['verdict'].upper()}",
+             f"  cases {c['cases']}: {c['included']} in the figures, {c['withheld']} withheld (not measurable),"
+             f" {c['failed']} failed",
+             f"  {f['quantity']}: bias {num(ba['bias'])}{unit}, 95% limits of agreement {num(ba['loa_low'])} to"
+             f" {num(ba['loa_high'])}{unit}, MAE {num(q['mae'])}{unit}, ICC(2,1) {num(icc['value'])},"
+             f" Pearson r {num(q['pearson']['r'])}"]
+    if f["dice"]["n"]:
+        lines.append(f"  Dice mean {num(f['dice']['mean'])} (n = {f['dice']['n']})")
+    if r["task"] == "cmb":
+        d, g = f["detection"], f["grades"]
+        lines.append(f"  detection ({d['scans']} scans with locations): sensitivity {num(d['sensitivity'])},"
+                     f" false positives per scan {num(d['false_positives_per_scan'])};"
+                     f" burden grade kappa (linear) {num(g['kappa_linear'])}")
+    if f["intervals"]["n_with_interval"]:
+        lines.append(f"  interval coverage {f['intervals']['covered']}/{f['intervals']['n_with_interval']}")
+    lines.append(f"  criteria ({r['criteria_source']}):")
+    for k in r["criteria"]:
+        lines.append(f"    {'met    ' if k['met'] else 'NOT met'} {k['text']}: {num(k['value'])}"
+                     + (f" ({k['note']})" if k["note"] else ""))
+    lines.append(f"  report: {r['files']['html']}")
+    return "\n".join(lines)
+
+
 def run_activate(args) -> int:
-    out = _lifecycle(args).activate(args.name, args.version)
+    out = _lifecycle(args).activate(args.name, args.version, require_validation=args.require_validation)
     human = out.get("detail") or (f"{out['name']} {out['version']} is now active (was {out['previous_version']});"
                                   " a running service uses it from its next job")
     emit(args, out, human)
