@@ -19,7 +19,9 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
+from svdmark.domain import Interval  # noqa: E402
 from tests.unit.test_encode_support import (  # noqa: E402
+    WITHHELD,
     cmb_result,
     ct_series,
     enhanced_mr_series,
@@ -65,6 +67,12 @@ def _cases():
         "cmb-5": (cmb_result(swi, swi_vol, 5), None),
         "cmb-35": (cmb_result(swi, swi_vol, 35), None),
         "cmb-enhanced-mr": (cmb_result(emr, emr_vol, 5), None),
+        # uncertainty interval crossing the cut-point / a grade boundary; quality gate withheld
+        "wml-interval": (wml_result(ct, ct_vol, wml_mask(ct_vol), interval=Interval(15.2, 18.1, "TTA, min-max"),
+                                    volume_ml=16.5), None),
+        "cmb-interval": (cmb_result(swi, swi_vol, 9, interval=Interval(8, 12, "ensemble, min-max")), None),
+        "wml-withheld": (wml_result(ct, ct_vol, wml_mask(ct_vol), quality=WITHHELD), None),
+        "cmb-withheld": (cmb_result(swi, swi_vol, 12, quality=WITHHELD), None),
     }
     prev = results(first, uid_seed="interop-wml-lesions").sr
     cases["wml-reanalysis"] = (wml_result(ct, ct_vol, wml_mask(ct_vol, n_lesions=5, seed=12)), prev)
@@ -81,7 +89,7 @@ def written(request, tmp_path_factory):
     enc = results(result, uid_seed=f"interop-{name}", supersedes=prev)
     out = tmp_path_factory.mktemp(name)
     paths = {}
-    for kind, ds in (("sr", enc.sr), ("seg", enc.seg), ("summary", enc.summary)):
+    for kind, ds in enc.items():  # a withheld result has no SEG
         p = out / f"{kind}.dcm"
         ds.save_as(p, enforce_file_format=True)
         paths[kind] = p
@@ -95,6 +103,8 @@ def _run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("kind", ["sr", "seg", "summary"])
 def test_dciodvfy_no_errors(written, kind):
     name, *_, paths = written
+    if kind not in paths:
+        pytest.skip(f"{name} has no {kind} (withheld result)")
     proc = _run(DCIODVFY(), str(paths[kind]))
     output = proc.stdout + proc.stderr
     errors = [line for line in output.splitlines() if line.startswith("Error")]
@@ -115,7 +125,9 @@ def test_tid1500reader_parses_sr(written, tmp_path):
     by_code = {}
     for it in items:
         by_code.setdefault(it["quantity"]["CodeValue"], []).append(float(it["value"]))
-    if name.startswith("wml"):
+    if name.endswith("withheld"):
+        assert "118565006" not in by_code and "246206008" not in by_code and "FLAGINPUT" not in by_code
+    elif name.startswith("wml"):
         assert by_code["118565006"] == [pytest.approx(result.findings.volume_ml, rel=1e-9, abs=1e-12)]
         assert by_code["ASPORMOD"] == [pytest.approx(result.flags[0].values["or_ratio"], rel=1e-9)]
         assert any(g.get("ReferencedSegment") == 1 for g in meta["Measurements"])
@@ -128,6 +140,8 @@ def test_tid1500reader_parses_sr(written, tmp_path):
 
 def test_segimage2itkimage_reads_seg(written, tmp_path):
     name, result, enc, prev, paths = written
+    if "seg" not in paths:
+        pytest.skip(f"{name} has no SEG (withheld result)")
     proc = _run(SEG2ITK(), "--inputDICOM", str(paths["seg"]), "--outputDirectory", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     meta = json.loads((tmp_path / "meta.json").read_text())
@@ -158,6 +172,12 @@ def test_dsr2html_renders_sr(written, tmp_path):
 def test_highdicom_reads_back(written):
     name, result, enc, prev, paths = written
     sr = hd.sr.srread(paths["sr"])
+    if "seg" not in paths:  # withheld: no number, no SEG, the reasons as text
+        assert sr.content.get_volumetric_roi_measurement_groups() == []
+        reasons = [i.TextValue for i in hd.sr.utils.find_content_items(sr, recursive=True)
+                   if i.ValueType == "TEXT" and i.ConceptNameCodeSequence[0].CodeValue == "NOTMEASRSN"]
+        assert reasons == list(WITHHELD.reasons)
+        return
     seg = hd.seg.segread(paths["seg"])
     report = sr.content
     assert seg.SOPInstanceUID == enc.seg.SOPInstanceUID

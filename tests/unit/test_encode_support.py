@@ -16,8 +16,10 @@ from svdmark.domain import (
     AnalysisResult,
     CmbFindings,
     FrameRef,
+    Interval,
     Microbleed,
     ModelSpec,
+    Quality,
     RoutingDecision,
     RouteKind,
     Series,
@@ -261,11 +263,22 @@ def wml_mask(vol: Volume, n_lesions: int = 3, seed: int = 5) -> np.ndarray:
     return mask
 
 
+# The quality gate's verdict for a withheld result, worded like the real gate's reasons.
+WITHHELD = Quality(measurable=False,
+                   reasons=("Image noise 14 HU exceeds the model's limit of 9 HU",
+                            "Out-of-distribution score 3.1 above 2.0"),
+                   scores={"noise_hu": 14.0, "ood_score": 3.1})
+MEASURABLE = Quality(measurable=True, scores={"noise_hu": 4.0, "ood_score": 0.4})
+
+
 def wml_result(series: Series, vol: Volume, mask: np.ndarray, ruleset: RuleSet | None = None,
-               warnings: tuple[str, ...] = ()) -> AnalysisResult:
+               warnings: tuple[str, ...] = (), interval: Interval | None = None,
+               quality: Quality | None = None, volume_ml: float | None = None) -> AnalysisResult:
+    """``volume_ml`` defaults to the mask's volume; pass it to place a result next to the cut-point."""
     ruleset = ruleset or RuleSet.load()
-    volume_ml = float(mask.sum()) * vol.voxel_volume_mm3 / 1000.0
-    findings = WmlFindings(volume_ml=volume_ml, mask=mask, warnings=warnings)
+    if volume_ml is None:
+        volume_ml = float(mask.sum()) * vol.voxel_volume_mm3 / 1000.0
+    findings = WmlFindings(volume_ml=volume_ml, mask=mask, warnings=warnings, interval=interval, quality=quality)
     return AnalysisResult(series=series, routing=RoutingDecision(RouteKind.WML, "test", "test"),
                           model=model(Task.WML), volume=vol, findings=findings,
                           flags=ruleset.evaluate(findings), ruleset=ruleset.info)
@@ -285,10 +298,12 @@ def microbleeds(vol: Volume, n: int, seed: int = 9) -> tuple[tuple[Microbleed, .
     return tuple(mbs), mask
 
 
-def cmb_result(series: Series, vol: Volume, n: int, ruleset: RuleSet | None = None) -> AnalysisResult:
+def cmb_result(series: Series, vol: Volume, n: int, ruleset: RuleSet | None = None,
+               interval: Interval | None = None, quality: Quality | None = None) -> AnalysisResult:
     ruleset = ruleset or RuleSet.load()
     mbs, mask = microbleeds(vol, n)
-    findings = CmbFindings(microbleeds=mbs, mask=mask, warnings=("Test warning: synthetic data",))
+    findings = CmbFindings(microbleeds=mbs, mask=mask, warnings=("Test warning: synthetic data",),
+                           interval=interval, quality=quality)
     return AnalysisResult(series=series, routing=RoutingDecision(RouteKind.CMB, "test", "test"),
                           model=model(Task.CMB), volume=vol, findings=findings,
                           flags=ruleset.evaluate(findings), ruleset=ruleset.info)

@@ -9,7 +9,7 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from svdmark.domain import BurdenGrade, CmbFindings, Microbleed, RuleSetInfo, WmlFindings
+from svdmark.domain import BurdenGrade, CmbFindings, Interval, Microbleed, Quality, RuleSetInfo, WmlFindings
 from svdmark.errors import ConfigError
 from svdmark.rules import RuleInputError, RuleSet
 
@@ -22,13 +22,19 @@ def ruleset() -> RuleSet:
     return RuleSet.load()
 
 
-def wml(v: float) -> WmlFindings:
-    return WmlFindings(volume_ml=v, mask=MASK)
+def wml(v: float, interval: Interval | None = None, quality: Quality | None = None) -> WmlFindings:
+    return WmlFindings(volume_ml=v, mask=MASK, interval=interval, quality=quality)
 
 
-def cmb(n: int) -> CmbFindings:
+def cmb(n: int, interval: Interval | None = None, quality: Quality | None = None) -> CmbFindings:
     return CmbFindings(microbleeds=tuple(Microbleed((1.0 * i, 2.0, 3.0), 4.0, 0.9) for i in range(n)),
-                       mask=MASK)
+                       mask=MASK, interval=interval, quality=quality)
+
+
+TTA = "test-time augmentation, 4 passes, min-max"
+WITHHELD = Quality(measurable=False, reasons=("image noise 14 HU exceeds the model's limit of 9 HU",
+                                              "out-of-distribution score 3.1 above 2.0"),
+                   scores={"noise_hu": 14.0, "ood": 3.1})
 
 
 def only(flags, rule_id):
@@ -41,7 +47,7 @@ def only(flags, rule_id):
 
 
 def test_info_and_versions(ruleset):
-    assert ruleset.info == RuleSetInfo(id="svdmark-rules", version="1.0.0")
+    assert ruleset.info == RuleSetInfo(id="svdmark-rules", version="1.1.0")
     assert {r.id for r in ruleset.rules} == {"aspirin-sich-wml", "cmb-burden-ecmo"}
     for r in ruleset.rules:
         assert r.version and r.evidence_doi.startswith("10.")
@@ -71,6 +77,11 @@ def _packaged_text() -> str:
         ('{cut_point_ml:.1f} mL; the cut-point is an svdmark setting, not from the source study).',
          '{cut_pont_ml:.1f} mL).', "wording template"),
         ('\n[ruleset]\n', '\n[rulesetx]\n', "[ruleset]"),
+        ('not_measurable = "not-measurable"   # quality gate: no reliable volume',
+         'not_measurable = "withheld"   #', "not_measurable must be 'not-measurable'"),
+        ('\ninterval_crosses = "The uncertainty interval ({interval_low:.2f}', '\ninterval_crossez = "(',
+         "interval_crosses"),
+        ('spans burden grades {grade_low} to {grade_high}', 'spans burden grades {grade_lo}', "wording template"),
     ],
 )
 def test_bad_rule_files_raise_config_error(tmp_path, old, new, message):
@@ -164,7 +175,7 @@ def test_fixed_limitation_always_present(ruleset):
         assert "did not modify the effect of heparin" in s
     f = only(ruleset.evaluate(wml(3.0)), "aspirin-sich-wml")
     assert f.evidence_doi == "10.1186/s13244-025-02095-2"
-    assert f.rule_version == "1.0.0" and f.ruleset_version == "1.0.0"
+    assert f.rule_version == "1.1.0" and f.ruleset_version == "1.1.0"
 
 
 # --------------------------------------------------------------------------- CMB
@@ -189,6 +200,119 @@ def test_cmb_grade_boundaries(ruleset, n, grade):
     for word in ("ACT", "fibrinogen", "platelet", "PT"):
         assert word in f.statement
     assert f.evidence_doi == "10.1161/JAHA.124.037029"
+
+
+# --------------------------------------------------------------------------- uncertainty intervals
+
+
+def test_wml_interval_within_category(ruleset):
+    f = only(ruleset.evaluate(wml(3.2, Interval(2.6, 3.9, TTA))), "aspirin-sich-wml")
+    assert f.category == "below-cut-point"
+    assert f.values["interval_low"] == 2.6 and f.values["interval_high"] == 3.9
+    assert f.values["category_uncertain"] == 0.0
+    assert "uncertainty interval 2.60-3.90 mL; test-time augmentation, 4 passes, min-max" in f.statement
+    assert "category is uncertain" not in f.statement
+    # the number-based evidence is unchanged by an interval
+    plain = only(ruleset.evaluate(wml(3.2)), "aspirin-sich-wml")
+    assert {k: v for k, v in f.values.items() if k in plain.values} == plain.values
+    assert "interval_low" not in plain.values and "category_uncertain" not in plain.values
+
+
+def test_wml_interval_crossing_cut_point(ruleset):
+    f = only(ruleset.evaluate(wml(16.5, Interval(15.2, 18.1, TTA))), "aspirin-sich-wml")
+    assert f.category == "below-cut-point"  # the point estimate decides the category
+    assert f.values["category_uncertain"] == 1.0
+    assert ("The uncertainty interval (15.20-18.10 mL) crosses the svdmark cut-point of 17.0 mL; "
+            "the category is uncertain.") in f.statement
+    above = only(ruleset.evaluate(wml(17.5, Interval(16.0, 19.0, TTA))), "aspirin-sich-wml")
+    assert above.category == "large-wml" and above.values["category_uncertain"] == 1.0
+    assert "crosses the svdmark cut-point" in above.statement
+
+
+@pytest.mark.parametrize("low,v,high,uncertain", [
+    (17.0, 17.5, 20.0, False),  # low end exactly at the cut: every end is "at or above"
+    (15.0, 16.0, 17.0, True),   # high end exactly at the cut is already "at or above"
+    (10.0, 12.0, 16.99, False),
+    (12.0, 18.0, 16.0, True),   # point estimate outside its interval, on the other side
+])
+def test_wml_interval_boundaries(ruleset, low, v, high, uncertain):
+    f = only(ruleset.evaluate(wml(v, Interval(low, high, TTA))), "aspirin-sich-wml")
+    assert f.values["category_uncertain"] == float(uncertain)
+    assert ("category is uncertain" in f.statement) is uncertain
+
+
+@pytest.mark.parametrize("n,low,high,g_low,g_high", [
+    (9, 8, 11, 1, 2),     # crosses 9/10
+    (28, 25, 29, 2, 2),   # stays in grade 2
+    (30, 29, 31, 2, 3),   # crosses 30/31
+    (0, 0, 1, 0, 1),      # none vs. any
+    (12, 10, 30, 2, 2),   # both ends on grade 2's own limits
+    (10, 9.5, 12, 2, 2),  # a fractional end above 9 is grade 2
+])
+def test_cmb_interval_grades(ruleset, n, low, high, g_low, g_high):
+    f = only(ruleset.evaluate(cmb(n, Interval(low, high, "ensemble of 5, min-max"))), "cmb-burden-ecmo")
+    assert f.category == f"grade-{int(BurdenGrade.from_count(n))}"
+    assert (f.values["grade_low"], f.values["grade_high"]) == (g_low, g_high)
+    assert f.values["interval_low"] == low and f.values["interval_high"] == high
+    uncertain = g_low != g_high
+    assert f.values["category_uncertain"] == float(uncertain)
+    assert f"(uncertainty interval {low:g}-{high:g}; ensemble of 5, min-max)" in f.statement
+    assert f.statement.startswith(f"{n} cerebral microbleed(s) detected on SWI")
+    sentence = f"spans burden grades {g_low} to {g_high}; the grade is uncertain."
+    assert (sentence in f.statement) is uncertain
+
+
+@pytest.mark.parametrize("interval", [
+    Interval(float("nan"), 3.0, TTA), Interval(1.0, float("inf"), TTA), Interval(4.0, 3.0, TTA),
+    Interval(-0.5, 3.0, TTA),
+])
+def test_invalid_interval_rejected(ruleset, interval):
+    with pytest.raises(RuleInputError, match="uncertainty interval"):
+        ruleset.evaluate(wml(3.0, interval))
+    with pytest.raises(RuleInputError, match="uncertainty interval"):
+        ruleset.evaluate(cmb(3, interval))
+
+
+# --------------------------------------------------------------------------- quality gate
+
+
+@pytest.mark.parametrize("volume", [3.2, 40.0, float("nan"), -1.0])
+def test_withheld_wml_reports_no_number(ruleset, volume):
+    """Whatever number the model produced (even an invalid one), a withheld result reports none."""
+    f = only(ruleset.evaluate(wml(volume, Interval(1.0, 9.0, TTA), WITHHELD)), "aspirin-sich-wml")
+    assert f.category == "not-measurable"
+    assert math.isnan(f.input_value)
+    assert f.values == {"measurable": 0.0}
+    assert f.statement.startswith("WML volume is not reliably measurable on this series: ")
+    for reason in WITHHELD.reasons:
+        assert reason in f.statement
+    for number_based in ("aOR", "0.96", "odds ratio", "Category:", "cut-point", "uncertainty interval", " mL"):
+        assert number_based not in f.statement, number_based
+    assert "No WML-volume subgroup showed safe clinical benefit from periprocedural aspirin or heparin" \
+        in f.statement
+    assert f.evidence_doi == "10.1186/s13244-025-02095-2" and f.rule_version == "1.1.0"
+
+
+def test_withheld_cmb_reports_no_count_or_grade(ruleset):
+    f = only(ruleset.evaluate(cmb(37, Interval(30, 40, "x"), WITHHELD)), "cmb-burden-ecmo")
+    assert f.category == "not-measurable" and math.isnan(f.input_value)
+    assert f.values == {"measurable": 0.0}
+    assert "not reliably countable" in f.statement and "37" not in f.statement
+    for reason in WITHHELD.reasons:
+        assert reason in f.statement
+    for number_based in ("burden grade 3", "associated", "ACT", "fibrinogen"):
+        assert number_based not in f.statement, number_based
+
+
+def test_withheld_without_reasons_says_so(ruleset):
+    f = only(ruleset.evaluate(wml(2.0, quality=Quality(measurable=False))), "aspirin-sich-wml")
+    assert "the quality gate gave no reason" in f.statement
+
+
+def test_measurable_quality_changes_nothing(ruleset):
+    ok = Quality(measurable=True, scores={"noise_hu": 4.0})
+    assert ruleset.evaluate(wml(3.0, quality=ok)) == ruleset.evaluate(wml(3.0))
+    assert ruleset.evaluate(cmb(12, quality=ok)) == ruleset.evaluate(cmb(12))
 
 
 # --------------------------------------------------------------------------- wording
@@ -233,8 +357,13 @@ def test_no_prescriptive_wording_in_rule_file():
 
 def test_no_prescriptive_wording_in_any_rendered_flag(ruleset):
     cases = [wml(v) for v in (0.0, 0.59, 16.999, 17.0, 120.0)] + [cmb(n) for n in (0, 5, 10, 31)]
+    cases += [wml(16.5, Interval(15.0, 18.0, TTA)), cmb(9, Interval(8, 12, TTA))]
     for findings in cases:
         for f in ruleset.evaluate(findings):
             for text in (f.statement, f.name, f.category):
                 assert not _scan(text), (text, _scan(text))
             assert "associated" in f.statement
+    for findings in (wml(3.0, quality=WITHHELD), cmb(3, quality=WITHHELD)):
+        for f in ruleset.evaluate(findings):
+            for text in (f.statement, f.name, f.category):
+                assert not _scan(text), (text, _scan(text))

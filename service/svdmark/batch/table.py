@@ -3,6 +3,16 @@
 The same row shape serves ``svdmark analyze`` (rows from analyses it ran) and
 ``svdmark results export`` (rows from the service journal's jobs), so cohort
 statistics read either.
+
+Uncertainty and the quality gate, for filtering: ``measurable`` (True/False, empty when no
+gate ran; withheld rows have no ``wml_ml``/``cmb_count``/``cmb_grade``), ``quality_reasons``
+("; "-joined), one ``quality.<score>`` column per gate score, the interval ends
+``wml_ml_low``/``wml_ml_high`` or ``cmb_count_low``/``cmb_count_high``, ``interval_method``,
+and ``category_uncertain`` (True when an interval crosses the flag's cut-point or a burden-grade
+boundary). Per flag, ``flag.<rule>`` is the category ("not-measurable" for withheld results) and
+``flag.<rule>.category_uncertain`` / ``.interval_low`` / ``.interval_high`` its values.
+``measurable`` and ``category_uncertain`` are nullable booleans (empty: no gate ran / no interval),
+so a filter reads e.g. ``df[df.measurable.fillna(True) & ~df.category_uncertain.fillna(False)]``.
 """
 from __future__ import annotations
 
@@ -21,13 +31,19 @@ COLUMNS = [
     "study_uid", "series_uid", "series_number", "series_description", "patient_pseudonym", "modality",
     "n_instances", "status", "routing", "rule_id", "reason", "task", "model_name", "model_version",
     "model_sha256", "ruleset_id", "ruleset_version", "wml_ml", "cmb_count", "cmb_grade", "cmb_grade_meaning",
-    "flags", "warnings", "slices", "slice_spacing_mm", "gantry_tilt_deg", "seconds", "total_seconds",
+    "measurable", "quality_reasons", "wml_ml_low", "wml_ml_high", "cmb_count_low", "cmb_count_high",
+    "interval_method", "category_uncertain", "flags", "warnings", "slices", "slice_spacing_mm", "gantry_tilt_deg", "seconds", "total_seconds",
     "sr_file", "seg_file", "summary_file", "sr_sop_uid", "analysed_at",
 ]
 ERROR_COLUMNS = ["file", "series_uid", "study_uid", "sop_uid", "reason"]
 
 _FROM_SUMMARY = ("task", "model_name", "model_version", "model_sha256", "ruleset_id", "ruleset_version", "wml_ml",
-                 "cmb_count", "cmb_grade", "slices", "slice_spacing_mm", "gantry_tilt_deg", "seconds")
+                 "cmb_count", "cmb_grade", "slices", "slice_spacing_mm", "gantry_tilt_deg", "seconds",
+                 "measurable", "wml_ml_low", "wml_ml_high", "cmb_count_low", "cmb_count_high", "interval_method",
+                 "category_uncertain")
+_BOOL_COLUMNS = ("measurable", "category_uncertain")
+_FLOAT_COLUMNS = ("wml_ml", "wml_ml_low", "wml_ml_high", "cmb_count_low", "cmb_count_high", "seconds",
+                  "total_seconds", "slice_spacing_mm", "gantry_tilt_deg")
 
 
 def base_row(**identity) -> dict:
@@ -46,6 +62,9 @@ def fill_from_summary(row: dict, summary: dict | None) -> dict:
     if summary.get("cmb_grade") is not None:
         row["cmb_grade_meaning"] = BurdenGrade(int(summary["cmb_grade"])).meaning
     row["warnings"] = "; ".join(summary.get("warnings") or [])
+    row["quality_reasons"] = "; ".join(summary.get("quality_reasons") or [])
+    for k, v in (summary.get("quality_scores") or {}).items():
+        row[f"quality.{k}"] = v
     flags = summary.get("flags") or []
     row["flags"] = "; ".join(f"{f['rule_id']}={f.get('category', '')}" for f in flags)
     for f in flags:  # one column per flag (its category) and per flag value
@@ -66,13 +85,28 @@ def frame(rows: Iterable[dict], columns: list[str] = COLUMNS):
     for c in ("cmb_count", "cmb_grade", "n_instances", "slices"):
         if c in df:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
-    for c in ("wml_ml", "seconds", "total_seconds", "slice_spacing_mm", "gantry_tilt_deg"):
+    for c in _FLOAT_COLUMNS + tuple(c for c in df.columns if c.startswith("quality.")):
         if c in df:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    for c in _BOOL_COLUMNS:
+        if c in df:
+            df[c] = df[c].map(_bool).astype("boolean")
     for c in df.columns:
         if df[c].dtype == object:
             df[c] = df[c].astype("string")
     return df
+
+
+def _bool(v):
+    """True/False from a bool or its text (a resumed CSV row); None for empty."""
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    if isinstance(v, str):
+        return {"true": True, "false": False, "1": True, "0": False}.get(v.strip().lower())
+    try:
+        return bool(v)
+    except (TypeError, ValueError):  # pragma: no cover - pandas NA
+        return None
 
 
 def write_tables(df, stem: Path) -> list[Path]:

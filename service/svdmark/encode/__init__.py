@@ -21,13 +21,14 @@ from pydicom import Dataset
 
 from ..domain import AnalysisResult
 from .charset import fit_text
+from . import status
 from .profile import OutputProfile
 from .seg import EncodeError, encode_seg
 from .sr import encode_sr
-from .summary import encode_summary, render
+from .summary import encode_summary, render, summary_text
 from .templates import Templates
 
-__all__ = ["EncodeError", "EncodedResults", "OutputProfile", "Templates", "render", "results"]
+__all__ = ["EncodeError", "EncodedResults", "OutputProfile", "Templates", "render", "results", "summary_text"]
 
 
 def _software_version() -> str:
@@ -85,6 +86,13 @@ def results(
     ``profile``: which objects to produce (see :class:`OutputProfile`). When
     the SEG is not produced, the SR measures without a segment reference so it
     never points at an object the destination will not receive.
+
+    Withheld results (the quality gate's ``Quality.measurable`` is False) get no SEG,
+    whatever the profile: the SR and the summary say "not reliably measurable" with the
+    reasons. A radiologist opening a SEG expects it to show the lesions; the mask of a
+    result the gate rejected would be shown as a normal segmentation (and tools that
+    recompute volume from a SEG would bring the withheld number back), and an empty SEG
+    would wrongly say "no lesions". No segmentation is better than a misleading one.
     """
     tpl = _templates(templates)
     profile = OutputProfile.parse(profile)
@@ -96,7 +104,8 @@ def results(
         previous = list(supersedes)
     software = _software_version()
 
-    seg = encode_seg(result, tpl, uid_seed, software) if OutputProfile.SEG in profile else None
+    want_seg = OutputProfile.SEG in profile and status.withheld(result.findings) is None
+    seg = encode_seg(result, tpl, uid_seed, software) if want_seg else None
     sr = encode_sr(result, tpl, uid_seed, seg, previous, software) if OutputProfile.SR in profile else None
     summary = encode_summary(result, tpl, uid_seed, software) if OutputProfile.SUMMARY in profile else None
     return EncodedResults(

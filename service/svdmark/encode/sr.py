@@ -1,4 +1,21 @@
-"""Comprehensive 3D SR holding a TID 1500 Measurement Report."""
+"""Comprehensive 3D SR holding a TID 1500 Measurement Report.
+
+Uncertainty: a measured volume/count (and the flag's FLAGINPUT) that comes with an
+interval carries, as HAS PROPERTIES children of its NUM, the TID 310 Measurement
+Properties items (371886008, SCT) "+, range of upper measurement uncertainty" and
+(371885007, SCT) "-, range of lower measurement uncertainty" (distances from the value,
+in the value's unit; only when the value lies inside the interval), the interval's
+absolute ends UNCLOW / UNCHIGH and its method UNCMETHOD (private codes: DCMR and
+SNOMED have no "limit of uncertainty interval" concept). The flag group then has a
+qualitative evaluation CATUNCERT = Yes/No, and when Yes a TEXT UNCNOTE in the
+Qualitative Evaluations container says so in words.
+
+Quality gate: for a withheld result (``Quality.measurable`` False) there is no
+volume/count NUM, no grade, no per-microbleed group and no FLAGINPUT; the whole-finding
+group and the flag group carry MEASSTAT = NOTMEAS ("Not reliably measurable"), and the
+Qualitative Evaluations container holds the same code followed by one TEXT NOTMEASRSN
+per reason. No SEG is produced for it (see :func:`svdmark.encode.results`).
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -8,12 +25,15 @@ import numpy as np
 from highdicom.sr import (
     AlgorithmIdentification,
     CodedConcept,
+    CodeContentItem,
     ContainerContentItem,
     FindingSite,
     ImageRegion3D,
     Measurement,
+    MeasurementProperties,
     MeasurementReport,
     MeasurementsAndQualitativeEvaluations,
+    NumContentItem,
     ObservationContext,
     ObserverContext,
     PlanarROIMeasurementsAndQualitativeEvaluations,
@@ -28,7 +48,8 @@ from highdicom.sr import (
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
-from ..domain import AnalysisResult, CmbFindings, Flag, Task, WmlFindings
+from ..domain import AnalysisResult, CmbFindings, Flag, Interval, Task, WmlFindings
+from . import status
 from .seg import EncodeError, source_datasets
 from .templates import Templates, concept
 from .uids import derive
@@ -62,6 +83,39 @@ def _tracking(uid_seed: str, key: str, label: str) -> TrackingIdentifier:
 
 def _text(name: CodedConcept, value: str) -> TextContentItem:
     return TextContentItem(name=name, value=value, relationship_type=RelationshipTypeValues.CONTAINS)
+
+
+def _property_num(name: CodedConcept, value: float, unit: CodedConcept) -> NumContentItem:
+    return NumContentItem(name=name, value=float(value), unit=unit,
+                          relationship_type=RelationshipTypeValues.HAS_PROPERTIES)
+
+
+def interval_properties(value: float, interval: Interval | None, unit: CodedConcept,
+                        templates: Templates) -> MeasurementProperties | None:
+    """TID 310 properties of a NUM for its uncertainty interval (None without an interval).
+
+    highdicom's own ``upper/lower_measurement_uncertainty`` arguments write unit "1"; the
+    uncertainty of a volume is in mL, so the items are built here with the value's unit.
+    """
+    if interval is None:
+        return None
+    c = templates.common["concepts"]
+    low, high, value = float(interval.low), float(interval.high), float(value)
+    props = MeasurementProperties()
+    if low <= value <= high:
+        props.append(_property_num(concept(c["upper_uncertainty"]), high - value, unit))
+        props.append(_property_num(concept(c["lower_uncertainty"]), value - low, unit))
+    props.append(_property_num(concept(c["interval_low"]), low, unit))
+    props.append(_property_num(concept(c["interval_high"]), high, unit))
+    if interval.method:
+        props.append(TextContentItem(name=concept(c["interval_method"]), value=str(interval.method),
+                                     relationship_type=RelationshipTypeValues.HAS_PROPERTIES))
+    return props
+
+
+def _not_measurable_evaluation(templates: Templates) -> QualitativeEvaluation:
+    c = templates.common["concepts"]
+    return QualitativeEvaluation(name=concept(c["measurement_status"]), value=concept(c["not_measurable"]))
 
 
 def _referenced_segment(seg: Dataset, result: AnalysisResult) -> ReferencedSegment:
@@ -99,25 +153,33 @@ def _flag_group(result: AnalysisResult, flag: Flag, templates: Templates, uid_se
         raise EncodeError(f"no SR template for flag {flag.rule_id!r} in {templates.source}")
     if flag.category not in ftpl["categories"]:
         raise EncodeError(f"no SR code for category {flag.category!r} of flag {flag.rule_id!r}")
-    measurements = [
-        Measurement(
+    evaluations = [QualitativeEvaluation(
+        name=concept(ftpl["category_concept"]), value=concept(ftpl["categories"][flag.category]))]
+    measurements: list[Measurement] = []
+    if flag.category != status.NOT_MEASURABLE:  # withheld: category NOTMEAS only, no numbers
+        unit = templates.unit(flag.input_unit) if flag.input_unit in templates.common["units"] \
+            else CodedConcept(flag.input_unit, "UCUM", flag.input_unit)
+        measurements.append(Measurement(
             name=templates.code("concepts", "flag_input"),
             value=float(flag.input_value),
-            unit=templates.unit(flag.input_unit) if flag.input_unit in templates.common["units"]
-            else CodedConcept(flag.input_unit, "UCUM", flag.input_unit),
-        )
-    ]
-    for key, spec in ftpl["values"].items():
-        if key in flag.values:
-            measurements.append(Measurement(name=concept(spec["name"]), value=float(flag.values[key]),
-                                            unit=templates.unit(spec["unit"])))
+            unit=unit,
+            properties=interval_properties(flag.input_value, status.interval(result.findings), unit, templates),
+        ))
+        for key, spec in ftpl["values"].items():
+            if key in flag.values:
+                measurements.append(Measurement(name=concept(spec["name"]), value=float(flag.values[key]),
+                                                unit=templates.unit(spec["unit"])))
+        uncertain = status.category_uncertain(flag)
+        if uncertain is not None:
+            c = templates.common["concepts"]
+            evaluations.append(QualitativeEvaluation(name=concept(c["category_uncertain"]),
+                                                     value=concept(c["yes" if uncertain else "no"])))
     return MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(uid_seed, f"flag-{flag.rule_id}", ftpl["tracking_identifier"]),
         finding_type=concept(ftpl["finding_type"]),
         algorithm_id=rules_algorithm(result, flag, templates),
-        measurements=measurements,
-        qualitative_evaluations=[QualitativeEvaluation(
-            name=concept(ftpl["category_concept"]), value=concept(ftpl["categories"][flag.category]))],
+        measurements=measurements or None,
+        qualitative_evaluations=evaluations,
     )
 
 
@@ -157,10 +219,19 @@ def _evaluations_container(result: AnalysisResult, templates: Templates,
     """TID 1500 row "Qualitative Evaluations": the flag wording, its source, warnings, notices."""
     c = templates.common["concepts"]
     items = []
+    reasons = status.reasons(result.findings)
+    if reasons:  # the finding "not reliably measurable", then each of the gate's reasons
+        items.append(CodeContentItem(name=concept(c["measurement_status"]), value=concept(c["not_measurable"]),
+                                     relationship_type=RelationshipTypeValues.CONTAINS))
+        for reason in reasons:
+            items.append(_text(concept(c["not_measurable_reason"]), reason))
     for flag in result.flags:
         items.append(_text(concept(c["flag_rule"]), f"{flag.rule_id} {flag.rule_version} ({flag.name})"))
         items.append(_text(concept(c["flag_statement"]), flag.statement))
         items.append(_text(concept(c["evidence_doi"]), f"doi:{flag.evidence_doi}"))
+        crossing = status.crossing_text(result, flag, templates)
+        if crossing:
+            items.append(_text(concept(c["uncertainty_statement"]), crossing))
     items.append(_text(concept(c["rule_set"]), f"{result.ruleset.id} {result.ruleset.version}"))
     items.append(_text(concept(c["model_sha256"]), result.model.sha256))
     for w in dict.fromkeys(tuple(result.volume.warnings) + tuple(result.findings.warnings)):
@@ -180,30 +251,44 @@ def build_report(result: AnalysisResult, templates: Templates, uid_seed: str, se
     task = result.model.task
     tpl = templates.task(task)
     findings = result.findings
+    withheld = status.withheld(findings) is not None
+    interval = status.interval(findings)
     groups: list = []
     if task is Task.WML:
         if not isinstance(findings, WmlFindings):
             raise EncodeError("model task is WML but findings are not WmlFindings")
         m = tpl["measurements"]["volume"]
-        groups.append(_whole_finding_group(
-            result, templates, uid_seed, seg,
-            [Measurement(name=concept(m["name"]), value=float(findings.volume_ml), unit=templates.unit(m["unit"]),
-                         algorithm_id=model_algorithm(result, templates))],
-            []))
+        unit = templates.unit(m["unit"])
+        if withheld:
+            groups.append(_whole_finding_group(result, templates, uid_seed, seg, [],
+                                               [_not_measurable_evaluation(templates)]))
+        else:
+            groups.append(_whole_finding_group(
+                result, templates, uid_seed, seg,
+                [Measurement(name=concept(m["name"]), value=float(findings.volume_ml), unit=unit,
+                             algorithm_id=model_algorithm(result, templates),
+                             properties=interval_properties(findings.volume_ml, interval, unit, templates))],
+                []))
     else:
         if not isinstance(findings, CmbFindings):
             raise EncodeError("model task is CMB but findings are not CmbFindings")
         m = tpl["measurements"]["count"]
-        grade = int(findings.grade)
-        groups.append(_whole_finding_group(
-            result, templates, uid_seed, seg,
-            [Measurement(name=concept(m["name"]), value=float(findings.count), unit=templates.unit(m["unit"]),
-                         algorithm_id=model_algorithm(result, templates))],
-            [QualitativeEvaluation(name=concept(tpl["grade"]["concept"]),
-                                   value=concept(tpl["grade"]["values"][str(grade)]))]))
+        unit = templates.unit(m["unit"])
+        if withheld:
+            groups.append(_whole_finding_group(result, templates, uid_seed, seg, [],
+                                               [_not_measurable_evaluation(templates)]))
+        else:
+            grade = int(findings.grade)
+            groups.append(_whole_finding_group(
+                result, templates, uid_seed, seg,
+                [Measurement(name=concept(m["name"]), value=float(findings.count), unit=unit,
+                             algorithm_id=model_algorithm(result, templates),
+                             properties=interval_properties(findings.count, interval, unit, templates))],
+                [QualitativeEvaluation(name=concept(tpl["grade"]["concept"]),
+                                       value=concept(tpl["grade"]["values"][str(grade)]))]))
     for flag in result.flags:
         groups.append(_flag_group(result, flag, templates, uid_seed))
-    if task is Task.CMB:
+    if task is Task.CMB and not withheld:  # per-microbleed points would report the withheld count
         groups.extend(_microbleed_groups(result, templates, uid_seed))
 
     eq = templates.common["equipment"]

@@ -8,10 +8,20 @@ Public API::
 
 Every number, threshold and word of wording lives in the TOML file. This
 module only does arithmetic and string formatting, and refuses inputs it
-cannot describe honestly (negative, NaN or infinite volumes).
+cannot describe honestly (negative, NaN or infinite volumes or interval ends,
+reversed intervals).
+
+Uncertainty and the quality gate (``Findings.interval`` / ``Findings.quality``):
+the category is that of the measured value; when the interval's ends fall into
+different categories the statement says so and ``Flag.values["category_uncertain"]``
+is 1.0 (0.0 for an interval that does not cross; absent without an interval),
+with ``interval_low`` / ``interval_high``. When ``quality.measurable`` is False
+no number-based flag is produced: each rule gives a flag with category
+``NOT_MEASURABLE`` ("not-measurable"), the gate's reasons in its statement,
+``input_value`` NaN and ``values == {"measurable": 0.0}``.
 """
 from __future__ import annotations
 
-from .engine import RuleInputError, RuleSet
+from .engine import NOT_MEASURABLE, RuleInputError, RuleSet
 
-__all__ = ["RuleInputError", "RuleSet"]
+__all__ = ["NOT_MEASURABLE", "RuleInputError", "RuleSet"]

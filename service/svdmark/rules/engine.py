@@ -8,12 +8,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..domain import BurdenGrade, CmbFindings, Findings, Flag, RuleSetInfo, WmlFindings
+from ..domain import BurdenGrade, CmbFindings, Findings, Flag, Interval, Quality, RuleSetInfo, WmlFindings
 from ..errors import ConfigError, SvdmarkError
 
 
 class RuleInputError(SvdmarkError, ValueError):
-    """A finding cannot be evaluated (negative, NaN or infinite measurement)."""
+    """A finding cannot be evaluated (negative, NaN or infinite measurement or interval)."""
+
+
+# Category of every rule's flag when the quality gate withheld the number (``Quality.measurable`` False).
+# It is the same string for all rules so that a downstream reader filters on one value.
+NOT_MEASURABLE = "not-measurable"
+
+# Keys that every rule's ``[wording]`` must have for uncertainty and the quality gate.
+_UNCERTAINTY_WORDING = ("interval_text", "interval_crosses", "not_measurable", "not_measurable_short")
 
 
 _APPLIES_TO = {"wml": WmlFindings, "cmb": CmbFindings}
@@ -66,6 +74,7 @@ class _Rule:
 
     def flag(self, ruleset_version: str, category: str, statement: str, value: float,
              values: dict[str, float]) -> Flag:
+        """A flag; ``value`` is NaN only for a withheld (not reliably measurable) result."""
         return Flag(
             rule_id=self.id,
             rule_version=self.version,
@@ -79,6 +88,55 @@ class _Rule:
             input_unit=self.input_unit,
             values=values,
         )
+
+
+# --------------------------------------------------------------------------- quality gate, uncertainty
+
+
+def _withheld(findings: Findings) -> Quality | None:
+    """The quality verdict when it says the number must not be reported, else None."""
+    q = getattr(findings, "quality", None)
+    if q is not None and not q.measurable:
+        return q
+    return None
+
+
+def _reasons_text(quality: Quality) -> str:
+    reasons = [r.strip().rstrip(".") for r in quality.reasons if r and r.strip()]
+    return "; ".join(reasons) if reasons else "the quality gate gave no reason"
+
+
+def _not_measurable_flag(rule: _Rule, quality: Quality, ruleset_version: str, **extra: str) -> Flag:
+    """The flag of a withheld result: no number, no number-based evidence, the gate's reasons.
+
+    ``input_value`` is NaN (there is no measured value; ``Flag.input_value`` is a float) and
+    ``values`` holds only ``measurable`` = 0.0 so that a table reader can filter on it.
+    """
+    fields = {"reasons": _reasons_text(quality), **extra}
+    statement = rule.wording["not_measurable"].format(**fields)
+    return rule.flag(ruleset_version, NOT_MEASURABLE, statement, math.nan, {"measurable": 0.0})
+
+
+def _checked_interval(rule: _Rule, interval: Interval | None, what: str) -> Interval | None:
+    """The finding's uncertainty interval, refused when it cannot be described honestly."""
+    if interval is None:
+        return None
+    lo, hi = interval.low, interval.high
+    for name, x in (("low", lo), ("high", hi)):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(float(x)):
+            raise RuleInputError(f"{rule.id}: {what} uncertainty interval {name} end is {x!r}; "
+                                 "cannot describe a non-finite interval")
+    if lo > hi:
+        raise RuleInputError(f"{rule.id}: {what} uncertainty interval is reversed ({lo} > {hi})")
+    if lo < 0:
+        raise RuleInputError(f"{rule.id}: {what} uncertainty interval starts below zero ({lo}); "
+                             f"a {what} cannot be negative")
+    return interval
+
+
+def _interval_fields(interval: Interval) -> dict:
+    return {"interval_low": float(interval.low), "interval_high": float(interval.high),
+            "interval_method": str(interval.method or "method not stated")}
 
 
 # --------------------------------------------------------------------------- rules
@@ -95,12 +153,29 @@ def _aspirin_check(rule: _Rule) -> None:
         raise ConfigError(f"{where}: cut_point_ml must be >= 0")
     if not isinstance(t.get("cut_point_provenance"), str) or not t["cut_point_provenance"]:
         raise ConfigError(f"{where}: cut_point_provenance must document where the cut-point comes from")
-    _require(rule.categories, ("at_or_above", "below"), f"{where} [categories]")
+    _require(rule.categories, ("at_or_above", "below", "not_measurable"), f"{where} [categories]")
     _require(rule.wording, ("statement", "at_or_above", "below", "at_or_above_short",
-                            "below_short", "fixed_limitation"), f"{where} [wording]")
+                            "below_short", "fixed_limitation") + _UNCERTAINTY_WORDING, f"{where} [wording]")
+    _require_not_measurable_category(rule, where)
+
+
+def _require_not_measurable_category(rule: _Rule, where: str) -> None:
+    if rule.categories["not_measurable"] != NOT_MEASURABLE:
+        raise ConfigError(f"{where} [categories]: not_measurable must be {NOT_MEASURABLE!r} (the SR, summary "
+                          "image and tables recognise withheld results by it)")
 
 
 def _aspirin_eval(rule: _Rule, findings: WmlFindings, ruleset_version: str) -> Flag:
+    """Category by the point estimate; uncertain when the interval's ends fall in different categories.
+
+    The ends are compared category by category (low < cut <= high), which is
+    ``Interval.crosses(cut)`` plus the case high == cut, where the upper end is already
+    "at or above". The point estimate is included in case it lies outside the interval.
+    """
+    withheld = _withheld(findings)
+    if withheld is not None:
+        return _not_measurable_flag(rule, withheld, ruleset_version,
+                                    fixed_limitation=rule.wording["fixed_limitation"])
     v = findings.volume_ml
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise RuleInputError(f"{rule.id}: WML volume must be a number, got {v!r}")
@@ -126,15 +201,28 @@ def _aspirin_eval(rule: _Rule, findings: WmlFindings, ruleset_version: str) -> F
         "per_ml_ci_high": float(t["per_ml_ci_high"]),
     }
     category_text = rule.wording[side].format(**fields)
-    statement = rule.wording["statement"].format(category_text=category_text, **fields)
     values = {k: fields[k] for k in ("or_ratio", "ci_low", "ci_high", "cut_point_ml",
                                      "per_ml_or", "per_ml_ci_low", "per_ml_ci_high")}
+    interval = _checked_interval(rule, findings.interval, "WML volume")
+    interval_text = uncertainty_text = ""
+    if interval is not None:
+        ifields = _interval_fields(interval)
+        ends = {x >= cut for x in (ifields["interval_low"], v, ifields["interval_high"])}
+        uncertain = len(ends) > 1
+        interval_text = rule.wording["interval_text"].format(**fields, **ifields)
+        if uncertain:
+            uncertainty_text = " " + rule.wording["interval_crosses"].format(**fields, **ifields)
+        values.update(interval_low=ifields["interval_low"], interval_high=ifields["interval_high"],
+                      category_uncertain=1.0 if uncertain else 0.0)
+    statement = rule.wording["statement"].format(category_text=category_text, interval_text=interval_text,
+                                                 uncertainty_text=uncertainty_text, **fields)
     return rule.flag(ruleset_version, rule.categories[side], statement, v, values)
 
 
-def _cmb_grade(rule: _Rule, count: int) -> int:
+def _cmb_grade(rule: _Rule, count: float) -> int:
+    """Grade of a count; also of a fractional interval end (e.g. 9.5 is above low_max, so grade 2)."""
     t = rule.thresholds
-    if count == 0:
+    if count <= 0:
         return 0
     if count <= t["low_max"]:
         return 1
@@ -155,11 +243,19 @@ def _cmb_check(rule: _Rule) -> None:
     for n in range(0, int(rule.thresholds["moderate_max"]) + 20):
         if _cmb_grade(rule, n) != int(BurdenGrade.from_count(n)):
             raise ConfigError(f"{where}: thresholds disagree with domain.BurdenGrade at count {n}")
-    _require(rule.categories, tuple(f"grade_{g}" for g in range(4)), f"{where} [categories]")
-    _require(rule.wording, ("statement",), f"{where} [wording]")
+    _require(rule.categories, tuple(f"grade_{g}" for g in range(4)) + ("not_measurable",), f"{where} [categories]")
+    _require(rule.wording, ("statement",) + _UNCERTAINTY_WORDING, f"{where} [wording]")
+    _require_not_measurable_category(rule, where)
 
 
 def _cmb_eval(rule: _Rule, findings: CmbFindings, ruleset_version: str) -> Flag:
+    """Grade by the count; uncertain when the interval's ends (and the count) fall in different grades.
+
+    Every grade boundary counts, 0/1 (none vs. any) as well as 9/10 and 30/31.
+    """
+    withheld = _withheld(findings)
+    if withheld is not None:
+        return _not_measurable_flag(rule, withheld, ruleset_version)
     count = findings.count
     if count < 0:  # pragma: no cover - a tuple length cannot be negative
         raise RuleInputError(f"{rule.id}: negative microbleed count {count}")
@@ -170,9 +266,24 @@ def _cmb_eval(rule: _Rule, findings: CmbFindings, ruleset_version: str) -> Flag:
         "grade": grade,
         "grade_meaning": BurdenGrade(grade).meaning,
     }
-    statement = rule.wording["statement"].format(**fields)
     values = {"grade": float(grade), "low_max": float(rule.thresholds["low_max"]),
               "moderate_max": float(rule.thresholds["moderate_max"])}
+    interval = _checked_interval(rule, findings.interval, "microbleed count")
+    interval_text = uncertainty_text = ""
+    if interval is not None:
+        ifields = _interval_fields(interval)
+        grades = [_cmb_grade(rule, x) for x in (ifields["interval_low"], count, ifields["interval_high"])]
+        g_low, g_high = min(grades), max(grades)
+        uncertain = g_low != g_high
+        ifields.update(grade_low=g_low, grade_high=g_high)
+        interval_text = rule.wording["interval_text"].format(**fields, **ifields)
+        if uncertain:
+            uncertainty_text = " " + rule.wording["interval_crosses"].format(**fields, **ifields)
+        values.update(interval_low=ifields["interval_low"], interval_high=ifields["interval_high"],
+                      grade_low=float(g_low), grade_high=float(g_high),
+                      category_uncertain=1.0 if uncertain else 0.0)
+    statement = rule.wording["statement"].format(interval_text=interval_text, uncertainty_text=uncertainty_text,
+                                                 **fields)
     return rule.flag(ruleset_version, rule.categories[key], statement, float(count), values)
 
 
@@ -247,15 +358,20 @@ class RuleSet:
         """Format every wording template once so a typo fails at load, not on a patient."""
         import numpy as np
 
+        from ..domain import Microbleed
+
         empty = np.zeros((1, 1, 1), np.uint8)
+        withheld = Quality(measurable=False, reasons=("self-test reason",))
         try:
             self.evaluate(WmlFindings(volume_ml=0.0, mask=empty))
             self.evaluate(WmlFindings(volume_ml=1e6, mask=empty))
+            self.evaluate(WmlFindings(volume_ml=2.0, mask=empty, interval=Interval(0.0, 1e6, "self-test")))
+            self.evaluate(WmlFindings(volume_ml=math.nan, mask=empty, quality=withheld))
             for n in (0, 1, 10, 31):
-                from ..domain import Microbleed
-
                 mbs = tuple(Microbleed((0.0, 0.0, 0.0), 3.0, 1.0) for _ in range(n))
                 self.evaluate(CmbFindings(microbleeds=mbs, mask=empty))
+                self.evaluate(CmbFindings(microbleeds=mbs, mask=empty, interval=Interval(0.0, 40.0, "self-test")))
+            self.evaluate(CmbFindings(microbleeds=(), mask=empty, quality=withheld))
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(f"wording template error: {exc!r}") from exc
 
