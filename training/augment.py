@@ -81,11 +81,18 @@ def streaks(rng: np.random.Generator, shape2d, amp: float) -> np.ndarray:
     return out
 
 
-def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
-    """Re-render one normalised (C, h, w) NCCT crop with a random scanner; returns a new array."""
+def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
+                 lesion: np.ndarray | None = None) -> np.ndarray:
+    """Re-render one normalised (C, h, w) NCCT crop with a random scanner; returns a new array.
+
+    ``lesion`` (C, h, w): the lesion fraction of each channel's slice; when given, the lesion contrast is
+    changed by −1.5 … +3 HU per unit fraction (fainter or more conspicuous than the generator drew it).
+    """
     if strength <= 0:
         return a
     hu = _hu(a.astype(np.float32))
+    if lesion is not None and rng.random() < 0.5:
+        hu -= lesion.astype(np.float32) * np.float32(rng.uniform(-1.5, 3.0))
     hu = monotone_hu_map(rng)(hu).astype(np.float32)
     C, h, w = hu.shape
     if rng.random() < 0.35 * strength:  # blur (soft kernel, thick slice profile) or sharpen (bone-ish kernel)

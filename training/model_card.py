@@ -123,17 +123,24 @@ def card(manifest: dict, evals: list[dict], bench: str | None, selftest: str | N
 
 
 def sanity_bounds(self_test_spec: dict, val_error: float = 0.0) -> dict:
-    """Self-test bounds: the phantom's truth ± max(floor, 30 %, 3 × validation error)."""
+    """Self-test bounds around the phantom's truth that can fail.
+
+    WML: truth ± clip(max(1 mL, 2 × validation MAE), 15 %, 40 %) of the truth, so a model that halves or
+    doubles the volume fails. CMB: truth ± clip(max(2, 2 × validation error), 10 %, 30 %), rounded inwards,
+    so a model that misses a third of the bleeds (or calls a third too many) fails.
+    """
+    import math
+
     from svdmark import phantom
 
     ph = getattr(phantom, self_test_spec["generator"])(**self_test_spec["kwargs"])
     if "volume_ml" in self_test_spec["expect"]:
         t = float(ph.truth_wml_ml)
-        tol = max(1.5, 0.3 * t, 3.0 * val_error)
-        return {"volume_ml": [round(max(0.0, t - tol), 2), round(t + tol, 2)]}
+        tol = min(max(1.0, 2.0 * val_error, 0.15 * t), 0.4 * t)
+        return {"volume_ml": [round(t - tol, 2), round(t + tol, 2)]}
     t = float(len(ph.microbleeds))
-    tol = max(3.0, 0.3 * t, 3.0 * val_error)
-    return {"count": [int(max(0, t - tol)), int(t + tol)]}
+    tol = min(max(2.0, 2.0 * val_error, 0.1 * t), 0.3 * t)
+    return {"count": [int(math.ceil(t - tol)), int(math.floor(t + tol))]}
 
 
 def main(argv=None):

@@ -100,12 +100,21 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
         ca = _stack_slices(imgs[v], k, ctx)[:, y0 : y0 + crop, x0 : x0 + crop]
         a[:, : ca.shape[1], : ca.shape[2]] = ca
         b[: ca.shape[1], : ca.shape[2]] = tg[y0 : y0 + crop, x0 : x0 + crop]
-        if rng.random() < 0.5:  # left-right flip (anatomy is near-symmetric)
+        flipped_lr = rng.random() < 0.5
+        if flipped_lr:  # left-right flip (anatomy is near-symmetric)
             a, b = a[:, :, ::-1], b[:, ::-1]
-        if ctx and rng.random() < 0.5:  # head-foot flip of the neighbours (stacks run both ways)
+        flipped_ctx = bool(ctx) and rng.random() < 0.5
+        if flipped_ctx:  # head-foot flip of the neighbours (stacks run both ways)
             a = a[::-1]
         if randomise and rng.random() < randomise:
-            a = randomise_ct(np.ascontiguousarray(a), rng)
+            les = np.zeros_like(a)
+            cl = _stack_slices(tgts[v], k, ctx)[:, y0 : y0 + crop, x0 : x0 + crop]
+            les[:, : cl.shape[1], : cl.shape[2]] = cl
+            if flipped_lr:
+                les = les[:, :, ::-1]
+            if flipped_ctx:
+                les = les[::-1]
+            a = randomise_ct(np.ascontiguousarray(a), rng, lesion=les)
         else:  # mild intensity jitter: scanner calibration offsets of a few HU, contrast scale
             a = a * rng.uniform(0.95, 1.05) + rng.normal(0, 0.05)
         xs.append(a.copy())

@@ -1,0 +1,56 @@
+"""The shipped models' self-tests can fail: a model that halves or doubles the WML volume, or misses a
+third of the microbleeds, is rejected by the bounds in its own manifest."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from svdmark.domain import Task
+from svdmark.infer import ModelRegistry, Runtime, self_test
+
+pytestmark = pytest.mark.slow
+
+
+class _Distorting(Runtime):
+    """The real runtime, with its output changed the way a broken model would change it."""
+
+    def __init__(self, wml_scale: float = 1.0, drop_every: int = 0):
+        super().__init__(providers=["CPUExecutionProvider"], intra_op_num_threads=2)
+        self.wml_scale = wml_scale
+        self.drop_every = drop_every
+
+    def run(self, model, volume):
+        out = super().run(model, volume)
+        if out.fraction is not None and self.wml_scale != 1.0:
+            return replace(out, fraction=np.clip(out.fraction * self.wml_scale, 0, 1),
+                           passes=tuple(np.clip(p * self.wml_scale, 0, 1) for p in out.passes))
+        if self.drop_every:
+            thr = float(model.manifest["output"]["threshold"])
+            called = [c for c in out.candidates if c.probability >= thr]
+            # drop every n-th called candidate and every candidate near it (its duplicates)
+            gone = [c.index for q, c in enumerate(sorted(called, key=lambda c: -c.probability))
+                    if q % self.drop_every == 0]
+            keep = tuple(c for c in out.candidates
+                         if all(np.linalg.norm(np.subtract(c.index, g)) > 4 for g in gone))
+            return replace(out, candidates=keep)
+        return out
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return ModelRegistry()
+
+
+def test_wml_self_test_passes_the_model_and_rejects_half_and_double(registry):
+    spec = registry.active(Task.WML)
+    assert self_test(spec, _Distorting()).passed
+    assert not self_test(spec, _Distorting(wml_scale=0.5)).passed
+    assert not self_test(spec, _Distorting(wml_scale=2.0)).passed
+
+
+def test_cmb_self_test_passes_the_model_and_rejects_missing_a_third(registry):
+    spec = registry.active(Task.CMB)
+    assert self_test(spec, _Distorting()).passed
+    assert not self_test(spec, _Distorting(drop_every=3)).passed
