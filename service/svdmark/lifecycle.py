@@ -505,25 +505,41 @@ class Lifecycle:
         return [agreement(k[0], k[1], k[2], k[3], g) for k, g in sorted(groups.items())]
 
 
+def _withheld(summary: dict, key: str) -> bool:
+    """A result the quality gate withheld (no number to compare); also a summary without the number."""
+    return summary.get("measurable") is False or summary.get(key) is None
+
+
 def agreement(name: str, active_version: str, shadow_version: str, task: str, rows: list[dict]) -> dict:
-    """Paired agreement of shadow vs active on the same series (shadow minus active)."""
+    """Paired agreement of shadow vs active on the same series (shadow minus active).
+
+    Withheld results (the quality gate's ``measurable`` False: no number) are counted, not compared:
+    ``withheld`` gives how many series the active version withheld, the shadow withheld, and both
+    (``active_only`` / ``shadow_only``: one version measured what the other withheld). Every
+    agreement figure (differences, exact count, grade and flag agreement) is over the
+    ``measurable_pairs`` series that both versions measured.
+    """
     import numpy as np
 
     ok = [r for r in rows if not r["error"] and r["shadow_summary"] and r["active_summary"]]
-    pairs = [(json.loads(r["active_summary"]), json.loads(r["shadow_summary"])) for r in ok]
+    paired = [(json.loads(r["active_summary"]), json.loads(r["shadow_summary"])) for r in ok]
+    key = "wml_ml" if task == Task.WML.value else "cmb_count"
+    wa = [_withheld(p[0], key) for p in paired]
+    ws = [_withheld(p[1], key) for p in paired]
+    pairs = [p for p, a, s in zip(paired, wa, ws) if not a and not s]
+    withheld = {"active": sum(wa), "shadow": sum(ws), "both": sum(a and s for a, s in zip(wa, ws)),
+                "active_only": sum(a and not s for a, s in zip(wa, ws)),
+                "shadow_only": sum(s and not a for a, s in zip(wa, ws))}
     out: dict[str, Any] = {"name": name, "task": task, "active_version": active_version,
                            "shadow_version": shadow_version, "series": len(ok), "errors": len(rows) - len(ok),
-                           "series_uids": sorted({r["series_uid"] for r in ok})}
-    if task == Task.WML.value:
-        a = np.array([p[0]["wml_ml"] for p in pairs], float)
-        s = np.array([p[1]["wml_ml"] for p in pairs], float)
-        d = s - a
-        out["wml_ml"] = _diff_stats(d, a, s)
-    else:
-        a = np.array([p[0]["cmb_count"] for p in pairs], float)
-        s = np.array([p[1]["cmb_count"] for p in pairs], float)
-        d = s - a
-        out["cmb_count"] = _diff_stats(d, a, s)
+                           "series_uids": sorted({r["series_uid"] for r in ok}),
+                           "withheld": withheld, "measurable_pairs": len(pairs),
+                           "agreement_over": "series measurable by both versions (withheld results excluded)"}
+    a = np.array([p[0][key] for p in pairs], float)
+    s = np.array([p[1][key] for p in pairs], float)
+    d = s - a
+    out[key] = _diff_stats(d, a, s)
+    if task != Task.WML.value:
         out["cmb_count"]["exact_agreement_percent"] = round(100.0 * float(np.mean(d == 0)), 1) if len(d) else None
         ga = [p[0]["cmb_grade"] for p in pairs]
         gs = [p[1]["cmb_grade"] for p in pairs]
@@ -553,6 +569,11 @@ def format_comparison(c: dict) -> str:
     key = "wml_ml" if "wml_ml" in c else "cmb_count"
     st = c[key]
     unit = " mL" if key == "wml_ml" else ""
+    w = c.get("withheld") or {}
+    if w:
+        lines.append(f"  withheld (not reliably measurable): active {w['active']}, shadow {w['shadow']},"
+                     f" both {w['both']} (active only {w['active_only']}, shadow only {w['shadow_only']});"
+                     f" agreement over the {c['measurable_pairs']} series measurable by both")
     if st.get("n"):
         lines.append(f"  {'volume' if key == 'wml_ml' else 'count'} difference (shadow - active): mean"
                      f" {st['mean_difference']:+.3f}{unit} (SD {st['sd_difference']:.3f}), mean abs"
@@ -563,6 +584,8 @@ def format_comparison(c: dict) -> str:
                          f" burden grade agreement {c['grade_agreement_percent']:.1f}%")
         if c.get("flag_agreement_percent") is not None:
             lines.append(f"  flag agreement {c['flag_agreement_percent']:.1f}%")
+    elif c["series"]:
+        lines.append("  no series measurable by both versions yet")
     else:
         lines.append("  no paired results yet")
     return "\n".join(lines)

@@ -226,3 +226,43 @@ def test_lifecycle_while_serving_packaged_model(tmp_path):
     candidate = fakemodels.copy_as_version(src, tmp_path / "candidate", manifest["version"] + "-test1")
     models_root = src.parents[1]
     _lifecycle_under_traffic(tmp_path, models_root, candidate, manifest["name"])
+
+
+def test_compare_counts_withheld_results_separately(tmp_path):
+    """`models compare` on journalled shadow results where the quality gate withheld some: the withheld
+    counts (active, shadow, both) are reported and agreement is over the series both measured."""
+    from svdmark.journal import Journal
+    from svdmark.lifecycle import ensure_shadow_table
+
+    def wml(v):
+        flag = {"rule_id": "aspirin-sich-wml", "category": "not-measurable" if v is None else "below-cut-point"}
+        return json.dumps({"task": "wml", "wml_ml": v, "measurable": v is not None, "flags": [flag],
+                           "quality_reasons": [] if v is not None else ["image noise is above the model's limit"]})
+
+    data = tmp_path / "data"
+    data.mkdir()
+    journal = Journal(data / "journal.sqlite")
+    ensure_shadow_table(journal)
+    pairs = [(2.0, 2.5), (4.0, 3.0), (None, 6.0), (5.0, None), (None, None)]
+    for i, (a, s) in enumerate(pairs):
+        journal.query("INSERT INTO shadow_results (series_uid, task, active_name, active_version, active_summary,"
+                      " shadow_name, shadow_version, shadow_summary, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                      (f"1.2.{i}", "wml", "wml-ncct", "1.0.0", wml(a), "wml-ncct", "1.1.0", wml(s), 100.0 + i))
+    journal.close()
+    (tmp_path / "models").mkdir()
+    env = _env(tmp_path / "models")
+
+    rows = json.loads(run_cli("models", "compare", "wml-ncct", "--data-dir", data, "--json", env=env,
+                              check_rc=0).stdout)
+    (c,) = rows
+    assert c["series"] == 5 and c["errors"] == 0
+    assert c["withheld"] == {"active": 2, "shadow": 2, "both": 1, "active_only": 1, "shadow_only": 1}
+    assert c["measurable_pairs"] == 2
+    st = c["wml_ml"]
+    assert st["n"] == 2 and st["mean_difference"] == pytest.approx(-0.25) and st["max_abs_difference"] == 1.0
+    assert c["flag_agreement_percent"] == 100.0
+    human = run_cli("models", "compare", "wml-ncct", "--data-dir", data, env=env, check_rc=0).stdout
+    assert "5 paired series" in human
+    assert ("withheld (not reliably measurable): active 2, shadow 2, both 1 (active only 1, shadow only 1);"
+            " agreement over the 2 series measurable by both") in human
+    assert "nan" not in human.lower() and "max abs 1.000 mL" in human

@@ -105,3 +105,47 @@ def test_routing_explain(studies, tmp_path):
 def test_help_everywhere(argv):
     r = run_cli(*argv, "--help")
     assert r.returncode == 0 and "usage: svdmark" in r.stdout
+
+
+def test_summary_withheld_results_counted_not_in_statistics(tmp_path):
+    """Withheld results (the quality gate's measurable False: no number) are counted per task and left
+    out of the medians/IQR and the grade percentages, which then add up to 100 % of the measurable."""
+    rows = []
+    for i, (v, m) in enumerate([(1.0, True), (4.0, True), (9.0, None), (None, False), (None, False)]):
+        rows.append({"study_uid": f"1.2.{i}", "series_uid": f"1.2.{i}.1", "status": "analysed", "routing": "wml",
+                     "task": "wml", "wml_ml": v, "measurable": m, "reason": "head NCCT",
+                     "quality_reasons": "" if m is not False else "image noise 14 is above the model's limit of 9"})
+    for i, (count, grade, m) in enumerate([(0, 0, True), (4, 1, True), (5, 1, True), (None, None, False)]):
+        rows.append({"study_uid": f"1.3.{i}", "series_uid": f"1.3.{i}.1", "status": "analysed", "routing": "cmb",
+                     "task": "cmb", "cmb_count": count, "cmb_grade": grade, "measurable": m, "reason": "SWI"})
+    table = tmp_path / "results.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+
+    doc = json.loads(run_cli("results", "summary", "--table", table, "--json", check_rc=0).stdout)
+    assert doc["status"]["analysed"]["n"] == 9
+    assert doc["withheld"] == {"wml": {"n": 2, "of": 5, "percent": 40.0}, "cmb": {"n": 1, "of": 4, "percent": 25.0}}
+    assert "measurable results only" in doc["statistics_over"]
+    w = doc["wml_ml"]
+    assert (w["n"], w["median"], w["q1"], w["q3"]) == (3, 4.0, 2.5, 6.5)
+    c = doc["cmb_count"]
+    assert (c["n"], c["median"]) == (3, 4.0)
+    grades = [(g["grade"], g["n"], g["percent"]) for g in doc["cmb_grades"]]
+    assert grades == [(0, 1, 33.3), (1, 2, 66.7), (2, 0, 0.0), (3, 0, 0.0)]
+    assert sum(g["n"] for g in doc["cmb_grades"]) == c["n"]
+
+    human = run_cli("results", "summary", "--table", table, check_rc=0).stdout
+    assert "Volumes, counts and grades: measurable results only (withheld results excluded)" in human
+    assert "WML volume (n=3): median 4.00 mL (IQR 2.50-6.50)" in human
+    assert "withheld, not reliably measurable: 2 of 5 analysed NCCT series (40.0%), not included" in human
+    assert "withheld, not reliably measurable: 1 of 4 analysed SWI series (25.0%), not included" in human
+    assert "Microbleed burden (% of 3 measurable SWI series):" in human
+
+    # the same from parquet (a nullable boolean column), and a table from before the quality gate
+    pd.read_csv(table).to_parquet(tmp_path / "results.parquet")
+    doc2 = json.loads(run_cli("results", "summary", "--table", tmp_path / "results.parquet", "--json",
+                              check_rc=0).stdout)
+    assert doc2["withheld"] == doc["withheld"] and doc2["wml_ml"] == doc["wml_ml"]
+    old = tmp_path / "old.csv"
+    pd.DataFrame(rows).drop(columns=["measurable", "quality_reasons"]).to_csv(old, index=False)
+    doc3 = json.loads(run_cli("results", "summary", "--table", old, "--json", check_rc=0).stdout)
+    assert doc3["withheld"]["wml"]["n"] == 0 and doc3["wml_ml"]["n"] == 3

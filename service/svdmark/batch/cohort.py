@@ -1,7 +1,11 @@
 """Cohort statistics of a results table, reported the way papers report them.
 
-* WML volume: n, median (IQR) and range over analysed NCCT series;
-* CMB: n, median (IQR) count, and the burden grades as n (%) of analysed SWI series;
+* WML volume: n, median (IQR) and range over the measurable analysed NCCT series;
+* CMB: n, median (IQR) count, and the burden grades as n (%) of the measurable analysed SWI series;
+* withheld: per task, the analysed series whose result the quality gate withheld ("not reliably
+  measurable", ``measurable`` False: no number), n (% of that task's analysed series). They are
+  left out of the WML and CMB statistics, which are over measurable results only (the output says
+  so), so the grade percentages add up to 100 % of the measurable SWI series;
 * routing: series by routing decision, n (%); ignore reasons; failure reasons.
 
 Quartiles are the linear-interpolation kind (numpy's default, Hyndman-Fan type 7,
@@ -10,6 +14,8 @@ the same as R's default ``quantile``).
 from __future__ import annotations
 
 from ..domain import BurdenGrade
+
+MEASURABLE_ONLY = "measurable results only (withheld results excluded)"
 
 
 def _pct(n: int, total: int) -> float:
@@ -34,17 +40,38 @@ def _counts(series) -> list[dict]:
     return [{"value": k, "n": int(n), "percent": _pct(int(n), total)} for k, n in items]
 
 
+def _withheld_mask(df):
+    """True for rows whose result the quality gate withheld (``measurable`` False; text from a CSV too)."""
+    import pandas as pd
+
+    from .table import _bool
+
+    if "measurable" not in df:
+        return pd.Series(False, index=df.index, dtype=bool)
+    return df["measurable"].map(lambda v: _bool(None if pd.isna(v) else v) is False).astype(bool)
+
+
 def cohort(df, errors=None) -> dict:
     status = df["status"].astype("string").fillna("")
     analysed = df[status == "analysed"]
     total = int(df.shape[0])
-    wml = analysed[analysed["task"].astype("string") == "wml"]["wml_ml"].dropna() if "task" in df else []
-    cmb = analysed[analysed["task"].astype("string") == "cmb"] if "task" in df else analysed.iloc[0:0]
+    withheld_rows = _withheld_mask(analysed)
+    measurable = analysed[~withheld_rows]
+    task = analysed["task"].astype("string") if "task" in df else None
+    withheld = {}
+    for t in ("wml", "cmb"):
+        n_task = int((task == t).sum()) if task is not None else 0
+        n = int(((task == t) & withheld_rows).sum()) if task is not None else 0
+        withheld[t] = {"n": n, "of": n_task, "percent": _pct(n, n_task)}
+    m_task = measurable["task"].astype("string") if "task" in df else None
+    wml = measurable[m_task == "wml"]["wml_ml"].dropna() if m_task is not None else []
+    cmb = measurable[m_task == "cmb"] if m_task is not None else analysed.iloc[0:0]
     counts = cmb["cmb_count"].dropna() if len(cmb) else []
-    n_cmb = int(len(cmb))
+    graded = cmb["cmb_grade"].dropna().astype(int) if len(cmb) else []
+    n_cmb = int(len(graded))
     grades = []
     for g in BurdenGrade:
-        n = int((cmb["cmb_grade"].dropna().astype(int) == int(g)).sum()) if n_cmb else 0
+        n = int((graded == int(g)).sum()) if n_cmb else 0
         grades.append({"grade": int(g), "meaning": g.meaning, "n": n, "percent": _pct(n, n_cmb)})
     out = {
         "series": total,
@@ -54,6 +81,8 @@ def cohort(df, errors=None) -> dict:
         "wml_ml": _describe(wml),
         "cmb_count": _describe(counts),
         "cmb_grades": grades,
+        "withheld": withheld,
+        "statistics_over": MEASURABLE_ONLY,
         "ignore_reasons": _counts(df[status == "ignored"]["reason"]) if total else [],
         "failure_reasons": _counts(df[status == "failed"]["reason"]) if total else [],
         "patients": int(df["patient_pseudonym"].dropna().nunique()) if "patient_pseudonym" in df else None,
@@ -80,21 +109,30 @@ def format_cohort(c: dict) -> str:
     lines = [f"Series: {c['series']}  (studies {c.get('studies')}, patients {c.get('patients')})"]
     lines.append("  " + ", ".join(f"{k} {v['n']} ({v['percent']:.1f}%)" for k, v in c["status"].items()))
     w = c["wml_ml"]
+    held = c.get("withheld") or {}
     lines.append("")
+    lines.append(f"Volumes, counts and grades: {c.get('statistics_over', MEASURABLE_ONLY)}")
+    hw, hc = held.get("wml", {}).get("n", 0), held.get("cmb", {}).get("n", 0)
     if w["n"]:
         lines.append(f"WML volume (n={w['n']}): median {_fmt(w['median'], 2)} mL "
                      f"(IQR {_fmt(w['q1'], 2)}-{_fmt(w['q3'], 2)}); range {_fmt(w['min'], 2)}-{_fmt(w['max'], 2)} mL")
     else:
-        lines.append("WML volume: no analysed NCCT series")
+        lines.append("WML volume: no measurable NCCT series" if hw else "WML volume: no analysed NCCT series")
+    if hw:
+        lines.append(f"  withheld, not reliably measurable: {hw} of {held['wml']['of']} analysed NCCT series "
+                     f"({held['wml']['percent']:.1f}%), not included")
     k = c["cmb_count"]
     if k["n"]:
         lines.append(f"Microbleeds (n={k['n']}): median {_fmt(k['median'])} (IQR {_fmt(k['q1'])}-{_fmt(k['q3'])}); "
                      f"range {_fmt(k['min'], 0)}-{_fmt(k['max'], 0)}")
-        lines.append("Microbleed burden:")
+        lines.append(f"Microbleed burden (% of {sum(g['n'] for g in c['cmb_grades'])} measurable SWI series):")
         for g in c["cmb_grades"]:
             lines.append(f"  grade {g['grade']} {g['meaning']}: {g['n']} ({g['percent']:.1f}%)")
     else:
-        lines.append("Microbleeds: no analysed SWI series")
+        lines.append("Microbleeds: no measurable SWI series" if hc else "Microbleeds: no analysed SWI series")
+    if hc:
+        lines.append(f"  withheld, not reliably measurable: {hc} of {held['cmb']['of']} analysed SWI series "
+                     f"({held['cmb']['percent']:.1f}%), not included")
     lines.append("")
     lines.append("Routing decision:")
     lines += [f"  {r['value']}: {r['n']} ({r['percent']:.1f}%)" for r in c["routing"]] or ["  -"]

@@ -99,20 +99,46 @@ def _report(jobs: list[dict], received: list[Path], studies) -> dict:
     }
 
 
+def _withheld_text(s: dict) -> str:
+    reasons = "; ".join(s.get("quality_reasons") or [])
+    return "not reliably measurable" + (f" ({reasons})" if reasons else "")
+
+
+def _interval_text(s: dict, key: str, fmt: str, unit: str = "") -> str:
+    low, high = s.get(f"{key}_low"), s.get(f"{key}_high")
+    if low is None or high is None:
+        return ""
+    text = f" (uncertainty interval {low:{fmt}} to {high:{fmt}}{unit}"
+    return text + (", category uncertain)" if s.get("category_uncertain") else ")")
+
+
+def job_lines(j: dict) -> list[str]:
+    """The demo's lines for one job: the measurement with its interval, or why none is given."""
+    s = j.get("summary") or {}
+    model = f"(model {s.get('model_name')} {s.get('model_version')})"
+    if j["state"] == "done" and s.get("task") == "wml":
+        if s.get("measurable") is False or s.get("wml_ml") is None:
+            lines = [f"  NCCT {j['series_uid']}: WML volume {_withheld_text(s)} {model}"]
+        else:
+            lines = [f"  NCCT {j['series_uid']}: WML volume {s['wml_ml']:.2f} mL"
+                     f"{_interval_text(s, 'wml_ml', '.2f', ' mL')} {model}"]
+    elif j["state"] == "done" and s.get("task") == "cmb":
+        if s.get("measurable") is False or s.get("cmb_count") is None:
+            lines = [f"  SWI  {j['series_uid']}: microbleed count {_withheld_text(s)} {model}"]
+        else:
+            lines = [f"  SWI  {j['series_uid']}: {s['cmb_count']} microbleed(s)"
+                     f"{_interval_text(s, 'cmb_count', '.0f')}, burden grade {s['cmb_grade']} {model}"]
+    else:
+        return [f"  {j['state']:<8} {j['series_uid']}: {j['detail']}"]
+    lines += [f"      flag {f['rule_id']}: {f['category']}" for f in s.get("flags", [])]
+    return lines
+
+
 def _print(report: dict) -> None:
     print("\nAnalysed series:")
     for j in report["jobs"]:
-        s = j["summary"] or {}
-        if j["state"] == "done" and s.get("task") == "wml":
-            print(f"  NCCT {j['series_uid']}: WML volume {s['wml_ml']:.2f} mL "
-                  f"(model {s['model_name']} {s['model_version']})")
-            for f in s.get("flags", []):
-                print(f"      flag {f['rule_id']}: {f['category']}")
-        elif j["state"] == "done" and s.get("task") == "cmb":
-            print(f"  SWI  {j['series_uid']}: {s['cmb_count']} microbleed(s), burden grade {s['cmb_grade']} "
-                  f"(model {s['model_name']} {s['model_version']})")
-        else:
-            print(f"  {j['state']:<8} {j['series_uid']}: {j['detail']}")
+        for line in job_lines(j):
+            print(line)
     print(f"\nObjects received at DEMOPACS: {report['objects_received']}")
     for o in report["objects"]:
         print(f"  {o['modality']:<3} {o['sop_class']}  '{o['series_description']}'")
