@@ -5,7 +5,13 @@ Every state transition is one transaction (WAL, ``synchronous=FULL``), so a
 
 * series:     receiving → queued → analysed  (a late instance sends it back to receiving,
               with ``generation`` + 1, so the next analysis supersedes the last)
-* jobs:       pending → running → done | failed | ignored   (running → pending on restart)
+* jobs:       pending → running → done | failed | ignored
+              running → pending  (:meth:`Journal.retry_job_later`: a transient failure such as a
+                                  full disk; ``attempts`` + 1, ``not_before`` = now + back-off,
+                                  ``failed`` once ``attempts`` reaches the cap)
+              running → pending  (:meth:`Journal.recover`, on restart: an interruption, not a failure;
+                                  ``interruptions`` + 1, queued behind the jobs already waiting,
+                                  ``failed`` (quarantined) once ``interruptions`` reaches a higher cap)
 * deliveries: pending → sending → delivered | dead          (sending → pending on restart)
 """
 from __future__ import annotations
@@ -62,6 +68,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     ruleset_version TEXT,
     summary TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
+    interruptions INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
@@ -127,9 +135,18 @@ class JobRow:
     generation: int
     state: JobState
     completion: str
-    attempts: int
+    attempts: int  # tries that ended in a transient failure (see retry_job_later); not interruptions
     routing: str | None = None
     detail: str | None = None
+    interruptions: int = 0  # times a restart found this job running
+
+
+# Jobs columns added after the first release: added to an existing journal when it is opened.
+_JOB_COLUMNS = {
+    "interruptions": "INTEGER NOT NULL DEFAULT 0",
+    "not_before": "REAL NOT NULL DEFAULT 0",
+}
+INTERRUPTION_CAP = 5  # restarts that find the same job running before it is quarantined
 
 
 @dataclass(frozen=True)
@@ -160,7 +177,16 @@ class Journal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._conn().executescript(SCHEMA)
+        db = self._conn()
+        db.executescript(SCHEMA)
+        self._migrate(db)
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
+        for name, decl in _JOB_COLUMNS.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
 
     # ---------------------------------------------------------------- plumbing
     def _conn(self) -> sqlite3.Connection:
@@ -180,10 +206,11 @@ class Journal:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # also when COMMIT itself failed (a full disk): never leave it open
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return self._conn().execute(sql, args).fetchall()
@@ -195,17 +222,46 @@ class Journal:
             self._local.conn = None
 
     # ---------------------------------------------------------------- recovery
-    def recover(self) -> dict[str, int]:
-        """After a crash: running jobs go back to pending, sending deliveries to pending."""
+    def recover(self, interruption_cap: int = INTERRUPTION_CAP, now: float | None = None) -> dict[str, Any]:
+        """After a crash: running jobs go back to pending, sending deliveries to pending.
+
+        An interrupted job did not fail: its ``attempts`` stay as they were. It counts an
+        interruption and waits behind the jobs already queued, so that a restart does not begin
+        with the same job again. Crashes from outside (kill -9, a power cut) so spread over the
+        queue, while a job that itself kills the process keeps being the one found running: at
+        ``interruption_cap`` (higher than the cap on failed attempts) it is quarantined as
+        ``failed``, alone, and ``svdmark jobs retry`` can run it again.
+
+        Returns counts, and ``quarantined``: (job id, series UID) of each job quarantined now.
+        """
+        now = time.time() if now is None else now
         with self._tx() as db:
-            jobs = db.execute(
-                "UPDATE jobs SET state=? WHERE state=?", (JobState.PENDING.value, JobState.RUNNING.value)
-            ).rowcount
+            running = db.execute(
+                "SELECT id, series_uid, generation, interruptions FROM jobs WHERE state=? ORDER BY id",
+                (JobState.RUNNING.value,),
+            ).fetchall()
+            quarantined = []
+            for row in running:
+                n = row["interruptions"] + 1
+                if n >= interruption_cap:
+                    db.execute(
+                        "UPDATE jobs SET state=?, interruptions=?, detail=?, finished_at=? WHERE id=?",
+                        (JobState.FAILED.value, n, f"quarantined: the service stopped {n} times while analysing "
+                         "this series; run `svdmark jobs retry` once the cause is found", now, row["id"]),
+                    )
+                    self._settle_series(db, row["series_uid"], row["generation"])
+                    quarantined.append((row["id"], row["series_uid"]))
+                else:
+                    db.execute(
+                        "UPDATE jobs SET state=?, interruptions=?, not_before=? WHERE id=?",
+                        (JobState.PENDING.value, n, now, row["id"]),
+                    )
             sends = db.execute(
                 "UPDATE deliveries SET state=? WHERE state=?",
                 (DeliveryState.PENDING.value, DeliveryState.SENDING.value),
             ).rowcount
-        return {"jobs_requeued": jobs, "deliveries_requeued": sends}
+        return {"jobs_requeued": len(running) - len(quarantined), "jobs_quarantined": len(quarantined),
+                "deliveries_requeued": sends, "quarantined": quarantined}
 
     # ---------------------------------------------------------------- receive
     def instance_digest(self, sop_uid: str) -> str | None:
@@ -304,31 +360,55 @@ class Journal:
             if cur.rowcount != 1:
                 return None
             return db.execute(
-                "INSERT INTO jobs(series_uid, study_uid, generation, state, completion, created_at)"
-                " VALUES (?,?,?,?,?,?)",
-                (series.series_uid, series.study_uid, series.generation, JobState.PENDING.value, completion, now),
+                "INSERT INTO jobs(series_uid, study_uid, generation, state, completion, created_at, not_before)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (series.series_uid, series.study_uid, series.generation, JobState.PENDING.value, completion, now,
+                 now),
             ).lastrowid
 
     # ---------------------------------------------------------------- jobs
-    def claim_job(self, max_attempts: int = 3) -> JobRow | None:
+    def claim_job(self, now: float | None = None) -> JobRow | None:
+        """The pending job that is due and has waited longest (``not_before``, then id) → running."""
+        now = time.time() if now is None else now
         with self._tx() as db:
-            row = db.execute("SELECT * FROM jobs WHERE state=? ORDER BY id LIMIT 1", (JobState.PENDING.value,)).fetchone()
+            row = db.execute(
+                "SELECT * FROM jobs WHERE state=? AND not_before<=? ORDER BY not_before, id LIMIT 1",
+                (JobState.PENDING.value, now),
+            ).fetchone()
             if row is None:
                 return None
-            if row["attempts"] >= max_attempts:
-                db.execute(
-                    "UPDATE jobs SET state=?, detail=?, finished_at=? WHERE id=?",
-                    (JobState.FAILED.value, f"analysis was interrupted {row['attempts']} times; giving up",
-                     time.time(), row["id"]),
-                )
-                self._settle_series(db, row["series_uid"], row["generation"])
-                return None
-            db.execute(
-                "UPDATE jobs SET state=?, attempts=attempts+1, started_at=? WHERE id=?",
-                (JobState.RUNNING.value, time.time(), row["id"]),
-            )
+            db.execute("UPDATE jobs SET state=?, started_at=? WHERE id=?", (JobState.RUNNING.value, now, row["id"]))
             return JobRow(row["id"], row["series_uid"], row["study_uid"], row["generation"], JobState.RUNNING,
-                          row["completion"], row["attempts"] + 1)
+                          row["completion"], row["attempts"], row["routing"], row["detail"], row["interruptions"])
+
+    def retry_job_later(self, job: JobRow, reason: str, delay: float, max_attempts: int,
+                        now: float | None = None) -> JobState | None:
+        """A running job hit a transient failure: back to pending after ``delay`` seconds.
+
+        Counts the attempt; the attempt that reaches ``max_attempts`` ends the job as failed
+        instead. Returns the state the job is in now (pending or failed), or None (and changes
+        nothing) if the job is no longer running.
+        """
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            row = db.execute("SELECT attempts FROM jobs WHERE id=? AND state=?",
+                             (job.id, JobState.RUNNING.value)).fetchone()
+            if row is None:
+                return None
+            attempts = row["attempts"] + 1
+            if attempts >= max_attempts:
+                db.execute(
+                    "UPDATE jobs SET state=?, attempts=?, detail=?, finished_at=? WHERE id=?",
+                    (JobState.FAILED.value, attempts, f"gave up after {attempts} attempts: {reason}", now, job.id),
+                )
+                self._settle_series(db, job.series_uid, job.generation)
+                return JobState.FAILED
+            db.execute(
+                "UPDATE jobs SET state=?, attempts=?, detail=?, not_before=? WHERE id=?",
+                (JobState.PENDING.value, attempts, f"attempt {attempts} failed, will retry: {reason}", now + delay,
+                 job.id),
+            )
+            return JobState.PENDING
 
     def previous_sr(self, series_uid: str, before_generation: int) -> ResultObject | None:
         """The SR of the latest earlier analysis of this series (to supersede)."""
@@ -395,7 +475,10 @@ class Journal:
             row = db.execute("SELECT series_uid, generation, state FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None or row["state"] not in (JobState.FAILED.value,):
                 return False
-            db.execute("UPDATE jobs SET state=?, attempts=0, detail=NULL WHERE id=?", (JobState.PENDING.value, job_id))
+            db.execute(
+                "UPDATE jobs SET state=?, attempts=0, interruptions=0, detail=NULL, not_before=? WHERE id=?",
+                (JobState.PENDING.value, time.time(), job_id),
+            )
             db.execute(
                 "UPDATE series SET state='queued' WHERE series_uid=? AND generation=?",
                 (row["series_uid"], row["generation"]),

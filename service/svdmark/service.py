@@ -70,6 +70,9 @@ class Service:
 
     def start(self) -> "Service":
         recovered = self.journal.recover()
+        for job_id, series_uid in recovered.pop("quarantined"):
+            event(log, "job_quarantined", logging.ERROR, job_id=job_id, series_uid=series_uid,
+                  reason="the service stopped repeatedly while analysing this series")
         if not self.config.allow_calling_ae:
             event(log, "no_calling_ae_allow_list", logging.WARNING,
                   detail="accepting associations from any calling AE title; set allow_calling_ae")

@@ -1,9 +1,30 @@
-"""Runs queued jobs: read the series from the spool, analyse, encode, journal outputs + outbox rows."""
+"""Runs queued jobs: read the series from the spool, analyse, encode, journal outputs + outbox rows.
+
+One error policy covers everything after a job is claimed, so a job never stays ``running``
+in a live process:
+
+* ``Ignored`` → ``ignored``;
+* a transient environment error (:func:`transient`: an ``OSError`` such as ENOSPC or EIO, a
+  journal write that fails, no memory) → back to the queue with an exponential back-off, and
+  ``failed`` after ``max_attempts`` tries;
+* anything else (invalid input, a model error, an encoder refusing the data, a bug) → ``failed``
+  with the reason, shown by ``svdmark jobs show``.
+
+Each outcome is one log line naming the job, its series UID, the stage and the reason (the
+reason never carries quoted values, which may be patient data). Should the journal refuse to
+record an outcome, the worker keeps it and records it before claiming anything else.
+"""
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
-from dataclasses import dataclass
+import re
+import sqlite3
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 import pydicom
@@ -11,7 +32,7 @@ import pydicom
 from . import encode, health
 from .config import Config, Destination
 from .domain import JobState, Series
-from .errors import Ignored, InvalidSeries, ModelError
+from .errors import Ignored, InvalidSeries, SvdmarkError
 from .journal import Journal, JobRow, ResultObject
 from .logs import event
 from .pipeline import Context, analyse
@@ -45,16 +66,99 @@ def uid_seed(series: Series, model_sha: str, ruleset_version: str) -> str:
     return h.hexdigest()
 
 
+# errno values of an environment that may recover by itself: full disk or quota, I/O errors, a
+# read-only remount, exhausted descriptors or memory, a busy or timed-out resource.
+_TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EIO", "EROFS", "EMFILE", "ENFILE", "ENOMEM", "EAGAIN",
+                                      "EBUSY", "EINTR", "ETIMEDOUT", "ESTALE", "ENOBUFS") if hasattr(errno, name)
+)
+
+
+# SQLite result codes of the same kind: the journal's disk is full or failing, or it is busy.
+_TRANSIENT_SQLITE = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN",
+                     "SQLITE_NOMEM", "SQLITE_PROTOCOL")
+_TRANSIENT_SQLITE_TEXT = ("disk is full", "disk i/o error", "database is locked", "database table is locked",
+                          "unable to open database", "out of memory")
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether retrying later may succeed: the environment failed, not the input."""
+    if isinstance(exc, OSError):
+        return exc.errno in _TRANSIENT_ERRNOS
+    if isinstance(exc, sqlite3.OperationalError):  # the journal refused a read or write
+        name = getattr(exc, "sqlite_errorname", None)
+        if name:
+            return name.startswith(_TRANSIENT_SQLITE)
+        return any(t in str(exc).lower() for t in _TRANSIENT_SQLITE_TEXT)
+    return isinstance(exc, MemoryError)
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def reason_of(exc: BaseException) -> str:
+    """A reason to journal and log: svdmark's own messages as they are (UIDs and counts only),
+    other exceptions by type, ``strerror`` or message with quoted values removed (pydicom and
+    highdicom quote the offending value, which may be a name, an ID or a birth date)."""
+    if isinstance(exc, SvdmarkError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{type(exc).__name__}: [Errno {exc.errno}] {exc.strerror}"
+    else:
+        text = f"{type(exc).__name__}: " + _QUOTED.sub("'…'", str(exc))
+    return text if len(text) <= 500 else text[:499] + "…"
+
+
+def where(exc: BaseException, frames: int = 3) -> str:
+    """The innermost ``frames`` frames of the traceback as file:line (no values)."""
+    tb = traceback.extract_tb(exc.__traceback__)[-frames:]
+    return " > ".join(f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno}" for f in tb)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How a job that did not end ``done`` ends; kept to be recorded again if the journal refused it."""
+
+    job: JobRow
+    state: JobState  # IGNORED, FAILED, or PENDING (retry later)
+    stage: str
+    reason: str
+    error: str = ""
+    where: str = ""
+    rule_id: str = ""
+    expected: bool = False  # an svdmark error (invalid series, model missing...): logged as a warning
+
+
 @dataclass
 class Worker:
     config: Config
     journal: Journal
     spool: Spool
     context: Context
+    max_attempts: int = 5  # transient failures of one job before it is failed
+    backoff_seconds: float = 30.0  # delay after the first transient failure, doubled each time
+    backoff_cap_seconds: float = 600.0
+    # outcomes the journal refused to record, by job id, with whether its error was transient
+    _unrecorded: dict[int, tuple[_Outcome, bool]] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _claim_failing: bool = field(default=False, init=False, repr=False)
 
     def run_one(self) -> bool:
-        """Claim and run one pending job; False when there was none."""
-        job = self.journal.claim_job()
+        """Claim and run one pending job; False when there was none (or the journal is refusing writes)."""
+        if not self._record_unrecorded():
+            return False
+        try:
+            job = self.journal.claim_job()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            if not self._claim_failing:  # one line when the journal starts refusing, one when it is back
+                self._claim_failing = True
+                event(log, "job_claim_failed", logging.ERROR, reason=reason_of(exc))
+            return False
+        if self._claim_failing:
+            self._claim_failing = False
+            event(log, "job_claim_recovered")
         if job is None:
             return False
         with health.stage_timer("total"):
@@ -62,43 +166,114 @@ class Worker:
         return True
 
     def process(self, job: JobRow) -> None:
+        """Run one claimed job to an outcome that the journal records (or that is kept until it does)."""
+        stage = "read"
+        written: list[Path] = []
         try:
             series = read_series(self.journal, job)
+            stage = "analyse"
             result = analyse(series, self.context)
+            stage = "encode"
+            previous = self.journal.previous_sr(job.series_uid, job.generation)
+            supersedes = pydicom.dcmread(previous.path) if previous is not None else None
+            with health.stage_timer("encode"):
+                encoded = encode.results(result, supersedes=supersedes,
+                                         uid_seed=uid_seed(series, result.model.sha256, result.ruleset.version))
+            summary = summarise(result)
+            stage = "write"
+            outputs = []
+            for kind, ds in encoded.items():
+                data = _to_bytes(ds)
+                path = self.spool.path_for(self.spool.results, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                                           str(ds.SOPInstanceUID))
+                if not path.exists():  # an identical earlier object (same UIDs) is never ours to remove
+                    written.append(path)
+                self.spool.write(self.spool.results, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                                 str(ds.SOPInstanceUID), data)
+                outputs.append(ResultObject(str(ds.SOPInstanceUID), kind, str(ds.SOPClassUID), path,
+                                            previous.sop_uid if (previous and kind == "sr") else None))
+            deliveries = [(o.sop_uid, d.name) for o in outputs for d in self.config.destinations
+                          if o.kind in d.outputs]
+            stage = "journal"
+            self.journal.finish_job(
+                job, JobState.DONE, routing=result.routing.kind.value, rule_id=result.routing.rule_id,
+                model=(result.model.name, result.model.version, result.model.sha256),
+                ruleset_version=result.ruleset.version, summary=summary, outputs=outputs, deliveries=deliveries,
+            )
         except Ignored as exc:
-            self.journal.finish_job(job, JobState.IGNORED, routing="ignored", rule_id=exc.rule_id, detail=exc.reason)
-            event(log, "series_ignored", series_uid=job.series_uid, rule=exc.rule_id, reason=exc.reason)
+            self._record(_Outcome(job, JobState.IGNORED, stage, exc.reason, rule_id=exc.rule_id))
             return
-        except (InvalidSeries, ModelError) as exc:
-            self.journal.finish_job(job, JobState.FAILED, detail=str(exc))
-            event(log, "analysis_failed", logging.WARNING, series_uid=job.series_uid, reason=str(exc))
+        except Exception as exc:  # every failure ends the job: failed, or retried if the environment failed
+            _remove(written)  # produced for a job that is not done: nothing refers to them
+            retry = transient(exc)
+            self._record(_Outcome(job, JobState.PENDING if retry else JobState.FAILED, stage, reason_of(exc),
+                                  error=type(exc).__name__, where=where(exc),
+                                  expected=isinstance(exc, SvdmarkError)))
             return
-        except Exception as exc:  # a bug or an unreadable file must not stop the service
-            self.journal.finish_job(job, JobState.FAILED, detail=f"internal error: {type(exc).__name__}: {exc}")
-            event(log, "analysis_crashed", logging.ERROR, exc_info=True, series_uid=job.series_uid)
-            return
-        previous = self.journal.previous_sr(job.series_uid, job.generation)
-        supersedes = pydicom.dcmread(previous.path) if previous is not None else None
-        with health.stage_timer("encode"):
-            encoded = encode.results(result, supersedes=supersedes,
-                                     uid_seed=uid_seed(series, result.model.sha256, result.ruleset.version))
-        outputs = []
-        for kind, ds in encoded.items():
-            path = self.spool.write(self.spool.results, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
-                                    str(ds.SOPInstanceUID), _to_bytes(ds))
-            outputs.append(ResultObject(str(ds.SOPInstanceUID), kind, str(ds.SOPClassUID), path,
-                                        previous.sop_uid if (previous and kind == "sr") else None))
-        deliveries = [(o.sop_uid, d.name) for o in outputs for d in self.config.destinations if o.kind in d.outputs]
-        summary = summarise(result)
-        self.journal.finish_job(
-            job, JobState.DONE, routing=result.routing.kind.value, rule_id=result.routing.rule_id,
-            model=(result.model.name, result.model.version, result.model.sha256),
-            ruleset_version=result.ruleset.version, summary=summary, outputs=outputs, deliveries=deliveries,
-        )
-        event(log, "analysis_done", series_uid=job.series_uid, task=summary["task"], wml_ml=summary["wml_ml"],
-              cmb_count=summary["cmb_count"], seconds=summary["seconds"], outputs=len(outputs),
-              supersedes=previous.sop_uid if previous else "")
+        event(log, "analysis_done", job_id=job.id, series_uid=job.series_uid, task=summary["task"],
+              wml_ml=summary["wml_ml"], cmb_count=summary["cmb_count"], seconds=summary["seconds"],
+              outputs=len(outputs), supersedes=previous.sop_uid if previous else "")
         self._shadow(job, series, result)
+
+    # ------------------------------------------------------------------ outcomes
+    def _record(self, outcome: _Outcome) -> bool:
+        """Journal an outcome and log its one line; if the journal refuses, keep it for later."""
+        job = outcome.job
+        try:
+            state = self._write(outcome)
+        except Exception as exc:  # the journal itself failed (full disk, I/O error): keep the outcome
+            with self._lock:
+                first = job.id not in self._unrecorded
+                self._unrecorded[job.id] = (outcome, transient(exc))
+            if first:  # one line per job, not one per retry of the journal
+                event(log, "job_outcome_unrecorded", logging.ERROR, job_id=job.id, series_uid=job.series_uid,
+                      stage=outcome.stage, outcome=outcome.state.value, journal_error=reason_of(exc),
+                      where=where(exc))
+            return False
+        with self._lock:
+            self._unrecorded.pop(job.id, None)
+        if state is None:  # no longer running: someone else (an admin, a recovery) has settled it
+            event(log, "job_outcome_stale", logging.WARNING, job_id=job.id, series_uid=job.series_uid,
+                  stage=outcome.stage, outcome=outcome.state.value)
+        elif state is JobState.IGNORED:
+            event(log, "series_ignored", job_id=job.id, series_uid=job.series_uid, rule=outcome.rule_id,
+                  reason=outcome.reason)
+        elif state is JobState.PENDING:
+            event(log, "analysis_retry", logging.WARNING, job_id=job.id, series_uid=job.series_uid,
+                  stage=outcome.stage, attempt=job.attempts + 1, max_attempts=self.max_attempts,
+                  retry_in_s=self._delay(job), error=outcome.error, reason=outcome.reason, where=outcome.where)
+        else:
+            gave_up = outcome.state is JobState.PENDING  # a transient failure, but the last attempt allowed
+            level = logging.WARNING if outcome.expected else logging.ERROR
+            event(log, "analysis_failed", level, job_id=job.id, series_uid=job.series_uid, stage=outcome.stage,
+                  error=outcome.error, reason=outcome.reason, where=outcome.where,
+                  **({"gave_up_after_attempts": job.attempts + 1} if gave_up else {}))
+        return True
+
+    def _write(self, outcome: _Outcome) -> JobState | None:
+        job = outcome.job
+        if outcome.state is JobState.IGNORED:
+            self.journal.finish_job(job, JobState.IGNORED, routing="ignored", rule_id=outcome.rule_id,
+                                    detail=outcome.reason)
+            return JobState.IGNORED
+        if outcome.state is JobState.PENDING:
+            return self.journal.retry_job_later(job, f"{outcome.stage}: {outcome.reason}", self._delay(job),
+                                                self.max_attempts)
+        self.journal.finish_job(job, JobState.FAILED, detail=f"{outcome.stage} failed: {outcome.reason}")
+        return JobState.FAILED
+
+    def _delay(self, job: JobRow) -> float:
+        return min(self.backoff_cap_seconds, self.backoff_seconds * 2 ** job.attempts)
+
+    def _record_unrecorded(self) -> bool:
+        """Record outcomes the journal refused earlier. False while the journal still refuses one
+        for a transient reason (a full disk): no new job is claimed until it takes them."""
+        with self._lock:
+            kept = [outcome for outcome, _ in self._unrecorded.values()]
+        for outcome in kept:
+            self._record(outcome)
+        with self._lock:
+            return not any(is_transient for _, is_transient in self._unrecorded.values())
 
     def _shadow(self, job: JobRow, series: Series, result) -> None:
         """Run the shadow (candidate) model version, if one is set, after the active result is journalled.
@@ -111,6 +286,14 @@ class Worker:
             run_shadow(self.context, self.journal, self.config.data_dir, job.id, series, result)
         except Exception:  # a shadow must never disturb the live service
             event(log, "shadow_failed", logging.WARNING, exc_info=True, series_uid=job.series_uid)
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for p in paths:
+        try:
+            p.unlink()
+        except OSError:  # already gone, or the disk is failing: a leftover, never a referenced file
+            pass
 
 
 def _to_bytes(ds: pydicom.Dataset) -> bytes:

@@ -61,20 +61,86 @@ def test_running_job_and_sending_delivery_recover_after_crash(tmp_path):
     assert j.claim_job() is not None
     j.close()
     j2 = Journal(path)  # restart
-    assert j2.recover() == {"jobs_requeued": 1, "deliveries_requeued": 1}
-    assert j2.claim_job().series_uid == "1.2.4"
+    assert j2.recover() == {"jobs_requeued": 1, "jobs_quarantined": 0, "deliveries_requeued": 1, "quarantined": []}
+    job = j2.claim_job()
+    assert (job.series_uid, job.attempts, job.interruptions) == ("1.2.4", 0, 1)  # an interruption is no failure
     assert len(j2.due_deliveries()) == 1
 
 
-def test_job_interrupted_too_often_fails_instead_of_looping(tmp_path):
+def _queue(j: Journal, series: str, now: float) -> int:
+    record(j, f"{series}.1", series=series)
+    return j.queue_job(j.series_row(series), "test", now=now)
+
+
+def test_interrupted_job_waits_behind_the_queue_and_is_quarantined_only_after_the_cap(tmp_path):
     j = Journal(tmp_path / "j.sqlite")
-    record(j, "1.1")
-    j.queue_job(j.receiving_series()[0], "test")
-    for _ in range(3):
-        assert j.claim_job() is not None
-        j.recover()
+    crashing = _queue(j, "1.2.3", now=100.0)
+    _queue(j, "1.2.4", now=101.0)
+    _queue(j, "1.2.5", now=102.0)
+    assert j.claim_job().id == crashing
+    j.recover(interruption_cap=3)  # kill -9 while it ran: behind the two that were waiting
+    assert [j.claim_job().series_uid for _ in range(2)] == ["1.2.4", "1.2.5"]
+    j.recover(interruption_cap=3)  # those two were interrupted too: nobody fails for it
+    first, *others = [j.claim_job() for _ in range(3)]
+    assert first.id == crashing  # it has waited longest now
+    assert {(job.attempts, job.interruptions) for job in (first, *others)} == {(0, 1)}
+    for job in others:
+        j.finish_job(job, JobState.DONE)
+    report = j.recover(interruption_cap=3)
+    assert (report["jobs_requeued"], report["jobs_quarantined"]) == (1, 0)
+    assert j.claim_job().id == crashing
+    report = j.recover(interruption_cap=3)  # the third time it was the one running: quarantined, alone
+    assert report["quarantined"] == [(crashing, "1.2.3")] and report["jobs_requeued"] == 0
+    failed = j.jobs(JobState.FAILED)
+    assert [r["id"] for r in failed] == [crashing] and failed[0]["detail"].startswith("quarantined:")
+    assert j.series_row("1.2.3").state == "analysed"
     assert j.claim_job() is None
-    assert j.jobs(JobState.FAILED)[0]["detail"].startswith("analysis was interrupted 3 times")
+    assert j.retry_job(crashing)  # an admin runs it again, with a clean count
+    job = j.claim_job()
+    assert (job.id, job.attempts, job.interruptions) == (crashing, 0, 0)
+
+
+def test_retry_later_backs_off_and_fails_at_the_attempts_cap(tmp_path):
+    j = Journal(tmp_path / "j.sqlite")
+    job_id = _queue(j, "1.2.3", now=100.0)
+    job = j.claim_job(now=1000.0)
+    assert j.retry_job_later(job, "write: OSError: [Errno 28] No space left on device", 30.0, 3, now=1000.0) \
+        is JobState.PENDING
+    row = j.jobs()[0]
+    assert (row["state"], row["attempts"], row["not_before"]) == ("pending", 1, 1030.0)
+    assert "No space left" in row["detail"]
+    assert j.claim_job(now=1029.0) is None  # backing off
+    job = j.claim_job(now=1030.0)
+    assert job.attempts == 1
+    assert j.retry_job_later(job, "x", 60.0, 3, now=1030.0) is JobState.PENDING
+    job = j.claim_job(now=1090.0)
+    assert j.retry_job_later(job, "write: disk full", 120.0, 3, now=1090.0) is JobState.FAILED
+    row = j.jobs()[0]
+    assert (row["id"], row["state"], row["attempts"]) == (job_id, "failed", 3)
+    assert row["detail"] == "gave up after 3 attempts: write: disk full"
+    assert j.series_row("1.2.3").state == "analysed"
+    assert j.retry_job_later(job, "again", 1.0, 3) is None  # not running: nothing changes
+
+
+def test_an_older_journal_gains_the_new_job_columns(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "j.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, series_uid TEXT NOT NULL, study_uid TEXT NOT NULL,"
+        " generation INTEGER NOT NULL, state TEXT NOT NULL, completion TEXT NOT NULL, routing TEXT, rule_id TEXT,"
+        " detail TEXT, model_name TEXT, model_version TEXT, model_sha TEXT, ruleset_version TEXT, summary TEXT,"
+        " attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, started_at REAL, finished_at REAL,"
+        " UNIQUE(series_uid, generation));"
+        "INSERT INTO jobs(series_uid, study_uid, generation, state, completion, attempts, created_at)"
+        " VALUES ('1.2.3', '1.2', 1, 'running', 'test', 2, 1.0);")
+    old.commit()
+    old.close()
+    j = Journal(path)
+    assert j.recover()["jobs_requeued"] == 1
+    job = j.claim_job()
+    assert (job.attempts, job.interruptions) == (2, 1)
 
 
 class FlakyExporter:

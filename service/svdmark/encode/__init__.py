@@ -14,13 +14,13 @@ this package imports highdicom.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from pydicom import Dataset
 
 from ..domain import AnalysisResult
-from .charset import fit_text
+from .charset import fit_text, source_header
 from . import status
 from .profile import OutputProfile
 from .seg import EncodeError, encode_seg
@@ -70,6 +70,14 @@ def _templates(templates: Templates | str | None) -> Templates:
     return _DEFAULT_TEMPLATES
 
 
+def _with_source_headers(result: AnalysisResult) -> AnalysisResult:
+    """``result`` with source datasets whose header highdicom can copy (see :func:`charset.source_header`)."""
+    datasets = tuple(source_header(ds) for ds in result.series.datasets)
+    if all(a is b for a, b in zip(datasets, result.series.datasets)):
+        return result
+    return replace(result, series=replace(result.series, datasets=datasets))
+
+
 def results(
     result: AnalysisResult,
     *,
@@ -103,6 +111,7 @@ def results(
     else:
         previous = list(supersedes)
     software = _software_version()
+    result = _with_source_headers(result)
 
     want_seg = OutputProfile.SEG in profile and status.withheld(result.findings) is None
     seg = encode_seg(result, tpl, uid_seed, software) if want_seg else None

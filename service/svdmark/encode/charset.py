@@ -1,10 +1,14 @@
-"""Keep the source's Specific Character Set: make our own text fit it."""
+"""Keep the source's Specific Character Set: make our own text fit it, and the header we copy encodable."""
 from __future__ import annotations
 
 import unicodedata
 
 from pydicom import Dataset
 from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.tag import BaseTag, Tag
+from pydicom.valuerep import DA, DT, TM
 
 _TEXT_VRS = {"LO", "LT", "SH", "ST", "UT", "UC"}
 _ASCII = {
@@ -57,3 +61,158 @@ def fit_text(ds: Dataset) -> Dataset:
             if all(isinstance(v, str) for v in vals) and not all(_fits(v, encodings) for v in vals):
                 elem.value = [v if _fits(v, encodings) else transliterate(v) for v in vals]
     return ds
+
+
+# --------------------------------------------------------------------------- the header our objects copy
+#
+# highdicom copies Patient and Study attributes (and the Specific Character Set) from a source
+# image into the SEG, SR and summary, and parses them while doing so. A source that a modality
+# sent and we accepted must never make that copy fail, so the copy is taken from a cleaned header:
+# the character set in the spelling highdicom and PS3.3 C.12.1.1.2 expect, and dates/times that
+# do not parse left empty (type 2 in every module they are copied into).
+
+_DEFAULT = "ISO_IR 6"  # the default repertoire: written as no Specific Character Set at all
+_UTF8 = "ISO_IR 192"
+# Defined terms (PS3.3 C.12.1.1.2) that may stand alone...
+_SINGLE = {
+    "ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110", "ISO_IR 144", "ISO_IR 127", "ISO_IR 126",
+    "ISO_IR 138", "ISO_IR 148", "ISO_IR 203", "ISO_IR 13", "ISO_IR 166", _UTF8, "GB18030", "GBK",
+}
+# ...and the code-extension terms, single-byte ones (which may come first in a multi-valued set)...
+_EXT_SINGLE_BYTE = {
+    "ISO 2022 IR 6", "ISO 2022 IR 100", "ISO 2022 IR 101", "ISO 2022 IR 109", "ISO 2022 IR 110",
+    "ISO 2022 IR 144", "ISO 2022 IR 127", "ISO 2022 IR 126", "ISO 2022 IR 138", "ISO 2022 IR 148",
+    "ISO 2022 IR 203", "ISO 2022 IR 13", "ISO 2022 IR 166",
+}
+# ...and the multi-byte ones highdicom accepts after them (Japanese kanji; IR 149 and IR 58 it
+# does not know, so a set using them is written as UTF-8 instead).
+_EXT_MULTI_BYTE = {"ISO 2022 IR 87", "ISO 2022 IR 159"}
+_KNOWN = {_DEFAULT, *_SINGLE, *_EXT_SINGLE_BYTE, *_EXT_MULTI_BYTE}
+_BY_KEY = {term.replace(" ", "").replace("_", "").replace("-", "").upper(): term for term in _KNOWN}
+
+
+def _term(value: object) -> str:
+    """A source value in the spelling of its defined term (``ISO_IR100`` → ``ISO_IR 100``); "" for empty."""
+    text = str(value or "").strip()
+    return _BY_KEY.get(text.replace(" ", "").replace("_", "").replace("-", "").upper(), text)
+
+
+def normalise_charset(value: object) -> str | list[str] | None:
+    """The Specific Character Set our objects carry for a source's ``value``.
+
+    As :func:`_encodings` reads it: an empty value is the default repertoire. Alone (or as
+    ``ISO_IR 6``) that is no attribute at all (``None``); as the first of several values it is
+    written ``ISO 2022 IR 6``, so ``\\ISO 2022 IR 87`` becomes ``ISO 2022 IR 6\\ISO 2022 IR 87``
+    (every value a defined term, as highdicom requires). A set that still cannot be written
+    becomes ``ISO_IR 192``: pydicom has already decoded the source's text, and UTF-8 carries it.
+    """
+    if value is None or isinstance(value, str):
+        values = [value]
+    else:
+        values = list(value)  # type: ignore[call-overload]
+    terms = [_term(v) for v in values]
+    while len(terms) > 1 and terms[-1] == "":  # trailing empty values carry nothing
+        terms.pop()
+    if len(terms) == 1:
+        term = terms[0]
+        if term in ("", _DEFAULT, "ISO 2022 IR 6"):
+            return None
+        return term if term in _SINGLE | _EXT_SINGLE_BYTE | _EXT_MULTI_BYTE else _UTF8
+    terms = [t or "ISO 2022 IR 6" for t in terms]
+    if terms[0] == _DEFAULT:
+        terms[0] = "ISO 2022 IR 6"
+    if terms[0] in _EXT_SINGLE_BYTE and all(t in _EXT_SINGLE_BYTE | _EXT_MULTI_BYTE for t in terms[1:]):
+        return terms
+    return _UTF8
+
+
+_CHARSET_TAG = Tag(0x0008, 0x0005)
+_SEX_TAG = Tag(0x0010, 0x0040)
+_DATES = {"DA": DA, "TM": TM, "DT": DT}
+_DECODED_WITH_CHARSET = {"SH", "LO", "ST", "LT", "UT", "UC", "PN", "SQ"}
+_SEXES = {"M", "F", "O"}
+
+
+def _vr(elem: DataElement | RawDataElement) -> str | None:
+    if elem.VR:
+        return elem.VR
+    try:
+        return dictionary_VR(elem.tag)
+    except KeyError:  # private or unknown: never parsed as a date
+        return None
+
+
+def _date_fix(elem: DataElement | RawDataElement, vr: str) -> str | None:
+    """None if the date/time element is fine as it is, else the value to write instead ("" if unusable).
+
+    Judged from the raw bytes where the element is still raw, so that pydicom never converts (and
+    warns with) a bad value; a legacy ``YYYY.MM.DD`` date is rewritten ``YYYYMMDD``.
+    """
+    value = elem.value
+    if value is None or isinstance(value, (DA, TM, DT)):
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    parts = value.split("\\") if isinstance(value, str) else [str(v) for v in value]
+    texts = [p.strip(" \0") for p in parts]
+    fixed = []
+    for text in texts:
+        if not text:
+            fixed.append(text)
+            continue
+        try:
+            parsed = _DATES[vr](text)
+        except (ValueError, TypeError, OverflowError):
+            return ""
+        fixed.append(parsed.strftime("%Y%m%d") if vr == "DA" and "." in text else text)
+    return None if fixed == texts else "\\".join(fixed)
+
+
+def _values(value: object) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]  # type: ignore[attr-defined]
+
+
+def source_header(ds: Dataset) -> Dataset:
+    """``ds`` as highdicom may copy it into our objects (see the section comment).
+
+    Returns ``ds`` itself when nothing needs changing; otherwise a new dataset that shares the
+    unchanged elements (pixel data included) with ``ds``, which is left as it was.
+    """
+    current = ds.get("SpecificCharacterSet")
+    charset = normalise_charset(current)
+    charset_changes = _values(current) != _values(charset)
+    fixes: dict[BaseTag, str] = {}
+    for tag in ds.keys():
+        if tag.is_private or tag.group < 0x0008:
+            continue
+        elem = ds.get_item(tag)
+        vr = _vr(elem) if elem is not None else None
+        if vr in _DATES:
+            fix = _date_fix(elem, vr)
+            if fix is not None:
+                fixes[tag] = fix
+    sex = ds.get("PatientSex", None)
+    if sex is not None and str(sex) != "" and str(sex).strip().upper() not in _SEXES:
+        fixes[_SEX_TAG] = ""
+    elif sex is not None and str(sex) != str(sex).strip().upper():
+        fixes[_SEX_TAG] = str(sex).strip().upper()
+    if not charset_changes and not fixes:
+        return ds
+    out = Dataset()
+    for tag in ds.keys():
+        elem = ds.get_item(tag)
+        if charset_changes and _vr(elem) in _DECODED_WITH_CHARSET:
+            elem = ds[tag]  # decode with the source's character set before ours replaces it
+        out[tag] = elem
+    for tag, value in fixes.items():
+        out[tag] = DataElement(tag, "CS" if tag == _SEX_TAG else _vr(ds.get_item(tag)) or "UN", value)
+    if charset_changes:
+        if charset is None:
+            del out[_CHARSET_TAG]
+        else:  # a new element: the source's own is shared, and must not change
+            out[_CHARSET_TAG] = DataElement(_CHARSET_TAG, "CS", charset)
+    if hasattr(ds, "file_meta"):
+        out.file_meta = ds.file_meta
+    return out

@@ -1,0 +1,226 @@
+"""The worker's one error policy: whatever fails after a job is claimed, the job ends failed (with
+its reason) or goes back to the queue (a transient environment error) — never stays running —
+and each outcome is one log line without patient data."""
+from __future__ import annotations
+
+import errno
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import svdmark.worker as W
+from svdmark.config import Config, Destination
+from svdmark.domain import JobState
+from svdmark.errors import ConfigError
+from svdmark.journal import Journal
+from svdmark.spool import Spool
+
+from tests.unit.test_encode_support import ct_series, wml_mask, wml_result
+
+PHI = ("Müller", "SVD-TEST-1", "19500101", "17.04.1923")  # what test_encode_support writes, and a bad date
+GEOM = {"ipp": [0, 0, 0], "iop": [1, 0, 0, 0, 1, 0], "frames": None, "images_in_acquisition": None, "acquisition": 1}
+
+
+@pytest.fixture(scope="module")
+def analysed():
+    series, vol = ct_series()
+    return series, wml_result(series, vol, wml_mask(vol))
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, analysed):
+    series, result = analysed
+    monkeypatch.setattr(W, "read_series", lambda journal, job: series)
+    monkeypatch.setattr(W, "analyse", lambda s, context: result)
+    journal = Journal(tmp_path / "journal.sqlite")
+    cfg = Config(data_dir=tmp_path, destinations=(Destination("PACS", "127.0.0.1", 104),))
+    worker = W.Worker(cfg, journal, Spool(tmp_path / "spool"), context=None, backoff_seconds=0.0)
+    return worker, journal
+
+
+def queue(journal: Journal, series_uid: str = "1.2.3") -> int:
+    journal.record_instance(sop_uid=f"{series_uid}.1", study_uid="1.2", series_uid=series_uid,
+                            sop_class="1.2.840.10008.5.1.4.1.1.2", transfer_syntax="1.2.840.10008.1.2.1",
+                            path=Path("/x"), size=1, digest="d", modality="CT", geometry=GEOM, calling_ae="SCU")
+    return journal.queue_job(journal.series_row(series_uid), "test")
+
+
+def job(journal: Journal, job_id: int):
+    return next(r for r in journal.jobs() if r["id"] == job_id)
+
+
+def lines(caplog, job_id: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "fields", {}).get("job_id") == job_id]
+
+
+def no_phi(caplog, journal: Journal) -> None:
+    text = " ".join(f"{r.getMessage()} {getattr(r, 'fields', '')} {r.exc_text or ''}" for r in caplog.records)
+    text += " ".join(str(r["detail"]) for r in journal.jobs())
+    assert not [p for p in PHI if p in text]
+
+
+def result_files(worker: W.Worker) -> list[Path]:
+    return [p for p in worker.spool.results.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("error, reason", [
+    (ValueError("Unable to convert '17.04.1923' to 'DA' object"),
+     "encode failed: ValueError: Unable to convert '…' to '…' object"),
+    (ConfigError("cannot read SR template /opt/t/common.json: [Errno 2] No such file or directory"),
+     "encode failed: cannot read SR template /opt/t/common.json: [Errno 2] No such file or directory"),
+])
+def test_an_encoding_error_fails_the_job_with_its_reason(env, monkeypatch, caplog, error, reason):
+    worker, journal = env
+    job_id = queue(journal)
+
+    def refuse(*a, **k):
+        raise error
+
+    monkeypatch.setattr(W.encode, "results", refuse)
+    with caplog.at_level(logging.INFO, logger="svdmark"):
+        assert worker.run_one()
+    row = job(journal, job_id)
+    assert (row["state"], row["detail"]) == ("failed", reason)
+    assert journal.series_row("1.2.3").state == "analysed"
+    (line,) = lines(caplog, job_id)
+    assert line.getMessage() == "analysis_failed" and line.fields["stage"] == "encode"
+    assert line.fields["series_uid"] == "1.2.3" and line.fields["error"] == type(error).__name__
+    assert "test_worker.py:" in line.fields["where"]  # file:line frames, no values
+    no_phi(caplog, journal)
+    assert result_files(worker) == []
+
+
+def test_a_full_disk_while_writing_results_requeues_then_the_job_completes(env, monkeypatch, caplog):
+    worker, journal = env
+    job_id = queue(journal)
+    real_write = worker.spool.write
+    calls = []
+
+    def write(*args):
+        calls.append(args)
+        if len(calls) == 2:  # the SEG is written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", "/data/spool/results/x.dcm")
+        return real_write(*args)
+
+    monkeypatch.setattr(worker.spool, "write", write)
+    with caplog.at_level(logging.INFO, logger="svdmark"):
+        assert worker.run_one()
+    row = job(journal, job_id)
+    assert (row["state"], row["attempts"]) == ("pending", 1)
+    assert row["detail"] == "attempt 1 failed, will retry: write: OSError: [Errno 28] No space left on device"
+    assert result_files(worker) == []  # the SEG written before the failure is not left behind
+    (line,) = lines(caplog, job_id)
+    assert (line.getMessage(), line.fields["stage"], line.fields["attempt"]) == ("analysis_retry", "write", 1)
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="svdmark"):
+        assert worker.run_one()  # space freed: the retry (no back-off in this test) completes
+    row = job(journal, job_id)
+    assert (row["state"], row["detail"]) == ("done", None)
+    assert [r.getMessage() for r in lines(caplog, job_id)] == ["analysis_done"]
+    assert len(result_files(worker)) == 3 and len(journal.due_deliveries()) == 3
+    no_phi(caplog, journal)
+
+
+def test_transient_failures_give_up_at_the_attempts_cap(env, monkeypatch, caplog):
+    worker, journal = env
+    worker.max_attempts = 2
+    job_id = queue(journal)
+
+    def broken(*args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(worker.spool, "write", broken)
+    with caplog.at_level(logging.INFO, logger="svdmark"):
+        assert worker.run_one() and worker.run_one()
+        assert not worker.run_one()  # nothing left to claim
+    row = job(journal, job_id)
+    assert (row["state"], row["attempts"]) == ("failed", 2)
+    assert row["detail"] == "gave up after 2 attempts: write: OSError: [Errno 5] Input/output error"
+    assert [r.getMessage() for r in lines(caplog, job_id)] == ["analysis_retry", "analysis_failed"]
+    assert lines(caplog, job_id)[-1].fields["gave_up_after_attempts"] == 2
+
+
+def test_a_journal_write_that_fails_requeues_the_job(env, monkeypatch):
+    worker, journal = env
+    job_id = queue(journal)
+    real_finish = journal.finish_job
+
+    def finish(job_row, state, **kw):
+        if state is JobState.DONE:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_finish(job_row, state, **kw)
+
+    monkeypatch.setattr(journal, "finish_job", finish)
+    assert worker.run_one()
+    row = job(journal, job_id)
+    assert (row["state"], row["attempts"]) == ("pending", 1)
+    assert row["detail"].endswith("journal: OperationalError: database or disk is full")
+    assert result_files(worker) == []
+
+
+def test_an_outcome_the_journal_refuses_is_kept_and_nothing_else_is_claimed(env, monkeypatch, caplog):
+    worker, journal = env
+    first = queue(journal, "1.2.3")
+    second = queue(journal, "1.2.4")
+
+    def refuse(*a, **k):
+        raise ValueError("cannot encode")
+
+    def disk_full(*a, **k):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(W.encode, "results", refuse)
+    monkeypatch.setattr(journal, "finish_job", disk_full)
+    with caplog.at_level(logging.INFO, logger="svdmark"):
+        assert worker.run_one()
+        assert job(journal, first)["state"] == "running"  # the journal took nothing...
+        assert not worker.run_one() and not worker.run_one()  # ...so no new job is claimed meanwhile
+        assert job(journal, second)["state"] == "pending"
+        assert [r.getMessage() for r in lines(caplog, first)] == ["job_outcome_unrecorded"]  # said once
+        monkeypatch.undo()  # the journal recovers (and the encoder too)
+        monkeypatch.setattr(W, "read_series", lambda journal, job: None)  # the second job fails on its own
+        assert worker.run_one()
+    assert job(journal, first)["detail"] == "encode failed: ValueError: cannot encode"
+    assert job(journal, second)["state"] == "failed"
+    assert journal.jobs(JobState.RUNNING) == []
+
+
+def test_a_journal_that_refuses_claims_is_said_once_per_change(env, monkeypatch, caplog):
+    worker, journal = env
+    queue(journal)
+    real_claim = journal.claim_job
+
+    def locked(*a, **k):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(journal, "claim_job", locked)
+    with caplog.at_level(logging.INFO, logger="svdmark"):
+        assert not worker.run_one() and not worker.run_one()
+        monkeypatch.setattr(journal, "claim_job", real_claim)
+        assert worker.run_one()
+    names = [r.getMessage() for r in caplog.records if r.name == "svdmark.worker"]
+    assert names[:2] == ["job_claim_failed", "job_claim_recovered"] and names.count("job_claim_failed") == 1
+
+
+def _sqlite_error() -> sqlite3.OperationalError:
+    try:
+        sqlite3.connect(":memory:").execute("SELECT * FROM no_such_table")
+    except sqlite3.OperationalError as exc:
+        return exc
+    raise AssertionError("no error")
+
+
+@pytest.mark.parametrize("exc, retry", [
+    (OSError(errno.ENOSPC, "No space left on device"), True),
+    (OSError(errno.EIO, "Input/output error"), True),
+    (FileNotFoundError(errno.ENOENT, "No such file or directory"), False),  # a missing file stays missing
+    (sqlite3.OperationalError("database or disk is full"), True),
+    (_sqlite_error(), False),  # SQLITE_ERROR: a bug, not the environment
+    (ValueError("Unable to convert"), False),
+    (ConfigError("cannot read SR template"), False),
+])
+def test_transient_errors(exc, retry):
+    assert W.transient(exc) is retry
