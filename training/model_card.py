@@ -4,12 +4,10 @@
         --eval training/runs/eval_wml_heldout_30_<model>.json --eval training/runs/eval_wml_shifted_30_<model>.json \
         --bench "..." --notes notes.md
 
-Sets ``manifest["self_test"]["expect"]`` from the phantom truth with a tolerance
-(WML: truth ± max(1.5 mL, 30 %, 3 × validation MAE); CMB: truth ± max(3, 30 %, 3 × validation
-mean count error)) after checking the model passes it. The self-test is a sanity check (the model
-loads, its preprocessing matches, its output is plausible), not an accuracy test — accuracy is what
-``training.evaluate`` reports — so its tolerance must cover the model's known per-case error on the
-validation split (``--val-error``). The manifest's sha256 is unaffected (it covers model.onnx only).
+Sets ``manifest["self_test"]["expect"]`` from the phantom truth with a tolerance that can fail (see
+``sanity_bounds``: a model that halves or doubles the WML volume, or misses a third of the bleeds, is
+rejected), then checks the model passes it. Accuracy is what ``training.evaluate`` and ``stress.score``
+report. The manifest's sha256 is unaffected (it covers model.onnx only).
 """
 from __future__ import annotations
 
@@ -77,7 +75,35 @@ def _results(task: str, ev: dict | None) -> list[str]:
             lines.append(f"| {who} | {m['sensitivity']:.3f} | {m['fp_per_scan']:.2f} | {m['grade_agreement']:.3f} |")
         lines += ["", f"n = {ev['n']} scans, {sum(r['n_truth'] for r in ev['cases'])} true bleeds; match within "
                       "max(5 mm, diameter). Targets: sensitivity ≥ 0.90 at ≤ 1.0 FP/scan, grade ≥ 0.90."]
+    cov, wh = ev.get("interval_coverage"), ev.get("withheld_fraction")
+    if cov is not None or wh is not None:
+        lines.append(f"Interval coverage (truth inside the reported interval): "
+                     f"{'n/a' if cov is None else f'{cov:.2f}'}; withheld by the quality gate: "
+                     f"{'n/a' if wh is None else f'{wh:.2f}'}.")
     lines += [f"Mean CPU inference in the evaluation: {ev['seconds_mean']:.2f} s/series (shared 2-core machine).", ""]
+    return lines
+
+
+def _uncertainty_and_gate(manifest: dict) -> list[str]:
+    """What the manifest's ``uncertainty`` and ``quality`` sections say, and where they were chosen."""
+    lines = []
+    for task, u in manifest.get("uncertainty", {}).items():
+        if task == "wml":
+            how = (f"[min(passes) − h, max(passes) + h], h = {u['a_ml']} mL + {u['b']} × volume, over the "
+                   f"test-time-augmentation passes `{manifest['input'].get('tta', [])}`")
+            width = f"mean width {u['validation_mean_width_ml']} mL"
+        else:
+            how = f"counts at classifier thresholds {u['threshold_high']} (low end) and {u['threshold_low']} (high end)"
+            width = f"mean width {u['validation_mean_width']} bleeds"
+        lines += ["## Uncertainty interval",
+                  f"{how}; target coverage {u['coverage']:.0%}, validation coverage {u['validation_coverage']:.2f}, "
+                  f"{width}. Chosen on {u['chosen_on']}.", ""]
+    q = manifest.get("quality")
+    if q:
+        lines += ["## Quality gate", "A result is withheld (\"not reliably measurable\", no number) when any score is "
+                  "outside its limit:", ""]
+        lines += [f"- `{k}`: {json.dumps(v)}" for k, v in q["limits"].items()]
+        lines += ["", f"Limits chosen on {q['chosen_on']}.", ""]
     return lines
 
 
@@ -111,6 +137,7 @@ def card(manifest: dict, evals: list[dict], bench: str | None, selftest: str | N
         f"{tr.get('steps', '?')} steps in {tr.get('seconds', '?')} s. Recipe: `training/README.md`.",
         "",
     ]
+    lines += _uncertainty_and_gate(manifest)
     for ev in evals or [None]:
         lines += _results(task, ev)
     lines += ["", "## Inference time", bench or "See `bench/bench_inference.py`.", ""]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import re
 import sqlite3
@@ -31,7 +32,7 @@ import pydicom
 
 from . import encode, health
 from .config import Config, Destination
-from .domain import JobState, Series
+from .domain import JobState, ModelSpec, Series
 from .errors import Ignored, InvalidSeries, SvdmarkError
 from .journal import Journal, JobRow, ResultObject
 from .logs import event
@@ -58,11 +59,24 @@ def load_series(study_uid: str, series_uid: str, instances: Iterable[tuple[str, 
     return Series(study_uid, series_uid, datasets)
 
 
-def uid_seed(series: Series, model_sha: str, ruleset_version: str) -> str:
-    """Same inputs → same output UIDs, so a re-run after a crash reproduces identical objects."""
+RESULT_SECTIONS = ("input", "candidates", "output", "uncertainty", "quality")  # manifest parts that shape a result
+
+
+def uid_seed(series: Series, model: ModelSpec, ruleset_version: str) -> str:
+    """Same inputs → same output UIDs, so a re-run after a crash reproduces identical objects.
+
+    The inputs are the series' instances (UID and pixel data, so a replaced instance with the same UID
+    gives new objects), the model file (sha256), the manifest sections that shape the result (a new
+    calibration or quality-gate limit gives new objects) and the rule-set version.
+    """
     h = hashlib.sha256()
-    for part in [series.series_uid, model_sha, ruleset_version, *sorted(str(d.SOPInstanceUID) for d in series.datasets)]:
+    sections = json.dumps({k: model.manifest.get(k) for k in RESULT_SECTIONS}, sort_keys=True, default=str)
+    for part in [series.series_uid, model.sha256, sections, ruleset_version]:
         h.update(part.encode() + b"\0")
+    for d in sorted(series.datasets, key=lambda d: str(d.SOPInstanceUID)):
+        h.update(str(d.SOPInstanceUID).encode() + b"\0")
+        pixels = d.get("PixelData")
+        h.update(hashlib.sha256(bytes(pixels) if pixels is not None else b"").digest())
     return h.hexdigest()
 
 
@@ -178,7 +192,7 @@ class Worker:
             supersedes = pydicom.dcmread(previous.path) if previous is not None else None
             with health.stage_timer("encode"):
                 encoded = encode.results(result, supersedes=supersedes,
-                                         uid_seed=uid_seed(series, result.model.sha256, result.ruleset.version))
+                                         uid_seed=uid_seed(series, result.model, result.ruleset.version))
             summary = summarise(result)
             stage = "write"
             outputs = []

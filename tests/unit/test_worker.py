@@ -224,3 +224,26 @@ def _sqlite_error() -> sqlite3.OperationalError:
 ])
 def test_transient_errors(exc, retry):
     assert W.transient(exc) is retry
+
+
+def test_uid_seed_follows_pixels_and_result_shaping_manifest_sections():
+    """Same inputs → same seed; a replaced instance (same UID, new pixels) or a new calibration → a new seed."""
+    import copy
+    from dataclasses import replace as dc_replace
+
+    from svdmark.domain import Task
+    from svdmark.worker import uid_seed
+    from tests.unit.test_encode_support import ct_series, model
+
+    series, _ = ct_series()
+    spec = model(Task.WML)
+    base = uid_seed(series, spec, "1.0.0")
+    assert uid_seed(series, spec, "1.0.0") == base
+    recalibrated = dc_replace(spec, manifest={**spec.manifest, "quality": {"limits": {"noise": {"max": 9.0}}}})
+    assert uid_seed(series, recalibrated, "1.0.0") != base
+    changed = [copy.deepcopy(d) for d in series.datasets]
+    px = bytearray(changed[0].PixelData)
+    px[0] ^= 0xFF
+    changed[0].PixelData = bytes(px)
+    assert uid_seed(dc_replace(series, datasets=tuple(changed)), spec, "1.0.0") != base
+    assert uid_seed(series, spec, "1.1.0") != base

@@ -90,7 +90,7 @@ def analyse_group(group: SeriesGroup, out_dir: str, config: Config) -> dict:
         series = load_series(group.study_uid, group.series_uid,
                              ((i.sop_uid, i.source.open()) for i in group.instances))
         result = analyse(series, ctx)
-        encoded = encode.results(result, uid_seed=uid_seed(series, result.model.sha256, result.ruleset.version))
+        encoded = encode.results(result, uid_seed=uid_seed(series, result.model, result.ruleset.version))
     except Ignored as exc:
         row.update(status=T.IGNORED, routing=RouteKind.IGNORED.value, rule_id=exc.rule_id, reason=exc.reason)
         return row
