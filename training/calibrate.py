@@ -70,6 +70,29 @@ def _key(row: dict, t: float) -> str:
     return next(k for k in row["counts_at"] if abs(float(k) - t) < 1e-9)
 
 
+def gate_scores(rows: list[dict], task: str) -> None:
+    """Fill each row's ``scores`` (when the evaluated manifest had no gate yet) from its cached case and the
+    row's own model figures, with the same functions the runtime gate uses."""
+    from svdmark.infer.preprocess import foreground_reference
+    from svdmark.measure import quality
+
+    from . import data
+
+    for r in rows:
+        if r.get("scores"):
+            continue
+        if task == "wml":
+            vol = data.ncct_case(r["seed"]).volume
+            r["scores"] = quality.ct_scores(vol)
+            if r.get("passes"):
+                r["scores"]["tta_spread"] = quality.tta_spread(r["passes"], r["model"])
+        else:
+            vol = data.swi_case(r["seed"]).volume
+            ref = foreground_reference(vol.array)
+            r["scores"] = quality.swi_scores(vol, ref)
+            r["scores"]["candidates_per_ml"] = quality.candidate_density(vol, ref, r["n_candidates"])
+
+
 def quality_limits(rows: list[dict], task: str) -> dict:
     """Validation range of each score, widened: minimums × 0.7, maximums × 1.5 (tta spread × 2 + 0.1)."""
     sc = {k: np.array([r["scores"][k] for r in rows if k in r.get("scores", {})], float)
@@ -104,6 +127,11 @@ def main(argv=None):
         raise SystemExit(f"calibration is a choice: run it on validation splits, never on {sorted(REPORTED_SPLITS)}")
     man = json.loads(args.manifest.read_text())
     rows = res["cases"]
+    gate_scores(rows, args.task)
+    if args.task == "cmb":  # the count at the manifest's (possibly newly chosen) threshold
+        thr = float(man["output"]["threshold"])
+        for r in rows:
+            r["count"] = r["counts_at"][_key(r, thr)]
     if args.task == "wml":
         unc = wml_uncertainty(rows, args.coverage)
     else:

@@ -45,7 +45,7 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
         if limits is not None:
             scores = quality.ct_scores(volume)
             if pass_ml:
-                scores["tta_spread"] = round((max(pass_ml) - min(pass_ml)) / (1.0 + f.volume_ml), 3)
+                scores["tta_spread"] = quality.tta_spread(pass_ml, f.volume_ml)
             gate = quality.judge(scores, limits)
         return replace(f, interval=interval, quality=gate)
     cands = [(c.index, c.probability, c.diameter_mm) for c in output.candidates]
@@ -56,8 +56,7 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
     if limits is not None:
         ref = float(output.extras.get("reference_intensity") or foreground_reference(volume.array))
         scores = quality.swi_scores(volume, ref)
-        head_ml = float((volume.array > 0.35 * ref).sum() * volume.voxel_volume_mm3 / 1000.0)
-        scores["candidates_per_ml"] = round(len(cands) / max(head_ml, 1.0), 3)
+        scores["candidates_per_ml"] = quality.candidate_density(volume, ref, len(cands))
         gate = quality.judge(scores, limits)
     return replace(f, interval=interval, quality=gate)
 

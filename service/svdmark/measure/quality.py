@@ -76,6 +76,17 @@ def swi_scores(volume: Volume, reference: float) -> dict[str, float]:
     }
 
 
+def tta_spread(pass_volumes_ml, volume_ml: float) -> float:
+    """The WML model's out-of-distribution score: spread of its pass volumes relative to (volume + 1 mL)."""
+    return round((max(pass_volumes_ml) - min(pass_volumes_ml)) / (1.0 + volume_ml), 3)
+
+
+def candidate_density(volume: Volume, reference: float, n_candidates: int) -> float:
+    """CMB candidates per mL of head (voxels above 0.35 × the foreground reference intensity)."""
+    head_ml = float((volume.array > 0.35 * reference).sum() * volume.voxel_volume_mm3 / 1000.0)
+    return round(n_candidates / max(head_ml, 1.0), 3)
+
+
 _REASONS = {
     "coverage_mm": ("head coverage {v:.0f} mm is below the {lim:.0f} mm the model needs (partial scan)", "min"),
     "tissue_level": ("brain tissue level {v:.0f} is outside {lo:.0f}–{hi:.0f} (calibration, contrast agent or "
