@@ -1,11 +1,12 @@
 """Score the installed models on a stress set, through the service's own stages.
 
-``python -m stress.score --task wml|cmb --data DIR [--json OUT] [--models DIR] [--limit N]``
+``python -m stress.score --task wml|cmb --data DIR [--json OUT] [--models DIR] [--version V] [--limit N]``
 
 Per case: pydicom read -> ``svdmark.domain.Series`` -> ``svdmark.route.decide`` (a case that is not routed to
 the task is a failure) -> ``svdmark.volume.load`` -> ``ModelRegistry(models).active(task)`` ->
 ``Runtime().run`` -> ``svdmark.measure.from_output``. Models: ``--models``, else ``$SVDMARK_MODELS_DIR``, else
-``models_onnx`` (relative to the working directory). Inference threads: ``$SVDMARK_INFER_THREADS`` (default 1).
+``models_onnx`` (relative to the working directory); the active version (``ACTIVE`` file, else the highest
+installed) unless ``--version`` names one. Inference threads: ``$SVDMARK_INFER_THREADS`` (default 1).
 """
 from __future__ import annotations
 
@@ -78,11 +79,14 @@ def pearson(a, b) -> float | None:
 
 
 class Service:
-    def __init__(self, task: str, models: Path):
+    def __init__(self, task: str, models: Path, version: str | None = None):
         os.environ.setdefault("SVDMARK_INFER_THREADS", "1")
         from svdmark.infer import ModelRegistry, Runtime
 
-        self.model = ModelRegistry(models).active(task)
+        reg = ModelRegistry(models)
+        self.model = reg.active(task)
+        if version and version != self.model.version:
+            self.model = reg.get(self.model.name, version)
         self.runtime = Runtime()
 
     def run(self, case: Path, task: str):
@@ -373,10 +377,13 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--models", type=Path, default=None)
+    ap.add_argument("--version", default=None,
+                    help="score this installed version of the task's model instead of the active one")
     ap.add_argument("--limit", type=int, default=None)
     a = ap.parse_args(argv)
     models = a.models or Path(os.environ.get("SVDMARK_MODELS_DIR", "models_onnx"))
-    svc = Service(a.task, models)
+    svc = Service(a.task, models, a.version)
+    print(f"model: {svc.model.label} ({svc.model.path})", flush=True)
     cases = sorted(p for p in a.data.glob(f"{a.task}_*") if (p / "truth.json").is_file())[: a.limit]
     if not cases:
         print(f"no {a.task} cases under {a.data}", file=sys.stderr)
