@@ -22,6 +22,7 @@ import numpy as np
 from svdmark.domain import BurdenGrade, CmbFindings, Task, WmlFindings
 from svdmark.infer import ModelRegistry, Runtime
 from svdmark.measure import baselines, cmb_findings, from_output, merged_centres, wml_volume_ml
+from svdmark.validation.agreement import match_points
 
 from . import data
 
@@ -36,24 +37,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def match(pred_xyz, truth_xyz, truth_d):
-    """Greedy one-to-one matching by distance within max(5 mm, diameter). Returns (tp, fp, fn)."""
-    if len(truth_xyz) == 0:
-        return 0, len(pred_xyz), 0
-    if len(pred_xyz) == 0:
-        return 0, 0, len(truth_xyz)
-    P = np.asarray(pred_xyz, float)
-    T = np.asarray(truth_xyz, float)
-    D = np.linalg.norm(P[:, None] - T[None], axis=-1)
-    ok = D <= np.maximum(5.0, np.asarray(truth_d, float))[None, :]
-    pairs = sorted((D[i, j], i, j) for i, j in zip(*np.nonzero(ok)))
-    used_p, used_t = set(), set()
-    for _, i, j in pairs:
-        if i in used_p or j in used_t:
-            continue
-        used_p.add(i)
-        used_t.add(j)
-    tp = len(used_t)
-    return tp, len(P) - len(used_p), len(T) - tp
+    """Greedy one-to-one matching by distance within max(5 mm, diameter). Returns (tp, fp, fn).
+
+    The same matcher a site validation uses (``svdmark.validation.agreement.match_points``), so training
+    figures and site figures count a hit the same way.
+    """
+    m = match_points(pred_xyz, truth_xyz, truth_d, min_mm=5.0)
+    return m.true_positives, m.false_positives, m.false_negatives
 
 
 def split_seeds(split: str, n: int) -> list[int]:

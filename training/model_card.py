@@ -107,7 +107,42 @@ def _uncertainty_and_gate(manifest: dict) -> list[str]:
     return lines
 
 
-def card(manifest: dict, evals: list[dict], bench: str | None, selftest: str | None, notes: str | None = None) -> str:
+_STRESS_COLS = {
+    "wml": [("n", "n", "{:d}"), ("withheld_frac", "withheld", "{:.2f}"), ("mae_ml", "MAE mL", "{:.2f}"),
+            ("bias_ml", "bias mL", "{:+.2f}"), ("pearson_r", "r", "{:.3f}"), ("dice_truth_ge1", "Dice ≥1 mL", "{:.2f}"),
+            ("mae_truth_lt1", "MAE <1 mL", "{:.2f}"), ("median_pred_lesion_free", "median, lesion-free", "{:.2f}"),
+            ("interval_coverage", "interval coverage", "{:.2f}")],
+    "cmb": [("n", "n", "{:d}"), ("withheld_frac", "withheld", "{:.2f}"), ("sensitivity", "sensitivity", "{:.3f}"),
+            ("fp_per_scan", "FP/scan", "{:.2f}"), ("grade_agreement", "grade agreement", "{:.2f}"),
+            ("count_mae", "count MAE", "{:.2f}"), ("interval_coverage", "interval coverage", "{:.2f}")],
+}
+
+
+def _stress(task: str, st: dict) -> list[str]:
+    """The stress-set section: overall and every breakdown ``stress.score`` wrote."""
+    cols = _STRESS_COLS[task]
+
+    def row(name: str, m: dict) -> str:
+        cells = ["–" if m.get(k) is None else f.format(m[k]) for k, _, f in cols]
+        return f"| {name} | " + " | ".join(cells) + " |"
+
+    lines = [f"## Independent stress set ({st['model']})",
+             "Built by other code (`stress/`: its own anatomy, deformation, lesions, mimics, CT/MR physics, noise "
+             "and DICOM writer; see `stress/README.md`), scored through the service's own stages (route, "
+             "volume.load, runtime, measure). Never used for training, post-processing, calibration or limits.",
+             f"Command: `PYTHONPATH=. .venv/bin/python -m stress.score --task {task} --data DIR --json OUT` "
+             f"(DIR from `python -m stress.build --task {task} --n {st['overall']['n']} --out DIR`).", "",
+             "| group | " + " | ".join(h for _, h, _ in cols) + " |", "|---" * (len(cols) + 1) + "|",
+             row("**all**", st["overall"])]
+    for by, groups in st.get("by", {}).items():
+        for g, m in groups.items():
+            lines.append(row(f"{by}: {g}", m))
+    lines.append("")
+    return lines
+
+
+def card(manifest: dict, evals: list[dict], bench: str | None, selftest: str | None, notes: str | None = None,
+         stress: list[dict] | None = None) -> str:
     task = manifest["task"]
     tr = manifest.get("training", {})
     lines = [
@@ -140,6 +175,8 @@ def card(manifest: dict, evals: list[dict], bench: str | None, selftest: str | N
     lines += _uncertainty_and_gate(manifest)
     for ev in evals or [None]:
         lines += _results(task, ev)
+    for st in stress or []:
+        lines += _stress(task, st)
     lines += ["", "## Inference time", bench or "See `bench/bench_inference.py`.", ""]
     if selftest:
         lines += ["## Self-test", selftest, ""]
@@ -174,6 +211,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--eval", type=Path, action="append", default=[], help="training.evaluate JSON (repeatable)")
+    ap.add_argument("--stress", type=Path, action="append", default=[], help="stress.score JSON (repeatable)")
     ap.add_argument("--bench", default=None)
     ap.add_argument("--notes", type=Path, default=None, help="markdown appended before the limitations")
     ap.add_argument("--val-error", type=float, default=0.0,
@@ -192,7 +230,8 @@ def main(argv=None):
     print(res.describe())
     evals = [json.loads(p.read_text()) for p in args.eval]
     notes = args.notes.read_text() if args.notes else None
-    (args.model_dir / "MODEL_CARD.md").write_text(card(man, evals, args.bench, res.describe(), notes))
+    stress = [json.loads(p.read_text()) for p in args.stress]
+    (args.model_dir / "MODEL_CARD.md").write_text(card(man, evals, args.bench, res.describe(), notes, stress))
     if not res.passed:
         raise SystemExit(f"self-test failed: {res.describe()}")
     print(f"wrote {args.model_dir / 'MODEL_CARD.md'}")
