@@ -36,7 +36,8 @@ def assert_exactly_once(pacs, studies, data_dir):
 @pytest.fixture
 def studies(tmp_path):
     return [write_study(tmp_path / "in" / "ncct", seed=31, kind="ncct", vendor="ge", distractors=False, matrix=96),
-            write_study(tmp_path / "in" / "swi", seed=32, kind="swi", vendor="siemens", distractors=False, n_slices=40, matrix=96)]
+            write_study(tmp_path / "in" / "swi", seed=32, kind="swi", vendor="siemens", distractors=False, n_slices=40,
+                        slice_thickness=2.0, matrix=96)]
 
 
 def test_kill_mid_association_then_resend(tmp_path, pacs, studies):

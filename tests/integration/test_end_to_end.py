@@ -32,7 +32,7 @@ def test_ncct_and_swi_studies_produce_results_and_distractors_none(tmp_path, pac
     ncct = write_study(tmp_path / "in" / "ncct", seed=21, kind="ncct", vendor="siemens", distractors=True,
                        transfer_syntax=JPEGLosslessSV1, tilt_deg=15.0, matrix=96)
     swi = write_study(tmp_path / "in" / "swi", seed=22, kind="swi", vendor="philips", distractors=True, n_slices=40,
-                      transfer_syntax=RLELossless, matrix=96)
+                      slice_thickness=2.0, transfer_syntax=RLELossless, matrix=96)
     svd = Svdmark(tmp_path / "data", [f"{pacs.aet}@127.0.0.1:{pacs.port}"]).start()
     try:
         send_studies([ncct, swi], svd.port)

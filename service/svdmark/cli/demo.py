@@ -47,7 +47,7 @@ def _demo(work: Path, args: argparse.Namespace) -> int:
     try:
         studies = [write_study(work / "studies" / "ncct", seed=11, kind="ncct", vendor="siemens", distractors=True),
                    write_study(work / "studies" / "swi", seed=12, kind="swi", vendor="ge", distractors=True,
-                               n_slices=48)]
+                               n_slices=48, slice_thickness=2.0)]  # 96 mm: whole-brain coverage, as the gate needs
         files = sorted(p for p in (work / "studies").rglob("*.dcm"))
         say = (lambda *_: None) if args.json else print
         say(f"svdmark demo: sending {len(files)} instances of 2 synthetic studies to SVDMARK@127.0.0.1:{service.port}")
