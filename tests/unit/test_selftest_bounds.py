@@ -43,11 +43,22 @@ def registry():
     return ModelRegistry()
 
 
-def test_wml_self_test_passes_the_model_and_rejects_half_and_double(registry):
+def test_wml_self_test_passes_the_model_and_rejects_half_and_double(registry, monkeypatch):
     spec = registry.active(Task.WML)
     assert self_test(spec, _Distorting()).passed
-    assert not self_test(spec, _Distorting(wml_scale=0.5)).passed
-    assert not self_test(spec, _Distorting(wml_scale=2.0)).passed
+    assert not self_test(spec, _Distorting(wml_scale=0.5)).passed  # every lesion fraction halved
+    # a model whose reported volumes are twice the real model's (a fraction map cannot simply be doubled: it is
+    # clipped at 1), measured on the real model's output
+    import svdmark.measure as measure
+
+    real = measure.from_output
+
+    def doubled(m, v, o):
+        f = real(m, v, o)
+        return replace(f, volume_ml=2 * f.volume_ml)
+
+    monkeypatch.setattr(measure, "from_output", doubled)
+    assert not self_test(spec, _Distorting()).passed
 
 
 def test_cmb_self_test_passes_the_model_and_rejects_missing_a_third(registry):
