@@ -21,7 +21,8 @@ import numpy as np
 
 from svdmark.domain import BurdenGrade, CmbFindings, Task, WmlFindings
 from svdmark.infer import ModelRegistry, Runtime
-from svdmark.measure import baselines, cmb_findings, from_output, merged_centres, wml_volume_ml
+from svdmark.measure import (baselines, cmb_findings, cmb_merging, from_output, merged_centres, wml_postprocessing,
+                             wml_volume_ml)
 from svdmark.validation.agreement import match_points
 
 from . import data
@@ -120,8 +121,7 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         if sweep:
             sweeps.append(_wml_sweep_case(case.volume, out.fraction, truth_mask))
         b = baselines.wml_threshold(case.volume) if baseline else WmlFindings(float("nan"), truth_mask * 0, ())
-        o = spec.manifest["output"]
-        post = {k: o.get(k, 0) for k in ("fraction_floor", "support_threshold", "support_dilate_vox")}
+        post = wml_postprocessing(spec.manifest)
         rows.append(dict(seed=s, truth=case.truth_ml, model=f.volume_ml, baseline=b.volume_ml,
                          dice_model=dice(f.mask, truth_mask), dice_baseline=dice(b.mask, truth_mask), seconds=secs,
                          matrix=case.volume.shape[1], thickness=case.params["slice_thickness"],
@@ -190,17 +190,15 @@ def cmb_detect_model(spec, runtime, case, threshold=None):
     out = runtime.run(spec, case.volume)
     if threshold is None:
         return from_output(spec, case.volume, out), out
-    o = spec.manifest["output"]
     f = cmb_findings(case.volume, [(c.index, c.probability, c.diameter_mm) for c in out.candidates], threshold,
-                     o.get("merge_mm", 4.0), o.get("max_count", 200))
+                     **cmb_merging(spec.manifest))
     return f, out
 
 
 def _counts_at(spec, case, out) -> dict:
     """Merged count at each calibration threshold (training.calibrate picks the interval's thresholds)."""
-    o = spec.manifest["output"]
     cands = [(c.index, c.probability, c.diameter_mm) for c in out.candidates]
-    return {str(t): len(merged_centres(case.volume, cands, t, o.get("merge_mm", 4.0), o.get("max_count", 200)))
+    return {str(t): len(merged_centres(case.volume, cands, t, **cmb_merging(spec.manifest)))
             for t in CALIBRATION_THRESHOLDS}
 
 
@@ -244,13 +242,13 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
     res.update(_coverage_and_withheld(rows, "n_truth"))
     if sweep:
         res["sweep"] = []
-        o = spec.manifest["output"]
+        merge = cmb_merging(spec.manifest)
         for thr in (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995):
             tp = fp = 0
             agree = 0
             for case, out in outs:
                 f = cmb_findings(case.volume, [(c.index, c.probability, c.diameter_mm) for c in out.candidates],
-                                 thr, o.get("merge_mm", 4.0), o.get("max_count", 200))
+                                 thr, **merge)
                 a, b_, _ = match([m.center_mm for m in f.microbleeds], [bl["center_mm"] for bl in case.bleeds],
                                  [bl["diameter_mm"] for bl in case.bleeds])
                 tp += a

@@ -96,24 +96,17 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
         x0 = int(np.clip(cx - crop // 2, 0, max(W - crop, 0)))
         C = 2 * ctx + 1
         a = np.full((C, crop, crop), -2.0, np.float32)
-        b = np.zeros((crop, crop), np.float32)
+        les = np.zeros((C, crop, crop), np.float32)  # each channel's lesion fraction; the centre one is the target
         ca = _stack_slices(imgs[v], k, ctx)[:, y0 : y0 + crop, x0 : x0 + crop]
         a[:, : ca.shape[1], : ca.shape[2]] = ca
-        b[: ca.shape[1], : ca.shape[2]] = tg[y0 : y0 + crop, x0 : x0 + crop]
-        flipped_lr = rng.random() < 0.5
-        if flipped_lr:  # left-right flip (anatomy is near-symmetric)
-            a, b = a[:, :, ::-1], b[:, ::-1]
-        flipped_ctx = bool(ctx) and rng.random() < 0.5
-        if flipped_ctx:  # head-foot flip of the neighbours (stacks run both ways)
-            a = a[::-1]
+        cl = _stack_slices(tgts[v], k, ctx)[:, y0 : y0 + crop, x0 : x0 + crop]
+        les[:, : cl.shape[1], : cl.shape[2]] = cl
+        if rng.random() < 0.5:  # left-right flip (anatomy is near-symmetric)
+            a, les = a[:, :, ::-1], les[:, :, ::-1]
+        if ctx and rng.random() < 0.5:  # head-foot flip of the neighbours (stacks run both ways)
+            a, les = a[::-1], les[::-1]
+        b = les[ctx]
         if randomise and rng.random() < randomise:
-            les = np.zeros_like(a)
-            cl = _stack_slices(tgts[v], k, ctx)[:, y0 : y0 + crop, x0 : x0 + crop]
-            les[:, : cl.shape[1], : cl.shape[2]] = cl
-            if flipped_lr:
-                les = les[:, :, ::-1]
-            if flipped_ctx:
-                les = les[::-1]
             a = randomise_ct(np.ascontiguousarray(a), rng, lesion=les)
         else:  # mild intensity jitter: scanner calibration offsets of a few HU, contrast scale
             a = a * rng.uniform(0.95, 1.05) + rng.normal(0, 0.05)

@@ -23,7 +23,8 @@ from . import quality
 from .geometry import ball_mask, locate
 from .uncertainty import cmb_interval, wml_interval
 
-__all__ = ["from_output", "wml_findings", "wml_volume_ml", "cmb_findings", "merged_centres"]
+__all__ = ["from_output", "wml_findings", "wml_volume_ml", "wml_postprocessing", "cmb_findings", "merged_centres",
+           "cmb_merging"]
 
 
 def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFindings:
@@ -33,13 +34,9 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
     unc = model.manifest.get("uncertainty", {})
     limits = model.manifest.get("quality", {}).get("limits")
     if Task(model.task) is Task.WML:
-        post = dict(mask_threshold=float(out.get("mask_threshold", 0.5)),
-                    fraction_floor=float(out.get("fraction_floor", 0.0)),
-                    support_threshold=float(out.get("support_threshold", 0.0)),
-                    support_dilate_vox=int(out.get("support_dilate_vox", 0)))
-        f = wml_findings(volume, output.fraction, **post)
-        pass_ml = [wml_volume_ml(volume, p, **{k: v for k, v in post.items() if k != "mask_threshold"})
-                   for p in getattr(output, "passes", ())]
+        post = wml_postprocessing(model.manifest)
+        f = wml_findings(volume, output.fraction, float(out.get("mask_threshold", 0.5)), **post)
+        pass_ml = [wml_volume_ml(volume, p, **post) for p in getattr(output, "passes", ())]
         interval = wml_interval(f.volume_ml, pass_ml, unc.get("wml"))
         gate = None
         if limits is not None:
@@ -49,7 +46,7 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
             gate = quality.judge(scores, limits)
         return replace(f, interval=interval, quality=gate)
     cands = [(c.index, c.probability, c.diameter_mm) for c in output.candidates]
-    merge = dict(merge_mm=float(out.get("merge_mm", 4.0)), max_count=int(out.get("max_count", 200)))
+    merge = cmb_merging(model.manifest)
     f = cmb_findings(volume, cands, threshold=float(out.get("threshold", 0.5)), **merge)
     interval = cmb_interval(lambda t: len(merged_centres(volume, cands, t, **merge)), f.count, unc.get("cmb"))
     gate = None
@@ -59,6 +56,20 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
         scores["candidates_per_ml"] = quality.candidate_density(volume, ref, len(cands))
         gate = quality.judge(scores, limits)
     return replace(f, interval=interval, quality=gate)
+
+
+def wml_postprocessing(manifest: dict) -> dict:
+    """The manifest's WML volume post-processing, as keyword arguments of ``wml_volume_ml``."""
+    out = manifest.get("output", {})
+    return dict(fraction_floor=float(out.get("fraction_floor", 0.0)),
+                support_threshold=float(out.get("support_threshold", 0.0)),
+                support_dilate_vox=int(out.get("support_dilate_vox", 0)))
+
+
+def cmb_merging(manifest: dict) -> dict:
+    """The manifest's CMB duplicate merging, as keyword arguments of ``merged_centres`` / ``cmb_findings``."""
+    out = manifest.get("output", {})
+    return dict(merge_mm=float(out.get("merge_mm", 4.0)), max_count=int(out.get("max_count", 200)))
 
 
 def wml_volume_ml(volume: Volume, fraction: np.ndarray, fraction_floor: float = 0.0,

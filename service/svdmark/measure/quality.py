@@ -88,15 +88,15 @@ def candidate_density(volume: Volume, reference: float, n_candidates: int) -> fl
 
 
 _REASONS = {
-    "coverage_mm": ("head coverage {v:.0f} mm is below the {lim:.0f} mm the model needs (partial scan)", "min"),
-    "tissue_level": ("brain tissue level {v:.0f} is outside {lo:.0f}–{hi:.0f} (calibration, contrast agent or "
-                     "not a plain head scan)", "range"),
-    "noise": ("image noise {v:.3g} is above the model's limit of {lim:.3g}", "max"),
-    "slice_mm": ("slice spacing {v:.1f} mm is above the model's limit of {lim:.1f} mm", "max"),
-    "tta_spread": ("the model's test-time-augmentation passes disagree by {v:.0%} of (volume + 1 mL), above its "
-                   "limit of {lim:.0%} (image unlike its training data)", "max"),
-    "candidates_per_ml": ("{v:.1f} dark-blob candidates per mL of head, above the model's limit of {lim:.1f} "
-                          "(artefacts or an unfamiliar image)", "max"),
+    "coverage_mm": "head coverage {v:.0f} mm is below the {lim:.0f} mm the model needs (partial scan)",
+    "tissue_level": "brain tissue level {v:.0f} is outside {lo:.0f}–{hi:.0f} (calibration, contrast agent or "
+                    "not a plain head scan)",
+    "noise": "image noise {v:.3g} is above the model's limit of {lim:.3g}",
+    "slice_mm": "slice spacing {v:.1f} mm is above the model's limit of {lim:.1f} mm",
+    "tta_spread": "the model's test-time-augmentation passes disagree by {v:.0%} of (volume + 1 mL), above its "
+                  "limit of {lim:.0%} (image unlike its training data)",
+    "candidates_per_ml": "{v:.1f} dark-blob candidates per mL of head, above the model's limit of {lim:.1f} "
+                         "(artefacts or an unfamiliar image)",
 }
 
 
@@ -107,7 +107,7 @@ def judge(scores: dict[str, float], limits: dict) -> Quality:
         if name not in scores or name not in _REASONS:
             continue
         v = float(scores[name])
-        text, _ = _REASONS[name]
+        text = _REASONS[name]
         if not np.isfinite(v):
             reasons.append(f"{name.replace('_', ' ')} could not be measured")
         elif "min" in lim and v < float(lim["min"]):
