@@ -260,15 +260,18 @@ def score_cmb_case(case: Path, truth: dict, svc: Service) -> dict:
 # --------------------------------------------------------------------------- summaries
 
 
-def summarise_wml(rows: list[dict]) -> dict:
-    n_all = len(rows)
-    ignored = [r for r in rows if not r.get("routed", True)]
-    errors = [r for r in rows if r.get("error")]
-    ok = [r for r in rows if "pred_ml" in r]
+def _counts(rows: list[dict], scored_key: str) -> tuple[dict, list[dict]]:
+    """The case counts every summary starts with, and the reported (scored, not withheld) rows."""
+    ok = [r for r in rows if scored_key in r]
     withheld = [r for r in ok if r.get("withheld")]
-    rep = [r for r in ok if not r.get("withheld")]
-    s: dict = {"n": n_all, "ignored": len(ignored), "errors": len(errors), "scored": len(ok),
+    s: dict = {"n": len(rows), "ignored": sum(not r.get("routed", True) for r in rows),
+               "errors": sum(bool(r.get("error")) for r in rows), "scored": len(ok),
                "withheld_frac": (len(withheld) / len(ok)) if ok else None}
+    return s, [r for r in ok if not r.get("withheld")]
+
+
+def summarise_wml(rows: list[dict]) -> dict:
+    s, rep = _counts(rows, "pred_ml")
     if rep:
         t = np.array([r["truth_ml"] for r in rep])
         p = np.array([r["pred_ml"] for r in rep])
@@ -289,14 +292,7 @@ def summarise_wml(rows: list[dict]) -> dict:
 
 
 def summarise_cmb(rows: list[dict]) -> dict:
-    n_all = len(rows)
-    ignored = [r for r in rows if not r.get("routed", True)]
-    errors = [r for r in rows if r.get("error")]
-    ok = [r for r in rows if "pred_count" in r]
-    withheld = [r for r in ok if r.get("withheld")]
-    rep = [r for r in ok if not r.get("withheld")]
-    s: dict = {"n": n_all, "ignored": len(ignored), "errors": len(errors), "scored": len(ok),
-               "withheld_frac": (len(withheld) / len(ok)) if ok else None}
+    s, rep = _counts(rows, "pred_count")
     if rep:
         tp = sum(r["tp"] for r in rep)
         tot = sum(r["count"] for r in rep)
