@@ -13,6 +13,12 @@ Every state transition is one transaction (WAL, ``synchronous=FULL``), so a
                                   ``interruptions`` + 1, queued behind the jobs already waiting,
                                   ``failed`` (quarantined) once ``interruptions`` reaches a higher cap)
 * deliveries: pending → sending → delivered | dead          (sending → pending on restart)
+              dead → pending (:meth:`Journal.resend_dead`: the attempt count and history are kept;
+                              the new round gets ``max_attempts`` tries of its own)
+
+Schema versions: ``PRAGMA user_version`` names the schema a file has; :data:`MIGRATIONS` brings
+any older file (version 0 is the schema before versions existed) up to :data:`SCHEMA_VERSION`
+when it is opened, one transaction per step. A file newer than this code is refused.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .domain import DeliveryState, JobState
 
@@ -139,13 +145,47 @@ class JobRow:
     routing: str | None = None
     detail: str | None = None
     interruptions: int = 0  # times a restart found this job running
+    warning: str | None = None  # the assembler's "incomplete series: N of M images", carried into the result
 
 
-# Jobs columns added after the first release: added to an existing journal when it is opened.
-_JOB_COLUMNS = {
-    "interruptions": "INTEGER NOT NULL DEFAULT 0",
-    "not_before": "REAL NOT NULL DEFAULT 0",
-}
+def _add_columns(db: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+    for name, decl in columns.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    """Restart interruptions counted apart from failures (journals from before they existed lack them)."""
+    _add_columns(db, "jobs", {"interruptions": "INTEGER NOT NULL DEFAULT 0", "not_before": "REAL NOT NULL DEFAULT 0"})
+
+
+def _v2(db: sqlite3.Connection) -> None:
+    """Incomplete-series warnings on jobs; delivery rounds (a resend keeps the history) and an attempt log."""
+    _add_columns(db, "jobs", {"completion_warning": "TEXT"})
+    _add_columns(db, "deliveries", {"round_start": "INTEGER NOT NULL DEFAULT 0",
+                                    "resends": "INTEGER NOT NULL DEFAULT 0"})
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS delivery_attempts (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " delivery_id INTEGER NOT NULL REFERENCES deliveries(id), at REAL NOT NULL, outcome TEXT NOT NULL,"
+        " detail TEXT)"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS delivery_attempts_delivery ON delivery_attempts(delivery_id)")
+
+
+# (version, what it brings, step): step N takes a file at version N-1 to N. Steps are idempotent,
+# so a file that already has a column (an early build added them unversioned) migrates too.
+MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = (
+    (1, "jobs.interruptions, jobs.not_before", _v1),
+    (2, "jobs.completion_warning, deliveries.round_start/resends, delivery_attempts", _v2),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class JournalVersionError(RuntimeError):
+    """The journal file was written by a newer svdmark than this one."""
+
+
 INTERRUPTION_CAP = 5  # restarts that find the same job running before it is quarantined
 
 
@@ -165,9 +205,10 @@ class Delivery:
     id: int
     sop_uid: str
     destination: str
-    attempts: int
+    attempts: int  # tries in this round (since the last resend); the back-off and the dead-letter cap count these
     path: Path
     kind: str
+    total_attempts: int = 0  # tries ever made
 
 
 class Journal:
@@ -178,15 +219,30 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         db = self._conn()
+        found = self.schema_version(db)
+        if found > SCHEMA_VERSION:  # before anything is created or changed in it
+            raise JournalVersionError(
+                f"{self.path} has journal schema version {found}, newer than this svdmark's {SCHEMA_VERSION}: "
+                "run the svdmark version that wrote it, or restore a backup")
         db.executescript(SCHEMA)
-        self._migrate(db)
+        self.migrated_from = self._migrate(db)
 
     @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
-        for name, decl in _JOB_COLUMNS.items():
-            if name not in have:
-                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+    def schema_version(db: sqlite3.Connection) -> int:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self, db: sqlite3.Connection) -> int:
+        """Bring the file up to :data:`SCHEMA_VERSION`; returns the version it had."""
+        found = self.schema_version(db)
+        for version, _, step in MIGRATIONS:
+            if version <= found:
+                continue
+            with self._tx() as tx:
+                if self.schema_version(tx) >= version:  # another process migrated meanwhile
+                    continue
+                step(tx)
+                tx.execute(f"PRAGMA user_version = {int(version)}")
+        return found
 
     # ---------------------------------------------------------------- plumbing
     def _conn(self) -> sqlite3.Connection:
@@ -348,8 +404,11 @@ class Journal:
             for r in rows
         ]
 
-    def queue_job(self, series: SeriesRow, completion: str, now: float | None = None) -> int | None:
-        """Series complete: create its job unless the series changed meanwhile."""
+    def queue_job(self, series: SeriesRow, completion: str, now: float | None = None,
+                  warning: str | None = None) -> int | None:
+        """Series complete: create its job unless the series changed meanwhile.
+
+        ``warning`` (an incomplete series analysed anyway) goes into the job and from there into the result."""
         now = time.time() if now is None else now
         with self._tx() as db:
             cur = db.execute(
@@ -360,10 +419,10 @@ class Journal:
             if cur.rowcount != 1:
                 return None
             return db.execute(
-                "INSERT INTO jobs(series_uid, study_uid, generation, state, completion, created_at, not_before)"
-                " VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO jobs(series_uid, study_uid, generation, state, completion, created_at, not_before,"
+                " completion_warning) VALUES (?,?,?,?,?,?,?,?)",
                 (series.series_uid, series.study_uid, series.generation, JobState.PENDING.value, completion, now,
-                 now),
+                 now, warning),
             ).lastrowid
 
     # ---------------------------------------------------------------- jobs
@@ -379,7 +438,8 @@ class Journal:
                 return None
             db.execute("UPDATE jobs SET state=?, started_at=? WHERE id=?", (JobState.RUNNING.value, now, row["id"]))
             return JobRow(row["id"], row["series_uid"], row["study_uid"], row["generation"], JobState.RUNNING,
-                          row["completion"], row["attempts"], row["routing"], row["detail"], row["interruptions"])
+                          row["completion"], row["attempts"], row["routing"], row["detail"], row["interruptions"],
+                          row["completion_warning"])
 
     def retry_job_later(self, job: JobRow, reason: str, delay: float, max_attempts: int,
                         now: float | None = None) -> JobState | None:
@@ -486,51 +546,81 @@ class Journal:
             return True
 
     # ---------------------------------------------------------------- outbox
-    def due_deliveries(self, now: float | None = None) -> list[Delivery]:
+    def due_deliveries(self, now: float | None = None, destination: str | None = None) -> list[Delivery]:
+        """Pending deliveries that are due, oldest first; of one destination if named."""
         now = time.time() if now is None else now
-        rows = self.query(
-            "SELECT d.id, d.sop_uid, d.destination, d.attempts, r.path, r.kind FROM deliveries d"
-            " JOIN results r ON r.sop_uid=d.sop_uid WHERE d.state=? AND d.next_attempt_at<=? ORDER BY d.id",
-            (DeliveryState.PENDING.value, now),
-        )
-        return [Delivery(r["id"], r["sop_uid"], r["destination"], r["attempts"], Path(r["path"]), r["kind"]) for r in rows]
+        sql = ("SELECT d.id, d.sop_uid, d.destination, d.attempts, d.round_start, r.path, r.kind FROM deliveries d"
+               " JOIN results r ON r.sop_uid=d.sop_uid WHERE d.state=? AND d.next_attempt_at<=?")
+        args: list[Any] = [DeliveryState.PENDING.value, now]
+        if destination is not None:
+            sql += " AND d.destination=?"
+            args.append(destination)
+        rows = self.query(sql + " ORDER BY d.id", args)
+        return [Delivery(r["id"], r["sop_uid"], r["destination"], r["attempts"] - r["round_start"], Path(r["path"]),
+                         r["kind"], r["attempts"]) for r in rows]
 
-    def next_delivery_time(self) -> float | None:
-        rows = self.query("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state=?", (DeliveryState.PENDING.value,))
+    def pending_destinations(self) -> set[str]:
+        """Destinations that have pending or sending deliveries."""
+        rows = self.query("SELECT DISTINCT destination FROM deliveries WHERE state IN (?,?)",
+                          (DeliveryState.PENDING.value, DeliveryState.SENDING.value))
+        return {r["destination"] for r in rows}
+
+    def next_delivery_time(self, destination: str | None = None) -> float | None:
+        sql, args = "SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state=?", [DeliveryState.PENDING.value]
+        if destination is not None:
+            sql += " AND destination=?"
+            args.append(destination)
+        rows = self.query(sql, args)
         return rows[0]["t"] if rows else None
 
     def mark_sending(self, ids: Sequence[int]) -> None:
         with self._tx() as db:
             db.executemany("UPDATE deliveries SET state=? WHERE id=?", [(DeliveryState.SENDING.value, i) for i in ids])
 
-    def mark_delivered(self, delivery_id: int) -> None:
+    def mark_delivered(self, delivery_id: int, detail: str = "") -> None:
+        """The destination confirmed this object: never sent again."""
+        now = time.time()
         with self._tx() as db:
             db.execute(
                 "UPDATE deliveries SET state=?, attempts=attempts+1, delivered_at=?, last_error=NULL WHERE id=?",
-                (DeliveryState.DELIVERED.value, time.time(), delivery_id),
+                (DeliveryState.DELIVERED.value, now, delivery_id),
             )
+            db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
+                       (delivery_id, now, DeliveryState.DELIVERED.value, detail))
 
     def mark_failed(self, delivery_id: int, error: str, next_attempt_at: float, dead: bool) -> None:
+        now = time.time()
+        state = DeliveryState.DEAD if dead else DeliveryState.PENDING
         with self._tx() as db:
             db.execute(
                 "UPDATE deliveries SET state=?, attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
-                ((DeliveryState.DEAD if dead else DeliveryState.PENDING).value, error, next_attempt_at, delivery_id),
+                (state.value, error, next_attempt_at, delivery_id),
             )
+            db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
+                       (delivery_id, now, "dead" if dead else "retry", error))
+
+    def delivery_attempts(self, delivery_id: int) -> list[sqlite3.Row]:
+        """Every try of one delivery, oldest first: at, outcome (delivered | retry | dead | resend), detail."""
+        return self.query("SELECT at, outcome, detail FROM delivery_attempts WHERE delivery_id=? ORDER BY id",
+                          (delivery_id,))
 
     def resend_dead(self, delivery_ids: Sequence[int] | None = None) -> int:
+        """Dead letters back to pending for a new round of tries; attempts, last error and history are kept."""
+        now = time.time()
         with self._tx() as db:
             if delivery_ids is None:
-                return db.execute(
-                    "UPDATE deliveries SET state=?, attempts=0, next_attempt_at=? WHERE state=?",
-                    (DeliveryState.PENDING.value, time.time(), DeliveryState.DEAD.value),
-                ).rowcount
-            return sum(
+                ids = [r["id"] for r in db.execute("SELECT id FROM deliveries WHERE state=?",
+                                                   (DeliveryState.DEAD.value,))]
+            else:
+                ids = [i for i in delivery_ids if db.execute("SELECT 1 FROM deliveries WHERE id=? AND state=?",
+                                                             (i, DeliveryState.DEAD.value)).fetchone()]
+            for i in ids:
                 db.execute(
-                    "UPDATE deliveries SET state=?, attempts=0, next_attempt_at=? WHERE id=? AND state=?",
-                    (DeliveryState.PENDING.value, time.time(), i, DeliveryState.DEAD.value),
-                ).rowcount
-                for i in delivery_ids
-            )
+                    "UPDATE deliveries SET state=?, round_start=attempts, resends=resends+1, next_attempt_at=?"
+                    " WHERE id=?", (DeliveryState.PENDING.value, now, i))
+                db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
+                           (i, now, "resend", "sent back to the outbox by an operator"))
+            return len(ids)
 
     def deliveries(self, state: DeliveryState | None = None) -> list[sqlite3.Row]:
         if state is None:

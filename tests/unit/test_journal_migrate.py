@@ -1,0 +1,69 @@
+"""Journal schema versions: a data dir written by the code before versions existed opens with this code."""
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from svdmark.domain import DeliveryState, JobState
+from svdmark.journal import SCHEMA_VERSION, Journal, JournalVersionError
+
+OLD = Path(__file__).resolve().parents[1] / "data" / "journal-v0.sqlite"
+
+
+def version(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def old_journal(tmp_path) -> Path:
+    path = tmp_path / "journal.sqlite"
+    shutil.copyfile(OLD, path)
+    assert version(path) == 0
+    return path
+
+
+def test_saved_old_journal_opens_migrates_and_resumes(old_journal):
+    j = Journal(old_journal)
+    assert j.migrated_from == 0 and version(old_journal) == SCHEMA_VERSION
+    # everything it held is still there
+    assert j.counts()["instances"]["total"] == 6
+    assert {r["state"] for r in j.deliveries()} == {"delivered", "dead", "pending"}
+    # the job a kill -9 left running is recovered as an interruption, and runs again
+    assert j.recover(now=5000.0)["jobs_requeued"] == 1
+    job = j.claim_job(now=5001.0)
+    assert (job.series_uid, job.interruptions, job.warning) == ("1.2.3.2", 1, None)
+    # the new columns work on old rows: the dead letter is resent with its history kept
+    dead = j.deliveries(DeliveryState.DEAD)[0]
+    assert j.resend_dead() == 1
+    row = [r for r in j.deliveries() if r["id"] == dead["id"]][0]
+    assert (row["state"], row["attempts"], row["resends"], row["last_error"]) == ("pending", 1, 1, "status 0xA700")
+    assert [a["outcome"] for a in j.delivery_attempts(dead["id"])] == ["resend"]
+    j.finish_job(job, JobState.FAILED, detail="test")
+    j.close()
+    # a second open changes nothing
+    assert Journal(old_journal).migrated_from == SCHEMA_VERSION
+
+
+def test_fresh_journal_is_at_the_current_version(tmp_path):
+    j = Journal(tmp_path / "j.sqlite")
+    assert j.migrated_from == 0 and version(tmp_path / "j.sqlite") == SCHEMA_VERSION
+    cols = {r["name"] for r in j.query("PRAGMA table_info(deliveries)")}
+    assert {"round_start", "resends"} <= cols
+
+
+def test_journal_from_a_newer_svdmark_is_refused_untouched(old_journal):
+    db = sqlite3.connect(old_journal)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(JournalVersionError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        Journal(old_journal)
+    db = sqlite3.connect(old_journal)
+    cols = {r[1] for r in db.execute("PRAGMA table_info(deliveries)")}
+    db.close()
+    assert "round_start" not in cols and version(old_journal) == SCHEMA_VERSION + 1
