@@ -143,6 +143,11 @@ class Config:
     models_dir: Path | None = None
     routing_file: Path | None = None
     rules_file: Path | None = None
+    # evidence flags: when a rule's flag is attached (svdmark.rules.applicability): "condition"
+    # (the rule's population condition on the study header must hold), "always" or "never";
+    # flag_conditions replaces a rule's packaged condition, by rule id ([flags.conditions.<id>])
+    flag_applicability: str = "condition"
+    flag_conditions: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     # export
     export_max_attempts: int = 8
     export_backoff_seconds: float = 2.0
@@ -202,6 +207,9 @@ class Config:
             raise ConfigError("max_associations must be at least 1")
         if self.export_max_attempts < 1:
             raise ConfigError("export_max_attempts must be at least 1")
+        from .rules.applicability import check_mode
+
+        check_mode(self.flag_applicability)
         return self
 
 
@@ -224,6 +232,7 @@ _FILE_KEYS: dict[str, tuple[str, str]] = {
     "analysis.models_dir": ("models_dir", "path"),
     "analysis.routing_file": ("routing_file", "path"),
     "analysis.rules_file": ("rules_file", "path"),
+    "flags.applicability": ("flag_applicability", "str"),
     "export.max_attempts": ("export_max_attempts", "int"),
     "export.backoff_seconds": ("export_backoff_seconds", "float"),
     "export.backoff_cap_seconds": ("export_backoff_cap_seconds", "float"),
@@ -247,6 +256,7 @@ _ENV_KEYS: dict[str, tuple[str, str]] = {
     "SVDMARK_FALLBACK_SECONDS": ("fallback_seconds", "float"),
     "SVDMARK_MODELS_DIR": ("models_dir", "path"),
     "SVDMARK_LOG_LEVEL": ("log_level", "str"),
+    "SVDMARK_FLAG_APPLICABILITY": ("flag_applicability", "str"),
     "SVDMARK_TLS_CERT": ("tls_cert", "path"),
     "SVDMARK_TLS_KEY": ("tls_key", "path"),
     "SVDMARK_TLS_CA": ("tls_ca", "path"),
@@ -299,6 +309,12 @@ def load(
             if section == "destinations":
                 destinations = [Destination.from_mapping(d) for d in body]
                 continue
+            if section == "flags" and isinstance(body, dict) and "conditions" in body:
+                body = dict(body)
+                conditions = body.pop("conditions")
+                if not isinstance(conditions, dict):
+                    raise ConfigError(f"{path}: [flags.conditions] must be tables named by rule id")
+                values["flag_conditions"] = conditions
             if not isinstance(body, dict):
                 raise ConfigError(f"{path}: top-level key {section!r} must be a [section]")
             for key, value in body.items():

@@ -319,6 +319,8 @@ class Flag:
     input_value: float
     input_unit: str  # UCUM, e.g. "ml"
     values: dict[str, float] = field(default_factory=dict)  # e.g. {"or_ratio": .., "ci_low": .., "ci_high": ..}
+    population: str = ""  # the evidence's population, one sentence; ``statement`` starts with it
+    brief: tuple[str, ...] = ()  # a few short lines for the summary image (the statement, abridged)
 
 
 @dataclass(frozen=True)

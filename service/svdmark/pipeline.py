@@ -40,6 +40,6 @@ def analyse(series: Series, ctx: Context) -> AnalysisResult:
     with timed("measure"):
         findings = measure.from_output(model, image, output)
     with timed("rules"):
-        flags = ctx.rules.evaluate(findings)
+        flags = ctx.rules.evaluate(findings, series.header)  # only flags whose evidence population fits
     return AnalysisResult(series, decision, model, image, findings, flags, ctx.rules.info,
                           seconds=time.perf_counter() - start)

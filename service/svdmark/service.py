@@ -39,7 +39,7 @@ def build_context(config: Config) -> Context:
         routing=route.RoutingTable.load(config.routing_file),
         models=lifecycle.managed(ModelRegistry(config.models_dir), config.data_dir),
         runtime=Runtime(),
-        rules=RuleSet.load(config.rules_file),
+        rules=RuleSet.load(config.rules_file).configured(config.flag_applicability, config.flag_conditions),
     )
 
 

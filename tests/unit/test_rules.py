@@ -47,7 +47,7 @@ def only(flags, rule_id):
 
 
 def test_info_and_versions(ruleset):
-    assert ruleset.info == RuleSetInfo(id="svdmark-rules", version="1.1.0")
+    assert ruleset.info == RuleSetInfo(id="svdmark-rules", version="1.2.0")
     assert {r.id for r in ruleset.rules} == {"aspirin-sich-wml", "cmb-burden-ecmo"}
     for r in ruleset.rules:
         assert r.version and r.evidence_doi.startswith("10.")
@@ -128,7 +128,10 @@ def test_modification_is_power_of_interaction(ruleset, v):
     assert f.values["ci_low"] <= f.values["or_ratio"] <= f.values["ci_high"] <= 1.0
     assert f.input_value == v
     assert f"{v:.2f} mL" in f.statement
-    assert f"{0.96 ** v:.2f}" in f.statement
+    # the interaction as the paper reports it, never a computed factor that reads as a risk estimate
+    assert "interaction aOR 0.96 (95% CI 0.93-0.99) per mL" in f.statement
+    assert "factor" not in f.statement and not re.search("\u00d7 ?[0-9]", f.statement + " ".join(f.brief))
+    assert "aOR 0.96 per mL (95% CI 0.93\u20130.99)" in f.brief[0]
 
 
 def test_cut_point_boundaries(ruleset):
@@ -175,7 +178,7 @@ def test_fixed_limitation_always_present(ruleset):
         assert "did not modify the effect of heparin" in s
     f = only(ruleset.evaluate(wml(3.0)), "aspirin-sich-wml")
     assert f.evidence_doi == "10.1186/s13244-025-02095-2"
-    assert f.rule_version == "1.1.0" and f.ruleset_version == "1.1.0"
+    assert f.rule_version == "1.2.0" and f.ruleset_version == "1.2.0"
 
 
 # --------------------------------------------------------------------------- CMB
@@ -193,7 +196,7 @@ def test_cmb_grade_boundaries(ruleset, n, grade):
     assert f.values["grade"] == grade
     assert grade == int(BurdenGrade.from_count(n))
     assert f.input_value == n and f.input_name == "Cerebral microbleed count"
-    assert f.statement.startswith(f"{n} cerebral microbleed(s)")
+    assert f.statement.startswith(f"{f.population} {n} cerebral microbleed(s)")
     assert f"burden grade {grade}" in f.statement
     assert BurdenGrade(grade).meaning in f.statement
     assert "cannot show causation" in f.statement
@@ -257,7 +260,7 @@ def test_cmb_interval_grades(ruleset, n, low, high, g_low, g_high):
     uncertain = g_low != g_high
     assert f.values["category_uncertain"] == float(uncertain)
     assert f"(uncertainty interval {low:g}-{high:g}; ensemble of 5, min-max)" in f.statement
-    assert f.statement.startswith(f"{n} cerebral microbleed(s) detected on SWI")
+    assert f.statement.startswith(f"{f.population} {n} cerebral microbleed(s) detected on SWI")
     sentence = f"spans burden grades {g_low} to {g_high}; the grade is uncertain."
     assert (sentence in f.statement) is uncertain
 
@@ -283,14 +286,14 @@ def test_withheld_wml_reports_no_number(ruleset, volume):
     assert f.category == "not-measurable"
     assert math.isnan(f.input_value)
     assert f.values == {"measurable": 0.0}
-    assert f.statement.startswith("WML volume is not reliably measurable on this series: ")
+    assert f.statement.startswith(f.population + " WML volume is not reliably measurable on this series: ")
     for reason in WITHHELD.reasons:
         assert reason in f.statement
     for number_based in ("aOR", "0.96", "odds ratio", "Category:", "cut-point", "uncertainty interval", " mL"):
         assert number_based not in f.statement, number_based
     assert "No WML-volume subgroup showed safe clinical benefit from periprocedural aspirin or heparin" \
         in f.statement
-    assert f.evidence_doi == "10.1186/s13244-025-02095-2" and f.rule_version == "1.1.0"
+    assert f.evidence_doi == "10.1186/s13244-025-02095-2" and f.rule_version == "1.2.0"
 
 
 def test_withheld_cmb_reports_no_count_or_grade(ruleset):

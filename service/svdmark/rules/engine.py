@@ -1,15 +1,23 @@
 """Rule engine: loads ``rules.toml`` and turns findings into :class:`Flag` values."""
 from __future__ import annotations
 
+import logging
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..domain import BurdenGrade, CmbFindings, Findings, Flag, Interval, Quality, RuleSetInfo, WmlFindings
 from ..errors import ConfigError, SvdmarkError
+from ..logs import event
+from .applicability import Applicability, check_mode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pydicom import Dataset
+
+log = logging.getLogger("svdmark.rules")
 
 
 class RuleInputError(SvdmarkError, ValueError):
@@ -27,8 +35,9 @@ _UNCERTAINTY_WORDING = ("interval_text", "interval_crosses", "not_measurable", "
 _APPLIES_TO = {"wml": WmlFindings, "cmb": CmbFindings}
 _COMMON_KEYS = (
     "id", "version", "applies_to", "name", "input_name", "input_field", "input_unit",
-    "evidence_doi", "evidence_citation", "thresholds", "categories", "wording",
+    "evidence_doi", "evidence_citation", "population", "thresholds", "categories", "wording",
 )
+_TABLE_KEYS = _COMMON_KEYS + ("applies_when",)
 
 
 def _require(table: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
@@ -57,36 +66,64 @@ class _Rule:
     input_unit: str
     evidence_doi: str
     evidence_citation: str
+    population: str  # one sentence naming the evidence's population; every statement starts with it
     thresholds: Mapping[str, Any]
     categories: Mapping[str, str]
-    wording: Mapping[str, str]
+    wording: Mapping[str, Any]
+    applies_when: Applicability
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> "_Rule":
         where = f"rule {table.get('id', '?')!r}"
-        _require(table, _COMMON_KEYS, where)
+        _require(table, _TABLE_KEYS, where)
+        unknown = set(table) - set(_TABLE_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
         if table["applies_to"] not in _APPLIES_TO:
             raise ConfigError(f"{where}: applies_to must be one of {sorted(_APPLIES_TO)}")
         for key in ("thresholds", "categories", "wording"):
             if not isinstance(table[key], dict):
                 raise ConfigError(f"{where}: [{key}] must be a table")
-        return cls(**{k: table[k] for k in _COMMON_KEYS})
+        population = table["population"]
+        if not (isinstance(population, str) and population.strip().endswith(".")):
+            raise ConfigError(f"{where}: 'population' must be one sentence (ending with '.') naming the "
+                              "population the evidence comes from")
+        for key in ("brief", "brief_not_measurable"):
+            lines = table["wording"].get(key)
+            if not (isinstance(lines, list) and lines and all(isinstance(x, str) and x for x in lines)):
+                raise ConfigError(f"{where} [wording]: '{key}' must be a non-empty list of short lines")
+        fields = {k: table[k] for k in _COMMON_KEYS}
+        fields["population"] = population.strip()
+        applies = Applicability.parse(table["applies_when"], f"{where} [applies_when]")
+        return cls(**fields, applies_when=applies)
 
     def flag(self, ruleset_version: str, category: str, statement: str, value: float,
-             values: dict[str, float]) -> Flag:
-        """A flag; ``value`` is NaN only for a withheld (not reliably measurable) result."""
+             values: dict[str, float], brief_fields: Mapping[str, Any] | None = None) -> Flag:
+        """A flag whose statement starts with the population sentence.
+
+        ``value`` is NaN only for a withheld (not reliably measurable) result; ``brief_fields``
+        fill the summary image's short lines (``brief``), None for a withheld result
+        (``brief_not_measurable``).
+        """
+        if brief_fields is None:
+            brief = tuple(line.format(**{"fixed_limitation": self.wording.get("fixed_limitation", "")})
+                          for line in self.wording["brief_not_measurable"])
+        else:
+            brief = tuple(line.format(**brief_fields) for line in self.wording["brief"])
         return Flag(
             rule_id=self.id,
             rule_version=self.version,
             ruleset_version=ruleset_version,
             name=self.name,
             category=category,
-            statement=statement,
+            statement=f"{self.population} {statement}",
             evidence_doi=self.evidence_doi,
             input_name=self.input_name,
             input_value=value,
             input_unit=self.input_unit,
             values=values,
+            population=self.population,
+            brief=brief,
         )
 
 
@@ -114,7 +151,7 @@ def _not_measurable_flag(rule: _Rule, quality: Quality, ruleset_version: str, **
     """
     fields = {"reasons": _reasons_text(quality), **extra}
     statement = rule.wording["not_measurable"].format(**fields)
-    return rule.flag(ruleset_version, NOT_MEASURABLE, statement, math.nan, {"measurable": 0.0})
+    return rule.flag(ruleset_version, NOT_MEASURABLE, statement, math.nan, {"measurable": 0.0}, brief_fields=None)
 
 
 def _checked_interval(rule: _Rule, interval: Interval | None, what: str) -> Interval | None:
@@ -216,7 +253,10 @@ def _aspirin_eval(rule: _Rule, findings: WmlFindings, ruleset_version: str) -> F
                       category_uncertain=1.0 if uncertain else 0.0)
     statement = rule.wording["statement"].format(category_text=category_text, interval_text=interval_text,
                                                  uncertainty_text=uncertainty_text, **fields)
-    return rule.flag(ruleset_version, rule.categories[side], statement, v, values)
+    short = rule.wording[f"{side}_short"].format(**fields)
+    return rule.flag(ruleset_version, rule.categories[side], statement, v, values,
+                     brief_fields={**fields, "category_short": short,
+                                   "fixed_limitation": rule.wording["fixed_limitation"]})
 
 
 def _cmb_grade(rule: _Rule, count: float) -> int:
@@ -284,7 +324,7 @@ def _cmb_eval(rule: _Rule, findings: CmbFindings, ruleset_version: str) -> Flag:
                       category_uncertain=1.0 if uncertain else 0.0)
     statement = rule.wording["statement"].format(interval_text=interval_text, uncertainty_text=uncertainty_text,
                                                  **fields)
-    return rule.flag(ruleset_version, rule.categories[key], statement, float(count), values)
+    return rule.flag(ruleset_version, rule.categories[key], statement, float(count), values, brief_fields=fields)
 
 
 _IMPLEMENTATIONS: dict[str, tuple[Callable[[_Rule], None], Callable[..., Flag]]] = {
@@ -299,10 +339,41 @@ _IMPLEMENTATIONS: dict[str, tuple[Callable[[_Rule], None], Callable[..., Flag]]]
 class RuleSet:
     """A loaded, validated rule set."""
 
-    def __init__(self, info: RuleSetInfo, rules: tuple[_Rule, ...], source: str):
+    def __init__(self, info: RuleSetInfo, rules: tuple[_Rule, ...], source: str, mode: str = "condition"):
         self._info = info
         self._rules = rules
         self.source = source
+        self.mode = check_mode(mode)
+
+    def configured(self, mode: str = "condition", conditions: Mapping[str, Any] | None = None) -> "RuleSet":
+        """This rule set with the site's applicability: ``mode`` (condition/always/never) and, per
+        rule id, a condition table replacing the packaged ``[rule.applies_when]``.
+
+        Raises :class:`ConfigError` for an unknown mode or rule id, or a malformed condition.
+        """
+        conditions = dict(conditions or {})
+        known = {r.id for r in self._rules}
+        unknown = sorted(set(conditions) - known)
+        if unknown:
+            raise ConfigError(f"[flags.conditions]: unknown rule id(s) {', '.join(unknown)}; known: {sorted(known)}")
+        rules = tuple(
+            replace(r, applies_when=Applicability.parse(conditions[r.id], f"[flags.conditions.{r.id}]"))
+            if r.id in conditions else r
+            for r in self._rules)
+        return RuleSet(self._info, rules, self.source, check_mode(mode))
+
+    def applies(self, rule: _Rule, header: "Dataset | None") -> tuple[bool, str]:
+        """Whether ``rule``'s flag is attached for a study with this ``header``, and why.
+
+        Without a header (callers that select their own population: the self-test, tests,
+        research scripts) the condition is not checked; ``mode`` still applies.
+        """
+        if self.mode == "never":
+            return False, "[flags] applicability = never"
+        if self.mode == "always" or header is None:
+            return True, "[flags] applicability = always" if self.mode == "always" else "no header to check"
+        ok, why = rule.applies_when.check(header)
+        return ok, f"{rule.applies_when.description}: {why}"
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "RuleSet":
@@ -389,12 +460,20 @@ class RuleSet:
                 return r
         raise KeyError(rule_id)
 
-    def evaluate(self, findings: Findings) -> tuple[Flag, ...]:
-        """Flags of every rule that applies to this kind of findings, in file order."""
+    def evaluate(self, findings: Findings, header: "Dataset | None" = None) -> tuple[Flag, ...]:
+        """Flags of every rule that applies to this kind of findings and, given the study's
+        ``header``, whose population condition holds (see :meth:`applies`); in file order."""
         flags = []
         for rule in self._rules:
-            if isinstance(findings, _APPLIES_TO[rule.applies_to]):
-                flags.append(_IMPLEMENTATIONS[rule.id][1](rule, findings, self._info.version))
+            if not isinstance(findings, _APPLIES_TO[rule.applies_to]):
+                continue
+            ok, why = self.applies(rule, header)
+            if not ok:
+                # the condition's description, not the header values it read (free text may name people)
+                event(log, "flag_not_attached", rule=rule.id,
+                      reason=f"not {rule.applies_when.description}" if self.mode == "condition" else why)
+                continue
+            flags.append(_IMPLEMENTATIONS[rule.id][1](rule, findings, self._info.version))
         return tuple(flags)
 
     def __repr__(self) -> str:
