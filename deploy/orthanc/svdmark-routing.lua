@@ -4,7 +4,13 @@
 --    svdmark makes the final decision: it analyses NCCT heads and SWI and records every other
 --    series as ignored, with a reason, in its journal. A series that grows after it was sent
 --    (late instances) is stable again later and is sent again; svdmark de-duplicates instances.
---  * A send that fails (svdmark restarting, network down) is retried with a capped backoff.
+--  * Every send is a job of Orthanc's job engine (/modalities/svdmark/store, "Asynchronous"), so the
+--    Lua engine never waits for the network. A send that fails (svdmark restarting, network down)
+--    is retried by resubmitting the same job (/jobs/{id}/resubmit) after a capped exponential
+--    backoff with jitter. The Lua engine never sleeps: on Orthanc >= 1.11 the retry queue is
+--    drained by OnHeartBeat (LuaHeartBeatPeriod in orthanc.json); Orthanc 1.10 (Debian bookworm)
+--    has no Lua timer, so there a detached wake-up process (sleep, then curl on the local REST
+--    API; os.execute returns at once) resubmits the job when it is due.
 --    When Orthanc itself restarts, series that were never confirmed as sent are sent again.
 --  * When svdmark's results (SR, SEG, summary image) arrive, the study gets the metadata
 --    "svdmark-results" (the kinds received, e.g. "OT,SEG,SR") and, on Orthanc >= 1.12,
@@ -20,12 +26,15 @@ local RESULT_META = 'svdmark-results'    -- study metadata  (UserMetadata, see o
 local FORWARD_META = 'svdmark-forwarded' -- series metadata (UserMetadata, see orthanc.json)
 local LABEL = 'svdmark-results'          -- study label (Orthanc >= 1.12 only)
 local MAX_ATTEMPTS = 15                  -- sends per stable series before giving up (logged)
-local BACKOFF_CAP = 30                   -- seconds; the Lua engine waits between two tries
+local BACKOFF_CAP = 30                   -- seconds; longest wait between two tries (before jitter)
 local RESCAN_CHANGES = 20000             -- how far back in /changes to look at start-up
 
 local svdmarkAet = 'SVDMARK'             -- replaced by the AET configured for "svdmark"
 local hasLabels = false
+local hasHeartBeat = false               -- set once OnHeartBeat is called (Orthanc >= 1.11)
+local httpPort = 8042                    -- replaced by this Orthanc's HttpPort (the wake-up calls it)
 local jobs = {}                          -- job id -> { series = id, attempts = n }
+local due = {}                           -- job id -> os.time() when it is resubmitted (heartbeat path)
 
 local function log(msg)
   print('svdmark-routing: ' .. msg)
@@ -122,6 +131,8 @@ end
 function Initialize()
   local major, minor = version()
   hasLabels = (major > 1) or (major == 1 and minor >= 12)
+  httpPort = (getJson('/system') or {})['HttpPort'] or httpPort
+  math.randomseed(os.time())
   local modality = getJson('/modalities/' .. SVDMARK .. '/configuration')
   if modality ~= nil then
     svdmarkAet = modality['AET'] or svdmarkAet
@@ -183,23 +194,62 @@ function OnJobSuccess(jobId)
   local j = jobs[jobId]
   if j == nil then return end
   jobs[jobId] = nil
+  due[jobId] = nil
   pcall(RestApiPut, '/series/' .. j.series .. '/metadata/' .. FORWARD_META, os.date('!%Y-%m-%dT%H:%M:%SZ'))
+end
+
+-- Seconds before try number attempts+1: capped exponential backoff, "equal jitter" (half fixed,
+-- half random), so many series failing together do not retry in lock-step.
+local function backoff(attempts)
+  local base = math.min(BACKOFF_CAP, 2 ^ attempts)
+  return math.max(1, math.floor(base / 2 + math.random() * base / 2 + 0.5))
+end
+
+local function resubmit(jobId)
+  local ok, answer = pcall(RestApiPost, '/jobs/' .. jobId .. '/resubmit', '')
+  if not ok or answer == nil then
+    log('could not resubmit job ' .. jobId .. ': ' .. tostring(answer))
+  end
+end
+
+-- Resubmit every job whose wait is over (heartbeat path; cheap when nothing is due).
+local function drain()
+  local now = os.time()
+  for jobId, at in pairs(due) do
+    if at <= now then
+      due[jobId] = nil
+      resubmit(jobId)
+    end
+  end
+end
+
+local function schedule(jobId, delay)
+  if hasHeartBeat then
+    due[jobId] = os.time() + delay
+    return
+  end
+  -- Orthanc 1.10: no Lua timer. A detached shell waits and resubmits through the local REST API;
+  -- os.execute returns as soon as the shell has put it in the background.
+  local url = string.format('http://127.0.0.1:%d/jobs/%s/resubmit', math.floor(httpPort), jobId)
+  os.execute('(sleep ' .. delay .. ' && curl -sf -X POST -d "" ' .. url .. ') >/dev/null 2>&1 </dev/null &')
+end
+
+function OnHeartBeat()
+  hasHeartBeat = true
+  drain()
 end
 
 function OnJobFailure(jobId)
   local j = jobs[jobId]
   if j == nil then return end
-  jobs[jobId] = nil
   if j.attempts >= MAX_ATTEMPTS then
+    jobs[jobId] = nil
     log('giving up on series ' .. j.series .. ' after ' .. j.attempts .. ' attempts; '
-        .. 'send it again with: curl -X POST http://localhost:8042/modalities/' .. SVDMARK .. '/store -d \'["'
-        .. j.series .. '"]\'')
+        .. 'send it again with: curl -X POST http://localhost:8042/jobs/' .. jobId .. '/resubmit')
     return
   end
-  local delay = math.min(BACKOFF_CAP, 2 ^ j.attempts)
-  log('sending series ' .. j.series .. ' failed (attempt ' .. j.attempts .. '); retrying in ' .. delay .. ' s')
-  -- Lua in Orthanc 1.10 has no timers (OnHeartBeat came in 1.11): wait here. Other Lua
-  -- events queue up meanwhile and are handled afterwards; nothing is dropped.
-  os.execute('sleep ' .. delay)
-  send(j.series, j.attempts + 1)
+  local delay = backoff(j.attempts)
+  j.attempts = j.attempts + 1
+  log('sending series ' .. j.series .. ' failed (attempt ' .. (j.attempts - 1) .. '); retrying in ' .. delay .. ' s')
+  schedule(jobId, delay)
 end

@@ -8,6 +8,7 @@ Everything is checked through Orthanc's REST API.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -251,6 +252,55 @@ def test_series_not_yet_stable_when_orthanc_restarts_are_still_routed(tmp_path):
         stored = _journal(svc, "SELECT COUNT(*), COUNT(DISTINCT series_uid) FROM instances")[0]
         assert stored == (len(files), len(study.series))
         assert "re-sending" in orthanc.log_text()
+    finally:
+        orthanc.stop()
+        svc.stop()
+
+
+def _send_attempts(orthanc: Orthanc, series_id: str) -> set[tuple]:
+    """Every try Orthanc made to send one series: (job, state, completion time) of its store jobs.
+    A retry shows up as a changed tuple (a resubmitted job) or a new one (a new job)."""
+    return {(j["ID"], j["State"], j.get("CompletionTime")) for j in orthanc.store_jobs()
+            if series_id in (j.get("Content") or {}).get("ParentResources", [])}
+
+
+def test_a_failing_destination_does_not_block_the_lua_engine(tmp_path):
+    """svdmark down: while the first series waits for its next try, a second series is still routed
+    (the Lua engine is free), and once svdmark is up both arrive without anyone resending them."""
+    from svdmark.phantom import write_study
+
+    svc = Svdmark(tmp_path / "svdmark", [], extra=("--settle-seconds", "1", "--fallback-seconds", "10"))
+    orthanc = Orthanc(tmp_path / "orthanc", svdmark_port=svc.port, stable_age=2)
+    orthanc.start()
+    try:
+        first, second = (write_study(tmp_path / f"study{i}", seed=64 + i, kind="ncct", vendor="siemens", matrix=48,
+                                     n_slices=6, slice_thickness=5.0, distractors=False) for i in range(2))
+        storescu(sorted(Path(first.out_dir).rglob("*.dcm")), orthanc.dicom_port, aet="ORTHANC", calling="MODALITY")
+        first_id = wait_until(lambda: next((s["ID"] for uid, s in orthanc.series_by_uid().items()
+                                            if uid == first.series[0].series_uid), None), 60, "the first series")
+
+        # wait for a retry far enough away that a second series can become stable meanwhile
+        def long_wait():
+            waits = [int(w) for w in re.findall(rf"sending series {first_id} failed \(attempt \d+\); retrying in (\d+) s",
+                                                orthanc.log_text())]
+            return waits[-1] if waits and waits[-1] >= 8 else None
+
+        delay = wait_until(long_wait, 120, "a retry of the first series at least 8 s away", interval=0.2)
+        before = _send_attempts(orthanc, first_id)
+        storescu(sorted(Path(second.out_dir).rglob("*.dcm")), orthanc.dicom_port, aet="ORTHANC", calling="MODALITY")
+        second_id = wait_until(lambda: next((s["ID"] for uid, s in orthanc.series_by_uid().items()
+                                             if uid == second.series[0].series_uid), None), 30, "the second series")
+        wait_until(lambda: _send_attempts(orthanc, second_id), 4 * delay, "the second series routed", interval=0.2)
+        assert _send_attempts(orthanc, first_id) == before, \
+            "the second series was routed only after the first one's retry: the Lua engine was blocked"
+
+        svc.start()  # the destination comes back: the queued retries deliver both series
+        wanted = {first.series[0].series_uid, second.series[0].series_uid}
+        wait_until(lambda: wanted <= {u for (u,) in _journal(svc, "SELECT DISTINCT series_uid FROM instances")},
+                   120, "both series received by svdmark after it came back")
+        wait_until(lambda: all(orthanc.metadata("series", i, "svdmark-forwarded") for i in (first_id, second_id)),
+                   60, "both series marked as forwarded")
+        assert "retrying in" in orthanc.log_text()
     finally:
         orthanc.stop()
         svc.stop()
