@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import logs
 from ..errors import SvdmarkError
 from . import analyze, demo, models, ops, results, routing, serve
 
@@ -20,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:
         module.register(sub)
+    for command in sub.choices.values():  # --log-format after any subcommand (svdmark.logs)
+        logs.add_format_option(command)
     return parser
 
 
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        logs.use_format(getattr(args, "log_format", None))
         return int(args.func(args) or 0)
     except SvdmarkError as exc:
         print(f"svdmark {args.command}: error: {exc}", file=sys.stderr)
