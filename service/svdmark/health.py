@@ -1,6 +1,8 @@
 """Health endpoint and Prometheus metrics.
 
-``GET /healthz``  JSON: listener up, journal and spool writable, queue depth; 200 when healthy, 503 when not.
+``GET /healthz``  JSON: listener up, journal and spool writable, free disk space, the problems the service's
+                 threads report (a full disk, a journal refusing writes), queue depth; 200 when healthy, 503
+                 when not, with the reasons in ``problems``.
 ``GET /metrics``  Prometheus text format.
 
 Two kinds of metrics:
@@ -88,6 +90,36 @@ def stage_timer(stage: str) -> Iterator[None]:
         yield
     finally:
         observe_stage(stage, time.perf_counter() - start)
+
+
+# ------------------------------------------------------------------ problems reported by the service's threads
+_PROBLEMS: dict[str, str] = {}
+_PROBLEMS_LOCK = threading.Lock()
+
+
+def report_problem(component: str, reason: str) -> None:
+    """A thread (``assembler``, ``worker``, ``outbox ...``) cannot do its work: /healthz turns unhealthy."""
+    with _PROBLEMS_LOCK:
+        _PROBLEMS[component] = reason
+
+
+def clear_problem(component: str) -> None:
+    with _PROBLEMS_LOCK:
+        _PROBLEMS.pop(component, None)
+
+
+def problems() -> dict[str, str]:
+    with _PROBLEMS_LOCK:
+        return dict(_PROBLEMS)
+
+
+MIN_FREE_BYTES = 64 * 2**20  # below this on the data dir's file system, a spool write or journal commit may fail
+
+
+def _disk_free(spool_dir: Path) -> tuple[bool, int]:
+    st = os.statvfs(spool_dir)
+    free = st.f_bavail * st.f_frsize
+    return free >= MIN_FREE_BYTES, free
 
 
 # ------------------------------------------------------------------ journal-derived state
@@ -181,7 +213,16 @@ def check(journal_path: Path, spool_dir: Path, listener_up: Callable[[], bool]) 
     except sqlite3.Error as exc:
         report["error"] = f"journal unreadable: {exc}"
         ok_w = False
-    healthy = report["listener"] and ok_w
+    found = problems()
+    try:
+        enough, free = _disk_free(spool_dir)
+        report["disk_free_bytes"] = free
+        if not enough:
+            found["disk"] = f"disk full: {free // 2**20} MiB free on the data directory's file system"
+    except OSError as exc:
+        found["disk"] = f"disk space unknown: {exc.strerror}"
+    report["problems"] = found
+    healthy = report["listener"] and ok_w and not found
     report["status"] = "ok" if healthy else "fail"
     return healthy, report
 

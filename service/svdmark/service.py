@@ -1,8 +1,11 @@
 """`svdmark serve`: the listener, the assembler, the analysis worker and the outbox, wired together.
 
-Three threads besides pynetdicom's: the assembler (completes series), the
-worker (analyses jobs one at a time) and the outbox (delivers results). They
-share nothing but the journal, so each can be killed at any instant.
+Threads besides pynetdicom's: the assembler (completes series), the workers
+(analyse jobs) and one outbox thread per destination (delivers results; a slow
+destination delays only itself). They share nothing but the journal, so each
+can be killed at any instant. Each runs its step in a :class:`GuardedLoop`: a
+failing step (a full disk) backs off, logs once per change and turns /healthz
+unhealthy until it recovers.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from . import health, route, tls
 from .assemble import Assembler
 from .config import Config
 from .export import CStoreExporter, Exporter, Outbox
+from .guarded import GuardedLoop
 from .infer import ModelRegistry, Runtime
 from .journal import Journal
 from .logs import event
@@ -82,9 +86,16 @@ class Service:
             self._health = health.HealthServer(self.config.metrics_host, self.config.metrics_port,
                                                self.config.journal_path, self.config.spool_dir,
                                                listener_up=self._listener_up).start()
-        workers = [(f"worker-{i}", self._work_loop) for i in range(max(1, self.config.workers))]
-        for name, loop in (("assembler", self._assemble_loop), *workers, ("outbox", self._outbox_loop)):
-            t = threading.Thread(target=loop, name=f"svdmark-{name}", daemon=True)
+        dropped = self.outbox.drop_unconfigured()
+        if dropped:
+            event(log, "deliveries_to_removed_destinations", logging.WARNING, dead_letters=dropped)
+        loops = [GuardedLoop("assembler", self._assemble_step, self._stop, idle_seconds=0.0)]
+        loops += [GuardedLoop(f"worker-{i}", self.worker.run_one, self._stop, idle_seconds=0.2)
+                  for i in range(max(1, self.config.workers))]
+        loops += [GuardedLoop(f"outbox {d.name}", self._outbox_step(d.name), self._stop, idle_seconds=0.5)
+                  for d in self.config.destinations]
+        for loop in loops:
+            t = threading.Thread(target=loop.run, name=f"svdmark-{loop.name}", daemon=True)
             t.start()
             self._threads.append(t)
         write_durably(self.config.data_dir / RUNTIME_FILE, json.dumps(
@@ -111,30 +122,14 @@ class Service:
             t.join(timeout)
         event(log, "stopped")
 
-    def _loop(self, step, interval: float) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = step()
-            except Exception:  # keep the service alive; the journal keeps the state
-                event(log, "loop_error", logging.ERROR, exc_info=True, thread=threading.current_thread().name)
-                busy = False
-            if not busy:
-                self._stop.wait(interval)
+    def _assemble_step(self) -> bool:
+        queued = self.assembler.tick()
+        self._wake.wait(0.5)
+        self._wake.clear()
+        return bool(queued)
 
-    def _assemble_loop(self) -> None:
-        def step() -> bool:
-            queued = self.assembler.tick()
-            self._wake.wait(0.5)
-            self._wake.clear()
-            return bool(queued)
-
-        self._loop(step, 0.0)
-
-    def _work_loop(self) -> None:
-        self._loop(self.worker.run_one, 0.2)
-
-    def _outbox_loop(self) -> None:
-        self._loop(lambda: self.outbox.flush() > 0, 0.5)
+    def _outbox_step(self, destination: str):
+        return lambda: self.outbox.flush(destination=destination) > 0
 
     def serve_forever(self) -> None:
         self.start()

@@ -16,14 +16,10 @@ record an outcome, the worker keeps it and records it before claiming anything e
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
-import re
-import sqlite3
 import threading
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -34,6 +30,7 @@ from . import encode, health
 from .config import Config, Destination
 from .domain import JobState, ModelSpec, Series
 from .errors import Ignored, InvalidSeries, SvdmarkError
+from .failures import reason_of, transient, where
 from .journal import Journal, JobRow, ResultObject
 from .logs import event
 from .pipeline import Context, analyse
@@ -41,6 +38,7 @@ from .spool import Spool
 from .summary import summarise
 
 log = logging.getLogger("svdmark.worker")
+HEALTH_COMPONENT = "worker"  # /healthz names the worker's environment problems (a full disk) under this
 
 
 def read_series(journal: Journal, job: JobRow) -> Series:
@@ -78,55 +76,6 @@ def uid_seed(series: Series, model: ModelSpec, ruleset_version: str) -> str:
         pixels = d.get("PixelData")
         h.update(hashlib.sha256(bytes(pixels) if pixels is not None else b"").digest())
     return h.hexdigest()
-
-
-# errno values of an environment that may recover by itself: full disk or quota, I/O errors, a
-# read-only remount, exhausted descriptors or memory, a busy or timed-out resource.
-_TRANSIENT_ERRNOS = frozenset(
-    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EIO", "EROFS", "EMFILE", "ENFILE", "ENOMEM", "EAGAIN",
-                                      "EBUSY", "EINTR", "ETIMEDOUT", "ESTALE", "ENOBUFS") if hasattr(errno, name)
-)
-
-
-# SQLite result codes of the same kind: the journal's disk is full or failing, or it is busy.
-_TRANSIENT_SQLITE = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN",
-                     "SQLITE_NOMEM", "SQLITE_PROTOCOL")
-_TRANSIENT_SQLITE_TEXT = ("disk is full", "disk i/o error", "database is locked", "database table is locked",
-                          "unable to open database", "out of memory")
-
-
-def transient(exc: BaseException) -> bool:
-    """Whether retrying later may succeed: the environment failed, not the input."""
-    if isinstance(exc, OSError):
-        return exc.errno in _TRANSIENT_ERRNOS
-    if isinstance(exc, sqlite3.OperationalError):  # the journal refused a read or write
-        name = getattr(exc, "sqlite_errorname", None)
-        if name:
-            return name.startswith(_TRANSIENT_SQLITE)
-        return any(t in str(exc).lower() for t in _TRANSIENT_SQLITE_TEXT)
-    return isinstance(exc, MemoryError)
-
-
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-
-
-def reason_of(exc: BaseException) -> str:
-    """A reason to journal and log: svdmark's own messages as they are (UIDs and counts only),
-    other exceptions by type, ``strerror`` or message with quoted values removed (pydicom and
-    highdicom quote the offending value, which may be a name, an ID or a birth date)."""
-    if isinstance(exc, SvdmarkError):
-        text = str(exc)
-    elif isinstance(exc, OSError) and exc.strerror:
-        text = f"{type(exc).__name__}: [Errno {exc.errno}] {exc.strerror}"
-    else:
-        text = f"{type(exc).__name__}: " + _QUOTED.sub("'…'", str(exc))
-    return text if len(text) <= 500 else text[:499] + "…"
-
-
-def where(exc: BaseException, frames: int = 3) -> str:
-    """The innermost ``frames`` frames of the traceback as file:line (no values)."""
-    tb = traceback.extract_tb(exc.__traceback__)[-frames:]
-    return " > ".join(f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno}" for f in tb)
 
 
 @dataclass(frozen=True)
@@ -169,10 +118,12 @@ class Worker:
             if not self._claim_failing:  # one line when the journal starts refusing, one when it is back
                 self._claim_failing = True
                 event(log, "job_claim_failed", logging.ERROR, reason=reason_of(exc))
+                health.report_problem(HEALTH_COMPONENT, f"journal refuses to hand out jobs: {reason_of(exc)}")
             return False
         if self._claim_failing:
             self._claim_failing = False
             event(log, "job_claim_recovered")
+            health.clear_problem(HEALTH_COMPONENT)
         if job is None:
             return False
         with health.stage_timer("total"):
@@ -224,6 +175,7 @@ class Worker:
                                   error=type(exc).__name__, where=where(exc),
                                   expected=isinstance(exc, SvdmarkError)))
             return
+        health.clear_problem(HEALTH_COMPONENT)  # a job went through: the environment works
         event(log, "analysis_done", job_id=job.id, series_uid=job.series_uid, task=summary["task"],
               wml_ml=summary["wml_ml"], cmb_count=summary["cmb_count"], seconds=summary["seconds"],
               outputs=len(outputs), supersedes=previous.sop_uid if previous else "")
@@ -253,6 +205,8 @@ class Worker:
             event(log, "series_ignored", job_id=job.id, series_uid=job.series_uid, rule=outcome.rule_id,
                   reason=outcome.reason)
         elif state is JobState.PENDING:
+            health.report_problem(HEALTH_COMPONENT, f"job {job.id} will be retried after {outcome.stage}: "
+                                  f"{outcome.reason}")
             event(log, "analysis_retry", logging.WARNING, job_id=job.id, series_uid=job.series_uid,
                   stage=outcome.stage, attempt=job.attempts + 1, max_attempts=self.max_attempts,
                   retry_in_s=self._delay(job), error=outcome.error, reason=outcome.reason, where=outcome.where)

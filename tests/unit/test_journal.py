@@ -150,12 +150,14 @@ class FlakyExporter:
         self.failures = failures
         self.sent = 0
 
-    def send(self, destination, paths):
+    def send(self, destination, paths, on_outcome=None):
         self.sent += len(paths)
-        if self.failures > 0:
-            self.failures -= 1
-            return [SendOutcome(p, False, "status 0xA700") for p in paths]
-        return [SendOutcome(p, True, "0x0000") for p in paths]
+        ok = self.failures <= 0
+        self.failures -= 1
+        out = [SendOutcome(p, ok, "0x0000" if ok else "status 0xA700") for p in paths]
+        for o in out:
+            on_outcome(o)
+        return out
 
 
 def _one_delivery(tmp_path) -> Journal:
@@ -185,7 +187,20 @@ def test_outbox_gives_up_into_dead_letters_and_resends_on_request(tmp_path):
         box.flush()
     assert j.deliveries(DeliveryState.DEAD)[0]["attempts"] == 3
     assert j.resend_dead() == 1 and len(j.due_deliveries()) == 1
+    # a new round of 3 tries, the history kept: 3 + 3 attempts, dead again, last error kept
+    for _ in range(5):
+        box.flush()
+    row = j.deliveries(DeliveryState.DEAD)[0]
+    assert (row["attempts"], row["resends"], row["last_error"]) == (6, 1, "status 0xA700")
+    assert [a["outcome"] for a in j.delivery_attempts(row["id"])] == ["retry", "retry", "dead", "resend",
+                                                                       "retry", "retry", "dead"]
 
 
-def test_backoff_is_capped():
-    assert [backoff(a, 2.0, 30.0) for a in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 16, 30, 30]
+def test_backoff_is_capped_and_jittered_into_its_upper_half():
+    import random
+
+    rng = random.Random(7)
+    for attempts, full in zip((1, 2, 3, 4, 5, 6), (2, 4, 8, 16, 30, 30)):
+        delays = [backoff(attempts, 2.0, 30.0, rng) for _ in range(200)]
+        assert full / 2 <= min(delays) and max(delays) <= full
+        assert max(delays) - min(delays) > full / 4  # spread, not one value

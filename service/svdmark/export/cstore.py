@@ -1,10 +1,15 @@
-"""Exporters: C-STORE SCU (and a folder exporter for analyze and tests) behind one Protocol."""
+"""Exporters: C-STORE SCU (and a folder exporter for analyze and tests) behind one Protocol.
+
+An exporter reports each object's outcome as soon as it is known (``on_outcome``), so the outbox
+journals a confirmed C-STORE before the next one is sent: a crash never re-sends what a
+destination has confirmed, beyond the one object whose confirmation was in flight.
+"""
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import pydicom
 from pynetdicom import AE
@@ -19,10 +24,30 @@ class SendOutcome:
     path: Path
     ok: bool
     detail: str  # status or error text
+    permanent: bool = False  # retrying cannot help (the destination does not take this SOP class): a dead letter now
+
+
+OnOutcome = Callable[[SendOutcome], None]
+
+# C-STORE statuses that no retry changes: SOP class not supported, data set does not match the SOP class,
+# cannot understand. Out of resources (0xA7xx) and the rest are retried.
+_PERMANENT_STATUS = (0x0122, 0x0124)
+_PERMANENT_STATUS_HIGH = (0xA9, 0xC0)
+
+
+def _permanent(code: int) -> bool:
+    return code in _PERMANENT_STATUS or (code >> 8) in _PERMANENT_STATUS_HIGH
 
 
 class Exporter(Protocol):
-    def send(self, destination: Destination, paths: Sequence[Path]) -> list[SendOutcome]: ...
+    def send(self, destination: Destination, paths: Sequence[Path],
+             on_outcome: OnOutcome | None = None) -> list[SendOutcome]: ...
+
+
+def _report(outcomes: list[SendOutcome], outcome: SendOutcome, on_outcome: OnOutcome | None) -> None:
+    outcomes.append(outcome)
+    if on_outcome is not None:
+        on_outcome(outcome)
 
 
 class CStoreExporter:
@@ -41,39 +66,79 @@ class CStoreExporter:
         ae.maximum_pdu_size = self.max_pdu
         return ae
 
-    def send(self, destination: Destination, paths: Sequence[Path]) -> list[SendOutcome]:
-        datasets = [(p, pydicom.dcmread(p)) for p in paths]
+    def send(self, destination: Destination, paths: Sequence[Path],
+             on_outcome: OnOutcome | None = None) -> list[SendOutcome]:
+        """Send ``paths`` in one association; each outcome is reported as soon as it is known.
+
+        Each object's SOP class is proposed in its own presentation context (with Verification, so
+        the association stands even if the destination accepts none of them): an object whose
+        context the destination refuses fails permanently, alone, and the others are sent.
+        """
+        outcomes: list[SendOutcome] = []
+        datasets = []
+        for p in paths:
+            try:
+                datasets.append((p, pydicom.dcmread(p)))
+            except Exception as exc:  # missing or unreadable spool file: retrying cannot bring it back
+                _report(outcomes, SendOutcome(p, False, f"cannot read the result file: {type(exc).__name__}",
+                                              permanent=True), on_outcome)
+        if not datasets:
+            return outcomes
+        if destination.tls and self.tls_context is None:
+            for p, _ in datasets:
+                _report(outcomes, SendOutcome(p, False, "destination needs TLS but no [tls] context is configured"),
+                        on_outcome)
+            return outcomes
         ae = self._ae()
+        ae.add_requested_context(Verification)
         for klass, ts in sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for _, ds in datasets}):
             syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
             ae.add_requested_context(klass, [ts] + [s for s in syntaxes if s != ts])
-        if destination.tls and self.tls_context is None:
-            return [SendOutcome(p, False, "destination needs TLS but no [tls] context is configured") for p in paths]
         tls_args = (self.tls_context, destination.host) if destination.tls else None
         assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
         if not assoc.is_established:
             why = "association rejected" if assoc.is_rejected else "no association (destination unreachable?)"
             if destination.tls and not assoc.is_rejected:
                 why = "no association (destination unreachable, or the TLS handshake failed)"
-            return [SendOutcome(p, False, why) for p in paths]
-        outcomes = []
+            for p, _ in datasets:
+                _report(outcomes, SendOutcome(p, False, why), on_outcome)
+            return outcomes
         try:
-            for path, ds in datasets:
-                status = assoc.send_c_store(ds)
+            accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+            for k, (path, ds) in enumerate(datasets):
+                if not assoc.is_established:
+                    for p, _ in datasets[k:]:
+                        _report(outcomes, SendOutcome(p, False, "association lost"), on_outcome)
+                    break
+                klass = str(ds.SOPClassUID)
+                if klass not in accepted:
+                    _report(outcomes, SendOutcome(
+                        path, False, f"destination does not accept SOP class {klass} ({_class_name(klass)}): "
+                        "no presentation context for it", permanent=True), on_outcome)
+                    continue
+                try:
+                    status = assoc.send_c_store(ds)
+                except Exception as exc:  # pynetdicom refusing this object (no matching transfer syntax...)
+                    _report(outcomes, SendOutcome(path, False, f"not sent: {type(exc).__name__}: {exc}"), on_outcome)
+                    continue
                 code = getattr(status, "Status", None)
                 if code is None:
-                    outcomes.append(SendOutcome(path, False, "no response (timeout or aborted)"))
+                    outcome = SendOutcome(path, False, "no response (timeout or aborted)")
                 elif code == 0x0000 or code in (0xB000, 0xB007, 0xB006):
-                    outcomes.append(SendOutcome(path, True, f"0x{code:04X}"))
+                    outcome = SendOutcome(path, True, f"0x{code:04X}")
                 else:
-                    outcomes.append(SendOutcome(path, False, f"status 0x{code:04X}"))
-                if not assoc.is_established:
-                    outcomes += [SendOutcome(p, False, "association lost") for p, _ in datasets[len(outcomes):]]
-                    break
+                    outcome = SendOutcome(path, False, f"status 0x{code:04X}", permanent=_permanent(code))
+                _report(outcomes, outcome, on_outcome)
         finally:
             if assoc.is_established:
                 assoc.release()
         return outcomes
+
+
+def _class_name(uid: str) -> str:
+    from pydicom.uid import UID
+
+    return UID(uid).name
 
 
 class FolderExporter:
@@ -82,13 +147,14 @@ class FolderExporter:
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def send(self, destination: Destination, paths: Sequence[Path]) -> list[SendOutcome]:
+    def send(self, destination: Destination, paths: Sequence[Path],
+             on_outcome: OnOutcome | None = None) -> list[SendOutcome]:
         target = self.root / destination.ae_title
         target.mkdir(parents=True, exist_ok=True)
-        out = []
+        out: list[SendOutcome] = []
         for p in paths:
             shutil.copyfile(p, target / p.name)
-            out.append(SendOutcome(p, True, "copied"))
+            _report(out, SendOutcome(p, True, "copied"), on_outcome)
         return out
 
 

@@ -1,68 +1,115 @@
-"""The durable outbox: delivers journalled result objects with capped backoff.
+"""The durable outbox: delivers journalled result objects with capped, jittered back-off.
 
 Per delivery: pending → sending → delivered, or back to pending with
-``next_attempt_at = now + min(cap, base·2^attempts)``, or dead after
-``max_attempts`` (an admin lists and resends dead letters from the CLI).
-A delivery confirmed once is never sent again.
+``next_attempt_at = now + backoff(attempts)``, or dead after ``max_attempts`` tries in this round
+or at once when retrying cannot help (the destination refuses the object's SOP class). An admin
+lists and resends dead letters from the CLI; a resend starts a new round and keeps the history.
+
+* Each object is journalled ``delivered`` as soon as its C-STORE is confirmed, not when its batch
+  ends, so a crash re-sends at most the one object whose confirmation was in flight.
+* Each destination has its own thread in the service (:meth:`Outbox.flush` with ``destination``),
+  so a slow or unreachable destination delays only itself.
+* Whatever goes wrong while sending (an exporter error, a bug), no delivery is left ``sending``:
+  the batch's unreported objects are failed with the reason and retried.
 """
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import defaultdict
 
 from .. import health
 from ..config import Destination
-from ..journal import Journal
+from ..journal import Delivery, Journal
 from ..logs import event
-from .cstore import Exporter
+from .cstore import Exporter, SendOutcome
 
 log = logging.getLogger("svdmark.export")
 
 
-def backoff(attempts: int, base: float, cap: float) -> float:
-    """Delay before the next try after ``attempts`` failed tries (1-based)."""
-    return min(cap, base * (2 ** max(0, attempts - 1)))
+def backoff(attempts: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Delay before the next try after ``attempts`` failed tries (1-based): ``min(cap, base·2^(attempts-1))``,
+    jittered into its upper half so that deliveries failed together do not retry together."""
+    delay = min(cap, base * (2 ** max(0, attempts - 1)))
+    return delay / 2 + (rng or random).uniform(0.0, delay / 2)
 
 
 class Outbox:
     def __init__(self, journal: Journal, exporter: Exporter, destinations: tuple[Destination, ...],
-                 max_attempts: int, backoff_seconds: float, backoff_cap_seconds: float):
+                 max_attempts: int, backoff_seconds: float, backoff_cap_seconds: float,
+                 rng: random.Random | None = None):
         self.journal = journal
         self.exporter = exporter
         self.destinations = {d.name: d for d in destinations}
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.backoff_cap = backoff_cap_seconds
+        self.rng = rng or random.Random()
 
-    def flush(self, now: float | None = None) -> int:
-        """Try every due delivery once; returns how many were confirmed."""
-        due = self.journal.due_deliveries(now)
-        by_dest = defaultdict(list)
-        for d in due:
+    def flush(self, now: float | None = None, destination: str | None = None) -> int:
+        """Try every due delivery (of one destination if named) once; returns how many were confirmed."""
+        by_dest: dict[str, list[Delivery]] = defaultdict(list)
+        for d in self.journal.due_deliveries(now, destination):
             by_dest[d.destination].append(d)
         confirmed = 0
         for name, items in by_dest.items():
             dest = self.destinations.get(name)
             if dest is None:
                 for d in items:
-                    self.journal.mark_failed(d.id, f"destination {name} is no longer configured", time.time(), dead=True)
+                    self._failed(d, f"destination {name} is no longer configured", dead=True)
                 continue
-            self.journal.mark_sending([d.id for d in items])
-            outcomes = self.exporter.send(dest, [d.path for d in items])
-            for d, outcome in zip(items, outcomes):
-                if outcome.ok:
-                    self.journal.mark_delivered(d.id)
-                    confirmed += 1
-                    health.delivery_outcome("delivered", name)
-                    event(log, "delivered", sop_uid=d.sop_uid, kind=d.kind, destination=name)
-                    continue
-                attempts = d.attempts + 1
-                dead = attempts >= self.max_attempts
-                retry_at = time.time() + backoff(attempts, self.backoff_seconds, self.backoff_cap)
-                self.journal.mark_failed(d.id, outcome.detail, retry_at, dead)
-                health.delivery_outcome("dead" if dead else "retry", name)
-                event(log, "delivery_dead" if dead else "delivery_retry", logging.WARNING, sop_uid=d.sop_uid,
-                      destination=name, attempts=attempts, reason=outcome.detail,
-                      **({} if dead else {"retry_in_s": round(retry_at - time.time(), 1)}))
+            confirmed += self._send(dest, items)
         return confirmed
+
+    def drop_unconfigured(self) -> int:
+        """Dead-letter what waits for destinations no longer configured (their threads do not exist)."""
+        gone = self.journal.pending_destinations() - set(self.destinations)
+        n = 0
+        for name in sorted(gone):
+            for d in self.journal.due_deliveries(float("inf"), name):
+                self._failed(d, f"destination {name} is no longer configured", dead=True)
+                n += 1
+        return n
+
+    def _send(self, dest: Destination, items: list[Delivery]) -> int:
+        by_path = {d.path: d for d in items}
+        reported: set[int] = set()
+        confirmed = 0
+
+        def on_outcome(outcome: SendOutcome) -> None:
+            nonlocal confirmed
+            d = by_path.get(outcome.path)
+            if d is None or d.id in reported:
+                return
+            reported.add(d.id)
+            if outcome.ok:
+                self.journal.mark_delivered(d.id, outcome.detail)
+                confirmed += 1
+                health.delivery_outcome("delivered", dest.name)
+                event(log, "delivered", sop_uid=d.sop_uid, kind=d.kind, destination=dest.name)
+            else:
+                self._failed(d, outcome.detail, dead=outcome.permanent)
+
+        self.journal.mark_sending([d.id for d in items])
+        try:
+            self.exporter.send(dest, [d.path for d in items], on_outcome)
+        except Exception as exc:  # never leave a delivery 'sending' in a live process
+            event(log, "outbox_send_error", logging.ERROR, destination=dest.name, exc_info=True)
+            why = f"send failed: {type(exc).__name__}"
+        else:
+            why = "no outcome reported for this object"
+        for d in items:
+            if d.id not in reported:
+                self._failed(d, why, dead=False)
+        return confirmed
+
+    def _failed(self, d: Delivery, reason: str, dead: bool) -> None:
+        attempts = d.attempts + 1
+        dead = dead or attempts >= self.max_attempts
+        retry_at = time.time() + backoff(attempts, self.backoff_seconds, self.backoff_cap, self.rng)
+        self.journal.mark_failed(d.id, reason, retry_at, dead)
+        health.delivery_outcome("dead" if dead else "retry", d.destination)
+        event(log, "delivery_dead" if dead else "delivery_retry", logging.WARNING, sop_uid=d.sop_uid, kind=d.kind,
+              destination=d.destination, attempts=attempts, reason=reason,
+              **({} if dead else {"retry_in_s": round(retry_at - time.time(), 1)}))
