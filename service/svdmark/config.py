@@ -14,6 +14,8 @@ Example ``svdmark.toml``::
     [assemble]
     settle_seconds = 2.0
     fallback_seconds = 60.0
+    incomplete_max_wait_seconds = 600.0   # a series short of its declared count (or with a gap) waits this long
+    incomplete_policy = "analyse"         # then: "analyse" with an "incomplete series" warning, or "reject"
 
     [[destinations]]
     ae_title = "PACS"
@@ -138,6 +140,8 @@ class Config:
     # assembly
     settle_seconds: float = 2.0
     fallback_seconds: float = 60.0
+    incomplete_max_wait_seconds: float = 600.0  # see svdmark.assemble.completion (never less than fallback)
+    incomplete_policy: str = "analyse"  # "analyse" (with the warning) | "reject" (job failed, not analysed)
     # analysis
     workers: int = 1
     models_dir: Path | None = None
@@ -203,6 +207,8 @@ class Config:
             raise ConfigError(
                 f"need 0 <= settle_seconds ({self.settle_seconds}) <= fallback_seconds ({self.fallback_seconds})"
             )
+        if self.incomplete_policy not in ("analyse", "reject"):
+            raise ConfigError(f"incomplete_policy {self.incomplete_policy!r}: choose 'analyse' or 'reject'")
         if self.max_associations < 1:
             raise ConfigError("max_associations must be at least 1")
         if self.export_max_attempts < 1:
@@ -228,6 +234,8 @@ _FILE_KEYS: dict[str, tuple[str, str]] = {
     "storage.data_dir": ("data_dir", "path"),
     "assemble.settle_seconds": ("settle_seconds", "float"),
     "assemble.fallback_seconds": ("fallback_seconds", "float"),
+    "assemble.incomplete_max_wait_seconds": ("incomplete_max_wait_seconds", "float"),
+    "assemble.incomplete_policy": ("incomplete_policy", "str"),
     "analysis.workers": ("workers", "int"),
     "analysis.models_dir": ("models_dir", "path"),
     "analysis.routing_file": ("routing_file", "path"),
