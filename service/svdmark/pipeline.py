@@ -1,6 +1,8 @@
 """The order of the stages, and nothing else.
 
-    header ─route→ decision ─volume→ Volume ─infer→ output ─measure→ findings ─rules→ flags ─encode→ SR, SEG, SC
+    header ─route→ decision ─volume→ Volume ─anatomy→ (a head?) ─infer→ output ─measure→ findings ─rules→ flags ─encode→ SR, SEG, SC
+
+The anatomy check (``route.require_head``) ignores a volume whose pixels are not a head, with the reason.
 
 Each stage's wall time goes to the ``svdmark_stage_seconds`` histogram.
 """
@@ -35,6 +37,8 @@ def analyse(series: Series, ctx: Context) -> AnalysisResult:
     model = ctx.models.active(decision.kind.task)
     with timed("volume"):
         image = volume.load(series)
+    with timed("anatomy"):
+        route.require_head(decision, image, ctx.routing.anatomy)
     with timed("infer"):
         output = ctx.runtime.run(model, image)
     with timed("measure"):

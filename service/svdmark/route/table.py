@@ -31,10 +31,15 @@ tag such as ``"(0043,102F)"``) and one or more tests, all of which must hold:
 ``not_regex``      no value matches
 ``present``        ``true``: the attribute is there and not empty; ``false``: absent/empty
 ``prefix``         some value starts with one of these (for UIDs)
+``greater``        some value is a number greater than this one
+``less``           some value is a number less than this one
 =================  ==========================================================
 
 Attributes missing at the top level of an enhanced multi-frame header are
 looked up in the first item of its shared and per-frame functional groups.
+
+An optional ``[anatomy]`` table holds the limits of the pixel check that runs
+after the volume is built (``anatomy.py``); the table's rules see only headers.
 """
 from __future__ import annotations
 
@@ -48,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from svdmark.domain import RouteKind, RoutingDecision
 from svdmark.errors import ConfigError
+from svdmark.route.anatomy import AnatomyLimits
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom import Dataset
@@ -55,7 +61,8 @@ if TYPE_CHECKING:  # pragma: no cover
 FALLBACK_RULE_ID = "no-rule-matched"
 FALLBACK_REASON = "no routing rule matched: modality {Modality}, series description '{SeriesDescription}'"
 
-_OPS = ("equals", "not_equals", "contains", "not_contains", "regex", "not_regex", "present", "prefix")
+_OPS = ("equals", "not_equals", "contains", "not_contains", "regex", "not_regex", "present", "prefix", "greater",
+        "less")
 _RULE_KEYS = {"id", "description", "route", "ignore", "hint", "all", "any", "none", "enabled"}
 _TAG_RE = re.compile(r"^\(?\s*([0-9a-fA-F]{4})\s*,\s*([0-9a-fA-F]{4})\s*\)?$")
 
@@ -165,6 +172,14 @@ def _as_list(v: Any, what: str) -> tuple[str, ...]:
     raise ConfigError(f"{what}: expected a string or a list of strings, got {v!r}")
 
 
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value else None  # NaN is no number
+
+
 def _show(vals: list[str]) -> str:
     if not vals:
         return "absent"
@@ -198,6 +213,10 @@ class Condition:
                 if not isinstance(arg, bool):
                     raise ConfigError(f"{where}: 'present' must be true or false")
                 tests.append((op, arg))
+            elif op in ("greater", "less"):
+                if not isinstance(arg, (int, float)) or isinstance(arg, bool):
+                    raise ConfigError(f"{where}: '{op}' must be a number")
+                tests.append((op, float(arg)))
             elif op in ("regex", "not_regex"):
                 pats = _as_list(arg, f"{where}: {op}")
                 try:
@@ -255,6 +274,13 @@ class Condition:
                 hit = next((v for v in vals for a in arg if v.upper().startswith(a)), None)
                 ok = hit is not None
                 reasons.append(f"{self.attr} is {hit}" if ok else f"{self.attr} is {shown}")
+            elif op in ("greater", "less"):
+                hit = next((v for v in vals if _number(v) is not None
+                            and (_number(v) > arg if op == "greater" else _number(v) < arg)), None)
+                ok = hit is not None
+                word = "more" if op == "greater" else "less"
+                reasons.append(f"{self.attr} is {hit}, {word} than {arg:g}" if ok
+                               else f"{self.attr} is {shown}, not {word} than {arg:g}")
             elif op == "present":
                 ok = bool(vals) == arg
                 reasons.append(f"{self.attr} is {shown}" if vals else f"{self.attr} is absent")
@@ -395,6 +421,7 @@ class RoutingTable:
     version: str = "0"
     source: str = "<memory>"
     fallback: str = field(default=FALLBACK_REASON)
+    anatomy: AnatomyLimits = field(default_factory=AnatomyLimits)
 
     @classmethod
     def loads(cls, text: str, source: str = "<string>") -> "RoutingTable":
@@ -427,6 +454,7 @@ class RoutingTable:
             version=str(meta.get("version", "0")),
             source=source,
             fallback=str(meta.get("fallback", FALLBACK_REASON)),
+            anatomy=AnatomyLimits.parse(data.get("anatomy"), source),
         )
 
     @classmethod
