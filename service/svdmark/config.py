@@ -7,6 +7,9 @@ Example ``svdmark.toml``::
     port = 11112
     ae_title = "SVDMARK"
     allow_calling_ae = ["CT01", "PACS"]
+    request_timeout = 5.0                 # TLS handshake + A-ASSOCIATE-RQ must arrive within this
+    max_connections_per_host = 16         # TCP connections from one address, associated or not
+    unsupported_sop_class = "discard"     # SR/PR/KO... of a forwarded study: "discard" (0x0000) or "refuse" (0x0122)
 
     [storage]
     data_dir = "/var/lib/svdmark"
@@ -57,6 +60,7 @@ from typing import Any, Mapping
 from .errors import ConfigError
 
 OUTPUT_KINDS = ("sr", "seg", "summary")
+UNSUPPORTED_POLICIES = ("discard", "refuse")  # [listener] unsupported_sop_class
 _AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
 _DEST_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 
@@ -137,6 +141,9 @@ class Config:
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0
     max_dataset_bytes: int = 512 * 1024 * 1024
+    request_timeout: float = 5.0  # seconds a new connection has for its TLS handshake and A-ASSOCIATE-RQ
+    max_connections_per_host: int = 16  # open TCP connections from one address, negotiated or not
+    unsupported_sop_class: str = "discard"  # other storage SOP classes: "discard" (0x0000) or "refuse" (0x0122)
     # assembly
     settle_seconds: float = 2.0
     fallback_seconds: float = 60.0
@@ -211,6 +218,13 @@ class Config:
             raise ConfigError(f"incomplete_policy {self.incomplete_policy!r}: choose 'analyse' or 'reject'")
         if self.max_associations < 1:
             raise ConfigError("max_associations must be at least 1")
+        if self.max_connections_per_host < 1:
+            raise ConfigError("max_connections_per_host must be at least 1")
+        if not 0 < self.request_timeout <= 120:
+            raise ConfigError(f"request_timeout ({self.request_timeout}) must be more than 0 and at most 120 s")
+        if self.unsupported_sop_class not in UNSUPPORTED_POLICIES:
+            raise ConfigError(f"unsupported_sop_class must be one of {', '.join(UNSUPPORTED_POLICIES)}, "
+                              f"not {self.unsupported_sop_class!r}")
         if self.export_max_attempts < 1:
             raise ConfigError("export_max_attempts must be at least 1")
         from .rules.applicability import check_mode
@@ -231,6 +245,9 @@ _FILE_KEYS: dict[str, tuple[str, str]] = {
     "listener.dimse_timeout": ("dimse_timeout", "float"),
     "listener.network_timeout": ("network_timeout", "float"),
     "listener.max_dataset_bytes": ("max_dataset_bytes", "int"),
+    "listener.request_timeout": ("request_timeout", "float"),
+    "listener.max_connections_per_host": ("max_connections_per_host", "int"),
+    "listener.unsupported_sop_class": ("unsupported_sop_class", "str"),
     "storage.data_dir": ("data_dir", "path"),
     "assemble.settle_seconds": ("settle_seconds", "float"),
     "assemble.fallback_seconds": ("fallback_seconds", "float"),

@@ -5,6 +5,9 @@ received (Part 10, the negotiated transfer syntax); ``results/...`` holds
 what svdmark produced. Writes go to a temporary file, are fsynced, renamed
 into place and the directory is fsynced, so a file either exists whole or
 not at all.
+
+The data directory holds patient data: :func:`make_private` makes it, the journal and the
+spool readable by the service user only (0700 directories, 0600 files) whatever the umask.
 """
 from __future__ import annotations
 
@@ -44,6 +47,39 @@ class Spool:
         final = self.path_for(area, study_uid, series_uid, sop_uid)
         write_durably(final, data)
         return final
+
+    def discard(self, path: Path) -> None:
+        """Remove a file written for an instance whose journal row could not be committed."""
+        try:
+            Path(path).unlink()
+        except FileNotFoundError:
+            pass
+
+
+PRIVATE_UMASK = 0o077
+
+
+def make_private(data_dir: Path, files: list[Path] = ()) -> None:
+    """Everything under ``data_dir`` readable by the service user only, now and from now on.
+
+    Sets the process umask to 0o077 (new files 0600, directories 0700: SQLite's -wal/-shm files
+    copy the database file's mode), then tightens what already exists: ``data_dir`` and every
+    directory below it to 0700, ``files`` (the journal) with their -wal/-shm and every file below
+    the spool to 0600.
+    """
+    os.umask(PRIVATE_UMASK)
+    root = Path(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o700)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o600)
+    for f in files:
+        for path in (Path(f), Path(f"{f}-wal"), Path(f"{f}-shm")):
+            if path.exists():
+                os.chmod(path, 0o600)
 
 
 def write_durably(final: Path, data: bytes) -> None:

@@ -96,7 +96,7 @@ def server_tls(config) -> ServerTLS | None:
     if config.tls_cert is None:
         return None
     ctx = server_context(config.tls_cert, config.tls_key, config.tls_ca, config.tls_require_client_cert)
-    return ServerTLS(ctx, handshake_timeout=config.acse_timeout)
+    return ServerTLS(ctx, handshake_timeout=config.request_timeout)
 
 
 def exporter_context(config) -> ssl.SSLContext | None:

@@ -51,12 +51,16 @@ def ct_slice(path: Path, series_uid: str, k: int, sop_class: str = CT, drop: str
     return path
 
 
-@pytest.fixture
-def listener(tmp_path):
-    cfg = Config(host="127.0.0.1", port=0, data_dir=tmp_path / "data").validate()
+def _listen(tmp_path, **settings):
+    cfg = Config(host="127.0.0.1", port=0, data_dir=tmp_path / "data", **settings).validate()
     journal = Journal(cfg.journal_path)
     receiver = Receiver(cfg, journal, Spool(cfg.spool_dir), AssociationTracker())
-    server = build_ae(cfg).start_server(("127.0.0.1", 0), block=False, evt_handlers=receiver.handlers())
+    return build_ae(cfg).start_server(("127.0.0.1", 0), block=False, evt_handlers=receiver.handlers()), journal
+
+
+@pytest.fixture
+def listener(tmp_path):
+    server, journal = _listen(tmp_path)
     yield server.server_address[1], journal
     server.shutdown()
 
@@ -80,11 +84,10 @@ def test_stores_durably_and_resend_is_harmless(tmp_path, listener):
     "make, status, reason",
     [
         (lambda p, s: _truncate(ct_slice(p, s, 0)), "0xC001", "truncated"),
-        (lambda p, s: ct_slice(p, s, 0, sop_class=SC), "0x0122", "not analysed"),
         (lambda p, s: ct_slice(p, s, 0, drop="ImagePositionPatient"), "0xA900", "ImagePositionPatient"),
         (lambda p, s: ct_slice(p, s, 0, drop="SeriesInstanceUID"), "0xA900", "SeriesInstanceUID"),
     ],
-    ids=["truncated", "wrong-sop-class", "missing-position", "missing-series-uid"],
+    ids=["truncated", "missing-position", "missing-series-uid"],
 )
 def test_bad_instances_get_specific_status_and_listener_stays_up(tmp_path, listener, caplog, make, status, reason):
     port, journal = listener
@@ -96,6 +99,32 @@ def test_bad_instances_get_specific_status_and_listener_stays_up(tmp_path, liste
     assert len(lines) == 1 and reason in lines[0].fields["reason"]
     assert journal.counts()["instances"]["total"] == 0
     assert echo_ok(port, "SVDMARK")
+
+
+def test_unsupported_sop_class_is_discarded_by_default(tmp_path, listener, caplog):
+    """A forwarded study's other objects are acknowledged (so the sender goes on) and not kept."""
+    port, journal = listener
+    series = generate_uid()
+    files = [ct_slice(tmp_path / "sc.dcm", series, 0, sop_class=SC), ct_slice(tmp_path / "ct.dcm", series, 1)]
+    with caplog.at_level("INFO", logger="svdmark.receive"):
+        storescu(files, port)  # check=True: both answered 0x0000
+    assert [i.sop_class for i in journal.instances(series)] == [CT]
+    lines = [r for r in caplog.records if r.getMessage() == "instances_discarded"]
+    assert len(lines) == 1 and lines[0].fields["count"] == 1 and "Secondary Capture" in lines[0].fields["sop_classes"]
+
+
+def test_unsupported_sop_class_refused_when_configured(tmp_path, caplog):
+    server, journal = _listen(tmp_path, unsupported_sop_class="refuse")
+    try:
+        with caplog.at_level("WARNING", logger="svdmark.receive"):
+            r = storescu([ct_slice(tmp_path / "sc.dcm", generate_uid(), 0, sop_class=SC)], server.server_address[1],
+                         check=False, extra=("-d",))
+        assert "0x0122" in (r.stdout + r.stderr).lower()
+        lines = [rec for rec in caplog.records if rec.getMessage() == "instance_rejected"]
+        assert len(lines) == 1 and "not analysed" in lines[0].fields["reason"]
+        assert journal.counts()["instances"]["total"] == 0
+    finally:
+        server.shutdown()
 
 
 def test_non_dicom_file_does_not_hurt(tmp_path, listener):

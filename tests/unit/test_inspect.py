@@ -43,7 +43,7 @@ def test_garbage_after_meta_cannot_be_understood():
     start = data.index(b"\x08\x00\x16\x00")
     with pytest.raises(Rejected) as exc:
         inspect(data[:start] + b"\x08\x00\x16\x00UI\xff\x7f" + b"\x01" * 40, CT)
-    assert exc.value.status == 0xC000
+    assert exc.value.status == 0xC001 and "(0008,0016) declares 32767 bytes" in exc.value.reason
 
 
 def test_sop_class_mismatch_with_request():

@@ -1,28 +1,48 @@
 """The DICOM listener: thin pynetdicom handlers over the spool and the journal.
 
-C-STORE: inspect → durable write (fsync) → journal row (committed) → 0x0000.
-An instance is never acknowledged before both are on disk.
+C-STORE: SOP class policy → size cap (on the received file, before it is read) → inspect →
+durable write (fsync) → journal row (committed) → 0x0000. An instance is never acknowledged
+before both are on disk; when either cannot be written the answer is 0xA700 and nothing is
+left behind. Connection hygiene (request timeout, per-host limit, slots for negotiated
+associations only) is :mod:`svdmark.receive.gate`; keeping values out of logs is
+:mod:`svdmark.receive.phi`.
+
+Datasets arrive through pynetdicom's ``STORE_RECV_CHUNKED_DATASET``: each C-STORE's P-DATA is
+written to a temporary file (mode 0600, deleted by pynetdicom after the handler) as it arrives,
+so a dataset over ``max_dataset_bytes`` is refused from its file size without ever being held in
+memory.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import socket
+import sqlite3
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Callable
 
-from pynetdicom import AE, evt
-from pynetdicom.presentation import StoragePresentationContexts
+from pydicom.uid import UID
+from pynetdicom import AE, _config, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 from pydicom.uid import (
+    AllTransferSyntaxes,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2K,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
+    JPEG2000,
     JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
     JPEGLosslessSV1,
     JPEGLSLossless,
+    JPEGLSNearLossless,
     RLELossless,
     JPEGLossless,
 )
@@ -32,11 +52,23 @@ from ..config import Config
 from ..errors import Rejected
 from ..journal import Journal
 from ..logs import event
-from ..spool import Spool
-from .inspect import STATUS_OUT_OF_RESOURCES, SUPPORTED_SOP_CLASSES, inspect
+from ..spool import Spool, make_private
+from . import gate as gate_mod, phi
+from .gate import ConnectionGate
+from .inspect import (
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_DATASET_TOO_LARGE,
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_SOP_CLASS_NOT_SUPPORTED,
+    SUPPORTED_SOP_CLASSES,
+    inspect,
+    unsupported_reason,
+)
 
 log = logging.getLogger("svdmark.receive")
 
+# Image SOP classes: everything the pylibjpeg/openjpeg/RLE decoders read, lossless first. Lossy
+# syntaxes are accepted (a PACS may hold only a lossy copy) and the instance is marked ``lossy``.
 ACCEPTED_TRANSFER_SYNTAXES = [
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -45,9 +77,22 @@ ACCEPTED_TRANSFER_SYNTAXES = [
     JPEGLossless,
     JPEGLSLossless,
     JPEG2000Lossless,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     RLELossless,
     ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+    JPEG2000,
+    HTJ2K,
 ]
+# Other storage classes are discarded or refused per instance, never at negotiation: any syntax.
+OTHER_STORAGE_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian] + [
+    ts for ts in AllTransferSyntaxes if ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)]
+_CONTEXT_RESULT = {0x01: "refused by the user", 0x02: "no reason given",
+                   0x03: "SOP class (abstract syntax) not supported",
+                   0x04: "none of the proposed transfer syntaxes is supported"}
 
 
 class AssociationTracker:
@@ -73,6 +118,40 @@ class AssociationTracker:
             return set().union(*self._by_assoc.values()) if self._by_assoc else set()
 
 
+class StorageHealth:
+    """Whether the spool and journal took the last write; logs each change once, not each refusal."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.failing: str | None = None  # "spool" or "journal" while writes fail
+        self.refused = 0
+
+    def failed(self, where: str, exc: BaseException) -> None:
+        with self._lock:
+            changed = self.failing != where
+            self.failing, self.refused = where, (self.refused + 1 if not changed else self.refused + 1)
+        if changed:
+            event(log, "storage_unavailable", logging.ERROR, where=where, status="0xA700", reason=_os_reason(exc),
+                  detail="instances are refused with 0xA700 (out of resources) until a write succeeds")
+
+    def succeeded(self) -> None:
+        if self.failing is None:
+            return
+        with self._lock:
+            where, refused, self.failing, self.refused = self.failing, self.refused, None, 0
+        if where is not None:
+            event(log, "storage_available", where=where, refused_while_unavailable=refused)
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        import errno
+
+        name = errno.errorcode.get(exc.errno or 0, "")
+        return f"{name or type(exc).__name__}: {exc.strerror or 'I/O error'}"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"  # sqlite3: no values
+
+
 class Receiver:
     """Handlers for one listener; ``on_stored`` wakes the assembler."""
 
@@ -83,45 +162,103 @@ class Receiver:
         self.spool = spool
         self.tracker = tracker
         self.on_stored = on_stored
+        self.gate = ConnectionGate(config.max_associations, config.max_connections_per_host, config.request_timeout)
+        self.storage = StorageHealth()
+        self._discarded: dict[int, Counter] = defaultdict(Counter)
+        self._discard_lock = threading.Lock()
+        make_private(config.data_dir, [config.journal_path])
+        phi.install(_site_key(config))
 
     def handle_echo(self, event_) -> int:
         return 0x0000
 
+    # ------------------------------------------------------------------ C-STORE
     def handle_store(self, ev) -> int:
-        assoc = ev.assoc
-        calling = assoc.requestor.ae_title
+        calling = ev.assoc.requestor.ae_title
+        affected = str(ev.request.AffectedSOPClassUID)
+        request_sop = str(ev.request.AffectedSOPInstanceUID)
+        if affected not in SUPPORTED_SOP_CLASSES:
+            return self._unsupported(ev, affected, request_sop, calling)
         try:
-            data = ev.encoded_dataset(include_meta=True)
-            item = inspect(data, str(ev.request.AffectedSOPClassUID), self.config.max_dataset_bytes)
+            data = _received_bytes(ev, self.config.max_dataset_bytes)
+            item = inspect(data, affected, self.config.max_dataset_bytes)
         except Rejected as exc:
-            event(log, "instance_rejected", logging.WARNING, status=f"0x{exc.status:04X}", reason=exc.reason,
-                  sop_uid=exc.sop_uid or str(ev.request.AffectedSOPInstanceUID), calling_ae=calling)
-            health.instance_received("rejected", exc.status)
-            return exc.status
+            return self._rejected(exc, request_sop, calling)
+        except Exception as exc:  # a bug or a pydicom surprise: a status and the type, never a traceback
+            return self._rejected(Rejected(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be parsed "
+                                           f"({type(exc).__name__})"), request_sop, calling)
+        return self._store(ev, item, data, calling)
+
+    def _store(self, ev, item, data: bytes, calling: str) -> int:
         digest = hashlib.sha256(data).hexdigest()
+        where = "journal"
         try:
             if self.journal.instance_digest(item.sop_uid) == digest:
                 outcome = "duplicate"
             else:
+                final = self.spool.path_for(self.spool.incoming, item.study_uid, item.series_uid, item.sop_uid)
+                existed = final.exists()
+                where = "spool"
                 path = self.spool.write(self.spool.incoming, item.study_uid, item.series_uid, item.sop_uid, data)
-                outcome = self.journal.record_instance(
-                    sop_uid=item.sop_uid, study_uid=item.study_uid, series_uid=item.series_uid,
-                    sop_class=item.sop_class, transfer_syntax=str(ev.file_meta.TransferSyntaxUID), path=path,
-                    size=len(data), digest=digest, modality=item.modality, geometry=item.geometry, calling_ae=calling,
-                )
-        except OSError as exc:
-            event(log, "store_failed", logging.ERROR, sop_uid=item.sop_uid, reason=str(exc))
+                where = "journal"
+                geometry = dict(item.geometry, lossy_source=True) if item.lossy else item.geometry
+                try:
+                    outcome = self.journal.record_instance(
+                        sop_uid=item.sop_uid, study_uid=item.study_uid, series_uid=item.series_uid,
+                        sop_class=item.sop_class, transfer_syntax=str(ev.file_meta.TransferSyntaxUID), path=path,
+                        size=len(data), digest=digest, modality=item.modality, geometry=geometry,
+                        calling_ae=calling,
+                    )
+                except BaseException:
+                    if not existed:  # no orphan: the file is only kept with its journal row
+                        self.spool.discard(path)
+                    raise
+        except (OSError, sqlite3.Error) as exc:
+            self.storage.failed(where, exc)
+            event(log, "instance_rejected", logging.DEBUG, status=f"0x{STATUS_OUT_OF_RESOURCES:04X}",
+                  reason=f"{where} write failed", sop_uid=item.sop_uid, calling_ae=calling)
             health.instance_received("error", STATUS_OUT_OF_RESOURCES)
             return STATUS_OUT_OF_RESOURCES
+        self.storage.succeeded()
         health.instance_received(outcome)
-        self.tracker.add(id(assoc), item.series_uid)
-        event(log, "instance_stored", logging.DEBUG, sop_uid=item.sop_uid, series_uid=item.series_uid, outcome=outcome)
+        self.tracker.add(id(ev.assoc), item.series_uid)
+        event(log, "instance_stored", logging.DEBUG, sop_uid=item.sop_uid, series_uid=item.series_uid, outcome=outcome,
+              lossy=item.lossy)
         if outcome == "replaced":
             event(log, "instance_replaced", sop_uid=item.sop_uid, series_uid=item.series_uid)
         self.on_stored()
         return 0x0000
 
+    def _rejected(self, exc: Rejected, request_sop: str, calling: str) -> int:
+        sop = exc.sop_uid or request_sop
+        event(log, "instance_rejected", logging.WARNING, status=f"0x{exc.status:04X}", reason=exc.reason,
+              sop_uid=sop if _valid(sop) else phi.uid_hash(sop), calling_ae=calling)
+        health.instance_received("rejected", exc.status)
+        return exc.status
+
+    def _unsupported(self, ev, sop_class: str, request_sop: str, calling: str) -> int:
+        """A storage SOP class svdmark does not analyse (SR, PR, KO of a forwarded study...)."""
+        if self.config.unsupported_sop_class == "refuse":
+            return self._rejected(Rejected(STATUS_SOP_CLASS_NOT_SUPPORTED, unsupported_reason(sop_class)),
+                                  request_sop, calling)
+        with self._discard_lock:
+            self._discarded[id(ev.assoc)][sop_class] += 1
+        health.instance_received("discarded")
+        return 0x0000
+
+    def _report_discarded(self, ev) -> None:
+        with self._discard_lock:
+            counts = self._discarded.pop(id(ev.assoc), None)
+        if counts:
+            event(log, "instances_discarded", calling_ae=ev.assoc.requestor.ae_title.strip(),
+                  count=sum(counts.values()),
+                  sop_classes=", ".join(f"{UID(k).name or k} x{n}" for k, n in sorted(counts.items())),
+                  detail="not analysed; acknowledged and not kept ([listener] unsupported_sop_class = \"discard\")")
+
+    # ------------------------------------------------------------------ association life cycle
     def handle_released(self, ev) -> None:
+        self.gate.closed(ev)
+        self._report_discarded(ev)
         series = self.tracker.close(id(ev.assoc))
         if series:
             self.journal.mark_released(sorted(series))
@@ -129,14 +266,30 @@ class Receiver:
             self.on_stored()
 
     def handle_closed(self, ev) -> None:
+        self.gate.closed(ev)
+        self._report_discarded(ev)
         series = self.tracker.close(id(ev.assoc))
         if series:
             event(log, "association_ended_without_release", logging.WARNING,
                   calling_ae=ev.assoc.requestor.ae_title, series=len(series))
             self.on_stored()
 
+    def handle_accepted(self, ev) -> None:
+        """One line per presentation context the association was refused, with what was proposed."""
+        rq = ev.assoc.requestor
+        proposed = {cx.context_id: cx for cx in (rq.primitive.presentation_context_definition_list or [])}
+        for cx in ev.assoc.rejected_contexts:
+            asked = proposed.get(cx.context_id, cx)
+            uid = str(asked.abstract_syntax)
+            event(log, "presentation_context_refused", logging.WARNING, calling_ae=rq.ae_title.strip(),
+                  address=rq.address, sop_class=uid if _valid(uid) else phi.uid_hash(uid),
+                  sop_class_name=UID(uid).name if _valid(uid) else "",
+                  transfer_syntaxes=",".join(str(t) for t in asked.transfer_syntax),
+                  reason=_CONTEXT_RESULT.get(cx.result, f"result {cx.result}"))
+
     def handle_rejected(self, ev) -> None:
         """pynetdicom refused the association (allow-list or association limit): say which and why."""
+        self.gate.closed(ev)
         rq = ev.assoc.requestor
         rj = ev.assoc.acceptor.primitive
         code = (getattr(rj, "result_source", None), getattr(rj, "diagnostic", None))
@@ -144,7 +297,7 @@ class Receiver:
             key, reason = "allow_list", (f"calling AE title {rq.ae_title.strip()!r} is not in the allow-list "
                                          f"({', '.join(self.config.allow_calling_ae)})")
         elif code == (0x03, 0x02):
-            key, reason = "max_associations", f"maximum associations ({self.config.max_associations}) reached"
+            key, reason = "thread_ceiling", f"{gate_mod.THREAD_CEILING} connections are open"
         elif code == (0x01, 0x07):
             key, reason = "called_ae", f"called AE title is not {self.config.ae_title!r}"
         else:
@@ -154,19 +307,28 @@ class Receiver:
               port=rq.port, reason=reason)
 
     def handle_requested(self, ev) -> None:
-        """Host binding of the allow-list (``AET@HOST``): pynetdicom only checks the title."""
+        """The A-ASSOCIATE-RQ is complete: the association limit (negotiated associations only,
+        echo-only exempt) and the host binding of the allow-list (pynetdicom checks only the title)."""
         rq = ev.assoc.requestor
         calling = str(ev.assoc.requestor.primitive.calling_ae_title).strip()
+        admit, _ = self.gate.requested(ev)
+        if not admit:
+            self._reject(ev, calling, "max_associations", f"maximum associations ({self.config.max_associations}) "
+                         "reached", (0x02, 0x03, 0x02))  # transient, service provider (presentation), local limit
+            return
         allowed = self.allowed_hosts(calling)
-        if allowed is None:  # no binding for this title: pynetdicom's title check decides
+        if allowed is None or rq.address in allowed:  # no binding: pynetdicom's title check decides
             return
-        if rq.address in allowed:
-            return
-        health.association_refused("host_binding")
+        self._reject(ev, calling, "host_binding", f"calling AE title {calling!r} is allowed only from "
+                     f"{', '.join(sorted(allowed)) or '(an unresolvable host)'}", (0x01, 0x01, 0x03))
+
+    def _reject(self, ev, calling: str, key: str, reason: str, code: tuple[int, int, int]) -> None:
+        rq = ev.assoc.requestor
+        self.gate.closed(ev)
+        health.association_refused(key)
         event(log, "association_rejected", logging.WARNING, calling_ae=calling, address=rq.address, port=rq.port,
-              reason=f"calling AE title {calling!r} is allowed only from "
-                     f"{', '.join(sorted(allowed)) or '(an unresolvable host)'}")
-        ev.assoc.acse.send_reject(0x01, 0x01, 0x03)  # permanent, service user, calling AE not recognised
+              reason=reason)
+        ev.assoc.acse.send_reject(*code)
         ev.assoc.kill()
 
     def allowed_hosts(self, calling_ae: str) -> set[str] | None:
@@ -183,7 +345,9 @@ class Receiver:
         return hosts if bound else None
 
     def handle_conn_open(self, ev) -> None:
-        """Run a deferred TLS handshake in this connection's thread; refuse the caller if it fails."""
+        """Per-host limit and request timer; then a deferred TLS handshake in this connection's thread."""
+        if not self.gate.opened(ev):
+            return
         sock = ev.assoc.dul.socket
         raw = getattr(sock, "socket", None)
         if raw is None or not self.tls_timeout:
@@ -194,6 +358,8 @@ class Receiver:
         except tls.TLSRefused as exc:
             health.association_refused("tls")
             event(log, "tls_refused", logging.WARNING, address=address, port=port, reason=str(exc))
+            self.gate.closed(ev)
+            gate_mod._drop(ev.assoc)
             sock.close()
             return
         event(log, "tls_established", logging.DEBUG, address=address, port=port, **facts)
@@ -207,10 +373,43 @@ class Receiver:
             (evt.EVT_RELEASED, self.handle_released),
             (evt.EVT_ABORTED, self.handle_closed),
             (evt.EVT_CONN_CLOSE, self.handle_closed),
+            (evt.EVT_ACCEPTED, self.handle_accepted),
             (evt.EVT_REJECTED, self.handle_rejected),
             (evt.EVT_REQUESTED, self.handle_requested),
             (evt.EVT_CONN_OPEN, self.handle_conn_open),
         ]
+
+
+def _valid(uid: str) -> bool:
+    from ..spool import valid_uid
+
+    return valid_uid(uid)
+
+
+def _site_key(config: Config) -> bytes | None:
+    """The site's pseudonymisation key if one exists (invalid UIDs in logs are hashed with it)."""
+    import os
+
+    env = os.environ.get("SVDMARK_PSEUDONYM_KEY", "").strip()
+    if env:
+        return env.encode()
+    path = Path(config.data_dir) / ".pseudonym.key"
+    try:
+        return path.read_bytes().strip() or None
+    except OSError:
+        return None
+
+
+def _received_bytes(ev, max_bytes: int) -> bytes:
+    """The Part 10 bytes of a C-STORE; refused from the file size before reading when over the cap."""
+    try:
+        path = Path(ev.dataset_path)
+    except AttributeError:  # not received in chunks (an AE built without build_ae)
+        return ev.encoded_dataset(include_meta=True)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise Rejected(STATUS_DATASET_TOO_LARGE, f"dataset of {size} bytes exceeds the limit of {max_bytes}")
+    return path.read_bytes()
 
 
 def _resolve(host: str) -> set[str]:
@@ -223,10 +422,11 @@ def _resolve(host: str) -> set[str]:
 
 def build_ae(config: Config) -> AE:
     """An AE with deliberate limits and the accepted presentation contexts."""
+    _config.STORE_RECV_CHUNKED_DATASET = True  # datasets go to a temporary file as they arrive (module doc)
     ae = AE(ae_title=config.ae_title)
-    ae.maximum_associations = config.max_associations
+    ae.maximum_associations = gate_mod.THREAD_CEILING  # the real limit is the gate's (negotiated only)
     ae.maximum_pdu_size = config.max_pdu
-    ae.acse_timeout = config.acse_timeout
+    ae.acse_timeout = config.request_timeout  # ARTIM: the wait for an A-ASSOCIATE-RQ
     ae.dimse_timeout = config.dimse_timeout
     ae.network_timeout = config.network_timeout
     if config.allow_calling_ae:  # titles only; AET@HOST bindings are checked in Receiver.handle_requested
@@ -234,11 +434,11 @@ def build_ae(config: Config) -> AE:
     ae.add_supported_context(Verification)
     for uid in SUPPORTED_SOP_CLASSES:
         ae.add_supported_context(uid, ACCEPTED_TRANSFER_SYNTAXES)
-    # Accept other storage classes too, so their senders get an explicit
-    # "SOP class not supported" status with a reason instead of a silent context rejection.
-    for cx in StoragePresentationContexts:
+    # Every other storage class (retired ones included) in any syntax: a forwarded study's SR, PR, KO...
+    # are acknowledged and discarded (or refused per instance with 0x0122), never refused at negotiation.
+    for cx in AllStoragePresentationContexts:
         if cx.abstract_syntax not in SUPPORTED_SOP_CLASSES:
-            ae.add_supported_context(cx.abstract_syntax, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+            ae.add_supported_context(cx.abstract_syntax, OTHER_STORAGE_TRANSFER_SYNTAXES)
     return ae
 
 
