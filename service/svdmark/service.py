@@ -57,7 +57,7 @@ class Service:
         self._stop = threading.Event()
         self.receiver = Receiver(config, self.journal, self.spool, self.tracker, on_stored=self._wake.set)
         self.assembler = Assembler(self.journal, self.tracker.open_series, config.settle_seconds,
-                                   config.fallback_seconds)
+                                   config.fallback_seconds, config.incomplete_max_wait_seconds)
         self.context = context or build_context(config)
         self.worker = Worker(config, self.journal, self.spool, self.context)
         exporter = exporter or CStoreExporter(config.ae_title, tls_context=tls.exporter_context(config))

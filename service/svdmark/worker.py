@@ -16,6 +16,7 @@ record an outcome, the worker keeps it and records it before claiming anything e
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ import pydicom
 
 from . import encode, health
 from .config import Config, Destination
-from .domain import JobState, ModelSpec, Series
+from .domain import AnalysisResult, JobState, ModelSpec, Series
 from .errors import Ignored, InvalidSeries, SvdmarkError
 from .failures import reason_of, transient, where
 from .journal import Journal, JobRow, ResultObject
@@ -55,6 +56,19 @@ def load_series(study_uid: str, series_uid: str, instances: Iterable[tuple[str, 
     if not datasets:
         raise InvalidSeries(f"series {series_uid} has no stored instances")
     return Series(study_uid, series_uid, datasets)
+
+
+class IncompleteSeries(SvdmarkError):
+    """The assembler completed the series with parts missing and the policy is not to analyse it."""
+
+
+def with_completion_warning(result: AnalysisResult, warning: str | None) -> AnalysisResult:
+    """Put the assembler's ``incomplete series: N of M images`` first among the volume's warnings, which the
+    SR (Qualitative Evaluations), the summary image and the job summary's ``warnings`` all show."""
+    if not warning:
+        return result
+    return dataclasses.replace(result, volume=dataclasses.replace(
+        result.volume, warnings=(warning, *(w for w in result.volume.warnings if w != warning))))
 
 
 RESULT_SECTIONS = ("input", "candidates", "output", "uncertainty", "quality")  # manifest parts that shape a result
@@ -135,9 +149,12 @@ class Worker:
         stage = "read"
         written: list[Path] = []
         try:
+            if job.warning and self.config.incomplete_policy == "reject":
+                stage = "completion"
+                raise IncompleteSeries(f"{job.warning}; not analysed ([assemble] incomplete_policy = reject)")
             series = read_series(self.journal, job)
             stage = "analyse"
-            result = analyse(series, self.context)
+            result = with_completion_warning(analyse(series, self.context), job.warning)
             stage = "encode"
             previous = self.journal.previous_sr(job.series_uid, job.generation)
             supersedes = pydicom.dcmread(previous.path) if previous is not None else None
@@ -145,6 +162,7 @@ class Worker:
                 encoded = encode.results(result, supersedes=supersedes,
                                          uid_seed=uid_seed(series, result.model, result.ruleset.version))
             summary = summarise(result)
+            summary["completion_warning"] = job.warning
             stage = "write"
             outputs = []
             for kind, ds in encoded.items():

@@ -1,7 +1,7 @@
-"""Series completion from evidence; the quiet timer is the last resort."""
+"""Series completion from evidence; the quiet timer is the last resort; a part is never reported as the whole."""
 import pytest
 
-from svdmark.assemble import SeriesEvidence, counts_complete, decide, stack_problem
+from svdmark.assemble import Assembler, SeriesEvidence, counts_complete, decide, missing, stack_problem
 
 AXIAL = [1, 0, 0, 0, 1, 0]
 
@@ -48,8 +48,14 @@ def ev(geoms, released=True, open_=False, quiet=5.0):
     return SeriesEvidence(geoms, released, open_, quiet)
 
 
+def reason(e, *args):
+    done = decide(e, *args)
+    return None if done is None else done.reason
+
+
 def test_release_plus_geometry_completes_after_settle():
-    assert "released" in decide(ev(stack(20)), 2, 60)
+    assert "released" in reason(ev(stack(20)), 2, 60)
+    assert decide(ev(stack(20)), 2, 60).warning is None
     assert decide(ev(stack(20), quiet=1.0), 2, 60) is None  # settle time not over
 
 
@@ -58,25 +64,86 @@ def test_open_association_waits_even_if_stack_looks_complete():
 
 
 def test_declared_count_completes_while_association_open():
-    assert "declared count" in decide(ev(stack(20, declared=20), released=False, open_=True), 2, 60)
+    assert "declared count" in reason(ev(stack(20, declared=20), released=False, open_=True), 2, 60)
     assert decide(ev(stack(20, declared=25), released=False, open_=True), 2, 60) is None
 
 
-def test_gap_waits_for_fallback_then_completes():
+def test_gap_waits_past_the_fallback_timer_then_completes_with_a_warning():
     g = stack(20, missing={4})
-    assert decide(ev(g, quiet=30), 2, 60) is None
-    assert "fallback" in decide(ev(g, quiet=61), 2, 60)
+    assert decide(ev(g, quiet=30), 2, 60, 600) is None
+    assert decide(ev(g, quiet=61), 2, 60, 600) is None  # the timer alone does not complete a stack with a gap
+    done = decide(ev(g, quiet=601), 2, 60, 600)
+    assert "longest wait" in done.reason
+    assert done.warning == "incomplete series: 19 of 20 images (gap in the slice positions)"
 
 
 def test_multiframe_instance_is_complete_by_itself():
     g = [{"ipp": None, "iop": None, "frames": 48, "images_in_acquisition": None, "acquisition": None}]
     assert counts_complete(g)
-    assert "multi-frame" in decide(ev(g, released=False, open_=True), 2, 60)
+    assert "multi-frame" in reason(ev(g, released=False, open_=True), 2, 60)
 
 
 def test_released_non_stack_completes_without_waiting_for_fallback():
     localiser = [{"ipp": [0, 0, 0], "iop": AXIAL}, {"ipp": [0, 0, 0], "iop": [0, 1, 0, 0, 0, -1]},
                  {"ipp": [0, 0, 0], "iop": [1, 0, 0, 0, 0, -1]}]
-    assert "not a single stack (mixed orientations)" in decide(ev(localiser), 2, 60)
-    assert "not a single stack (only 1 slice(s))" in decide(ev(stack(1)), 2, 60)
+    assert "not a single stack (mixed orientations)" in reason(ev(localiser), 2, 60)
+    assert "not a single stack (only 1 slice(s))" in reason(ev(stack(1)), 2, 60)
     assert decide(ev(stack(1), released=False, open_=True), 2, 60) is None
+
+
+def test_declared_count_wins_over_release_and_geometry():
+    # the first of two associations: 14 of 29 declared slices, a gap-free stack, released
+    first = stack(14, declared=29)
+    assert stack_problem(first) is None
+    assert decide(ev(first, quiet=5), 2, 60, 600) is None
+    assert decide(ev(first, quiet=61), 2, 60, 600) is None  # not at the fallback timer either
+    assert "declared count" in reason(ev(stack(29, declared=29)), 2, 60, 600)
+
+
+def test_short_of_the_declared_count_is_analysed_after_the_longest_wait_with_n_of_m():
+    g = stack(29, declared=500)
+    done = decide(ev(g, quiet=600), 2, 60, 600)
+    assert done.warning == "incomplete series: 29 of 500 images (Images in Acquisition declares 500)"
+
+
+def test_an_association_that_ended_without_release_is_suspect_at_the_timer():
+    g = stack(20)  # a gap-free prefix: 20 of 40 slices sent before the sender was killed
+    assert decide(ev(g, released=False, quiet=61), 2, 60, 600) is None
+    done = decide(ev(g, released=False, quiet=600), 2, 60, 600)
+    assert done.warning.startswith("incomplete series: 20 images") and "without a normal release" in done.warning
+    # an association still open and quiet past the timer has nothing against it: completes as before
+    assert decide(ev(g, released=False, open_=True, quiet=61), 2, 60, 600).warning is None
+
+
+def test_the_longest_wait_is_never_shorter_than_the_timer():
+    g = stack(10, declared=20)
+    assert decide(ev(g, quiet=100), 2, 120, 30) is None
+    assert decide(ev(g, quiet=120), 2, 120, 30).warning.startswith("incomplete series: 10 of 20")
+
+
+def test_nothing_missing_in_complete_evidence():
+    assert missing(ev(stack(20, declared=20))) is None
+    assert missing(ev(stack(20))) is None
+
+
+def test_assembler_logs_a_held_series_once_and_queues_it_with_the_warning(tmp_path, caplog):
+    import logging
+    from pathlib import Path
+
+    from svdmark.journal import Journal
+
+    j = Journal(tmp_path / "j.sqlite")
+    for k, g in enumerate(stack(14, declared=29)):
+        j.record_instance(sop_uid=f"1.2.3.{k}", study_uid="1.2", series_uid="1.2.3", sop_class="1.2.840.10008.5.1.4.1.1.2",
+                          transfer_syntax="1.2.840.10008.1.2.1", path=Path(f"/x/{k}"), size=1, digest=f"d{k}",
+                          modality="CT", geometry=g, calling_ae="SCU", now=0.0)
+    j.mark_released(["1.2.3"])
+    a = Assembler(j, set, 2, 60, 600)
+    caplog.set_level(logging.INFO, logger="svdmark.assemble")
+    for t in range(3, 600, 7):
+        assert a.tick(now=float(t)) == []
+    assert [r.getMessage() for r in caplog.records] == ["series_incomplete_waiting"]
+    (job_id,) = a.tick(now=600.0)
+    job = j.claim_job()
+    assert (job.id, job.completion) == (job_id, "quiet for 600 s (longest wait for an incomplete series)")
+    assert job.warning == "incomplete series: 14 of 29 images (Images in Acquisition declares 29)"

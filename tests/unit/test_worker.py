@@ -247,3 +247,49 @@ def test_uid_seed_follows_pixels_and_result_shaping_manifest_sections():
     changed[0].PixelData = bytes(px)
     assert uid_seed(dc_replace(series, datasets=tuple(changed)), spec, "1.0.0") != base
     assert uid_seed(series, spec, "1.1.0") != base
+
+
+def _queue_incomplete(journal: Journal, warning: str) -> int:
+    journal.record_instance(sop_uid="1.2.3.1", study_uid="1.2", series_uid="1.2.3",
+                            sop_class="1.2.840.10008.5.1.4.1.1.2", transfer_syntax="1.2.840.10008.1.2.1",
+                            path=Path("/x"), size=1, digest="d", modality="CT", geometry=GEOM, calling_ae="SCU")
+    return journal.queue_job(journal.series_row("1.2.3"), "quiet for 600 s (longest wait)", warning=warning)
+
+
+WARNING = "incomplete series: 14 of 29 images (Images in Acquisition declares 29)"
+
+
+def test_an_incomplete_series_warning_reaches_the_sr_the_summary_image_and_the_job_summary(env):
+    import json
+
+    import pydicom
+
+    worker, journal = env
+    job_id = _queue_incomplete(journal, WARNING)
+    assert worker.run_one()
+    row = job(journal, job_id)
+    assert row["state"] == "done"
+    summary = json.loads(row["summary"])
+    assert summary["completion_warning"] == WARNING and summary["warnings"][0] == WARNING
+    by_kind = {r["kind"]: pydicom.dcmread(r["path"]) for r in journal.query("SELECT kind, path FROM results")}
+
+    def texts(item):
+        for i in item.get("ContentSequence", []):
+            yield str(i.get("TextValue", ""))
+            yield from texts(i)
+
+    assert WARNING in set(texts(by_kind["sr"]))
+
+
+def test_with_the_reject_policy_an_incomplete_series_fails_unanalysed(env, monkeypatch):
+    import dataclasses
+
+    worker, journal = env
+    worker.config = dataclasses.replace(worker.config, incomplete_policy="reject")
+    monkeypatch.setattr(W, "analyse", lambda s, context: pytest.fail("analysed although incomplete"))
+    job_id = _queue_incomplete(journal, WARNING)
+    assert worker.run_one()
+    row = job(journal, job_id)
+    assert (row["state"], row["detail"]) == (
+        "failed", f"completion failed: {WARNING}; not analysed ([assemble] incomplete_policy = reject)")
+    assert result_files(worker) == []

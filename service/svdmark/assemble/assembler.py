@@ -6,32 +6,52 @@ import time
 
 from ..journal import Journal
 from ..logs import event
-from .completion import SeriesEvidence, decide
+from .completion import SeriesEvidence, decide, missing
 
 log = logging.getLogger("svdmark.assemble")
 
 
 class Assembler:
-    def __init__(self, journal: Journal, open_series, settle_seconds: float, fallback_seconds: float):
+    def __init__(self, journal: Journal, open_series, settle_seconds: float, fallback_seconds: float,
+                 max_wait_seconds: float | None = None):
         self.journal = journal
         self.open_series = open_series  # callable → set of series UIDs with an open association
         self.settle_seconds = settle_seconds
         self.fallback_seconds = fallback_seconds
+        self.max_wait_seconds = max(fallback_seconds, max_wait_seconds or fallback_seconds)
+        self._waiting: dict[str, str] = {}  # series UID → the warning it is held for (logged once)
 
     def tick(self, now: float | None = None) -> list[int]:
         """Queue a job for every series that is now complete; returns the new job ids."""
         now = time.time() if now is None else now
         open_now = self.open_series()
         queued = []
-        for s in self.journal.receiving_series():
+        receiving = self.journal.receiving_series()
+        for s in receiving:
             geoms = [i.geometry for i in self.journal.instances(s.series_uid)]
             evidence = SeriesEvidence(geoms, s.released, s.series_uid in open_now, now - s.last_received)
-            reason = decide(evidence, self.settle_seconds, self.fallback_seconds)
-            if reason is None:
+            done = decide(evidence, self.settle_seconds, self.fallback_seconds, self.max_wait_seconds)
+            if done is None:
+                self._note_waiting(s.series_uid, evidence)
                 continue
-            job_id = self.journal.queue_job(s, reason)
+            job_id = self.journal.queue_job(s, done.reason, warning=done.warning)
+            self._waiting.pop(s.series_uid, None)
             if job_id is not None:
                 queued.append(job_id)
-                event(log, "series_complete", series_uid=s.series_uid, instances=len(geoms),
-                      generation=s.generation, reason=reason, job=job_id)
+                event(log, "series_complete", logging.WARNING if done.warning else logging.INFO,
+                      series_uid=s.series_uid, instances=len(geoms), generation=s.generation, reason=done.reason,
+                      job=job_id, **({"warning": done.warning} if done.warning else {}))
+        for uid in set(self._waiting) - {s.series_uid for s in receiving}:
+            del self._waiting[uid]
         return queued
+
+    def _note_waiting(self, series_uid: str, ev: SeriesEvidence) -> None:
+        """One line when the quiet timer has passed but the series is held as incomplete."""
+        if ev.quiet_seconds < self.fallback_seconds:
+            return
+        warning = missing(ev)
+        if warning is None or self._waiting.get(series_uid) == warning:
+            return
+        self._waiting[series_uid] = warning
+        event(log, "series_incomplete_waiting", logging.WARNING, series_uid=series_uid, instances=len(ev.instances),
+              reason=warning, waits_until_quiet_s=round(self.max_wait_seconds))

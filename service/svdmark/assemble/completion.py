@@ -1,16 +1,25 @@
-"""Is a series complete? Decided from evidence, with a quiet timer as the last resort.
+"""Is a series complete? Decided from evidence; a part is never reported as the whole.
 
 Evidence, in order of strength:
-  * declared counts: an Enhanced multi-frame instance is complete in itself; all
-    instances declaring Images in Acquisition = N and N present;
-  * association release plus a geometrically complete stack (one orientation,
-    no duplicate positions, even spacing along the slice normal).
-A stack that looks complete while its association is still open may be a prefix
-of what is coming, so it is not enough on its own. After release, a series that
-is not a single stack at all (a 3-plane localiser, one image) completes too;
-one with a gap waits, since the missing slices may follow. The fallback timer completes
-anything that has been quiet long enough; ``volume.load`` then rejects a bad
-stack with a clear reason.
+  * declared counts: an Enhanced multi-frame instance is complete in itself; instances that
+    declare Images in Acquisition = N (one acquisition) are complete when N are present, and
+    **not before**, whatever the geometry or the association says: a first association
+    carrying 14 of 29 slices is a gap-free stack, but not the series;
+  * association release plus a geometrically complete stack (one orientation, no duplicate
+    positions, even spacing along the slice normal), when nothing is declared.
+A stack that looks complete while its association is still open may be a prefix of what is
+coming, so it is not enough on its own. After release, a series that is not a single stack at
+all (a 3-plane localiser, one image) completes too; one with a gap waits, since the missing
+slices may follow.
+
+The quiet timer (``fallback_seconds``, default 60 s) completes a series that has nothing
+against it (an association left open, a stack that looks whole). A series with evidence that
+something is missing — short of its declared count, a gap in the stack, or an association that
+ended without a normal release (a sender killed mid-send) — is not completed by the timer: it
+waits up to ``max_wait_seconds`` (``[assemble] incomplete_max_wait_seconds``, default 600 s,
+never less than the timer) for the rest, and is then completed with a :attr:`Completion.warning`
+``"incomplete series: N of M images (...)"`` that the worker carries into the result (or, with
+``incomplete_policy = "reject"``, ends as a failed job).
 """
 from __future__ import annotations
 
@@ -21,6 +30,7 @@ import numpy as np
 
 ORIENTATION_TOLERANCE = 1e-3
 SPACING_TOLERANCE = 0.1  # fraction of the median spacing
+INCOMPLETE = "incomplete series"  # every warning starts with this
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,14 @@ class SeriesEvidence:
     released: bool  # an association that delivered to it has released normally
     association_open: bool  # an association is still delivering to it
     quiet_seconds: float  # since the last instance
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Why a series is taken as complete; ``warning`` when it is analysed although something is missing."""
+
+    reason: str
+    warning: str | None = None
 
 
 def stack_problem(geoms: Sequence[dict]) -> str | None:
@@ -40,10 +58,7 @@ def stack_problem(geoms: Sequence[dict]) -> str | None:
     iops = np.array([g["iop"] for g in geoms], dtype=float)
     if np.abs(iops - iops[0]).max() > ORIENTATION_TOLERANCE:
         return "mixed orientations"
-    normal = np.cross(iops[0][:3], iops[0][3:])
-    z = np.sort(np.array([g["ipp"] for g in geoms], dtype=float) @ normal)
-    steps = np.diff(z)
-    median = float(np.median(steps))
+    steps, median = _steps(geoms)
     if median <= 0 or steps.min() < SPACING_TOLERANCE * median:
         return "duplicate slice positions"
     if np.abs(steps - median).max() > SPACING_TOLERANCE * median:
@@ -51,33 +66,81 @@ def stack_problem(geoms: Sequence[dict]) -> str | None:
     return None
 
 
-def counts_complete(geoms: Sequence[dict]) -> bool:
-    if len(geoms) == 1 and (geoms[0].get("frames") or 0) > 1:
-        return True  # one multi-frame instance carries the whole series
+def _steps(geoms: Sequence[dict]) -> tuple[np.ndarray, float]:
+    iop = np.asarray(geoms[0]["iop"], dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    z = np.sort(np.array([g["ipp"] for g in geoms], dtype=float) @ normal)
+    steps = np.diff(z)
+    return steps, float(np.median(steps))
+
+
+def declared_count(geoms: Sequence[dict]) -> int | None:
+    """The Images in Acquisition all instances agree on, within one acquisition; None if there is none."""
     declared = {g.get("images_in_acquisition") for g in geoms}
     acquisitions = {g.get("acquisition") for g in geoms}
     if len(declared) == 1 and len(acquisitions) <= 1:
         n = declared.pop()
-        return n is not None and n == len(geoms)
-    return False
+        return n if isinstance(n, int) and n > 0 else None
+    return None
 
 
-def decide(ev: SeriesEvidence, settle_seconds: float, fallback_seconds: float) -> str | None:
-    """The completion reason, or None if the series should wait."""
-    if ev.quiet_seconds >= fallback_seconds:
-        return f"quiet for {ev.quiet_seconds:.0f} s (fallback timer)"
+def _multiframe(geoms: Sequence[dict]) -> bool:
+    return len(geoms) == 1 and (geoms[0].get("frames") or 0) > 1
+
+
+def counts_complete(geoms: Sequence[dict]) -> bool:
+    if _multiframe(geoms):
+        return True  # one multi-frame instance carries the whole series
+    n = declared_count(geoms)
+    return n is not None and n == len(geoms)
+
+
+def missing(ev: SeriesEvidence) -> str | None:
+    """The ``incomplete series: ...`` warning if the evidence says something is missing, else None."""
+    n = len(ev.instances)
+    if _multiframe(ev.instances):
+        return None
+    declared = declared_count(ev.instances)
+    if declared is not None and n < declared:
+        return f"{INCOMPLETE}: {n} of {declared} images (Images in Acquisition declares {declared})"
+    problem = stack_problem(ev.instances)
+    if problem is not None and problem.startswith("uneven spacing"):
+        steps, median = _steps(ev.instances)
+        expected = int(round(float(steps.sum()) / median)) + 1
+        return f"{INCOMPLETE}: {n} of {expected} images (gap in the slice positions)"
+    if not ev.released and not ev.association_open:
+        return (f"{INCOMPLETE}: {n} images, number expected unknown (the sending association ended "
+                "without a normal release)")
+    return None
+
+
+def decide(ev: SeriesEvidence, settle_seconds: float, fallback_seconds: float,
+           max_wait_seconds: float | None = None) -> Completion | None:
+    """How the series completes now, or None if it should wait."""
+    max_wait = max(fallback_seconds, max_wait_seconds if max_wait_seconds is not None else fallback_seconds)
     if ev.quiet_seconds < settle_seconds:
         return None
+    n = len(ev.instances)
     if counts_complete(ev.instances):
-        if len(ev.instances) == 1:
-            return "multi-frame instance received"
-        return f"declared count reached ({len(ev.instances)} images in acquisition)"
+        if n == 1:
+            return Completion("multi-frame instance received")
+        return Completion(f"declared count reached ({n} images in acquisition)")
+    if ev.quiet_seconds >= fallback_seconds:
+        warning = missing(ev)
+        if warning is None:
+            return Completion(f"quiet for {ev.quiet_seconds:.0f} s (fallback timer)")
+        if ev.quiet_seconds >= max_wait:
+            return Completion(f"quiet for {ev.quiet_seconds:.0f} s (longest wait for an incomplete series)", warning)
+        return None  # something is missing: the rest may still come
+    declared = declared_count(ev.instances)
+    if declared is not None and n < declared:
+        return None  # the declared count wins over release and geometry
     if ev.association_open or not ev.released:
         return None
     problem = stack_problem(ev.instances)
     if problem is None:
-        return f"association released and stack geometrically complete ({len(ev.instances)} slices)"
+        return Completion(f"association released and stack geometrically complete ({n} slices)")
     if not problem.startswith(("uneven spacing", "duplicate")):
         # not one stack at all (a 3-plane localiser, a single image): more instances would not make it one
-        return f"association released; not a single stack ({problem})"
-    return None  # a gap or a repeat suggests instances still to come: wait for the fallback timer
+        return Completion(f"association released; not a single stack ({problem})")
+    return None  # a gap or a repeat suggests instances still to come
