@@ -5,7 +5,7 @@
 Per case: pydicom read -> ``svdmark.domain.Series`` -> ``svdmark.route.decide`` (a case that is not routed to
 the task is a failure) -> ``svdmark.volume.load`` -> ``ModelRegistry(models).active(task)`` ->
 ``Runtime().run`` -> ``svdmark.measure.from_output``. Models: ``--models``, else ``$SVDMARK_MODELS_DIR``, else
-``models_onnx`` (relative to the working directory); the active version (``ACTIVE`` file, else the highest
+the models shipped in the package (``svdmark/data/models/``); the active version (``ACTIVE`` file, else the highest
 installed) unless ``--version`` names one. Inference threads: ``$SVDMARK_INFER_THREADS`` (default 1).
 """
 from __future__ import annotations
@@ -377,7 +377,9 @@ def main(argv=None) -> int:
                     help="score this installed version of the task's model instead of the active one")
     ap.add_argument("--limit", type=int, default=None)
     a = ap.parse_args(argv)
-    models = a.models or Path(os.environ.get("SVDMARK_MODELS_DIR", "models_onnx"))
+    from svdmark.infer.registry import default_models_dir
+
+    models = a.models or default_models_dir()
     svc = Service(a.task, models, a.version)
     print(f"model: {svc.model.label} ({svc.model.path})", flush=True)
     cases = sorted(p for p in a.data.glob(f"{a.task}_*") if (p / "truth.json").is_file())[: a.limit]

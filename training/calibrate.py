@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python -m training.evaluate --task wml --set val,val_atlas --n 12 --no-baseline
     PYTHONPATH=. .venv/bin/python -m training.calibrate --task wml --eval training/runs/eval_wml_val,val_atlas_12_<label>.json \
-        --manifest models_onnx/wml-ncct/<version>/manifest.json
+        --manifest service/svdmark/data/models/wml-ncct/<version>/manifest.json
 
 Reads the per-case rows ``training.evaluate`` wrote for a validation run (never a reported split: refused)
 and writes two manifest sections that ``svdmark.measure`` reads:

@@ -8,7 +8,7 @@
 WML: volume MAE (mL), Pearson r, Dice on cases with truth ≥ 1 mL.
 CMB: sensitivity and false positives per scan (one-to-one greedy matching within
 max(5 mm, lesion diameter)), burden grade exact agreement.
-Models come from the registry (``models_onnx/`` or ``$SVDMARK_MODELS_DIR``).
+Models come from the registry (the packaged ``svdmark/data/models/`` or ``$SVDMARK_MODELS_DIR``).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Write MODEL_CARD.md (and the self-test bounds) of an installed model from its manifest and evaluation.
 
-    PYTHONPATH=. .venv/bin/python -m training.model_card models_onnx/wml-ncct/1.1.0 \
+    PYTHONPATH=. .venv/bin/python -m training.model_card service/svdmark/data/models/wml-ncct/1.1.0 \
         --eval training/runs/eval_wml_heldout_30_<model>.json --eval training/runs/eval_wml_shifted_30_<model>.json \
         --bench "..." --notes notes.md
 

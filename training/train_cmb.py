@@ -7,7 +7,7 @@ Stage 2 (this model): two-channel isotropic patches (1 mm and 2 mm sampling,
 20³ voxels) around each candidate → P(microbleed) and diameter (mm).
 
     PYTHONPATH=. .venv/bin/python -m training.train_cmb --n-train 70 --steps 2000 --minutes 22 \
-        --out models_onnx/cmb-swi/1.1.0
+        --out service/svdmark/data/models/cmb-swi/1.1.0
 """
 from __future__ import annotations
 
@@ -214,7 +214,7 @@ def main(argv=None):
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cached-only", action="store_true", help="use only cases already in training/cache")
-    ap.add_argument("--out", type=Path, default=Path("models_onnx/cmb-swi/1.1.0"))
+    ap.add_argument("--out", type=Path, default=Path("service/svdmark/data/models/cmb-swi/1.1.0"))
     args = ap.parse_args(argv)
     net, steps, secs = train(args)
     runs = Path(__file__).resolve().parent / "runs"

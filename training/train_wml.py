@@ -7,7 +7,7 @@ for lesions thinner than a slice. Loss = BCE on the soft target + soft Dice +
 a per-crop volume term.
 
     PYTHONPATH=. .venv/bin/python -m training.train_wml --n-train 100 --steps 3000 --minutes 25 \
-        --out models_onnx/wml-ncct/1.1.0
+        --out service/svdmark/data/models/wml-ncct/1.1.0
 
 Seeds are fixed (torch, numpy, data); the run is repeatable on the same
 machine and thread count.
@@ -247,7 +247,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cached-only", action="store_true", help="use only cases already in training/cache")
-    ap.add_argument("--out", type=Path, default=Path("models_onnx/wml-ncct/1.1.0"))
+    ap.add_argument("--out", type=Path, default=Path("service/svdmark/data/models/wml-ncct/1.1.0"))
     ap.add_argument("--save-suffix", default="", help="suffix of the saved state dict name in training/runs/")
     args = ap.parse_args(argv)
     res = train(args)

@@ -221,7 +221,7 @@ class Volume:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model as described by its manifest in ``models_onnx/<name>/<version>/``."""
+    """A model as described by its manifest in ``svdmark/data/models/<name>/<version>/`` (package data) or ``$SVDMARK_MODELS_DIR``."""
 
     name: str
     version: str

@@ -2,7 +2,7 @@
 
 Where things live:
 
-* packaged models: ``models_onnx/<name>/<version>/`` (read-only, shipped with svdmark);
+* packaged models: ``svdmark/data/models/<name>/<version>/`` (package data) (read-only, shipped with svdmark);
 * installed models: ``<data-dir>/models/<name>/<version>/`` (``svdmark models install``);
 * activation state: ``<data-dir>/models/state.json``, written atomically::
 
@@ -68,7 +68,7 @@ def managed(registry, data_dir: Path | None):
 
 
 class ManagedRegistry:
-    """A model registry over two roots: packaged ``models_onnx/`` and ``<data-dir>/models/``.
+    """A model registry over two roots: packaged ``svdmark/data/models/`` and ``<data-dir>/models/``.
 
     The active version of a model is the one named in ``<data-dir>/models/state.json`` when
     there is one (re-read on every call: that is how an activation reaches a running service),

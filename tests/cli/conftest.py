@@ -2,7 +2,7 @@
 
 Models: tests use tiny real ONNX models built by ``fakemodels`` (packaged layout, own
 manifests and sha256) through ``SVDMARK_MODELS_DIR``, so they do not depend on training.
-Tests marked ``packaged_models`` use ``models_onnx/`` and skip while it holds no model.
+Tests marked ``packaged_models`` use the packaged ``svdmark/data/models/`` and skip while it holds no model.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def run_json(*args, env: dict | None = None, check_rc: int = 0):
 
 
 def packaged_models() -> list[Path]:
-    return sorted(p.parent for p in (REPO / "models_onnx").glob("*/*/manifest.json"))
+    return sorted(p.parent for p in (REPO / "service" / "svdmark" / "data" / "models").glob("*/*/manifest.json"))
 
 
 @pytest.fixture(scope="session")

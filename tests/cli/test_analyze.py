@@ -197,12 +197,12 @@ def test_analyze_without_models_fails_clearly(tmp_path, studies):
 
 
 def test_analyze_with_packaged_models(tmp_path, studies):
-    """The shipped models (models_onnx/), as a new user runs it: no model options at all."""
+    """The shipped models (svdmark/data/models/), as a new user runs it: no model options at all."""
     from .conftest import packaged_models
 
     tasks = {__import__("json").loads((p / "manifest.json").read_text()).get("task") for p in packaged_models()}
     if not {"wml", "cmb"} <= tasks:
-        pytest.skip(f"models_onnx/ has no trained {' and '.join(sorted({'wml', 'cmb'} - tasks))} model yet")
+        pytest.skip(f"svdmark/data/models/ has no trained {' and '.join(sorted({'wml', 'cmb'} - tasks))} model yet")
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "SVDMARK_MODELS_DIR"}
     r = subprocess.run([SVDMARK, "analyze", str(studies["root"]), "--output", str(out), "--data-dir",

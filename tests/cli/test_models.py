@@ -217,10 +217,10 @@ def test_lifecycle_while_serving_fake_models(tmp_path, fake_models):
 @pytest.mark.slow
 @pytest.mark.interop
 def test_lifecycle_while_serving_packaged_model(tmp_path):
-    """The same, with the trained model shipped in models_onnx/ and a nudged copy as version x.y.z-test."""
+    """The same, with the trained model shipped in svdmark/data/models/ and a nudged copy as version x.y.z-test."""
     wml = [p for p in packaged_models() if json.loads((p / "manifest.json").read_text()).get("task") == "wml"]
     if not wml:
-        pytest.skip("models_onnx/ has no WML model yet (the models are still being trained)")
+        pytest.skip("svdmark/data/models/ has no WML model yet (the models are still being trained)")
     src = wml[-1]
     manifest = json.loads((src / "manifest.json").read_text())
     candidate = fakemodels.copy_as_version(src, tmp_path / "candidate", manifest["version"] + "-test1")

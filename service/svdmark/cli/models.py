@@ -1,6 +1,6 @@
 """`svdmark models`: list, inspect, install, verify, validate, activate, roll back, shadow and compare models.
 
-Packaged models live in models_onnx/<name>/<version>/; installed ones in
+Packaged models live in svdmark/data/models/<name>/<version>/ (package data); installed ones in
 <data-dir>/models/<name>/<version>/. Which version is active (and which runs in
 shadow) is kept in <data-dir>/models/state.json, which `svdmark serve` reads
 before every job: an activation takes effect at the next job, without a restart,

@@ -9,7 +9,7 @@ Public API::
 
 Pure functions of their inputs: the same result and ``uid_seed`` give the same
 SOP Instance UIDs (only the content date/time reflects when it ran). Codes,
-units and labels come from ``dicom_sr_templates/`` (:class:`Templates`). Only
+units and labels come from ``svdmark/data/sr_templates/`` (:class:`Templates`). Only
 this package imports highdicom.
 """
 from __future__ import annotations

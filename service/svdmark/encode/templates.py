@@ -1,4 +1,4 @@
-"""Codes, units and labels for svdmark's DICOM output, loaded from ``dicom_sr_templates/``.
+"""Codes, units and labels for svdmark's DICOM output, loaded from ``svdmark/data/sr_templates/``.
 
 Nothing clinical or coded is spelled in Python: every concept name, unit and
 label is looked up here by key, so a terminology fix is a data change.
@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,15 @@ FILES = {"common": "common.json", Task.WML: "wml_ncct.json", Task.CMB: "cmb_swi.
 
 
 def default_dir() -> Path:
-    """``$SVDMARK_TEMPLATES`` or the repository's ``dicom_sr_templates/``."""
+    """``$SVDMARK_TEMPLATES`` or the templates shipped as package data (``svdmark/data/sr_templates/``)."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "dicom_sr_templates"
+    where = resources.files("svdmark").joinpath("data", "sr_templates")
+    if not isinstance(where, Path):
+        raise ConfigError(f"svdmark's SR templates are not on the file system ({where!r}); "
+                          f"install svdmark unzipped (pip install) or set {ENV_VAR}")
+    return where
 
 
 def concept(entry: Any, where: str = "") -> CodedConcept:

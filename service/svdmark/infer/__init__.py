@@ -1,4 +1,4 @@
-"""Model registry (``models_onnx`` manifests) and onnxruntime execution.
+"""Model registry (manifests in the packaged ``svdmark/data/models/``) and onnxruntime execution.
 
 Public API::
 

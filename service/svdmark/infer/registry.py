@@ -1,6 +1,9 @@
-"""Model registry: ``models_onnx/<name>/<version>/{model.onnx, manifest.json}``.
+"""Model registry: ``<root>/<name>/<version>/{model.onnx, manifest.json}``.
 
-The active version of a model is named in ``models_onnx/<name>/ACTIVE`` (one
+The shipped models are package data (``svdmark/data/models/``, found through
+:mod:`importlib.resources`, so a wheel install has them too);
+``$SVDMARK_MODELS_DIR`` replaces them.
+The active version of a model is named in ``<root>/<name>/ACTIVE`` (one
 line, the version string); without that file the highest version wins.
 Every spec handed out has had its sha256 checked against the manifest.
 """
@@ -10,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+from importlib import resources
 from pathlib import Path
 
 from ..domain import ModelSpec, Task
@@ -21,12 +25,25 @@ ACTIVE_FILE = "ACTIVE"
 _REQUIRED = ("name", "version", "task", "modality", "sha256", "input", "output")
 
 
+def packaged_data_dir(*parts: str) -> Path:
+    """A directory of svdmark's package data (``svdmark/data/<parts>``) as a real path.
+
+    Wheels and editable installs put package data on disk; a zipped install
+    (zipimport) has no path to hand onnxruntime, so it is refused clearly.
+    """
+    where = resources.files("svdmark").joinpath("data", *parts)
+    if not isinstance(where, Path):
+        raise ModelError(f"svdmark's package data ({'/'.join(parts)}) is not on the file system ({where!r}); "
+                         "install svdmark unzipped (pip install) or set SVDMARK_MODELS_DIR")
+    return where
+
+
 def default_models_dir() -> Path:
-    """``$SVDMARK_MODELS_DIR`` or the repository's ``models_onnx/`` next to ``service/``."""
+    """``$SVDMARK_MODELS_DIR`` or the models shipped in the package (``svdmark/data/models/``)."""
     env = os.environ.get("SVDMARK_MODELS_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "models_onnx"
+    return packaged_data_dir("models")
 
 
 def sha256_file(path: Path) -> str:
