@@ -117,7 +117,7 @@ class CStoreExporter:
                         "no presentation context for it", permanent=True), on_outcome)
                     continue
                 try:
-                    status = assoc.send_c_store(ds)
+                    status = assoc.send_c_store(_as_accepted(assoc, ds))
                 except Exception as exc:  # pynetdicom refusing this object (no matching transfer syntax...)
                     _report(outcomes, SendOutcome(path, False, f"not sent: {type(exc).__name__}: {exc}"), on_outcome)
                     continue
@@ -133,6 +133,18 @@ class CStoreExporter:
             if assoc.is_established:
                 assoc.release()
         return outcomes
+
+
+def _as_accepted(assoc, ds):
+    """``ds`` in a transfer syntax the destination accepted for its SOP class: a compressed object
+    (the RLE Lossless summary image) is decompressed for a destination that took the class only
+    uncompressed, instead of failing."""
+    ts = ds.file_meta.TransferSyntaxUID
+    klass = str(ds.SOPClassUID)
+    taken = {str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts if str(cx.abstract_syntax) == klass}
+    if ts.is_compressed and str(ts) not in taken:
+        ds.decompress(generate_instance_uid=False)  # lossless: the same object, Explicit VR Little Endian
+    return ds
 
 
 def _class_name(uid: str) -> str:
