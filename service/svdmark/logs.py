@@ -12,8 +12,8 @@ Text (``--log-format text``, the default)::
 
     2026-11-30T19:40:37.112Z INFO svdmark.worker analysis_done job_id=3 series_uid="1.2.3" task="wml"
 
-  i.e. ``<UTC timestamp> <LEVEL> <logger> <event>`` then ``key=value`` pairs; numbers and booleans
-  bare, every other value a JSON string (so spaces and newlines stay on the line). ``TEXT_LINE``
+  i.e. ``<UTC timestamp> <LEVEL> <logger> <event>`` then ``key=value`` pairs; the event bare when
+  it is a snake_case name, else a JSON string; numbers, booleans and null bare, every other value a JSON string (so spaces and newlines stay on the line). ``TEXT_LINE``
   is the regular expression of that shape.
 
 JSON (``--log-format json``)::
@@ -48,7 +48,9 @@ FORMATS = ("text", "json")
 FORMAT_ENV = "SVDMARK_LOG_FORMAT"
 _chosen_format: str | None = None
 THIRD_PARTY = ("highdicom", "pynetdicom", "pydicom", "onnxruntime", "SimpleITK", "py.warnings", "PIL", "numba")
-TEXT_LINE = re.compile(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+ [a-z][a-z0-9_]*'
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+TEXT_LINE = re.compile(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) '
+                       r'(?P<logger>[\w.]+) (?P<event>[a-z][a-z0-9_]*|"([^"\\]|\\.)*")'
                        r'( [A-Za-z_][\w.]*=(-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|null|"([^"\\]|\\.)*"))*$')
 _FORBIDDEN = {"PatientName", "PatientID", "PatientBirthDate", "patient_name", "patient_id", "birth_date"}
 _RESERVED = {"ts", "level", "logger", "event"}
@@ -98,7 +100,8 @@ def _json_value(value: Any) -> Any:
 
 
 def _render_text(logger: Any, method: str, ed: dict) -> str:
-    parts = [ed.pop("ts"), ed.pop("level"), ed.pop("logger"), ed.pop("event")]
+    event = str(ed.pop("event"))
+    parts = [ed.pop("ts"), ed.pop("level"), ed.pop("logger"), event if _NAME.match(event) else json.dumps(event)]
     for key, value in ed.items():
         parts.append(f"{key}={_text_value(value)}")
     return " ".join(str(p) for p in parts)
@@ -133,6 +136,7 @@ def use_format(fmt: str | None) -> None:
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     _chosen_format = fmt
+    chosen_format()  # a bad $SVDMARK_LOG_FORMAT is said now, not at the first log line
 
 
 def chosen_format() -> str:

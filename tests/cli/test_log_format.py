@@ -1,0 +1,113 @@
+"""The service log of a whole run (dcmtk storescu → `svdmark serve` → dcmtk storescp) is svdmark's
+structured lines only, in both formats: every line parses, libraries' chatter is held at WARNING in
+the same shape, the event names tests and operators grep for are there, and no patient identifier."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from svdmark import logs
+
+from .conftest import DCMTK, StoreSCP, Svdmark, run_cli, storescu, wait_until
+
+pytestmark = [pytest.mark.interop]
+
+
+def _parse(line: str, fmt: str) -> dict:
+    if fmt == "json":
+        doc = json.loads(line)
+        assert isinstance(doc, dict) and {"ts", "level", "logger", "event"} <= set(doc), line
+        return doc
+    m = logs.TEXT_LINE.match(line)
+    assert m, f"not a structured text line: {line!r}"
+    event = m["event"]
+    return {"level": m["level"], "logger": m["logger"], "event": json.loads(event) if event[0] == '"' else event}
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_whole_run_logs_only_structured_lines(tmp_path, studies, fake_models, fmt):
+    if not (DCMTK / "storescp").exists():
+        pytest.skip("dcmtk is not installed (/usr/bin/storescp); see scripts/test.sh")
+    pacs = StoreSCP(tmp_path / "pacs", aet="LOGPACS").start()
+    svd = Svdmark(tmp_path / "data", [f"{pacs.aet}@127.0.0.1:{pacs.port}"],
+                  extra=("--settle-seconds", "1", "--fallback-seconds", "10", "--log-level", "INFO",
+                         "--log-format", fmt),
+                  env={"SVDMARK_MODELS_DIR": str(fake_models)})
+    try:
+        svd.start()
+        files = sorted(p for s in (studies["ncct"], studies["swi"]) for p in Path(s.out_dir).rglob("*.dcm"))
+        storescu(files, svd.port, calling="LOGTEST")
+        targets = {s.series_uid for st in (studies["ncct"], studies["swi"]) for s in st.series if s.target}
+
+        def finished():
+            jobs = json.loads(svd.cli("jobs", "list", "--json").stdout)
+            done = {j["series_uid"] for j in jobs if j["state"] == "done"}
+            return targets <= done and len(pacs.files()) >= 3 * len(targets)
+
+        wait_until(finished, 240, "both target series analysed and their results delivered")
+        wait_until(lambda: svd.log_text().count('delivered') >= 3 * len(targets), 60, "delivery lines")
+    finally:
+        svd.stop()
+        pacs.stop()
+    lines = svd.log_text().splitlines()
+    assert lines, "the service wrote no log"
+    parsed = [_parse(line, fmt) for line in lines]  # every line, no raw library text, no traceback lines
+    events = {p["event"] for p in parsed}
+    assert {"listening", "series_complete", "analysis_done", "delivered", "stopped"} <= events, events
+    assert all(p["logger"].startswith("svdmark") or p["event"] == "library_message" for p in parsed)
+    libs = [p for p in parsed if not p["logger"].startswith("svdmark")]
+    assert all(logging.getLevelName(p["level"]) >= logging.WARNING for p in libs), libs
+    if fmt == "json":
+        done = [p for p in parsed if p["event"] == "analysis_done"]
+        assert {p["series_uid"] for p in done} == targets and all(isinstance(p["job_id"], int) for p in done)
+    text = "\n".join(lines)
+    for study in (studies["ncct"], studies["swi"]):
+        src = pydicom.dcmread(next(Path(study.out_dir).rglob("*.dcm")), stop_before_pixels=True)
+        for secret in (str(src.PatientName), str(src.PatientID), str(src.get("PatientBirthDate", "")) or "-"):
+            assert secret not in text, f"patient identifier {secret!r} in the {fmt} log"
+
+
+def test_log_format_option_and_environment(tmp_path):
+    r = run_cli("serve", "--log-format", "xml")
+    assert r.returncode == 2 and "--log-format" in r.stderr
+    r = run_cli("routing", "explain", tmp_path / "missing.dcm", env={"SVDMARK_LOG_FORMAT": "yaml"})
+    assert r.returncode == 1 and "SVDMARK_LOG_FORMAT" in r.stderr
+
+
+def test_library_records_and_exceptions_are_one_line(capsys):
+    """The formatter itself: a library's multi-line text and a traceback stay on their line."""
+    import io
+
+    out = io.StringIO()
+    try:
+        logs.setup("INFO", "json", stream=out)
+        logging.getLogger("highdicom.sr.sop").info("18 lines of INFO per analysis")  # below WARNING: dropped
+        logging.getLogger("pynetdicom.assoc").error("Association Aborted\n(A-ABORT)")
+        try:
+            raise RuntimeError("boom\nsecond line")
+        except RuntimeError:
+            logs.event(logging.getLogger("svdmark.service"), "loop_error", logging.ERROR, exc_info=True, thread="t")
+        with pytest.raises(ValueError, match="patient identifiers"):
+            logs.event(logging.getLogger("svdmark.x"), "oops", PatientID="123")
+    finally:
+        logging.getLogger().handlers[:] = []
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["event"] for r in rows] == ["library_message", "loop_error"]
+    assert rows[0] == {"ts": rows[0]["ts"], "level": "ERROR", "logger": "pynetdicom.assoc",
+                       "event": "library_message", "message": "Association Aborted (A-ABORT)"}
+    assert rows[1]["thread"] == "t" and "RuntimeError: boom\nsecond line" in rows[1]["exc"]
+    text = io.StringIO()
+    logs.setup("INFO", "text", stream=text)
+    try:
+        logs.event(logging.getLogger("svdmark.worker"), "analysis_done", job_id=7, reason='a "quoted"\nvalue',
+                   ok=True, missing=None, ml=1.25)
+    finally:
+        logging.getLogger().handlers[:] = []
+    line = text.getvalue().rstrip("\n")
+    assert logs.TEXT_LINE.match(line) and "\n" not in line
+    assert line.split(" ", 4)[1:4] == ["INFO", "svdmark.worker", "analysis_done"]
+    assert line.endswith('job_id=7 reason="a \\"quoted\\"\\nvalue" ok=true missing=null ml=1.25')
