@@ -436,10 +436,32 @@ def build_ae(config: Config) -> AE:
         ae.add_supported_context(uid, ACCEPTED_TRANSFER_SYNTAXES)
     # Every other storage class (retired ones included) in any syntax: a forwarded study's SR, PR, KO...
     # are acknowledged and discarded (or refused per instance with 0x0122), never refused at negotiation.
-    for cx in AllStoragePresentationContexts:
-        if cx.abstract_syntax not in SUPPORTED_SOP_CLASSES:
-            ae.add_supported_context(cx.abstract_syntax, OTHER_STORAGE_TRANSFER_SYNTAXES)
+    for uid in _other_storage_classes():
+        ae.add_supported_context(uid, OTHER_STORAGE_TRANSFER_SYNTAXES)
     return ae
+
+
+def _other_storage_classes() -> list[str]:
+    """pynetdicom's storage classes plus the composite storage classes only pydicom's dictionary
+    knows (retired ones such as Ultrasound Image Storage 1.2.840.10008.5.1.4.1.1.6, trial SRs,
+    DICOS), each registered with pynetdicom's Storage Service so its C-STORE reaches the handler
+    instead of aborting the association."""
+    from pydicom._uid_dict import UID_dictionary
+    from pynetdicom import sop_class
+    from pynetdicom.service_class import StorageServiceClass
+
+    uids = [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+    known = set(uids)
+    for uid, (name, kind, _info, _retired, keyword) in UID_dictionary.items():
+        if kind != "SOP Class" or not uid.startswith("1.2.840.10008.5.1.4.1.1.") or uid in known:
+            continue
+        if sop_class.uid_to_service_class(uid) is not StorageServiceClass:
+            try:
+                sop_class.register_uid(uid, keyword, StorageServiceClass)
+            except (ValueError, TypeError):
+                continue
+        uids.append(uid)
+    return [u for u in uids if u not in SUPPORTED_SOP_CLASSES]
 
 
 def start_server(ae: AE, config: Config, receiver: Receiver):
