@@ -46,7 +46,7 @@ max_connections_per_host = {PER_HOST}
 """)
     service = Svdmark(root / "data", [], extra=("--config", str(cfg), "--settle-seconds", "1",
                                                 "--fallback-seconds", "15"),
-                      env={"SVDMARK_TEST_UMASK": "022"})
+                      )
     old = os.umask(0o022)  # the service inherits a permissive umask, as from a default login shell
     try:
         service.start()

@@ -92,17 +92,27 @@ def test_host_bound_ae_only_from_its_host(guarded):
 
 # --------------------------------------------------------------------------- caps
 def test_maximum_associations(guarded):
-    held = [_assoc(guarded.port, "GOODAE") for _ in range(2)]
+    held = [_assoc(guarded.port, "GOODAE", contexts=(CTImageStorage,)) for _ in range(2)]
     try:
         assert all(a.is_established for a in held)
-        third = _assoc(guarded.port, "GOODAE")
+        third = _assoc(guarded.port, "GOODAE", contexts=(CTImageStorage,))
         assert third.is_rejected
         line = _log_line(guarded, "association_rejected", "maximum associations (2) reached")
         assert 'calling_ae="GOODAE"' in line
+        assert _echo(guarded.port, "GOODAE")  # an echo-only association from an allowed caller always gets through
+        assert not _echo(guarded.port, "INTRUDER")  # ... but only from an allowed caller
     finally:
         for a in held:
             a.release()
-    wait_until(lambda: _echo(guarded.port, "GOODAE"), 10, "a free association slot after release")
+
+    def storage_slot_free() -> bool:
+        assoc = _assoc(guarded.port, "GOODAE", contexts=(CTImageStorage,))
+        if assoc.is_established:
+            assoc.release()
+            return True
+        return False
+
+    wait_until(storage_slot_free, 10, "a free association slot after release")
 
 
 def test_dataset_over_the_size_cap_is_refused(guarded, tmp_path):
