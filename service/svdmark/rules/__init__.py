@@ -3,8 +3,15 @@
 Public API::
 
     ruleset = RuleSet.load()            # packaged rules, or RuleSet.load(path)
+    ruleset = ruleset.configured(mode, conditions)  # the site's [flags] settings (applicability.py)
     ruleset.info                        # RuleSetInfo(id, version)
-    ruleset.evaluate(findings)          # tuple[Flag, ...]
+    ruleset.evaluate(findings, header)  # tuple[Flag, ...]: flags whose population condition holds
+
+Population: each rule names the population its evidence comes from (``population`` in the
+TOML); every flag statement starts with that sentence, also held alone in ``Flag.population``,
+and ``Flag.brief`` holds the rule's few short lines for the summary image. Applicability: a
+flag is attached only when its condition on the study header holds (``[rule.applies_when]``,
+replaceable per site); without a header (tests, self-test) the condition is not checked.
 
 Every number, threshold and word of wording lives in the TOML file. This
 module only does arithmetic and string formatting, and refuses inputs it
@@ -22,6 +29,7 @@ no number-based flag is produced: each rule gives a flag with category
 """
 from __future__ import annotations
 
+from .applicability import MODES, Applicability
 from .engine import NOT_MEASURABLE, RuleInputError, RuleSet
 
-__all__ = ["NOT_MEASURABLE", "RuleInputError", "RuleSet"]
+__all__ = ["MODES", "NOT_MEASURABLE", "Applicability", "RuleInputError", "RuleSet"]
