@@ -69,7 +69,9 @@ def fit_text(ds: Dataset) -> Dataset:
 # image into the SEG, SR and summary, and parses them while doing so. A source that a modality
 # sent and we accepted must never make that copy fail, so the copy is taken from a cleaned header:
 # the character set in the spelling highdicom and PS3.3 C.12.1.1.2 expect, and dates/times that
-# do not parse left empty (type 2 in every module they are copied into).
+# do not parse left empty (type 2 in every module they are copied into). A person name of one
+# component ("Bono") gets the trailing caret PS3.5 6.2.1.1 allows ("Bono^", the same name):
+# highdicom otherwise warns with the name in the text, and warnings become log lines.
 
 _DEFAULT = "ISO_IR 6"  # the default repertoire: written as no Specific Character Set at all
 _UTF8 = "ISO_IR 192"
@@ -128,6 +130,7 @@ def normalise_charset(value: object) -> str | list[str] | None:
 
 _CHARSET_TAG = Tag(0x0008, 0x0005)
 _SEX_TAG = Tag(0x0010, 0x0040)
+_NAMES_CHECKED = (Tag(0x0010, 0x0010), Tag(0x0008, 0x0090))  # the PN values highdicom checks when copying
 _DATES = {"DA": DA, "TM": TM, "DT": DT}
 _DECODED_WITH_CHARSET = {"SH", "LO", "ST", "LT", "UT", "UC", "PN", "SQ"}
 _SEXES = {"M", "F", "O"}
@@ -168,6 +171,20 @@ def _date_fix(elem: DataElement | RawDataElement, vr: str) -> str | None:
     return None if fixed == texts else "\\".join(fixed)
 
 
+def _single_component_name(ds: Dataset, tag: BaseTag) -> str | None:
+    """The name at ``tag`` if it is one non-empty component without a caret, else None."""
+    if tag not in ds:
+        return None
+    try:
+        value = ds[tag].value
+    except Exception:  # undecodable: highdicom will not get a usable name from it either
+        return None
+    text = str(value or "")
+    if not text or "^" in text or "\\" in text:
+        return None
+    return text
+
+
 def _values(value: object) -> list[str]:
     if value is None:
         return []
@@ -193,6 +210,10 @@ def source_header(ds: Dataset) -> Dataset:
             fix = _date_fix(elem, vr)
             if fix is not None:
                 fixes[tag] = fix
+    for tag in _NAMES_CHECKED:
+        name = _single_component_name(ds, tag)
+        if name is not None:
+            fixes[tag] = name + "^"
     sex = ds.get("PatientSex", None)
     if sex is not None and str(sex) != "" and str(sex).strip().upper() not in _SEXES:
         fixes[_SEX_TAG] = ""
@@ -207,7 +228,8 @@ def source_header(ds: Dataset) -> Dataset:
             elem = ds[tag]  # decode with the source's character set before ours replaces it
         out[tag] = elem
     for tag, value in fixes.items():
-        out[tag] = DataElement(tag, "CS" if tag == _SEX_TAG else _vr(ds.get_item(tag)) or "UN", value)
+        vr = "CS" if tag == _SEX_TAG else "PN" if tag in _NAMES_CHECKED else _vr(ds.get_item(tag)) or "UN"
+        out[tag] = DataElement(tag, vr, value)
     if charset_changes:
         if charset is None:
             del out[_CHARSET_TAG]
