@@ -177,3 +177,6 @@ def test_packaged_conditions_must_parse(tmp_path):
                               1), encoding="utf-8")
     with pytest.raises(ConfigError, match="population"):
         RuleSet.load(p)
+    p.write_text(text.replace("aOR {per_ml_or:.2f} per mL", "aOR {per_ml_orr:.2f} per mL", 1), encoding="utf-8")
+    with pytest.raises(ConfigError, match="wording template"):  # a typo in a summary line fails at load
+        RuleSet.load(p)
