@@ -55,6 +55,7 @@ from ..logs import event
 from ..spool import Spool, make_private
 from . import gate as gate_mod, phi
 from .gate import ConnectionGate
+from .sink import received_file
 from .inspect import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DATASET_TOO_LARGE,
@@ -402,10 +403,12 @@ def _site_key(config: Config) -> bytes | None:
 
 def _received_bytes(ev, max_bytes: int) -> bytes:
     """The Part 10 bytes of a C-STORE; refused from the file size before reading when over the cap."""
-    try:
-        path = Path(ev.dataset_path)
-    except AttributeError:  # not received in chunks (an AE built without build_ae)
-        return ev.encoded_dataset(include_meta=True)
+    path = received_file(ev)
+    if path is None:  # received in memory (an AE built without build_ae)
+        data = ev.encoded_dataset(include_meta=True)
+        if len(data) > max_bytes:
+            raise Rejected(STATUS_DATASET_TOO_LARGE, f"dataset of {len(data)} bytes exceeds the limit of {max_bytes}")
+        return data
     size = path.stat().st_size
     if size > max_bytes:
         raise Rejected(STATUS_DATASET_TOO_LARGE, f"dataset of {size} bytes exceeds the limit of {max_bytes}")

@@ -15,6 +15,22 @@ from pynetdicom.sop_class import Verification
 from ..spool import check_uid, write_durably
 
 
+def received_part10(event) -> bytes:
+    """A C-STORE's Part 10 bytes, whether pynetdicom received it in memory or into a temporary file
+    (``STORE_RECV_CHUNKED_DATASET``, which the listener turns on process-wide)."""
+    path = received_file(event)
+    return path.read_bytes() if path is not None else event.encoded_dataset(include_meta=True)
+
+
+def received_file(event) -> Path | None:
+    """The temporary file pynetdicom received a C-STORE's dataset into, or None (received in memory)."""
+    try:
+        path = event.dataset_path
+    except AttributeError:
+        return None
+    return Path(path) if path else None
+
+
 class FolderSink:
     def __init__(self, folder: Path, ae_title: str = "DEMOPACS", host: str = "127.0.0.1", port: int = 0):
         self.folder = Path(folder)
@@ -33,7 +49,7 @@ class FolderSink:
 
     def _store(self, event) -> int:
         name = check_uid(str(event.request.AffectedSOPInstanceUID), "SOP Instance UID")
-        write_durably(self.folder / f"{name}.dcm", event.encoded_dataset(include_meta=True))
+        write_durably(self.folder / f"{name}.dcm", received_part10(event))
         self.received.set()
         return 0x0000
 
