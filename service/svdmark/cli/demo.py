@@ -3,6 +3,8 @@
 Starts the listener on a free localhost port, generates a small synthetic NCCT
 and SWI study (with distractor series), sends them over DICOM, waits for the
 results at a built-in destination (DEMOPACS) and prints what came back.
+Exits 0 only when every series was analysed or ignored and all six result objects
+(an SR, a SEG and a summary image for each of the two target series) arrived.
 """
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ from pathlib import Path
 
 from .. import logs
 from ..config import Config, Destination
-from .common import add_json_option
+from ..errors import ConfigError
+from .common import add_json_option, add_log_level_option
+
+OBJECTS_PER_TARGET = 3  # SR, SEG, summary image
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", type=Path, help="keep everything here (default: a temporary folder)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the results")
-    p.add_argument("--log-level", default="WARNING")
+    add_log_level_option(p, default="WARNING")
     add_json_option(p)
     p.set_defaults(func=run)
 
@@ -39,10 +44,15 @@ def _demo(work: Path, args: argparse.Namespace) -> int:
     from ..phantom import write_study
     from ..receive.sink import FolderSink
     from ..service import Service
+    from .serve import active_models
 
+    cfg = Config(host="127.0.0.1", port=0, data_dir=work / "svdmark-data", settle_seconds=1.0,
+                 allow_calling_ae=("DEMOSCU",))
+    found, missing = active_models(cfg)
+    if not found:
+        raise ConfigError("no model is active, so the demo cannot analyse anything: " + "; ".join(missing.values()))
     sink = FolderSink(work / "pacs", ae_title="DEMOPACS")
-    cfg = Config(host="127.0.0.1", port=0, data_dir=work / "svdmark-data", settle_seconds=1.0, allow_calling_ae=("DEMOSCU",),
-                 destinations=(Destination("DEMOPACS", "127.0.0.1", sink.port),)).validate()
+    cfg = cfg.with_overrides(destinations=(Destination("DEMOPACS", "127.0.0.1", sink.port),)).validate()
     service = Service(cfg).start()
     try:
         studies = [write_study(work / "studies" / "ncct", seed=11, kind="ncct", vendor="siemens", distractors=True),
@@ -59,11 +69,16 @@ def _demo(work: Path, args: argparse.Namespace) -> int:
         jobs = _wait(service, args.timeout)
         received = sink.files()
         report = _report(jobs, received, studies)
+        expected = OBJECTS_PER_TARGET * sum(1 for st in studies for s in st.series if s.target)
+        ok = all(j["state"] in ("done", "ignored") for j in jobs) and report["objects_received"] == expected
+        report.update(objects_expected=expected, ok=ok)
         if args.json:
             print(json.dumps(report, indent=2, default=str))
         else:
             _print(report)
-        ok = all(j["state"] in ("done", "ignored") for j in jobs) and report["objects_received"] > 0
+            if not ok:
+                print(f"\nsvdmark demo: FAILED: {report['objects_received']} of {expected} result objects arrived"
+                      f" at DEMOPACS; {sum(j['state'] not in ('done', 'ignored') for j in jobs)} series not analysed")
         return 0 if ok else 1
     finally:
         service.stop()
@@ -139,7 +154,7 @@ def _print(report: dict) -> None:
     for j in report["jobs"]:
         for line in job_lines(j):
             print(line)
-    print(f"\nObjects received at DEMOPACS: {report['objects_received']}")
+    print(f"\nObjects received at DEMOPACS: {report['objects_received']} of {report['objects_expected']}")
     for o in report["objects"]:
         print(f"  {o['modality']:<3} {o['sop_class']}  '{o['series_description']}'")
     print("\nGround truth of the synthetic studies:")

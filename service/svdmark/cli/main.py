@@ -1,18 +1,39 @@
-"""The `svdmark` command line. Exit codes: 0 success, 1 failure, 2 usage error."""
+"""The `svdmark` command line. Exit codes: 0 success, 1 failure, 2 usage error.
+
+Every error is one line (``svdmark COMMAND: error: ...`` on stderr, or the JSON error of
+:func:`common.error_json` on stdout with ``--json``), never a traceback. Output cut short
+by a closed pipe (``svdmark jobs list | head``) ends quietly.
+"""
 from __future__ import annotations
 
 import argparse
+import os
+import sqlite3
 import sys
 
 from .. import logs
 from ..errors import SvdmarkError
 from . import analyze, demo, models, ops, results, routing, serve
+from .common import error_json, fail
 
 COMMANDS = (serve, demo, ops, analyze, results, models, routing)
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a process ended by SIGPIPE (128 + 13)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (and the JSON error shape under --json)."""
+
+    def error(self, message: str):  # noqa: D401 (argparse's name)
+        command = self.prog.removeprefix("svdmark").strip()
+        if "--json" in sys.argv[1:]:
+            print(error_json(command, message, 2))
+        else:
+            print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="svdmark",
         description="Cerebral small-vessel disease markers as a DICOM service: WML volume on NCCT, "
         "microbleeds on SWI. Research and decision support only; never a treatment recommendation.",
@@ -26,17 +47,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_broken_pipe() -> int:
+    """stdout's reader went away: point stdout at /dev/null so the interpreter's final flush is silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         logs.use_format(getattr(args, "log_format", None))
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except SvdmarkError as exc:
-        print(f"svdmark {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return fail(args, str(exc))
+    except sqlite3.Error as exc:
+        return fail(args, f"the journal cannot be read: {exc}")
+    except OSError as exc:
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        return fail(args, f"{exc.strerror or exc}{where}")
     except KeyboardInterrupt:
-        return 1
+        return 130
 
 
 if __name__ == "__main__":

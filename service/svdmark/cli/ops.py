@@ -1,33 +1,52 @@
-"""Operations: `echo`, `status`, `jobs`, `outbox`."""
+"""Operations: `echo`, `status`, `jobs`, `outbox`.
+
+`status` exit codes (for monitoring scripts): 0 all well; 3 the listener does not answer;
+4 a destination does not answer (the listener does); 5 the data directory is unhealthy
+(journal not writable or unreadable, disk nearly full), listener and destinations fine.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 
-from ..config import Destination
+from .. import health
+from ..config import Config, Destination
 from ..domain import DeliveryState, JobState
+from ..errors import ConfigError
 from ..export import echo
 from ..journal import Journal
-from .common import add_config_options, add_json_option, emit, load_config
+from . import views
+from .common import add_config_options, add_json_option, emit, fail, iso, load_config, table
+
+ADMIN_AE = "SVDMARK-ADMIN"  # calling AE of admin commands towards our own listener
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+EXIT_LISTENER_DOWN, EXIT_DESTINATION_UNREACHABLE, EXIT_UNHEALTHY = 3, 4, 5
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("echo", help="C-ECHO a DICOM peer", description="C-ECHO a DICOM peer: AET@HOST:PORT")
+    p = sub.add_parser("echo", help="C-ECHO a DICOM peer", description=(
+        "C-ECHO a DICOM peer: AET@HOST:PORT. Calling AE title (unless --calling-ae): towards our own listener "
+        f"(the config's AE title), an entry of its allow_calling_ae admitted from this host, preferring {ADMIN_AE}; "
+        "towards anything else, the service's AE title, as its deliveries call."))
     p.add_argument("peer", metavar="AET@HOST:PORT")
-    p.add_argument("--calling-ae", default="SVDMARK")
+    p.add_argument("--calling-ae", help="our AE title for this association (default: see above)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    add_config_options(p)
     add_json_option(p)
     p.set_defaults(func=run_echo)
 
-    p = sub.add_parser("status", help="listener, queue depth, destinations",
-                       description="Show the service's state from its journal and probe its peers.")
+    p = sub.add_parser("status", help="listener, queue depth, destinations (exit 3: listener down, "
+                                      "4: destination unreachable, 5: unhealthy)",
+                       description="Show the service's state from its journal and probe its peers. " + __doc__)
     add_config_options(p)
     add_json_option(p)
     p.set_defaults(func=run_status)
 
     p = sub.add_parser("jobs", help="list, show or retry analysis jobs", description="Analysis jobs.")
     jsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    q = _leaf(jsub, "list", "list recent jobs")
+    q = _leaf(jsub, "list", "list recent jobs, newest first")
     q.add_argument("--state", choices=[s.value for s in JobState])
+    q.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     q.set_defaults(func=run_jobs_list)
     q = _leaf(jsub, "show", "one job in full")
     q.add_argument("job_id", type=int)
@@ -53,97 +72,183 @@ def _leaf(sub: argparse._SubParsersAction, name: str, help_: str) -> argparse.Ar
     return q
 
 
-def _journal(args) -> Journal:
-    cfg = load_config(args)
+def _journal(cfg: Config) -> Journal:
     if not cfg.journal_path.exists():
-        from ..errors import ConfigError
-
-        raise ConfigError(f"no journal at {cfg.journal_path}; is --data-dir right?")
+        raise ConfigError(f"no journal at {cfg.journal_path}; give the service's --data-dir or --config")
     return Journal(cfg.journal_path)
 
 
+# ------------------------------------------------------------------ echo
+def _admitted_locally(entry: str) -> str | None:
+    """The AE title of an allow-list entry that admits a caller on this host, else None."""
+    aet, _, host = entry.rpartition("@") if "@" in entry else (entry, "", "")
+    return aet if not host or host.strip("[]") in LOCAL_HOSTS else None
+
+
+def default_calling_ae(peer: Destination, cfg: Config) -> str:
+    if peer.ae_title != cfg.ae_title:
+        return cfg.ae_title
+    local = [aet for aet in map(_admitted_locally, cfg.allow_calling_ae) if aet]
+    if not cfg.allow_calling_ae or ADMIN_AE in local:
+        return ADMIN_AE
+    return local[0] if local else ADMIN_AE
+
+
 def run_echo(args) -> int:
+    cfg = load_config(args)
     dest = Destination.parse(args.peer)
-    ok, detail = echo(dest.host, dest.port, dest.ae_title, args.calling_ae)
-    emit(args, {"peer": dest.name, "ok": ok, "detail": detail}, f"{dest.name}: {'ok' if ok else 'FAILED'} ({detail})")
+    calling = args.calling_ae or default_calling_ae(dest, cfg)
+    ok, detail = echo(dest.host, dest.port, dest.ae_title, calling, timeout=args.timeout)
+    if detail == "association rejected":
+        detail += f" (is {calling} on the peer's list of calling AE titles? --calling-ae chooses another)"
+    emit(args, {"peer": dest.name, "calling_ae": calling, "ok": ok, "detail": detail},
+         f"{dest.name}: {'ok' if ok else 'FAILED'} ({detail}; calling AE {calling})")
     return 0 if ok else 1
+
+
+# ------------------------------------------------------------------ status
+def _running(cfg: Config) -> dict:
+    from ..service import RUNTIME_FILE
+
+    path = cfg.data_dir / RUNTIME_FILE
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def run_status(args) -> int:
     cfg = load_config(args)
-    journal = _journal(args)
-    from ..service import RUNTIME_FILE
-
-    runtime_file = cfg.data_dir / RUNTIME_FILE
-    running = json.loads(runtime_file.read_text()) if runtime_file.exists() else {}
+    journal = _journal(cfg)
+    running = _running(cfg)
     host, port = running.get("host", cfg.host), int(running.get("port", cfg.port))
     ae_title = running.get("ae_title", cfg.ae_title)
-    listener_ok, listener_detail = echo("127.0.0.1" if host in ("0.0.0.0", "", "::") else host, port,
-                                       ae_title, "SVDMARK-STATUS", timeout=3)
-    listener_ok = listener_ok or listener_detail == "association rejected"  # up, but our AE is not on its allow-list
+    me = Destination(ae_title, "127.0.0.1" if host in ("0.0.0.0", "", "::") else host, port)
+    up, detail = echo(me.host, me.port, me.ae_title, default_calling_ae(me, cfg), timeout=3)
+    up = up or detail == "association rejected"  # it answered; our AE is just not on its allow-list
+    healthy, report = health.check(cfg.journal_path, cfg.spool_dir, lambda: up)
     counts = journal.counts()
     destinations = [Destination.parse(d) for d in running["destinations"]] if "destinations" in running \
-        else cfg.destinations
-    dests = {d.name: echo(d.host, d.port, d.ae_title, ae_title, timeout=3)[0] for d in destinations}
+        else list(cfg.destinations)
+    probes = []
+    for d in destinations:
+        ok, why = echo(d.host, d.port, d.ae_title, ae_title, timeout=3)
+        probes.append({"name": d.name, "reachable": ok, "detail": why})
     from ..lifecycle import Lifecycle
 
     models = [{k: m[k] for k in ("name", "version", "task", "sha256", "active", "shadow")}
               for m in Lifecycle(cfg).list() if m["active"] or m["shadow"]]
-    data = {"listener": {"ae_title": ae_title, "port": port, "up": listener_ok, "detail": listener_detail},
-            "queue_depth": counts["jobs"].get("pending", 0) + counts["jobs"].get("running", 0),
-            "counts": counts, "models": models, "destinations_reachable": dests}
-    lines = [f"listener {ae_title}:{port}: {'up' if listener_ok else 'DOWN'}",
-             f"queue depth: {data['queue_depth']}",
-             f"series: {counts['series']}", f"jobs: {counts['jobs']}", f"deliveries: {counts['deliveries']}"]
+    problems = {k: v for k, v in report.get("problems", {}).items()}
+    if not report.get("journal_writable", True):
+        problems["journal"] = report.get("error", "not writable")
+    data = {
+        "listener": {"ae_title": ae_title, "host": host, "port": port, "up": up, "detail": detail,
+                     "pid": running.get("pid"), "started_at": iso(running.get("started_at"))},
+        "queue_depth": counts["jobs"].get("pending", 0) + counts["jobs"].get("running", 0),
+        "dead_letters": counts["deliveries"].get("dead", 0),
+        "counts": counts,
+        "models": models,
+        "destinations_reachable": {p["name"]: p["reachable"] for p in probes},
+        "destinations": probes,
+        "problems": problems,
+    }
+    if not up:
+        code, verdict = EXIT_LISTENER_DOWN, "listener DOWN"
+    elif any(not p["reachable"] for p in probes):
+        code, verdict = EXIT_DESTINATION_UNREACHABLE, "destination UNREACHABLE"
+    elif problems:
+        code, verdict = EXIT_UNHEALTHY, "UNHEALTHY"
+    else:
+        code, verdict = 0, "ok"
+    data["status"], data["exit_code"] = verdict, code
+
+    def _states(d: dict) -> str:
+        return ", ".join(f"{n} {k}" for k, n in sorted(d.items())) or "none"
+
+    lines = [f"status: {verdict}",
+             f"listener {ae_title} on {host}:{port}: {'up' if up else 'DOWN'} ({detail})"
+             + (f", {'PID' if up else 'last started as PID'} {running['pid']} at {iso(running.get('started_at'))}"
+                if running.get("pid") else ""),
+             f"queue depth: {data['queue_depth']} job(s) waiting or running",
+             f"series: {_states(counts['series'])}",
+             f"jobs: {_states(counts['jobs'])}",
+             f"deliveries: {_states(counts['deliveries'])}"]
     lines += [f"model {m['name']} {m['version']} ({m['task']}): {'active' if m['active'] else 'shadow'}"
-              for m in models]
-    lines += [f"destination {k}: {'reachable' if v else 'UNREACHABLE'}" for k, v in dests.items()]
+              for m in models] or ["models: NONE active (analysis fails until one is installed)"]
+    lines += [f"destination {p['name']}: {'reachable' if p['reachable'] else 'UNREACHABLE'} ({p['detail']})"
+              for p in probes] or ["destinations: none configured"]
+    lines += [f"problem {k}: {v}" for k, v in problems.items()]
     emit(args, data, "\n".join(lines))
-    return 0
+    return code
 
 
-def _rows(rows) -> list[dict]:
-    return [dict(r) for r in rows]
+# ------------------------------------------------------------------ jobs
+JOB_COLUMNS = ("ID", "RECEIVED", "MOD", "SERIES DESCRIPTION", "ACCESSION", "STATE", "RESULT", "REASON")
 
 
 def run_jobs_list(args) -> int:
-    rows = _rows(_journal(args).jobs(JobState(args.state) if args.state else None))
-    human = "\n".join(
-        f"{r['id']:>5} {r['state']:<10} {r['routing'] or '-':<8} {r['series_uid']}  {r['detail'] or ''}" for r in rows
-    ) or "no jobs"
+    journal = _journal(load_config(args))
+    if args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, not {args.limit}")
+    rows = views.jobs(journal, journal.jobs(JobState(args.state) if args.state else None, limit=args.limit))
+    human = table(JOB_COLUMNS, [(j["id"], j["received_at"], j["modality"], j["series_description"],
+                                 j["accession_number"], j["state"], j["result"], j["detail"]) for j in rows],
+                  empty="no jobs" + (f" in state {args.state}" if args.state else ""))
     emit(args, rows, human)
     return 0
 
 
 def run_jobs_show(args) -> int:
-    rows = _rows(_journal(args).query("SELECT * FROM jobs WHERE id=?", (args.job_id,)))
+    journal = _journal(load_config(args))
+    rows = journal.query("SELECT * FROM jobs WHERE id=?", (args.job_id,))
     if not rows:
-        print(f"svdmark jobs show: no job {args.job_id}")
-        return 1
-    row = rows[0]
-    if row.get("summary"):
-        row["summary"] = json.loads(row["summary"])
-    emit(args, row, json.dumps(row, indent=2, default=str))
+        return fail(args, f"no job {args.job_id}")
+    job = views.jobs(journal, rows, full=True)[0]
+    summary = job["summary"] or {}
+    lines = [f"{k}: {'-' if v is None else v}" for k, v in job.items() if k != "summary"]
+    lines += [f"summary.{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in summary.items()]
+    emit(args, job, "\n".join(lines))
     return 0
 
 
 def run_jobs_retry(args) -> int:
-    ok = _journal(args).retry_job(args.job_id)
-    print(f"job {args.job_id} re-queued" if ok else f"job {args.job_id} is not a failed job")
-    return 0 if ok else 1
+    journal = _journal(load_config(args))
+    rows = journal.query("SELECT state FROM jobs WHERE id=?", (args.job_id,))
+    if not rows:
+        return fail(args, f"no job {args.job_id}")
+    if not journal.retry_job(args.job_id):
+        return fail(args, f"job {args.job_id} is {rows[0]['state']}, not failed; only failed jobs are re-queued")
+    emit(args, {"job_id": args.job_id, "requeued": True}, f"job {args.job_id} re-queued")
+    return 0
+
+
+# ------------------------------------------------------------------ outbox
+OUTBOX_COLUMNS = ("ID", "DESTINATION", "STATE", "TRIES", "KIND", "MOD", "SERIES DESCRIPTION", "ACCESSION",
+                  "CREATED", "LAST ERROR")
 
 
 def run_outbox_list(args) -> int:
-    rows = _rows(_journal(args).deliveries(DeliveryState(args.state) if args.state else None))
-    human = "\n".join(
-        f"{r['id']:>5} {r['state']:<10} tries={r['attempts']:<3} {r['destination']:<28} {r['sop_uid']} {r['last_error'] or ''}"
-        for r in rows
-    ) or "outbox empty"
+    journal = _journal(load_config(args))
+    rows = views.deliveries(journal, journal.deliveries(DeliveryState(args.state) if args.state else None))
+    human = table(OUTBOX_COLUMNS, [(d["id"], d["destination"], d["state"], d["attempts"], d["kind"], d["modality"],
+                                    d["series_description"], d["accession_number"], d["created_at"],
+                                    d["last_error"]) for d in rows],
+                  empty="outbox empty" + (f" (no {args.state} deliveries)" if args.state else ""))
     emit(args, rows, human)
     return 0
 
 
 def run_outbox_resend(args) -> int:
-    n = _journal(args).resend_dead(args.ids or None)
-    print(f"{n} dead letter(s) re-queued")
+    journal = _journal(load_config(args))
+    if args.ids:
+        known = {r["id"]: r["state"] for r in journal.query(
+            f"SELECT id, state FROM deliveries WHERE id IN ({','.join('?' * len(args.ids))})", args.ids)}
+        missing = [i for i in args.ids if i not in known]
+        if missing:
+            return fail(args, f"no delivery {', '.join(map(str, missing))}")
+        not_dead = [f"{i} ({known[i]})" for i in args.ids if known[i] != DeliveryState.DEAD.value]
+        if not_dead:
+            return fail(args, f"only dead letters are resent; not dead: {', '.join(not_dead)}")
+    n = journal.resend_dead(args.ids or None)
+    emit(args, {"requeued": n, "ids": args.ids or None}, f"{n} dead letter(s) re-queued")
     return 0

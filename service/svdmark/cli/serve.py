@@ -1,12 +1,24 @@
-"""`svdmark serve`: run the DICOM listener, analysis and outbox until stopped."""
+"""`svdmark serve`: run the DICOM listener, analysis and outbox until stopped.
+
+Refuses to start when another `svdmark serve` holds the data directory (it names
+that one's PID), and when no model is active for any task (a service that would fail
+every series), unless --receive-only says that is intended.
+"""
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 from pathlib import Path
 
-from .. import logs
-from .common import add_config_options, load_config
+from .. import datadir, logs
+from ..config import Config
+from ..domain import Task
+from ..errors import ConfigError, ModelError
+from ..logs import event
+from .common import add_config_options, add_log_level_option, load_config, log_level
+
+log = logging.getLogger("svdmark.serve")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,8 +41,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-host", help="address for /healthz and /metrics (default 127.0.0.1)")
     p.add_argument("--settle-seconds", type=float, help="quiet time before evidence-based completion")
     p.add_argument("--fallback-seconds", type=float, help="quiet time after which a series completes anyway")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--receive-only", action="store_true",
+                   help="start even though no model is active: series are received and journalled, their jobs "
+                        "fail with the reason; re-queue them (svdmark jobs retry) once a model is installed")
+    add_log_level_option(p)
     p.set_defaults(func=run)
+
+
+def active_models(cfg: Config) -> tuple[dict[str, str], dict[str, str]]:
+    """({task: 'name version'}, {task: why none}) for the models this service would use."""
+    from .. import lifecycle
+    from ..infer import ModelRegistry
+
+    found, missing = {}, {}
+    registry = lifecycle.managed(ModelRegistry(cfg.models_dir), cfg.data_dir)
+    for task in Task:
+        try:
+            spec = registry.active(task)
+            found[task.value] = f"{spec.name} {spec.version}"
+        except ModelError as exc:
+            missing[task.value] = str(exc)
+    return found, missing
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +71,24 @@ def run(args: argparse.Namespace) -> int:
                       log_level=args.log_level, tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca,
                       tls_require_client_cert=args.tls_require_client_cert, metrics_port=args.metrics_port,
                       metrics_host=args.metrics_host)
-    logs.setup(cfg.log_level)
+    level = log_level(cfg.log_level)
+    lock = datadir.lock(cfg.data_dir)  # before anything touches the journal or service.json
+    try:
+        return _serve(cfg, level, args.receive_only)
+    finally:
+        lock.release()
+
+
+def _serve(cfg: Config, level: str, receive_only: bool) -> int:
+    found, missing = active_models(cfg)
+    if not found and not receive_only:
+        raise ConfigError("no active model for any task, so every series would fail ("
+                          + "; ".join(missing.values()) + "). Install one (svdmark models install), point "
+                          "SVDMARK_MODELS_DIR or [analysis] models_dir at a model folder, or pass --receive-only "
+                          "to receive and journal without analysis")
+    logs.setup(level)
+    for task, why in missing.items():
+        event(log, "no_active_model", logging.WARNING, task=task, detail=why)
     from ..service import Service
 
     service = Service(cfg)

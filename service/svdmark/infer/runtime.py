@@ -142,10 +142,10 @@ class Runtime:
                     tried.append(f"{_SHORT.get(name, name)}: {_reason(noise) or 'did not load'}")
                     continue
                 short = _SHORT.get(name, name)
-                event(
-                    log, "inference provider", model=model.label, provider=short, threads=self.threads,
-                    skipped="; ".join(tried) if tried else "-",
-                )
+                event(log, "inference provider", model=model.label, provider=short, threads=self.threads)
+                if tried:  # why faster providers were passed over: detail for whoever tunes the host
+                    event(log, "inference providers skipped", logging.DEBUG, model=model.label,
+                          skipped="; ".join(tried))
                 self._sessions[model.sha256] = (sess, short)
                 return sess, short
             raise ModelError(f"no onnxruntime provider could load {model.path}: {'; '.join(tried)}")

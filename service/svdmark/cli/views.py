@@ -1,0 +1,131 @@
+"""Jobs and deliveries as an operator reads them: series description, accession, times, result.
+
+The journal keeps UIDs and epoch times; a PACS team looks series up by description,
+accession number and time. The header fields come from the first spooled instance of
+the series (read without pixels, once per series); when the spool no longer has it
+they are None. Times are ISO 8601 UTC. These dicts are also the ``--json`` shapes of
+``jobs list|show`` and ``outbox list``, so their keys are stable.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..journal import Journal
+from .common import iso
+
+HEADER_TAGS = ("SeriesDescription", "AccessionNumber", "SeriesNumber", "Modality")
+
+
+class SeriesHeaders:
+    """SeriesDescription / AccessionNumber / SeriesNumber of a series, from its first spooled instance."""
+
+    def __init__(self, journal: Journal):
+        self.journal = journal
+        self._cache: dict[str, dict[str, str | None]] = {}
+
+    def get(self, series_uid: str) -> dict[str, str | None]:
+        if series_uid not in self._cache:
+            self._cache[series_uid] = self._read(series_uid)
+        return self._cache[series_uid]
+
+    def _read(self, series_uid: str) -> dict[str, str | None]:
+        import pydicom
+
+        out: dict[str, str | None] = {"series_description": None, "accession_number": None, "series_number": None}
+        rows = self.journal.query("SELECT path FROM instances WHERE series_uid=? ORDER BY received_at LIMIT 1",
+                                  (series_uid,))
+        if not rows:
+            return out
+        try:
+            ds = pydicom.dcmread(rows[0]["path"], stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+        except Exception:  # spool cleaned up, or unreadable: the listing still shows the job
+            return out
+        out["series_description"] = str(ds.get("SeriesDescription", "") or "") or None
+        out["accession_number"] = str(ds.get("AccessionNumber", "") or "") or None
+        out["series_number"] = str(ds.get("SeriesNumber", "") or "") or None
+        return out
+
+
+def result_text(summary: dict | None) -> str | None:
+    """``12.34 mL WML``, ``3 CMB, grade mild``, ``withheld: <reason>``; None without a summary."""
+    if not summary:
+        return None
+    if summary.get("measurable") is False:
+        reasons = "; ".join(summary.get("quality_reasons") or [])
+        return "withheld" + (f": {reasons}" if reasons else "")
+    if summary.get("task") == "wml" and summary.get("wml_ml") is not None:
+        return f"{summary['wml_ml']:.2f} mL WML"
+    if summary.get("task") == "cmb" and summary.get("cmb_count") is not None:
+        grade = summary.get("cmb_grade")
+        return f"{summary['cmb_count']} CMB" + (f", grade {grade}" if grade is not None else "")
+    return None
+
+
+def job_view(row: Any, series: dict, headers: SeriesHeaders, full: bool = False) -> dict:
+    """One job; ``full`` adds the summary and every journal field (``jobs show``)."""
+    j = dict(row)
+    summary = json.loads(j["summary"]) if j.get("summary") else None
+    s = series.get(j["series_uid"]) or {}
+    view = {
+        "id": j["id"],
+        "state": j["state"],
+        "received_at": iso(s.get("first_received")),
+        "modality": s.get("modality"),
+        **headers.get(j["series_uid"]),
+        "routing": j["routing"],
+        "result": result_text(summary),
+        "detail": j["detail"],  # why it was ignored or failed
+        "model": f"{j['model_name']} {j['model_version']}" if j.get("model_name") else None,
+        "created_at": iso(j["created_at"]),
+        "finished_at": iso(j["finished_at"]),
+        "attempts": j["attempts"],
+        "series_uid": j["series_uid"],
+        "study_uid": j["study_uid"],
+    }
+    if full:
+        view.update(generation=j["generation"], completion=j["completion"], rule_id=j["rule_id"],
+                    model_sha256=j["model_sha"], ruleset_version=j["ruleset_version"],
+                    started_at=iso(j["started_at"]), not_before=iso(j.get("not_before") or None),
+                    interruptions=j.get("interruptions"), summary=summary)
+    return view
+
+
+def series_index(journal: Journal) -> dict[str, dict]:
+    return {r["series_uid"]: dict(r) for r in journal.query("SELECT series_uid, modality, first_received FROM series")}
+
+
+def jobs(journal: Journal, rows: list, full: bool = False) -> list[dict]:
+    series, headers = series_index(journal), SeriesHeaders(journal)
+    return [job_view(r, series, headers, full) for r in rows]
+
+
+def deliveries(journal: Journal, rows: list) -> list[dict]:
+    """Deliveries with the result object's kind and its series (description, accession, job)."""
+    series, headers = series_index(journal), SeriesHeaders(journal)
+    results = {r["sop_uid"]: dict(r) for r in journal.query("SELECT sop_uid, job_id, series_uid, kind, created_at "
+                                                            "FROM results")}
+    out = []
+    for row in rows:
+        d = dict(row)
+        res = results.get(d["sop_uid"]) or {}
+        uid = res.get("series_uid")
+        hdr = headers.get(uid) if uid else {"series_description": None, "accession_number": None,
+                                             "series_number": None}
+        out.append({
+            "id": d["id"],
+            "destination": d["destination"],
+            "state": d["state"],
+            "attempts": d["attempts"],
+            "kind": res.get("kind"),
+            "job_id": res.get("job_id"),
+            "modality": (series.get(uid) or {}).get("modality") if uid else None,
+            **hdr,
+            "created_at": iso(res.get("created_at")),
+            "next_attempt_at": iso(d["next_attempt_at"]) if d["state"] in ("pending", "sending") else None,
+            "delivered_at": iso(d["delivered_at"]),
+            "last_error": d["last_error"],
+            "sop_uid": d["sop_uid"],
+            "series_uid": uid,
+        })
+    return out
