@@ -130,7 +130,8 @@ class StorageHealth:
     def failed(self, where: str, exc: BaseException) -> None:
         with self._lock:
             changed = self.failing != where
-            self.failing, self.refused = where, (self.refused + 1 if not changed else self.refused + 1)
+            self.failing = where
+            self.refused += 1
         if changed:
             event(log, "storage_unavailable", logging.ERROR, where=where, status="0xA700", reason=_os_reason(exc),
                   detail="instances are refused with 0xA700 (out of resources) until a write succeeds")
