@@ -8,6 +8,8 @@ need_pkgs=()
 for bin in bin/storescu:dcmtk bin/dciodvfy:dicom3tools sbin/Orthanc:orthanc; do
   command -v "/usr/${bin%%:*}" >/dev/null 2>&1 || need_pkgs+=("${bin##*:}")
 done
+# node + npm run tests/viewer (the SR/SEG read with dcmjs and @cornerstonejs/adapters, as OHIF does)
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
@@ -21,6 +23,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
   [ -z "$own_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
+
+[ -d tests/viewer/node_modules ] || npm ci --prefix tests/viewer --no-audit --no-fund --ignore-scripts
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"

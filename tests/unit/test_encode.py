@@ -81,7 +81,7 @@ def test_wml_sr_volume_references_seg_segment(wml):
     g = groups[0]
     vol = g.get_measurements(name=codes.SCT.Volume)
     assert len(vol) == 1
-    assert vol[0].value == result.findings.volume_ml  # exact, via FloatingPointValue
+    assert vol[0].value == round(result.findings.volume_ml, 2)  # written at the measured precision, 0.01 mL
     assert vol[0].unit.value == "ml" and vol[0].unit.scheme_designator == "UCUM"
     ref = g.referenced_segment
     assert ref is not None
@@ -99,7 +99,7 @@ def test_wml_sr_flag_group_values_and_category(wml):
     g = groups[0]
     assert evaluations(g, "ASPSICHCAT") == ["BELOWCUT"] and flag.category == "below-cut-point"
     by_code = {m.name.value: m.value for m in g.get_measurements()}
-    assert by_code["FLAGINPUT"] == flag.input_value == result.findings.volume_ml
+    assert by_code["FLAGINPUT"] == round(flag.input_value, 2) == round(result.findings.volume_ml, 2)
     assert by_code["ASPORMOD"] == flag.values["or_ratio"]
     assert by_code["ASPORMODLO"] == flag.values["ci_low"]
     assert by_code["ASPORMODHI"] == flag.values["ci_high"]
@@ -250,8 +250,8 @@ def test_cmb_sr(n, grade):
         assert roi.frame_of_reference_uid == vol.frame_of_reference_uid
         np.testing.assert_array_equal(roi.value[0], np.asarray(mb.center_mm, np.float32))
         ms = {m.name.value: m.value for m in g.get_measurements()}
-        assert ms["81827009"] == mb.diameter_mm
-        assert ms["CMBCONF"] == mb.confidence
+        assert ms["81827009"] == round(mb.diameter_mm, 1)
+        assert ms["CMBCONF"] == round(mb.confidence, 2)
     flag = [g for g in report.get_image_measurement_groups()]
     assert len(flag) == 1
     assert evaluations(flag[0], "CMBGRADE") == [f"CMBGRADE{grade}"]
@@ -297,7 +297,7 @@ def test_profiles(wml):
     assert report.get_volumetric_roi_measurement_groups() == []
     g = [g for g in report.get_image_measurement_groups()
          if g.get_measurements(name=codes.SCT.Volume)]
-    assert g[0].get_measurements(name=codes.SCT.Volume)[0].value == result.findings.volume_ml
+    assert g[0].get_measurements(name=codes.SCT.Volume)[0].value == round(result.findings.volume_ml, 2)
     ev = evidence_uids(roundtrip(no_seg.sr))
     assert full.seg.SOPInstanceUID not in ev
     assert isinstance(full, EncodedResults) and [d.Modality for d in full.as_list()] == ["SEG", "SR", "OT"]
@@ -364,7 +364,7 @@ from svdmark.encode.summary import MARGIN, WIDTH  # noqa: E402
 
 from tests.unit.test_encode_support import MEASURABLE, WITHHELD  # noqa: E402
 
-UPPER_UNC, LOWER_UNC = "371886008", "371885007"  # CID 225, TID 310
+UPPER_UNC, LOWER_UNC = "371886008", "371885007"  # CID 225, TID 310 (no longer written: see encode/sr.py)
 YES, NO = "373066001", "373067005"
 TTA = "test-time augmentation, 4 passes, min-max"
 
@@ -392,17 +392,27 @@ def _codes(sr: pydicom.Dataset, name: str) -> list[str]:
             if i.ValueType == "CODE" and i.ConceptNameCodeSequence[0].CodeValue == name]
 
 
-def _check_interval_properties(num: pydicom.Dataset, value: float, interval: Interval, unit: str) -> None:
-    kids = _children(num)
-    assert _num_value(kids["UNCLOW"]) == interval.low and _unit(kids["UNCLOW"]) == unit
-    assert _num_value(kids["UNCHIGH"]) == interval.high and _unit(kids["UNCHIGH"]) == unit
-    assert _num_value(kids[UPPER_UNC]) == pytest.approx(interval.high - value, abs=1e-12)
-    assert _num_value(kids[LOWER_UNC]) == pytest.approx(value - interval.low, abs=1e-12)
-    assert _unit(kids[UPPER_UNC]) == _unit(kids[LOWER_UNC]) == unit
-    assert kids[UPPER_UNC].ConceptNameCodeSequence[0].CodingSchemeDesignator == "SCT"
+def _group_of(sr: pydicom.Dataset, code_value: str) -> pydicom.Dataset:
+    """The measurement group holding the NUM ``code_value``."""
+    imaging = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"][0]
+    (group,) = [g for g in imaging.ContentSequence
+                if any(i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == code_value
+                       for i in g.ContentSequence)]
+    return group
+
+
+def _check_interval_properties(sr: pydicom.Dataset, code_value: str, interval: Interval, unit: str,
+                               decimals: int) -> None:
+    """UNCLOW / UNCHIGH are NUMs beside the value (not its children), at its precision; UNCMETHOD a TEXT."""
+    kids = _children(_group_of(sr, code_value))
+    assert _num_value(kids["UNCLOW"]) == round(interval.low, decimals) and _unit(kids["UNCLOW"]) == unit
+    assert _num_value(kids["UNCHIGH"]) == round(interval.high, decimals) and _unit(kids["UNCHIGH"]) == unit
     assert kids["UNCMETHOD"].TextValue == interval.method
-    for k in ("UNCLOW", "UNCHIGH", UPPER_UNC, LOWER_UNC, "UNCMETHOD"):
-        assert kids[k].RelationshipType == "HAS PROPERTIES"
+    for k in ("UNCLOW", "UNCHIGH", "UNCMETHOD"):
+        assert kids[k].RelationshipType == "CONTAINS"
+    assert UPPER_UNC not in kids and LOWER_UNC not in kids
+    (value,) = _nums(sr, code_value)
+    assert [c.ValueType for c in value.ContentSequence] == ["SCOORD"]  # its image point, nothing else
 
 
 @pytest.fixture(scope="module")
@@ -417,10 +427,10 @@ def test_wml_interval_limits_in_sr(wml_crossing):
     result, enc, interval = wml_crossing
     sr = roundtrip(enc.sr)
     (vol_num,) = _nums(sr, "118565006")
-    assert _num_value(vol_num) == 16.5
-    _check_interval_properties(vol_num, 16.5, interval, "ml")
+    assert _num_value(vol_num) == 16.5 and vol_num.MeasuredValueSequence[0].NumericValue.original_string == "16.50"
+    _check_interval_properties(sr, "118565006", interval, "ml", 2)
     (flag_input,) = _nums(sr, "FLAGINPUT")
-    _check_interval_properties(flag_input, 16.5, interval, "ml")
+    assert _num_value(flag_input) == 16.5 and "UNCLOW" not in _children(_group_of(sr, "FLAGINPUT"))
     # highdicom still reads the measurement, and the group still references the SEG
     _, report = _report(enc.sr)
     g = report.get_volumetric_roi_measurement_groups()[0]
@@ -454,7 +464,7 @@ def test_wml_interval_not_crossing(ct):
     result = wml_result(series, vol, wml_mask(vol), interval=interval, volume_ml=3.2)
     enc = results(result, uid_seed="wml-interval")
     sr = roundtrip(enc.sr)
-    _check_interval_properties(_nums(sr, "118565006")[0], 3.2, interval, "ml")
+    _check_interval_properties(sr, "118565006", interval, "ml", 2)
     _, report = _report(enc.sr)
     assert evaluations(report.get_image_measurement_groups()[0], "CATUNCERT") == [NO]
     assert _texts(sr, "UNCNOTE") == []
@@ -473,9 +483,8 @@ def test_value_outside_interval_gets_limits_but_no_ranges(ct):
     series, vol = ct
     interval = Interval(4.0, 5.0, TTA)
     result = wml_result(series, vol, wml_mask(vol), interval=interval, volume_ml=3.0)
-    kids = _children(_nums(roundtrip(results(result, uid_seed="outside").sr), "118565006")[0])
-    assert _num_value(kids["UNCLOW"]) == 4.0 and _num_value(kids["UNCHIGH"]) == 5.0
-    assert UPPER_UNC not in kids and LOWER_UNC not in kids
+    sr = roundtrip(results(result, uid_seed="outside").sr)
+    _check_interval_properties(sr, "118565006", interval, "ml", 2)
 
 
 def test_cmb_interval_crossing_grade_boundary():
@@ -485,8 +494,8 @@ def test_cmb_interval_crossing_grade_boundary():
     enc = results(result, uid_seed="cmb-crossing")
     sr = roundtrip(enc.sr)
     (count,) = _nums(sr, "246206008")
-    assert _num_value(count) == 9
-    _check_interval_properties(count, 9.0, interval, "{count}")
+    assert _num_value(count) == 9 and count.MeasuredValueSequence[0].NumericValue.original_string == "9"
+    _check_interval_properties(sr, "246206008", interval, "{count}", 0)
     assert _codes(sr, "CATUNCERT") == [YES]
     assert _texts(sr, "UNCNOTE") == ["The uncertainty interval of the microbleed count (8-12) spans burden grades "
                                      "1 to 2; the grade is uncertain."]

@@ -1,20 +1,38 @@
-"""Comprehensive 3D SR holding a TID 1500 Measurement Report.
+"""Comprehensive 3D SR holding a TID 1500 Measurement Report, laid out so that viewers show it.
 
-Uncertainty: a measured volume/count (and the flag's FLAGINPUT) that comes with an
-interval carries, as HAS PROPERTIES children of its NUM, the TID 310 Measurement
-Properties items (371886008, SCT) "+, range of upper measurement uncertainty" and
-(371885007, SCT) "-, range of lower measurement uncertainty" (distances from the value,
-in the value's unit; only when the value lies inside the interval), the interval's
-absolute ends UNCLOW / UNCHIGH and its method UNCMETHOD (private codes: DCMR and
-SNOMED have no "limit of uncertainty interval" concept). The flag group then has a
-qualitative evaluation CATUNCERT = Yes/No, and when Yes a TEXT UNCNOTE in the
-Qualitative Evaluations container says so in words.
+Viewer layout (OHIF 3.x's SR extension and the Cornerstone adapters, which OHIF uses to turn an SR
+into annotations, read it; tests/viewer runs their code on every kind of result):
 
-Quality gate: for a withheld result (``Quality.measurable`` False) there is no
-volume/count NUM, no grade, no per-microbleed group and no FLAGINPUT; the whole-finding
-group and the flag group carry MEASSTAT = NOTMEAS ("Not reliably measurable"), and the
-Qualitative Evaluations container holds the same code followed by one TEXT NOTMEASRSN
-per reason. No SEG is produced for it (see :func:`svdmark.encode.results`).
+* Every NUM has exactly one child: TID 300's INFERRED FROM SCOORD POINT with its SELECTED FROM source
+  image (SOP instance, and frame for multi-frame images). OHIF reads a NUM's coordinates from its
+  single child (a NUM with no child makes it throw, one with several is dropped); the adapters take
+  the first NUM's SCOORD. Whole-series numbers point at the centroid of the mask on its slice of
+  largest area (centre of the middle slice when empty); each microbleed's NUMs at its centre on the
+  nearest source slice.
+* A group without a NUM (a withheld result) gets a group-level SCOORD CIRCLE inscribed in the middle
+  source slice (private ``ANALYSED``, "Image analysed"), because OHIF throws on a group it cannot
+  place; a circle makes no Cornerstone tool (a point would become a Probe without a value).
+* Each whole-finding and flag group has a TEXT (121106, DCM, "Comment") that OHIF lists as a label:
+  the value in words ("WML volume 0.00 mL" — OHIF shows a zero NUM as blank), or the flag's statement
+  from the rules output, or "Not reliably measurable: reasons".
+* Microbleeds stay TID 1410 groups with a SCOORD3D POINT (patient mm) as their region, which OHIF
+  shows on the frame of reference of a Comprehensive 3D SR; the NUMs' 2D points serve the adapters.
+
+Precision: values are written as measured (``decimals`` of each measurement in the templates: volume
+0.01 mL, counts and grade whole numbers, diameter 0.1 mm, confidence 0.01).
+
+Uncertainty: with an interval, the whole-finding group holds NUMs UNCLOW / UNCHIGH (the interval's
+ends, in the value's unit and precision) beside the value and a TEXT UNCMETHOD (how it was
+obtained). They are siblings, not TID 310 HAS PROPERTIES children of the value's NUM, because a
+viewer that needs the NUM's single SCOORD child drops a NUM with several. The flag group has a
+qualitative evaluation CATUNCERT = Yes/No, and when Yes a TEXT UNCNOTE in the Qualitative
+Evaluations container says so in words.
+
+Quality gate: for a withheld result (``Quality.measurable`` False) there is no volume/count NUM, no
+grade, no per-microbleed group and no FLAGINPUT; the whole-finding group and the flag group carry
+MEASSTAT = NOTMEAS ("Not reliably measurable"), and the Qualitative Evaluations container holds the
+same code followed by one TEXT NOTMEASRSN per reason. No SEG is produced for it (see
+:func:`svdmark.encode.results`).
 """
 from __future__ import annotations
 
@@ -30,10 +48,8 @@ from highdicom.sr import (
     FindingSite,
     ImageRegion3D,
     Measurement,
-    MeasurementProperties,
     MeasurementReport,
     MeasurementsAndQualitativeEvaluations,
-    NumContentItem,
     ObservationContext,
     ObserverContext,
     PlanarROIMeasurementsAndQualitativeEvaluations,
@@ -47,10 +63,12 @@ from highdicom.sr import (
 )
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.valuerep import DS
 
 from ..domain import AnalysisResult, CmbFindings, Flag, Interval, Task, WmlFindings
 from . import status
 from .seg import EncodeError, source_datasets
+from .sr_points import ImagePoint, analysed_region, anchor_point, coordinates, nearest_slice_point
 from .templates import Templates, concept
 from .uids import derive
 
@@ -85,37 +103,68 @@ def _text(name: CodedConcept, value: str) -> TextContentItem:
     return TextContentItem(name=name, value=value, relationship_type=RelationshipTypeValues.CONTAINS)
 
 
-def _property_num(name: CodedConcept, value: float, unit: CodedConcept) -> NumContentItem:
-    return NumContentItem(name=name, value=float(value), unit=unit,
-                          relationship_type=RelationshipTypeValues.HAS_PROPERTIES)
+def rounded(value: float, decimals: int | None) -> DS:
+    """``value`` as a DS string with ``decimals`` places (whole numbers without a decimal point; None: as is)."""
+    if decimals is None:
+        return DS(float(value), auto_format=True)
+    v = round(float(value), decimals)
+    return DS(f"{v:.{decimals}f}" if decimals > 0 else str(int(v)))
 
 
-def interval_properties(value: float, interval: Interval | None, unit: CodedConcept,
-                        templates: Templates) -> MeasurementProperties | None:
-    """TID 310 properties of a NUM for its uncertainty interval (None without an interval).
+def num(name: CodedConcept, value: float, unit: CodedConcept, decimals: int | None) -> Measurement:
+    """A NUM written at its measured precision (its image point is added by :func:`placed`)."""
+    m = Measurement(name=name, value=float(rounded(value, decimals)), unit=unit)
+    m[0].MeasuredValueSequence[0].NumericValue = rounded(value, decimals)
+    return m
 
-    highdicom's own ``upper/lower_measurement_uncertainty`` arguments write unit "1"; the
-    uncertainty of a volume is in mL, so the items are built here with the value's unit.
-    """
+
+def _spec_num(spec: dict, value: float, templates: Templates) -> Measurement:
+    return num(concept(spec["name"]), value, templates.unit(spec["unit"]), spec.get("decimals"))
+
+
+def placed(group, result: AnalysisResult, point: ImagePoint):
+    """``group`` with each of its NUMs given one child: TID 300's INFERRED FROM SCOORD at ``point`` with its
+    source image. Added after highdicom built the group: highdicom allows measurement coordinates only in
+    TID 1501 groups (TID 1410/1411 carry their region at group level), but the viewers read them from
+    the NUMs of every group."""
+    for item in group[0].ContentSequence:
+        if item.ValueType == "NUM":
+            if "ContentSequence" in item:
+                raise EncodeError(f"NUM {item.ConceptNameCodeSequence[0].CodeMeaning!r} already has children")
+            item.ContentSequence = hd.sr.ContentSequence([coordinates(result.volume, point)])
+    return group
+
+
+def interval_nums(interval: Interval | None, unit: CodedConcept, decimals: int,
+                  templates: Templates) -> list[Measurement]:
+    """UNCLOW and UNCHIGH NUMs for the interval's ends (none without an interval)."""
     if interval is None:
-        return None
+        return []
     c = templates.common["concepts"]
-    low, high, value = float(interval.low), float(interval.high), float(value)
-    props = MeasurementProperties()
-    if low <= value <= high:
-        props.append(_property_num(concept(c["upper_uncertainty"]), high - value, unit))
-        props.append(_property_num(concept(c["lower_uncertainty"]), value - low, unit))
-    props.append(_property_num(concept(c["interval_low"]), low, unit))
-    props.append(_property_num(concept(c["interval_high"]), high, unit))
-    if interval.method:
-        props.append(TextContentItem(name=concept(c["interval_method"]), value=str(interval.method),
-                                     relationship_type=RelationshipTypeValues.HAS_PROPERTIES))
-    return props
+    return [num(concept(c["interval_low"]), interval.low, unit, decimals),
+            num(concept(c["interval_high"]), interval.high, unit, decimals)]
+
+
+def _interval_method(interval: Interval | None, templates: Templates) -> list[TextContentItem]:
+    if interval is None or not interval.method:
+        return []
+    return [_text(templates.code("concepts", "interval_method"), str(interval.method))]
+
+
+def _comment(templates: Templates, text: str) -> TextContentItem:
+    return _text(templates.code("concepts", "comment"), text)
 
 
 def _not_measurable_evaluation(templates: Templates) -> QualitativeEvaluation:
     c = templates.common["concepts"]
     return QualitativeEvaluation(name=concept(c["measurement_status"]), value=concept(c["not_measurable"]))
+
+
+def _not_measurable_items(result: AnalysisResult, templates: Templates, text: str | None = None) -> list:
+    """What a group without a number holds besides its evaluations: the image analysed, and the words."""
+    if text is None:
+        text = templates.label("panel_not_measurable").format(reasons="; ".join(status.reasons(result.findings)))
+    return [analysed_region(result.volume, templates.code("concepts", "analysed_region")), _comment(templates, text)]
 
 
 def _referenced_segment(seg: Dataset, result: AnalysisResult) -> ReferencedSegment:
@@ -128,7 +177,8 @@ def _referenced_segment(seg: Dataset, result: AnalysisResult) -> ReferencedSegme
 
 
 def _whole_finding_group(result: AnalysisResult, templates: Templates, uid_seed: str, seg: Dataset | None,
-                         measurements: list[Measurement], evaluations: list[QualitativeEvaluation]):
+                         measurements: list[Measurement], evaluations: list[QualitativeEvaluation],
+                         extra: list):
     task = result.model.task
     tpl = templates.task(task)
     kwargs = dict(
@@ -137,16 +187,19 @@ def _whole_finding_group(result: AnalysisResult, templates: Templates, uid_seed:
         finding_type=concept(tpl["finding_type"]),
         finding_sites=[FindingSite(anatomic_location=concept(tpl["finding_site"]))],
         algorithm_id=model_algorithm(result, templates),
-        measurements=measurements,
+        measurements=measurements or None,
         qualitative_evaluations=evaluations or None,
     )
     if seg is not None:
-        return VolumetricROIMeasurementsAndQualitativeEvaluations(
+        group = VolumetricROIMeasurementsAndQualitativeEvaluations(
             referenced_segment=_referenced_segment(seg, result), **kwargs)
-    return MeasurementsAndQualitativeEvaluations(**kwargs)
+    else:
+        group = MeasurementsAndQualitativeEvaluations(**kwargs)
+    group[0].ContentSequence.extend(extra)
+    return group
 
 
-def _flag_group(result: AnalysisResult, flag: Flag, templates: Templates, uid_seed: str):
+def _flag_group(result: AnalysisResult, flag: Flag, templates: Templates, uid_seed: str, point: ImagePoint):
     task = result.model.task
     ftpl = templates.task(task)["flags"].get(flag.rule_id)
     if ftpl is None:
@@ -156,31 +209,33 @@ def _flag_group(result: AnalysisResult, flag: Flag, templates: Templates, uid_se
     evaluations = [QualitativeEvaluation(
         name=concept(ftpl["category_concept"]), value=concept(ftpl["categories"][flag.category]))]
     measurements: list[Measurement] = []
+    extra: list = []
     if flag.category != status.NOT_MEASURABLE:  # withheld: category NOTMEAS only, no numbers
         unit = templates.unit(flag.input_unit) if flag.input_unit in templates.common["units"] \
             else CodedConcept(flag.input_unit, "UCUM", flag.input_unit)
-        measurements.append(Measurement(
-            name=templates.code("concepts", "flag_input"),
-            value=float(flag.input_value),
-            unit=unit,
-            properties=interval_properties(flag.input_value, status.interval(result.findings), unit, templates),
-        ))
+        main = templates.task(task)["measurements"]["volume" if task is Task.WML else "count"]
+        measurements.append(num(templates.code("concepts", "flag_input"), flag.input_value, unit,
+                                main.get("decimals")))
         for key, spec in ftpl["values"].items():
             if key in flag.values:
-                measurements.append(Measurement(name=concept(spec["name"]), value=float(flag.values[key]),
-                                                unit=templates.unit(spec["unit"])))
+                measurements.append(_spec_num(spec, flag.values[key], templates))
         uncertain = status.category_uncertain(flag)
         if uncertain is not None:
             c = templates.common["concepts"]
             evaluations.append(QualitativeEvaluation(name=concept(c["category_uncertain"]),
                                                      value=concept(c["yes" if uncertain else "no"])))
-    return MeasurementsAndQualitativeEvaluations(
+        extra.append(_comment(templates, flag.statement))
+    else:  # no NUM to place the group by (OHIF throws on a group it cannot place)
+        extra.extend(_not_measurable_items(result, templates, flag.statement))
+    group = MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(uid_seed, f"flag-{flag.rule_id}", ftpl["tracking_identifier"]),
-        finding_type=concept(ftpl["finding_type"]),
+        finding_type=concept(ftpl["finding_type"]) if ftpl.get("finding_type") else None,
         algorithm_id=rules_algorithm(result, flag, templates),
         measurements=measurements or None,
         qualitative_evaluations=evaluations,
     )
+    group[0].ContentSequence.extend(extra)
+    return placed(group, result, point)
 
 
 def _microbleed_groups(result: AnalysisResult, templates: Templates, uid_seed: str):
@@ -190,27 +245,24 @@ def _microbleed_groups(result: AnalysisResult, templates: Templates, uid_seed: s
     meas = tpl["measurements"]
     groups = []
     for i, mb in enumerate(findings.microbleeds, start=1):
-        point = np.asarray([mb.center_mm], dtype=float)
         location = mb.location if mb.location in tpl["location"]["values"] else "unspecified"
-        groups.append(PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=_tracking(uid_seed, f"cmb-{i}", tpl["microbleed_tracking_identifier"].format(index=i)),
+        label = tpl["microbleed_tracking_identifier"].format(index=i, location=tpl["location"]["text"][location])
+        point = nearest_slice_point(result.volume, mb.center_mm)
+        groups.append(placed(PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=_tracking(uid_seed, f"cmb-{i}", label),
             referenced_region=ImageRegion3D(
                 graphic_type=hd.sr.GraphicTypeValues3D.POINT,
-                graphic_data=point,
+                graphic_data=np.asarray([mb.center_mm], dtype=float),
                 frame_of_reference_uid=result.volume.frame_of_reference_uid,
             ),
             finding_category=concept(tpl["finding_category"]),
             finding_type=concept(tpl["finding_type"]),
             finding_sites=[FindingSite(anatomic_location=concept(tpl["finding_site"]))],
-            measurements=[
-                Measurement(name=concept(meas["diameter"]["name"]), value=float(mb.diameter_mm),
-                            unit=templates.unit(meas["diameter"]["unit"])),
-                Measurement(name=concept(meas["confidence"]["name"]), value=float(mb.confidence),
-                            unit=templates.unit(meas["confidence"]["unit"])),
-            ],
+            measurements=[_spec_num(meas["diameter"], mb.diameter_mm, templates),
+                          _spec_num(meas["confidence"], mb.confidence, templates)],
             qualitative_evaluations=[QualitativeEvaluation(
                 name=concept(tpl["location"]["concept"]), value=concept(tpl["location"]["values"][location]))],
-        ))
+        ), result, point))
     return groups
 
 
@@ -246,48 +298,49 @@ def _evaluations_container(result: AnalysisResult, templates: Templates,
     return container
 
 
+def _finding_groups(result: AnalysisResult, templates: Templates, uid_seed: str, seg: Dataset | None,
+                    point: ImagePoint) -> list:
+    """The whole-finding group: the number, its interval and (CMB) grade, its text line; or "not measurable"."""
+    task = result.model.task
+    tpl = templates.task(task)
+    findings = result.findings
+    expected = WmlFindings if task is Task.WML else CmbFindings
+    if not isinstance(findings, expected):
+        raise EncodeError(f"model task is {task.name} but findings are not {expected.__name__}")
+    if status.withheld(findings) is not None:
+        return [_whole_finding_group(result, templates, uid_seed, seg, [], [_not_measurable_evaluation(templates)],
+                                     _not_measurable_items(result, templates))]
+    interval = status.interval(findings)
+    key = "volume" if task is Task.WML else "count"
+    spec = tpl["measurements"][key]
+    unit, decimals = templates.unit(spec["unit"]), int(spec["decimals"])
+    value = findings.volume_ml if task is Task.WML else findings.count
+    measurements = [num(concept(spec["name"]), value, unit, decimals)]
+    evaluations: list[QualitativeEvaluation] = []
+    if task is Task.WML:
+        words = tpl["panel_text"].format(volume=round(float(value), decimals))
+    else:
+        grade = int(findings.grade)
+        grade_code = concept(tpl["grade"]["values"][str(grade)])
+        measurements.append(_spec_num(tpl["measurements"]["grade"], grade, templates))
+        evaluations.append(QualitativeEvaluation(name=concept(tpl["grade"]["concept"]), value=grade_code))
+        words = tpl["panel_text"].format(count=findings.count, grade=grade, grade_meaning=grade_code.meaning)
+    measurements += interval_nums(interval, unit, decimals, templates)
+    return [placed(_whole_finding_group(result, templates, uid_seed, seg, measurements, evaluations,
+                                        [_comment(templates, words)] + _interval_method(interval, templates)),
+                   result, point)]
+
+
 def build_report(result: AnalysisResult, templates: Templates, uid_seed: str, seg: Dataset | None,
                  supersedes: Sequence[Dataset]) -> MeasurementReport:
     task = result.model.task
     tpl = templates.task(task)
-    findings = result.findings
-    withheld = status.withheld(findings) is not None
-    interval = status.interval(findings)
-    groups: list = []
-    if task is Task.WML:
-        if not isinstance(findings, WmlFindings):
-            raise EncodeError("model task is WML but findings are not WmlFindings")
-        m = tpl["measurements"]["volume"]
-        unit = templates.unit(m["unit"])
-        if withheld:
-            groups.append(_whole_finding_group(result, templates, uid_seed, seg, [],
-                                               [_not_measurable_evaluation(templates)]))
-        else:
-            groups.append(_whole_finding_group(
-                result, templates, uid_seed, seg,
-                [Measurement(name=concept(m["name"]), value=float(findings.volume_ml), unit=unit,
-                             algorithm_id=model_algorithm(result, templates),
-                             properties=interval_properties(findings.volume_ml, interval, unit, templates))],
-                []))
-    else:
-        if not isinstance(findings, CmbFindings):
-            raise EncodeError("model task is CMB but findings are not CmbFindings")
-        m = tpl["measurements"]["count"]
-        unit = templates.unit(m["unit"])
-        if withheld:
-            groups.append(_whole_finding_group(result, templates, uid_seed, seg, [],
-                                               [_not_measurable_evaluation(templates)]))
-        else:
-            grade = int(findings.grade)
-            groups.append(_whole_finding_group(
-                result, templates, uid_seed, seg,
-                [Measurement(name=concept(m["name"]), value=float(findings.count), unit=unit,
-                             algorithm_id=model_algorithm(result, templates),
-                             properties=interval_properties(findings.count, interval, unit, templates))],
-                [QualitativeEvaluation(name=concept(tpl["grade"]["concept"]),
-                                       value=concept(tpl["grade"]["values"][str(grade)]))]))
+    withheld = status.withheld(result.findings) is not None
+    # where whole-series numbers are shown; a withheld result's mask is not used, not even to point at
+    point = anchor_point(result.volume, None if withheld else result.findings.mask)
+    groups: list = _finding_groups(result, templates, uid_seed, seg, point)
     for flag in result.flags:
-        groups.append(_flag_group(result, flag, templates, uid_seed))
+        groups.append(_flag_group(result, flag, templates, uid_seed, point))
     if task is Task.CMB and not withheld:  # per-microbleed points would report the withheld count
         groups.extend(_microbleed_groups(result, templates, uid_seed))
 
