@@ -130,6 +130,43 @@ def test_dataset_over_the_size_cap_is_refused(guarded, tmp_path):
     assert not list(guarded.data_dir.rglob(f"{pydicom.dcmread(big).SOPInstanceUID}.dcm"))
 
 
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def test_oversized_datasets_are_refused_without_buffering(tmp_path):
+    """Four concurrent 64 MiB sends against a 4 MiB cap (the issue's case): each refused with 0xA701 from
+    the size of the file it was received into; the service's peak memory grows by far less than one
+    dataset (before: +337 MB)."""
+    import threading
+
+    cfg = tmp_path / "svdmark.toml"
+    cfg.write_text(f"[listener]\nmax_dataset_bytes = {4 * 2**20}\n")
+    svc = Svdmark(tmp_path / "data", [], extra=("--config", str(cfg), "--settle-seconds", "1",
+                                                "--fallback-seconds", "15")).start()
+    try:
+        big, = tiny_ct(tmp_path / "huge", 1, size=5800)  # 5800 x 5800 x 2 bytes = 64.2 MiB of pixels
+        assert big.stat().st_size > 64 * 2**20
+        before = _peak_rss_kib(svc.proc.pid)
+        results: list = []
+        threads = [threading.Thread(target=lambda: results.append(
+            storescu([big], svc.port, check=False, extra=("-d",)))) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        statuses = [[ln for ln in r.stderr.splitlines() if "DIMSE Status" in ln] for r in results]
+        assert len(results) == 4 and all("0xa701" in (r.stdout + r.stderr).lower() for r in results), statuses
+        growth_mib = (_peak_rss_kib(svc.proc.pid) - before) / 1024
+    finally:
+        svc.stop()
+    assert growth_mib < 32, f"peak RSS grew by {growth_mib:.0f} MiB receiving 4 x 64 MiB refused datasets"
+    print(f"peak RSS growth for 4 concurrent 64 MiB refused sends: {growth_mib:.1f} MiB")
+
+
 # --------------------------------------------------------------------------- spool paths
 @pytest.mark.parametrize("bad", ["../../../etc/passwd", "1.2.3/../../x", "/tmp/x", "1.2.3\\..\\x", "1.2..3", "",
                                  "1." + "2" * 70])
