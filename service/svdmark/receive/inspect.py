@@ -40,6 +40,10 @@ ENHANCED = (ENHANCED_CT_IMAGE, ENHANCED_MR_IMAGE)
 LOSSY_TRANSFER_SYNTAXES = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000, JPEG2000MC,
                                      HTJ2K})
 
+# How a stored instance is marked (the ``geometry`` JSON journalled with it) and the warning it warrants.
+LOSSY_KEY = "lossy_source"
+LOSSY_WARNING = "lossy-compressed source"
+
 # DIMSE statuses used (see docs/conformance-statement.md §3.3)
 STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -121,6 +125,12 @@ def unsupported_reason(sop_class: str) -> str:
     name = UID(sop_class).name if sop_class and valid_uid(sop_class) else "none"
     return (f"SOP class {sop_class if valid_uid(sop_class) else uid_hash(sop_class)} ({name}) is not analysed; "
             "svdmark analyses CT, MR, Enhanced CT and Enhanced MR images")
+
+
+def lossy_source(instances) -> bool:
+    """Whether any journalled instance (``journal.StoredInstance``) of a series was lossy-compressed:
+    the pipeline then adds the quality warning :data:`LOSSY_WARNING`."""
+    return any(bool((getattr(i, "geometry", None) or {}).get(LOSSY_KEY)) for i in instances)
 
 
 def is_lossy(ds: pydicom.Dataset) -> bool:
