@@ -157,6 +157,9 @@ def test_images_are_numbered_as_the_viewer_numbers_them():
     for ds in series.datasets:
         del ds.InstanceNumber
     assert image_labels(result, TPL)[2] == f"Slice 3 of {n} (no Instance Number)"
+    img, drawn = _traced(result)
+    captions = [t for t, box in drawn if t.startswith("Slice ")]
+    assert captions and all(MARGIN <= box[0] and box[2] <= WIDTH - MARGIN for t, box in drawn)
 
 
 @pytest.mark.parametrize("n", [4, MAX_CROPS, MAX_CROPS + 1, 60])

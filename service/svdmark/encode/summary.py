@@ -303,6 +303,8 @@ _WITHHELD_BG, _WITHHELD_FG = (120, 20, 20), (255, 255, 255)
 _UNCERTAIN_BG, _UNCERTAIN_FG = (90, 60, 0), (255, 225, 150)
 _BOX_PAD = 12
 _TEXT_W = WIDTH - 2 * MARGIN
+_TILE = (WIDTH - MARGIN * (N_TILES + 1)) // N_TILES  # one key image
+_PER_ROW = max(1, (_TEXT_W + CROP_GAP) // (CROP_PX + CROP_GAP))  # microbleed crops per row
 
 # A block: (kind, payload, colour, font). "heading"/"line": one line of text; "row": (label lines,
 # value lines, value x); "box": ((line, font, colour) list, background); "space": a height in px;
@@ -363,11 +365,12 @@ def _layout(result: AnalysisResult, templates: Templates) -> list[Block]:
     # 2. key images, numbered as the viewer numbers them
     shown_mask = np.zeros(result.volume.shape, np.uint8) if withheld else result.findings.mask
     b.heading(_label(templates, "summary_key_images_heading"), (255, 255, 255), bold)
-    b.append(("tiles", key_slices(result.volume, shown_mask), None, small))
+    slices = key_slices(result.volume, shown_mask)
+    names = image_labels(result, templates)
+    b.append(("tiles", (slices, [_wrap(_SCRATCH, names[k], small, _TILE) for k in slices]), (200, 200, 200), small))
     # 3. every counted microbleed
     if isinstance(result.findings, CmbFindings) and not withheld and result.findings.count:
         mbs = result.findings.microbleeds
-        names = image_labels(result, templates)
         where = [names[_locate(result.volume, mb).k] for mb in mbs]
         b.heading(_label(templates, "summary_microbleeds_heading").format(count=len(mbs)), (255, 255, 255), bold)
         shown = list(range(min(len(mbs), MAX_CROPS)))
@@ -411,7 +414,6 @@ def summary_text(result: AnalysisResult, templates: Templates) -> list[str]:
     logging what a viewer shows.
     """
     out: list[str] = []
-    names = None
     for kind, payload, _, _ in _layout(result, templates):
         if kind in ("heading", "line"):
             out.append(str(payload))
@@ -420,8 +422,7 @@ def summary_text(result: AnalysisResult, templates: Templates) -> list[str]:
         elif kind == "box":
             out.extend(line for line, _, _ in payload[0])
         elif kind == "tiles":
-            names = names or image_labels(result, templates)
-            out.append("\t".join(names[k] for k in payload))
+            out.append("\t".join(" ".join(lines) for lines in payload[1]))
         elif kind == "crops":
             out.extend(" ".join(c) for c in payload[1])
     return out
@@ -429,8 +430,6 @@ def summary_text(result: AnalysisResult, templates: Templates) -> list[str]:
 
 # --------------------------------------------------------------------------- drawing
 
-_TILE = (WIDTH - MARGIN * (N_TILES + 1)) // N_TILES
-_PER_ROW = max(1, (_TEXT_W + CROP_GAP) // (CROP_PX + CROP_GAP))
 
 
 def _height(kind: str, payload, fnt) -> int:
@@ -443,7 +442,7 @@ def _height(kind: str, payload, fnt) -> int:
     if kind == "box":
         return sum(_line_h(f) for _, f, _ in payload[0]) + 2 * _BOX_PAD
     if kind == "tiles":
-        return _TILE + _line_h(fnt) + 8
+        return _TILE + 4 + _line_h(fnt) * max((len(c) for c in payload[1]), default=1) + 4
     if kind == "crops":
         shown, captions = payload
         rows = [captions[i:i + _PER_ROW] for i in range(0, len(shown), _PER_ROW)]
@@ -470,7 +469,6 @@ def render(result: AnalysisResult, templates: Templates, trace: Trace | None = N
     grey = _grey(result.volume, tpl["summary"].get("window"))
     bold, title = font(BODY_PX, True), font(TITLE_PX, True)
     blocks = _layout(result, templates)
-    names = image_labels(result, templates)
 
     title_lines = _wrap(_SCRATCH, tpl["summary"]["title"], title, _TEXT_W)
     notice_lines = _wrap(_SCRATCH, labels["research_notice"], bold, _TEXT_W)
@@ -512,11 +510,11 @@ def render(result: AnalysisResult, templates: Templates, trace: Trace | None = N
                 text((MARGIN + _BOX_PAD, yy), line, c, f)
                 yy += _line_h(f)
         elif kind == "tiles":
-            for i, k in enumerate(payload):
+            for i, (k, caption) in enumerate(zip(*payload)):
                 x = MARGIN + i * (_TILE + MARGIN)
                 img.paste(_tile(result, grey, k, _TILE, rgb, outline=not withheld), (x, y))
-                for line in _wrap(_SCRATCH, names[k], fnt, _TILE)[:1]:
-                    text((x, y + _TILE + 4), line, (200, 200, 200), fnt)
+                for j, line in enumerate(caption):
+                    text((x, y + _TILE + 4 + j * _line_h(fnt)), line, colour, fnt)
         elif kind == "crops":
             shown, captions = payload
             mbs = result.findings.microbleeds  # type: ignore[union-attr]
