@@ -180,3 +180,11 @@ def test_packaged_conditions_must_parse(tmp_path):
     p.write_text(text.replace("aOR {per_ml_or:.2f} per mL", "aOR {per_ml_orr:.2f} per mL", 1), encoding="utf-8")
     with pytest.raises(ConfigError, match="wording template"):  # a typo in a summary line fails at load
         RuleSet.load(p)
+
+
+def test_not_attached_is_logged_without_header_text(ruleset, caplog):
+    caplog.set_level("INFO", logger="svdmark.rules")
+    assert ruleset.evaluate(wml(3.0), header(StudyDescription="CT HEAD for Smith John")) == ()
+    (record,) = [r for r in caplog.records if r.getMessage() == "flag_not_attached"]
+    assert record.fields == {"rule": "aspirin-sich-wml", "reason": "not a study on the acute stroke or thrombectomy pathway"}
+    assert "Smith" not in repr(record.__dict__)
