@@ -116,3 +116,54 @@ def test_dead_letters_are_listed_and_resent(tmp_path, studies):
     finally:
         svd.stop()
         pacs.stop()
+
+
+def _progress(data_dir) -> tuple[int, int]:
+    """(jobs done, deliveries delivered): what a round must have moved before it is killed."""
+    try:
+        return (journal_value(data_dir, "SELECT COUNT(*) FROM jobs WHERE state='done'"),
+                journal_value(data_dir, "SELECT COUNT(*) FROM deliveries WHERE state='delivered'"))
+    except sqlite3.Error:
+        return (0, 0)
+
+
+def test_crash_loop_of_twelve_kills_sends_nothing_twice(tmp_path, pacs):
+    """12 rounds of kill -9: odd rounds a moment after the service moved on (a job done or an object
+    delivered), so kills land in encoding and delivery; even rounds soon after the restart, so they land in
+    analysis. At the end every target has its SR, SEG and summary exactly once by SOP Instance UID
+    (storescp -uf names files by it), and no job has failed or been quarantined."""
+    import random
+
+    rng = random.Random(1412)
+    studies = [write_study(tmp_path / "in" / f"s{k}", seed=60 + k, kind=kind, vendor=vendor, distractors=False,
+                           matrix=96, **({"n_slices": 40, "slice_thickness": 2.0} if kind == "swi" else {}))
+               for k, (kind, vendor) in enumerate([("ncct", "ge"), ("swi", "siemens"), ("ncct", "siemens"),
+                                                   ("swi", "ge")])]
+    data = tmp_path / "data"
+    svd = Svdmark(data, [f"{pacs.aet}@127.0.0.1:{pacs.port}"]).start()
+    send_studies(studies, svd.port)
+    targets = sum(len(s.targets) for s in studies)
+    kills = []
+    try:
+        for round_ in range(12):
+            before = _progress(data)
+            if round_ % 2 and before != (targets, 3 * targets):
+                try:
+                    wait_until(lambda: _progress(data) != before, 60, "progress in this round", interval=0.1)
+                except TimeoutError:
+                    pass  # slow: kill anyway
+                time.sleep(rng.uniform(0.0, 1.0))
+            else:
+                time.sleep(rng.uniform(0.5, 4.0))
+            kills.append((*_progress(data), journal_value(data, "SELECT COUNT(*) FROM jobs WHERE state='running'")))
+            svd.kill9()
+            svd.start()
+        assert_exactly_once(pacs, studies, data)
+        assert journal_value(data, "SELECT COUNT(*) FROM jobs WHERE state='failed'") == 0
+        by_uid = pacs.receptions()
+        assert len(by_uid) == len(set(by_uid)) == 3 * targets
+        interrupted = journal_value(data, "SELECT COALESCE(SUM(interruptions), 0) FROM jobs")
+        print(f"(jobs done, objects delivered, jobs running) at each kill: {kills}; interruptions: {interrupted}")
+        assert interrupted >= 1, "no kill landed during an analysis"
+    finally:
+        svd.stop()
