@@ -100,6 +100,8 @@ def test_whole_corpus_in_one_association(tmp_path):
     lossy = {uid for uid, (ts, geo) in stored.items() if geo.get("lossy_source")}
     lossy_ts = {uid for uid, (ts, _) in stored.items() if ts in ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.91")}
     assert lossy_ts and lossy_ts <= lossy
+    print(f"{len(files)} files in one association: {len(ok_ct_mr)} CT/MR stored, {len(refused)} refused "
+          f"({sorted(set(refused.values()))}), {len(others)} other classes discarded, {len(lossy)} marked lossy")
 
 
 def test_refused_presentation_contexts_are_logged_once_each(tmp_path):
