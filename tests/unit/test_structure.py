@@ -1,0 +1,82 @@
+"""The strict structure walk of a received body (svdmark.receive.structure), on hand-built element streams."""
+import struct
+
+import pytest
+
+from svdmark.receive import structure
+from svdmark.receive.structure import StructureError
+
+
+def el(group: int, elem: int, vr: str, value: bytes) -> bytes:
+    """One explicit VR little endian element."""
+    if vr in ("OB", "OW", "SQ", "UN", "UT"):
+        return struct.pack("<HH2sHI", group, elem, vr.encode(), 0, len(value)) + value
+    return struct.pack("<HH2sH", group, elem, vr.encode(), len(value)) + value
+
+
+def item(body: bytes, undefined: bool = False) -> bytes:
+    if undefined:
+        return struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + body + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+    return struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body
+
+
+def seq_undefined(group: int, elem: int, items: bytes) -> bytes:
+    return struct.pack("<HH2sHI", group, elem, b"SQ", 0, 0xFFFFFFFF) + items + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+
+
+MODALITY = el(0x0008, 0x0060, "CS", b"CT")
+CODE = el(0x0008, 0x0100, "SH", b"T-A0100 ")
+
+
+def test_nested_sequences_of_both_length_kinds_pass():
+    body = MODALITY + seq_undefined(0x0008, 0x1140, item(CODE, undefined=True) + item(CODE)) + \
+        el(0x0040, 0xA730, "SQ", item(seq_undefined(0x0040, 0xA730, item(CODE, undefined=True))))
+    structure.check(body, implicit=False, little=True)
+
+
+def test_item_longer_than_its_sequence_is_a_length_error():
+    inner = item(CODE)
+    bad = inner[:4] + struct.pack("<I", 400) + inner[8:]
+    with pytest.raises(StructureError) as exc:
+        structure.check(MODALITY + el(0x0008, 0x1140, "SQ", bad), implicit=False, little=True)
+    assert exc.value.kind == structure.LENGTH and "400" in str(exc.value)
+
+
+def test_sequence_without_its_delimiter_is_a_length_error():
+    body = MODALITY + seq_undefined(0x0008, 0x1140, item(CODE, undefined=True))[:-8]
+    with pytest.raises(StructureError) as exc:
+        structure.check(body, implicit=False, little=True)
+    assert exc.value.kind == structure.LENGTH
+
+
+def test_explicit_body_under_an_implicit_syntax_is_an_encoding_error():
+    with pytest.raises(StructureError) as exc:
+        structure.check(MODALITY + CODE, implicit=True, little=True)
+    assert exc.value.kind == structure.ENCODING
+
+
+def test_messages_never_carry_values():
+    secret = b"SECRET^NAME"
+    body = MODALITY + struct.pack("<HH2sH", 0x0010, 0x0010, b"PN", 0x7000) + secret
+    with pytest.raises(StructureError) as exc:
+        structure.check(body, implicit=False, little=True)
+    assert "SECRET" not in str(exc.value) and "(0010,0010)" in str(exc.value)
+
+
+def test_deep_nesting_is_refused_not_a_recursion_error():
+    inner = CODE
+    for _ in range(40):
+        inner = seq_undefined(0x0040, 0xA730, item(inner, undefined=True))
+    with pytest.raises(StructureError) as exc:
+        structure.check(MODALITY + inner, implicit=False, little=True)
+    assert exc.value.kind == structure.ENCODING and "nested" in str(exc.value)
+
+
+def test_inflate_refuses_a_bomb():
+    import zlib
+
+    c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    bomb = c.compress(b"\0" * 10_000_000) + c.flush()
+    with pytest.raises(StructureError) as exc:
+        structure.inflate(bomb, 1_000_000)
+    assert exc.value.kind == structure.LENGTH
