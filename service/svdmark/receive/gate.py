@@ -7,7 +7,8 @@ half-sent PDU until ``network_timeout`` (the ARTIM wait, ``acse_timeout``, canno
 has no hook for a pre-association policy, so :class:`ConnectionGate` adds one with its events:
 
 * ``EVT_CONN_OPEN`` (the connection's own thread): refuse at once when the host already holds
-  ``max_connections_per_host`` connections; otherwise arm a timer of ``request_timeout`` seconds.
+  ``max_connections_per_host`` connections; otherwise arm a timer of ``request_timeout`` seconds
+  (under TLS once the handshake, which has the same timeout of its own, has succeeded).
 * timer expiry before ``EVT_REQUESTED``: shut the socket down (which wakes the blocked ``recv``),
   and log ``association_request_timeout`` once.
 * ``EVT_REQUESTED``: the A-ASSOCIATE-RQ is complete; disarm. A slot is taken only now, and only
@@ -56,8 +57,9 @@ class ConnectionGate:
     _conns: dict[int, _Conn] = field(default_factory=dict)  # id(assoc) -> connection
 
     # ------------------------------------------------------------------ events
-    def opened(self, ev) -> bool:
-        """EVT_CONN_OPEN. Returns False when the connection was refused (and closed)."""
+    def opened(self, ev, arm: bool = True) -> bool:
+        """EVT_CONN_OPEN. Returns False when the connection was refused (and closed). With ``arm``
+        False the request timer waits for :meth:`arm` (after a TLS handshake with its own timeout)."""
         address, port = _peer(ev)
         assoc = ev.assoc
         with self._lock:
@@ -76,10 +78,19 @@ class ConnectionGate:
                          f"{self.max_connections_per_host})")
             _drop(assoc)
             return False
-        conn.timer = threading.Timer(self.request_timeout, self._expire, args=(assoc,))
-        conn.timer.daemon = True
-        conn.timer.start()
+        if arm:
+            self.arm(assoc)
         return True
+
+    def arm(self, assoc) -> None:
+        """Start the request timer of an opened connection."""
+        with self._lock:
+            conn = self._conns.get(id(assoc))
+            if conn is None or conn.requested or conn.timer is not None:
+                return
+            conn.timer = threading.Timer(self.request_timeout, self._expire, args=(assoc,))
+            conn.timer.daemon = True
+            conn.timer.start()
 
     def requested(self, ev) -> tuple[bool, int]:
         """EVT_REQUESTED. Returns (admit, negotiated associations now open); the caller rejects

@@ -349,11 +349,10 @@ class Receiver:
 
     def handle_conn_open(self, ev) -> None:
         """Per-host limit and request timer; then a deferred TLS handshake in this connection's thread."""
-        if not self.gate.opened(ev):
-            return
         sock = ev.assoc.dul.socket
         raw = getattr(sock, "socket", None)
-        if raw is None or not self.tls_timeout:
+        tls_now = raw is not None and bool(self.tls_timeout)
+        if not self.gate.opened(ev, arm=not tls_now) or not tls_now:
             return
         address, port = (ev.address[0], ev.address[1]) if isinstance(ev.address, tuple) else (str(ev.address), 0)
         try:
@@ -366,6 +365,7 @@ class Receiver:
             sock.close()
             return
         event(log, "tls_established", logging.DEBUG, address=address, port=port, **facts)
+        self.gate.arm(ev.assoc)
 
     tls_timeout: float = 0.0  # seconds; set by start_server() when the listener speaks TLS
 
