@@ -149,3 +149,44 @@ def test_summary_withheld_results_counted_not_in_statistics(tmp_path):
     pd.DataFrame(rows).drop(columns=["measurable", "quality_reasons"]).to_csv(old, index=False)
     doc3 = json.loads(run_cli("results", "summary", "--table", old, "--json", check_rc=0).stdout)
     assert doc3["withheld"]["wml"]["n"] == 0 and doc3["wml_ml"]["n"] == 3
+
+
+def test_summary_counts_flag_categories_and_grades(tmp_path):
+    """Flag categories per rule as n (%) of the analysed series carrying the flag; grades as before."""
+    rows = []
+    for i, cat in enumerate(["below-cut-point", "below-cut-point", "large-wml", "not-measurable"]):
+        rows.append({"study_uid": f"1.2.{i}", "series_uid": f"1.2.{i}.1", "status": "analysed", "routing": "wml",
+                     "task": "wml", "wml_ml": None if cat == "not-measurable" else 5.0 + 10 * i,
+                     "measurable": cat != "not-measurable", "flag_aspirin_sich_wml_category": cat})
+    for i, (count, grade) in enumerate([(0, 0), (3, 1), (4, 1)]):
+        rows.append({"study_uid": f"1.3.{i}", "series_uid": f"1.3.{i}.1", "status": "analysed", "routing": "cmb",
+                     "task": "cmb", "cmb_count": count, "cmb_grade": grade, "measurable": True,
+                     "flag_cmb_burden_ecmo_category": f"grade-{grade}"})
+    rows.append({"study_uid": "1.4", "series_uid": "1.4.1", "status": "ignored", "routing": "ignored",
+                 "reason": "ignored: phase image", "flag_aspirin_sich_wml_category": None})
+    table = tmp_path / "results.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+
+    doc = json.loads(run_cli("results", "summary", "--table", table, "--json", check_rc=0).stdout)
+    flags = {f["rule"]: f for f in doc["flags"]}
+    assert set(flags) == {"aspirin_sich_wml", "cmb_burden_ecmo"}
+    assert flags["aspirin_sich_wml"]["n"] == 4
+    assert flags["aspirin_sich_wml"]["categories"] == [
+        {"value": "below-cut-point", "n": 2, "percent": 50.0}, {"value": "large-wml", "n": 1, "percent": 25.0},
+        {"value": "not-measurable", "n": 1, "percent": 25.0}]
+    assert flags["cmb_burden_ecmo"]["categories"] == [{"value": "grade-1", "n": 2, "percent": 66.7},
+                                                      {"value": "grade-0", "n": 1, "percent": 33.3}]
+    assert [(g["grade"], g["n"]) for g in doc["cmb_grades"]] == [(0, 1), (1, 2), (2, 0), (3, 0)]
+
+    human = run_cli("results", "summary", "--table", table, check_rc=0).stdout
+    assert "Flags (n (%) of the analysed series with the flag):" in human
+    assert "  aspirin_sich_wml (n=4):\n    below-cut-point: 2 (50.0%)\n    large-wml: 1 (25.0%)" in human
+    assert "    not-measurable: 1 (25.0%)" in human
+
+    # a table written before the tidy names (flag.<rule>) is read the same way
+    old = tmp_path / "old.csv"
+    pd.DataFrame(rows).rename(columns={"flag_aspirin_sich_wml_category": "flag.aspirin-sich-wml",
+                                       "flag_cmb_burden_ecmo_category": "flag.cmb-burden-ecmo"}).to_csv(old, index=False)
+    doc2 = json.loads(run_cli("results", "summary", "--table", old, "--json", check_rc=0).stdout)
+    assert [f["categories"] for f in doc2["flags"]] == [flags["aspirin_sich_wml"]["categories"],
+                                                         flags["cmb_burden_ecmo"]["categories"]]

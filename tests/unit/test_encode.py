@@ -624,12 +624,12 @@ def test_table_columns_for_interval_and_quality(ct, tmp_path):
     crossing, withheld, cmb, plain = (df.iloc[i] for i in range(4))
     assert crossing["measurable"] == True and crossing["category_uncertain"] == True  # noqa: E712
     assert (crossing["wml_ml"], crossing["wml_ml_low"], crossing["wml_ml_high"]) == (16.5, 15.2, 18.1)
-    assert crossing["interval_method"] == TTA and crossing["flag.aspirin-sich-wml.category_uncertain"] == 1.0
-    assert crossing["quality.noise_hu"] == 4.0
+    assert crossing["interval_method"] == TTA and crossing["flag_aspirin_sich_wml_uncertain"] == True  # noqa: E712
+    assert crossing["quality_noise_hu"] == 4.0
     assert withheld["measurable"] == False  # noqa: E712
     assert pd_isna(withheld["wml_ml"]) and pd_isna(withheld["wml_ml_low"]) and pd_isna(withheld["category_uncertain"])
     assert withheld["quality_reasons"] == "; ".join(WITHHELD.reasons)
-    assert withheld["flag.aspirin-sich-wml"] == "not-measurable" and withheld["quality.noise_hu"] == 14.0
+    assert withheld["flag_aspirin_sich_wml_category"] == "not-measurable" and withheld["quality_noise_hu"] == 14.0
     assert (cmb["cmb_count"], cmb["cmb_count_low"], cmb["cmb_count_high"]) == (9, 8.0, 12.0)
     assert cmb["category_uncertain"] == True and pd_isna(cmb["measurable"])  # noqa: E712
     assert pd_isna(plain["measurable"]) and pd_isna(plain["category_uncertain"]) and pd_isna(plain["wml_ml_low"])

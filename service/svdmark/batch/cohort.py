@@ -6,12 +6,16 @@
   measurable", ``measurable`` False: no number), n (% of that task's analysed series). They are
   left out of the WML and CMB statistics, which are over measurable results only (the output says
   so), so the grade percentages add up to 100 % of the measurable SWI series;
+* flags: per flag rule, its categories as n (% of the analysed series that carry the flag),
+  "not-measurable" included; from ``flag_<rule>_category`` (or an older table's ``flag.<rule>``);
 * routing: series by routing decision, n (%); ignore reasons; failure reasons.
 
 Quartiles are the linear-interpolation kind (numpy's default, Hyndman-Fan type 7,
 the same as R's default ``quantile``).
 """
 from __future__ import annotations
+
+import re
 
 from ..domain import BurdenGrade
 
@@ -51,6 +55,23 @@ def _withheld_mask(df):
     return df["measurable"].map(lambda v: _bool(None if pd.isna(v) else v) is False).astype(bool)
 
 
+_CATEGORY = re.compile(r"^flag_(?P<rule>.+)_category$|^flag\.(?P<old>[^.]+)$")
+
+
+def flag_categories(analysed) -> list[dict]:
+    """Per flag rule: ``{"rule", "column", "n", "categories": [{"value", "n", "percent"}]}``."""
+    out = []
+    for c in analysed.columns:
+        m = _CATEGORY.match(str(c))
+        if not m:
+            continue
+        present = analysed[c].dropna()
+        present = present[present.astype(str) != ""]
+        out.append({"rule": m["rule"] or m["old"], "column": str(c), "n": int(present.shape[0]),
+                    "categories": _counts(present) if present.shape[0] else []})
+    return sorted(out, key=lambda f: f["rule"])
+
+
 def cohort(df, errors=None) -> dict:
     status = df["status"].astype("string").fillna("")
     analysed = df[status == "analysed"]
@@ -82,6 +103,7 @@ def cohort(df, errors=None) -> dict:
         "cmb_count": _describe(counts),
         "cmb_grades": grades,
         "withheld": withheld,
+        "flags": flag_categories(analysed),
         "statistics_over": MEASURABLE_ONLY,
         "ignore_reasons": _counts(df[status == "ignored"]["reason"]) if total else [],
         "failure_reasons": _counts(df[status == "failed"]["reason"]) if total else [],
@@ -133,6 +155,12 @@ def format_cohort(c: dict) -> str:
     if hc:
         lines.append(f"  withheld, not reliably measurable: {hc} of {held['cmb']['of']} analysed SWI series "
                      f"({held['cmb']['percent']:.1f}%), not included")
+    if c.get("flags"):
+        lines.append("")
+        lines.append("Flags (n (%) of the analysed series with the flag):")
+        for f in c["flags"]:
+            lines.append(f"  {f['rule']} (n={f['n']}):")
+            lines += [f"    {r['value']}: {r['n']} ({r['percent']:.1f}%)" for r in f["categories"]]
     lines.append("")
     lines.append("Routing decision:")
     lines += [f"  {r['value']}: {r['n']} ({r['percent']:.1f}%)" for r in c["routing"]] or ["  -"]

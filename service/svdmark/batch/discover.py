@@ -238,15 +238,22 @@ def _num(text: str) -> tuple:
 
 
 def discover(paths: Iterable[Path], key: bytes, skip: Iterable[Path] = (),
-             cache: dict | None = None, on_file: Callable[[str], None] | None = None
+             cache: dict | None = None, on_file: Callable[[str], None] | None = None, stats: dict | None = None
              ) -> tuple[list[SeriesGroup], list[FileError], dict]:
     """Scan everything under ``paths``. ``cache`` maps a file's identity to an earlier scan, so a
-    resumed run does not re-read unchanged files; the updated cache is returned."""
+    resumed run does not re-read unchanged files; the updated cache is returned.
+
+    ``stats`` (a dict) receives ``files`` (files and zip members examined), ``unusable`` (those
+    that are not analysable DICOM; at most ``files``) and ``duplicates`` (copies of an instance
+    already read, skipped). Duplicates are reported one error row per folder, so the errors
+    list is not a file count."""
     cache = dict(cache or {})
     new_cache: dict = {}
     instances: list[Instance] = []
     errors: list[FileError] = []
+    examined = 0
     for item in iter_sources(paths, skip):
+        examined += 1
         if isinstance(item, FileError):
             errors.append(item)
             continue
@@ -262,6 +269,9 @@ def discover(paths: Iterable[Path], key: bytes, skip: Iterable[Path] = (),
         if on_file:
             on_file(item.name)
     groups, dup_errors = group(instances)
+    if stats is not None:
+        stats.update(files=examined, unusable=len(errors),
+                     duplicates=len(instances) - sum(len(g.instances) for g in groups))
     return groups, errors + dup_errors, new_cache
 
 

@@ -7,6 +7,10 @@ that run's row; otherwise ``pipeline.analyse`` → ``encode.results`` (same
 into a staging folder and rename it into place → record the series as done.
 Completion is recorded only after the outputs are in place, so Ctrl-C at any
 moment loses at most the series in hand, and a re-run redoes exactly those.
+
+Beside the tables: ``notes.*`` (warnings and quality reasons, one per row), ``dictionary.csv``
+(every column's type, unit and meaning), ``rules.json`` (the rule constants) and ``run.json``.
+Every output file gets the mode the starting umask allows (``batch.files``).
 """
 from __future__ import annotations
 
@@ -23,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .. import __version__, route
+from .. import __version__, logs, route
 from ..config import Config
 from ..domain import RouteKind
 from ..errors import Ignored, InvalidSeries, ModelError, SvdmarkError
 from . import table as T
+from .acquisition import descriptors
+from .dictionary import rule_constants, write_beside
 from .discover import SeriesGroup, discover
 from .progress import Progress
 from .state import RunState, key_fingerprint, resolve_key, write_json
@@ -46,6 +52,10 @@ class RunReport:
     tables: list[Path] = field(default_factory=list)
     key_source: str = ""
     seconds: float = 0.0
+
+    @property
+    def nothing_analysed(self) -> bool:
+        return not self.interrupted and not self.counts.get("analysed")
 
     def as_dict(self) -> dict:
         return {"output": str(self.out_dir), "complete": not self.interrupted, "counts": self.counts,
@@ -68,14 +78,14 @@ def _context(config: Config):
     return _CTX
 
 
-def _init_worker(config: Config, threads: int) -> None:
+def _init_worker(config: Config, threads: int, log_format: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
     os.environ.setdefault("SVDMARK_INFER_THREADS", str(threads))
-    logging.getLogger().setLevel(logging.WARNING)
+    logs.setup("ERROR", log_format)  # same one-line format as the parent; the tables tell the rest
     _context(config)
 
 
-def analyse_group(group: SeriesGroup, out_dir: str, config: Config) -> dict:
+def analyse_group(group: SeriesGroup, out_dir: str, config: Config, constants: frozenset = frozenset()) -> dict:
     """Analyse one series and write its outputs; returns its table row (never raises SvdmarkError)."""
     from .. import encode
     from ..pipeline import analyse
@@ -102,7 +112,7 @@ def analyse_group(group: SeriesGroup, out_dir: str, config: Config) -> dict:
         row.update(status=T.FAILED, reason=f"internal error: {type(exc).__name__}: {exc}", _failure="internal")
         return row
     summary = summarise(result)
-    T.fill_from_summary(row, summary)
+    T.fill_from_summary(row, summary, constants)
     row.update(status=T.ANALYSED, routing=result.routing.kind.value, rule_id=result.routing.rule_id,
                reason=result.routing.reason)
     files = write_outputs(Path(out_dir), group, encoded.items(), _to_bytes)
@@ -155,16 +165,20 @@ def identity_row(group: SeriesGroup) -> dict:
                       modality=first.modality, n_instances=len(group.instances), status=T.PENDING)
 
 
+TABLE_VERSION = 2  # the row's shape; a row from another shape is not reused (the series is analysed again)
+
+
 def run_key(group: SeriesGroup, name: str, version: str, sha: str, ruleset_version: str) -> dict:
     return {"model_name": name, "model_version": version, "model_sha256": sha, "ruleset_version": ruleset_version,
-            "instances": group.fingerprint}
+            "instances": group.fingerprint, "table_version": TABLE_VERSION}
 
 
 # --------------------------------------------------------------------------- the run
 class Runner:
     def __init__(self, config: Config, out_dir: Path, workers: int = 1, key_file: Path | None = None,
-                 progress: bool = True, force: bool = False):
+                 progress: bool = True, force: bool = False, shift_dates: bool = False):
         self.config = config
+        self.shift_dates = shift_dates
         self.out = Path(out_dir)
         self.workers = max(1, workers)
         self.key_file = key_file
@@ -194,11 +208,13 @@ class Runner:
                 sys.stderr.write(f"\rscan: {n_files[0]} files")
                 sys.stderr.flush()
 
-        groups, file_errors, new_cache = discover(paths, key, skip=[self.out], cache=cache, on_file=on_file)
+        stats: dict = {}
+        groups, file_errors, new_cache = discover(paths, key, skip=[self.out], cache=cache, on_file=on_file,
+                                                  stats=stats)
         state.save_scan_cache(key_id, new_cache)
         if self.progress and sys.stderr.isatty():
             sys.stderr.write("\r" + " " * 40 + "\r")
-        self.say(f"analyze: {n_files[0]} file(s), {len(groups)} series, {len(file_errors)} file(s) not usable")
+        self.say(f"analyze: {stats['files']} file(s), {len(groups)} series, {stats['unusable']} file(s) not usable")
         report.errors = [e.as_row() for e in file_errors]
 
         # 2. route each series from its header; reuse finished work
@@ -208,8 +224,11 @@ class Runner:
 
         table = route.RoutingTable.load(self.config.routing_file)
         registry = lifecycle.managed(ModelRegistry(self.config.models_dir), self.config.data_dir)
-        ruleset = RuleSet.load(self.config.rules_file).info
+        rules = RuleSet.load(self.config.rules_file)
+        ruleset = rules.info
+        constants = frozenset(rule_constants(rules))
         rows: dict[str, dict] = {}
+        acquisition: dict[str, dict] = {}
         todo: list[SeriesGroup] = []
         models: dict = {}
         wanted: dict[str, dict] = {}
@@ -223,6 +242,7 @@ class Runner:
                 row.update(status=T.FAILED, reason=f"cannot read header of {g.first.source.name}: {exc}")
                 rows[g.series_uid] = row
                 continue
+            acquisition[g.series_uid] = descriptors(header, key, self.shift_dates)
             decision = route.decide(header, table)
             if decision.kind is RouteKind.IGNORED:
                 row.update(status=T.IGNORED, routing=decision.kind.value, rule_id=decision.rule_id,
@@ -260,7 +280,7 @@ class Runner:
         if todo:
             bar.step("", n=0)  # draw the empty bar before the first (slow) series
         try:
-            for row in self._execute(todo):
+            for row in self._execute(todo, constants):
                 rows[row["series_uid"]] = row
                 bar.step(_note(row))
         except KeyboardInterrupt:
@@ -281,12 +301,18 @@ class Runner:
                                       "reason": f"series not analysed: {r['reason']}"})
                 if r.get("_failure") in ("model", "internal"):
                     report.internal_failures += 1
+        for r in ordered:  # descriptors from the header read now (a reused row may predate them)
+            r.update(acquisition.get(r["series_uid"], {}), svdmark_version=__version__)
         clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in ordered]
         report.rows = clean
-        report.tables = T.write_tables(T.frame(clean), self.out / "results")
+        results = T.frame(ordered)
+        report.tables = T.write_tables(results, self.out / "results")
         report.tables += T.write_tables(T.frame(report.errors, T.ERROR_COLUMNS), self.out / "errors")
+        report.tables += T.write_tables(T.frame(T.notes(ordered), T.NOTE_COLUMNS), self.out / "notes")
+        report.tables += write_beside(self.out / "results", results, rules)
         counts = {s: sum(1 for r in clean if r["status"] == s) for s in (T.ANALYSED, T.IGNORED, T.FAILED, T.PENDING)}
-        counts.update(series=len(clean), files=n_files[0], file_errors=len(file_errors), reused=skipped)
+        counts.update(series=len(clean), files=stats["files"], file_errors=stats["unusable"],
+                      duplicates=stats["duplicates"], reused=skipped)
         report.counts = counts
         report.seconds = time.perf_counter() - t_start
         write_json(self.out / "run.json", {
@@ -294,31 +320,32 @@ class Runner:
             "counts": counts, "ruleset": {"id": ruleset.id, "version": ruleset.version},
             "models": {t.value: (m.label + " sha256:" + m.sha256 if not isinstance(m, Exception) else str(m))
                        for t, m in models.items()},
-            "pseudonym_key": key_source, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "pseudonym_key": key_source, "dates_shifted": self.shift_dates, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
         return report
 
     def _outputs_exist(self, row: dict) -> bool:
         return all((self.out / row[k]).is_file() for k in ("sr_file", "seg_file", "summary_file") if row.get(k))
 
-    def _execute(self, todo: list[SeriesGroup]):
+    def _execute(self, todo: list[SeriesGroup], constants: frozenset):
         if not todo:
             return
         if self.workers == 1 or len(todo) == 1:
             for g in todo:
-                yield analyse_group(g, str(self.out), self.config)
+                yield analyse_group(g, str(self.out), self.config, constants)
             return
         import multiprocessing as mp
 
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(todo)), mp_context=mp.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self.config, threads))
+                                   initializer=_init_worker,
+                                   initargs=(self.config, threads, logs.chosen_format()))
         pending: set[Future] = set()
         queue = list(todo)
         try:
             while queue or pending:
                 while queue and len(pending) < 2 * self.workers:  # bounded: a few series in memory at once
-                    pending.add(pool.submit(analyse_group, queue.pop(0), str(self.out), self.config))
+                    pending.add(pool.submit(analyse_group, queue.pop(0), str(self.out), self.config, constants))
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in finished:
                     yield f.result()

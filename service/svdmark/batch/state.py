@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..spool import write_durably
+from .files import write_file
 
 KEY_ENV = "SVDMARK_PSEUDONYM_KEY"
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_durably(Path(path), json.dumps(data, indent=1, sort_keys=True, default=str).encode())
+    write_file(Path(path), json.dumps(data, indent=1, sort_keys=True, default=str).encode())
 
 
 def read_json(path: Path) -> Any | None:

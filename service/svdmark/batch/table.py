@@ -4,46 +4,94 @@ The same row shape serves ``svdmark analyze`` (rows from analyses it ran) and
 ``svdmark results export`` (rows from the service journal's jobs), so cohort
 statistics read either.
 
+Tidy for R, Stata and SAS: every column name is snake_case ASCII, at most 32 characters, starting
+with a letter (``valid_name``); every column holds one typed value. ``dictionary.csv`` beside the
+table gives each column's type, unit and meaning (``batch.dictionary``); the rule constants
+(cut-points, published odds ratios) are in ``rules.json`` once, not on every row.
+
 Uncertainty and the quality gate, for filtering: ``measurable`` (True/False, empty when no
 gate ran; withheld rows have no ``wml_ml``/``cmb_count``/``cmb_grade``), ``quality_reasons``
-("; "-joined), one ``quality.<score>`` column per gate score, the interval ends
-``wml_ml_low``/``wml_ml_high`` or ``cmb_count_low``/``cmb_count_high``, ``interval_method``,
-and ``category_uncertain`` (True when an interval crosses the flag's cut-point or a burden-grade
-boundary). Per flag, ``flag.<rule>`` is the category ("not-measurable" for withheld results) and
-``flag.<rule>.category_uncertain`` / ``.interval_low`` / ``.interval_high`` its values.
-``measurable`` and ``category_uncertain`` are nullable booleans (empty: no gate ran / no interval),
-so a filter reads e.g. ``df[df.measurable.fillna(True) & ~df.category_uncertain.fillna(False)]``.
+(the gate's sentences, "; "-joined for reading; one per row in ``notes.*``), one
+``quality_<score>`` column per gate score, the interval ends ``wml_ml_low``/``wml_ml_high`` or
+``cmb_count_low``/``cmb_count_high``, ``interval_method``, and ``category_uncertain`` (True when
+an interval crosses the flag's cut-point or a burden-grade boundary). Per flag rule,
+``flag_<rule>_category`` is the category ("not-measurable" for withheld results) and
+``flag_<rule>_<value>`` its per-series values (``_uncertain``, ``_low``/``_high`` interval ends,
+``_grade``, ``_or_ratio``...). Warnings are counted in ``n_warnings`` and listed one per row in
+``notes.*`` (series_uid, kind, text). ``measurable``, ``category_uncertain`` and the flags'
+``_uncertain``/``_measurable`` are nullable booleans (empty: no gate ran / no interval), so a
+filter reads e.g. ``df[df.measurable.fillna(True) & ~df.category_uncertain.fillna(False)]``.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import re
 from pathlib import Path
 from typing import Iterable
 
 from ..domain import BurdenGrade
-from ..spool import write_durably
+from .acquisition import DESCRIPTOR_COLUMNS
+from .files import write_file
 
 # status of a series in the table
 ANALYSED, IGNORED, FAILED, PENDING = "analysed", "ignored", "failed", "pending"
 
 COLUMNS = [
     "study_uid", "series_uid", "series_number", "series_description", "patient_pseudonym", "modality",
-    "n_instances", "status", "routing", "rule_id", "reason", "task", "model_name", "model_version",
+    *DESCRIPTOR_COLUMNS,
+    "n_instances", "status", "routing", "rule_id", "reason", "task", "svdmark_version", "model_name", "model_version",
     "model_sha256", "ruleset_id", "ruleset_version", "wml_ml", "cmb_count", "cmb_grade", "cmb_grade_meaning",
     "measurable", "quality_reasons", "wml_ml_low", "wml_ml_high", "cmb_count_low", "cmb_count_high",
-    "interval_method", "category_uncertain", "flags", "warnings", "slices", "slice_spacing_mm", "gantry_tilt_deg", "seconds", "total_seconds",
-    "sr_file", "seg_file", "summary_file", "sr_sop_uid", "analysed_at",
+    "interval_method", "category_uncertain", "n_warnings", "slices", "slice_spacing_mm", "gantry_tilt_deg",
+    "seconds", "total_seconds", "sr_file", "seg_file", "summary_file", "sr_sop_uid", "analysed_at",
 ]
 ERROR_COLUMNS = ["file", "series_uid", "study_uid", "sop_uid", "reason"]
+NOTE_COLUMNS = ["series_uid", "kind", "text"]
+NOTES = "_notes"  # a row's private list of (kind, text), written to notes.*
 
 _FROM_SUMMARY = ("task", "model_name", "model_version", "model_sha256", "ruleset_id", "ruleset_version", "wml_ml",
                  "cmb_count", "cmb_grade", "slices", "slice_spacing_mm", "gantry_tilt_deg", "seconds",
                  "measurable", "wml_ml_low", "wml_ml_high", "cmb_count_low", "cmb_count_high", "interval_method",
                  "category_uncertain")
-_BOOL_COLUMNS = ("measurable", "category_uncertain")
+_BOOL_COLUMNS = ("measurable", "category_uncertain", "study_date_shifted")
+_INT_COLUMNS = ("cmb_count", "cmb_grade", "n_instances", "slices", "n_warnings", "patient_age_years")
 _FLOAT_COLUMNS = ("wml_ml", "wml_ml_low", "wml_ml_high", "cmb_count_low", "cmb_count_high", "seconds",
-                  "total_seconds", "slice_spacing_mm", "gantry_tilt_deg")
+                  "total_seconds", "slice_spacing_mm", "gantry_tilt_deg", "slice_thickness_mm")
+# a flag value's column suffix (the rest keep their key)
+_FLAG_SUFFIX = {"category_uncertain": "uncertain", "interval_low": "low", "interval_high": "high"}
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+MAX_NAME = 32
+
+
+def valid_name(name: str) -> bool:
+    """A column name R, Stata and SAS all take: ``[a-z][a-z0-9_]*``, at most 32 characters."""
+    return bool(NAME_RE.match(name))
+
+
+def snake(text: str) -> str:
+    out = re.sub(r"[^a-z0-9]+", "_", str(text).lower()).strip("_")
+    return out if out and out[0].isalpha() else f"x_{out}"
+
+
+def column_name(prefix: str, middle: str, suffix: str = "") -> str:
+    """``prefix_middle_suffix`` in snake_case; a middle too long for 32 characters is cut and given
+    a 4-hex hash of itself, so two long names stay apart and the suffix stays readable."""
+    mid = snake(middle)
+    tail = f"_{snake(suffix)}" if suffix else ""
+    room = MAX_NAME - len(prefix) - 1 - len(tail)
+    if len(mid) > room:
+        mid = mid[:room - 5].rstrip("_") + "_" + hashlib.sha256(middle.encode()).hexdigest()[:4]
+    return f"{prefix}_{mid}{tail}"
+
+
+def flag_column(rule_id: str, what: str) -> str:
+    return column_name("flag", rule_id, _FLAG_SUFFIX.get(what, what))
+
+
+def quality_column(score: str) -> str:
+    return column_name("quality", score)
 
 
 def base_row(**identity) -> dict:
@@ -52,45 +100,75 @@ def base_row(**identity) -> dict:
     return row
 
 
-def fill_from_summary(row: dict, summary: dict | None) -> dict:
-    """Copy a ``summary.summarise`` dict (the journal's job summary) into a table row."""
+def fill_from_summary(row: dict, summary: dict | None, constants: Iterable[tuple[str, str]] = ()) -> dict:
+    """Copy a ``summary.summarise`` dict (the journal's job summary) into a table row.
+
+    ``constants``: (rule id, value name) pairs that are rule constants (``rules.json``), left out."""
     if not summary:
         return row
+    constants = set(constants)
     for k in _FROM_SUMMARY:
         if k in summary:
             row[k] = summary[k]
     if summary.get("cmb_grade") is not None:
         row["cmb_grade_meaning"] = BurdenGrade(int(summary["cmb_grade"])).meaning
-    row["warnings"] = "; ".join(summary.get("warnings") or [])
-    row["quality_reasons"] = "; ".join(summary.get("quality_reasons") or [])
+    warnings = [str(w) for w in summary.get("warnings") or []]
+    reasons = [str(r) for r in summary.get("quality_reasons") or []]
+    row["n_warnings"] = len(warnings)
+    row["quality_reasons"] = "; ".join(reasons)
+    row[NOTES] = [("warning", w) for w in warnings] + [("quality_reason", r) for r in reasons]
     for k, v in (summary.get("quality_scores") or {}).items():
-        row[f"quality.{k}"] = v
-    flags = summary.get("flags") or []
-    row["flags"] = "; ".join(f"{f['rule_id']}={f.get('category', '')}" for f in flags)
-    for f in flags:  # one column per flag (its category) and per flag value
+        row[quality_column(k)] = v
+    for f in summary.get("flags") or []:  # per flag: its category and each per-series value
         rid = f["rule_id"]
-        row[f"flag.{rid}"] = f.get("category")
+        row[flag_column(rid, "category")] = f.get("category")
         for k, v in f.items():
-            if k not in ("rule_id", "rule_version", "category"):
-                row[f"flag.{rid}.{k}"] = v
+            if k not in ("rule_id", "rule_version", "category") and (rid, k) not in constants:
+                row[flag_column(rid, k)] = v
     return row
 
 
+def notes(rows: Iterable[dict]) -> list[dict]:
+    """The long table of warnings and quality reasons: one row per (series, note)."""
+    return [{"series_uid": r["series_uid"], "kind": kind, "text": text}
+            for r in rows for kind, text in (r.get(NOTES) or [])]
+
+
+def _flag_kind(column: str) -> str:
+    if column.endswith("_category"):
+        return "string"
+    if column.endswith(("_uncertain", "_measurable")):
+        return "boolean"
+    if column.endswith(("_grade", "_grade_low", "_grade_high")):
+        return "Int64"
+    return "float64"
+
+
 def frame(rows: Iterable[dict], columns: list[str] = COLUMNS):
+    """A typed DataFrame of ``rows`` (private ``_`` keys dropped); every column name is ``valid_name``."""
     import pandas as pd
 
-    rows = list(rows)
+    rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     extra = sorted({k for r in rows for k in r} - set(columns))
+    bad = [c for c in columns + extra if not valid_name(c)]
+    if bad:
+        raise ValueError(f"column names not valid in R/Stata/SAS: {bad}")
     df = pd.DataFrame(rows, columns=columns + extra)
-    for c in ("cmb_count", "cmb_grade", "n_instances", "slices"):
+    for c in _INT_COLUMNS:
         if c in df:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
-    for c in _FLOAT_COLUMNS + tuple(c for c in df.columns if c.startswith("quality.")):
+    for c in _FLOAT_COLUMNS + tuple(c for c in df.columns if c.startswith("quality_") and c != "quality_reasons"):
         if c in df:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     for c in _BOOL_COLUMNS:
         if c in df:
             df[c] = df[c].map(_bool).astype("boolean")
+    for c in (c for c in df.columns if c.startswith("flag_")):
+        kind = _flag_kind(c)
+        if kind == "boolean":
+            df[c] = df[c].map(_bool).astype("boolean")
+        elif kind in ("Int64", "float64"):
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(kind)
     for c in df.columns:
         if df[c].dtype == object:
             df[c] = df[c].astype("string")
@@ -112,11 +190,10 @@ def _bool(v):
 def write_tables(df, stem: Path) -> list[Path]:
     """``stem``.csv and ``stem``.parquet, each written atomically."""
     stem = Path(stem)
-    csv_bytes = df.to_csv(index=False).encode()
-    write_durably(stem.with_suffix(".csv"), csv_bytes)
+    write_file(stem.with_suffix(".csv"), df.to_csv(index=False).encode())
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
-    write_durably(stem.with_suffix(".parquet"), buf.getvalue())
+    write_file(stem.with_suffix(".parquet"), buf.getvalue())
     return [stem.with_suffix(".csv"), stem.with_suffix(".parquet")]
 
 
@@ -134,7 +211,7 @@ def write_one(df, path: Path, fmt: str) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        write_durably(Path(path), data)
+        write_file(Path(path), data)
 
 
 def read_table(path: Path):

@@ -5,12 +5,20 @@ listed as ignored with the reason), analysed with the same pipeline and models
 as `svdmark serve`, and its SR, SEG and summary image are written to
 OUTPUT/dicom/<study UID>/<series UID>/{sr,seg,summary}.dcm.
 
-Tables (CSV and Parquet) in OUTPUT:
+Tables (CSV and Parquet) in OUTPUT, column names valid in R, Stata and SAS:
   results.*  one row per series: UIDs, patient pseudonym (keyed hash, never the ID),
-             modality, routing decision or ignore reason, model and rule set versions,
-             WML mL, CMB count and grade, flags, quality warnings, seconds
+             modality, study date, scanner manufacturer and model, kernel, slice
+             thickness, age, sex, routing decision or ignore reason, svdmark, model
+             and rule set versions, model sha256, WML mL, CMB count and grade, one
+             typed column per flag value, quality gate, seconds
   errors.*   every file that could not be used (file, series if known, reason),
              and every series that could not be analysed
+  notes.*    warnings and quality-gate reasons, one per row (series_uid, kind, text)
+dictionary.csv: every column's name, type, unit and meaning; rules.json: the flag
+rules' constants (cut-points, published odds ratios), once rather than on every row.
+
+Dates: --shift-dates moves every date of a patient by the same keyed offset (-365..365
+days, never 0; from the pseudonym key), keeping intervals between a patient's studies.
 
 Re-running the same command resumes: series already analysed with the same model
 version (and sha256) are not analysed again. Ctrl-C is safe; re-run to finish.
@@ -21,9 +29,10 @@ models, plus those installed and activated with `svdmark models`).
 Pseudonym key: --key-file, else $SVDMARK_PSEUDONYM_KEY, else a key generated once
 and kept in OUTPUT/.pseudonym.key (keep it to link pseudonyms across runs).
 
-Exit status: 0 the run completed (unusable files and ignored series are listed,
-not fatal); 1 interrupted, or a series failed for lack of a working model or an
-internal error; 2 usage error.
+Exit status: 0 the run completed and analysed at least one series (unusable files
+and ignored series are listed, not fatal); 1 nothing was analysed (no DICOM image
+series found, or every series ignored or failed), interrupted, or a series failed for
+lack of a working model or an internal error; 2 usage error.
 """
 from __future__ import annotations
 
@@ -43,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="series analysed in parallel, one process each (default 1; each needs ~1-2 GB)")
     p.add_argument("--key-file", type=Path, metavar="FILE", help="pseudonymisation key (HMAC-SHA256 of PatientID)")
     p.add_argument("--force", action="store_true", help="analyse every series again, even if already done")
+    p.add_argument("--shift-dates", action="store_true",
+                   help="shift study dates per patient by a keyed offset (-365..365 days; default: true dates)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     add_config_options(p)
     add_json_option(p)
@@ -79,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     logs.setup("ERROR")  # the progress bar and the tables say what happened
     cfg = load_config(args)
     runner = Runner(cfg, args.output, workers=args.workers, key_file=args.key_file,
-                    progress=not args.quiet and not args.json, force=args.force)
+                    progress=not args.quiet and not args.json, force=args.force, shift_dates=args.shift_dates)
     try:
         report = runner.run(args.paths)
     except KeyboardInterrupt:
@@ -94,9 +105,11 @@ def run(args: argparse.Namespace) -> int:
         human = (f"svdmark analyze: interrupted after {c[ 'analysed']} analysed series; {c['pending']} not done yet."
                  f" Run the same command again to finish (finished series are kept).")
     else:
+        dups = f", {c['duplicates']} duplicate instance(s) skipped" if c.get("duplicates") else ""
         human = (f"{c['series']} series: {c['analysed']} analysed ({c['reused']} from an earlier run), "
-                 f"{c['ignored']} ignored, {c['failed']} failed; {c['file_errors']} of {c['files']} file(s) not used\n"
-                 f"results: {args.output / 'results.csv'} (and .parquet)\n"
+                 f"{c['ignored']} ignored, {c['failed']} failed; {c['file_errors']} of {c['files']} file(s) "
+                 f"not usable{dups}\n"
+                 f"results: {args.output / 'results.csv'} (and .parquet; columns in dictionary.csv)\n"
                  f"errors:  {args.output / 'errors.csv'} (and .parquet)")
         fails = [e for e in report.errors if e["reason"].startswith("series not analysed")]
         for e in fails[:10]:
@@ -109,4 +122,13 @@ def run(args: argparse.Namespace) -> int:
             emit(args, report.as_dict(), "")
         return 1
     emit(args, report.as_dict(), human)
+    if report.nothing_analysed:
+        where = ", ".join(str(p) for p in args.paths)
+        if not c["series"]:
+            why = (f"no DICOM image series found in {where} ({c['files']} file(s) examined, "
+                   f"{c['file_errors']} not usable: see errors.csv)")
+        else:
+            why = f"none of the {c['series']} series found was analysed ({c['ignored']} ignored, {c['failed']} failed)"
+        print(f"svdmark analyze: error: nothing analysed: {why}", file=sys.stderr)
+        return 1
     return 1 if report.internal_failures else 0

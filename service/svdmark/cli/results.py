@@ -24,17 +24,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = rsub.add_parser("export", help="results table (one row per series) as CSV or Parquet",
                         description="Write the results table: one row per series, the latest analysis of each "
                                     "(all analyses with --all). Same columns as `svdmark analyze`'s results table, "
-                                    "plus job id, generation and times.")
+                                    "plus job id, generation and times. With --output FILE, FILE's stem + .dictionary.csv "
+                                    "(column types, units, meanings) and + .rules.json (rule constants) go beside "
+                                    "it.")
     q.add_argument("--format", choices=("csv", "parquet"), default="csv")
     q.add_argument("--output", "-o", type=Path, metavar="FILE", help="output file (default: stdout for csv)")
     q.add_argument("--all", action="store_true", help="every job, superseded analyses included")
+    q.add_argument("--shift-dates", action="store_true",
+                   help="shift study dates per patient by a keyed offset (-365..365 days; default: true dates)")
     _source_options(q)
     q.set_defaults(func=run_export)
 
-    q = rsub.add_parser("summary", help="cohort statistics: median (IQR) WML, burden grades, routing, failures",
+    q = rsub.add_parser("summary", help="cohort statistics: median (IQR) WML, burden grades, flags, routing",
                         description="Cohort statistics as papers report them: median (IQR) WML volume, "
-                                    "microbleed burden grades n (%%), series by routing decision, ignore and "
-                                    "failure reasons.")
+                                    "microbleed burden grades n (%%), flag categories n (%%) per rule, series by "
+                                    "routing decision, ignore and failure reasons.")
     _source_options(q)
     add_json_option(q)
     q.set_defaults(func=run_summary)
@@ -52,7 +56,10 @@ def _source_options(q: argparse.ArgumentParser) -> None:
 def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dict]:
     import pydicom
 
+    from .. import __version__
     from ..batch import table as T
+    from ..batch.acquisition import descriptors
+    from ..batch.dictionary import rule_constants
     from ..batch.state import resolve_key
     from ..errors import ConfigError
     from ..journal import Journal
@@ -63,6 +70,7 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
         raise ConfigError(f"no journal at {cfg.journal_path}; is --data-dir right? (or give --table)")
     journal = Journal(cfg.journal_path)
     key, _ = resolve_key(getattr(args, "key_file", None), cfg.data_dir / ".pseudonym.key")
+    constants = rule_constants(_ruleset(args))
     jobs = [dict(r) for r in journal.query("SELECT * FROM jobs ORDER BY series_uid, generation, id")]
     if latest_only:
         last: dict[str, dict] = {}
@@ -91,9 +99,11 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
                                if h is not None and str(h.get("PatientID", "") or "").strip() else None),
             n_instances=n, status=_STATUS.get(j["state"], j["state"]), routing=j["routing"], rule_id=j["rule_id"],
             reason=j["detail"], model_name=j["model_name"], model_version=j["model_version"],
-            model_sha256=j["model_sha"], ruleset_version=j["ruleset_version"])
+            model_sha256=j["model_sha"], ruleset_version=j["ruleset_version"], svdmark_version=__version__)
+        if h is not None:
+            row.update(descriptors(h, key, getattr(args, "shift_dates", False)))
         summary = json.loads(j["summary"]) if j["summary"] else None
-        T.fill_from_summary(row, summary)
+        T.fill_from_summary(row, summary, constants)
         outputs = journal.query("SELECT kind, sop_uid, path FROM results WHERE job_id=?", (j["id"],))
         for o in outputs:
             row[f"{o['kind']}_file"] = o["path"]
@@ -106,6 +116,12 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
         row.update(job_id=j["id"], generation=j["generation"], job_state=j["state"], completion=j["completion"])
         rows.append(row)
     return rows
+
+
+def _ruleset(args: argparse.Namespace):
+    from ..rules import RuleSet
+
+    return RuleSet.load(load_config(args).rules_file)
 
 
 def load_frame(args: argparse.Namespace, latest_only: bool = True):
@@ -122,10 +138,14 @@ def run_export(args: argparse.Namespace) -> int:
     if args.format == "parquet" and args.output is None:
         print("svdmark results export: error: --format parquet needs --output FILE", file=sys.stderr)
         return 2
+    from ..batch.dictionary import write_beside
+
     df, _ = load_frame(args, latest_only=not args.all)
     T.write_one(df, args.output or Path("-"), args.format)
     if args.output is not None:
-        print(f"{len(df)} row(s) written to {args.output}", file=sys.stderr)
+        extra = write_beside(args.output, df, _ruleset(args), prefix=f"{Path(args.output).stem}.")
+        print(f"{len(df)} row(s) written to {args.output}; column meanings in {extra[0]}, rule constants in "
+              f"{extra[-1]}", file=sys.stderr)
     return 0
 
 
