@@ -69,3 +69,30 @@ def test_destination_without_seg_gets_sr_and_summary_and_the_seg_is_a_dead_lette
     finally:
         svd.stop()
         pacs.stop()
+
+
+def test_a_stalled_destination_delays_only_itself(tmp_path, pacs):
+    """A destination that accepts TCP connections and never answers (a hung PACS) holds its own outbox thread
+    for the exporter's 30 s timeout; the healthy destination has all its results before that first try ends."""
+    import socket
+    import sqlite3
+
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(8)  # the kernel accepts; nobody ever reads or answers
+    stalled_port = stalled.getsockname()[1]
+    study = write_study(tmp_path / "in", seed=52, kind="ncct", vendor="ge", distractors=False, matrix=96)
+    data = tmp_path / "data"
+    svd = Svdmark(data, [f"HUNG@127.0.0.1:{stalled_port}", f"{pacs.aet}@127.0.0.1:{pacs.port}"]).start()
+    try:
+        send_studies([study], svd.port)
+        got = wait_until(lambda: (lambda g: g if len(g["SR"]) + len(g["SEG"]) + len(g["OT"]) == 3 else None)(
+            results_by_kind(pacs)), 240, "the healthy destination's three results")
+        assert (len(got["SR"]), len(got["SEG"]), len(got["OT"])) == (1, 1, 1)
+        db = sqlite3.connect(data / "journal.sqlite")
+        hung = db.execute("SELECT state, attempts FROM deliveries WHERE destination LIKE 'HUNG@%'").fetchall()
+        db.close()
+        assert len(hung) == 3 and all(attempts == 0 for _, attempts in hung), hung  # its first try still hangs
+    finally:
+        svd.stop()
+        stalled.close()
