@@ -22,13 +22,12 @@ Two kinds of metrics:
 * **State gauges read from the journal at scrape time** (so they are right after a restart):
   queue depth per queue, series analysed by routing decision, deliveries by state (dead letters).
 
-The server is a single-threaded ``http.server`` in one daemon thread (one journal connection,
-no thread per request). It binds 127.0.0.1 by default; nothing here is authenticated, so expose
-it beyond localhost only behind a firewall or a reverse proxy.
+The server is prometheus_client's WSGI server (``svdmark.metrics``, with ``svdmark_build_info``) in
+a daemon thread. It binds 127.0.0.1 by default; nothing here is authenticated, so expose it beyond
+localhost only behind a firewall or a reverse proxy.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
@@ -36,14 +35,13 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from . import metrics
 from .logs import event
 
 log = logging.getLogger("svdmark.health")
@@ -57,6 +55,7 @@ DELIVERIES = Counter("svdmark_outbox_attempts", "Outbox delivery attempts by out
 STAGE_SECONDS = Histogram("svdmark_stage_seconds", "Analysis job duration by pipeline stage", ["stage"],
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600),
                           registry=REGISTRY)
+BUILD_INFO = metrics.register_build_info(REGISTRY)  # svdmark_build_info
 ASSOCIATIONS = Counter("svdmark_associations_refused", "Associations refused, by reason",
                        ["reason"], registry=REGISTRY)
 
@@ -236,43 +235,21 @@ class HealthServer:
         self.listener_up = listener_up
         self._collector = _JournalCollector(self.journal_path)
         REGISTRY.register(self._collector)
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's naming)
-                path = self.path.split("?", 1)[0]
-                if path in ("/healthz", "/health", "/"):
-                    healthy, report = check(outer.journal_path, outer.spool_dir, outer.listener_up)
-                    body, ctype, code = (json.dumps(report).encode(), "application/json", 200 if healthy else 503)
-                elif path == "/metrics":
-                    body, ctype, code = generate_latest(REGISTRY), CONTENT_TYPE_LATEST, 200
-                else:
-                    body, ctype, code = b"not found: try /healthz or /metrics\n", "text/plain", 404
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, fmt, *args):  # scrapes are not events worth a log line
-                pass
-
-        self._httpd = HTTPServer((host, port), Handler)
-        self._httpd.timeout = 1.0
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="svdmark-health", daemon=True)
+        # HTTP through prometheus_client's WSGI server (svdmark.metrics)
+        self._httpd = metrics.Server(host, port, metrics.app(
+            REGISTRY, lambda: check(self.journal_path, self.spool_dir, self.listener_up)))
 
     @property
     def address(self) -> tuple[str, int]:
-        return self._httpd.server_address[:2]
+        return self._httpd.address
 
     def start(self) -> "HealthServer":
-        self._thread.start()
+        self._httpd.start()
         event(log, "health_listening", host=self.address[0], port=self.address[1], paths="/healthz,/metrics")
         return self
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._httpd.stop()
         try:
             REGISTRY.unregister(self._collector)
         except KeyError:
