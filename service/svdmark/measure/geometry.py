@@ -1,5 +1,13 @@
-"""Geometry helpers for findings on the source grid (sheared grids included)."""
+"""Geometry helpers for findings on the source grid (sheared grids included): microbleed balls for the
+SEG, and each microbleed's MARS location class.
+
+``locate`` is hand-written (numpy/scipy.ndimage): the maintained brain-parcellation tools (FreeSurfer,
+SynthSeg, FSL) need a T1 image, a GPU or an atlas download at run time, none of which the service has for an
+SWI series; a coarse geometric rule on the head's own shape is what can run here, and its limits are stated.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,6 +45,107 @@ def ball_mask(volume: Volume, centres_kij, diameters_mm) -> np.ndarray:
     return mask
 
 
-def locate(volume: Volume, centres_kij) -> list[str]:
-    """Anatomical location per microbleed; "unspecified" where it cannot be told."""
-    return ["unspecified"] * len(centres_kij)
+# MARS location classes (Gregoire et al., Neurology 2009): lobar = cortex and subcortical/juxtacortical white
+# matter; deep = basal ganglia, thalamus, internal/external capsule, corpus callosum, deep and periventricular
+# white matter; infratentorial = brainstem and cerebellum.
+LOBAR, DEEP, INFRATENTORIAL, UNSPECIFIED = "lobar", "deep", "infratentorial", "unspecified"
+
+
+@dataclass(frozen=True)
+class HeadFrame:
+    """What :func:`locate` measures on the head: its mask, the in-plane depth below its surface, its widest
+    axial section (height ``z_ref`` and centre ``centre_xy`` in patient mm) and that section's largest depth."""
+
+    mask: np.ndarray
+    depth_mm: np.ndarray
+    z_ref: float
+    centre_xy: np.ndarray
+    max_depth_mm: float
+
+
+def head_frame(volume: Volume, foreground: float = 0.35) -> HeadFrame | None:
+    """The head's mask and geometry, or None when the volume has no head-sized object or is not axial.
+
+    Mask: voxels above ``foreground`` × the head's median intensity (as the SWI quality scores), holes
+    filled per slice (the dark skull and CSF inside the scalp), largest connected object. Depth: the
+    in-plane distance (mm) to the mask's edge, per slice, so that the top and bottom of a partial slab
+    are not taken for the brain surface.
+    """
+    from scipy import ndimage as ndi
+
+    from ..infer.preprocess import foreground_reference
+
+    if abs(float(volume.normal[2])) < 0.8:  # not an axial acquisition: "up" is not across the slices
+        return None
+    a = np.asarray(volume.array, np.float32)
+    mask = a > foreground * foreground_reference(a)
+    mask = np.stack([ndi.binary_fill_holes(m) for m in mask])
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return None
+    mask = lab == (1 + int(np.argmax(ndi.sum(mask, lab, range(1, n + 1)))))
+    depth = np.stack([ndi.distance_transform_edt(m, sampling=volume.pixel_spacing) for m in mask])
+    area = mask.reshape(mask.shape[0], -1).sum(axis=1)
+    k = int(np.argmax(area))
+    ii, jj = np.nonzero(mask[k])
+    centre = volume.index_to_patient(k, float(ii.mean()), float(jj.mean()))
+    return HeadFrame(mask=mask, depth_mm=depth, z_ref=float(centre[2]), centre_xy=np.asarray(centre[:2]),
+                     max_depth_mm=float(depth[k].max()))
+
+
+def locate(volume: Volume, centres_kij, *, deep_fraction: float = 0.5, incisura_mm: float = 15.0,
+           tentorium_slope: float = 0.21, fossa_mm: float = 8.0, stem_mm: float = 12.0,
+           deep_box_mm: tuple[float, float, float] = (22.0, -30.0, 45.0)) -> list[str]:
+    """MARS location class ("lobar", "deep", "infratentorial") per microbleed at index-space ``centres_kij``.
+
+    How, on the head's own geometry (:func:`head_frame`; patient axes, LPS: +z up, +y posterior):
+
+    * **infratentorial** — below the tentorium and in the posterior fossa. The tentorium is modelled as a
+      tent whose apex (the incisura) lies ``incisura_mm`` below the head's widest axial section and that
+      slopes down by ``tentorium_slope`` (tan 12°) per mm laterally and posteriorly; the posterior fossa is
+      behind a line ``fossa_mm`` posterior to that section's centre (the petrous ridges), or within
+      ``stem_mm`` of the midline and not more than ``stem_mm`` anterior to the centre (brainstem). Low
+      temporal-lobe and orbitofrontal bleeds (anterior) stay supratentorial.
+    * **deep** — supratentorial, at least ``deep_fraction`` of the widest section's largest depth below
+      the head's surface in its slice (basal ganglia, thalami, internal capsule, periventricular white matter
+      lie 45 mm and more inside an adult head whose half-width is 70–80 mm; cortex and juxtacortical white
+      matter lie within ~30 mm: scalp, skull, CSF, cortex, subcortical white matter), and inside the box
+      ``deep_box_mm`` = (anterior limit, lower, upper limit) around the widest section's centre: the deep
+      grey nuclei and the ventricles do not reach the frontal base, the skull base or the high convexity,
+      where a large in-plane depth means the face or the vertex, not deep brain.
+    * **lobar** — the rest of the supratentorial brain.
+
+    Limits (why "unspecified" exists and what to check): needs an axial acquisition (otherwise every bleed
+    is "unspecified") and a head that is roughly upright; the widest section must be in the slab (a slab
+    that stops above it moves the tentorium up). The depth is taken from the scalp, not from the brain
+    surface, and the interhemispheric fissure is not seen: medial cortex near the midline (cingulate,
+    precuneus) far from the scalp in its slice is called deep, insular cortex likewise. The tentorium is a
+    model, not segmented; bleeds within a few mm of it, of the depth threshold or of the fossa line can
+    fall on either side. Tested on phantoms whose anatomy places bleeds in each class
+    (tests/unit/test_locate.py), not validated on patients.
+    """
+    centres = [np.asarray(c, float) for c in centres_kij]
+    if not centres:
+        return []
+    frame = head_frame(volume)
+    if frame is None:
+        return [UNSPECIFIED] * len(centres)
+    out = []
+    nz, ny, nx = volume.shape
+    for c in centres:
+        k, i, j = (int(np.clip(np.rint(v), 0, n - 1)) for v, n in zip(c, (nz, ny, nx)))
+        if not frame.mask[k, i, j]:
+            out.append(UNSPECIFIED)
+            continue
+        x, y, z = volume.index_to_patient(*c)
+        dx, dy = x - frame.centre_xy[0], y - frame.centre_xy[1]
+        tentorium = frame.z_ref - incisura_mm - tentorium_slope * (abs(dx) + max(dy, 0.0))
+        posterior_fossa = dy > fossa_mm or (abs(dx) < stem_mm and dy > -stem_mm)
+        if z < tentorium and posterior_fossa:
+            out.append(INFRATENTORIAL)
+        elif (frame.depth_mm[k, i, j] >= deep_fraction * frame.max_depth_mm
+              and dy >= -deep_box_mm[0] and deep_box_mm[1] <= z - frame.z_ref <= deep_box_mm[2]):
+            out.append(DEEP)
+        else:
+            out.append(LOBAR)
+    return out
