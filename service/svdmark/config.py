@@ -46,6 +46,16 @@ Environment variables: ``SVDMARK_HOST``, ``SVDMARK_PORT``, ``SVDMARK_AE_TITLE``,
 
 ``allow_calling_ae`` entries are ``AET`` or ``AET@HOST`` (HOST: an IP address or a name, which
 is resolved when the association arrives); a host-bound entry admits that AE title only from there.
+
+Why the layering is our own code and not pydantic-settings (considered for issue 12): it is two
+tables (``_FILE_KEYS``: TOML ``section.key`` → field, ``_ENV_KEYS``: variable → field), one
+converter (``_convert``) and ``load`` — about 75 lines — over a frozen dataclass whose
+``validate`` holds the cross-field rules (TLS cert with key, settle <= fallback, AE titles).
+pydantic-settings would need a nested model per TOML section plus a custom TOML source and
+per-field aliases to keep today's flat ``SVDMARK_*`` names and ``[section] key`` file, would not
+remove ``validate``, and would add pydantic and its compiled core to a hospital service's
+dependencies; errors here already name the file, section and key or the variable. Unknown keys
+are refused, which pydantic-settings ignores by default.
 """
 from __future__ import annotations
 
