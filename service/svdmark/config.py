@@ -54,8 +54,7 @@ converter (``_convert``) and ``load`` — about 75 lines — over a frozen datac
 pydantic-settings would need a nested model per TOML section plus a custom TOML source and
 per-field aliases to keep today's flat ``SVDMARK_*`` names and ``[section] key`` file, would not
 remove ``validate``, and would add pydantic and its compiled core to a hospital service's
-dependencies; errors here already name the file, section and key or the variable. Unknown keys
-are refused, which pydantic-settings ignores by default.
+dependencies; errors here already name the file, section and key or the variable.
 """
 from __future__ import annotations
 
