@@ -62,24 +62,28 @@ PRIVATE_UMASK = 0o077
 def make_private(data_dir: Path, files: list[Path] = ()) -> None:
     """Everything under ``data_dir`` readable by the service user only, now and from now on.
 
-    Sets the process umask to 0o077 (new files 0600, directories 0700: SQLite's -wal/-shm files
-    copy the database file's mode), then tightens what already exists: ``data_dir`` and every
-    directory below it to 0700, ``files`` (the journal) with their -wal/-shm and every file below
-    the spool to 0600.
+    Sets the process umask to 0o077 (new files 0600, directories 0700; SQLite's -wal/-shm files
+    copy the database file's mode), makes ``data_dir`` 0700, which alone closes everything below it
+    to others, and tightens the entries at most two levels down (the journal and its -wal/-shm, the
+    spool's areas, ``service.json``) to 0700/0600 without walking a large spool.
     """
     os.umask(PRIVATE_UMASK)
     root = Path(data_dir)
     root.mkdir(parents=True, exist_ok=True)
-    for dirpath, dirnames, filenames in os.walk(root):
-        os.chmod(dirpath, 0o700)
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                os.chmod(path, 0o600)
+    for path in [root, *_children(root), *(c for d in _children(root) if d.is_dir() for c in _children(d))]:
+        if not path.is_symlink():
+            os.chmod(path, 0o700 if path.is_dir() else 0o600)
     for f in files:
         for path in (Path(f), Path(f"{f}-wal"), Path(f"{f}-shm")):
             if path.exists():
                 os.chmod(path, 0o600)
+
+
+def _children(d: Path) -> list[Path]:
+    try:
+        return [p for p in d.iterdir() if not p.is_symlink()] if d.is_dir() else []
+    except OSError:
+        return []
 
 
 def write_durably(final: Path, data: bytes) -> None:

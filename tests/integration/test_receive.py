@@ -18,7 +18,7 @@ from svdmark.journal import Journal
 from svdmark.receive import AssociationTracker, Receiver, build_ae
 from svdmark.spool import Spool
 
-from tests.peers import echo_ok, storescu
+from tests.peers import echo_ok, storescu, wait_until
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 SC = "1.2.840.10008.5.1.4.1.1.7"
@@ -74,7 +74,9 @@ def test_stores_durably_and_resend_is_harmless(tmp_path, listener):
     assert len(stored) == 5
     for inst in stored:
         assert pydicom.dcmread(inst.path).SOPInstanceUID == inst.sop_uid
-    assert journal.series_row(series).released  # association release was recorded
+    # association release is recorded by the listener after it has answered the release: poll
+    wait_until(lambda: journal.series_row(series).released, 10, "the association release in the journal",
+               interval=0.05)
     storescu(files, port)  # identical resend
     assert len(journal.instances(series)) == 5
     assert journal.series_row(series).generation == 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections import Counter
 from dataclasses import dataclass, field
 
 from pydicom.uid import UID
@@ -92,9 +91,8 @@ class ConnectionGate:
             conn.timer.daemon = True
             conn.timer.start()
 
-    def requested(self, ev) -> tuple[bool, int]:
-        """EVT_REQUESTED. Returns (admit, negotiated associations now open); the caller rejects
-        when ``admit`` is False."""
+    def requested(self, ev) -> bool:
+        """EVT_REQUESTED. Whether to admit the association (the caller rejects it otherwise)."""
         assoc = ev.assoc
         with self._lock:
             self._prune()
@@ -104,13 +102,12 @@ class ConnectionGate:
             conn.requested = True
             if conn.timer is not None:
                 conn.timer.cancel()
-            open_slots = sum(1 for c in self._conns.values() if c.slot and not c.closed)
             if echo_only(assoc):
-                return True, open_slots
-            if open_slots >= self.max_associations:
-                return False, open_slots
+                return True
+            if sum(1 for c in self._conns.values() if c.slot and not c.closed) >= self.max_associations:
+                return False
             conn.slot = True
-            return True, open_slots + 1
+            return True
 
     def closed(self, ev) -> None:
         """EVT_CONN_CLOSE, EVT_RELEASED, EVT_ABORTED: the slot is free again."""
@@ -120,11 +117,6 @@ class ConnectionGate:
             conn.closed = True
             if conn.timer is not None:
                 conn.timer.cancel()
-
-    def per_host(self) -> Counter:
-        with self._lock:
-            self._prune()
-            return Counter(c.address for c in self._conns.values())
 
     # ------------------------------------------------------------------ internals
     def _expire(self, assoc) -> None:
@@ -172,6 +164,7 @@ def _drop(assoc) -> None:
     The acceptor waits ``acse_timeout`` for an A-ASSOCIATE-RQ that will not come; zero makes it stop now.
     """
     assoc.acse_timeout = 0.01
+    assoc._svdmark_dropped = True  # noqa: SLF001 - read by DroppedConnectionFilter
     sock = getattr(assoc.dul, "socket", None)
     raw = getattr(sock, "socket", None)
     if raw is None:
@@ -180,3 +173,25 @@ def _drop(assoc) -> None:
         raw.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+class DroppedConnectionFilter(logging.Filter):
+    """pynetdicom's own lines about a connection the gate closed ("The received PDU is shorter than
+    expected") repeat the gate's one line: drop them. They are logged in that connection's DUL or
+    association thread, which leads to its Association."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        thread = threading.current_thread()
+        assoc = getattr(thread, "assoc", thread)
+        return not getattr(assoc, "_svdmark_dropped", False)
+
+
+_DROPPED_FILTER = DroppedConnectionFilter()
+
+
+def quiet_dropped_connections() -> None:
+    """Idempotent: put :class:`DroppedConnectionFilter` on pynetdicom's loggers."""
+    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "pynetdicom"] + ["pynetdicom"]:
+        lg = logging.getLogger(name)
+        if _DROPPED_FILTER not in lg.filters:
+            lg.addFilter(_DROPPED_FILTER)

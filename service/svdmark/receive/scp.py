@@ -14,8 +14,10 @@ memory.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import os
 import socket
 import sqlite3
 import threading
@@ -52,7 +54,7 @@ from ..config import Config
 from ..errors import Rejected
 from ..journal import Journal
 from ..logs import event
-from ..spool import Spool, make_private
+from ..spool import Spool, make_private, valid_uid as _valid
 from . import gate as gate_mod, phi
 from .gate import ConnectionGate
 from .sink import received_file
@@ -148,8 +150,6 @@ class StorageHealth:
 
 def _os_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
-        import errno
-
         name = errno.errorcode.get(exc.errno or 0, "")
         return f"{name or type(exc).__name__}: {exc.strerror or 'I/O error'}"
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"  # sqlite3: no values
@@ -171,6 +171,7 @@ class Receiver:
         self._discard_lock = threading.Lock()
         make_private(config.data_dir, [config.journal_path])
         phi.install(_site_key(config))
+        gate_mod.quiet_dropped_connections()
 
     def handle_echo(self, event_) -> int:
         return 0x0000
@@ -222,7 +223,8 @@ class Receiver:
                   reason=f"{where} write failed", sop_uid=item.sop_uid, calling_ae=calling)
             health.instance_received("error", STATUS_OUT_OF_RESOURCES)
             return STATUS_OUT_OF_RESOURCES
-        self.storage.succeeded()
+        if outcome != "duplicate":  # a write went through: the disk takes writes again
+            self.storage.succeeded()
         health.instance_received(outcome)
         self.tracker.add(id(ev.assoc), item.series_uid)
         event(log, "instance_stored", logging.DEBUG, sop_uid=item.sop_uid, series_uid=item.series_uid, outcome=outcome,
@@ -260,22 +262,22 @@ class Receiver:
 
     # ------------------------------------------------------------------ association life cycle
     def handle_released(self, ev) -> None:
-        self.gate.closed(ev)
-        self._report_discarded(ev)
         series = self.tracker.close(id(ev.assoc))
         if series:
             self.journal.mark_released(sorted(series))
             event(log, "association_released", calling_ae=ev.assoc.requestor.ae_title, series=len(series))
             self.on_stored()
-
-    def handle_closed(self, ev) -> None:
         self.gate.closed(ev)
         self._report_discarded(ev)
+
+    def handle_closed(self, ev) -> None:
         series = self.tracker.close(id(ev.assoc))
         if series:
             event(log, "association_ended_without_release", logging.WARNING,
                   calling_ae=ev.assoc.requestor.ae_title, series=len(series))
             self.on_stored()
+        self.gate.closed(ev)
+        self._report_discarded(ev)
 
     def handle_accepted(self, ev) -> None:
         """One line per presentation context the association was refused, with what was proposed."""
@@ -314,8 +316,7 @@ class Receiver:
         echo-only exempt) and the host binding of the allow-list (pynetdicom checks only the title)."""
         rq = ev.assoc.requestor
         calling = str(ev.assoc.requestor.primitive.calling_ae_title).strip()
-        admit, _ = self.gate.requested(ev)
-        if not admit:
+        if not self.gate.requested(ev):
             self._reject(ev, calling, "max_associations", f"maximum associations ({self.config.max_associations}) "
                          "reached", (0x02, 0x03, 0x02))  # transient, service provider (presentation), local limit
             return
@@ -383,16 +384,8 @@ class Receiver:
         ]
 
 
-def _valid(uid: str) -> bool:
-    from ..spool import valid_uid
-
-    return valid_uid(uid)
-
-
 def _site_key(config: Config) -> bytes | None:
     """The site's pseudonymisation key if one exists (invalid UIDs in logs are hashed with it)."""
-    import os
-
     env = os.environ.get("SVDMARK_PSEUDONYM_KEY", "").strip()
     if env:
         return env.encode()
