@@ -50,3 +50,36 @@ def test_series_in_two_associations_yields_one_sr_on_all_instances(tmp_path, pac
         assert "series_incomplete_waiting" not in svd.log_text()
     finally:
         svd.stop()
+
+
+def sr_texts(item):
+    for i in item.get("ContentSequence", []):
+        yield str(i.get("TextValue", ""))
+        yield from sr_texts(i)
+
+
+def test_a_part_whose_association_was_aborted_is_analysed_with_the_incomplete_warning(tmp_path, pacs):
+    """The sender dies mid-series (storescu --abort: no release) and never resends: the quiet timer does not
+    complete the part as if it were the whole; after the longest wait it is analysed, and its SR says so."""
+    study = write_study(tmp_path / "in", seed=42, kind="ncct", vendor="philips", distractors=False, matrix=96)
+    files = sorted(Path(study.out_dir).rglob("*.dcm"))
+    assert "ImagesInAcquisition" not in pydicom.dcmread(files[0], stop_before_pixels=True)  # nothing declared
+    part = files[: len(files) // 2]
+    cfg = tmp_path / "svdmark.toml"
+    cfg.write_text("[assemble]\nsettle_seconds = 1.0\nfallback_seconds = 3.0\nincomplete_max_wait_seconds = 12.0\n")
+    svd = Svdmark(tmp_path / "data", [f"{pacs.aet}@127.0.0.1:{pacs.port}"], extra=("--config", str(cfg))).start()
+    try:
+        storescu(part, svd.port, extra=("--abort",))
+        got = wait_until(lambda: (lambda g: g if g["SR"] else None)(results_by_kind(pacs)), 240, "the SR")
+        (sr,) = got["SR"]
+        warning = (f"incomplete series: {len(part)} images, number expected unknown (the sending association "
+                   "ended without a normal release)")
+        assert warning in set(sr_texts(sr))
+        db = sqlite3.connect(tmp_path / "data" / "journal.sqlite")
+        ((completion, stored),) = db.execute("SELECT completion, completion_warning FROM jobs").fetchall()
+        db.close()
+        assert stored == warning and "longest wait for an incomplete series" in completion
+        log = svd.log_text()
+        assert log.count("series_incomplete_waiting") == 1  # held past the 3 s timer, said once
+    finally:
+        svd.stop()
