@@ -10,7 +10,8 @@
 --    backoff with jitter. The Lua engine never sleeps: on Orthanc >= 1.11 the retry queue is
 --    drained by OnHeartBeat (LuaHeartBeatPeriod in orthanc.json); Orthanc 1.10 (Debian bookworm)
 --    has no Lua timer, so there a detached wake-up process (sleep, then curl on the local REST
---    API; os.execute returns at once) resubmits the job when it is due.
+--    API; os.execute returns at once) resubmits the job when it is due. That path needs curl and
+--    the REST API on 127.0.0.1 without authentication (AuthenticationEnabled false, as shipped).
 --    When Orthanc itself restarts, series that were never confirmed as sent are sent again.
 --  * When svdmark's results (SR, SEG, summary image) arrive, the study gets the metadata
 --    "svdmark-results" (the kinds received, e.g. "OT,SEG,SR") and, on Orthanc >= 1.12,
