@@ -289,7 +289,8 @@ class Receiver:
             event(log, "presentation_context_refused", logging.WARNING, calling_ae=rq.ae_title.strip(),
                   address=rq.address, sop_class=uid if _valid(uid) else phi.uid_hash(uid),
                   sop_class_name=UID(uid).name if _valid(uid) else "",
-                  transfer_syntaxes=",".join(str(t) for t in asked.transfer_syntax),
+                  transfer_syntaxes=",".join(str(t) if _valid(str(t)) else phi.uid_hash(str(t))
+                                             for t in asked.transfer_syntax),
                   reason=_CONTEXT_RESULT.get(cx.result, f"result {cx.result}"))
 
     def handle_rejected(self, ev) -> None:
