@@ -112,13 +112,14 @@ def problems() -> dict[str, str]:
         return dict(_PROBLEMS)
 
 
-MIN_FREE_BYTES = 64 * 2**20  # below this on the data dir's file system, a spool write or journal commit may fail
+MIN_FREE_BYTES = 64 * 2**20  # below this (and below MIN_FREE_FRACTION), a spool write or journal commit may fail
+MIN_FREE_FRACTION = 0.05  # so that a small data file system is not called full while it has room
 
 
 def _disk_free(spool_dir: Path) -> tuple[bool, int]:
     st = os.statvfs(spool_dir)
     free = st.f_bavail * st.f_frsize
-    return free >= MIN_FREE_BYTES, free
+    return free >= min(MIN_FREE_BYTES, MIN_FREE_FRACTION * st.f_blocks * st.f_frsize), free
 
 
 # ------------------------------------------------------------------ journal-derived state
@@ -217,7 +218,7 @@ def check(journal_path: Path, spool_dir: Path, listener_up: Callable[[], bool]) 
         enough, free = _disk_free(spool_dir)
         report["disk_free_bytes"] = free
         if not enough:
-            found["disk"] = f"disk full: {free // 2**20} MiB free on the data directory's file system"
+            found["disk"] = f"disk full: {free / 2**20:.1f} MiB free on the data directory's file system"
     except OSError as exc:
         found["disk"] = f"disk space unknown: {exc.strerror}"
     report["problems"] = found
