@@ -146,7 +146,7 @@ class Config:
     # association policy
     max_associations: int = 8
     max_pdu: int = 262_144
-    acse_timeout: float = 30.0
+    acse_timeout: float = 30.0  # read from old files, no longer used: the listener's ARTIM is request_timeout
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0
     max_dataset_bytes: int = 512 * 1024 * 1024
