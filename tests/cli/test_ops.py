@@ -78,7 +78,7 @@ def test_second_serve_on_the_same_data_dir_is_refused(served, tmp_path):
     assert json.loads((served.data_dir / "service.json").read_text())["pid"] == served.svd.proc.pid  # untouched
 
 
-def test_serve_without_models_refuses_unless_receive_only(tmp_path):
+def test_serve_without_models_refuses_unless_receive_only(tmp_path, studies):
     empty = tmp_path / "no-models"
     empty.mkdir()
     env = {"SVDMARK_MODELS_DIR": str(empty)}
@@ -86,12 +86,26 @@ def test_serve_without_models_refuses_unless_receive_only(tmp_path):
     _one_line_error(r, 1, "no active model", "--receive-only")
     assert not (tmp_path / "data" / "service.json").exists()
 
-    from tests.peers import Svdmark, echo_ok
+    from tests.peers import Svdmark, send_studies
 
-    svd = Svdmark(tmp_path / "data", [], extra=("--receive-only",), env=env).start()
+    svd = Svdmark(tmp_path / "data", [], extra=("--receive-only", "--settle-seconds", "1"), env=env).start()
     try:
-        assert echo_ok(svd.port, "SVDMARK")
         assert "no_active_model" in svd.log_text()
+        send_studies([studies["ncct"]], svd.port)  # received and journalled; the analysis fails: no model
+
+        def failed():
+            jobs = json.loads(svd.cli("jobs", "list", "--state", "failed", "--json").stdout)
+            return jobs or None
+
+        (job,) = wait_until(failed, 120, "the target series' job failed for want of a model")
+        assert "no model" in job["detail"]
+        r = svd.cli("jobs", "list", "--state", "failed")
+        assert "no model" in r.stdout and r.stdout.splitlines()[0].startswith("ID")
+        assert json.loads(svd.cli("jobs", "retry", str(job["id"]), "--json").stdout) == \
+            {"job_id": job["id"], "requeued": True}
+        wait_until(failed, 120, "the re-queued job failed again (still no model)")
+        r = svd.cli("jobs", "retry", str(job["id"]))
+        assert r.returncode == 0 and r.stdout.strip() == f"job {job['id']} re-queued"
     finally:
         svd.stop()
 
