@@ -23,9 +23,11 @@ EXIT_BROKEN_PIPE = 141  # what a shell reports for a process ended by SIGPIPE (1
 class Parser(argparse.ArgumentParser):
     """argparse with a one-line usage error (and the JSON error shape under --json)."""
 
+    argv: list[str] = []  # the command line being parsed (set by main)
+
     def error(self, message: str):  # noqa: D401 (argparse's name)
         command = self.prog.removeprefix("svdmark").strip()
-        if "--json" in sys.argv[1:]:
+        if "--json" in Parser.argv:
             print(error_json(command, message, 2))
         else:
             print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
@@ -59,7 +61,8 @@ def _quiet_broken_pipe() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    Parser.argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(Parser.argv)
     try:
         logs.use_format(getattr(args, "log_format", None))
         code = int(args.func(args) or 0)
