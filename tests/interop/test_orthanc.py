@@ -281,7 +281,7 @@ def test_a_failing_destination_does_not_block_the_lua_engine(tmp_path):
 
         # wait for a retry far enough away that a second series can become stable meanwhile
         def long_wait():
-            waits = [int(w) for w in re.findall(rf"sending series {first_id} failed \(attempt \d+\); retrying in (\d+) s",
+            waits = [int(w) for w in re.findall(rf"sending series {first_id} failed \(attempt \d+\); retrying in (\d+)(?:\.\d+)? s",
                                                 orthanc.log_text())]
             return waits[-1] if waits and waits[-1] >= 8 else None
 
