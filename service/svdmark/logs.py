@@ -94,7 +94,10 @@ def _format_exc(exc_info) -> str:
 
 
 def _json_value(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
+    """A JSON scalar: None, bool, int, finite float, str (NaN and infinities as text: JSON has none)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
         return value
     return str(value)
 
@@ -108,11 +111,7 @@ def _render_text(logger: Any, method: str, ed: dict) -> str:
 
 
 def _text_value(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, (int, float)) and value == value and value not in (float("inf"), float("-inf")):
-        return json.dumps(value)
-    return json.dumps(str(value), ensure_ascii=False)
+    return json.dumps(_json_value(value), ensure_ascii=False)
 
 
 def _render_json(logger: Any, method: str, ed: dict) -> str:

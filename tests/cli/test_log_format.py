@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.interop]
 
 def _parse(line: str, fmt: str) -> dict:
     if fmt == "json":
-        doc = json.loads(line)
+        doc = json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} is not JSON: {line}"))
         assert isinstance(doc, dict) and {"ts", "level", "logger", "event"} <= set(doc), line
         return doc
     m = logs.TEXT_LINE.match(line)
@@ -90,24 +90,26 @@ def test_library_records_and_exceptions_are_one_line(capsys):
         try:
             raise RuntimeError("boom\nsecond line")
         except RuntimeError:
-            logs.event(logging.getLogger("svdmark.service"), "loop_error", logging.ERROR, exc_info=True, thread="t")
+            logs.event(logging.getLogger("svdmark.service"), "loop_error", logging.ERROR, exc_info=True, thread="t",
+                       ratio=float("inf"))
         with pytest.raises(ValueError, match="patient identifiers"):
             logs.event(logging.getLogger("svdmark.x"), "oops", PatientID="123")
     finally:
         logging.getLogger().handlers[:] = []
-    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+            for line in out.getvalue().splitlines()]
     assert [r["event"] for r in rows] == ["library_message", "loop_error"]
     assert rows[0] == {"ts": rows[0]["ts"], "level": "ERROR", "logger": "pynetdicom.assoc",
                        "event": "library_message", "message": "Association Aborted (A-ABORT)"}
-    assert rows[1]["thread"] == "t" and "RuntimeError: boom\nsecond line" in rows[1]["exc"]
+    assert rows[1]["thread"] == "t" and rows[1]["ratio"] == "inf" and "RuntimeError: boom\nsecond line" in rows[1]["exc"]
     text = io.StringIO()
     logs.setup("INFO", "text", stream=text)
     try:
         logs.event(logging.getLogger("svdmark.worker"), "analysis_done", job_id=7, reason='a "quoted"\nvalue',
-                   ok=True, missing=None, ml=1.25)
+                   ok=True, missing=None, ml=1.25, nan=float("nan"))
     finally:
         logging.getLogger().handlers[:] = []
     line = text.getvalue().rstrip("\n")
     assert logs.TEXT_LINE.match(line) and "\n" not in line
     assert line.split(" ", 4)[1:4] == ["INFO", "svdmark.worker", "analysis_done"]
-    assert line.endswith('job_id=7 reason="a \\"quoted\\"\\nvalue" ok=true missing=null ml=1.25')
+    assert line.endswith('job_id=7 reason="a \\"quoted\\"\\nvalue" ok=true missing=null ml=1.25 nan="nan"')
