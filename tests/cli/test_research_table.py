@@ -188,3 +188,43 @@ def test_long_rule_ids_give_distinct_valid_names():
     assert T.quality_column("noise HU") == "quality_noise_hu"
     with pytest.raises(ValueError, match="R/Stata/SAS"):
         T.frame([{"series_uid": "1", "flag.bad-name": 1}])
+
+
+@pytest.mark.interop
+def test_results_export_from_the_service_journal(tmp_path, studies, fake_models):
+    """`results export` from a running service's journal: the same tidy columns, the dictionary and
+    the rule constants beside the file, descriptors from the spooled headers."""
+    from .conftest import Serve
+    from tests.peers import wait_until
+
+    serve = Serve(tmp_path / "data", {"SVDMARK_MODELS_DIR": str(fake_models), "SVDMARK_PSEUDONYM_KEY": "k"}).start()
+    try:
+        files = sorted(Path(studies["swi"].out_dir).rglob("*.dcm"))
+        serve.send(files)
+        target = next(s.series_uid for s in studies["swi"].series if s.target)
+        wait_until(lambda: any(j["series_uid"] == target and j["state"] == "done" for j in serve.jobs()), 180,
+                   "the SWI series analysed")
+        out = tmp_path / "export" / "trial.csv"
+        out.parent.mkdir()
+        r = serve.cli("results", "export", "--format", "csv", "--output", out, "--shift-dates")
+        assert "trial.dictionary.csv" in r.stderr
+    finally:
+        serve.stop()
+    df = pd.read_csv(out, dtype=str).set_index("series_uid")
+    assert all(SAS_STATA_R.match(c) for c in df.reset_index().columns)
+    h, _ = _header(studies["swi"])
+    row = df.loc[target]
+    assert row["status"] == "analysed" and row["svdmark_version"] == svdmark.__version__
+    assert row["manufacturer"] == h.Manufacturer and float(row["slice_thickness_mm"]) == float(h.SliceThickness)
+    true_date = dt.date(int(h.StudyDate[:4]), int(h.StudyDate[4:6]), int(h.StudyDate[6:]))
+    assert dt.date.fromisoformat(row["study_date"]) - true_date == dt.timedelta(shift_days(str(h.PatientID), b"k"))
+    dictionary = pd.read_csv(out.parent / "trial.dictionary.csv", dtype=str)
+    assert set(dictionary["name"]) == set(df.reset_index().columns)
+    assert json.loads((out.parent / "trial.rules.json").read_text())["rules"]
+    assert (out.stat().st_mode & 0o777) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
