@@ -11,7 +11,8 @@ Every state transition is one transaction (WAL, ``synchronous=FULL``), so a
                                   ``failed`` once ``attempts`` reaches the cap)
               running → pending  (:meth:`Journal.recover`, on restart: an interruption, not a failure;
                                   ``interruptions`` + 1, queued behind the jobs already waiting,
-                                  ``failed`` (quarantined) once ``interruptions`` reaches a higher cap)
+                                  ``failed`` (quarantined) once the job, not a crash loop, looks like
+                                  the cause: see :meth:`Journal.recover`)
 * deliveries: pending → sending → delivered | dead          (sending → pending on restart)
               dead → pending (:meth:`Journal.resend_dead`: the attempt count and history are kept;
                               the new round gets ``max_attempts`` tries of its own)
@@ -173,11 +174,18 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS delivery_attempts_delivery ON delivery_attempts(delivery_id)")
 
 
+def _v3(db: sqlite3.Connection) -> None:
+    """Interruptions that point at the job itself (other jobs completed in between), and when it was last interrupted."""
+    _add_columns(db, "jobs", {"suspect_interruptions": "INTEGER NOT NULL DEFAULT 0",
+                              "interrupted_at": "REAL"})
+
+
 # (version, what it brings, step): step N takes a file at version N-1 to N. Steps are idempotent,
 # so a file that already has a column (an early build added them unversioned) migrates too.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = (
     (1, "jobs.interruptions, jobs.not_before", _v1),
     (2, "jobs.completion_warning, deliveries.round_start/resends, delivery_attempts", _v2),
+    (3, "jobs.suspect_interruptions, jobs.interrupted_at", _v3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -186,7 +194,8 @@ class JournalVersionError(RuntimeError):
     """The journal file was written by a newer svdmark than this one."""
 
 
-INTERRUPTION_CAP = 5  # restarts that find the same job running before it is quarantined
+INTERRUPTION_CAP = 5  # restarts that find the job running, with other jobs completed in between, before quarantine
+INTERRUPTION_HARD_CAP = 20  # restarts that find it running at all (a self-killing job alone in the queue)
 
 
 @dataclass(frozen=True)
@@ -278,39 +287,56 @@ class Journal:
             self._local.conn = None
 
     # ---------------------------------------------------------------- recovery
-    def recover(self, interruption_cap: int = INTERRUPTION_CAP, now: float | None = None) -> dict[str, Any]:
+    def recover(self, interruption_cap: int = INTERRUPTION_CAP, now: float | None = None,
+                hard_cap: int = INTERRUPTION_HARD_CAP) -> dict[str, Any]:
         """After a crash: running jobs go back to pending, sending deliveries to pending.
 
         An interrupted job did not fail: its ``attempts`` stay as they were. It counts an
         interruption and waits behind the jobs already queued, so that a restart does not begin
-        with the same job again. Crashes from outside (kill -9, a power cut) so spread over the
-        queue, while a job that itself kills the process keeps being the one found running: at
-        ``interruption_cap`` (higher than the cap on failed attempts) it is quarantined as
-        ``failed``, alone, and ``svdmark jobs retry`` can run it again.
+        with the same job again.
+
+        Quarantine tells a job that kills the process from a crash loop that kills whatever runs
+        (kill -9 from outside, a power cut, a watchdog): an interruption is *suspect* when other
+        jobs completed since this job was last interrupted (or queued), i.e. the service could work,
+        and this job is where it died again. At ``interruption_cap`` suspect interruptions, or at
+        ``hard_cap`` interruptions of any kind (a self-killing job alone in the queue), the job is
+        quarantined as ``failed``, alone, and ``svdmark jobs retry`` can run it again. A long job
+        that a crash loop keeps interrupting once the rest of the queue is done is not suspect.
 
         Returns counts, and ``quarantined``: (job id, series UID) of each job quarantined now.
         """
         now = time.time() if now is None else now
         with self._tx() as db:
             running = db.execute(
-                "SELECT id, series_uid, generation, interruptions FROM jobs WHERE state=? ORDER BY id",
+                "SELECT id, series_uid, generation, interruptions, suspect_interruptions, interrupted_at, created_at"
+                " FROM jobs WHERE state=? ORDER BY id",
                 (JobState.RUNNING.value,),
             ).fetchall()
             quarantined = []
             for row in running:
                 n = row["interruptions"] + 1
-                if n >= interruption_cap:
+                since = row["interrupted_at"] if row["interrupted_at"] is not None else row["created_at"]
+                others_done = db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE id<>? AND state IN (?,?,?) AND finished_at>?",
+                    (row["id"], JobState.DONE.value, JobState.FAILED.value, JobState.IGNORED.value, since),
+                ).fetchone()[0]
+                suspect = row["suspect_interruptions"] + (1 if others_done else 0)
+                if suspect >= interruption_cap or n >= hard_cap:
                     db.execute(
-                        "UPDATE jobs SET state=?, interruptions=?, detail=?, finished_at=? WHERE id=?",
-                        (JobState.FAILED.value, n, f"quarantined: the service stopped {n} times while analysing "
-                         "this series; run `svdmark jobs retry` once the cause is found", now, row["id"]),
+                        "UPDATE jobs SET state=?, interruptions=?, suspect_interruptions=?, interrupted_at=?,"
+                        " detail=?, finished_at=? WHERE id=?",
+                        (JobState.FAILED.value, n, suspect, now,
+                         f"quarantined: the service stopped {n} times while analysing this series ({suspect} of them "
+                         "while other series completed); run `svdmark jobs retry` once the cause is found",
+                         now, row["id"]),
                     )
                     self._settle_series(db, row["series_uid"], row["generation"])
                     quarantined.append((row["id"], row["series_uid"]))
                 else:
                     db.execute(
-                        "UPDATE jobs SET state=?, interruptions=?, not_before=? WHERE id=?",
-                        (JobState.PENDING.value, n, now, row["id"]),
+                        "UPDATE jobs SET state=?, interruptions=?, suspect_interruptions=?, interrupted_at=?,"
+                        " not_before=? WHERE id=?",
+                        (JobState.PENDING.value, n, suspect, now, now, row["id"]),
                     )
             sends = db.execute(
                 "UPDATE deliveries SET state=? WHERE state=?",
@@ -536,7 +562,8 @@ class Journal:
             if row is None or row["state"] not in (JobState.FAILED.value,):
                 return False
             db.execute(
-                "UPDATE jobs SET state=?, attempts=0, interruptions=0, detail=NULL, not_before=? WHERE id=?",
+                "UPDATE jobs SET state=?, attempts=0, interruptions=0, suspect_interruptions=0, interrupted_at=NULL,"
+                " detail=NULL, not_before=? WHERE id=?",
                 (JobState.PENDING.value, time.time(), job_id),
             )
             db.execute(

@@ -138,7 +138,7 @@ def test_crash_loop_of_twelve_kills_sends_nothing_twice(tmp_path, pacs):
     studies = [write_study(tmp_path / "in" / f"s{k}", seed=60 + k, kind=kind, vendor=vendor, distractors=False,
                            matrix=96, **({"n_slices": 40, "slice_thickness": 2.0} if kind == "swi" else {}))
                for k, (kind, vendor) in enumerate([("ncct", "ge"), ("swi", "siemens"), ("ncct", "siemens"),
-                                                   ("swi", "ge")])]
+                                                   ("swi", "ge"), ("ncct", "philips"), ("swi", "philips")])]
     data = tmp_path / "data"
     svd = Svdmark(data, [f"{pacs.aet}@127.0.0.1:{pacs.port}"]).start()
     send_studies(studies, svd.port)
@@ -154,7 +154,7 @@ def test_crash_loop_of_twelve_kills_sends_nothing_twice(tmp_path, pacs):
                     pass  # slow: kill anyway
                 time.sleep(rng.uniform(0.0, 1.0))
             else:
-                time.sleep(rng.uniform(0.5, 4.0))
+                time.sleep(rng.uniform(2.0, 6.0))
             kills.append((*_progress(data), journal_value(data, "SELECT COUNT(*) FROM jobs WHERE state='running'")))
             svd.kill9()
             svd.start()
@@ -165,5 +165,7 @@ def test_crash_loop_of_twelve_kills_sends_nothing_twice(tmp_path, pacs):
         interrupted = journal_value(data, "SELECT COALESCE(SUM(interruptions), 0) FROM jobs")
         print(f"(jobs done, objects delivered, jobs running) at each kill: {kills}; interruptions: {interrupted}")
         assert interrupted >= 1, "no kill landed during an analysis"
+        with_work_left = sum(1 for done, delivered, _ in kills if (done, delivered) != (targets, 3 * targets))
+        assert with_work_left >= 8, f"only {with_work_left} of 12 kills found work left"
     finally:
         svd.stop()

@@ -86,18 +86,45 @@ def test_interrupted_job_waits_behind_the_queue_and_is_quarantined_only_after_th
     assert {(job.attempts, job.interruptions) for job in (first, *others)} == {(0, 1)}
     for job in others:
         j.finish_job(job, JobState.DONE)
-    report = j.recover(interruption_cap=3)
-    assert (report["jobs_requeued"], report["jobs_quarantined"]) == (1, 0)
-    assert j.claim_job().id == crashing
-    report = j.recover(interruption_cap=3)  # the third time it was the one running: quarantined, alone
+    # it dies again, and again, each time after another series was analysed: the job is the cause
+    for k, series in enumerate(("1.2.6", "1.2.7")):
+        report = j.recover(interruption_cap=3)
+        assert (report["jobs_requeued"], report["jobs_quarantined"]) == (1, 0)
+        _queue(j, series, now=200.0 + k)
+        other = j.claim_job()
+        assert other.series_uid == series  # the interrupted job waits behind the new one
+        j.finish_job(other, JobState.DONE)
+        assert j.claim_job().id == crashing
+    report = j.recover(interruption_cap=3)  # third suspect interruption: quarantined, alone
     assert report["quarantined"] == [(crashing, "1.2.3")] and report["jobs_requeued"] == 0
     failed = j.jobs(JobState.FAILED)
     assert [r["id"] for r in failed] == [crashing] and failed[0]["detail"].startswith("quarantined:")
+    assert "(3 of them while other series completed)" in failed[0]["detail"]
     assert j.series_row("1.2.3").state == "analysed"
     assert j.claim_job() is None
     assert j.retry_job(crashing)  # an admin runs it again, with a clean count
     job = j.claim_job()
     assert (job.id, job.attempts, job.interruptions) == (crashing, 0, 0)
+
+
+def test_a_crash_loop_on_the_last_job_is_not_the_job_s_fault_until_the_hard_cap(tmp_path):
+    """kill -9 from outside, again and again, while one long job is all that is left: nothing else completes
+    between its interruptions, so none is suspect; only the hard cap (a self-killing job alone) quarantines it."""
+    j = Journal(tmp_path / "j.sqlite")
+    done = _queue(j, "1.2.4", now=100.0)
+    long_job = _queue(j, "1.2.3", now=101.0)
+    j.finish_job(j.claim_job(), JobState.DONE)
+    for _ in range(12):  # the crash loop of the integration test
+        assert j.claim_job().id == long_job
+        assert j.recover(interruption_cap=5, hard_cap=20)["jobs_quarantined"] == 0
+    row = next(r for r in j.jobs() if r["id"] == long_job)
+    assert (row["state"], row["interruptions"], row["suspect_interruptions"]) == ("pending", 12, 1)
+    for _ in range(7):  # interruptions 13..19
+        assert j.claim_job().id == long_job
+        assert j.recover(interruption_cap=5, hard_cap=20)["jobs_quarantined"] == 0
+    j.claim_job()
+    assert j.recover(interruption_cap=5, hard_cap=20)["quarantined"] == [(long_job, "1.2.3")]
+    assert done != long_job
 
 
 def test_retry_later_backs_off_and_fails_at_the_attempts_cap(tmp_path):
