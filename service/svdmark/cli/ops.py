@@ -190,7 +190,8 @@ def run_jobs_list(args) -> int:
     journal = _journal(load_config(args))
     if args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, not {args.limit}")
-    rows = views.jobs(journal, journal.jobs(JobState(args.state) if args.state else None, limit=args.limit))
+    rows = views.jobs(journal, journal.jobs(JobState(args.state) if args.state else None, limit=args.limit),
+                      full=args.json)
     human = table(JOB_COLUMNS, [(j["id"], j["received_at"], j["modality"], j["series_description"],
                                  j["accession_number"], j["state"], j["result"], j["detail"]) for j in rows],
                   empty="no jobs" + (f" in state {args.state}" if args.state else ""))

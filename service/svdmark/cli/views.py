@@ -63,7 +63,7 @@ def result_text(summary: dict | None) -> str | None:
 
 
 def job_view(row: Any, series: dict, headers: SeriesHeaders, full: bool = False) -> dict:
-    """One job; ``full`` adds the summary and every journal field (``jobs show``)."""
+    """One job; ``full`` adds the summary and every other journal column (``--json`` and ``jobs show``)."""
     j = dict(row)
     summary = json.loads(j["summary"]) if j.get("summary") else None
     s = series.get(j["series_uid"]) or {}
@@ -76,18 +76,20 @@ def job_view(row: Any, series: dict, headers: SeriesHeaders, full: bool = False)
         "routing": j["routing"],
         "result": result_text(summary),
         "detail": j["detail"],  # why it was ignored or failed
-        "model": f"{j['model_name']} {j['model_version']}" if j.get("model_name") else None,
+        "model_name": j["model_name"],
+        "model_version": j["model_version"],
         "created_at": iso(j["created_at"]),
         "finished_at": iso(j["finished_at"]),
         "attempts": j["attempts"],
         "series_uid": j["series_uid"],
         "study_uid": j["study_uid"],
     }
-    if full:
-        view.update(generation=j["generation"], completion=j["completion"], rule_id=j["rule_id"],
-                    model_sha256=j["model_sha"], ruleset_version=j["ruleset_version"],
-                    started_at=iso(j["started_at"]), not_before=iso(j.get("not_before") or None),
-                    interruptions=j.get("interruptions"), summary=summary)
+    if full:  # every other journal column too, times as ISO 8601, the summary as an object
+        view["model_sha256"] = j.pop("model_sha", None)
+        for key, value in j.items():
+            if key not in view and key != "summary":
+                view[key] = iso(value or None) if key.endswith("_at") or key == "not_before" else value
+        view["summary"] = summary
     return view
 
 
