@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import logs
 from ..config import Config, Destination
 from ..errors import ConfigError
-from .common import add_json_option, add_log_level_option
+from .common import add_json_option, add_log_level_option, fail
 
 OBJECTS_PER_TARGET = 3  # SR, SEG, summary image
 
@@ -64,8 +64,7 @@ def _demo(work: Path, args: argparse.Namespace) -> int:
         outcomes = CStoreExporter("DEMOSCU").send(Destination(cfg.ae_title, "127.0.0.1", service.port), files)
         failed = [o for o in outcomes if not o.ok]
         if failed:
-            print(f"svdmark demo: {len(failed)} instance(s) were refused, first: {failed[0].path}: {failed[0].detail}")
-            return 1
+            return fail(args, f"{len(failed)} instance(s) were refused, first: {failed[0].path}: {failed[0].detail}")
         jobs = _wait(service, args.timeout)
         received = sink.files()
         report = _report(jobs, received, studies)

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import add_config_options, add_json_option, emit, load_config
+from .common import add_config_options, add_json_option, emit, fail, load_config, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,12 +93,9 @@ def _lifecycle(args):
 
 def run_list(args) -> int:
     rows = _lifecycle(args).list()
-    human = "\n".join(
-        f"{'*' if r['active'] else 'S' if r['shadow'] else ' '} {r['name']:<20} {r['version']:<12} {str(r['task']):<4}"
-        f" {r['source']:<9} {str(r['sha256'])[:12]}  {r['path']}" for r in rows
-    ) or "no models installed"
-    if rows:
-        human += "\n(* active, S shadow)"
+    human = table(("NAME", "VERSION", "TASK", "STATE", "SOURCE", "SHA256", "PATH"),
+                  [(r["name"], r["version"], r["task"], "active" if r["active"] else "shadow" if r["shadow"] else "",
+                    r["source"], str(r["sha256"])[:12], r["path"]) for r in rows], empty="no models installed")
     emit(args, rows, human)
     return 0
 
@@ -130,8 +127,7 @@ def run_show(args) -> int:
 
 def run_install(args) -> int:
     if not args.path.exists():
-        print(f"svdmark models install: error: no such folder: {args.path}", file=sys.stderr)
-        return 2
+        return fail(args, f"no such folder: {args.path}", 2)
     out = _lifecycle(args).install(args.path, activate=args.activate)
     if not out.get("installed"):
         emit(args, out, out["detail"])
@@ -159,8 +155,7 @@ def run_validate(args) -> int:
     from ..validation import validate
 
     if not args.reference.is_dir():
-        print(f"svdmark models validate: error: no such folder: {args.reference}", file=sys.stderr)
-        return 2
+        return fail(args, f"no such folder: {args.reference}", 2)
     say = (lambda s: print(s, file=sys.stderr, flush=True))
     out = validate(_lifecycle(args), args.name, args.version, args.reference, args.output, say=say)
     emit(args, out, format_validation(out))
@@ -212,8 +207,7 @@ def run_rollback(args) -> int:
 
 def run_shadow(args) -> int:
     if args.off == (args.version is not None):
-        print("svdmark models shadow: error: give a VERSION, or --off", file=sys.stderr)
-        return 2
+        return fail(args, "give a VERSION, or --off", 2)
     out = _lifecycle(args).set_shadow(args.name, None if args.off else args.version)
     human = (f"shadow of {out['name']} off (was {out['previous_shadow']})" if args.off else
              f"{out['name']} {out['version']} now runs in shadow beside the active version; results are stored, "
