@@ -81,6 +81,33 @@ def streaks(rng: np.random.Generator, shape2d, amp: float) -> np.ndarray:
     return out
 
 
+def normal_variation(hu: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """Unlabelled variation of normal brain tissue, so that faint diffuse darkening is not read as WML.
+
+    Two terms, drawn independently, added to soft tissue (15–60 HU) only and never to the label:
+    - a band-limited texture (σ 2–6 px, sd 0.7–2.5 HU): grey/white heterogeneity, vessels, gliosis-free noise;
+    - a CSF-adjacent halo (2–6 HU darker, e-folding 1–3 mm from every CSF boundary, in-plane): partial volume
+      and the normal periventricular rim. A uniform thin rim around *every* CSF surface is not a lesion;
+      lesions keep their own shape and extent. (Added for wml-ncct 1.4.0 after the stress set showed
+      false positives in normal white matter next to the ventricles: see the model card.)
+    """
+    out = hu.copy()
+    tissue = ((hu > 15) & (hu < 60)).astype(np.float32)
+    if rng.random() < 0.35 * strength:
+        s = rng.uniform(2, 6)
+        f = ndimage.gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), (0.5, s, s))
+        out += f / max(float(f.std()), 1e-6) * np.float32(rng.uniform(0.7, 2.5)) * tissue
+    if rng.random() < 0.3 * strength:
+        sm = ndimage.gaussian_filter(hu, (0, 1.0, 1.0))
+        csf = (sm > -4) & (sm < 14)
+        amp, lam = np.float32(rng.uniform(2, 6)), np.float32(rng.uniform(1, 3))
+        for c in range(hu.shape[0]):
+            if csf[c].any():
+                d = ndimage.distance_transform_edt(~csf[c]).astype(np.float32)
+                out[c] -= amp * np.exp(-d / lam) * tissue[c]
+    return out
+
+
 def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
                  lesion: np.ndarray | None = None) -> np.ndarray:
     """Re-render one normalised (C, h, w) NCCT crop with a random scanner; returns a new array.
@@ -109,9 +136,11 @@ def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
         hu += smooth_field(rng, (h, w), rng.uniform(1, 5))[None]
     if rng.random() < 0.15 * strength:  # streaks, 5–25 HU
         hu += streaks(rng, (h, w), rng.uniform(5, 25))[None]
-    if rng.random() < 0.7 * strength:  # extra quantum noise, 0.5–3 HU, random texture (low dose, kernels)
+    hu = normal_variation(hu, rng, strength)
+    if rng.random() < 0.7 * strength:  # extra quantum noise, 0.5–3 HU (thin slices, low dose: 3–7 HU), random texture
         outside = a <= HU_CLIP[0] + 1e-3  # air stays air: scanners reconstruct it at -1000 HU, far below the clip
-        hu += noise_field(rng, hu.shape, rng.uniform(0.5, 3.0) * strength)
+        sd = rng.uniform(3.0, 7.0) if rng.random() < 0.2 else rng.uniform(0.5, 3.0)
+        hu += noise_field(rng, hu.shape, sd * strength)
         hu[outside] = _hu(HU_CLIP[0])
     if C > 1 and rng.random() < 0.15 * strength:  # patient motion between slices: shift the neighbours
         for c in range(C):

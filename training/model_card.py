@@ -104,7 +104,26 @@ def _uncertainty_and_gate(manifest: dict) -> list[str]:
                   "outside its limit:", ""]
         lines += [f"- `{k}`: {json.dumps(v)}" for k, v in q["limits"].items()]
         lines += ["", f"Limits chosen on {q['chosen_on']}.", ""]
+        if q.get("degradation"):
+            lines += _degradation(q["degradation"])
     return lines
+
+
+def _degradation(d: dict) -> list[str]:
+    """The degradation study (training.degrade) behind the noise limit: error per added-noise level."""
+    keys = [k for k in ("mae_ml", "interval_coverage", "sensitivity", "fp_per_scan", "grade_agreement")
+            if k in d["table"][0]]
+    lines = ["### Noise limit from a degradation study",
+             f"Validation cases re-read with added noise ({d['added_noise_unit']}); a level is acceptable while "
+             f"{d['criterion']} (against the clean read). Noise limit {d['noise_limit']} = the worst gate noise "
+             f"score at the highest acceptable level ({d['highest_acceptable_level']}). Command: "
+             f"`{d['chosen_on'].split(': ', 1)[-1]}`.", "",
+             "| added noise | n | noise score (median / max) | " + " | ".join(keys) + " |",
+             "|---" * (3 + len(keys)) + "|"]
+    for r in d["table"]:
+        lines.append(f"| {r['level']} | {r['n']} | {r['noise_median']:.4g} / {r['noise_max']:.4g} | "
+                     + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+    return lines + [""]
 
 
 _STRESS_COLS = {

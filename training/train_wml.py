@@ -157,7 +157,7 @@ def train(args) -> dict:
     total = args.steps
     hist = []
     net.train()
-    if args.init_onnx:
+    if args.init_onnx or args.freeze_norm:
         freeze_norm_stats(net)
     while step < total and time.time() - t0 < budget:
         # warm-up, then cosine decay on whichever runs out first: steps or the time budget
@@ -239,6 +239,8 @@ def main(argv=None):
     ap.add_argument("--context", type=int, default=1, help="neighbouring slices on each side as input channels")
     ap.add_argument("--checkpoint-every", type=int, default=250)
     ap.add_argument("--init", type=Path, default=None, help="start from these weights (state dict) instead of random")
+    ap.add_argument("--freeze-norm", action="store_true",
+                    help="keep BatchNorm statistics frozen (resuming a run that began with --init-onnx)")
     ap.add_argument("--init-onnx", type=Path, default=None,
                     help="start from a shipped model.onnx (BatchNorm folded; see training.warmstart)")
     ap.add_argument("--randomise", type=float, default=0.0,
