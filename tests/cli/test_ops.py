@@ -144,6 +144,9 @@ def test_default_config_path_and_bad_values(tmp_path, served):
     cfg.write_text(f'[storage]\ndata_dir = "{served.data_dir}"\n')
     r = run_cli("jobs", "list", "--json", env={"SVDMARK_CONFIG": str(cfg)}, check_rc=0)  # no --config, no --data-dir
     assert len(json.loads(r.stdout)) == len(served.jobs())
+    models = run_cli("models", "list", env={"SVDMARK_CONFIG": str(cfg), **served.env}, check_rc=0).stdout
+    assert models.splitlines()[0].split() == ["NAME", "VERSION", "TASK", "STATE", "SOURCE", "SHA256", "PATH"]
+    _json_error(run_cli("models", "install", tmp_path / "nothing", "--json"), 2, "no such folder")
     _one_line_error(run_cli("jobs", "list", "--config", tmp_path / "missing.toml"), 1, "does not exist")
     _one_line_error(run_cli("jobs", "list", env={"SVDMARK_CONFIG": str(tmp_path / "gone.toml")}), 1, "gone.toml")
     _one_line_error(run_cli("jobs", "list", "--data-dir", tmp_path / "nowhere"), 1, "no journal")
