@@ -177,7 +177,7 @@ class FlakyExporter:
         self.failures = failures
         self.sent = 0
 
-    def send(self, destination, paths, on_outcome=None):
+    def send(self, destination, paths, on_outcome=None, on_start=None):
         self.sent += len(paths)
         ok = self.failures <= 0
         self.failures -= 1

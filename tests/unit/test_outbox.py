@@ -34,11 +34,13 @@ class ScriptedExporter:
         self.seen_states: list[dict] = []
         self.journal: Journal | None = None
 
-    def send(self, destination, paths, on_outcome=None):
+    def send(self, destination, paths, on_outcome=None, on_start=None):
         out = []
         for k, p in enumerate(paths):
             if self.raise_after is not None and k == self.raise_after:
                 raise RuntimeError("exporter bug")
+            if on_start is not None:
+                on_start(p)
             o = self.script[p.stem]
             o = SendOutcome(p, o.ok, o.detail, o.permanent)
             out.append(o)
@@ -61,7 +63,8 @@ def test_each_object_is_marked_delivered_as_soon_as_it_is_confirmed(tmp_path):
     exporter.journal = j
     assert Outbox(j, exporter, (A,), 5, 0.0, 0.0).flush() == 3
     first = exporter.seen_states[0]
-    assert first == {"9.0": "delivered", "9.1": "sending", "9.2": "sending"}
+    assert first == {"9.0": "delivered", "9.1": "pending", "9.2": "pending"}  # only what is in flight is 'sending'
+    assert exporter.seen_states[1] == {"9.0": "delivered", "9.1": "delivered", "9.2": "pending"}
 
 
 def test_refused_sop_class_is_a_dead_letter_at_once_and_the_rest_is_delivered(tmp_path):

@@ -1,8 +1,9 @@
 """Exporters: C-STORE SCU (and a folder exporter for analyze and tests) behind one Protocol.
 
-An exporter reports each object's outcome as soon as it is known (``on_outcome``), so the outbox
-journals a confirmed C-STORE before the next one is sent: a crash never re-sends what a
-destination has confirmed, beyond the one object whose confirmation was in flight.
+An exporter says when each object's C-STORE goes out (``on_start``) and reports its outcome as
+soon as it is known (``on_outcome``), so the outbox journals each object ``sending`` and then
+``delivered`` around its own C-STORE: a crash never re-sends what a destination has confirmed;
+only the one object in flight at the crash (maybe stored there, not yet confirmed) is sent again.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class SendOutcome:
 
 
 OnOutcome = Callable[[SendOutcome], None]
+OnStart = Callable[[Path], None]  # called just before an object's C-STORE request goes out
 
 # C-STORE statuses that no retry changes: SOP class not supported, data set does not match the SOP class,
 # cannot understand. Out of resources (0xA7xx) and the rest are retried.
@@ -41,7 +43,7 @@ def _permanent(code: int) -> bool:
 
 class Exporter(Protocol):
     def send(self, destination: Destination, paths: Sequence[Path],
-             on_outcome: OnOutcome | None = None) -> list[SendOutcome]: ...
+             on_outcome: OnOutcome | None = None, on_start: OnStart | None = None) -> list[SendOutcome]: ...
 
 
 def _report(outcomes: list[SendOutcome], outcome: SendOutcome, on_outcome: OnOutcome | None) -> None:
@@ -67,8 +69,9 @@ class CStoreExporter:
         return ae
 
     def send(self, destination: Destination, paths: Sequence[Path],
-             on_outcome: OnOutcome | None = None) -> list[SendOutcome]:
-        """Send ``paths`` in one association; each outcome is reported as soon as it is known.
+             on_outcome: OnOutcome | None = None, on_start: OnStart | None = None) -> list[SendOutcome]:
+        """Send ``paths`` in one association; ``on_start`` is called before each C-STORE goes out and
+        each outcome is reported (``on_outcome``) as soon as it is known.
 
         Each object's SOP class is proposed in its own presentation context (with Verification, so
         the association stands even if the destination accepts none of them): an object whose
@@ -116,6 +119,8 @@ class CStoreExporter:
                         path, False, f"destination does not accept SOP class {klass} ({_class_name(klass)}): "
                         "no presentation context for it", permanent=True), on_outcome)
                     continue
+                if on_start is not None:
+                    on_start(path)
                 try:
                     status = assoc.send_c_store(_as_accepted(assoc, ds))
                 except Exception as exc:  # pynetdicom refusing this object (no matching transfer syntax...)
@@ -160,11 +165,13 @@ class FolderExporter:
         self.root = Path(root)
 
     def send(self, destination: Destination, paths: Sequence[Path],
-             on_outcome: OnOutcome | None = None) -> list[SendOutcome]:
+             on_outcome: OnOutcome | None = None, on_start: OnStart | None = None) -> list[SendOutcome]:
         target = self.root / destination.ae_title
         target.mkdir(parents=True, exist_ok=True)
         out: list[SendOutcome] = []
         for p in paths:
+            if on_start is not None:
+                on_start(p)
             shutil.copyfile(p, target / p.name)
             _report(out, SendOutcome(p, True, "copied"), on_outcome)
         return out

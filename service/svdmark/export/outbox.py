@@ -5,8 +5,9 @@ Per delivery: pending → sending → delivered, or back to pending with
 or at once when retrying cannot help (the destination refuses the object's SOP class). An admin
 lists and resends dead letters from the CLI; a resend starts a new round and keeps the history.
 
-* Each object is journalled ``delivered`` as soon as its C-STORE is confirmed, not when its batch
-  ends, so a crash re-sends at most the one object whose confirmation was in flight.
+* Each object is journalled ``sending`` just before its C-STORE and ``delivered`` as soon as it is
+  confirmed, not per batch: a crash re-sends only the one object in flight (``sending``), which the
+  destination may have stored without its confirmation reaching us; confirmed objects never.
 * Each destination has its own thread in the service (:meth:`Outbox.flush` with ``destination``),
   so a slow or unreachable destination delays only itself.
 * Whatever goes wrong while sending (an exporter error, a bug), no delivery is left ``sending``:
@@ -91,9 +92,13 @@ class Outbox:
             else:
                 self._failed(d, outcome.detail, dead=outcome.permanent)
 
-        self.journal.mark_sending([d.id for d in items])
+        def on_start(path) -> None:
+            d = by_path.get(path)
+            if d is not None:
+                self.journal.mark_sending([d.id])
+
         try:
-            self.exporter.send(dest, [d.path for d in items], on_outcome)
+            self.exporter.send(dest, [d.path for d in items], on_outcome, on_start)
         except Exception as exc:  # never leave a delivery 'sending' in a live process
             event(log, "outbox_send_error", logging.ERROR, destination=dest.name, exc_info=True)
             why = f"send failed: {type(exc).__name__}"
