@@ -23,14 +23,19 @@ def journal_value(data_dir, sql):
         db.close()
 
 
-def assert_exactly_once(pacs, studies, data_dir):
+def assert_results_complete(pacs, studies, data_dir):
+    """One SR, SEG and summary per target at the destination, one analysis each."""
     got = expect_results(pacs, studies)
     targets = sum(len(s.targets) for s in studies)
     assert len(got["SR"]) == len(got["SEG"]) == len(got["OT"]) == targets, {k: len(v) for k, v in got.items()}
-    receptions = pacs.receptions()
-    assert len(receptions) == len(set(receptions)), "an object was delivered twice"
     done = journal_value(data_dir, "SELECT COUNT(*) FROM jobs WHERE state='done'")
     assert done == targets, f"{done} analyses for {targets} target series"
+
+
+def assert_exactly_once(pacs, studies, data_dir):
+    assert_results_complete(pacs, studies, data_dir)
+    receptions = pacs.receptions()
+    assert len(receptions) == len(set(receptions)), "an object was delivered twice"
 
 
 @pytest.fixture
@@ -127,11 +132,29 @@ def _progress(data_dir) -> tuple[int, int]:
         return (0, 0)
 
 
-def test_crash_loop_of_twelve_kills_sends_nothing_twice(tmp_path, pacs):
+def _deliveries_by_state(data_dir) -> dict[str, set[str]]:
+    db = sqlite3.connect(data_dir / "journal.sqlite", timeout=10)
+    try:
+        out: dict[str, set[str]] = {}
+        for sop_uid, state in db.execute("SELECT sop_uid, state FROM deliveries"):
+            out.setdefault(state, set()).add(sop_uid)
+        return out
+    finally:
+        db.close()
+
+
+def _uid(reception: str) -> str:
+    return reception.split(".", 1)[1]  # storescp -uf names a file <modality prefix>.<SOP Instance UID>
+
+
+def test_crash_loop_of_twelve_kills_never_resends_a_confirmed_object(tmp_path, pacs):
     """12 rounds of kill -9: odd rounds a moment after the service moved on (a job done or an object
-    delivered), so kills land in encoding and delivery; even rounds soon after the restart, so they land in
-    analysis. At the end every target has its SR, SEG and summary exactly once by SOP Instance UID
-    (storescp -uf names files by it), and no job has failed or been quarantined."""
+    delivered), so kills land in encoding and delivery; even rounds a few seconds after the restart, so they
+    land in analysis. After each kill the journal says which objects were confirmed (``delivered``) and which
+    one was in flight (``sending``). At the end: every target has its SR, SEG and summary; no object
+    confirmed before a kill reached the destination again after it; an object that arrived twice (by SOP
+    Instance UID: storescp -uf names files by it) was one in flight at a kill, stored by the destination but
+    not yet confirmed to us; and no job failed or was quarantined."""
     import random
 
     rng = random.Random(1412)
@@ -143,7 +166,8 @@ def test_crash_loop_of_twelve_kills_sends_nothing_twice(tmp_path, pacs):
     svd = Svdmark(data, [f"{pacs.aet}@127.0.0.1:{pacs.port}"]).start()
     send_studies(studies, svd.port)
     targets = sum(len(s.targets) for s in studies)
-    kills = []
+    kills = []  # (jobs done, objects delivered, jobs running) at each kill
+    snapshots = []  # (receptions so far, confirmed, in flight) right after each kill
     try:
         for round_ in range(12):
             before = _progress(data)
@@ -157,13 +181,21 @@ def test_crash_loop_of_twelve_kills_sends_nothing_twice(tmp_path, pacs):
                 time.sleep(rng.uniform(2.0, 6.0))
             kills.append((*_progress(data), journal_value(data, "SELECT COUNT(*) FROM jobs WHERE state='running'")))
             svd.kill9()
+            states = _deliveries_by_state(data)
+            snapshots.append((len(pacs.receptions()), states.get("delivered", set()), states.get("sending", set())))
             svd.start()
-        assert_exactly_once(pacs, studies, data)
+        assert_results_complete(pacs, studies, data)
         assert journal_value(data, "SELECT COUNT(*) FROM jobs WHERE state='failed'") == 0
-        by_uid = pacs.receptions()
-        assert len(by_uid) == len(set(by_uid)) == 3 * targets
+        received = [_uid(r) for r in pacs.receptions()]
+        for seen, confirmed, _ in snapshots:
+            assert not confirmed & set(received[seen:]), "an object confirmed before a kill was sent again"
+        in_flight = set().union(*(sending for _, _, sending in snapshots))
+        twice = {u for u in received if received.count(u) > 1}
+        assert twice <= in_flight, f"duplicates that were not in flight at a kill: {twice - in_flight}"
+        assert len(set(received)) == 3 * targets
         interrupted = journal_value(data, "SELECT COALESCE(SUM(interruptions), 0) FROM jobs")
-        print(f"(jobs done, objects delivered, jobs running) at each kill: {kills}; interruptions: {interrupted}")
+        print(f"(jobs done, objects delivered, jobs running) at each kill: {kills}; interruptions: {interrupted}; "
+              f"objects in flight at a kill: {len(in_flight)}; received twice: {len(twice)} of {len(set(received))}")
         assert interrupted >= 1, "no kill landed during an analysis"
         with_work_left = sum(1 for done, delivered, _ in kills if (done, delivered) != (targets, 3 * targets))
         assert with_work_left >= 8, f"only {with_work_left} of 12 kills found work left"
