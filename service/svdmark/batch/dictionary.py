@@ -36,7 +36,7 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "rule_id": ("", "routing rule that decided (data/routing.toml)"),
     "reason": ("", "why the series was routed, ignored or not analysed"),
     "task": ("", "analysis: wml (white-matter lesions on NCCT) or cmb (microbleeds on SWI)"),
-    "svdmark_version": ("", "svdmark software version that wrote the row"),
+    "svdmark_version": ("", "svdmark version that analysed the series (routed it, for ignored/failed rows)"),
     "model_name": ("", "model that analysed the series"),
     "model_version": ("", "version of that model"),
     "model_sha256": ("", "SHA-256 of the model file (identifies the exact weights)"),

@@ -114,7 +114,7 @@ def analyse_group(group: SeriesGroup, out_dir: str, config: Config, constants: f
     summary = summarise(result)
     T.fill_from_summary(row, summary, constants)
     row.update(status=T.ANALYSED, routing=result.routing.kind.value, rule_id=result.routing.rule_id,
-               reason=result.routing.reason)
+               reason=result.routing.reason, svdmark_version=__version__)
     files = write_outputs(Path(out_dir), group, encoded.items(), _to_bytes)
     row.update(files)
     row["sr_sop_uid"] = str(encoded.sr.SOPInstanceUID) if encoded.sr is not None else None
@@ -302,7 +302,8 @@ class Runner:
                 if r.get("_failure") in ("model", "internal"):
                     report.internal_failures += 1
         for r in ordered:  # descriptors from the header read now (a reused row may predate them)
-            r.update(acquisition.get(r["series_uid"], {}), svdmark_version=__version__)
+            r.update(acquisition.get(r["series_uid"], {}))
+            r["svdmark_version"] = r.get("svdmark_version") or __version__  # a reused row keeps its analyser's
         clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in ordered]
         report.rows = clean
         results = T.frame(ordered)
