@@ -8,8 +8,11 @@ need_pkgs=()
 for bin in bin/storescu:dcmtk bin/dciodvfy:dicom3tools sbin/Orthanc:orthanc; do
   command -v "/usr/${bin%%:*}" >/dev/null 2>&1 || need_pkgs+=("${bin##*:}")
 done
-# node + npm run tests/viewer (the SR/SEG read with dcmjs and @cornerstonejs/adapters, as OHIF does)
+# node + npm run tests/viewer (the SR/SEG read with dcmjs and @cornerstonejs/adapters, as OHIF does);
+# chromium and Orthanc's DICOMweb plugin run the real OHIF build there
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
+[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
+[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need_pkgs+=(orthanc-dicomweb)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
@@ -25,6 +28,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 [ -d tests/viewer/node_modules ] || npm ci --prefix tests/viewer --no-audit --no-fund --ignore-scripts
+# the published OHIF build (its npm package ships dist/ only; its dependencies are not needed to serve it)
+if [ ! -f tests/viewer/ohif/package/dist/index.html ]; then
+  mkdir -p tests/viewer/ohif
+  (cd tests/viewer/ohif && npm pack @ohif/app@3.13.2 --silent >/dev/null && tar xzf ohif-app-3.13.2.tgz && rm ohif-app-3.13.2.tgz)
+fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"

@@ -189,7 +189,13 @@ def test_highdicom_reads_back(written):
         assert whole[0].get_measurements(name=codes.SCT.Volume)[0].value == round(result.findings.volume_ml, 2)
     else:
         assert whole[0].get_measurements(name=codes.SCT.NumberOfLesions)[0].value == result.findings.count
-        points = [g.roi.value[0] for g in report.get_planar_roi_measurement_groups()]
+        groups = report.get_planar_roi_measurement_groups()
+        # region: the centre on its source image (2D); the centre in patient mm: the group's SCOORD3D
+        assert all(g.roi.graphic_type == hd.sr.GraphicTypeValues.POINT for g in groups)
+        assert {g.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID for g in groups} <= {
+            f.sop_instance_uid for f in result.volume.frames}
+        points = [np.asarray([i for i in g[0].ContentSequence if i.ValueType == "SCOORD3D"][0].GraphicData, np.float32)
+                  for g in groups]
         expected = [np.asarray(mb.center_mm, np.float32) for mb in result.findings.microbleeds]
         assert len(points) == len(expected)
         for p, e in zip(points, expected):

@@ -245,10 +245,11 @@ def test_cmb_sr(n, grade):
     points = report.get_planar_roi_measurement_groups()
     assert len(points) == n
     for g, mb in zip(points, result.findings.microbleeds):
-        roi = g.roi
-        assert roi.graphic_type == hd.sr.GraphicTypeValues3D.POINT
-        assert roi.frame_of_reference_uid == vol.frame_of_reference_uid
-        np.testing.assert_array_equal(roi.value[0], np.asarray(mb.center_mm, np.float32))
+        roi = g.roi  # the centre on its source image; in patient mm as the group's SCOORD3D
+        assert roi.graphic_type == hd.sr.GraphicTypeValues.POINT
+        (centre,) = [i for i in g[0].ContentSequence if i.ValueType == "SCOORD3D"]
+        assert centre.ReferencedFrameOfReferenceUID == vol.frame_of_reference_uid
+        np.testing.assert_array_equal(np.asarray(centre.GraphicData, np.float32), np.asarray(mb.center_mm, np.float32))
         ms = {m.name.value: m.value for m in g.get_measurements()}
         assert ms["81827009"] == round(mb.diameter_mm, 1)
         assert ms["CMBCONF"] == round(mb.confidence, 2)

@@ -17,7 +17,9 @@
 // here (OHIF itself is a browser application); the DICOM parsing is dcmjs's own.
 //
 // `toolState` is @cornerstonejs/adapters' MeasurementReport.generateToolState — the call OHIF makes
-// to turn an SR into Cornerstone annotations — with image metadata served from the source images.
+// (hydrateStructuredReport) to turn an SR into Cornerstone annotations — with OHIF's SOP instance →
+// imageId map, which holds only the images the SR display set placed measurements on (2D), and image
+// metadata served from the source images.
 import fs from 'node:fs';
 import dcmjs from 'dcmjs';
 import { metaData } from '@cornerstonejs/core';
@@ -188,9 +190,14 @@ function ohifMeasurements(sr, display) {
 
 // ------------------------------------------------------------------ Cornerstone adapters
 
-function toolState(sr, display) {
+function toolState(sr, display, measurements) {
+  // OHIF's hydrateStructuredReport: the SOP instance → imageId map comes from the SR display set's
+  // measurements that were placed on an image (2D), not from the whole series
   const map = {};
-  for (const im of display.images) map[`${im.SOPInstanceUID}:${im.frame}`] = im.imageId;
+  for (const m of measurements || []) {
+    const key = `${m.ReferencedSOPInstanceUID}:${m.frameNumber || 1}`;
+    if (m.imageId && !map[key]) map[key] = m.imageId;
+  }
   const warnings = [];
   const warn = console.warn;
   console.warn = (...a) => warnings.push(a.map(String).join(' ').slice(0, 300));
@@ -256,7 +263,7 @@ for (const c of job) {
     entry.ohif = { error: `${e.name}: ${e.message}` };
   }
   try {
-    entry.toolState = toolState(sr, display);
+    entry.toolState = toolState(sr, display, entry.ohif.measurements);
   } catch (e) {
     entry.toolState = { error: `${e.name}: ${e.message}` };
   }

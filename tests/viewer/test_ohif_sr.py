@@ -166,11 +166,18 @@ def test_each_microbleed_is_a_clickable_measurement(viewer, name):
     bleeds = [m for m in _shown(_ohif(reading)) if re.match(r"Cerebral microbleed \d+ \(", m["TrackingIdentifier"])]
     expected = result.findings.microbleeds
     assert len(bleeds) == len(expected)
+    vol = result.volume
     for m, mb in zip(bleeds, expected):
         assert m["kind"] == "TID1410"
+        # placed on its source image (2D), which is what lets OHIF hydrate it into a tool
+        frame, k = _nearest_frame(vol, mb.center_mm)
+        assert m["mode"] == "2D" and m["ReferencedSOPInstanceUID"] == frame.sop_instance_uid
+        assert m["frameNumber"] == (frame.frame_number or 1)
         c = m["coords"][0]
-        assert c["ValueType"] == "SCOORD3D" and c["GraphicType"] == "POINT"
-        np.testing.assert_allclose(c["GraphicData"], mb.center_mm, atol=1e-3)
+        assert c["ValueType"] == "SCOORD" and c["GraphicType"] == "POINT"
+        col, row = c["GraphicData"]
+        off = np.asarray(mb.center_mm) - vol.index_to_patient(k, row - 0.5, col - 0.5)
+        np.testing.assert_allclose(off - float(off @ vol.normal) * vol.normal, 0, atol=1e-3)
         assert _labels(m)["Diameter"] == ohif_value(round(mb.diameter_mm, 1), "mm")
         words = {"unspecified": "location not classified"}.get(mb.location, mb.location)
         assert m["TrackingIdentifier"].endswith(f"({words})")

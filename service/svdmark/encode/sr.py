@@ -15,8 +15,10 @@ into annotations, read it; tests/viewer runs their code on every kind of result)
 * Each whole-finding and flag group has a TEXT (121106, DCM, "Comment") that OHIF lists as a label:
   the value in words ("WML volume 0.00 mL" — OHIF shows a zero NUM as blank), or the flag's statement
   from the rules output, or "Not reliably measurable: reasons".
-* Microbleeds stay TID 1410 groups with a SCOORD3D POINT (patient mm) as their region, which OHIF
-  shows on the frame of reference of a Comprehensive 3D SR; the NUMs' 2D points serve the adapters.
+* Microbleeds are TID 1410 groups whose region ("Image Region" SCOORD POINT) is the centre on the
+  nearest source image, followed by the centre in patient mm (SCOORD3D POINT, DCM "Center"): OHIF
+  places a group by its first graphic, turns it into a Cornerstone tool only for an "Image Region"
+  POINT, and only against images that measurements were placed on in 2D.
 
 Precision: values are written as measured (``decimals`` of each measurement in the templates: volume
 0.01 mL, counts and grade whole numbers, diameter 0.1 mm, confidence 0.01).
@@ -46,7 +48,6 @@ from highdicom.sr import (
     CodeContentItem,
     ContainerContentItem,
     FindingSite,
-    ImageRegion3D,
     Measurement,
     MeasurementReport,
     MeasurementsAndQualitativeEvaluations,
@@ -68,7 +69,8 @@ from pydicom.valuerep import DS
 from ..domain import AnalysisResult, CmbFindings, Flag, Interval, Task, WmlFindings
 from . import status
 from .seg import EncodeError, source_datasets
-from .sr_points import ImagePoint, analysed_region, anchor_point, coordinates, nearest_slice_point
+from .sr_points import (ImagePoint, analysed_region, anchor_point, centre_3d, coordinates, image_region,
+                        nearest_slice_point)
 from .templates import Templates, concept
 from .uids import derive
 
@@ -248,13 +250,9 @@ def _microbleed_groups(result: AnalysisResult, templates: Templates, uid_seed: s
         location = mb.location if mb.location in tpl["location"]["values"] else "unspecified"
         label = tpl["microbleed_tracking_identifier"].format(index=i, location=tpl["location"]["text"][location])
         point = nearest_slice_point(result.volume, mb.center_mm)
-        groups.append(placed(PlanarROIMeasurementsAndQualitativeEvaluations(
+        group = placed(PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=_tracking(uid_seed, f"cmb-{i}", label),
-            referenced_region=ImageRegion3D(
-                graphic_type=hd.sr.GraphicTypeValues3D.POINT,
-                graphic_data=np.asarray([mb.center_mm], dtype=float),
-                frame_of_reference_uid=result.volume.frame_of_reference_uid,
-            ),
+            referenced_region=image_region(result.volume, point),
             finding_category=concept(tpl["finding_category"]),
             finding_type=concept(tpl["finding_type"]),
             finding_sites=[FindingSite(anatomic_location=concept(tpl["finding_site"]))],
@@ -262,7 +260,11 @@ def _microbleed_groups(result: AnalysisResult, templates: Templates, uid_seed: s
                           _spec_num(meas["confidence"], mb.confidence, templates)],
             qualitative_evaluations=[QualitativeEvaluation(
                 name=concept(tpl["location"]["concept"]), value=concept(tpl["location"]["values"][location]))],
-        ), result, point))
+        ), result, point)
+        items = group[0].ContentSequence
+        at = next(n for n, item in enumerate(items) if item.ValueType == "SCOORD")
+        items.insert(at + 1, centre_3d(result.volume, mb.center_mm, templates.code("concepts", "center")))
+        groups.append(group)
     return groups
 
 

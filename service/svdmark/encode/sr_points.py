@@ -18,11 +18,13 @@ from highdicom.sr import (
     ContentSequence,
     CoordinatesForMeasurement,
     ImageContentItem,
+    ImageRegion,
     RelationshipTypeValues,
+    Scoord3DContentItem,
     ScoordContentItem,
     SourceImageForRegion,
 )
-from highdicom.sr.enum import GraphicTypeValues
+from highdicom.sr.enum import GraphicTypeValues, GraphicTypeValues3D
 from pydicom.sr.codedict import codes
 
 from ..domain import Volume
@@ -83,9 +85,47 @@ def coordinates(volume: Volume, point: ImagePoint) -> CoordinatesForMeasurement:
     )
 
 
+def _group_scoord(volume: Volume, k: int, graphic_type: GraphicTypeValues, graphic_data: np.ndarray,
+                  name: CodedConcept) -> ScoordContentItem:
+    """A group-level (CONTAINS) SCOORD on source slice ``k`` with its SELECTED FROM IMAGE child."""
+    frame = volume.frames[k]
+    item = ScoordContentItem(name=name, graphic_type=graphic_type, graphic_data=graphic_data,
+                             relationship_type=RelationshipTypeValues.CONTAINS)
+    item.ContentSequence = ContentSequence([ImageContentItem(
+        name=codes.SCT.Source,
+        referenced_sop_class_uid=frame.sop_class_uid,
+        referenced_sop_instance_uid=frame.sop_instance_uid,
+        referenced_frame_numbers=None if frame.frame_number is None else [int(frame.frame_number)],
+        relationship_type=RelationshipTypeValues.SELECTED_FROM,
+    )])
+    return item
+
+
+def image_region(volume: Volume, point: ImagePoint) -> ImageRegion:
+    """TID 1410's "Image Region": a SCOORD POINT at ``point`` on its source image (and frame).
+
+    A microbleed's region is on its image, not only in patient space: OHIF places a TID 1410 group by its
+    first SCOORD/SCOORD3D, hydrates it into a Cornerstone tool only when that graphic is an "Image
+    Region" POINT (the adapters' Probe type) and only against images that measurements were placed on
+    in 2D; the patient-space centre follows as a SCOORD3D (:func:`centre_3d`).
+    """
+    frame = volume.frames[point.k]
+    return ImageRegion(graphic_type=GraphicTypeValues.POINT, graphic_data=_graphic(point),
+                       source_image=SourceImageForRegion(frame.sop_class_uid, frame.sop_instance_uid,
+                                                         _frame_numbers(volume, point)))
+
+
+def centre_3d(volume: Volume, xyz, name: CodedConcept) -> Scoord3DContentItem:
+    """The centre in patient coordinates (SCOORD3D POINT on the source frame of reference), for viewers
+    and readers that work in 3D. ``name`` is not "Image Region": the group has one region, on the image."""
+    return Scoord3DContentItem(name=name, graphic_type=GraphicTypeValues3D.POINT,
+                               graphic_data=np.asarray([xyz], dtype=float),
+                               frame_of_reference_uid=volume.frame_of_reference_uid,
+                               relationship_type=RelationshipTypeValues.CONTAINS)
+
+
 def analysed_region(volume: Volume, name: CodedConcept) -> ScoordContentItem:
-    """A group-level (CONTAINS) SCOORD CIRCLE inscribed in the middle source slice — the image analysed — with
-    its SELECTED FROM IMAGE child.
+    """A group-level SCOORD CIRCLE inscribed in the middle source slice — the image analysed.
 
     For a group with no NUM (a withheld result): OHIF places the group by it instead of throwing on a
     group without coordinates. A circle, not a point or a rectangle, so that the Cornerstone adapters
@@ -95,15 +135,5 @@ def analysed_region(volume: Volume, name: CodedConcept) -> ScoordContentItem:
     n, rows, cols = volume.shape
     centre = ImagePoint(n // 2, (rows - 1) / 2.0, (cols - 1) / 2.0)
     edge = ImagePoint(centre.k, centre.i, centre.j + 0.45 * min(rows, cols))
-    frame = volume.frames[centre.k]
-    item = ScoordContentItem(name=name, graphic_type=GraphicTypeValues.CIRCLE,
-                             graphic_data=np.concatenate([_graphic(centre), _graphic(edge)]),
-                             relationship_type=RelationshipTypeValues.CONTAINS)
-    item.ContentSequence = ContentSequence([ImageContentItem(
-        name=codes.SCT.Source,
-        referenced_sop_class_uid=frame.sop_class_uid,
-        referenced_sop_instance_uid=frame.sop_instance_uid,
-        referenced_frame_numbers=_frame_numbers(volume, centre),
-        relationship_type=RelationshipTypeValues.SELECTED_FROM,
-    )])
-    return item
+    return _group_scoord(volume, centre.k, GraphicTypeValues.CIRCLE,
+                         np.concatenate([_graphic(centre), _graphic(edge)]), name)

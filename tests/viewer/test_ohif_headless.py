@@ -1,0 +1,173 @@
+"""The real OHIF viewer (the published @ohif/app 3.13.2 build) opens svdmark's SR from a real Orthanc.
+
+Orthanc (Debian's package, with its DICOMweb plugin) on free localhost ports receives the source SWI
+series, the SR and the SEG; the OHIF build is served by a small local web server that also forwards
+``/dicom-web`` to Orthanc (same origin); headless Chromium (puppeteer-core) opens the study, loads the
+SR into the viewport and accepts OHIF's offer to track its measurements. Needs Debian's ``chromium``
+and ``orthanc-dicomweb`` and ``tests/viewer/ohif/package/dist`` (scripts/test.sh: ``npm pack
+@ohif/app``); skipped without them. One study: it takes about a minute on a small machine.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import socketserver
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from svdmark.encode import results
+from tests.peers import free_port, wait_until
+from tests.unit.test_encode_support import cmb_result, swi_series
+
+HERE = Path(__file__).resolve().parent
+DIST = HERE / "ohif" / "package" / "dist"
+ORTHANC = Path("/usr/sbin/Orthanc")
+DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = pytest.mark.interop
+
+
+def _need() -> str:
+    node = shutil.which("node")
+    missing = [str(p) for p in (ORTHANC, DICOMWEB, CHROMIUM, DIST / "index.html") if not p.exists()]
+    if not node or not (HERE / "node_modules" / "puppeteer-core").is_dir():
+        missing.append("node + npm ci --prefix tests/viewer")
+    if missing:
+        pytest.skip("real-OHIF test needs: " + ", ".join(missing))
+    return node
+
+
+class Orthanc:
+    """/usr/sbin/Orthanc with the DICOMweb plugin, on free localhost ports."""
+
+    def __init__(self, root: Path):
+        self.port = free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        cfg = {"Name": "svdmark-viewer-test", "HttpPort": self.port, "DicomPort": free_port(),
+               "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+               "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": [str(DICOMWEB)],
+               "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
+        (root / "orthanc.json").write_text(json.dumps(cfg))
+        self.log = open(root / "orthanc.log", "w")
+        self.proc = subprocess.Popen([str(ORTHANC), str(root / "orthanc.json")], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {self.proc.returncode}")
+            try:
+                urllib.request.urlopen(self.base + "/system", timeout=1)
+                return True
+            except OSError:
+                return False
+
+        wait_until(up, 60, "Orthanc's REST API", interval=0.3)
+
+    def store(self, path: Path) -> None:
+        urllib.request.urlopen(urllib.request.Request(self.base + "/instances", data=path.read_bytes(), method="POST"))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def _viewer_server(orthanc_base: str) -> tuple[socketserver.TCPServer, int]:
+    """The OHIF build with an app-config pointing at ``/dicom-web`` on the same origin, which is forwarded."""
+    port = free_port()
+    config = (DIST / "app-config.js").read_text(encoding="utf-8")
+    public = "https://d14fa38qiwhyfd.cloudfront.net/dicomweb"
+    assert public in config, "the OHIF build's default data source moved; update this test"
+    config = config.replace(public, f"http://127.0.0.1:{port}/dicom-web").replace("staticWado: true",
+                                                                                 "staticWado: false")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(DIST), **k)
+
+        def log_message(self, *a):  # quiet
+            pass
+
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            if path.startswith("/dicom-web"):
+                req = urllib.request.Request(orthanc_base + self.path,
+                                             headers={"Accept": self.headers.get("Accept", "*/*")})
+                try:
+                    with urllib.request.urlopen(req) as r:
+                        return self._send(r.status, r.read(), r.headers.get("Content-Type", ""))
+                except urllib.error.HTTPError as e:
+                    return self._send(e.code, e.read(), e.headers.get("Content-Type", "text/plain"))
+            if path == "/app-config.js":
+                return self._send(200, config.encode(), "application/javascript")
+            if not (DIST / path.lstrip("/")).is_file():
+                self.path = "/index.html"  # the single-page app's routes (/viewer)
+            return super().do_GET()
+
+    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+
+    srv = Server(("127.0.0.1", port), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, port
+
+
+def test_ohif_opens_the_sr_and_tracks_every_microbleed(tmp_path):
+    node = _need()
+    series, vol = swi_series()
+    result = cmb_result(series, vol, 5)
+    enc = results(result, uid_seed="ohif-headless")
+    files = []
+    for n, ds in enumerate(list(result.series.datasets) + [d for _, d in enc.items()]):
+        p = tmp_path / f"{n:03d}.dcm"
+        ds.save_as(p, enforce_file_format=True)
+        files.append(p)
+    orthanc = Orthanc(tmp_path / "orthanc")
+    srv = None
+    try:
+        for p in files:
+            orthanc.store(p)
+        srv, port = _viewer_server(orthanc.base)
+        url = f"http://127.0.0.1:{port}/viewer?StudyInstanceUIDs={result.series.study_uid}"
+        proc = subprocess.run([node, str(HERE / "ohif_headless.mjs"), url, "svdmark measurements"],
+                              capture_output=True, text=True, timeout=420, cwd=HERE,
+                              env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                   "SHOT": str(tmp_path / "ohif.png")})
+    finally:
+        if srv is not None:
+            srv.shutdown()
+        orthanc.stop()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["errors"] == [], out["errors"]  # no uncaught exception (the old SR: 'ReferencedSOPSequence')
+    caught = [w for w in out["warnings"] if "TypeError" in w and not w.startswith("Unable to generate tool state")]
+    assert caught == [], caught
+    assert "clicked Yes" in out["steps"], out["steps"]  # OHIF offered to track: the SR is rehydratable
+    # the SR viewport draws each measurement with OHIF's labels
+    shown = out["srViewport"]
+    assert "Number of lesions: 5.00 {count}" in shown
+    assert "Cerebral microbleed burden grade: 1.00 {grade}" in shown
+    assert "5 cerebral microbleeds, Grade 1: 1-9 cerebral microbleeds" in shown
+    assert "Diameter: " in shown  # the microbleeds on the slice shown
+    # tracked: one measurement per microbleed in the panel, each on its source image
+    assert "Additional Findings (5)" in out["tracked"] or "Measurements (5)" in out["tracked"], out["tracked"][-800:]
+    tool_failures = [w for w in out["warnings"] if w.startswith("Unable to generate tool state")]
+    assert len(tool_failures) == 2  # the whole-finding and the flag group: numbers, not tools
