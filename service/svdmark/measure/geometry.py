@@ -7,7 +7,7 @@ SWI series; a coarse geometric rule on the head's own shape is what can run here
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -53,14 +53,20 @@ LOBAR, DEEP, INFRATENTORIAL, UNSPECIFIED = "lobar", "deep", "infratentorial", "u
 
 @dataclass(frozen=True)
 class HeadFrame:
-    """What :func:`locate` measures on the head: its mask, the in-plane depth below its surface, its widest
-    axial section (height ``z_ref`` and centre ``centre_xy`` in patient mm) and that section's largest depth."""
+    """What :func:`locate` measures on the head: its mask, its widest axial section (height ``z_ref`` and
+    centre ``centre_xy`` in patient mm) and that section's largest depth below the surface."""
 
     mask: np.ndarray
-    depth_mm: np.ndarray
+    pixel_spacing: tuple[float, float]
     z_ref: float
     centre_xy: np.ndarray
     max_depth_mm: float
+
+    def depth_mm(self, k: int) -> np.ndarray:
+        """In-plane distance (mm) from each voxel of slice ``k`` to the edge of the head mask."""
+        from scipy import ndimage as ndi
+
+        return ndi.distance_transform_edt(self.mask[k], sampling=self.pixel_spacing)
 
 
 def head_frame(volume: Volume, foreground: float = 0.35) -> HeadFrame | None:
@@ -84,13 +90,13 @@ def head_frame(volume: Volume, foreground: float = 0.35) -> HeadFrame | None:
     if n == 0:
         return None
     mask = lab == (1 + int(np.argmax(ndi.sum(mask, lab, range(1, n + 1)))))
-    depth = np.stack([ndi.distance_transform_edt(m, sampling=volume.pixel_spacing) for m in mask])
     area = mask.reshape(mask.shape[0], -1).sum(axis=1)
     k = int(np.argmax(area))
     ii, jj = np.nonzero(mask[k])
     centre = volume.index_to_patient(k, float(ii.mean()), float(jj.mean()))
-    return HeadFrame(mask=mask, depth_mm=depth, z_ref=float(centre[2]), centre_xy=np.asarray(centre[:2]),
-                     max_depth_mm=float(depth[k].max()))
+    frame = HeadFrame(mask=mask, pixel_spacing=tuple(volume.pixel_spacing), z_ref=float(centre[2]),
+                      centre_xy=np.asarray(centre[:2]), max_depth_mm=0.0)
+    return replace(frame, max_depth_mm=float(frame.depth_mm(k).max()))
 
 
 def locate(volume: Volume, centres_kij, *, deep_fraction: float = 0.5, incisura_mm: float = 15.0,
@@ -131,19 +137,22 @@ def locate(volume: Volume, centres_kij, *, deep_fraction: float = 0.5, incisura_
     if frame is None:
         return [UNSPECIFIED] * len(centres)
     out = []
+    depths: dict[int, np.ndarray] = {}
     nz, ny, nx = volume.shape
     for c in centres:
         k, i, j = (int(np.clip(np.rint(v), 0, n - 1)) for v, n in zip(c, (nz, ny, nx)))
         if not frame.mask[k, i, j]:
             out.append(UNSPECIFIED)
             continue
+        if k not in depths:
+            depths[k] = frame.depth_mm(k)
         x, y, z = volume.index_to_patient(*c)
         dx, dy = x - frame.centre_xy[0], y - frame.centre_xy[1]
         tentorium = frame.z_ref - incisura_mm - tentorium_slope * (abs(dx) + max(dy, 0.0))
         posterior_fossa = dy > fossa_mm or (abs(dx) < stem_mm and dy > -stem_mm)
         if z < tentorium and posterior_fossa:
             out.append(INFRATENTORIAL)
-        elif (frame.depth_mm[k, i, j] >= deep_fraction * frame.max_depth_mm
+        elif (depths[k][i, j] >= deep_fraction * frame.max_depth_mm
               and dy >= -deep_box_mm[0] and deep_box_mm[1] <= z - frame.z_ref <= deep_box_mm[2]):
             out.append(DEEP)
         else:
