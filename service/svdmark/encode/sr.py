@@ -12,9 +12,10 @@ into annotations, read it; tests/viewer runs their code on every kind of result)
 * A group without a NUM (a withheld result) gets a group-level SCOORD CIRCLE inscribed in the middle
   source slice (private ``ANALYSED``, "Image analysed"), because OHIF throws on a group it cannot
   place; a circle makes no Cornerstone tool (a point would become a Probe without a value).
-* Each whole-finding and flag group has a TEXT (121106, DCM, "Comment") that OHIF lists as a label:
-  the value in words ("WML volume 0.00 mL" — OHIF shows a zero NUM as blank), or the flag's statement
-  from the rules output, or "Not reliably measurable: reasons".
+* Each whole-finding and flag group has a TEXT (121106, DCM, "Comment"): the value in words ("WML
+  volume 0.00 mL" — OHIF shows a zero NUM as blank), or the flag's statement from the rules output,
+  both listed by OHIF as labels; or, withheld, "Not reliably measurable: reasons" (OHIF draws a group
+  placed by a group-level graphic without its comments: the words are for SR text views).
 * Microbleeds are TID 1410 groups whose region ("Image Region" SCOORD POINT) is the centre on the
   nearest source image, followed by the centre in patient mm (SCOORD3D POINT, DCM "Center"): OHIF
   places a group by its first graphic, turns it into a Cornerstone tool only for an "Image Region"
@@ -41,7 +42,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import highdicom as hd
-import numpy as np
 from highdicom.sr import (
     AlgorithmIdentification,
     CodedConcept,
