@@ -2,13 +2,14 @@
 // into the viewport, accepts OHIF's offer to track (hydrate) its measurements, opens the measurement
 // panel, and prints what the page showed: JSON {errors, warnings, steps, srViewport, tracked}.
 //
-// Usage: node ohif_headless.mjs VIEWER_URL SERIES_LABEL
+// Usage: node ohif_headless.mjs VIEWER_URL SERIES_LABEL [view]
 //   VIEWER_URL    http://host:port/viewer?StudyInstanceUIDs=...
 //   SERIES_LABEL  the start of the SR series' description in the study browser
+//   view          only load the SR into the viewport (no tracking)
 // Environment: CHROMIUM (default /usr/bin/chromium), SHOT (optional screenshot path).
 import puppeteer from 'puppeteer-core';
 
-const [url, label] = process.argv.slice(2);
+const [url, label, mode] = process.argv.slice(2);
 const out = { errors: [], warnings: [], steps: [] };
 const browser = await puppeteer.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -54,13 +55,15 @@ try {
   await clickText(label, 30000, 2); // double-click: load the SR into the viewport
   await sleep(8000);
   out.srViewport = await text();
-  await clickText('Yes', 30000); // "Do you want to continue tracking measurements for this study?"
-  await sleep(6000);
-  await clickCy('side-panel-header-right', 5000);
-  await sleep(1000);
-  await clickCy('trackedMeasurements-btn', 5000);
-  await sleep(3000);
-  out.tracked = await text();
+  if (mode !== 'view') {
+    await clickText('Yes', 30000); // "Do you want to continue tracking measurements for this study?"
+    await sleep(6000);
+    await clickCy('side-panel-header-right', 5000);
+    await sleep(1000);
+    await clickCy('trackedMeasurements-btn', 5000);
+    await sleep(3000);
+    out.tracked = await text();
+  }
   if (process.env.SHOT) await page.screenshot({ path: process.env.SHOT });
 } finally {
   await browser.close();

@@ -23,7 +23,7 @@ import pytest
 
 from svdmark.encode import results
 from tests.peers import free_port, wait_until
-from tests.unit.test_encode_support import cmb_result, swi_series
+from tests.unit.test_encode_support import cmb_result, ct_series, swi_series, wml_mask, wml_result
 
 HERE = Path(__file__).resolve().parent
 DIST = HERE / "ohif" / "package" / "dist"
@@ -130,11 +130,10 @@ def _viewer_server(orthanc_base: str) -> tuple[socketserver.TCPServer, int]:
     return srv, port
 
 
-def test_ohif_opens_the_sr_and_tracks_every_microbleed(tmp_path):
+def _open_in_ohif(tmp_path: Path, result, mode: str = "track") -> tuple[dict, object]:
+    """Store the result's source images, SR and SEG in Orthanc and open the SR in OHIF; node's JSON."""
     node = _need()
-    series, vol = swi_series()
-    result = cmb_result(series, vol, 5)
-    enc = results(result, uid_seed="ohif-headless")
+    enc = results(result, uid_seed=f"ohif-headless-{result.model.task.value}")
     files = []
     for n, ds in enumerate(list(result.series.datasets) + [d for _, d in enc.items()]):
         p = tmp_path / f"{n:03d}.dcm"
@@ -147,7 +146,7 @@ def test_ohif_opens_the_sr_and_tracks_every_microbleed(tmp_path):
             orthanc.store(p)
         srv, port = _viewer_server(orthanc.base)
         url = f"http://127.0.0.1:{port}/viewer?StudyInstanceUIDs={result.series.study_uid}"
-        proc = subprocess.run([node, str(HERE / "ohif_headless.mjs"), url, "svdmark measurements"],
+        proc = subprocess.run([node, str(HERE / "ohif_headless.mjs"), url, "svdmark measurements", mode],
                               capture_output=True, text=True, timeout=420, cwd=HERE,
                               env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
                                    "SHOT": str(tmp_path / "ohif.png")})
@@ -160,6 +159,12 @@ def test_ohif_opens_the_sr_and_tracks_every_microbleed(tmp_path):
     assert out["errors"] == [], out["errors"]  # no uncaught exception (the old SR: 'ReferencedSOPSequence')
     caught = [w for w in out["warnings"] if "TypeError" in w and not w.startswith("Unable to generate tool state")]
     assert caught == [], caught
+    return out, enc
+
+
+def test_ohif_opens_the_sr_and_tracks_every_microbleed(tmp_path):
+    series, vol = swi_series()
+    out, _ = _open_in_ohif(tmp_path, cmb_result(series, vol, 5))
     assert "clicked Yes" in out["steps"], out["steps"]  # OHIF offered to track: the SR is rehydratable
     # the SR viewport draws each measurement with OHIF's labels
     shown = out["srViewport"]
@@ -171,3 +176,13 @@ def test_ohif_opens_the_sr_and_tracks_every_microbleed(tmp_path):
     assert "Additional Findings (5)" in out["tracked"] or "Measurements (5)" in out["tracked"], out["tracked"][-800:]
     tool_failures = [w for w in out["warnings"] if w.startswith("Unable to generate tool state")]
     assert len(tool_failures) == 2  # the whole-finding and the flag group: numbers, not tools
+
+
+def test_ohif_shows_the_wml_volume(tmp_path):
+    series, vol = ct_series()
+    result = wml_result(series, vol, wml_mask(vol))
+    out, _ = _open_in_ohif(tmp_path, result, mode="view")
+    v = round(result.findings.volume_ml, 2)
+    shown = out["srViewport"]
+    assert f"Volume: {v:.2f} ml" in shown and f"WML volume {v:.2f} mL" in shown, shown[-1500:]
+    assert "Measured value the flag was computed from: " + f"{v:.2f} ml" in shown
