@@ -35,10 +35,16 @@ def table() -> RoutingTable:
 
 
 @pytest.fixture(scope="module")
-def context(table) -> Context:
-    """The real stages: packaged models on the CPU. A series that got past routing and the pixel check
-    would be analysed by them and come back as a result."""
-    return Context(routing=table, models=ModelRegistry(), runtime=Runtime(providers=["CPUExecutionProvider"]),
+def context(table, tmp_path_factory) -> Context:
+    """The real stages with tiny real ONNX models (``tests/cli/fakemodels.py``, in their own folder so that a
+    model being installed in the package meanwhile changes nothing here) on the CPU. A series that got past
+    routing and the pixel check would be analysed by them and come back as a result."""
+    from tests.cli import fakemodels
+
+    root = tmp_path_factory.mktemp("models")
+    fakemodels.make_wml(root)
+    fakemodels.make_cmb(root)
+    return Context(routing=table, models=ModelRegistry(root), runtime=Runtime(providers=["CPUExecutionProvider"]),
                    rules=RuleSet.load())
 
 
