@@ -34,11 +34,11 @@ def analyse(series: Series, ctx: Context) -> AnalysisResult:
         decision = route.decide(series.header, ctx.routing)
     if decision.kind is RouteKind.IGNORED:
         raise Ignored(decision.reason, decision.rule_id)
-    model = ctx.models.active(decision.kind.task)
     with timed("volume"):
         image = volume.load(series)
     with timed("anatomy"):
         route.require_head(decision, image, ctx.routing.anatomy)
+    model = ctx.models.active(decision.kind.task)
     with timed("infer"):
         output = ctx.runtime.run(model, image)
     with timed("measure"):
