@@ -395,3 +395,27 @@ def test_mask_round_trip_is_exact_on_unsheared_grid():
     np.testing.assert_array_equal(grid.array, v.array)
     np.testing.assert_array_equal(vol.resample_mask_to_source(mask, grid, v), mask)
     np.testing.assert_array_equal(vol.resample_mask_to_source(mask, vol.to_sitk(v), v), mask)
+
+
+def test_lossy_source_is_a_volume_warning_and_lossless_is_not():
+    """A lossy-compressed source (JPEG-LS near-lossless, or Lossy Image Compression "01") gives the volume the
+    warning the SR and summary show; reversible RLE does not."""
+    from pydicom.uid import JPEGLSNearLossless
+
+    from svdmark.volume.lossy import LOSSY_WARNING
+
+    dss, _ = ct_stack(n=4, rows=16, cols=16, signed=False, intercept=0.0, hu=lambda k, i, j, xyz: 40 + 3 * k + i)
+    for ds in dss:
+        ds.compress(RLELossless)
+    assert LOSSY_WARNING not in vol.load(series_of(dss)).warnings
+
+    dss, _ = ct_stack(n=4, rows=16, cols=16, signed=False, intercept=0.0, hu=lambda k, i, j, xyz: 40 + 3 * k + i)
+    dss[2].LossyImageCompression = "01"
+    assert LOSSY_WARNING in vol.load(series_of(dss)).warnings
+
+    dss, _ = ct_stack(n=4, rows=16, cols=16, signed=False, intercept=0.0, hu=lambda k, i, j, xyz: 40 + 3 * k + i)
+    for ds in dss:
+        ds.compress(JPEGLSNearLossless, jls_error=3)  # pyjpegls (test extra)
+        ds.pop("LossyImageCompression", None)  # only the transfer syntax tells
+    v = vol.load(series_of(dss))
+    assert LOSSY_WARNING in v.warnings

@@ -12,18 +12,10 @@ import math
 from dataclasses import dataclass
 
 import pydicom
-from pydicom.uid import (
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    JPEG2000,
-    JPEG2000MC,
-    HTJ2K,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLSNearLossless,
-)
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from ..errors import Rejected
+from ..volume.lossy import LOSSY_TRANSFER_SYNTAXES, LOSSY_WARNING, is_lossy  # noqa: F401 (re-exported)
 from ..spool import valid_uid
 from . import structure
 from .phi import uid_hash
@@ -35,14 +27,8 @@ ENHANCED_MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 SUPPORTED_SOP_CLASSES = (CT_IMAGE, ENHANCED_CT_IMAGE, MR_IMAGE, ENHANCED_MR_IMAGE)
 ENHANCED = (ENHANCED_CT_IMAGE, ENHANCED_MR_IMAGE)
 
-# Transfer syntaxes whose pixel data may have lost information (PS3.5 8.2; 4.91/4.93/4.203 may also be
-# reversible: then Lossy Image Compression (0028,2110) "00" says so).
-LOSSY_TRANSFER_SYNTAXES = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000, JPEG2000MC,
-                                     HTJ2K})
-
 # How a stored instance is marked (the ``geometry`` JSON journalled with it) and the warning it warrants.
 LOSSY_KEY = "lossy_source"
-LOSSY_WARNING = "lossy-compressed source"
 
 # DIMSE statuses used (see docs/conformance-statement.md §3.3)
 STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
@@ -131,14 +117,6 @@ def lossy_source(instances) -> bool:
     """Whether any journalled instance (``journal.StoredInstance``) of a series was lossy-compressed:
     the pipeline then adds the quality warning :data:`LOSSY_WARNING`."""
     return any(bool((getattr(i, "geometry", None) or {}).get(LOSSY_KEY)) for i in instances)
-
-
-def is_lossy(ds: pydicom.Dataset) -> bool:
-    """Lossy Image Compression (0028,2110) "01", or a lossy transfer syntax not declared reversible."""
-    flag = str(ds.get("LossyImageCompression", "") or "").strip()
-    if flag == "01":
-        return True
-    return ds.file_meta.TransferSyntaxUID in LOSSY_TRANSFER_SYNTAXES and flag != "00"
 
 
 def _parse(data: bytes, max_bytes: int | None) -> pydicom.Dataset:

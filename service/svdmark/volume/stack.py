@@ -17,6 +17,7 @@ import numpy as np
 
 from svdmark.domain import FrameRef, Series, Volume
 from svdmark.errors import InvalidSeries
+from svdmark.volume.lossy import LOSSY_WARNING, is_lossy
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom import Dataset
@@ -451,6 +452,8 @@ def load(series: Series) -> Volume:
     thickness = float(np.median(thicknesses)) if thicknesses else None
     if thickness is not None and thickness > THICK_SLICE_WARNING_MM:
         warnings.append(f"thick slices ({thickness:.1f} mm): small lesions are diluted by partial volume")
+    if any(is_lossy(ds) for ds in series.datasets):
+        warnings.append(LOSSY_WARNING)
     if not slices[0].frame_of_reference:
         warnings.append("no FrameOfReferenceUID: results cannot be registered to other series")
 
