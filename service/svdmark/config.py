@@ -27,6 +27,13 @@ Example ``svdmark.toml``::
     outputs = ["sr", "seg", "summary"]   # the output profile of this destination
     tls = false                           # DICOM TLS to this destination (uses [tls] ca/cert/key)
 
+    [[destinations]]                      # DICOMweb STOW-RS (svdmark.export.stow), same outbox
+    kind = "stow"
+    url = "https://pacs.example.org/dicom-web/studies"
+    username = "svdmark"                  # basic auth; or token_file / token_env for a bearer token
+    password_file = "/etc/svdmark/stow-password"   # or password_env = "SVDMARK_STOW_PASSWORD"
+    ca_file = "/etc/svdmark/tls/pacs-ca.crt"       # optional; tls_verify = true by default
+
     [tls]                                 # DICOM TLS (listener, and destinations with tls = true)
     cert = "/etc/svdmark/tls/svdmark.crt" # PEM; with key set, the listener speaks TLS only
     key = "/etc/svdmark/tls/svdmark.key"
@@ -62,9 +69,10 @@ import dataclasses
 import os
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from .errors import ConfigError
 
@@ -120,10 +128,7 @@ class Destination:
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any]) -> "Destination":
         try:
-            outputs = frozenset(d.get("outputs", OUTPUT_KINDS))
-            unknown = outputs - set(OUTPUT_KINDS)
-            if unknown:
-                raise ConfigError(f"destination outputs {sorted(unknown)} unknown; choose from {OUTPUT_KINDS}")
+            outputs = _outputs(d)
             return cls(
                 ae_title=_check_ae(str(d["ae_title"]), "destination AE title"),
                 host=str(d["host"]),
@@ -135,13 +140,103 @@ class Destination:
             raise ConfigError(f"destination entry lacks {exc.args[0]!r}: {dict(d)}") from None
 
 
+_SECRET_KEYS = ("password_file", "password_env", "token_file", "token_env")
+
+
+@dataclass(frozen=True)
+class StowDestination:
+    """A DICOMweb STOW-RS destination (``kind = "stow"``), delivered by the same outbox as C-STORE.
+
+    Credentials are never held here: only where to read them (a file, or an environment variable),
+    read again for each delivery round by :mod:`svdmark.export.stow`, so they never reach a log,
+    a ``repr`` or the journal, and a rotated password needs no restart.
+    """
+
+    url: str
+    outputs: frozenset[str] = frozenset(OUTPUT_KINDS)
+    username: str | None = None  # HTTP basic auth, with password_file or password_env
+    password_file: Path | None = None
+    password_env: str | None = None
+    token_file: Path | None = None  # bearer token, instead of basic auth
+    token_env: str | None = None
+    ca_file: Path | None = None  # CA bundle for an HTTPS url (else the system's)
+    tls_verify: bool = True
+    timeout: float = 60.0
+    tls: ClassVar[bool] = False  # DICOM TLS ([tls]) is C-STORE's; HTTPS is verified per destination
+
+    @property
+    def name(self) -> str:
+        return f"stow:{self.url}"
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any]) -> "StowDestination":
+        known = {"kind", "url", "outputs", "username", "ca_file", "tls_verify", "timeout", *_SECRET_KEYS}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"stow destination: unknown key(s) {unknown}; known: {sorted(known)}")
+        url = str(d.get("url", "")).strip()
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"stow destination url {url!r} is not an http(s) URL")
+        if parts.username or parts.password:
+            raise ConfigError("stow destination url must not hold credentials: use username with password_file "
+                              "or password_env, or token_file / token_env")
+        given = {k: d[k] for k in _SECRET_KEYS if d.get(k)}
+        basic = {k for k in given if k.startswith("password")}
+        bearer = {k for k in given if k.startswith("token")}
+        if len(basic) > 1 or len(bearer) > 1 or (basic and bearer):
+            raise ConfigError(f"stow destination {url}: give one of {', '.join(_SECRET_KEYS)}, not {sorted(given)}")
+        if bool(basic) != bool(d.get("username")):
+            raise ConfigError(f"stow destination {url}: basic auth needs both username and password_file "
+                              "or password_env")
+        for k in ("password_file", "token_file"):
+            if k in given and not Path(str(given[k])).expanduser().is_file():
+                raise ConfigError(f"stow destination {url}: {k} {given[k]} does not exist")
+        for k in ("password_env", "token_env"):
+            if k in given and not os.environ.get(str(given[k])):
+                raise ConfigError(f"stow destination {url}: {k}: environment variable {given[k]} is not set")
+        ca = Path(str(d["ca_file"])).expanduser() if d.get("ca_file") else None
+        if ca is not None and not ca.is_file():
+            raise ConfigError(f"stow destination {url}: ca_file {ca} does not exist")
+        timeout = _convert(d.get("timeout", 60.0), "float", f"stow destination {url} timeout")
+        if timeout <= 0:
+            raise ConfigError(f"stow destination {url}: timeout must be more than 0")
+        path = lambda k: Path(str(given[k])).expanduser() if k in given else None  # noqa: E731
+        return cls(url=url, outputs=_outputs(d), username=str(d["username"]) if d.get("username") else None,
+                   password_file=path("password_file"), password_env=given.get("password_env"),
+                   token_file=path("token_file"), token_env=given.get("token_env"), ca_file=ca,
+                   tls_verify=_convert(d.get("tls_verify", True), "bool", f"stow destination {url} tls_verify"),
+                   timeout=timeout)
+
+
+AnyDestination = Destination | StowDestination
+
+
+def destination_from_mapping(d: Mapping[str, Any]) -> AnyDestination:
+    """One ``[[destinations]]`` entry: ``kind = "cstore"`` (the default) or ``"stow"``."""
+    kind = str(d.get("kind", "cstore"))
+    if kind == "stow":
+        return StowDestination.from_mapping(d)
+    if kind != "cstore":
+        raise ConfigError(f"destination kind {kind!r} unknown; choose 'cstore' or 'stow'")
+    return Destination.from_mapping({k: v for k, v in d.items() if k != "kind"})
+
+
+def _outputs(d: Mapping[str, Any]) -> frozenset[str]:
+    outputs = frozenset(d.get("outputs", OUTPUT_KINDS))
+    unknown = outputs - set(OUTPUT_KINDS)
+    if unknown:
+        raise ConfigError(f"destination outputs {sorted(unknown)} unknown; choose from {OUTPUT_KINDS}")
+    return outputs
+
+
 @dataclass(frozen=True)
 class Config:
     host: str = "0.0.0.0"
     port: int = 11112
     ae_title: str = "SVDMARK"
     data_dir: Path = Path("svdmark-data")
-    destinations: tuple[Destination, ...] = ()
+    destinations: tuple[AnyDestination, ...] = ()
     allow_calling_ae: tuple[str, ...] = ()
     # association policy
     max_associations: int = 8
@@ -341,7 +436,7 @@ def load(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         for section, body in doc.items():
             if section == "destinations":
-                destinations = [Destination.from_mapping(d) for d in body]
+                destinations = [destination_from_mapping(d) for d in body]
                 continue
             if section == "flags" and isinstance(body, dict) and "conditions" in body:
                 body = dict(body)

@@ -1,5 +1,8 @@
 """The durable outbox: delivers journalled result objects with capped, jittered back-off.
 
+The same for every destination kind: C-STORE (the exporter given) and DICOMweb STOW-RS
+(:class:`~svdmark.export.stow.StowExporter` for ``kind = "stow"``).
+
 Per delivery: pending → sending → delivered, or back to pending with
 ``next_attempt_at = now + backoff(attempts)``, or dead after ``max_attempts`` tries in this round
 or at once when retrying cannot help (the destination refuses the object's SOP class). An admin
@@ -21,10 +24,11 @@ import time
 from collections import defaultdict
 
 from .. import health
-from ..config import Destination
+from ..config import AnyDestination, StowDestination
 from ..journal import Delivery, Journal
 from ..logs import event
 from .cstore import Exporter, SendOutcome
+from .stow import StowExporter
 
 log = logging.getLogger("svdmark.export")
 
@@ -37,11 +41,12 @@ def backoff(attempts: int, base: float, cap: float, rng: random.Random | None = 
 
 
 class Outbox:
-    def __init__(self, journal: Journal, exporter: Exporter, destinations: tuple[Destination, ...],
+    def __init__(self, journal: Journal, exporter: Exporter, destinations: tuple[AnyDestination, ...],
                  max_attempts: int, backoff_seconds: float, backoff_cap_seconds: float,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, stow_exporter: Exporter | None = None):
         self.journal = journal
-        self.exporter = exporter
+        self.exporter = exporter  # C-STORE destinations
+        self.stow_exporter = stow_exporter or StowExporter()  # kind = "stow" destinations
         self.destinations = {d.name: d for d in destinations}
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
@@ -73,7 +78,7 @@ class Outbox:
                 n += 1
         return n
 
-    def _send(self, dest: Destination, items: list[Delivery]) -> int:
+    def _send(self, dest: AnyDestination, items: list[Delivery]) -> int:
         by_path = {d.path: d for d in items}
         reported: set[int] = set()
         confirmed = 0
@@ -98,7 +103,8 @@ class Outbox:
                 self.journal.mark_sending([d.id])
 
         try:
-            self.exporter.send(dest, [d.path for d in items], on_outcome, on_start)
+            exporter = self.stow_exporter if isinstance(dest, StowDestination) else self.exporter
+            exporter.send(dest, [d.path for d in items], on_outcome, on_start)
         except Exception as exc:  # never leave a delivery 'sending' in a live process
             event(log, "outbox_send_error", logging.ERROR, destination=dest.name, exc_info=True)
             why = f"send failed: {type(exc).__name__}"

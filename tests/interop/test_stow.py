@@ -1,0 +1,185 @@
+"""A STOW-RS destination (``kind = "stow"``) against a real Orthanc with its DICOMweb plugin and basic auth.
+
+The destination comes from a TOML config file (password in a file), the deliveries from a real
+journal, the sending from the real outbox: objects arrive (Orthanc's REST ``/instances``), a wrong
+password is a dead letter with its reason after one try, Orthanc down is retried and delivered once
+it is back, and an object Orthanc refuses (Failed SOP Sequence) is a dead letter with its reason.
+The objects are pydicom's own test files (CT, MR, an RLE Lossless secondary capture).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from svdmark.config import StowDestination, load
+from svdmark.domain import JobState
+from svdmark.export import CStoreExporter, Outbox
+from svdmark.journal import Journal, ResultObject
+from tests.peers import free_port, wait_until
+from tests.unit.test_journal import record
+
+ORTHANC = Path("/usr/sbin/Orthanc")
+DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+USER, PASSWORD = "svdmark", "c0rrect-h0rse"
+FILES = {"sr": "CT_small.dcm", "seg": "MR_small.dcm", "summary": "SC_rgb_rle.dcm"}
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.slow,
+    pytest.mark.skipif(not (ORTHANC.exists() and DICOMWEB.exists()),
+                       reason="needs Orthanc and its DICOMweb plugin (apt-get install orthanc orthanc-dicomweb)"),
+]
+
+
+class Orthanc:
+    """/usr/sbin/Orthanc with the DICOMweb plugin and basic auth, on a free localhost port (kept across restarts)."""
+
+    def __init__(self, root: Path):
+        root.mkdir(parents=True, exist_ok=True)
+        self.root, self.port = root, free_port()
+        cfg = {"Name": "svdmark-stow-test", "HttpPort": self.port, "DicomPort": free_port(),
+               "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+               "RemoteAccessAllowed": False, "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD},
+               "Plugins": [str(DICOMWEB)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
+        (root / "orthanc.json").write_text(json.dumps(cfg))
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Orthanc":
+        with open(self.root / "orthanc.log", "ab") as logf:
+            self.proc = subprocess.Popen([str(ORTHANC), str(self.root / "orthanc.json")], stdout=logf,
+                                         stderr=subprocess.STDOUT)
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {self.proc.returncode}")
+            try:
+                return self.get("/system") is not None
+            except OSError:
+                return False
+
+        wait_until(up, 60, "Orthanc's REST API", interval=0.3)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def get(self, path: str):
+        auth = b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        req = urllib.request.Request(self.base + path, headers={"Authorization": f"Basic {auth}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    def sop_uids(self) -> set[str]:
+        return {i["MainDicomTags"]["SOPInstanceUID"] for i in self.get("/instances?expand")}
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    o = Orthanc(tmp_path / "orthanc").start()
+    try:
+        yield o
+    finally:
+        o.stop()
+
+
+def _config(tmp_path: Path, url: str, password: str):
+    secret = tmp_path / "stow-password"
+    secret.write_text(password + "\n")
+    toml = tmp_path / "svdmark.toml"
+    toml.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n\n[[destinations]]\nkind = "stow"\n'
+                    f'url = "{url}"\nusername = "{USER}"\npassword_file = "{secret}"\n'
+                    f'outputs = ["sr", "seg", "summary"]\ntimeout = 20\n')
+    return load(toml, env={})
+
+
+def _outbox(tmp_path: Path, url: str, password: str = PASSWORD) -> tuple[Outbox, Journal, dict[str, str]]:
+    """A journal holding three finished results for the configured STOW destination, and its outbox."""
+    cfg = _config(tmp_path, url, password)
+    (dest,) = cfg.destinations
+    assert isinstance(dest, StowDestination) and PASSWORD not in repr(dest)
+    journal = Journal(cfg.journal_path)
+    record(journal, "1.1")
+    journal.queue_job(journal.receiving_series()[0], "test")
+    outs = [ResultObject(str(dcmread(get_testdata_file(f), stop_before_pixels=True).SOPInstanceUID), kind, "x",
+                         Path(get_testdata_file(f))) for kind, f in FILES.items()]
+    journal.finish_job(journal.claim_job(), JobState.DONE, outputs=outs,
+                       deliveries=[(o.sop_uid, dest.name) for o in outs])
+    box = Outbox(journal, CStoreExporter("SVDMARK"), cfg.destinations, cfg.export_max_attempts, 0.05, 0.1)
+    return box, journal, {o.sop_uid: o.kind for o in outs}
+
+
+def _rows(journal: Journal) -> dict[str, dict]:
+    return {r["sop_uid"]: dict(r) for r in journal.deliveries()}
+
+
+def test_stow_delivers_each_object_to_orthanc_with_basic_auth(tmp_path, orthanc, caplog):
+    caplog.set_level(logging.DEBUG)
+    box, journal, uids = _outbox(tmp_path, orthanc.base + "/dicom-web/studies")
+    assert box.flush() == 3
+    rows = _rows(journal)
+    assert {r["state"] for r in rows.values()} == {"delivered"}
+    assert all(r["attempts"] == 1 for r in rows.values())
+    assert orthanc.sop_uids() == set(uids)
+    assert box.flush() == 0  # nothing is sent twice
+    assert PASSWORD not in caplog.text
+
+
+def test_wrong_password_is_a_dead_letter_with_its_reason(tmp_path, orthanc, caplog):
+    caplog.set_level(logging.DEBUG)
+    box, journal, uids = _outbox(tmp_path, orthanc.base + "/dicom-web/studies", password="wrong-password")
+    assert box.flush() == 0
+    rows = _rows(journal)
+    assert {r["state"] for r in rows.values()} == {"dead"}  # after one try, not after max_attempts
+    assert all(r["attempts"] == 1 and r["last_error"].startswith("HTTP 401") for r in rows.values()), rows
+    assert "password" in rows[next(iter(uids))]["last_error"]
+    assert orthanc.sop_uids() == set()
+    assert "wrong-password" not in caplog.text
+
+
+def test_orthanc_down_is_retried_and_delivered_when_it_is_back(tmp_path):
+    orthanc = Orthanc(tmp_path / "orthanc")  # configured, not started: nothing listens on its port
+    box, journal, uids = _outbox(tmp_path, orthanc.base + "/dicom-web/studies")
+    try:
+        assert box.flush(now=float("inf")) == 0
+        rows = _rows(journal)
+        assert {r["state"] for r in rows.values()} == {"pending"}  # transient: retried, not dead
+        assert all(r["last_error"].startswith("no response: ConnectionError") for r in rows.values()), rows
+        orthanc.start()
+
+        def delivered() -> bool:
+            box.flush()  # each delivery is due again after its (short) back-off
+            return {r["state"] for r in journal.deliveries()} == {"delivered"}
+
+        wait_until(delivered, 30, "delivery after the restart", interval=0.1)
+        assert orthanc.sop_uids() == set(uids)
+        assert all(r["attempts"] == 2 for r in _rows(journal).values())
+    finally:
+        orthanc.stop()
+
+
+def test_an_object_orthanc_refuses_is_a_dead_letter_with_the_failure_reason(tmp_path, orthanc):
+    """STOW-RS to one study's URL: objects of other studies are in the response's Failed SOP Sequence."""
+    study = str(dcmread(get_testdata_file(FILES["sr"]), stop_before_pixels=True).StudyInstanceUID)
+    box, journal, uids = _outbox(tmp_path, orthanc.base + f"/dicom-web/studies/{study}")
+    box.flush()
+    rows = {uids[u]: r for u, r in _rows(journal).items()}
+    assert rows["sr"]["state"] == "delivered"
+    others = [rows["seg"], rows["summary"]]
+    assert all(r["state"] == "dead" and "STOW-RS failure reason 0x" in r["last_error"] for r in others), rows
+    assert orthanc.sop_uids() == {u for u, k in uids.items() if k == "sr"}
