@@ -83,6 +83,7 @@ class DeliveryState(str, enum.Enum):
     SENDING = "sending"
     DELIVERED = "delivered"
     DEAD = "dead"
+    SUPERSEDED = "superseded"  # never sent: newer results of the same series replaced it first
 
 
 # --------------------------------------------------------------------------- input side

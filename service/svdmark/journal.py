@@ -14,6 +14,8 @@ Every state transition is one transaction (WAL, ``synchronous=FULL``), so a
                                   ``failed`` (quarantined) once the job, not a crash loop, looks like
                                   the cause: see :meth:`Journal.recover`)
 * deliveries: pending → sending → delivered | dead          (sending → pending on restart)
+              pending → superseded  (:meth:`Journal.finish_job` with a :class:`Supersession`: newer
+                                     results of the series are done before this object was sent)
               dead → pending (:meth:`Journal.resend_dead`: the attempt count and history are kept;
                               the new round gets ``max_attempts`` tries of its own)
 
@@ -180,12 +182,18 @@ def _v3(db: sqlite3.Connection) -> None:
                               "interrupted_at": "REAL"})
 
 
+def _v4(db: sqlite3.Connection) -> None:
+    """Which IOCM rejection note (KOS SOP Instance UID) rejected a delivered result at its destination."""
+    _add_columns(db, "deliveries", {"rejected_by": "TEXT"})
+
+
 # (version, what it brings, step): step N takes a file at version N-1 to N. Steps are idempotent,
 # so a file that already has a column (an early build added them unversioned) migrates too.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = (
     (1, "jobs.interruptions, jobs.not_before", _v1),
     (2, "jobs.completion_warning, deliveries.round_start/resends, delivery_attempts", _v2),
     (3, "jobs.suspect_interruptions, jobs.interrupted_at", _v3),
+    (4, "deliveries.rejected_by", _v4),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -218,6 +226,33 @@ class Delivery:
     path: Path
     kind: str
     total_attempts: int = 0  # tries ever made
+
+
+REJECTABLE_KINDS = ("sr", "seg", "summary")  # result kinds a rejection note can reject (never a note itself)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One IOCM rejection note (kind "rejection") and what it rejects: delivery id → destination."""
+
+    note: ResultObject
+    rejects: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True)
+class Supersession:
+    """What a done job supersedes: results of earlier generations of its series.
+
+    ``rejections`` must cover exactly the earlier results that :meth:`Journal.rejectable` finds for
+    ``destinations``; otherwise :meth:`Journal.finish_job` raises :class:`StaleSupersession`.
+    """
+
+    destinations: frozenset[str]
+    rejections: tuple[Rejection, ...] = ()
+
+
+class StaleSupersession(RuntimeError):
+    """An earlier result was delivered (or picked up for sending) after the rejection notes were built."""
 
 
 class Journal:
@@ -505,6 +540,28 @@ class Journal:
         )
         return _result(rows[0]) if rows else None
 
+    def rejectable(self, series_uid: str, before_generation: int,
+                   destinations: Sequence[str]) -> list[tuple[int, str, ResultObject]]:
+        """Earlier generations' SR/SEG/summary objects delivered (or being sent) to ``destinations`` and not
+        yet rejected there: (delivery id, destination, result), by delivery id."""
+        return self._rejectable(self._conn(), series_uid, before_generation, destinations)
+
+    @staticmethod
+    def _rejectable(db: sqlite3.Connection, series_uid: str, before_generation: int,
+                    destinations: Sequence[str]) -> list[tuple[int, str, ResultObject]]:
+        if not destinations:
+            return []
+        marks = ",".join("?" * len(destinations))
+        kinds = ",".join("?" * len(REJECTABLE_KINDS))
+        rows = db.execute(
+            "SELECT d.id AS delivery_id, d.destination, r.* FROM deliveries d JOIN results r ON r.sop_uid=d.sop_uid"
+            f" JOIN jobs j ON j.id=r.job_id WHERE r.series_uid=? AND j.generation<? AND r.kind IN ({kinds})"
+            f" AND d.destination IN ({marks}) AND d.state IN (?,?) AND d.rejected_by IS NULL ORDER BY d.id",
+            (series_uid, before_generation, *REJECTABLE_KINDS, *destinations,
+             DeliveryState.DELIVERED.value, DeliveryState.SENDING.value),
+        ).fetchall()
+        return [(r["delivery_id"], r["destination"], _result(r)) for r in rows]
+
     def finish_job(
         self,
         job: JobRow,
@@ -518,10 +575,13 @@ class Journal:
         summary: dict | None = None,
         outputs: Sequence[ResultObject] = (),
         deliveries: Sequence[tuple[str, str]] = (),
+        supersede: Supersession | None = None,
     ) -> None:
         """Close a job in one transaction: its result objects and their outbox rows.
 
-        ``deliveries`` pairs (sop_uid, destination name).
+        ``deliveries`` pairs (sop_uid, destination name). ``supersede`` (a done job): earlier generations'
+        SR/SEG/summary deliveries still pending become ``superseded`` (never sent), and the rejection notes
+        are queued after the new results to the destinations that hold the old ones.
         """
         now = time.time()
         name, version, sha = model or (None, None, None)
@@ -542,7 +602,34 @@ class Journal:
                     "INSERT OR IGNORE INTO deliveries(sop_uid, destination, state, next_attempt_at) VALUES (?,?,?,?)",
                     (sop_uid, dest, DeliveryState.PENDING.value, now),
                 )
+            if supersede is not None:
+                self._supersede(db, job, supersede, now)
             self._settle_series(db, job.series_uid, job.generation)
+
+    def _supersede(self, db: sqlite3.Connection, job: JobRow, supersede: Supersession, now: float) -> None:
+        kinds = ",".join("?" * len(REJECTABLE_KINDS))
+        db.execute(
+            "UPDATE deliveries SET state=? WHERE state=? AND sop_uid IN (SELECT r.sop_uid FROM results r"
+            f" JOIN jobs j ON j.id=r.job_id WHERE r.series_uid=? AND j.generation<? AND r.kind IN ({kinds}))",
+            (DeliveryState.SUPERSEDED.value, DeliveryState.PENDING.value, job.series_uid, job.generation,
+             *REJECTABLE_KINDS),
+        )
+        found = {(i, dest) for i, dest, _ in
+                 self._rejectable(db, job.series_uid, job.generation, sorted(supersede.destinations))}
+        covered = {pair for rej in supersede.rejections for pair in rej.rejects}
+        if found != covered:
+            raise StaleSupersession(f"series {job.series_uid}: earlier results changed state while the "
+                                    "rejection notes were built")
+        for rej in supersede.rejections:
+            note = rej.note
+            db.execute("INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?)",
+                       (note.sop_uid, job.id, job.series_uid, note.kind, note.sop_class, str(note.path), None, now))
+            for dest in sorted({dest for _, dest in rej.rejects}):
+                db.execute(
+                    "INSERT OR IGNORE INTO deliveries(sop_uid, destination, state, next_attempt_at) VALUES (?,?,?,?)",
+                    (note.sop_uid, dest, DeliveryState.PENDING.value, now))
+            db.executemany("UPDATE deliveries SET rejected_by=? WHERE id=?",
+                           [(note.sop_uid, i) for i, _ in rej.rejects])
 
     @staticmethod
     def _settle_series(db: sqlite3.Connection, series_uid: str, generation: int) -> None:

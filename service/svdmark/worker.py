@@ -32,7 +32,8 @@ from .config import Config, Destination
 from .domain import AnalysisResult, JobState, ModelSpec, Series
 from .errors import Ignored, InvalidSeries, SvdmarkError
 from .failures import reason_of, transient, where
-from .journal import Journal, JobRow, ResultObject
+from .encode.rejection import rejection_note
+from .journal import Journal, JobRow, Rejection, ResultObject, StaleSupersession, Supersession
 from .logs import event
 from .pipeline import Context, analyse
 from .spool import Spool
@@ -158,31 +159,34 @@ class Worker:
             stage = "encode"
             previous = self.journal.previous_sr(job.series_uid, job.generation)
             supersedes = pydicom.dcmread(previous.path) if previous is not None else None
+            seed = uid_seed(series, result.model, result.ruleset.version)
             with health.stage_timer("encode"):
-                encoded = encode.results(result, supersedes=supersedes,
-                                         uid_seed=uid_seed(series, result.model, result.ruleset.version))
+                encoded = encode.results(result, supersedes=supersedes, uid_seed=seed)
             summary = summarise(result)
             summary["completion_warning"] = job.warning
             stage = "write"
             outputs = []
             for kind, ds in encoded.items():
-                data = _to_bytes(ds)
-                path = self.spool.path_for(self.spool.results, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
-                                           str(ds.SOPInstanceUID))
-                if not path.exists():  # an identical earlier object (same UIDs) is never ours to remove
-                    written.append(path)
-                self.spool.write(self.spool.results, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
-                                 str(ds.SOPInstanceUID), data)
+                path = self._store(ds, written)
                 outputs.append(ResultObject(str(ds.SOPInstanceUID), kind, str(ds.SOPClassUID), path,
                                             previous.sop_uid if (previous and kind == "sr") else None))
             deliveries = [(o.sop_uid, d.name) for o in outputs for d in self.config.destinations
                           if o.kind in d.outputs]
-            stage = "journal"
-            self.journal.finish_job(
-                job, JobState.DONE, routing=result.routing.kind.value, rule_id=result.routing.rule_id,
-                model=(result.model.name, result.model.version, result.model.sha256),
-                ruleset_version=result.ruleset.version, summary=summary, outputs=outputs, deliveries=deliveries,
-            )
+            for tries_left in (2, 1, 0):  # earlier results delivered meanwhile: build the notes again
+                stage = "supersede"
+                supersede = self._supersession(job, seed, written) if job.generation > 1 else None
+                stage = "journal"
+                try:
+                    self.journal.finish_job(
+                        job, JobState.DONE, routing=result.routing.kind.value, rule_id=result.routing.rule_id,
+                        model=(result.model.name, result.model.version, result.model.sha256),
+                        ruleset_version=result.ruleset.version, summary=summary, outputs=outputs,
+                        deliveries=deliveries, supersede=supersede,
+                    )
+                    break
+                except StaleSupersession:
+                    if not tries_left:
+                        raise
         except Ignored as exc:
             self._record(_Outcome(job, JobState.IGNORED, stage, exc.reason, rule_id=exc.rule_id))
             return
@@ -196,8 +200,41 @@ class Worker:
         health.clear_problem(HEALTH_COMPONENT)  # a job went through: the environment works
         event(log, "analysis_done", job_id=job.id, series_uid=job.series_uid, task=summary["task"],
               wml_ml=summary["wml_ml"], cmb_count=summary["cmb_count"], seconds=summary["seconds"],
-              outputs=len(outputs), supersedes=previous.sop_uid if previous else "")
+              outputs=len(outputs), supersedes=previous.sop_uid if previous else "",
+              rejection_notes=len(supersede.rejections) if supersede else 0)
         self._shadow(job, series, result)
+
+    def _store(self, ds: pydicom.Dataset, written: list[Path]) -> Path:
+        """Write a produced object into the results spool; ``written`` collects files new to this job."""
+        uids = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+        path = self.spool.path_for(self.spool.results, *uids)
+        if not path.exists():  # an identical earlier object (same UIDs) is never ours to remove
+            written.append(path)
+        self.spool.write(self.spool.results, *uids, _to_bytes(ds))
+        return path
+
+    def _supersession(self, job: JobRow, seed: str, written: list[Path]) -> Supersession:
+        """IOCM rejection notes for the earlier results of this series that destinations hold.
+
+        One note per distinct set of rejected objects (usually one for all destinations); each
+        destination gets the note naming exactly what it received.
+        """
+        names = frozenset(d.name for d in self.config.destinations)
+        by_dest: dict[str, list[tuple[int, ResultObject]]] = {}
+        for delivery_id, dest, obj in self.journal.rejectable(job.series_uid, job.generation, sorted(names)):
+            by_dest.setdefault(dest, []).append((delivery_id, obj))
+        groups: dict[frozenset[str], list[tuple[int, str]]] = {}
+        objects: dict[str, ResultObject] = {}
+        for dest, found in by_dest.items():
+            groups.setdefault(frozenset(o.sop_uid for _, o in found), []).extend((i, dest) for i, _ in found)
+            objects.update((o.sop_uid, o) for _, o in found)
+        rejections = []
+        for uids, rejects in groups.items():
+            note = rejection_note([pydicom.dcmread(objects[u].path) for u in sorted(uids)], uid_seed=seed)
+            path = self._store(note, written)
+            rejections.append(Rejection(ResultObject(str(note.SOPInstanceUID), "rejection", str(note.SOPClassUID),
+                                                     path), tuple(rejects)))
+        return Supersession(names, tuple(rejections))
 
     # ------------------------------------------------------------------ outcomes
     def _record(self, outcome: _Outcome) -> bool:

@@ -1,0 +1,128 @@
+"""IHE IOCM rejection notes: the KOS content (encode/rejection.py) and the journal's supersession of
+earlier results (pending ones cancelled, delivered ones rejected once per destination)."""
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+from pathlib import Path
+
+import highdicom as hd
+import pytest
+
+from svdmark.domain import DeliveryState, JobState
+from svdmark.encode import results
+from svdmark.encode.rejection import rejected_uids, rejection_note
+from svdmark.journal import Journal, Rejection, ResultObject, StaleSupersession, Supersession
+from tests.unit.test_encode_support import ct_series, wml_mask, wml_result
+from tests.unit.test_journal import record
+
+KOS = "1.2.840.10008.5.1.4.1.1.88.59"
+
+
+@pytest.fixture(scope="module")
+def old():
+    series, vol = ct_series()
+    return results(wml_result(series, vol, wml_mask(vol)), uid_seed="first analysis")
+
+
+def test_note_is_an_iocm_rejection_of_every_old_object(old):
+    note = rejection_note(old.as_list(), uid_seed="second analysis")
+    assert note.SOPClassUID == KOS
+    (title,) = note.ConceptNameCodeSequence
+    assert (title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning) == (
+        "113001", "DCM", "Rejected for Quality Reasons")
+    # the evidence names each old object with its SOP Class, in its own series, in the old study
+    (study,) = note.CurrentRequestedProcedureEvidenceSequence
+    assert study.StudyInstanceUID == old.sr.StudyInstanceUID
+    found = {(str(s.SeriesInstanceUID), str(r.ReferencedSOPClassUID), str(r.ReferencedSOPInstanceUID))
+             for s in study.ReferencedSeriesSequence for r in s.ReferencedSOPSequence}
+    assert found == {(str(d.SeriesInstanceUID), str(d.SOPClassUID), str(d.SOPInstanceUID)) for d in old.as_list()}
+    # the content tree names the same objects
+    content = {str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for item in note.ContentSequence}
+    assert content == rejected_uids(note) == {str(d.SOPInstanceUID) for d in old.as_list()}
+    # Patient and Study modules come from the old SR; the note is a series of its own
+    for attr in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+                 "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName"):
+        assert str(note.get(attr)) == str(old.sr.get(attr)) and attr in old.sr, attr
+    assert note.SeriesInstanceUID not in {d.SeriesInstanceUID for d in old.as_list()}
+    assert hd.ko.KeyObjectSelectionDocument.from_dataset(note).SOPInstanceUID == note.SOPInstanceUID
+
+
+def test_note_uids_are_deterministic(old):
+    a = rejection_note(old.as_list(), uid_seed="second analysis")
+    b = rejection_note(list(reversed(old.as_list())), uid_seed="second analysis")
+    assert (a.SOPInstanceUID, a.SeriesInstanceUID) == (b.SOPInstanceUID, b.SeriesInstanceUID)
+    assert rejection_note([old.sr], uid_seed="second analysis").SOPInstanceUID != a.SOPInstanceUID
+    assert rejection_note(old.as_list(), uid_seed="third analysis").SOPInstanceUID != a.SOPInstanceUID
+
+
+def test_note_refuses_nothing_or_two_studies(old):
+    with pytest.raises(ValueError, match="at least one"):
+        rejection_note([], uid_seed="s")
+    alien = copy.deepcopy(old.sr)
+    alien.StudyInstanceUID = "1.2.3.4.5"
+    with pytest.raises(ValueError, match="one study, got 2"):
+        rejection_note([old.sr, alien], uid_seed="s")
+
+
+def test_dciodvfy_finds_no_error(old, tmp_path):
+    dciodvfy = shutil.which("dciodvfy")
+    if dciodvfy is None:
+        pytest.skip("dciodvfy (dicom3tools) is not installed")
+    path = tmp_path / "kos.dcm"
+    rejection_note(old.as_list(), uid_seed="second analysis").save_as(path, enforce_file_format=True)
+    out = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    assert "KeyObjectSelectionDocument" in text
+    assert [line for line in text.splitlines() if line.startswith("Error")] == []
+
+
+# ---------------------------------------------------------------- journal
+def _done(j: Journal, sop: str, outputs: list[str], dests: list[str], **kw) -> tuple:
+    now = 100.0 if sop == "1.1" else 200.0
+    record(j, sop, now=now)
+    s = j.series_row("1.2.3")
+    j.queue_job(s, "test", now=now)
+    job = j.claim_job(now=now + 1)
+    objs = [ResultObject(u, k, "1.2.840.10008.5.1.4.1.1.88.34", Path(f"/r/{u}")) for u, k in
+            zip(outputs, ("seg", "sr", "summary"))]
+    j.finish_job(job, JobState.DONE, outputs=objs, deliveries=[(o.sop_uid, d) for o in objs for d in dests], **kw)
+    return job, objs
+
+
+def _state(j: Journal) -> dict[tuple[str, str], tuple[str, str | None]]:
+    return {(r["sop_uid"], r["destination"]): (r["state"], r["rejected_by"]) for r in j.deliveries()}
+
+
+def test_supersession_cancels_pending_and_rejects_delivered(tmp_path):
+    j = Journal(tmp_path / "j.sqlite")
+    _done(j, "1.1", ["g1.seg", "g1.sr", "g1.sum"], ["A", "B"])
+    for d in j.due_deliveries():
+        if d.destination == "A":
+            j.mark_delivered(d.id)
+    record(j, "1.2", now=200.0)  # a late instance: generation 2
+    j.queue_job(j.series_row("1.2.3"), "test", now=200.0)
+    job2 = j.claim_job(now=201.0)
+    found = j.rejectable("1.2.3", job2.generation, ["A", "B"])
+    assert {(dest, o.sop_uid) for _, dest, o in found} == {("A", "g1.seg"), ("A", "g1.sr"), ("A", "g1.sum")}
+
+    # built before one more old object went out: refused, nothing recorded
+    stale = Supersession(frozenset({"A", "B"}), ())
+    with pytest.raises(StaleSupersession):
+        j.finish_job(job2, JobState.DONE, supersede=stale)
+    assert j.jobs()[0]["state"] == JobState.RUNNING.value
+
+    note = ResultObject("kos.1", "rejection", KOS, Path("/r/kos.1"))
+    sup = Supersession(frozenset({"A", "B"}), (Rejection(note, tuple((i, dest) for i, dest, _ in found)),))
+    new = [ResultObject("g2.sr", "sr", "x", Path("/r/g2.sr"))]
+    j.finish_job(job2, JobState.DONE, outputs=new, deliveries=[("g2.sr", "A"), ("g2.sr", "B")], supersede=sup)
+    state = _state(j)
+    assert {k: v for k, v in state.items() if k[1] == "B" and k[0].startswith("g1")} == {
+        (u, "B"): (DeliveryState.SUPERSEDED.value, None) for u in ("g1.seg", "g1.sr", "g1.sum")}
+    assert {k: v for k, v in state.items() if k[1] == "A" and k[0].startswith("g1")} == {
+        (u, "A"): (DeliveryState.DELIVERED.value, "kos.1") for u in ("g1.seg", "g1.sr", "g1.sum")}
+    assert ("kos.1", "B") not in state  # B never received the old objects
+    due = [(d.sop_uid, d.destination) for d in j.due_deliveries()]
+    assert due == [("g2.sr", "A"), ("g2.sr", "B"), ("kos.1", "A")]  # the note goes after the new results
+    assert j.rejectable("1.2.3", 3, ["A", "B"]) == []  # rejected once: a later generation does not repeat it
