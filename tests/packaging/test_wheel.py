@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -29,10 +30,22 @@ def _ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return r
 
 
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "service")  # what the build reads (as the Dockerfiles copy)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    _ok(_run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, REPO], cwd=out))
+    """Built from a copy of the tracked sources (git ls-files; their working-tree content), so that
+    setuptools' build/ stays out of the checkout, no stale build/lib of an earlier build slips into
+    the wheel, and a model version still being written by training (untracked) is not shipped."""
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
+    tracked = subprocess.run(["git", "ls-files", "-z", "--", *SOURCES], cwd=REPO, capture_output=True,
+                             check=True).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        if (REPO / name).is_file():  # a tracked file deleted in the working tree is not shipped
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, src / name)
+    _ok(_run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, src], cwd=out))
     (whl,) = out.glob("svdmark-*.whl")
     return whl
 
@@ -57,8 +70,9 @@ def test_wheel_carries_models_templates_license_and_metadata(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         meta = Parser().parsestr(z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode())
-    shipped = sorted(p.relative_to(REPO / "service") for p in (REPO / "service/svdmark/data/models").rglob("*")
-                     if p.is_file())
+    tracked = subprocess.run(["git", "ls-files", "service/svdmark/data/models"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split()
+    shipped = sorted(Path(p).relative_to("service") for p in tracked if (REPO / p).is_file())
     assert shipped and all(str(p) in names for p in shipped), "a packaged model file is missing from the wheel"
     for name in ("common.json", "wml_ncct.json", "cmb_swi.json"):
         assert f"svdmark/data/sr_templates/{name}" in names
