@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import socket
+import ssl
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from base64 import b64encode
@@ -98,19 +102,21 @@ def orthanc(tmp_path):
         o.stop()
 
 
-def _config(tmp_path: Path, url: str, password: str):
+def _config(tmp_path: Path, url: str, password: str, extra: str = ""):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     secret = tmp_path / "stow-password"
     secret.write_text(password + "\n")
     toml = tmp_path / "svdmark.toml"
     toml.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n\n[[destinations]]\nkind = "stow"\n'
                     f'url = "{url}"\nusername = "{USER}"\npassword_file = "{secret}"\n'
-                    f'outputs = ["sr", "seg", "summary"]\ntimeout = 20\n')
+                    f'outputs = ["sr", "seg", "summary"]\ntimeout = 20\n{extra}')
     return load(toml, env={})
 
 
-def _outbox(tmp_path: Path, url: str, password: str = PASSWORD) -> tuple[Outbox, Journal, dict[str, str]]:
+def _outbox(tmp_path: Path, url: str, password: str = PASSWORD,
+            extra: str = "") -> tuple[Outbox, Journal, dict[str, str]]:
     """A journal holding three finished results for the configured STOW destination, and its outbox."""
-    cfg = _config(tmp_path, url, password)
+    cfg = _config(tmp_path, url, password, extra)
     (dest,) = cfg.destinations
     assert isinstance(dest, StowDestination) and PASSWORD not in repr(dest)
     journal = Journal(cfg.journal_path)
@@ -183,3 +189,78 @@ def test_an_object_orthanc_refuses_is_a_dead_letter_with_the_failure_reason(tmp_
     others = [rows["seg"], rows["summary"]]
     assert all(r["state"] == "dead" and "STOW-RS failure reason 0x" in r["last_error"] for r in others), rows
     assert orthanc.sop_uids() == {u for u, k in uids.items() if k == "sr"}
+
+
+class TlsTerminator:
+    """HTTPS in front of Orthanc on a free port, as a site's reverse proxy does: Debian's Orthanc 1.10.1
+    crashes on its own HTTPS (``SslEnabled``) here, so the TLS end is Python's ``ssl``, relaying bytes."""
+
+    def __init__(self, cert: Path, key: Path, backend_port: int):
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(cert, key)
+        self.backend_port = backend_port
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):  # the client refused our certificate
+            conn.close()
+            return
+        backend = socket.create_connection(("127.0.0.1", self.backend_port))
+
+        def pump(src, dst) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pump, args=(backend, tls), daemon=True).start()
+        pump(tls, backend)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl CLI makes the test certificates")
+def test_https_is_verified_against_the_configured_ca(tmp_path):
+    """Orthanc behind HTTPS with a certificate from a test CA: not trusted by default (retried, not sent),
+    delivered once ``ca_file`` names that CA."""
+    from tests.integration.test_tls import _ca, _leaf
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    _ca(pki, "ca")
+    _leaf(pki, "server", "ca", server=True)
+    orthanc = Orthanc(tmp_path / "orthanc").start()
+    proxy = TlsTerminator(pki / "server.crt", pki / "server.key", orthanc.port)
+    try:
+        url = f"https://127.0.0.1:{proxy.port}/dicom-web/studies"
+        box, journal, _ = _outbox(tmp_path / "untrusted", url)
+        assert box.flush(now=float("inf")) == 0
+        rows = _rows(journal)
+        untrusted = "no response: SSLError: the server's certificate is not trusted"
+        assert all(r["state"] == "pending" and r["last_error"].startswith(untrusted) for r in rows.values()), rows
+        box, journal, uids = _outbox(tmp_path / "trusted", url, extra=f'ca_file = "{pki / "ca.crt"}"\n')
+        assert box.flush() == 3, [r["last_error"] for r in _rows(journal).values()]
+        assert orthanc.sop_uids() == set(uids)
+    finally:
+        proxy.close()
+        orthanc.stop()

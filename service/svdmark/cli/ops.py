@@ -129,7 +129,7 @@ def run_status(args) -> int:
     healthy, report = health.check(cfg.journal_path, cfg.spool_dir, lambda: up)
     counts = journal.counts()
     destinations = [Destination.parse(d) for d in running["destinations"] if not d.startswith("stow:")] \
-        if "destinations" in running else [d for d in cfg.destinations if isinstance(d, Destination)]  # C-ECHO: C-STORE only
+        if "destinations" in running else [d for d in cfg.destinations if isinstance(d, Destination)]  # C-STORE ones
     probes = []
     for d in destinations:
         ok, why = echo(d.host, d.port, d.ae_title, ae_title, timeout=3)

@@ -63,9 +63,13 @@ def _session(dest: StowDestination) -> requests.Session:
         s.auth = (dest.username, _secret(dest.password_file, dest.password_env, "password"))
     elif dest.token_file is not None or dest.token_env is not None:
         s.headers["Authorization"] = f"Bearer {_secret(dest.token_file, dest.token_env, 'token')}"
-    s.verify = str(dest.ca_file) if (dest.ca_file is not None and dest.tls_verify) else dest.tls_verify
     s.headers["Accept"] = "application/dicom+json"
     return s
+
+
+def _verify(dest: StowDestination) -> bool | str:
+    """requests' ``verify`` for each request (a Session's own ``verify`` loses to $REQUESTS_CA_BUNDLE)."""
+    return str(dest.ca_file) if (dest.ca_file is not None and dest.tls_verify) else dest.tls_verify
 
 
 def multipart(data: bytes) -> tuple[bytes, str]:
@@ -137,9 +141,12 @@ class StowExporter:
                     on_start(path)
                 try:
                     r = session.post(destination.url, data=body, headers={"Content-Type": content_type},
-                                     timeout=destination.timeout, allow_redirects=False)
+                                     timeout=destination.timeout, allow_redirects=False,
+                                     verify=_verify(destination))
                 except requests.RequestException as exc:  # refused, reset, timed out, TLS failure
                     why = f"no response: {type(exc).__name__}"
+                    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                        why += ": the server's certificate is not trusted (ca_file names its CA)"
                     _report(outcomes, SendOutcome(path, False, why), on_outcome)
                     for rest in paths[k + 1:]:  # not tried: the destination is not answering
                         _report(outcomes, SendOutcome(rest, False, why + " (not tried)"), on_outcome)
