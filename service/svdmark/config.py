@@ -159,7 +159,7 @@ class StowDestination:
     password_env: str | None = None
     token_file: Path | None = None  # bearer token, instead of basic auth
     token_env: str | None = None
-    ca_file: Path | None = None  # CA bundle for an HTTPS url (else the system's)
+    ca_file: Path | None = None  # CA bundle for an HTTPS url (else $REQUESTS_CA_BUNDLE, else certifi's)
     tls_verify: bool = True
     timeout: float = 60.0
     tls: ClassVar[bool] = False  # DICOM TLS ([tls]) is C-STORE's; HTTPS is verified per destination
