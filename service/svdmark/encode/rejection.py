@@ -29,7 +29,7 @@ def rejection_seed(uid_seed: str, rejected_uids: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def rejection_note(rejected: Sequence[Dataset], *, uid_seed: str, software: str = "svdmark") -> Dataset:
+def rejection_note(rejected: Sequence[Dataset], *, uid_seed: str) -> Dataset:
     """The KOS rejecting ``rejected`` (svdmark's earlier SR/SEG/summary objects, all of one study).
 
     ``uid_seed`` is the seed of the results that replace them; the note's UIDs also depend on which
@@ -40,6 +40,8 @@ def rejection_note(rejected: Sequence[Dataset], *, uid_seed: str, software: str 
     studies = {str(ds.StudyInstanceUID) for ds in rejected}
     if len(studies) != 1:
         raise ValueError(f"a rejection note covers one study, got {len(studies)}")
+    from . import _software_version  # the package imports this module's siblings, not this module
+
     ordered = sorted(rejected, key=lambda ds: str(ds.SOPInstanceUID))
     seed = rejection_seed(uid_seed, [str(ds.SOPInstanceUID) for ds in ordered])
     content = hd.ko.KeyObjectSelection(document_title=TITLE, referenced_objects=ordered)
@@ -50,9 +52,10 @@ def rejection_note(rejected: Sequence[Dataset], *, uid_seed: str, software: str 
         series_number=SERIES_NUMBER,
         sop_instance_uid=derive(seed, "rejection"),
         instance_number=1,
-        manufacturer="svdmark",
+        manufacturer="svdmark project",
+        manufacturer_model_name="svdmark",
         series_description=SERIES_DESCRIPTION,
-        software_versions=software,
+        software_versions=_software_version(),
     )
 
 
