@@ -104,7 +104,8 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
             row.update(descriptors(h, key, getattr(args, "shift_dates", False)))
         summary = json.loads(j["summary"]) if j["summary"] else None
         T.fill_from_summary(row, summary, constants)
-        outputs = journal.query("SELECT kind, sop_uid, path FROM results WHERE job_id=?", (j["id"],))
+        outputs = journal.query("SELECT kind, sop_uid, path FROM results WHERE job_id=? AND kind<>'rejection'",
+                                (j["id"],))  # an IOCM rejection note is not a result of the analysis
         for o in outputs:
             row[f"{o['kind']}_file"] = o["path"]
             if o["kind"] == "sr":
