@@ -174,7 +174,7 @@ class Worker:
                           if o.kind in d.outputs]
             for tries_left in (2, 1, 0):  # earlier results delivered meanwhile: build the notes again
                 stage = "supersede"
-                supersede = self._supersession(job, seed, written) if job.generation > 1 else None
+                supersede = self._supersession(job, seed, written, outputs) if job.generation > 1 else None
                 stage = "journal"
                 try:
                     self.journal.finish_job(
@@ -185,6 +185,9 @@ class Worker:
                     )
                     break
                 except StaleSupersession:
+                    stale = {r.note.path for r in (supersede.rejections if supersede else ())} & set(written)
+                    _remove(stale)
+                    written[:] = [p for p in written if p not in stale]
                     if not tries_left:
                         raise
         except Ignored as exc:
@@ -213,15 +216,20 @@ class Worker:
         self.spool.write(self.spool.results, *uids, _to_bytes(ds))
         return path
 
-    def _supersession(self, job: JobRow, seed: str, written: list[Path]) -> Supersession:
+    def _supersession(self, job: JobRow, seed: str, written: list[Path],
+                      outputs: list[ResultObject]) -> Supersession:
         """IOCM rejection notes for the earlier results of this series that destinations hold.
 
         One note per distinct set of rejected objects (usually one for all destinations); each
-        destination gets the note naming exactly what it received.
+        destination gets the note naming exactly what it received. An earlier object that this job
+        produced again (same UIDs: the same instances and pixels) is this job's result, never rejected.
         """
         names = frozenset(d.name for d in self.config.destinations)
         by_dest: dict[str, list[tuple[int, ResultObject]]] = {}
+        ours = {o.sop_uid for o in outputs}
         for delivery_id, dest, obj in self.journal.rejectable(job.series_uid, job.generation, sorted(names)):
+            if obj.sop_uid in ours:
+                continue
             by_dest.setdefault(dest, []).append((delivery_id, obj))
         groups: dict[frozenset[str], list[tuple[int, str]]] = {}
         objects: dict[str, ResultObject] = {}

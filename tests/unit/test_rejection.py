@@ -8,7 +8,10 @@ import subprocess
 from pathlib import Path
 
 import highdicom as hd
+import pydicom
 import pytest
+
+import svdmark.worker as W
 
 from svdmark.domain import DeliveryState, JobState
 from svdmark.encode import results
@@ -16,6 +19,7 @@ from svdmark.encode.rejection import rejected_uids, rejection_note
 from svdmark.journal import Journal, Rejection, ResultObject, StaleSupersession, Supersession
 from tests.unit.test_encode_support import ct_series, wml_mask, wml_result
 from tests.unit.test_journal import record
+from tests.unit.test_worker import analysed, env, queue  # noqa: F401  (the worker harness: fixtures)
 
 KOS = "1.2.840.10008.5.1.4.1.1.88.59"
 
@@ -126,3 +130,64 @@ def test_supersession_cancels_pending_and_rejects_delivered(tmp_path):
     due = [(d.sop_uid, d.destination) for d in j.due_deliveries()]
     assert due == [("g2.sr", "A"), ("g2.sr", "B"), ("kos.1", "A")]  # the note goes after the new results
     assert j.rejectable("1.2.3", 3, ["A", "B"]) == []  # rejected once: a later generation does not repeat it
+
+
+# ---------------------------------------------------------------- worker
+
+
+def _late_instance(journal: Journal, sop: str = "1.2.3.late") -> int:
+    journal.record_instance(sop_uid=sop, study_uid="1.2", series_uid="1.2.3", sop_class="1.2.840.10008.5.1.4.1.1.2",
+                            transfer_syntax="1.2.840.10008.1.2.1", path=Path("/x"), size=1, digest="d2",
+                            modality="CT", geometry={}, calling_ae="SCU")
+    return journal.queue_job(journal.series_row("1.2.3"), "test")
+
+
+def _notes(journal: Journal) -> list:
+    return [r for r in journal.query("SELECT * FROM results WHERE kind='rejection'")]
+
+
+def test_worker_rebuilds_the_note_when_an_old_object_is_delivered_meanwhile(env, monkeypatch):
+    worker, journal = env
+    queue(journal)
+    assert worker.run_one()
+    first = {d.sop_uid: d for d in journal.due_deliveries()}
+    summary_delivery = next(d for d in first.values() if d.kind == "summary")
+    for d in first.values():
+        if d is not summary_delivery:
+            journal.mark_delivered(d.id)
+    _late_instance(journal)
+    series2, vol2 = ct_series(seed=9)  # other instances: new results with new UIDs
+    monkeypatch.setattr(W, "read_series", lambda j, job: series2)
+    monkeypatch.setattr(W, "analyse", lambda s, context: wml_result(series2, vol2, wml_mask(vol2)))
+    real = journal.rejectable
+    calls = []
+
+    def outbox_delivers_meanwhile(*args):
+        found = real(*args)
+        if not calls:  # the outbox sends the old summary between the worker's look and its commit
+            journal.mark_delivered(summary_delivery.id)
+        calls.append(found)
+        return found
+
+    monkeypatch.setattr(journal, "rejectable", outbox_delivers_meanwhile)
+    assert worker.run_one()
+    assert len(calls) == 2 and len(calls[0]) == 2 and len(calls[1]) == 3
+    (note_row,) = _notes(journal)  # one note, naming all three, and no leftover file of the stale one
+    assert rejected_uids(pydicom.dcmread(note_row["path"])) == set(first)
+    assert [p.name for p in Path(worker.spool.results).rglob("*") if p.is_file()].count(
+        Path(note_row["path"]).name) == 1
+    assert sum(1 for p in Path(worker.spool.results).rglob("*") if p.is_file()) == 7
+    assert [(d.sop_uid, d.kind) for d in journal.due_deliveries()][-1] == (note_row["sop_uid"], "rejection")
+
+
+def test_worker_never_rejects_what_it_produced_again(env):
+    """Same instances and pixels (a header-only correction): the same UIDs, so nothing is rejected."""
+    worker, journal = env
+    queue(journal)
+    assert worker.run_one()
+    for d in journal.due_deliveries():
+        journal.mark_delivered(d.id)
+    _late_instance(journal, sop="1.2.3.1")  # the same instance again with another digest
+    assert worker.run_one()
+    assert _notes(journal) == []
+    assert [r["state"] for r in journal.jobs()] == [JobState.DONE.value, JobState.DONE.value]
