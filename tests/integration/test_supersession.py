@@ -7,6 +7,8 @@ dcmtk storescu → `svdmark serve` → two dcmtk storescp destinations.
 """
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pydicom
@@ -64,6 +66,11 @@ def test_reanalysis_rejects_the_delivered_results_once_and_supersedes_the_unsent
         assert rejected_uids(note) == first_uids
         assert note.StudyInstanceUID == first["SR"][0].StudyInstanceUID
         assert note.PatientID == first["SR"][0].PatientID
+        dciodvfy = shutil.which("dciodvfy")
+        if dciodvfy:  # the note as the PACS stored it is valid
+            (path,) = [p for p in pacs.files() if pydicom.dcmread(p, stop_before_pixels=True).Modality == "KO"]
+            out = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
+            assert [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")] == []
         new = {m: [ds for ds in got[m] if str(ds.SOPInstanceUID) not in first_uids] for m in ("SR", "SEG", "OT")}
         assert all(len(v) == 1 for v in new.values()), {m: len(v) for m, v in new.items()}
         # the note goes after the new results (each object received once)
