@@ -1,7 +1,7 @@
 """Set the quality gate's noise limit from a degradation study on validation phantoms.
 
-    PYTHONPATH=. .venv/bin/python -m training.degrade --task wml --manifest models_onnx/wml-ncct/<v>/manifest.json
-    PYTHONPATH=. .venv/bin/python -m training.degrade --task cmb --manifest models_onnx/cmb-swi/<v>/manifest.json
+    PYTHONPATH=. .venv/bin/python -m training.degrade --task wml --manifest service/svdmark/data/models/wml-ncct/<v>/manifest.json
+    PYTHONPATH=. .venv/bin/python -m training.degrade --task cmb --manifest service/svdmark/data/models/cmb-swi/<v>/manifest.json
 
 ``training.calibrate`` first set each gate limit from the validation *range* widened by a margin: that
 withholds whatever looks unlike validation, whether or not the model still measures it well (on the
