@@ -267,8 +267,9 @@ class Config:
     export_max_attempts: int = 8
     export_backoff_seconds: float = 2.0
     export_backoff_cap_seconds: float = 300.0
-    # logging
+    # logging ([logging] format: text or json; --log-format and $SVDMARK_LOG_FORMAT win over it)
     log_level: str = "INFO"
+    log_format: str | None = None
     # DICOM TLS (see svdmark.tls)
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -318,6 +319,8 @@ class Config:
             raise ConfigError(
                 f"need 0 <= settle_seconds ({self.settle_seconds}) <= fallback_seconds ({self.fallback_seconds})"
             )
+        if self.log_format is not None and self.log_format not in ("text", "json"):
+            raise ConfigError(f"[logging] format {self.log_format!r}: choose 'text' or 'json'")
         if self.incomplete_policy not in ("analyse", "reject"):
             raise ConfigError(f"incomplete_policy {self.incomplete_policy!r}: choose 'analyse' or 'reject'")
         if self.max_associations < 1:
@@ -366,6 +369,7 @@ _FILE_KEYS: dict[str, tuple[str, str]] = {
     "export.backoff_seconds": ("export_backoff_seconds", "float"),
     "export.backoff_cap_seconds": ("export_backoff_cap_seconds", "float"),
     "logging.level": ("log_level", "str"),
+    "logging.format": ("log_format", "str"),
     "tls.cert": ("tls_cert", "path"),
     "tls.key": ("tls_key", "path"),
     "tls.ca": ("tls_ca", "path"),

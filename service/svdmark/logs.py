@@ -6,7 +6,8 @@ event name and ``record.fields`` its fields). ``setup`` puts one handler on the 
 formatter is structlog's ``ProcessorFormatter``: every record, svdmark's and third-party libraries'
 (highdicom, pynetdicom, pydicom, onnxruntime, ``warnings``) alike, becomes one line of one shape.
 
-The format: ``--log-format`` (any subcommand), else ``$SVDMARK_LOG_FORMAT``, else text.
+The format: ``--log-format`` (any subcommand), else ``$SVDMARK_LOG_FORMAT``, else ``[logging] format``
+(serve), else text.
 
 Text (``--log-format text``, the default)::
 
@@ -136,6 +137,11 @@ def use_format(fmt: str | None) -> None:
         raise ConfigError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     _chosen_format = fmt
     chosen_format()  # a bad $SVDMARK_LOG_FORMAT is said now, not at the first log line
+
+
+def format_given() -> bool:
+    """Whether ``--log-format`` or ``$SVDMARK_LOG_FORMAT`` chose the format (they win over the config file)."""
+    return bool(_chosen_format or os.environ.get(FORMAT_ENV, "").strip())
 
 
 def chosen_format() -> str:

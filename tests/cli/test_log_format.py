@@ -113,3 +113,22 @@ def test_library_records_and_exceptions_are_one_line(capsys):
     assert logs.TEXT_LINE.match(line) and "\n" not in line
     assert line.split(" ", 4)[1:4] == ["INFO", "svdmark.worker", "analysis_done"]
     assert line.endswith('job_id=7 reason="a \\"quoted\\"\\nvalue" ok=true missing=null ml=1.25 nan="nan"')
+
+
+def test_config_file_sets_the_format_and_the_option_wins(tmp_path, fake_models):
+    """`[logging] format = "json"` in the config file makes serve log JSON; --log-format text overrides it."""
+    cfg = tmp_path / "svdmark.toml"
+    cfg.write_text('[logging]\nformat = "json"\n')
+    for extra, fmt in ((("--config", str(cfg)), "json"), (("--config", str(cfg), "--log-format", "text"), "text")):
+        svd = Svdmark(tmp_path / f"data-{fmt}", [], extra=extra, env={"SVDMARK_MODELS_DIR": str(fake_models)})
+        try:
+            svd.start()
+            wait_until(lambda: "listening" in svd.log_text(), 60, "the listening line")
+        finally:
+            svd.stop()
+        lines = svd.log_text().splitlines()
+        assert lines and all(_parse(line, fmt) for line in lines)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[logging]\nformat = "xml"\n')
+    r = run_cli("serve", "--config", bad)
+    assert r.returncode != 0 and "[logging] format" in r.stderr

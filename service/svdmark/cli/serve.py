@@ -86,7 +86,7 @@ def _serve(cfg: Config, level: str, receive_only: bool) -> int:
                           + "; ".join(missing.values()) + "). Install one (svdmark models install), point "
                           "SVDMARK_MODELS_DIR or [analysis] models_dir at a model folder, or pass --receive-only "
                           "to receive and journal without analysis")
-    logs.setup(level)
+    logs.setup(level, None if logs.format_given() else cfg.log_format)
     for task, why in missing.items():
         event(log, "no_active_model", logging.WARNING, task=task, detail=why)
     from ..service import Service
