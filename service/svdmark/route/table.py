@@ -298,6 +298,35 @@ class Condition:
 # --------------------------------------------------------------------------- rules
 
 
+
+def evaluate_groups(all_: tuple, any_: tuple, none: tuple, ds: "Dataset",
+                    quiet: tuple[str, ...] = ()) -> tuple[bool, list[str]]:
+    """Every ``all_`` condition, at least one ``any_`` (when given), no ``none``: (holds, evidence) when it
+    holds, else (False, [the reason]). Conditions on a ``quiet`` attribute are not quoted as evidence.
+    Shared by routing rules and the rules' applicability conditions."""
+    evidence: list[str] = []
+    for cond in all_:
+        ok, why = cond.evaluate(ds)
+        if not ok:
+            return False, [why]
+        if cond.attr not in quiet:
+            evidence.append(why)
+    if any_:
+        misses = []
+        for cond in any_:
+            ok, why = cond.evaluate(ds)
+            if ok:
+                evidence.insert(0, why)
+                break
+            misses.append(why)
+        else:
+            return False, ["none of: " + "; ".join(misses)]
+    for cond in none:
+        ok, why = cond.evaluate(ds)
+        if ok:
+            return False, [f"excepted because {why}"]
+    return True, evidence
+
 @dataclass(frozen=True)
 class RuleTrace:
     """What one rule made of one header (for ``explain``)."""
@@ -373,30 +402,10 @@ class Rule:
         return f"ignore: {self.label}" if self.kind is RouteKind.IGNORED else f"route {self.kind.value}"
 
     def evaluate(self, ds: "Dataset") -> tuple[bool, str]:
-        evidence: list[str] = []
-        for cond in self.all:
-            ok, why = cond.evaluate(ds)
-            if not ok:
-                return False, why
-            if cond.attr != "Modality":
-                evidence.append(why)
-        if self.any:
-            misses = []
-            for cond in self.any:
-                ok, why = cond.evaluate(ds)
-                if ok:
-                    evidence.insert(0, why)
-                    break
-                misses.append(why)
-            else:
-                return False, "none of: " + "; ".join(misses)
-        for cond in self.none:
-            ok, why = cond.evaluate(ds)
-            if ok:
-                return False, f"excepted because {why}"
-        if not evidence:
+        ok, evidence = evaluate_groups(self.all, self.any, self.none, ds, quiet=("Modality",))
+        if ok and not evidence:
             evidence = [why for c in self.all for ok, why in [c.evaluate(ds)]]
-        return True, "; ".join(evidence)
+        return ok, "; ".join(evidence)
 
     def decision(self, ds: "Dataset", evidence: str) -> RoutingDecision:
         if self.kind is RouteKind.IGNORED:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import ConfigError
-from ..route.table import Condition
+from ..route.table import Condition, evaluate_groups
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom import Dataset
@@ -64,27 +64,8 @@ class Applicability:
 
     def check(self, header: "Dataset") -> tuple[bool, str]:
         """(applies, the deciding evidence in words)."""
-        evidence: list[str] = []
-        for cond in self.all:
-            ok, why = cond.evaluate(header)
-            if not ok:
-                return False, why
-            evidence.append(why)
-        if self.any:
-            misses = []
-            for cond in self.any:
-                ok, why = cond.evaluate(header)
-                if ok:
-                    evidence.insert(0, why)
-                    break
-                misses.append(why)
-            else:
-                return False, "none of: " + "; ".join(misses)
-        for cond in self.none:
-            ok, why = cond.evaluate(header)
-            if ok:
-                return False, f"excepted because {why}"
-        return True, "; ".join(evidence)
+        ok, evidence = evaluate_groups(self.all, self.any, self.none, header)
+        return ok, "; ".join(evidence)
 
 
 def check_mode(mode: str, where: str = "[flags] applicability") -> str:
