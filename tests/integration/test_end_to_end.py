@@ -69,11 +69,16 @@ def test_ncct_and_swi_studies_produce_results_and_distractors_none(tmp_path, pac
 def test_late_instance_triggers_reanalysis_that_supersedes(tmp_path, pacs):
     study = write_study(tmp_path / "in", seed=23, kind="ncct", vendor="ge", distractors=False, matrix=96)
     files = sorted(Path(study.out_dir).rglob("*.dcm"), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
-    svd = Svdmark(tmp_path / "data", [f"{pacs.aet}@127.0.0.1:{pacs.port}"]).start()
+    cfg = tmp_path / "svdmark.toml"  # the GE header declares 59 images: a short series is held, here for 5 s
+    cfg.write_text("[assemble]\nsettle_seconds = 1.0\nfallback_seconds = 5.0\nincomplete_max_wait_seconds = 5.0\n")
+    svd = Svdmark(tmp_path / "data", [f"{pacs.aet}@127.0.0.1:{pacs.port}"], extra=("--config", str(cfg))).start()
     try:
-        storescu(files[:-1], svd.port)  # the top slice is held back: the stack still looks complete
+        storescu(files[:-1], svd.port)  # the top slice is held back: analysed as incomplete after the wait
         first = expect_results(pacs, [study])["SR"]
         assert len(first) == 1
+        texts = []
+        first[0].walk(lambda ds, el: texts.append(str(el.value)) if el.keyword == "TextValue" else None)
+        assert any("incomplete series: 58 of 59 images" in t for t in texts), "the first SR must say it is partial"
         storescu(files[-1:], svd.port)
         srs = wait_until(lambda: (lambda got: got if len(got) == 2 else None)(results_by_kind(pacs)["SR"]), 240,
                          "the superseding SR")
