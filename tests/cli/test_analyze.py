@@ -151,15 +151,11 @@ def test_analyze_interrupt_then_resume(tmp_path, fake_models):
     if interrupted:
         proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
-    if interrupted and proc.returncode == 0:  # the signal came after the last series: the run simply finished
-        assert "interrupted" not in stderr
-        interrupted = False
-    if interrupted:
-        assert proc.returncode == 1, stderr[-2000:]
-        assert "interrupted" in stderr and "again" in stderr
-        partial = pd.read_csv(out / "results.csv", dtype=str)
-        assert partial["series_uid"].is_unique
-    assert not list((out / "dicom").glob("*/.staging-*")) or interrupted  # leftovers only right after a kill
+    # five series on two workers: the first saved row leaves at least three to do, so the signal lands mid-run
+    assert interrupted and proc.returncode == 1, f"the run was not interrupted mid-way: {stderr[-2000:]}"
+    assert "interrupted" in stderr and "again" in stderr
+    partial = pd.read_csv(out / "results.csv", dtype=str)
+    assert partial["series_uid"].is_unique
 
     r = run_cli("analyze", src, "--output", out, "--data-dir", tmp_path / "nodata",
                 env={"SVDMARK_MODELS_DIR": str(fake_models), "SVDMARK_PSEUDONYM_KEY": "k"}, check_rc=0)
