@@ -74,6 +74,9 @@ def test_a_whole_run_logs_only_structured_lines(tmp_path, studies, fake_models, 
 def test_log_format_option_and_environment(tmp_path):
     r = run_cli("serve", "--log-format", "xml")
     assert r.returncode == 2 and "--log-format" in r.stderr
+    for nested in (("results", "summary"), ("jobs", "list"), ("models", "list")):  # after a sub-subcommand too
+        r = run_cli(*nested, "--log-format", "xml")
+        assert r.returncode == 2 and "--log-format" in r.stderr and "xml" in r.stderr, (nested, r.stderr)
     r = run_cli("routing", "explain", tmp_path / "missing.dcm", env={"SVDMARK_LOG_FORMAT": "yaml"})
     assert r.returncode == 1 and "SVDMARK_LOG_FORMAT" in r.stderr
 

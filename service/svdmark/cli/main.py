@@ -44,9 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:
         module.register(sub)
-    for command in sub.choices.values():  # --log-format after any subcommand (svdmark.logs)
-        logs.add_format_option(command)
+    _add_format_option(sub)
     return parser
+
+
+def _add_format_option(sub: argparse._SubParsersAction) -> None:
+    """--log-format after any subcommand, at any depth (svdmark results summary --log-format json)."""
+    for command in sub.choices.values():
+        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            for n in nested:
+                _add_format_option(n)
+        else:
+            logs.add_format_option(command)
 
 
 def _quiet_broken_pipe() -> int:
