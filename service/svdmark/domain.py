@@ -90,18 +90,6 @@ class DeliveryState(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class InstanceRef:
-    """One stored instance: identity plus where its bytes live in the spool."""
-
-    study_uid: str
-    series_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    path: Path
-
-
-@dataclass(frozen=True)
 class Series:
     """A complete series, as read back from the spool.
 

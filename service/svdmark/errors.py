@@ -33,9 +33,5 @@ class ModelError(SvdmarkError):
     """A model is missing, corrupt, fails its checksum or its self-test."""
 
 
-class ExportFailed(SvdmarkError):
-    """A destination refused or could not be reached."""
-
-
 class ConfigError(SvdmarkError):
     """Configuration is invalid."""

@@ -679,14 +679,6 @@ class Journal:
                           (DeliveryState.PENDING.value, DeliveryState.SENDING.value))
         return {r["destination"] for r in rows}
 
-    def next_delivery_time(self, destination: str | None = None) -> float | None:
-        sql, args = "SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE state=?", [DeliveryState.PENDING.value]
-        if destination is not None:
-            sql += " AND destination=?"
-            args.append(destination)
-        rows = self.query(sql, args)
-        return rows[0]["t"] if rows else None
-
     def mark_sending(self, ids: Sequence[int]) -> None:
         with self._tx() as db:
             db.executemany("UPDATE deliveries SET state=? WHERE id=?", [(DeliveryState.SENDING.value, i) for i in ids])

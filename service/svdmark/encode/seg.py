@@ -7,7 +7,7 @@ import highdicom as hd
 import numpy as np
 from pydicom import Dataset
 
-from ..domain import AnalysisResult, Task, Volume
+from ..domain import AnalysisResult, Volume
 from ..errors import SvdmarkError
 from .templates import Templates, concept
 from .uids import derive
@@ -113,7 +113,3 @@ def encode_seg(result: AnalysisResult, templates: Templates, uid_seed: str,
     if "ContentCreatorName" not in seg:
         seg.ContentCreatorName = ""  # Content Identification macro, type 2
     return seg
-
-
-def task_of(result: AnalysisResult) -> Task:
-    return result.model.task
