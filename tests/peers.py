@@ -7,12 +7,15 @@ same names into the venv.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 DCMTK = Path("/usr/bin")
@@ -201,3 +204,14 @@ def source_series_of(ds) -> set[str]:
     for s in ds.get("ReferencedSeriesSequence", []):
         uids.add(str(s.SeriesInstanceUID))
     return uids
+
+
+def healthz(port: int) -> tuple[int, dict]:
+    """(HTTP status, body) of the service's /healthz; (0, {}) when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+    except OSError:
+        return 0, {}

@@ -3,26 +3,13 @@
 once there is room again the series is analysed and delivered. Needs to mount tmpfs (root); skipped otherwise."""
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from svdmark.phantom import write_study
 
 from tests.faults.test_storage_full import _fill, _mount, _umount
-from tests.peers import StoreSCP, Svdmark, free_port, results_by_kind, send_studies, wait_until
-
-
-def healthz(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-    except OSError:
-        return 0, {}
+from tests.peers import StoreSCP, Svdmark, free_port, healthz, results_by_kind, send_studies, wait_until
 
 
 def test_disk_full_after_receive_backs_off_reports_and_recovers(tmp_path):

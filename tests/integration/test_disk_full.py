@@ -2,11 +2,8 @@
 and the series queued once the disk has room again (real storescu into the real listener, in-process)."""
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,17 +15,9 @@ from svdmark.export import FolderExporter
 from svdmark.phantom import write_study
 from svdmark.service import Service
 
-from tests.peers import free_port, storescu, wait_until
+from tests.peers import free_port, healthz, storescu, wait_until
 
 pytestmark = [pytest.mark.interop]
-
-
-def healthz(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def test_disk_full_in_the_assembler_backs_off_and_turns_healthz_unhealthy(tmp_path, monkeypatch, caplog):
