@@ -16,6 +16,8 @@ Every state transition is one transaction (WAL, ``synchronous=FULL``), so a
 * deliveries: pending → sending → delivered | dead          (sending → pending on restart)
               pending → superseded  (:meth:`Journal.finish_job` with a :class:`Supersession`: newer
                                      results of the series are done before this object was sent)
+              sending → superseded  (:meth:`Journal.mark_failed`: newer results rejected it while a try
+                                     was in flight, and the try failed; never retried)
               dead → pending (:meth:`Journal.resend_dead`: the attempt count and history are kept;
                               the new round gets ``max_attempts`` tries of its own)
 
@@ -679,9 +681,13 @@ class Journal:
                           (DeliveryState.PENDING.value, DeliveryState.SENDING.value))
         return {r["destination"] for r in rows}
 
-    def mark_sending(self, ids: Sequence[int]) -> None:
+    def start_sending(self, delivery_id: int) -> bool:
+        """Pending → sending just before the object goes out; False when it is no longer pending (newer
+        results superseded it after the outbox read it): then it must not be sent."""
         with self._tx() as db:
-            db.executemany("UPDATE deliveries SET state=? WHERE id=?", [(DeliveryState.SENDING.value, i) for i in ids])
+            cur = db.execute("UPDATE deliveries SET state=? WHERE id=? AND state=?",
+                             (DeliveryState.SENDING.value, delivery_id, DeliveryState.PENDING.value))
+            return cur.rowcount == 1
 
     def mark_delivered(self, delivery_id: int, detail: str = "") -> None:
         """The destination confirmed this object: never sent again."""
@@ -695,18 +701,44 @@ class Journal:
                        (delivery_id, now, DeliveryState.DELIVERED.value, detail))
 
     def mark_failed(self, delivery_id: int, error: str, next_attempt_at: float, dead: bool) -> None:
+        """A try that the destination did not confirm: retry later, or dead after the last attempt.
+
+        An object that newer results rejected while this try was in flight is never retried: it becomes
+        ``superseded``, and when nothing that its rejection note names reached that destination, the note
+        (not yet sent: the outbox sends in queue order) is superseded too.
+        A row that is neither pending nor sending (superseded while a try that never started was failing)
+        keeps its state; the try is still recorded.
+        """
         now = time.time()
-        state = DeliveryState.DEAD if dead else DeliveryState.PENDING
         with self._tx() as db:
+            row = db.execute("SELECT destination, rejected_by, state FROM deliveries WHERE id=?",
+                             (delivery_id,)).fetchone()
+            if row is None:
+                return
+            live = row["state"] in (DeliveryState.PENDING.value, DeliveryState.SENDING.value)
+            rejected_by = row["rejected_by"] if live else None
+            state = (DeliveryState(row["state"]) if not live else DeliveryState.SUPERSEDED if rejected_by
+                     else DeliveryState.DEAD if dead else DeliveryState.PENDING)
             db.execute(
                 "UPDATE deliveries SET state=?, attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
                 (state.value, error, next_attempt_at, delivery_id),
             )
+            outcome = ("superseded" if state is DeliveryState.SUPERSEDED else "dead" if dead and live
+                       else "retry" if live else state.value)
             db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
-                       (delivery_id, now, "dead" if dead else "retry", error))
+                       (delivery_id, now, outcome, error))
+            if rejected_by:
+                reached = db.execute(
+                    "SELECT 1 FROM deliveries WHERE rejected_by=? AND destination=? AND state IN (?,?)",
+                    (rejected_by, row["destination"], DeliveryState.DELIVERED.value, DeliveryState.SENDING.value),
+                ).fetchone()
+                if reached is None:
+                    db.execute("UPDATE deliveries SET state=? WHERE sop_uid=? AND destination=? AND state=?",
+                               (DeliveryState.SUPERSEDED.value, rejected_by, row["destination"],
+                                DeliveryState.PENDING.value))
 
     def delivery_attempts(self, delivery_id: int) -> list[sqlite3.Row]:
-        """Every try of one delivery, oldest first: at, outcome (delivered | retry | dead | resend), detail."""
+        """Every try of one delivery, oldest first: at, outcome (delivered | retry | dead | superseded | resend), detail."""
         return self.query("SELECT at, outcome, detail FROM delivery_attempts WHERE delivery_id=? ORDER BY id",
                           (delivery_id,))
 

@@ -54,7 +54,7 @@ def test_running_job_and_sending_delivery_recover_after_crash(tmp_path):
     job = j.claim_job()
     j.finish_job(job, JobState.DONE, outputs=[ResultObject("9.1", "sr", "x", Path("/r"))],
                  deliveries=[("9.1", "PACS@h:1")])
-    j.mark_sending([d.id for d in j.due_deliveries()])
+    [j.start_sending(d.id) for d in j.due_deliveries()]
     # a second job left running by a "crash"
     record(j, "2.1", series="1.2.4")
     j.queue_job(j.series_row("1.2.4"), "test")

@@ -132,6 +132,58 @@ def test_supersession_cancels_pending_and_rejects_delivered(tmp_path):
     assert j.rejectable("1.2.3", 3, ["A", "B"]) == []  # rejected once: a later generation does not repeat it
 
 
+
+def test_an_object_rejected_while_its_try_was_in_flight_is_never_retried(tmp_path):
+    """B is down: its try of the old objects is in flight when the new results arrive. The failed try
+    supersedes them (never retried), and the note to B goes too, since nothing it names reached B."""
+    j = Journal(tmp_path / "j.sqlite")
+    _done(j, "1.1", ["g1.seg", "g1.sr", "g1.sum"], ["A", "B"])
+    for d in j.due_deliveries():
+        if d.destination == "A":
+            j.mark_delivered(d.id)
+    in_flight = [d for d in j.due_deliveries() if d.destination == "B"]
+    [j.start_sending(d.id) for d in in_flight]
+    record(j, "1.2", now=200.0)
+    j.queue_job(j.series_row("1.2.3"), "test", now=200.0)
+    job2 = j.claim_job(now=201.0)
+    found = j.rejectable("1.2.3", job2.generation, ["A", "B"])
+    assert {dest for _, dest, _ in found} == {"A", "B"}  # B may have them: the note goes there too
+    note = ResultObject("kos.1", "rejection", KOS, Path("/r/kos.1"))
+    sup = Supersession(frozenset({"A", "B"}), (Rejection(note, tuple((i, dest) for i, dest, _ in found)),))
+    j.finish_job(job2, JobState.DONE, supersede=sup)
+    assert _state(j)[("kos.1", "B")] == (DeliveryState.PENDING.value, None)
+
+    j.mark_failed(in_flight[0].id, "connection refused", next_attempt_at=0.0, dead=False)
+    state = _state(j)
+    assert state[(in_flight[0].sop_uid, "B")] == (DeliveryState.SUPERSEDED.value, "kos.1")
+    assert state[("kos.1", "B")] == (DeliveryState.PENDING.value, None)  # two more are still in flight
+    for d in in_flight[1:]:
+        j.mark_failed(d.id, "connection refused", next_attempt_at=0.0, dead=False)
+    state = _state(j)
+    assert {state[(d.sop_uid, "B")][0] for d in in_flight} == {DeliveryState.SUPERSEDED.value}
+    assert state[("kos.1", "B")] == (DeliveryState.SUPERSEDED.value, None)  # nothing it names reached B
+    assert state[("kos.1", "A")] == (DeliveryState.PENDING.value, None)
+    assert [a["outcome"] for a in j.delivery_attempts(in_flight[0].id)] == ["superseded"]
+
+
+
+def test_objects_read_by_the_outbox_then_superseded_are_never_sent_nor_revived(tmp_path):
+    """The outbox read B's old objects as due; newer results superseded them before their turn: the send
+    is refused, and a try that failed meanwhile (no association) does not make them pending again."""
+    j = Journal(tmp_path / "j.sqlite")
+    _done(j, "1.1", ["g1.seg", "g1.sr", "g1.sum"], ["B"])
+    read = j.due_deliveries()
+    record(j, "1.2", now=200.0)
+    j.queue_job(j.series_row("1.2.3"), "test", now=200.0)
+    job2 = j.claim_job(now=201.0)
+    j.finish_job(job2, JobState.DONE, supersede=Supersession(frozenset({"B"}), ()))
+    assert j.start_sending(read[0].id) is False
+    for d in read[1:]:
+        j.mark_failed(d.id, "no association", next_attempt_at=0.0, dead=False)
+    assert {s for s, _ in _state(j).values()} == {DeliveryState.SUPERSEDED.value}
+    assert j.due_deliveries(now=1e12) == []
+
+
 # ---------------------------------------------------------------- worker
 
 

@@ -29,7 +29,8 @@ class SendOutcome:
 
 
 OnOutcome = Callable[[SendOutcome], None]
-OnStart = Callable[[Path], None]  # called just before an object's C-STORE request goes out
+# called just before an object's C-STORE request goes out; False: withdrawn meanwhile, skip it (no outcome)
+OnStart = Callable[[Path], "bool | None"]
 
 # C-STORE statuses that no retry changes: SOP class not supported, data set does not match the SOP class,
 # cannot understand. Out of resources (0xA7xx) and the rest are retried.
@@ -119,8 +120,8 @@ class CStoreExporter:
                         path, False, f"destination does not accept SOP class {klass} ({_class_name(klass)}): "
                         "no presentation context for it", permanent=True), on_outcome)
                     continue
-                if on_start is not None:
-                    on_start(path)
+                if on_start is not None and on_start(path) is False:
+                    continue
                 try:
                     status = assoc.send_c_store(_as_accepted(assoc, ds))
                 except Exception as exc:  # pynetdicom refusing this object (no matching transfer syntax...)
@@ -170,8 +171,8 @@ class FolderExporter:
         target.mkdir(parents=True, exist_ok=True)
         out: list[SendOutcome] = []
         for p in paths:
-            if on_start is not None:
-                on_start(p)
+            if on_start is not None and on_start(p) is False:
+                continue
             shutil.copyfile(p, target / p.name)
             _report(out, SendOutcome(p, True, "copied"), on_outcome)
         return out

@@ -97,10 +97,15 @@ class Outbox:
             else:
                 self._failed(d, outcome.detail, dead=outcome.permanent)
 
-        def on_start(path) -> None:
+        def on_start(path) -> bool:
             d = by_path.get(path)
-            if d is not None:
-                self.journal.mark_sending([d.id])
+            if d is None:
+                return True
+            if self.journal.start_sending(d.id):
+                return True
+            reported.add(d.id)  # superseded after it was read: never sent
+            event(log, "delivery_withdrawn", sop_uid=d.sop_uid, kind=d.kind, destination=dest.name)
+            return False
 
         try:
             exporter = self.stow_exporter if isinstance(dest, StowDestination) else self.exporter

@@ -138,8 +138,8 @@ class StowExporter:
                                                   permanent=True), on_outcome)
                     continue
                 body, content_type = multipart(data)
-                if on_start is not None:
-                    on_start(path)
+                if on_start is not None and on_start(path) is False:
+                    continue
                 try:
                     r = session.post(destination.url, data=body, headers={"Content-Type": content_type},
                                      timeout=destination.timeout, allow_redirects=False,
