@@ -17,7 +17,8 @@ import time
 
 import onnxruntime as ort
 
-from svdmark import measure, phantom
+import svdmark_phantom as phantom
+from svdmark import measure
 from svdmark.domain import Task
 from svdmark.infer import ModelRegistry, Runtime
 from svdmark.infer.selftest import phantom_volume

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ["TCP_NODELAY"] = "1"  # dcmtk reads it; without it storescp waits on delayed ACKs
 
-from svdmark.phantom import write_study  # noqa: E402
+from svdmark_phantom import write_study  # noqa: E402
 from tests.peers import StoreSCP, Svdmark, storescu, wait_until  # noqa: E402
 
 

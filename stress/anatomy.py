@@ -7,7 +7,7 @@ centrelines, and a B-spline random displacement field applied to every
 coordinate. ``atrophy`` (0..1) widens sulci, the subarachnoid space, the
 interhemispheric and Sylvian fissures and the ventricles, and thins the cortex.
 
-Nothing here imports ``svdmark.phantom`` or ``training``.
+Nothing here imports ``svdmark_phantom`` or ``training``.
 """
 from __future__ import annotations
 

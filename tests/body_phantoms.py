@@ -1,5 +1,5 @@
 """Generated non-head volumes (abdomen, pelvis, chest CT; knee, spine, QA-phantom MR) as svdmark ``Phantom``
-records, so that ``svdmark.phantom.write_series`` writes them with a vendor's *head* header: the pixel
+records, so that ``svdmark_phantom.write_series`` writes them with a vendor's *head* header: the pixel
 check, not the header, must then be what stops them. No tests here.
 
 Tissue values are textbook HU (fat -100, soft tissue 30-60, lung -850, bone 700+); shapes are ellipses.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from svdmark.phantom import Phantom, SeriesKind, synthetic_uid
+from svdmark_phantom import Phantom, SeriesKind, synthetic_uid
 
 
 def _grid(n: int, rows: int, px: float):

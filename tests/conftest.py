@@ -6,14 +6,14 @@ import pytest
 
 @pytest.fixture(scope="session")
 def ncct_phantom():
-    from svdmark.phantom import make_ncct
+    from svdmark_phantom import make_ncct
 
     return make_ncct(seed=11, matrix=64, slice_thickness=5.0, wml_ml=4.0)
 
 
 @pytest.fixture(scope="session")
 def swi_phantom():
-    from svdmark.phantom import make_swi
+    from svdmark_phantom import make_swi
 
     return make_swi(seed=12, matrix=64, slice_thickness=2.5, n_cmb=6)
 
@@ -21,7 +21,7 @@ def swi_phantom():
 @pytest.fixture(scope="session")
 def ncct_study(tmp_path_factory):
     """A Siemens NCCT study with distractors (localizer, bone kernel, contrast CT); returns StudyTruth."""
-    from svdmark.phantom import write_study
+    from svdmark_phantom import write_study
 
     out = tmp_path_factory.mktemp("ncct_study")
     return write_study(out, seed=21, kind="ncct", vendor="siemens", matrix=48, n_slices=6, slice_thickness=5.0,
@@ -31,7 +31,7 @@ def ncct_study(tmp_path_factory):
 @pytest.fixture(scope="session")
 def swi_study(tmp_path_factory):
     """A Siemens SWI study with distractors (localizer, magnitude, phase, minIP, FLAIR); returns StudyTruth."""
-    from svdmark.phantom import write_study
+    from svdmark_phantom import write_study
 
     out = tmp_path_factory.mktemp("swi_study")
     return write_study(out, seed=22, kind="swi", vendor="siemens", matrix=48, n_slices=10, slice_thickness=2.0,

@@ -1,4 +1,4 @@
-"""Training / evaluation cases from ``svdmark.phantom``, cached under ``training/cache/``.
+"""Training / evaluation cases from ``svdmark_phantom``, cached under ``training/cache/``.
 
 Each case is drawn from a seed: the acquisition (matrix, slice thickness,
 tilt), the lesion load and the mimics are all functions of the seed, so a
@@ -147,7 +147,7 @@ def _phantom_version() -> str:
     delete ``training/cache/`` after a generator change to regenerate)."""
     import hashlib
 
-    import svdmark.phantom as ph
+    import svdmark_phantom as ph
 
     h = hashlib.sha256()
     for f in sorted(Path(ph.__file__).parent.glob("*.py")):
@@ -164,7 +164,7 @@ def _through_dicom(ph, vendor: str) -> tuple[Volume, np.ndarray]:
 
     from svdmark import volume as vol_mod
     from svdmark.domain import Series
-    from svdmark.phantom import write_series
+    from svdmark_phantom import write_series
 
     with tempfile.TemporaryDirectory() as d:
         paths = write_series(ph, d, vendor=vendor)
@@ -193,7 +193,7 @@ def _case_volume(ph, params: dict) -> tuple[Volume, np.ndarray]:
 def _make_ncct_with_fraction(params: dict):
     """``phantom.make_ncct`` and its per-voxel WML partial-volume fraction (``Phantom.aux["wml_fraction"]``,
     the occupancy whose ≥ 50 % cut is ``truth_mask``)."""
-    from svdmark import phantom
+    import svdmark_phantom as phantom
 
     ph = phantom.make_ncct(**params)
     frac = ph.aux.get("wml_fraction")
@@ -231,7 +231,7 @@ def swi_case(seed: int, params: dict | None = None) -> SwiCase:
             bleeds = [dict(center_mm=tuple(c), diameter_mm=float(d), location=str(l))
                       for c, d, l in zip(z["centers"].reshape(-1, 3), z["diams"], z["locs"])]
             return SwiCase(seed, params, _volume_from(z), bleeds, None)
-    from svdmark import phantom
+    import svdmark_phantom as phantom
 
     ph = phantom.make_swi(**_generator_kwargs(params))
     vol = _case_volume(ph, params)[0]

@@ -18,7 +18,7 @@ from pathlib import Path
 from svdmark.infer import ModelRegistry, Runtime, self_test
 
 INTENDED = (
-    "Research use only. Trained exclusively on synthetic phantoms from `svdmark.phantom` "
+    "Research use only. Trained exclusively on synthetic phantoms from `svdmark_phantom` "
     "(analytic and MNI152-atlas warped heads, vendor-neutral intensities); it has never seen a real patient scan. "
     "It is a reference implementation of the pipeline, to be retrained on labelled site data "
     "with the same command before any real-world use. Not a medical device."

@@ -56,7 +56,7 @@ def fake_models(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def studies(tmp_path_factory) -> dict:
     """A small NCCT study (with distractor series) and a small SWI study, 64 px."""
-    from svdmark.phantom import write_study
+    from svdmark_phantom import write_study
 
     root = tmp_path_factory.mktemp("studies")
     ncct = write_study(root / "ncct", seed=21, kind="ncct", vendor="siemens", matrix=64, distractors=True,

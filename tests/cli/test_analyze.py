@@ -131,7 +131,7 @@ def test_analyze_bad_files_zip_and_resume(tmp_path, junk_set, studies, fake_mode
 @pytest.mark.slow
 def test_analyze_interrupt_then_resume(tmp_path, fake_models):
     """SIGINT mid-run, then the same command again: every series once, nothing lost."""
-    from svdmark.phantom import write_study
+    from svdmark_phantom import write_study
 
     src = tmp_path / "many"
     truths = [write_study(src / f"s{i}", seed=40 + i, kind="ncct" if i % 2 else "swi", vendor="ge", matrix=64,

@@ -3,6 +3,7 @@ tests/packaging runs it with the shipped models); with a model missing it must f
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 from .conftest import run_cli
@@ -28,6 +29,19 @@ def test_demo_refuses_at_once_without_any_model(tmp_path):
     r = run_cli("demo", "--workdir", tmp_path / "demo", env={"SVDMARK_MODELS_DIR": str(tmp_path / "empty")},
                 check_rc=1)
     assert "no model is active" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "demo" / "studies").exists()
+
+
+def test_demo_without_the_study_generator_says_how_to_install_it(tmp_path):
+    shadow = tmp_path / "shadow" / "svdmark_phantom"  # first on the path: importing it fails as if it were absent
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'svdmark_phantom'\", "
+                                        "name='svdmark_phantom')\n")
+    path = os.pathsep.join(filter(None, [str(shadow.parent), os.environ.get("PYTHONPATH")]))
+    r = run_cli("demo", "--workdir", tmp_path / "demo", env={"PYTHONPATH": path}, check_rc=2)
+    assert r.stderr.strip().splitlines() == [
+        "svdmark demo: error: the demo's study generator svdmark_phantom is not installed: "
+        "pip install 'svdmark[phantom]' (it ships in the svdmark wheel)"], r.stderr
     assert not (tmp_path / "demo" / "studies").exists()
 
 

@@ -90,7 +90,7 @@ def test_install_verify_refuse_activate_rollback_offline(tmp_path, fake_models):
 
 
 def _study(root: Path, seed: int, distractors: bool = False):
-    from svdmark.phantom import write_study
+    from svdmark_phantom import write_study
 
     return write_study(root / f"study{seed}", seed=seed, kind="ncct", vendor="siemens", matrix=64,
                        distractors=distractors, slice_thickness=5.0)

@@ -1,7 +1,7 @@
 """`svdmark models validate` and `activate --require-validation`, run through the CLI as a site would.
 
 Reference folders are built from the phantom generator: DICOM series written by
-``svdmark.phantom.write_series``, reference SEGs written with highdicom from the phantom's truth
+``svdmark_phantom.write_series``, reference SEGs written with highdicom from the phantom's truth
 mask, or points/CSV tables. Models are the tiny ONNX fixtures of ``fakemodels`` (a fixed
 intensity rule: far from the truth, so it must fail the default criteria).
 """
@@ -56,7 +56,7 @@ def _uid(paths: list[Path]) -> str:
 @pytest.fixture(scope="module")
 def wml_site(tmp_path_factory) -> dict:
     """Four NCCT cases with SEG references of the phantom's lesion mask (12 slices of 128 px)."""
-    from svdmark.phantom import make_ncct, write_series
+    from svdmark_phantom import make_ncct, write_series
 
     root = tmp_path_factory.mktemp("wml_site")
     truth = {}
@@ -204,7 +204,7 @@ def test_require_validation_and_an_honest_verdict(tmp_path, wml_site, models):
 def test_validate_cmb_seg_and_points(tmp_path, models):
     from scipy import ndimage as ndi
 
-    from svdmark.phantom import make_swi, write_series
+    from svdmark_phantom import make_swi, write_series
 
     seg_dir, pts_dir = tmp_path / "seg_site", tmp_path / "points_site"
     n_components, n_bleeds, points = {}, {}, []

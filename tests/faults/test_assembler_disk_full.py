@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from svdmark.phantom import write_study
+from svdmark_phantom import write_study
 
 from tests.faults.test_storage_full import _fill, _mount, _umount
 from tests.peers import StoreSCP, Svdmark, free_port, healthz, results_by_kind, send_studies, wait_until

@@ -23,7 +23,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from svdmark.phantom import make_ncct, make_swi, write_series
+from svdmark_phantom import make_ncct, make_swi, write_series
 
 from tests import body_phantoms, corpus
 from tests.peers import DCMTK, Svdmark, results_by_kind, source_series_of, wait_until

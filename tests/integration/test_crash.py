@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from svdmark.phantom import write_study
+from svdmark_phantom import write_study
 
 from tests.peers import StoreSCP, Svdmark, send_studies, storescu, wait_until
 from .test_end_to_end import expect_results

@@ -12,7 +12,7 @@ import pytest
 from svdmark import health
 from svdmark.config import Config
 from svdmark.export import FolderExporter
-from svdmark.phantom import write_study
+from svdmark_phantom import write_study
 from svdmark.service import Service
 
 from tests.peers import free_port, healthz, storescu, wait_until

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from pydicom.uid import JPEGLosslessSV1, RLELossless
 
-from svdmark.phantom import write_study
+from svdmark_phantom import write_study
 
 from tests.peers import Svdmark, results_by_kind, send_studies, source_series_of, storescu, wait_until
 

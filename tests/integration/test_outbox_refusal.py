@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydicom.uid import UID
 
-from svdmark.phantom import write_study
+from svdmark_phantom import write_study
 
 from tests.peers import DCMTK, StoreSCP, Svdmark, results_by_kind, send_studies, wait_until, wait_for_echo
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from svdmark.phantom import write_study
+from svdmark_phantom import write_study
 
 from tests.peers import Svdmark, results_by_kind, source_series_of, storescu, wait_until
 

@@ -17,7 +17,7 @@ import pytest
 from svdmark.domain import DeliveryState
 from svdmark.encode.rejection import rejected_uids
 from svdmark.journal import Journal
-from svdmark.phantom import write_study
+from svdmark_phantom import write_study
 from tests.peers import DCMTK, StoreSCP, Svdmark, free_port, results_by_kind, storescu, wait_until
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow,

@@ -114,7 +114,7 @@ def _journal(svc: Svdmark, sql: str) -> list[tuple]:
 
 
 def _studies(tmp_path: Path):
-    from svdmark.phantom import write_study
+    from svdmark_phantom import write_study
 
     return [write_study(tmp_path / "studies" / "ncct", seed=61, kind="ncct", vendor="siemens", distractors=True),
             write_study(tmp_path / "studies" / "swi", seed=62, kind="swi", vendor="ge", distractors=True)]
@@ -233,7 +233,7 @@ def test_orthanc_retries_when_svdmark_is_down_while_it_routes(wired, tmp_path):
 
 def test_series_not_yet_stable_when_orthanc_restarts_are_still_routed(tmp_path):
     """Orthanc forgets unstable series at shutdown; the Lua script re-sends unconfirmed ones at start-up."""
-    from svdmark.phantom import write_study
+    from svdmark_phantom import write_study
 
     svc = Svdmark(tmp_path / "svdmark", [], extra=("--settle-seconds", "5", "--fallback-seconds", "30"))
     orthanc = Orthanc(tmp_path / "orthanc", svdmark_port=svc.port, stable_age=60)
@@ -267,7 +267,7 @@ def _send_attempts(orthanc: Orthanc, series_id: str) -> set[tuple]:
 def test_a_failing_destination_does_not_block_the_lua_engine(tmp_path):
     """svdmark down: while the first series waits for its next try, a second series is still routed
     (the Lua engine is free), and once svdmark is up both arrive without anyone resending them."""
-    from svdmark.phantom import write_study
+    from svdmark_phantom import write_study
 
     svc = Svdmark(tmp_path / "svdmark", [], extra=("--settle-seconds", "1", "--fallback-seconds", "10"))
     orthanc = Orthanc(tmp_path / "orthanc", svdmark_port=svc.port, stable_age=2)

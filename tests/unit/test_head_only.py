@@ -17,7 +17,7 @@ from svdmark import volume
 from svdmark.domain import FrameRef, RouteKind, RoutingDecision, Series, Volume
 from svdmark.errors import ConfigError, Ignored, InvalidSeries
 from svdmark.infer import ModelRegistry, Runtime
-from svdmark.phantom import make_ncct, make_swi, write_series
+from svdmark_phantom import make_ncct, make_swi, write_series
 from svdmark.pipeline import Context, analyse
 from svdmark.route import AnatomyLimits, RoutingTable, check_ct, check_mr, decide, require_head
 from svdmark.route.anatomy import RULE_CT, RULE_MR

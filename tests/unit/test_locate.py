@@ -1,6 +1,6 @@
 """MARS location of microbleeds (svdmark.measure.geometry.locate) on SWI phantoms whose anatomy is known.
 
-``svdmark.phantom.make_swi`` places each bleed in a tissue pool (lobar: cortex and juxtacortical white
+``svdmark_phantom.make_swi`` places each bleed in a tissue pool (lobar: cortex and juxtacortical white
 matter; deep: deep grey nuclei and central white matter; infratentorial: brainstem and cerebellum) and
 records the class. A bleed the phantom placed next to an earlier one (clustered placement) keeps the
 class drawn for it rather than the class of where it lands, so those are left out of the truth here.
@@ -17,7 +17,7 @@ import pytest
 from svdmark.infer.selftest import phantom_volume
 from svdmark.measure import cmb_findings
 from svdmark.measure.geometry import locate
-from svdmark.phantom import make_swi
+from svdmark_phantom import make_swi
 
 SEEDS = (12, 15, 16, 19)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from svdmark.domain import BurdenGrade
-from svdmark.phantom import Phantom, SeriesKind, make_ncct, make_swi
+from svdmark_phantom import Phantom, SeriesKind, make_ncct, make_swi
 
 
 def test_ncct_is_deterministic_per_seed():
@@ -133,7 +133,7 @@ def test_cmb_counts_span_all_grades(n, grade):
 
 
 def test_random_volumes_have_many_small_cases():
-    from svdmark.phantom.lesions import sample_cmb_count, sample_wml_ml
+    from svdmark_phantom.lesions import sample_cmb_count, sample_wml_ml
 
     rng = np.random.default_rng(0)
     v = np.array([sample_wml_ml(rng) for _ in range(4000)])

@@ -1,6 +1,6 @@
 """The MNI152 atlas head (``anatomy="mni152"``): orientation, tissue contrast, WML truth, SWI, missing maps.
 
-Skipped when nilearn's MNI152 tissue maps are not installed (they come with the ``train`` extra).
+Skipped when nilearn's MNI152 tissue maps are not installed (they come with the ``phantom`` extra).
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from svdmark.phantom import make_ncct, make_swi
-from svdmark.phantom import atlas as atlas_mod
-from svdmark.phantom.lesions import _BoxedPoints, _wm_fraction
+from svdmark_phantom import make_ncct, make_swi
+from svdmark_phantom import atlas as atlas_mod
+from svdmark_phantom.lesions import _BoxedPoints, _wm_fraction
 
 needs_atlas = pytest.mark.skipif(atlas_mod.find_mni152_files() is None,
-                                 reason="nilearn's MNI152 tissue maps are not installed (train extra)")
+                                 reason="nilearn's MNI152 tissue maps are not installed (phantom extra)")
 BRAIN = ("gm", "wm", "dgm", "cbl", "stem")
 
 
@@ -29,9 +29,9 @@ def _voxel_u(p, head, kij):
     return head.warp_point(head.patient_to_v(P))
 
 
-def test_missing_maps_name_the_train_extra(monkeypatch):
+def test_missing_maps_name_the_phantom_extra(monkeypatch):
     monkeypatch.setattr(atlas_mod, "find_mni152_files", lambda: None)
-    with pytest.raises(ImportError, match=r"train"):
+    with pytest.raises(ImportError, match=r"svdmark\[phantom\]"):
         make_ncct(seed=1, matrix=32, n_slices=4, anatomy="mni152")
     with pytest.raises(ImportError, match=r"nilearn"):
         make_swi(seed=1, matrix=32, n_slices=4, anatomy="mni152")
@@ -44,7 +44,7 @@ def test_unknown_anatomy_is_rejected():
 
 @needs_atlas
 def test_locating_the_maps_does_not_import_nilearn():
-    code = ("import sys; from svdmark.phantom import atlas; assert atlas.find_mni152_files(); "
+    code = ("import sys; from svdmark_phantom import atlas; assert atlas.find_mni152_files(); "
             "print('nilearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

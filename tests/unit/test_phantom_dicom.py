@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from pydicom.pixels import apply_rescale
 
-from svdmark.phantom import ALL_TRANSFER_SYNTAXES, SeriesKind, StudyTruth, make_ncct, make_swi, write_series
+from svdmark_phantom import ALL_TRANSFER_SYNTAXES, SeriesKind, StudyTruth, make_ncct, make_swi, write_series
 
 DCIODVFY = shutil.which("dciodvfy") or "/usr/bin/dciodvfy"
 needs_dciodvfy = pytest.mark.skipif(not Path(DCIODVFY).exists(), reason="dicom3tools dciodvfy not installed")
@@ -105,7 +105,7 @@ def test_vendor_styles_swi(tmp_path, vendor):
 
 @pytest.mark.parametrize("vendor", ["siemens", "ge", "philips", "canon"])
 def test_vendor_styles_ct(tmp_path, vendor):
-    from svdmark.phantom.vendors import style
+    from svdmark_phantom.vendors import style
 
     p = make_ncct(seed=2, matrix=32, n_slices=3, tilt_deg=12.0, wml_ml=0.0)
     soft, bone = style(vendor).ct_kernels

@@ -302,10 +302,10 @@ def test_explain_lists_tried_rules_with_reasons(table):
 
 
 def _phantom_writer():
-    phantom = pytest.importorskip("svdmark.phantom")
+    phantom = pytest.importorskip("svdmark_phantom")
     write_study = getattr(phantom, "write_study", None)
     if write_study is None:
-        pytest.skip("svdmark.phantom.write_study is not there yet")
+        pytest.skip("svdmark_phantom.write_study is not there yet")
     return phantom, write_study
 
 

@@ -4,7 +4,8 @@ Starts the listener on a free localhost port, generates a small synthetic NCCT
 and SWI study (with distractor series), sends them over DICOM, waits for the
 results at a built-in destination (DEMOPACS) and prints what came back.
 Exits 0 only when every series was analysed or ignored and all six result objects
-(an SR, a SEG and a summary image for each of the two target series) arrived.
+(an SR, a SEG and a summary image for each of the two target series) arrived; 2 when the
+study generator (``svdmark_phantom``, shipped in the same wheel) is not installed.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from ..errors import ConfigError
 from .common import add_json_option, add_log_level_option, fail
 
 OBJECTS_PER_TARGET = 3  # SR, SEG, summary image
+NO_GENERATOR = ("the demo's study generator svdmark_phantom is not installed: pip install 'svdmark[phantom]' "
+                "(it ships in the svdmark wheel)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,8 +43,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _demo(work: Path, args: argparse.Namespace) -> int:
+    try:  # test data, not part of the service: imported here only
+        from svdmark_phantom import write_study
+    except ImportError:
+        return fail(args, NO_GENERATOR, exit_code=2)
     from ..export import CStoreExporter
-    from ..phantom import write_study
     from ..receive.sink import FolderSink
     from ..service import Service
     from .serve import active_models

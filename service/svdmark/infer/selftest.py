@@ -56,7 +56,9 @@ def phantom_volume(ph, uid_prefix: str = "2.25.1") -> Volume:
 def self_test(model: ModelSpec, runtime) -> SelfTestResult:
     import time
 
-    from .. import measure, phantom
+    import svdmark_phantom as phantom
+
+    from .. import measure
 
     spec = model.manifest.get("self_test")
     if not spec:

@@ -2,22 +2,15 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
+from pydicom import Dataset, dcmread
 from pydicom.sequence import Sequence
 from pydicom.uid import (
-    UID,
     CTImageStorage,
-    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
@@ -26,39 +19,13 @@ from pydicom.uid import (
 )
 from scipy import ndimage
 
+from svdmark.domain import BurdenGrade
+
+from .encoding import ct_stored, ds_str, ds_vec, mr_stored, resolve_ts, save, set_pixels
+from .enhanced import write_enhanced_mr
+from .generate import make_ncct, make_swi
 from .types import Phantom, SeriesKind, SeriesTruth, StudyInfo, StudyTruth, Vendor, synthetic_uid
 from .vendors import SeriesStyle, VendorStyle, series_style, style
-
-IMPLEMENTATION_UID = UID("1.2.826.0.1.3680043.8.498.1.77.1")
-TS_ALIASES = {
-    "implicit": ImplicitVRLittleEndian,
-    "explicit": ExplicitVRLittleEndian,
-    "deflated": DeflatedExplicitVRLittleEndian,
-    "rle": RLELossless,
-    "jpegls": JPEGLSLossless,
-    "jpeg-ls": JPEGLSLossless,
-    "j2k": JPEG2000Lossless,
-    "jpeg2000": JPEG2000Lossless,
-    "jpeg14": JPEGLosslessSV1,
-    "jpeg-lossless": JPEGLosslessSV1,
-    "jpeglosslesssv1": JPEGLosslessSV1,
-}
-ALL_TRANSFER_SYNTAXES = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, RLELossless,
-                         JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1)
-DCMCJPEG = "/usr/bin/dcmcjpeg"
-
-
-def resolve_ts(ts) -> UID:
-    if ts is None:
-        return ExplicitVRLittleEndian
-    s = str(ts)
-    if s.lower() in TS_ALIASES:
-        return UID(TS_ALIASES[s.lower()])
-    uid = UID(s)
-    if uid not in ALL_TRANSFER_SYNTAXES:
-        raise ValueError(f"unsupported transfer syntax {ts!r}; use one of {[str(u) for u in ALL_TRANSFER_SYNTAXES]}")
-    return uid
-
 
 # --------------------------------------------------------------------------- derived images
 
@@ -161,16 +128,6 @@ def _localizer_frames(p: Phantom):
 # --------------------------------------------------------------------------- header helpers
 
 
-def _ds(v, nd=6):
-    """DS string for a float (≤ 16 chars)."""
-    s = f"{float(v):.{nd}g}"
-    return s if len(s) <= 16 else f"{float(v):.8g}"
-
-
-def _vec(v, nd=6):
-    return [_ds(x, nd) for x in v]
-
-
 def _pick(options, seed):
     return options[int(seed) % len(options)]
 
@@ -227,20 +184,20 @@ def _base_dataset(p: Phantom, vst: VendorStyle, sst: SeriesStyle, kind: SeriesKi
 
 
 def _ct_attrs(ds: Dataset, p: Phantom, vst: VendorStyle, kind: SeriesKind, kernel: str, rng):
-    ds.KVP = _ds(_pick([120, 120, 100, 140], p.seed))
+    ds.KVP = ds_str(_pick([120, 120, 100, 140], p.seed))
     ds.DataCollectionDiameter = "500"
-    ds.ReconstructionDiameter = _ds(p.pixel_spacing[1] * p.image.shape[2], 5)
+    ds.ReconstructionDiameter = ds_str(p.pixel_spacing[1] * p.image.shape[2], 5)
     ds.DistanceSourceToDetector = "1085.6"
     ds.DistanceSourceToPatient = "595"
-    ds.GantryDetectorTilt = _ds(p.gantry_tilt_deg, 4)
-    ds.TableHeight = _ds(140 + (p.seed % 30), 5)
+    ds.GantryDetectorTilt = ds_str(p.gantry_tilt_deg, 4)
+    ds.TableHeight = ds_str(140 + (p.seed % 30), 5)
     ds.RotationDirection = "CW"
     ds.ExposureTime = str(1000)
     ds.XRayTubeCurrent = str(int(rng.integers(180, 350)))
     ds.Exposure = str(int(rng.integers(200, 400)))
     ds.FilterType = {"siemens": "FLAT", "ge": "HEAD FILTER", "philips": "B", "canon": "LARGE"}[vst.vendor.value]
     ds.GeneratorPower = str(int(rng.integers(30, 60)))
-    ds.FocalSpots = _ds(_pick([0.7, 1.2, 0.9], p.seed))
+    ds.FocalSpots = ds_str(_pick([0.7, 1.2, 0.9], p.seed))
     ds.ConvolutionKernel = kernel
     ds.CTDIvol = round(float(rng.uniform(38, 60)), 2)
     code = Dataset()
@@ -273,102 +230,28 @@ def _mr_attrs(ds: Dataset, p: Phantom, vst: VendorStyle, sst: SeriesStyle, kind:
         ds.InversionTime = "900" if kind == SeriesKind.T1 else "2500"
         ds.FlipAngle = "9" if kind == SeriesKind.T1 else "150"
     else:
-        ds.RepetitionTime = _ds(27 if f >= 3 else 49)
-        ds.EchoTime = _ds(20 if f >= 3 else 40)
+        ds.RepetitionTime = ds_str(27 if f >= 3 else 49)
+        ds.EchoTime = ds_str(20 if f >= 3 else 40)
         ds.FlipAngle = "15"
     ds.NumberOfAverages = "1"
-    ds.ImagingFrequency = _ds(42.577478 * f, 8)
+    ds.ImagingFrequency = ds_str(42.577478 * f, 8)
     ds.ImagedNucleus = "1H"
     ds.EchoNumbers = "1"
-    ds.MagneticFieldStrength = _ds(f)
-    ds.SpacingBetweenSlices = _ds(p.spacing_between_slices, 6)
+    ds.MagneticFieldStrength = ds_str(f)
+    ds.SpacingBetweenSlices = ds_str(p.spacing_between_slices, 6)
     ds.NumberOfPhaseEncodingSteps = str(int(p.image.shape[1] * 0.8))
     ds.EchoTrainLength = "1"
     ds.PercentSampling = "100"
-    ds.PercentPhaseFieldOfView = _ds(100.0 * p.image.shape[1] / p.image.shape[2], 6)
+    ds.PercentPhaseFieldOfView = ds_str(100.0 * p.image.shape[1] / p.image.shape[2], 6)
     ds.PixelBandwidth = "120"
     ds.ReceiveCoilName = {"siemens": "HeadNeck_64", "ge": "HNS Head", "philips": "dS Head 32ch",
                           "canon": "Head SPEEDER"}[vst.vendor.value]
     ds.TransmitCoilName = "Body"
     ds.AcquisitionMatrix = [0, int(p.image.shape[2]), int(p.image.shape[1] * 0.8), 0]
     ds.InPlanePhaseEncodingDirection = "ROW"
-    ds.SAR = _ds(rng.uniform(0.05, 0.4), 5)
+    ds.SAR = ds_str(rng.uniform(0.05, 0.4), 5)
     ds.dBdt = "0"
     ds.VariableFlipAngleFlag = "N"
-
-
-# --------------------------------------------------------------------------- pixel encoding
-
-
-def _ct_stored(hu: np.ndarray, vst: VendorStyle):
-    inter, slope = vst.ct_intercept, 1.0
-    stored = np.rint((hu - inter) / slope)
-    if vst.ct_signed:
-        lo, hi = -(2 ** (vst.ct_bits_stored - 1)), 2 ** (vst.ct_bits_stored - 1) - 1
-        return np.clip(stored, lo, hi).astype(np.int16), inter, slope, 1
-    return np.clip(stored, 0, 2 ** vst.ct_bits_stored - 1).astype(np.uint16), inter, slope, 0
-
-
-def _mr_stored(img: np.ndarray, vst: VendorStyle, kind: SeriesKind, ref: float):
-    if kind == SeriesKind.SWI_PHASE:  # radians in
-        if vst.vendor == Vendor.GE:  # signed milliradians
-            return np.rint(img * 1000).astype(np.int16), 0.0, 1.0, 1
-        if vst.vendor == Vendor.PHILIPS:
-            slope = 2 * math.pi / 4095
-            return np.clip(np.rint((img + math.pi) / slope), 0, 4095).astype(np.uint16), -math.pi, slope, 0
-        return np.clip(np.rint((img / math.pi) * 2048 + 2048), 0, 4095).astype(np.uint16), -4096.0, 2.0, 0
-    scale = 3000.0 / max(ref, 1e-6)
-    vals = np.clip(np.rint(img * scale), 0, 4095)
-    if vst.vendor == Vendor.PHILIPS:
-        slope = 1.0 + (abs(hash(kind.value)) % 100) / 80.0
-        vals = np.clip(np.rint(img * scale / slope), 0, 4095)
-        return vals.astype(np.uint16), 0.0, slope, 0
-    if vst.mr_signed:
-        return vals.astype(np.int16), 0.0, 1.0, 1
-    return vals.astype(np.uint16), 0.0, 1.0, 0
-
-
-def _set_pixels(ds: Dataset, arr: np.ndarray, bits_stored: int, signed: int):
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = int(arr.shape[-2]), int(arr.shape[-1])
-    ds.BitsAllocated = 16
-    ds.BitsStored = int(bits_stored)
-    ds.HighBit = int(bits_stored) - 1
-    ds.PixelRepresentation = int(signed)
-    ds.PixelData = np.ascontiguousarray(arr).tobytes()
-    ds["PixelData"].VR = "OW"
-
-
-def _finish(ds: Dataset, sop_class: str, sop_uid: str, path: Path, ts: UID):
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_uid
-    ds.InstanceCreationDate = ds.get("StudyDate", "")
-    ds.InstanceCreationTime = ds.get("StudyTime", "")
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "SVDMARK_PHANTOM"
-    ds.file_meta = meta
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
-        meta.TransferSyntaxUID = ts
-        ds.save_as(path, enforce_file_format=True)
-    elif ts in (RLELossless, JPEGLSLossless, JPEG2000Lossless):
-        ds.compress(ts, encoding_plugin="pylibjpeg" if ts == RLELossless else "")
-        ds.save_as(path, enforce_file_format=True)
-    elif ts == JPEGLosslessSV1:
-        with tempfile.TemporaryDirectory() as td:
-            tmp = Path(td) / "in.dcm"
-            ds.save_as(tmp, enforce_file_format=True)
-            r = subprocess.run([DCMCJPEG, "+e1", "+un", str(tmp), str(path)], capture_output=True, text=True)
-            if r.returncode != 0:
-                raise RuntimeError(f"dcmcjpeg failed ({r.returncode}): {r.stderr.strip()}")
-    else:  # pragma: no cover - resolve_ts guards this
-        raise ValueError(ts)
-    return path
 
 
 # --------------------------------------------------------------------------- write_series
@@ -451,8 +334,6 @@ def write_series(
     if enhanced:
         if modality != "MR":
             raise ValueError("enhanced=True is implemented for MR (Enhanced MR Image Storage)")
-        from .enhanced import write_enhanced_mr
-
         return [write_enhanced_mr(base, p, frames, vst, sst, kind, ref, out_dir, series_uid, ts, thickness,
                                   file_prefix)]
 
@@ -472,23 +353,23 @@ def write_series(
         ds.ContentTime = f"{int(tt // 3600) % 24:02d}{int(tt // 60) % 60:02d}{int(tt % 60):02d}.{int((tt % 1) * 1e6):06d}"
         ds.AcquisitionDate = study.study_date
         ds.AcquisitionTime = ds.ContentTime
-        ds.ImagePositionPatient = _vec(pos)
-        ds.ImageOrientationPatient = _vec(list(rdir) + list(cdir), 8)
-        ds.PixelSpacing = _vec(ps)
-        ds.SliceThickness = _ds(thickness)
+        ds.ImagePositionPatient = ds_vec(pos)
+        ds.ImageOrientationPatient = ds_vec(list(rdir) + list(cdir), 8)
+        ds.PixelSpacing = ds_vec(ps)
+        ds.SliceThickness = ds_str(thickness)
         if kind == SeriesKind.LOCALIZER:
-            ds.SliceLocation = _ds(0.0)
+            ds.SliceLocation = ds_str(0.0)
         else:
             centre = np.asarray(pos) + (img.shape[1] - 1) / 2 * ps[1] * np.asarray(rdir) + (
                 img.shape[0] - 1) / 2 * ps[0] * np.asarray(cdir)
-            ds.SliceLocation = _ds(float(centre[2]) if modality == "CT" else float(np.dot(centre, normal)), 7)
+            ds.SliceLocation = ds_str(float(centre[2]) if modality == "CT" else float(np.dot(centre, normal)), 7)
         if vst.images_in_acquisition:
             ds.ImagesInAcquisition = n
         if modality == "CT":
-            arr, inter, slope, signed = _ct_stored(img, vst)
+            arr, inter, slope, signed = ct_stored(img, vst)
             bits = vst.ct_bits_stored
-            ds.RescaleIntercept = _ds(inter)
-            ds.RescaleSlope = _ds(slope)
+            ds.RescaleIntercept = ds_str(inter)
+            ds.RescaleSlope = ds_str(slope)
             if kind == SeriesKind.LOCALIZER:
                 ds.WindowCenter, ds.WindowWidth = "500", "1000"
             elif kind == SeriesKind.CT_BONE:
@@ -498,20 +379,20 @@ def write_series(
             else:
                 ds.WindowCenter, ds.WindowWidth = (["40", "80"], ["80", "200"]) if vendor == Vendor.SIEMENS else ("40", "80")
         else:
-            arr, inter, slope, signed = _mr_stored(img, vst, kind, ref)
+            arr, inter, slope, signed = mr_stored(img, vst, kind, ref)
             bits = vst.mr_bits_stored if kind != SeriesKind.SWI_PHASE else (16 if signed else 12)
             if kind == SeriesKind.SWI_PHASE or vst.vendor == Vendor.PHILIPS:
-                ds.RescaleIntercept = _ds(inter)
-                ds.RescaleSlope = _ds(slope, 8)
+                ds.RescaleIntercept = ds_str(inter)
+                ds.RescaleSlope = ds_str(slope, 8)
                 ds.RescaleType = "US"
-            ds.WindowCenter = _ds(2048 if kind == SeriesKind.SWI_PHASE else 1500)
-            ds.WindowWidth = _ds(4096 if kind == SeriesKind.SWI_PHASE else 3000)
-        _set_pixels(ds, arr, bits, signed)
+            ds.WindowCenter = ds_str(2048 if kind == SeriesKind.SWI_PHASE else 1500)
+            ds.WindowWidth = ds_str(4096 if kind == SeriesKind.SWI_PHASE else 3000)
+        set_pixels(ds, arr, bits, signed)
         if ts in (JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1, RLELossless) and signed:
             pass  # encoders handle signed data; BitsStored stays as the vendor sets it
         sop_uid = synthetic_uid(series_uid, "sop", inst)
         path = out_dir / f"{file_prefix}{inst:06d}.dcm"
-        paths.append(_finish(ds, sop_class, sop_uid, path, ts))
+        paths.append(save(ds, sop_class, sop_uid, path, ts))
     return paths
 
 
@@ -541,8 +422,6 @@ def write_study(
     Layout: ``out_dir/<NN>_<kind>/IM000001.dcm ...`` and ``out_dir/truth.json``.
     ``tilt_deg=None`` samples a tilt (CT); ``matrix`` may be an int or (rows, cols).
     """
-    from .generate import make_ncct, make_swi
-
     kind = str(kind).lower()
     vendor = Vendor(str(vendor.value if isinstance(vendor, Vendor) else vendor).lower())
     out_dir = Path(out_dir)
@@ -559,8 +438,6 @@ def write_study(
             shutil.rmtree(d)
         paths = write_series(ph, d, vendor=vendor, kind=sk, transfer_syntax=ts_, enhanced=enh, study=study,
                              series_number=number)
-        from pydicom import dcmread
-
         h = dcmread(paths[0], stop_before_pixels=True)
         written.append(SeriesTruth(series_uid=str(h.SeriesInstanceUID), series_number=number, kind=sk.value,
                                    target=target, description=str(h.get("SeriesDescription", "")), folder=folder,
@@ -595,8 +472,6 @@ def write_study(
         if distractors:
             emit(p, SeriesKind.SWI_MINIP, 10, False)
             emit(p, SeriesKind.FLAIR, 4, False)
-        from ..domain import BurdenGrade
-
         n = p.n_microbleeds
         truth = StudyTruth(study_uid=study.study_uid, kind=kind, vendor=vendor.value, seed=int(seed),
                            series=tuple(written), microbleeds=tuple(p.microbleeds), cmb_count=n,

@@ -9,6 +9,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import EnhancedMRImageStorage
 
+from .encoding import ds_str, ds_vec, mr_stored, save, set_pixels
 from .types import SeriesKind, synthetic_uid
 
 _MOVE_TO_FG = ("ImageType", "SliceThickness", "PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient",
@@ -30,8 +31,6 @@ def _item(**kw) -> Dataset:
 
 def write_enhanced_mr(base: Dataset, p, frames, vst, sst, kind, ref, out_dir: Path, series_uid: str, ts, thickness,
                       file_prefix="IM") -> Path:
-    from .writer import _ds, _finish, _mr_stored, _set_pixels, _vec
-
     ds = Dataset()
     ds.update(base)
     for kw in _MOVE_TO_FG:
@@ -39,7 +38,7 @@ def write_enhanced_mr(base: Dataset, p, frames, vst, sst, kind, ref, out_dir: Pa
             del ds[kw]
     n = len(frames)
     vol = np.stack([f[0] for f in frames])
-    arr, inter, slope, signed = _mr_stored(vol, vst, kind, ref)
+    arr, inter, slope, signed = mr_stored(vol, vst, kind, ref)
     bits = vst.mr_bits_stored if kind != SeriesKind.SWI_PHASE else (16 if signed else 12)
     date = ds.get("SeriesDate", "20240101")
     time = str(ds.get("SeriesTime", "120000"))
@@ -52,7 +51,7 @@ def write_enhanced_mr(base: Dataset, p, frames, vst, sst, kind, ref, out_dir: Pa
     ds.ContentQualification = "RESEARCH"
     ds.ResonantNucleus = "1H"
     ds.KSpaceFiltering = "NONE"
-    ds.MagneticFieldStrength = _ds(vst.mr_field)
+    ds.MagneticFieldStrength = ds_str(vst.mr_field)
     ds.ImageComments = "svdmark synthetic phantom"
     ds.ApplicableSafetyStandardAgency = "IEC"
     ds.AcquisitionDateTime = f"{date}{time}"
@@ -78,19 +77,19 @@ def write_enhanced_mr(base: Dataset, p, frames, vst, sst, kind, ref, out_dir: Pa
     # shared functional groups
     _, _, rdir, cdir, ps = frames[0]
     shared = Dataset()
-    shared.PixelMeasuresSequence = Sequence([_item(PixelSpacing=_vec(ps), SliceThickness=_ds(thickness),
-                                                   SpacingBetweenSlices=_ds(p.spacing_between_slices))])
-    shared.PlaneOrientationSequence = Sequence([_item(ImageOrientationPatient=_vec(list(rdir) + list(cdir), 8))])
+    shared.PixelMeasuresSequence = Sequence([_item(PixelSpacing=ds_vec(ps), SliceThickness=ds_str(thickness),
+                                                   SpacingBetweenSlices=ds_str(p.spacing_between_slices))])
+    shared.PlaneOrientationSequence = Sequence([_item(ImageOrientationPatient=ds_vec(list(rdir) + list(cdir), 8))])
     anat = _item(CodeValue="12738006", CodingSchemeDesignator="SCT", CodeMeaning="Brain")
     shared.FrameAnatomySequence = Sequence([_item(AnatomicRegionSequence=Sequence([anat]), FrameLaterality="U")])
     shared.MRImageFrameTypeSequence = Sequence([_item(
         FrameType=["DERIVED", "PRIMARY", "VOLUME", "NONE"], PixelPresentation="MONOCHROME", VolumetricProperties="VOLUME",
         VolumeBasedCalculationTechnique="NONE", ComplexImageComponent=ds.ComplexImageComponent,
         AcquisitionContrast="T2_STAR")])
-    shared.PixelValueTransformationSequence = Sequence([_item(RescaleIntercept=_ds(inter), RescaleSlope=_ds(slope, 8),
+    shared.PixelValueTransformationSequence = Sequence([_item(RescaleIntercept=ds_str(inter), RescaleSlope=ds_str(slope, 8),
                                                               RescaleType="US")])
-    shared.FrameVOILUTSequence = Sequence([_item(WindowCenter=_ds(2048 if kind == SeriesKind.SWI_PHASE else 1500),
-                                                 WindowWidth=_ds(4096 if kind == SeriesKind.SWI_PHASE else 3000))])
+    shared.FrameVOILUTSequence = Sequence([_item(WindowCenter=ds_str(2048 if kind == SeriesKind.SWI_PHASE else 1500),
+                                                 WindowWidth=ds_str(4096 if kind == SeriesKind.SWI_PHASE else 3000))])
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     # per-frame functional groups
     per = []
@@ -102,9 +101,9 @@ def write_enhanced_mr(base: Dataset, p, frames, vst, sst, kind, ref, out_dir: Pa
                                                   FrameAcquisitionDateTime=f"{date}{time}",
                                                   FrameReferenceDateTime=f"{date}{time}",
                                                   FrameAcquisitionDuration=240000.0)])
-        it.PlanePositionSequence = Sequence([_item(ImagePositionPatient=_vec(pos))])
+        it.PlanePositionSequence = Sequence([_item(ImagePositionPatient=ds_vec(pos))])
         per.append(it)
     ds.PerFrameFunctionalGroupsSequence = Sequence(per)
-    _set_pixels(ds, arr, bits, signed)
+    set_pixels(ds, arr, bits, signed)
     sop_uid = synthetic_uid(series_uid, "sop", "enhanced")
-    return _finish(ds, EnhancedMRImageStorage, sop_uid, Path(out_dir) / f"{file_prefix}000001.dcm", ts)
+    return save(ds, EnhancedMRImageStorage, sop_uid, Path(out_dir) / f"{file_prefix}000001.dcm", ts)

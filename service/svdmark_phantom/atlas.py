@@ -26,7 +26,7 @@ is nominal), skull-thickness variation, facial bones.
 
 The maps ship inside the nilearn wheel (``nilearn/datasets/data``); they are located with
 ``importlib.util.find_spec`` (nilearn itself is never imported, and nothing is downloaded).
-nilearn is a training-only dependency (the ``train`` extra); the service never needs this module.
+nilearn and SimpleITK come with the ``phantom`` extra; the service never needs this module.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def require_mni152() -> dict[str, Path]:
     if paths is None:
         raise AtlasUnavailable(
             "anatomy='mni152' needs the MNI152 tissue maps that ship inside the nilearn wheel; install the "
-            "training extra (pip install -e '.[train]', or just pip install nilearn)")
+            "phantom extra (pip install 'svdmark[phantom]', or pip install -e '.[phantom]' in a checkout)")
     return paths
 
 
