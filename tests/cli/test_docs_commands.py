@@ -22,10 +22,10 @@ import pytest
 from svdmark.cli.main import build_parser
 
 from .conftest import REPO
+from .test_admin_guide import FENCE
 
 DOCS = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "deploy").glob("**/*.md")])
 SHELL_INFO = {"", "bash", "sh", "shell", "console"}
-FENCE = re.compile(r"^```(?P<info>[^`\n]*)\n(?P<code>.*?)^```[ \t]*$", re.M | re.S)
 INLINE = re.compile(r"`([^`\n]+)`")
 METAVARS = {"ID", "IDS", "NAME", "VERSION", "PATH", "DIR", "FILE", "REPORT_DIR", "TOML", "N"}
 DUMMY = "1"  # a value every placeholder position accepts (int job ids, names, paths)
