@@ -69,6 +69,12 @@ class BurdenGrade(enum.IntEnum):
         }[int(self)]
 
 
+class SeriesState(str, enum.Enum):
+    RECEIVING = "receiving"  # instances arriving; the assembler waits for the series to be complete
+    QUEUED = "queued"  # complete: its job for the current generation is queued or running
+    ANALYSED = "analysed"  # that job ended (done, failed or ignored)
+
+
 class JobState(str, enum.Enum):
     PENDING = "pending"
     RUNNING = "running"

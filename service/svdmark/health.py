@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import tempfile
 import threading
 import time
@@ -42,6 +41,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import metrics
+from .domain import DeliveryState, JobState, SeriesState
+from .journal import Journal, JournalUnavailable
 from .logs import event
 
 log = logging.getLogger("svdmark.health")
@@ -125,27 +126,18 @@ def _disk_free(spool_dir: Path) -> tuple[bool, int]:
 # ------------------------------------------------------------------ journal-derived state
 QUEUES = {
     # queue name: (table, states)
-    "series_receiving": ("series", ("receiving",)),
-    "jobs_pending": ("jobs", ("pending", "running")),
-    "deliveries_pending": ("deliveries", ("pending", "sending")),
+    "series_receiving": ("series", (SeriesState.RECEIVING,)),
+    "jobs_pending": ("jobs", (JobState.PENDING, JobState.RUNNING)),
+    "deliveries_pending": ("deliveries", (DeliveryState.PENDING, DeliveryState.SENDING)),
 }
 
 
 def _journal_state(journal_path: Path) -> dict:
-    """Counts from the journal through a read-only connection of our own."""
-    uri = f"file:{journal_path}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=5.0)
-    try:
-        counts: dict[str, dict[str, int]] = {}
-        for table in ("series", "jobs", "deliveries"):
-            counts[table] = {r[0]: r[1] for r in conn.execute(f"SELECT state, COUNT(*) FROM {table} GROUP BY state")}
-        routing = {(r[0] or "none", r[1]): r[2] for r in
-                   conn.execute("SELECT routing, state, COUNT(*) FROM jobs GROUP BY routing, state")}
-        instances = conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
-    finally:
-        conn.close()
-    queues = {name: sum(counts[table].get(s, 0) for s in states) for name, (table, states) in QUEUES.items()}
-    return {"counts": counts, "routing": routing, "queues": queues, "instances": instances}
+    """Counts from the journal through a read-only connection of its own (:meth:`Journal.read_counts`)."""
+    found = Journal.read_counts(journal_path)
+    counts = found.states
+    queues = {name: sum(counts[table].get(s.value, 0) for s in states) for name, (table, states) in QUEUES.items()}
+    return {"counts": counts, "routing": found.routing, "queues": queues, "instances": found.instances}
 
 
 class _JournalCollector:
@@ -158,7 +150,7 @@ class _JournalCollector:
     def collect(self):
         try:
             state = _journal_state(self.journal_path)
-        except sqlite3.Error as exc:
+        except JournalUnavailable as exc:
             event(log, "metrics_journal_unreadable", logging.WARNING, reason=str(exc))
             return
         q = GaugeMetricFamily("svdmark_queue_depth", "Work waiting, from the journal", labels=["queue"])
@@ -172,24 +164,19 @@ class _JournalCollector:
         yield r
         d = GaugeMetricFamily("svdmark_deliveries", "Result deliveries by state (journal); state=dead are dead letters",
                               labels=["state"])
-        for st in ("pending", "sending", "delivered", "dead"):
-            d.add_metric([st], state["counts"]["deliveries"].get(st, 0))
+        for st in (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.DELIVERED, DeliveryState.DEAD):
+            d.add_metric([st.value], state["counts"]["deliveries"].get(st.value, 0))
         yield d
         yield GaugeMetricFamily("svdmark_dead_letters", "Deliveries that gave up (journal)",
-                                value=state["counts"]["deliveries"].get("dead", 0))
+                                value=state["counts"]["deliveries"].get(DeliveryState.DEAD.value, 0))
         yield GaugeMetricFamily("svdmark_instances_stored", "Instances in the journal", value=state["instances"])
 
 
 # ------------------------------------------------------------------ health checks
 def _writable(journal_path: Path, spool_dir: Path) -> tuple[bool, str]:
     try:
-        conn = sqlite3.connect(str(journal_path), timeout=5.0, isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")  # takes the write lock: the journal accepts writes
-            conn.execute("ROLLBACK")
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
+        Journal.check_writable(journal_path)
+    except JournalUnavailable as exc:
         return False, f"journal not writable: {exc}"
     try:
         fd, name = tempfile.mkstemp(dir=spool_dir, prefix=".health-")
@@ -209,8 +196,8 @@ def check(journal_path: Path, spool_dir: Path, listener_up: Callable[[], bool]) 
     try:
         state = _journal_state(journal_path)
         report["queue_depth"] = state["queues"]
-        report["dead_letters"] = state["counts"]["deliveries"].get("dead", 0)
-    except sqlite3.Error as exc:
+        report["dead_letters"] = state["counts"]["deliveries"].get(DeliveryState.DEAD.value, 0)
+    except JournalUnavailable as exc:
         report["error"] = f"journal unreadable: {exc}"
         ok_w = False
     found = problems()

@@ -3,8 +3,9 @@
 Every state transition is one transaction (WAL, ``synchronous=FULL``), so a
 ``kill -9`` at any moment leaves a state from which a restart resumes:
 
-* series:     receiving → queued → analysed  (a late instance sends it back to receiving,
-              with ``generation`` + 1, so the next analysis supersedes the last)
+* series:     receiving → queued → analysed  (:class:`SeriesState`; a late instance sends it back to
+              receiving, with ``generation`` + 1, so the next analysis supersedes the last: the policy
+              is :func:`svdmark.assemble.reanalysis.after_instance`, applied here in one transaction)
 * jobs:       pending → running → done | failed | ignored
               running → pending  (:meth:`Journal.retry_job_later`: a transient failure such as a
                                   full disk; ``attempts`` + 1, ``not_before`` = now + back-off,
@@ -24,6 +25,11 @@ Every state transition is one transaction (WAL, ``synchronous=FULL``), so a
 Schema versions: ``PRAGMA user_version`` names the schema a file has; :data:`MIGRATIONS` brings
 any older file (version 0 is the schema before versions existed) up to :data:`SCHEMA_VERSION`
 when it is opened, one transaction per step. A file newer than this code is refused.
+
+This is the only module with SQL (``tests/unit/test_sql_boundary.py`` checks): every other module
+reads and writes state through named methods, and reads come back as frozen dataclasses
+(a few older readers still get ``sqlite3.Row``: :meth:`Journal.jobs`, :meth:`Journal.deliveries`,
+:meth:`Journal.delivery_attempts`).
 """
 from __future__ import annotations
 
@@ -32,11 +38,12 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .domain import DeliveryState, JobState
+from .assemble.reanalysis import after_instance
+from .domain import DeliveryState, JobState, SeriesState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -60,7 +67,7 @@ CREATE TABLE IF NOT EXISTS series (
     first_received REAL NOT NULL,
     last_received REAL NOT NULL,
     released INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL DEFAULT 'receiving',
+    state TEXT NOT NULL DEFAULT 'receiving',  -- SeriesState
     generation INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS jobs (
@@ -134,7 +141,7 @@ class SeriesRow:
     first_received: float
     last_received: float
     released: bool
-    state: str
+    state: SeriesState
     generation: int
 
 
@@ -189,6 +196,20 @@ def _v4(db: sqlite3.Connection) -> None:
     _add_columns(db, "deliveries", {"rejected_by": "TEXT"})
 
 
+def _v5(db: sqlite3.Connection) -> None:
+    """Shadow results (a candidate model version run beside the active one, never sent).
+
+    Earlier code created this table itself, the first time a shadow ran: the columns are the same,
+    so such a file keeps its rows."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS shadow_results (id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER,"
+        " series_uid TEXT NOT NULL, task TEXT NOT NULL,"
+        " active_name TEXT, active_version TEXT, active_sha TEXT, active_summary TEXT,"
+        " shadow_name TEXT NOT NULL, shadow_version TEXT NOT NULL, shadow_sha TEXT, shadow_summary TEXT,"
+        " error TEXT, created_at REAL NOT NULL)"
+    )
+
+
 # (version, what it brings, step): step N takes a file at version N-1 to N. Steps are idempotent,
 # so a file that already has a column (an early build added them unversioned) migrates too.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = (
@@ -196,6 +217,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = 
     (2, "jobs.completion_warning, deliveries.round_start/resends, delivery_attempts", _v2),
     (3, "jobs.suspect_interruptions, jobs.interrupted_at", _v3),
     (4, "deliveries.rejected_by", _v4),
+    (5, "shadow_results", _v5),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -231,6 +253,7 @@ class Delivery:
 
 
 REJECTABLE_KINDS = ("sr", "seg", "summary")  # result kinds a rejection note can reject (never a note itself)
+REJECTION = "rejection"  # the kind of an IOCM rejection note
 
 
 @dataclass(frozen=True)
@@ -255,6 +278,93 @@ class Supersession:
 
 class StaleSupersession(RuntimeError):
     """An earlier result was delivered (or picked up for sending) after the rejection notes were built."""
+
+
+class JournalUnavailable(RuntimeError):
+    """The journal file cannot be read (:meth:`Journal.read_counts`) or does not take writes."""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """Every column of one job (the operator's view of it); the summary parsed."""
+
+    id: int
+    series_uid: str
+    study_uid: str
+    generation: int
+    state: JobState
+    completion: str
+    routing: str | None
+    rule_id: str | None
+    detail: str | None
+    model_name: str | None
+    model_version: str | None
+    model_sha: str | None
+    ruleset_version: str | None
+    summary: dict | None
+    attempts: int
+    interruptions: int
+    not_before: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    completion_warning: str | None
+    suspect_interruptions: int
+    interrupted_at: float | None
+
+    def columns(self) -> dict[str, Any]:
+        """Column name → value as stored (the state as its string; the summary still parsed)."""
+        return {f.name: (self.state.value if f.name == "state" else getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """One produced object as journalled (a result of a job, or a rejection note)."""
+
+    sop_uid: str
+    job_id: int
+    series_uid: str
+    kind: str  # "sr" | "seg" | "summary" | "rejection"
+    sop_class: str
+    path: Path
+    supersedes: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ShadowResult:
+    """A shadow run: the candidate version's summary beside the active version's, on the same series."""
+
+    series_uid: str
+    task: str
+    shadow_name: str
+    shadow_version: str
+    created_at: float
+    job_id: int | None = None
+    active_name: str | None = None
+    active_version: str | None = None
+    active_sha: str | None = None
+    active_summary: dict | None = None
+    shadow_sha: str | None = None
+    shadow_summary: dict | None = None
+    error: str | None = None  # the shadow run failed (the active result is unaffected)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: float
+    actor: str
+    action: str
+    detail: dict
+
+
+@dataclass(frozen=True)
+class JournalCounts:
+    """What /healthz and /metrics read: rows by state, jobs by routing decision and state, instances."""
+
+    states: dict[str, dict[str, int]]  # "series" | "jobs" | "deliveries" → state → count
+    routing: dict[tuple[str, str], int]  # (routing decision or "none", job state) → count
+    instances: int
 
 
 class Journal:
@@ -314,7 +424,7 @@ class Journal:
                 db.execute("ROLLBACK")
             raise
 
-    def query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return self._conn().execute(sql, args).fetchall()
 
     def close(self) -> None:
@@ -384,7 +494,7 @@ class Journal:
 
     # ---------------------------------------------------------------- receive
     def instance_digest(self, sop_uid: str) -> str | None:
-        rows = self.query("SELECT digest FROM instances WHERE sop_uid=?", (sop_uid,))
+        rows = self._query("SELECT digest FROM instances WHERE sop_uid=?", (sop_uid,))
         return rows[0]["digest"] if rows else None
 
     def record_instance(
@@ -418,26 +528,26 @@ class Journal:
                 (sop_uid, study_uid, series_uid, sop_class, transfer_syntax, str(path), size, digest,
                  json.dumps(geometry), calling_ae, now),
             )
-            s = db.execute("SELECT state, generation FROM series WHERE series_uid=?", (series_uid,)).fetchone()
-            if s is None:
-                db.execute(
-                    "INSERT INTO series(series_uid, study_uid, modality, first_received, last_received)"
-                    " VALUES (?,?,?,?,?)",
-                    (series_uid, study_uid, modality, now, now),
-                )
-            else:
-                has_job = db.execute(
-                    "SELECT 1 FROM jobs WHERE series_uid=? AND generation=?", (series_uid, s["generation"])
-                ).fetchone()
-                generation = s["generation"] + 1 if has_job else s["generation"]
+            s = db.execute("SELECT generation FROM series WHERE series_uid=?", (series_uid,)).fetchone()
+            has_job = s is not None and db.execute(
+                "SELECT 1 FROM jobs WHERE series_uid=? AND generation=?", (series_uid, s["generation"])
+            ).fetchone() is not None
+            plan = after_instance(s["generation"] if s is not None else None, has_job)
+            if plan.supersede_pending:
                 db.execute(
                     "UPDATE jobs SET state=? WHERE series_uid=? AND state=?",
                     (JobState.SUPERSEDED.value, series_uid, JobState.PENDING.value),
                 )
+            if s is None:
                 db.execute(
-                    "UPDATE series SET last_received=?, released=0, state='receiving', generation=?"
-                    " WHERE series_uid=?",
-                    (now, generation, series_uid),
+                    "INSERT INTO series(series_uid, study_uid, modality, first_received, last_received, state,"
+                    " generation) VALUES (?,?,?,?,?,?,?)",
+                    (series_uid, study_uid, modality, now, now, plan.state.value, plan.generation),
+                )
+            else:
+                db.execute(
+                    "UPDATE series SET last_received=?, released=0, state=?, generation=? WHERE series_uid=?",
+                    (now, plan.state.value, plan.generation, series_uid),
                 )
             return "replaced" if old is not None else "new"
 
@@ -445,21 +555,21 @@ class Journal:
         """An association that delivered instances of these series was released normally."""
         with self._tx() as db:
             db.executemany(
-                "UPDATE series SET released=1 WHERE series_uid=? AND state='receiving'",
-                [(u,) for u in series_uids],
+                "UPDATE series SET released=1 WHERE series_uid=? AND state=?",
+                [(u, SeriesState.RECEIVING.value) for u in series_uids],
             )
 
     # ---------------------------------------------------------------- assemble
     def receiving_series(self) -> list[SeriesRow]:
-        rows = self.query("SELECT * FROM series WHERE state='receiving' ORDER BY last_received")
+        rows = self._query("SELECT * FROM series WHERE state=? ORDER BY last_received", (SeriesState.RECEIVING.value,))
         return [_series(r) for r in rows]
 
     def series_row(self, series_uid: str) -> SeriesRow | None:
-        rows = self.query("SELECT * FROM series WHERE series_uid=?", (series_uid,))
+        rows = self._query("SELECT * FROM series WHERE series_uid=?", (series_uid,))
         return _series(rows[0]) if rows else None
 
     def instances(self, series_uid: str) -> list[StoredInstance]:
-        rows = self.query(
+        rows = self._query(
             "SELECT sop_uid, series_uid, sop_class, path, geometry FROM instances WHERE series_uid=?", (series_uid,)
         )
         return [
@@ -475,9 +585,9 @@ class Journal:
         now = time.time() if now is None else now
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE series SET state='queued' WHERE series_uid=? AND state='receiving'"
-                " AND generation=? AND last_received=?",
-                (series.series_uid, series.generation, series.last_received),
+                "UPDATE series SET state=? WHERE series_uid=? AND state=? AND generation=? AND last_received=?",
+                (SeriesState.QUEUED.value, series.series_uid, SeriesState.RECEIVING.value, series.generation,
+                 series.last_received),
             )
             if cur.rowcount != 1:
                 return None
@@ -535,7 +645,7 @@ class Journal:
 
     def previous_sr(self, series_uid: str, before_generation: int) -> ResultObject | None:
         """The SR of the latest earlier analysis of this series (to supersede)."""
-        rows = self.query(
+        rows = self._query(
             "SELECT r.* FROM results r JOIN jobs j ON r.job_id=j.id WHERE r.series_uid=? AND r.kind='sr'"
             " AND j.generation<? ORDER BY j.generation DESC LIMIT 1",
             (series_uid, before_generation),
@@ -636,14 +746,14 @@ class Journal:
     @staticmethod
     def _settle_series(db: sqlite3.Connection, series_uid: str, generation: int) -> None:
         db.execute(
-            "UPDATE series SET state='analysed' WHERE series_uid=? AND generation=? AND state='queued'",
-            (series_uid, generation),
+            "UPDATE series SET state=? WHERE series_uid=? AND generation=? AND state=?",
+            (SeriesState.ANALYSED.value, series_uid, generation, SeriesState.QUEUED.value),
         )
 
     def jobs(self, state: JobState | None = None, limit: int = 1000) -> list[sqlite3.Row]:
         if state is None:
-            return self.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
-        return self.query("SELECT * FROM jobs WHERE state=? ORDER BY id DESC LIMIT ?", (state.value, limit))
+            return self._query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+        return self._query("SELECT * FROM jobs WHERE state=? ORDER BY id DESC LIMIT ?", (state.value, limit))
 
     def retry_job(self, job_id: int) -> bool:
         with self._tx() as db:
@@ -656,8 +766,8 @@ class Journal:
                 (JobState.PENDING.value, time.time(), job_id),
             )
             db.execute(
-                "UPDATE series SET state='queued' WHERE series_uid=? AND generation=?",
-                (row["series_uid"], row["generation"]),
+                "UPDATE series SET state=? WHERE series_uid=? AND generation=?",
+                (SeriesState.QUEUED.value, row["series_uid"], row["generation"]),
             )
             return True
 
@@ -671,13 +781,13 @@ class Journal:
         if destination is not None:
             sql += " AND d.destination=?"
             args.append(destination)
-        rows = self.query(sql + " ORDER BY d.id", args)
+        rows = self._query(sql + " ORDER BY d.id", args)
         return [Delivery(r["id"], r["sop_uid"], r["destination"], r["attempts"] - r["round_start"], Path(r["path"]),
                          r["kind"], r["attempts"]) for r in rows]
 
     def pending_destinations(self) -> set[str]:
         """Destinations that have pending or sending deliveries."""
-        rows = self.query("SELECT DISTINCT destination FROM deliveries WHERE state IN (?,?)",
+        rows = self._query("SELECT DISTINCT destination FROM deliveries WHERE state IN (?,?)",
                           (DeliveryState.PENDING.value, DeliveryState.SENDING.value))
         return {r["destination"] for r in rows}
 
@@ -739,7 +849,7 @@ class Journal:
 
     def delivery_attempts(self, delivery_id: int) -> list[sqlite3.Row]:
         """Every try of one delivery, oldest first: at, outcome (delivered | retry | dead | superseded | resend), detail."""
-        return self.query("SELECT at, outcome, detail FROM delivery_attempts WHERE delivery_id=? ORDER BY id",
+        return self._query("SELECT at, outcome, detail FROM delivery_attempts WHERE delivery_id=? ORDER BY id",
                           (delivery_id,))
 
     def resend_dead(self, delivery_ids: Sequence[int] | None = None) -> int:
@@ -762,8 +872,8 @@ class Journal:
 
     def deliveries(self, state: DeliveryState | None = None) -> list[sqlite3.Row]:
         if state is None:
-            return self.query("SELECT * FROM deliveries ORDER BY id")
-        return self.query("SELECT * FROM deliveries WHERE state=? ORDER BY id", (state.value,))
+            return self._query("SELECT * FROM deliveries ORDER BY id")
+        return self._query("SELECT * FROM deliveries WHERE state=? ORDER BY id", (state.value,))
 
     # ---------------------------------------------------------------- audit
     def audit(self, actor: str, action: str, detail: dict) -> None:
@@ -773,18 +883,144 @@ class Journal:
                 (time.time(), actor, action, json.dumps(detail, sort_keys=True)),
             )
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for table in ("series", "jobs", "deliveries"):
-            rows = self.query(f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")
-            out[table] = {r["state"]: r["n"] for r in rows}
-        out["instances"] = {"total": self.query("SELECT COUNT(*) AS n FROM instances")[0]["n"]}
+    def audit_entries(self, *, action: str | None = None, action_prefix: str | None = None,
+                      limit: int | None = None) -> list[AuditEntry]:
+        """Audit rows, newest first: of one ``action``, or of every action starting with ``action_prefix``."""
+        sql, args = "SELECT at, actor, action, detail FROM audit", []
+        if action is not None:
+            sql += " WHERE action=?"
+            args.append(action)
+        elif action_prefix is not None:
+            sql += " WHERE substr(action, 1, ?)=?"
+            args += [len(action_prefix), action_prefix]
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [AuditEntry(r["at"], r["actor"], r["action"], json.loads(r["detail"])) for r in self._query(sql, args)]
+
+    # ---------------------------------------------------------------- shadow runs
+    def record_shadow(self, shadow: ShadowResult) -> None:
+        row = {f.name: getattr(shadow, f.name) for f in fields(shadow)}
+        for key in ("active_summary", "shadow_summary"):
+            row[key] = json.dumps(row[key]) if row[key] is not None else None
+        with self._tx() as db:
+            db.execute(f"INSERT INTO shadow_results ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                       list(row.values()))
+
+    def shadow_results(self) -> list[ShadowResult]:
+        """Every shadow run, oldest first."""
+        names = [f.name for f in fields(ShadowResult)]
+        out = []
+        for r in self._query(f"SELECT {', '.join(names)} FROM shadow_results ORDER BY id"):
+            row = dict(r)
+            for key in ("active_summary", "shadow_summary"):
+                row[key] = json.loads(row[key]) if row[key] else None
+            out.append(ShadowResult(**row))
         return out
+
+    # ---------------------------------------------------------------- operator reads (CLI)
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Series, jobs and deliveries by state; ``instances``: {"total": n}."""
+        out: dict[str, dict[str, int]] = dict(_state_counts(self._conn()))
+        out["instances"] = {"total": _instance_count(self._conn())}
+        return out
+
+    def job(self, job_id: int) -> JobRecord | None:
+        rows = self._query("SELECT * FROM jobs WHERE id=?", (job_id,))
+        return _job_record(rows[0]) if rows else None
+
+    def job_records(self, state: JobState | None = None, limit: int = 1000) -> list[JobRecord]:
+        """Like :meth:`jobs` (newest first), as :class:`JobRecord`."""
+        return [_job_record(r) for r in self.jobs(state, limit)]
+
+    def job_history(self) -> list[JobRecord]:
+        """Every job, by series, generation and id (the last of a series is its latest analysis)."""
+        return [_job_record(r) for r in self._query("SELECT * FROM jobs ORDER BY series_uid, generation, id")]
+
+    def all_series(self) -> list[SeriesRow]:
+        return [_series(r) for r in self._query("SELECT * FROM series ORDER BY series_uid")]
+
+    def instance_count(self, series_uid: str) -> int:
+        return self._query("SELECT COUNT(*) AS n FROM instances WHERE series_uid=?", (series_uid,))[0]["n"]
+
+    def first_instance_path(self, series_uid: str) -> Path | None:
+        """The spool file of the series' first received instance."""
+        rows = self._query("SELECT path FROM instances WHERE series_uid=? ORDER BY received_at LIMIT 1",
+                           (series_uid,))
+        return Path(rows[0]["path"]) if rows else None
+
+    def results(self, *, job_id: int | None = None, kind: str | None = None) -> list[StoredResult]:
+        """Journalled objects (of one job, of one kind), in the order they were recorded."""
+        sql, where, args = "SELECT * FROM results", [], []
+        for column, value in (("job_id", job_id), ("kind", kind)):
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [StoredResult(r["sop_uid"], r["job_id"], r["series_uid"], r["kind"], r["sop_class"], Path(r["path"]),
+                             r["supersedes"], r["created_at"]) for r in self._query(sql + " ORDER BY rowid", args)]
+
+    def delivery_states(self, delivery_ids: Sequence[int]) -> dict[int, DeliveryState]:
+        """Delivery id → state, for those of ``delivery_ids`` that exist."""
+        if not delivery_ids:
+            return {}
+        rows = self._query(f"SELECT id, state FROM deliveries WHERE id IN ({','.join('?' * len(delivery_ids))})",
+                           list(delivery_ids))
+        return {r["id"]: DeliveryState(r["state"]) for r in rows}
+
+    # ---------------------------------------------------------------- health (its own connections)
+    @staticmethod
+    def read_counts(path: Path) -> JournalCounts:
+        """Counts through a read-only connection of their own: never creates, migrates or locks the file.
+
+        Raises :class:`JournalUnavailable` when the file cannot be read."""
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+            try:
+                states = _state_counts(conn)
+                routing = {(r[0] or "none", r[1]): r[2] for r in
+                           conn.execute("SELECT routing, state, COUNT(*) FROM jobs GROUP BY routing, state")}
+                return JournalCounts(states, routing, _instance_count(conn))
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise JournalUnavailable(str(exc)) from None
+
+    @staticmethod
+    def check_writable(path: Path) -> None:
+        """Take the write lock and let it go at once (the journal accepts writes); else :class:`JournalUnavailable`."""
+        try:
+            conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise JournalUnavailable(str(exc)) from None
+
+
+def _state_counts(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    return {table: {r[0]: r[1] for r in db.execute(f"SELECT state, COUNT(*) FROM {table} GROUP BY state")}
+            for table in ("series", "jobs", "deliveries")}
+
+
+def _instance_count(db: sqlite3.Connection) -> int:
+    return db.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+
+
+def _job_record(r: sqlite3.Row) -> JobRecord:
+    row = {f.name: r[f.name] for f in fields(JobRecord)}
+    row["state"] = JobState(row["state"])
+    row["summary"] = json.loads(row["summary"]) if row["summary"] else None
+    return JobRecord(**row)
 
 
 def _series(r: sqlite3.Row) -> SeriesRow:
     return SeriesRow(r["series_uid"], r["study_uid"], r["modality"], r["first_received"], r["last_received"],
-                     bool(r["released"]), r["state"], r["generation"])
+                     bool(r["released"]), SeriesState(r["state"]), r["generation"])
 
 
 def _result(r: sqlite3.Row) -> ResultObject:

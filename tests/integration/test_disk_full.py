@@ -49,7 +49,7 @@ def test_disk_full_in_the_assembler_backs_off_and_turns_healthz_unhealthy(tmp_pa
         failing = [r for r in caplog.records if r.getMessage() == "loop_failing"]
         assert len(failing) == 1 and failing[0].fields["component"] == "assembler"  # one line, not one per try
         full["on"] = False  # room again
-        wait_until(lambda: svc.journal.query("SELECT COUNT(*) AS n FROM jobs")[0]["n"] == 1, 60, "the job queued")
+        wait_until(lambda: len(svc.journal.jobs()) == 1, 60, "the job queued")
         wait_until(lambda: [r.getMessage() for r in caplog.records].count("loop_recovered") == 1, 30,
                    "the recovery line")
         wait_until(lambda: healthz(port)[0] == 200 or None, 30, "/healthz 200 again")

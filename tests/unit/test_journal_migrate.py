@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from svdmark.domain import DeliveryState, JobState
-from svdmark.journal import SCHEMA_VERSION, Journal, JournalVersionError
+from svdmark.journal import SCHEMA_VERSION, Journal, JournalVersionError, ShadowResult
 
 OLD = Path(__file__).resolve().parents[1] / "data" / "journal-v0.sqlite"
 
@@ -49,11 +49,44 @@ def test_saved_old_journal_opens_migrates_and_resumes(old_journal):
     assert Journal(old_journal).migrated_from == SCHEMA_VERSION
 
 
+def columns(path: Path, table: str) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+    finally:
+        db.close()
+
+
 def test_fresh_journal_is_at_the_current_version(tmp_path):
     j = Journal(tmp_path / "j.sqlite")
     assert j.migrated_from == 0 and version(tmp_path / "j.sqlite") == SCHEMA_VERSION
-    cols = {r["name"] for r in j.query("PRAGMA table_info(deliveries)")}
-    assert {"round_start", "resends"} <= cols
+    assert {"round_start", "resends"} <= columns(tmp_path / "j.sqlite", "deliveries")
+    assert {"shadow_name", "shadow_summary", "active_summary"} <= columns(tmp_path / "j.sqlite", "shadow_results")
+
+
+def test_old_journal_gets_the_shadow_table(old_journal):
+    assert columns(old_journal, "shadow_results") == set()
+    j = Journal(old_journal)
+    assert j.shadow_results() == []
+    j.record_shadow(ShadowResult("1.2.3.2", "wml", "wml-ncct", "1.1.0", 10.0, active_summary={"wml_ml": 1.0}))
+    assert [(r.series_uid, r.active_summary) for r in j.shadow_results()] == [("1.2.3.2", {"wml_ml": 1.0})]
+
+
+def test_shadow_rows_of_the_lazily_created_table_survive(old_journal):
+    """Before v5 the first shadow run created the table itself, in a file at version 4."""
+    db = sqlite3.connect(old_journal)
+    db.execute("CREATE TABLE shadow_results (id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER,"
+               " series_uid TEXT NOT NULL, task TEXT NOT NULL, active_name TEXT, active_version TEXT, active_sha TEXT,"
+               " active_summary TEXT, shadow_name TEXT NOT NULL, shadow_version TEXT NOT NULL, shadow_sha TEXT,"
+               " shadow_summary TEXT, error TEXT, created_at REAL NOT NULL)")
+    db.execute("INSERT INTO shadow_results (series_uid, task, shadow_name, shadow_version, shadow_summary, created_at)"
+               " VALUES ('1.2.3.1', 'wml', 'wml-ncct', '1.1.0', '{\"wml_ml\": 2.0}', 5.0)")
+    db.commit()
+    db.close()
+    j = Journal(old_journal)
+    assert j.migrated_from == 0 and version(old_journal) == SCHEMA_VERSION
+    (row,) = j.shadow_results()
+    assert (row.series_uid, row.shadow_summary, row.active_summary) == ("1.2.3.1", {"wml_ml": 2.0}, None)
 
 
 def test_journal_from_a_newer_svdmark_is_refused_untouched(old_journal):

@@ -195,7 +195,7 @@ def _late_instance(journal: Journal, sop: str = "1.2.3.late") -> int:
 
 
 def _notes(journal: Journal) -> list:
-    return [r for r in journal.query("SELECT * FROM results WHERE kind='rejection'")]
+    return journal.results(kind="rejection")
 
 
 def test_worker_rebuilds_the_note_when_an_old_object_is_delivered_meanwhile(env, monkeypatch):
@@ -225,11 +225,11 @@ def test_worker_rebuilds_the_note_when_an_old_object_is_delivered_meanwhile(env,
     assert worker.run_one()
     assert len(calls) == 2 and len(calls[0]) == 2 and len(calls[1]) == 3
     (note_row,) = _notes(journal)  # one note, naming all three, and no leftover file of the stale one
-    assert rejected_uids(pydicom.dcmread(note_row["path"])) == set(first)
+    assert rejected_uids(pydicom.dcmread(note_row.path)) == set(first)
     assert [p.name for p in Path(worker.spool.results).rglob("*") if p.is_file()].count(
-        Path(note_row["path"]).name) == 1
+        note_row.path.name) == 1
     assert sum(1 for p in Path(worker.spool.results).rglob("*") if p.is_file()) == 7
-    assert [(d.sop_uid, d.kind) for d in journal.due_deliveries()][-1] == (note_row["sop_uid"], "rejection")
+    assert [(d.sop_uid, d.kind) for d in journal.due_deliveries()][-1] == (note_row.sop_uid, "rejection")
 
 
 def test_worker_never_rejects_what_it_produced_again(env):

@@ -212,7 +212,7 @@ def test_withheld_reanalysis_names_the_earlier_sr_and_leaves_its_seg(tmp_path, m
     journal.queue_job(journal.receiving_series()[0], "test")
     first_job = journal.claim_job()
     worker.process(first_job)
-    first = {r["kind"]: dict(r) for r in journal.query("SELECT * FROM results WHERE job_id=?", (first_job.id,))}
+    first = {r.kind: r for r in journal.results(job_id=first_job.id)}
     assert set(first) == {"sr", "seg", "summary"}
 
     record("9.2", 200.0)  # a late arrival: generation 2
@@ -220,27 +220,27 @@ def test_withheld_reanalysis_names_the_earlier_sr_and_leaves_its_seg(tmp_path, m
     second_job = journal.claim_job()
     assert second_job.generation == 2
     worker.process(second_job)
-    second = {r["kind"]: dict(r) for r in journal.query("SELECT * FROM results WHERE job_id=?", (second_job.id,))}
+    second = {r.kind: r for r in journal.results(job_id=second_job.id)}
     assert set(second) == {"sr", "summary"}  # withheld: no SEG
-    assert second["sr"]["supersedes"] == first["sr"]["sop_uid"]
+    assert second["sr"].supersedes == first["sr"].sop_uid
 
-    sr = pydicom.dcmread(second["sr"]["path"])
-    assert _sr_predecessors(sr) == [first["sr"]["sop_uid"]]
+    sr = pydicom.dcmread(second["sr"].path)
+    assert _sr_predecessors(sr) == [first["sr"].sop_uid]
     (text,) = _texts(sr, "SUPERSEDES")
-    assert first["sr"]["sop_uid"] in text
+    assert first["sr"].sop_uid in text
     assert _texts(sr, "NOTMEASRSN") == list(WITHHELD.reasons)
     evidence = {r.ReferencedSOPInstanceUID for st in sr.CurrentRequestedProcedureEvidenceSequence
                 for se in st.ReferencedSeriesSequence for r in se.ReferencedSOPSequence}
-    assert first["seg"]["sop_uid"] not in evidence
+    assert first["seg"].sop_uid not in evidence
 
     # the earlier SEG stays: still journalled, its file kept, its delivery untouched; nothing new for it
-    assert Path(first["seg"]["path"]).is_file()
+    assert first["seg"].path.is_file()
     deliveries = [dict(d) for d in journal.deliveries()]
     by_sop = {}
     for d in deliveries:
         by_sop.setdefault(d["sop_uid"], []).append(d)
-    assert len(by_sop[first["seg"]["sop_uid"]]) == 1
-    assert set(by_sop) == {first[k]["sop_uid"] for k in first} | {second[k]["sop_uid"] for k in second}
+    assert len(by_sop[first["seg"].sop_uid]) == 1
+    assert set(by_sop) == {first[k].sop_uid for k in first} | {second[k].sop_uid for k in second}
 
 
 # --------------------------------------------------------------------------- conformance statement

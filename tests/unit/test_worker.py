@@ -271,7 +271,7 @@ def test_an_incomplete_series_warning_reaches_the_sr_the_summary_image_and_the_j
     assert row["state"] == "done"
     summary = json.loads(row["summary"])
     assert summary["completion_warning"] == WARNING and summary["warnings"][0] == WARNING
-    by_kind = {r["kind"]: pydicom.dcmread(r["path"]) for r in journal.query("SELECT kind, path FROM results")}
+    by_kind = {r.kind: pydicom.dcmread(r.path) for r in journal.results()}
 
     def texts(item):
         for i in item.get("ContentSequence", []):

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
-from ..journal import Journal
 from ..logs import event
 from .completion import SeriesEvidence, decide, missing
+
+if TYPE_CHECKING:  # the journal imports assemble.reanalysis
+    from ..journal import Journal
 
 log = logging.getLogger("svdmark.assemble")
 

@@ -190,7 +190,7 @@ def run_jobs_list(args) -> int:
     journal = _journal(load_config(args))
     if args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, not {args.limit}")
-    rows = views.jobs(journal, journal.jobs(JobState(args.state) if args.state else None, limit=args.limit),
+    rows = views.jobs(journal, journal.job_records(JobState(args.state) if args.state else None, limit=args.limit),
                       full=args.json)
     human = table(JOB_COLUMNS, [(j["id"], j["received_at"], j["modality"], j["series_description"],
                                  j["accession_number"], j["state"], j["result"], j["detail"]) for j in rows],
@@ -201,10 +201,10 @@ def run_jobs_list(args) -> int:
 
 def run_jobs_show(args) -> int:
     journal = _journal(load_config(args))
-    rows = journal.query("SELECT * FROM jobs WHERE id=?", (args.job_id,))
-    if not rows:
+    record = journal.job(args.job_id)
+    if record is None:
         return fail(args, f"no job {args.job_id}")
-    job = views.jobs(journal, rows, full=True)[0]
+    job = views.jobs(journal, [record], full=True)[0]
     summary = job["summary"] or {}
     lines = [f"{k}: {'-' if v is None else v}" for k, v in job.items() if k != "summary"]
     lines += [f"summary.{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in summary.items()]
@@ -214,11 +214,11 @@ def run_jobs_show(args) -> int:
 
 def run_jobs_retry(args) -> int:
     journal = _journal(load_config(args))
-    rows = journal.query("SELECT state FROM jobs WHERE id=?", (args.job_id,))
-    if not rows:
+    record = journal.job(args.job_id)
+    if record is None:
         return fail(args, f"no job {args.job_id}")
     if not journal.retry_job(args.job_id):
-        return fail(args, f"job {args.job_id} is {rows[0]['state']}, not failed; only failed jobs are re-queued")
+        return fail(args, f"job {args.job_id} is {record.state.value}, not failed; only failed jobs are re-queued")
     emit(args, {"job_id": args.job_id, "requeued": True}, f"job {args.job_id} re-queued")
     return 0
 
@@ -242,12 +242,11 @@ def run_outbox_list(args) -> int:
 def run_outbox_resend(args) -> int:
     journal = _journal(load_config(args))
     if args.ids:
-        known = {r["id"]: r["state"] for r in journal.query(
-            f"SELECT id, state FROM deliveries WHERE id IN ({','.join('?' * len(args.ids))})", args.ids)}
+        known = journal.delivery_states(args.ids)
         missing = [i for i in args.ids if i not in known]
         if missing:
             return fail(args, f"no delivery {', '.join(map(str, missing))}")
-        not_dead = [f"{i} ({known[i]})" for i in args.ids if known[i] != DeliveryState.DEAD.value]
+        not_dead = [f"{i} ({known[i].value})" for i in args.ids if known[i] is not DeliveryState.DEAD]
         if not_dead:
             return fail(args, f"only dead letters are resent; not dead: {', '.join(not_dead)}")
     n = journal.resend_dead(args.ids or None)

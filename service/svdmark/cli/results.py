@@ -62,7 +62,7 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
     from ..batch.dictionary import rule_constants
     from ..batch.state import resolve_key
     from ..errors import ConfigError
-    from ..journal import Journal
+    from ..journal import REJECTION, JobRecord, Journal
     from ..logs import pseudonym
 
     cfg = load_config(args)
@@ -71,17 +71,17 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
     journal = Journal(cfg.journal_path)
     key, _ = resolve_key(getattr(args, "key_file", None), cfg.data_dir / ".pseudonym.key")
     constants = rule_constants(_ruleset(args))
-    jobs = [dict(r) for r in journal.query("SELECT * FROM jobs ORDER BY series_uid, generation, id")]
+    jobs = journal.job_history()
     if latest_only:
-        last: dict[str, dict] = {}
+        last: dict[str, JobRecord] = {}
         for j in jobs:
-            last[j["series_uid"]] = j
+            last[j.series_uid] = j
         jobs = list(last.values())
-    series = {r["series_uid"]: dict(r) for r in journal.query("SELECT series_uid, modality FROM series")}
+    modality = {s.series_uid: s.modality for s in journal.all_series()}
     rows = []
     header_cache: dict[str, pydicom.Dataset | None] = {}
-    for j in sorted(jobs, key=lambda j: j["id"]):
-        uid = j["series_uid"]
+    for j in sorted(jobs, key=lambda j: j.id):
+        uid = j.series_uid
         if uid not in header_cache:
             header_cache[uid] = None
             for inst in journal.instances(uid)[:1]:
@@ -90,31 +90,29 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
                 except Exception:  # spool file cleaned up or unreadable: the row just lacks header fields
                     pass
         h = header_cache[uid]
-        n = journal.query("SELECT COUNT(*) AS n FROM instances WHERE series_uid=?", (uid,))[0]["n"]
         row = T.base_row(
-            study_uid=j["study_uid"], series_uid=uid, modality=(series.get(uid) or {}).get("modality"),
+            study_uid=j.study_uid, series_uid=uid, modality=modality.get(uid),
             series_number=str(h.get("SeriesNumber", "")) if h is not None else None,
             series_description=str(h.get("SeriesDescription", "")) if h is not None else None,
             patient_pseudonym=(pseudonym(str(h.PatientID).strip(), key)
                                if h is not None and str(h.get("PatientID", "") or "").strip() else None),
-            n_instances=n, status=_STATUS.get(j["state"], j["state"]), routing=j["routing"], rule_id=j["rule_id"],
-            reason=j["detail"], model_name=j["model_name"], model_version=j["model_version"],
-            model_sha256=j["model_sha"], ruleset_version=j["ruleset_version"], svdmark_version=__version__)
+            n_instances=journal.instance_count(uid), status=_STATUS.get(j.state.value, j.state.value), routing=j.routing,
+            rule_id=j.rule_id, reason=j.detail, model_name=j.model_name, model_version=j.model_version,
+            model_sha256=j.model_sha, ruleset_version=j.ruleset_version, svdmark_version=__version__)
         if h is not None:
             row.update(descriptors(h, key, getattr(args, "shift_dates", False)))
-        summary = json.loads(j["summary"]) if j["summary"] else None
-        T.fill_from_summary(row, summary, constants)
-        outputs = journal.query("SELECT kind, sop_uid, path FROM results WHERE job_id=? AND kind<>'rejection'",
-                                (j["id"],))  # an IOCM rejection note is not a result of the analysis
-        for o in outputs:
-            row[f"{o['kind']}_file"] = o["path"]
-            if o["kind"] == "sr":
-                row["sr_sop_uid"] = o["sop_uid"]
-        if j["finished_at"]:
+        T.fill_from_summary(row, j.summary, constants)
+        for o in journal.results(job_id=j.id):
+            if o.kind == REJECTION:  # an IOCM rejection note is not a result of the analysis
+                continue
+            row[f"{o.kind}_file"] = str(o.path)
+            if o.kind == "sr":
+                row["sr_sop_uid"] = o.sop_uid
+        if j.finished_at:
             import time
 
-            row["analysed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(j["finished_at"]))
-        row.update(job_id=j["id"], generation=j["generation"], job_state=j["state"], completion=j["completion"])
+            row["analysed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(j.finished_at))
+        row.update(job_id=j.id, generation=j.generation, job_state=j.state.value, completion=j.completion)
         rows.append(row)
     return rows
 

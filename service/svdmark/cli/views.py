@@ -8,10 +8,10 @@ they are None. Times are ISO 8601 UTC. These dicts are also the ``--json`` shape
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from ..journal import Journal
+from ..domain import DeliveryState
+from ..journal import JobRecord, Journal
 from .common import iso
 
 HEADER_TAGS = ("SeriesDescription", "AccessionNumber", "SeriesNumber", "Modality")
@@ -33,12 +33,11 @@ class SeriesHeaders:
         import pydicom
 
         out: dict[str, str | None] = {"series_description": None, "accession_number": None, "series_number": None}
-        rows = self.journal.query("SELECT path FROM instances WHERE series_uid=? ORDER BY received_at LIMIT 1",
-                                  (series_uid,))
-        if not rows:
+        path = self.journal.first_instance_path(series_uid)
+        if path is None:
             return out
         try:
-            ds = pydicom.dcmread(rows[0]["path"], stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
         except Exception:  # spool cleaned up, or unreadable: the listing still shows the job
             return out
         out["series_description"] = str(ds.get("SeriesDescription", "") or "") or None
@@ -62,10 +61,10 @@ def result_text(summary: dict | None) -> str | None:
     return None
 
 
-def job_view(row: Any, series: dict, headers: SeriesHeaders, full: bool = False) -> dict:
+def job_view(row: JobRecord, series: dict, headers: SeriesHeaders, full: bool = False) -> dict:
     """One job; ``full`` adds the summary and every other journal column (``--json`` and ``jobs show``)."""
-    j = dict(row)
-    summary = json.loads(j["summary"]) if j.get("summary") else None
+    j = row.columns()
+    summary = j["summary"]
     s = series.get(j["series_uid"]) or {}
     view = {
         "id": j["id"],
@@ -94,10 +93,11 @@ def job_view(row: Any, series: dict, headers: SeriesHeaders, full: bool = False)
 
 
 def series_index(journal: Journal) -> dict[str, dict]:
-    return {r["series_uid"]: dict(r) for r in journal.query("SELECT series_uid, modality, first_received FROM series")}
+    return {s.series_uid: {"modality": s.modality, "first_received": s.first_received}
+            for s in journal.all_series()}
 
 
-def jobs(journal: Journal, rows: list, full: bool = False) -> list[dict]:
+def jobs(journal: Journal, rows: list[JobRecord], full: bool = False) -> list[dict]:
     series, headers = series_index(journal), SeriesHeaders(journal)
     return [job_view(r, series, headers, full) for r in rows]
 
@@ -105,13 +105,12 @@ def jobs(journal: Journal, rows: list, full: bool = False) -> list[dict]:
 def deliveries(journal: Journal, rows: list) -> list[dict]:
     """Deliveries with the result object's kind and its series (description, accession, job)."""
     series, headers = series_index(journal), SeriesHeaders(journal)
-    results = {r["sop_uid"]: dict(r) for r in journal.query("SELECT sop_uid, job_id, series_uid, kind, created_at "
-                                                            "FROM results")}
+    results = {r.sop_uid: r for r in journal.results()}
     out = []
     for row in rows:
         d = dict(row)
-        res = results.get(d["sop_uid"]) or {}
-        uid = res.get("series_uid")
+        res = results.get(d["sop_uid"])
+        uid = res.series_uid if res else None
         hdr = headers.get(uid) if uid else {"series_description": None, "accession_number": None,
                                              "series_number": None}
         out.append({
@@ -119,12 +118,13 @@ def deliveries(journal: Journal, rows: list) -> list[dict]:
             "destination": d["destination"],
             "state": d["state"],
             "attempts": d["attempts"],
-            "kind": res.get("kind"),
-            "job_id": res.get("job_id"),
+            "kind": res.kind if res else None,
+            "job_id": res.job_id if res else None,
             "modality": (series.get(uid) or {}).get("modality") if uid else None,
             **hdr,
-            "created_at": iso(res.get("created_at")),
-            "next_attempt_at": iso(d["next_attempt_at"]) if d["state"] in ("pending", "sending") else None,
+            "created_at": iso(res.created_at if res else None),
+            "next_attempt_at": (iso(d["next_attempt_at"])
+                                if d["state"] in (DeliveryState.PENDING.value, DeliveryState.SENDING.value) else None),
             "delivered_at": iso(d["delivered_at"]),
             "last_error": d["last_error"],
             "sop_uid": d["sop_uid"],

@@ -1,0 +1,32 @@
+"""The re-analysis policy: what a newly stored instance does to its series.
+
+A pure decision; :meth:`svdmark.journal.Journal.record_instance` reads the series, asks
+:func:`after_instance` and applies the answer in the same transaction.
+
+* the first instance of a series opens it at generation 1;
+* an instance for a series whose current generation already has a job (queued, running or
+  finished) opens generation + 1: the next analysis supersedes the last one's results;
+* every later instance sends the series back to ``receiving`` (the assembler waits for it to be
+  complete again) and supersedes the series' pending jobs, which would analyse an incomplete or
+  outdated set of images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..domain import SeriesState
+
+
+@dataclass(frozen=True)
+class Reanalysis:
+    generation: int  # the series' generation from now on
+    supersede_pending: bool  # its pending jobs (any generation) never run
+    state: SeriesState = SeriesState.RECEIVING
+
+
+def after_instance(generation: int | None, current_has_job: bool) -> Reanalysis:
+    """``generation``: the series' current generation, None for a series not seen before;
+    ``current_has_job``: a job exists for that generation."""
+    if generation is None:
+        return Reanalysis(generation=1, supersede_pending=False)
+    return Reanalysis(generation=generation + 1 if current_has_job else generation, supersede_pending=True)
