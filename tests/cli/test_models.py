@@ -232,23 +232,20 @@ def test_lifecycle_while_serving_packaged_model(tmp_path):
 def test_compare_counts_withheld_results_separately(tmp_path):
     """`models compare` on journalled shadow results where the quality gate withheld some: the withheld
     counts (active, shadow, both) are reported and agreement is over the series both measured."""
-    from svdmark.journal import Journal
-    from svdmark.lifecycle import ensure_shadow_table
+    from svdmark.journal import Journal, ShadowResult
 
     def wml(v):
         flag = {"rule_id": "aspirin-sich-wml", "category": "not-measurable" if v is None else "below-cut-point"}
-        return json.dumps({"task": "wml", "wml_ml": v, "measurable": v is not None, "flags": [flag],
-                           "quality_reasons": [] if v is not None else ["image noise is above the model's limit"]})
+        return {"task": "wml", "wml_ml": v, "measurable": v is not None, "flags": [flag],
+                "quality_reasons": [] if v is not None else ["image noise is above the model's limit"]}
 
     data = tmp_path / "data"
     data.mkdir()
     journal = Journal(data / "journal.sqlite")
-    ensure_shadow_table(journal)
     pairs = [(2.0, 2.5), (4.0, 3.0), (None, 6.0), (5.0, None), (None, None)]
     for i, (a, s) in enumerate(pairs):
-        journal.query("INSERT INTO shadow_results (series_uid, task, active_name, active_version, active_summary,"
-                      " shadow_name, shadow_version, shadow_summary, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                      (f"1.2.{i}", "wml", "wml-ncct", "1.0.0", wml(a), "wml-ncct", "1.1.0", wml(s), 100.0 + i))
+        journal.record_shadow(ShadowResult(f"1.2.{i}", "wml", "wml-ncct", "1.1.0", 100.0 + i, active_name="wml-ncct",
+                                           active_version="1.0.0", active_summary=wml(a), shadow_summary=wml(s)))
     journal.close()
     (tmp_path / "models").mkdir()
     env = _env(tmp_path / "models")

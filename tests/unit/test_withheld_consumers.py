@@ -14,7 +14,8 @@ import pytest
 
 from svdmark.cli.demo import job_lines
 from svdmark.domain import Interval
-from svdmark.lifecycle import agreement, format_comparison
+from svdmark.cli.agreement import agreement, format_comparison
+from svdmark.journal import ShadowResult
 
 from tests.unit.test_encode_support import MEASURABLE, WITHHELD, cmb_result, ct_series, wml_mask, wml_result
 
@@ -93,12 +94,12 @@ def _cmb(n, grade=None) -> dict:
     return {"task": "cmb", "cmb_count": n, "cmb_grade": grade, "measurable": None, "flags": []}
 
 
-def _shadow_rows(pairs) -> list[dict]:
+def _shadow_rows(pairs) -> list[ShadowResult]:
     rows = []
     for i, (a, s) in enumerate(pairs):
         err = s == "error"
-        rows.append({"series_uid": f"1.{i}", "error": "RuntimeError: boom" if err else None,
-                     "active_summary": json.dumps(a), "shadow_summary": None if err else json.dumps(s)})
+        rows.append(ShadowResult(f"1.{i}", a["task"], "m", "1.1.0", 0.0, error="RuntimeError: boom" if err else None,
+                                 active_summary=a, shadow_summary=None if err else s))
     return rows
 
 

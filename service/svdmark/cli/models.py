@@ -217,8 +217,8 @@ def run_shadow(args) -> int:
 
 
 def run_compare(args) -> int:
-    from ..lifecycle import format_comparison
+    from .agreement import compare, format_comparison
 
-    rows = _lifecycle(args).compare(args.name, args.version)
+    rows = compare(_lifecycle(args).shadow_runs(args.name, args.version))
     emit(args, rows, "\n".join(format_comparison(c) for c in rows) or "no shadow results yet")
     return 0

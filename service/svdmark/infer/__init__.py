@@ -1,4 +1,5 @@
-"""Model registry (manifests in the packaged ``svdmark/data/models/``) and onnxruntime execution.
+"""Model registry (packaged ``svdmark/data/models/`` plus installed models and their activation state) and
+onnxruntime execution.
 
 Public API::
 
@@ -9,11 +10,11 @@ Public API::
 
 Only this package imports onnxruntime.
 """
-from .registry import ModelRegistry, default_models_dir, sha256_file
+from .registry import ModelRegistry, Pinned, default_models_dir, managed, sha256_file
 from .runtime import DEFAULT_PROVIDERS, Candidate, ModelOutput, Runtime
 from .selftest import SelfTestResult, self_test
 
 __all__ = [
-    "ModelRegistry", "Runtime", "ModelOutput", "Candidate", "DEFAULT_PROVIDERS",
+    "ModelRegistry", "Pinned", "managed", "Runtime", "ModelOutput", "Candidate", "DEFAULT_PROVIDERS",
     "default_models_dir", "sha256_file", "self_test", "SelfTestResult",
 ]

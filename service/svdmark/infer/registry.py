@@ -1,11 +1,17 @@
-"""Model registry: ``<root>/<name>/<version>/{model.onnx, manifest.json}``.
+"""Model registry: which model versions exist, and which one runs (and which runs in shadow).
 
-The shipped models are package data (``svdmark/data/models/``, found through
-:mod:`importlib.resources`, so a wheel install has them too);
-``$SVDMARK_MODELS_DIR`` replaces them.
-The active version of a model is named in ``<root>/<name>/ACTIVE`` (one
-line, the version string); without that file the highest version wins.
-Every spec handed out has had its sha256 checked against the manifest.
+Two roots, each ``<root>/<name>/<version>/{model.onnx, manifest.json}``:
+
+* packaged models: package data (``svdmark/data/models/``, found through :mod:`importlib.resources`, so
+  a wheel install has them too); ``$SVDMARK_MODELS_DIR`` replaces them;
+* installed models (optional): ``<data-dir>/models/`` (``svdmark models install``), with the activation
+  state file (:mod:`svdmark.infer.activation`).
+
+The active version of a model is the one the state file names; else the packaged root's
+``<name>/ACTIVE`` (one line, the version string); else the highest packaged version; else the highest
+installed one. The state file is re-read on every call (a few hundred bytes, once per job): that is
+how an activation reaches a running service at its next job. Every spec handed out has had its
+sha256 checked against the manifest.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from pathlib import Path
 
 from ..domain import ModelSpec, Task
 from ..errors import ModelError
+from .activation import STATE_FILE, installed_dir, read_state
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
@@ -61,39 +68,86 @@ def version_key(version: str) -> tuple:
 
 
 class ModelRegistry:
-    def __init__(self, root: Path | str | None = None):
+    def __init__(self, root: Path | str | None = None, installed: Path | str | None = None):
         self.root = Path(root) if root is not None else default_models_dir()
+        self.installed = Path(installed) if installed is not None else None
         self._verified: dict[tuple[Path, float, int], str] = {}
 
-    # ------------------------------------------------------------------ listing
-    def names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    def with_installed(self, installed: Path) -> "ModelRegistry":
+        """The same packaged models plus those installed under ``installed`` and their activation state."""
+        return ModelRegistry(self.root, installed)
 
-    def versions(self, name: str) -> list[str]:
-        d = self.root / name
+    # ------------------------------------------------------------------ listing
+    def _roots(self) -> tuple[Path, ...]:
+        return (self.root,) if self.installed is None else (self.root, self.installed)
+
+    def _where(self) -> str:
+        return " or ".join(str(r) for r in self._roots())
+
+    @staticmethod
+    def _names_under(root: Path) -> set[str]:
+        if not root.is_dir():
+            return set()
+        return {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+    @staticmethod
+    def _versions_under(root: Path, name: str) -> list[str]:
+        d = root / name
         if not d.is_dir():
             return []
         return sorted((p.name for p in d.iterdir() if (p / MANIFEST).is_file()), key=version_key)
+
+    def names(self) -> list[str]:
+        return sorted(set().union(*(self._names_under(r) for r in self._roots())))
+
+    def versions(self, name: str) -> list[str]:
+        return sorted(set().union(*(self._versions_under(r, name) for r in self._roots())), key=version_key)
+
+    def source(self, name: str, version: str) -> str:
+        """``installed`` or ``packaged`` (an installed copy wins)."""
+        installed = self.installed is not None and version in self._versions_under(self.installed, name)
+        return "installed" if installed else "packaged"
+
+    def version_dir(self, name: str, version: str) -> Path:
+        return (self.installed if self.source(name, version) == "installed" else self.root) / name / version
 
     def all(self) -> list[ModelSpec]:
         """Every model version found (checksums verified); raises ModelError on a corrupt one."""
         return [self.get(name, v) for name in self.names() for v in self.versions(name)]
 
+    # ------------------------------------------------------------------ which runs
+    def state(self) -> dict:
+        """The activation state (active, history, shadow); empty without installed models."""
+        if self.installed is None or not self.installed.is_dir():
+            return {"active": {}, "history": {}, "shadow": {}}
+        return read_state(self.installed)
+
     def active_version(self, name: str) -> str:
         versions = self.versions(name)
         if not versions:
-            raise ModelError(f"no versions of model {name!r} under {self.root}")
+            raise ModelError(f"no versions of model {name!r} under {self._where()}")
+        wanted = self.state()["active"].get(name)
+        if wanted:
+            if wanted not in versions:
+                raise ModelError(f"{self.installed / STATE_FILE} names {name} {wanted!r}, which is not installed"
+                                 f" (have: {', '.join(versions)})")
+            return wanted
+        packaged = self._versions_under(self.root, name)
+        if not packaged:
+            return versions[-1]
         marker = self.root / name / ACTIVE_FILE
         if marker.is_file():
             wanted = marker.read_text().strip()
-            if wanted not in versions:
+            if wanted not in packaged:
                 raise ModelError(
-                    f"{marker} names version {wanted!r}, which is not installed (have: {', '.join(versions)})"
+                    f"{marker} names version {wanted!r}, which is not installed (have: {', '.join(packaged)})"
                 )
             return wanted
-        return versions[-1]
+        return packaged[-1]
+
+    def shadow_version(self, name: str) -> str | None:
+        """The candidate version set to run in shadow beside the active one, if any."""
+        return self.state()["shadow"].get(name)
 
     def active(self, task: Task) -> ModelSpec:
         """The active model for a task. Exactly one model name per task may be installed."""
@@ -101,23 +155,25 @@ class ModelRegistry:
         candidates = []
         for name in self.names():
             versions = self.versions(name)
-            if not versions:
-                continue
-            manifest = self._read_manifest(self.root / name / versions[-1])
-            if manifest.get("task") == task.value:
+            if versions and self.manifest(name, versions[-1]).get("task") == task.value:
                 candidates.append(name)
         if not candidates:
-            raise ModelError(f"no model for task {task.value!r} under {self.root}")
+            raise ModelError(f"no model for task {task.value!r} under {self._where()}")
         if len(candidates) > 1:
             raise ModelError(
-                f"several models for task {task.value!r} under {self.root}: {', '.join(candidates)};"
+                f"several models for task {task.value!r} under {self._where()}: {', '.join(candidates)};"
                 " remove all but one"
             )
         name = candidates[0]
         return self.get(name, self.active_version(name))
 
+    # ------------------------------------------------------------------ one version
+    def manifest(self, name: str, version: str) -> dict:
+        """The manifest as written (not checked; :meth:`get` checks it)."""
+        return self._read_manifest(self.version_dir(name, version))
+
     def get(self, name: str, version: str) -> ModelSpec:
-        vdir = self.root / name / version
+        vdir = self.version_dir(name, version)
         manifest = self._read_manifest(vdir)
         for key in _REQUIRED:
             if key not in manifest:
@@ -157,3 +213,24 @@ class ModelRegistry:
         if key not in self._verified:
             self._verified[key] = sha256_file(path)
         return self._verified[key]
+
+
+def managed(registry: ModelRegistry, data_dir: Path | None) -> ModelRegistry:
+    """``registry`` (the packaged models) plus the models installed under ``data_dir`` and their
+    activation state; what the service and ``analyze`` hand the pipeline."""
+    if data_dir is None or registry.installed is not None:
+        return registry
+    return registry.with_installed(installed_dir(data_dir))
+
+
+class Pinned:
+    """A registry stand-in that hands out one fixed model for its task: a shadow version, or a version
+    under site validation, run through the same pipeline as the active one."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+
+    def active(self, task: Task) -> ModelSpec:
+        if Task(task) is not self.spec.task:
+            raise ModelError(f"model {self.spec.label} is for {self.spec.task.value}, not {Task(task).value}")
+        return self.spec

@@ -3,7 +3,7 @@
 A case is an image series under the reference folder that (1) routing sends to the model's task
 and (2) has a reference. It goes through ``pipeline.analyse`` — route → ``volume.load`` →
 ``Runtime().run`` → ``measure.from_output`` → rules — with the registry pinned to the version
-under validation (``lifecycle._Pinned``), so the figures are those of the code path a live
+under validation (``infer.registry.Pinned``), so the figures are those of the code path a live
 series takes, whatever version is active.
 """
 from __future__ import annotations
@@ -79,14 +79,14 @@ def run(config, spec: ModelSpec, runtime, root: Path, skip: list[Path],
     import pydicom
 
     from .. import route
-    from ..lifecycle import _Pinned
+    from ..infer.registry import Pinned
     from ..pipeline import Context
     from ..rules import RuleSet
 
     groups, refs, unusable = collect(root, skip)
     inv = Inventory(series=len(groups), unusable_files=unusable, reference_problems=list(refs.problems))
     table = route.RoutingTable.load(config.routing_file)
-    ctx = Context(routing=table, models=_Pinned(spec), runtime=runtime, rules=RuleSet.load(config.rules_file))
+    ctx = Context(routing=table, models=Pinned(spec), runtime=runtime, rules=RuleSet.load(config.rules_file))
     todo = []
     seen = set()
     for g in groups:
