@@ -1,10 +1,12 @@
 """The journal's state machine: each transition survives a reopen (as after kill -9)."""
 from pathlib import Path
 
+import pytest
+
 from svdmark.config import Destination
-from svdmark.domain import DeliveryState, JobState
+from svdmark.domain import DeliveryState, JobState, SeriesState
 from svdmark.export import Outbox, SendOutcome, backoff
-from svdmark.journal import Journal, ResultObject
+from svdmark.journal import Journal, JournalUnavailable, ResultObject
 
 GEOM = {"ipp": [0, 0, 0], "iop": [1, 0, 0, 0, 1, 0], "frames": None, "images_in_acquisition": None, "acquisition": 1}
 
@@ -231,3 +233,68 @@ def test_backoff_is_capped_and_jittered_into_its_upper_half():
         delays = [backoff(attempts, 2.0, 30.0, rng) for _ in range(200)]
         assert full / 2 <= min(delays) and max(delays) <= full
         assert max(delays) - min(delays) > full / 4  # spread, not one value
+
+
+def test_pending_jobs_of_a_reopened_series_are_superseded(tmp_path):
+    """The re-analysis policy as the journal applies it: a queued job that has not run yet is superseded by a
+    late instance, and the series stays at its generation (no analysis of it exists)."""
+    j = Journal(tmp_path / "j.sqlite")
+    record(j, "1.1")
+    job_id = j.queue_job(j.receiving_series()[0], "test")
+    record(j, "1.2", now=200.0)
+    s = j.series_row("1.2.3")
+    assert (s.state, s.generation) == (SeriesState.RECEIVING, 2)  # the queued job was of generation 1
+    assert j.job(job_id).state is JobState.SUPERSEDED
+    assert j.queue_job(s, "test") and j.claim_job().generation == 2
+    record(j, "1.3", now=300.0)  # its job is running, not pending: it runs on; the series opens generation 3
+    assert [r.state for r in j.job_records()] == [JobState.RUNNING, JobState.SUPERSEDED]
+    assert j.series_row("1.2.3").generation == 3
+
+
+def test_typed_reads_for_operators(tmp_path):
+    j = Journal(tmp_path / "j.sqlite")
+    record(j, "1.1", now=100.0)
+    record(j, "1.0", now=50.0)
+    j.queue_job(j.receiving_series()[0], "test")
+    job = j.claim_job()
+    j.finish_job(job, JobState.DONE, summary={"task": "wml", "wml_ml": 1.5},
+                 outputs=[ResultObject("9.1", "sr", "x", Path("/r/sr")), ResultObject("9.2", "seg", "y", Path("/r/seg"))],
+                 deliveries=[("9.1", "A"), ("9.2", "A")])
+    rec = j.job(job.id)
+    assert (rec.state, rec.summary, rec.columns()["state"]) == (JobState.DONE, {"task": "wml", "wml_ml": 1.5}, "done")
+    assert j.job(job.id + 1) is None and j.job_history() == [rec]
+    assert [(r.kind, r.path, r.job_id) for r in j.results(job_id=job.id)] == [("sr", Path("/r/sr"), job.id),
+                                                                             ("seg", Path("/r/seg"), job.id)]
+    assert [r.sop_uid for r in j.results(kind="seg")] == ["9.2"] and j.results(job_id=job.id + 1) == []
+    assert (j.instance_count("1.2.3"), j.first_instance_path("1.2.3"), j.first_instance_path("9")) == (2, Path("/x/1.0"), None)
+    assert [s.state for s in j.all_series()] == [SeriesState.ANALYSED]
+    ids = [d.id for d in j.due_deliveries()]
+    assert j.delivery_states(ids + [999]) == {ids[0]: DeliveryState.PENDING, ids[1]: DeliveryState.PENDING}
+    j.audit("me", "model.activate", {"name": "m", "version": "2"})
+    j.audit("me", "modelXactivate", {"name": "m"})
+    j.audit("me", "model.validate", {"name": "m", "version": "1"})
+    assert [a.action for a in j.audit_entries(action_prefix="model.")] == ["model.validate", "model.activate"]
+    assert [a.detail for a in j.audit_entries(action="model.validate")] == [{"name": "m", "version": "1"}]
+    assert len(j.audit_entries(limit=2)) == 2
+
+
+def test_health_counts_read_only(tmp_path):
+    from svdmark import health
+
+    path = tmp_path / "j.sqlite"
+    with pytest.raises(JournalUnavailable):
+        Journal.read_counts(path)
+    assert not path.exists()  # a scrape never creates the journal
+    j = Journal(path)
+    record(j, "1.1")
+    record(j, "2.1", series="1.2.4")
+    j.queue_job(j.series_row("1.2.4"), "test")
+    job = j.claim_job()
+    j.finish_job(job, JobState.IGNORED, routing="ignored")
+    counts = Journal.read_counts(path)
+    assert counts.states["series"] == {"receiving": 1, "analysed": 1} and counts.instances == 2
+    assert counts.routing == {("ignored", "ignored"): 1}
+    assert {k: v for k, v in j.counts().items() if k != "instances"} == counts.states
+    Journal.check_writable(path)
+    state = health._journal_state(path)
+    assert state["queues"] == {"series_receiving": 1, "jobs_pending": 0, "deliveries_pending": 0}

@@ -1,0 +1,15 @@
+"""The re-analysis policy (assemble/reanalysis.py) on its own: no journal needed."""
+from svdmark.assemble.reanalysis import Reanalysis, after_instance
+from svdmark.domain import SeriesState
+
+
+def test_first_instance_opens_generation_one():
+    assert after_instance(None, False) == Reanalysis(1, supersede_pending=False, state=SeriesState.RECEIVING)
+
+
+def test_instance_after_a_job_opens_the_next_generation():
+    assert after_instance(3, True) == Reanalysis(4, supersede_pending=True)
+
+
+def test_instance_before_any_job_stays_in_the_generation():
+    assert after_instance(3, False) == Reanalysis(3, supersede_pending=True)
