@@ -13,6 +13,8 @@ done
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need_pkgs+=(orthanc-dicomweb)
+# curl: the admin guide's /healthz and /metrics examples (tests/cli/test_admin_guide.py runs them)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
