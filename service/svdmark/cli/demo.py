@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import logs
 from ..config import Config, Destination
+from ..domain import DeliveryState, SeriesState
 from ..errors import ConfigError
 from .common import add_json_option, add_log_level_option, fail
 
@@ -94,8 +95,8 @@ def _wait(service, timeout: float) -> list[dict]:
     deadline = time.time() + timeout
     while time.time() < deadline:
         counts = service.journal.counts()
-        busy = counts["series"].get("receiving", 0) + counts["series"].get("queued", 0)
-        undelivered = counts["deliveries"].get("pending", 0) + counts["deliveries"].get("sending", 0)
+        busy = sum(counts["series"].get(s.value, 0) for s in (SeriesState.RECEIVING, SeriesState.QUEUED))
+        undelivered = sum(counts["deliveries"].get(s.value, 0) for s in (DeliveryState.PENDING, DeliveryState.SENDING))
         if counts["jobs"] and not busy and not undelivered:
             break
         time.sleep(0.5)
