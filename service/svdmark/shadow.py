@@ -19,7 +19,7 @@ from .infer.registry import Pinned, managed
 from .journal import Journal, ShadowResult
 from .logs import event
 
-log = logging.getLogger("svdmark.lifecycle")
+log = logging.getLogger("svdmark.lifecycle")  # the logger shadow_done was always logged under
 
 
 def shadow_version(data_dir: Path, model_name: str) -> str | None:

@@ -10,7 +10,8 @@ import pytest
 
 from svdmark.domain import FrameRef, Task, Volume
 from svdmark.errors import ModelError
-from svdmark.infer import ModelRegistry, Runtime, default_models_dir
+from svdmark.infer import ModelRegistry, Pinned, Runtime, default_models_dir, managed
+from svdmark.infer.activation import write_state
 from svdmark.infer.registry import sha256_file
 from svdmark.infer.runtime import flip_averaged, tiled_2d
 
@@ -88,6 +89,31 @@ def test_registry_verifies_checksum_and_picks_versions(tmp_path):
         reg.active(Task.CMB)
     (tmp_path / "wml-test" / "ACTIVE").write_text("9.9.9")
     with pytest.raises(ModelError, match="not installed"):
+        reg.active(Task.WML)
+
+
+def test_one_registry_over_packaged_and_installed_models(tmp_path):
+    """Installed models and the activation state answer "which model runs" in the same registry object."""
+    packaged, data_dir = tmp_path / "packaged", tmp_path / "data"
+    install(packaged, version="1.0.0")
+    reg = managed(ModelRegistry(packaged), data_dir)
+    assert managed(reg, data_dir) is reg and reg.installed == data_dir / "models"
+    assert reg.active(Task.WML).version == "1.0.0" and reg.shadow_version("wml-test") is None  # nothing installed
+    install(data_dir / "models", version="1.1.0")
+    assert reg.versions("wml-test") == ["1.0.0", "1.1.0"]
+    assert (reg.source("wml-test", "1.0.0"), reg.source("wml-test", "1.1.0")) == ("packaged", "installed")
+    assert reg.active(Task.WML).version == "1.0.0"  # installing alone changes nothing: the packaged version runs
+    write_state(data_dir / "models", {"active": {"wml-test": "1.1.0"}, "shadow": {"wml-test": "1.0.0"}})
+    spec = reg.active(Task.WML)
+    assert (spec.version, spec.path.parent) == ("1.1.0", data_dir / "models" / "wml-test" / "1.1.0")
+    assert reg.shadow_version("wml-test") == "1.0.0"
+    assert ModelRegistry(packaged).active(Task.WML).version == "1.0.0"  # the packaged registry alone
+    pinned = Pinned(reg.get("wml-test", "1.0.0"))
+    assert pinned.active(Task.WML).version == "1.0.0"
+    with pytest.raises(ModelError, match="is for wml, not cmb"):
+        pinned.active(Task.CMB)
+    write_state(data_dir / "models", {"active": {"wml-test": "2.0.0"}})
+    with pytest.raises(ModelError, match="state.json names wml-test '2.0.0', which is not installed"):
         reg.active(Task.WML)
 
 
