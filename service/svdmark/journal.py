@@ -42,7 +42,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .assemble.reanalysis import after_instance
+from .assemble.reanalysis import after_instance, on_request
 from .domain import DeliveryState, JobState, SeriesState
 
 SCHEMA = """
@@ -597,6 +597,42 @@ class Journal:
                 (series.series_uid, series.study_uid, series.generation, JobState.PENDING.value, completion, now,
                  now, warning),
             ).lastrowid
+
+    def reanalyse(self, series_uid: str, reason: str, now: float | None = None) -> int | str:
+        """Queue a new analysis of an analysed series (generation + 1) with the models active now.
+
+        Returns the new job's id, or a sentence saying why not (unknown series, still receiving,
+        already queued). The worker then supersedes the last generation's results as for a late
+        instance: destinations that hold them get a rejection note, unsent ones are never sent.
+        """
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            s = db.execute("SELECT * FROM series WHERE series_uid=?", (series_uid,)).fetchone()
+            if s is None:
+                return "no such series in the journal"
+            open_job = db.execute("SELECT 1 FROM jobs WHERE series_uid=? AND state IN (?,?)",
+                                  (series_uid, JobState.PENDING.value, JobState.RUNNING.value)).fetchone()
+            plan = on_request(SeriesState(s["state"]), s["generation"], open_job is not None)
+            if isinstance(plan, str):
+                return plan
+            db.execute("UPDATE series SET state=?, generation=? WHERE series_uid=?",
+                       (plan.state.value, plan.generation, series_uid))
+            return db.execute(
+                "INSERT INTO jobs(series_uid, study_uid, generation, state, completion, created_at, not_before)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (series_uid, s["study_uid"], plan.generation, JobState.PENDING.value, f"re-analysis: {reason}",
+                 now, now),
+            ).lastrowid
+
+    def series_analysed_with(self, model_name: str, model_version: str | None = None) -> list[str]:
+        """Series whose latest finished analysis used this model (and version, if given), oldest first."""
+        sql = ("SELECT j.series_uid FROM jobs j JOIN series s ON s.series_uid=j.series_uid"
+               " AND s.generation=j.generation WHERE j.state=? AND j.model_name=?")
+        args: list[Any] = [JobState.DONE.value, model_name]
+        if model_version is not None:
+            sql += " AND j.model_version=?"
+            args.append(model_version)
+        return [r["series_uid"] for r in self._query(sql + " ORDER BY j.id", args)]
 
     # ---------------------------------------------------------------- jobs
     def claim_job(self, now: float | None = None) -> JobRow | None:

@@ -298,3 +298,29 @@ def test_health_counts_read_only(tmp_path):
     Journal.check_writable(path)
     state = health._journal_state(path)
     assert state["queues"] == {"series_receiving": 1, "jobs_pending": 0, "deliveries_pending": 0}
+
+
+def test_reanalyse_reopens_an_analysed_series_once(tmp_path):
+    """An operator's re-analysis (a model change): generation + 1, queued at once; refused while the
+    series is still arriving, or while its analysis is queued or running."""
+    j = Journal(tmp_path / "j.sqlite")
+    record(j, "1.1")
+    assert j.reanalyse("1.2.3", "x") == "its instances are still arriving; it is analysed once complete"
+    assert j.reanalyse("9.9.9", "x") == "no such series in the journal"
+    j.queue_job(j.receiving_series()[0], "test")
+    assert j.reanalyse("1.2.3", "x") == "its analysis is already queued or running"
+    job = j.claim_job()
+    j.finish_job(job, JobState.DONE, model=("wml-ncct", "1.2.0", "sha-a"))
+    assert j.series_analysed_with("wml-ncct", "1.2.0") == ["1.2.3"]
+    assert j.series_analysed_with("wml-ncct", "1.3.0") == []
+    job_id = j.reanalyse("1.2.3", "model 1.3.0 activated", now=300.0)
+    assert isinstance(job_id, int)
+    s = j.series_row("1.2.3")
+    assert (s.state, s.generation) == (SeriesState.QUEUED.value, 2)
+    assert j.reanalyse("1.2.3", "again") == "its analysis is already queued or running"
+    again = j.claim_job(now=301.0)
+    assert (again.id, again.generation) == (job_id, 2)
+    j.finish_job(again, JobState.DONE, model=("wml-ncct", "1.3.0", "sha-b"))
+    assert j.series_analysed_with("wml-ncct", "1.2.0") == []  # its latest analysis is 1.3.0's
+    assert j.series_analysed_with("wml-ncct") == ["1.2.3"]
+    assert j.series_row("1.2.3").state == SeriesState.ANALYSED.value

@@ -243,3 +243,26 @@ def test_worker_never_rejects_what_it_produced_again(env):
     assert worker.run_one()
     assert _notes(journal) == []
     assert [r["state"] for r in journal.jobs()] == [JobState.DONE.value, JobState.DONE.value]
+
+
+def test_reanalysis_after_a_model_change_rejects_what_the_pacs_holds(env, monkeypatch):
+    """`svdmark jobs reanalyse` after a model change: new results (new UIDs: another model) and one note
+    naming every delivered old object; the same model again would produce the same UIDs and no note."""
+    import dataclasses
+
+    worker, journal = env
+    queue(journal)
+    assert worker.run_one()
+    first = {d.sop_uid for d in journal.due_deliveries()}
+    for d in journal.due_deliveries():
+        journal.mark_delivered(d.id)
+    result = W.analyse(None, None)
+    newer = dataclasses.replace(result, model=dataclasses.replace(result.model, version="9.9.9", sha256="f" * 64))
+    monkeypatch.setattr(W, "analyse", lambda s, context: newer)
+    assert isinstance(journal.reanalyse("1.2.3", "model 9.9.9 activated"), int)
+    assert worker.run_one()
+    (note_row,) = _notes(journal)
+    assert rejected_uids(pydicom.dcmread(note_row.path)) == first
+    due = [(d.sop_uid, d.kind) for d in journal.due_deliveries()]
+    assert len(due) == 4 and due[-1] == (note_row.sop_uid, "rejection")
+    assert not {u for u, _ in due} & first

@@ -8,7 +8,10 @@ A pure decision; :meth:`svdmark.journal.Journal.record_instance` reads the serie
   finished) opens generation + 1: the next analysis supersedes the last one's results;
 * every later instance sends the series back to ``receiving`` (the assembler waits for it to be
   complete again) and supersedes the series' pending jobs, which would analyse an incomplete or
-  outdated set of images.
+  outdated set of images;
+* an operator's request (``svdmark jobs reanalyse``, e.g. after a model change) re-opens an analysed
+  series at generation + 1, queued at once: the new results supersede the last ones, and a PACS that
+  holds those gets an IOCM rejection note for them (see :mod:`svdmark.encode.rejection`).
 """
 from __future__ import annotations
 
@@ -30,3 +33,12 @@ def after_instance(generation: int | None, current_has_job: bool) -> Reanalysis:
     if generation is None:
         return Reanalysis(generation=1, supersede_pending=False)
     return Reanalysis(generation=generation + 1 if current_has_job else generation, supersede_pending=True)
+
+
+def on_request(state: SeriesState, generation: int, has_open_job: bool) -> Reanalysis | str:
+    """An operator asks for a new analysis of a series: the plan, or why not (a sentence)."""
+    if state is SeriesState.RECEIVING:
+        return "its instances are still arriving; it is analysed once complete"
+    if state is SeriesState.QUEUED or has_open_job:
+        return "its analysis is already queued or running"
+    return Reanalysis(generation=generation + 1, supersede_pending=False, state=SeriesState.QUEUED)

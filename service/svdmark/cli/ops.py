@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_option(p)
     p.set_defaults(func=run_status)
 
-    p = sub.add_parser("jobs", help="list, show or retry analysis jobs", description="Analysis jobs.")
+    p = sub.add_parser("jobs", help="list, show, retry or re-analyse analysis jobs", description="Analysis jobs.")
     jsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = _leaf(jsub, "list", "list recent jobs, newest first")
     q.add_argument("--state", choices=[s.value for s in JobState])
@@ -54,6 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = _leaf(jsub, "retry", "re-queue a failed job")
     q.add_argument("job_id", type=int)
     q.set_defaults(func=run_jobs_retry)
+    q = _leaf(jsub, "reanalyse", "analyse series again with the models active now (after a model change)")
+    q.add_argument("series_uids", nargs="*", metavar="SERIES_UID", help="series to analyse again")
+    q.add_argument("--analysed-with", metavar="NAME[:VERSION]",
+                   help="every series whose latest analysis used this model (version)")
+    q.add_argument("--reason", default="requested by an operator", help="recorded with each new job")
+    q.set_defaults(func=run_jobs_reanalyse)
 
     p = sub.add_parser("outbox", help="list deliveries, resend dead letters", description="The result outbox.")
     osub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -221,6 +227,27 @@ def run_jobs_retry(args) -> int:
         return fail(args, f"job {args.job_id} is {record.state.value}, not failed; only failed jobs are re-queued")
     emit(args, {"job_id": args.job_id, "requeued": True}, f"job {args.job_id} re-queued")
     return 0
+
+
+def run_jobs_reanalyse(args) -> int:
+    """Queue new analyses; results a destination already holds are superseded by the new ones and
+    rejected there with an IOCM note (as for a late instance)."""
+    journal = _journal(load_config(args))
+    uids = list(args.series_uids)
+    if args.analysed_with:
+        name, _, version = args.analysed_with.partition(":")
+        uids += [u for u in journal.series_analysed_with(name, version or None) if u not in uids]
+    if not uids:
+        return fail(args, "name series UIDs or --analysed-with NAME[:VERSION] (no series matched)")
+    rows = []
+    for uid in uids:
+        outcome = journal.reanalyse(uid, args.reason)
+        rows.append({"series_uid": uid, "job_id": outcome if isinstance(outcome, int) else None,
+                     "queued": isinstance(outcome, int), "reason": None if isinstance(outcome, int) else outcome})
+    human = "\n".join(f"series {r['series_uid']}: " + (f"job {r['job_id']} queued" if r["queued"]
+                                                         else f"not queued: {r['reason']}") for r in rows)
+    emit(args, rows, human)
+    return 0 if all(r["queued"] for r in rows) else 1
 
 
 # ------------------------------------------------------------------ outbox
