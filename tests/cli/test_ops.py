@@ -160,7 +160,7 @@ def test_default_config_path_and_bad_values(tmp_path, served):
     _one_line_error(run_cli("serve", "--config", bad, "--data-dir", tmp_path / "d2"), 1, "log level")
 
 
-def test_jobs_outbox_status_text_json_and_exit_codes(served, studies):
+def test_jobs_outbox_status_text_json_and_exit_codes(served, studies, monkeypatch, capsys):
     """Last in this module: it stops the destination, then the service."""
     target, distractor = _description(studies["ncct"], True), _description(studies["ncct"], False)
 
@@ -208,6 +208,18 @@ def test_jobs_outbox_status_text_json_and_exit_codes(served, studies):
     doc = json.loads(served.cli("status", "--json").stdout)
     assert doc["status"] == "ok" and doc["exit_code"] == 0 and doc["listener"]["up"]
     assert ISO.match(doc["listener"]["started_at"]) and doc["destinations"][0]["reachable"]
+
+    # the data directory's disk nearly full (listener and destination fine): exit 5 with the reason
+    import svdmark.health
+    from svdmark.cli.main import main
+
+    monkeypatch.setattr(svdmark.health, "_disk_free", lambda spool_dir: (False, 3 * 2**20))
+    capsys.readouterr()
+    assert main(["status", "--json", "--data-dir", str(served.data_dir)]) == 5
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "UNHEALTHY" and doc["problems"] == {
+        "disk": "disk full: 3.0 MiB free on the data directory's file system"}
+    monkeypatch.undo()
 
     served.pacs.stop()  # the destination goes away
     r = served.cli("status", check_rc=4)
