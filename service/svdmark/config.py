@@ -72,11 +72,11 @@ import tomllib
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
+from .domain import FULL_PROFILE, OutputKind
 from .errors import ConfigError
 
-OUTPUT_KINDS = ("sr", "seg", "summary")
 UNSUPPORTED_POLICIES = ("discard", "refuse")  # [listener] unsupported_sop_class
 _AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
 _DEST_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
@@ -106,15 +106,18 @@ class Destination:
     ae_title: str
     host: str
     port: int
-    outputs: frozenset[str] = frozenset(OUTPUT_KINDS)
+    outputs: frozenset[OutputKind] = FULL_PROFILE
     tls: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outputs", output_profile(self.outputs))
 
     @property
     def name(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
     @classmethod
-    def parse(cls, text: str, outputs: frozenset[str] | None = None) -> "Destination":
+    def parse(cls, text: str, outputs: Iterable[str] | None = None) -> "Destination":
         m = _DEST_RE.match(text.strip())
         if not m:
             raise ConfigError(f"destination {text!r} is not of the form AET@HOST:PORT")
@@ -122,7 +125,7 @@ class Destination:
             ae_title=_check_ae(m["aet"], "destination AE title"),
             host=m["host"].strip("[]"),
             port=_check_port(m["port"], "destination port"),
-            outputs=outputs if outputs is not None else frozenset(OUTPUT_KINDS),
+            outputs=output_profile(outputs) if outputs is not None else FULL_PROFILE,
         )
 
     @classmethod
@@ -153,7 +156,7 @@ class StowDestination:
     """
 
     url: str
-    outputs: frozenset[str] = frozenset(OUTPUT_KINDS)
+    outputs: frozenset[OutputKind] = FULL_PROFILE
     username: str | None = None  # HTTP basic auth, with password_file or password_env
     password_file: Path | None = None
     password_env: str | None = None
@@ -163,6 +166,9 @@ class StowDestination:
     tls_verify: bool = True
     timeout: float = 60.0
     tls: ClassVar[bool] = False  # DICOM TLS ([tls]) is C-STORE's; HTTPS is verified per destination
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outputs", output_profile(self.outputs))
 
     @property
     def name(self) -> str:
@@ -222,12 +228,18 @@ def destination_from_mapping(d: Mapping[str, Any]) -> AnyDestination:
     return Destination.from_mapping({k: v for k, v in d.items() if k != "kind"})
 
 
-def _outputs(d: Mapping[str, Any]) -> frozenset[str]:
-    outputs = frozenset(d.get("outputs", OUTPUT_KINDS))
-    unknown = outputs - set(OUTPUT_KINDS)
+def _outputs(d: Mapping[str, Any]) -> frozenset[OutputKind]:
+    return output_profile(d.get("outputs", FULL_PROFILE))
+
+
+def output_profile(names: Iterable[str]) -> frozenset[OutputKind]:
+    """A destination's ``outputs`` (its output profile) as :class:`OutputKind` values; a name that is not
+    ``sr``, ``seg`` or ``summary`` is a :class:`ConfigError`."""
+    allowed = OutputKind.profile_kinds()
+    unknown = sorted(str(n) for n in names if n not in allowed)
     if unknown:
-        raise ConfigError(f"destination outputs {sorted(unknown)} unknown; choose from {OUTPUT_KINDS}")
-    return outputs
+        raise ConfigError(f"destination outputs {unknown} unknown; choose from {[str(k) for k in allowed]}")
+    return frozenset(OutputKind(n) for n in names)
 
 
 @dataclass(frozen=True)

@@ -339,3 +339,21 @@ class AnalysisResult:
     flags: tuple[Flag, ...]
     ruleset: RuleSetInfo
     seconds: float = 0.0
+
+
+class OutputKind(enum.StrEnum):
+    """A kind of produced DICOM object: the names of ``[[destinations]] outputs``, of the encoder's objects and of
+    the journal's result rows (a ``StrEnum``, so it compares, hashes, formats and is stored as its value)."""
+
+    SR = "sr"  # TID 1500 measurement report
+    SEG = "seg"  # binary segmentation of the lesions
+    SUMMARY = "summary"  # Secondary Capture summary image
+    REJECTION = "rejection"  # IHE IOCM rejection note (KOS) for superseded results; never in a profile
+
+    @classmethod
+    def profile_kinds(cls) -> tuple["OutputKind", ...]:
+        """The kinds a destination can ask for, in send order (SEG first, so the SR's reference resolves)."""
+        return (cls.SEG, cls.SR, cls.SUMMARY)
+
+
+FULL_PROFILE: frozenset[OutputKind] = frozenset(OutputKind.profile_kinds())  # what a destination gets by default

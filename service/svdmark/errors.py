@@ -16,15 +16,6 @@ class Rejected(SvdmarkError):
         self.sop_uid = sop_uid
 
 
-class Ignored(SvdmarkError):
-    """A series is deliberately not analysed (e.g. phase image, localiser)."""
-
-    def __init__(self, reason: str, rule_id: str = ""):
-        super().__init__(reason)
-        self.reason = reason
-        self.rule_id = rule_id
-
-
 class InvalidSeries(SvdmarkError):
     """A series cannot be turned into a trustworthy volume (missing slices, duplicates...)."""
 

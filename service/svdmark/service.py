@@ -15,36 +15,21 @@ import os
 import threading
 import time
 
-from . import health, route, tls
+from . import health, tls
 from .assemble import Assembler
 from .config import Config
 from .export import CStoreExporter, Exporter, Outbox
 from .guarded import GuardedLoop
-from .infer import ModelRegistry, Runtime
 from .journal import Journal
 from .logs import event
-from .pipeline import Context
+from .pipeline import Context, build_context
 from .receive import AssociationTracker, Receiver, build_ae
 from .receive.scp import start_server
-from .rules import RuleSet
 from .spool import Spool, write_durably
 from .worker import Worker
 
 log = logging.getLogger("svdmark.service")
 RUNTIME_FILE = "service.json"  # where a running service says which port it listens on (for `svdmark status`)
-
-
-def build_context(config: Config) -> Context:
-    """The analysis context: routing table, models (packaged + installed, activation state
-    re-read before every job, so `svdmark models activate` needs no restart), runtime, rules."""
-    from . import lifecycle
-
-    return Context(
-        routing=route.RoutingTable.load(config.routing_file),
-        models=lifecycle.managed(ModelRegistry(config.models_dir), config.data_dir),
-        runtime=Runtime(),
-        rules=RuleSet.load(config.rules_file).configured(config.flag_applicability, config.flag_conditions),
-    )
 
 
 class Service:

@@ -12,13 +12,14 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
-from svdmark.domain import Task
-from svdmark.encode import EncodedResults, OutputProfile, Templates, render, results
+from svdmark.domain import FULL_PROFILE, OutputKind, Task
+from svdmark.encode import EncodedResults, Templates, by_profile, render, results
 from svdmark.encode.templates import default_dir
 from svdmark.errors import ConfigError
 
 from tests.unit.test_encode_support import (  # noqa: E402
     FAKE_SHA,
+    WITHHELD,
     cmb_result,
     ct_series,
     enhanced_mr_series,
@@ -281,18 +282,11 @@ def test_reanalysis_supersedes_predecessor(ct, wml):
 
 def test_profiles(wml):
     result, full = wml
-    assert OutputProfile.parse("full") == OutputProfile.SR | OutputProfile.SEG | OutputProfile.SUMMARY
-    assert OutputProfile.parse("sr+summary") == OutputProfile.SR | OutputProfile.SUMMARY
-    assert OutputProfile.parse("SEG, SR") == OutputProfile.SR | OutputProfile.SEG
-    assert str(OutputProfile.parse("summary,sr")) == "sr+summary"
-    for bad in ("", "pdf", "sr+pdf"):
-        with pytest.raises(ConfigError):
-            OutputProfile.parse(bad)
-    only_summary = results(result, uid_seed="wml-seed", profile="summary")
+    only_summary = results(result, uid_seed="wml-seed", profile={OutputKind.SUMMARY})
     assert only_summary.sr is None and only_summary.seg is None
     assert only_summary.as_list() == [only_summary.summary]
     assert only_summary.summary.SOPInstanceUID == full.summary.SOPInstanceUID
-    no_seg = results(result, uid_seed="wml-seed", profile=OutputProfile.SR | OutputProfile.SUMMARY)
+    no_seg = results(result, uid_seed="wml-seed", profile={OutputKind.SR, OutputKind.SUMMARY})
     assert no_seg.seg is None
     _, report = _report(no_seg.sr)
     assert report.get_volumetric_roi_measurement_groups() == []
@@ -301,7 +295,38 @@ def test_profiles(wml):
     assert g[0].get_measurements(name=codes.SCT.Volume)[0].value == round(result.findings.volume_ml, 2)
     ev = evidence_uids(roundtrip(no_seg.sr))
     assert full.seg.SOPInstanceUID not in ev
+    assert no_seg.sr.SOPInstanceUID != full.sr.SOPInstanceUID  # another object: never the same UID
     assert isinstance(full, EncodedResults) and [d.Modality for d in full.as_list()] == ["SEG", "SR", "OT"]
+    assert [k for k, _ in full.items()] == [OutputKind.SEG, OutputKind.SR, OutputKind.SUMMARY]
+
+
+def test_each_profile_gets_objects_that_reference_only_what_it_gets(wml):
+    """Encoded once per distinct profile: the SEG and the summary are shared, the SR comes in two variants
+    (with and without the SEG reference), and the same profiles give the same objects again."""
+    result, full = wml
+    sr_summary = frozenset({OutputKind.SR, OutputKind.SUMMARY})
+    profiles = [FULL_PROFILE, sr_summary, frozenset({OutputKind.SUMMARY})]
+    enc = by_profile(result, profiles, uid_seed="wml-seed")
+    assert set(enc) == set(profiles)
+    with_seg, without = enc[FULL_PROFILE], enc[sr_summary]
+    assert [ds.SOPInstanceUID for ds in with_seg.as_list()] == [ds.SOPInstanceUID for ds in full.as_list()]
+    assert without.seg is None and without.summary is with_seg.summary is enc[profiles[2]].summary
+    assert full.seg.SOPInstanceUID in evidence_uids(roundtrip(with_seg.sr))
+    assert len(_report(with_seg.sr)[1].get_volumetric_roi_measurement_groups()) == 1  # measured on the SEG
+    sr = hd.sr.Comprehensive3DSR.from_dataset(roundtrip(without.sr))
+    assert full.seg.SOPInstanceUID not in evidence_uids(sr)
+    assert sr.content.get_volumetric_roi_measurement_groups() == []
+    again = by_profile(result, [sr_summary, FULL_PROFILE], uid_seed="wml-seed")
+    assert {p: [d.SOPInstanceUID for d in e.as_list()] for p, e in again.items()} == {
+        p: [d.SOPInstanceUID for d in e.as_list()] for p, e in enc.items() if p in again}
+
+
+def test_a_withheld_result_has_one_sr_for_every_profile():
+    series, vol = ct_series()
+    result = wml_result(series, vol, wml_mask(vol), quality=WITHHELD)
+    enc = by_profile(result, [FULL_PROFILE, frozenset({OutputKind.SR})], uid_seed="withheld")
+    assert enc[FULL_PROFILE].seg is None
+    assert enc[FULL_PROFILE].sr is enc[frozenset({OutputKind.SR})].sr
 
 
 # --------------------------------------------------------------------------- summary image

@@ -15,11 +15,11 @@ import pytest
 
 from svdmark import volume
 from svdmark.domain import FrameRef, RouteKind, RoutingDecision, Series, Volume
-from svdmark.errors import ConfigError, Ignored, InvalidSeries
+from svdmark.errors import ConfigError, InvalidSeries
 from svdmark.infer import ModelRegistry, Runtime
 from svdmark_phantom import make_ncct, make_swi, write_series
-from svdmark.pipeline import Context, analyse
-from svdmark.route import AnatomyLimits, RoutingTable, check_ct, check_mr, decide, require_head
+from svdmark.pipeline import Context, Ignored, analyse
+from svdmark.route import AnatomyLimits, RoutingTable, check_ct, check_mr, decide, not_a_head
 from svdmark.route.anatomy import RULE_CT, RULE_MR
 from svdmark.rules import RuleSet
 
@@ -138,10 +138,9 @@ def test_smartscore_with_a_head_header_is_still_ignored_by_its_pixels(context):
         ds.SeriesDescription = "Kopf nativ"
         ds.FilterType = "HEAD FILTER"
     assert decide(series.header, context.routing).kind is RouteKind.WML
-    with pytest.raises(Ignored) as caught:
-        analyse(series, context)
-    assert caught.value.rule_id == RULE_CT
-    assert "no slice shows a skull ring" in caught.value.reason
+    ignored = analyse(series, context)
+    assert isinstance(ignored, Ignored) and ignored.rule_id == RULE_CT
+    assert "no slice shows a skull ring" in ignored.reason
 
 
 @pytest.mark.slow
@@ -151,12 +150,12 @@ def test_no_corpus_ct_or_mr_series_reaches_the_models(context):
     for key, paths in corpus.ct_mr_series().items():
         try:
             result = analyse(_series(paths), context)
-        except Ignored as exc:
-            outcomes[key] = ("ignored", exc.rule_id)
         except InvalidSeries as exc:
             outcomes[key] = ("unusable", str(exc)[:60])
-        else:
+            continue
+        if not isinstance(result, Ignored):
             pytest.fail(f"{key} was analysed: {result.routing.reason}")
+        outcomes[key] = ("ignored", result.rule_id)
     assert [v for k, v in outcomes.items() if k.startswith("CT5N/")] == [("ignored", "ct-cardiac")]
     assert len(outcomes) >= 10
 
@@ -198,11 +197,10 @@ def test_body_volumes_with_a_head_header_are_ignored_before_the_model(tmp_path, 
     series = _written(phantom, tmp_path, vendor="siemens", ReconstructionDiameter=None)
     d = decide(series.header, context.routing)
     assert d.kind is not RouteKind.IGNORED, d.reason  # the header (HEAD, Kopf, head coil) says head...
-    with pytest.raises(Ignored) as caught:  # ...the pixels do not: nothing is run, nothing is produced
-        analyse(series, context)
-    assert caught.value.rule_id == (RULE_CT if phantom.modality == "CT" else RULE_MR)
-    assert caught.value.reason.startswith("ignored: not a head in the pixels (")
-    assert why in caught.value.reason
+    ignored = analyse(series, context)  # ...the pixels do not: nothing is run, nothing is produced
+    assert isinstance(ignored, Ignored) and ignored.rule_id == (RULE_CT if phantom.modality == "CT" else RULE_MR)
+    assert ignored.reason.startswith("ignored: not a head in the pixels (")
+    assert why in ignored.reason
 
 
 def test_abdomen_with_a_silent_header_is_ignored_by_default_and_by_header_where_a_site_asks(tmp_path, context):
@@ -211,9 +209,8 @@ def test_abdomen_with_a_silent_header_is_ignored_by_default_and_by_header_where_
                       ReconstructionDiameter=None)
     d = decide(series.header, context.routing)
     assert d.kind is RouteKind.WML  # nothing in the header says head or not head: the pixels decide
-    with pytest.raises(Ignored) as caught:
-        analyse(series, context)
-    assert caught.value.rule_id == RULE_CT
+    ignored = analyse(series, context)
+    assert isinstance(ignored, Ignored) and ignored.rule_id == RULE_CT
     strict = _strict_table()
     d = decide(series.header, strict)
     assert (d.kind, d.rule_id) == (RouteKind.IGNORED, "no-head-evidence")
@@ -291,7 +288,7 @@ def test_generated_head_series_pass_the_pixel_check(tmp_path, table, vendor):
         series = _written(phantom, tmp_path / phantom.modality, vendor=vendor)
         d = decide(series.header, table)
         assert d.kind is (RouteKind.WML if phantom.modality == "CT" else RouteKind.CMB), d.reason
-        require_head(d, volume.load(series), table.anatomy)  # raises Ignored if not
+        assert not_a_head(d, volume.load(series), table.anatomy) is None
 
 
 def test_the_test_suites_small_partial_head_stacks_pass(ncct_study, swi_study, table):
@@ -303,7 +300,7 @@ def test_the_test_suites_small_partial_head_stacks_pass(ncct_study, swi_study, t
             paths = sorted(p for p in Path(study.out_dir).rglob("*.dcm")
                            if str(pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID) == target.series_uid)
             series = _series(paths)
-            require_head(decide(series.header, table), volume.load(series), table.anatomy)
+            assert not_a_head(decide(series.header, table), volume.load(series), table.anatomy) is None
 
 
 def test_head_phantoms_over_seeds_sizes_and_tilts_are_heads():
@@ -341,10 +338,10 @@ def test_anatomy_limits_come_from_the_routing_file_and_are_checked():
 
 def test_the_pixel_check_can_be_switched_off_by_a_site(tmp_path):
     vol = volume.load(_written(body_phantoms.knee_mr(), tmp_path))
-    with pytest.raises(Ignored):
-        require_head(CMB, vol, AnatomyLimits())
-    require_head(CMB, vol, AnatomyLimits(enabled=False))  # no pixel check: the header rules alone decide
-    require_head(RoutingDecision(RouteKind.IGNORED, "x", "ignored: x"), vol, AnatomyLimits())
+    refused = not_a_head(CMB, vol, AnatomyLimits())
+    assert (refused.kind, refused.rule_id) == (RouteKind.IGNORED, RULE_MR)
+    assert not_a_head(CMB, vol, AnatomyLimits(enabled=False)) is None  # no pixel check: the header rules decide
+    assert not_a_head(RoutingDecision(RouteKind.IGNORED, "x", "ignored: x"), vol, AnatomyLimits()) is None
 
 
 def test_numeric_conditions():

@@ -11,15 +11,13 @@ import highdicom as hd
 import pydicom
 import pytest
 
-import svdmark.worker as W
-
 from svdmark.domain import DeliveryState, JobState
 from svdmark.encode import results
 from svdmark.encode.rejection import rejected_uids, rejection_note
 from svdmark.journal import Journal, Rejection, ResultObject, StaleSupersession, Supersession
 from tests.unit.test_encode_support import ct_series, wml_mask, wml_result
 from tests.unit.test_journal import record
-from tests.unit.test_worker import analysed, env, queue  # noqa: F401  (the worker harness: fixtures)
+from tests.unit.test_worker import analysed, env, queue, stages  # noqa: F401  (the worker harness: fixtures)
 
 KOS = "1.2.840.10008.5.1.4.1.1.88.59"
 
@@ -198,7 +196,7 @@ def _notes(journal: Journal) -> list:
     return journal.results(kind="rejection")
 
 
-def test_worker_rebuilds_the_note_when_an_old_object_is_delivered_meanwhile(env, monkeypatch):
+def test_worker_rebuilds_the_note_when_an_old_object_is_delivered_meanwhile(env, stages, monkeypatch):
     worker, journal = env
     queue(journal)
     assert worker.run_one()
@@ -209,8 +207,7 @@ def test_worker_rebuilds_the_note_when_an_old_object_is_delivered_meanwhile(env,
             journal.mark_delivered(d.id)
     _late_instance(journal)
     series2, vol2 = ct_series(seed=9)  # other instances: new results with new UIDs
-    monkeypatch.setattr(W, "read_series", lambda j, job: series2)
-    monkeypatch.setattr(W, "analyse", lambda s, context: wml_result(series2, vol2, wml_mask(vol2)))
+    stages.series, stages.result = series2, wml_result(series2, vol2, wml_mask(vol2))
     real = journal.rejectable
     calls = []
 

@@ -184,6 +184,7 @@ def test_withheld_reanalysis_names_the_earlier_sr_and_leaves_its_seg(tmp_path, m
     neither deleted nor re-sent, and the new SR does not reference it."""
     import svdmark.worker as W
     from svdmark.config import Config, Destination
+    from tests.unit.test_worker import Stages
     from svdmark.journal import Journal
     from svdmark.spool import Spool
 
@@ -192,9 +193,7 @@ def test_withheld_reanalysis_names_the_earlier_sr_and_leaves_its_seg(tmp_path, m
     withheld = wml_result(series, vol, wml_mask(vol), quality=WITHHELD)
     # the late instance changes the inputs, hence the output UIDs; here a new model sha does the same
     withheld = dataclasses.replace(withheld, model=dataclasses.replace(withheld.model, sha256="c" * 64))
-    results = iter([measured, withheld])
-    monkeypatch.setattr(W, "read_series", lambda journal, job: series)
-    monkeypatch.setattr(W, "analyse", lambda s, context: next(results))
+    stages = Stages(monkeypatch, series, measured)
 
     journal = Journal(tmp_path / "journal.sqlite")
     geometry = {"ipp": [0, 0, 0], "iop": [1, 0, 0, 0, 1, 0], "frames": None, "images_in_acquisition": None,
@@ -207,7 +206,7 @@ def test_withheld_reanalysis_names_the_earlier_sr_and_leaves_its_seg(tmp_path, m
                                 calling_ae="SCU", now=now)
 
     cfg = Config(data_dir=tmp_path, destinations=(Destination("PACS", "127.0.0.1", 104),))
-    worker = W.Worker(cfg, journal, Spool(tmp_path / "spool"), context=None)
+    worker = W.Worker(cfg, journal, Spool(tmp_path / "spool"), context=stages.context)
 
     record("9.1", 100.0)
     journal.queue_job(journal.receiving_series()[0], "test")
@@ -216,6 +215,7 @@ def test_withheld_reanalysis_names_the_earlier_sr_and_leaves_its_seg(tmp_path, m
     first = {r.kind: r for r in journal.results(job_id=first_job.id)}
     assert set(first) == {"sr", "seg", "summary"}
 
+    stages.result = withheld
     record("9.2", 200.0)  # a late arrival: generation 2
     journal.queue_job(journal.series_row(series.series_uid), "test")
     second_job = journal.claim_job()

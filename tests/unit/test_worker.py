@@ -1,6 +1,9 @@
 """The worker's one error policy: whatever fails after a job is claimed, the job ends failed (with
 its reason) or goes back to the queue (a transient environment error) — never stays running —
-and each outcome is one log line without patient data."""
+and each outcome is one log line without patient data.
+
+The harness (:class:`Stages`, fixture ``env``) runs the real ``pipeline.run`` with its collaborators
+answering from one precomputed result, so no file, model or pixel check is needed."""
 from __future__ import annotations
 
 import errno
@@ -10,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+import svdmark.pipeline as P
 import svdmark.worker as W
 from svdmark.config import Config, Destination
-from svdmark.domain import JobState
+from svdmark.domain import AnalysisResult, JobState, Series
 from svdmark.errors import ConfigError
 from svdmark.journal import Journal
+from svdmark.route import AnatomyLimits
 from svdmark.spool import Spool
 
 from tests.unit.test_encode_support import ct_series, wml_mask, wml_result
@@ -29,14 +34,53 @@ def analysed():
     return series, wml_result(series, vol, wml_mask(vol))
 
 
+class Stages:
+    """The pipeline's collaborators (spool reads, routing, volume, model, measure, rules) answering from
+    ``series`` and ``result``; set them to change what the next job finds. ``context`` is the worker's."""
+
+    def __init__(self, monkeypatch, series: Series, result: AnalysisResult):
+        self.series, self.result = series, result
+        monkeypatch.setattr(P, "read_header", lambda source: self.series.header)
+        monkeypatch.setattr(P, "read_series", lambda source: self.series)
+        monkeypatch.setattr(P.volume, "load", lambda series: self.result.volume)
+        monkeypatch.setattr(P.measure, "from_output", lambda model, image, output: self.result.findings)
+        stages = self
+
+        class Routing:
+            anatomy = AnatomyLimits(enabled=False)
+
+            def decide(self, header):
+                return stages.result.routing
+
+        class Models:
+            def active(self, task):
+                return stages.result.model
+
+        class Runtime:
+            def run(self, model, image):
+                return None
+
+        class Rules:
+            @property
+            def info(self):
+                return stages.result.ruleset
+
+            def evaluate(self, findings, header):
+                return stages.result.flags
+
+        self.context = P.Context(routing=Routing(), models=Models(), runtime=Runtime(), rules=Rules())
+
+
 @pytest.fixture
-def env(tmp_path, monkeypatch, analysed):
-    series, result = analysed
-    monkeypatch.setattr(W, "read_series", lambda journal, job: series)
-    monkeypatch.setattr(W, "analyse", lambda s, context: result)
+def stages(monkeypatch, analysed) -> Stages:
+    return Stages(monkeypatch, *analysed)
+
+
+@pytest.fixture
+def env(tmp_path, stages):
     journal = Journal(tmp_path / "journal.sqlite")
     cfg = Config(data_dir=tmp_path, destinations=(Destination("PACS", "127.0.0.1", 104),))
-    worker = W.Worker(cfg, journal, Spool(tmp_path / "spool"), context=None, backoff_seconds=0.0)
+    worker = W.Worker(cfg, journal, Spool(tmp_path / "spool"), context=stages.context, backoff_seconds=0.0)
     return worker, journal
 
 
@@ -78,7 +122,7 @@ def test_an_encoding_error_fails_the_job_with_its_reason(env, monkeypatch, caplo
     def refuse(*a, **k):
         raise error
 
-    monkeypatch.setattr(W.encode, "results", refuse)
+    monkeypatch.setattr(P.encode, "by_profile", refuse)
     with caplog.at_level(logging.INFO, logger="svdmark"):
         assert worker.run_one()
     row = job(journal, job_id)
@@ -109,10 +153,10 @@ def test_a_full_disk_while_writing_results_requeues_then_the_job_completes(env, 
         assert worker.run_one()
     row = job(journal, job_id)
     assert (row["state"], row["attempts"]) == ("pending", 1)
-    assert row["detail"] == "attempt 1 failed, will retry: write: OSError: [Errno 28] No space left on device"
+    assert row["detail"] == "attempt 1 failed, will retry: store: OSError: [Errno 28] No space left on device"
     assert result_files(worker) == []  # the SEG written before the failure is not left behind
     (line,) = lines(caplog, job_id)
-    assert (line.getMessage(), line.fields["stage"], line.fields["attempt"]) == ("analysis_retry", "write", 1)
+    assert (line.getMessage(), line.fields["stage"], line.fields["attempt"]) == ("analysis_retry", "store", 1)
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="svdmark"):
@@ -138,7 +182,7 @@ def test_transient_failures_give_up_at_the_attempts_cap(env, monkeypatch, caplog
         assert not worker.run_one()  # nothing left to claim
     row = job(journal, job_id)
     assert (row["state"], row["attempts"]) == ("failed", 2)
-    assert row["detail"] == "gave up after 2 attempts: write: OSError: [Errno 5] Input/output error"
+    assert row["detail"] == "gave up after 2 attempts: store: OSError: [Errno 5] Input/output error"
     assert [r.getMessage() for r in lines(caplog, job_id)] == ["analysis_retry", "analysis_failed"]
     assert lines(caplog, job_id)[-1].fields["gave_up_after_attempts"] == 2
 
@@ -172,7 +216,7 @@ def test_an_outcome_the_journal_refuses_is_kept_and_nothing_else_is_claimed(env,
     def disk_full(*a, **k):
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(W.encode, "results", refuse)
+    monkeypatch.setattr(P.encode, "by_profile", refuse)
     monkeypatch.setattr(journal, "finish_job", disk_full)
     with caplog.at_level(logging.INFO, logger="svdmark"):
         assert worker.run_one()
@@ -180,11 +224,11 @@ def test_an_outcome_the_journal_refuses_is_kept_and_nothing_else_is_claimed(env,
         assert not worker.run_one() and not worker.run_one()  # ...so no new job is claimed meanwhile
         assert job(journal, second)["state"] == "pending"
         assert [r.getMessage() for r in lines(caplog, first)] == ["job_outcome_unrecorded"]  # said once
-        monkeypatch.undo()  # the journal recovers (and the encoder too)
-        monkeypatch.setattr(W, "read_series", lambda journal, job: None)  # the second job fails on its own
-        assert worker.run_one()
+        monkeypatch.undo()  # the journal recovers (and the encoder too)...
+        assert worker.run_one()  # ...and the second job fails on its own: its file (/x) is not there
     assert job(journal, first)["detail"] == "encode failed: ValueError: cannot encode"
-    assert job(journal, second)["state"] == "failed"
+    assert (job(journal, second)["state"], job(journal, second)["detail"]) == (
+        "failed", "read failed: FileNotFoundError: [Errno 2] No such file or directory")
     assert journal.jobs(JobState.RUNNING) == []
 
 
@@ -232,7 +276,7 @@ def test_uid_seed_follows_pixels_and_result_shaping_manifest_sections():
     from dataclasses import replace as dc_replace
 
     from svdmark.domain import Task
-    from svdmark.worker import uid_seed
+    from svdmark.pipeline import uid_seed
     from tests.unit.test_encode_support import ct_series, model
 
     series, _ = ct_series()
@@ -286,7 +330,7 @@ def test_with_the_reject_policy_an_incomplete_series_fails_unanalysed(env, monke
 
     worker, journal = env
     worker.config = dataclasses.replace(worker.config, incomplete_policy="reject")
-    monkeypatch.setattr(W, "analyse", lambda s, context: pytest.fail("analysed although incomplete"))
+    monkeypatch.setattr(P, "read_series", lambda source: pytest.fail("read although incomplete"))
     job_id = _queue_incomplete(journal, WARNING)
     assert worker.run_one()
     row = job(journal, job_id)

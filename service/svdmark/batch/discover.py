@@ -190,6 +190,12 @@ class SeriesGroup:
     def first(self) -> Instance:
         return self.instances[0]
 
+    def series_source(self):
+        """The instances as ``pipeline.SeriesSource`` (plain files as paths, zip members read when asked)."""
+        from ..pipeline import SeriesSource
+
+        return SeriesSource(self.study_uid, self.series_uid, tuple((i.sop_uid, i.source.open) for i in self.instances))
+
     @property
     def fingerprint(self) -> str:
         import hashlib

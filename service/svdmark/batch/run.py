@@ -1,12 +1,13 @@
 """``svdmark analyze``: the service's pipeline over folders and zip files, with a results table.
 
-Per series: route (header only) → if it would be analysed with the same model
-(name, version, sha256), rule set and instances as a finished earlier run, reuse
-that run's row; otherwise ``pipeline.analyse`` → ``encode.results`` (same
-``worker.uid_seed`` as the service, so the same objects) → write the outputs
-into a staging folder and rename it into place → record the series as done.
-Completion is recorded only after the outputs are in place, so Ctrl-C at any
-moment loses at most the series in hand, and a re-run redoes exactly those.
+Per series: read the header and route it (``pipeline.read_header``, ``route.decide``) → if it would be
+analysed with the same model (name, version, sha256), rule set and instances as a finished earlier run,
+reuse that run's row; otherwise ``pipeline.run`` with that decision (the rest of the service's path, the
+same UIDs, so the same objects; the full output profile) → write the outputs into a staging folder and
+rename it into place → record the series as done. Completion is recorded only after the outputs are in
+place, so Ctrl-C at any moment loses at most the series in hand, and a re-run redoes exactly those. A
+failure at any stage, writing included, is the series' ``failed`` row with the reason
+(``pipeline.failure``, the service's error policy).
 
 Beside the tables: ``notes.*`` (warnings and quality reasons, one per row), ``dictionary.csv``
 (every column's type, unit and meaning), ``rules.json`` (the rule constants) and ``run.json``.
@@ -25,18 +26,21 @@ import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Iterable
 
 from .. import __version__, logs, route
 from ..config import Config
-from ..domain import RouteKind
-from ..errors import Ignored, InvalidSeries, ModelError, SvdmarkError
+from ..domain import OutputKind, RouteKind, RoutingDecision
+from ..errors import ModelError
 from . import table as T
 from .acquisition import descriptors
 from .dictionary import rule_constants, write_beside
 from .discover import SeriesGroup, discover
 from .progress import Progress
 from .state import RunState, key_fingerprint, resolve_key, write_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pydicom import Dataset
 
 log = logging.getLogger("svdmark.analyze")
 
@@ -70,11 +74,9 @@ _CTX = None  # the pipeline context of this process (built once per worker proce
 def _context(config: Config):
     global _CTX
     if _CTX is None:
-        from .. import lifecycle
-        from ..service import build_context
+        from ..pipeline import build_context
 
-        ctx = build_context(config)
-        _CTX = dataclasses.replace(ctx, models=lifecycle.managed(ctx.models, config.data_dir))
+        _CTX = build_context(config)
     return _CTX
 
 
@@ -85,48 +87,59 @@ def _init_worker(config: Config, threads: int, log_format: str) -> None:
     _context(config)
 
 
-def analyse_group(group: SeriesGroup, out_dir: str, config: Config, constants: frozenset = frozenset()) -> dict:
-    """Analyse one series and write its outputs; returns its table row (never raises SvdmarkError)."""
-    from .. import encode
-    from ..pipeline import analyse
+def analyse_group(group: SeriesGroup, out_dir: str, config: Config, constants: frozenset = frozenset(),
+                  decision: RoutingDecision | None = None) -> dict:
+    """Analyse one series (routed already when ``decision`` is given) and write its outputs; returns its
+    table row, ``failed`` with the reason for any failure."""
+    from .. import pipeline
+    from ..pipeline import Failed, Ignored, Stage, failure
     from ..summary import summarise
-    from ..worker import _to_bytes, load_series, uid_seed
 
     t0 = time.perf_counter()
     row = identity_row(group)
-    state = RunState(Path(out_dir))
     try:
         ctx = _context(config)
-        series = load_series(group.study_uid, group.series_uid,
-                             ((i.sop_uid, i.source.open()) for i in group.instances))
-        result = analyse(series, ctx)
-        encoded = encode.results(result, uid_seed=uid_seed(series, result.model, result.ruleset.version))
-    except Ignored as exc:
-        row.update(status=T.IGNORED, routing=RouteKind.IGNORED.value, rule_id=exc.rule_id, reason=exc.reason)
+    except Exception as exc:  # the models' runtime cannot start here
+        return _failed(row, failure(Stage.INFER, exc))
+    outcome = pipeline.run(group.series_source(), ctx, decision=decision)
+    if isinstance(outcome, Ignored):
+        row.update(status=T.IGNORED, routing=RouteKind.IGNORED.value, rule_id=outcome.rule_id, reason=outcome.reason)
         return row
-    except (InvalidSeries, ModelError) as exc:
-        row.update(status=T.FAILED, reason=str(exc), _failure="model" if isinstance(exc, ModelError) else "data")
-        return row
-    except (OSError, ValueError, KeyError, AttributeError, TypeError, IndexError, RuntimeError,
-            NotImplementedError, SvdmarkError) as exc:  # unreadable pixel data, decoder missing, a bug
-        row.update(status=T.FAILED, reason=f"internal error: {type(exc).__name__}: {exc}", _failure="internal")
-        return row
+    if isinstance(outcome, Failed):
+        return _failed(row, outcome)
+    result = outcome.result
+    (encoded,) = outcome.encoded.values()
     summary = summarise(result)
     T.fill_from_summary(row, summary, constants)
     row.update(status=T.ANALYSED, routing=result.routing.kind.value, rule_id=result.routing.rule_id,
                reason=result.routing.reason, svdmark_version=__version__)
-    files = write_outputs(Path(out_dir), group, encoded.items(), _to_bytes)
-    row.update(files)
+    try:
+        row.update(write_outputs(Path(out_dir), group, encoded.items()))
+    except Exception as exc:
+        return _failed(identity_row(group), failure(Stage.STORE, exc))
     row["sr_sop_uid"] = str(encoded.sr.SOPInstanceUID) if encoded.sr is not None else None
     row["analysed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     row["total_seconds"] = round(time.perf_counter() - t0, 3)
     key = run_key(group, result.model.name, result.model.version, result.model.sha256, result.ruleset.version)
-    state.mark_done(group.series_uid, key, row)  # only now is the series finished
+    try:
+        RunState(Path(out_dir)).mark_done(group.series_uid, key, row)  # only now is the series finished
+    except Exception as exc:
+        return _failed(identity_row(group), failure(Stage.JOURNAL, exc))
     return row
 
 
-def write_outputs(out_dir: Path, group: SeriesGroup, items, to_bytes: Callable) -> dict:
+def _failed(row: dict, failed) -> dict:
+    """A failed row: the reason as it is for bad input or a model problem, else marked as internal."""
+    cause = {"input": "data", "model": "model"}.get(failed.blame, "internal")
+    row.update(status=T.FAILED, reason=failed.reason if cause != "internal" else f"internal error: {failed.reason}",
+               _failure=cause)
+    return row
+
+
+def write_outputs(out_dir: Path, group: SeriesGroup, items: Iterable[tuple[OutputKind, Dataset]]) -> dict:
     """Write SR/SEG/summary into ``dicom/<study>/<series>/`` atomically (staging folder, then rename)."""
+    from ..encode import to_bytes
+
     study_dir = out_dir / "dicom" / group.study_uid
     final = study_dir / group.series_uid
     staging = study_dir / f".staging-{group.series_uid}-{uuid.uuid4().hex[:8]}"
@@ -220,6 +233,7 @@ class Runner:
         # 2. route each series from its header; reuse finished work
         from ..infer import ModelRegistry
         from .. import lifecycle
+        from ..pipeline import read_header
         from ..rules import RuleSet
 
         table = route.RoutingTable.load(self.config.routing_file)
@@ -229,15 +243,13 @@ class Runner:
         constants = frozenset(rule_constants(rules))
         rows: dict[str, dict] = {}
         acquisition: dict[str, dict] = {}
-        todo: list[SeriesGroup] = []
+        todo: list[tuple[SeriesGroup, RoutingDecision]] = []
         models: dict = {}
         wanted: dict[str, dict] = {}
         for g in groups:
             row = identity_row(g)
             try:
-                import pydicom
-
-                header = pydicom.dcmread(g.first.source.open(), stop_before_pixels=True)
+                header = read_header(g.series_source())
             except Exception as exc:  # the file was readable a moment ago; say what happened
                 row.update(status=T.FAILED, reason=f"cannot read header of {g.first.source.name}: {exc}")
                 rows[g.series_uid] = row
@@ -270,7 +282,7 @@ class Runner:
                 continue
             rows[g.series_uid] = row  # pending until analysed
             wanted[g.series_uid] = want
-            todo.append(g)
+            todo.append((g, decision))
         skipped = sum(1 for r in rows.values() if r["status"] == T.ANALYSED)
         if skipped:
             self.say(f"analyze: {skipped} series already analysed with the same model; skipping them")
@@ -328,12 +340,12 @@ class Runner:
     def _outputs_exist(self, row: dict) -> bool:
         return all((self.out / row[k]).is_file() for k in ("sr_file", "seg_file", "summary_file") if row.get(k))
 
-    def _execute(self, todo: list[SeriesGroup], constants: frozenset):
+    def _execute(self, todo: list[tuple[SeriesGroup, RoutingDecision]], constants: frozenset):
         if not todo:
             return
         if self.workers == 1 or len(todo) == 1:
-            for g in todo:
-                yield analyse_group(g, str(self.out), self.config, constants)
+            for g, decision in todo:
+                yield analyse_group(g, str(self.out), self.config, constants, decision)
             return
         import multiprocessing as mp
 
@@ -346,7 +358,8 @@ class Runner:
         try:
             while queue or pending:
                 while queue and len(pending) < 2 * self.workers:  # bounded: a few series in memory at once
-                    pending.add(pool.submit(analyse_group, queue.pop(0), str(self.out), self.config, constants))
+                    g, decision = queue.pop(0)
+                    pending.add(pool.submit(analyse_group, g, str(self.out), self.config, constants, decision))
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in finished:
                     yield f.result()

@@ -367,7 +367,8 @@ def build_report(result: AnalysisResult, templates: Templates, uid_seed: str, se
 
 
 def encode_sr(result: AnalysisResult, templates: Templates, uid_seed: str, seg: Dataset | None,
-              supersedes: Sequence[Dataset], software_version: str) -> hd.sr.Comprehensive3DSR:
+              supersedes: Sequence[Dataset], software_version: str, uid_kind: str = "sr") -> hd.sr.Comprehensive3DSR:
+    """The TID 1500 report; ``uid_kind`` names the variant (with or without the SEG reference) in its UID."""
     sources = source_datasets(result)
     report = build_report(result, templates, uid_seed, seg, supersedes)
     eq = templates.common["equipment"]
@@ -378,7 +379,7 @@ def encode_sr(result: AnalysisResult, templates: Templates, uid_seed: str, seg: 
         content=report,
         series_instance_uid=derive(uid_seed, "sr-series"),
         series_number=int(series["number"]),
-        sop_instance_uid=derive(uid_seed, "sr"),
+        sop_instance_uid=derive(uid_seed, uid_kind),
         instance_number=1,
         manufacturer=eq["manufacturer"],
         is_complete=True,

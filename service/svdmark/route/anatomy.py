@@ -50,7 +50,7 @@ import numpy as np
 from scipy import ndimage
 
 from svdmark.domain import RouteKind, RoutingDecision, Volume
-from svdmark.errors import ConfigError, Ignored
+from svdmark.errors import ConfigError
 
 RULE_CT = "pixels-not-a-head-ct"
 RULE_MR = "pixels-not-a-head-mr"
@@ -252,11 +252,13 @@ def check(decision: RoutingDecision, vol: Volume, limits: AnatomyLimits = Anatom
     return check_ct(vol, limits) if decision.kind is RouteKind.WML else check_mr(vol, limits)
 
 
-def require_head(decision: RoutingDecision, vol: Volume, limits: AnatomyLimits = AnatomyLimits()) -> None:
-    """Raise ``Ignored`` (with the pixel check's reason) unless the volume is a head."""
+def not_a_head(decision: RoutingDecision, vol: Volume,
+               limits: AnatomyLimits = AnatomyLimits()) -> RoutingDecision | None:
+    """The IGNORED decision (with the pixel check's reason) when the volume is not a head; None when it is,
+    when the check is off or when the series is not routed."""
     verdict = check(decision, vol, limits)
     if verdict is None or verdict.is_head:
-        return
+        return None
     ct = decision.kind is RouteKind.WML
-    raise Ignored(f"ignored: not a head in the pixels ({verdict.reason}) — {_HINT_CT if ct else _HINT_MR}",
-                  RULE_CT if ct else RULE_MR)
+    return RoutingDecision(RouteKind.IGNORED, RULE_CT if ct else RULE_MR,
+                           f"ignored: not a head in the pixels ({verdict.reason}) — {_HINT_CT if ct else _HINT_MR}")

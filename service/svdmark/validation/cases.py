@@ -118,16 +118,16 @@ def run(config, spec: ModelSpec, runtime, root: Path, skip: list[Path],
 def one(group, ref: references.Reference, spec: ModelSpec, ctx) -> Case:
     """Analyse one series and compare it with its reference; never raises for a bad case."""
     from ..errors import SvdmarkError
-    from ..pipeline import analyse
-    from ..worker import load_series
+    from ..pipeline import Ignored, analyse, read_series
 
     t0 = time.perf_counter()
     case = Case(group.series_uid, group.study_uid, ref.kind, ref.source)
     try:
-        series = load_series(group.study_uid, group.series_uid,
-                             ((i.sop_uid, i.source.open()) for i in group.instances))
-        result = analyse(series, ctx)
-        _compare(case, result.findings, result.volume, ref, Task(spec.task))
+        result = analyse(read_series(group.series_source()), ctx)
+        if isinstance(result, Ignored):
+            case.status, case.reason, case.model_value = FAILED, f"Ignored: {result.reason}", None
+        else:
+            _compare(case, result.findings, result.volume, ref, Task(spec.task))
     except (SvdmarkError, OSError, ValueError, KeyError, AttributeError, TypeError, IndexError, RuntimeError,
             NotImplementedError) as exc:
         case.status, case.reason = FAILED, f"{type(exc).__name__}: {exc}"
