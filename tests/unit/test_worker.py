@@ -25,6 +25,7 @@ from svdmark.spool import Spool
 from tests.unit.test_encode_support import ct_series, wml_mask, wml_result
 
 PHI = ("Müller", "SVD-TEST-1", "19500101", "17.04.1923")  # what test_encode_support writes, and a bad date
+SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 GEOM = {"ipp": [0, 0, 0], "iop": [1, 0, 0, 0, 1, 0], "frames": None, "images_in_acquisition": None, "acquisition": 1}
 
 
@@ -337,3 +338,40 @@ def test_with_the_reject_policy_an_incomplete_series_fails_unanalysed(env, monke
     assert (row["state"], row["detail"]) == (
         "failed", f"completion failed: {WARNING}; not analysed ([assemble] incomplete_policy = reject)")
     assert result_files(worker) == []
+
+
+def test_each_destination_gets_an_sr_that_references_only_what_it_receives(tmp_path, stages):
+    """A destination with ``outputs = ["sr", "summary"]`` gets an SR that names no SEG; a full-profile
+    destination's SR references the SEG it receives. The summary is one object for both."""
+    import highdicom as hd
+    import pydicom
+
+    from svdmark import config
+
+    conf = tmp_path / "svdmark.toml"
+    conf.write_text('[[destinations]]\nae_title = "PACS"\nhost = "127.0.0.1"\nport = 104\n'
+                    '[[destinations]]\nae_title = "VIEWER"\nhost = "127.0.0.1"\nport = 105\n'
+                    'outputs = ["sr", "summary"]\n')
+    cfg = config.load(conf, env={}, data_dir=tmp_path)
+    journal = Journal(tmp_path / "journal.sqlite")
+    worker = W.Worker(cfg, journal, Spool(tmp_path / "spool"), context=stages.context)
+    queue(journal)
+    assert worker.run_one()
+    got: dict[str, dict[str, pydicom.Dataset]] = {}
+    for d in journal.due_deliveries():
+        got.setdefault(d.destination.split("@")[0], {})[d.kind] = pydicom.dcmread(d.path)
+    assert (set(got["PACS"]), set(got["VIEWER"])) == ({"seg", "sr", "summary"}, {"sr", "summary"})
+    assert got["PACS"]["summary"].SOPInstanceUID == got["VIEWER"]["summary"].SOPInstanceUID
+    assert len(result_files(worker)) == 4  # the SEG, the two SRs, the summary
+
+    def segs(sr: pydicom.Dataset) -> set[str]:
+        """The SEG instances an SR names: in its evidence, or as a measurement's segment."""
+        evidence = {str(r.ReferencedSOPInstanceUID) for st in sr.CurrentRequestedProcedureEvidenceSequence
+                    for se in st.ReferencedSeriesSequence for r in se.ReferencedSOPSequence
+                    if r.ReferencedSOPClassUID == SEG_STORAGE}
+        groups = hd.sr.Comprehensive3DSR.from_dataset(sr).content.get_volumetric_roi_measurement_groups()
+        return evidence | {str(g.referenced_segment.referenced_sop_instance_uid) for g in groups}
+
+    assert segs(got["PACS"]["sr"]) == {str(got["PACS"]["seg"].SOPInstanceUID)}
+    assert segs(got["VIEWER"]["sr"]) == set()
+    assert got["VIEWER"]["sr"].SOPInstanceUID != got["PACS"]["sr"].SOPInstanceUID
