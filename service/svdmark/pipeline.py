@@ -48,11 +48,11 @@ class Context:
 def build_context(config: "Config") -> Context:
     """The analysis context: routing table, models (packaged + installed, activation state
     re-read before every job, so `svdmark models activate` needs no restart), runtime, rules."""
-    from . import lifecycle
+    from .infer.registry import managed
 
     return Context(
         routing=route.RoutingTable.load(config.routing_file),
-        models=lifecycle.managed(ModelRegistry(config.models_dir), config.data_dir),
+        models=managed(ModelRegistry(config.models_dir), config.data_dir),
         runtime=Runtime(),
         rules=RuleSet.load(config.rules_file).configured(config.flag_applicability, config.flag_conditions),
     )

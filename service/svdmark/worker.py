@@ -268,7 +268,7 @@ class Worker:
         Its summary is stored beside the active one for `svdmark models compare`; nothing is sent.
         """
         try:
-            from .lifecycle import run_shadow
+            from .shadow import run_shadow
 
             run_shadow(self.context, self.journal, self.config.data_dir, job.id, analysed.series, analysed.result)
         except Exception:  # a shadow must never disturb the live service

@@ -232,12 +232,12 @@ class Runner:
 
         # 2. route each series from its header; reuse finished work
         from ..infer import ModelRegistry
-        from .. import lifecycle
+        from ..infer.registry import managed
         from ..pipeline import read_header
         from ..rules import RuleSet
 
         table = route.RoutingTable.load(self.config.routing_file)
-        registry = lifecycle.managed(ModelRegistry(self.config.models_dir), self.config.data_dir)
+        registry = managed(ModelRegistry(self.config.models_dir), self.config.data_dir)
         rules = RuleSet.load(self.config.rules_file)
         ruleset = rules.info
         constants = frozenset(rule_constants(rules))
