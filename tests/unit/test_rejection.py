@@ -242,7 +242,7 @@ def test_worker_never_rejects_what_it_produced_again(env):
     assert [r["state"] for r in journal.jobs()] == [JobState.DONE.value, JobState.DONE.value]
 
 
-def test_reanalysis_after_a_model_change_rejects_what_the_pacs_holds(env, monkeypatch):
+def test_reanalysis_after_a_model_change_rejects_what_the_pacs_holds(env, stages):
     """`svdmark jobs reanalyse` after a model change: new results (new UIDs: another model) and one note
     naming every delivered old object; the same model again would produce the same UIDs and no note."""
     import dataclasses
@@ -253,9 +253,9 @@ def test_reanalysis_after_a_model_change_rejects_what_the_pacs_holds(env, monkey
     first = {d.sop_uid for d in journal.due_deliveries()}
     for d in journal.due_deliveries():
         journal.mark_delivered(d.id)
-    result = W.analyse(None, None)
-    newer = dataclasses.replace(result, model=dataclasses.replace(result.model, version="9.9.9", sha256="f" * 64))
-    monkeypatch.setattr(W, "analyse", lambda s, context: newer)
+    result = stages.result
+    stages.result = dataclasses.replace(result, model=dataclasses.replace(result.model, version="9.9.9",
+                                                                          sha256="f" * 64))
     assert isinstance(journal.reanalyse("1.2.3", "model 9.9.9 activated"), int)
     assert worker.run_one()
     (note_row,) = _notes(journal)
