@@ -21,11 +21,10 @@ import numpy as np
 
 from svdmark.domain import BurdenGrade, CmbFindings, Task, WmlFindings
 from svdmark.infer import ModelRegistry, Runtime
-from svdmark.measure import (baselines, cmb_findings, cmb_merging, from_output, merged_centres, wml_postprocessing,
-                             wml_volume_ml)
+from svdmark.measure import cmb_findings, cmb_merging, from_output, merged_centres, wml_postprocessing, wml_volume_ml
 from svdmark.validation.agreement import match_points
 
-from . import data
+from . import baselines, data
 
 RUNS = Path(__file__).resolve().parent / "runs"
 

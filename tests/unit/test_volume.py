@@ -1,4 +1,4 @@
-"""svdmark.volume: sorting, rescale, gantry tilt, multi-frame, bad stacks, SimpleITK bridges."""
+"""svdmark.volume: sorting, rescale, gantry tilt, multi-frame, bad stacks."""
 from __future__ import annotations
 
 import math
@@ -330,71 +330,6 @@ def test_enhanced_duplicate_frame_reported():
     ds.PerFrameFunctionalGroupsSequence[2].PlanePositionSequence[0].ImagePositionPatient = [0.0, 0.0, -20.0 + 3 * 2.0]
     with pytest.raises(InvalidSeries, match=r"duplicate slice position: .*frame 3 .*frame 4|duplicate slice position: .*frame 4 .*frame 3"):
         vol.load(series_of([ds]))
-
-
-# --------------------------------------------------------------------------- SimpleITK bridges
-
-
-def test_to_sitk_unsheared_geometry():
-    dss, truth = ct_stack(n=5)
-    v = vol.load(series_of(dss))
-    img = vol.to_sitk(v)
-    assert img.GetSize() == (10, 12, 5)
-    assert img.GetSpacing() == pytest.approx((0.6, 0.8, 2.5))
-    assert img.GetOrigin() == pytest.approx(tuple(truth["positions"][0]))
-    for k in (0, 4):
-        assert img.TransformIndexToPhysicalPoint((3, 2, k)) == pytest.approx(tuple(v.index_to_patient(k, 2, 3)), abs=1e-5)
-    back = vol.from_sitk(img, like=v)
-    assert back.frames == v.frames
-    np.testing.assert_array_equal(back.array, v.array)
-    free = vol.from_sitk(img)
-    np.testing.assert_allclose(free.positions, v.positions, atol=1e-5)
-    assert free.voxel_volume_mm3 == pytest.approx(v.voxel_volume_mm3)
-
-
-def test_sheared_sitk_keeps_voxels_and_normal_spacing():
-    dss, _ = ct_stack(n=5, tilt_deg=20.0)
-    v = vol.load(series_of(dss))
-    img = vol.to_sitk(v)
-    sx, sy, sz = img.GetSpacing()
-    assert sx * sy * sz == pytest.approx(v.voxel_volume_mm3)
-    assert img.GetMetaData("svdmark:sheared") == "1"
-
-
-def test_resample_to_orthogonal_and_mask_back():
-    centre = np.array([12.0, 10.0, 20.0])
-
-    def hu(k, i, j, xyz):
-        return 100 if np.linalg.norm(xyz - centre) <= 6.0 else 0
-
-    dss, _ = ct_stack(n=20, rows=24, cols=24, pixel_spacing=(1.0, 1.0), increment=2.0, tilt_deg=20.0, origin=(0.0, 0.0, 0.0), hu=hu)
-    v = vol.load(series_of(dss))
-    ortho = vol.resample_to_orthogonal(v, spacing=(1.0, 1.0, 1.0))
-    assert ortho.gantry_tilt_degrees == pytest.approx(0.0, abs=1e-6)
-    assert ortho.frames == ()
-    # the sphere is in the same place in patient space
-    k, i, j = np.argwhere(ortho.array > 50).mean(axis=0)
-    np.testing.assert_allclose(ortho.index_to_patient(k, i, j), centre, atol=0.6)
-    src_mask = (v.array > 50).astype(np.uint8)
-    ortho_mask = (ortho.array > 50).astype(np.uint8)
-    back = vol.resample_mask_to_source(ortho_mask, ortho, v)
-    assert back.shape == v.shape and back.dtype == np.uint8
-    inter = int((back & src_mask).sum())
-    dice = 2 * inter / (int(back.sum()) + int(src_mask.sum()))
-    assert dice > 0.85
-    assert back.sum() * v.voxel_volume_mm3 == pytest.approx(src_mask.sum() * v.voxel_volume_mm3, rel=0.15)
-
-
-def test_mask_round_trip_is_exact_on_unsheared_grid():
-    dss, _ = ct_stack(n=6, pixel_spacing=(1.0, 1.0), increment=2.0)
-    v = vol.load(series_of(dss))
-    mask = np.zeros(v.shape, np.uint8)
-    mask[2:4, 3:7, 2:5] = 1
-    mask[5, 0, 0] = 2
-    grid = vol.resample_to_orthogonal(v)
-    np.testing.assert_array_equal(grid.array, v.array)
-    np.testing.assert_array_equal(vol.resample_mask_to_source(mask, grid, v), mask)
-    np.testing.assert_array_equal(vol.resample_mask_to_source(mask, vol.to_sitk(v), v), mask)
 
 
 def test_lossy_source_is_a_volume_warning_and_lossless_is_not():

@@ -1,4 +1,4 @@
-"""Image operations shared by the runtime, the measurements and the classical baselines.
+"""Image operations shared by the runtime, the measurements and the classical baselines (training/baselines.py).
 
 numpy + scipy only. Grids are handled in the *source* index space (k, i, j) =
 (slice, row, column) of a ``Volume``; physical directions come from its

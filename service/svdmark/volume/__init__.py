@@ -1,8 +1,6 @@
 """Series → Volume: pixel data, rescale, geometry checks, gantry tilt, multi-frame.
 
-``load`` keeps the source grid (see ``svdmark.domain.Volume``). The SimpleITK
-bridges live in ``volume.sitk`` (the only SimpleITK import in svdmark) and are
-re-exported here.
+``load`` keeps the source grid (see ``svdmark.domain.Volume``).
 """
 from svdmark.volume.stack import (
     DUPLICATE_TOLERANCE_FRACTION,
@@ -16,7 +14,6 @@ from svdmark.volume.stack import (
     UNEVEN_SPACING_WARNING,
     load,
 )
-from svdmark.volume.sitk import from_sitk, resample_mask_to_source, resample_to_orthogonal, to_sitk
 
 __all__ = [
     "DUPLICATE_TOLERANCE_FRACTION",
@@ -28,9 +25,5 @@ __all__ = [
     "ORIENTATION_TOLERANCE_DEG",
     "THICK_SLICE_WARNING_MM",
     "UNEVEN_SPACING_WARNING",
-    "from_sitk",
     "load",
-    "resample_mask_to_source",
-    "resample_to_orthogonal",
-    "to_sitk",
 ]

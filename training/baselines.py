@@ -1,4 +1,5 @@
-"""Classical baselines, reported next to the learned models (``python -m training.evaluate``).
+"""Classical baselines, reported next to the learned models (``python -m training.evaluate``); training only,
+never run by the service.
 
 * ``wml_threshold``: hypodensity thresholding inside white matter on NCCT.
   Intracranial space from the skull; white matter from the brain histogram;
@@ -14,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..domain import CmbFindings, Volume, WmlFindings
-from ..infer import preprocess as pp
-from . import cmb_findings
+from svdmark.domain import CmbFindings, Volume, WmlFindings
+from svdmark.infer import preprocess as pp
+from svdmark.measure import cmb_findings
 
 WML_PARAMS = dict(smooth_mm=2.0, margin_hu=3.0, noise_k=2.5, floor_below_wm_hu=9.0, cortex_mm=7.0,
                   ventricle_mm=3.0, min_size_mm3=20.0)
