@@ -50,6 +50,9 @@ Environment variables: ``SVDMARK_HOST``, ``SVDMARK_PORT``, ``SVDMARK_AE_TITLE``,
 ``SVDMARK_ALLOW_CALLING_AE`` (comma-separated), ``SVDMARK_SETTLE_SECONDS``,
 ``SVDMARK_FALLBACK_SECONDS``, ``SVDMARK_MODELS_DIR``, ``SVDMARK_TLS_CERT``, ``SVDMARK_TLS_KEY``,
 ``SVDMARK_TLS_CA``, ``SVDMARK_TLS_REQUIRE_CLIENT_CERT``, ``SVDMARK_METRICS_HOST``, ``SVDMARK_METRICS_PORT``.
+The others (``SVDMARK_CONFIG``, ``SVDMARK_LOG_FORMAT``, ``SVDMARK_TEMPLATES``, ``SVDMARK_INFER_THREADS``,
+``SVDMARK_TRT_CACHE``, ``SVDMARK_PSEUDONYM_KEY``, and a STOW destination's ``password_env`` / ``token_env``)
+are read by the small functions at the end of this module.
 
 ``allow_calling_ae`` entries are ``AET`` or ``AET@HOST`` (HOST: an IP address or a name, which
 is resolved when the association arrives); a host-bound entry admits that AE title only from there.
@@ -483,3 +486,63 @@ def load(
     if "data_dir" in values:
         values["data_dir"] = Path(values["data_dir"])
     return Config(**values).validate()
+
+
+# ============================================================================ environment, outside Config
+# The variables that are not Config settings, each read by one small function here so that this module is
+# the one place that names every SVDMARK_* variable (``load`` reads the Config ones: ``_ENV_KEYS`` and
+# SVDMARK_DESTINATIONS). Read at call time, as before, so tests and ``svdmark analyze`` may set them.
+# SVDMARK_MODELS_DIR (infer/registry.py) and SVDMARK_PSEUDONYM_KEY (also batch/state.py) are still read
+# there too.
+
+CONFIG_FILE_ENV = "SVDMARK_CONFIG"  # the configuration file when --config is not given
+LOG_FORMAT_ENV = "SVDMARK_LOG_FORMAT"  # text | json, when --log-format is not given
+TEMPLATES_ENV = "SVDMARK_TEMPLATES"  # SR template folder instead of svdmark/data/sr_templates/
+INFER_THREADS_ENV = "SVDMARK_INFER_THREADS"  # onnxruntime intra-op threads per session
+TRT_CACHE_ENV = "SVDMARK_TRT_CACHE"  # TensorRT engine cache folder
+PSEUDONYM_KEY_ENV = "SVDMARK_PSEUDONYM_KEY"  # site key for the pseudonyms in logs (else <data_dir>/.pseudonym.key)
+
+
+def _env_text(name: str) -> str:
+    """The variable's value without surrounding blanks; "" when unset."""
+    return os.environ.get(name, "").strip()
+
+
+def config_file_from_env() -> Path | None:
+    """``$SVDMARK_CONFIG`` (``~`` expanded), or None when unset or empty."""
+    text = os.environ.get(CONFIG_FILE_ENV)
+    return Path(text).expanduser() if text else None
+
+
+def log_format_from_env() -> str:
+    """``$SVDMARK_LOG_FORMAT`` lower-cased, "" when unset (the caller checks the value)."""
+    return _env_text(LOG_FORMAT_ENV).lower()
+
+
+def templates_dir_from_env() -> Path | None:
+    """``$SVDMARK_TEMPLATES``, or None when unset or empty."""
+    text = os.environ.get(TEMPLATES_ENV)
+    return Path(text) if text else None
+
+
+def infer_threads_from_env() -> int | None:
+    """``$SVDMARK_INFER_THREADS`` (at least 1), or None when unset or empty."""
+    text = os.environ.get(INFER_THREADS_ENV)
+    return max(1, int(text)) if text else None
+
+
+def trt_cache_from_env() -> str | None:
+    """``$SVDMARK_TRT_CACHE``, or None when unset or empty."""
+    return os.environ.get(TRT_CACHE_ENV) or None
+
+
+def pseudonym_key_from_env() -> bytes | None:
+    """``$SVDMARK_PSEUDONYM_KEY`` as bytes, or None when unset or blank."""
+    text = _env_text(PSEUDONYM_KEY_ENV)
+    return text.encode() if text else None
+
+
+def secret_from_env(name: str | None) -> str:
+    """The value of a destination's ``password_env`` / ``token_env`` variable, "" when unset or blank."""
+    return _env_text(name) if name else ""
+# ============================================================================ end of environment

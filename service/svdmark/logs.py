@@ -35,7 +35,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -43,12 +42,12 @@ from typing import Any
 
 import structlog
 
+from .config import LOG_FORMAT_ENV, log_format_from_env
 from .errors import ConfigError
 
 FORMATS = ("text", "json")
-FORMAT_ENV = "SVDMARK_LOG_FORMAT"
 _chosen_format: str | None = None
-THIRD_PARTY = ("highdicom", "pynetdicom", "pydicom", "onnxruntime", "SimpleITK", "py.warnings", "PIL", "numba")
+THIRD_PARTY = ("highdicom", "pynetdicom", "pydicom", "onnxruntime", "py.warnings", "PIL", "numba")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 TEXT_LINE = re.compile(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) '
                        r'(?P<logger>[\w.]+) (?P<event>[a-z][a-z0-9_]*|"([^"\\]|\\.)*")'
@@ -141,14 +140,14 @@ def use_format(fmt: str | None) -> None:
 
 def format_given() -> bool:
     """Whether ``--log-format`` or ``$SVDMARK_LOG_FORMAT`` chose the format (they win over the config file)."""
-    return bool(_chosen_format or os.environ.get(FORMAT_ENV, "").strip())
+    return bool(_chosen_format or log_format_from_env())
 
 
 def chosen_format() -> str:
     """``use_format``'s choice, else ``$SVDMARK_LOG_FORMAT``, else ``text``."""
-    fmt = _chosen_format or os.environ.get(FORMAT_ENV, "").strip().lower() or "text"
+    fmt = _chosen_format or log_format_from_env() or "text"
     if fmt not in FORMATS:
-        raise ConfigError(f"${FORMAT_ENV} must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        raise ConfigError(f"${LOG_FORMAT_ENV} must be one of {', '.join(FORMATS)}, not {fmt!r}")
     return fmt
 
 
@@ -172,7 +171,7 @@ def add_format_option(p: argparse.ArgumentParser) -> None:
     """``--log-format text|json`` (the command line calls ``use_format`` with it before a command runs)."""
     p.add_argument("--log-format", choices=FORMATS, default=argparse.SUPPRESS,
                    help=f"text: one 'ts LEVEL logger event key=value' line per event (default); json: one "
-                        f"JSON object per line, for a log shipper (default: ${FORMAT_ENV}, else text)")
+                        f"JSON object per line, for a log shipper (default: ${LOG_FORMAT_ENV}, else text)")
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, exc_info: bool = False, **fields: Any) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,7 +20,7 @@ from .. import config as config_mod
 from ..config import Config
 from ..errors import ConfigError
 
-CONFIG_ENV = "SVDMARK_CONFIG"
+CONFIG_ENV = config_mod.CONFIG_FILE_ENV
 SYSTEM_CONFIG = Path("/etc/svdmark/svdmark.toml")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -30,8 +29,9 @@ def config_path(explicit: Path | None) -> Path | None:
     """``--config``, else ``$SVDMARK_CONFIG``, else /etc/svdmark/svdmark.toml if it exists, else None."""
     if explicit is not None:
         return explicit
-    if os.environ.get(CONFIG_ENV):
-        return Path(os.environ[CONFIG_ENV]).expanduser()
+    from_env = config_mod.config_file_from_env()
+    if from_env is not None:
+        return from_env
     return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
 
 

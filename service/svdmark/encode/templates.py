@@ -6,7 +6,6 @@ label is looked up here by key, so a terminology fix is a data change.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -14,22 +13,22 @@ from typing import Any
 
 from highdicom.sr import CodedConcept
 
+from ..config import TEMPLATES_ENV, templates_dir_from_env
 from ..domain import Task
 from ..errors import ConfigError
 
-ENV_VAR = "SVDMARK_TEMPLATES"
 FILES = {"common": "common.json", Task.WML: "wml_ncct.json", Task.CMB: "cmb_swi.json"}
 
 
 def default_dir() -> Path:
     """``$SVDMARK_TEMPLATES`` or the templates shipped as package data (``svdmark/data/sr_templates/``)."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env)
+    chosen = templates_dir_from_env()
+    if chosen is not None:
+        return chosen
     where = resources.files("svdmark").joinpath("data", "sr_templates")
     if not isinstance(where, Path):
         raise ConfigError(f"svdmark's SR templates are not on the file system ({where!r}); "
-                          f"install svdmark unzipped (pip install) or set {ENV_VAR}")
+                          f"install svdmark unzipped (pip install) or set {TEMPLATES_ENV}")
     return where
 
 

@@ -19,7 +19,6 @@ boundary-delimited part (PS3.18 STOW-RS request).
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from io import BytesIO
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Sequence
 import pydicom
 import requests
 
-from ..config import StowDestination
+from ..config import StowDestination, secret_from_env
 from ..logs import event
 from .cstore import OnOutcome, OnStart, SendOutcome, _report
 
@@ -50,7 +49,7 @@ def _secret(file: Path | None, env: str | None, what: str) -> str:
         except OSError as exc:
             raise SecretUnavailable(f"cannot read the {what} file {file}: {type(exc).__name__}") from None
     else:
-        text = os.environ.get(env or "", "").strip()
+        text = secret_from_env(env)
         if not text:
             raise SecretUnavailable(f"the {what} environment variable {env} is not set")
     if not text:

@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..config import infer_threads_from_env, trt_cache_from_env
 from ..domain import ModelSpec, Task, Volume
 from ..errors import ModelError
 from ..logs import event
@@ -66,10 +67,7 @@ class ModelOutput:
 
 
 def _default_threads() -> int:
-    env = os.environ.get("SVDMARK_INFER_THREADS")
-    if env:
-        return max(1, int(env))
-    return max(1, min(4, os.cpu_count() or 1))
+    return infer_threads_from_env() or max(1, min(4, os.cpu_count() or 1))
 
 
 class Runtime:
@@ -88,7 +86,7 @@ class Runtime:
         self._ort = ort
         self.providers = tuple(providers) if providers else DEFAULT_PROVIDERS
         self.threads = intra_op_num_threads or _default_threads()
-        self.trt_cache_dir = trt_cache_dir or os.environ.get("SVDMARK_TRT_CACHE")
+        self.trt_cache_dir = trt_cache_dir or trt_cache_from_env()
         self._factory = session_factory or ort.InferenceSession
         self._sessions: dict[str, tuple[object, str]] = {}
         self._lock = threading.Lock()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
-import os
 import socket
 import sqlite3
 import threading
@@ -50,7 +49,7 @@ from pydicom.uid import (
 )
 
 from .. import health, tls
-from ..config import Config
+from ..config import Config, pseudonym_key_from_env
 from ..errors import Rejected
 from ..journal import Journal
 from ..logs import event
@@ -387,9 +386,9 @@ class Receiver:
 
 def _site_key(config: Config) -> bytes | None:
     """The site's pseudonymisation key if one exists (invalid UIDs in logs are hashed with it)."""
-    env = os.environ.get("SVDMARK_PSEUDONYM_KEY", "").strip()
-    if env:
-        return env.encode()
+    key = pseudonym_key_from_env()
+    if key:
+        return key
     path = Path(config.data_dir) / ".pseudonym.key"
     try:
         return path.read_bytes().strip() or None
