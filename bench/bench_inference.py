@@ -21,7 +21,7 @@ import svdmark_phantom as phantom
 from svdmark import measure
 from svdmark.domain import Task
 from svdmark.infer import ModelRegistry, Runtime
-from svdmark.infer.selftest import phantom_volume
+from svdmark_phantom import as_volume
 
 CASES = {
     Task.WML: ("NCCT 512x512, 5 mm, tilt 15°", lambda: phantom.make_ncct(seed=7, matrix=512, slice_thickness=5.0,
@@ -37,7 +37,7 @@ def bench(providers, threads, repeats, tasks):
     for task in tasks:
         spec = reg.active(task)
         label, make = CASES[task]
-        vol = phantom_volume(make())
+        vol = as_volume(make())
         t = time.perf_counter()
         out = rt.run(spec, vol)
         measure.from_output(spec, vol, out)

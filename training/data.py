@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from svdmark.domain import Volume
-from svdmark.infer.selftest import phantom_volume
+from svdmark_phantom import as_volume
 
 CACHE = Path(os.environ.get("SVDMARK_TRAIN_CACHE", Path(__file__).resolve().parent / "cache"))
 SPLITS = {"train": 1000, "train_atlas": 3000, "val": 5000, "val_atlas": 6000, "shifted": 700000, "heldout": 900000}
@@ -129,7 +129,7 @@ def _volume_arrays(vol: Volume) -> dict:
 
 
 def _volume_from(z) -> Volume:
-    class P:  # duck-typed phantom for phantom_volume
+    class P:  # duck-typed phantom for as_volume
         pass
 
     p = P()
@@ -139,7 +139,7 @@ def _volume_from(z) -> Volume:
     p.row_direction = tuple(z["rowdir"])
     p.column_direction = tuple(z["coldir"])
     p.slice_thickness = float(z["thickness"])
-    return phantom_volume(p)
+    return as_volume(p)
 
 
 def _phantom_version() -> str:
@@ -187,7 +187,7 @@ def _case_volume(ph, params: dict) -> tuple[Volume, np.ndarray]:
     ``params["vendor"]``'s style when the split names one, else the phantom's own grid."""
     if "vendor" in params:
         return _through_dicom(ph, params["vendor"])
-    return phantom_volume(ph), np.arange(ph.image.shape[0])
+    return as_volume(ph), np.arange(ph.image.shape[0])
 
 
 def _make_ncct_with_fraction(params: dict):

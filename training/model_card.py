@@ -6,7 +6,8 @@
 
 Sets ``manifest["self_test"]`` to three phantoms and a window on summed reading / summed truth that can
 fail (see ``sanity_bounds``: a model that halves or doubles the WML volume, or misses a third of the bleeds,
-is rejected), then checks the model passes it. Accuracy is what ``training.evaluate`` and ``stress.score``
+is rejected), writes them as the model's reference volumes (``training.selftest_reference``), then checks
+the model passes it. Accuracy is what ``training.evaluate`` and ``stress.score``
 report. The manifest's sha256 is unaffected (it covers model.onnx only).
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ import json
 from pathlib import Path
 
 from svdmark.infer import ModelRegistry, Runtime, self_test
+
+from . import selftest_reference
 
 INTENDED = (
     "Research use only. Trained exclusively on synthetic phantoms from `svdmark_phantom` "
@@ -235,6 +238,7 @@ def main(argv=None):
     st.update(sanity_bounds(st))
     st.pop("kwargs", None)
     mpath.write_text(json.dumps(man, indent=2) + "\n")
+    selftest_reference.write(args.model_dir, force=True)  # the cases beside the model, named in the manifest
     spec = ModelRegistry(args.model_dir.parent.parent).get(man["name"], man["version"])
     res = self_test(spec, Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=2))
     print(res.describe())

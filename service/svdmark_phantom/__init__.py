@@ -13,9 +13,10 @@ tissue maps, read with SimpleITK), and JPEG lossless process 14 SV1 dcmtk's ``dc
 from .encoding import ALL_TRANSFER_SYNTAXES, resolve_ts
 from .generate import make_ncct, make_swi
 from .types import Phantom, SeriesKind, SeriesTruth, StudyInfo, StudyTruth, Vendor, synthetic_uid
+from .volume import as_volume
 from .writer import write_series, write_study
 
 __all__ = [
     "make_ncct", "make_swi", "write_series", "write_study", "Phantom", "SeriesKind", "SeriesTruth", "StudyInfo",
-    "StudyTruth", "Vendor", "ALL_TRANSFER_SYNTAXES", "resolve_ts", "synthetic_uid",
+    "StudyTruth", "Vendor", "ALL_TRANSFER_SYNTAXES", "resolve_ts", "synthetic_uid", "as_volume",
 ]

@@ -3,12 +3,16 @@
 They follow the manifests of ``training/train_wml.py`` and ``training/train_cmb.py`` (same input
 kinds, normalisation and tensor shapes) but compute a fixed intensity rule instead of a trained
 network: enough to exercise the whole pipeline, the registry, checksums and self-tests. ``gain``
-changes the weights, so two versions give different sha256 and slightly different results.
+changes the weights, so two versions give different sha256 and slightly different results. Each has
+its self-test reference (``training.selftest_reference``), rendered once per test session.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 WML_NORMALISATION = {"type": "hu_window", "center": 30.0, "scale": 20.0, "clip": [-2.0, 4.0]}
@@ -72,6 +76,26 @@ def _cmb_graph(gain: float):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="svdmark-tests")
 
 
+@functools.lru_cache(maxsize=None)
+def _reference(self_test: str) -> Path:
+    """The reference file for a self-test section (JSON text), rendered once per process."""
+    from training import selftest_reference
+
+    path = Path(tempfile.mkdtemp(prefix="svdmark-fake-reference-")) / selftest_reference.REFERENCE
+    selftest_reference.build(json.loads(self_test), path)
+    return path
+
+
+def _write_manifest(out: Path, manifest: dict) -> None:
+    """The manifest, and beside it the self-test reference it names."""
+    st = manifest.get("self_test")
+    if st:
+        source = _reference(json.dumps({k: st[k] for k in ("generator", "kwargs", "cases") if k in st}, sort_keys=True))
+        shutil.copyfile(source, out / source.name)
+        st["reference"] = source.name
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
 def make_wml(root: Path, version: str = "1.0.0", gain: float = 4.0, expect=(0.0, 1e6)) -> Path:
     out = Path(root) / "wml-ncct" / version
     sha = _save(_wml_graph(gain), out / "model.onnx")
@@ -86,7 +110,7 @@ def make_wml(root: Path, version: str = "1.0.0", gain: float = 4.0, expect=(0.0,
                       "expect": {"volume_ml": list(expect)}},
         "training": {"note": "test fixture: fixed intensity rule, not a trained model"},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    _write_manifest(out, manifest)
     return out
 
 
@@ -105,7 +129,7 @@ def make_cmb(root: Path, version: str = "1.0.0", gain: float = 3.0, expect=(0, 1
                       "expect": {"count": list(expect)}},
         "training": {"note": "test fixture: fixed intensity rule, not a trained model"},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    _write_manifest(out, manifest)
     return out
 
 
@@ -132,6 +156,7 @@ def copy_as_version(src: Path, dest_root: Path, version: str, weight_scale: floa
     manifest["version"] = version
     manifest["sha256"] = hashlib.sha256((out / manifest.get("file", "model.onnx")).read_bytes()).hexdigest()
     if "self_test" in manifest:  # a nudged model may move a little; keep the test meaningful but not brittle
+        shutil.copyfile(Path(src) / manifest["self_test"]["reference"], out / manifest["self_test"]["reference"])
         exp = manifest["self_test"]["expect"]
         for k, (lo, hi) in list(exp.items()):
             span = max(abs(hi - lo), 1.0)

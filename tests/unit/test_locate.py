@@ -14,10 +14,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from svdmark.infer.selftest import phantom_volume
 from svdmark.measure import cmb_findings
 from svdmark.measure.geometry import locate
-from svdmark_phantom import make_swi
+from svdmark_phantom import as_volume, make_swi
 
 SEEDS = (12, 15, 16, 19)
 
@@ -39,7 +38,7 @@ def confusion():
     for seed in SEEDS:
         ph = make_swi(seed=seed, matrix=128, n_cmb=40)
         kij, truth = _truth(ph)
-        for t, got in zip(truth, locate(phantom_volume(ph), kij)):
+        for t, got in zip(truth, locate(as_volume(ph), kij)):
             conf[(t, got)] += 1
     return conf
 
@@ -66,7 +65,7 @@ def test_every_class_is_used(confusion):
 
 def test_not_axial_is_unspecified():
     ph = make_swi(seed=15, matrix=96, n_cmb=10)
-    vol = phantom_volume(ph)
+    vol = as_volume(ph)
     kij, _ = _truth(ph)
     # the same images declared as sagittal: "up" is no longer across the slices
     sagittal = replace(vol, row_direction=(0.0, 1.0, 0.0), column_direction=(0.0, 0.0, -1.0))
@@ -76,14 +75,14 @@ def test_not_axial_is_unspecified():
 
 def test_outside_the_head_is_unspecified():
     ph = make_swi(seed=15, matrix=96, n_cmb=3)
-    vol = phantom_volume(ph)
+    vol = as_volume(ph)
     corner = (vol.shape[0] // 2, 1.0, 1.0)
     assert locate(vol, [corner]) == ["unspecified"]
 
 
 def test_findings_carry_the_location():
     ph = make_swi(seed=16, matrix=128, n_cmb=40)
-    vol = phantom_volume(ph)
+    vol = as_volume(ph)
     kij, truth = _truth(ph)
     f = cmb_findings(vol, [(tuple(c), 0.9, 3.0) for c in kij], threshold=0.5, merge_mm=0.5)
     got = {tuple(np.round(m.center_mm, 3)): m.location for m in f.microbleeds}

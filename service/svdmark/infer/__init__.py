@@ -6,7 +6,7 @@ Public API::
     from svdmark.infer import ModelRegistry, Runtime, ModelOutput, Candidate
     spec = ModelRegistry().active(Task.WML)        # sha256-verified ModelSpec
     output = Runtime().run(spec, volume)           # ModelOutput
-    check = self_test(spec, Runtime())             # SelfTestResult (built-in phantom, manifest bounds)
+    check = self_test(spec, Runtime())             # SelfTestResult (reference volumes beside the model)
 
 Only this package imports onnxruntime.
 """

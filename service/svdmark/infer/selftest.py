@@ -1,20 +1,20 @@
-"""Self-test of a model on the built-in phantom named in its manifest.
+"""Self-test of a model on the reference volumes shipped beside it, against its manifest's bounds.
 
-``manifest["self_test"]`` = {"generator": "make_ncct" | "make_swi", "kwargs": {...},
-"expect": {"volume_ml": [lo, hi]} or {"count": [lo, hi]}}, or, from 1.3.0, several phantoms
-(``"cases": [{...}, ...]``) with ``"expect": {"ratio_to_truth": [lo, hi]}``: the summed reading over the
-summed truth must lie in the window. One phantom is a noisy probe of a model whose per-case error is
-several mL; three keep the window tight enough to reject a model that halves or doubles volumes, or
-misses a third of the bleeds.
+``manifest["self_test"]`` = {"reference": "selftest.npz", "expect": {"volume_ml": [lo, hi]} or
+{"count": [lo, hi]} or {"ratio_to_truth": [lo, hi]}, ...}. The reference (``infer.reference``) holds the
+volumes and their truth; ``generator`` and ``cases`` record the phantoms it was made from
+(``python -m training.selftest_reference``). With ``ratio_to_truth`` (from 1.3.0, three cases) the summed
+reading over the summed truth must lie in the window: one case is a noisy probe of a model whose per-case
+error is several mL; three keep the window tight enough to reject a model that halves or doubles volumes,
+or misses a third of the bleeds.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from ..domain import FrameRef, ModelSpec, Volume
+from ..domain import ModelSpec, Task
 from ..errors import ModelError
+from . import reference
 
 
 @dataclass(frozen=True)
@@ -37,50 +37,31 @@ class SelfTestResult:
         )
 
 
-def phantom_volume(ph, uid_prefix: str = "2.25.1") -> Volume:
-    """A ``Volume`` on the phantom's own grid (what volume.load yields for its DICOM series)."""
-    n = ph.image.shape[0]
-    frames = tuple(FrameRef(f"{uid_prefix}.{k + 1}", "1.2.840.10008.5.1.4.1.1.2") for k in range(n))
-    return Volume(
-        array=np.asarray(ph.image, np.float32),
-        row_direction=tuple(float(v) for v in ph.row_direction),
-        column_direction=tuple(float(v) for v in ph.column_direction),
-        pixel_spacing=(float(ph.pixel_spacing[0]), float(ph.pixel_spacing[1])),
-        positions=np.asarray(ph.positions, float),
-        frames=frames,
-        frame_of_reference_uid=f"{uid_prefix}.0",
-        slice_thickness=float(getattr(ph, "slice_thickness", 0) or 0) or None,
-    )
-
-
 def self_test(model: ModelSpec, runtime) -> SelfTestResult:
     import time
-
-    import svdmark_phantom as phantom
 
     from .. import measure
 
     spec = model.manifest.get("self_test")
     if not spec:
         raise ModelError(f"{model.label}: manifest has no self_test section")
-    gen = getattr(phantom, spec["generator"])
-    cases = spec.get("cases") or [spec["kwargs"]]
-    wml = spec["generator"] == "make_ncct"
+    if not spec.get("reference"):
+        raise ModelError(f"{model.label}: manifest's self_test names no reference volume (self_test.reference)")
+    cases = reference.load(model.path.parent / spec["reference"])
+    wml = Task(model.task) is Task.WML
     measured = truth = secs = 0.0
     provider = ""
-    for kwargs in cases:
-        ph = gen(**kwargs)
-        vol = phantom_volume(ph)
+    for case in cases:
         t0 = time.perf_counter()
-        out = runtime.run(model, vol)
-        findings = measure.from_output(model, vol, out)
+        out = runtime.run(model, case.volume)
+        findings = measure.from_output(model, case.volume, out)
         secs += time.perf_counter() - t0
         provider = out.provider
         measured += findings.volume_ml if wml else float(findings.count)
-        truth += float(ph.truth_wml_ml) if wml else float(len(ph.microbleeds))
+        truth += case.truth(model.task)
     qty = "WML volume mL" if wml else "microbleed count"
     exp = spec["expect"]
-    if "ratio_to_truth" in exp:  # several phantoms: the summed reading over the summed truth must lie in the window
+    if "ratio_to_truth" in exp:  # several cases: the summed reading over the summed truth must lie in the window
         lo, hi = (round(float(x) * truth, 2) for x in exp["ratio_to_truth"])
         if len(cases) > 1:
             qty += f", sum over {len(cases)} phantoms"

@@ -1,0 +1,109 @@
+"""The self-test reference shipped beside a model: ``<version>/selftest.npz``, named by the manifest's
+``self_test.reference``.
+
+A few volumes with their truth, so that a model's self-test needs no study generator in the runtime
+package. ``python -m training.selftest_reference`` writes it once per model version from the phantom
+cases in ``self_test.cases``; the service only reads it.
+
+Layout (a deflated numpy ``.npz``, no pickles): ``cases`` (their number) and, for case ``i``:
+
+* ``i.high`` int8 and ``i.low`` uint8 (slices, rows, columns), the two bytes of the int16 stored value
+  (stored = 256 × high + low; apart, deflate packs them a fifth smaller), with ``i.slope`` and
+  ``i.intercept``: value = stored × slope + intercept (HU for CT, in whole HU; the magnitude for SWI, in
+  steps below its noise);
+* ``i.positions`` (slices × 3, mm), ``i.row_direction``, ``i.column_direction``, ``i.pixel_spacing``
+  (row, column mm) and ``i.slice_thickness``: the grid, as ``volume.load`` would give it;
+* the truth: ``i.wml_ml`` (WML volume, mL) or ``i.bleeds_mm`` (microbleed centres, patient mm, k × 3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..domain import FrameRef, Task, Volume
+from ..errors import ModelError
+
+INT16 = np.iinfo(np.int16)
+UID_ROOT = "2.25.1"  # the cases' synthetic UIDs: 2.25.1.<case>.0 (frame of reference), 2.25.1.<case>.<slice>
+
+
+@dataclass(frozen=True)
+class ReferenceCase:
+    """One self-test volume and its truth: ``wml_ml`` for a WML case, ``bleeds_mm`` for a CMB case."""
+
+    volume: Volume
+    wml_ml: float | None = None
+    bleeds_mm: np.ndarray | None = None  # (k, 3) microbleed centres, patient mm
+
+    def truth(self, task: Task) -> float:
+        """The quantity the self-test compares: WML volume (mL) or the number of microbleeds."""
+        if Task(task) is Task.WML:
+            if self.wml_ml is None:
+                raise ModelError("the self-test reference has no WML volume for a WML model")
+            return float(self.wml_ml)
+        if self.bleeds_mm is None:
+            raise ModelError("the self-test reference has no microbleeds for a CMB model")
+        return float(len(self.bleeds_mm))
+
+
+def load(path: Path) -> tuple[ReferenceCase, ...]:
+    """The cases of a reference file; ModelError when it is missing or not a reference."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return tuple(_case(z, i) for i in range(int(z["cases"])))
+    except FileNotFoundError:
+        raise ModelError(f"the self-test reference {path} is missing") from None
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelError(f"the self-test reference {path} cannot be read: {exc}") from None
+
+
+def _case(z, i: int) -> ReferenceCase:
+    stored = z[f"{i}.high"].astype(np.int32) * 256 + z[f"{i}.low"]
+    array = stored.astype(np.float32) * np.float32(z[f"{i}.slope"]) + np.float32(z[f"{i}.intercept"])
+    thickness = float(z[f"{i}.slice_thickness"])
+    volume = Volume(
+        array=array,
+        row_direction=tuple(float(v) for v in z[f"{i}.row_direction"]),
+        column_direction=tuple(float(v) for v in z[f"{i}.column_direction"]),
+        pixel_spacing=(float(z[f"{i}.pixel_spacing"][0]), float(z[f"{i}.pixel_spacing"][1])),
+        positions=np.asarray(z[f"{i}.positions"], float),
+        frames=tuple(FrameRef(f"{UID_ROOT}.{i}.{k + 1}", "1.2.840.10008.5.1.4.1.1.2") for k in range(array.shape[0])),
+        frame_of_reference_uid=f"{UID_ROOT}.{i}.0",
+        slice_thickness=thickness or None,
+    )
+    wml = z.get(f"{i}.wml_ml")
+    bleeds = z.get(f"{i}.bleeds_mm")
+    return ReferenceCase(volume, None if wml is None else float(wml),
+                         None if bleeds is None else np.asarray(bleeds, float).reshape(-1, 3))
+
+
+def save(path: Path, cases: Sequence[ReferenceCase], steps: Sequence[float]) -> None:
+    """Write ``cases``, each volume rounded to its step (1.0: whole HU, stored as they are; else steps above
+    the volume's minimum), as int16. Refuses a step so fine that the volume does not fit in int16."""
+    arrays: dict[str, np.ndarray] = {"cases": np.asarray(len(cases))}
+    for i, (case, step) in enumerate(zip(cases, steps, strict=True)):
+        v = case.volume
+        lo, hi = float(v.array.min()), float(v.array.max())
+        intercept = 0.0 if step == 1.0 else float(np.floor(lo / step) * step)
+        stored = np.rint((np.asarray(v.array, np.float64) - intercept) / step)
+        if stored.min() < INT16.min or stored.max() > INT16.max:
+            raise ValueError(f"case {i}: step {step} is too fine for int16 over {lo:g}..{hi:g}")
+        high, low = np.divmod(stored.astype(np.int32), 256)
+        arrays.update({
+            f"{i}.high": high.astype(np.int8), f"{i}.low": low.astype(np.uint8),
+            f"{i}.slope": np.asarray(step), f"{i}.intercept": np.asarray(intercept),
+            f"{i}.positions": np.asarray(v.positions, float),
+            f"{i}.row_direction": np.asarray(v.row_direction, float),
+            f"{i}.column_direction": np.asarray(v.column_direction, float),
+            f"{i}.pixel_spacing": np.asarray(v.pixel_spacing, float),
+            f"{i}.slice_thickness": np.asarray(float(v.slice_thickness or 0.0)),
+        })
+        if case.wml_ml is not None:
+            arrays[f"{i}.wml_ml"] = np.asarray(float(case.wml_ml))
+        if case.bleeds_mm is not None:
+            arrays[f"{i}.bleeds_mm"] = np.asarray(case.bleeds_mm, float).reshape(-1, 3)
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
