@@ -128,13 +128,13 @@ class Destination:
             ae_title=_check_ae(m["aet"], "destination AE title"),
             host=m["host"].strip("[]"),
             port=_check_port(m["port"], "destination port"),
-            outputs=output_profile(outputs) if outputs is not None else FULL_PROFILE,
+            outputs=FULL_PROFILE if outputs is None else outputs,  # checked by __post_init__
         )
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any]) -> "Destination":
         try:
-            outputs = _outputs(d)
+            outputs = d.get("outputs", FULL_PROFILE)
             return cls(
                 ae_title=_check_ae(str(d["ae_title"]), "destination AE title"),
                 host=str(d["host"]),
@@ -211,7 +211,8 @@ class StowDestination:
         if timeout <= 0:
             raise ConfigError(f"stow destination {url}: timeout must be more than 0")
         path = lambda k: Path(str(given[k])).expanduser() if k in given else None  # noqa: E731
-        return cls(url=url, outputs=_outputs(d), username=str(d["username"]) if d.get("username") else None,
+        return cls(url=url, outputs=d.get("outputs", FULL_PROFILE),
+                   username=str(d["username"]) if d.get("username") else None,
                    password_file=path("password_file"), password_env=given.get("password_env"),
                    token_file=path("token_file"), token_env=given.get("token_env"), ca_file=ca,
                    tls_verify=_convert(d.get("tls_verify", True), "bool", f"stow destination {url} tls_verify"),
@@ -229,10 +230,6 @@ def destination_from_mapping(d: Mapping[str, Any]) -> AnyDestination:
     if kind != "cstore":
         raise ConfigError(f"destination kind {kind!r} unknown; choose 'cstore' or 'stow'")
     return Destination.from_mapping({k: v for k, v in d.items() if k != "kind"})
-
-
-def _outputs(d: Mapping[str, Any]) -> frozenset[OutputKind]:
-    return output_profile(d.get("outputs", FULL_PROFILE))
 
 
 def output_profile(names: Iterable[str]) -> frozenset[OutputKind]:

@@ -280,6 +280,17 @@ def test_reanalysis_supersedes_predecessor(ct, wml):
     assert len(text) == 1 and first.sr.SOPInstanceUID in text[0] and "supersedes" in text[0]
 
 
+def test_destination_outputs_are_output_kinds():
+    from svdmark.config import Destination, output_profile
+
+    assert output_profile(["summary", "sr"]) == {OutputKind.SR, OutputKind.SUMMARY}
+    assert all(type(k) is OutputKind for k in Destination("P", "h", 104, outputs=frozenset({"seg"})).outputs)
+    assert Destination("P", "h", 104).outputs == FULL_PROFILE
+    for bad in (["pdf"], ["sr", "rejection"]):  # a rejection note goes where the rejected objects went
+        with pytest.raises(ConfigError, match="unknown"):
+            output_profile(bad)
+
+
 def test_profiles(wml):
     result, full = wml
     only_summary = results(result, uid_seed="wml-seed", profile={OutputKind.SUMMARY})

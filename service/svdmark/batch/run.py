@@ -15,7 +15,6 @@ Every output file gets the mode the starting umask allows (``batch.files``).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
