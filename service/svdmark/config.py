@@ -489,15 +489,14 @@ def load(
 # The variables that are not Config settings, each read by one small function here so that this module is
 # the one place that names every SVDMARK_* variable (``load`` reads the Config ones: ``_ENV_KEYS`` and
 # SVDMARK_DESTINATIONS). Read at call time, as before, so tests and ``svdmark analyze`` may set them.
-# SVDMARK_MODELS_DIR (infer/registry.py) and SVDMARK_PSEUDONYM_KEY (also batch/state.py) are still read
-# there too.
 
 CONFIG_FILE_ENV = "SVDMARK_CONFIG"  # the configuration file when --config is not given
 LOG_FORMAT_ENV = "SVDMARK_LOG_FORMAT"  # text | json, when --log-format is not given
 TEMPLATES_ENV = "SVDMARK_TEMPLATES"  # SR template folder instead of svdmark/data/sr_templates/
 INFER_THREADS_ENV = "SVDMARK_INFER_THREADS"  # onnxruntime intra-op threads per session
 TRT_CACHE_ENV = "SVDMARK_TRT_CACHE"  # TensorRT engine cache folder
-PSEUDONYM_KEY_ENV = "SVDMARK_PSEUDONYM_KEY"  # site key for the pseudonyms in logs (else <data_dir>/.pseudonym.key)
+PSEUDONYM_KEY_ENV = "SVDMARK_PSEUDONYM_KEY"  # site key for the pseudonyms in logs and analyze's tables
+MODELS_DIR_ENV = "SVDMARK_MODELS_DIR"  # model folder instead of svdmark/data/models/
 
 
 def _env_text(name: str) -> str:
@@ -537,6 +536,12 @@ def pseudonym_key_from_env() -> bytes | None:
     """``$SVDMARK_PSEUDONYM_KEY`` as bytes, or None when unset or blank."""
     text = _env_text(PSEUDONYM_KEY_ENV)
     return text.encode() if text else None
+
+
+def models_dir_from_env() -> Path | None:
+    """``$SVDMARK_MODELS_DIR``, or None when unset or empty."""
+    text = os.environ.get(MODELS_DIR_ENV)
+    return Path(text) if text else None
 
 
 def secret_from_env(name: str | None) -> str:

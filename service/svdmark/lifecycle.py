@@ -22,10 +22,8 @@ from .domain import ModelSpec
 from .errors import ModelError
 from .infer.activation import installed_dir, locked, read_state, write_state
 from .infer.registry import ModelRegistry
-from .infer.registry import managed as managed  # noqa: F401  (service.py, batch/run.py import it from here)
 from .journal import Journal, ShadowResult
 from .logs import event
-from .shadow import run_shadow as run_shadow  # noqa: F401  (worker.py imports it from here)
 
 log = logging.getLogger("svdmark.lifecycle")
 
@@ -126,14 +124,14 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ checks
     def check(self, spec: ModelSpec) -> dict:
-        """Self-test on the built-in phantom against the manifest's bounds; raises ModelError on failure."""
+        """Self-test on the reference volumes shipped beside the model against the manifest's bounds; raises ModelError on failure."""
         from .infer import self_test
 
         try:
             result = self_test(spec, self.runtime)
         except ModelError:
             raise
-        except Exception as exc:  # a model that crashes on the phantom fails its self-test
+        except Exception as exc:  # a model that crashes on its reference volumes fails its self-test
             raise ModelError(f"{spec.label}: self-test crashed: {type(exc).__name__}: {exc}") from None
         info = {"passed": result.passed, "measured": result.measured, "expected": list(result.expected),
                 "quantity": result.quantity, "provider": result.provider, "text": result.describe()}

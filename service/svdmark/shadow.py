@@ -34,7 +34,7 @@ def shadow_version(data_dir: Path, model_name: str) -> str | None:
 def run_shadow(context, journal: Journal, data_dir: Path, job_id: int | None, series: Series,
                result) -> ShadowResult | None:
     """Run the shadow version of ``result.model`` (if one is set) on ``series``; store both summaries."""
-    from .pipeline import analyse
+    from .pipeline import Ignored, analyse
     from .summary import summarise
 
     model = result.model
@@ -48,7 +48,11 @@ def run_shadow(context, journal: Journal, data_dir: Path, job_id: int | None, se
             raise ModelError(f"shadow version {model.name} {version} is not installed")
         spec = registry.get(model.name, version)
         shadow_sha = spec.sha256
-        shadow_summary = summarise(analyse(series, dataclasses.replace(context, models=Pinned(spec))))
+        out = analyse(series, dataclasses.replace(context, models=Pinned(spec)), result.routing)
+        if isinstance(out, Ignored):  # the pixel check is the same for both versions: not expected
+            error = f"ignored: {out.reason}"
+        else:
+            shadow_summary = summarise(out)
     except Exception as exc:  # a broken candidate must never disturb the live service
         error = f"{type(exc).__name__}: {exc}"
     row = ShadowResult(series_uid=series.series_uid, task=model.task.value, shadow_name=model.name,

@@ -11,12 +11,11 @@ from svdmark import config
 
 PACKAGE = Path(svdmark.__file__).parent
 READ = re.compile(r"os\.environ(?!\.setdefault)|getenv")
-NOT_YET = {"infer/registry.py", "batch/state.py"}  # SVDMARK_MODELS_DIR, SVDMARK_PSEUDONYM_KEY: still read there
 
 
 def test_only_config_reads_the_environment():
     readers = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if READ.search(p.read_text())}
-    assert readers - NOT_YET == {"config.py"}
+    assert readers == {"config.py"}
 
 
 def test_every_svdmark_variable_is_named_in_config():

@@ -16,10 +16,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..config import PSEUDONYM_KEY_ENV, pseudonym_key_from_env
 from ..errors import ConfigError
 from .files import write_file
 
-KEY_ENV = "SVDMARK_PSEUDONYM_KEY"
+KEY_ENV = PSEUDONYM_KEY_ENV
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -44,9 +45,9 @@ def resolve_key(key_file: Path | None, default_path: Path, create: bool = True) 
         if not key:
             raise ConfigError(f"key file {key_file} is empty")
         return key, str(key_file)
-    env = os.environ.get(KEY_ENV, "").strip()
+    env = pseudonym_key_from_env()
     if env:
-        return env.encode(), f"${KEY_ENV}"
+        return env, f"${KEY_ENV}"
     default_path = Path(default_path)
     if default_path.is_file():
         return default_path.read_bytes().strip(), str(default_path)

@@ -50,11 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def active_models(cfg: Config) -> tuple[dict[str, str], dict[str, str]]:
     """({task: 'name version'}, {task: why none}) for the models this service would use."""
-    from .. import lifecycle
-    from ..infer import ModelRegistry
+    from ..infer.registry import ModelRegistry, managed
 
     found, missing = {}, {}
-    registry = lifecycle.managed(ModelRegistry(cfg.models_dir), cfg.data_dir)
+    registry = managed(ModelRegistry(cfg.models_dir), cfg.data_dir)
     for task in Task:
         try:
             spec = registry.active(task)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -47,10 +46,9 @@ def packaged_data_dir(*parts: str) -> Path:
 
 def default_models_dir() -> Path:
     """``$SVDMARK_MODELS_DIR`` or the models shipped in the package (``svdmark/data/models/``)."""
-    env = os.environ.get("SVDMARK_MODELS_DIR")
-    if env:
-        return Path(env)
-    return packaged_data_dir("models")
+    from ..config import models_dir_from_env  # config imports nothing from infer; lazy keeps it that way
+
+    return models_dir_from_env() or packaged_data_dir("models")
 
 
 def sha256_file(path: Path) -> str:
