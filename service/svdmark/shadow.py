@@ -16,7 +16,8 @@ from .domain import Series
 from .errors import ModelError
 from .infer.activation import installed_dir, read_state
 from .infer.registry import Pinned, managed
-from .journal import Journal, ShadowResult
+from .journal import ShadowResult
+from .journal_api import ShadowJournal
 from .logs import event
 
 log = logging.getLogger("svdmark.lifecycle")  # the logger shadow_done was always logged under
@@ -31,7 +32,7 @@ def shadow_version(data_dir: Path, model_name: str) -> str | None:
         return None
 
 
-def run_shadow(context, journal: Journal, data_dir: Path, job_id: int | None, series: Series,
+def run_shadow(context, journal: ShadowJournal, data_dir: Path, job_id: int | None, series: Series,
                result) -> ShadowResult | None:
     """Run the shadow version of ``result.model`` (if one is set) on ``series``; store both summaries."""
     from .pipeline import Ignored, analyse

@@ -31,7 +31,8 @@ from .config import Config
 from .domain import FULL_PROFILE, JobState, OutputKind, RouteKind
 from .encode.rejection import rejection_note
 from .failures import reason_of, transient, where
-from .journal import Journal, JobRow, Rejection, ResultObject, StaleSupersession, Supersession
+from .journal import JobRow, Rejection, ResultObject, StaleSupersession, Supersession
+from .journal_api import WorkJournal
 from .logs import event
 from .pipeline import Analysed, Context, Failed, Ignored, SeriesSource, Stage, failure
 from .spool import Spool
@@ -46,7 +47,7 @@ Unfinished = Ignored | Failed  # how a job that does not end ``done`` ends
 @dataclass
 class Worker:
     config: Config
-    journal: Journal
+    journal: WorkJournal
     spool: Spool
     context: Context
     max_attempts: int = 5  # transient failures of one job before it is failed

@@ -3,19 +3,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
+from ..journal_api import AssemblyJournal
 from ..logs import event
 from .completion import SeriesEvidence, decide, missing
-
-if TYPE_CHECKING:  # the journal imports assemble.reanalysis
-    from ..journal import Journal
 
 log = logging.getLogger("svdmark.assemble")
 
 
 class Assembler:
-    def __init__(self, journal: Journal, open_series, settle_seconds: float, fallback_seconds: float,
+    def __init__(self, journal: AssemblyJournal, open_series, settle_seconds: float, fallback_seconds: float,
                  max_wait_seconds: float | None = None):
         self.journal = journal
         self.open_series = open_series  # callable → set of series UIDs with an open association

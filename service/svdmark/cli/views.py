@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..domain import DeliveryState
-from ..journal import JobRecord, Journal
+from ..journal import JobRecord
+from ..journal_api import ReadJournal
 from .common import iso
 
 HEADER_TAGS = ("SeriesDescription", "AccessionNumber", "SeriesNumber", "Modality")
@@ -20,7 +21,7 @@ HEADER_TAGS = ("SeriesDescription", "AccessionNumber", "SeriesNumber", "Modality
 class SeriesHeaders:
     """SeriesDescription / AccessionNumber / SeriesNumber of a series, from its first spooled instance."""
 
-    def __init__(self, journal: Journal):
+    def __init__(self, journal: ReadJournal):
         self.journal = journal
         self._cache: dict[str, dict[str, str | None]] = {}
 
@@ -92,17 +93,17 @@ def job_view(row: JobRecord, series: dict, headers: SeriesHeaders, full: bool = 
     return view
 
 
-def series_index(journal: Journal) -> dict[str, dict]:
+def series_index(journal: ReadJournal) -> dict[str, dict]:
     return {s.series_uid: {"modality": s.modality, "first_received": s.first_received}
             for s in journal.all_series()}
 
 
-def jobs(journal: Journal, rows: list[JobRecord], full: bool = False) -> list[dict]:
+def jobs(journal: ReadJournal, rows: list[JobRecord], full: bool = False) -> list[dict]:
     series, headers = series_index(journal), SeriesHeaders(journal)
     return [job_view(r, series, headers, full) for r in rows]
 
 
-def deliveries(journal: Journal, rows: list) -> list[dict]:
+def deliveries(journal: ReadJournal, rows: list) -> list[dict]:
     """Deliveries with the result object's kind and its series (description, accession, job)."""
     series, headers = series_index(journal), SeriesHeaders(journal)
     results = {r.sop_uid: r for r in journal.results()}

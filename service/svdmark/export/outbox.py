@@ -25,7 +25,8 @@ from collections import defaultdict
 
 from .. import health
 from ..config import AnyDestination, StowDestination
-from ..journal import Delivery, Journal
+from ..journal import Delivery
+from ..journal_api import OutboxJournal
 from ..logs import event
 from .cstore import Exporter, SendOutcome
 from .stow import StowExporter
@@ -41,7 +42,7 @@ def backoff(attempts: int, base: float, cap: float, rng: random.Random | None = 
 
 
 class Outbox:
-    def __init__(self, journal: Journal, exporter: Exporter, destinations: tuple[AnyDestination, ...],
+    def __init__(self, journal: OutboxJournal, exporter: Exporter, destinations: tuple[AnyDestination, ...],
                  max_attempts: int, backoff_seconds: float, backoff_cap_seconds: float,
                  rng: random.Random | None = None, stow_exporter: Exporter | None = None):
         self.journal = journal

@@ -51,7 +51,7 @@ from pydicom.uid import (
 from .. import health, tls
 from ..config import Config, pseudonym_key_from_env
 from ..errors import Rejected
-from ..journal import Journal
+from ..journal_api import ReceiveJournal
 from ..logs import event
 from ..spool import Spool, make_private, valid_uid as _valid
 from . import gate as gate_mod, phi
@@ -157,7 +157,7 @@ def _os_reason(exc: BaseException) -> str:
 class Receiver:
     """Handlers for one listener; ``on_stored`` wakes the assembler."""
 
-    def __init__(self, config: Config, journal: Journal, spool: Spool, tracker: AssociationTracker,
+    def __init__(self, config: Config, journal: ReceiveJournal, spool: Spool, tracker: AssociationTracker,
                  on_stored: Callable[[], None] = lambda: None):
         self.config = config
         self.journal = journal
