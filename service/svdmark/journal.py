@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .assemble.reanalysis import after_instance, on_request
 from .domain import DeliveryState, JobState, SeriesState
+from .geometry import SliceGeometry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -130,7 +131,7 @@ class StoredInstance:
     series_uid: str
     sop_class: str
     path: Path
-    geometry: dict
+    geometry: SliceGeometry
 
 
 @dataclass(frozen=True)
@@ -509,7 +510,7 @@ class Journal:
         size: int,
         digest: str,
         modality: str | None,
-        geometry: dict,
+        geometry: SliceGeometry,
         calling_ae: str | None,
         now: float | None = None,
     ) -> str:
@@ -526,7 +527,7 @@ class Journal:
             db.execute(
                 "INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (sop_uid, study_uid, series_uid, sop_class, transfer_syntax, str(path), size, digest,
-                 json.dumps(geometry), calling_ae, now),
+                 json.dumps(geometry.to_json()), calling_ae, now),
             )
             s = db.execute("SELECT generation FROM series WHERE series_uid=?", (series_uid,)).fetchone()
             has_job = s is not None and db.execute(
@@ -573,7 +574,8 @@ class Journal:
             "SELECT sop_uid, series_uid, sop_class, path, geometry FROM instances WHERE series_uid=?", (series_uid,)
         )
         return [
-            StoredInstance(r["sop_uid"], r["series_uid"], r["sop_class"], Path(r["path"]), json.loads(r["geometry"]))
+            StoredInstance(r["sop_uid"], r["series_uid"], r["sop_class"], Path(r["path"]),
+                           SliceGeometry.from_json(json.loads(r["geometry"])))
             for r in rows
         ]
 

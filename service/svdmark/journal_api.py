@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 if TYPE_CHECKING:
     from .domain import DeliveryState, JobState
+    from .geometry import SliceGeometry
     from .journal import (AuditEntry, Delivery, JobRecord, JobRow, ResultObject, SeriesRow, ShadowResult,
                           StoredInstance, StoredResult, Supersession)
 
@@ -37,7 +38,7 @@ class ReceiveJournal(Protocol):
         size: int,
         digest: str,
         modality: str | None,
-        geometry: dict,
+        geometry: SliceGeometry,
         calling_ae: str | None,
         now: float | None = None,
     ) -> str: ...

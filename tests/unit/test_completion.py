@@ -2,6 +2,7 @@
 import pytest
 
 from svdmark.assemble import Assembler, SeriesEvidence, counts_complete, decide, missing, stack_problem
+from svdmark.geometry import SliceGeometry
 
 AXIAL = [1, 0, 0, 0, 1, 0]
 
@@ -12,9 +13,9 @@ def stack(n, step=5.0, missing=(), dup=(), iop=AXIAL, declared=None):
         if k in missing:
             continue
         z = k * step
-        out.append({"ipp": [0, 0, z], "iop": iop, "frames": None, "images_in_acquisition": declared, "acquisition": 1})
+        out.append(SliceGeometry(ipp=(0, 0, z), iop=tuple(iop), images_in_acquisition=declared, acquisition=1))
         if k in dup:
-            out.append(dict(out[-1]))
+            out.append(out[-1])
     return out
 
 
@@ -27,7 +28,7 @@ def test_tilted_stack_is_complete():
 
     t = math.radians(20)
     iop = [1, 0, 0, 0, math.cos(t), math.sin(t)]
-    geoms = [{"ipp": [0, 0, 5.0 * k], "iop": iop} for k in range(12)]
+    geoms = [SliceGeometry(ipp=(0, 0, 5.0 * k), iop=tuple(iop)) for k in range(12)]
     assert stack_problem(geoms) is None
 
 
@@ -37,7 +38,7 @@ def test_tilted_stack_is_complete():
         (stack(20, missing={7}), "uneven spacing"),
         (stack(20, dup={3}), "duplicate"),
         (stack(2), "only 2"),
-        (stack(5) + [{"ipp": [0, 0, 30], "iop": [0, 1, 0, 0, 0, -1]}], "mixed orientations"),
+        (stack(5) + [SliceGeometry(ipp=(0, 0, 30), iop=(0, 1, 0, 0, 0, -1))], "mixed orientations"),
     ],
 )
 def test_stack_problems_are_named(geoms, expected):
@@ -78,14 +79,14 @@ def test_gap_waits_past_the_fallback_timer_then_completes_with_a_warning():
 
 
 def test_multiframe_instance_is_complete_by_itself():
-    g = [{"ipp": None, "iop": None, "frames": 48, "images_in_acquisition": None, "acquisition": None}]
+    g = [SliceGeometry(frames=48)]
     assert counts_complete(g)
     assert "multi-frame" in reason(ev(g, released=False, open_=True), 2, 60)
 
 
 def test_released_non_stack_completes_without_waiting_for_fallback():
-    localiser = [{"ipp": [0, 0, 0], "iop": AXIAL}, {"ipp": [0, 0, 0], "iop": [0, 1, 0, 0, 0, -1]},
-                 {"ipp": [0, 0, 0], "iop": [1, 0, 0, 0, 0, -1]}]
+    localiser = [SliceGeometry(ipp=(0, 0, 0), iop=tuple(AXIAL)), SliceGeometry(ipp=(0, 0, 0), iop=(0, 1, 0, 0, 0, -1)),
+                 SliceGeometry(ipp=(0, 0, 0), iop=(1, 0, 0, 0, 0, -1))]
     assert "not a single stack (mixed orientations)" in reason(ev(localiser), 2, 60)
     assert "not a single stack (only 1 slice(s))" in reason(ev(stack(1)), 2, 60)
     assert decide(ev(stack(1), released=False, open_=True), 2, 60) is None
@@ -147,3 +148,24 @@ def test_assembler_logs_a_held_series_once_and_queues_it_with_the_warning(tmp_pa
     job = j.claim_job()
     assert (job.id, job.completion) == (job_id, "quiet for 600 s (longest wait for an incomplete series)")
     assert job.warning == "incomplete series: 14 of 29 images (Images in Acquisition declares 29)"
+
+
+def test_completion_and_volume_loading_share_one_set_of_stack_tolerances():
+    from svdmark import volume
+    from svdmark.geometry import MISSING_SLICE_FACTOR
+
+    assert volume.MISSING_SLICE_FACTOR == MISSING_SLICE_FACTOR
+    # a step 1.4 × the median is uneven but not a gap, for completion as for volume.load (a warning there)
+    z = [0, 5, 10, 17, 22, 27]
+    assert stack_problem([SliceGeometry(ipp=(0, 0, v), iop=tuple(AXIAL)) for v in z]) is None
+    z = [0, 5, 10, 18, 23, 28]  # 1.6 ×: a gap for both
+    assert "uneven spacing" in stack_problem([SliceGeometry(ipp=(0, 0, v), iop=tuple(AXIAL)) for v in z])
+
+
+def test_slice_geometry_round_trips_the_journalled_json():
+    row = {"ipp": [0.0, 0.0, 5.0], "iop": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], "frames": None,
+           "images_in_acquisition": 30, "acquisition": 1}
+    assert SliceGeometry.from_json(row).to_json() == row
+    lossy = dict(row, lossy_source=True)
+    assert SliceGeometry.from_json(lossy).lossy_source and SliceGeometry.from_json(lossy).to_json() == lossy
+    assert SliceGeometry.from_json({}) == SliceGeometry()

@@ -7,6 +7,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
 from svdmark.errors import Rejected
+from svdmark.geometry import SliceGeometry
 from svdmark.receive import inspect
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -35,7 +36,7 @@ def ct_bytes(**changes) -> bytes:
 
 def test_good_instance_yields_geometry():
     item = inspect(ct_bytes(), CT)
-    assert item.geometry["iop"] == [1, 0, 0, 0, 1, 0] and item.geometry["images_in_acquisition"] == 30
+    assert item.geometry.iop == (1, 0, 0, 0, 1, 0) and item.geometry.images_in_acquisition == 30
 
 
 def test_garbage_after_meta_cannot_be_understood():
@@ -142,4 +143,5 @@ def test_lossy_sources_are_marked():
         def __init__(self, geometry):
             self.geometry = geometry
 
-    assert lossy_source([Stored({}), Stored({"lossy_source": True})]) and not lossy_source([Stored({})])
+    plain, lossy = SliceGeometry(), SliceGeometry.from_json({"lossy_source": True})
+    assert lossy_source([Stored(plain), Stored(lossy)]) and not lossy_source([Stored(plain)])

@@ -6,9 +6,10 @@ import pytest
 from svdmark.config import Destination
 from svdmark.domain import DeliveryState, JobState, SeriesState
 from svdmark.export import Outbox, SendOutcome, backoff
+from svdmark.geometry import SliceGeometry
 from svdmark.journal import Journal, JournalUnavailable, ResultObject
 
-GEOM = {"ipp": [0, 0, 0], "iop": [1, 0, 0, 0, 1, 0], "frames": None, "images_in_acquisition": None, "acquisition": 1}
+GEOM = SliceGeometry.from_json({"ipp": [0, 0, 0], "iop": [1, 0, 0, 0, 1, 0], "frames": None, "images_in_acquisition": None, "acquisition": 1})
 
 
 def record(j: Journal, sop: str, series: str = "1.2.3", digest: str = "d", now: float = 100.0) -> str:

@@ -14,6 +14,7 @@ import pytest
 from svdmark.domain import DeliveryState, JobState
 from svdmark.encode import results
 from svdmark.encode.rejection import rejected_uids, rejection_note
+from svdmark.geometry import SliceGeometry
 from svdmark.journal import Journal, Rejection, ResultObject, StaleSupersession, Supersession
 from tests.unit.test_encode_support import ct_series, wml_mask, wml_result
 from tests.unit.test_journal import record
@@ -188,7 +189,7 @@ def test_objects_read_by_the_outbox_then_superseded_are_never_sent_nor_revived(t
 def _late_instance(journal: Journal, sop: str = "1.2.3.late") -> int:
     journal.record_instance(sop_uid=sop, study_uid="1.2", series_uid="1.2.3", sop_class="1.2.840.10008.5.1.4.1.1.2",
                             transfer_syntax="1.2.840.10008.1.2.1", path=Path("/x"), size=1, digest="d2",
-                            modality="CT", geometry={}, calling_ae="SCU")
+                            modality="CT", geometry=SliceGeometry(), calling_ae="SCU")
     return journal.queue_job(journal.series_row("1.2.3"), "test")
 
 

@@ -15,6 +15,7 @@ import pytest
 from svdmark.cli.demo import job_lines
 from svdmark.domain import Interval
 from svdmark.cli.agreement import agreement, format_comparison
+from svdmark.geometry import SliceGeometry
 from svdmark.journal import ShadowResult
 
 from tests.unit.test_encode_support import MEASURABLE, WITHHELD, cmb_result, ct_series, wml_mask, wml_result
@@ -196,8 +197,7 @@ def test_withheld_reanalysis_names_the_earlier_sr_and_leaves_its_seg(tmp_path, m
     stages = Stages(monkeypatch, series, measured)
 
     journal = Journal(tmp_path / "journal.sqlite")
-    geometry = {"ipp": [0, 0, 0], "iop": [1, 0, 0, 0, 1, 0], "frames": None, "images_in_acquisition": None,
-                "acquisition": 1}
+    geometry = SliceGeometry(ipp=(0, 0, 0), iop=(1, 0, 0, 0, 1, 0), acquisition=1)
 
     def record(sop: str, now: float) -> None:
         journal.record_instance(sop_uid=sop, study_uid=series.study_uid, series_uid=series.series_uid,

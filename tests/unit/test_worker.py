@@ -18,6 +18,7 @@ import svdmark.worker as W
 from svdmark.config import Config, Destination
 from svdmark.domain import AnalysisResult, JobState, Series
 from svdmark.errors import ConfigError
+from svdmark.geometry import SliceGeometry
 from svdmark.journal import Journal
 from svdmark.route import AnatomyLimits
 from svdmark.spool import Spool
@@ -26,7 +27,7 @@ from tests.unit.test_encode_support import ct_series, wml_mask, wml_result
 
 PHI = ("Müller", "SVD-TEST-1", "19500101", "17.04.1923")  # what test_encode_support writes, and a bad date
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-GEOM = {"ipp": [0, 0, 0], "iop": [1, 0, 0, 0, 1, 0], "frames": None, "images_in_acquisition": None, "acquisition": 1}
+GEOM = SliceGeometry.from_json({"ipp": [0, 0, 0], "iop": [1, 0, 0, 0, 1, 0], "frames": None, "images_in_acquisition": None, "acquisition": 1})
 
 
 @pytest.fixture(scope="module")

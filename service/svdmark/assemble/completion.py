@@ -6,7 +6,8 @@ Evidence, in order of strength:
     **not before**, whatever the geometry or the association says: a first association
     carrying 14 of 29 slices is a gap-free stack, but not the series;
   * association release plus a geometrically complete stack (one orientation, no duplicate
-    positions, even spacing along the slice normal), when nothing is declared.
+    positions, no gap along the slice normal: :func:`svdmark.geometry.stack_problem`, the
+    tolerances ``volume.load`` applies too), when nothing is declared.
 A stack that looks complete while its association is still open may be a prefix of what is
 coming, so it is not enough on its own. After release, a series that is not a single stack at
 all (a 3-plane localiser, one image) completes too; one with a gap waits, since the missing
@@ -26,16 +27,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
+from ..geometry import SliceGeometry, stack_problem, stack_spacing
 
-ORIENTATION_TOLERANCE = 1e-3
-SPACING_TOLERANCE = 0.1  # fraction of the median spacing
 INCOMPLETE = "incomplete series"  # every warning starts with this
 
 
 @dataclass(frozen=True)
 class SeriesEvidence:
-    instances: Sequence[dict]  # the geometry dicts recorded at receive time
+    instances: Sequence[SliceGeometry]  # the geometry recorded at receive time
     released: bool  # an association that delivered to it has released normally
     association_open: bool  # an association is still delivering to it
     quiet_seconds: float  # since the last instance
@@ -49,46 +48,21 @@ class Completion:
     warning: str | None = None
 
 
-def stack_problem(geoms: Sequence[dict]) -> str | None:
-    """None if single-frame geometry forms a complete stack, else what is wrong."""
-    if len(geoms) < 3:
-        return f"only {len(geoms)} slice(s)"
-    if any(g.get("ipp") is None or g.get("iop") is None for g in geoms):
-        return "slices without position or orientation"
-    iops = np.array([g["iop"] for g in geoms], dtype=float)
-    if np.abs(iops - iops[0]).max() > ORIENTATION_TOLERANCE:
-        return "mixed orientations"
-    steps, median = _steps(geoms)
-    if median <= 0 or steps.min() < SPACING_TOLERANCE * median:
-        return "duplicate slice positions"
-    if np.abs(steps - median).max() > SPACING_TOLERANCE * median:
-        return f"uneven spacing along the normal (gaps up to {steps.max():.2f} mm, median {median:.2f} mm)"
-    return None
-
-
-def _steps(geoms: Sequence[dict]) -> tuple[np.ndarray, float]:
-    iop = np.asarray(geoms[0]["iop"], dtype=float)
-    normal = np.cross(iop[:3], iop[3:])
-    z = np.sort(np.array([g["ipp"] for g in geoms], dtype=float) @ normal)
-    steps = np.diff(z)
-    return steps, float(np.median(steps))
-
-
-def declared_count(geoms: Sequence[dict]) -> int | None:
+def declared_count(geoms: Sequence[SliceGeometry]) -> int | None:
     """The Images in Acquisition all instances agree on, within one acquisition; None if there is none."""
-    declared = {g.get("images_in_acquisition") for g in geoms}
-    acquisitions = {g.get("acquisition") for g in geoms}
+    declared = {g.images_in_acquisition for g in geoms}
+    acquisitions = {g.acquisition for g in geoms}
     if len(declared) == 1 and len(acquisitions) <= 1:
         n = declared.pop()
         return n if isinstance(n, int) and n > 0 else None
     return None
 
 
-def _multiframe(geoms: Sequence[dict]) -> bool:
-    return len(geoms) == 1 and (geoms[0].get("frames") or 0) > 1
+def _multiframe(geoms: Sequence[SliceGeometry]) -> bool:
+    return len(geoms) == 1 and (geoms[0].frames or 0) > 1
 
 
-def counts_complete(geoms: Sequence[dict]) -> bool:
+def counts_complete(geoms: Sequence[SliceGeometry]) -> bool:
     if _multiframe(geoms):
         return True  # one multi-frame instance carries the whole series
     n = declared_count(geoms)
@@ -105,8 +79,7 @@ def missing(ev: SeriesEvidence) -> str | None:
         return f"{INCOMPLETE}: {n} of {declared} images (Images in Acquisition declares {declared})"
     problem = stack_problem(ev.instances)
     if problem is not None and problem.startswith("uneven spacing"):
-        steps, median = _steps(ev.instances)
-        expected = int(round(float(steps.sum()) / median)) + 1
+        expected = stack_spacing(ev.instances).expected_count()
         return f"{INCOMPLETE}: {n} of {expected} images (gap in the slice positions)"
     if not ev.released and not ev.association_open:
         return (f"{INCOMPLETE}: {n} images, number expected unknown (the sending association ended "

@@ -15,6 +15,7 @@ import pydicom
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from ..errors import Rejected
+from ..geometry import SliceGeometry
 from ..volume.lossy import LOSSY_TRANSFER_SYNTAXES, LOSSY_WARNING, is_lossy  # noqa: F401 (re-exported)
 from ..spool import valid_uid
 from . import structure
@@ -26,9 +27,6 @@ MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 SUPPORTED_SOP_CLASSES = (CT_IMAGE, ENHANCED_CT_IMAGE, MR_IMAGE, ENHANCED_MR_IMAGE)
 ENHANCED = (ENHANCED_CT_IMAGE, ENHANCED_MR_IMAGE)
-
-# How a stored instance is marked (the ``geometry`` JSON journalled with it) and the warning it warrants.
-LOSSY_KEY = "lossy_source"
 
 # DIMSE statuses used (see docs/conformance-statement.md §3.3)
 STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
@@ -54,8 +52,12 @@ class Inspected:
     study_uid: str
     series_uid: str
     modality: str
-    geometry: dict  # what the assembler needs: ipp, iop, frames, images_in_acquisition, acquisition
-    lossy: bool = False  # pixel data was lossy-compressed (now or earlier): the pipeline warns
+    geometry: SliceGeometry  # what the assembler needs (and whether the pixel data was lossy-compressed)
+
+    @property
+    def lossy(self) -> bool:
+        """Pixel data was lossy-compressed (now or earlier): the pipeline warns."""
+        return self.geometry.lossy_source
 
 
 def inspect(data: bytes, affected_sop_class: str | None = None, max_bytes: int | None = None) -> Inspected:
@@ -89,7 +91,7 @@ def inspect(data: bytes, affected_sop_class: str | None = None, max_bytes: int |
             raise Rejected(STATUS_DOES_NOT_MATCH_SOP_CLASS, f"{key} is not a valid UID ({uid_hash(value)})", sop_uid)
     try:
         _check_pixel_length(ds, sop_uid)
-        geometry = _geometry(ds)
+        geometry = SliceGeometry.from_dataset(ds, lossy=is_lossy(ds))
         modality = str(ds.Modality)
     except Rejected:
         raise
@@ -103,7 +105,6 @@ def inspect(data: bytes, affected_sop_class: str | None = None, max_bytes: int |
         series_uid=str(ds.SeriesInstanceUID),
         modality=modality,
         geometry=geometry,
-        lossy=is_lossy(ds),
     )
 
 
@@ -116,7 +117,7 @@ def unsupported_reason(sop_class: str) -> str:
 def lossy_source(instances) -> bool:
     """Whether any journalled instance (``journal.StoredInstance``) of a series was lossy-compressed:
     the pipeline then adds the quality warning :data:`LOSSY_WARNING`."""
-    return any(bool((getattr(i, "geometry", None) or {}).get(LOSSY_KEY)) for i in instances)
+    return any(i.geometry.lossy_source for i in instances)
 
 
 def _parse(data: bytes, max_bytes: int | None) -> pydicom.Dataset:
@@ -179,19 +180,3 @@ def _check_pixel_length(ds: pydicom.Dataset, sop_uid: str | None) -> None:
         )
 
 
-def _floats(value) -> list[float] | None:
-    try:
-        return [float(v) for v in value] if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _geometry(ds: pydicom.Dataset) -> dict:
-    frames = ds.get("NumberOfFrames")
-    return {
-        "ipp": _floats(ds.get("ImagePositionPatient")),
-        "iop": _floats(ds.get("ImageOrientationPatient")),
-        "frames": int(frames) if frames not in (None, "") else None,
-        "images_in_acquisition": int(ds.ImagesInAcquisition) if ds.get("ImagesInAcquisition") not in (None, "") else None,
-        "acquisition": int(ds.AcquisitionNumber) if ds.get("AcquisitionNumber") not in (None, "") else None,
-    }

@@ -58,7 +58,6 @@ from . import gate as gate_mod, phi
 from .gate import ConnectionGate
 from .sink import received_file
 from .inspect import (
-    LOSSY_KEY,
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DATASET_TOO_LARGE,
     STATUS_OUT_OF_RESOURCES,
@@ -204,12 +203,11 @@ class Receiver:
                 where = "spool"
                 path = self.spool.write(self.spool.incoming, item.study_uid, item.series_uid, item.sop_uid, data)
                 where = "journal"
-                geometry = dict(item.geometry, **{LOSSY_KEY: True}) if item.lossy else item.geometry
                 try:
                     outcome = self.journal.record_instance(
                         sop_uid=item.sop_uid, study_uid=item.study_uid, series_uid=item.series_uid,
                         sop_class=item.sop_class, transfer_syntax=str(ev.file_meta.TransferSyntaxUID), path=path,
-                        size=len(data), digest=digest, modality=item.modality, geometry=geometry,
+                        size=len(data), digest=digest, modality=item.modality, geometry=item.geometry,
                         calling_ae=calling,
                     )
                 except BaseException:

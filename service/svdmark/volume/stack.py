@@ -17,23 +17,24 @@ import numpy as np
 
 from svdmark.domain import FrameRef, Series, Volume
 from svdmark.errors import InvalidSeries
+from svdmark.geometry import (
+    MIN_SLICES,
+    ORIENTATION_TOLERANCE_DEG,
+    angle_deg,
+    orientation_apart_deg,
+    spacing,
+    unit,
+)
 from svdmark.volume.lossy import LOSSY_WARNING, is_lossy
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom import Dataset
 
 # --------------------------------------------------------------------------- thresholds
+# (the stack's own: orientation, duplicates, gaps: in svdmark.geometry, shared with completion)
 
-MIN_SLICES = 3
-#: two image planes whose row or column directions differ by more than this are "mixed"
-ORIENTATION_TOLERANCE_DEG = 0.5
 #: pixel spacings (mm) that differ by more than this are "mixed"
 PIXEL_SPACING_TOLERANCE_MM = 1e-3
-#: a gap larger than this many median spacings means slices are missing
-MISSING_SLICE_FACTOR = 1.5
-#: two slices closer than this along the normal (mm, or this fraction of the median spacing) are duplicates
-DUPLICATE_TOLERANCE_MM = 1e-3
-DUPLICATE_TOLERANCE_FRACTION = 0.01
 #: in-plane drift of a slice from the line through all slice origins, in pixels
 IN_PLANE_DRIFT_TOLERANCE_PX = 0.5
 #: shear angle (between slice step and normal) above which the grid counts as gantry-tilted
@@ -277,14 +278,10 @@ def _is_multi_frame(ds: "Dataset") -> bool:
 
 
 def _unit(v: np.ndarray, who: str, what: str) -> np.ndarray:
-    n = float(np.linalg.norm(v))
-    if n < 1e-6:
+    u = unit(v)
+    if u is None:
         raise InvalidSeries(f"{who}: ImageOrientationPatient {what} direction is a zero vector")
-    return v / n
-
-
-def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip(np.dot(a, b), -1.0, 1.0))))
+    return u
 
 
 def _fmt(v: np.ndarray) -> str:
@@ -301,9 +298,9 @@ def _check_consistency(slices: list[_Slice]) -> tuple[np.ndarray, np.ndarray]:
         )
     col = _unit(col - np.dot(col, row) * row, ref.label, "column")
     for s in slices[1:]:
-        r = _unit(s.orientation[:3], s.label, "row")
-        c = _unit(s.orientation[3:], s.label, "column")
-        worst = max(_angle_deg(r, row), _angle_deg(c, col))
+        _unit(s.orientation[:3], s.label, "row")
+        _unit(s.orientation[3:], s.label, "column")
+        worst = orientation_apart_deg(row, col, s.orientation)
         if worst > ORIENTATION_TOLERANCE_DEG:
             raise InvalidSeries(
                 f"mixed orientations: {ref.label} has ImageOrientationPatient {_fmt(ref.orientation)} but "
@@ -340,11 +337,8 @@ def _keep_one_component(slices: list[_Slice], warnings: list[str]) -> list[_Slic
 
 def _check_spacing(slices: list[_Slice], d: np.ndarray) -> float:
     """Duplicates and gaps along the normal; returns the median spacing (mm)."""
-    diffs = np.diff(d)
-    positive = diffs[diffs > DUPLICATE_TOLERANCE_MM]
-    median = float(np.median(positive)) if positive.size else 0.0
-    dup_tol = max(DUPLICATE_TOLERANCE_MM, DUPLICATE_TOLERANCE_FRACTION * median)
-    dups = np.nonzero(diffs <= dup_tol)[0]
+    judged = spacing(d)
+    diffs, median, dups, gaps = judged.diffs, judged.median, judged.duplicates, judged.gaps
     if dups.size:
         k = int(dups[0])
         a, b = slices[k], slices[k + 1]
@@ -354,7 +348,6 @@ def _check_spacing(slices: list[_Slice], d: np.ndarray) -> float:
             f"(ImagePositionPatient {_fmt(a.position)} and {_fmt(b.position)}){more}; the series holds two copies "
             "of a slice or two interleaved stacks (echoes, magnitude and phase, repeated acquisition)"
         )
-    gaps = np.nonzero(diffs > MISSING_SLICE_FACTOR * median)[0]
     if gaps.size:
         parts = []
         total = 0
@@ -438,7 +431,7 @@ def load(series: Series) -> Volume:
     positions = np.stack([s.position for s in slices]).astype(np.float64)
     step = (positions[-1] - positions[0]) / (len(positions) - 1)
     step_norm = float(np.linalg.norm(step))
-    tilt = _angle_deg(step / step_norm, normal) if step_norm > 0 else 0.0
+    tilt = angle_deg(step / step_norm, normal) if step_norm > 0 else 0.0
     attr_tilts = [s.tilt_attr for s in slices if s.tilt_attr is not None]
     attr_tilt = attr_tilts[0] if attr_tilts else None
     if tilt > GANTRY_TILT_WARNING_DEG:
