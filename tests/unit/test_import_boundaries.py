@@ -74,7 +74,8 @@ LAYERS = (
     Layer("only cli/ imports cli/", ("",), ("cli",), except_=("cli",)),
     Layer("the journal imports no stage, driver or network layer", ("journal", "journal_api"),
           DRIVERS + STAGES + ("receive", "export", "health")),
-    Layer("domain.py and errors.py import no other svdmark module", ("domain", "errors"), ("",)),
+    Layer("domain.py, errors.py and geometry.py import no other svdmark module", ("domain", "errors", "geometry"),
+          ("",)),
 )
 
 
