@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterator, Sequence
 from .assemble.reanalysis import after_instance, on_request
 from .domain import DeliveryState, JobState, SeriesState
 from .geometry import SliceGeometry
+from .summary import ResultSummary
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -302,7 +303,7 @@ class JobRecord:
     model_version: str | None
     model_sha: str | None
     ruleset_version: str | None
-    summary: dict | None
+    summary: ResultSummary | None
     attempts: int
     interruptions: int
     not_before: float
@@ -345,9 +346,9 @@ class ShadowResult:
     active_name: str | None = None
     active_version: str | None = None
     active_sha: str | None = None
-    active_summary: dict | None = None
+    active_summary: ResultSummary | None = None
     shadow_sha: str | None = None
-    shadow_summary: dict | None = None
+    shadow_summary: ResultSummary | None = None
     error: str | None = None  # the shadow run failed (the active result is unaffected)
 
 
@@ -722,7 +723,7 @@ class Journal:
         detail: str | None = None,
         model: tuple[str, str, str] | None = None,
         ruleset_version: str | None = None,
-        summary: dict | None = None,
+        summary: ResultSummary | None = None,
         outputs: Sequence[ResultObject] = (),
         deliveries: Sequence[tuple[str, str]] = (),
         supersede: Supersession | None = None,
@@ -740,7 +741,7 @@ class Journal:
                 "UPDATE jobs SET state=?, routing=?, rule_id=?, detail=?, model_name=?, model_version=?,"
                 " model_sha=?, ruleset_version=?, summary=?, finished_at=? WHERE id=?",
                 (state.value, routing, rule_id, detail, name, version, sha, ruleset_version,
-                 json.dumps(summary) if summary is not None else None, now, job.id),
+                 _summary_json(summary), now, job.id),
             )
             for obj in outputs:
                 db.execute(
@@ -941,7 +942,7 @@ class Journal:
     def record_shadow(self, shadow: ShadowResult) -> None:
         row = {f.name: getattr(shadow, f.name) for f in fields(shadow)}
         for key in ("active_summary", "shadow_summary"):
-            row[key] = json.dumps(row[key]) if row[key] is not None else None
+            row[key] = _summary_json(row[key])
         with self._tx() as db:
             db.execute(f"INSERT INTO shadow_results ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                        list(row.values()))
@@ -953,7 +954,7 @@ class Journal:
         for r in self._query(f"SELECT {', '.join(names)} FROM shadow_results ORDER BY id"):
             row = dict(r)
             for key in ("active_summary", "shadow_summary"):
-                row[key] = json.loads(row[key]) if row[key] else None
+                row[key] = _summary(row[key])
             out.append(ShadowResult(**row))
         return out
 
@@ -1052,8 +1053,16 @@ def _instance_count(db: sqlite3.Connection) -> int:
 def _job_record(r: sqlite3.Row) -> JobRecord:
     row = {f.name: r[f.name] for f in fields(JobRecord)}
     row["state"] = JobState(row["state"])
-    row["summary"] = json.loads(row["summary"]) if row["summary"] else None
+    row["summary"] = _summary(row["summary"])
     return JobRecord(**row)
+
+
+def _summary_json(summary: ResultSummary | None) -> str | None:
+    return json.dumps(summary.to_json()) if summary is not None else None
+
+
+def _summary(text: str | None) -> ResultSummary | None:
+    return ResultSummary.from_json(json.loads(text)) if text else None
 
 
 def _series(r: sqlite3.Row) -> SeriesRow:

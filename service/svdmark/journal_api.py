@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 if TYPE_CHECKING:
     from .domain import DeliveryState, JobState
     from .geometry import SliceGeometry
+    from .summary import ResultSummary
     from .journal import (AuditEntry, Delivery, JobRecord, JobRow, ResultObject, SeriesRow, ShadowResult,
                           StoredInstance, StoredResult, Supersession)
 
@@ -85,7 +86,7 @@ class WorkJournal(ShadowJournal, Protocol):
         detail: str | None = None,
         model: tuple[str, str, str] | None = None,
         ruleset_version: str | None = None,
-        summary: dict | None = None,
+        summary: ResultSummary | None = None,
         outputs: Sequence[ResultObject] = (),
         deliveries: Sequence[tuple[str, str]] = (),
         supersede: Supersession | None = None,

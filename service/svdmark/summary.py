@@ -1,4 +1,9 @@
-"""Flat, JSON-able summaries of an analysis: the journal's job summary and the results-table row.
+"""``ResultSummary``: the flat summary of an analysis, the one schema of the journal's job and shadow
+summaries, the CLI's views, the results table and shadow agreement.
+
+Stored as JSON (``to_json``; key order and presence as the rows existing journals hold, so a row
+read back with ``from_json`` writes out byte for byte the same; an old row without some keys reads
+with those fields None; keys this version does not know are kept in ``extra``).
 
 Uncertainty and the quality gate (``Findings.interval`` / ``Findings.quality``):
 
@@ -13,9 +18,81 @@ Uncertainty and the quality gate (``Findings.interval`` / ``Findings.quality``):
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from .domain import AnalysisResult, CmbFindings, WmlFindings
+
+#: keys written only when they have a value (an interval; a CMB result's microbleeds; a job's completion warning)
+_OPTIONAL = ("wml_ml_low", "wml_ml_high", "cmb_count_low", "cmb_count_high", "microbleeds", "completion_warning")
+
+
+@dataclass(frozen=True)
+class ResultSummary:
+    task: str | None = None  # "wml" | "cmb"
+    model_name: str | None = None
+    model_version: str | None = None
+    model_sha256: str | None = None
+    ruleset_id: str | None = None
+    ruleset_version: str | None = None
+    slices: int | None = None
+    slice_spacing_mm: float | None = None
+    gantry_tilt_deg: float | None = None
+    warnings: tuple[str, ...] = ()
+    seconds: float | None = None
+    wml_ml: float | None = None  # None when withheld (or a CMB result)
+    cmb_count: int | None = None
+    cmb_grade: int | None = None
+    measurable: bool | None = None  # the quality gate's verdict; None when no gate ran
+    quality_reasons: tuple[str, ...] = ()
+    quality_scores: Mapping[str, float | None] = field(default_factory=dict)
+    interval_method: str | None = None
+    wml_ml_low: float | None = None
+    wml_ml_high: float | None = None
+    cmb_count_low: float | None = None
+    cmb_count_high: float | None = None
+    microbleeds: tuple[Mapping[str, Any], ...] | None = None  # center_mm, diameter_mm, confidence
+    flags: tuple[Mapping[str, Any], ...] = ()  # rule_id, rule_version, category and the flag's values
+    category_uncertain: bool | None = None
+    completion_warning: str | None = None  # a job's: the series was analysed although incomplete
+    extra: Mapping[str, Any] = field(default_factory=dict)  # keys of a newer version, kept as read
+    keys: tuple[str, ...] = field(default=(), compare=False, repr=False)  # the JSON keys, in order, when read
+
+    def for_job(self, completion_warning: str | None) -> "ResultSummary":
+        """The summary a job journals: with its completion warning (written even when None)."""
+        return dataclasses.replace(self, completion_warning=completion_warning,
+                                   keys=tuple(k for k in self._keys() if k != "completion_warning")
+                                   + ("completion_warning",))
+
+    def to_json(self) -> dict:
+        return {k: self._value(k) for k in self._keys()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ResultSummary":
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "keys"}
+        values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        for k in ("warnings", "quality_reasons", "flags"):
+            values[k] = tuple(values.get(k) or ())
+        if values.get("microbleeds") is not None:
+            values["microbleeds"] = tuple(values["microbleeds"])
+        values["quality_scores"] = dict(values.get("quality_scores") or {})
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known}, keys=tuple(data))
+
+    def _keys(self) -> tuple[str, ...]:
+        if self.keys:
+            return self.keys
+        return tuple(f.name for f in dataclasses.fields(self) if f.name not in ("extra", "keys")
+                     and (f.name not in _OPTIONAL or getattr(self, f.name) is not None)) + tuple(self.extra)
+
+    def _value(self, key: str) -> Any:
+        if key in self.extra:
+            return self.extra[key]
+        value = getattr(self, key)
+        if isinstance(value, tuple):
+            return [dict(v) if isinstance(v, Mapping) else v for v in value]
+        return dict(value) if isinstance(value, Mapping) else value
 
 
 def _num(x) -> float | None:
@@ -23,7 +100,7 @@ def _num(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def summarise(result: AnalysisResult) -> dict:
+def summarise(result: AnalysisResult) -> ResultSummary:
     f = result.findings
     row: dict = {
         "task": result.model.task.value,
@@ -70,4 +147,4 @@ def summarise(result: AnalysisResult) -> dict:
     ]
     marks = [bool(fl.values["category_uncertain"]) for fl in result.flags if "category_uncertain" in fl.values]
     row["category_uncertain"] = any(marks) if marks else None
-    return row
+    return ResultSummary.from_json(row)  # the key order of the rows journals hold

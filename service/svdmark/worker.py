@@ -127,8 +127,7 @@ class Worker:
                                                     supersedes)
                     deliveries += [(uid, d.name) for d in self.config.destinations if d.outputs == profile]
             stage = Stage.JOURNAL
-            summary = summarise(result)
-            summary["completion_warning"] = job.warning
+            summary = summarise(result).for_job(job.warning)
             for tries_left in (2, 1, 0):  # earlier results delivered meanwhile: build the notes again
                 stage = Stage.SUPERSEDE
                 supersede = (self._supersession(job, analysed.seed, written, outputs.values())
@@ -152,8 +151,8 @@ class Worker:
             _remove(written)
             return failure(stage, exc)
         health.clear_problem(HEALTH_COMPONENT)  # a job went through: the environment works
-        event(log, "analysis_done", job_id=job.id, series_uid=job.series_uid, task=summary["task"],
-              wml_ml=summary["wml_ml"], cmb_count=summary["cmb_count"], seconds=summary["seconds"],
+        event(log, "analysis_done", job_id=job.id, series_uid=job.series_uid, task=summary.task,
+              wml_ml=summary.wml_ml, cmb_count=summary.cmb_count, seconds=summary.seconds,
               outputs=len(outputs), supersedes=previous.sop_uid if previous else "",
               rejection_notes=len(supersede.rejections) if supersede else 0)
         self._shadow(job, analysed)

@@ -233,6 +233,7 @@ def test_compare_counts_withheld_results_separately(tmp_path):
     """`models compare` on journalled shadow results where the quality gate withheld some: the withheld
     counts (active, shadow, both) are reported and agreement is over the series both measured."""
     from svdmark.journal import Journal, ShadowResult
+    from svdmark.summary import ResultSummary
 
     def wml(v):
         flag = {"rule_id": "aspirin-sich-wml", "category": "not-measurable" if v is None else "below-cut-point"}
@@ -245,7 +246,8 @@ def test_compare_counts_withheld_results_separately(tmp_path):
     pairs = [(2.0, 2.5), (4.0, 3.0), (None, 6.0), (5.0, None), (None, None)]
     for i, (a, s) in enumerate(pairs):
         journal.record_shadow(ShadowResult(f"1.2.{i}", "wml", "wml-ncct", "1.1.0", 100.0 + i, active_name="wml-ncct",
-                                           active_version="1.0.0", active_summary=wml(a), shadow_summary=wml(s)))
+                                           active_version="1.0.0", active_summary=ResultSummary.from_json(wml(a)),
+                                           shadow_summary=ResultSummary.from_json(wml(s))))
     journal.close()
     (tmp_path / "models").mkdir()
     env = _env(tmp_path / "models")

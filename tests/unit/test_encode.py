@@ -641,7 +641,7 @@ def test_summary_text_fits_width(ct):
 
 def test_table_columns_for_interval_and_quality(ct, tmp_path):
     from svdmark.batch import table as T
-    from svdmark.summary import summarise
+    from svdmark.summary import ResultSummary, summarise
 
     series, vol = ct
     swi, swi_vol = swi_series()
@@ -652,7 +652,7 @@ def test_table_columns_for_interval_and_quality(ct, tmp_path):
         cmb_result(swi, swi_vol, 9, interval=Interval(8, 12, "ensemble")),
         wml_result(series, vol, wml_mask(vol)),  # no gate, no interval
     ):
-        summary = json.loads(json.dumps(summarise(result)))  # as the journal stores it
+        summary = ResultSummary.from_json(json.loads(json.dumps(summarise(result).to_json())))  # as journalled
         rows.append(T.fill_from_summary(T.base_row(series_uid=f"s{len(rows)}", status=T.ANALYSED), summary))
     df = T.frame(rows)
     for c in ("measurable", "quality_reasons", "wml_ml_low", "wml_ml_high", "cmb_count_low", "cmb_count_high",

@@ -8,6 +8,7 @@ from svdmark.domain import DeliveryState, JobState, SeriesState
 from svdmark.export import Outbox, SendOutcome, backoff
 from svdmark.geometry import SliceGeometry
 from svdmark.journal import Journal, JournalUnavailable, ResultObject
+from svdmark.summary import ResultSummary
 
 GEOM = SliceGeometry.from_json({"ipp": [0, 0, 0], "iop": [1, 0, 0, 0, 1, 0], "frames": None, "images_in_acquisition": None, "acquisition": 1})
 
@@ -258,11 +259,12 @@ def test_typed_reads_for_operators(tmp_path):
     record(j, "1.0", now=50.0)
     j.queue_job(j.receiving_series()[0], "test")
     job = j.claim_job()
-    j.finish_job(job, JobState.DONE, summary={"task": "wml", "wml_ml": 1.5},
+    j.finish_job(job, JobState.DONE, summary=ResultSummary.from_json({"task": "wml", "wml_ml": 1.5}),
                  outputs=[ResultObject("9.1", "sr", "x", Path("/r/sr")), ResultObject("9.2", "seg", "y", Path("/r/seg"))],
                  deliveries=[("9.1", "A"), ("9.2", "A")])
     rec = j.job(job.id)
-    assert (rec.state, rec.summary, rec.columns()["state"]) == (JobState.DONE, {"task": "wml", "wml_ml": 1.5}, "done")
+    assert (rec.state, rec.summary.to_json(), rec.columns()["state"]) == (JobState.DONE, {"task": "wml", "wml_ml": 1.5},
+                                                                         "done")
     assert j.job(job.id + 1) is None and j.job_history() == [rec]
     assert [(r.kind, r.path, r.job_id) for r in j.results(job_id=job.id)] == [("sr", Path("/r/sr"), job.id),
                                                                              ("seg", Path("/r/seg"), job.id)]

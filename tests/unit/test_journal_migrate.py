@@ -7,6 +7,7 @@ import pytest
 
 from svdmark.domain import DeliveryState, JobState
 from svdmark.journal import SCHEMA_VERSION, Journal, JournalVersionError, ShadowResult
+from svdmark.summary import ResultSummary
 
 OLD = Path(__file__).resolve().parents[1] / "data" / "journal-v0.sqlite"
 
@@ -68,8 +69,8 @@ def test_old_journal_gets_the_shadow_table(old_journal):
     assert columns(old_journal, "shadow_results") == set()
     j = Journal(old_journal)
     assert j.shadow_results() == []
-    j.record_shadow(ShadowResult("1.2.3.2", "wml", "wml-ncct", "1.1.0", 10.0, active_summary={"wml_ml": 1.0}))
-    assert [(r.series_uid, r.active_summary) for r in j.shadow_results()] == [("1.2.3.2", {"wml_ml": 1.0})]
+    j.record_shadow(ShadowResult("1.2.3.2", "wml", "wml-ncct", "1.1.0", 10.0, active_summary=ResultSummary.from_json({"wml_ml": 1.0})))
+    assert [(r.series_uid, r.active_summary.to_json()) for r in j.shadow_results()] == [("1.2.3.2", {"wml_ml": 1.0})]
 
 
 def test_shadow_rows_of_the_lazily_created_table_survive(old_journal):
@@ -86,7 +87,7 @@ def test_shadow_rows_of_the_lazily_created_table_survive(old_journal):
     j = Journal(old_journal)
     assert j.migrated_from == 0 and version(old_journal) == SCHEMA_VERSION
     (row,) = j.shadow_results()
-    assert (row.series_uid, row.shadow_summary, row.active_summary) == ("1.2.3.1", {"wml_ml": 2.0}, None)
+    assert (row.series_uid, row.shadow_summary.to_json(), row.active_summary) == ("1.2.3.1", {"wml_ml": 2.0}, None)
 
 
 def test_journal_from_a_newer_svdmark_is_refused_untouched(old_journal):

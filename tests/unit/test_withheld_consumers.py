@@ -17,6 +17,7 @@ from svdmark.domain import Interval
 from svdmark.cli.agreement import agreement, format_comparison
 from svdmark.geometry import SliceGeometry
 from svdmark.journal import ShadowResult
+from svdmark.summary import ResultSummary
 
 from tests.unit.test_encode_support import MEASURABLE, WITHHELD, cmb_result, ct_series, wml_mask, wml_result
 
@@ -74,7 +75,7 @@ def test_demo_lines_from_real_summaries():
     withheld = wml_result(series, vol, wml_mask(vol), interval=Interval(1.0, 9.0, TTA), quality=WITHHELD)
     for result, expect in ((measured, "16.50 mL (uncertainty interval 15.20 to 18.10 mL"),
                            (withheld, "not reliably measurable (" + WITHHELD.reasons[0])):
-        summary = json.loads(json.dumps(summarise(result)))  # as the journal stores it
+        summary = json.loads(json.dumps(summarise(result).to_json()))  # as the journal stores it
         assert expect in job_lines({"series_uid": "1", "state": "done", "detail": None, "summary": summary})[0]
 
 
@@ -100,7 +101,8 @@ def _shadow_rows(pairs) -> list[ShadowResult]:
     for i, (a, s) in enumerate(pairs):
         err = s == "error"
         rows.append(ShadowResult(f"1.{i}", a["task"], "m", "1.1.0", 0.0, error="RuntimeError: boom" if err else None,
-                                 active_summary=a, shadow_summary=None if err else s))
+                                 active_summary=ResultSummary.from_json(a),
+                                 shadow_summary=None if err else ResultSummary.from_json(s)))
     return rows
 
 
@@ -256,3 +258,26 @@ def test_conformance_statement_documents_intervals_withheld_and_reanalysis():
     assert "**no Segmentation**" in flat
     assert "the earlier SEG stays in the PACS" in flat
     assert "Predecessor Documents Sequence" in flat
+
+
+def test_result_summary_json_is_the_shape_journals_hold():
+    """New rows are written as before (key order, presence, a job's null completion warning); old and
+    partial rows read, and write back byte for byte."""
+    from svdmark.summary import summarise
+
+    series, vol = ct_series()
+    result = wml_result(series, vol, wml_mask(vol), interval=Interval(15.2, 18.1, TTA), quality=MEASURABLE,
+                        volume_ml=16.5)
+    summary = summarise(result)
+    data = summary.to_json()
+    assert list(data)[:3] == ["task", "model_name", "model_version"] and list(data)[-2:] == ["flags",
+                                                                                          "category_uncertain"]
+    assert "cmb_count_low" not in data and "microbleeds" not in data and data["wml_ml_low"] == 15.2
+    job = summary.for_job(None).to_json()
+    assert list(job) == list(data) + ["completion_warning"] and job["completion_warning"] is None
+    text = json.dumps(job)
+    assert json.dumps(ResultSummary.from_json(json.loads(text)).to_json()) == text
+    old = '{"task": "wml", "wml_ml": 1.5, "from_a_newer_version": [1]}'
+    read = ResultSummary.from_json(json.loads(old))
+    assert (read.wml_ml, read.measurable, read.flags) == (1.5, None, ())
+    assert json.dumps(read.to_json()) == old

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..domain import BurdenGrade
+from ..summary import ResultSummary
 from .acquisition import DESCRIPTOR_COLUMNS
 from .files import write_file
 
@@ -100,26 +101,26 @@ def base_row(**identity) -> dict:
     return row
 
 
-def fill_from_summary(row: dict, summary: dict | None, constants: Iterable[tuple[str, str]] = ()) -> dict:
-    """Copy a ``summary.summarise`` dict (the journal's job summary) into a table row.
+def fill_from_summary(row: dict, summary: ResultSummary | None, constants: Iterable[tuple[str, str]] = ()) -> dict:
+    """Copy a ``ResultSummary`` (the journal's job summary) into a table row (what it leaves None, the row keeps).
 
     ``constants``: (rule id, value name) pairs that are rule constants (``rules.json``), left out."""
-    if not summary:
+    if summary is None:
         return row
     constants = set(constants)
     for k in _FROM_SUMMARY:
-        if k in summary:
-            row[k] = summary[k]
-    if summary.get("cmb_grade") is not None:
-        row["cmb_grade_meaning"] = BurdenGrade(int(summary["cmb_grade"])).meaning
-    warnings = [str(w) for w in summary.get("warnings") or []]
-    reasons = [str(r) for r in summary.get("quality_reasons") or []]
+        if getattr(summary, k) is not None:
+            row[k] = getattr(summary, k)
+    if summary.cmb_grade is not None:
+        row["cmb_grade_meaning"] = BurdenGrade(int(summary.cmb_grade)).meaning
+    warnings = [str(w) for w in summary.warnings]
+    reasons = [str(r) for r in summary.quality_reasons]
     row["n_warnings"] = len(warnings)
     row["quality_reasons"] = "; ".join(reasons)
     row[NOTES] = [("warning", w) for w in warnings] + [("quality_reason", r) for r in reasons]
-    for k, v in (summary.get("quality_scores") or {}).items():
+    for k, v in summary.quality_scores.items():
         row[quality_column(k)] = v
-    for f in summary.get("flags") or []:  # per flag: its category and each per-series value
+    for f in summary.flags:  # per flag: its category and each per-series value
         rid = f["rule_id"]
         row[flag_column(rid, "category")] = f.get("category")
         for k, v in f.items():

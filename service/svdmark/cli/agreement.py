@@ -9,6 +9,7 @@ from typing import Any
 
 from ..domain import Task
 from ..journal import ShadowResult
+from ..summary import ResultSummary
 
 
 def compare(rows: list[ShadowResult]) -> list[dict]:
@@ -19,9 +20,9 @@ def compare(rows: list[ShadowResult]) -> list[dict]:
     return [agreement(k[0], k[1], k[2], k[3], g) for k, g in sorted(groups.items())]
 
 
-def _withheld(summary: dict, key: str) -> bool:
+def _withheld(summary: ResultSummary, key: str) -> bool:
     """A result the quality gate withheld (no number to compare); also a summary without the number."""
-    return summary.get("measurable") is False or summary.get(key) is None
+    return summary.measurable is False or getattr(summary, key) is None
 
 
 def agreement(name: str, active_version: str, shadow_version: str, task: str, rows: list[ShadowResult]) -> dict:
@@ -49,17 +50,17 @@ def agreement(name: str, active_version: str, shadow_version: str, task: str, ro
                            "series_uids": sorted({r.series_uid for r in ok}),
                            "withheld": withheld, "measurable_pairs": len(pairs),
                            "agreement_over": "series measurable by both versions (withheld results excluded)"}
-    a = np.array([p[0][key] for p in pairs], float)
-    s = np.array([p[1][key] for p in pairs], float)
+    a = np.array([getattr(p[0], key) for p in pairs], float)
+    s = np.array([getattr(p[1], key) for p in pairs], float)
     d = s - a
     out[key] = _diff_stats(d, a, s)
     if task != Task.WML.value:
         out["cmb_count"]["exact_agreement_percent"] = round(100.0 * float(np.mean(d == 0)), 1) if len(d) else None
-        ga = [p[0]["cmb_grade"] for p in pairs]
-        gs = [p[1]["cmb_grade"] for p in pairs]
+        ga = [p[0].cmb_grade for p in pairs]
+        gs = [p[1].cmb_grade for p in pairs]
         out["grade_agreement_percent"] = round(100.0 * sum(x == y for x, y in zip(ga, gs)) / len(ga), 1) if ga else None
-    fa = [{f["rule_id"]: f.get("category") for f in p[0].get("flags", [])} for p in pairs]
-    fs = [{f["rule_id"]: f.get("category") for f in p[1].get("flags", [])} for p in pairs]
+    fa = [{f["rule_id"]: f.get("category") for f in p[0].flags} for p in pairs]
+    fs = [{f["rule_id"]: f.get("category") for f in p[1].flags} for p in pairs]
     out["flag_agreement_percent"] = (round(100.0 * sum(x == y for x, y in zip(fa, fs)) / len(fa), 1) if fa else None)
     return out
 

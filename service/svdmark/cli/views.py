@@ -13,6 +13,7 @@ from typing import Any
 from ..domain import DeliveryState
 from ..journal import JobRecord
 from ..journal_api import ReadJournal
+from ..summary import ResultSummary
 from .common import iso
 
 HEADER_TAGS = ("SeriesDescription", "AccessionNumber", "SeriesNumber", "Modality")
@@ -47,18 +48,18 @@ class SeriesHeaders:
         return out
 
 
-def result_text(summary: dict | None) -> str | None:
+def result_text(summary: ResultSummary | None) -> str | None:
     """``12.34 mL WML``, ``3 CMB, grade mild``, ``withheld: <reason>``; None without a summary."""
-    if not summary:
+    if summary is None:
         return None
-    if summary.get("measurable") is False:
-        reasons = "; ".join(summary.get("quality_reasons") or [])
+    if summary.measurable is False:
+        reasons = "; ".join(summary.quality_reasons)
         return "withheld" + (f": {reasons}" if reasons else "")
-    if summary.get("task") == "wml" and summary.get("wml_ml") is not None:
-        return f"{summary['wml_ml']:.2f} mL WML"
-    if summary.get("task") == "cmb" and summary.get("cmb_count") is not None:
-        grade = summary.get("cmb_grade")
-        return f"{summary['cmb_count']} CMB" + (f", grade {grade}" if grade is not None else "")
+    if summary.task == "wml" and summary.wml_ml is not None:
+        return f"{summary.wml_ml:.2f} mL WML"
+    if summary.task == "cmb" and summary.cmb_count is not None:
+        grade = summary.cmb_grade
+        return f"{summary.cmb_count} CMB" + (f", grade {grade}" if grade is not None else "")
     return None
 
 
@@ -89,7 +90,7 @@ def job_view(row: JobRecord, series: dict, headers: SeriesHeaders, full: bool = 
         for key, value in j.items():
             if key not in view and key != "summary":
                 view[key] = iso(value or None) if key.endswith("_at") or key == "not_before" else value
-        view["summary"] = summary
+        view["summary"] = summary.to_json() if summary is not None else None
     return view
 
 
