@@ -13,6 +13,7 @@ Models come from the registry (the packaged ``svdmark/data/models/`` or ``$SVDMA
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -105,7 +106,7 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
              baseline: bool = True, tta: list[str] | None = None) -> dict:
     spec = registry.active(Task.WML)
     if tta is not None:  # compare test-time flips on val before fixing them in the manifest
-        spec.manifest["input"]["tta"] = tta
+        spec = dataclasses.replace(spec, manifest={**spec.manifest, "input": {**spec.manifest["input"], "tta": tta}})
     if sweep:
         refuse_sweep_on_reported(split, "post-processing")
     rows = []

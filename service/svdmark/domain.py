@@ -10,7 +10,7 @@ except numpy and (for type hints only) pydicom.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Union
 
@@ -214,16 +214,181 @@ class Volume:
 # --------------------------------------------------------------------------- models
 
 
+# --------------------------------------------------------------------------- model manifest
+
+
+class ManifestFieldError(ValueError):
+    """A manifest field of the wrong kind; the message names the field (the registry adds the file)."""
+
+
+def _section(data: Mapping, key: str, where: str = "") -> Mapping | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, Mapping):
+        raise ManifestFieldError(f"field {where}{key!r} must be an object, not {type(value).__name__}")
+    return value
+
+
+def _number(data: Mapping, key: str, default, kind=float, where: str = ""):
+    value = data.get(key, default)
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ManifestFieldError(f"field {where}{key!r} must be a number, not {value!r}") from None
+
+
+def _numbers(data: Mapping, key: str, kind=float, where: str = "") -> tuple:
+    value = data.get(key, ())
+    try:
+        return tuple(kind(v) for v in ([value] if isinstance(value, (int, float)) else value))
+    except (TypeError, ValueError):
+        raise ManifestFieldError(f"field {where}{key!r} must be a list of numbers, not {value!r}") from None
+
+
+INPUT_KINDS = ("slice2d", "patch3d")  # 2-D sliding window (WML) | 3-D candidate patches (CMB)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The manifest's ``input``: how the runtime feeds the model."""
+
+    kind: str
+    normalisation: Mapping
+    spacing_mm: tuple[float, ...] = ()
+    window: tuple[int, ...] = ()
+    overlap: int = 0
+    multiple_of: int = 1
+    pad_value: float = -1000.0
+    batch: int | None = None  # None: the runtime's default for the kind
+    slab: int = 8
+    context_slices: int = 0
+    tta: tuple[str, ...] = ()  # test-time flips
+    raw: Mapping = field(default_factory=dict, compare=False)  # the section as written (patch geometry for 3-D)
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "InputSpec":
+        w = "input."
+        kind = data.get("kind")
+        if kind not in INPUT_KINDS:
+            raise ManifestFieldError(f"field {w}'kind' must be one of {', '.join(INPUT_KINDS)}, not {kind!r}")
+        norm = _section(data, "normalisation", w)
+        if norm is None:
+            raise ManifestFieldError(f"field {w}'normalisation' is missing")
+        tta = data.get("tta", ())
+        if isinstance(tta, str) or not all(isinstance(t, str) for t in tta):
+            raise ManifestFieldError(f"field {w}'tta' must be a list of flip names, not {tta!r}")
+        return cls(kind=kind, normalisation=norm, spacing_mm=_numbers(data, "spacing_mm", where=w),
+                   window=_numbers(data, "window", int, w), overlap=_number(data, "overlap", 0, int, w),
+                   multiple_of=_number(data, "multiple_of", 1, int, w),
+                   pad_value=_number(data, "pad_value", -1000.0, where=w), batch=_number(data, "batch", None, int, w),
+                   slab=max(1, _number(data, "slab", 8, int, w)), context_slices=_number(data, "context_slices", 0, int, w),
+                   tta=tuple(tta), raw=data)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """The manifest's ``output``: thresholds and post-processing of the model's output."""
+
+    mask_threshold: float = 0.5  # WML: fraction at or above which a voxel is in the SEG
+    threshold: float = 0.5  # CMB: probability at or above which a candidate is a microbleed
+    fraction_floor: float = 0.0
+    support_threshold: float = 0.0
+    support_dilate_vox: int = 0
+    merge_mm: float = 4.0
+    max_count: int = 200
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "OutputSpec":
+        w = "output."
+        return cls(*(_number(data, f.name, f.default, type(f.default), w) for f in fields(cls)))
+
+
+@dataclass(frozen=True)
+class SelfTestSpec:
+    """The manifest's ``self_test``: the reference volumes beside the model and the window its reading must hit."""
+
+    reference: str | None  # file name beside the model (selftest.npz)
+    expect: str  # "ratio_to_truth" | "volume_ml" | "count"
+    bounds: tuple[float, float]
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "SelfTestSpec":
+        expect = _section(data, "expect", "self_test.") or {}
+        for key in ("ratio_to_truth", "volume_ml", "count"):
+            if key in expect:
+                bounds = _numbers(expect, key, where="self_test.expect.")
+                if len(bounds) != 2:
+                    raise ManifestFieldError(f"field self_test.expect.{key!r} must be [low, high], not {expect[key]!r}")
+                return cls(data.get("reference") or None, key, (bounds[0], bounds[1]))
+        raise ManifestFieldError("field self_test.'expect' needs one of ratio_to_truth, volume_ml, count")
+
+
+@dataclass(frozen=True)
+class Manifest(Mapping):
+    """A model's ``manifest.json``, parsed once (:meth:`from_json`); still a read-only mapping of the JSON as
+    written, for the sections only training and validation read (``manifest["training"]``, ``.get("validation")``)."""
+
+    name: str | None
+    version: str | None
+    task: str | None
+    sha256: str | None
+    file: str | None
+    input: InputSpec | None
+    output: OutputSpec
+    self_test: SelfTestSpec | None
+    candidates: Mapping | None  # CMB candidate stage (parameters of preprocess.cmb_candidates)
+    uncertainty: Mapping  # task ("wml" | "cmb") → calibration
+    quality_limits: Mapping | None  # quality gate: {score: {"min"|"max": x} or {"range": [lo, hi]}}
+    raw: Mapping = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "Manifest":
+        """Raises ``ManifestFieldError`` naming the field; absent sections are None (or their defaults)."""
+        if not isinstance(data, Mapping):
+            raise ManifestFieldError(f"a manifest must be an object, not {type(data).__name__}")
+        inp, out, st = (_section(data, k) for k in ("input", "output", "self_test"))
+        quality = _section(data, "quality") or {}
+        return cls(
+            name=data.get("name"), version=data.get("version"), task=data.get("task"), sha256=data.get("sha256"),
+            file=data.get("file"),
+            input=InputSpec.from_json(inp) if inp is not None else None,
+            output=OutputSpec.from_json(out or {}),
+            self_test=SelfTestSpec.from_json(st) if st else None,
+            candidates=_section(data, "candidates"),
+            uncertainty=_section(data, "uncertainty") or {},
+            quality_limits=_section(quality, "limits", "quality."),
+            raw=data,
+        )
+
+    def __getitem__(self, key: str):
+        return self.raw[key]
+
+    def __iter__(self):
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model as described by its manifest in ``svdmark/data/models/<name>/<version>/`` (package data) or ``$SVDMARK_MODELS_DIR``."""
+    """A model as described by its manifest in ``svdmark/data/models/<name>/<version>/`` (package data) or ``$SVDMARK_MODELS_DIR``.
+
+    ``manifest`` is a :class:`Manifest`; a plain dict given here (a test's, training's variant) is parsed."""
 
     name: str
     version: str
     task: Task
     sha256: str
     path: Path  # the model.onnx file
-    manifest: dict = field(default_factory=dict, compare=False, hash=False)
+    manifest: Manifest = field(default_factory=dict, compare=False, hash=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.manifest, Manifest):
+            object.__setattr__(self, "manifest", Manifest.from_json(self.manifest))
 
     @property
     def label(self) -> str:

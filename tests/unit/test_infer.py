@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from svdmark.domain import FrameRef, Task, Volume
+from svdmark.domain import FrameRef, Manifest, Task, Volume
 from svdmark.errors import ModelError
 from svdmark.infer import ModelRegistry, Pinned, Runtime, default_models_dir, managed
 from svdmark.infer.activation import write_state
@@ -60,6 +61,27 @@ def install(root: Path, name="wml-test", version="1.0.0", task="wml", window=32,
     }
     (vdir / "manifest.json").write_text(json.dumps(manifest))
     return vdir
+
+
+def test_a_bad_manifest_is_refused_when_the_registry_loads_it_naming_file_and_field(tmp_path):
+    install(tmp_path)
+    good = ModelRegistry(tmp_path).get("wml-test", "1.0.0")
+    assert good.manifest.input.kind == "slice2d" and good.manifest.input.window == (32, 32)
+    assert good.manifest.output.mask_threshold == 0.5 and good.manifest["output"]["name"] == "fraction"  # still a mapping
+    for change, field in ((lambda m: m["input"].update(kind="volume3d"), "input.'kind'"),
+                          (lambda m: m["output"].update(mask_threshold="half"), "output.'mask_threshold'"),
+                          (lambda m: m.update(self_test={"reference": "x.npz", "expect": {"count": [1]}}),
+                           "self_test.expect.'count'"),
+                          (lambda m: m["input"].pop("normalisation"), "input.'normalisation' is missing")):
+        f = tmp_path / "wml-test" / "1.0.0" / "manifest.json"
+        m = json.loads(f.read_text())
+        change(m)
+        f.write_text(json.dumps(m))
+        with pytest.raises(ModelError) as err:
+            ModelRegistry(tmp_path).get("wml-test", "1.0.0")
+        assert str(f) in str(err.value) and field in str(err.value)
+        shutil.rmtree(tmp_path / "wml-test")
+        install(tmp_path)
 
 
 def make_volume(array: np.ndarray, spacing=(1.0, 1.0), step=(0.0, 0.0, 1.0)) -> Volume:
@@ -214,8 +236,8 @@ def test_sliding_window_equals_whole_volume(tmp_path):
     vol = make_volume(_ncct_like(shape=(2, 70, 90)))
     rt = Runtime(intra_op_num_threads=1)
     sess, _ = rt.session(spec)
-    tiled = rt._run_slice2d(sess, spec.manifest, vol)[0]  # 32-px windows → 3 x 4 tiles per slice
-    whole = rt._run_slice2d(sess, spec.manifest, vol, window=512)[0]  # one window
+    tiled = rt._run_slice2d(sess, spec.manifest.input, vol)[0]  # 32-px windows → 3 x 4 tiles per slice
+    whole = rt._run_slice2d(sess, spec.manifest.input, vol, window=512)[0]  # one window
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
 
 
@@ -252,8 +274,8 @@ def test_context_slices_feed_neighbours_as_channels(tmp_path):
     arr = np.stack([np.full((40, 50), float(k)) for k in range(5)]).astype(np.float32)
     vol = make_volume(arr)
     rt = Runtime(intra_op_num_threads=1)
-    out = rt._run_slice2d(Sess(), manifest, vol)[0]
-    whole = rt._run_slice2d(Sess(), manifest, vol, window=512)[0]
+    out = rt._run_slice2d(Sess(), Manifest.from_json(manifest).input, vol)[0]
+    whole = rt._run_slice2d(Sess(), Manifest.from_json(manifest).input, vol, window=512)[0]
     assert set(seen) == {3}
     # channel 1 is slice k, channel 0 slice k-1 and channel 2 slice k+1, the end slices repeated
     expect = np.array([k / 10 + (min(k + 1, 4) - max(k - 1, 0)) / 40 for k in range(5)], np.float32)
@@ -268,8 +290,8 @@ def test_reference_unet_tiles_match_whole_image():
     vol = make_volume(_ncct_like(shape=(1, 300, 280)), spacing=(1.0, 1.0))
     rt = Runtime(intra_op_num_threads=2)
     sess, _ = rt.session(spec)
-    tiled = rt._run_slice2d(sess, spec.manifest, vol, window=128)[0]
-    whole = rt._run_slice2d(sess, spec.manifest, vol, window=1024)[0]
+    tiled = rt._run_slice2d(sess, spec.manifest.input, vol, window=128)[0]
+    whole = rt._run_slice2d(sess, spec.manifest.input, vol, window=1024)[0]
     np.testing.assert_allclose(tiled, whole, atol=1e-4)
 
 

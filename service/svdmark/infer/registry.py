@@ -21,7 +21,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from ..domain import ModelSpec, Task
+from ..domain import Manifest, ManifestFieldError, ModelSpec, Task
 from ..errors import ModelError
 from .activation import STATE_FILE, installed_dir, read_state
 
@@ -184,6 +184,7 @@ class ModelRegistry:
             task = Task(manifest["task"])
         except ValueError:
             raise ModelError(f"{vdir / MANIFEST}: unknown task {manifest['task']!r}") from None
+        parsed = parse_manifest(manifest, vdir / MANIFEST)
         path = vdir / manifest.get("file", MODEL_FILE)
         if not path.is_file():
             raise ModelError(f"model file {path} is missing")
@@ -193,7 +194,7 @@ class ModelRegistry:
                 f"checksum mismatch for {path}: manifest says {manifest['sha256'][:12]}…, file is {actual[:12]}…;"
                 " the file is corrupt or was replaced"
             )
-        return ModelSpec(name=name, version=version, task=task, sha256=actual, path=path, manifest=manifest)
+        return ModelSpec(name=name, version=version, task=task, sha256=actual, path=path, manifest=parsed)
 
     # ------------------------------------------------------------------ helpers
     def _read_manifest(self, vdir: Path) -> dict:
@@ -232,3 +233,14 @@ class Pinned:
         if Task(task) is not self.spec.task:
             raise ModelError(f"model {self.spec.label} is for {self.spec.task.value}, not {Task(task).value}")
         return self.spec
+
+
+def parse_manifest(data: dict, source: Path) -> Manifest:
+    """The typed manifest, or a ``ModelError`` naming the file and the field that is wrong."""
+    try:
+        manifest = Manifest.from_json(data)
+    except ManifestFieldError as exc:
+        raise ModelError(f"{source}: {exc}") from None
+    if manifest.input.kind == "patch3d" and manifest.candidates is None:
+        raise ModelError(f"{source}: field 'candidates' is missing (a patch3d model needs its candidate stage)")
+    return manifest

@@ -28,12 +28,12 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..config import infer_threads_from_env, trt_cache_from_env
-from ..domain import ModelSpec, Task, Volume
+from ..domain import InputSpec, ModelSpec, Task, Volume
 from ..errors import ModelError
 from ..logs import event
 from . import preprocess as pp
@@ -150,42 +150,42 @@ class Runtime:
 
     # ------------------------------------------------------------------ run
     def run(self, model: ModelSpec, volume: Volume) -> ModelOutput:
-        kind = model.manifest.get("input", {}).get("kind")
+        spec = model.manifest.input
+        kind = spec.kind if spec is not None else None
         t0 = time.perf_counter()
         sess, provider = self.session(model)
         if kind == "slice2d":
-            frac, passes = self._run_slice2d(sess, model.manifest, volume)
+            frac, passes = self._run_slice2d(sess, spec, volume)
             return ModelOutput(Task(model.task), model.sha256, provider, time.perf_counter() - t0, fraction=frac,
                                passes=passes)
         if kind == "patch3d":
-            cands, extras = self._run_patch3d(sess, model.manifest, volume)
+            cands, extras = self._run_patch3d(sess, spec, model.manifest.candidates or {}, volume)
             return ModelOutput(
                 Task(model.task), model.sha256, provider, time.perf_counter() - t0, candidates=cands, extras=extras
             )
         raise ModelError(f"{model.label}: unknown input kind {kind!r} in manifest")
 
     # ------------------------------------------------------------------ 2-D sliding window
-    def _run_slice2d(self, sess, manifest: dict, volume: Volume, window: int | None = None):
-        spec = manifest["input"]
-        grid = pp.PlaneGrid.make(volume.shape[1:], volume.pixel_spacing, float(spec["spacing_mm"][0]))
-        win = int(window or spec["window"][0])
-        margin = int(spec["overlap"]) // 2
-        mult = int(spec.get("multiple_of", 1))
-        bg = float(pp.normalise(np.array([spec.get("pad_value", -1000.0)], np.float32), spec["normalisation"])[0])
-        batch = int(spec.get("batch", 4))
+    def _run_slice2d(self, sess, spec: InputSpec, volume: Volume, window: int | None = None):
+        grid = pp.PlaneGrid.make(volume.shape[1:], volume.pixel_spacing, spec.spacing_mm[0])
+        win = int(window or spec.window[0])
+        margin = spec.overlap // 2
+        mult = spec.multiple_of
+        bg = float(pp.normalise(np.array([spec.pad_value], np.float32), spec.normalisation)[0])
+        batch = spec.batch or 4
         in_name = sess.get_inputs()[0].name
         out = np.empty(volume.shape, np.float32)
-        slab = max(1, int(spec.get("slab", 8)))
-        ctx = int(spec.get("context_slices", 0))  # 2.5-D: neighbours on each side as extra channels
+        slab = spec.slab
+        ctx = spec.context_slices  # 2.5-D: neighbours on each side as extra channels
         nz = volume.shape[0]
         base = lambda x: sess.run(None, {in_name: x})[0]  # noqa: E731
-        nets = [flipped(base, c) for c in flip_combos(spec.get("tta", ()))]
+        nets = [flipped(base, c) for c in flip_combos(spec.tta)]
         passes = [np.empty(volume.shape, np.float32) for _ in nets] if len(nets) > 1 else [out]
         for k0 in range(0, nz, slab):
             k1 = min(nz, k0 + slab)
             lo, hi = max(0, k0 - ctx), min(nz, k1 + ctx)
             planes = grid.to_model(volume.array[lo:hi])
-            planes = pp.normalise(planes, spec["normalisation"])
+            planes = pp.normalise(planes, spec.normalisation)
             if ctx:
                 idx = np.clip(np.arange(k0, k1)[:, None] + np.arange(-ctx, ctx + 1)[None, :], 0, nz - 1) - lo
                 planes = planes[idx]  # (n, 2*ctx+1, h, w); edge slices repeat at the ends of the stack
@@ -197,15 +197,14 @@ class Runtime:
         return out, tuple(passes) if len(passes) > 1 else ()
 
     # ------------------------------------------------------------------ 3-D candidates + classifier
-    def _run_patch3d(self, sess, manifest: dict, volume: Volume):
-        spec = manifest["input"]
-        norm, cents, resp, sig, ref = pp.cmb_candidates(volume, manifest["candidates"], spec["normalisation"])
-        batch = int(spec.get("batch", 64))
+    def _run_patch3d(self, sess, spec: InputSpec, candidates: Mapping, volume: Volume):
+        norm, cents, resp, sig, ref = pp.cmb_candidates(volume, candidates, spec.normalisation)
+        batch = spec.batch or 64
         in_name = sess.get_inputs()[0].name
         probs = np.zeros(len(cents), np.float32)
         diams = np.zeros(len(cents), np.float32)
         for b0 in range(0, len(cents), batch):
-            patches = pp.cmb_patches(norm, volume, cents[b0 : b0 + batch], spec)
+            patches = pp.cmb_patches(norm, volume, cents[b0 : b0 + batch], spec.raw)
             res = sess.run(None, {in_name: patches})[0]
             probs[b0 : b0 + batch] = res[:, 0]
             diams[b0 : b0 + batch] = res[:, 1]

@@ -1,7 +1,7 @@
 """Self-test of a model on the reference volumes shipped beside it, against its manifest's bounds.
 
-``manifest["self_test"]`` = {"reference": "selftest.npz", "expect": {"volume_ml": [lo, hi]} or
-{"count": [lo, hi]} or {"ratio_to_truth": [lo, hi]}, ...}. The reference (``infer.reference``) holds the
+``manifest.self_test`` (a ``SelfTestSpec``; in the JSON ``"self_test"`` = {"reference": "selftest.npz",
+"expect": {"volume_ml": [lo, hi]} or {"count": [lo, hi]} or {"ratio_to_truth": [lo, hi]}, ...}). The reference (``infer.reference``) holds the
 volumes and their truth; ``generator`` and ``cases`` record the phantoms it was made from
 (``python -m training.selftest_reference``). With ``ratio_to_truth`` (from 1.3.0, three cases) the summed
 reading over the summed truth must lie in the window: one case is a noisy probe of a model whose per-case
@@ -42,12 +42,12 @@ def self_test(model: ModelSpec, runtime) -> SelfTestResult:
 
     from .. import measure
 
-    spec = model.manifest.get("self_test")
-    if not spec:
+    spec = model.manifest.self_test
+    if spec is None:
         raise ModelError(f"{model.label}: manifest has no self_test section")
-    if not spec.get("reference"):
+    if not spec.reference:
         raise ModelError(f"{model.label}: manifest's self_test names no reference volume (self_test.reference)")
-    cases = reference.load(model.path.parent / spec["reference"])
+    cases = reference.load(model.path.parent / spec.reference)
     wml = Task(model.task) is Task.WML
     measured = truth = secs = 0.0
     provider = ""
@@ -60,12 +60,11 @@ def self_test(model: ModelSpec, runtime) -> SelfTestResult:
         measured += findings.volume_ml if wml else float(findings.count)
         truth += case.truth(model.task)
     qty = "WML volume mL" if wml else "microbleed count"
-    exp = spec["expect"]
-    if "ratio_to_truth" in exp:  # several cases: the summed reading over the summed truth must lie in the window
-        lo, hi = (round(float(x) * truth, 2) for x in exp["ratio_to_truth"])
+    if spec.expect == "ratio_to_truth":  # several cases: the summed reading over the summed truth must lie in the window
+        lo, hi = (round(x * truth, 2) for x in spec.bounds)
         if len(cases) > 1:
             qty += f", sum over {len(cases)} phantoms"
     else:
-        lo, hi = exp["volume_ml"] if "volume_ml" in exp else exp["count"]
+        lo, hi = spec.bounds
     return SelfTestResult(model.label, bool(lo <= measured <= hi), float(measured), (float(lo), float(hi)), qty,
                           truth, secs, provider)

@@ -17,7 +17,7 @@ import numpy as np
 
 from dataclasses import replace
 
-from ..domain import CmbFindings, Microbleed, ModelSpec, Task, Volume, WmlFindings
+from ..domain import CmbFindings, Manifest, Microbleed, ModelSpec, Task, Volume, WmlFindings
 from ..infer.preprocess import foreground_reference
 from . import quality
 from .geometry import ball_mask, locate
@@ -30,12 +30,12 @@ __all__ = ["from_output", "wml_findings", "wml_volume_ml", "wml_postprocessing",
 def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFindings:
     """Findings with their uncertainty interval and the quality gate's verdict (manifest ``uncertainty`` and
     ``quality`` sections; either may be absent, then that part is None)."""
-    out = model.manifest.get("output", {})
-    unc = model.manifest.get("uncertainty", {})
-    limits = model.manifest.get("quality", {}).get("limits")
+    out = model.manifest.output
+    unc = model.manifest.uncertainty
+    limits = model.manifest.quality_limits
     if Task(model.task) is Task.WML:
         post = wml_postprocessing(model.manifest)
-        f = wml_findings(volume, output.fraction, float(out.get("mask_threshold", 0.5)), **post)
+        f = wml_findings(volume, output.fraction, out.mask_threshold, **post)
         pass_ml = [wml_volume_ml(volume, p, **post) for p in getattr(output, "passes", ())]
         interval = wml_interval(f.volume_ml, pass_ml, unc.get("wml"))
         gate = None
@@ -47,7 +47,7 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
         return replace(f, interval=interval, quality=gate)
     cands = [(c.index, c.probability, c.diameter_mm) for c in output.candidates]
     merge = cmb_merging(model.manifest)
-    f = cmb_findings(volume, cands, threshold=float(out.get("threshold", 0.5)), **merge)
+    f = cmb_findings(volume, cands, threshold=out.threshold, **merge)
     interval = cmb_interval(lambda t: len(merged_centres(volume, cands, t, **merge)), f.count, unc.get("cmb"))
     gate = None
     if limits is not None:
@@ -58,18 +58,16 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
     return replace(f, interval=interval, quality=gate)
 
 
-def wml_postprocessing(manifest: dict) -> dict:
+def wml_postprocessing(manifest: Manifest) -> dict:
     """The manifest's WML volume post-processing, as keyword arguments of ``wml_volume_ml``."""
-    out = manifest.get("output", {})
-    return dict(fraction_floor=float(out.get("fraction_floor", 0.0)),
-                support_threshold=float(out.get("support_threshold", 0.0)),
-                support_dilate_vox=int(out.get("support_dilate_vox", 0)))
+    out = manifest.output
+    return dict(fraction_floor=out.fraction_floor, support_threshold=out.support_threshold,
+                support_dilate_vox=out.support_dilate_vox)
 
 
-def cmb_merging(manifest: dict) -> dict:
+def cmb_merging(manifest: Manifest) -> dict:
     """The manifest's CMB duplicate merging, as keyword arguments of ``merged_centres`` / ``cmb_findings``."""
-    out = manifest.get("output", {})
-    return dict(merge_mm=float(out.get("merge_mm", 4.0)), max_count=int(out.get("max_count", 200)))
+    return dict(merge_mm=manifest.output.merge_mm, max_count=manifest.output.max_count)
 
 
 def wml_volume_ml(volume: Volume, fraction: np.ndarray, fraction_floor: float = 0.0,
