@@ -161,7 +161,7 @@ def test_default_providers_fall_back_to_cpu_with_one_line(tmp_path, caplog):
         sess, provider = rt.session(spec)
         rt.session(spec)  # cached: no second line
     lines = [r for r in caplog.records if r.name == "svdmark.infer"]
-    assert len(lines) == 1 and lines[0].getMessage() == "inference provider"
+    assert len(lines) == 1 and lines[0].getMessage() == "inference_provider"
     assert lines[0].fields["provider"] == provider
     import onnxruntime as ort
 

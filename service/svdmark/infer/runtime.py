@@ -140,9 +140,9 @@ class Runtime:
                     tried.append(f"{_SHORT.get(name, name)}: {_reason(noise) or 'did not load'}")
                     continue
                 short = _SHORT.get(name, name)
-                event(log, "inference provider", model=model.label, provider=short, threads=self.threads)
+                event(log, "inference_provider", model=model.label, provider=short, threads=self.threads)
                 if tried:  # why faster providers were passed over: detail for whoever tunes the host
-                    event(log, "inference providers skipped", logging.DEBUG, model=model.label,
+                    event(log, "inference_providers_skipped", logging.DEBUG, model=model.label,
                           skipped="; ".join(tried))
                 self._sessions[model.sha256] = (sess, short)
                 return sess, short
