@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from .assemble.reanalysis import after_instance, on_request
-from .domain import DeliveryState, JobState, SeriesState
+from .domain import DeliveryState, JobState, OutputKind, SeriesState
 from .geometry import SliceGeometry
 from .summary import ResultSummary
 
@@ -254,8 +254,7 @@ class Delivery:
     total_attempts: int = 0  # tries ever made
 
 
-REJECTABLE_KINDS = ("sr", "seg", "summary")  # result kinds a rejection note can reject (never a note itself)
-REJECTION = "rejection"  # the kind of an IOCM rejection note
+REJECTABLE_KINDS = tuple(OutputKind.profile_kinds())  # what a rejection note can reject (never a note itself)
 
 
 @dataclass(frozen=True)
@@ -594,12 +593,7 @@ class Journal:
             )
             if cur.rowcount != 1:
                 return None
-            return db.execute(
-                "INSERT INTO jobs(series_uid, study_uid, generation, state, completion, created_at, not_before,"
-                " completion_warning) VALUES (?,?,?,?,?,?,?,?)",
-                (series.series_uid, series.study_uid, series.generation, JobState.PENDING.value, completion, now,
-                 now, warning),
-            ).lastrowid
+            return _insert_job(db, series.series_uid, series.study_uid, series.generation, completion, now, warning)
 
     def reanalyse(self, series_uid: str, reason: str, now: float | None = None) -> int | str:
         """Queue a new analysis of an analysed series (generation + 1) with the models active now.
@@ -620,12 +614,7 @@ class Journal:
                 return plan
             db.execute("UPDATE series SET state=?, generation=? WHERE series_uid=?",
                        (plan.state.value, plan.generation, series_uid))
-            return db.execute(
-                "INSERT INTO jobs(series_uid, study_uid, generation, state, completion, created_at, not_before)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (series_uid, s["study_uid"], plan.generation, JobState.PENDING.value, f"re-analysis: {reason}",
-                 now, now),
-            ).lastrowid
+            return _insert_job(db, series_uid, s["study_uid"], plan.generation, f"re-analysis: {reason}", now)
 
     def series_analysed_with(self, model_name: str, model_version: str | None = None) -> list[str]:
         """Series whose latest finished analysis used this model (and version, if given), oldest first."""
@@ -1039,6 +1028,16 @@ class Journal:
                 conn.close()
         except sqlite3.Error as exc:
             raise JournalUnavailable(str(exc)) from None
+
+
+def _insert_job(db: sqlite3.Connection, series_uid: str, study_uid: str, generation: int, completion: str,
+                now: float, warning: str | None = None) -> int:
+    """A pending job, due now; its id (queued by the assembler or by an operator's re-analysis)."""
+    return db.execute(
+        "INSERT INTO jobs(series_uid, study_uid, generation, state, completion, created_at, not_before,"
+        " completion_warning) VALUES (?,?,?,?,?,?,?,?)",
+        (series_uid, study_uid, generation, JobState.PENDING.value, completion, now, now, warning),
+    ).lastrowid
 
 
 def _state_counts(db: sqlite3.Connection) -> dict[str, dict[str, int]]:

@@ -62,7 +62,8 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
     from ..batch.dictionary import rule_constants
     from ..batch.state import resolve_key
     from ..errors import ConfigError
-    from ..journal import REJECTION, JobRecord, Journal
+    from ..domain import OutputKind
+    from ..journal import JobRecord, Journal
     from ..logs import pseudonym
 
     cfg = load_config(args)
@@ -103,7 +104,7 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
             row.update(descriptors(h, key, getattr(args, "shift_dates", False)))
         T.fill_from_summary(row, j.summary, constants)
         for o in journal.results(job_id=j.id):
-            if o.kind == REJECTION:  # an IOCM rejection note is not a result of the analysis
+            if o.kind == OutputKind.REJECTION:  # an IOCM rejection note is not a result of the analysis
                 continue
             row[f"{o.kind}_file"] = str(o.path)
             if o.kind == "sr":
