@@ -15,11 +15,15 @@ command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || need_pkgs+=
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need_pkgs+=(orthanc-dicomweb)
 # curl: the admin guide's /healthz and /metrics examples (tests/cli/test_admin_guide.py runs them)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+# PostgreSQL: tests/pgserver.py runs its own server (initdb in a temporary directory, a free port)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  # The tests start their own Orthanc on free ports: keep the package's service from starting
-  # (policy-rc.d exit 101 = "not allowed"; only where the machine has no policy of its own).
+  # The tests start their own Orthanc and PostgreSQL on free ports: keep the packages' services from starting
+  # (policy-rc.d exit 101 = "not allowed"; only where the machine has no policy of its own). postgresql's
+  # postinst creates its 'main' cluster unstarted, then starts it through invoke-rc.d (deb-systemd-invoke under
+  # systemd): both obey this.
   own_policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null

@@ -1,4 +1,4 @@
-"""Shared fixtures: small generated phantoms and studies (session-scoped, seconds to build)."""
+"""Shared fixtures: small generated phantoms and studies (session-scoped, seconds to build); a real PostgreSQL."""
 from __future__ import annotations
 
 import pytest
@@ -36,3 +36,28 @@ def swi_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("swi_study")
     return write_study(out, seed=22, kind="swi", vendor="siemens", matrix=48, n_slices=10, slice_thickness=2.0,
                        n_cmb=5)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server (tests/pgserver.py), one per session, started by the first test that asks."""
+    from tests.pgserver import PostgresServer
+
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a fresh, empty database on the session's server; dropped after the test."""
+    import secrets
+
+    import psycopg
+
+    name = f"test_{secrets.token_hex(6)}"
+    url = postgres_server.create_database(name)
+    yield url
+    try:
+        postgres_server.drop_database(name)
+    except psycopg.Error:
+        pass  # the test may have stopped or broken the server; the session's stop() removes it all
