@@ -61,3 +61,11 @@ def postgres_url(postgres_server):
         postgres_server.drop_database(name)
     except psycopg.Error:
         pass  # the test may have stopped or broken the server; the session's stop() removes it all
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_url(request, tmp_path):
+    """A journal URL on each engine: a fresh SQLite file, then a fresh PostgreSQL database (the real server)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "j.sqlite")
+    return request.getfixturevalue("postgres_url")

@@ -1,7 +1,7 @@
-"""The journal: one SQLite file holding instances, series, jobs, results and deliveries.
+"""The journal: instances, series, jobs, results and deliveries, in SQLite (one process) or PostgreSQL (many).
 
-Every state transition is one transaction (WAL, ``synchronous=FULL``), so a
-``kill -9`` at any moment leaves a state from which a restart resumes:
+Every state transition is one transaction (SQLite: WAL, ``synchronous=FULL``; PostgreSQL: a committed
+transaction), so a ``kill -9`` at any moment leaves a state from which a restart resumes:
 
 * series:     receiving → queued → analysed  (:class:`SeriesState`; a late instance sends it back to
               receiving, with ``generation`` + 1, so the next analysis supersedes the last: the policy
@@ -22,21 +22,28 @@ Every state transition is one transaction (WAL, ``synchronous=FULL``), so a
               dead → pending (:meth:`Journal.resend_dead`: the attempt count and history are kept;
                               the new round gets ``max_attempts`` tries of its own)
 
-Schema versions: ``PRAGMA user_version`` names the schema a file has; :data:`MIGRATIONS` brings
+Several processes (PostgreSQL): a running job and a delivery in flight carry a lease (``owner``, ``lease_until``)
+that the holder's :meth:`Journal.heartbeat` renews; :meth:`Journal.recover` returns only lapsed ones to the queue,
+and a worker whose lease lapsed cannot record its result (:class:`LeaseLost`). Transactions that read and then
+write a series lock it by name; jobs are claimed with ``FOR UPDATE SKIP LOCKED``; one process at a time leads
+assembly (:meth:`Journal.lead`, an advisory lock). The engine differences are in :mod:`svdmark.journal_engine`.
+
+Schema versions: the engine's schema version (SQLite: ``PRAGMA user_version``) names the schema a journal has; :data:`MIGRATIONS` brings
 any older file (version 0 is the schema before versions existed) up to :data:`SCHEMA_VERSION`
 when it is opened, one transaction per step. A file newer than this code is refused.
 
 This is the only module with SQL (``tests/unit/test_sql_boundary.py`` checks): every other module
 reads and writes state through named methods, and reads come back as frozen dataclasses
-(a few older readers still get ``sqlite3.Row``: :meth:`Journal.jobs`, :meth:`Journal.deliveries`,
+(a few older readers still get rows by column name: :meth:`Journal.jobs`, :meth:`Journal.deliveries`,
 :meth:`Journal.delivery_attempts`).
 """
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
+import os
+import socket
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -45,6 +52,7 @@ from typing import Any, Callable, Iterator, Sequence
 from .assemble.reanalysis import after_instance, on_request
 from .domain import DeliveryState, JobState, OutputKind, SeriesState
 from .geometry import SliceGeometry
+from .journal_engine import ERRORS, Connection, Engine
 from .summary import ResultSummary
 
 SCHEMA = """
@@ -162,64 +170,69 @@ class JobRow:
     warning: str | None = None  # the assembler's "incomplete series: N of M images", carried into the result
 
 
-def _add_columns(db: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
-    have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-    for name, decl in columns.items():
-        if name not in have:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
-
-
-def _v1(db: sqlite3.Connection) -> None:
+def _v1(engine: Engine, db: Connection) -> None:
     """Restart interruptions counted apart from failures (journals from before they existed lack them)."""
-    _add_columns(db, "jobs", {"interruptions": "INTEGER NOT NULL DEFAULT 0", "not_before": "REAL NOT NULL DEFAULT 0"})
+    engine.add_columns(db, "jobs", {"interruptions": "INTEGER NOT NULL DEFAULT 0", "not_before": "REAL NOT NULL DEFAULT 0"})
 
 
-def _v2(db: sqlite3.Connection) -> None:
+def _v2(engine: Engine, db: Connection) -> None:
     """Incomplete-series warnings on jobs; delivery rounds (a resend keeps the history) and an attempt log."""
-    _add_columns(db, "jobs", {"completion_warning": "TEXT"})
-    _add_columns(db, "deliveries", {"round_start": "INTEGER NOT NULL DEFAULT 0",
-                                    "resends": "INTEGER NOT NULL DEFAULT 0"})
-    db.execute(
+    engine.add_columns(db, "jobs", {"completion_warning": "TEXT"})
+    engine.add_columns(db, "deliveries", {"round_start": "INTEGER NOT NULL DEFAULT 0",
+                                          "resends": "INTEGER NOT NULL DEFAULT 0"})
+    engine.run_script(db, 
         "CREATE TABLE IF NOT EXISTS delivery_attempts (id INTEGER PRIMARY KEY AUTOINCREMENT,"
         " delivery_id INTEGER NOT NULL REFERENCES deliveries(id), at REAL NOT NULL, outcome TEXT NOT NULL,"
-        " detail TEXT)"
+        " detail TEXT);"
+        " CREATE INDEX IF NOT EXISTS delivery_attempts_delivery ON delivery_attempts(delivery_id);"
     )
-    db.execute("CREATE INDEX IF NOT EXISTS delivery_attempts_delivery ON delivery_attempts(delivery_id)")
 
 
-def _v3(db: sqlite3.Connection) -> None:
+def _v3(engine: Engine, db: Connection) -> None:
     """Interruptions that point at the job itself (other jobs completed in between), and when it was last interrupted."""
-    _add_columns(db, "jobs", {"suspect_interruptions": "INTEGER NOT NULL DEFAULT 0",
-                              "interrupted_at": "REAL"})
+    engine.add_columns(db, "jobs", {"suspect_interruptions": "INTEGER NOT NULL DEFAULT 0",
+                                    "interrupted_at": "REAL"})
 
 
-def _v4(db: sqlite3.Connection) -> None:
+def _v4(engine: Engine, db: Connection) -> None:
     """Which IOCM rejection note (KOS SOP Instance UID) rejected a delivered result at its destination."""
-    _add_columns(db, "deliveries", {"rejected_by": "TEXT"})
+    engine.add_columns(db, "deliveries", {"rejected_by": "TEXT"})
 
 
-def _v5(db: sqlite3.Connection) -> None:
+def _v5(engine: Engine, db: Connection) -> None:
     """Shadow results (a candidate model version run beside the active one, never sent).
 
     Earlier code created this table itself, the first time a shadow ran: the columns are the same,
     so such a file keeps its rows."""
-    db.execute(
+    engine.run_script(db, 
         "CREATE TABLE IF NOT EXISTS shadow_results (id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER,"
         " series_uid TEXT NOT NULL, task TEXT NOT NULL,"
         " active_name TEXT, active_version TEXT, active_sha TEXT, active_summary TEXT,"
         " shadow_name TEXT NOT NULL, shadow_version TEXT NOT NULL, shadow_sha TEXT, shadow_summary TEXT,"
-        " error TEXT, created_at REAL NOT NULL)"
+        " error TEXT, created_at REAL NOT NULL);"
+    )
+
+
+def _v6(engine: Engine, db: Connection) -> None:
+    """Leases (which process holds a running job or a delivery in flight, until when) and the process table."""
+    engine.add_columns(db, "jobs", {"owner": "TEXT", "lease_until": "REAL"})
+    engine.add_columns(db, "deliveries", {"owner": "TEXT", "lease_until": "REAL"})
+    engine.run_script(db, 
+        "CREATE TABLE IF NOT EXISTS processes (id TEXT PRIMARY KEY, roles TEXT NOT NULL, host TEXT NOT NULL,"
+        " pid INTEGER NOT NULL, started_at REAL NOT NULL, heartbeat_at REAL NOT NULL, current_job INTEGER,"
+        " open_series TEXT, detail TEXT);"
     )
 
 
 # (version, what it brings, step): step N takes a file at version N-1 to N. Steps are idempotent,
 # so a file that already has a column (an early build added them unversioned) migrates too.
-MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = (
+MIGRATIONS: tuple[tuple[int, str, Callable[[Engine, Connection], None]], ...] = (
     (1, "jobs.interruptions, jobs.not_before", _v1),
     (2, "jobs.completion_warning, deliveries.round_start/resends, delivery_attempts", _v2),
     (3, "jobs.suspect_interruptions, jobs.interrupted_at", _v3),
     (4, "deliveries.rejected_by", _v4),
     (5, "shadow_results", _v5),
+    (6, "jobs/deliveries owner + lease_until, processes", _v6),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -279,6 +292,10 @@ class Supersession:
 
 class StaleSupersession(RuntimeError):
     """An earlier result was delivered (or picked up for sending) after the rejection notes were built."""
+
+
+class LeaseLost(RuntimeError):
+    """This process's lease on a job ran out (it stopped renewing, or was too slow); another process may have it."""
 
 
 class JournalUnavailable(RuntimeError):
@@ -360,6 +377,21 @@ class AuditEntry:
 
 
 @dataclass(frozen=True)
+class ProcessRecord:
+    """One svdmark process using this journal, as its last heartbeat left it."""
+
+    id: str
+    roles: tuple[str, ...]
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    current_job: int | None = None
+    open_series: tuple[str, ...] = ()
+    detail: dict | None = None  # e.g. the listener's port
+
+
+@dataclass(frozen=True)
 class JournalCounts:
     """What /healthz and /metrics read: rows by state, jobs by routing decision and state, instances."""
 
@@ -368,76 +400,85 @@ class JournalCounts:
     instances: int
 
 
+DEFAULT_LEASE_SECONDS = 60.0  # a running job or a delivery in flight belongs to its process this long per heartbeat
+
+
+def process_id() -> str:
+    """This process's name in leases and the process table: host, PID and a random part (PIDs are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class Journal:
-    """Thread-safe access to the SQLite journal (one connection per thread)."""
+    """Thread-safe access to the journal (one connection per thread) on SQLite or PostgreSQL.
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        db = self._conn()
-        found = self.schema_version(db)
-        if found > SCHEMA_VERSION:  # before anything is created or changed in it
-            raise JournalVersionError(
-                f"{self.path} has journal schema version {found}, newer than this svdmark's {SCHEMA_VERSION}: "
-                "run the svdmark version that wrote it, or restore a backup")
-        db.executescript(SCHEMA)
-        self.migrated_from = self._migrate(db)
+    ``url``: ``sqlite:///PATH``, a plain path (SQLite) or ``postgresql://…`` (:mod:`svdmark.journal_engine`).
+    ``owner`` names this process in the leases it takes (:func:`process_id` by default); a lease lasts
+    ``lease_seconds`` and :meth:`heartbeat` renews it.
+    """
 
-    @staticmethod
-    def schema_version(db: sqlite3.Connection) -> int:
-        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    def __init__(self, url: str | Path, *, owner: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS):
+        self._engine = Engine(url)
+        self.path = Path(self._engine.target) if self._engine.kind == "sqlite" else None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.owner = owner or process_id()
+        self.lease_seconds = float(lease_seconds)
+        with self._engine.schema_lock():
+            db = self._conn()
+            found = self._engine.schema_version(db)
+            if found > SCHEMA_VERSION:  # before anything is created or changed in it
+                raise JournalVersionError(
+                    f"{self.describe()} has journal schema version {found}, newer than this svdmark's "
+                    f"{SCHEMA_VERSION}: run the svdmark version that wrote it, or restore a backup")
+            self._engine.run_script(db, SCHEMA)
+            self.migrated_from = self._migrate()
 
-    def _migrate(self, db: sqlite3.Connection) -> int:
-        """Bring the file up to :data:`SCHEMA_VERSION`; returns the version it had."""
-        found = self.schema_version(db)
+    @property
+    def shared(self) -> bool:
+        """Other processes may use this journal at the same time (PostgreSQL): leases, not restarts, free work."""
+        return self._engine.shared
+
+    def describe(self) -> str:
+        """Where the journal is (a file path, or the PostgreSQL URL without its password)."""
+        return self._engine.describe()
+
+    def schema_version(self) -> int:
+        return self._engine.schema_version(self._conn())
+
+    def _migrate(self) -> int:
+        """Bring the journal up to :data:`SCHEMA_VERSION`; returns the version it had."""
+        found = self.schema_version()
         for version, _, step in MIGRATIONS:
             if version <= found:
                 continue
             with self._tx() as tx:
-                if self.schema_version(tx) >= version:  # another process migrated meanwhile
+                if self._engine.schema_version(tx) >= version:  # another process migrated meanwhile
                     continue
-                step(tx)
-                tx.execute(f"PRAGMA user_version = {int(version)}")
+                step(self._engine, tx)
+                self._engine.set_schema_version(tx, version)
         return found
 
     # ---------------------------------------------------------------- plumbing
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-        return conn
+    def _conn(self) -> Connection:
+        return self._engine.conn()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:  # also when COMMIT itself failed (a full disk): never leave it open
-                db.execute("ROLLBACK")
-            raise
+    def _tx(self):
+        return self._engine.transaction()
 
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         return self._conn().execute(sql, args).fetchall()
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._engine.close()
 
     # ---------------------------------------------------------------- recovery
     def recover(self, interruption_cap: int = INTERRUPTION_CAP, now: float | None = None,
-                hard_cap: int = INTERRUPTION_HARD_CAP) -> dict[str, Any]:
+                hard_cap: int = INTERRUPTION_HARD_CAP, expired_only: bool | None = None) -> dict[str, Any]:
         """After a crash: running jobs go back to pending, sending deliveries to pending.
+
+        ``expired_only`` (the default on a shared journal): only those whose lease has run out, i.e. whose
+        process stopped renewing it; others belong to live processes. On SQLite one process owns the file,
+        so at its start everything running was interrupted.
 
         An interrupted job did not fail: its ``attempts`` stay as they were. It counts an
         interruption and waits behind the jobs already queued, so that a restart does not begin
@@ -454,11 +495,14 @@ class Journal:
         Returns counts, and ``quarantined``: (job id, series UID) of each job quarantined now.
         """
         now = time.time() if now is None else now
+        expired_only = self.shared if expired_only is None else expired_only
+        lapsed = " AND COALESCE(lease_until, 0)<?" if expired_only else ""
+        lease_args: tuple[Any, ...] = (now,) if expired_only else ()
         with self._tx() as db:
             running = db.execute(
                 "SELECT id, series_uid, generation, interruptions, suspect_interruptions, interrupted_at, created_at"
-                " FROM jobs WHERE state=? ORDER BY id",
-                (JobState.RUNNING.value,),
+                f" FROM jobs WHERE state=?{lapsed} ORDER BY id{db.skip_locked}",
+                (JobState.RUNNING.value, *lease_args),
             ).fetchall()
             quarantined = []
             for row in running:
@@ -472,7 +516,7 @@ class Journal:
                 if suspect >= interruption_cap or n >= hard_cap:
                     db.execute(
                         "UPDATE jobs SET state=?, interruptions=?, suspect_interruptions=?, interrupted_at=?,"
-                        " detail=?, finished_at=? WHERE id=?",
+                        " detail=?, finished_at=?, owner=NULL, lease_until=NULL WHERE id=?",
                         (JobState.FAILED.value, n, suspect, now,
                          f"quarantined: the service stopped {n} times while analysing this series ({suspect} of them "
                          "while other series completed); run `svdmark jobs retry` once the cause is found",
@@ -483,12 +527,12 @@ class Journal:
                 else:
                     db.execute(
                         "UPDATE jobs SET state=?, interruptions=?, suspect_interruptions=?, interrupted_at=?,"
-                        " not_before=? WHERE id=?",
+                        " not_before=?, owner=NULL, lease_until=NULL WHERE id=?",
                         (JobState.PENDING.value, n, suspect, now, now, row["id"]),
                     )
             sends = db.execute(
-                "UPDATE deliveries SET state=? WHERE state=?",
-                (DeliveryState.PENDING.value, DeliveryState.SENDING.value),
+                f"UPDATE deliveries SET state=?, owner=NULL, lease_until=NULL WHERE state=?{lapsed}",
+                (DeliveryState.PENDING.value, DeliveryState.SENDING.value, *lease_args),
             ).rowcount
         return {"jobs_requeued": len(running) - len(quarantined), "jobs_quarantined": len(quarantined),
                 "deliveries_requeued": sends, "quarantined": quarantined}
@@ -521,11 +565,17 @@ class Journal:
         """
         now = time.time() if now is None else now
         with self._tx() as db:
+            db.lock(series_uid)  # receivers on other hosts may be adding to this series right now
             old = db.execute("SELECT digest FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
             if old is not None and old["digest"] == digest:
                 return "duplicate"
             db.execute(
-                "INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO instances (sop_uid, study_uid, series_uid, sop_class, transfer_syntax, path, size, digest,"
+                " geometry, calling_ae, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(sop_uid) DO UPDATE SET"
+                " study_uid=excluded.study_uid, series_uid=excluded.series_uid, sop_class=excluded.sop_class,"
+                " transfer_syntax=excluded.transfer_syntax, path=excluded.path, size=excluded.size,"
+                " digest=excluded.digest, geometry=excluded.geometry, calling_ae=excluded.calling_ae,"
+                " received_at=excluded.received_at",
                 (sop_uid, study_uid, series_uid, sop_class, transfer_syntax, str(path), size, digest,
                  json.dumps(geometry.to_json()), calling_ae, now),
             )
@@ -586,6 +636,7 @@ class Journal:
         ``warning`` (an incomplete series analysed anyway) goes into the job and from there into the result."""
         now = time.time() if now is None else now
         with self._tx() as db:
+            db.lock(series.series_uid)
             cur = db.execute(
                 "UPDATE series SET state=? WHERE series_uid=? AND state=? AND generation=? AND last_received=?",
                 (SeriesState.QUEUED.value, series.series_uid, SeriesState.RECEIVING.value, series.generation,
@@ -604,6 +655,7 @@ class Journal:
         """
         now = time.time() if now is None else now
         with self._tx() as db:
+            db.lock(series_uid)
             s = db.execute("SELECT * FROM series WHERE series_uid=?", (series_uid,)).fetchone()
             if s is None:
                 return "no such series in the journal"
@@ -628,16 +680,19 @@ class Journal:
 
     # ---------------------------------------------------------------- jobs
     def claim_job(self, now: float | None = None) -> JobRow | None:
-        """The pending job that is due and has waited longest (``not_before``, then id) → running."""
+        """The pending job that is due and has waited longest (``not_before``, then id) → running, leased to
+        this process for ``lease_seconds`` (:meth:`heartbeat` renews it; workers on other hosts skip the rows
+        being claimed instead of waiting for them)."""
         now = time.time() if now is None else now
         with self._tx() as db:
             row = db.execute(
-                "SELECT * FROM jobs WHERE state=? AND not_before<=? ORDER BY not_before, id LIMIT 1",
+                f"SELECT * FROM jobs WHERE state=? AND not_before<=? ORDER BY not_before, id LIMIT 1{db.skip_locked}",
                 (JobState.PENDING.value, now),
             ).fetchone()
             if row is None:
                 return None
-            db.execute("UPDATE jobs SET state=?, started_at=? WHERE id=?", (JobState.RUNNING.value, now, row["id"]))
+            db.execute("UPDATE jobs SET state=?, started_at=?, owner=?, lease_until=? WHERE id=?",
+                       (JobState.RUNNING.value, now, self.owner, now + self.lease_seconds, row["id"]))
             return JobRow(row["id"], row["series_uid"], row["study_uid"], row["generation"], JobState.RUNNING,
                           row["completion"], row["attempts"], row["routing"], row["detail"], row["interruptions"],
                           row["completion_warning"])
@@ -652,20 +707,22 @@ class Journal:
         """
         now = time.time() if now is None else now
         with self._tx() as db:
-            row = db.execute("SELECT attempts FROM jobs WHERE id=? AND state=?",
-                             (job.id, JobState.RUNNING.value)).fetchone()
+            db.lock(job.series_uid)
+            row = db.execute("SELECT attempts FROM jobs WHERE id=? AND state=? AND owner=?",
+                             (job.id, JobState.RUNNING.value, self.owner)).fetchone()
             if row is None:
                 return None
             attempts = row["attempts"] + 1
             if attempts >= max_attempts:
                 db.execute(
-                    "UPDATE jobs SET state=?, attempts=?, detail=?, finished_at=? WHERE id=?",
+                    "UPDATE jobs SET state=?, attempts=?, detail=?, finished_at=?, owner=NULL, lease_until=NULL"
+                    " WHERE id=?",
                     (JobState.FAILED.value, attempts, f"gave up after {attempts} attempts: {reason}", now, job.id),
                 )
                 self._settle_series(db, job.series_uid, job.generation)
                 return JobState.FAILED
             db.execute(
-                "UPDATE jobs SET state=?, attempts=?, detail=?, not_before=? WHERE id=?",
+                "UPDATE jobs SET state=?, attempts=?, detail=?, not_before=?, owner=NULL, lease_until=NULL WHERE id=?",
                 (JobState.PENDING.value, attempts, f"attempt {attempts} failed, will retry: {reason}", now + delay,
                  job.id),
             )
@@ -687,7 +744,7 @@ class Journal:
         return self._rejectable(self._conn(), series_uid, before_generation, destinations)
 
     @staticmethod
-    def _rejectable(db: sqlite3.Connection, series_uid: str, before_generation: int,
+    def _rejectable(db: Connection, series_uid: str, before_generation: int,
                     destinations: Sequence[str]) -> list[tuple[int, str, ResultObject]]:
         if not destinations:
             return []
@@ -722,31 +779,32 @@ class Journal:
         ``deliveries`` pairs (sop_uid, destination name). ``supersede`` (a done job): earlier generations'
         SR/SEG/summary deliveries still pending become ``superseded`` (never sent), and the rejection notes
         are queued after the new results to the destinations that hold the old ones.
+
+        Raises :class:`LeaseLost` (and records nothing) when this process no longer holds the job: its lease
+        ran out and the job went back to the queue, so another worker's run is the one that counts.
         """
         now = time.time()
         name, version, sha = model or (None, None, None)
         with self._tx() as db:
-            db.execute(
+            db.lock(job.series_uid)
+            cur = db.execute(
                 "UPDATE jobs SET state=?, routing=?, rule_id=?, detail=?, model_name=?, model_version=?,"
-                " model_sha=?, ruleset_version=?, summary=?, finished_at=? WHERE id=?",
+                " model_sha=?, ruleset_version=?, summary=?, finished_at=?, owner=NULL, lease_until=NULL"
+                " WHERE id=? AND state=? AND owner=?",
                 (state.value, routing, rule_id, detail, name, version, sha, ruleset_version,
-                 _summary_json(summary), now, job.id),
+                 _summary_json(summary), now, job.id, JobState.RUNNING.value, self.owner),
             )
+            if cur.rowcount != 1:
+                raise LeaseLost(f"job {job.id} is no longer this process's (its lease ran out): nothing recorded")
             for obj in outputs:
-                db.execute(
-                    "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?)",
-                    (obj.sop_uid, job.id, job.series_uid, obj.kind, obj.sop_class, str(obj.path), obj.supersedes, now),
-                )
+                _insert_result(db, obj, job, now)
             for sop_uid, dest in deliveries:
-                db.execute(
-                    "INSERT OR IGNORE INTO deliveries(sop_uid, destination, state, next_attempt_at) VALUES (?,?,?,?)",
-                    (sop_uid, dest, DeliveryState.PENDING.value, now),
-                )
+                _queue_delivery(db, sop_uid, dest, now)
             if supersede is not None:
                 self._supersede(db, job, supersede, now)
             self._settle_series(db, job.series_uid, job.generation)
 
-    def _supersede(self, db: sqlite3.Connection, job: JobRow, supersede: Supersession, now: float) -> None:
+    def _supersede(self, db: Connection, job: JobRow, supersede: Supersession, now: float) -> None:
         kinds = ",".join("?" * len(REJECTABLE_KINDS))
         db.execute(
             "UPDATE deliveries SET state=? WHERE state=? AND sop_uid IN (SELECT r.sop_uid FROM results r"
@@ -761,31 +819,28 @@ class Journal:
             raise StaleSupersession(f"series {job.series_uid}: earlier results changed state while the "
                                     "rejection notes were built")
         for rej in supersede.rejections:
-            note = rej.note
-            db.execute("INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?)",
-                       (note.sop_uid, job.id, job.series_uid, note.kind, note.sop_class, str(note.path), None, now))
+            _insert_result(db, rej.note, job, now)
             for dest in sorted({dest for _, dest in rej.rejects}):
-                db.execute(
-                    "INSERT OR IGNORE INTO deliveries(sop_uid, destination, state, next_attempt_at) VALUES (?,?,?,?)",
-                    (note.sop_uid, dest, DeliveryState.PENDING.value, now))
+                _queue_delivery(db, rej.note.sop_uid, dest, now)
             db.executemany("UPDATE deliveries SET rejected_by=? WHERE id=?",
-                           [(note.sop_uid, i) for i, _ in rej.rejects])
+                           [(rej.note.sop_uid, i) for i, _ in rej.rejects])
 
     @staticmethod
-    def _settle_series(db: sqlite3.Connection, series_uid: str, generation: int) -> None:
+    def _settle_series(db: Connection, series_uid: str, generation: int) -> None:
         db.execute(
             "UPDATE series SET state=? WHERE series_uid=? AND generation=? AND state=?",
             (SeriesState.ANALYSED.value, series_uid, generation, SeriesState.QUEUED.value),
         )
 
-    def jobs(self, state: JobState | None = None, limit: int = 1000) -> list[sqlite3.Row]:
+    def jobs(self, state: JobState | None = None, limit: int = 1000) -> list[Any]:
         if state is None:
             return self._query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
         return self._query("SELECT * FROM jobs WHERE state=? ORDER BY id DESC LIMIT ?", (state.value, limit))
 
     def retry_job(self, job_id: int) -> bool:
         with self._tx() as db:
-            row = db.execute("SELECT series_uid, generation, state FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = db.execute(f"SELECT series_uid, generation, state FROM jobs WHERE id=?{db.for_update}",
+                             (job_id,)).fetchone()
             if row is None or row["state"] not in (JobState.FAILED.value,):
                 return False
             db.execute(
@@ -822,9 +877,11 @@ class Journal:
     def start_sending(self, delivery_id: int) -> bool:
         """Pending → sending just before the object goes out; False when it is no longer pending (newer
         results superseded it after the outbox read it): then it must not be sent."""
+        now = time.time()
         with self._tx() as db:
-            cur = db.execute("UPDATE deliveries SET state=? WHERE id=? AND state=?",
-                             (DeliveryState.SENDING.value, delivery_id, DeliveryState.PENDING.value))
+            cur = db.execute("UPDATE deliveries SET state=?, owner=?, lease_until=? WHERE id=? AND state=?",
+                             (DeliveryState.SENDING.value, self.owner, now + self.lease_seconds, delivery_id,
+                              DeliveryState.PENDING.value))
             return cur.rowcount == 1
 
     def mark_delivered(self, delivery_id: int, detail: str = "") -> None:
@@ -832,7 +889,8 @@ class Journal:
         now = time.time()
         with self._tx() as db:
             db.execute(
-                "UPDATE deliveries SET state=?, attempts=attempts+1, delivered_at=?, last_error=NULL WHERE id=?",
+                "UPDATE deliveries SET state=?, attempts=attempts+1, delivered_at=?, last_error=NULL, owner=NULL,"
+                " lease_until=NULL WHERE id=?",
                 (DeliveryState.DELIVERED.value, now, delivery_id),
             )
             db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
@@ -849,7 +907,7 @@ class Journal:
         """
         now = time.time()
         with self._tx() as db:
-            row = db.execute("SELECT destination, rejected_by, state FROM deliveries WHERE id=?",
+            row = db.execute(f"SELECT destination, rejected_by, state FROM deliveries WHERE id=?{db.for_update}",
                              (delivery_id,)).fetchone()
             if row is None:
                 return
@@ -858,7 +916,8 @@ class Journal:
             state = (DeliveryState(row["state"]) if not live else DeliveryState.SUPERSEDED if rejected_by
                      else DeliveryState.DEAD if dead else DeliveryState.PENDING)
             db.execute(
-                "UPDATE deliveries SET state=?, attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
+                "UPDATE deliveries SET state=?, attempts=attempts+1, last_error=?, next_attempt_at=?, owner=NULL,"
+                " lease_until=NULL WHERE id=?",
                 (state.value, error, next_attempt_at, delivery_id),
             )
             outcome = ("superseded" if state is DeliveryState.SUPERSEDED else "dead" if dead and live
@@ -875,7 +934,7 @@ class Journal:
                                (DeliveryState.SUPERSEDED.value, rejected_by, row["destination"],
                                 DeliveryState.PENDING.value))
 
-    def delivery_attempts(self, delivery_id: int) -> list[sqlite3.Row]:
+    def delivery_attempts(self, delivery_id: int) -> list[Any]:
         """Every try of one delivery, oldest first: at, outcome (delivered | retry | dead | superseded | resend), detail."""
         return self._query("SELECT at, outcome, detail FROM delivery_attempts WHERE delivery_id=? ORDER BY id",
                           (delivery_id,))
@@ -888,8 +947,9 @@ class Journal:
                 ids = [r["id"] for r in db.execute("SELECT id FROM deliveries WHERE state=?",
                                                    (DeliveryState.DEAD.value,))]
             else:
-                ids = [i for i in delivery_ids if db.execute("SELECT 1 FROM deliveries WHERE id=? AND state=?",
-                                                             (i, DeliveryState.DEAD.value)).fetchone()]
+                ids = [i for i in delivery_ids
+                       if db.execute(f"SELECT 1 FROM deliveries WHERE id=? AND state=?{db.for_update}",
+                                     (i, DeliveryState.DEAD.value)).fetchone()]
             for i in ids:
                 db.execute(
                     "UPDATE deliveries SET state=?, round_start=attempts, resends=resends+1, next_attempt_at=?"
@@ -898,7 +958,7 @@ class Journal:
                            (i, now, "resend", "sent back to the outbox by an operator"))
             return len(ids)
 
-    def deliveries(self, state: DeliveryState | None = None) -> list[sqlite3.Row]:
+    def deliveries(self, state: DeliveryState | None = None) -> list[Any]:
         if state is None:
             return self._query("SELECT * FROM deliveries ORDER BY id")
         return self._query("SELECT * FROM deliveries WHERE state=? ORDER BY id", (state.value,))
@@ -919,7 +979,7 @@ class Journal:
             sql += " WHERE action=?"
             args.append(action)
         elif action_prefix is not None:
-            sql += " WHERE substr(action, 1, ?)=?"
+            sql += " WHERE substr(action, 1, CAST(? AS INTEGER))=?"
             args += [len(action_prefix), action_prefix]
         sql += " ORDER BY id DESC"
         if limit is not None:
@@ -988,7 +1048,7 @@ class Journal:
         if where:
             sql += " WHERE " + " AND ".join(where)
         return [StoredResult(r["sop_uid"], r["job_id"], r["series_uid"], r["kind"], r["sop_class"], Path(r["path"]),
-                             r["supersedes"], r["created_at"]) for r in self._query(sql + " ORDER BY rowid", args)]
+                             r["supersedes"], r["created_at"]) for r in self._query(sql + _RESULT_ORDER, args)]
 
     def delivery_states(self, delivery_ids: Sequence[int]) -> dict[int, DeliveryState]:
         """Delivery id → state, for those of ``delivery_ids`` that exist."""
@@ -998,14 +1058,64 @@ class Journal:
                            list(delivery_ids))
         return {r["id"]: DeliveryState(r["state"]) for r in rows}
 
+    # ---------------------------------------------------------------- processes, leases, leadership
+    def heartbeat(self, roles: Sequence[str], *, current_job: int | None = None, open_series: Sequence[str] = (),
+                  detail: dict | None = None, now: float | None = None) -> int:
+        """This process is alive: its row in the process table, and its leases renewed. Returns the number of
+        jobs and deliveries whose lease it still holds."""
+        now = time.time() if now is None else now
+        host, pid = socket.gethostname(), os.getpid()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO processes (id, roles, host, pid, started_at, heartbeat_at, current_job, open_series, detail)"
+                " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET heartbeat_at=excluded.heartbeat_at,"
+                " roles=excluded.roles, current_job=excluded.current_job, open_series=excluded.open_series,"
+                " detail=excluded.detail",
+                (self.owner, ",".join(roles), host, pid, now, now, current_job, json.dumps(sorted(open_series)),
+                 json.dumps(detail or {}, sort_keys=True)))
+            held = db.execute("UPDATE jobs SET lease_until=? WHERE owner=? AND state=?",
+                              (now + self.lease_seconds, self.owner, JobState.RUNNING.value)).rowcount
+            held += db.execute("UPDATE deliveries SET lease_until=? WHERE owner=? AND state=?",
+                               (now + self.lease_seconds, self.owner, DeliveryState.SENDING.value)).rowcount
+            return held
+
+    def leave(self) -> None:
+        """This process stops: its row leaves the process table (a killed one ages out instead)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM processes WHERE id=?", (self.owner,))
+
+    def processes(self, max_age: float | None = None, now: float | None = None) -> list[ProcessRecord]:
+        """Processes by host and start time; only those heard from within ``max_age`` seconds if given."""
+        now = time.time() if now is None else now
+        sql, args = "SELECT * FROM processes", []
+        if max_age is not None:
+            sql += " WHERE heartbeat_at>=?"
+            args.append(now - max_age)
+        out = []
+        for r in self._query(sql + " ORDER BY host, started_at, id", args):
+            out.append(ProcessRecord(r["id"], tuple(x for x in r["roles"].split(",") if x), r["host"], r["pid"],
+                                     r["started_at"], r["heartbeat_at"], r["current_job"],
+                                     tuple(json.loads(r["open_series"] or "[]")), json.loads(r["detail"] or "{}")))
+        return out
+
+    def forget_processes(self, older_than: float, now: float | None = None) -> int:
+        """Drop process rows not heard from for ``older_than`` seconds (killed processes)."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            return db.execute("DELETE FROM processes WHERE heartbeat_at<?", (now - older_than,)).rowcount
+
+    def lead(self, role: str) -> bool:
+        """Whether this process is (or has just become) the one that performs ``role`` (e.g. assembly)."""
+        return self._engine.leader_lock(role)
+
     # ---------------------------------------------------------------- health (its own connections)
     @staticmethod
-    def read_counts(path: Path) -> JournalCounts:
-        """Counts through a read-only connection of their own: never creates, migrates or locks the file.
+    def read_counts(url: str | Path) -> JournalCounts:
+        """Counts through a read-only connection of their own: never creates, migrates or locks the journal.
 
-        Raises :class:`JournalUnavailable` when the file cannot be read."""
+        Raises :class:`JournalUnavailable` when it cannot be read."""
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+            conn = Engine(url).read_only()
             try:
                 states = _state_counts(conn)
                 routing = {(r[0] or "none", r[1]): r[2] for r in
@@ -1013,43 +1123,59 @@ class Journal:
                 return JournalCounts(states, routing, _instance_count(conn))
             finally:
                 conn.close()
-        except sqlite3.Error as exc:
-            raise JournalUnavailable(str(exc)) from None
+        except ERRORS as exc:
+            raise JournalUnavailable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
     @staticmethod
-    def check_writable(path: Path) -> None:
-        """Take the write lock and let it go at once (the journal accepts writes); else :class:`JournalUnavailable`."""
+    def check_writable(url: str | Path) -> None:
+        """The journal accepts a write transaction now; else :class:`JournalUnavailable`."""
         try:
-            conn = sqlite3.connect(str(path), timeout=5.0, isolation_level=None)
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute("ROLLBACK")
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            raise JournalUnavailable(str(exc)) from None
+            Engine(url).probe_write()
+        except ERRORS as exc:
+            raise JournalUnavailable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
 
-def _insert_job(db: sqlite3.Connection, series_uid: str, study_uid: str, generation: int, completion: str,
+def _insert_job(db: Connection, series_uid: str, study_uid: str, generation: int, completion: str,
                 now: float, warning: str | None = None) -> int:
     """A pending job, due now; its id (queued by the assembler or by an operator's re-analysis)."""
     return db.execute(
         "INSERT INTO jobs(series_uid, study_uid, generation, state, completion, created_at, not_before,"
-        " completion_warning) VALUES (?,?,?,?,?,?,?,?)",
+        " completion_warning) VALUES (?,?,?,?,?,?,?,?) RETURNING id",
         (series_uid, study_uid, generation, JobState.PENDING.value, completion, now, now, warning),
-    ).lastrowid
+    ).fetchone()[0]
 
 
-def _state_counts(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
+# the order results were recorded in: by time, then a job's objects as the worker lists them (SR, SEG, summary),
+# then its rejection notes
+_RESULT_ORDER = (" ORDER BY created_at, job_id, CASE kind WHEN 'sr' THEN 0 WHEN 'seg' THEN 1 WHEN 'summary' THEN 2"
+                 " ELSE 3 END, sop_uid")
+
+
+def _insert_result(db: Connection, obj: ResultObject, job: JobRow, now: float) -> None:
+    db.execute(
+        "INSERT INTO results (sop_uid, job_id, series_uid, kind, sop_class, path, supersedes, created_at)"
+        " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sop_uid) DO UPDATE SET job_id=excluded.job_id,"
+        " series_uid=excluded.series_uid, kind=excluded.kind, sop_class=excluded.sop_class, path=excluded.path,"
+        " supersedes=excluded.supersedes, created_at=excluded.created_at",
+        (obj.sop_uid, job.id, job.series_uid, obj.kind, obj.sop_class, str(obj.path), obj.supersedes, now),
+    )
+
+
+def _queue_delivery(db: Connection, sop_uid: str, destination: str, now: float) -> None:
+    db.execute("INSERT INTO deliveries(sop_uid, destination, state, next_attempt_at) VALUES (?,?,?,?)"
+               " ON CONFLICT DO NOTHING", (sop_uid, destination, DeliveryState.PENDING.value, now))
+
+
+def _state_counts(db: Connection) -> dict[str, dict[str, int]]:
     return {table: {r[0]: r[1] for r in db.execute(f"SELECT state, COUNT(*) FROM {table} GROUP BY state")}
             for table in ("series", "jobs", "deliveries")}
 
 
-def _instance_count(db: sqlite3.Connection) -> int:
+def _instance_count(db: Connection) -> int:
     return db.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
 
 
-def _job_record(r: sqlite3.Row) -> JobRecord:
+def _job_record(r: Any) -> JobRecord:
     row = {f.name: r[f.name] for f in fields(JobRecord)}
     row["state"] = JobState(row["state"])
     row["summary"] = _summary(row["summary"])
@@ -1064,10 +1190,10 @@ def _summary(text: str | None) -> ResultSummary | None:
     return ResultSummary.from_json(json.loads(text)) if text else None
 
 
-def _series(r: sqlite3.Row) -> SeriesRow:
+def _series(r: Any) -> SeriesRow:
     return SeriesRow(r["series_uid"], r["study_uid"], r["modality"], r["first_received"], r["last_received"],
                      bool(r["released"]), SeriesState(r["state"]), r["generation"])
 
 
-def _result(r: sqlite3.Row) -> ResultObject:
+def _result(r: Any) -> ResultObject:
     return ResultObject(r["sop_uid"], r["kind"], r["sop_class"], Path(r["path"]), r["supersedes"])

@@ -1,7 +1,7 @@
 """What each layer asks of the journal: one small Protocol per caller, and :class:`JournalStore` for all of them.
 
-:class:`svdmark.journal.Journal` (SQLite) is the one implementation today. Callers are annotated with the
-Protocol of their role, so a second backend (PostgreSQL, issue 15) is a second class with these methods;
+:class:`svdmark.journal.Journal` is the one implementation, on SQLite or PostgreSQL (the engine is chosen
+by URL: :mod:`svdmark.journal_engine`). Callers are annotated with the Protocol of their role;
 ``tests/unit/test_journal_api.py`` checks that ``Journal`` has every one with the same signature. The record
 types (``SeriesRow``, ``JobRow``, ...) stay in ``journal.py`` and are named here for typing only.
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .domain import DeliveryState, JobState
     from .geometry import SliceGeometry
     from .summary import ResultSummary
-    from .journal import (AuditEntry, Delivery, JobRecord, JobRow, ResultObject, SeriesRow, ShadowResult,
+    from .journal import (AuditEntry, Delivery, JobRecord, JobRow, ProcessRecord, ResultObject, SeriesRow, ShadowResult,
                           StoredInstance, StoredResult, Supersession)
 
 
@@ -159,11 +159,28 @@ class AdminJournal(ReadJournal, Protocol):
     def resend_dead(self, delivery_ids: Sequence[int] | None = None) -> int: ...
 
 
+class ProcessJournal(Protocol):
+    """``processes.py``: this process's heartbeat (which renews its leases), the live processes, leadership."""
+
+    shared: bool
+
+    def heartbeat(self, roles: Sequence[str], *, current_job: int | None = None, open_series: Sequence[str] = (),
+                  detail: dict | None = None, now: float | None = None) -> int: ...
+
+    def leave(self) -> None: ...
+
+    def processes(self, max_age: float | None = None, now: float | None = None) -> list[ProcessRecord]: ...
+
+    def forget_processes(self, older_than: float, now: float | None = None) -> int: ...
+
+    def lead(self, role: str) -> bool: ...
+
+
 class JournalStore(ReceiveJournal, AssemblyJournal, WorkJournal, OutboxJournal, AuditJournal, AdminJournal,
-                   Protocol):
+                   ProcessJournal, Protocol):
     """Everything ``service.py`` hands out, plus what it calls itself at start and stop."""
 
     def recover(self, interruption_cap: int = ..., now: float | None = None,
-                hard_cap: int = ...) -> dict[str, Any]: ...
+                hard_cap: int = ..., expired_only: bool | None = None) -> dict[str, Any]: ...
 
     def close(self) -> None: ...

@@ -127,13 +127,13 @@ def test_nothing_missing_in_complete_evidence():
     assert missing(ev(stack(20))) is None
 
 
-def test_assembler_logs_a_held_series_once_and_queues_it_with_the_warning(tmp_path, caplog):
+def test_assembler_logs_a_held_series_once_and_queues_it_with_the_warning(tmp_path, caplog, journal_url):
     import logging
     from pathlib import Path
 
     from svdmark.journal import Journal
 
-    j = Journal(tmp_path / "j.sqlite")
+    j = Journal(journal_url)
     for k, g in enumerate(stack(14, declared=29)):
         j.record_instance(sop_uid=f"1.2.3.{k}", study_uid="1.2", series_uid="1.2.3", sop_class="1.2.840.10008.5.1.4.1.1.2",
                           transfer_syntax="1.2.840.10008.1.2.1", path=Path(f"/x/{k}"), size=1, digest=f"d{k}",

@@ -19,16 +19,16 @@ def record(j: Journal, sop: str, series: str = "1.2.3", digest: str = "d", now: 
                              modality="CT", geometry=GEOM, calling_ae="SCU", now=now)
 
 
-def test_duplicate_and_replaced_instances(tmp_path):
-    j = Journal(tmp_path / "j.sqlite")
+def test_duplicate_and_replaced_instances(tmp_path, journal_url):
+    j = Journal(journal_url)
     assert record(j, "1.1") == "new"
     assert record(j, "1.1") == "duplicate"
     assert record(j, "1.1", digest="other") == "replaced"
     assert len(j.instances("1.2.3")) == 1
 
 
-def test_late_instance_reopens_series_with_next_generation(tmp_path):
-    j = Journal(tmp_path / "j.sqlite")
+def test_late_instance_reopens_series_with_next_generation(tmp_path, journal_url):
+    j = Journal(journal_url)
     record(j, "1.1")
     s = j.receiving_series()[0]
     job_id = j.queue_job(s, "test")
@@ -42,17 +42,16 @@ def test_late_instance_reopens_series_with_next_generation(tmp_path):
     assert j.previous_sr("1.2.3", 2).sop_uid == "9.1"
 
 
-def test_queue_job_refuses_a_series_that_changed_meanwhile(tmp_path):
-    j = Journal(tmp_path / "j.sqlite")
+def test_queue_job_refuses_a_series_that_changed_meanwhile(tmp_path, journal_url):
+    j = Journal(journal_url)
     record(j, "1.1")
     stale = j.receiving_series()[0]
     record(j, "1.2", now=101.0)
     assert j.queue_job(stale, "test") is None
 
 
-def test_running_job_and_sending_delivery_recover_after_crash(tmp_path):
-    path = tmp_path / "j.sqlite"
-    j = Journal(path)
+def test_running_job_and_sending_delivery_recover_after_crash(journal_url):
+    j = Journal(journal_url)
     record(j, "1.1")
     j.queue_job(j.receiving_series()[0], "test")
     job = j.claim_job()
@@ -64,8 +63,8 @@ def test_running_job_and_sending_delivery_recover_after_crash(tmp_path):
     j.queue_job(j.series_row("1.2.4"), "test")
     assert j.claim_job() is not None
     j.close()
-    j2 = Journal(path)  # restart
-    assert j2.recover() == {"jobs_requeued": 1, "jobs_quarantined": 0, "deliveries_requeued": 1, "quarantined": []}
+    j2 = Journal(journal_url)  # restart: the one process that used the journal is gone
+    assert j2.recover(expired_only=False) == {"jobs_requeued": 1, "jobs_quarantined": 0, "deliveries_requeued": 1, "quarantined": []}
     job = j2.claim_job()
     assert (job.series_uid, job.attempts, job.interruptions) == ("1.2.4", 0, 1)  # an interruption is no failure
     assert len(j2.due_deliveries()) == 1
@@ -76,15 +75,15 @@ def _queue(j: Journal, series: str, now: float) -> int:
     return j.queue_job(j.series_row(series), "test", now=now)
 
 
-def test_interrupted_job_waits_behind_the_queue_and_is_quarantined_only_after_the_cap(tmp_path):
-    j = Journal(tmp_path / "j.sqlite")
+def test_interrupted_job_waits_behind_the_queue_and_is_quarantined_only_after_the_cap(tmp_path, journal_url):
+    j = Journal(journal_url)
     crashing = _queue(j, "1.2.3", now=100.0)
     _queue(j, "1.2.4", now=101.0)
     _queue(j, "1.2.5", now=102.0)
     assert j.claim_job().id == crashing
-    j.recover(interruption_cap=3)  # kill -9 while it ran: behind the two that were waiting
+    j.recover(expired_only=False, interruption_cap=3)  # kill -9 while it ran: behind the two that were waiting
     assert [j.claim_job().series_uid for _ in range(2)] == ["1.2.4", "1.2.5"]
-    j.recover(interruption_cap=3)  # those two were interrupted too: nobody fails for it
+    j.recover(expired_only=False, interruption_cap=3)  # those two were interrupted too: nobody fails for it
     first, *others = [j.claim_job() for _ in range(3)]
     assert first.id == crashing  # it has waited longest now
     assert {(job.attempts, job.interruptions) for job in (first, *others)} == {(0, 1)}
@@ -92,14 +91,14 @@ def test_interrupted_job_waits_behind_the_queue_and_is_quarantined_only_after_th
         j.finish_job(job, JobState.DONE)
     # it dies again, and again, each time after another series was analysed: the job is the cause
     for k, series in enumerate(("1.2.6", "1.2.7")):
-        report = j.recover(interruption_cap=3)
+        report = j.recover(expired_only=False, interruption_cap=3)
         assert (report["jobs_requeued"], report["jobs_quarantined"]) == (1, 0)
         _queue(j, series, now=200.0 + k)
         other = j.claim_job()
         assert other.series_uid == series  # the interrupted job waits behind the new one
         j.finish_job(other, JobState.DONE)
         assert j.claim_job().id == crashing
-    report = j.recover(interruption_cap=3)  # third suspect interruption: quarantined, alone
+    report = j.recover(expired_only=False, interruption_cap=3)  # third suspect interruption: quarantined, alone
     assert report["quarantined"] == [(crashing, "1.2.3")] and report["jobs_requeued"] == 0
     failed = j.jobs(JobState.FAILED)
     assert [r["id"] for r in failed] == [crashing] and failed[0]["detail"].startswith("quarantined:")
@@ -111,28 +110,28 @@ def test_interrupted_job_waits_behind_the_queue_and_is_quarantined_only_after_th
     assert (job.id, job.attempts, job.interruptions) == (crashing, 0, 0)
 
 
-def test_a_crash_loop_on_the_last_job_is_not_the_job_s_fault_until_the_hard_cap(tmp_path):
+def test_a_crash_loop_on_the_last_job_is_not_the_job_s_fault_until_the_hard_cap(tmp_path, journal_url):
     """kill -9 from outside, again and again, while one long job is all that is left: nothing else completes
     between its interruptions, so none is suspect; only the hard cap (a self-killing job alone) quarantines it."""
-    j = Journal(tmp_path / "j.sqlite")
+    j = Journal(journal_url)
     done = _queue(j, "1.2.4", now=100.0)
     long_job = _queue(j, "1.2.3", now=101.0)
     j.finish_job(j.claim_job(), JobState.DONE)
     for _ in range(12):  # the crash loop of the integration test
         assert j.claim_job().id == long_job
-        assert j.recover(interruption_cap=5, hard_cap=20)["jobs_quarantined"] == 0
+        assert j.recover(expired_only=False, interruption_cap=5, hard_cap=20)["jobs_quarantined"] == 0
     row = next(r for r in j.jobs() if r["id"] == long_job)
     assert (row["state"], row["interruptions"], row["suspect_interruptions"]) == ("pending", 12, 1)
     for _ in range(7):  # interruptions 13..19
         assert j.claim_job().id == long_job
-        assert j.recover(interruption_cap=5, hard_cap=20)["jobs_quarantined"] == 0
+        assert j.recover(expired_only=False, interruption_cap=5, hard_cap=20)["jobs_quarantined"] == 0
     j.claim_job()
-    assert j.recover(interruption_cap=5, hard_cap=20)["quarantined"] == [(long_job, "1.2.3")]
+    assert j.recover(expired_only=False, interruption_cap=5, hard_cap=20)["quarantined"] == [(long_job, "1.2.3")]
     assert done != long_job
 
 
-def test_retry_later_backs_off_and_fails_at_the_attempts_cap(tmp_path):
-    j = Journal(tmp_path / "j.sqlite")
+def test_retry_later_backs_off_and_fails_at_the_attempts_cap(tmp_path, journal_url):
+    j = Journal(journal_url)
     job_id = _queue(j, "1.2.3", now=100.0)
     job = j.claim_job(now=1000.0)
     assert j.retry_job_later(job, "write: OSError: [Errno 28] No space left on device", 30.0, 3, now=1000.0) \
@@ -169,7 +168,7 @@ def test_an_older_journal_gains_the_new_job_columns(tmp_path):
     old.commit()
     old.close()
     j = Journal(path)
-    assert j.recover()["jobs_requeued"] == 1
+    assert j.recover(expired_only=False)["jobs_requeued"] == 1
     job = j.claim_job()
     assert (job.attempts, job.interruptions) == (2, 1)
 
@@ -191,8 +190,8 @@ class FlakyExporter:
         return out
 
 
-def _one_delivery(tmp_path) -> Journal:
-    j = Journal(tmp_path / "j.sqlite")
+def _one_delivery(journal_url) -> Journal:
+    j = Journal(journal_url)
     record(j, "1.1")
     j.queue_job(j.receiving_series()[0], "test")
     j.finish_job(j.claim_job(), JobState.DONE, outputs=[ResultObject("9.1", "sr", "x", Path("/r"))],
@@ -200,8 +199,8 @@ def _one_delivery(tmp_path) -> Journal:
     return j
 
 
-def test_outbox_retries_with_backoff_then_delivers_once(tmp_path):
-    j = _one_delivery(tmp_path)
+def test_outbox_retries_with_backoff_then_delivers_once(journal_url):
+    j = _one_delivery(journal_url)
     exporter = FlakyExporter(failures=2)
     box = Outbox(j, exporter, (Destination("PACS", "127.0.0.1", 104),), 5, 0.0, 0.0)
     assert box.flush() == 0 and box.flush() == 0 and box.flush() == 1
@@ -211,8 +210,8 @@ def test_outbox_retries_with_backoff_then_delivers_once(tmp_path):
     assert (row["state"], row["attempts"]) == (DeliveryState.DELIVERED.value, 3)
 
 
-def test_outbox_gives_up_into_dead_letters_and_resends_on_request(tmp_path):
-    j = _one_delivery(tmp_path)
+def test_outbox_gives_up_into_dead_letters_and_resends_on_request(journal_url):
+    j = _one_delivery(journal_url)
     box = Outbox(j, FlakyExporter(failures=10), (Destination("PACS", "127.0.0.1", 104),), 3, 0.0, 0.0)
     for _ in range(5):
         box.flush()
@@ -237,10 +236,10 @@ def test_backoff_is_capped_and_jittered_into_its_upper_half():
         assert max(delays) - min(delays) > full / 4  # spread, not one value
 
 
-def test_pending_jobs_of_a_reopened_series_are_superseded(tmp_path):
+def test_pending_jobs_of_a_reopened_series_are_superseded(tmp_path, journal_url):
     """The re-analysis policy as the journal applies it: a queued job that has not run yet is superseded by a
     late instance, and the series stays at its generation (no analysis of it exists)."""
-    j = Journal(tmp_path / "j.sqlite")
+    j = Journal(journal_url)
     record(j, "1.1")
     job_id = j.queue_job(j.receiving_series()[0], "test")
     record(j, "1.2", now=200.0)
@@ -253,8 +252,8 @@ def test_pending_jobs_of_a_reopened_series_are_superseded(tmp_path):
     assert j.series_row("1.2.3").generation == 3
 
 
-def test_typed_reads_for_operators(tmp_path):
-    j = Journal(tmp_path / "j.sqlite")
+def test_typed_reads_for_operators(tmp_path, journal_url):
+    j = Journal(journal_url)
     record(j, "1.1", now=100.0)
     record(j, "1.0", now=50.0)
     j.queue_job(j.receiving_series()[0], "test")
@@ -303,10 +302,10 @@ def test_health_counts_read_only(tmp_path):
     assert state["queues"] == {"series_receiving": 1, "jobs_pending": 0, "deliveries_pending": 0}
 
 
-def test_reanalyse_reopens_an_analysed_series_once(tmp_path):
+def test_reanalyse_reopens_an_analysed_series_once(tmp_path, journal_url):
     """An operator's re-analysis (a model change): generation + 1, queued at once; refused while the
     series is still arriving, or while its analysis is queued or running."""
-    j = Journal(tmp_path / "j.sqlite")
+    j = Journal(journal_url)
     record(j, "1.1")
     assert j.reanalyse("1.2.3", "x") == "its instances are still arriving; it is analysed once complete"
     assert j.reanalyse("9.9.9", "x") == "no such series in the journal"

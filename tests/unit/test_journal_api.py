@@ -14,7 +14,7 @@ from svdmark.journal import Journal
 
 PROTOCOLS = [journal_api.ReceiveJournal, journal_api.AssemblyJournal, journal_api.ShadowJournal,
              journal_api.WorkJournal, journal_api.OutboxJournal, journal_api.AuditJournal,
-             journal_api.ReadJournal, journal_api.AdminJournal, journal_api.JournalStore]
+             journal_api.ReadJournal, journal_api.AdminJournal, journal_api.ProcessJournal, journal_api.JournalStore]
 
 
 def members(protocol: type) -> dict[str, object]:

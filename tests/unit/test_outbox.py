@@ -15,8 +15,8 @@ A = Destination("PACSA", "127.0.0.1", 104)
 B = Destination("PACSB", "127.0.0.1", 105)
 
 
-def journal_with_results(tmp_path, destinations=(A,)) -> Journal:
-    j = Journal(tmp_path / "j.sqlite")
+def journal_with_results(tmp_path, journal_url, destinations=(A,)) -> Journal:
+    j = Journal(journal_url)
     record(j, "1.1")
     j.queue_job(j.receiving_series()[0], "test")
     outs = [ResultObject(f"9.{k}", kind, "x", tmp_path / f"{kind}.dcm") for k, kind in enumerate(("sr", "seg", "summary"))]
@@ -57,8 +57,8 @@ def states(j: Journal) -> dict[str, str]:
     return {r["sop_uid"]: r["state"] for r in j.deliveries()}
 
 
-def test_each_object_is_marked_delivered_as_soon_as_it_is_confirmed(tmp_path):
-    j = journal_with_results(tmp_path)
+def test_each_object_is_marked_delivered_as_soon_as_it_is_confirmed(tmp_path, journal_url):
+    j = journal_with_results(tmp_path, journal_url)
     exporter = ScriptedExporter({"sr": OK, "seg": OK, "summary": OK})
     exporter.journal = j
     assert Outbox(j, exporter, (A,), 5, 0.0, 0.0).flush() == 3
@@ -67,8 +67,8 @@ def test_each_object_is_marked_delivered_as_soon_as_it_is_confirmed(tmp_path):
     assert exporter.seen_states[1] == {"9.0": "delivered", "9.1": "delivered", "9.2": "pending"}
 
 
-def test_refused_sop_class_is_a_dead_letter_at_once_and_the_rest_is_delivered(tmp_path):
-    j = journal_with_results(tmp_path)
+def test_refused_sop_class_is_a_dead_letter_at_once_and_the_rest_is_delivered(tmp_path, journal_url):
+    j = journal_with_results(tmp_path, journal_url)
     refused = SendOutcome(Path(), False, "destination does not accept SOP class 1.2.840.10008.5.1.4.1.1.66.4",
                           permanent=True)
     box = Outbox(j, ScriptedExporter({"sr": OK, "seg": refused, "summary": OK}), (A,), 5, 0.0, 0.0)
@@ -78,8 +78,8 @@ def test_refused_sop_class_is_a_dead_letter_at_once_and_the_rest_is_delivered(tm
     assert dead["attempts"] == 1 and "does not accept SOP class" in dead["last_error"]
 
 
-def test_an_exporter_crash_mid_batch_leaves_nothing_sending(tmp_path):
-    j = journal_with_results(tmp_path)
+def test_an_exporter_crash_mid_batch_leaves_nothing_sending(tmp_path, journal_url):
+    j = journal_with_results(tmp_path, journal_url)
     box = Outbox(j, ScriptedExporter({"sr": OK, "seg": OK, "summary": OK}, raise_after=1), (A,), 5, 60.0, 60.0)
     assert box.flush() == 1
     rows = {r["sop_uid"]: r for r in j.deliveries()}
@@ -88,8 +88,8 @@ def test_an_exporter_crash_mid_batch_leaves_nothing_sending(tmp_path):
     assert rows["9.1"]["last_error"] == "send failed: RuntimeError" and rows["9.1"]["attempts"] == 1
 
 
-def test_a_destination_flush_sends_only_its_own_deliveries(tmp_path):
-    j = journal_with_results(tmp_path, destinations=(A, B))
+def test_a_destination_flush_sends_only_its_own_deliveries(tmp_path, journal_url):
+    j = journal_with_results(tmp_path, journal_url, destinations=(A, B))
     box = Outbox(j, ScriptedExporter({"sr": OK, "seg": OK, "summary": OK}), (A, B), 5, 0.0, 0.0)
     assert box.flush(destination=B.name) == 3
     by = {(r["sop_uid"], r["destination"]): r["state"] for r in j.deliveries()}
@@ -97,8 +97,8 @@ def test_a_destination_flush_sends_only_its_own_deliveries(tmp_path):
     assert {s for (u, d), s in by.items() if d == A.name} == {"pending"}
 
 
-def test_deliveries_to_a_destination_no_longer_configured_become_dead_letters(tmp_path):
-    j = journal_with_results(tmp_path, destinations=(A, B))
+def test_deliveries_to_a_destination_no_longer_configured_become_dead_letters(tmp_path, journal_url):
+    j = journal_with_results(tmp_path, journal_url, destinations=(A, B))
     box = Outbox(j, ScriptedExporter({}), (A,), 5, 0.0, 0.0)
     assert box.drop_unconfigured() == 3
     assert {r["state"] for r in j.deliveries() if r["destination"] == B.name} == {"dead"}

@@ -98,8 +98,8 @@ def _state(j: Journal) -> dict[tuple[str, str], tuple[str, str | None]]:
     return {(r["sop_uid"], r["destination"]): (r["state"], r["rejected_by"]) for r in j.deliveries()}
 
 
-def test_supersession_cancels_pending_and_rejects_delivered(tmp_path):
-    j = Journal(tmp_path / "j.sqlite")
+def test_supersession_cancels_pending_and_rejects_delivered(tmp_path, journal_url):
+    j = Journal(journal_url)
     _done(j, "1.1", ["g1.seg", "g1.sr", "g1.sum"], ["A", "B"])
     for d in j.due_deliveries():
         if d.destination == "A":
@@ -132,10 +132,10 @@ def test_supersession_cancels_pending_and_rejects_delivered(tmp_path):
 
 
 
-def test_an_object_rejected_while_its_try_was_in_flight_is_never_retried(tmp_path):
+def test_an_object_rejected_while_its_try_was_in_flight_is_never_retried(tmp_path, journal_url):
     """B is down: its try of the old objects is in flight when the new results arrive. The failed try
     supersedes them (never retried), and the note to B goes too, since nothing it names reached B."""
-    j = Journal(tmp_path / "j.sqlite")
+    j = Journal(journal_url)
     _done(j, "1.1", ["g1.seg", "g1.sr", "g1.sum"], ["A", "B"])
     for d in j.due_deliveries():
         if d.destination == "A":
@@ -166,10 +166,10 @@ def test_an_object_rejected_while_its_try_was_in_flight_is_never_retried(tmp_pat
 
 
 
-def test_objects_read_by_the_outbox_then_superseded_are_never_sent_nor_revived(tmp_path):
+def test_objects_read_by_the_outbox_then_superseded_are_never_sent_nor_revived(tmp_path, journal_url):
     """The outbox read B's old objects as due; newer results superseded them before their turn: the send
     is refused, and a try that failed meanwhile (no association) does not make them pending again."""
-    j = Journal(tmp_path / "j.sqlite")
+    j = Journal(journal_url)
     _done(j, "1.1", ["g1.seg", "g1.sr", "g1.sum"], ["B"])
     read = j.due_deliveries()
     record(j, "1.2", now=200.0)
