@@ -242,12 +242,20 @@ def output_profile(names: Iterable[str]) -> frozenset[OutputKind]:
     return frozenset(OutputKind(n) for n in names)
 
 
+ROLES = ("receive", "assemble", "work", "export")  # svdmark serve --roles: all four unless told otherwise
+
+
 @dataclass(frozen=True)
 class Config:
     host: str = "0.0.0.0"
     port: int = 11112
     ae_title: str = "SVDMARK"
     data_dir: Path = Path("svdmark-data")
+    # shared between processes (docs/scaling.md); None: under data_dir (the embedded default)
+    journal: str | None = None  # sqlite:///PATH or postgresql://USER@HOST:PORT/DB
+    spool: Path | None = None
+    roles: tuple[str, ...] = ROLES  # what this process runs (svdmark serve --roles)
+    lease_seconds: float = 60.0  # a running job / delivery in flight is this process's while it heartbeats
     destinations: tuple[AnyDestination, ...] = ()
     allow_calling_ae: tuple[str, ...] = ()
     # association policy
@@ -298,11 +306,26 @@ class Config:
 
     @property
     def journal_path(self) -> Path:
+        """The embedded SQLite journal's file (used unless ``journal`` names another)."""
         return self.data_dir / "journal.sqlite"
 
     @property
+    def journal_url(self) -> str:
+        """The journal to open: ``journal`` if set, else the SQLite file under ``data_dir``."""
+        return self.journal or f"sqlite:///{self.journal_path.resolve()}"
+
+    @property
+    def journal_is_local_file(self) -> bool:
+        return self.journal is None or self.journal.startswith("sqlite:") or "://" not in self.journal
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often a process renews its leases and its row in the process table (several per lease)."""
+        return min(5.0, self.lease_seconds / 4)
+
+    @property
     def spool_dir(self) -> Path:
-        return self.data_dir / "spool"
+        return self.spool if self.spool is not None else self.data_dir / "spool"
 
     def with_overrides(self, **changes: Any) -> "Config":
         changes = {k: v for k, v in changes.items() if v is not None}
@@ -346,6 +369,18 @@ class Config:
                               f"not {self.unsupported_sop_class!r}")
         if self.export_max_attempts < 1:
             raise ConfigError("export_max_attempts must be at least 1")
+        unknown_roles = sorted(set(self.roles) - set(ROLES))
+        if not self.roles or unknown_roles:
+            raise ConfigError(f"roles {list(self.roles)}: choose one or more of {', '.join(ROLES)}")
+        if self.lease_seconds < 2:
+            raise ConfigError(f"lease_seconds ({self.lease_seconds}) must be at least 2")
+        if self.journal is not None:
+            from .journal_engine import EngineError, parse_url
+
+            try:
+                parse_url(self.journal)
+            except EngineError as exc:
+                raise ConfigError(str(exc)) from None
         from .rules.applicability import check_mode
 
         check_mode(self.flag_applicability)
@@ -368,6 +403,10 @@ _FILE_KEYS: dict[str, tuple[str, str]] = {
     "listener.max_connections_per_host": ("max_connections_per_host", "int"),
     "listener.unsupported_sop_class": ("unsupported_sop_class", "str"),
     "storage.data_dir": ("data_dir", "path"),
+    "storage.journal": ("journal", "str"),
+    "storage.spool": ("spool", "path"),
+    "service.roles": ("roles", "list"),
+    "service.lease_seconds": ("lease_seconds", "float"),
     "assemble.settle_seconds": ("settle_seconds", "float"),
     "assemble.fallback_seconds": ("fallback_seconds", "float"),
     "assemble.incomplete_max_wait_seconds": ("incomplete_max_wait_seconds", "float"),
@@ -396,6 +435,9 @@ _ENV_KEYS: dict[str, tuple[str, str]] = {
     "SVDMARK_PORT": ("port", "int"),
     "SVDMARK_AE_TITLE": ("ae_title", "str"),
     "SVDMARK_DATA_DIR": ("data_dir", "path"),
+    "SVDMARK_JOURNAL": ("journal", "str"),
+    "SVDMARK_SPOOL": ("spool", "path"),
+    "SVDMARK_ROLES": ("roles", "list"),
     "SVDMARK_ALLOW_CALLING_AE": ("allow_calling_ae", "list"),
     "SVDMARK_SETTLE_SECONDS": ("settle_seconds", "float"),
     "SVDMARK_FALLBACK_SECONDS": ("fallback_seconds", "float"),

@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 
 from .errors import SvdmarkError
+from .journal_engine import OPERATIONAL_ERRORS
 
 # errno values of an environment that may recover by itself: full disk or quota, I/O errors, a
 # read-only remount, exhausted descriptors or memory, a busy or timed-out resource.
@@ -37,6 +38,8 @@ def transient(exc: BaseException) -> bool:
         if name:
             return name.startswith(_TRANSIENT_SQLITE)
         return any(t in str(exc).lower() for t in _TRANSIENT_SQLITE_TEXT)
+    if isinstance(exc, OPERATIONAL_ERRORS):  # PostgreSQL: the server restarted, is unreachable or out of space
+        return True
     return isinstance(exc, MemoryError)
 
 

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import metrics
@@ -57,11 +57,18 @@ STAGE_SECONDS = Histogram("svdmark_stage_seconds", "Analysis job duration by pip
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600),
                           registry=REGISTRY)
 BUILD_INFO = metrics.register_build_info(REGISTRY)  # svdmark_build_info
+PROCESS_INFO = Info("svdmark_process", "This process: its roles and host (join other series on instance)",
+                    registry=REGISTRY)
 ASSOCIATIONS = Counter("svdmark_associations_refused", "Associations refused, by reason",
                        ["reason"], registry=REGISTRY)
 
 
 # ------------------------------------------------------------------ hooks (one-line calls)
+def process_identity(roles, host: str) -> None:
+    """``svdmark_process_info{roles="receive,work",host="…"}``: which part of a multi-process deployment this is."""
+    PROCESS_INFO.info({"roles": ",".join(roles), "host": host})
+
+
 def instance_received(outcome: str, status: int = 0x0000) -> None:
     """Count one answered C-STORE: outcome ``stored|duplicate|replaced|rejected|error`` (journal's ``new`` = stored)."""
     INSTANCES.labels(outcome="stored" if outcome == "new" else outcome, status=f"0x{status:04X}").inc()
@@ -132,24 +139,24 @@ QUEUES = {
 }
 
 
-def _journal_state(journal_path: Path) -> dict:
+def _journal_state(journal: str | Path) -> dict:
     """Counts from the journal through a read-only connection of its own (:meth:`Journal.read_counts`)."""
-    found = Journal.read_counts(journal_path)
+    found = Journal.read_counts(journal)
     counts = found.states
     queues = {name: sum(counts[table].get(s.value, 0) for s in states) for name, (table, states) in QUEUES.items()}
     return {"counts": counts, "routing": found.routing, "queues": queues, "instances": found.instances}
 
 
 class _JournalCollector:
-    def __init__(self, journal_path: Path):
-        self.journal_path = journal_path
+    def __init__(self, journal: str | Path):
+        self.journal = journal
 
     def describe(self):
         return []
 
     def collect(self):
         try:
-            state = _journal_state(self.journal_path)
+            state = _journal_state(self.journal)
         except JournalUnavailable as exc:
             event(log, "metrics_journal_unreadable", logging.WARNING, reason=str(exc))
             return
@@ -173,9 +180,9 @@ class _JournalCollector:
 
 
 # ------------------------------------------------------------------ health checks
-def _writable(journal_path: Path, spool_dir: Path) -> tuple[bool, str]:
+def _writable(journal: str | Path, spool_dir: Path) -> tuple[bool, str]:
     try:
-        Journal.check_writable(journal_path)
+        Journal.check_writable(journal)
     except JournalUnavailable as exc:
         return False, f"journal not writable: {exc}"
     try:
@@ -187,14 +194,15 @@ def _writable(journal_path: Path, spool_dir: Path) -> tuple[bool, str]:
     return True, "ok"
 
 
-def check(journal_path: Path, spool_dir: Path, listener_up: Callable[[], bool]) -> tuple[bool, dict]:
-    report: dict = {"listener": bool(listener_up())}
-    ok_w, why = _writable(journal_path, spool_dir)
+def check(journal: str | Path, spool_dir: Path, listener_up: Callable[[], bool] | None) -> tuple[bool, dict]:
+    """``listener_up`` None: this process does not receive (``--roles`` without receive); not counted."""
+    report: dict = {"listener": bool(listener_up()) if listener_up is not None else None}
+    ok_w, why = _writable(journal, spool_dir)
     report["journal_writable"] = ok_w
     if not ok_w:
         report["error"] = why
     try:
-        state = _journal_state(journal_path)
+        state = _journal_state(journal)
         report["queue_depth"] = state["queues"]
         report["dead_letters"] = state["counts"]["deliveries"].get(DeliveryState.DEAD.value, 0)
     except JournalUnavailable as exc:
@@ -209,7 +217,7 @@ def check(journal_path: Path, spool_dir: Path, listener_up: Callable[[], bool]) 
     except OSError as exc:
         found["disk"] = f"disk space unknown: {exc.strerror}"
     report["problems"] = found
-    healthy = report["listener"] and ok_w and not found
+    healthy = report["listener"] is not False and ok_w and not found
     report["status"] = "ok" if healthy else "fail"
     return healthy, report
 
@@ -217,15 +225,16 @@ def check(journal_path: Path, spool_dir: Path, listener_up: Callable[[], bool]) 
 class HealthServer:
     """``/healthz`` and ``/metrics`` on (host, port); port 0 picks a free one."""
 
-    def __init__(self, host: str, port: int, journal_path: Path, spool_dir: Path, listener_up: Callable[[], bool]):
-        self.journal_path = Path(journal_path)
+    def __init__(self, host: str, port: int, journal: str | Path, spool_dir: Path,
+                 listener_up: Callable[[], bool] | None):
+        self.journal = journal
         self.spool_dir = Path(spool_dir)
         self.listener_up = listener_up
-        self._collector = _JournalCollector(self.journal_path)
+        self._collector = _JournalCollector(self.journal)
         REGISTRY.register(self._collector)
         # HTTP through prometheus_client's WSGI server (svdmark.metrics)
         self._httpd = metrics.Server(host, port, metrics.app(
-            REGISTRY, lambda: check(self.journal_path, self.spool_dir, self.listener_up)))
+            REGISTRY, lambda: check(self.journal, self.spool_dir, self.listener_up)))
 
     @property
     def address(self) -> tuple[str, int]:

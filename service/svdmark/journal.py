@@ -44,10 +44,9 @@ import os
 import socket
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from .assemble.reanalysis import after_instance, on_request
 from .domain import DeliveryState, JobState, OutputKind, SeriesState

@@ -48,8 +48,11 @@ class Lifecycle:
     @property
     def journal(self) -> Journal:
         if self._journal is None:
-            self._journal = Journal(self.config.journal_path)
+            self._journal = Journal(self.config.journal_url)
         return self._journal
+
+    def _journal_name(self) -> str:
+        return self.journal.describe()
 
     @property
     def runtime(self):
@@ -301,7 +304,7 @@ class Lifecycle:
                 " labelled cases first, or activate without --require-validation")
         why = None
         if not found:
-            why = f"{spec.label} has no validation recorded on this site ({self.config.journal_path}); {hint}"
+            why = f"{spec.label} has no validation recorded on this site ({self._journal_name()}); {hint}"
         else:
             last = found[0]
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))

@@ -1,17 +1,22 @@
-"""`svdmark serve`: the listener, the assembler, the analysis worker and the outbox, wired together.
+"""`svdmark serve`: the listener, the assembler, the analysis workers and the outbox, wired together.
 
-Threads besides pynetdicom's: the assembler (completes series), the workers
-(analyse jobs) and one outbox thread per destination (delivers results; a slow
-destination delays only itself). They share nothing but the journal, so each
-can be killed at any instant. Each runs its step in a :class:`GuardedLoop`: a
-failing step (a full disk) backs off, logs once per change and turns /healthz
-unhealthy until it recovers.
+Roles (``--roles``, all four by default): ``receive`` (the DICOM listener), ``assemble`` (decides when a
+series is complete; one leader at a time on a shared journal), ``work`` (analysis jobs) and ``export``
+(one outbox thread per destination). Processes with any mix of roles share the journal and the spool,
+on one host (the embedded SQLite default) or on several (PostgreSQL and a shared spool: docs/scaling.md).
+
+Threads besides pynetdicom's: one per role's loop, plus the heartbeat, which renews this process's
+leases and tells other processes (``svdmark status``, the assembler) what it is doing. They share
+nothing but the journal, so each can be killed at any instant. Each runs its step in a
+:class:`GuardedLoop`: a failing step (a full disk, a journal that went away) backs off, logs once per
+change and turns /healthz unhealthy until it recovers.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import socket
 import threading
 import time
 
@@ -35,20 +40,25 @@ RUNTIME_FILE = "service.json"  # where a running service says which port it list
 class Service:
     def __init__(self, config: Config, exporter: Exporter | None = None, context: Context | None = None):
         self.config = config
-        self.journal = Journal(config.journal_path)
+        self.roles = tuple(r for r in ("receive", "assemble", "work", "export") if r in config.roles)
+        self.journal = Journal(config.journal_url, lease_seconds=config.lease_seconds)
         self.spool = Spool(config.spool_dir)
         self.tracker = AssociationTracker()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self.receiver = Receiver(config, self.journal, self.spool, self.tracker, on_stored=self._wake.set)
-        self.assembler = Assembler(self.journal, self.tracker.open_series, config.settle_seconds,
+        self.receiver = (Receiver(config, self.journal, self.spool, self.tracker, on_stored=self._wake.set)
+                         if "receive" in self.roles else None)
+        self.assembler = Assembler(self.journal, self._open_series, config.settle_seconds,
                                    config.fallback_seconds, config.incomplete_max_wait_seconds)
-        self.context = context or build_context(config)
-        self.worker = Worker(config, self.journal, self.spool, self.context)
+        self.context = context or (build_context(config) if "work" in self.roles else None)
+        self.worker = Worker(config, self.journal, self.spool, self.context) if "work" in self.roles else None
         exporter = exporter or CStoreExporter(config.ae_title, tls_context=tls.exporter_context(config))
         self.outbox = Outbox(self.journal, exporter, config.destinations,
                              config.export_max_attempts, config.export_backoff_seconds,
                              config.export_backoff_cap_seconds)
+        self.heartbeat_seconds = config.heartbeat_seconds
+        self._leading = False
+        self._reaped_at = 0.0
         self._server = None
         self._health: health.HealthServer | None = None
         self._threads: list[threading.Thread] = []
@@ -58,38 +68,89 @@ class Service:
         return self._server.server_address[1] if self._server else self.config.port
 
     def start(self) -> "Service":
-        recovered = self.journal.recover()
+        recovered = self.journal.recover()  # SQLite: everything this data dir left running; shared: lapsed leases
         for job_id, series_uid in recovered.pop("quarantined"):
             event(log, "job_quarantined", logging.ERROR, job_id=job_id, series_uid=series_uid,
                   reason="the service stopped repeatedly while analysing this series")
-        if not self.config.allow_calling_ae:
-            event(log, "no_calling_ae_allow_list", logging.WARNING,
-                  detail="accepting associations from any calling AE title; set allow_calling_ae")
-        ae = build_ae(self.config)
-        self._server = start_server(ae, self.config, self.receiver)
+        if self.receiver is not None:
+            if not self.config.allow_calling_ae:
+                event(log, "no_calling_ae_allow_list", logging.WARNING,
+                      detail="accepting associations from any calling AE title; set allow_calling_ae")
+            self._server = start_server(build_ae(self.config), self.config, self.receiver)
+        health.process_identity(self.roles, socket.gethostname())
         if self.config.metrics_port is not None:
-            self._health = health.HealthServer(self.config.metrics_host, self.config.metrics_port,
-                                               self.config.journal_path, self.config.spool_dir,
-                                               listener_up=self._listener_up).start()
-        dropped = self.outbox.drop_unconfigured()
-        if dropped:
-            event(log, "deliveries_to_removed_destinations", logging.WARNING, dead_letters=dropped)
-        loops = [GuardedLoop("assembler", self._assemble_step, self._stop, idle_seconds=0.0)]
-        loops += [GuardedLoop(f"worker-{i}", self.worker.run_one, self._stop, idle_seconds=0.2)
-                  for i in range(max(1, self.config.workers))]
-        loops += [GuardedLoop(f"outbox {d.name}", self._outbox_step(d.name), self._stop, idle_seconds=0.5)
-                  for d in self.config.destinations]
+            self._health = health.HealthServer(
+                self.config.metrics_host, self.config.metrics_port, self.config.journal_url, self.config.spool_dir,
+                listener_up=self._listener_up if self.receiver is not None else None).start()
+        loops = [GuardedLoop("heartbeat", self._heartbeat_step, self._stop, idle_seconds=self.heartbeat_seconds)]
+        if "assemble" in self.roles:
+            loops.append(GuardedLoop("assembler", self._assemble_step, self._stop, idle_seconds=0.0))
+        if self.worker is not None:
+            loops += [GuardedLoop(f"worker-{i}", self.worker.run_one, self._stop, idle_seconds=0.2)
+                      for i in range(max(1, self.config.workers))]
+        if "export" in self.roles:
+            dropped = self.outbox.drop_unconfigured()
+            if dropped:
+                event(log, "deliveries_to_removed_destinations", logging.WARNING, dead_letters=dropped)
+            loops += [GuardedLoop(f"outbox {d.name}", self._outbox_step(d.name), self._stop, idle_seconds=0.5)
+                      for d in self.config.destinations]
+        self._heartbeat_step()  # in the process table before the first job is claimed
         for loop in loops:
             t = threading.Thread(target=loop.run, name=f"svdmark-{loop.name}", daemon=True)
             t.start()
             self._threads.append(t)
         write_durably(self.config.data_dir / RUNTIME_FILE, json.dumps(
             {"ae_title": self.config.ae_title, "host": self.config.host, "port": self.port, "pid": os.getpid(),
-             "destinations": [d.name for d in self.config.destinations], "started_at": time.time()}).encode())
-        event(log, "listening", ae_title=self.config.ae_title, host=self.config.host, port=self.port,
+             "roles": list(self.roles), "destinations": [d.name for d in self.config.destinations],
+             "started_at": time.time()}).encode())
+        event(log, "listening" if self.receiver is not None else "started", ae_title=self.config.ae_title,
+              host=self.config.host, port=self.port if self.receiver is not None else "",
+              roles=",".join(self.roles), journal=self.journal.describe(),
               destinations=",".join(d.name for d in self.config.destinations) or "none",
               data_dir=str(self.config.data_dir), tls=self.config.tls_listener, **recovered)
         return self
+
+    # ------------------------------------------------------------------ several processes, one journal
+    def _heartbeat_step(self) -> bool:
+        """This process is alive: renew its leases, publish its roles, current job and open series."""
+        detail = {"port": self.port} if self.receiver is not None else {}
+        self.journal.heartbeat(self.roles, current_job=self.worker.current_job if self.worker else None,
+                               open_series=sorted(self.tracker.open_series()), detail=detail)
+        return False
+
+    def _open_series(self) -> set[str]:
+        """Series with an open association here, or at a live receiver elsewhere (shared journal)."""
+        here = self.tracker.open_series()
+        if not self.journal.shared:
+            return here
+        live = self.journal.processes(max_age=3 * self.heartbeat_seconds)
+        return here.union(*(p.open_series for p in live if p.id != self.journal.owner))
+
+    def _assemble_step(self) -> bool:
+        leading = self.journal.lead("assemble")
+        if leading != self._leading:
+            self._leading = leading
+            event(log, "assembly_leader" if leading else "assembly_standby", owner=self.journal.owner)
+        if not leading:
+            self._stop.wait(1.0)
+            return False
+        if self.journal.shared and time.monotonic() - self._reaped_at > self.config.lease_seconds / 2:
+            self._reap()
+        queued = self.assembler.tick()
+        self._wake.wait(0.5)
+        self._wake.clear()
+        return bool(queued)
+
+    def _reap(self) -> None:
+        """The leader returns work whose process stopped renewing its lease, and forgets long-dead processes."""
+        self._reaped_at = time.monotonic()
+        recovered = self.journal.recover()
+        for job_id, series_uid in recovered.pop("quarantined"):
+            event(log, "job_quarantined", logging.ERROR, job_id=job_id, series_uid=series_uid,
+                  reason="the processes analysing this series stopped repeatedly")
+        if recovered["jobs_requeued"] or recovered["deliveries_requeued"]:
+            event(log, "leases_lapsed", logging.WARNING, **recovered)
+        self.journal.forget_processes(older_than=10 * self.config.lease_seconds)
 
     def _listener_up(self) -> bool:
         server = self._server
@@ -105,13 +166,11 @@ class Service:
         self._wake.set()
         for t in self._threads:
             t.join(timeout)
+        try:
+            self.journal.leave()
+        except Exception as exc:  # the journal is gone: the row ages out instead
+            event(log, "process_row_kept", logging.WARNING, reason=type(exc).__name__)
         event(log, "stopped")
-
-    def _assemble_step(self) -> bool:
-        queued = self.assembler.tick()
-        self._wake.wait(0.5)
-        self._wake.clear()
-        return bool(queued)
 
     def _outbox_step(self, destination: str):
         return lambda: self.outbox.flush(destination=destination) > 0

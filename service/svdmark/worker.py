@@ -31,7 +31,7 @@ from .config import Config
 from .domain import FULL_PROFILE, JobState, OutputKind, RouteKind
 from .encode.rejection import rejection_note
 from .failures import reason_of, transient, where
-from .journal import JobRow, Rejection, ResultObject, StaleSupersession, Supersession
+from .journal import JobRow, LeaseLost, Rejection, ResultObject, StaleSupersession, Supersession
 from .journal_api import WorkJournal
 from .logs import event
 from .pipeline import Analysed, Context, Failed, Ignored, SeriesSource, Stage, failure
@@ -57,6 +57,13 @@ class Worker:
     _unrecorded: dict[int, tuple[JobRow, Unfinished, bool]] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _claim_failing: bool = field(default=False, init=False, repr=False)
+    _running: dict[int, int] = field(default_factory=dict, init=False, repr=False)  # thread id → job id
+
+    @property
+    def current_job(self) -> int | None:
+        """A job this worker is analysing now (the oldest, when several threads are), for the process table."""
+        with self._lock:
+            return min(self._running.values(), default=None)
 
     def run_one(self) -> bool:
         """Claim and run one pending job; False when there was none (or the journal is refusing writes)."""
@@ -78,8 +85,14 @@ class Worker:
             health.clear_problem(HEALTH_COMPONENT)
         if job is None:
             return False
-        with health.stage_timer("total"):
-            self.process(job)
+        with self._lock:
+            self._running[threading.get_ident()] = job.id
+        try:
+            with health.stage_timer("total"):
+                self.process(job)
+        finally:
+            with self._lock:
+                self._running.pop(threading.get_ident(), None)
         return True
 
     def process(self, job: JobRow) -> None:
@@ -147,6 +160,9 @@ class Worker:
                     written[:] = [p for p in written if p not in stale]
                     if not tries_left:
                         raise
+        except LeaseLost:  # another worker has the job now; what we wrote has its UIDs: theirs too, kept
+            event(log, "job_lease_lost", logging.WARNING, job_id=job.id, series_uid=job.series_uid)
+            return None
         except Exception as exc:  # every failure ends the job: failed, or retried if the environment failed
             _remove(written)
             return failure(stage, exc)
@@ -201,6 +217,8 @@ class Worker:
         stage = outcome.stage if isinstance(outcome, Failed) else Stage.ROUTE
         try:
             state = self._write(job, outcome)
+        except LeaseLost:  # its lease ran out: another worker has the job, this outcome is not recorded
+            state = None
         except Exception as exc:  # the journal itself failed (full disk, I/O error): keep the outcome
             with self._lock:
                 first = job.id not in self._unrecorded

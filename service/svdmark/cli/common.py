@@ -40,6 +40,12 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
                    help=f"configuration file (default: ${CONFIG_ENV}, else {SYSTEM_CONFIG} if it exists)")
     p.add_argument("--data-dir", type=Path,
                    help="journal and spool directory (default: the config's data_dir, else ./svdmark-data)")
+    p.add_argument("--journal", metavar="URL",
+                   help="the journal: sqlite:///PATH or postgresql://USER@HOST:PORT/DB, shared by processes on "
+                        "several hosts (default: journal.sqlite under --data-dir)")
+    p.add_argument("--spool", type=Path, metavar="PATH",
+                   help="where received and produced objects are stored; several processes share one "
+                        "(default: spool/ under --data-dir)")
 
 
 def add_json_option(p: argparse.ArgumentParser) -> None:
@@ -70,7 +76,16 @@ def add_log_level_option(p: argparse.ArgumentParser, default: str | None = None)
 
 def load_config(args: argparse.Namespace, **flags: Any) -> Config:
     return config_mod.load(config_path(getattr(args, "config", None)), data_dir=getattr(args, "data_dir", None),
-                           **flags)
+                           journal=getattr(args, "journal", None), spool=getattr(args, "spool", None), **flags)
+
+
+def open_journal(cfg: Config, hint: str):
+    """The configured journal; a clear error (``hint`` says what to check) when its SQLite file does not exist."""
+    from ..journal import Journal
+
+    if cfg.journal is None and not cfg.journal_path.exists():
+        raise ConfigError(f"no journal at {cfg.journal_path}; {hint}")
+    return Journal(cfg.journal_url, lease_seconds=cfg.lease_seconds)
 
 
 def iso(t: float | None) -> str | None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import sys
 
+from ..journal_engine import ERRORS as JOURNAL_ERRORS
 from .. import logs
 from ..errors import SvdmarkError
 from . import analyze, demo, models, ops, results, routing, serve
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return _quiet_broken_pipe()
     except SvdmarkError as exc:
         return fail(args, str(exc))
-    except sqlite3.Error as exc:
+    except JOURNAL_ERRORS as exc:
         return fail(args, f"the journal cannot be read: {exc}")
     except OSError as exc:
         where = f": {exc.filename}" if getattr(exc, "filename", None) else ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 from .. import health
 from ..config import Config, Destination
@@ -16,7 +17,7 @@ from ..errors import ConfigError
 from ..export import echo
 from ..journal import Journal
 from . import views
-from .common import add_config_options, add_json_option, emit, fail, iso, load_config, table
+from .common import add_config_options, add_json_option, emit, fail, iso, load_config, open_journal, table
 
 ADMIN_AE = "SVDMARK-ADMIN"  # calling AE of admin commands towards our own listener
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -79,9 +80,7 @@ def _leaf(sub: argparse._SubParsersAction, name: str, help_: str) -> argparse.Ar
 
 
 def _journal(cfg: Config) -> Journal:
-    if not cfg.journal_path.exists():
-        raise ConfigError(f"no journal at {cfg.journal_path}; give the service's --data-dir or --config")
-    return Journal(cfg.journal_path)
+    return open_journal(cfg, "give the service's --data-dir, --journal or --config")
 
 
 # ------------------------------------------------------------------ echo
@@ -132,7 +131,7 @@ def run_status(args) -> int:
     me = Destination(ae_title, "127.0.0.1" if host in ("0.0.0.0", "", "::") else host, port)
     up, detail = echo(me.host, me.port, me.ae_title, default_calling_ae(me, cfg), timeout=3)
     up = up or detail == "association rejected"  # it answered; our AE is just not on its allow-list
-    healthy, report = health.check(cfg.journal_path, cfg.spool_dir, lambda: up)
+    healthy, report = health.check(cfg.journal_url, cfg.spool_dir, lambda: up)
     counts = journal.counts()
     destinations = [Destination.parse(d) for d in running["destinations"] if not d.startswith("stow:")] \
         if "destinations" in running else [d for d in cfg.destinations if isinstance(d, Destination)]  # C-STORE ones
@@ -157,6 +156,7 @@ def run_status(args) -> int:
         "destinations_reachable": {p["name"]: p["reachable"] for p in probes},
         "destinations": probes,
         "problems": problems,
+        "processes": _processes(journal, cfg),
     }
     if not up:
         code, verdict = EXIT_LISTENER_DOWN, "listener DOWN"
@@ -184,8 +184,24 @@ def run_status(args) -> int:
     lines += [f"destination {p['name']}: {'reachable' if p['reachable'] else 'UNREACHABLE'} ({p['detail']})"
               for p in probes] or ["destinations: none configured"]
     lines += [f"problem {k}: {v}" for k, v in problems.items()]
+    if data["processes"]:
+        lines += ["processes (every svdmark process using this journal):",
+                  *table(("ID", "ROLES", "HOST", "PID", "HEARTBEAT", "CURRENT JOB", "STATE"),
+                         [(p["id"], ",".join(p["roles"]), p["host"], p["pid"], p["heartbeat_at"],
+                           p["current_job"] or "", "live" if p["live"] else f"silent {p['silent_s']:.0f} s")
+                          for p in data["processes"]], "").splitlines()]
     emit(args, data, "\n".join(lines))
     return code
+
+
+def _processes(journal: Journal, cfg: Config) -> list[dict]:
+    """Every process in the journal's process table; live when heard from within three heartbeats."""
+    now = time.time()
+    return [{"id": p.id, "roles": list(p.roles), "host": p.host, "pid": p.pid, "started_at": iso(p.started_at),
+             "heartbeat_at": iso(p.heartbeat_at), "silent_s": round(now - p.heartbeat_at, 1),
+             "live": now - p.heartbeat_at <= 3 * cfg.heartbeat_seconds, "current_job": p.current_job,
+             "open_series": len(p.open_series), **({"port": p.detail["port"]} if p.detail and "port" in p.detail else {})}
+            for p in journal.processes()]
 
 
 # ------------------------------------------------------------------ jobs

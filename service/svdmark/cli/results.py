@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import add_config_options, add_json_option, emit, load_config
+from .common import add_config_options, add_json_option, emit, load_config, open_journal
 
 _STATUS = {"done": "analysed", "ignored": "ignored", "failed": "failed", "pending": "pending", "running": "pending",
            "superseded": "superseded"}
@@ -61,15 +61,12 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
     from ..batch.acquisition import descriptors
     from ..batch.dictionary import rule_constants
     from ..batch.state import resolve_key
-    from ..errors import ConfigError
     from ..domain import OutputKind
-    from ..journal import JobRecord, Journal
+    from ..journal import JobRecord
     from ..logs import pseudonym
 
     cfg = load_config(args)
-    if not cfg.journal_path.exists():
-        raise ConfigError(f"no journal at {cfg.journal_path}; is --data-dir right? (or give --table)")
-    journal = Journal(cfg.journal_path)
+    journal = open_journal(cfg, "is --data-dir right? (or give --table)")
     key, _ = resolve_key(getattr(args, "key_file", None), cfg.data_dir / ".pseudonym.key")
     constants = rule_constants(_ruleset(args))
     jobs = journal.job_history()

@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 
 from .. import datadir, logs
-from ..config import Config
+from ..config import ROLES, Config
 from ..domain import Task
 from ..errors import ConfigError, ModelError
 from ..logs import event
@@ -41,11 +41,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-host", help="address for /healthz and /metrics (default 127.0.0.1)")
     p.add_argument("--settle-seconds", type=float, help="quiet time before evidence-based completion")
     p.add_argument("--fallback-seconds", type=float, help="quiet time after which a series completes anyway")
+    p.add_argument("--roles", type=_roles, metavar="ROLE[,ROLE…]",
+                   help="what this process runs: receive, assemble, work, export (default: all four). Processes "
+                        "sharing a --journal postgresql://… and a --spool split the roles between them")
     p.add_argument("--receive-only", action="store_true",
                    help="start even though no model is active: series are received and journalled, their jobs "
                         "fail with the reason; re-queue them (svdmark jobs retry) once a model is installed")
     add_log_level_option(p)
     p.set_defaults(func=run)
+
+
+def _roles(text: str) -> tuple[str, ...]:
+    roles = tuple(r.strip() for r in text.split(",") if r.strip())
+    unknown = sorted(set(roles) - set(ROLES))
+    if not roles or unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose one or more of {', '.join(ROLES)}, comma-separated")
+    return roles
 
 
 def active_models(cfg: Config) -> tuple[dict[str, str], dict[str, str]]:
@@ -69,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                       settle_seconds=args.settle_seconds, fallback_seconds=args.fallback_seconds,
                       log_level=args.log_level, tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca,
                       tls_require_client_cert=args.tls_require_client_cert, metrics_port=args.metrics_port,
-                      metrics_host=args.metrics_host)
+                      metrics_host=args.metrics_host, roles=args.roles)
     level = log_level(cfg.log_level)
     lock = datadir.lock(cfg.data_dir)  # before anything touches the journal or service.json
     try:
@@ -79,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(cfg: Config, level: str, receive_only: bool) -> int:
-    found, missing = active_models(cfg)
-    if not found and not receive_only:
+    found, missing = active_models(cfg) if "work" in cfg.roles else ({}, {})
+    if not found and not receive_only and "work" in cfg.roles:
         raise ConfigError("no active model for any task, so every series would fail ("
                           + "; ".join(missing.values()) + "). Install one (svdmark models install), point "
                           "SVDMARK_MODELS_DIR or [analysis] models_dir at a model folder, or pass --receive-only "

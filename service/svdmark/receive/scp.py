@@ -18,7 +18,6 @@ import errno
 import hashlib
 import logging
 import socket
-import sqlite3
 import threading
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -51,6 +50,7 @@ from pydicom.uid import (
 from .. import health, tls
 from ..config import Config, pseudonym_key_from_env
 from ..errors import Rejected
+from ..journal_engine import ERRORS as JOURNAL_ERRORS
 from ..journal_api import ReceiveJournal
 from ..logs import event
 from ..spool import Spool, make_private, valid_uid as _valid
@@ -167,7 +167,7 @@ class Receiver:
         self.storage = StorageHealth()
         self._discarded: dict[int, Counter] = defaultdict(Counter)
         self._discard_lock = threading.Lock()
-        make_private(config.data_dir, [config.journal_path])
+        make_private(config.data_dir, [config.journal_path] if config.journal_is_local_file else [])
         phi.install(_site_key(config))
         gate_mod.quiet_dropped_connections()
 
@@ -214,7 +214,7 @@ class Receiver:
                     if not existed:  # no orphan: the file is only kept with its journal row
                         self.spool.discard(path)
                     raise
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, *JOURNAL_ERRORS) as exc:
             self.storage.failed(where, exc)
             event(log, "instance_rejected", logging.DEBUG, status=f"0x{STATUS_OUT_OF_RESOURCES:04X}",
                   reason=f"{where} write failed", sop_uid=item.sop_uid, calling_ae=calling)
