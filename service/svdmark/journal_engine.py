@@ -73,9 +73,14 @@ def redact(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+# advisory-lock classes (the first of PostgreSQL's two int4 keys): one key space per kind of lock, so a series
+# UID can never collide with a leadership or the schema lock
+SERIES_LOCK, LEADER_LOCK, SCHEMA_LOCK = 0x5D401, 0x5D402, 0x5D403
+
+
 def lock_key(name: str) -> int:
-    """A stable signed 64-bit advisory-lock key for a name (crc32 keeps it the same in every process)."""
-    return zlib.crc32(name.encode()) | (0x5D4 << 32)  # high bits: svdmark's key space
+    """A stable int4 key for a name within its class (crc32, the same in every process)."""
+    return zlib.crc32(name.encode()) - 2**31
 
 
 class Connection:
@@ -160,7 +165,7 @@ class _PostgresConnection(Connection):
             cur.executemany(_pg_sql(sql), [tuple(r) for r in rows])
 
     def lock(self, name):
-        self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(name),))
+        self.raw.execute("SELECT pg_advisory_xact_lock(%s, %s)", (SERIES_LOCK, lock_key(name)))
 
     def in_transaction(self) -> bool:
         return self.raw.info.transaction_status != pq.TransactionStatus.IDLE
@@ -177,6 +182,7 @@ class Engine:
         self.url = str(url)
         self._local = threading.local()
         self._leader: dict[str, Connection] = {}
+        self._holding: set[str] = set()  # leaderships the connection in _leader holds
         self._leader_guard = threading.Lock()
 
     @property
@@ -230,6 +236,7 @@ class Engine:
             for c in self._leader.values():
                 c.close()
             self._leader.clear()
+            self._holding.clear()
 
     # ------------------------------------------------------------ schema
     def ddl(self, script: str) -> str:
@@ -277,12 +284,12 @@ class Engine:
             yield
             return
         db = self.conn()
-        db.execute("SELECT pg_advisory_lock(?)", (lock_key("svdmark-schema"),))
+        db.execute("SELECT pg_advisory_lock(?, 0)", (SCHEMA_LOCK,))
         try:
             yield
         finally:
             if db.usable:  # type: ignore[attr-defined]
-                db.execute("SELECT pg_advisory_unlock(?)", (lock_key("svdmark-schema"),))
+                db.execute("SELECT pg_advisory_unlock(?, 0)", (SCHEMA_LOCK,))
 
     # ------------------------------------------------------------ leadership
     def leader_lock(self, name: str) -> bool:
@@ -294,23 +301,25 @@ class Engine:
         if self.kind == "sqlite":
             return True
         with self._leader_guard:
-            held = self._leader.get(name)
-            if held is not None:
+            for _ in range(2):  # a connection the server dropped (a restart) is replaced once, in this call
+                conn = self._leader.get(name)  # the connection that holds the lock, or tries for it (standby)
                 try:
-                    held.execute("SELECT 1")
-                    return True
+                    if conn is None:
+                        conn = self._leader[name] = self._open()
+                    if name in self._holding:
+                        conn.execute("SELECT 1")  # still connected: the server still holds the lock for us
+                        return True
+                    got = conn.execute("SELECT pg_try_advisory_lock(?, ?)",
+                                       (LEADER_LOCK, lock_key(name))).fetchone()[0]
                 except ERRORS:
-                    held.close()
-                    del self._leader[name]
-            try:
-                conn = self._open()
-                got = conn.execute("SELECT pg_try_advisory_lock(?)", (lock_key(f"leader:{name}"),)).fetchone()[0]
-            except ERRORS:
-                return False
-            if got:
-                self._leader[name] = conn
-                return True
-            conn.close()
+                    self._holding.discard(name)
+                    dropped = self._leader.pop(name, None)
+                    if dropped is not None:
+                        dropped.close()
+                    continue
+                if got:
+                    self._holding.add(name)
+                return bool(got)
             return False
 
     # ------------------------------------------------------------ health (connections of their own)
