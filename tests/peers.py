@@ -133,8 +133,9 @@ class Svdmark:
 
     def __init__(self, data_dir: Path, destinations: list[str], port: int | None = None,
                  extra: tuple[str, ...] = ("--settle-seconds", "1", "--fallback-seconds", "15"),
-                 env: dict | None = None):
+                 env: dict | None = None, roles: tuple[str, ...] = ()):
         self.env = env or {}
+        self.roles = roles  # empty: all (svdmark serve's default)
         self.data_dir = data_dir
         self.port = port or free_port()
         self.destinations = destinations
@@ -147,9 +148,19 @@ class Svdmark:
                "--host", "127.0.0.1", *self.extra]
         for d in self.destinations:
             cmd += ["--destination", d]
+        if self.roles:
+            cmd += ["--roles", ",".join(self.roles)]
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
+        seen = self.log.stat().st_size if self.log.exists() else 0
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env)
-        wait_for_echo(self.port, "SVDMARK", proc=self.proc)
+        if not self.roles or "receive" in self.roles:
+            wait_for_echo(self.port, "SVDMARK", proc=self.proc)
+        else:  # no listener: wait for the start line in its log
+            def started() -> bool:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"svdmark serve exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+                return self.log.exists() and "started" in self.log.read_bytes()[seen:].decode(errors="replace")
+            wait_until(started, 60, "svdmark serve to start", interval=0.2)
         return self
 
     def kill9(self) -> None:

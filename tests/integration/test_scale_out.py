@@ -1,0 +1,166 @@
+"""Past one machine: receivers, workers and an exporter as separate processes on one PostgreSQL journal and
+one spool directory, with kill -9 of every role, several times, and one immediate PostgreSQL restart.
+
+At the end: every instance the senders sent is in the journal and in the spool; every target series was
+analysed exactly once; every result reached dcmtk storescp once (counted from its reception log), except
+an object that was in flight when its exporter was killed or the database went away (stored by the
+destination but not yet confirmed to us: only Storage Commitment removes that, README step 5).
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from svdmark.journal import Journal
+from svdmark_phantom import write_study
+
+from tests.peers import Svdmark, storescu, wait_until
+from .test_crash import _uid
+from .test_end_to_end import expect_results
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+
+LEASE_SECONDS = 4
+
+
+def _value(url: str, sql: str, args: tuple = ()):
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            return conn.execute(sql, args).fetchone()[0]
+    except psycopg.OperationalError:
+        return None  # the server is restarting
+
+
+def _in_flight(url: str) -> set[str]:
+    """SOP Instance UIDs whose delivery is being sent (or was, when its sender died)."""
+    import psycopg
+
+    for _ in range(60):
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+                return {r[0] for r in conn.execute("SELECT sop_uid FROM deliveries WHERE state='sending'")}
+        except psycopg.OperationalError:
+            time.sleep(0.5)
+    raise TimeoutError("the journal did not answer")
+
+
+def _files(study) -> list[Path]:
+    return sorted(Path(study.out_dir).rglob("*.dcm"))
+
+
+def _send(files, port) -> None:
+    storescu(files, port, check=False)  # a receiver may be killed meanwhile: the final pass resends
+
+
+def test_receivers_workers_and_an_exporter_share_postgresql_and_survive_kills(tmp_path, pacs, postgres_server,
+                                                                               postgres_url):
+    rng = random.Random(1515)
+    studies = [write_study(tmp_path / "in" / f"s{k}", seed=60 + k, kind=kind, vendor=vendor, distractors=False,
+                           matrix=96, **({"n_slices": 40, "slice_thickness": 2.0} if kind == "swi" else {}))
+               for k, (kind, vendor) in enumerate([("ncct", "ge"), ("swi", "siemens"), ("ncct", "siemens"),
+                                                   ("swi", "ge")])]  # measurable phantoms: SR, SEG and summary each
+    targets = {t.series_uid for s in studies for t in s.targets}
+    config = tmp_path / "svdmark.toml"
+    config.write_text(f"[service]\nlease_seconds = {LEASE_SECONDS}\n")
+    spool = tmp_path / "shared-spool"
+    shared = ("--journal", postgres_url, "--spool", str(spool), "--config", str(config),
+              "--settle-seconds", "1", "--fallback-seconds", "15")
+    dest = [f"{pacs.aet}@127.0.0.1:{pacs.port}"]
+
+    def process(name: str, roles: tuple[str, ...]) -> Svdmark:
+        return Svdmark(tmp_path / name, dest, extra=shared, roles=roles)
+
+    receivers = [process(f"receiver{i}", ("receive",)) for i in range(2)]
+    workers = [process(f"worker{i}", ("assemble", "work")) for i in range(3)]
+    exporter = process("exporter", ("export",))
+    everyone = [*receivers, *workers, exporter]
+    in_flight: set[str] = set()  # objects being sent at a kill of the exporter or of the database
+    kills: list[str] = []
+
+    def kill(svd: Svdmark, role: str, restart: bool = True) -> None:
+        svd.kill9()
+        kills.append(role)
+        if role == "exporter":
+            in_flight.update(_in_flight(postgres_url))
+        if restart:
+            svd.start()
+
+    try:
+        for svd in everyone:
+            svd.start()
+        # four senders at once, split across both receivers; the first study's series arrives over both
+        first = _files(studies[0])
+        sends = [(first[::2], receivers[0]), (first[1::2], receivers[1])]
+        sends += [(_files(s), receivers[k % 2]) for k, s in enumerate(studies[1:], start=1)]
+        senders = [threading.Thread(target=_send, args=(files, r.port)) for files, r in sends]
+        for t in senders:
+            t.start()
+
+        wait_until(lambda: (_value(postgres_url, "SELECT COUNT(*) FROM instances") or 0) >= 20, 120,
+                   "instances stored")
+        kill(receivers[rng.randrange(2)], "receiver")  # mid-association: its senders see the abort
+        wait_until(lambda: _value(postgres_url, "SELECT COUNT(*) FROM jobs WHERE state='running'"), 180,
+                   "an analysis running", interval=0.1)
+        owner = _value(postgres_url, "SELECT owner FROM jobs WHERE state='running' ORDER BY id LIMIT 1") or ""
+        busy = [w for w in workers if f":{w.proc.pid}:" in owner] or workers
+        kill(busy[0], "worker")  # the one analysing: its lease lapses, another worker takes the job
+        for t in senders:
+            t.join(300)
+        wait_until(lambda: _value(postgres_url, "SELECT COUNT(*) FROM deliveries WHERE state='delivered'"), 240,
+                   "a delivery confirmed", interval=0.1)
+        kill(exporter, "exporter")
+        postgres_server.restart("immediate")  # every process loses its connections at once
+        kills.append("postgresql")
+        in_flight.update(_in_flight(postgres_url))
+        time.sleep(rng.uniform(0.5, 2.0))
+        kill(workers[rng.randrange(3)], "worker")
+        kill(receivers[rng.randrange(2)], "receiver")
+        time.sleep(rng.uniform(0.5, 2.0))
+        kill(exporter, "exporter")
+
+        # the senders retry everything, as a PACS would (duplicates are recognised by digest)
+        for k, s in enumerate(studies):
+            storescu(_files(s), receivers[k % 2].port)
+        expect_results(pacs, studies, timeout=300)
+        wait_until(lambda: _value(postgres_url, "SELECT COUNT(*) FROM deliveries WHERE state<>'delivered'") == 0,
+                   120, "every delivery confirmed")
+
+        # every instance is in the journal and in the shared spool
+        headers = [pydicom.dcmread(f, stop_before_pixels=True) for s in studies for f in _files(s)]
+        journal = Journal(postgres_url, owner="test-reader")
+        stored = {i.sop_uid: Path(i.path) for series in {str(h.SeriesInstanceUID) for h in headers}
+                  for i in journal.instances(series)}
+        sent = {str(h.SOPInstanceUID) for h in headers}
+        assert sent <= set(stored), f"{len(sent - set(stored))} sent instances missing from the journal"
+        assert all(stored[u].is_file() and spool.resolve() in stored[u].resolve().parents for u in sent), \
+            "an instance is not in the shared spool"
+
+        # every target series analysed exactly once, nothing failed
+        history = journal.job_history()
+        done = [j.series_uid for j in history if j.state == "done"]
+        assert sorted(done) == sorted(targets), f"analyses per target: {sorted(done)}"
+        assert not [j for j in history if j.state in ("failed", "running", "pending")]
+        interruptions = sum(j.interruptions for j in history)
+
+        # every result delivered once, except what was in flight at a kill of the exporter or the database
+        received = [_uid(r) for r in pacs.receptions()]
+        assert len(set(received)) == 3 * len(targets)
+        twice = {u for u in received if received.count(u) > 1}
+        assert twice <= in_flight, f"received twice but never in flight at a kill: {twice - in_flight}"
+
+        # every process is alive and in the process table, with its roles
+        live = journal.processes(max_age=3 * min(5.0, LEASE_SECONDS / 4) + 2)
+        roles = sorted(",".join(p.roles) for p in live)
+        assert roles == sorted(["receive"] * 2 + ["assemble,work"] * 3 + ["export"]), roles
+        print(f"kills: {kills}; interruptions: {interruptions}; in flight at a kill: {len(in_flight)}; "
+              f"received twice: {len(twice)} of {len(set(received))}")
+    finally:
+        for svd in everyone:
+            svd.stop()
