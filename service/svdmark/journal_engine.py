@@ -57,8 +57,8 @@ def parse_url(url: str | Path) -> tuple[str, str]:
     if isinstance(url, Path) or "://" not in text:
         return "sqlite", text
     scheme = urlsplit(text).scheme
-    if scheme == "sqlite":
-        return "sqlite", text[len("sqlite://"):]  # sqlite:///abs/path → /abs/path
+    if scheme == "sqlite":  # SQLAlchemy's form: sqlite:///relative/path, sqlite:////absolute/path
+        return "sqlite", text[len("sqlite:///"):] if text.startswith("sqlite:///") else text[len("sqlite://"):]
     if scheme in ("postgresql", "postgres"):
         return "postgresql", text
     raise EngineError(f"journal URL scheme {scheme!r} is not supported: use sqlite:///PATH or postgresql://…")
