@@ -645,6 +645,20 @@ class Journal:
                 return None
             return _insert_job(db, series.series_uid, series.study_uid, series.generation, completion, now, warning)
 
+    def enqueue_series(self, series_uid: str, completion: str, now: float | None = None) -> int | None:
+        """A series recorded whole by a batch (``svdmark analyze --enqueue``): queued, with its job, in one
+        transaction; the job's id, or None when the series is not ``receiving`` (unknown, or already queued or
+        analysed: by an earlier run, or by an assembler that judged it complete first)."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            db.lock(series_uid)
+            s = db.execute("SELECT study_uid, generation FROM series WHERE series_uid=? AND state=?",
+                           (series_uid, SeriesState.RECEIVING.value)).fetchone()
+            if s is None:
+                return None
+            db.execute("UPDATE series SET state=? WHERE series_uid=?", (SeriesState.QUEUED.value, series_uid))
+            return _insert_job(db, series_uid, s["study_uid"], s["generation"], completion, now)
+
     def reanalyse(self, series_uid: str, reason: str, now: float | None = None) -> int | str:
         """Queue a new analysis of an analysed series (generation + 1) with the models active now.
 

@@ -58,6 +58,17 @@ class AssemblyJournal(Protocol):
                   warning: str | None = None) -> int | None: ...
 
 
+class BatchJournal(ReceiveJournal, Protocol):
+    """``enqueue.py`` (``svdmark analyze --enqueue``): instances kept as the receiver keeps them
+    (``receive/store.py``), then each whole series queued at once, without an assembler."""
+
+    def series_row(self, series_uid: str) -> SeriesRow | None: ...
+
+    def enqueue_series(self, series_uid: str, completion: str, now: float | None = None) -> int | None: ...
+
+    def describe(self) -> str: ...
+
+
 class ShadowJournal(Protocol):
     """``shadow.py``: the candidate's result, stored beside the active one."""
 
@@ -176,7 +187,7 @@ class ProcessJournal(Protocol):
     def lead(self, role: str) -> bool: ...
 
 
-class JournalStore(ReceiveJournal, AssemblyJournal, WorkJournal, OutboxJournal, AuditJournal, AdminJournal,
+class JournalStore(BatchJournal, AssemblyJournal, WorkJournal, OutboxJournal, AuditJournal, AdminJournal,
                    ProcessJournal, Protocol):
     """Everything ``service.py`` hands out, plus what it calls itself at start and stop."""
 

@@ -4,7 +4,8 @@
 received (Part 10, the negotiated transfer syntax); ``results/...`` holds
 what svdmark produced. Writes go to a temporary file, are fsynced, renamed
 into place and the directory is fsynced, so a file either exists whole or
-not at all.
+not at all. :meth:`Spool.place` may hard-link an existing file instead of
+copying it (``svdmark analyze --enqueue`` from an archive on the same filesystem).
 
 The data directory holds patient data: :func:`make_private` makes it, the journal and the
 spool readable by the service user only (0700 directories, 0600 files) whatever the umask.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import uuid
 from pathlib import Path
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -45,6 +47,20 @@ class Spool:
     def write(self, area: Path, study_uid: str, series_uid: str, sop_uid: str, data: bytes) -> Path:
         """Durably write ``data``; returns the final path."""
         final = self.path_for(area, study_uid, series_uid, sop_uid)
+        write_durably(final, data)
+        return final
+
+    def place(self, area: Path, study_uid: str, series_uid: str, sop_uid: str, data: bytes,
+              source: Path | None = None) -> Path:
+        """Like :meth:`write`; when ``source`` is a file holding exactly ``data``, it is hard-linked into place
+        instead where it can be (the same filesystem), and ``data`` written where it cannot."""
+        final = self.path_for(area, study_uid, series_uid, sop_uid)
+        if source is not None:
+            try:
+                link_durably(Path(source), final)
+                return final
+            except OSError:  # another filesystem (EXDEV), links not allowed (EPERM): copy
+                pass
         write_durably(final, data)
         return final
 
@@ -101,7 +117,29 @@ def write_durably(final: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    dir_fd = os.open(final.parent, os.O_RDONLY)
+    _fsync_dir(final.parent)
+
+
+def link_durably(source: Path, final: Path) -> None:
+    """``final`` as a hard link to ``source``: linked under a temporary name, renamed into place, directory fsynced.
+
+    The file's data is ``source``'s, shared: it must not be changed in place afterwards (svdmark never does)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{uuid.uuid4().hex}.part"
+    os.link(source, tmp)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(final.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:

@@ -51,7 +51,7 @@ FUNCTION_LEVEL_ONLY = ("svdmark_phantom",)
 NEVER = ("torch", "training", "SimpleITK", "nilearn", "stress")
 
 # as ARCHITECTURE.md names them: the drivers claim work and call the stages; the stages analyse one series
-DRIVERS = ("service", "worker", "batch", "cli", "shadow", "lifecycle")
+DRIVERS = ("service", "worker", "batch", "enqueue", "cli", "shadow", "lifecycle")
 STAGES = ("pipeline", "route", "volume", "infer", "measure", "rules", "encode")
 
 

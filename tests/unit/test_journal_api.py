@@ -12,7 +12,8 @@ import pytest
 from svdmark import journal_api
 from svdmark.journal import Journal
 
-PROTOCOLS = [journal_api.ReceiveJournal, journal_api.AssemblyJournal, journal_api.ShadowJournal,
+PROTOCOLS = [journal_api.ReceiveJournal, journal_api.AssemblyJournal, journal_api.BatchJournal,
+             journal_api.ShadowJournal,
              journal_api.WorkJournal, journal_api.OutboxJournal, journal_api.AuditJournal,
              journal_api.ReadJournal, journal_api.AdminJournal, journal_api.ProcessJournal, journal_api.JournalStore]
 

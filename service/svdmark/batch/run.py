@@ -34,7 +34,7 @@ from ..errors import ModelError
 from . import table as T
 from .acquisition import descriptors
 from .dictionary import rule_constants, write_beside
-from .discover import SeriesGroup, discover
+from .discover import FileError, SeriesGroup, discover
 from .progress import Progress
 from .state import RunState, key_fingerprint, resolve_key, write_json
 
@@ -208,24 +208,9 @@ class Runner:
         state.clean_staging()
         key, key_source = resolve_key(self.key_file, self.out / ".pseudonym.key")
         report = RunReport(self.out, key_source=key_source)
-        key_id = key_fingerprint(key)
 
         # 1. find and check every file
-        cache = state.load_scan_cache(key_id)
-        n_files = [0]
-
-        def on_file(name: str) -> None:
-            n_files[0] += 1
-            if self.progress and sys.stderr.isatty() and n_files[0] % 25 == 0:
-                sys.stderr.write(f"\rscan: {n_files[0]} files")
-                sys.stderr.flush()
-
-        stats: dict = {}
-        groups, file_errors, new_cache = discover(paths, key, skip=[self.out], cache=cache, on_file=on_file,
-                                                  stats=stats)
-        state.save_scan_cache(key_id, new_cache)
-        if self.progress and sys.stderr.isatty():
-            sys.stderr.write("\r" + " " * 40 + "\r")
+        groups, file_errors, stats = find_series(state, paths, key, self.progress)
         self.say(f"analyze: {stats['files']} file(s), {len(groups)} series, {stats['unusable']} file(s) not usable")
         report.errors = [e.as_row() for e in file_errors]
 
@@ -370,6 +355,29 @@ class Runner:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
+
+
+def find_series(state: RunState, paths: list[Path], key: bytes, progress: bool = True
+                ) -> tuple[list[SeriesGroup], list[FileError], dict]:
+    """Every series under ``paths`` (the output folder skipped), through the scan cache in ``state``, with a
+    file counter on a terminal; returns :func:`discover`'s groups, errors and stats."""
+    key_id = key_fingerprint(key)
+    counter = progress and sys.stderr.isatty()
+    n_files = [0]
+
+    def on_file(name: str) -> None:
+        n_files[0] += 1
+        if counter and n_files[0] % 25 == 0:
+            sys.stderr.write(f"\rscan: {n_files[0]} files")
+            sys.stderr.flush()
+
+    stats: dict = {}
+    groups, errors, cache = discover(paths, key, skip=[state.out], cache=state.load_scan_cache(key_id),
+                                     on_file=on_file, stats=stats)
+    state.save_scan_cache(key_id, cache)
+    if counter:
+        sys.stderr.write("\r" + " " * 40 + "\r")
+    return groups, errors, stats
 
 
 def _note(row: dict) -> str:

@@ -29,18 +29,33 @@ models, plus those installed and activated with `svdmark models`).
 Pseudonym key: --key-file, else $SVDMARK_PSEUDONYM_KEY, else a key generated once
 and kept in OUTPUT/.pseudonym.key (keep it to link pseudonyms across runs).
 
+Queue instead of analysing here (--enqueue, with --journal postgresql://… or
+$SVDMARK_JOURNAL): the same discovery, then every instance goes into the shared spool
+(--spool; hard-linked where it is on the same filesystem, else copied) and the journal
+as the receiver keeps it, and each whole series is queued as a job. Workers on any
+number of hosts analyse them:  svdmark serve --journal URL --spool PATH --roles work
+and the tables come from the journal:  svdmark results export --journal URL -o FILE
+(its pseudonym key: --key-file, else $SVDMARK_PSEUDONYM_KEY, else one under its
+--data-dir; give it --key-file OUTPUT/.pseudonym.key for this run's key). OUTPUT
+gets errors.* and enqueue.json. Re-running queues only what is new; Ctrl-C is safe.
+
 Exit status: 0 the run completed and analysed at least one series (unusable files
-and ignored series are listed, not fatal); 1 nothing was analysed (no DICOM image
-series found, or every series ignored or failed), interrupted, or a series failed for
-lack of a working model or an internal error; 2 usage error.
+and ignored series are listed, not fatal), or with --enqueue has at least one series
+queued or analysed; 1 nothing was analysed (no DICOM image series found, or every
+series ignored or failed), interrupted, a series failed for lack of a working model
+or an internal error, or (--enqueue) a series could not be queued; 2 usage error.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import add_config_options, add_json_option, emit, load_config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="analyse every series again, even if already done")
     p.add_argument("--shift-dates", action="store_true",
                    help="shift study dates per patient by a keyed offset (-365..365 days; default: true dates)")
+    p.add_argument("--enqueue", action="store_true",
+                   help="queue the series on the shared journal (--journal) for `svdmark serve --roles work` "
+                        "processes instead of analysing them here")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     add_config_options(p)
     add_json_option(p)
@@ -89,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     logs.setup("ERROR")  # the progress bar and the tables say what happened
     cfg = load_config(args)
+    if args.enqueue:
+        return enqueue(args, cfg)
     runner = Runner(cfg, args.output, workers=args.workers, key_file=args.key_file,
                     progress=not args.quiet and not args.json, force=args.force, shift_dates=args.shift_dates)
     try:
@@ -132,3 +152,59 @@ def run(args: argparse.Namespace) -> int:
         print(f"svdmark analyze: error: nothing analysed: {why}", file=sys.stderr)
         return 1
     return 1 if report.internal_failures else 0
+
+
+# where each in-process option goes when the work is queued instead
+_NOT_WITH_ENQUEUE = {"workers": "start more `svdmark serve --roles work` processes",
+                     "force": "`svdmark jobs reanalyse` queues analysed series again",
+                     "shift_dates": "give it to `svdmark results export`"}
+
+
+def enqueue(args: argparse.Namespace, cfg: Config) -> int:
+    """``--enqueue``: record and queue every series on the shared journal (:mod:`svdmark.enqueue`)."""
+    from ..enqueue import Enqueuer, next_steps
+    from ..journal_engine import redact
+    from .common import open_journal
+
+    if cfg.journal is None:
+        print("svdmark analyze: error: --enqueue needs the shared journal: --journal postgresql://USER@HOST/DB "
+              "(or $SVDMARK_JOURNAL, or [storage] journal in the configuration file)", file=sys.stderr)
+        return 2
+    wrong = [k for k in _NOT_WITH_ENQUEUE if getattr(args, k) not in (None, False, 1)]
+    if wrong:
+        flag = "--" + wrong[0].replace("_", "-")
+        print(f"svdmark analyze: error: {flag} does not apply with --enqueue: {_NOT_WITH_ENQUEUE[wrong[0]]}",
+              file=sys.stderr)
+        return 2
+    journal = open_journal(cfg, "check --journal")
+    try:
+        report = Enqueuer(journal, cfg.spool_dir, args.output, key_file=args.key_file,
+                          progress=not args.quiet and not args.json).run(args.paths)
+    except KeyboardInterrupt:
+        print("\nsvdmark analyze: interrupted before any series was queued; run the command again", file=sys.stderr)
+        return 1
+    finally:
+        journal.close()
+    c = report.counts
+    journal_option = f" --journal {redact(args.journal)}" if args.journal else ""
+    from_file = not report.key_source.startswith("$")  # else $SVDMARK_PSEUDONYM_KEY, which the export reads too
+    key_file = args.key_file or (args.output / ".pseudonym.key" if from_file else None)
+    dups = f", {c['duplicates']} duplicate instance(s) skipped" if c["duplicates"] else ""
+    human = (f"{c['series']} series: {c['queued']} queued now, {c['present']} already queued or analysed, "
+             f"{c['not_queued']} not queued; {c['file_errors']} of {c['files']} file(s) not usable{dups}\n"
+             f"instances: {c['instances_new']} new, {c['instances_replaced']} replaced, "
+             f"{c['instances_duplicate']} already in the journal (journal {report.journal}, spool {report.spool})\n"
+             f"errors:  {args.output / 'errors.csv'} (and .parquet)\n" + next_steps(report, journal_option, key_file))
+    if report.interrupted:
+        print(f"svdmark analyze: interrupted after queueing {c['queued']} series; the series in hand stays "
+              "unqueued until the same command runs again (what is recorded is kept)", file=sys.stderr)
+        if args.json:
+            emit(args, report.as_dict(), "")
+        return 1
+    emit(args, report.as_dict(), human)
+    if report.nothing_queued:
+        where = ", ".join(str(p) for p in args.paths)
+        print(f"svdmark analyze: error: nothing queued: no DICOM image series could be recorded from {where} "
+              f"({c['files']} file(s) examined, {c['file_errors']} not usable: see errors.csv)", file=sys.stderr)
+        return 1
+    return 1 if c["not_queued"] else 0

@@ -53,6 +53,7 @@ class Inspected:
     series_uid: str
     modality: str
     geometry: SliceGeometry  # what the assembler needs (and whether the pixel data was lossy-compressed)
+    transfer_syntax: str = ""  # the file meta's (a receiver journals the negotiated one, which it equals)
 
     @property
     def lossy(self) -> bool:
@@ -105,6 +106,7 @@ def inspect(data: bytes, affected_sop_class: str | None = None, max_bytes: int |
         series_uid=str(ds.SeriesInstanceUID),
         modality=modality,
         geometry=geometry,
+        transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
     )
 
 

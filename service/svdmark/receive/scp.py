@@ -15,7 +15,6 @@ memory.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import socket
 import threading
@@ -57,6 +56,7 @@ from ..spool import Spool, make_private, valid_uid as _valid
 from . import gate as gate_mod, phi
 from .gate import ConnectionGate
 from .sink import received_file
+from .store import keep
 from .inspect import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DATASET_TOO_LARGE,
@@ -192,29 +192,11 @@ class Receiver:
         return self._store(ev, item, data, calling)
 
     def _store(self, ev, item, data: bytes, calling: str) -> int:
-        digest = hashlib.sha256(data).hexdigest()
-        where = "journal"
         try:
-            if self.journal.instance_digest(item.sop_uid) == digest:
-                outcome = "duplicate"
-            else:
-                final = self.spool.path_for(self.spool.incoming, item.study_uid, item.series_uid, item.sop_uid)
-                existed = final.exists()
-                where = "spool"
-                path = self.spool.write(self.spool.incoming, item.study_uid, item.series_uid, item.sop_uid, data)
-                where = "journal"
-                try:
-                    outcome = self.journal.record_instance(
-                        sop_uid=item.sop_uid, study_uid=item.study_uid, series_uid=item.series_uid,
-                        sop_class=item.sop_class, transfer_syntax=str(ev.file_meta.TransferSyntaxUID), path=path,
-                        size=len(data), digest=digest, modality=item.modality, geometry=item.geometry,
-                        calling_ae=calling,
-                    )
-                except BaseException:
-                    if not existed:  # no orphan: the file is only kept with its journal row
-                        self.spool.discard(path)
-                    raise
+            outcome = keep(self.journal, self.spool, item, data,
+                           transfer_syntax=str(ev.file_meta.TransferSyntaxUID), calling_ae=calling)
         except (OSError, *JOURNAL_ERRORS) as exc:
+            where = "spool" if isinstance(exc, OSError) else "journal"  # store.keep: OSError is the spool's
             self.storage.failed(where, exc)
             event(log, "instance_rejected", logging.DEBUG, status=f"0x{STATUS_OUT_OF_RESOURCES:04X}",
                   reason=f"{where} write failed", sop_uid=item.sop_uid, calling_ae=calling)

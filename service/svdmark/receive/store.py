@@ -1,0 +1,47 @@
+"""Keep one inspected instance: its file in the spool, then its journal row.
+
+The receiver keeps each C-STORE this way, and ``svdmark analyze --enqueue`` each file of an archive, so both
+leave the same spool path, digest and journal row. The digest (:func:`digest`, SHA-256 of the Part 10 bytes)
+tells a resend from a change: the same bytes under a SOP Instance UID already journalled are a ``duplicate``
+and touch nothing; other bytes replace the instance (the journal reopens its series). A file is kept only
+with its row: when the row cannot be committed, a file that was not there before is removed again.
+
+Errors: an ``OSError`` is the spool's (the file could not be written); the journal's are its engine's
+(:data:`svdmark.journal_engine.ERRORS`).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ..journal_api import ReceiveJournal
+from ..spool import Spool
+from .inspect import Inspected
+
+
+def digest(data: bytes) -> str:
+    """An instance's identity for duplicates: the SHA-256 of its Part 10 bytes, as hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def keep(journal: ReceiveJournal, spool: Spool, item: Inspected, data: bytes, *, transfer_syntax: str,
+         calling_ae: str | None, source: Path | None = None) -> str:
+    """Spool and journal one instance; the journal's outcome: "new", "replaced" or "duplicate".
+
+    ``source``: a file holding exactly ``data``, hard-linked into the spool rather than copied where the
+    filesystem allows (:meth:`Spool.place`)."""
+    sha = digest(data)
+    if journal.instance_digest(item.sop_uid) == sha:
+        return "duplicate"
+    existed = spool.path_for(spool.incoming, item.study_uid, item.series_uid, item.sop_uid).exists()
+    path = spool.place(spool.incoming, item.study_uid, item.series_uid, item.sop_uid, data, source)
+    try:
+        return journal.record_instance(
+            sop_uid=item.sop_uid, study_uid=item.study_uid, series_uid=item.series_uid, sop_class=item.sop_class,
+            transfer_syntax=transfer_syntax, path=path, size=len(data), digest=sha, modality=item.modality,
+            geometry=item.geometry, calling_ae=calling_ae,
+        )
+    except BaseException:
+        if not existed:  # no orphan: the file is only kept with its journal row
+            spool.discard(path)
+        raise
