@@ -472,12 +472,14 @@ class Journal:
 
     # ---------------------------------------------------------------- recovery
     def recover(self, interruption_cap: int = INTERRUPTION_CAP, now: float | None = None,
-                hard_cap: int = INTERRUPTION_HARD_CAP, expired_only: bool | None = None) -> dict[str, Any]:
+                hard_cap: int = INTERRUPTION_HARD_CAP, expired_only: bool | None = None,
+                dead_owners: Sequence[str] = ()) -> dict[str, Any]:
         """After a crash: running jobs go back to pending, sending deliveries to pending.
 
         ``expired_only`` (the default on a shared journal): only those whose lease has run out, i.e. whose
         process stopped renewing it; others belong to live processes. On SQLite one process owns the file,
-        so at its start everything running was interrupted.
+        so at its start everything running was interrupted. ``dead_owners``: processes known to be gone (a
+        restarted process's earlier self on this host: :meth:`dead_processes_here`), whose leases need not lapse.
 
         An interrupted job did not fail: its ``attempts`` stay as they were. It counts an
         interruption and waits behind the jobs already queued, so that a restart does not begin
@@ -495,8 +497,10 @@ class Journal:
         """
         now = time.time() if now is None else now
         expired_only = self.shared if expired_only is None else expired_only
-        lapsed = " AND COALESCE(lease_until, 0)<?" if expired_only else ""
-        lease_args: tuple[Any, ...] = (now,) if expired_only else ()
+        dead = tuple(dead_owners)
+        lapsed = (f" AND (COALESCE(lease_until, 0)<? OR owner IN ({','.join('?' * len(dead))}))" if dead else
+                  " AND COALESCE(lease_until, 0)<?") if expired_only else ""
+        lease_args: tuple[Any, ...] = (now, *dead) if expired_only else ()
         with self._tx() as db:
             running = db.execute(
                 "SELECT id, series_uid, generation, interruptions, suspect_interruptions, interrupted_at, created_at"
@@ -1111,6 +1115,13 @@ class Journal:
                                      tuple(json.loads(r["open_series"] or "[]")), json.loads(r["detail"] or "{}")))
         return out
 
+    def dead_processes_here(self) -> list[str]:
+        """Owners in the process table on this host whose PID is no longer running (killed, crashed).
+
+        A PID reused by another program keeps its row alive: that owner's leases then lapse as usual."""
+        host = socket.gethostname()
+        return [p.id for p in self.processes() if p.host == host and p.id != self.owner and not _pid_alive(p.pid)]
+
     def forget_processes(self, older_than: float, now: float | None = None) -> int:
         """Drop process rows not heard from for ``older_than`` seconds (killed processes)."""
         now = time.time() if now is None else now
@@ -1146,6 +1157,16 @@ class Journal:
             Engine(url).probe_write()
         except ERRORS as exc:
             raise JournalUnavailable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _insert_job(db: Connection, series_uid: str, study_uid: str, generation: int, completion: str,

@@ -68,10 +68,7 @@ class Service:
         return self._server.server_address[1] if self._server else self.config.port
 
     def start(self) -> "Service":
-        recovered = self.journal.recover()  # SQLite: everything this data dir left running; shared: lapsed leases
-        for job_id, series_uid in recovered.pop("quarantined"):
-            event(log, "job_quarantined", logging.ERROR, job_id=job_id, series_uid=series_uid,
-                  reason="the service stopped repeatedly while analysing this series")
+        recovered = self._recover()
         if self.receiver is not None:
             if not self.config.allow_calling_ae:
                 event(log, "no_calling_ae_allow_list", logging.WARNING,
@@ -141,13 +138,20 @@ class Service:
         self._wake.clear()
         return bool(queued)
 
+    def _recover(self) -> dict:
+        """Interrupted work back to the queue: on SQLite everything this data dir left running; on a shared
+        journal what lapsed leases or dead processes of this host held (other processes' work is theirs)."""
+        dead = self.journal.dead_processes_here() if self.journal.shared else []
+        recovered = self.journal.recover(dead_owners=dead)
+        for job_id, series_uid in recovered.pop("quarantined"):
+            event(log, "job_quarantined", logging.ERROR, job_id=job_id, series_uid=series_uid,
+                  reason="the service stopped repeatedly while analysing this series")
+        return recovered
+
     def _reap(self) -> None:
         """The leader returns work whose process stopped renewing its lease, and forgets long-dead processes."""
         self._reaped_at = time.monotonic()
-        recovered = self.journal.recover()
-        for job_id, series_uid in recovered.pop("quarantined"):
-            event(log, "job_quarantined", logging.ERROR, job_id=job_id, series_uid=series_uid,
-                  reason="the processes analysing this series stopped repeatedly")
+        recovered = self._recover()
         if recovered["jobs_requeued"] or recovered["deliveries_requeued"]:
             event(log, "leases_lapsed", logging.WARNING, **recovered)
         self.journal.forget_processes(older_than=10 * self.config.lease_seconds)

@@ -164,3 +164,27 @@ def test_receivers_workers_and_an_exporter_share_postgresql_and_survive_kills(tm
     finally:
         for svd in everyone:
             svd.stop()
+
+
+def test_one_process_on_postgresql_restarts_after_kill_without_waiting_for_its_lease(tmp_path, pacs, postgres_url):
+    """The embedded shape (all roles, one process) on PostgreSQL, killed mid-analysis: its successor takes
+    the job back at once (its earlier self's PID is gone), though leases last 60 s; results exactly once."""
+    studies = [write_study(tmp_path / "in" / "ncct", seed=31, kind="ncct", vendor="ge", distractors=False, matrix=96)]
+    svd = Svdmark(tmp_path / "data", [f"{pacs.aet}@127.0.0.1:{pacs.port}"],
+                  extra=("--journal", postgres_url, "--settle-seconds", "1", "--fallback-seconds", "15")).start()
+    try:
+        storescu(_files(studies[0]), svd.port)
+        wait_until(lambda: _value(postgres_url, "SELECT COUNT(*) FROM jobs WHERE state='running'"), 120,
+                   "an analysis running", interval=0.05)
+        svd.kill9()
+        started = time.monotonic()
+        svd.start()
+        expect_results(pacs, studies, timeout=50)  # well inside the 60 s lease
+        waited = time.monotonic() - started
+        assert _value(postgres_url, "SELECT COUNT(*) FROM jobs WHERE state='done'") == 1
+        assert _value(postgres_url, "SELECT SUM(interruptions) FROM jobs") == 1
+        received = pacs.receptions()
+        assert len(received) == len(set(received)) == 3
+        print(f"results {waited:.1f} s after the restart")
+    finally:
+        svd.stop()

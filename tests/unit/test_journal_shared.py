@@ -106,6 +106,26 @@ def test_a_lapsed_lease_passes_the_job_on_and_the_first_owner_records_nothing(po
     assert (b.job(job_id).state, b.series_row("1.2.9.0").state) == (JobState.DONE, SeriesState.ANALYSED)
 
 
+def test_a_restarted_process_takes_back_what_its_killed_self_held_without_waiting_for_the_lease(postgres_url):
+    """A process killed on this host (its PID is gone) holds nothing: its successor need not wait a lease out."""
+    child = SPAWN.Process(target=time.sleep, args=(0,))
+    child.start()
+    child.join()  # a PID that was ours and is no longer running
+    dead = Journal(postgres_url, owner=f"host:{child.pid}:dead")
+    _queue_many(dead, 2)
+    dead.claim_job()
+    dead.heartbeat(["work"])  # in the process table as this host, but with the dead PID
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE processes SET pid=%s WHERE id=%s", (child.pid, dead.owner))
+    live = Journal(postgres_url, owner="live")  # leases default to 60 s: nothing lapses in this test
+    assert live.recover()["jobs_requeued"] == 0
+    assert live.dead_processes_here() == [dead.owner]
+    assert live.recover(dead_owners=live.dead_processes_here())["jobs_requeued"] == 1
+    other = Journal(postgres_url, owner="other")
+    other.heartbeat(["work"])  # alive (this test's PID): never taken for dead
+    assert live.dead_processes_here() == [dead.owner]
+
+
 def test_a_heartbeat_keeps_a_job_and_a_delivery_from_other_processes(postgres_url):
     a = Journal(postgres_url, owner="A", lease_seconds=LEASE)
     b = Journal(postgres_url, owner="B")
