@@ -79,8 +79,9 @@ def stages(monkeypatch, analysed) -> Stages:
 
 
 @pytest.fixture
-def env(tmp_path, stages):
-    journal = Journal(tmp_path / "journal.sqlite")
+def env(tmp_path, stages, journal_url):
+    """The worker on a journal of each engine (SQLite, then the real PostgreSQL)."""
+    journal = Journal(journal_url)
     cfg = Config(data_dir=tmp_path, destinations=(Destination("PACS", "127.0.0.1", 104),))
     worker = W.Worker(cfg, journal, Spool(tmp_path / "spool"), context=stages.context, backoff_seconds=0.0)
     return worker, journal
