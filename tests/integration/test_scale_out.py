@@ -159,6 +159,16 @@ def test_receivers_workers_and_an_exporter_share_postgresql_and_survive_kills(tm
         live = journal.processes(max_age=3 * min(5.0, LEASE_SECONDS / 4) + 2)
         roles = sorted(",".join(p.roles) for p in live)
         assert roles == sorted(["receive"] * 2 + ["assemble,work"] * 3 + ["export"]), roles
+        # ... and so does `svdmark status`, from any of them
+        import json
+
+        shown = json.loads(receivers[0].cli("status", "--journal", postgres_url, "--config", str(config),
+                                            "--json").stdout)["processes"]
+        alive = [p for p in shown if p["live"]]
+        assert sorted(",".join(p["roles"]) for p in alive) == roles
+        assert {p["pid"] for p in alive} == {svd.proc.pid for svd in everyone}
+        assert {p["port"] for p in alive if p["roles"] == ["receive"]} == {r.port for r in receivers}
+        assert len(shown) - len(alive) <= len(kills) - 1  # the killed ones, silent until forgotten
         print(f"kills: {kills}; interruptions: {interruptions}; in flight at a kill: {len(in_flight)}; "
               f"received twice: {len(twice)} of {len(set(received))}")
     finally:
