@@ -1122,11 +1122,12 @@ class Journal:
         host = socket.gethostname()
         return [p.id for p in self.processes() if p.host == host and p.id != self.owner and not _pid_alive(p.pid)]
 
-    def forget_processes(self, older_than: float, now: float | None = None) -> int:
-        """Drop process rows not heard from for ``older_than`` seconds (killed processes)."""
+    def forget_processes(self, older_than: float, now: float | None = None, ids: Sequence[str] = ()) -> int:
+        """Drop process rows not heard from for ``older_than`` seconds, and those named in ``ids`` (killed)."""
         now = time.time() if now is None else now
+        named = f" OR id IN ({','.join('?' * len(ids))})" if ids else ""
         with self._tx() as db:
-            return db.execute("DELETE FROM processes WHERE heartbeat_at<?", (now - older_than,)).rowcount
+            return db.execute(f"DELETE FROM processes WHERE heartbeat_at<?{named}", (now - older_than, *ids)).rowcount
 
     def lead(self, role: str) -> bool:
         """Whether this process is (or has just become) the one that performs ``role`` (e.g. assembly)."""

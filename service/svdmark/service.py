@@ -143,6 +143,9 @@ class Service:
         journal what lapsed leases or dead processes of this host held (other processes' work is theirs)."""
         dead = self.journal.dead_processes_here() if self.journal.shared else []
         recovered = self.journal.recover(dead_owners=dead)
+        # their rows go too; on SQLite this process owns the file, so every other row is a killed predecessor
+        self.journal.forget_processes(older_than=10 * self.config.lease_seconds if self.journal.shared else 0,
+                                      ids=dead)
         for job_id, series_uid in recovered.pop("quarantined"):
             event(log, "job_quarantined", logging.ERROR, job_id=job_id, series_uid=series_uid,
                   reason="the service stopped repeatedly while analysing this series")
@@ -154,7 +157,6 @@ class Service:
         recovered = self._recover()
         if recovered["jobs_requeued"] or recovered["deliveries_requeued"]:
             event(log, "leases_lapsed", logging.WARNING, **recovered)
-        self.journal.forget_processes(older_than=10 * self.config.lease_seconds)
 
     def _listener_up(self) -> bool:
         server = self._server

@@ -72,6 +72,10 @@ def test_kill_mid_analysis(tmp_path, pacs, studies):
     svd.start()
     try:
         assert_exactly_once(pacs, studies, data)
+        import json  # the killed process's row in the process table went with its restart
+
+        shown = json.loads(svd.cli("status", "--json").stdout)["processes"]
+        assert [(p["pid"], p["live"]) for p in shown] == [(svd.proc.pid, True)]
     finally:
         svd.stop()
 
