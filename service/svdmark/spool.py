@@ -9,6 +9,14 @@ copying it (``svdmark analyze --enqueue`` from an archive on the same filesystem
 
 The data directory holds patient data: :func:`make_private` makes it, the journal and the
 spool readable by the service user only (0700 directories, 0600 files) whatever the umask.
+
+Several processes may share one spool (``--spool PATH`` on a shared POSIX filesystem: docs/scaling.md
+says what it must provide — atomic rename within a directory, fsync of files and directories honoured,
+close-to-open consistency). Names come from UIDs and every write is a rename of a unique temporary
+file, so two processes writing the same object leave one whole file. :class:`ObjectStore` is what the
+rest of svdmark uses of a spool; :class:`Spool` is its POSIX form. An object store (S3) would be a second
+implementation that keeps a local, fsynced cache for readers (the pipeline reads files by path) and
+writes through to the bucket before :meth:`ObjectStore.write` returns.
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ import re
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Protocol
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
@@ -31,7 +40,25 @@ def check_uid(uid: str | None, what: str) -> str:
     return uid  # type: ignore[return-value]
 
 
+class ObjectStore(Protocol):
+    """Durable storage of received and produced objects, by area and UIDs; the journal records the path."""
+
+    incoming: Path
+    results: Path
+
+    def path_for(self, area: Path, study_uid: str, series_uid: str, sop_uid: str) -> Path: ...
+
+    def write(self, area: Path, study_uid: str, series_uid: str, sop_uid: str, data: bytes) -> Path: ...
+
+    def place(self, area: Path, study_uid: str, series_uid: str, sop_uid: str, data: bytes,
+              source: Path | None = None) -> Path: ...
+
+    def discard(self, path: Path) -> None: ...
+
+
 class Spool:
+    """The spool as a directory tree on a POSIX filesystem (local, or shared by several processes)."""
+
     def __init__(self, root: Path):
         self.root = Path(root)
         self.incoming = self.root / "incoming"
