@@ -130,7 +130,7 @@ def _children(d: Path) -> list[Path]:
 
 
 def write_durably(final: Path, data: bytes) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
+    ensure_directory(final.parent)
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -148,10 +148,16 @@ def write_durably(final: Path, data: bytes) -> None:
 
 
 def link_durably(source: Path, final: Path) -> None:
-    """``final`` as a hard link to ``source``: linked under a temporary name, renamed into place, directory fsynced.
+    """``final`` as a hard link to ``source``: ``source`` fsynced (its data may not be on disk yet: the listener's
+    received file), linked under a temporary name, renamed into place, directory fsynced.
 
     The file's data is ``source``'s, shared: it must not be changed in place afterwards (svdmark never does)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    ensure_directory(final.parent)
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     tmp = final.parent / f".tmp-{uuid.uuid4().hex}.part"
     os.link(source, tmp)
     try:
@@ -163,6 +169,19 @@ def link_durably(source: Path, final: Path) -> None:
             pass
         raise
     _fsync_dir(final.parent)
+
+
+def ensure_directory(directory: Path) -> None:
+    """Create the missing directories of ``directory``, each new entry fsynced in its parent: a new study's
+    or series' directory survives a crash as the files in it do."""
+    if directory.is_dir():
+        return
+    ensure_directory(directory.parent)
+    try:
+        directory.mkdir()
+    except FileExistsError:  # another thread or process made it, and may not have synced its parent yet
+        pass
+    _fsync_dir(directory.parent)
 
 
 def _fsync_dir(path: Path) -> None:

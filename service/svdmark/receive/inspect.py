@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
+from pydicom.filereader import read_dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from ..errors import Rejected
@@ -43,6 +45,12 @@ INFLATE_FACTOR = 8  # a deflated body may inflate to this many times the size ca
 
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality", "Rows", "Columns")
 _REQUIRED_SINGLE_FRAME = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+# The only attributes parsed: the required ones, what the geometry, the pixel length check and the
+# lossy flag read (pydicom adds Specific Character Set). Every other element is only walked by
+# structure.check, never decoded: a value the pipeline does not read cannot get an instance refused.
+_PARSED = (*_REQUIRED, *_REQUIRED_SINGLE_FRAME, "NumberOfFrames", "ImagesInAcquisition", "AcquisitionNumber",
+           "SamplesPerPixel", "BitsAllocated", "LossyImageCompression", "PixelData")
+_PARSED_TAGS = [tag_for_keyword(k) for k in _PARSED]
 
 
 @dataclass(frozen=True)
@@ -140,9 +148,10 @@ def _parse(data: bytes, max_bytes: int | None) -> pydicom.Dataset:
         raise
     except Exception as exc:
         raise Rejected(STATUS_CANNOT_UNDERSTAND, f"the file meta cannot be parsed ({type(exc).__name__})") from None
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-        for elem in ds:  # convert every top-level element now, inside this try
+    try:  # the body once (inflated already), the parsed attributes only
+        ds = read_dataset(io.BytesIO(body), ts.is_implicit_VR, ts.is_little_endian, specific_tags=_PARSED_TAGS)
+        ds.file_meta = meta
+        for elem in ds:  # convert them now, inside this try
             elem.value  # noqa: B018
     except Exception as exc:  # pydicom raises many types, some with values in their text: keep the type only
         raise Rejected(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be parsed ({type(exc).__name__})") from None

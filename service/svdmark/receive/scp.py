@@ -5,12 +5,13 @@ durable write (fsync) → journal row (committed) → 0x0000. An instance is nev
 before both are on disk; when either cannot be written the answer is 0xA700 and nothing is
 left behind. Connection hygiene (request timeout, per-host limit, slots for negotiated
 associations only) is :mod:`svdmark.receive.gate`; keeping values out of logs is
-:mod:`svdmark.receive.phi`.
+:mod:`svdmark.receive.phi`; what pynetdicom costs per association, :mod:`svdmark.receive.pace`.
 
 Datasets arrive through pynetdicom's ``STORE_RECV_CHUNKED_DATASET``: each C-STORE's P-DATA is
 written to a temporary file (mode 0600, deleted by pynetdicom after the handler) as it arrives,
 so a dataset over ``max_dataset_bytes`` is refused from its file size without ever being held in
-memory.
+memory. Where that file is on the spool's filesystem it becomes the spool's file (fsynced and
+hard-linked, not copied: :meth:`svdmark.spool.Spool.place`).
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ from ..journal_engine import ERRORS as JOURNAL_ERRORS
 from ..journal_api import ReceiveJournal
 from ..logs import event
 from ..spool import Spool, make_private, valid_uid as _valid
-from . import gate as gate_mod, phi
+from . import gate as gate_mod, pace, phi
 from .gate import ConnectionGate
 from .sink import received_file
 from .store import keep
@@ -165,6 +166,7 @@ class Receiver:
         self.on_stored = on_stored
         self.gate = ConnectionGate(config.max_associations, config.max_connections_per_host, config.request_timeout)
         self.storage = StorageHealth()
+        self.pace = pace.Pace()
         self._discarded: dict[int, Counter] = defaultdict(Counter)
         self._discard_lock = threading.Lock()
         make_private(config.data_dir, [config.journal_path] if config.journal_is_local_file else [])
@@ -193,8 +195,8 @@ class Receiver:
 
     def _store(self, ev, item, data: bytes, calling: str) -> int:
         try:
-            outcome = keep(self.journal, self.spool, item, data,
-                           transfer_syntax=str(ev.file_meta.TransferSyntaxUID), calling_ae=calling)
+            outcome = keep(self.journal, self.spool, item, data, transfer_syntax=str(ev.file_meta.TransferSyntaxUID),
+                           calling_ae=calling, source=received_file(ev))  # linked into the spool, not copied
         except (OSError, *JOURNAL_ERRORS) as exc:
             where = "spool" if isinstance(exc, OSError) else "journal"  # store.keep: OSError is the spool's
             self.storage.failed(where, exc)
@@ -247,6 +249,7 @@ class Receiver:
             event(log, "association_released", calling_ae=ev.assoc.requestor.ae_title, series=len(series))
             self.on_stored()
         self.gate.closed(ev)
+        self.pace.closed(ev.assoc)
         self._report_discarded(ev)
 
     def handle_closed(self, ev) -> None:
@@ -256,10 +259,13 @@ class Receiver:
                   calling_ae=ev.assoc.requestor.ae_title, series=len(series))
             self.on_stored()
         self.gate.closed(ev)
+        self.pace.closed(ev.assoc)
         self._report_discarded(ev)
 
     def handle_accepted(self, ev) -> None:
-        """One line per presentation context the association was refused, with what was proposed."""
+        """Pace the association (:mod:`.pace`); one line per presentation context it was refused,
+        with what was proposed."""
+        self.pace.opened(ev.assoc)
         rq = ev.assoc.requestor
         proposed = {cx.context_id: cx for cx in (rq.primitive.presentation_context_definition_list or [])}
         for cx in ev.assoc.rejected_contexts:
@@ -448,4 +454,4 @@ def start_server(ae: AE, config: Config, receiver: Receiver):
     if wrapper is not None:
         receiver.tls_timeout = wrapper.handshake_timeout
     return ae.start_server((config.host, config.port), block=False, evt_handlers=receiver.handlers(),
-                           ssl_context=wrapper)
+                           ssl_context=wrapper, contexts=pace.shared_contexts(ae.supported_contexts))
