@@ -135,13 +135,16 @@ def test_analyze_interrupt_then_resume(tmp_path, fake_models):
 
     src = tmp_path / "many"
     truths = [write_study(src / f"s{i}", seed=40 + i, kind="ncct" if i % 2 else "swi", vendor="ge", matrix=64,
-                          distractors=False, slice_thickness=5.0 if i % 2 else 2.5) for i in range(24)]
+                          distractors=False, slice_thickness=5.0 if i % 2 else 2.5) for i in range(10)]
     targets = {s.series_uid for t in truths for s in t.series if s.target}
     out = tmp_path / "out"
     env = dict(os.environ, SVDMARK_MODELS_DIR=str(fake_models), SVDMARK_PSEUDONYM_KEY="k", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([SVDMARK, "analyze", str(src), "--output", str(out), "--workers", "2",
                              "--data-dir", str(tmp_path / "nodata")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            # as from a terminal: a suite started in the background (bash `&`) passes SIGINT on
+                            # ignored, and Python then never raises KeyboardInterrupt
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if list((out / "state" / "series").glob("*.json")):
@@ -151,9 +154,8 @@ def test_analyze_interrupt_then_resume(tmp_path, fake_models):
     if interrupted:
         proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
-    # 24 series on two workers: the first saved row leaves 22 to do (≈ 2 s with the fake models), so the signal
-    # lands mid-run (with five, and once in CI with ten, a loaded machine saw the last row written before the
-    # signal arrived)
+    # ten series on two workers: the first saved row leaves eight to do, so the signal lands mid-run (with five,
+    # a loaded machine once saw the last row written before the signal arrived)
     assert interrupted and proc.returncode == 1, f"the run was not interrupted mid-way: {stderr[-2000:]}"
     assert "interrupted" in stderr and "again" in stderr
     partial = pd.read_csv(out / "results.csv", dtype=str)
