@@ -103,7 +103,10 @@ class Connection:
 
 
 class _SqliteConnection(Connection):
-    def __init__(self, path: str):
+    def __init__(self, path: str, read_only: bool = False):
+        if read_only:  # never creates the file, never changes its mode or schema
+            self.raw = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+            return
         self.raw = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=True)
         self.raw.row_factory = sqlite3.Row
         self.raw.execute("PRAGMA journal_mode=WAL")
@@ -326,9 +329,7 @@ class Engine:
     def read_only(self) -> Connection:
         """A connection that never creates or migrates anything (SQLite: opened read-only)."""
         if self.kind == "sqlite":
-            conn = _SqliteConnection.__new__(_SqliteConnection)
-            conn.raw = sqlite3.connect(f"file:{self.target}?mode=ro", uri=True, timeout=5.0)
-            return conn
+            return _SqliteConnection(self.target, read_only=True)
         return _PostgresConnection(self.url)
 
     def probe_write(self) -> None:

@@ -137,14 +137,10 @@ def write_durably(final: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, final)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink(tmp)
         raise
-    _fsync_dir(final.parent)
+    _install(Path(tmp), final)
 
 
 def link_durably(source: Path, final: Path) -> None:
@@ -160,15 +156,24 @@ def link_durably(source: Path, final: Path) -> None:
         os.close(fd)
     tmp = final.parent / f".tmp-{uuid.uuid4().hex}.part"
     os.link(source, tmp)
+    _install(tmp, final)
+
+
+def _install(tmp: Path, final: Path) -> None:
+    """Rename a complete temporary file into place (removing it if that fails), then fsync the directory."""
     try:
         os.replace(tmp, final)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink(tmp)
         raise
     _fsync_dir(final.parent)
+
+
+def _unlink(path: Path | str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def ensure_directory(directory: Path) -> None:

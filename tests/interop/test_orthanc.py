@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import Svdmark, free_port, storescu, wait_for_echo, wait_until
+from tests.peers import Svdmark, free_port, stop_process, storescu, wait_for_echo, wait_until
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 REPO = Path(__file__).resolve().parents[2]
@@ -70,13 +70,7 @@ class Orthanc:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, 60)
 
     def get(self, path: str):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=30) as r:

@@ -28,7 +28,7 @@ from svdmark.config import StowDestination, load
 from svdmark.domain import JobState
 from svdmark.export import CStoreExporter, Outbox
 from svdmark.journal import Journal, ResultObject
-from tests.peers import free_port, wait_until
+from tests.peers import free_port, stop_process, wait_until
 from tests.unit.test_journal import record
 
 ORTHANC = Path("/usr/sbin/Orthanc")
@@ -75,13 +75,7 @@ class Orthanc:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, 30)
 
     def get(self, path: str):
         auth = b64encode(f"{USER}:{PASSWORD}".encode()).decode()
