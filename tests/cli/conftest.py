@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import journaldb
 from tests.peers import DCMTK, StoreSCP, Svdmark, storescu, storescu_commands, wait_until  # noqa: F401
 
 from . import fakemodels
@@ -26,7 +27,9 @@ SVDMARK = shutil.which("svdmark", path=str(Path(sys.executable).parent)) or shut
 def run_cli(*args, env: dict | None = None, timeout: float = 300, check_rc: int | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
     assert SVDMARK, "the svdmark entry point is not installed (pip install -e .)"
-    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    args = [str(a) for a in args]
+    journal = journaldb.env_for(Path(args[args.index("--data-dir") + 1])) if "--data-dir" in args[:-1] else {}
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **journal, **(env or {}))
     r = subprocess.run([SVDMARK, *[str(a) for a in args]], capture_output=True, text=True, timeout=timeout,
                        env=full_env, cwd=cwd)
     if check_rc is not None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import getpass
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pandas as pd
 import pydicom
 import pytest
 
+from tests import journaldb
 from . import fakemodels
 from .conftest import Serve, packaged_models, run_cli, run_json, wait_until
 
@@ -78,8 +78,7 @@ def test_install_verify_refuse_activate_rollback_offline(tmp_path, fake_models):
     r = run_cli("models", "install", renamed, "--data-dir", data, env=env)
     assert r.returncode == 1 and "already serves task 'wml'" in r.stderr
 
-    with sqlite3.connect(data / "journal.sqlite") as db:
-        audit = db.execute("SELECT actor, action, detail FROM audit ORDER BY id").fetchall()
+    audit = journaldb.query(data, "SELECT actor, action, detail FROM audit ORDER BY id")
     actions = [a for _, a, _ in audit]
     for wanted in ("model.install", "model.verify", "model.activate", "model.rollback"):
         assert wanted in actions
@@ -177,9 +176,7 @@ def _lifecycle_under_traffic(tmp_path: Path, models_root: Path, candidate: Path,
         srs = wait_until(all_delivered, 120, "all SRs at the PACS")
         assert len(srs) == len(done)
 
-        db = sqlite3.connect(serve.data_dir / "journal.sqlite")
-        audit = {a for (a,) in db.execute("SELECT action FROM audit")}
-        db.close()
+        audit = {a for (a,) in journaldb.query(serve.data_dir, "SELECT action FROM audit")}
         assert {"model.install", "model.activate", "model.rollback", "model.shadow"} <= audit
 
         # results export / summary from the journal
@@ -242,7 +239,7 @@ def test_compare_counts_withheld_results_separately(tmp_path):
 
     data = tmp_path / "data"
     data.mkdir()
-    journal = Journal(data / "journal.sqlite")
+    journal = Journal(journaldb.url_for(data))
     pairs = [(2.0, 2.5), (4.0, 3.0), (None, 6.0), (5.0, None), (None, None)]
     for i, (a, s) in enumerate(pairs):
         journal.record_shadow(ShadowResult(f"1.2.{i}", "wml", "wml-ncct", "1.1.0", 100.0 + i, active_name="wml-ncct",

@@ -6,12 +6,13 @@ import json
 
 from svdmark.domain import JobState
 from svdmark.journal import Journal
+from tests import journaldb
 from tests.cli.conftest import run_cli
 from tests.unit.test_journal import record
 
 
 def _analysed(data_dir, series: str, version: str) -> None:
-    j = Journal(data_dir / "journal.sqlite")
+    j = Journal(journaldb.url_for(data_dir))
     record(j, f"{series}.1", series=series)
     j.queue_job(j.series_row(series), "test")
     j.finish_job(j.claim_job(), JobState.DONE, model=("wml-ncct", version, "sha"))
@@ -32,5 +33,5 @@ def test_reanalyse_by_model_version_then_refused_while_queued(tmp_path):
                                      f"series 1.2.4: job {row['job_id'] + 1} queued"]
     r = run_cli("jobs", "reanalyse", "--analysed-with", "cmb-swi", "--data-dir", data, check_rc=1)
     assert "no series matched" in r.stderr
-    pending = [j for j in Journal(data / "journal.sqlite").job_records(JobState.PENDING)]
+    pending = [j for j in Journal(journaldb.url_for(data)).job_records(JobState.PENDING)]
     assert sorted((j.series_uid, j.generation) for j in pending) == [("1.2.3", 2), ("1.2.4", 2)]

@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
+from tests import journaldb
 from . import fakemodels
 from .conftest import run_cli, run_json
 
@@ -92,8 +92,7 @@ def _validate(models: Path, data: Path, name: str, version: str, ref: Path, out:
 
 
 def _audit(data: Path) -> list[dict]:
-    with sqlite3.connect(data / "journal.sqlite") as db:
-        rows = db.execute("SELECT at, actor, action, detail FROM audit WHERE action LIKE 'model.%' ORDER BY id").fetchall()
+    rows = journaldb.query(data, "SELECT at, actor, action, detail FROM audit WHERE action LIKE 'model.%' ORDER BY id")
     return [{"at": a, "actor": u, "action": act, **json.loads(d)} for a, u, act, d in rows]
 
 

@@ -1,7 +1,6 @@
 """kill -9 at each stage, then restart: nothing lost, nothing analysed or delivered twice."""
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 
@@ -9,6 +8,8 @@ import pytest
 
 from svdmark_phantom import write_study
 
+from svdmark.journal_engine import ERRORS
+from tests import journaldb
 from tests.peers import StoreSCP, Svdmark, send_studies, storescu, wait_until
 from .test_end_to_end import expect_results
 
@@ -16,11 +17,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 
 def journal_value(data_dir, sql):
-    db = sqlite3.connect(data_dir / "journal.sqlite", timeout=10)
-    try:
-        return db.execute(sql).fetchone()[0]
-    finally:
-        db.close()
+    return journaldb.value(data_dir, sql)
 
 
 def assert_results_complete(pacs, studies, data_dir):
@@ -50,8 +47,7 @@ def test_kill_mid_association_then_resend(tmp_path, pacs, studies):
     svd = Svdmark(data, [f"{pacs.aet}@127.0.0.1:{pacs.port}"]).start()
     sender = threading.Thread(target=send_studies, args=(studies, svd.port), kwargs={"check": False})
     sender.start()
-    wait_until(lambda: (data / "journal.sqlite").exists() and
-               journal_value(data, "SELECT COUNT(*) FROM instances") >= 5, 60, "some instances stored")
+    wait_until(lambda: _count_or_none(data, "SELECT COUNT(*) FROM instances") >= 5, 60, "some instances stored")
     svd.kill9()
     sender.join(60)
     svd.start()
@@ -132,19 +128,23 @@ def _progress(data_dir) -> tuple[int, int]:
     try:
         return (journal_value(data_dir, "SELECT COUNT(*) FROM jobs WHERE state='done'"),
                 journal_value(data_dir, "SELECT COUNT(*) FROM deliveries WHERE state='delivered'"))
-    except sqlite3.Error:
+    except ERRORS:  # not created yet
         return (0, 0)
 
 
-def _deliveries_by_state(data_dir) -> dict[str, set[str]]:
-    db = sqlite3.connect(data_dir / "journal.sqlite", timeout=10)
+def _count_or_none(data_dir, sql) -> int:
+    """A count from the journal; 0 while it does not exist yet (the service is starting)."""
     try:
-        out: dict[str, set[str]] = {}
-        for sop_uid, state in db.execute("SELECT sop_uid, state FROM deliveries"):
-            out.setdefault(state, set()).add(sop_uid)
-        return out
-    finally:
-        db.close()
+        return journal_value(data_dir, sql)
+    except ERRORS:
+        return 0
+
+
+def _deliveries_by_state(data_dir) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for sop_uid, state in journaldb.query(data_dir, "SELECT sop_uid, state FROM deliveries"):
+        out.setdefault(state, set()).add(sop_uid)
+    return out
 
 
 def _uid(reception: str) -> str:

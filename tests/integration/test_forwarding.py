@@ -15,6 +15,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from tests import journaldb
 from tests.peers import DCMTK, Svdmark, wait_until
 
 pytest.importorskip("pydicom.data")
@@ -90,11 +91,8 @@ def test_whole_corpus_in_one_association(tmp_path):
     lines = [ln for ln in log.splitlines() if "instance_rejected" in ln]
     assert len(lines) == len(refused)
     # every instance svdmark stored is in its journal, and the lossy ones are marked
-    import sqlite3
-
-    db = sqlite3.connect(tmp_path / "data" / "journal.sqlite")
     stored = {row[0]: (row[1], json.loads(row[2])) for row in
-              db.execute("SELECT sop_uid, transfer_syntax, geometry FROM instances")}
+              journaldb.query(tmp_path / "data", "SELECT sop_uid, transfer_syntax, geometry FROM instances")}
     ok_ct_mr = [n for n, c in classes.items() if c in ct_mr and statuses[n] == "0x0000"]
     assert {files[n] for n in ok_ct_mr} <= set(stored)
     lossy = {uid for uid, (ts, geo) in stored.items() if geo.get("lossy_source")}

@@ -11,6 +11,7 @@ from pydicom.uid import UID
 
 from svdmark_phantom import write_study
 
+from tests import journaldb
 from tests.peers import DCMTK, StoreSCP, Svdmark, results_by_kind, send_studies, wait_until, wait_for_echo
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -75,7 +76,6 @@ def test_a_stalled_destination_delays_only_itself(tmp_path, pacs):
     """A destination that accepts TCP connections and never answers (a hung PACS) holds its own outbox thread
     for the exporter's 30 s timeout; the healthy destination has all its results before that first try ends."""
     import socket
-    import sqlite3
 
     stalled = socket.socket()
     stalled.bind(("127.0.0.1", 0))
@@ -89,9 +89,7 @@ def test_a_stalled_destination_delays_only_itself(tmp_path, pacs):
         got = wait_until(lambda: (lambda g: g if len(g["SR"]) + len(g["SEG"]) + len(g["OT"]) == 3 else None)(
             results_by_kind(pacs)), 240, "the healthy destination's three results")
         assert (len(got["SR"]), len(got["SEG"]), len(got["OT"])) == (1, 1, 1)
-        db = sqlite3.connect(data / "journal.sqlite")
-        hung = db.execute("SELECT state, attempts FROM deliveries WHERE destination LIKE 'HUNG@%'").fetchall()
-        db.close()
+        hung = journaldb.query(data, "SELECT state, attempts FROM deliveries WHERE destination LIKE 'HUNG@%'")
         assert len(hung) == 3 and all(attempts == 0 for _, attempts in hung), hung  # its first try still hangs
     finally:
         svd.stop()

@@ -1,7 +1,6 @@
 """A series with a declared count sent in two associations a few seconds apart is analysed once, on all of it."""
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from svdmark_phantom import write_study
 
+from tests import journaldb
 from tests.peers import Svdmark, results_by_kind, source_series_of, storescu, wait_until
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -43,9 +43,7 @@ def test_series_in_two_associations_yields_one_sr_on_all_instances(tmp_path, pac
         got = wait_until(sr_and_done, 240, "the SR")
         (sr,) = got["SR"]
         assert referenced_instances(sr, target.series_uid) == {str(h.SOPInstanceUID) for h in headers}
-        db = sqlite3.connect(tmp_path / "data" / "journal.sqlite")
-        jobs = db.execute("SELECT generation, state, completion, completion_warning FROM jobs").fetchall()
-        db.close()
+        jobs = journaldb.query(tmp_path / "data", "SELECT generation, state, completion, completion_warning FROM jobs")
         assert jobs == [(1, "done", f"declared count reached ({len(files)} images in acquisition)", None)]
         assert "series_incomplete_waiting" not in svd.log_text()
     finally:
@@ -75,9 +73,7 @@ def test_a_part_whose_association_was_aborted_is_analysed_with_the_incomplete_wa
         warning = (f"incomplete series: {len(part)} images, number expected unknown (the sending association "
                    "ended without a normal release)")
         assert warning in set(sr_texts(sr))
-        db = sqlite3.connect(tmp_path / "data" / "journal.sqlite")
-        ((completion, stored),) = db.execute("SELECT completion, completion_warning FROM jobs").fetchall()
-        db.close()
+        ((completion, stored),) = journaldb.query(tmp_path / "data", "SELECT completion, completion_warning FROM jobs")
         assert stored == warning and "longest wait for an incomplete series" in completion
         log = svd.log_text()
         assert log.count("series_incomplete_waiting") == 1  # held past the 3 s timer, said once

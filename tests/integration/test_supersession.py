@@ -18,6 +18,7 @@ from svdmark.domain import DeliveryState
 from svdmark.encode.rejection import rejected_uids
 from svdmark.journal import Journal
 from svdmark_phantom import write_study
+from tests import journaldb
 from tests.peers import DCMTK, StoreSCP, Svdmark, free_port, results_by_kind, storescu, wait_until
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow,
@@ -43,7 +44,7 @@ def test_reanalysis_rejects_the_delivered_results_once_and_supersedes_the_unsent
     destinations = [f"{pacs.aet}@127.0.0.1:{pacs.port}", f"{late.aet}@127.0.0.1:{late.port}"]
     svd = Svdmark(tmp_path / "data", destinations,
                   extra=("--settle-seconds", "1", "--fallback-seconds", "15", "--config", str(config))).start()
-    journal = Journal(tmp_path / "data" / "journal.sqlite")
+    journal = Journal(journaldb.url_for(tmp_path / "data"))
     try:
         storescu(files[:-1], svd.port)  # the top slice is held back
         first = wait_until(lambda: (lambda g: g if all(len(g[m]) == 1 for m in ("SR", "SEG", "OT")) else None)(

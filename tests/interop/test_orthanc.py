@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sqlite3
 import subprocess
 import time
 import urllib.error
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import journaldb
 from tests.peers import Svdmark, free_port, stop_process, storescu, wait_for_echo, wait_until
 
 ORTHANC = Path("/usr/sbin/Orthanc")
@@ -100,11 +100,7 @@ class Orthanc:
 
 
 def _journal(svc: Svdmark, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{svc.data_dir / 'journal.sqlite'}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+    return journaldb.query(svc.data_dir, sql)
 
 
 def _studies(tmp_path: Path):
