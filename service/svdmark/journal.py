@@ -248,6 +248,17 @@ class JournalVersionError(RuntimeError):
     """The journal file was written by a newer svdmark than this one."""
 
 
+class CopyRefused(RuntimeError):
+    """A journal copy that would lose or mix data: the source is in use, or the target is not empty."""
+
+
+# What a journal copy carries, in an order that satisfies the references between them. Not copied:
+# svdmark_schema (the target's own) and processes (the source's processes, all stopped before a copy).
+COPIED_TABLES = ("instances", "series", "jobs", "results", "deliveries", "delivery_attempts", "audit",
+                 "shadow_results")
+SPOOL_PATH_TABLES = ("instances", "results")  # their ``path`` is a file in the spool
+
+
 INTERRUPTION_CAP = 5  # restarts that find the job running, with other jobs completed in between, before quarantine
 INTERRUPTION_HARD_CAP = 20  # restarts that find it running at all (a self-killing job alone in the queue)
 
@@ -1141,6 +1152,34 @@ class Journal:
         """Whether this process is (or has just become) the one that performs ``role`` (e.g. assembly)."""
         return self._engine.leader_lock(role)
 
+    # ---------------------------------------------------------------- copy to another journal (engine move)
+    def copy_into(self, target: "Journal", *, live_within: float,
+                  rebase_spool: tuple[str, str] | None = None) -> dict[str, int]:
+        """Copy every row of this journal into the empty journal ``target`` (another engine, typically:
+        SQLite → PostgreSQL when a site outgrows one machine); returns rows copied per table.
+
+        Refused (:class:`CopyRefused`) while a process heartbeats into this journal within ``live_within``
+        seconds, or when ``target`` holds any row. This journal is read in one snapshot, ``target`` written in
+        one transaction: all of it lands or none. ``rebase_spool`` (old, new) rewrites the spool paths of
+        instances and results whose spool moved (a shared filesystem). Leases are copied as lapsed (the processes
+        that held them have stopped), so the first process on ``target`` recovers their work at once."""
+        live = self.processes(max_age=live_within)
+        if live:
+            raise CopyRefused(f"{self.describe()} is in use by {len(live)} process(es) "
+                              f"({', '.join(f'{p.host} pid {p.pid}' for p in live)}): stop them first")
+        with target._tx() as out:
+            held = {t: out.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in COPIED_TABLES}
+            if any(held.values()):
+                raise CopyRefused(f"{target.describe()} is not empty ("
+                                  + ", ".join(f"{n} {t}" for t, n in held.items() if n) + "): copy into a new journal")
+            copied: dict[str, int] = {}
+            with self._engine.snapshot() as src:
+                for table in COPIED_TABLES:
+                    copied[table], columns = _copy_table(src, out, table, rebase_spool)
+                    if "id" in columns:
+                        target._engine.move_identity_past(out, table)
+        return copied
+
     # ---------------------------------------------------------------- health (its own connections)
     @staticmethod
     def read_counts(url: str | Path) -> JournalCounts:
@@ -1176,6 +1215,33 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # another user's process: alive
         return True
     return True
+
+
+def _copy_table(src: Connection, out: Connection, table: str, rebase_spool: tuple[str, str] | None,
+                batch: int = 1000) -> tuple[int, list[str]]:
+    """Every row of ``table`` from ``src`` into ``out``, ids included; returns the number of rows, and the columns."""
+    cursor = src.execute(f"SELECT * FROM {table} ORDER BY 1")
+    names = [d[0] for d in cursor.description]
+    insert = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    path_at = names.index("path") if table in SPOOL_PATH_TABLES and rebase_spool else None
+    lease_at = names.index("lease_until") if "lease_until" in names else None
+    n = 0
+    while rows := cursor.fetchmany(batch):
+        rows = [list(r) for r in rows]
+        for r in rows:
+            if path_at is not None:
+                r[path_at] = _rebased(r[path_at], *rebase_spool)
+            if lease_at is not None:
+                r[lease_at] = None  # its holder has stopped (copy_into checks): lapsed, so recovery frees it at once
+        out.executemany(insert, rows)
+        n += len(rows)
+    return n, names
+
+
+def _rebased(path: str, old: str, new: str) -> str:
+    """``path`` under ``new`` instead of ``old`` where it lies under ``old`` (whole path components only)."""
+    rel = os.path.relpath(path, old)
+    return path if rel == os.pardir or rel.startswith(os.pardir + os.sep) else os.path.join(new, rel)
 
 
 def _insert_job(db: Connection, series_uid: str, study_uid: str, generation: int, completion: str,

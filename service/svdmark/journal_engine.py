@@ -294,6 +294,23 @@ class Engine:
             if db.usable:  # type: ignore[attr-defined]
                 db.execute("SELECT pg_advisory_unlock(?, 0)", (SCHEMA_LOCK,))
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction that sees one consistent state of every table (a journal copy reads through it)."""
+        db = self.conn()
+        db.execute("BEGIN" if self.kind == "sqlite" else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            yield db
+        finally:
+            self._rollback(db)
+
+    def move_identity_past(self, db: Connection, table: str) -> None:
+        """After rows were inserted with their ids: the next generated id of ``table`` follows the largest.
+        SQLite's AUTOINCREMENT does this itself; a PostgreSQL identity sequence does not."""
+        if self.kind == "postgresql":
+            db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false)"
+                       f" FROM {table}")
+
     # ------------------------------------------------------------ leadership
     def leader_lock(self, name: str) -> bool:
         """Hold (or take) the leadership of ``name``; False while another process holds it.
