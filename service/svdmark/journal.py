@@ -939,13 +939,19 @@ class Journal:
         ``superseded``, and when nothing that its rejection note names reached that destination, the note
         (not yet sent: the outbox sends in queue order) is superseded too.
         A row that is neither pending nor sending (superseded while a try that never started was failing)
-        keeps its state; the try is still recorded.
+        keeps its state; the try is still recorded. So does a row that another process holds: this one's lease
+        lapsed during the try and that process has taken the delivery over (``lease-lost``); requeueing it
+        would let a third process send it beside that one.
         """
         now = time.time()
         with self._tx() as db:
-            row = db.execute(f"SELECT destination, rejected_by, state FROM deliveries WHERE id=?{db.for_update}",
-                             (delivery_id,)).fetchone()
+            row = db.execute(f"SELECT destination, rejected_by, state, owner FROM deliveries WHERE id=?"
+                             f"{db.for_update}", (delivery_id,)).fetchone()
             if row is None:
+                return
+            if row["owner"] not in (None, self.owner):
+                db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
+                           (delivery_id, now, "lease-lost", error))
                 return
             live = row["state"] in (DeliveryState.PENDING.value, DeliveryState.SENDING.value)
             rejected_by = row["rejected_by"] if live else None
@@ -971,7 +977,8 @@ class Journal:
                                 DeliveryState.PENDING.value))
 
     def delivery_attempts(self, delivery_id: int) -> list[Any]:
-        """Every try of one delivery, oldest first: at, outcome (delivered | retry | dead | superseded | resend), detail."""
+        """Every try of one delivery, oldest first: at, outcome (delivered | retry | dead | superseded | resend |
+        lease-lost), detail."""
         return self._query("SELECT at, outcome, detail FROM delivery_attempts WHERE delivery_id=? ORDER BY id",
                           (delivery_id,))
 

@@ -192,6 +192,30 @@ def test_two_outboxes_start_each_delivery_once(postgres_url):
     assert owners == {d: f"exporter-{i}" for i, mine in enumerate(started) for d in mine}
 
 
+def test_a_failed_try_after_a_lapsed_lease_leaves_the_delivery_with_its_new_holder(postgres_url):
+    """Exporter A stalls past its lease; B recovers the delivery and sends it. A's failure, arriving late, is
+    recorded but does not requeue the delivery under B (a third exporter would send it beside B)."""
+    j = _one_delivery_shared(postgres_url)
+    (due,) = j.due_deliveries()
+    a, b = Journal(postgres_url, owner="exporter-a"), Journal(postgres_url, owner="exporter-b")
+    assert a.start_sending(due.id)
+    b.recover(now=time.time() + 3 * a.lease_seconds)  # A stopped renewing: its lease ran out
+    assert b.start_sending(due.id)
+    a.mark_failed(due.id, "association aborted", next_attempt_at=0.0, dead=False)
+    row = j.deliveries()[0]
+    assert (row["state"], row["owner"], row["attempts"]) == (DeliveryState.SENDING.value, "exporter-b", 0)
+    assert not Journal(postgres_url, owner="exporter-c").start_sending(due.id)
+    b.mark_delivered(due.id)
+    assert [r["outcome"] for r in j.delivery_attempts(due.id)] == ["lease-lost", "delivered"]
+
+
+def _one_delivery_shared(url: str) -> Journal:
+    j = Journal(url, owner="worker")
+    (job_id,) = _queue_many(j, 1)
+    j.finish_job(j.claim_job(), JobState.DONE, outputs=[_sr(f"9.{job_id}")], deliveries=[(f"9.{job_id}", "PACS")])
+    return j
+
+
 # ------------------------------------------------------------------------------------------ series
 def test_two_receivers_fill_one_new_series(postgres_url):
     def receiver(i, start):
