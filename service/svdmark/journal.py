@@ -434,8 +434,10 @@ class Journal:
     ``lease_seconds`` and :meth:`heartbeat` renews it.
     """
 
-    def __init__(self, url: str | Path, *, owner: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS):
+    def __init__(self, url: str | Path, *, owner: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS,
+                 clock: Callable[[], float] = time.time):
         self._engine = Engine(url)
+        self._clock = clock  # this host's clock; :meth:`now` is the journal's
         self.path = Path(self._engine.target) if self._engine.kind == "sqlite" else None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -450,6 +452,14 @@ class Journal:
                     f"{SCHEMA_VERSION}: run the svdmark version that wrote it, or restore a backup")
             self._engine.run_script(db, SCHEMA)
             self.migrated_from = self._migrate()
+        self.clock_offset = self._engine.clock_offset(self._clock)
+
+    def now(self) -> float:
+        """The journal's time, epoch seconds: the database server's clock on a shared journal (this host's clock
+        corrected by :attr:`clock_offset`, measured at open and at each heartbeat), so that leases, settle
+        timers and retry times mean the same on every host however far their clocks drift; this host's clock
+        on SQLite. Every time the journal stores or compares is on it."""
+        return self._clock() + self.clock_offset
 
     @property
     def shared(self) -> bool:
@@ -514,7 +524,7 @@ class Journal:
 
         Returns counts, and ``quarantined``: (job id, series UID) of each job quarantined now.
         """
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         expired_only = self.shared if expired_only is None else expired_only
         dead = tuple(dead_owners)
         lapsed = (f" AND (COALESCE(lease_until, 0)<? OR owner IN ({','.join('?' * len(dead))}))" if dead else
@@ -585,7 +595,7 @@ class Journal:
         An instance arriving for a series whose current generation already has a job
         reopens the series with generation + 1 (a late arrival: re-analysis supersedes).
         """
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         with self._tx() as db:
             db.lock(series_uid)  # receivers on other hosts may be adding to this series right now
             old = db.execute("SELECT digest FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
@@ -656,7 +666,7 @@ class Journal:
         """Series complete: create its job unless the series changed meanwhile.
 
         ``warning`` (an incomplete series analysed anyway) goes into the job and from there into the result."""
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         with self._tx() as db:
             db.lock(series.series_uid)
             cur = db.execute(
@@ -672,7 +682,7 @@ class Journal:
         """A series recorded whole by a batch (``svdmark analyze --enqueue``): queued, with its job, in one
         transaction; the job's id, or None when the series is not ``receiving`` (unknown, or already queued or
         analysed: by an earlier run, or by an assembler that judged it complete first)."""
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         with self._tx() as db:
             db.lock(series_uid)
             s = db.execute("SELECT study_uid, generation FROM series WHERE series_uid=? AND state=?",
@@ -689,7 +699,7 @@ class Journal:
         already queued). The worker then supersedes the last generation's results as for a late
         instance: destinations that hold them get a rejection note, unsent ones are never sent.
         """
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         with self._tx() as db:
             db.lock(series_uid)
             s = db.execute("SELECT * FROM series WHERE series_uid=?", (series_uid,)).fetchone()
@@ -719,7 +729,7 @@ class Journal:
         """The pending job that is due and has waited longest (``not_before``, then id) → running, leased to
         this process for ``lease_seconds`` (:meth:`heartbeat` renews it; workers on other hosts skip the rows
         being claimed instead of waiting for them)."""
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         with self._tx() as db:
             row = db.execute(
                 f"SELECT * FROM jobs WHERE state=? AND not_before<=? ORDER BY not_before, id LIMIT 1{db.skip_locked}",
@@ -741,7 +751,7 @@ class Journal:
         instead. Returns the state the job is in now (pending or failed), or None (and changes
         nothing) if the job is no longer running.
         """
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         with self._tx() as db:
             db.lock(job.series_uid)
             row = db.execute("SELECT attempts FROM jobs WHERE id=? AND state=? AND owner=?",
@@ -819,7 +829,7 @@ class Journal:
         Raises :class:`LeaseLost` (and records nothing) when this process no longer holds the job: its lease
         ran out and the job went back to the queue, so another worker's run is the one that counts.
         """
-        now = time.time()
+        now = self.now()
         name, version, sha = model or (None, None, None)
         with self._tx() as db:
             db.lock(job.series_uid)
@@ -882,7 +892,7 @@ class Journal:
             db.execute(
                 "UPDATE jobs SET state=?, attempts=0, interruptions=0, suspect_interruptions=0, interrupted_at=NULL,"
                 " detail=NULL, not_before=? WHERE id=?",
-                (JobState.PENDING.value, time.time(), job_id),
+                (JobState.PENDING.value, self.now(), job_id),
             )
             db.execute(
                 "UPDATE series SET state=? WHERE series_uid=? AND generation=?",
@@ -893,7 +903,7 @@ class Journal:
     # ---------------------------------------------------------------- outbox
     def due_deliveries(self, now: float | None = None, destination: str | None = None) -> list[Delivery]:
         """Pending deliveries that are due, oldest first; of one destination if named."""
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         sql = ("SELECT d.id, d.sop_uid, d.destination, d.attempts, d.round_start, r.path, r.kind FROM deliveries d"
                " JOIN results r ON r.sop_uid=d.sop_uid WHERE d.state=? AND d.next_attempt_at<=?")
         args: list[Any] = [DeliveryState.PENDING.value, now]
@@ -913,7 +923,7 @@ class Journal:
     def start_sending(self, delivery_id: int) -> bool:
         """Pending → sending just before the object goes out; False when it is no longer pending (newer
         results superseded it after the outbox read it): then it must not be sent."""
-        now = time.time()
+        now = self.now()
         with self._tx() as db:
             cur = db.execute("UPDATE deliveries SET state=?, owner=?, lease_until=? WHERE id=? AND state=?",
                              (DeliveryState.SENDING.value, self.owner, now + self.lease_seconds, delivery_id,
@@ -922,7 +932,7 @@ class Journal:
 
     def mark_delivered(self, delivery_id: int, detail: str = "") -> None:
         """The destination confirmed this object: never sent again."""
-        now = time.time()
+        now = self.now()
         with self._tx() as db:
             db.execute(
                 "UPDATE deliveries SET state=?, attempts=attempts+1, delivered_at=?, last_error=NULL, owner=NULL,"
@@ -943,7 +953,7 @@ class Journal:
         lapsed during the try and that process has taken the delivery over (``lease-lost``); requeueing it
         would let a third process send it beside that one.
         """
-        now = time.time()
+        now = self.now()
         with self._tx() as db:
             row = db.execute(f"SELECT destination, rejected_by, state, owner FROM deliveries WHERE id=?"
                              f"{db.for_update}", (delivery_id,)).fetchone()
@@ -984,7 +994,7 @@ class Journal:
 
     def resend_dead(self, delivery_ids: Sequence[int] | None = None) -> int:
         """Dead letters back to pending for a new round of tries; attempts, last error and history are kept."""
-        now = time.time()
+        now = self.now()
         with self._tx() as db:
             if delivery_ids is None:
                 ids = [r["id"] for r in db.execute("SELECT id FROM deliveries WHERE state=?",
@@ -1011,7 +1021,7 @@ class Journal:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO audit(at, actor, action, detail) VALUES (?,?,?,?)",
-                (time.time(), actor, action, json.dumps(detail, sort_keys=True)),
+                (self.now(), actor, action, json.dumps(detail, sort_keys=True)),
             )
 
     def audit_entries(self, *, action: str | None = None, action_prefix: str | None = None,
@@ -1105,8 +1115,9 @@ class Journal:
     def heartbeat(self, roles: Sequence[str], *, current_job: int | None = None, open_series: Sequence[str] = (),
                   detail: dict | None = None, now: float | None = None) -> int:
         """This process is alive: its row in the process table, and its leases renewed. Returns the number of
-        jobs and deliveries whose lease it still holds."""
-        now = time.time() if now is None else now
+        jobs and deliveries whose lease it still holds. Re-measures :attr:`clock_offset` (clocks drift)."""
+        self.clock_offset = self._engine.clock_offset(self._clock)
+        now = self.now() if now is None else now
         host, pid = socket.gethostname(), os.getpid()
         with self._tx() as db:
             db.execute(
@@ -1115,7 +1126,7 @@ class Journal:
                 " roles=excluded.roles, current_job=excluded.current_job, open_series=excluded.open_series,"
                 " detail=excluded.detail",
                 (self.owner, ",".join(roles), host, pid, now, now, current_job, json.dumps(sorted(open_series)),
-                 json.dumps(detail or {}, sort_keys=True)))
+                 json.dumps({**(detail or {}), "clock_offset_s": round(self.clock_offset, 3)}, sort_keys=True)))
             held = db.execute("UPDATE jobs SET lease_until=? WHERE owner=? AND state=?",
                               (now + self.lease_seconds, self.owner, JobState.RUNNING.value)).rowcount
             held += db.execute("UPDATE deliveries SET lease_until=? WHERE owner=? AND state=?",
@@ -1129,7 +1140,7 @@ class Journal:
 
     def processes(self, max_age: float | None = None, now: float | None = None) -> list[ProcessRecord]:
         """Processes by host and start time; only those heard from within ``max_age`` seconds if given."""
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         sql, args = "SELECT * FROM processes", []
         if max_age is not None:
             sql += " WHERE heartbeat_at>=?"
@@ -1150,7 +1161,7 @@ class Journal:
 
     def forget_processes(self, older_than: float, now: float | None = None, ids: Sequence[str] = ()) -> int:
         """Drop process rows not heard from for ``older_than`` seconds, and those named in ``ids`` (killed)."""
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         named = f" OR id IN ({','.join('?' * len(ids))})" if ids else ""
         with self._tx() as db:
             return db.execute(f"DELETE FROM processes WHERE heartbeat_at<?{named}", (now - older_than, *ids)).rowcount

@@ -50,6 +50,8 @@ class ReceiveJournal(Protocol):
 class AssemblyJournal(Protocol):
     """``assemble/``: which series are still receiving, their instances, and the job once one is complete."""
 
+    def now(self) -> float: ...
+
     def receiving_series(self) -> list[SeriesRow]: ...
 
     def instances(self, series_uid: str) -> list[StoredInstance]: ...
@@ -109,6 +111,8 @@ class WorkJournal(ShadowJournal, Protocol):
 
 class OutboxJournal(Protocol):
     """``export/outbox.py``: deliveries that are due, and each try's outcome."""
+
+    def now(self) -> float: ...
 
     def due_deliveries(self, now: float | None = None, destination: str | None = None) -> list[Delivery]: ...
 

@@ -32,7 +32,7 @@ import threading
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 try:  # PostgreSQL is optional (the `postgresql` extra)
@@ -293,6 +293,17 @@ class Engine:
         finally:
             if db.usable:  # type: ignore[attr-defined]
                 db.execute("SELECT pg_advisory_unlock(?, 0)", (SCHEMA_LOCK,))
+
+    def clock_offset(self, clock: Callable[[], float]) -> float:
+        """The database server's clock minus ``clock`` (seconds), measured across one round trip; 0 for SQLite,
+        whose file has no clock of its own (one host writes it)."""
+        if self.kind == "sqlite":
+            return 0.0
+        db = self.conn()
+        t0 = clock()
+        server = float(db.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()[0])
+        t1 = clock()
+        return server - (t0 + t1) / 2
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:

@@ -19,7 +19,7 @@ import pytest
 
 from svdmark.domain import DeliveryState, JobState, SeriesState
 from svdmark.journal import SCHEMA_VERSION, Journal, LeaseLost, ResultObject
-from tests.unit.test_journal import _queue, record
+from tests.unit.test_journal import GEOM, _queue, record
 
 LEASE = 0.3  # seconds: short enough to lapse within a test
 SERIES = "1.2.826.0.1.7"
@@ -209,6 +209,27 @@ def test_a_failed_try_after_a_lapsed_lease_leaves_the_delivery_with_its_new_hold
     assert [r["outcome"] for r in j.delivery_attempts(due.id)] == ["lease-lost", "delivered"]
 
 
+def test_leases_and_timers_run_on_the_database_clock_whatever_a_host_s_clock_says(postgres_url):
+    """A worker whose host clock is an hour slow claims a job: its lease is a real minute long, so a process with
+    a correct clock does not take the job over; an hour-fast receiver's instances are not an hour old."""
+    slow = Journal(postgres_url, owner="slow-host", clock=lambda: time.time() - 3600)
+    fast = Journal(postgres_url, owner="fast-host", clock=lambda: time.time() + 3600)
+    right = Journal(postgres_url, owner="right-host")
+    assert abs(slow.clock_offset - 3600) < 5 and abs(fast.clock_offset + 3600) < 5 and abs(right.clock_offset) < 5
+    assert abs(slow.now() - fast.now()) < 5 and abs(slow.now() - time.time()) < 5
+    (job_id,) = _queue_many(right, 1)
+    assert slow.claim_job().id == job_id
+    assert right.recover()["jobs_requeued"] == 0  # a lease on the slow host's own clock lapsed an hour ago
+    assert right.job(job_id).state is JobState.RUNNING
+    fast.record_instance(sop_uid="5.1", study_uid="1.2", series_uid="5.5", sop_class="1.2.840.10008.5.1.4.1.1.2",
+                         transfer_syntax="1.2.840.10008.1.2.1", path=Path("/x/5.1"), size=1, digest="d",
+                         modality="CT", geometry=GEOM, calling_ae="SCU")  # stamped with the journal's time
+    (series,) = [s for s in right.receiving_series() if s.series_uid == "5.5"]
+    assert abs(right.now() - series.last_received) < 5  # settle timers see a fresh instance, not one from the future
+    right.recover(now=right.now() + 3 * slow.lease_seconds)  # once the real minute has passed, it is freed
+    assert right.job(job_id).state is JobState.PENDING
+
+
 def _one_delivery_shared(url: str) -> Journal:
     j = Journal(url, owner="worker")
     (job_id,) = _queue_many(j, 1)
@@ -385,7 +406,9 @@ def test_the_process_table_shows_live_processes_and_forgets_stale_ones(postgres_
     assert b.heartbeat(["worker"], current_job=job.id) == 1
     seen = {p.id: p for p in a.processes()}
     assert set(seen) == {"a:1:x", "b:2:y"}
-    assert (seen["a:1:x"].roles, seen["a:1:x"].open_series, seen["a:1:x"].detail) == (
+    detail = dict(seen["a:1:x"].detail)
+    assert abs(detail.pop("clock_offset_s")) < 1.0  # this host and the server share one clock
+    assert (seen["a:1:x"].roles, seen["a:1:x"].open_series, detail) == (
         ("receive", "assemble"), ("1.2.8", "1.2.9"), {"port": 11112})
     assert (seen["b:2:y"].roles, seen["b:2:y"].current_job, seen["b:2:y"].pid) == (("worker",), job.id, os.getpid())
 

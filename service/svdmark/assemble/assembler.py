@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from ..journal_api import AssemblyJournal
 from ..logs import event
@@ -23,7 +22,7 @@ class Assembler:
 
     def tick(self, now: float | None = None) -> list[int]:
         """Queue a job for every series that is now complete; returns the new job ids."""
-        now = time.time() if now is None else now
+        now = self.journal.now() if now is None else now
         open_now = self.open_series()
         queued = []
         receiving = self.journal.receiving_series()

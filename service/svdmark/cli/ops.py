@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 from .. import health
 from ..config import Config, Destination
@@ -22,6 +21,7 @@ from .common import add_config_options, add_json_option, emit, fail, iso, load_c
 ADMIN_AE = "SVDMARK-ADMIN"  # calling AE of admin commands towards our own listener
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 EXIT_LISTENER_DOWN, EXIT_DESTINATION_UNREACHABLE, EXIT_UNHEALTHY = 3, 4, 5
+CLOCK_OFFSET_NOTE_S = 1.0  # a host clock further off than this is named in `status` (harmless, but a sign of no NTP)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -190,17 +190,21 @@ def run_status(args) -> int:
                          [(p["id"], ",".join(p["roles"]), p["host"], p["pid"], p["heartbeat_at"],
                            p["current_job"] or "", "live" if p["live"] else f"silent {p['silent_s']:.0f} s")
                           for p in data["processes"]], "").splitlines()]
+        lines += [f"clock of {p['host']} is {p['clock_offset_s']:+.1f} s off the database server's (svdmark times "
+                  "leases and timers on the server's clock; check the host's NTP)"
+                  for p in data["processes"] if p["live"] and abs(p["clock_offset_s"] or 0) > CLOCK_OFFSET_NOTE_S]
     emit(args, data, "\n".join(lines))
     return code
 
 
 def _processes(journal: Journal, cfg: Config) -> list[dict]:
     """Every process in the journal's process table; live when heard from within three heartbeats."""
-    now = time.time()
+    now = journal.now()
     return [{"id": p.id, "roles": list(p.roles), "host": p.host, "pid": p.pid, "started_at": iso(p.started_at),
              "heartbeat_at": iso(p.heartbeat_at), "silent_s": round(now - p.heartbeat_at, 1),
              "live": now - p.heartbeat_at <= 3 * cfg.heartbeat_seconds, "current_job": p.current_job,
-             "open_series": len(p.open_series), **({"port": p.detail["port"]} if p.detail and "port" in p.detail else {})}
+             "open_series": len(p.open_series), "clock_offset_s": (p.detail or {}).get("clock_offset_s"),
+             **({"port": p.detail["port"]} if p.detail and "port" in p.detail else {})}
             for p in journal.processes()]
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections import defaultdict
 
 from .. import health
@@ -124,9 +123,10 @@ class Outbox:
     def _failed(self, d: Delivery, reason: str, dead: bool) -> None:
         attempts = d.attempts + 1
         dead = dead or attempts >= self.max_attempts
-        retry_at = time.time() + backoff(attempts, self.backoff_seconds, self.backoff_cap, self.rng)
+        now = self.journal.now()
+        retry_at = now + backoff(attempts, self.backoff_seconds, self.backoff_cap, self.rng)
         self.journal.mark_failed(d.id, reason, retry_at, dead)
         health.delivery_outcome("dead" if dead else "retry", d.destination)
         event(log, "delivery_dead" if dead else "delivery_retry", logging.WARNING, sop_uid=d.sop_uid, kind=d.kind,
               destination=d.destination, attempts=attempts, reason=reason,
-              **({} if dead else {"retry_in_s": round(retry_at - time.time(), 1)}))
+              **({} if dead else {"retry_in_s": round(retry_at - now, 1)}))
