@@ -63,6 +63,17 @@ def postgres_url(postgres_server):
         pass  # the test may have stopped or broken the server; the session's stop() removes it all
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _journal_server(request):
+    """Under ``SVDMARK_TEST_JOURNAL=postgresql``: the session's server takes every journal the tests make,
+    from the first fixture on (session and module fixtures are set up before a test's own)."""
+    from tests import journaldb
+
+    if journaldb.ENGINE == "postgresql":
+        journaldb.use_server(request.getfixturevalue("postgres_server"))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _journal_engine(request, monkeypatch):
     """Under ``SVDMARK_TEST_JOURNAL=postgresql``: this test's svdmark processes get a fresh PostgreSQL journal."""
@@ -71,8 +82,12 @@ def _journal_engine(request, monkeypatch):
     if journaldb.ENGINE != "postgresql":
         yield
         return
+    if request.node.get_closest_marker("embedded_journal"):
+        with journaldb.embedded():
+            yield
+        return
     tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
-    with journaldb.for_test(request.getfixturevalue("postgres_server")) as url:
+    with journaldb.for_test(tmp) as url:
         monkeypatch.setenv("SVDMARK_JOURNAL", url)
         yield
     if tmp is not None:  # which tests still made a SQLite journal (their own, or a leak)

@@ -154,6 +154,7 @@ def guide_models(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.embedded_journal  # the guide walks through the embedded install
 def test_admin_guide_runs(tmp_path, guide_models):
     if not (DCMTK / "storescp").exists() or not (DCMTK / "dcmsend").exists():
         pytest.skip("dcmtk is not installed (/usr/bin/storescp, dcmsend); see scripts/test.sh")

@@ -6,7 +6,12 @@ import json
 import os
 import shutil
 
+import pytest
+
 from .conftest import run_cli
+
+# `svdmark demo` runs a whole embedded site in a temporary folder of its own (its SQLite journal included)
+pytestmark = pytest.mark.embedded_journal
 
 
 def test_demo_fails_when_results_are_missing(tmp_path, fake_models):

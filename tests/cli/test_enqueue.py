@@ -143,6 +143,7 @@ def test_a_run_cut_short_is_finished_by_the_next(tmp_path, studies, journal_url)
         journal.close()
 
 
+@pytest.mark.embedded_journal  # no journal configured at all: the SQLite default refuses
 @pytest.mark.parametrize("extra, message", [
     ((), "--enqueue needs the shared journal"),
     (("--journal", "sqlite:///j.sqlite", "--workers", "2"), "--workers does not apply with --enqueue"),

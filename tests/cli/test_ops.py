@@ -13,6 +13,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from tests import journaldb
+
 from .conftest import REPO, SVDMARK, Serve, run_cli, wait_until
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -142,15 +144,14 @@ def test_echo_default_calling_ae_is_admitted_by_the_example_allow_list(tmp_path,
 def test_default_config_path_and_bad_values(tmp_path, served):
     cfg = tmp_path / "site.toml"
     cfg.write_text(f'[storage]\ndata_dir = "{served.data_dir}"\n')
-    r = run_cli("jobs", "list", "--json", env={"SVDMARK_CONFIG": str(cfg)}, check_rc=0)  # no --config, no --data-dir
+    r = run_cli("jobs", "list", "--json", env={"SVDMARK_CONFIG": str(cfg), **journaldb.env_for(served.data_dir)},
+                check_rc=0)  # no --config, no --data-dir
     assert len(json.loads(r.stdout)) == len(served.jobs())
     models = run_cli("models", "list", env={"SVDMARK_CONFIG": str(cfg), **served.env}, check_rc=0).stdout
     assert models.splitlines()[0].split() == ["NAME", "VERSION", "TASK", "STATE", "SOURCE", "SHA256", "PATH"]
     _json_error(run_cli("models", "install", tmp_path / "nothing", "--json"), 2, "no such folder")
     _one_line_error(run_cli("jobs", "list", "--config", tmp_path / "missing.toml"), 1, "does not exist")
     _one_line_error(run_cli("jobs", "list", env={"SVDMARK_CONFIG": str(tmp_path / "gone.toml")}), 1, "gone.toml")
-    _one_line_error(run_cli("jobs", "list", "--data-dir", tmp_path / "nowhere"), 1, "no journal")
-    _json_error(run_cli("jobs", "list", "--data-dir", tmp_path / "nowhere", "--json"), 1, "no journal")
     _one_line_error(run_cli("serve", "--log-level", "verbose", "--data-dir", tmp_path / "d"), 2, "log level")
     _json_error(run_cli("serve", "--log-level", "verbose", "--json"), 2, "log level")
     _one_line_error(run_cli("jobs", "show", "abc"), 2, "invalid int value")
@@ -158,6 +159,12 @@ def test_default_config_path_and_bad_values(tmp_path, served):
     bad = tmp_path / "bad.toml"
     bad.write_text('[logging]\nlevel = "verbose"\n')
     _one_line_error(run_cli("serve", "--config", bad, "--data-dir", tmp_path / "d2"), 1, "log level")
+
+
+@pytest.mark.embedded_journal  # the default journal is a file under --data-dir
+def test_a_data_dir_without_its_journal_is_named(tmp_path):
+    _one_line_error(run_cli("jobs", "list", "--data-dir", tmp_path / "nowhere"), 1, "no journal")
+    _json_error(run_cli("jobs", "list", "--data-dir", tmp_path / "nowhere", "--json"), 1, "no journal")
 
 
 def test_jobs_outbox_status_text_json_and_exit_codes(served, studies, monkeypatch, capsys):

@@ -66,6 +66,7 @@ def test_summary_matches_hand_computed(tmp_path):
     assert doc2["wml_ml"] == doc["wml_ml"]
 
 
+@pytest.mark.embedded_journal  # a data dir without its journal file
 def test_results_usage_errors(tmp_path):
     r = run_cli("results", "summary", "--table", tmp_path / "nope.csv")
     assert r.returncode == 1 and "nope.csv" in r.stderr

@@ -6,12 +6,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from svdmark_phantom import write_study
 
 from tests.faults.test_storage_full import _fill, _mount, _umount
 from tests.peers import StoreSCP, Svdmark, free_port, healthz, results_by_kind, send_studies, wait_until
 
 
+@pytest.mark.embedded_journal  # the SQLite journal fills the data dir
 def test_disk_full_after_receive_backs_off_reports_and_recovers(tmp_path):
     data = tmp_path / "data"
     _mount(data, "24m")

@@ -77,6 +77,7 @@ def small_disks(tmp_path):
     _umount(data)
 
 
+@pytest.mark.embedded_journal  # the SQLite journal fills the data dir
 def test_full_spool_then_full_journal(small_disks, tmp_path):
     data, spool = small_disks
     svc = Svdmark(data, [], extra=("--settle-seconds", "1", "--fallback-seconds", "600")).start()

@@ -20,6 +20,7 @@ from tests.peers import free_port, healthz, storescu, wait_until
 pytestmark = [pytest.mark.interop]
 
 
+@pytest.mark.embedded_journal  # SQLite's disk-full error
 def test_disk_full_in_the_assembler_backs_off_and_turns_healthz_unhealthy(tmp_path, monkeypatch, caplog):
     study = write_study(tmp_path / "in", seed=71, kind="ncct", vendor="ge", distractors=False, matrix=64)
     cfg = Config(host="127.0.0.1", port=free_port(), data_dir=tmp_path / "data", settle_seconds=0.5,

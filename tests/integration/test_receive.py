@@ -15,6 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from svdmark.config import Config
 from svdmark.journal import Journal
+from tests import journaldb
 from svdmark.receive import AssociationTracker, Receiver, build_ae
 from svdmark.spool import Spool
 
@@ -53,7 +54,7 @@ def ct_slice(path: Path, series_uid: str, k: int, sop_class: str = CT, drop: str
 
 def _listen(tmp_path, **settings):
     cfg = Config(host="127.0.0.1", port=0, data_dir=tmp_path / "data", **settings).validate()
-    journal = Journal(cfg.journal_path)
+    journal = Journal(journaldb.url_for(cfg.data_dir))
     receiver = Receiver(cfg, journal, Spool(cfg.spool_dir), AssociationTracker())
     return build_ae(cfg).start_server(("127.0.0.1", 0), block=False, evt_handlers=receiver.handlers()), journal
 

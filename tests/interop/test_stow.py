@@ -29,6 +29,7 @@ from svdmark.domain import JobState
 from svdmark.export import CStoreExporter, Outbox
 from svdmark.journal import Journal, ResultObject
 from tests.peers import free_port, stop_process, wait_until
+from tests import journaldb
 from tests.unit.test_journal import record
 
 ORTHANC = Path("/usr/sbin/Orthanc")
@@ -113,7 +114,7 @@ def _outbox(tmp_path: Path, url: str, password: str = PASSWORD,
     cfg = _config(tmp_path, url, password, extra)
     (dest,) = cfg.destinations
     assert isinstance(dest, StowDestination) and PASSWORD not in repr(dest)
-    journal = Journal(cfg.journal_path)
+    journal = Journal(journaldb.url_for(cfg.data_dir))
     record(journal, "1.1")
     journal.queue_job(journal.receiving_series()[0], "test")
     outs = [ResultObject(str(dcmread(get_testdata_file(f), stop_before_pixels=True).SOPInstanceUID), kind, "x",
