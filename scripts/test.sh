@@ -42,4 +42,15 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+status=0
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@" || status=$?
+# The whole suite runs on the embedded SQLite journal above (and the journal's own tests, the multi-process
+# test and `journal copy` on PostgreSQL too). Then the service's state machine end to end again on a PostgreSQL
+# journal: kill -9 at every stage, split series, supersession, late instances (about 5 minutes here). The whole
+# suite on PostgreSQL: SVDMARK_TEST_JOURNAL=postgresql bash scripts/test.sh (about 30 minutes on 2 cores).
+if [ $# -eq 0 ] && [ "${SVDMARK_TEST_JOURNAL:-sqlite}" != postgresql ]; then
+  SVDMARK_TEST_JOURNAL=postgresql .venv/bin/python -m pytest -q -p no:cacheprovider \
+    tests/integration/test_crash.py tests/integration/test_end_to_end.py tests/integration/test_split_series.py \
+    tests/integration/test_supersession.py || status=$?
+fi
+exit $status
