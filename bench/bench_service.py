@@ -8,7 +8,9 @@
     (a committed row) before its C-STORE response;
   - dcmtk storescp set up to run as fast as it can (:data:`tests.peers.StoreSCP.FASTEST`: bit-preserving
     writes, no exec per file, no host lookup, largest PDU, a process per association), no fsync;
-  - Orthanc with its default SQLite index and default storage settings.
+  - Orthanc with its default SQLite index and default storage settings;
+  - with ``--floor``, also pynetdicom alone in this process: svdmark's AE and pacing, a C-STORE handler that
+    answers 0x0000 and keeps nothing (the rate svdmark's own work is taken from).
   Every run sends instances with new UIDs (no receiver sees a duplicate) and starts with nothing
   left to write back (``sync``); the receivers take turns within each repeat in a rotating order,
   every receiver's count is checked after every run, and all senders and receivers run with
@@ -40,7 +42,8 @@ import pydicom  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
 from svdmark_phantom import write_study  # noqa: E402
-from tests.peers import Orthanc, StoreSCP, Svdmark, run_storescu, storescu, storescu_commands, wait_until  # noqa: E402
+from tests.peers import (Orthanc, StoreSCP, Svdmark, free_port, run_storescu, storescu,  # noqa: E402
+                         storescu_commands, wait_until)
 
 CONCURRENCY = (1, 4)
 
@@ -53,6 +56,37 @@ class Receiver:
     aet: str
     stored: Callable[[], int]
     pid: int
+
+
+class NullReceiver:
+    """pynetdicom alone, in this process: svdmark's AE (contexts, PDU size, chunked receive) and pacing, and a
+    C-STORE handler that answers 0x0000 and keeps nothing: the floor under svdmark's receive path."""
+
+    def __init__(self, data_dir: Path):
+        from pynetdicom import evt
+
+        from svdmark.config import Config
+        from svdmark.receive import pace
+        from svdmark.receive.scp import build_ae
+
+        self._count, self._pace = 0, pace.Pace()
+        self.port = free_port()
+        ae = build_ae(Config(host="127.0.0.1", port=self.port, data_dir=data_dir).validate())
+        handlers = [(evt.EVT_C_STORE, self._store), (evt.EVT_ACCEPTED, lambda ev: self._pace.opened(ev.assoc)),
+                    (evt.EVT_RELEASED, lambda ev: self._pace.closed(ev.assoc)),
+                    (evt.EVT_ABORTED, lambda ev: self._pace.closed(ev.assoc))]
+        self._server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers,
+                                       contexts=pace.shared_contexts(ae.supported_contexts))
+
+    def _store(self, ev) -> int:
+        self._count += 1
+        return 0x0000
+
+    def count(self) -> int:
+        return self._count
+
+    def stop(self) -> None:
+        self._server.shutdown()
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -153,6 +187,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ingest-only", action="store_true", help="skip the end-to-end latency and memory figures")
     ap.add_argument("--no-orthanc", action="store_true", help="leave Orthanc out (not installed)")
+    ap.add_argument("--floor", action="store_true", help="also pynetdicom alone (a handler that keeps nothing)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="svdmark-bench-"))
     print(f"generating a 512x512 NCCT series in {work} ...", flush=True)
@@ -168,6 +203,10 @@ def main() -> int:
         orthanc = Orthanc(work / "orthanc").start()
         peers.append(orthanc)
         receivers.append(Receiver("Orthanc", orthanc.port, orthanc.aet, orthanc.instance_count, orthanc.proc.pid))
+    if args.floor:
+        floor = NullReceiver(work / "floor")
+        peers.append(floor)
+        receivers.append(Receiver("pynetdicom", floor.port, "SVDMARK", floor.count, os.getpid()))
     rows = []
     try:
         print(f"ingest: {args.instances} instances per run, {args.repeats} repeats", flush=True)
@@ -176,7 +215,11 @@ def main() -> int:
             ours = rates[("svdmark", conc)]
             rows.append((f"ingest, {conc} association(s)", "instances/s", ours,
                          *(rates.get((name, conc)) for name in ("storescp", "Orthanc"))))
-        peak = {rx.name: peak_rss_mb(rx.pid) for rx in receivers if rx.name != "storescp"}  # storescp: per fork
+            if args.floor:
+                print(f"  pynetdicom alone, {conc} association(s): {rates[('pynetdicom', conc)]:.1f} instances/s "
+                      f"(svdmark / pynetdicom alone: {ours / rates[('pynetdicom', conc)]:.2f})", flush=True)
+        peak = {rx.name: peak_rss_mb(rx.pid) for rx in receivers
+                if rx.name not in ("storescp", "pynetdicom")}  # storescp: per fork; pynetdicom: this process
         rows.append(("peak memory, receiving", "MiB", peak["svdmark"], None, peak.get("Orthanc")))
         if not args.ingest_only:
             dest = StoreSCP(work / "dest").start()

@@ -14,7 +14,7 @@ from .common import add_config_options, add_json_option, emit, fail, load_config
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("journal", help="copy the journal to another engine",
                        description="The journal itself (its engine and location).")
-    cmds = p.add_subparsers(dest="journal_command", metavar="SUBCOMMAND", required=True)
+    cmds = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     q = cmds.add_parser("copy", help="copy every row into a new, empty journal (e.g. SQLite to PostgreSQL)",
                         description=(
                             "Copy every row of the journal (--journal / --data-dir, as for serve) into TARGET, a new "
