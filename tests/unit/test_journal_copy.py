@@ -97,6 +97,7 @@ def test_copy_is_refused_into_a_journal_with_rows_and_from_one_in_use(tmp_path, 
     assert source.copy_into(empty, live_within=15.0)["instances"] == 3  # SQLite to SQLite works too
 
 
+@pytest.mark.embedded_journal  # the source is the data dir's SQLite journal, as a site's before the move
 def test_cli_copies_a_data_dir_journal_with_a_moved_spool(tmp_path, postgres_url):
     data = tmp_path / "data"
     data.mkdir()
