@@ -11,7 +11,7 @@ from svdmark.domain import DeliveryState, JobState
 from svdmark.journal import COPIED_TABLES, CopyRefused, Journal, ResultObject, ShadowResult
 from svdmark.summary import ResultSummary
 from tests.cli.conftest import run_cli
-from tests.unit.test_journal import record
+from tests.unit.test_journal import GEOM, record
 
 ALL_ROWS = {t: f"SELECT * FROM {t} ORDER BY 1" for t in COPIED_TABLES}
 
@@ -23,7 +23,7 @@ def _site_history(j: Journal, spool: str = "/srv/spool") -> None:
         j.record_instance(sop_uid=f"{series}.1", study_uid="1.2", series_uid=series,
                           sop_class="1.2.840.10008.5.1.4.1.1.2", transfer_syntax="1.2.840.10008.1.2.1",
                           path=Path(f"{spool}/incoming/1.2/{series}/{series}.1.dcm"), size=10 + n, digest=f"d{n}",
-                          modality="CT", geometry=_geometry(), calling_ae="CT1", now=100.0 + n)
+                          modality="CT", geometry=GEOM, calling_ae="CT1", now=100.0 + n)
     for series in ("1.2.3", "1.2.4"):
         j.queue_job(j.series_row(series), "test")
         job = j.claim_job()
@@ -42,20 +42,12 @@ def _site_history(j: Journal, spool: str = "/srv/spool") -> None:
                                  shadow_summary=ResultSummary.from_json({"task": "wml", "wml_ml": 0.5})))
 
 
-def _geometry():
-    from tests.unit.test_journal import GEOM
-    return GEOM
-
-
-def _rows(j: Journal) -> dict[str, list[tuple]]:
-    return {t: [tuple(r) for r in j._query(sql)] for t, sql in ALL_ROWS.items()}
-
-
-def _columns_and_rows(j: Journal) -> dict[str, tuple[list[str], list[tuple]]]:
+def _rows(j: Journal, lapse: bool = False) -> dict[str, list[tuple]]:
+    """Every row of every copied table; with ``lapse``, each lease_until as a copy writes it (None)."""
     out = {}
     for t, sql in ALL_ROWS.items():
-        rows = j._query(sql)
-        out[t] = (list(rows[0].keys()) if rows else [], [tuple(r) for r in rows])
+        out[t] = [tuple(None if lapse and c == "lease_until" else v for c, v in zip(r.keys(), r))
+                  for r in j._query(sql)]
     return out
 
 
@@ -67,18 +59,15 @@ def test_sqlite_history_copies_into_postgresql_row_for_row_and_ids_continue(tmp_
     want = _rows(source)
     assert copied == {t: len(rows) for t, rows in want.items()}
     assert copied["instances"] == 3 and copied["deliveries"] == 4 and copied["shadow_results"] == 1
-    lapsed = {t: [tuple(None if c == "lease_until" else v for c, v in zip(cols, r)) for r in rows]
-              for t, (cols, rows) in _columns_and_rows(source).items()}
-    assert _rows(target) == lapsed  # every row, every column, ids included; leases lapsed
+    assert _rows(target) == _rows(source, lapse=True)  # every row, every column, ids included; leases lapsed
     # the copy works as a journal: the job the dead process held is freed and runs again; new ids follow on
     assert target.recover() and target.claim_job().series_uid == "1.2.5"
     record(target, "7.1", series="7.7")
     target.queue_job(target.series_row("7.7"), "test")
     assert max(r["id"] for r in target._query("SELECT id FROM jobs")) == 4
-    before = {d.id for d in target.due_deliveries()}
+    assert {d.id for d in target.due_deliveries()} == {d.id for d in source.due_deliveries()}
     target.audit("admin", "journal.copy", {})
     assert target.audit_entries(limit=1)[0].action == "journal.copy"
-    assert before == {d.id for d in source.due_deliveries()}
 
 
 def test_copy_is_refused_into_a_journal_with_rows_and_from_one_in_use(tmp_path, postgres_url):

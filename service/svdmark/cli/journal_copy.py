@@ -1,6 +1,6 @@
 """`svdmark journal copy`: move a site's journal to another engine (SQLite → PostgreSQL when it outgrows one
 machine), keeping its history: the instances the spool holds (and duplicate checks consult), analyses, results,
-deliveries, shadow runs and the audit trail. docs/scaling.md §5 gives the whole procedure."""
+deliveries, shadow runs and the audit trail. docs/scaling.md §4 gives the whole procedure."""
 from __future__ import annotations
 
 import argparse
