@@ -7,18 +7,18 @@ hash, see :func:`svdmark.receive.phi.uid_hash`).
 """
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 
-import pydicom
-from pydicom.datadict import tag_for_keyword
-from pydicom.filereader import read_dataset
+from pydicom.datadict import DicomDictionary, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import BaseTag
+from pydicom.hooks import hooks
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from ..errors import Rejected
 from ..geometry import SliceGeometry
-from ..volume.lossy import LOSSY_TRANSFER_SYNTAXES, LOSSY_WARNING, is_lossy  # noqa: F401 (re-exported)
+from ..volume.lossy import LOSSY_TRANSFER_SYNTAXES, LOSSY_WARNING, is_lossy, lossy_flag  # noqa: F401 (re-exported)
 from ..spool import valid_uid
 from . import structure
 from .phi import uid_hash
@@ -50,7 +50,9 @@ _REQUIRED_SINGLE_FRAME = ("ImagePositionPatient", "ImageOrientationPatient", "Pi
 # structure.check, never decoded: a value the pipeline does not read cannot get an instance refused.
 _PARSED = (*_REQUIRED, *_REQUIRED_SINGLE_FRAME, "NumberOfFrames", "ImagesInAcquisition", "AcquisitionNumber",
            "SamplesPerPixel", "BitsAllocated", "LossyImageCompression", "PixelData")
-_PARSED_TAGS = [tag_for_keyword(k) for k in _PARSED]
+_PARSED_TAG_SET = frozenset([tag_for_keyword(k) for k in (*_PARSED, "SpecificCharacterSet")])
+_PIXEL_DATA, _CHARSET = tag_for_keyword("PixelData"), tag_for_keyword("SpecificCharacterSet")
+_META_TAGS = frozenset(t for t in DicomDictionary if t >> 16 == 0x0002)
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,9 @@ def inspect(data: bytes, affected_sop_class: str | None = None, max_bytes: int |
     """Parse a Part 10 byte string and check it is an analysable image instance."""
     if max_bytes is not None and len(data) > max_bytes:
         raise Rejected(STATUS_DATASET_TOO_LARGE, f"dataset of {len(data)} bytes exceeds the limit of {max_bytes}")
-    ds = _parse(data, max_bytes)
-    sop_uid = _uid_or_none(ds.get("SOPInstanceUID"))
-    sop_class = str(ds.get("SOPClassUID", "") or "")
+    header = _parse(data, max_bytes)
+    sop_uid = _uid_or_none(header.get("SOPInstanceUID"))
+    sop_class = str(header.get("SOPClassUID") or "")
     if sop_class and not valid_uid(sop_class):
         raise Rejected(STATUS_CANNOT_UNDERSTAND, f"SOP Class UID is not a valid UID ({uid_hash(sop_class)})", sop_uid)
     if affected_sop_class and sop_class and sop_class != affected_sop_class:
@@ -87,34 +89,35 @@ def inspect(data: bytes, affected_sop_class: str | None = None, max_bytes: int |
     klass = sop_class or affected_sop_class or ""
     if klass not in SUPPORTED_SOP_CLASSES:
         raise Rejected(STATUS_SOP_CLASS_NOT_SUPPORTED, unsupported_reason(klass), sop_uid)
-    missing = [k for k in _REQUIRED if k not in ds or ds[k].value in (None, "")]
+    missing = [k for k in _REQUIRED if header.get(k) in (None, "")]
     if klass not in ENHANCED:
-        missing += [k for k in _REQUIRED_SINGLE_FRAME if k not in ds or ds[k].value in (None, "")]
-    if "PixelData" not in ds:
+        missing += [k for k in _REQUIRED_SINGLE_FRAME if header.get(k) in (None, "")]
+    if header.pixels is None:
         missing.append("PixelData")
     if missing:
         raise Rejected(STATUS_DOES_NOT_MATCH_SOP_CLASS, f"missing required attributes: {', '.join(missing)}", sop_uid)
     for key in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
-        value = str(ds[key].value)
+        value = str(header[key])
         if not valid_uid(value):
             raise Rejected(STATUS_DOES_NOT_MATCH_SOP_CLASS, f"{key} is not a valid UID ({uid_hash(value)})", sop_uid)
     try:
-        _check_pixel_length(ds, sop_uid)
-        geometry = SliceGeometry.from_dataset(ds, lossy=is_lossy(ds))
-        modality = str(ds.Modality)
+        _check_pixel_length(header, sop_uid)
+        geometry = SliceGeometry.from_dataset(header, lossy=lossy_flag(header.get("LossyImageCompression"),
+                                                                        header.transfer_syntax))
+        modality = str(header["Modality"])
     except Rejected:
         raise
-    except Exception as exc:  # a value pydicom cannot convert (e.g. Rows as text): no value in the reason
+    except Exception as exc:  # a value that does not convert (e.g. Rows as text): no value in the reason
         raise Rejected(STATUS_DOES_NOT_MATCH_SOP_CLASS, f"an image attribute has an unusable value "
                                                         f"({type(exc).__name__})", sop_uid) from None
     return Inspected(
-        sop_uid=str(ds.SOPInstanceUID),
+        sop_uid=str(header["SOPInstanceUID"]),
         sop_class=klass,
-        study_uid=str(ds.StudyInstanceUID),
-        series_uid=str(ds.SeriesInstanceUID),
+        study_uid=str(header["StudyInstanceUID"]),
+        series_uid=str(header["SeriesInstanceUID"]),
         modality=modality,
         geometry=geometry,
-        transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+        transfer_syntax=str(header.transfer_syntax),
     )
 
 
@@ -130,32 +133,67 @@ def lossy_source(instances) -> bool:
     return any(i.geometry.lossy_source for i in instances)
 
 
-def _parse(data: bytes, max_bytes: int | None) -> pydicom.Dataset:
-    """Strict structure check, then pydicom's parse; every failure is a status and a value-free reason."""
+class _Header(dict):
+    """The parsed attributes by keyword (values as pydicom converts them; an empty value is None), the transfer
+    syntax, and where the pixel data lies (never copied: only its length is checked, or its fragments)."""
+
+    def __init__(self, values: dict, transfer_syntax: UID, body: bytes, pixels: structure.Span | None):
+        super().__init__(values)
+        self.transfer_syntax, self.body, self.pixels = transfer_syntax, body, pixels
+
+
+def _parse(data: bytes, max_bytes: int | None) -> _Header:
+    """Strict structure check, which also finds the parsed attributes; pydicom converts their values
+    (and only theirs). Every failure is a status and a value-free reason."""
     try:
         start = structure.body_offset(data)
-        meta = pydicom.dcmread(io.BytesIO(data[:start]), force=True).file_meta
-        ts = UID(str(meta.get("TransferSyntaxUID", "") or ""))
-        if not ts or not ts.is_transfer_syntax:
-            raise Rejected(STATUS_CANNOT_UNDERSTAND, "the file meta names no known transfer syntax")
-        body = data[start:]
-        if ts == DeflatedExplicitVRLittleEndian:
-            body = structure.inflate(body, INFLATE_FACTOR * (max_bytes or len(data) * 64))
-        structure.check(body, ts.is_implicit_VR, ts.is_little_endian)
     except structure.StructureError as exc:
         raise Rejected(_STRUCTURE_STATUS[exc.kind], str(exc)) from None
-    except Rejected:
-        raise
-    except Exception as exc:
-        raise Rejected(STATUS_CANNOT_UNDERSTAND, f"the file meta cannot be parsed ({type(exc).__name__})") from None
-    try:  # the body once (inflated already), the parsed attributes only
-        ds = read_dataset(io.BytesIO(body), ts.is_implicit_VR, ts.is_little_endian, specific_tags=_PARSED_TAGS)
-        ds.file_meta = meta
-        for elem in ds:  # convert them now, inside this try
-            elem.value  # noqa: B018
+    try:
+        spans = structure.check(data[132:start], implicit=False, little=True, collect=_META_TAGS) if start > 132 else {}
+        ts = UID(str(_values(data, 132, spans, False, True).get("TransferSyntaxUID") or ""))
+    except Exception as exc:  # StructureError names a tag only; other types may hold values: the type only
+        reason = str(exc) if isinstance(exc, structure.StructureError) else type(exc).__name__
+        raise Rejected(STATUS_CANNOT_UNDERSTAND, f"the file meta cannot be parsed ({reason})") from None
+    if not ts or not ts.is_transfer_syntax:
+        raise Rejected(STATUS_CANNOT_UNDERSTAND, "the file meta names no known transfer syntax")
+    body = data[start:]
+    try:
+        if ts == DeflatedExplicitVRLittleEndian:
+            body = structure.inflate(body, INFLATE_FACTOR * (max_bytes or len(data) * 64))
+        spans = structure.check(body, ts.is_implicit_VR, ts.is_little_endian, collect=_PARSED_TAG_SET)
+    except structure.StructureError as exc:
+        raise Rejected(_STRUCTURE_STATUS[exc.kind], str(exc)) from None
+    pixels = spans.pop(_PIXEL_DATA, None)
+    try:
+        values = _values(body, 0, spans, ts.is_implicit_VR, ts.is_little_endian)
     except Exception as exc:  # pydicom raises many types, some with values in their text: keep the type only
         raise Rejected(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be parsed ({type(exc).__name__})") from None
-    return ds
+    return _Header(values, ts, body, pixels)
+
+
+def _values(buf: bytes, base: int, spans: dict[int, structure.Span], implicit: bool, little: bool) -> dict:
+    """The elements ``structure.check`` found in ``buf[base:]``, by keyword, converted by pydicom's own reading
+    hooks (the VR, a UN with a known VR, the value) without building a Dataset, whose per-element bookkeeping
+    and validation cost more than the whole walk. An empty value is None."""
+    encodings = None
+    if _CHARSET in spans:
+        encodings = _convert(_raw(buf, base, _CHARSET, spans[_CHARSET], implicit, little), None) or None
+    return {keyword_for_tag(tag): _convert(_raw(buf, base, tag, span, implicit, little), encodings)
+            if span.length else None for tag, span in spans.items()}
+
+
+def _convert(raw: RawDataElement, encodings):
+    data: dict = {}
+    hooks.raw_element_vr(raw, data, encoding=encodings, ds=None)
+    hooks.raw_element_value(raw, data, encoding=encodings, ds=None)
+    return data["value"]
+
+
+def _raw(buf: bytes, base: int, tag: int, span: structure.Span, implicit: bool, little: bool) -> RawDataElement:
+    at = base + span.offset
+    return RawDataElement(BaseTag(tag), span.vr, 0xFFFFFFFF if span.undefined else span.length,
+                          buf[at:at + span.length], at, implicit, little, True)
 
 
 def _uid_or_none(value) -> str | None:
@@ -163,31 +201,30 @@ def _uid_or_none(value) -> str | None:
     return text if valid_uid(text) else None
 
 
-def _check_pixel_length(ds: pydicom.Dataset, sop_uid: str | None) -> None:
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    elem = ds["PixelData"]
-    if ds.file_meta.TransferSyntaxUID.is_compressed:
-        if not getattr(elem, "is_undefined_length", True) and len(elem.value) == 0:
+def _check_pixel_length(header: _Header, sop_uid: str | None) -> None:
+    frames = int(header.get("NumberOfFrames") or 1)
+    span = header.pixels
+    if header.transfer_syntax.is_compressed:
+        if not span.undefined and span.length == 0:
             raise Rejected(STATUS_DOES_NOT_MATCH_SOP_CLASS, "Pixel Data is empty", sop_uid)
         try:
             from pydicom.encaps import generate_fragmented_frames
 
-            n = sum(1 for _ in generate_fragmented_frames(elem.value, number_of_frames=frames))
+            fragments = header.body[span.offset:span.offset + span.length]
+            n = sum(1 for _ in generate_fragmented_frames(fragments, number_of_frames=frames))
         except Exception as exc:  # malformed encapsulation: pydicom raises several types
             raise Rejected(STATUS_TRUNCATED, f"encapsulated pixel data is malformed ({type(exc).__name__})",
                            sop_uid) from None
         if n < frames:
             raise Rejected(STATUS_TRUNCATED, f"encapsulated pixel data holds {n} of {frames} frames", sop_uid)
         return
-    if not elem.value:
+    if not span.length:
         raise Rejected(STATUS_DOES_NOT_MATCH_SOP_CLASS, "Pixel Data is empty", sop_uid)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    bits = int(ds.get("BitsAllocated", 16) or 16)
-    expected = int(ds.Rows) * int(ds.Columns) * samples * frames * math.ceil(bits / 8)
-    actual = len(ds.PixelData)
+    samples = int(header.get("SamplesPerPixel") or 1)
+    bits = int(header.get("BitsAllocated") or 16)
+    expected = int(header["Rows"]) * int(header["Columns"]) * samples * frames * math.ceil(bits / 8)
+    actual = span.length
     if actual < expected:
         raise Rejected(
             STATUS_TRUNCATED, f"pixel data is truncated: {actual} of {expected} bytes for {frames} frame(s)", sop_uid
         )
-
-

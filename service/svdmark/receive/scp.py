@@ -195,7 +195,7 @@ class Receiver:
 
     def _store(self, ev, item, data: bytes, calling: str) -> int:
         try:
-            outcome = keep(self.journal, self.spool, item, data, transfer_syntax=str(ev.file_meta.TransferSyntaxUID),
+            outcome = keep(self.journal, self.spool, item, data, transfer_syntax=str(ev.context.transfer_syntax),
                            calling_ae=calling, source=received_file(ev))  # linked into the spool, not copied
         except (OSError, *JOURNAL_ERRORS) as exc:
             where = "spool" if isinstance(exc, OSError) else "journal"  # store.keep: OSError is the spool's
@@ -407,6 +407,8 @@ def _resolve(host: str) -> set[str]:
 def build_ae(config: Config) -> AE:
     """An AE with deliberate limits and the accepted presentation contexts."""
     _config.STORE_RECV_CHUNKED_DATASET = True  # datasets go to a temporary file as they arrive (module doc)
+    # pynetdicom's standard handlers format every message and PDU for INFO/DEBUG lines: only when they are kept
+    _config.LOG_HANDLER_LEVEL = "standard" if logging.getLogger("pynetdicom").isEnabledFor(logging.INFO) else "none"
     ae = AE(ae_title=config.ae_title)
     ae.maximum_associations = gate_mod.THREAD_CEILING  # the real limit is the gate's (negotiated only)
     ae.maximum_pdu_size = config.max_pdu

@@ -6,12 +6,14 @@ parses as a short one), switches to implicit VR when the negotiated syntax says 
 raises assorted exceptions (with element values in their text) for an unknown VR or a
 "deflated" body that is not deflated. No library offers a strict structural check, so this
 module walks the element headers itself, without reading any value, and names the first
-problem by kind and tag only, never by value.
+problem by kind and tag only, never by value. The same walk hands back where the top-level elements a
+caller asks for lie (:class:`Span`), so the receiver builds its dataset from them without a second parse.
 """
 from __future__ import annotations
 
 import struct
 import zlib
+from typing import NamedTuple
 
 from pydicom.datadict import dictionary_VR
 from pydicom.valuerep import VR
@@ -24,6 +26,15 @@ _PIXEL_DATA = 0x7FE00010
 _MAX_DEPTH = 32
 
 LENGTH, ENCODING, UNKNOWN_VR = "length", "encoding", "vr"
+
+
+class Span(NamedTuple):
+    """Where one top-level element's value lies in the body: ``offset`` and ``length`` of the value bytes
+    (for an undefined length, up to the sequence delimiter); ``vr`` is None in implicit VR."""
+    vr: str | None
+    offset: int
+    length: int
+    undefined: bool
 
 
 class StructureError(Exception):
@@ -73,14 +84,18 @@ def inflate(body: bytes, limit: int) -> bytes:
     return out
 
 
-def check(body: bytes, implicit: bool, little: bool) -> None:
-    """Walk every element header of ``body`` (nested sequences included); raise on the first problem."""
+def check(body: bytes, implicit: bool, little: bool, collect: frozenset[int] = frozenset()) -> dict[int, Span]:
+    """Walk every element header of ``body`` (nested sequences included); raise on the first problem.
+
+    Returns the spans of the top-level elements whose tags are in ``collect``."""
     if not body:
         raise StructureError(LENGTH, "the dataset is empty")
     _sniff(body, implicit, little)
-    end = _walk(body, 0, len(body), implicit, little, 0, until_delimiter=False)
+    found: dict[int, Span] = {}
+    end = _walk(body, 0, len(body), implicit, little, 0, until_delimiter=False, collect=collect, found=found)
     if end != len(body):  # pragma: no cover - _walk consumes to the end or raises
         raise StructureError(LENGTH, "trailing bytes after the dataset")
+    return found
 
 
 def _sniff(body: bytes, implicit: bool, little: bool) -> None:
@@ -135,7 +150,8 @@ def _is_sequence(tag: int, vr: str | None) -> bool:
         return False
 
 
-def _walk(body: bytes, pos: int, end: int, implicit: bool, little: bool, depth: int, until_delimiter: bool) -> int:
+def _walk(body: bytes, pos: int, end: int, implicit: bool, little: bool, depth: int, until_delimiter: bool,
+          collect: frozenset[int] = frozenset(), found: dict[int, Span] | None = None) -> int:
     if depth > _MAX_DEPTH:
         raise StructureError(ENCODING, f"sequences nested deeper than {_MAX_DEPTH} levels")
     while pos < end:
@@ -149,12 +165,16 @@ def _walk(body: bytes, pos: int, end: int, implicit: bool, little: bool, depth: 
             if not (_is_sequence(tag, vr) or tag == _PIXEL_DATA or vr == "UN" or implicit):
                 raise StructureError(ENCODING, f"element {_tag(tag)} has an undefined length, which its VR forbids")
             # undefined-length UN holds implicit VR little endian items (PS3.5 6.2.2)
-            pos = _items(body, pos, end, implicit or vr == "UN", little, depth, fragments=tag == _PIXEL_DATA)
+            start, pos = pos, _items(body, pos, end, implicit or vr == "UN", little, depth, fragments=tag == _PIXEL_DATA)
+            if tag in collect and found is not None:
+                found[tag] = Span(vr, start, pos - 8 - start, True)  # the value stops before the delimiter item
             continue
         if pos + length > end:
             raise StructureError(LENGTH, f"element {_tag(tag)} declares {length} bytes, but only {end - pos} remain")
         if _is_sequence(tag, vr) and length:
             _items(body, pos, pos + length, implicit, little, depth, fragments=False, bounded=True)
+        if tag in collect and found is not None:
+            found[tag] = Span(vr, pos, length, False)
         pos += length
     if until_delimiter:
         raise StructureError(LENGTH, "the data ends inside a sequence item without its delimiter")

@@ -17,9 +17,11 @@ LOSSY_WARNING = "lossy-compressed source"
 
 def is_lossy(ds: pydicom.Dataset) -> bool:
     """Lossy Image Compression (0028,2110) "01", or a lossy transfer syntax not declared reversible."""
-    flag = str(ds.get("LossyImageCompression", "") or "").strip()
-    if flag == "01":
-        return True
     meta = getattr(ds, "file_meta", None)
-    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
-    return ts in LOSSY_TRANSFER_SYNTAXES and flag != "00"
+    return lossy_flag(ds.get("LossyImageCompression"), getattr(meta, "TransferSyntaxUID", None) if meta else None)
+
+
+def lossy_flag(lossy_image_compression, transfer_syntax) -> bool:
+    """:func:`is_lossy` from the two values it reads."""
+    flag = str(lossy_image_compression or "").strip()
+    return flag == "01" or (transfer_syntax in LOSSY_TRANSFER_SYNTAXES and flag != "00")
