@@ -9,8 +9,10 @@
   before its response is sent. Alone, an association loses up to a quarter of its rate so; with several,
   the waits overlap the others' work and the wake-ups cost CPU instead. :class:`Pace` shares one
   budget of wake-ups among the open associations: one polls every 0.2 ms, n every n × 0.2 ms,
-  never slower than pynetdicom's 1 ms. Connections that never associate keep the default. It also
-  sends with TCP_NODELAY, as dcmtk does with ``TCP_NODELAY`` set.
+  never slower than pynetdicom's 1 ms. Connections that never associate keep the default. Where
+  :mod:`.fastpath` is installed, an association's DUL and reactor wait for work instead (this budget then
+  paces only TLS connections, whose sockets ``select`` cannot see into). It also sends with TCP_NODELAY,
+  as dcmtk does with ``TCP_NODELAY`` set.
 
 bench/README.md has the measurements.
 """
@@ -21,6 +23,8 @@ import socket
 import threading
 
 from pynetdicom.presentation import PresentationContext
+
+from . import fastpath
 
 DUL_IDLE_SLEEP = 0.0002  # seconds, for one open association; n share n times this
 DUL_DEFAULT_SLEEP = 0.001  # pynetdicom's own
@@ -35,7 +39,9 @@ class Pace:
         self._open: dict[int, object] = {}  # id(assoc) -> its DUL
 
     def opened(self, assoc) -> None:
-        """A negotiated association: pace it with the others and send its answers with TCP_NODELAY."""
+        """A negotiated association (from its own thread): pace it with the others, serve its requests as
+        soon as they are decoded (:func:`fastpath.wake_on_requests`) and send its answers with TCP_NODELAY."""
+        fastpath.wake_on_requests(assoc)
         dul = assoc.dul
         raw = getattr(dul.socket, "socket", None)
         if raw is not None:
@@ -49,6 +55,7 @@ class Pace:
                 self._retune()
 
     def closed(self, assoc) -> None:
+        fastpath.forget(assoc)
         with self._lock:
             if self._open.pop(id(assoc), None) is not None:
                 self._retune()

@@ -54,7 +54,7 @@ from ..journal_engine import ERRORS as JOURNAL_ERRORS
 from ..journal_api import ReceiveJournal
 from ..logs import event
 from ..spool import Spool, make_private, valid_uid as _valid
-from . import gate as gate_mod, pace, phi
+from . import fastpath, gate as gate_mod, pace, phi
 from .gate import ConnectionGate
 from .sink import received_file
 from .store import keep
@@ -409,6 +409,7 @@ def build_ae(config: Config) -> AE:
     _config.STORE_RECV_CHUNKED_DATASET = True  # datasets go to a temporary file as they arrive (module doc)
     # pynetdicom's standard handlers format every message and PDU for INFO/DEBUG lines: only when they are kept
     _config.LOG_HANDLER_LEVEL = "standard" if logging.getLogger("pynetdicom").isEnabledFor(logging.INFO) else "none"
+    fastpath.install()  # pynetdicom's per-message pydicom work as bytes, and no poll before a request is served
     ae = AE(ae_title=config.ae_title)
     ae.maximum_associations = gate_mod.THREAD_CEILING  # the real limit is the gate's (negotiated only)
     ae.maximum_pdu_size = config.max_pdu

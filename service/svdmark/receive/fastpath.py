@@ -1,0 +1,265 @@
+"""pynetdicom's per-message pydicom work on the C-STORE path, done with bytes where the result is the same.
+
+For every instance received, pynetdicom 3.0 builds two pydicom datasets only to encode them: the File Meta
+Information it writes ahead of the dataset in its temporary file (``STORE_RECV_CHUNKED_DATASET``), and
+the C-STORE-RSP command set, whose group length it computes by encoding the set twice. A third cost is
+a wait: the association's reactor thread polls for a decoded request every millisecond, so each
+C-STORE waits half of that on average before its handler runs. Together about a fifth of the receiver's
+CPU per instance (bench/README.md). :func:`install` replaces:
+
+* the File Meta: ``create_file_meta`` / ``write_file_meta_info`` as ``pynetdicom.dimse_messages`` calls
+  them (that module's names only) become :func:`file_meta_bytes`, the same bytes;
+* the C-STORE-RSP: ``DIMSEServiceProvider.send_msg`` encodes a plain response (status, message ID, the
+  two UIDs; no error comment or offending element) with :func:`store_rsp_command`, the same bytes, when
+  nothing is bound to ``EVT_DIMSE_SENT`` (which would want pynetdicom's message object);
+  everything else goes to pynetdicom's own ``send_msg``;
+* the polls: pynetdicom runs two threads per association that sleep a fixed time whenever they find
+  nothing to do (the DUL, which reads PDUs and sends the answers, svdmark's :mod:`.pace` budget; the
+  association's reactor, which serves decoded requests, 1 ms). For an association given to
+  :func:`wake_on_requests`, the DUL instead waits in ``select`` until its socket is readable or a
+  P-DATA answer is queued to send, and the reactor on its request queue's condition, each for at most
+  :data:`IDLE_WAIT`: work starts as soon as there is some, and an idle association costs no wake-ups.
+  TLS connections keep the DUL's sleep (a TLS socket may hold decrypted data ``select`` cannot see).
+
+These are private seams of one pynetdicom version, so :func:`install` changes nothing on another
+(:data:`SUPPORTED`) and says so in the log; tests/unit/test_fastpath.py checks each replacement
+against pynetdicom's own output, byte for byte. The encodings are PS3.7 §9.3.1.2 (C-STORE-RSP,
+Implicit VR Little Endian command set) and PS3.10 §7.1 (File Meta, Explicit VR Little Endian).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import select
+import ssl
+import struct
+import threading
+import time as _time
+import types
+import weakref
+
+import pynetdicom
+from pynetdicom import association as _association, dimse as _dimse, dimse_messages as _messages, dul as _dul, evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import P_DATA
+
+log = logging.getLogger("svdmark.receive")
+
+SUPPORTED = ("3.0.",)  # pynetdicom versions whose private seams these replacements match
+_REACTOR_POLL = 0.001  # seconds: the fixed sleep in pynetdicom's Association._run_reactor
+IDLE_WAIT = 0.005  # seconds: the longest an event-driven wait lasts (timers, release and kill are checked then)
+_installed = False
+_lock = threading.Lock()
+_queues: dict[int, object] = {}  # association reactor thread id -> its DIMSE request queue
+_wakes: dict[int, "_Wake"] = {}  # DUL thread id -> its wait
+
+
+# ------------------------------------------------------------------ encodings
+def _even(value: str, pad: bytes) -> bytes:
+    raw = value.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def _implicit(tag: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)) + value
+
+
+def store_rsp_command(message_id: int, status: int, sop_class: str | None, sop_instance: str | None) -> bytes:
+    """The C-STORE-RSP command set (Implicit VR Little Endian, group length first) as pynetdicom encodes it."""
+    body = b"".join((
+        _implicit(0x00000002, _even(sop_class, b"\0")) if sop_class is not None else b"",
+        _implicit(0x00000100, struct.pack("<H", 0x8001)),  # Command Field: C-STORE-RSP
+        _implicit(0x00000120, struct.pack("<H", message_id)),
+        _implicit(0x00000800, struct.pack("<H", 0x0101)),  # Command Data Set Type: no data set
+        _implicit(0x00000900, struct.pack("<H", status)),
+        _implicit(0x00001000, _even(sop_instance, b"\0")) if sop_instance is not None else b"",
+    ))
+    return _implicit(0x00000000, struct.pack("<I", len(body))) + body
+
+
+def _explicit(tag: int, vr: bytes, value: bytes) -> bytes:
+    group, element = tag >> 16, tag & 0xFFFF
+    if vr in (b"OB", b"UN", b"OW", b"SQ", b"UT", b"UC", b"UR"):
+        return struct.pack("<HH2s2xI", group, element, vr, len(value)) + value
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+def file_meta_bytes(sop_class: str, sop_instance: str, transfer_syntax: str,
+                    implementation_uid: str = pynetdicom.PYNETDICOM_IMPLEMENTATION_UID,
+                    implementation_version: str = pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION) -> bytes:
+    """The File Meta Information group (after the preamble and 'DICM') that pynetdicom writes, as pydicom
+    encodes it."""
+    body = b"".join((
+        _explicit(0x00020001, b"OB", b"\x00\x01"),
+        _explicit(0x00020002, b"UI", _even(sop_class, b"\0")),
+        _explicit(0x00020003, b"UI", _even(sop_instance, b"\0")),
+        _explicit(0x00020010, b"UI", _even(transfer_syntax, b"\0")),
+        _explicit(0x00020012, b"UI", _even(implementation_uid, b"\0")),
+        _explicit(0x00020013, b"SH", _even(implementation_version, b" ")),
+    ))
+    return _explicit(0x00020000, b"UL", struct.pack("<I", len(body))) + body
+
+
+# ------------------------------------------------------------------ the replacements
+class _FileMeta(types.SimpleNamespace):
+    """What ``create_file_meta`` returns in place of a FileMetaDataset: the values, for ``_write_file_meta``."""
+
+
+def _create_file_meta(*, sop_class_uid, sop_instance_uid, transfer_syntax, **kwargs) -> _FileMeta:
+    return _FileMeta(args=(str(sop_class_uid), str(sop_instance_uid), str(transfer_syntax)), kwargs=kwargs)
+
+
+def _write_file_meta(fp, file_meta, *args, **kwargs) -> None:
+    if isinstance(file_meta, _FileMeta):
+        fp.write(file_meta_bytes(*file_meta.args, **{k: str(v) for k, v in file_meta.kwargs.items()}))
+    else:  # pragma: no cover - only pynetdicom's decode_msg calls it, with ours
+        _ORIGINAL["write_file_meta_info"](fp, file_meta, *args, **kwargs)
+
+
+def _send_msg(self, primitive, context_id: int) -> None:
+    command = _plain_store_rsp(primitive)
+    max_pdu = self.maximum_pdu_size  # the peer's; 0 is unlimited
+    if command is not None and (not max_pdu or len(command) <= max_pdu - 6) \
+            and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT):  # one PDV, as pynetdicom would send it
+        pdata = P_DATA()
+        pdata.presentation_data_value_list.append((context_id, b"\x03" + command))  # last command fragment
+        self.dul.send_pdu(pdata)
+        return
+    _ORIGINAL["send_msg"](self, primitive, context_id)
+
+
+def _plain_store_rsp(primitive) -> bytes | None:
+    if type(primitive) is not C_STORE or primitive.MessageIDBeingRespondedTo is None or primitive.Status is None:
+        return None
+    if primitive.ErrorComment is not None or primitive.OffendingElement is not None:
+        return None
+    return store_rsp_command(primitive.MessageIDBeingRespondedTo, primitive.Status, primitive.AffectedSOPClassUID,
+                             primitive.AffectedSOPInstanceUID)
+
+
+class _Wake:
+    """A DUL thread's idle wait: until its socket is readable, an answer is queued to send (a byte on a
+    pipe, written by the queue's ``put``), or :data:`IDLE_WAIT` has passed."""
+
+    def __init__(self, sock, to_provider_queue):
+        self.sock = sock
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        os.set_blocking(self.w, False)
+        weakref.finalize(self, _close, self.r, self.w)  # not before the last wait that might use them
+        put, w = to_provider_queue.put, self.w
+
+        def put_and_wake(item, *args, **kwargs):
+            put(item, *args, **kwargs)
+            if type(item) is not P_DATA:
+                # A release or abort answer waits for the next wake-up, as with pynetdicom's poll: sent at
+                # once, the peer's close could reach svdmark (EVT_CONN_CLOSE, from this thread) before the
+                # association's thread has marked itself released (EVT_RELEASED).
+                return
+            try:
+                os.write(w, b"\0")
+            except OSError:  # the pipe is full: a wake-up is pending already
+                pass
+
+        to_provider_queue.put = put_and_wake
+
+    def wait(self) -> None:
+        try:
+            ready, _, _ = select.select([self.sock, self.r], [], [], IDLE_WAIT)
+        except (OSError, ValueError):  # the socket is closed: the DUL finds out on its next loop
+            _time.sleep(_REACTOR_POLL)
+            return
+        if self.r in ready:
+            try:
+                os.read(self.r, 4096)
+            except OSError:
+                pass
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+class _Time(types.ModuleType):
+    """``time`` as pynetdicom's association and DUL modules see it: the fixed idle sleeps of the registered
+    threads become the event-driven waits of the module doc; everything else is ``time``."""
+
+    def __getattr__(self, name):
+        return getattr(_time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        ident = threading.get_ident()
+        wake = _wakes.get(ident)
+        if wake is not None:
+            wake.wait()
+            return
+        queue = _queues.get(ident) if seconds == _REACTOR_POLL else None
+        if queue is None:
+            _time.sleep(seconds)
+            return
+        with queue.not_empty:  # queue.Queue's own condition, notified by each put
+            if not queue.queue:
+                queue.not_empty.wait(IDLE_WAIT)
+
+
+_ORIGINAL: dict[str, object] = {}
+
+
+def install() -> bool:
+    """Put the replacements in place (once); False, changing nothing, on an unsupported pynetdicom."""
+    global _installed
+    with _lock:
+        if _installed:
+            return True
+        if not pynetdicom.__version__.startswith(SUPPORTED):
+            log.warning("pynetdicom %s: the receive fast path is for %s only; using pynetdicom as it is",
+                        pynetdicom.__version__, ", ".join(f"{v}x" for v in SUPPORTED))
+            return False
+        _ORIGINAL.update(send_msg=_dimse.DIMSEServiceProvider.send_msg,
+                         create_file_meta=_messages.create_file_meta,
+                         write_file_meta_info=_messages.write_file_meta_info, time=_association.time,
+                         dul_time=_dul.time)
+        _messages.create_file_meta = _create_file_meta
+        _messages.write_file_meta_info = _write_file_meta
+        _dimse.DIMSEServiceProvider.send_msg = _send_msg
+        _association.time = _dul.time = _Time("time")
+        _installed = True
+        return True
+
+
+def uninstall() -> None:
+    """Put pynetdicom back as it was (tests compare both)."""
+    global _installed
+    with _lock:
+        if not _installed:
+            return
+        _messages.create_file_meta = _ORIGINAL["create_file_meta"]
+        _messages.write_file_meta_info = _ORIGINAL["write_file_meta_info"]
+        _dimse.DIMSEServiceProvider.send_msg = _ORIGINAL["send_msg"]
+        _association.time, _dul.time = _ORIGINAL["time"], _ORIGINAL["dul_time"]
+        _installed = False
+
+
+def wake_on_requests(assoc) -> None:
+    """From the association's own thread (EVT_ACCEPTED): its reactor and its DUL wait for work, not a fixed
+    time (module doc)."""
+    _queues[threading.get_ident()] = assoc.dimse.msg_queue
+    dul = assoc.dul
+    raw = getattr(dul.socket, "socket", None)
+    if raw is not None and not isinstance(raw, ssl.SSLSocket) and dul.ident is not None:
+        _wakes[dul.ident] = _Wake(raw, dul.to_provider_queue)
+
+
+def forget(assoc) -> None:
+    """The association has ended (any thread)."""
+    for ident, queue in list(_queues.items()):
+        if queue is assoc.dimse.msg_queue:
+            _queues.pop(ident, None)
+    ident = getattr(assoc.dul, "ident", None)
+    if ident is not None:
+        _wakes.pop(ident, None)

@@ -1,0 +1,93 @@
+"""The receive fast path writes the bytes pynetdicom and pydicom would have written, and steps aside otherwise."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+from pynetdicom import dimse as pn_dimse, dimse_messages, dul as pn_dul
+from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import create_file_meta, encode
+
+from svdmark.receive import fastpath
+
+EVEN_UID = "1.2.34"  # 6 characters
+ODD_UID = "1.2.345"  # 7 characters: padded with a NUL
+
+
+def pynetdicom_rsp(message_id: int, status: int, sop_class, sop_instance, **extra) -> bytes:
+    primitive = C_STORE()
+    primitive.MessageIDBeingRespondedTo = message_id
+    primitive.AffectedSOPClassUID = sop_class
+    primitive.AffectedSOPInstanceUID = sop_instance
+    primitive.Status = status
+    for key, value in extra.items():
+        setattr(primitive, key, value)
+    msg = C_STORE_RSP()
+    msg.primitive_to_message(primitive)
+    return encode(msg.command_set, True, True)
+
+
+@pytest.mark.parametrize("status", [0x0000, 0xA700, 0xC000, 0x0122])
+@pytest.mark.parametrize("sop_class,sop_instance", [(CTImageStorage, EVEN_UID), (CTImageStorage, ODD_UID),
+                                                    (None, ODD_UID), (CTImageStorage, None)])
+def test_store_rsp_is_byte_identical(status, sop_class, sop_instance):
+    ours = fastpath.store_rsp_command(7, status, sop_class, sop_instance)
+    assert ours == pynetdicom_rsp(7, status, sop_class, sop_instance)
+
+
+def test_a_store_rsp_with_an_error_comment_is_left_to_pynetdicom():
+    primitive = C_STORE()
+    primitive.MessageIDBeingRespondedTo, primitive.Status = 3, 0xC000
+    primitive.AffectedSOPClassUID, primitive.AffectedSOPInstanceUID = CTImageStorage, ODD_UID
+    assert fastpath._plain_store_rsp(primitive) is not None
+    primitive.ErrorComment = "cannot understand"
+    assert fastpath._plain_store_rsp(primitive) is None
+    request = C_STORE()
+    request.MessageID = 3
+    assert fastpath._plain_store_rsp(request) is None  # a request, not a response
+
+
+@pytest.mark.parametrize("instance", [EVEN_UID, ODD_UID, generate_uid()])
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, JPEG2000Lossless])
+def test_file_meta_is_byte_identical(instance, syntax):
+    theirs = io.BytesIO()
+    write_file_meta_info(theirs, create_file_meta(sop_class_uid=CTImageStorage, sop_instance_uid=instance,
+                                                  transfer_syntax=syntax))
+    assert fastpath.file_meta_bytes(CTImageStorage, instance, syntax) == theirs.getvalue()
+    ours = io.BytesIO()
+    fastpath._write_file_meta(ours, fastpath._create_file_meta(sop_class_uid=CTImageStorage,
+                                                                sop_instance_uid=instance, transfer_syntax=syntax))
+    assert ours.getvalue() == theirs.getvalue()
+
+
+def test_install_replaces_and_uninstall_restores():
+    installed = fastpath._installed
+    fastpath.uninstall()
+    try:
+        originals = (dimse_messages.create_file_meta, pn_dimse.DIMSEServiceProvider.send_msg, pn_dul.time)
+        assert fastpath.install()
+        assert dimse_messages.create_file_meta is fastpath._create_file_meta
+        assert pn_dimse.DIMSEServiceProvider.send_msg is fastpath._send_msg
+        assert pn_dul.time.sleep is fastpath._Time.sleep and pn_dul.time.monotonic is not None
+        fastpath.uninstall()
+        assert (dimse_messages.create_file_meta, pn_dimse.DIMSEServiceProvider.send_msg, pn_dul.time) == originals
+    finally:
+        if installed:
+            fastpath.install()
+
+
+def test_another_pynetdicom_version_is_left_alone(monkeypatch):
+    installed = fastpath._installed
+    fastpath.uninstall()
+    try:
+        monkeypatch.setattr(fastpath.pynetdicom, "__version__", "3.1.0")
+        original = pn_dimse.DIMSEServiceProvider.send_msg
+        assert fastpath.install() is False
+        assert pn_dimse.DIMSEServiceProvider.send_msg is original
+    finally:
+        monkeypatch.undo()
+        if installed:
+            fastpath.install()
