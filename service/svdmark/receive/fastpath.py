@@ -13,6 +13,10 @@ CPU per instance (bench/README.md). :func:`install` replaces:
   two UIDs; no error comment or offending element) with :func:`store_rsp_command`, the same bytes, when
   nothing is bound to ``EVT_DIMSE_SENT`` (which would want pynetdicom's message object);
   everything else goes to pynetdicom's own ``send_msg``;
+* the reads: pynetdicom reads each PDU from its socket 4 KiB at a time (a syscall, and a release and
+  re-take of the GIL, per 4 KiB: 130 per 512 KiB image, each a futex handover when other associations'
+  threads are waiting); ``AssociationSocket.recv`` reads as much of the PDU as the socket has, into one
+  buffer, returning the same bytes;
 * the polls: pynetdicom runs two threads per association that sleep a fixed time whenever they find
   nothing to do (the DUL, which reads PDUs and sends the answers, svdmark's :mod:`.pace` budget; the
   association's reactor, which serves decoded requests, 1 ms). For an association given to
@@ -40,6 +44,7 @@ import weakref
 
 import pynetdicom
 from pynetdicom import association as _association, dimse as _dimse, dimse_messages as _messages, dul as _dul, evt
+from pynetdicom import transport as _transport
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
@@ -137,6 +142,21 @@ def _plain_store_rsp(primitive) -> bytes | None:
                              primitive.AffectedSOPInstanceUID)
 
 
+def _recv(self, nr_bytes: int) -> bytearray:
+    """``AssociationSocket.recv``: ``nr_bytes`` read from the socket (fewer only when the peer closed it)."""
+    buffer = bytearray(nr_bytes)
+    view, nr_read = memoryview(buffer), 0
+    with view:
+        while nr_read < nr_bytes:
+            got = self.socket.recv_into(view[nr_read:], nr_bytes - nr_read)
+            if not got:  # the connection is broken: what was read so far, as pynetdicom returns it
+                break
+            nr_read += got
+    if nr_read < nr_bytes:
+        del buffer[nr_read:]
+    return buffer
+
+
 class _Wake:
     """A DUL thread's idle wait: until its socket is readable, an answer is queued to send (a byte on a
     pipe, written by the queue's ``put``), or :data:`IDLE_WAIT` has passed."""
@@ -223,11 +243,12 @@ def install() -> bool:
         _ORIGINAL.update(send_msg=_dimse.DIMSEServiceProvider.send_msg,
                          create_file_meta=_messages.create_file_meta,
                          write_file_meta_info=_messages.write_file_meta_info, time=_association.time,
-                         dul_time=_dul.time)
+                         dul_time=_dul.time, recv=_transport.AssociationSocket.recv)
         _messages.create_file_meta = _create_file_meta
         _messages.write_file_meta_info = _write_file_meta
         _dimse.DIMSEServiceProvider.send_msg = _send_msg
         _association.time = _dul.time = _Time("time")
+        _transport.AssociationSocket.recv = _recv
         _installed = True
         return True
 
@@ -242,6 +263,7 @@ def uninstall() -> None:
         _messages.write_file_meta_info = _ORIGINAL["write_file_meta_info"]
         _dimse.DIMSEServiceProvider.send_msg = _ORIGINAL["send_msg"]
         _association.time, _dul.time = _ORIGINAL["time"], _ORIGINAL["dul_time"]
+        _transport.AssociationSocket.recv = _ORIGINAL["recv"]
         _installed = False
 
 
