@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pydicom.datadict import DicomDictionary, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag
 from pydicom.hooks import hooks
@@ -51,8 +51,10 @@ _REQUIRED_SINGLE_FRAME = ("ImagePositionPatient", "ImageOrientationPatient", "Pi
 _PARSED = (*_REQUIRED, *_REQUIRED_SINGLE_FRAME, "NumberOfFrames", "ImagesInAcquisition", "AcquisitionNumber",
            "SamplesPerPixel", "BitsAllocated", "LossyImageCompression", "PixelData")
 _PARSED_TAG_SET = frozenset([tag_for_keyword(k) for k in (*_PARSED, "SpecificCharacterSet")])
+_UI_TAGS = frozenset(tag_for_keyword(k) for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID",
+                                                  "SeriesInstanceUID", "TransferSyntaxUID"))
 _PIXEL_DATA, _CHARSET = tag_for_keyword("PixelData"), tag_for_keyword("SpecificCharacterSet")
-_META_TAGS = frozenset(t for t in DicomDictionary if t >> 16 == 0x0002)
+_META_TAGS = frozenset([tag_for_keyword("TransferSyntaxUID")])  # the only File Meta value read
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,13 @@ def _values(buf: bytes, base: int, spans: dict[int, structure.Span], implicit: b
 
 
 def _convert(raw: RawDataElement, encodings):
+    if raw.VR == "UI" or (raw.VR is None and raw.tag in _UI_TAGS):
+        # A UID is ASCII padded with NUL (PS3.5 §9.1), and inspect checks each one it uses itself:
+        # pydicom's conversion would only add its own validation (a regular expression per UID)
+        try:
+            return raw.value.decode("ascii").rstrip("\0 ")
+        except UnicodeDecodeError:
+            pass  # pydicom's reading decides what a non-ASCII UID becomes
     data: dict = {}
     hooks.raw_element_vr(raw, data, encoding=encodings, ds=None)
     hooks.raw_element_value(raw, data, encoding=encodings, ds=None)
