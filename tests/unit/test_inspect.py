@@ -1,7 +1,9 @@
 """Receive-side checks on raw Part 10 bytes."""
+import importlib
 import io
 
 import numpy as np
+
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
@@ -145,3 +147,65 @@ def test_lossy_sources_are_marked():
 
     plain, lossy = SliceGeometry(), SliceGeometry.from_json({"lossy_source": True})
     assert lossy_source([Stored(plain), Stored(lossy)]) and not lossy_source([Stored(plain)])
+
+
+@pytest.mark.parametrize("tag,vr,value", [
+    (0x00200032, "DS", b"-125.5\\-130\\42.25 "), (0x00280030, "DS", b"0.48828125\\0.48828125"),
+    (0x00200037, "DS", b"1\\0\\0\\0\\0.9659258\\-0.258819 "), (0x00280010, "US", b"\x00\x02"),
+    (0x00080060, "CS", b"CT"), (0x00282110, "CS", b"01"), (0x00080005, "CS", b"ISO_IR 100\\ISO 2022 IR 87"),
+    (0x00200012, "IS", b"3 "), (0x00280008, "IS", b"12"), (0x00080018, "UI", b"1.2.840.10008.1.2.1\x00"),
+    (0x00200032, None, b"1\\2\\3 "), (0x00280010, None, b"\x00\x02"), (0x0020000D, None, b"1.2.3\x00"),
+    (0x00280010, "US", b"\x02\x00"),  # big endian below
+])
+@pytest.mark.parametrize("little", [True, False])
+def test_plain_values_convert_as_pydicom_reads_them(tag, vr, value, little):
+    """inspect decodes the plain forms of the VRs it reads itself; the values must be pydicom's."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.hooks import hooks
+    from pydicom.tag import BaseTag
+
+    inspect_mod = importlib.import_module("svdmark.receive.inspect")
+
+    if vr is None and not little:
+        pytest.skip("implicit VR is little endian")
+    raw = RawDataElement(BaseTag(tag), vr, len(value), value, 0, vr is None, little, True, False)
+    theirs: dict = {}
+    hooks.raw_element_vr(raw, theirs, encoding=None, ds=None)
+    hooks.raw_element_value(raw, theirs, encoding=None, ds=None)
+    ours, expected = inspect_mod._convert(raw, None), theirs["value"]
+    if isinstance(expected, (str, int, float)):
+        assert ours == expected and type(ours) in (str, int, float)
+    else:
+        assert list(ours) == list(expected)
+
+
+@pytest.mark.parametrize("vr,value", [("DS", b"nan\\1\\2"), ("IS", b"12.0"), ("DS", b"1,5"), ("US", b"\x01")])
+def test_values_that_are_not_plain_go_to_pydicom(vr, value):
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+
+    inspect_mod = importlib.import_module("svdmark.receive.inspect")
+
+    raw = RawDataElement(BaseTag(0x00200032 if vr == "DS" else 0x00280010), vr, len(value), value, 0, False, True,
+                         True, False)
+    with pytest.raises(ValueError):
+        inspect_mod._PLAIN[vr](value, True)
+    assert _outcome(lambda: inspect_mod._convert(raw, None)) == _outcome(lambda: _pydicom_value(raw))
+
+
+def _pydicom_value(raw):
+    from pydicom.hooks import hooks
+
+    data: dict = {}
+    hooks.raw_element_vr(raw, data, encoding=None, ds=None)
+    hooks.raw_element_value(raw, data, encoding=None, ds=None)
+    return data["value"]
+
+
+def _outcome(convert):
+    """A value (as text: NaN equals itself there) or the type of what was raised."""
+    try:
+        value = convert()
+    except Exception as exc:
+        return type(exc)
+    return str(value) if isinstance(value, (str, int, float, type(None))) else [str(v) for v in value]

@@ -8,9 +8,10 @@ hash, see :func:`svdmark.receive.phi.uid_hash`).
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag
 from pydicom.hooks import hooks
@@ -51,10 +52,9 @@ _REQUIRED_SINGLE_FRAME = ("ImagePositionPatient", "ImageOrientationPatient", "Pi
 _PARSED = (*_REQUIRED, *_REQUIRED_SINGLE_FRAME, "NumberOfFrames", "ImagesInAcquisition", "AcquisitionNumber",
            "SamplesPerPixel", "BitsAllocated", "LossyImageCompression", "PixelData")
 _PARSED_TAG_SET = frozenset([tag_for_keyword(k) for k in (*_PARSED, "SpecificCharacterSet")])
-_UI_TAGS = frozenset(tag_for_keyword(k) for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID",
-                                                  "SeriesInstanceUID", "TransferSyntaxUID"))
 _PIXEL_DATA, _CHARSET = tag_for_keyword("PixelData"), tag_for_keyword("SpecificCharacterSet")
 _META_TAGS = frozenset([tag_for_keyword("TransferSyntaxUID")])  # the only File Meta value read
+_PARSED_VR = {tag: dictionary_VR(tag) for tag in _PARSED_TAG_SET | _META_TAGS}  # for implicit VR
 
 
 @dataclass(frozen=True)
@@ -186,17 +186,52 @@ def _values(buf: bytes, base: int, spans: dict[int, structure.Span], implicit: b
 
 
 def _convert(raw: RawDataElement, encodings):
-    if raw.VR == "UI" or (raw.VR is None and raw.tag in _UI_TAGS):
-        # A UID is ASCII padded with NUL (PS3.5 §9.1), and inspect checks each one it uses itself:
-        # pydicom's conversion would only add its own validation (a regular expression per UID)
+    """One value: the plain forms of the few VRs inspect reads decoded here (module note below), anything
+    else (another VR, UN, a value that does not parse plainly) by pydicom's reading hooks."""
+    vr = raw.VR or _PARSED_VR.get(raw.tag)
+    plain = _PLAIN.get(vr)
+    if plain is not None:
         try:
-            return raw.value.decode("ascii").rstrip("\0 ")
-        except UnicodeDecodeError:
-            pass  # pydicom's reading decides what a non-ASCII UID becomes
+            return plain(raw.value, raw.is_little_endian)
+        except (ValueError, UnicodeDecodeError, struct.error):
+            pass  # pydicom decides what it becomes (or that it is unusable)
     data: dict = {}
     hooks.raw_element_vr(raw, data, encoding=encodings, ds=None)
     hooks.raw_element_value(raw, data, encoding=encodings, ds=None)
     return data["value"]
+
+
+# Plain decoders of the VRs inspect reads (PS3.5 §6.2): each returns one value or a list, as pydicom does, but
+# without pydicom's per-value validation (a regular expression per value, most of a 512x512 CT image's
+# inspection time). Every value is checked by inspect where it is used (UIDs by valid_uid, numbers by use).
+def _text(value: bytes) -> list[str]:
+    return value.decode("ascii").strip("\0 ").split("\\")
+
+
+def _finite(number: float) -> float:
+    if not math.isfinite(number):  # "nan", "inf": not a DS value (PS3.5 Table 6.2-1); pydicom decides
+        raise ValueError("not finite")
+    return number
+
+
+def _one_or_list(items: list):
+    return items[0] if len(items) == 1 else items
+
+
+def _us(value: bytes, little: bool):
+    count, odd = divmod(len(value), 2)
+    if odd:
+        raise ValueError("odd length")
+    return _one_or_list(list(struct.unpack(("<" if little else ">") + "H" * count, value)))
+
+
+_PLAIN = {
+    "UI": lambda value, little: value.decode("ascii").rstrip("\0 "),
+    "CS": lambda value, little: _one_or_list([v.strip() for v in _text(value)]),
+    "DS": lambda value, little: _one_or_list([_finite(float(v)) for v in _text(value)]),
+    "IS": lambda value, little: _one_or_list([int(v) for v in _text(value)]),
+    "US": _us,
+}
 
 
 def _raw(buf: bytes, base: int, tag: int, span: structure.Span, implicit: bool, little: bool) -> RawDataElement:
