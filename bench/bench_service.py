@@ -9,8 +9,9 @@
   - dcmtk storescp set up to run as fast as it can (:data:`tests.peers.StoreSCP.FASTEST`: bit-preserving
     writes, no exec per file, no host lookup, largest PDU, a process per association), no fsync;
   - Orthanc with its default SQLite index and default storage settings;
-  - with ``--floor``, also pynetdicom alone in this process: svdmark's AE and pacing, a C-STORE handler that
-    answers 0x0000 and keeps nothing (the rate svdmark's own work is taken from).
+  - with ``--floor``, also pynetdicom alone in this process: svdmark's AE, pacing and fast path
+    (``receive/fastpath.py``), a C-STORE handler that answers 0x0000 and keeps nothing (the rate svdmark's
+    own work is taken from).
   Every run sends instances with new UIDs (no receiver sees a duplicate) and starts with nothing
   left to write back (``sync``); the receivers take turns within each repeat in a rotating order,
   every receiver's count is checked after every run, and all senders and receivers run with
@@ -59,7 +60,7 @@ class Receiver:
 
 
 class NullReceiver:
-    """pynetdicom alone, in this process: svdmark's AE (contexts, PDU size, chunked receive) and pacing, and a
+    """pynetdicom alone, in this process: svdmark's AE (contexts, PDU size, chunked receive, fast path) and pacing, and a
     C-STORE handler that answers 0x0000 and keeps nothing: the floor under svdmark's receive path."""
 
     def __init__(self, data_dir: Path):
