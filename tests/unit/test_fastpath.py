@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import pytest
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
-from pynetdicom import dimse as pn_dimse, dimse_messages, dul as pn_dul
+from pynetdicom import dimse as pn_dimse, dimse_messages, dul as pn_dul, transport as pn_transport
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, encode
@@ -61,6 +62,41 @@ def test_file_meta_is_byte_identical(instance, syntax):
     fastpath._write_file_meta(ours, fastpath._create_file_meta(sop_class_uid=CTImageStorage,
                                                                 sop_instance_uid=instance, transfer_syntax=syntax))
     assert ours.getvalue() == theirs.getvalue()
+
+
+def test_a_file_meta_that_is_not_ascii_is_written_by_pydicom():
+    theirs, ours = io.BytesIO(), io.BytesIO()
+    odd = "1.2.3\u00e9"
+    write_file_meta_info(theirs, create_file_meta(sop_class_uid=CTImageStorage, sop_instance_uid=odd,
+                                                  transfer_syntax=ExplicitVRLittleEndian))
+    fastpath._write_file_meta(ours, fastpath._create_file_meta(sop_class_uid=CTImageStorage, sop_instance_uid=odd,
+                                                                transfer_syntax=ExplicitVRLittleEndian))
+    assert ours.getvalue() == theirs.getvalue()
+
+
+class _Socket:
+    """Hands out a byte string in pieces of at most ``piece`` bytes, then end of file."""
+
+    def __init__(self, data: bytes, piece: int):
+        self.data, self.piece = data, piece
+
+    def recv(self, n: int) -> bytes:
+        out, self.data = self.data[:min(n, self.piece)], self.data[min(n, self.piece):]
+        return out
+
+    def recv_into(self, view, n: int) -> int:
+        chunk = self.recv(n)
+        view[:len(chunk)] = chunk
+        return len(chunk)
+
+
+@pytest.mark.parametrize("piece", [1, 4096, 70_000])
+@pytest.mark.parametrize("available,asked", [(200_000, 150_000), (100, 100), (50, 100)])
+def test_recv_returns_what_pynetdicom_returns(piece, available, asked):
+    data = bytes(range(256)) * (available // 256) + bytes(available % 256)
+    theirs = fastpath._ORIGINAL.get("recv") or pn_transport.AssociationSocket.recv
+    a, b = SimpleNamespace(socket=_Socket(data, piece)), SimpleNamespace(socket=_Socket(data, piece))
+    assert fastpath._recv(a, asked) == theirs(b, asked)
 
 
 def test_install_replaces_and_uninstall_restores():

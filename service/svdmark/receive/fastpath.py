@@ -48,6 +48,8 @@ from pynetdicom import transport as _transport
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
+from ..logs import event
+
 log = logging.getLogger("svdmark.receive")
 
 SUPPORTED = ("3.0.",)  # pynetdicom versions whose private seams these replacements match
@@ -116,9 +118,16 @@ def _create_file_meta(*, sop_class_uid, sop_instance_uid, transfer_syntax, **kwa
 
 def _write_file_meta(fp, file_meta, *args, **kwargs) -> None:
     if isinstance(file_meta, _FileMeta):
-        fp.write(file_meta_bytes(*file_meta.args, **{k: str(v) for k, v in file_meta.kwargs.items()}))
-    else:  # pragma: no cover - only pynetdicom's decode_msg calls it, with ours
-        _ORIGINAL["write_file_meta_info"](fp, file_meta, *args, **kwargs)
+        try:
+            encoded = file_meta_bytes(*file_meta.args, **{k: str(v) for k, v in file_meta.kwargs.items()})
+        except (UnicodeEncodeError, struct.error):  # a UID that is not ASCII: pydicom writes what it writes
+            klass, instance, syntax = file_meta.args
+            file_meta = _ORIGINAL["create_file_meta"](sop_class_uid=klass, sop_instance_uid=instance,
+                                                      transfer_syntax=syntax, **file_meta.kwargs)
+        else:
+            fp.write(encoded)
+            return
+    _ORIGINAL["write_file_meta_info"](fp, file_meta, *args, **kwargs)
 
 
 def _send_msg(self, primitive, context_id: int) -> None:
@@ -138,8 +147,11 @@ def _plain_store_rsp(primitive) -> bytes | None:
         return None
     if primitive.ErrorComment is not None or primitive.OffendingElement is not None:
         return None
-    return store_rsp_command(primitive.MessageIDBeingRespondedTo, primitive.Status, primitive.AffectedSOPClassUID,
-                             primitive.AffectedSOPInstanceUID)
+    try:
+        return store_rsp_command(primitive.MessageIDBeingRespondedTo, primitive.Status, primitive.AffectedSOPClassUID,
+                                 primitive.AffectedSOPInstanceUID)
+    except (UnicodeEncodeError, struct.error):  # not ASCII, a status out of range: pynetdicom's own path
+        return None
 
 
 def _recv(self, nr_bytes: int) -> bytearray:
@@ -152,9 +164,7 @@ def _recv(self, nr_bytes: int) -> bytearray:
             if not got:  # the connection is broken: what was read so far, as pynetdicom returns it
                 break
             nr_read += got
-    if nr_read < nr_bytes:
-        del buffer[nr_read:]
-    return buffer
+    return buffer if nr_read == nr_bytes else buffer[:nr_read]
 
 
 class _Wake:
@@ -166,7 +176,9 @@ class _Wake:
         self.r, self.w = os.pipe()
         os.set_blocking(self.r, False)
         os.set_blocking(self.w, False)
-        weakref.finalize(self, _close, self.r, self.w)  # not before the last wait that might use them
+        # closed with the queue, whose put writes to the pipe: never before the last write, so a closed and
+        # reused descriptor (a spool file's, the journal's) can never get that byte
+        weakref.finalize(to_provider_queue, _close, self.r, self.w)
         put, w = to_provider_queue.put, self.w
 
         def put_and_wake(item, *args, **kwargs):
@@ -227,7 +239,10 @@ class _Time(types.ModuleType):
                 queue.not_empty.wait(IDLE_WAIT)
 
 
-_ORIGINAL: dict[str, object] = {}
+# pynetdicom's own, as imported (before any replacement): the fallbacks, and what uninstall() puts back
+_ORIGINAL: dict = dict(send_msg=_dimse.DIMSEServiceProvider.send_msg, create_file_meta=_messages.create_file_meta,
+                       write_file_meta_info=_messages.write_file_meta_info, time=_association.time,
+                       dul_time=_dul.time, recv=_transport.AssociationSocket.recv)
 
 
 def install() -> bool:
@@ -237,13 +252,9 @@ def install() -> bool:
         if _installed:
             return True
         if not pynetdicom.__version__.startswith(SUPPORTED):
-            log.warning("pynetdicom %s: the receive fast path is for %s only; using pynetdicom as it is",
-                        pynetdicom.__version__, ", ".join(f"{v}x" for v in SUPPORTED))
+            event(log, "receive_fast_path_off", logging.WARNING, pynetdicom=pynetdicom.__version__,
+                  supported=", ".join(f"{v}x" for v in SUPPORTED), detail="pynetdicom is used as it is")
             return False
-        _ORIGINAL.update(send_msg=_dimse.DIMSEServiceProvider.send_msg,
-                         create_file_meta=_messages.create_file_meta,
-                         write_file_meta_info=_messages.write_file_meta_info, time=_association.time,
-                         dul_time=_dul.time, recv=_transport.AssociationSocket.recv)
         _messages.create_file_meta = _create_file_meta
         _messages.write_file_meta_info = _write_file_meta
         _dimse.DIMSEServiceProvider.send_msg = _send_msg
