@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import io
+import queue
+import socket
+import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +15,7 @@ from pynetdicom import dimse as pn_dimse, dimse_messages, dul as pn_dul, transpo
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, encode
+from pynetdicom.pdu_primitives import P_DATA
 
 from svdmark.receive import fastpath
 
@@ -127,3 +132,45 @@ def test_another_pynetdicom_version_is_left_alone(monkeypatch):
         monkeypatch.undo()
         if installed:
             fastpath.install()
+
+
+def _wait_returns(wake) -> bool:
+    """Whether ``wake.wait()`` returns within 10 s while IDLE_WAIT is an hour: woken, not timed out."""
+    done = threading.Event()
+    threading.Thread(target=lambda: (wake.wait(), done.set()), daemon=True).start()
+    return done.wait(10)
+
+
+def test_the_dul_wait_wakes_for_an_answer_and_for_data(monkeypatch):
+    monkeypatch.setattr(fastpath, "IDLE_WAIT", 3600.0)
+    ours, peer = socket.socketpair()
+    try:
+        to_provider = queue.Queue()
+        wake = fastpath._Wake(ours, to_provider)
+        to_provider.put(P_DATA())  # an answer queued to send
+        assert _wait_returns(wake)
+        assert to_provider.get_nowait() is not None
+        peer.sendall(b"\x04")  # a PDU arriving
+        assert _wait_returns(wake)
+    finally:
+        ours.close()
+        peer.close()
+
+
+def test_the_reactor_wait_wakes_for_a_request(monkeypatch):
+    monkeypatch.setattr(fastpath, "IDLE_WAIT", 3600.0)
+    requests = queue.Queue()
+    done = threading.Event()
+
+    def reactor():
+        fastpath._queues[threading.get_ident()] = requests
+        try:
+            fastpath._Time.sleep(fastpath._REACTOR_POLL)
+        finally:
+            fastpath._queues.pop(threading.get_ident(), None)
+        done.set()
+
+    threading.Thread(target=reactor, daemon=True).start()
+    time.sleep(0.2)  # most likely waiting by now; either way the wait must end when the request is queued
+    requests.put((1, C_STORE()))
+    assert done.wait(10)
