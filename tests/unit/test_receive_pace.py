@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import queue
 from types import SimpleNamespace
 
 from svdmark.config import Config
@@ -23,8 +22,7 @@ def test_per_association_copies_are_equal_and_independent():
 
 
 def _assoc():
-    return SimpleNamespace(dul=SimpleNamespace(_run_loop_delay=DUL_DEFAULT_SLEEP, socket=None, ident=None),
-                           dimse=SimpleNamespace(msg_queue=queue.Queue()))
+    return SimpleNamespace(dul=SimpleNamespace(_run_loop_delay=DUL_DEFAULT_SLEEP, socket=None, ident=None))
 
 
 def test_open_associations_share_one_budget_of_wakeups():

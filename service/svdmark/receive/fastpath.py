@@ -108,26 +108,21 @@ def file_meta_bytes(sop_class: str, sop_instance: str, transfer_syntax: str,
 
 
 # ------------------------------------------------------------------ the replacements
-class _FileMeta(types.SimpleNamespace):
-    """What ``create_file_meta`` returns in place of a FileMetaDataset: the values, for ``_write_file_meta``."""
-
-
-def _create_file_meta(*, sop_class_uid, sop_instance_uid, transfer_syntax, **kwargs) -> _FileMeta:
-    return _FileMeta(args=(str(sop_class_uid), str(sop_instance_uid), str(transfer_syntax)), kwargs=kwargs)
+def _create_file_meta(*, sop_class_uid, sop_instance_uid, transfer_syntax, **kwargs):
+    """The File Meta as its encoded bytes; pydicom's FileMetaDataset where a value is not plain ASCII."""
+    try:
+        return file_meta_bytes(str(sop_class_uid), str(sop_instance_uid), str(transfer_syntax),
+                               **{k: str(v) for k, v in kwargs.items()})
+    except (UnicodeEncodeError, struct.error):  # pydicom writes what it writes
+        return _ORIGINAL["create_file_meta"](sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid,
+                                             transfer_syntax=transfer_syntax, **kwargs)
 
 
 def _write_file_meta(fp, file_meta, *args, **kwargs) -> None:
-    if isinstance(file_meta, _FileMeta):
-        try:
-            encoded = file_meta_bytes(*file_meta.args, **{k: str(v) for k, v in file_meta.kwargs.items()})
-        except (UnicodeEncodeError, struct.error):  # a UID that is not ASCII: pydicom writes what it writes
-            klass, instance, syntax = file_meta.args
-            file_meta = _ORIGINAL["create_file_meta"](sop_class_uid=klass, sop_instance_uid=instance,
-                                                      transfer_syntax=syntax, **file_meta.kwargs)
-        else:
-            fp.write(encoded)
-            return
-    _ORIGINAL["write_file_meta_info"](fp, file_meta, *args, **kwargs)
+    if isinstance(file_meta, bytes):
+        fp.write(file_meta)
+    else:
+        _ORIGINAL["write_file_meta_info"](fp, file_meta, *args, **kwargs)
 
 
 def _send_msg(self, primitive, context_id: int) -> None:
@@ -279,9 +274,10 @@ def uninstall() -> None:
 
 
 def wake_on_requests(assoc) -> None:
-    """From the association's own thread (EVT_ACCEPTED): its reactor and its DUL wait for work, not a fixed
-    time (module doc)."""
-    _queues[threading.get_ident()] = assoc.dimse.msg_queue
+    """An accepted association: its reactor (the association's own thread) and its DUL wait for work, not a
+    fixed time (module doc). Both are keyed by thread, which is how ``_Time.sleep`` finds them."""
+    if getattr(assoc, "ident", None) is not None:
+        _queues[assoc.ident] = assoc.dimse.msg_queue
     dul = assoc.dul
     raw = getattr(dul.socket, "socket", None)
     if raw is not None and not isinstance(raw, ssl.SSLSocket) and dul.ident is not None:
@@ -290,9 +286,5 @@ def wake_on_requests(assoc) -> None:
 
 def forget(assoc) -> None:
     """The association has ended (any thread)."""
-    for ident, queue in list(_queues.items()):
-        if queue is assoc.dimse.msg_queue:
-            _queues.pop(ident, None)
-    ident = getattr(assoc.dul, "ident", None)
-    if ident is not None:
-        _wakes.pop(ident, None)
+    _queues.pop(getattr(assoc, "ident", None), None)
+    _wakes.pop(getattr(assoc.dul, "ident", None), None)

@@ -192,7 +192,7 @@ def _values(buf: bytes, base: int, spans: dict[int, structure.Span], implicit: b
 
 
 def _convert(raw: RawDataElement, encodings):
-    """One value: the plain forms of the few VRs inspect reads decoded here (module note below), anything
+    """One value: the plain forms of the few VRs inspect reads decoded here (:data:`_PLAIN`), anything
     else (another VR, UN, a value that does not parse plainly) by pydicom's reading hooks."""
     vr = raw.VR or _PARSED_VR.get(raw.tag)
     plain = _PLAIN.get(vr)
