@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -51,6 +52,7 @@ def main() -> int:
     finally:
         for p in reversed(peers):
             p.stop()
+        shutil.rmtree(work, ignore_errors=True)  # two spools of every run: gigabytes
     ratios = [b / a for a, b in zip(rates["A"], rates["B"])]
     print(f"median A {statistics.median(rates['A']):.1f}  B {statistics.median(rates['B']):.1f} instances/s  "
           f"median B/A {statistics.median(ratios):.2f}  ({args.associations} association(s), {args.repeats} runs)")

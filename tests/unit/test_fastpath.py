@@ -11,13 +11,14 @@ from types import SimpleNamespace
 import pytest
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
-from pynetdicom import dimse as pn_dimse, dimse_messages, dul as pn_dul, transport as pn_transport
+from pynetdicom import dimse as pn_dimse, dimse_messages, dimse_primitives as pn_primitives, dul as pn_dul
+from pynetdicom import transport as pn_transport
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, encode
 from pynetdicom.pdu_primitives import P_DATA
 
-from svdmark.receive import fastpath
+from svdmark.receive import fastpath, pdata
 
 EVEN_UID = "1.2.34"  # 6 characters
 ODD_UID = "1.2.345"  # 7 characters: padded with a NUL
@@ -108,13 +109,20 @@ def test_install_replaces_and_uninstall_restores():
     installed = fastpath._installed
     fastpath.uninstall()
     try:
-        originals = (dimse_messages.create_file_meta, pn_dimse.DIMSEServiceProvider.send_msg, pn_dul.time)
+        originals = (dimse_messages.create_file_meta, pn_dimse.DIMSEServiceProvider.send_msg, pn_dul.time,
+                     pn_dul.DULServiceProvider._read_pdu_data, pn_transport.AssociationSocket.ready,
+                     pn_primitives.set_uid)
         assert fastpath.install()
+        assert pn_dul.DULServiceProvider._read_pdu_data is pdata.read_pdu_data
+        assert pn_transport.AssociationSocket.ready.fget is fastpath._ready
+        assert pn_primitives.set_uid is fastpath._set_uid
         assert dimse_messages.create_file_meta is fastpath._create_file_meta
         assert pn_dimse.DIMSEServiceProvider.send_msg is fastpath._send_msg
         assert pn_dul.time.sleep is fastpath._Time.sleep and pn_dul.time.monotonic is not None
         fastpath.uninstall()
-        assert (dimse_messages.create_file_meta, pn_dimse.DIMSEServiceProvider.send_msg, pn_dul.time) == originals
+        assert (dimse_messages.create_file_meta, pn_dimse.DIMSEServiceProvider.send_msg, pn_dul.time,
+                pn_dul.DULServiceProvider._read_pdu_data, pn_transport.AssociationSocket.ready,
+                pn_primitives.set_uid) == originals
     finally:
         if installed:
             fastpath.install()
@@ -174,3 +182,42 @@ def test_the_reactor_wait_wakes_for_a_request(monkeypatch):
     time.sleep(0.2)  # most likely waiting by now; either way the wait must end when the request is queued
     requests.put((1, C_STORE()))
     assert done.wait(10)
+
+
+@pytest.mark.parametrize("value", [CTImageStorage, "1.2.840.10008.5.1.4.1.1.2", "1.2.3", "", None, b"1.2.3\x00"])
+def test_set_uid_remembers_what_pynetdicom_returns(value):
+    theirs = fastpath._ORIGINAL["set_uid"]
+    for _ in range(2):  # the second from the cache
+        assert fastpath._set_uid(value, "Affected SOP Class UID") == theirs(value, "Affected SOP Class UID")
+
+
+def test_a_uid_pynetdicom_refuses_is_refused_every_time():
+    bad = "1." + "2" * 70  # longer than 64 characters
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            fastpath._set_uid(bad, "Affected SOP Instance UID")
+        with pytest.raises(ValueError):
+            fastpath._set_uid(bad, "Affected SOP Instance UID", allow_empty=False)
+
+
+def test_ready_trusts_the_wait_once_then_asks_the_socket(monkeypatch):
+    monkeypatch.setattr(fastpath, "IDLE_WAIT", 3600.0)
+    ours, peer = socket.socketpair()
+    wake = fastpath._Wake(ours, queue.Queue())
+    assoc_socket = SimpleNamespace(socket=ours, _is_connected=True, event_queue=queue.Queue())
+    fastpath._wakes[threading.get_ident()] = wake
+    try:
+        peer.sendall(b"\x04")
+        wake.wait()
+        assert wake.readable
+        assert fastpath._ready(assoc_socket) is True and not wake.readable  # from the wait, used once
+        assert fastpath._ready(assoc_socket) is True  # pynetdicom's select: the byte is still there
+        ours.recv(1)
+        assert fastpath._ready(assoc_socket) is False
+        assoc_socket._is_connected = False
+        wake.readable = True
+        assert fastpath._ready(assoc_socket) is False  # a closed socket is never ready
+    finally:
+        fastpath._wakes.pop(threading.get_ident(), None)
+        ours.close()
+        peer.close()

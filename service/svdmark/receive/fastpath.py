@@ -24,6 +24,12 @@ association poll at fixed intervals. Cutting these took the receiver's CPU per 5
   :data:`IDLE_WAIT`: work starts as soon as there is some, and an idle association's two threads wake
   400 times a second instead of up to 6000.
   TLS connections keep the DUL's sleep (a TLS socket may hold decrypted data ``select`` cannot see).
+  ``AssociationSocket.ready`` answers from that wait where it has just seen the socket readable, instead of
+  a second ``select`` (each one a release and re-take of the GIL);
+* the PDUs: a P-DATA-TF PDU of such an association goes straight to DIMSE (:mod:`.pdata`);
+* the UIDs: the DIMSE primitives' ``set_uid`` builds and validates a UID with two regular expressions each
+  time a C-STORE's UIDs are set, on its request and again on its response; :func:`_set_uid` remembers the
+  last 1024 (a UID that fails is refused every time, as before).
 
 These are private seams of one pynetdicom version, so :func:`install` changes nothing on another
 (:data:`SUPPORTED`) and says so in the log; tests/unit/test_fastpath.py checks each replacement
@@ -35,6 +41,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import functools
 import ssl
 import struct
 import threading
@@ -44,11 +51,14 @@ import weakref
 
 import pynetdicom
 from pynetdicom import association as _association, dimse as _dimse, dimse_messages as _messages, dul as _dul, evt
+from pynetdicom import dimse_primitives as _primitives
 from pynetdicom import transport as _transport
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
+from pydicom.uid import UID
 
 from ..logs import event
+from . import pdata
 
 log = logging.getLogger("svdmark.receive")
 
@@ -169,6 +179,7 @@ class _Wake:
     def __init__(self, sock, to_provider_queue):
         self.sock = sock
         self.r, self.w = os.pipe()
+        self.readable = False  # the last wait saw the socket readable, and nothing has read from it since
         os.set_blocking(self.r, False)
         os.set_blocking(self.w, False)
         # closed with the queue, whose put writes to the pipe: never before the last write, so a closed and
@@ -191,16 +202,42 @@ class _Wake:
         to_provider_queue.put = put_and_wake
 
     def wait(self) -> None:
+        self.readable = False
         try:
             ready, _, _ = select.select([self.sock, self.r], [], [], IDLE_WAIT)
         except (OSError, ValueError):  # the socket is closed: the DUL finds out on its next loop
             _time.sleep(_REACTOR_POLL)
             return
+        self.readable = self.sock in ready
         if self.r in ready:
             try:
                 os.read(self.r, 4096)
             except OSError:
                 pass
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked_uid(value, name: str, allow_empty: bool, allow_none: bool, validate: bool):
+    return _ORIGINAL["set_uid"](value, name, allow_empty, allow_none, validate)
+
+
+def _set_uid(value, name: str, allow_empty: bool = True, allow_none: bool = True, validate: bool = True):
+    """``set_uid`` as the DIMSE primitives call it, remembered for the last 1024 UIDs: a C-STORE's two UIDs
+    are set on its request and again on its response, each time a ``UID`` built and validated by two regular
+    expressions (pydicom's, pynetdicom's); a UID that fails raises each time, as before (nothing cached)."""
+    if type(value) is str or type(value) is UID:
+        return _checked_uid(value, name, allow_empty, allow_none, validate)
+    return _ORIGINAL["set_uid"](value, name, allow_empty, allow_none, validate)
+
+
+def _ready(self) -> bool:
+    """``AssociationSocket.ready``: True without another ``select`` where the DUL's wait just saw the socket
+    readable (the DUL thread is its only reader); otherwise pynetdicom's."""
+    wake = _wakes.get(threading.get_ident())
+    if wake is not None and wake.readable and self.socket is not None and self._is_connected:
+        wake.readable = False
+        return True
+    return _ORIGINAL["ready"].fget(self)
 
 
 def _close(*fds: int) -> None:
@@ -237,7 +274,9 @@ class _Time(types.ModuleType):
 # pynetdicom's own, as imported (before any replacement): the fallbacks, and what uninstall() puts back
 _ORIGINAL: dict = dict(send_msg=_dimse.DIMSEServiceProvider.send_msg, create_file_meta=_messages.create_file_meta,
                        write_file_meta_info=_messages.write_file_meta_info, time=_association.time,
-                       dul_time=_dul.time, recv=_transport.AssociationSocket.recv)
+                       dul_time=_dul.time, recv=_transport.AssociationSocket.recv,
+                       read_pdu_data=_dul.DULServiceProvider._read_pdu_data, ready=_transport.AssociationSocket.ready,
+                       set_uid=_primitives.set_uid)
 
 
 def install() -> bool:
@@ -255,6 +294,9 @@ def install() -> bool:
         _dimse.DIMSEServiceProvider.send_msg = _send_msg
         _association.time = _dul.time = _Time("time")
         _transport.AssociationSocket.recv = _recv
+        _dul.DULServiceProvider._read_pdu_data = pdata.read_pdu_data
+        _transport.AssociationSocket.ready = property(_ready)
+        _primitives.set_uid = _set_uid
         _installed = True
         return True
 
@@ -270,6 +312,9 @@ def uninstall() -> None:
         _dimse.DIMSEServiceProvider.send_msg = _ORIGINAL["send_msg"]
         _association.time, _dul.time = _ORIGINAL["time"], _ORIGINAL["dul_time"]
         _transport.AssociationSocket.recv = _ORIGINAL["recv"]
+        _dul.DULServiceProvider._read_pdu_data = _ORIGINAL["read_pdu_data"]
+        _transport.AssociationSocket.ready = _ORIGINAL["ready"]
+        _primitives.set_uid = _ORIGINAL["set_uid"]
         _installed = False
 
 
@@ -282,6 +327,7 @@ def wake_on_requests(assoc) -> None:
     raw = getattr(dul.socket, "socket", None)
     if raw is not None and not isinstance(raw, ssl.SSLSocket) and dul.ident is not None:
         _wakes[dul.ident] = _Wake(raw, dul.to_provider_queue)
+        pdata.direct(dul)
 
 
 def forget(assoc) -> None:
