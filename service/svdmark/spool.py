@@ -145,7 +145,8 @@ def write_durably(final: Path, data: bytes) -> None:
 
 def link_durably(source: Path, final: Path) -> None:
     """``final`` as a hard link to ``source``: ``source`` fsynced (its data may not be on disk yet: the listener's
-    received file), linked under a temporary name, renamed into place, directory fsynced.
+    received file), linked into place (where ``final`` exists already: under a temporary name, then renamed
+    over it), directory fsynced. Either way ``final`` names complete data or nothing.
 
     The file's data is ``source``'s, shared: it must not be changed in place afterwards (svdmark never does)."""
     ensure_directory(final.parent)
@@ -154,9 +155,14 @@ def link_durably(source: Path, final: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    tmp = final.parent / f".tmp-{uuid.uuid4().hex}.part"
-    os.link(source, tmp)
-    _install(tmp, final)
+    try:
+        os.link(source, final)
+    except FileExistsError:  # a replaced instance
+        tmp = final.parent / f".tmp-{uuid.uuid4().hex}.part"
+        os.link(source, tmp)
+        _install(tmp, final)
+        return
+    _fsync_dir(final.parent)
 
 
 def _install(tmp: Path, final: Path) -> None:

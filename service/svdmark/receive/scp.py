@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import threading
 from collections import Counter, defaultdict
@@ -390,10 +391,21 @@ def _received_bytes(ev, max_bytes: int) -> bytes:
         if len(data) > max_bytes:
             raise Rejected(STATUS_DATASET_TOO_LARGE, f"dataset of {len(data)} bytes exceeds the limit of {max_bytes}")
         return data
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise Rejected(STATUS_DATASET_TOO_LARGE, f"dataset of {size} bytes exceeds the limit of {max_bytes}")
-    return path.read_bytes()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # not a Python file object: 4 syscalls instead of 10
+    try:
+        size = os.fstat(fd).st_size
+        if size > max_bytes:
+            raise Rejected(STATUS_DATASET_TOO_LARGE, f"dataset of {size} bytes exceeds the limit of {max_bytes}")
+        chunks, got = [], 0
+        while got < size:
+            chunk = os.read(fd, size - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)  # one chunk: that chunk, not a copy
+    finally:
+        os.close(fd)
 
 
 def _resolve(host: str) -> set[str]:
