@@ -80,31 +80,6 @@ def test_a_file_meta_that_is_not_ascii_is_written_by_pydicom():
     assert ours.getvalue() == theirs.getvalue()
 
 
-class _Socket:
-    """Hands out a byte string in pieces of at most ``piece`` bytes, then end of file."""
-
-    def __init__(self, data: bytes, piece: int):
-        self.data, self.piece = data, piece
-
-    def recv(self, n: int) -> bytes:
-        out, self.data = self.data[:min(n, self.piece)], self.data[min(n, self.piece):]
-        return out
-
-    def recv_into(self, view, n: int) -> int:
-        chunk = self.recv(n)
-        view[:len(chunk)] = chunk
-        return len(chunk)
-
-
-@pytest.mark.parametrize("piece", [1, 4096, 70_000])
-@pytest.mark.parametrize("available,asked", [(200_000, 150_000), (100, 100), (50, 100)])
-def test_recv_returns_what_pynetdicom_returns(piece, available, asked):
-    data = bytes(range(256)) * (available // 256) + bytes(available % 256)
-    theirs = fastpath._ORIGINAL.get("recv") or pn_transport.AssociationSocket.recv
-    a, b = SimpleNamespace(socket=_Socket(data, piece)), SimpleNamespace(socket=_Socket(data, piece))
-    assert fastpath._recv(a, asked) == theirs(b, asked)
-
-
 def test_install_replaces_and_uninstall_restores():
     installed = fastpath._installed
     fastpath.uninstall()
@@ -219,5 +194,20 @@ def test_ready_trusts_the_wait_once_then_asks_the_socket(monkeypatch):
         assert fastpath._ready(assoc_socket) is False  # a closed socket is never ready
     finally:
         fastpath._wakes.pop(threading.get_ident(), None)
+        ours.close()
+        peer.close()
+
+
+def test_ready_is_true_while_bytes_read_ahead_wait():
+    ours, peer = socket.socketpair()
+    assoc_socket = SimpleNamespace(socket=ours, _is_connected=True, event_queue=queue.Queue())
+    try:
+        peer.sendall(b"\x04\x00\x00\x00\x00\x02ab" + b"\x05")  # one PDU and the first byte of the next
+        box = pdata.inbox(assoc_socket)
+        assert bytes(box.take(ours, 8)) == b"\x04\x00\x00\x00\x00\x02ab"
+        assert fastpath._ready(assoc_socket) is True  # the socket is empty now: the byte is in the inbox
+        box.take(ours, 1)
+        assert fastpath._ready(assoc_socket) is False
+    finally:
         ours.close()
         peer.close()

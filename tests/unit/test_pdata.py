@@ -3,11 +3,12 @@ association, and pynetdicom's path wherever the direct one would skip something.
 from __future__ import annotations
 
 import struct
+from types import SimpleNamespace
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, _config, evt, transport as pn_transport
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
@@ -44,6 +45,40 @@ def test_split_gives_pynetdicoms_values(pdvs):
 ])
 def test_a_pdu_that_does_not_add_up_is_left_to_pynetdicom(body):
     assert pdata.split_pdvs(bytearray(body)) is None
+
+
+class _Socket:
+    """Hands out a byte string in pieces of at most ``piece`` bytes, then end of file."""
+
+    def __init__(self, data: bytes, piece: int):
+        self.data, self.piece = data, piece
+
+    def recv(self, n: int) -> bytes:
+        out, self.data = self.data[:min(n, self.piece)], self.data[min(n, self.piece):]
+        return out
+
+    def recv_into(self, view, n: int = 0) -> int:
+        chunk = self.recv(n or len(view))
+        view[:len(chunk)] = chunk
+        return len(chunk)
+
+
+@pytest.mark.parametrize("piece", [1, 4096, 70_000, 1_000_000])
+@pytest.mark.parametrize("reads", [[6, 150_000, 6, 100, 6, 400_000, 50], [6, 10], [300_000, 300_000, 10]])
+def test_the_inbox_reads_what_pynetdicom_reads(piece, reads):
+    data = bytes(range(256)) * 2000  # 512,000 bytes: the last reads run past the end
+    theirs = SimpleNamespace(socket=_Socket(data, piece))
+    box, ours = pdata.Inbox(), _Socket(data, piece)
+    for n in reads:
+        expected = bytes(pn_transport.AssociationSocket.recv(theirs, n))
+        assert bytes(box.take(ours, n)) == expected
+
+
+def test_the_inbox_reads_ahead_and_says_so():
+    box, sock = pdata.Inbox(), _Socket(b"\x04\x00" + bytes(range(20)), 1_000_000)
+    assert bytes(box.take(sock, 6)) == b"\x04\x00" + bytes(range(4))
+    assert box.pending() == 16 and sock.data == b""  # one recv took it all
+    assert bytes(box.take(sock, 16)) == bytes(range(4, 20)) and box.pending() == 0
 
 
 def _dataset(rows: int) -> Dataset:

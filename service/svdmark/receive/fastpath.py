@@ -12,10 +12,11 @@ association poll at fixed intervals. Cutting these took the receiver's CPU per 5
   two UIDs; no error comment or offending element) with :func:`store_rsp_command`, the same bytes, when
   nothing is bound to ``EVT_DIMSE_SENT`` (which would want pynetdicom's message object);
   everything else goes to pynetdicom's own ``send_msg``;
-* the reads: pynetdicom reads each PDU from its socket 4 KiB at a time (a syscall, and a release and
-  re-take of the GIL, per 4 KiB: 130 per 512 KiB image, each a futex handover when other associations'
-  threads are waiting); ``AssociationSocket.recv`` reads as much of the PDU as the socket has, into one
-  buffer, returning the same bytes;
+* the reads and the PDUs (:mod:`.pdata`): pynetdicom reads each PDU from its socket 4 KiB at a time (a
+  syscall, and a release and re-take of the GIL, per 4 KiB: 130 per 512 KiB image, each a futex handover
+  when other associations' threads are waiting); ``DULServiceProvider._read_pdu_data`` instead reads what the
+  socket holds into one buffer per association, and hands a P-DATA-TF PDU of an association given to
+  :func:`wake_on_requests` straight to DIMSE;
 * the polls: pynetdicom runs two threads per association that sleep a fixed time whenever they find
   nothing to do (the DUL, which reads PDUs and sends the answers, svdmark's :mod:`.pace` budget; the
   association's reactor, which serves decoded requests, 1 ms). For an association given to
@@ -24,9 +25,8 @@ association poll at fixed intervals. Cutting these took the receiver's CPU per 5
   :data:`IDLE_WAIT`: work starts as soon as there is some, and an idle association's two threads wake
   400 times a second instead of up to 6000.
   TLS connections keep the DUL's sleep (a TLS socket may hold decrypted data ``select`` cannot see).
-  ``AssociationSocket.ready`` answers from that wait where it has just seen the socket readable, instead of
-  a second ``select`` (each one a release and re-take of the GIL);
-* the PDUs: a P-DATA-TF PDU of such an association goes straight to DIMSE (:mod:`.pdata`);
+  ``AssociationSocket.ready`` answers from the buffer, or from that wait where it has just seen the socket
+  readable, instead of another ``select`` (each one a release and re-take of the GIL);
 * the UIDs: the DIMSE primitives' ``set_uid`` builds and validates a UID with two regular expressions each
   time a C-STORE's UIDs are set, on its request and again on its response; :func:`_set_uid` remembers the
   last 1024 (a UID that fails is refused every time, as before).
@@ -159,19 +159,6 @@ def _plain_store_rsp(primitive) -> bytes | None:
         return None
 
 
-def _recv(self, nr_bytes: int) -> bytearray:
-    """``AssociationSocket.recv``: ``nr_bytes`` read from the socket (fewer only when the peer closed it)."""
-    buffer = bytearray(nr_bytes)
-    view, nr_read = memoryview(buffer), 0
-    with view:
-        while nr_read < nr_bytes:
-            got = self.socket.recv_into(view[nr_read:], nr_bytes - nr_read)
-            if not got:  # the connection is broken: what was read so far, as pynetdicom returns it
-                break
-            nr_read += got
-    return buffer if nr_read == nr_bytes else buffer[:nr_read]
-
-
 class _Wake:
     """A DUL thread's idle wait: until its socket is readable, an answer is queued to send (a byte on a
     pipe, written by the queue's ``put``), or :data:`IDLE_WAIT` has passed."""
@@ -231,10 +218,15 @@ def _set_uid(value, name: str, allow_empty: bool = True, allow_none: bool = True
 
 
 def _ready(self) -> bool:
-    """``AssociationSocket.ready``: True without another ``select`` where the DUL's wait just saw the socket
-    readable (the DUL thread is its only reader); otherwise pynetdicom's."""
+    """``AssociationSocket.ready``: True without a ``select`` where bytes read ahead are waiting in the
+    socket's :class:`.pdata.Inbox`, or the DUL's wait has just seen the socket readable (the DUL thread is its
+    only reader); otherwise pynetdicom's."""
+    if self.socket is None or self._is_connected is False:
+        return False
+    if pdata.pending(self):
+        return True
     wake = _wakes.get(threading.get_ident())
-    if wake is not None and wake.readable and self.socket is not None and self._is_connected:
+    if wake is not None and wake.readable:
         wake.readable = False
         return True
     return _ORIGINAL["ready"].fget(self)
@@ -274,8 +266,7 @@ class _Time(types.ModuleType):
 # pynetdicom's own, as imported (before any replacement): the fallbacks, and what uninstall() puts back
 _ORIGINAL: dict = dict(send_msg=_dimse.DIMSEServiceProvider.send_msg, create_file_meta=_messages.create_file_meta,
                        write_file_meta_info=_messages.write_file_meta_info, time=_association.time,
-                       dul_time=_dul.time, recv=_transport.AssociationSocket.recv,
-                       read_pdu_data=_dul.DULServiceProvider._read_pdu_data, ready=_transport.AssociationSocket.ready,
+                       dul_time=_dul.time, read_pdu_data=_dul.DULServiceProvider._read_pdu_data, ready=_transport.AssociationSocket.ready,
                        set_uid=_primitives.set_uid)
 
 
@@ -293,7 +284,6 @@ def install() -> bool:
         _messages.write_file_meta_info = _write_file_meta
         _dimse.DIMSEServiceProvider.send_msg = _send_msg
         _association.time = _dul.time = _Time("time")
-        _transport.AssociationSocket.recv = _recv
         _dul.DULServiceProvider._read_pdu_data = pdata.read_pdu_data
         _transport.AssociationSocket.ready = property(_ready)
         _primitives.set_uid = _set_uid
@@ -311,7 +301,6 @@ def uninstall() -> None:
         _messages.write_file_meta_info = _ORIGINAL["write_file_meta_info"]
         _dimse.DIMSEServiceProvider.send_msg = _ORIGINAL["send_msg"]
         _association.time, _dul.time = _ORIGINAL["time"], _ORIGINAL["dul_time"]
-        _transport.AssociationSocket.recv = _ORIGINAL["recv"]
         _dul.DULServiceProvider._read_pdu_data = _ORIGINAL["read_pdu_data"]
         _transport.AssociationSocket.ready = _ORIGINAL["ready"]
         _primitives.set_uid = _ORIGINAL["set_uid"]

@@ -15,6 +15,11 @@ not wait on its socket (:func:`direct`; the TLS ones, which poll), anything boun
 would skip (``EVT_DATA_RECV``, ``EVT_PDU_RECV``, ``EVT_FSM_TRANSITION``), and a PDU whose items do not add up
 to its length (pynetdicom decodes it and answers as it does: Evt19, an abort). An exception from the DIMSE
 layer (a temporary file that cannot be written) ends the association with an A-ABORT from pynetdicom's reactor.
+
+PDUs are read through an :class:`Inbox` per socket: each ``recv`` takes what the socket holds (up to
+:data:`CHUNK`), so a PDU's header and body, and often the next PDU, come in one syscall instead of pynetdicom's
+two or more per PDU, and ``ready`` answers True without a ``select`` while bytes are waiting in it. Under
+several associations every syscall from Python is a hand-over of the GIL (bench/README.md).
 """
 from __future__ import annotations
 
@@ -29,6 +34,59 @@ _HEADER = struct.Struct(">BBL")  # PDU type, reserved, PDU length
 _ITEM = struct.Struct(">LB")  # PDV item length, presentation context ID
 _SKIPPED = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_FSM_TRANSITION)
 _ATTR = "_svdmark_direct_pdata"
+_INBOX = "_svdmark_inbox"
+CHUNK = 262_144  # bytes asked of the socket per recv: svdmark's largest receive PDU (config.max_pdu)
+
+
+class Inbox:
+    """Bytes read from one association's socket and not yet taken as PDUs (only its DUL thread reads)."""
+
+    __slots__ = ("buf", "start", "end")
+
+    def __init__(self) -> None:
+        self.buf, self.start, self.end = bytearray(CHUNK), 0, 0
+
+    def pending(self) -> int:
+        return self.end - self.start
+
+    def take(self, sock, n: int) -> memoryview:
+        """The next ``n`` bytes, as a view valid until the next ``take``; fewer only when the peer closed the
+        connection first. ``OSError`` as the socket raises it."""
+        while self.end - self.start < n:
+            if len(self.buf) - self.start < n:  # no room for the rest after start: move what is left to the front
+                pending = self.end - self.start
+                if len(self.buf) < n:
+                    new = bytearray(max(n, CHUNK))
+                    new[:pending] = self.buf[self.start:self.end]
+                    self.buf = new
+                else:
+                    self.buf[:pending] = self.buf[self.start:self.end]
+                self.start, self.end = 0, pending
+            got = sock.recv_into(memoryview(self.buf)[self.end:])
+            if not got:
+                break
+            self.end += got
+        n = min(n, self.end - self.start)
+        view = memoryview(self.buf)[self.start:self.start + n]
+        self.start += n
+        if self.start == self.end:
+            self.start = self.end = 0
+        return view
+
+
+def inbox(assoc_socket) -> Inbox:
+    """The :class:`Inbox` of a pynetdicom ``AssociationSocket`` (made on first use)."""
+    box = getattr(assoc_socket, _INBOX, None)
+    if box is None:
+        box = Inbox()
+        setattr(assoc_socket, _INBOX, box)
+    return box
+
+
+def pending(assoc_socket) -> int:
+    """Bytes read from ``assoc_socket`` and not yet taken."""
+    box = getattr(assoc_socket, _INBOX, None)
+    return box.pending() if box is not None else 0
 
 
 def direct(dul) -> None:
@@ -63,8 +121,9 @@ def _takes_direct(dul) -> bool:
 def read_pdu_data(self) -> None:
     """``DULServiceProvider._read_pdu_data`` (module doc)."""
     fast = _takes_direct(self)
+    box, sock = inbox(self.socket), self.socket.socket
     try:
-        head = self.socket.recv(6)
+        head = bytes(box.take(sock, 6))
     except (OSError, TimeoutError) as exc:
         LOGGER.error("Connection closed before the entire PDU was received")
         LOGGER.exception(exc)
@@ -80,7 +139,7 @@ def read_pdu_data(self) -> None:
         self.event_queue.put("Evt19")
         return
     try:
-        body = self.socket.recv(pdu_length)
+        body = box.take(sock, pdu_length)
     except (OSError, TimeoutError) as exc:
         LOGGER.error("Connection closed before the entire PDU was received")
         LOGGER.exception(exc)
@@ -94,7 +153,7 @@ def read_pdu_data(self) -> None:
     pdvs = split_pdvs(body) if fast and pdu_type == 0x04 else None
     if pdvs is not None:
         primitive = P_DATA()
-        primitive._presentation_data_value_list = pdvs  # memoryviews: DIMSE copies what it keeps
+        primitive._presentation_data_value_list = pdvs  # views into the inbox: DIMSE copies what it keeps
         self.assoc.dimse.receive_primitive(primitive)
         return
     try:
