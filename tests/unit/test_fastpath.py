@@ -211,3 +211,17 @@ def test_ready_is_true_while_bytes_read_ahead_wait():
     finally:
         ours.close()
         peer.close()
+
+
+def test_the_dul_wait_does_not_wait_while_bytes_read_ahead_wait(monkeypatch):
+    monkeypatch.setattr(fastpath, "IDLE_WAIT", 3600.0)
+    ours, peer = socket.socketpair()
+    assoc_socket = SimpleNamespace(socket=ours, _is_connected=True)
+    try:
+        wake = fastpath._Wake(ours, queue.Queue(), assoc_socket)
+        peer.sendall(b"\x04\x00\x00")
+        pdata.inbox(assoc_socket).take(ours, 1)  # two bytes read ahead, none left on the socket
+        assert _wait_returns(wake)
+    finally:
+        ours.close()
+        peer.close()

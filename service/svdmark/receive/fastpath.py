@@ -161,10 +161,11 @@ def _plain_store_rsp(primitive) -> bytes | None:
 
 class _Wake:
     """A DUL thread's idle wait: until its socket is readable, an answer is queued to send (a byte on a
-    pipe, written by the queue's ``put``), or :data:`IDLE_WAIT` has passed."""
+    pipe, written by the queue's ``put``), or :data:`IDLE_WAIT` has passed; none while bytes read ahead wait
+    in the association socket's inbox (``assoc_socket``, :mod:`.pdata`)."""
 
-    def __init__(self, sock, to_provider_queue):
-        self.sock = sock
+    def __init__(self, sock, to_provider_queue, assoc_socket=None):
+        self.sock, self.assoc_socket = sock, assoc_socket
         self.r, self.w = os.pipe()
         self.readable = False  # the last wait saw the socket readable, and nothing has read from it since
         os.set_blocking(self.r, False)
@@ -190,6 +191,8 @@ class _Wake:
 
     def wait(self) -> None:
         self.readable = False
+        if self.assoc_socket is not None and pdata.pending(self.assoc_socket):
+            return  # the next PDU, or its start, is here already
         try:
             ready, _, _ = select.select([self.sock, self.r], [], [], IDLE_WAIT)
         except (OSError, ValueError):  # the socket is closed: the DUL finds out on its next loop
@@ -315,7 +318,7 @@ def wake_on_requests(assoc) -> None:
     dul = assoc.dul
     raw = getattr(dul.socket, "socket", None)
     if raw is not None and not isinstance(raw, ssl.SSLSocket) and dul.ident is not None:
-        _wakes[dul.ident] = _Wake(raw, dul.to_provider_queue)
+        _wakes[dul.ident] = _Wake(raw, dul.to_provider_queue, dul.socket)
         pdata.direct(dul)
 
 
