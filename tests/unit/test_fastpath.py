@@ -18,7 +18,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, encode
 from pynetdicom.pdu_primitives import P_DATA
 
-from svdmark.receive import fastpath, pdata
+from svdmark.receive import datasetfile, fastpath, pdata
 
 EVEN_UID = "1.2.34"  # 6 characters
 ODD_UID = "1.2.345"  # 7 characters: padded with a NUL
@@ -86,8 +86,9 @@ def test_install_replaces_and_uninstall_restores():
     try:
         originals = (dimse_messages.create_file_meta, pn_dimse.DIMSEServiceProvider.send_msg, pn_dul.time,
                      pn_dul.DULServiceProvider._read_pdu_data, pn_transport.AssociationSocket.ready,
-                     pn_primitives.set_uid)
+                     pn_primitives.set_uid, dimse_messages.NamedTemporaryFile)
         assert fastpath.install()
+        assert dimse_messages.NamedTemporaryFile is datasetfile.named_temporary_file
         assert pn_dul.DULServiceProvider._read_pdu_data is pdata.read_pdu_data
         assert pn_transport.AssociationSocket.ready.fget is fastpath._ready
         assert pn_primitives.set_uid is fastpath._set_uid
@@ -97,7 +98,7 @@ def test_install_replaces_and_uninstall_restores():
         fastpath.uninstall()
         assert (dimse_messages.create_file_meta, pn_dimse.DIMSEServiceProvider.send_msg, pn_dul.time,
                 pn_dul.DULServiceProvider._read_pdu_data, pn_transport.AssociationSocket.ready,
-                pn_primitives.set_uid) == originals
+                pn_primitives.set_uid, dimse_messages.NamedTemporaryFile) == originals
     finally:
         if installed:
             fastpath.install()
@@ -178,7 +179,8 @@ def test_a_uid_pynetdicom_refuses_is_refused_every_time():
 def test_ready_trusts_the_wait_once_then_asks_the_socket(monkeypatch):
     monkeypatch.setattr(fastpath, "IDLE_WAIT", 3600.0)
     ours, peer = socket.socketpair()
-    wake = fastpath._Wake(ours, queue.Queue())
+    to_provider = queue.Queue()  # kept: the wait's pipe closes with it
+    wake = fastpath._Wake(ours, to_provider)
     assoc_socket = SimpleNamespace(socket=ours, _is_connected=True, event_queue=queue.Queue())
     fastpath._wakes[threading.get_ident()] = wake
     try:
@@ -218,7 +220,8 @@ def test_the_dul_wait_does_not_wait_while_bytes_read_ahead_wait(monkeypatch):
     ours, peer = socket.socketpair()
     assoc_socket = SimpleNamespace(socket=ours, _is_connected=True)
     try:
-        wake = fastpath._Wake(ours, queue.Queue(), assoc_socket)
+        to_provider = queue.Queue()  # kept: the wait's pipe closes with it
+        wake = fastpath._Wake(ours, to_provider, assoc_socket)
         peer.sendall(b"\x04\x00\x00")
         pdata.inbox(assoc_socket).take(ours, 1)  # two bytes read ahead, none left on the socket
         assert _wait_returns(wake)

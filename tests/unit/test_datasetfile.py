@@ -1,0 +1,56 @@
+"""The received data set's temporary file holds exactly what pynetdicom writes, where tempfile would put it."""
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+
+import pytest
+
+from svdmark.receive import datasetfile
+
+
+def _pynetdicom_writes(f, pieces) -> None:
+    """The calls pynetdicom's decode_msg makes: preamble, 'DICM', File Meta, then each fragment + file.flush()."""
+    f.write(b"\x00" * 128)
+    f.write(b"DICM")
+    f.write(b"\x02\x00" * 100)
+    for piece in pieces:
+        f.write(piece)
+        f.file.flush()
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"x" * 131_060, memoryview(b"y" * 200_000)[1:], b"z" * 1586],  # large fragments, a view, a small tail
+    [b"a" * 10],  # a tiny data set
+    [],  # none (a zero-length data set)
+])
+def test_same_bytes_as_named_temporary_file(pieces, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ours = datasetfile.named_temporary_file(delete=False, mode="wb", suffix=".dcm")
+    theirs = tempfile.NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")
+    for f in (ours, theirs):
+        _pynetdicom_writes(f, pieces)
+    # the data set is on file before close: the handler reads it while pynetdicom still holds it open
+    assert open(ours.name, "rb").read() == open(theirs.name, "rb").read()
+    for f in (ours, theirs):
+        f.close()
+    assert open(ours.name, "rb").read() == open(theirs.name, "rb").read()
+    assert os.path.dirname(ours.name) == str(tmp_path) and ours.name.endswith(".dcm")
+    assert stat.S_IMODE(os.stat(ours.name).st_mode) == 0o600
+
+
+def test_names_are_never_reused(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    taken = datasetfile.named_temporary_file(delete=False, mode="wb", suffix=".dcm")
+    taken.close()
+    monkeypatch.setattr(datasetfile, "_counter", iter([int(taken.name.rsplit("-", 1)[1][:-4]), 10**9]))
+    again = datasetfile.named_temporary_file(delete=False, mode="wb", suffix=".dcm")  # first name exists: next
+    again.close()
+    assert again.name != taken.name and again.name.endswith("-1000000000.dcm")
+
+
+def test_any_other_call_is_the_standard_librarys():
+    with datasetfile.named_temporary_file() as f:  # delete=True, mode w+b
+        assert not isinstance(f, datasetfile.DatasetFile)
+        f.write(b"abc")
