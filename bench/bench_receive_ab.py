@@ -6,7 +6,8 @@ Each tree's ``service/`` directory (e.g. from ``git worktree add /tmp/base <comm
 ``svdmark serve --roles receive`` (``PYTHONPATH`` set to it); both take the same 400 fresh 512x512 CT instances
 per run over ``--associations`` concurrent dcmtk storescu associations, A and B alternating which goes first.
 Prints each run's rates and the median of the B/A ratios: on a shared machine whose speed drifts, a ratio
-within one run is comparable where rates from different minutes are not (bench/README.md).
+within one run is comparable where rates from different minutes are not (bench/README.md). Also each
+receiver's CPU time (user + system) per instance: what bounds the rate where the GIL is the limit.
 """
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_service import Corpus, Receiver, ingest_rate, spool_count  # noqa: E402  (also sets TCP_NODELAY)
 from svdmark_phantom import write_study  # noqa: E402
 from tests.peers import Svdmark  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc): steadier than a rate on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -42,13 +49,17 @@ def main() -> int:
             peers.append(svd)
             receivers[name] = Receiver(name, svd.port, "SVDMARK", spool_count(svd.data_dir), svd.proc.pid)
         rates: dict[str, list[float]] = {"A": [], "B": []}
+        cpu: dict[str, list[float]] = {"A": [], "B": []}  # receiver CPU (user + system) per instance, ms
         for r in range(args.repeats):
             for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
                 sets = corpus.make(args.instances, args.associations)
                 os.sync()
+                before = cpu_seconds(receivers[name].pid)
                 rates[name].append(ingest_rate(receivers[name], sets))
+                cpu[name].append((cpu_seconds(receivers[name].pid) - before) / args.instances * 1000)
             print(f"run {r + 1}: A {rates['A'][-1]:.1f}  B {rates['B'][-1]:.1f} instances/s  "
-                  f"B/A {rates['B'][-1] / rates['A'][-1]:.2f}", flush=True)
+                  f"B/A {rates['B'][-1] / rates['A'][-1]:.2f};  CPU per instance A {cpu['A'][-1]:.2f}  "
+                  f"B {cpu['B'][-1]:.2f} ms", flush=True)
     finally:
         for p in reversed(peers):
             p.stop()
@@ -56,6 +67,9 @@ def main() -> int:
     ratios = [b / a for a, b in zip(rates["A"], rates["B"])]
     print(f"median A {statistics.median(rates['A']):.1f}  B {statistics.median(rates['B']):.1f} instances/s  "
           f"median B/A {statistics.median(ratios):.2f}  ({args.associations} association(s), {args.repeats} runs)")
+    cpu_ratios = [b / a for a, b in zip(cpu["A"], cpu["B"])]
+    print(f"receiver CPU per instance: median A {statistics.median(cpu['A']):.2f}  B {statistics.median(cpu['B']):.2f} ms"
+          f"  median B/A {statistics.median(cpu_ratios):.2f}")
     print(f"reproduce: .venv/bin/python bench/bench_receive_ab.py {' '.join(sys.argv[1:])}")
     return 0
 

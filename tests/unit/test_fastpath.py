@@ -18,7 +18,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, encode
 from pynetdicom.pdu_primitives import P_DATA
 
-from svdmark.receive import datasetfile, fastpath, pdata
+from svdmark.receive import command, datasetfile, fastpath, pdata
 
 EVEN_UID = "1.2.34"  # 6 characters
 ODD_UID = "1.2.345"  # 7 characters: padded with a NUL
@@ -86,8 +86,9 @@ def test_install_replaces_and_uninstall_restores():
     try:
         originals = (dimse_messages.create_file_meta, pn_dimse.DIMSEServiceProvider.send_msg, pn_dul.time,
                      pn_dul.DULServiceProvider._read_pdu_data, pn_transport.AssociationSocket.ready,
-                     pn_primitives.set_uid, dimse_messages.NamedTemporaryFile)
+                     pn_primitives.set_uid, dimse_messages.NamedTemporaryFile, dimse_messages.decode)
         assert fastpath.install()
+        assert dimse_messages.decode is command.decode
         assert dimse_messages.NamedTemporaryFile is datasetfile.named_temporary_file
         assert pn_dul.DULServiceProvider._read_pdu_data is pdata.read_pdu_data
         assert pn_transport.AssociationSocket.ready.fget is fastpath._ready
@@ -98,7 +99,7 @@ def test_install_replaces_and_uninstall_restores():
         fastpath.uninstall()
         assert (dimse_messages.create_file_meta, pn_dimse.DIMSEServiceProvider.send_msg, pn_dul.time,
                 pn_dul.DULServiceProvider._read_pdu_data, pn_transport.AssociationSocket.ready,
-                pn_primitives.set_uid, dimse_messages.NamedTemporaryFile) == originals
+                pn_primitives.set_uid, dimse_messages.NamedTemporaryFile, dimse_messages.decode) == originals
     finally:
         if installed:
             fastpath.install()

@@ -28,6 +28,8 @@ association poll at fixed intervals. Cutting these took the receiver's CPU per 5
   ``AssociationSocket.ready`` answers from the buffer, or from that wait where it has just seen the socket
   readable, instead of another ``select`` (each one a release and re-take of the GIL);
 * the received data set's temporary file: :mod:`.datasetfile`;
+* the received command set: :mod:`.command` (pydicom's reader, its hooks and its regular expressions for
+  seven plain elements);
 * the UIDs: the DIMSE primitives' ``set_uid`` builds and validates a UID with two regular expressions each
   time a C-STORE's UIDs are set, on its request and again on its response; :func:`_set_uid` remembers the
   last 1024 (a UID that fails is refused every time, as before).
@@ -59,7 +61,7 @@ from pynetdicom.pdu_primitives import P_DATA
 from pydicom.uid import UID
 
 from ..logs import event
-from . import datasetfile, pdata
+from . import command, datasetfile, pdata
 
 log = logging.getLogger("svdmark.receive")
 
@@ -271,7 +273,8 @@ class _Time(types.ModuleType):
 _ORIGINAL: dict = dict(send_msg=_dimse.DIMSEServiceProvider.send_msg, create_file_meta=_messages.create_file_meta,
                        write_file_meta_info=_messages.write_file_meta_info, time=_association.time,
                        dul_time=_dul.time, read_pdu_data=_dul.DULServiceProvider._read_pdu_data, ready=_transport.AssociationSocket.ready,
-                       set_uid=_primitives.set_uid, named_temporary_file=_messages.NamedTemporaryFile)
+                       set_uid=_primitives.set_uid, named_temporary_file=_messages.NamedTemporaryFile,
+                       decode=_messages.decode)
 
 
 def install() -> bool:
@@ -292,6 +295,7 @@ def install() -> bool:
         _transport.AssociationSocket.ready = property(_ready)
         _primitives.set_uid = _set_uid
         _messages.NamedTemporaryFile = datasetfile.named_temporary_file
+        _messages.decode = command.decode
         _installed = True
         return True
 
@@ -310,6 +314,7 @@ def uninstall() -> None:
         _transport.AssociationSocket.ready = _ORIGINAL["ready"]
         _primitives.set_uid = _ORIGINAL["set_uid"]
         _messages.NamedTemporaryFile = _ORIGINAL["named_temporary_file"]
+        _messages.decode = _ORIGINAL["decode"]
         _installed = False
 
 
