@@ -28,6 +28,7 @@ localhost only behind a firewall or a reverse proxy.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -71,7 +72,14 @@ def process_identity(roles, host: str) -> None:
 
 def instance_received(outcome: str, status: int = 0x0000) -> None:
     """Count one answered C-STORE: outcome ``stored|duplicate|replaced|rejected|error`` (journal's ``new`` = stored)."""
-    INSTANCES.labels(outcome="stored" if outcome == "new" else outcome, status=f"0x{status:04X}").inc()
+    _instances(outcome, status).inc()
+
+
+@functools.lru_cache(maxsize=256)
+def _instances(outcome: str, status: int):
+    """The labelled counter of one outcome and status (looked up once: ``labels`` takes a lock and builds a key
+    on every call, for every instance received; the labels never go away)."""
+    return INSTANCES.labels(outcome="stored" if outcome == "new" else outcome, status=f"0x{status:04X}")
 
 
 def delivery_outcome(outcome: str, destination: str) -> None:

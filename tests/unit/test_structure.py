@@ -80,3 +80,16 @@ def test_inflate_refuses_a_bomb():
     with pytest.raises(StructureError) as exc:
         structure.inflate(bomb, 1_000_000)
     assert exc.value.kind == structure.LENGTH
+
+
+def test_a_dataset_is_checked_where_it_lies_in_a_larger_buffer():
+    body = MODALITY + seq_undefined(0x0008, 0x1140, item(CODE)) + el(0x0008, 0x0100, "SH", b"X ")
+    collect = frozenset({0x00080060, 0x00081140, 0x00080100})
+    alone = structure.check(body, implicit=False, little=True, collect=collect)
+    prefix = b"\xff" * 132  # e.g. a preamble: never read
+    within = structure.check(prefix + body, implicit=False, little=True, collect=collect, start=len(prefix))
+    assert {t: s._replace(offset=s.offset - len(prefix)) for t, s in within.items()} == alone
+    with pytest.raises(StructureError):  # nothing after start
+        structure.check(prefix, implicit=False, little=True, start=len(prefix))
+    with pytest.raises(StructureError):  # a broken element after start is found as before
+        structure.check(prefix + body[:-1], implicit=False, little=True, start=len(prefix))

@@ -165,11 +165,11 @@ def _parse(data: bytes, max_bytes: int | None) -> _Header:
         raise Rejected(STATUS_CANNOT_UNDERSTAND, f"the file meta cannot be parsed ({reason})") from None
     if not ts or not ts.is_transfer_syntax:
         raise Rejected(STATUS_CANNOT_UNDERSTAND, "the file meta names no known transfer syntax")
-    body = data[start:]
+    body = data  # the dataset is checked and read where it lies, from ``start`` (a copy of it costs more)
     try:
         if ts == DeflatedExplicitVRLittleEndian:
-            body = structure.inflate(body, INFLATE_FACTOR * (max_bytes or len(data) * 64))
-        spans = structure.check(body, ts.is_implicit_VR, ts.is_little_endian, collect=_PARSED_TAG_SET)
+            body, start = structure.inflate(data[start:], INFLATE_FACTOR * (max_bytes or len(data) * 64)), 0
+        spans = structure.check(body, ts.is_implicit_VR, ts.is_little_endian, collect=_PARSED_TAG_SET, start=start)
     except structure.StructureError as exc:
         raise Rejected(_STRUCTURE_STATUS[exc.kind], str(exc)) from None
     pixels = spans.pop(_PIXEL_DATA, None)

@@ -84,27 +84,29 @@ def inflate(body: bytes, limit: int) -> bytes:
     return out
 
 
-def check(body: bytes, implicit: bool, little: bool, collect: frozenset[int] = frozenset()) -> dict[int, Span]:
-    """Walk every element header of ``body`` (nested sequences included); raise on the first problem.
+def check(body: bytes, implicit: bool, little: bool, collect: frozenset[int] = frozenset(),
+          start: int = 0) -> dict[int, Span]:
+    """Walk every element header of the dataset in ``body[start:]`` (nested sequences included); raise on the
+    first problem. (``start``: a received file's dataset is checked where it lies, never copied out.)
 
-    Returns the spans of the top-level elements whose tags are in ``collect``."""
-    if not body:
+    Returns the spans of the top-level elements whose tags are in ``collect``, offsets into ``body``."""
+    if len(body) <= start:
         raise StructureError(LENGTH, "the dataset is empty")
-    _sniff(body, implicit, little)
+    _sniff(body, start, implicit, little)
     found: dict[int, Span] = {}
-    end = _walk(body, 0, len(body), implicit, little, 0, until_delimiter=False, collect=collect, found=found)
+    end = _walk(body, start, len(body), implicit, little, 0, until_delimiter=False, collect=collect, found=found)
     if end != len(body):  # pragma: no cover - _walk consumes to the end or raises
         raise StructureError(LENGTH, "trailing bytes after the dataset")
     return found
 
 
-def _sniff(body: bytes, implicit: bool, little: bool) -> None:
+def _sniff(body: bytes, start: int, implicit: bool, little: bool) -> None:
     """The first element tells whether the body is encoded as declared (explicit vs implicit VR)."""
-    if len(body) < 8:
+    if len(body) - start < 8:
         raise StructureError(LENGTH, "the dataset ends inside its first element header")
     fmt = "<HH" if little else ">HH"
-    group, elem = struct.unpack_from(fmt, body, 0)
-    vr = body[4:6]
+    group, elem = struct.unpack_from(fmt, body, start)
+    vr = body[start + 4:start + 6]
     looks_explicit = vr.isalpha() and vr.isupper() and vr.decode() in _KNOWN_VR
     if implicit and looks_explicit:
         try:
