@@ -27,6 +27,12 @@ _MAX_DEPTH = 32
 
 LENGTH, ENCODING, UNKNOWN_VR = "length", "encoding", "vr"
 
+# Explicit VR Little Endian, nearly every received instance: one unpack per header, the VR looked up as bytes
+_EXPLICIT_LE = struct.Struct("<HH2sH")  # group, element, VR, 2-byte length
+_UL_LE = struct.Struct("<I")
+_SHORT_VR_LE = {v.encode(): v for v in _KNOWN_VR - _LONG_VR}
+_LONG_VR_LE = {v.encode(): v for v in _KNOWN_VR & _LONG_VR}
+
 
 class Span(NamedTuple):
     """Where one top-level element's value lies in the body: ``offset`` and ``length`` of the value bytes
@@ -122,6 +128,15 @@ def _sniff(body: bytes, start: int, implicit: bool, little: bool) -> None:
 
 def _header(body: bytes, pos: int, end: int, implicit: bool, little: bool) -> tuple[int, str | None, int, int]:
     """(tag, VR or None, length, header size) of the element at ``pos``."""
+    if little and not implicit and pos + 12 <= end:  # the common case; anything unusual takes the path below
+        group, elem, raw, short = _EXPLICIT_LE.unpack_from(body, pos)
+        if group != 0xFFFE:
+            vr = _SHORT_VR_LE.get(raw)
+            if vr is not None:
+                return (group << 16) | elem, vr, short, 8
+            vr = _LONG_VR_LE.get(raw)
+            if vr is not None:
+                return (group << 16) | elem, vr, _UL_LE.unpack_from(body, pos + 8)[0], 12
     e = "<" if little else ">"
     if pos + 8 > end:
         raise StructureError(LENGTH, f"the data ends inside an element header at offset {pos}")
