@@ -51,7 +51,7 @@ class ObjectStore(Protocol):
     def write(self, area: Path, study_uid: str, series_uid: str, sop_uid: str, data: bytes) -> Path: ...
 
     def place(self, area: Path, study_uid: str, series_uid: str, sop_uid: str, data: bytes,
-              source: Path | None = None) -> Path: ...
+              source: Path | None = None, source_synced: bool = False) -> Path: ...
 
     def discard(self, path: Path) -> None: ...
 
@@ -78,13 +78,14 @@ class Spool:
         return final
 
     def place(self, area: Path, study_uid: str, series_uid: str, sop_uid: str, data: bytes,
-              source: Path | None = None) -> Path:
+              source: Path | None = None, source_synced: bool = False) -> Path:
         """Like :meth:`write`; when ``source`` is a file holding exactly ``data``, it is hard-linked into place
-        instead where it can be (the same filesystem), and ``data`` written where it cannot."""
+        instead where it can be (the same filesystem), and ``data`` written where it cannot.
+        ``source_synced``: the caller has fsynced ``source`` already."""
         final = self.path_for(area, study_uid, series_uid, sop_uid)
         if source is not None:
             try:
-                link_durably(Path(source), final)
+                link_durably(Path(source), final, synced=source_synced)
                 return final
             except OSError:  # another filesystem (EXDEV), links not allowed (EPERM): copy
                 pass
@@ -143,18 +144,19 @@ def write_durably(final: Path, data: bytes) -> None:
     _install(Path(tmp), final)
 
 
-def link_durably(source: Path, final: Path) -> None:
-    """``final`` as a hard link to ``source``: ``source`` fsynced (its data may not be on disk yet: the listener's
-    received file), linked into place (where ``final`` exists already: under a temporary name, then renamed
-    over it), directory fsynced. Either way ``final`` names complete data or nothing.
+def link_durably(source: Path, final: Path, synced: bool = False) -> None:
+    """``final`` as a hard link to ``source``: ``source`` fsynced unless ``synced`` (its data may not be on disk
+    yet: the listener's received file), linked into place (where ``final`` exists already: under a temporary
+    name, then renamed over it), directory fsynced. Either way ``final`` names complete data or nothing.
 
     The file's data is ``source``'s, shared: it must not be changed in place afterwards (svdmark never does)."""
     ensure_directory(final.parent)
-    fd = os.open(source, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if not synced:
+        fd = os.open(source, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     try:
         os.link(source, final)
     except FileExistsError:  # a replaced instance

@@ -39,3 +39,47 @@ def test_a_received_file_on_another_filesystem_is_copied(tmp_path):
         assert path.read_bytes() == b"other" and not os.path.samefile(path, other)
     finally:
         other.unlink()
+
+
+def test_a_source_the_caller_synced_is_not_synced_again(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(spool_mod.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+                        or real_fsync(fd))
+    spool = Spool(tmp_path / "spool")
+    received = tmp_path / "received.dcm"
+    received.write_bytes(b"DICM-bytes")
+    path = spool.place(spool.incoming, "1.2", "1.2.3", "1.2.3.4", b"DICM-bytes", source=received, source_synced=True)
+    assert os.path.samefile(path, received)
+    assert str(received) not in synced and synced[-1] == str(path.parent)  # the directory still is
+
+
+def test_an_instance_sent_again_with_other_bytes_replaces_the_linked_file(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    first, second = tmp_path / "first.dcm", tmp_path / "second.dcm"
+    first.write_bytes(b"one")
+    second.write_bytes(b"two")
+    path = spool.place(spool.incoming, "1.2", "1.2.3", "1.2.3.4", b"one", source=first)
+    again = spool.place(spool.incoming, "1.2", "1.2.3", "1.2.3.4", b"two", source=second)
+    assert again == path and path.read_bytes() == b"two" and os.path.samefile(path, second)
+    assert first.read_bytes() == b"one"  # the first received file untouched
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_the_received_file_is_read_and_synced_through_one_descriptor(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from svdmark.receive import scp
+
+    received = tmp_path / "received.dcm"
+    received.write_bytes(b"\0" * 128 + b"DICM" + b"x" * 70_000)
+    ev = SimpleNamespace(dataset_path=str(received))
+    assert scp._received_bytes(ev, 1 << 20) == (received.read_bytes(), True)
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(scp.os, "fsync", full)  # spool.place then syncs it and reports a failure as the spool's
+    assert scp._received_bytes(ev, 1 << 20) == (received.read_bytes(), False)
+    with pytest.raises(scp.Rejected):
+        scp._received_bytes(ev, 1000)  # over the cap: refused from the size, before reading

@@ -185,19 +185,20 @@ class Receiver:
         if affected not in SUPPORTED_SOP_CLASSES:
             return self._unsupported(ev, affected, request_sop, calling)
         try:
-            data = _received_bytes(ev, self.config.max_dataset_bytes)
+            data, synced = _received_bytes(ev, self.config.max_dataset_bytes)
             item = inspect(data, affected, self.config.max_dataset_bytes)
         except Rejected as exc:
             return self._rejected(exc, request_sop, calling)
         except Exception as exc:  # a bug or a pydicom surprise: a status and the type, never a traceback
             return self._rejected(Rejected(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be parsed "
                                            f"({type(exc).__name__})"), request_sop, calling)
-        return self._store(ev, item, data, calling)
+        return self._store(ev, item, data, calling, synced)
 
-    def _store(self, ev, item, data: bytes, calling: str) -> int:
+    def _store(self, ev, item, data: bytes, calling: str, synced: bool) -> int:
         try:
             outcome = keep(self.journal, self.spool, item, data, transfer_syntax=str(ev.context.transfer_syntax),
-                           calling_ae=calling, source=received_file(ev))  # linked into the spool, not copied
+                           calling_ae=calling, source=received_file(ev),  # linked into the spool, not copied
+                           source_synced=synced)
         except (OSError, *JOURNAL_ERRORS) as exc:
             where = "spool" if isinstance(exc, OSError) else "journal"  # store.keep: OSError is the spool's
             self.storage.failed(where, exc)
@@ -383,14 +384,18 @@ def _site_key(config: Config) -> bytes | None:
         return None
 
 
-def _received_bytes(ev, max_bytes: int) -> bytes:
-    """The Part 10 bytes of a C-STORE; refused from the file size before reading when over the cap."""
+def _received_bytes(ev, max_bytes: int) -> tuple[bytes, bool]:
+    """The Part 10 bytes of a C-STORE, and whether its received file is fsynced; refused from the file size
+    before reading when over the cap. The file is fsynced through the descriptor that read it (a second open
+    and close, each a GIL hand-over under several associations, saved in :meth:`Spool.place`, which then links
+    it into the spool); where that fails (a full disk), ``Spool.place`` tries again and reports it as the
+    spool's error."""
     path = received_file(ev)
     if path is None:  # received in memory (an AE built without build_ae)
         data = ev.encoded_dataset(include_meta=True)
         if len(data) > max_bytes:
             raise Rejected(STATUS_DATASET_TOO_LARGE, f"dataset of {len(data)} bytes exceeds the limit of {max_bytes}")
-        return data
+        return data, False
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # not a Python file object: 4 syscalls instead of 10
     try:
         size = os.fstat(fd).st_size
@@ -403,7 +408,12 @@ def _received_bytes(ev, max_bytes: int) -> bytes:
                 break
             chunks.append(chunk)
             got += len(chunk)
-        return b"".join(chunks)  # one chunk: that chunk, not a copy
+        try:
+            os.fsync(fd)
+            synced = True
+        except OSError:
+            synced = False
+        return b"".join(chunks), synced  # one chunk: that chunk, not a copy
     finally:
         os.close(fd)
 
