@@ -10,11 +10,17 @@ from svdmark import spool as spool_mod
 from svdmark.spool import Spool
 
 
-def test_a_received_file_on_the_spools_filesystem_is_fsynced_and_linked(tmp_path, monkeypatch):
-    synced = []
+@pytest.fixture
+def synced(monkeypatch) -> list[str]:
+    """The paths the spool fsyncs, in order."""
+    paths: list[str] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(spool_mod.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+    monkeypatch.setattr(spool_mod.os, "fsync", lambda fd: paths.append(os.readlink(f"/proc/self/fd/{fd}"))
                         or real_fsync(fd))
+    return paths
+
+
+def test_a_received_file_on_the_spools_filesystem_is_fsynced_and_linked(tmp_path, synced):
     spool = Spool(tmp_path / "spool")
     received = tmp_path / "received.dcm"
     received.write_bytes(b"DICM-bytes")
@@ -41,11 +47,7 @@ def test_a_received_file_on_another_filesystem_is_copied(tmp_path):
         other.unlink()
 
 
-def test_a_source_the_caller_synced_is_not_synced_again(tmp_path, monkeypatch):
-    synced = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(spool_mod.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-                        or real_fsync(fd))
+def test_a_source_the_caller_synced_is_not_synced_again(tmp_path, synced):
     spool = Spool(tmp_path / "spool")
     received = tmp_path / "received.dcm"
     received.write_bytes(b"DICM-bytes")
