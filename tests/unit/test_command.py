@@ -68,6 +68,15 @@ def _element(element: int, value: bytes) -> bytes:
     return struct.pack("<HHI", 0, element, len(value)) + value
 
 
+@pytest.mark.parametrize("pad", [b"\0", b" "])
+def test_a_uid_padded_either_way_reads_as_pydicom_reads_it(pad):
+    uid = b"1.2.840.10008.5.1.4.1.1.2"  # 25 characters: padded to 26
+    encoded = _element(0x0002, uid + pad) + _element(0x0100, b"\x01\x00") + _element(0x0800, b"\x01\x01")
+    ours, theirs = command.plain(encoded), pydicom_decode(BytesIO(encoded), True, True)
+    assert ours is not None and _as_read(ours) == _as_read(theirs)
+    assert ours.AffectedSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+
+
 @pytest.mark.parametrize("encoded", [
     _element(0x0100, b"\x01\x00\x00"),  # a US of three bytes
     _element(0x1000, b"1.2\\3.4\x00"),  # two UIDs

@@ -54,3 +54,14 @@ def test_any_other_call_is_the_standard_librarys():
     with datasetfile.named_temporary_file() as f:  # delete=True, mode w+b
         assert not isinstance(f, datasetfile.DatasetFile)
         f.write(b"abc")
+
+
+def test_a_file_dropped_unclosed_closes_its_descriptor(tmp_path, monkeypatch):
+    """pynetdicom drops the file of an aborted transfer without closing it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    f = datasetfile.named_temporary_file(delete=False, mode="wb", suffix=".dcm")
+    f.write(b"\x00" * 10_000)
+    fd, name = f.fd, f.name
+    assert os.readlink(f"/proc/self/fd/{fd}") == name
+    del f
+    assert not os.path.exists(f"/proc/self/fd/{fd}") or os.readlink(f"/proc/self/fd/{fd}") != name

@@ -148,11 +148,11 @@ def test_the_reactor_wait_wakes_for_a_request(monkeypatch):
     done = threading.Event()
 
     def reactor():
-        fastpath._queues[threading.get_ident()] = requests
+        setattr(threading.current_thread(), fastpath._REQUESTS, requests)
         try:
             fastpath._Time.sleep(fastpath._REACTOR_POLL)
         finally:
-            fastpath._queues.pop(threading.get_ident(), None)
+            setattr(threading.current_thread(), fastpath._REQUESTS, None)
         done.set()
 
     threading.Thread(target=reactor, daemon=True).start()
@@ -181,9 +181,9 @@ def test_ready_trusts_the_wait_once_then_asks_the_socket(monkeypatch):
     monkeypatch.setattr(fastpath, "IDLE_WAIT", 3600.0)
     ours, peer = socket.socketpair()
     to_provider = queue.Queue()  # kept: the wait's pipe closes with it
-    wake = fastpath._Wake(ours, to_provider)
     assoc_socket = SimpleNamespace(socket=ours, _is_connected=True, event_queue=queue.Queue())
-    fastpath._wakes[threading.get_ident()] = wake
+    wake = fastpath._Wake(ours, to_provider, assoc_socket)
+    setattr(threading.current_thread(), fastpath._WAKE, wake)
     try:
         peer.sendall(b"\x04")
         wake.wait()
@@ -192,11 +192,13 @@ def test_ready_trusts_the_wait_once_then_asks_the_socket(monkeypatch):
         assert fastpath._ready(assoc_socket) is True  # pynetdicom's select: the byte is still there
         ours.recv(1)
         assert fastpath._ready(assoc_socket) is False
-        assoc_socket._is_connected = False
         wake.readable = True
+        other = SimpleNamespace(socket=ours, _is_connected=True, event_queue=queue.Queue())
+        assert fastpath._ready(other) is False  # the wait of another association's socket never answers for it
+        assoc_socket._is_connected = False
         assert fastpath._ready(assoc_socket) is False  # a closed socket is never ready
     finally:
-        fastpath._wakes.pop(threading.get_ident(), None)
+        setattr(threading.current_thread(), fastpath._WAKE, None)
         ours.close()
         peer.close()
 

@@ -81,6 +81,17 @@ def test_the_inbox_reads_ahead_and_says_so():
     assert bytes(box.take(sock, 16)) == bytes(range(4, 20)) and box.pending() == 0
 
 
+def test_a_declared_length_is_not_allocated_before_the_bytes_arrive():
+    box, sock = pdata.Inbox(), _Socket(b"x" * 3_000_000, 70_000)  # 3 MB sent of 4 GiB declared, then closed
+    got = box.take(sock, 0xFFFFFFFF)
+    assert bytes(got) == b"x" * 3_000_000
+    assert len(box.buf) < 8_000_000  # at most about twice what arrived
+    del got
+    box2, sock2 = pdata.Inbox(), _Socket(b"y" * 2_000_000 + b"tail", 1_000_000)
+    assert len(box2.take(sock2, 2_000_000)) == 2_000_000
+    assert bytes(box2.take(sock2, 4)) == b"tail" and len(box2.buf) == pdata.CHUNK  # back to its usual size
+
+
 def _dataset(rows: int) -> Dataset:
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()

@@ -41,7 +41,7 @@ def _value(vr: str, raw: bytes):
         return None
     text = raw.decode("ascii")  # UnicodeDecodeError: not plain
     if vr == "UI":
-        text = text[:-1] if text.endswith("\0") else text
+        text = text.rstrip("\0 ")  # pydicom's convert_UI: trailing NULs and spaces (both seen as padding)
         return UID(text, validation_mode=config.IGNORE) if text and "\0" not in text else None
     text = text.strip(" ")  # AE: leading and trailing spaces are not significant
     return text or None

@@ -74,6 +74,16 @@ class DatasetFile:
                 os.close(self.fd)
                 self.fd = -1
 
+    def __del__(self) -> None:
+        # pynetdicom closes the file only once the request is served: an aborted or dropped transfer just drops it
+        # (NamedTemporaryFile's file object closed itself then too)
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
+
     def __enter__(self) -> "DatasetFile":
         return self
 

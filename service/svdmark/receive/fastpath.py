@@ -70,8 +70,10 @@ _REACTOR_POLL = 0.001  # seconds: the fixed sleep in pynetdicom's Association._r
 IDLE_WAIT = 0.005  # seconds: the longest an event-driven wait lasts (timers, release and kill are checked then)
 _installed = False
 _lock = threading.Lock()
-_queues: dict[int, object] = {}  # association reactor thread id -> its DIMSE request queue
-_wakes: dict[int, "_Wake"] = {}  # DUL thread id -> its wait
+# kept on the thread objects themselves (an Association and its DUL are threads), never in a table keyed by thread
+# id: an id is reused by a later thread, and an association can end without the events that would remove it
+_REQUESTS = "_svdmark_requests"  # on an association's reactor thread: its DIMSE request queue
+_WAKE = "_svdmark_wake"  # on a DUL thread: its wait
 
 
 # ------------------------------------------------------------------ encodings
@@ -231,8 +233,8 @@ def _ready(self) -> bool:
         return False
     if pdata.pending(self):
         return True
-    wake = _wakes.get(threading.get_ident())
-    if wake is not None and wake.readable:
+    wake = getattr(threading.current_thread(), _WAKE, None)
+    if wake is not None and wake.readable and wake.assoc_socket is self:
         wake.readable = False
         return True
     return _ORIGINAL["ready"].fget(self)
@@ -255,12 +257,12 @@ class _Time(types.ModuleType):
 
     @staticmethod
     def sleep(seconds: float) -> None:
-        ident = threading.get_ident()
-        wake = _wakes.get(ident)
+        thread = threading.current_thread()
+        wake = getattr(thread, _WAKE, None)
         if wake is not None:
             wake.wait()
             return
-        queue = _queues.get(ident) if seconds == _REACTOR_POLL else None
+        queue = getattr(thread, _REQUESTS, None) if seconds == _REACTOR_POLL else None
         if queue is None:
             _time.sleep(seconds)
             return
@@ -320,17 +322,18 @@ def uninstall() -> None:
 
 def wake_on_requests(assoc) -> None:
     """An accepted association: its reactor (the association's own thread) and its DUL wait for work, not a
-    fixed time (module doc). Both are keyed by thread, which is how ``_Time.sleep`` finds them."""
-    if getattr(assoc, "ident", None) is not None:
-        _queues[assoc.ident] = assoc.dimse.msg_queue
+    fixed time (module doc). Each wait is kept on its thread object, which is how ``_Time.sleep`` finds it."""
+    dimse = getattr(assoc, "dimse", None)
+    if dimse is not None:
+        setattr(assoc, _REQUESTS, dimse.msg_queue)
     dul = assoc.dul
     raw = getattr(dul.socket, "socket", None)
-    if raw is not None and not isinstance(raw, ssl.SSLSocket) and dul.ident is not None:
-        _wakes[dul.ident] = _Wake(raw, dul.to_provider_queue, dul.socket)
+    if raw is not None and not isinstance(raw, ssl.SSLSocket):
+        setattr(dul, _WAKE, _Wake(raw, dul.to_provider_queue, dul.socket))
         pdata.direct(dul)
 
 
 def forget(assoc) -> None:
-    """The association has ended (any thread)."""
-    _queues.pop(getattr(assoc, "ident", None), None)
-    _wakes.pop(getattr(assoc.dul, "ident", None), None)
+    """The association has ended (any thread): its threads sleep as pynetdicom's do until they stop."""
+    setattr(assoc, _REQUESTS, None)
+    setattr(assoc.dul, _WAKE, None)

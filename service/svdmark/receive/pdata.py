@@ -53,14 +53,16 @@ class Inbox:
         """The next ``n`` bytes, as a view valid until the next ``take``; fewer only when the peer closed the
         connection first. ``OSError`` as the socket raises it."""
         while self.end - self.start < n:
-            if len(self.buf) - self.start < n:  # no room for the rest after start: move what is left to the front
+            missing = n - (self.end - self.start)
+            if len(self.buf) - self.end < min(missing, CHUNK):  # too little room after the data: make some
                 pending = self.end - self.start
-                if len(self.buf) < n:
-                    new = bytearray(max(n, CHUNK))
+                need = pending + min(missing, CHUNK)
+                if need <= len(self.buf):
+                    self.buf[:pending] = self.buf[self.start:self.end]
+                else:  # grown as bytes arrive, never to a length a peer merely declares (a PDU of 4 GiB)
+                    new = bytearray(min(pending + missing, max(need, 2 * len(self.buf))))
                     new[:pending] = self.buf[self.start:self.end]
                     self.buf = new
-                else:
-                    self.buf[:pending] = self.buf[self.start:self.end]
                 self.start, self.end = 0, pending
             got = sock.recv_into(memoryview(self.buf)[self.end:])
             if not got:
@@ -71,6 +73,8 @@ class Inbox:
         self.start += n
         if self.start == self.end:
             self.start = self.end = 0
+            if len(self.buf) > 4 * CHUNK:  # after an outsized PDU (the view keeps the old buffer while it is used)
+                self.buf = bytearray(CHUNK)
         return view
 
 

@@ -196,9 +196,10 @@ class Receiver:
 
     def _store(self, ev, item, data: bytes, calling: str, synced: bool) -> int:
         try:
+            # linked into the spool, not copied, once fsynced; after a failed fsync its pages may be lost while a
+            # second fsync reports success (Linux reports a writeback error once): then the bytes read are written
             outcome = keep(self.journal, self.spool, item, data, transfer_syntax=str(ev.context.transfer_syntax),
-                           calling_ae=calling, source=received_file(ev),  # linked into the spool, not copied
-                           source_synced=synced)
+                           calling_ae=calling, source=received_file(ev) if synced else None, source_synced=True)
         except (OSError, *JOURNAL_ERRORS) as exc:
             where = "spool" if isinstance(exc, OSError) else "journal"  # store.keep: OSError is the spool's
             self.storage.failed(where, exc)
@@ -388,8 +389,8 @@ def _received_bytes(ev, max_bytes: int) -> tuple[bytes, bool]:
     """The Part 10 bytes of a C-STORE, and whether its received file is fsynced; refused from the file size
     before reading when over the cap. The file is fsynced through the descriptor that read it (a second open
     and close, each a GIL hand-over under several associations, saved in :meth:`Spool.place`, which then links
-    it into the spool); where that fails (a full disk), ``Spool.place`` tries again and reports it as the
-    spool's error."""
+    it into the spool); where that fails (an I/O error, a full disk), the spool writes the bytes read instead
+    and reports its own failure, if any, as before."""
     path = received_file(ev)
     if path is None:  # received in memory (an AE built without build_ae)
         data = ev.encoded_dataset(include_meta=True)
