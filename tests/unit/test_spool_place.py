@@ -76,12 +76,12 @@ def test_the_received_file_is_read_and_synced_through_one_descriptor(tmp_path, m
     received = tmp_path / "received.dcm"
     received.write_bytes(b"\0" * 128 + b"DICM" + b"x" * 70_000)
     ev = SimpleNamespace(dataset_path=str(received))
-    assert scp._received_bytes(ev, 1 << 20) == (received.read_bytes(), True)
+    assert scp._received_bytes(ev, 1 << 20) == (received.read_bytes(), received)
 
     def full(fd):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(scp.os, "fsync", full)  # spool.place then syncs it and reports a failure as the spool's
-    assert scp._received_bytes(ev, 1 << 20) == (received.read_bytes(), False)
+    assert scp._received_bytes(ev, 1 << 20) == (received.read_bytes(), None)  # the bytes are written instead
     with pytest.raises(scp.Rejected):
         scp._received_bytes(ev, 1000)  # over the cap: refused from the size, before reading

@@ -41,10 +41,10 @@ Implicit VR Little Endian command set) and PS3.10 §7.1 (File Meta, Explicit VR 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import select
-import functools
 import ssl
 import struct
 import threading
@@ -274,8 +274,8 @@ class _Time(types.ModuleType):
 # pynetdicom's own, as imported (before any replacement): the fallbacks, and what uninstall() puts back
 _ORIGINAL: dict = dict(send_msg=_dimse.DIMSEServiceProvider.send_msg, create_file_meta=_messages.create_file_meta,
                        write_file_meta_info=_messages.write_file_meta_info, time=_association.time,
-                       dul_time=_dul.time, read_pdu_data=_dul.DULServiceProvider._read_pdu_data, ready=_transport.AssociationSocket.ready,
-                       set_uid=_primitives.set_uid, named_temporary_file=_messages.NamedTemporaryFile,
+                       dul_time=_dul.time, read_pdu_data=_dul.DULServiceProvider._read_pdu_data,
+                       ready=_transport.AssociationSocket.ready, set_uid=_primitives.set_uid, named_temporary_file=_messages.NamedTemporaryFile,
                        decode=_messages.decode)
 
 

@@ -122,16 +122,19 @@ def _takes_direct(dul) -> bool:
     return not any(assoc.get_handlers(e) for e in _SKIPPED)
 
 
+def _broken(dul, exc: BaseException) -> None:
+    LOGGER.error("Connection closed before the entire PDU was received")
+    LOGGER.exception(exc)
+    dul.event_queue.put("Evt17")  # transport connection closed
+
+
 def read_pdu_data(self) -> None:
     """``DULServiceProvider._read_pdu_data`` (module doc)."""
-    fast = _takes_direct(self)
     box, sock = inbox(self.socket), self.socket.socket
     try:
         head = bytes(box.take(sock, 6))
     except (OSError, TimeoutError) as exc:
-        LOGGER.error("Connection closed before the entire PDU was received")
-        LOGGER.exception(exc)
-        self.event_queue.put("Evt17")
+        _broken(self, exc)
         return
     try:
         pdu_type, _, pdu_length = _HEADER.unpack(head)
@@ -145,16 +148,14 @@ def read_pdu_data(self) -> None:
     try:
         body = box.take(sock, pdu_length)
     except (OSError, TimeoutError) as exc:
-        LOGGER.error("Connection closed before the entire PDU was received")
-        LOGGER.exception(exc)
-        self.event_queue.put("Evt17")
+        _broken(self, exc)
         return
     if len(body) != pdu_length:
         LOGGER.error(f"The received PDU is shorter than expected ({6 + len(body)} of "
                      f"{6 + pdu_length} bytes received)")
         self.event_queue.put("Evt17")
         return
-    pdvs = split_pdvs(body) if fast and pdu_type == 0x04 else None
+    pdvs = split_pdvs(body) if pdu_type == 0x04 and _takes_direct(self) else None
     if pdvs is not None:
         primitive = P_DATA()
         primitive._presentation_data_value_list = pdvs  # views into the inbox: DIMSE copies what it keeps

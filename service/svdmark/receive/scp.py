@@ -185,21 +185,19 @@ class Receiver:
         if affected not in SUPPORTED_SOP_CLASSES:
             return self._unsupported(ev, affected, request_sop, calling)
         try:
-            data, synced = _received_bytes(ev, self.config.max_dataset_bytes)
+            data, source = _received_bytes(ev, self.config.max_dataset_bytes)
             item = inspect(data, affected, self.config.max_dataset_bytes)
         except Rejected as exc:
             return self._rejected(exc, request_sop, calling)
         except Exception as exc:  # a bug or a pydicom surprise: a status and the type, never a traceback
             return self._rejected(Rejected(STATUS_CANNOT_UNDERSTAND, f"dataset cannot be parsed "
                                            f"({type(exc).__name__})"), request_sop, calling)
-        return self._store(ev, item, data, calling, synced)
+        return self._store(ev, item, data, calling, source)
 
-    def _store(self, ev, item, data: bytes, calling: str, synced: bool) -> int:
-        try:
-            # linked into the spool, not copied, once fsynced; after a failed fsync its pages may be lost while a
-            # second fsync reports success (Linux reports a writeback error once): then the bytes read are written
+    def _store(self, ev, item, data: bytes, calling: str, source: Path | None) -> int:
+        try:  # the fsynced received file is linked into the spool, not copied (_received_bytes)
             outcome = keep(self.journal, self.spool, item, data, transfer_syntax=str(ev.context.transfer_syntax),
-                           calling_ae=calling, source=received_file(ev) if synced else None, source_synced=True)
+                           calling_ae=calling, source=source, source_synced=True)
         except (OSError, *JOURNAL_ERRORS) as exc:
             where = "spool" if isinstance(exc, OSError) else "journal"  # store.keep: OSError is the spool's
             self.storage.failed(where, exc)
@@ -385,18 +383,19 @@ def _site_key(config: Config) -> bytes | None:
         return None
 
 
-def _received_bytes(ev, max_bytes: int) -> tuple[bytes, bool]:
-    """The Part 10 bytes of a C-STORE, and whether its received file is fsynced; refused from the file size
-    before reading when over the cap. The file is fsynced through the descriptor that read it (a second open
-    and close, each a GIL hand-over under several associations, saved in :meth:`Spool.place`, which then links
-    it into the spool); where that fails (an I/O error, a full disk), the spool writes the bytes read instead
-    and reports its own failure, if any, as before."""
+def _received_bytes(ev, max_bytes: int) -> tuple[bytes, Path | None]:
+    """The Part 10 bytes of a C-STORE, and its received file once fsynced (None: the spool writes the bytes);
+    refused from the file size before reading when over the cap. The file is fsynced through the descriptor
+    that read it (a second open and close, each a GIL hand-over under several associations, saved in
+    :meth:`Spool.place`, which then links it into the spool). Where that fsync fails (an I/O error, a full disk)
+    the file is not linked: its pages may be lost while a second fsync reports success (Linux reports a
+    writeback error once), so the spool writes the bytes read and reports its own failure, if any, as before."""
     path = received_file(ev)
     if path is None:  # received in memory (an AE built without build_ae)
         data = ev.encoded_dataset(include_meta=True)
         if len(data) > max_bytes:
             raise Rejected(STATUS_DATASET_TOO_LARGE, f"dataset of {len(data)} bytes exceeds the limit of {max_bytes}")
-        return data, False
+        return data, None
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # not a Python file object: 4 syscalls instead of 10
     try:
         size = os.fstat(fd).st_size
@@ -411,10 +410,9 @@ def _received_bytes(ev, max_bytes: int) -> tuple[bytes, bool]:
             got += len(chunk)
         try:
             os.fsync(fd)
-            synced = True
         except OSError:
-            synced = False
-        return b"".join(chunks), synced  # one chunk: that chunk, not a copy
+            path = None
+        return b"".join(chunks), path  # one chunk: that chunk, not a copy
     finally:
         os.close(fd)
 
