@@ -144,7 +144,11 @@ def _check_everything_arrived(orthanc: Orthanc, svc: Svdmark, studies, files_sen
     assert orthanc.get("/statistics")["CountInstances"] >= files_sent + results
     states = dict(_journal(svc, "SELECT state, COUNT(*) FROM deliveries GROUP BY state"))
     assert set(states) == {"delivered"}, states
-    # svdmark analysed the targets and ignored every distractor
+    # svdmark analysed the targets and ignored every distractor (a distractor's job may still be queued when the
+    # targets' results have arrived: let the queue drain first, then check every state)
+    deadline = time.monotonic() + 60
+    while _journal(svc, "SELECT 1 FROM jobs WHERE state IN ('pending', 'running')") and time.monotonic() < deadline:
+        time.sleep(0.5)
     jobs = _journal(svc, "SELECT series_uid, state FROM jobs WHERE state != 'superseded'")
     by_series = {uid: state for uid, state in jobs}
     for s in studies:
