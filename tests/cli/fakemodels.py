@@ -8,6 +8,7 @@ its self-test reference (``training.selftest_reference``), rendered once per tes
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
@@ -81,7 +82,9 @@ def _reference(self_test: str) -> Path:
     """The reference file for a self-test section (JSON text), rendered once per process."""
     from training import selftest_reference
 
-    path = Path(tempfile.mkdtemp(prefix="svdmark-fake-reference-")) / selftest_reference.REFERENCE
+    folder = tempfile.mkdtemp(prefix="svdmark-fake-reference-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = Path(folder) / selftest_reference.REFERENCE
     selftest_reference.build(json.loads(self_test), path)
     return path
 
