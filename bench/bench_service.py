@@ -106,14 +106,18 @@ class Corpus:
         self.out = out
 
     def make(self, n: int, associations: int) -> list[list[Path]]:
-        """``n`` instances split over ``associations`` series, one per association."""
-        if self.out.exists():
-            shutil.rmtree(self.out)
+        """``n`` instances split over ``associations`` series, one per association.
+
+        The files of the run before are overwritten, never deleted: on ext4 without a journal (this VM's
+        disk) every file created in a block group skips, one by one, the inodes deleted there in the last
+        minutes (perf: ``find_inode_bit`` → ``recently_deleted``, a fifth of svdmark's CPU at four
+        associations after the machine's own clean-ups), so the bench adds no deletions of its own between
+        the receivers' runs."""
         study = generate_uid()
         sets = []
         for a in range(associations):
-            series, folder = generate_uid(), self.out / f"a{a}"
-            folder.mkdir(parents=True)
+            series, folder = generate_uid(), self.out / f"{n}x{associations}" / f"a{a}"
+            folder.mkdir(parents=True, exist_ok=True)
             files = []
             for i in range(n // associations):
                 ds = self.template[i % len(self.template)]

@@ -46,7 +46,7 @@ import time
 import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .assemble.reanalysis import after_instance, on_request
 from .domain import DeliveryState, JobState, OutputKind, SeriesState
@@ -595,44 +595,60 @@ class Journal:
         An instance arriving for a series whose current generation already has a job
         reopens the series with generation + 1 (a late arrival: re-analysis supersedes).
         """
+        return self.record_instances([dict(
+            sop_uid=sop_uid, study_uid=study_uid, series_uid=series_uid, sop_class=sop_class,
+            transfer_syntax=transfer_syntax, path=path, size=size, digest=digest, modality=modality,
+            geometry=geometry, calling_ae=calling_ae)], now)[0]
+
+    def record_instances(self, rows: Sequence[Mapping[str, Any]], now: float | None = None) -> list[str]:
+        """Several stored instances (each mapping holds :meth:`record_instance`'s keywords) in one transaction,
+        so one commit: the receiver's group commit across associations (``receive.groupcommit``). Their
+        outcomes in order; a row whose SOP Instance UID came earlier in ``rows`` sees that one."""
         now = self.now() if now is None else now
         with self._tx() as db:
-            db.lock(series_uid)  # receivers on other hosts may be adding to this series right now
-            old = db.execute("SELECT digest FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
-            if old is not None and old["digest"] == digest:
-                return "duplicate"
+            for series_uid in sorted({r["series_uid"] for r in rows}):  # one order: no deadlock between batches
+                db.lock(series_uid)  # receivers on other hosts may be adding to this series right now
+            return [self._record_instance(db, now=now, **row) for row in rows]
+
+    @staticmethod
+    def _record_instance(db, *, sop_uid: str, study_uid: str, series_uid: str, sop_class: str, transfer_syntax: str,
+                         path: Path, size: int, digest: str, modality: str | None, geometry: SliceGeometry,
+                         calling_ae: str | None, now: float) -> str:
+        old = db.execute("SELECT digest FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
+        if old is not None and old["digest"] == digest:
+            return "duplicate"
+        db.execute(
+            "INSERT INTO instances (sop_uid, study_uid, series_uid, sop_class, transfer_syntax, path, size, digest,"
+            " geometry, calling_ae, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(sop_uid) DO UPDATE SET"
+            " study_uid=excluded.study_uid, series_uid=excluded.series_uid, sop_class=excluded.sop_class,"
+            " transfer_syntax=excluded.transfer_syntax, path=excluded.path, size=excluded.size,"
+            " digest=excluded.digest, geometry=excluded.geometry, calling_ae=excluded.calling_ae,"
+            " received_at=excluded.received_at",
+            (sop_uid, study_uid, series_uid, sop_class, transfer_syntax, str(path), size, digest,
+             json.dumps(geometry.to_json()), calling_ae, now),
+        )
+        s = db.execute("SELECT generation FROM series WHERE series_uid=?", (series_uid,)).fetchone()
+        has_job = s is not None and db.execute(
+            "SELECT 1 FROM jobs WHERE series_uid=? AND generation=?", (series_uid, s["generation"])
+        ).fetchone() is not None
+        plan = after_instance(s["generation"] if s is not None else None, has_job)
+        if plan.supersede_pending:
             db.execute(
-                "INSERT INTO instances (sop_uid, study_uid, series_uid, sop_class, transfer_syntax, path, size, digest,"
-                " geometry, calling_ae, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(sop_uid) DO UPDATE SET"
-                " study_uid=excluded.study_uid, series_uid=excluded.series_uid, sop_class=excluded.sop_class,"
-                " transfer_syntax=excluded.transfer_syntax, path=excluded.path, size=excluded.size,"
-                " digest=excluded.digest, geometry=excluded.geometry, calling_ae=excluded.calling_ae,"
-                " received_at=excluded.received_at",
-                (sop_uid, study_uid, series_uid, sop_class, transfer_syntax, str(path), size, digest,
-                 json.dumps(geometry.to_json()), calling_ae, now),
+                "UPDATE jobs SET state=? WHERE series_uid=? AND state=?",
+                (JobState.SUPERSEDED.value, series_uid, JobState.PENDING.value),
             )
-            s = db.execute("SELECT generation FROM series WHERE series_uid=?", (series_uid,)).fetchone()
-            has_job = s is not None and db.execute(
-                "SELECT 1 FROM jobs WHERE series_uid=? AND generation=?", (series_uid, s["generation"])
-            ).fetchone() is not None
-            plan = after_instance(s["generation"] if s is not None else None, has_job)
-            if plan.supersede_pending:
-                db.execute(
-                    "UPDATE jobs SET state=? WHERE series_uid=? AND state=?",
-                    (JobState.SUPERSEDED.value, series_uid, JobState.PENDING.value),
-                )
-            if s is None:
-                db.execute(
-                    "INSERT INTO series(series_uid, study_uid, modality, first_received, last_received, state,"
-                    " generation) VALUES (?,?,?,?,?,?,?)",
-                    (series_uid, study_uid, modality, now, now, plan.state.value, plan.generation),
-                )
-            else:
-                db.execute(
-                    "UPDATE series SET last_received=?, released=0, state=?, generation=? WHERE series_uid=?",
-                    (now, plan.state.value, plan.generation, series_uid),
-                )
-            return "replaced" if old is not None else "new"
+        if s is None:
+            db.execute(
+                "INSERT INTO series(series_uid, study_uid, modality, first_received, last_received, state,"
+                " generation) VALUES (?,?,?,?,?,?,?)",
+                (series_uid, study_uid, modality, now, now, plan.state.value, plan.generation),
+            )
+        else:
+            db.execute(
+                "UPDATE series SET last_received=?, released=0, state=?, generation=? WHERE series_uid=?",
+                (now, plan.state.value, plan.generation, series_uid),
+            )
+        return "replaced" if old is not None else "new"
 
     def mark_released(self, series_uids: Sequence[str]) -> None:
         """An association that delivered instances of these series was released normally."""

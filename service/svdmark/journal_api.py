@@ -12,7 +12,7 @@ Not in the interface yet: ``jobs()``, ``deliveries()`` and ``delivery_attempts()
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:
     from .domain import DeliveryState, JobState
@@ -43,6 +43,8 @@ class ReceiveJournal(Protocol):
         calling_ae: str | None,
         now: float | None = None,
     ) -> str: ...
+
+    def record_instances(self, rows: Sequence[Mapping[str, Any]], now: float | None = None) -> list[str]: ...
 
     def mark_released(self, series_uids: Sequence[str]) -> None: ...
 

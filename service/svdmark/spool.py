@@ -20,6 +20,7 @@ writes through to the bucket before :meth:`ObjectStore.write` returns.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -40,6 +41,14 @@ def check_uid(uid: str | None, what: str) -> str:
     return uid  # type: ignore[return-value]
 
 
+@functools.lru_cache(maxsize=256)  # the receiver asks twice per instance (does it exist? place it)
+def _object_path(area: Path, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+    """``area/<study>/<series>/<sop>.dcm`` from three validated UIDs."""
+    parts = (check_uid(study_uid, "Study Instance UID"), check_uid(series_uid, "Series Instance UID"),
+             check_uid(sop_uid, "SOP Instance UID"))
+    return Path(os.path.join(area, parts[0], parts[1], f"{parts[2]}.dcm"))
+
+
 class ObjectStore(Protocol):
     """Durable storage of received and produced objects, by area and UIDs; the journal records the path."""
 
@@ -51,7 +60,7 @@ class ObjectStore(Protocol):
     def write(self, area: Path, study_uid: str, series_uid: str, sop_uid: str, data: bytes) -> Path: ...
 
     def place(self, area: Path, study_uid: str, series_uid: str, sop_uid: str, data: bytes,
-              source: Path | None = None, source_synced: bool = False) -> Path: ...
+              source: Path | None = None) -> Path: ...
 
     def discard(self, path: Path) -> None: ...
 
@@ -67,9 +76,7 @@ class Spool:
             d.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, area: Path, study_uid: str, series_uid: str, sop_uid: str) -> Path:
-        parts = [check_uid(study_uid, "Study Instance UID"), check_uid(series_uid, "Series Instance UID"),
-                 check_uid(sop_uid, "SOP Instance UID")]
-        return area / parts[0] / parts[1] / f"{parts[2]}.dcm"
+        return _object_path(area, study_uid, series_uid, sop_uid)
 
     def write(self, area: Path, study_uid: str, series_uid: str, sop_uid: str, data: bytes) -> Path:
         """Durably write ``data``; returns the final path."""
@@ -78,16 +85,17 @@ class Spool:
         return final
 
     def place(self, area: Path, study_uid: str, series_uid: str, sop_uid: str, data: bytes,
-              source: Path | None = None, source_synced: bool = False) -> Path:
+              source: Path | None = None) -> Path:
         """Like :meth:`write`; when ``source`` is a file holding exactly ``data``, it is hard-linked into place
-        instead where it can be (the same filesystem), and ``data`` written where it cannot.
-        ``source_synced``: the caller has fsynced ``source`` already."""
+        instead where it can be (the same filesystem, and ``source`` fsynced first), and ``data`` written where it
+        cannot: another filesystem, or an fsync of ``source`` that failed (its pages may be lost while a second
+        fsync reports success: Linux reports a writeback error once)."""
         final = self.path_for(area, study_uid, series_uid, sop_uid)
         if source is not None:
             try:
-                link_durably(Path(source), final, synced=source_synced)
+                link_durably(Path(source), final)
                 return final
-            except OSError:  # another filesystem (EXDEV), links not allowed (EPERM): copy
+            except OSError:  # another filesystem (EXDEV), links not allowed (EPERM), fsync failed (EIO): copy
                 pass
         write_durably(final, data)
         return final
@@ -144,19 +152,19 @@ def write_durably(final: Path, data: bytes) -> None:
     _install(Path(tmp), final)
 
 
-def link_durably(source: Path, final: Path, synced: bool = False) -> None:
-    """``final`` as a hard link to ``source``: ``source`` fsynced unless ``synced`` (its data may not be on disk
-    yet: the listener's received file), linked into place (where ``final`` exists already: under a temporary
+def link_durably(source: Path, final: Path) -> None:
+    """``final`` as a hard link to ``source``: ``source`` fsynced (its data may not be on disk yet: the
+    listener's received file), linked into place (where ``final`` exists already: under a temporary
     name, then renamed over it), directory fsynced. Either way ``final`` names complete data or nothing.
 
     The file's data is ``source``'s, shared: it must not be changed in place afterwards (svdmark never does)."""
-    ensure_directory(final.parent)
-    if not synced:
-        fd = os.open(source, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    directory = final.parent
+    ensure_directory(directory)
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     try:
         os.link(source, final)
     except FileExistsError:  # a replaced instance
@@ -164,7 +172,7 @@ def link_durably(source: Path, final: Path, synced: bool = False) -> None:
         os.link(source, tmp)
         _install(tmp, final)
         return
-    _fsync_dir(final.parent)
+    _fsync_dir(directory)
 
 
 def _install(tmp: Path, final: Path) -> None:
@@ -187,7 +195,7 @@ def _unlink(path: Path | str) -> None:
 def ensure_directory(directory: Path) -> None:
     """Create the missing directories of ``directory``, each new entry fsynced in its parent: a new study's
     or series' directory survives a crash as the files in it do."""
-    if directory.is_dir():
+    if os.path.isdir(directory):
         return
     ensure_directory(directory.parent)
     try:

@@ -65,3 +65,38 @@ def test_a_file_dropped_unclosed_closes_its_descriptor(tmp_path, monkeypatch):
     assert os.readlink(f"/proc/self/fd/{fd}") == name
     del f
     assert not os.path.exists(f"/proc/self/fd/{fd}") or os.readlink(f"/proc/self/fd/{fd}") != name
+
+
+def test_closing_starts_the_files_write_back(tmp_path, monkeypatch):
+    """The spool fsyncs the file later (Spool.place); its write-out starts when pynetdicom closes it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    started = []
+    real = datasetfile.start_writeback
+    monkeypatch.setattr(datasetfile, "start_writeback",
+                        lambda fd: started.append((os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_size))
+                        or real(fd))
+    f = datasetfile.named_temporary_file(delete=False, mode="wb", suffix=".dcm")
+    _pynetdicom_writes(f, [b"p" * 300_000])
+    f.close()
+    assert started == [(f.name, 128 + 4 + 200 + 300_000)]  # every byte written, the file still open
+    assert open(f.name, "rb").read()[-300_000:] == b"p" * 300_000
+
+
+def test_the_write_back_call_is_accepted_by_the_kernel(tmp_path):
+    if datasetfile._sync_file_range is None:
+        pytest.skip("no sync_file_range in this C library")
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"x" * 100_000)
+        assert datasetfile._sync_file_range(fd, 0, 0, datasetfile._SYNC_FILE_RANGE_WRITE) == 0  # not EINVAL/EBADF
+    finally:
+        os.close(fd)
+
+
+def test_without_the_call_closing_still_works(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(datasetfile, "_sync_file_range", None)
+    f = datasetfile.named_temporary_file(delete=False, mode="wb", suffix=".dcm")
+    _pynetdicom_writes(f, [b"q" * 5000])
+    f.close()
+    assert f.fd == -1 and os.path.getsize(f.name) == 128 + 4 + 200 + 5000

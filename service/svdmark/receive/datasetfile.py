@@ -10,9 +10,15 @@ file's ``name``, ``write``, ``file.flush`` and ``close`` (``dimse_messages.DIMSE
 ``tempfile.gettempdir()`` as before: ``TMPDIR`` decides, which is how the spool can hard-link it), small
 writes held until the next large one and sent with it in one ``writev``. Any other use of
 ``NamedTemporaryFile`` goes to the standard library's.
+
+On close the file's write-back to disk is started (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``, which
+Python's ``os`` does not offer: called through ``ctypes``, a hint that is skipped where it is missing or
+fails): the spool fsyncs the file before its journal row, after inspection and the duplicate check, and
+then mostly finds the pages written (bench/README.md: 1.05x at four associations).
 """
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import secrets
@@ -21,6 +27,26 @@ import tempfile
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 _SMALL = 4096  # bytes: a write below this waits for the next one (the preamble, 'DICM', the File Meta)
 _counter = itertools.count()
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start write-out of the range's dirty pages, do not wait
+
+
+def _start_writeback_function():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # not Linux / glibc or musl
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_sync_file_range = _start_writeback_function()
+
+
+def start_writeback(fd: int) -> None:
+    """Start writing a file's dirty pages to disk without waiting (module doc); a hint, never an error."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # ctypes releases the GIL during the call
 _token = secrets.token_hex(6)
 
 
@@ -70,6 +96,7 @@ class DatasetFile:
         if self.fd >= 0:
             try:
                 self.flush()
+                start_writeback(self.fd)
             finally:
                 os.close(self.fd)
                 self.fd = -1

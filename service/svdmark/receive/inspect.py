@@ -12,6 +12,7 @@ reading value for value, and everything else still goes through pydicom's hooks.
 """
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ _PARSED_TAG_SET = frozenset([tag_for_keyword(k) for k in (*_PARSED, "SpecificCha
 _PIXEL_DATA, _CHARSET = tag_for_keyword("PixelData"), tag_for_keyword("SpecificCharacterSet")
 _META_TAGS = frozenset([tag_for_keyword("TransferSyntaxUID")])  # the only File Meta value read
 _PARSED_VR = {tag: dictionary_VR(tag) for tag in _PARSED_TAG_SET | _META_TAGS}  # for implicit VR
+_KEYWORD = {tag: keyword_for_tag(tag) for tag in _PARSED_TAG_SET | _META_TAGS}  # structure.check finds only these
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ def _parse(data: bytes, max_bytes: int | None) -> _Header:
         raise Rejected(_STRUCTURE_STATUS[exc.kind], str(exc)) from None
     try:
         spans = structure.check(data[132:start], implicit=False, little=True, collect=_META_TAGS) if start > 132 else {}
-        ts = UID(str(_values(data, 132, spans, False, True).get("TransferSyntaxUID") or ""))
+        ts = _transfer_syntax(str(_values(data, 132, spans, False, True).get("TransferSyntaxUID") or ""))
     except Exception as exc:  # StructureError names a tag only; other types may hold values: the type only
         reason = str(exc) if isinstance(exc, structure.StructureError) else type(exc).__name__
         raise Rejected(STATUS_CANNOT_UNDERSTAND, f"the file meta cannot be parsed ({reason})") from None
@@ -180,6 +182,12 @@ def _parse(data: bytes, max_bytes: int | None) -> _Header:
     return _Header(values, ts, body, pixels)
 
 
+@functools.lru_cache(maxsize=64)
+def _transfer_syntax(value: str) -> UID:
+    """The File Meta's transfer syntax as a pydicom UID: a handful of values, each validated once."""
+    return UID(value)
+
+
 def _values(buf: bytes, base: int, spans: dict[int, structure.Span], implicit: bool, little: bool) -> dict:
     """The elements ``structure.check`` found in ``buf[base:]``, by keyword, converted by pydicom's own reading
     hooks (the VR, a UN with a known VR, the value) without building a Dataset, whose per-element bookkeeping
@@ -187,7 +195,7 @@ def _values(buf: bytes, base: int, spans: dict[int, structure.Span], implicit: b
     encodings = None
     if _CHARSET in spans:
         encodings = _convert(_raw(buf, base, _CHARSET, spans[_CHARSET], implicit, little), None) or None
-    return {keyword_for_tag(tag): _convert(_raw(buf, base, tag, span, implicit, little), encodings)
+    return {_KEYWORD[tag]: _convert(_raw(buf, base, tag, span, implicit, little), encodings)
             if span.length else None for tag, span in spans.items()}
 
 

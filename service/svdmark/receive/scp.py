@@ -57,6 +57,7 @@ from ..logs import event
 from ..spool import Spool, make_private, valid_uid as _valid
 from . import fastpath, gate as gate_mod, pace, phi
 from .gate import ConnectionGate
+from .groupcommit import GroupCommit
 from .sink import received_file
 from .store import keep
 from .inspect import (
@@ -161,7 +162,7 @@ class Receiver:
     def __init__(self, config: Config, journal: ReceiveJournal, spool: Spool, tracker: AssociationTracker,
                  on_stored: Callable[[], None] = lambda: None):
         self.config = config
-        self.journal = journal
+        self.journal = GroupCommit(journal)  # concurrent associations share their journal commits
         self.spool = spool
         self.tracker = tracker
         self.on_stored = on_stored
@@ -195,9 +196,9 @@ class Receiver:
         return self._store(ev, item, data, calling, source)
 
     def _store(self, ev, item, data: bytes, calling: str, source: Path | None) -> int:
-        try:  # the fsynced received file is linked into the spool, not copied (_received_bytes)
+        try:  # the received file is fsynced and linked into the spool, not copied (Spool.place)
             outcome = keep(self.journal, self.spool, item, data, transfer_syntax=str(ev.context.transfer_syntax),
-                           calling_ae=calling, source=source, source_synced=True)
+                           calling_ae=calling, source=source)
         except (OSError, *JOURNAL_ERRORS) as exc:
             where = "spool" if isinstance(exc, OSError) else "journal"  # store.keep: OSError is the spool's
             self.storage.failed(where, exc)
@@ -384,12 +385,11 @@ def _site_key(config: Config) -> bytes | None:
 
 
 def _received_bytes(ev, max_bytes: int) -> tuple[bytes, Path | None]:
-    """The Part 10 bytes of a C-STORE, and its received file once fsynced (None: the spool writes the bytes);
-    refused from the file size before reading when over the cap. The file is fsynced through the descriptor
-    that read it (a second open and close, each a GIL hand-over under several associations, saved in
-    :meth:`Spool.place`, which then links it into the spool). Where that fsync fails (an I/O error, a full disk)
-    the file is not linked: its pages may be lost while a second fsync reports success (Linux reports a
-    writeback error once), so the spool writes the bytes read and reports its own failure, if any, as before."""
+    """The Part 10 bytes of a C-STORE, and the file pynetdicom received it into (None: received in memory);
+    refused from the file size before reading when over the cap. Not fsynced here: :meth:`Spool.place` does
+    that before it links the file, after inspection and the duplicate check, by which time the write-back
+    started when the file was closed (:mod:`.datasetfile`) has mostly finished; a refused or duplicate
+    instance costs no fsync."""
     path = received_file(ev)
     if path is None:  # received in memory (an AE built without build_ae)
         data = ev.encoded_dataset(include_meta=True)
@@ -408,10 +408,6 @@ def _received_bytes(ev, max_bytes: int) -> tuple[bytes, Path | None]:
                 break
             chunks.append(chunk)
             got += len(chunk)
-        try:
-            os.fsync(fd)
-        except OSError:
-            path = None
         return b"".join(chunks), path  # one chunk: that chunk, not a copy
     finally:
         os.close(fd)

@@ -28,7 +28,7 @@ def received_file(event) -> Path | None:
         path = event.dataset_path
     except AttributeError:
         return None
-    return Path(path) if path else None
+    return path if isinstance(path, Path) or not path else Path(path)
 
 
 class FolderSink:

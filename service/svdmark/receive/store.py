@@ -25,16 +25,16 @@ def digest(data: bytes) -> str:
 
 
 def keep(journal: ReceiveJournal, spool: Spool, item: Inspected, data: bytes, *, transfer_syntax: str,
-         calling_ae: str | None, source: Path | None = None, source_synced: bool = False) -> str:
+         calling_ae: str | None, source: Path | None = None) -> str:
     """Spool and journal one instance; the journal's outcome: "new", "replaced" or "duplicate".
 
     ``source``: a file holding exactly ``data``, hard-linked into the spool rather than copied where the
-    filesystem allows (:meth:`Spool.place`); ``source_synced``: it is fsynced already."""
+    filesystem allows (:meth:`Spool.place`)."""
     sha = digest(data)
     if journal.instance_digest(item.sop_uid) == sha:
         return "duplicate"
     existed = spool.path_for(spool.incoming, item.study_uid, item.series_uid, item.sop_uid).exists()
-    path = spool.place(spool.incoming, item.study_uid, item.series_uid, item.sop_uid, data, source, source_synced)
+    path = spool.place(spool.incoming, item.study_uid, item.series_uid, item.sop_uid, data, source)
     try:
         return journal.record_instance(
             sop_uid=item.sop_uid, study_uid=item.study_uid, series_uid=item.series_uid, sop_class=item.sop_class,

@@ -171,7 +171,19 @@ def _walk(body: bytes, pos: int, end: int, implicit: bool, little: bool, depth: 
           collect: frozenset[int] = frozenset(), found: dict[int, Span] | None = None) -> int:
     if depth > _MAX_DEPTH:
         raise StructureError(ENCODING, f"sequences nested deeper than {_MAX_DEPTH} levels")
+    fast = little and not implicit
     while pos < end:
+        if fast and pos + 12 <= end:  # most elements (_header's first case, inlined): a 2-byte length, no sequence
+            group, elem, raw, length = _EXPLICIT_LE.unpack_from(body, pos)
+            if group != 0xFFFE and raw in _SHORT_VR_LE:
+                pos += 8
+                if pos + length > end:
+                    raise StructureError(LENGTH, f"element {_tag((group << 16) | elem)} declares {length} bytes, "
+                                                 f"but only {end - pos} remain")
+                if found is not None and (tag := (group << 16) | elem) in collect:
+                    found[tag] = Span(_SHORT_VR_LE[raw], pos, length, False)
+                pos += length
+                continue
         tag, vr, length, hdr = _header(body, pos, end, implicit, little)
         if tag in (_ITEM_END, _SEQ_END) or tag == _ITEM:
             if until_delimiter and tag == _ITEM_END:
