@@ -605,10 +605,16 @@ class Journal:
         so one commit: the receiver's group commit across associations (``receive.groupcommit``). Their
         outcomes in order; a row whose SOP Instance UID came earlier in ``rows`` sees that one."""
         now = self.now() if now is None else now
+        # every lock in one order, series by series (advisory locks, then each series' rows): no deadlock with
+        # another batch or with mark_released on PostgreSQL
+        order = sorted(range(len(rows)), key=lambda k: rows[k]["series_uid"])
+        outcomes: list[str] = [""] * len(rows)
         with self._tx() as db:
-            for series_uid in sorted({r["series_uid"] for r in rows}):  # one order: no deadlock between batches
+            for series_uid in sorted({r["series_uid"] for r in rows}):
                 db.lock(series_uid)  # receivers on other hosts may be adding to this series right now
-            return [self._record_instance(db, now=now, **row) for row in rows]
+            for k in order:
+                outcomes[k] = self._record_instance(db, now=now, **rows[k])
+        return outcomes
 
     @staticmethod
     def _record_instance(db, *, sop_uid: str, study_uid: str, series_uid: str, sop_class: str, transfer_syntax: str,
@@ -653,9 +659,11 @@ class Journal:
     def mark_released(self, series_uids: Sequence[str]) -> None:
         """An association that delivered instances of these series was released normally."""
         with self._tx() as db:
+            for u in sorted(series_uids):  # the same order and locks as record_instances: no deadlock with it
+                db.lock(u)
             db.executemany(
                 "UPDATE series SET released=1 WHERE series_uid=? AND state=?",
-                [(u, SeriesState.RECEIVING.value) for u in series_uids],
+                [(u, SeriesState.RECEIVING.value) for u in sorted(series_uids)],
             )
 
     # ---------------------------------------------------------------- assemble

@@ -91,13 +91,8 @@ class Spool:
         cannot: another filesystem, or an fsync of ``source`` that failed (its pages may be lost while a second
         fsync reports success: Linux reports a writeback error once)."""
         final = self.path_for(area, study_uid, series_uid, sop_uid)
-        if source is not None:
-            try:
-                link_durably(Path(source), final)
-                return final
-            except OSError:  # another filesystem (EXDEV), links not allowed (EPERM), fsync failed (EIO): copy
-                pass
-        write_durably(final, data)
+        if source is None or not link_durably(Path(source), final):
+            write_durably(final, data)
         return final
 
     def discard(self, path: Path) -> None:
@@ -152,27 +147,38 @@ def write_durably(final: Path, data: bytes) -> None:
     _install(Path(tmp), final)
 
 
-def link_durably(source: Path, final: Path) -> None:
+def link_durably(source: Path, final: Path) -> bool:
     """``final`` as a hard link to ``source``: ``source`` fsynced (its data may not be on disk yet: the
-    listener's received file), linked into place (where ``final`` exists already: under a temporary
-    name, then renamed over it), directory fsynced. Either way ``final`` names complete data or nothing.
+    listener's received file), linked into place (where ``final`` exists already: under a temporary name, then
+    renamed over it), directory fsynced. Either way ``final`` names complete data or nothing.
+
+    False, with ``final`` untouched, where ``source`` cannot be fsynced or linked (another filesystem, links
+    not allowed, an I/O error): the caller writes the bytes instead. A failure after the link (the directory's
+    fsync) raises: a second fsync could report success after the first reported the error.
 
     The file's data is ``source``'s, shared: it must not be changed in place afterwards (svdmark never does)."""
     directory = final.parent
     ensure_directory(directory)
-    fd = os.open(source, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(source, final)
-    except FileExistsError:  # a replaced instance
-        tmp = final.parent / f".tmp-{uuid.uuid4().hex}.part"
-        os.link(source, tmp)
-        _install(tmp, final)
-        return
+        fd = os.open(source, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(source, final)
+        except FileExistsError:  # a replaced instance
+            tmp = directory / f".tmp-{uuid.uuid4().hex}.part"
+            os.link(source, tmp)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                _unlink(tmp)
+                raise
+    except OSError:
+        return False
     _fsync_dir(directory)
+    return True
 
 
 def _install(tmp: Path, final: Path) -> None:

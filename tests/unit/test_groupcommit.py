@@ -22,19 +22,28 @@ def row(sop: str, series: str = "1.2.3", digest: str = "d") -> dict:
 
 
 class SlowJournal(Journal):
-    """A journal whose commits take a while (as a flush does), counting them."""
+    """A journal whose commits take a while (as a flush does), counting them; the first may wait for ``gate``."""
 
-    def __init__(self, url, refuse: str | None = None):
+    def __init__(self, url, refuse: str | None = None, gate: threading.Event | None = None):
         super().__init__(url)
         self.batches: list[int] = []
-        self.refuse = refuse
+        self.refuse, self.gate = refuse, gate
 
     def record_instances(self, rows, now=None):
         self.batches.append(len(rows))
+        if self.gate is not None and len(self.batches) == 1:
+            assert self.gate.wait(10)
         time.sleep(0.02)
         if any(r["sop_uid"] == self.refuse for r in rows):
             raise ValueError("refused")
         return super().record_instances(rows, now)
+
+
+def _until(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
 
 
 def _in_threads(target, args_list) -> list:
@@ -76,16 +85,30 @@ def test_concurrent_instances_share_commits_and_each_gets_its_outcome(journal_ur
 
 
 def test_a_row_the_journal_refuses_fails_only_its_own_instance(journal_url):
-    j = SlowJournal(journal_url, refuse="6.6")
+    gate = threading.Event()
+    j = SlowJournal(journal_url, refuse="6.6", gate=gate)
     gc = GroupCommit(j)
     first = threading.Thread(target=gc.record_instance, kwargs=row("5.5", "5"))
-    first.start()  # its commit takes 20 ms: the next three arrive meanwhile and share one
-    time.sleep(0.005)
-    results = _in_threads(lambda sop: gc.record_instance(**row(sop, "6")), [("6.5",), ("6.6",), ("6.7",)])
-    first.join()
+    first.start()
+    _until(lambda: j.batches)  # its commit is under way: the next three wait and then share one
+    results: list = []
+    waiting = threading.Thread(target=lambda: results.extend(
+        _in_threads(lambda sop: gc.record_instance(**row(sop, "6")), [("6.5",), ("6.6",), ("6.7",)])))
+    waiting.start()
+    _until(lambda: len(gc._pending) == 3)
+    gate.set()
+    first.join(10)
+    waiting.join(10)
+    assert j.batches[:2] == [1, 3] and sorted(j.batches[2:]) == [1, 1, 1]  # the shared commit, then each alone
     assert results[0] == "new" and results[2] == "new"
     assert isinstance(results[1], ValueError)
     assert {i.sop_uid for i in j.instances("6")} == {"6.5", "6.7"}
+
+
+def test_a_row_with_its_own_time_is_recorded_alone(journal_url):
+    j = SlowJournal(journal_url)
+    assert GroupCommit(j).record_instance(now=123.0, **row("7.1", "7")) == "new"
+    assert j.series_row("7").first_received == 123.0
 
 
 class _Gated:
@@ -116,20 +139,18 @@ def test_an_interrupted_leader_never_leaves_a_follower_waiting():
 
     leader = threading.Thread(target=record, args=("a",))
     leader.start()
-    while journal.calls == 0:
-        time.sleep(0.001)
+    _until(lambda: journal.calls)
     others = [threading.Thread(target=record, args=(n,)) for n in ("b", "c")]
     for t in others:
         t.start()
-    while len(gc._pending) < 2:  # both wait behind the first commit
-        time.sleep(0.001)
+    _until(lambda: len(gc._pending) == 2)  # both wait behind the first commit
     journal.release.set()
     for t in (leader, *others):
         t.join(10)
         assert not t.is_alive()
     assert results["a"] == "new"
     kinds = sorted(type(results[n]).__name__ for n in ("b", "c"))
-    assert kinds == ["KeyboardInterrupt", "RuntimeError"]  # the next leader's, and its follower's
+    assert kinds == ["CommitInterrupted", "KeyboardInterrupt"]  # the next leader's follower's, and its own
 
 
 def test_other_journal_calls_pass_through(journal_url):
@@ -139,6 +160,33 @@ def test_other_journal_calls_pass_through(journal_url):
     assert gc.instance_digest("3.1") == "d" and gc.instance_digest("3.2") is None
     gc.mark_released(["3"])
     assert j.series_row("3").released
+
+
+class _LostAnswer(Journal):
+    """Commits, then fails (a connection lost while COMMIT's answer was on its way)."""
+
+    def __init__(self, url, commit: bool):
+        super().__init__(url)
+        self.commit = commit
+
+    def record_instances(self, rows, now=None):
+        if self.commit:
+            super().record_instances(rows, now)
+        raise ConnectionError("lost")
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_file_stays_exactly_when_its_row_was_committed(tmp_path, journal_url, committed):
+    from svdmark.receive.inspect import CT_IMAGE, Inspected
+    from svdmark.receive.store import keep
+    from svdmark.spool import Spool
+
+    spool = Spool(tmp_path / "spool")
+    item = Inspected(sop_uid="8.1", sop_class=CT_IMAGE, study_uid="1.2", series_uid="8", modality="CT", geometry=GEOM)
+    with pytest.raises(ConnectionError):
+        keep(_LostAnswer(journal_url, committed), spool, item, b"DICM-8", transfer_syntax="1.2.840.10008.1.2.1",
+             calling_ae="SCU")
+    assert spool.path_for(spool.incoming, "1.2", "8", "8.1").exists() == committed  # never a row without a file
 
 
 if __name__ == "__main__":  # pragma: no cover

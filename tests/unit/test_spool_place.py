@@ -64,6 +64,21 @@ def test_a_received_file_whose_fsync_fails_is_not_linked_its_bytes_are_written(t
     assert path.read_bytes() == b"DICM-bytes" and not os.path.samefile(path, received)  # written, not linked
 
 
+def test_a_failed_directory_fsync_after_the_link_is_reported_not_retried(tmp_path, monkeypatch):
+    """A second fsync could report success after the first reported the error: the spool fails instead."""
+    spool = Spool(tmp_path / "spool")
+    received = tmp_path / "received.dcm"
+    received.write_bytes(b"DICM-bytes")
+    spool.place(spool.incoming, "1.2", "1.2.3", "1.2.3.3", b"x", source=tmp_path / "received.dcm")  # dirs exist
+
+    def failing(path):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(spool_mod, "_fsync_dir", failing)
+    with pytest.raises(OSError):
+        spool.place(spool.incoming, "1.2", "1.2.3", "1.2.3.4", b"DICM-bytes", source=received)
+
+
 def test_an_instance_sent_again_with_other_bytes_replaces_the_linked_file(tmp_path):
     spool = Spool(tmp_path / "spool")
     first, second = tmp_path / "first.dcm", tmp_path / "second.dcm"

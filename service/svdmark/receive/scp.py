@@ -57,7 +57,7 @@ from ..logs import event
 from ..spool import Spool, make_private, valid_uid as _valid
 from . import fastpath, gate as gate_mod, pace, phi
 from .gate import ConnectionGate
-from .groupcommit import GroupCommit
+from .groupcommit import CommitInterrupted, GroupCommit
 from .sink import received_file
 from .store import keep
 from .inspect import (
@@ -199,7 +199,7 @@ class Receiver:
         try:  # the received file is fsynced and linked into the spool, not copied (Spool.place)
             outcome = keep(self.journal, self.spool, item, data, transfer_syntax=str(ev.context.transfer_syntax),
                            calling_ae=calling, source=source)
-        except (OSError, *JOURNAL_ERRORS) as exc:
+        except (OSError, CommitInterrupted, *JOURNAL_ERRORS) as exc:
             where = "spool" if isinstance(exc, OSError) else "journal"  # store.keep: OSError is the spool's
             self.storage.failed(where, exc)
             event(log, "instance_rejected", logging.DEBUG, status=f"0x{STATUS_OUT_OF_RESOURCES:04X}",

@@ -28,7 +28,9 @@ def received_file(event) -> Path | None:
         path = event.dataset_path
     except AttributeError:
         return None
-    return path if isinstance(path, Path) or not path else Path(path)
+    if not path:
+        return None
+    return path if isinstance(path, Path) else Path(path)
 
 
 class FolderSink:

@@ -42,6 +42,15 @@ def keep(journal: ReceiveJournal, spool: Spool, item: Inspected, data: bytes, *,
             geometry=item.geometry, calling_ae=calling_ae,
         )
     except BaseException:
-        if not existed:  # no orphan: the file is only kept with its journal row
+        if not existed and not _committed(journal, item.sop_uid, sha):  # no orphan: a file only with its row
             spool.discard(path)
         raise
+
+
+def _committed(journal: ReceiveJournal, sop_uid: str, sha: str) -> bool:
+    """Whether the journal holds this instance's row after all (a commit whose answer was lost, or an
+    interrupted batch): then its file stays. Where the journal cannot tell, as before: not committed."""
+    try:
+        return journal.instance_digest(sop_uid) == sha
+    except Exception:
+        return False
