@@ -658,12 +658,13 @@ class Journal:
 
     def mark_released(self, series_uids: Sequence[str]) -> None:
         """An association that delivered instances of these series was released normally."""
+        uids = sorted(series_uids)  # the same order and locks as record_instances: no deadlock with it
         with self._tx() as db:
-            for u in sorted(series_uids):  # the same order and locks as record_instances: no deadlock with it
+            for u in uids:
                 db.lock(u)
             db.executemany(
                 "UPDATE series SET released=1 WHERE series_uid=? AND state=?",
-                [(u, SeriesState.RECEIVING.value) for u in sorted(series_uids)],
+                [(u, SeriesState.RECEIVING.value) for u in uids],
             )
 
     # ---------------------------------------------------------------- assemble

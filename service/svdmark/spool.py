@@ -170,11 +170,7 @@ def link_durably(source: Path, final: Path) -> bool:
         except FileExistsError:  # a replaced instance
             tmp = directory / f".tmp-{uuid.uuid4().hex}.part"
             os.link(source, tmp)
-            try:
-                os.replace(tmp, final)
-            except BaseException:
-                _unlink(tmp)
-                raise
+            _rename(tmp, final)
     except OSError:
         return False
     _fsync_dir(directory)
@@ -182,13 +178,18 @@ def link_durably(source: Path, final: Path) -> bool:
 
 
 def _install(tmp: Path, final: Path) -> None:
-    """Rename a complete temporary file into place (removing it if that fails), then fsync the directory."""
+    """Rename a complete temporary file into place, then fsync the directory."""
+    _rename(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def _rename(tmp: Path, final: Path) -> None:
+    """Rename a temporary name over ``final``, removing it if that fails."""
     try:
         os.replace(tmp, final)
     except BaseException:
         _unlink(tmp)
         raise
-    _fsync_dir(final.parent)
 
 
 def _unlink(path: Path | str) -> None:

@@ -14,7 +14,8 @@ writes held until the next large one and sent with it in one ``writev``. Any oth
 On close the file's write-back to disk is started (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``, which
 Python's ``os`` does not offer: called through ``ctypes``, a hint that is skipped where it is missing or
 fails): the spool fsyncs the file before its journal row, after inspection and the duplicate check, and
-then mostly finds the pages written (bench/README.md: 1.05x at four associations).
+then mostly finds the pages written (bench/README.md, fifth session: 1.05x in 4 paired runs alone; no gain
+measurable in 12 paired runs together with that session's other changes).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import tempfile
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 _SMALL = 4096  # bytes: a write below this waits for the next one (the preamble, 'DICM', the File Meta)
 _counter = itertools.count()
+_token = secrets.token_hex(6)
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start write-out of the range's dirty pages, do not wait
 
 
@@ -47,7 +49,6 @@ def start_writeback(fd: int) -> None:
     """Start writing a file's dirty pages to disk without waiting (module doc); a hint, never an error."""
     if _sync_file_range is not None:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # ctypes releases the GIL during the call
-_token = secrets.token_hex(6)
 
 
 def _new_token() -> None:

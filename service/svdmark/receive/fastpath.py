@@ -275,8 +275,8 @@ class _Time(types.ModuleType):
 _ORIGINAL: dict = dict(send_msg=_dimse.DIMSEServiceProvider.send_msg, create_file_meta=_messages.create_file_meta,
                        write_file_meta_info=_messages.write_file_meta_info, time=_association.time,
                        dul_time=_dul.time, read_pdu_data=_dul.DULServiceProvider._read_pdu_data,
-                       ready=_transport.AssociationSocket.ready, set_uid=_primitives.set_uid, named_temporary_file=_messages.NamedTemporaryFile,
-                       decode=_messages.decode)
+                       ready=_transport.AssociationSocket.ready, set_uid=_primitives.set_uid,
+                       named_temporary_file=_messages.NamedTemporaryFile, decode=_messages.decode)
 
 
 def install() -> bool:

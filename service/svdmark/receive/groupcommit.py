@@ -83,11 +83,12 @@ class GroupCommit:
         try:
             outcomes = self.journal.record_instances([r.kwargs for r in batch])
         except Exception as exc:
-            for r in batch:  # one row's failure must not fail the others; nor a slow retry hold them all up
-                if len(batch) == 1:
-                    r.error = exc
-                else:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:  # one row's failure must not fail the others; nor a slow retry hold them all up
+                for r in batch:
                     r.alone = True
+            for r in batch:
                 r.done = True
             return
         for r, outcome in zip(batch, outcomes):

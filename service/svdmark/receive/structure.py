@@ -128,15 +128,11 @@ def _sniff(body: bytes, start: int, implicit: bool, little: bool) -> None:
 
 def _header(body: bytes, pos: int, end: int, implicit: bool, little: bool) -> tuple[int, str | None, int, int]:
     """(tag, VR or None, length, header size) of the element at ``pos``."""
-    if little and not implicit and pos + 12 <= end:  # the common case; anything unusual takes the path below
-        group, elem, raw, short = _EXPLICIT_LE.unpack_from(body, pos)
-        if group != 0xFFFE:
-            vr = _SHORT_VR_LE.get(raw)
-            if vr is not None:
-                return (group << 16) | elem, vr, short, 8
-            vr = _LONG_VR_LE.get(raw)
-            if vr is not None:
-                return (group << 16) | elem, vr, _UL_LE.unpack_from(body, pos + 8)[0], 12
+    if little and not implicit and pos + 12 <= end:  # a long VR (_walk reads the short ones itself); else below
+        group, elem, raw, _ = _EXPLICIT_LE.unpack_from(body, pos)
+        vr = _LONG_VR_LE.get(raw) if group != 0xFFFE else None
+        if vr is not None:
+            return (group << 16) | elem, vr, _UL_LE.unpack_from(body, pos + 8)[0], 12
     e = "<" if little else ">"
     if pos + 8 > end:
         raise StructureError(LENGTH, f"the data ends inside an element header at offset {pos}")
