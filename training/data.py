@@ -84,6 +84,13 @@ def swi_params(seed: int) -> dict:
     else:
         n = int(rng.integers(31, 60))
     params = dict(seed=seed, matrix=matrix, slice_thickness=thickness, n_cmb=n)
+    # cmb-swi 1.4.0 on: a 1.5 T look and physiological calcifications, from a stream of their own (the draws
+    # above are the same as before for every seed); named only when not the generator's default
+    look = np.random.default_rng([seed, 23])
+    if look.random() < 0.35:
+        params["field_t"] = 1.5
+    if look.random() < 0.5:
+        params["calcifications"] = True
     if is_atlas(seed):
         params["anatomy"] = "mni152"
     if is_shifted(seed):

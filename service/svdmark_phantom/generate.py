@@ -1,12 +1,13 @@
 """make_ncct / make_swi: render a synthetic head (analytic, or the MNI152 atlas) on an acquisition grid, with truth."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 from scipy import ndimage
 
-from .anatomy import F32, HeadModel
+from .anatomy import F32, HeadModel, _soft, ellipsoid_sd
 from .geometry import Block, Grid, make_grid
 from .lesions import (
     _BoxedPoints,
@@ -322,9 +323,18 @@ def make_swi(
     oblique_deg: float = 0.0,
     anatomy: str = "analytic",
     noise: float | None = None,
+    field_t: float = 3.0,
+    calcifications: bool = False,
 ) -> Phantom:
-    """An SWI magnitude volume with microbleed truth (centres in patient mm); ``anatomy`` as in :func:`make_ncct`."""
+    """An SWI magnitude volume with microbleed truth (centres in patient mm); ``anatomy`` as in :func:`make_ncct`.
+
+    ``field_t`` 1.5 renders a 1.5 T look (:data:`FIELD_1P5T`): noisier, veins and blooming weaker; 3.0 is the
+    generator's original look. ``calcifications``: physiological calcifications (pineal, choroid plexus,
+    pallidum) drawn as dark foci that are not microbleeds (on the magnitude image only phase tells them apart).
+    Both draw from their own random streams, so the defaults give the same image as before for every seed."""
     _check_anatomy(anatomy)
+    if field_t not in (1.5, 3.0):
+        raise ValueError(f"field_t must be 1.5 or 3.0 (tesla), not {field_t!r}")
     rng = np.random.default_rng([int(seed), 0x5A1])
     rows, cols = _matrix(matrix)
     fov = float(fov_mm or rng.uniform(210, 240))
@@ -342,6 +352,10 @@ def make_swi(
         n_cmb = sample_cmb_count(rng)
     cmbs = place_cmbs(head, grid, int(n_cmb), np.random.default_rng([int(seed), 0xCB]))
     art = _air_artefacts(rng)
+    low_field = field_t == 1.5
+    if low_field:
+        vals, cmbs = _at_1p5t(vals, cmbs)
+    calcs = _swi_calcifications(head, np.random.default_rng([int(seed), 0xCA1C])) if calcifications else []
 
     def hook(blk, val):
         # susceptibility signal loss near air-tissue interfaces
@@ -354,6 +368,11 @@ def make_swi(
             e = ((u[0][sl] - F32(c[0])) / F32(s[0])) ** 2 + ((u[1][sl] - F32(c[1])) / F32(s[1])) ** 2 + (
                 (u[2][sl] - F32(c[2])) / F32(s[2])) ** 2
             loss[sl] = np.maximum(loss[sl], F32(amp) * np.exp(-0.5 * e))
+        for c, radius, amp in calcs:
+            sl = blk.box(np.asarray(c) - radius - 2, np.asarray(c) + radius + 2, 0)
+            if sl is not None:
+                inside = _soft(ellipsoid_sd(u[0][sl], u[1][sl], u[2][sl], c, (radius,) * 3), 0.5)
+                loss[sl] = np.maximum(loss[sl], F32(amp) * inside)
         val *= 1 - loss
 
     ns = 2
@@ -364,7 +383,8 @@ def make_swi(
     bias = _bias_field(grid, head, rng)
     scale = rng.uniform(300, 1500)
     img *= bias * F32(scale)
-    sd = float(noise if noise is not None else rng.uniform(0.02, 0.045)) * vals["wm"] * scale
+    level = noise if noise is not None else rng.uniform(0.02, 0.045) * (FIELD_1P5T["noise"] if low_field else 1.0)
+    sd = float(level) * vals["wm"] * scale
     n1 = rng.standard_normal(img.shape, dtype=np.float32) * F32(sd)
     n2 = rng.standard_normal(img.shape, dtype=np.float32) * F32(sd)
     img = np.sqrt((img + n1) ** 2 + n2 ** 2)
@@ -386,8 +406,37 @@ def make_swi(
         spacing_between_slices=float(grid.spacing),
         gantry_tilt_deg=0.0,
         meta={"fov_mm": fov, "noise_sd": sd, "scale": scale, "values": vals, "oblique_deg": oblique_deg,
-              "anatomy": anatomy, "cmb_depth": [c.depth for c in cmbs]},
+              "anatomy": anatomy, "cmb_depth": [c.depth for c in cmbs], "field_t": field_t,
+              "calcifications": [[float(v) for v in c] + [2 * r] for c, r, _ in calcs]},
     )
+
+
+# 1.5 T against 3 T at the same sequence: about half the SNR, and weaker susceptibility contrast (veins, blooming),
+# which grows with the field (fewer and smaller microbleeds are seen at 1.5 T: Nandigam et al., AJNR 2009). The
+# factors are this generator's choices, not fitted to any data.
+FIELD_1P5T = {"noise": 2.0, "vein_contrast": 0.6, "blooming": 0.8}
+
+
+def _at_1p5t(vals: dict, cmbs: list) -> tuple[dict, list]:
+    """Tissue values and bleeds of a 3 T draw as 1.5 T shows them: veins closer to tissue, smaller blooming."""
+    keep = FIELD_1P5T["vein_contrast"]
+    vals = dict(vals)
+    for k in ("vein", "medullary", "sinus"):
+        vals[k] = vals["wm"] - (vals["wm"] - vals[k]) * keep
+    return vals, [dataclasses.replace(c, diameter_mm=c.diameter_mm * FIELD_1P5T["blooming"]) for c in cmbs]
+
+
+def _swi_calcifications(head: HeadModel, rng: np.random.Generator) -> list[tuple]:
+    """(centre u, radius mm, signal loss) of the physiological calcifications of one head; none are bleeds."""
+    sites, out = head.sites(), []
+    if rng.random() < 0.7:
+        out.append((sites["pineal"], rng.uniform(1.5, 3.5), rng.uniform(0.5, 0.9)))
+    for sx in (-1, 1):
+        if rng.random() < 0.6:
+            out.append((sites["glomus"][sx], rng.uniform(1.5, 3.5), rng.uniform(0.4, 0.85)))
+        if rng.random() < 0.3:
+            out.append((sites["pallidum"][sx], rng.uniform(1.0, 2.5), rng.uniform(0.3, 0.7)))
+    return [(tuple(float(v) for v in c), float(r), float(a)) for c, r, a in out]
 
 
 def _air_artefacts(rng):

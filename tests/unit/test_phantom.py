@@ -125,6 +125,29 @@ def test_swi_oblique_centres_map_to_dark_voxels():
         assert p.image[k, i, j] < 0.6 * clean.image[k, i, j]
 
 
+def test_swi_at_1p5t_is_noisier_with_weaker_blooming():
+    kw = dict(seed=33, matrix=96, slice_thickness=2.0, n_cmb=6, n_slices=30)
+    hi, lo = make_swi(**kw), make_swi(field_t=1.5, **kw)
+    assert lo.meta["field_t"] == 1.5 and hi.meta["field_t"] == 3.0
+    assert lo.meta["noise_sd"] / lo.meta["scale"] > 1.9 * hi.meta["noise_sd"] / hi.meta["scale"]
+    assert [c for c, _, _ in lo.microbleeds] == [c for c, _, _ in hi.microbleeds]  # same bleeds, smaller blooming
+    assert all(abs(a - 0.8 * b) < 1e-9 for (_, a, _), (_, b, _) in zip(lo.microbleeds, hi.microbleeds))
+    v_lo, v_hi = lo.meta["values"], hi.meta["values"]
+    assert v_lo["wm"] - v_lo["vein"] == pytest.approx(0.6 * (v_hi["wm"] - v_hi["vein"]))  # veins closer to tissue
+    with pytest.raises(ValueError, match="field_t"):
+        make_swi(field_t=7.0, **kw)
+
+
+def test_swi_calcifications_are_dark_and_not_bleeds():
+    kw = dict(seed=35, matrix=128, slice_thickness=1.5, n_cmb=0, n_slices=60)
+    plain, calc = make_swi(**kw), make_swi(calcifications=True, **kw)
+    assert plain.meta["calcifications"] == [] and calc.n_microbleeds == 0 and not calc.truth_mask.any()
+    assert calc.meta["calcifications"], "seed 35 draws at least one calcification"
+    assert calc.image.mean() < plain.image.mean()  # darker somewhere, nowhere brighter
+    assert np.all(calc.image <= plain.image + 1e-3)
+    assert np.array_equal(make_swi(**kw).image, plain.image)  # the defaults draw nothing new
+
+
 @pytest.mark.parametrize("n,grade", [(0, 0), (4, 1), (15, 2), (35, 3)])
 def test_cmb_counts_span_all_grades(n, grade):
     p = make_swi(seed=40 + n, matrix=64, slice_thickness=2.5, n_cmb=n)
