@@ -135,7 +135,8 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
     res = {"model_label": spec.label, "sha256": spec.sha256, "split": split, "n": len(rows), "cases": rows,
            "tta": list(spec.manifest["input"].get("tta", []))}
     big = truth >= 1.0
-    for who in ("model", "baseline"):
+    res["baseline"] = None  # not run (--no-baseline): no figures rather than zeros
+    for who in ("model", "baseline") if baseline else ("model",):
         v = np.array([r[who] for r in rows])
         res[who] = {
             "mae_ml": float(np.abs(v - truth).mean()),
@@ -232,7 +233,8 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
               flush=True)
     res = {"model_label": spec.label, "sha256": spec.sha256, "split": split, "n": len(rows), "cases": rows}
     nt = sum(r["n_truth"] for r in rows)
-    for who, k in (("model", ""), ("baseline", "b_")):
+    res["baseline"] = None  # not run (--no-baseline): no figures rather than zeros
+    for who, k in (("model", ""), ("baseline", "b_")) if baseline else (("model", ""),):
         res[who] = {
             "sensitivity": sum(r[k + "tp"] for r in rows) / max(nt, 1),
             "fp_per_scan": sum(r[k + "fp"] for r in rows) / len(rows),
@@ -268,12 +270,16 @@ def _gate_line(res) -> str:
             f"withheld by the quality gate {'n/a' if wh is None else f'{wh:.2f}'}")
 
 
+def measured(res) -> list[tuple[str, dict]]:
+    """(who, figures) for the model and, where it was run, the baseline."""
+    return [(who, res[who]) for who in ("model", "baseline") if res.get(who)]
+
+
 def report(res_w, res_c):
     lines = []
     if res_w:
         lines.append(f"WML  {res_w['model_label']}  split={res_w['split']} n={res_w['n']} (≥1 mL: {res_w['n_ge_1ml']})")
-        for who in ("model", "baseline"):
-            m = res_w[who]
+        for who, m in measured(res_w):
             d = "n/a" if m["dice_ge_1ml"] is None else f"{m['dice_ge_1ml']:.3f}"
             lines.append(f"  {who:8s} MAE {m['mae_ml']:.3f} mL  r {m['pearson_r']:.4f}  Dice(≥1 mL) {d}  "
                          f"bias {m['bias_ml']:+.3f} mL")
@@ -282,8 +288,7 @@ def report(res_w, res_c):
     if res_c:
         lines.append(f"CMB  {res_c['model_label']}  split={res_c['split']} n={res_c['n']} "
                      f"(truth bleeds {sum(r['n_truth'] for r in res_c['cases'])})")
-        for who in ("model", "baseline"):
-            m = res_c[who]
+        for who, m in measured(res_c):
             lines.append(f"  {who:8s} sensitivity {m['sensitivity']:.3f}  FP/scan {m['fp_per_scan']:.2f}  "
                          f"grade agreement {m['grade_agreement']:.3f}")
         lines.append(f"  model inference {res_c['seconds_mean']:.2f} s/series (mean)")

@@ -19,6 +19,7 @@ from pathlib import Path
 from svdmark.infer import ModelRegistry, Runtime, self_test
 
 from . import selftest_reference
+from .evaluate import measured
 
 INTENDED = (
     "Research use only. Trained exclusively on synthetic phantoms from `svdmark_phantom` "
@@ -65,16 +66,14 @@ def _results(task: str, ev: dict | None) -> list[str]:
              f"{ev['split']} --n {ev['n']}`", ""]
     if task == "wml":
         lines += ["| | MAE (mL) | Pearson r | Dice (truth ≥ 1 mL) | bias (mL) |", "|---|---|---|---|---|"]
-        for who in ("model", "baseline"):
-            m = ev[who]
+        for who, m in measured(ev):
             d = "n/a" if m["dice_ge_1ml"] is None else f"{m['dice_ge_1ml']:.3f}"
             lines.append(f"| {who} | {m['mae_ml']:.3f} | {m['pearson_r']:.4f} | {d} | {m['bias_ml']:+.3f} |")
         lines += ["", f"n = {ev['n']} cases, {ev['n_ge_1ml']} with truth ≥ 1 mL. Targets: MAE ≤ 1.0 mL, "
                       "r ≥ 0.97, Dice ≥ 0.70."]
     else:
         lines += ["| | sensitivity | FP / scan | grade agreement |", "|---|---|---|---|"]
-        for who in ("model", "baseline"):
-            m = ev[who]
+        for who, m in measured(ev):
             lines.append(f"| {who} | {m['sensitivity']:.3f} | {m['fp_per_scan']:.2f} | {m['grade_agreement']:.3f} |")
         lines += ["", f"n = {ev['n']} scans, {sum(r['n_truth'] for r in ev['cases'])} true bleeds; match within "
                       "max(5 mm, diameter). Targets: sensitivity ≥ 0.90 at ≤ 1.0 FP/scan, grade ≥ 0.90."]
