@@ -63,7 +63,7 @@ def _results(task: str, ev: dict | None) -> list[str]:
         return ["## Held-out results", "(not evaluated yet)"]
     lines = [f"## {SPLIT_TITLES.get(ev['split'], ev['split'])}",
              f"Command: `PYTHONPATH=. .venv/bin/python -m training.evaluate --task {task} --set "
-             f"{ev['split']} --n {ev['n']}`", ""]
+             f"{ev['split']} --n {ev['n']}{'' if ev.get('baseline') else ' --no-baseline'}`", ""]
     if task == "wml":
         lines += ["| | MAE (mL) | Pearson r | Dice (truth ≥ 1 mL) | bias (mL) |", "|---|---|---|---|---|"]
         for who, m in measured(ev):

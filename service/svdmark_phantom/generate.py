@@ -329,9 +329,11 @@ def make_swi(
     """An SWI magnitude volume with microbleed truth (centres in patient mm); ``anatomy`` as in :func:`make_ncct`.
 
     ``field_t`` 1.5 renders a 1.5 T look (:data:`FIELD_1P5T`): noisier, veins and blooming weaker; 3.0 is the
-    generator's original look. ``calcifications``: physiological calcifications (pineal, choroid plexus,
-    pallidum) drawn as dark foci that are not microbleeds (on the magnitude image only phase tells them apart).
-    Both draw from their own random streams, so the defaults give the same image as before for every seed."""
+    generator's original look; an explicit ``noise`` is taken as it is. ``calcifications``: physiological
+    calcifications (pineal, choroid plexus, pallidum) drawn as dark foci that are not microbleeds (on the magnitude
+    image only phase tells them apart); ``meta["calcifications"]`` lists each one's centre in the head's model
+    frame (mm, not patient coordinates) and its diameter. Both draw from their own random streams, so the
+    defaults give the same image as before for every seed."""
     _check_anatomy(anatomy)
     if field_t not in (1.5, 3.0):
         raise ValueError(f"field_t must be 1.5 or 3.0 (tesla), not {field_t!r}")
@@ -369,7 +371,8 @@ def make_swi(
                 (u[2][sl] - F32(c[2])) / F32(s[2])) ** 2
             loss[sl] = np.maximum(loss[sl], F32(amp) * np.exp(-0.5 * e))
         for c, radius, amp in calcs:
-            sl = blk.box(np.asarray(c) - radius - 2, np.asarray(c) + radius + 2, 0)
+            # the focus is drawn in the warped frame (u), the box is taken in v: widen it by the warp's reach
+            sl = blk.box(np.asarray(c) - radius, np.asarray(c) + radius, head.warp_max + 1)
             if sl is not None:
                 inside = _soft(ellipsoid_sd(u[0][sl], u[1][sl], u[2][sl], c, (radius,) * 3), 0.5)
                 loss[sl] = np.maximum(loss[sl], F32(amp) * inside)

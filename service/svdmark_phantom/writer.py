@@ -218,6 +218,8 @@ def _ct_attrs(ds: Dataset, p: Phantom, vst: VendorStyle, kind: SeriesKind, kerne
 
 def _mr_attrs(ds: Dataset, p: Phantom, vst: VendorStyle, sst: SeriesStyle, kind: SeriesKind, rng):
     f = vst.mr_field if vst.vendor != Vendor.SIEMENS or "Skyra" not in ds.ManufacturerModelName else 3.0
+    if (p.meta or {}).get("field_t") == 1.5:  # a 1.5 T look (make_swi(field_t=1.5)) says so in its header
+        f = 1.5
     ds.ScanningSequence = sst.scanning_sequence.split("\\") if "\\" in sst.scanning_sequence else sst.scanning_sequence
     ds.SequenceVariant = sst.sequence_variant.split("\\") if "\\" in sst.sequence_variant else sst.sequence_variant
     ds.ScanOptions = sst.scan_options.split("\\") if "\\" in sst.scan_options else sst.scan_options

@@ -76,6 +76,16 @@ def test_dciodvfy_reports_no_errors(tmp_path, tiny, ncct_study, swi_study):
         assert _errors(f) == [], f
 
 
+
+def test_a_1p5t_look_says_so_in_its_header(tmp_path):
+    kw = dict(seed=2, matrix=32, n_slices=8, n_cmb=1)
+    fields = {}
+    for field_t in (1.5, 3.0):
+        path = write_series(make_swi(field_t=field_t, **kw), tmp_path / str(field_t), vendor="siemens")[0]
+        fields[field_t] = float(pydicom.dcmread(path, stop_before_pixels=True).MagneticFieldStrength)
+    assert fields[1.5] == 1.5 and fields[3.0] == 3.0  # the 3 T look keeps the vendor style's field (here 3 T)
+
+
 @pytest.mark.parametrize("vendor", ["siemens", "ge", "philips", "canon"])
 def test_vendor_styles_swi(tmp_path, vendor):
     p = make_swi(seed=2, matrix=32, n_slices=8, n_cmb=1)
