@@ -169,3 +169,27 @@ def test_slice_geometry_round_trips_the_journalled_json():
     lossy = dict(row, lossy_source=True)
     assert SliceGeometry.from_json(lossy).lossy_source and SliceGeometry.from_json(lossy).to_json() == lossy
     assert SliceGeometry.from_json({}) == SliceGeometry()
+
+
+def test_assembler_reads_no_instances_of_a_series_still_arriving(journal_url):
+    """Each stored instance wakes the check; within the settle time it must not re-read the series' instances
+    (work growing with the square of the series' size during a transfer), and after it it completes as before."""
+    from pathlib import Path
+
+    from svdmark.journal import Journal
+
+    j = Journal(journal_url)
+    for k, g in enumerate(stack(12)):
+        j.record_instance(sop_uid=f"1.2.3.{k}", study_uid="1.2", series_uid="1.2.3", sop_class="1.2.840.10008.5.1.4.1.1.2",
+                          transfer_syntax="1.2.840.10008.1.2.1", path=Path(f"/x/{k}"), size=1, digest=f"d{k}",
+                          modality="CT", geometry=g, calling_ae="SCU", now=10.0)
+    j.mark_released(["1.2.3"])
+    reads = []
+    instances = j.instances
+    j.instances = lambda uid: reads.append(uid) or instances(uid)
+    a = Assembler(j, set, 2, 60, 600)
+    assert a.tick(now=10.0) == [] and a.tick(now=11.9) == []
+    assert reads == []
+    (job_id,) = a.tick(now=12.0)
+    assert reads == ["1.2.3"]
+    assert j.claim_job().completion == "association released and stack geometrically complete (12 slices)"

@@ -1,4 +1,9 @@
-"""Periodic check of receiving series against the completion evidence."""
+"""Periodic check of receiving series against the completion evidence.
+
+The listener wakes the check after every stored instance. A series that received an instance within the
+settle time cannot complete yet (:func:`.completion.decide` waits for it first), so its instances are not
+read: during a transfer each check would otherwise read and parse every instance of the series received so
+far, work that grows with the square of the series' size and competes with the listener for the GIL."""
 from __future__ import annotations
 
 import logging
@@ -27,6 +32,8 @@ class Assembler:
         queued = []
         receiving = self.journal.receiving_series()
         for s in receiving:
+            if now - s.last_received < self.settle_seconds:  # still arriving (module doc): nothing to decide
+                continue
             geoms = [i.geometry for i in self.journal.instances(s.series_uid)]
             evidence = SeriesEvidence(geoms, s.released, s.series_uid in open_now, now - s.last_received)
             done = decide(evidence, self.settle_seconds, self.fallback_seconds, self.max_wait_seconds)

@@ -6,6 +6,12 @@ tells a resend from a change: the same bytes under a SOP Instance UID already jo
 and touch nothing; other bytes replace the instance (the journal reopens its series). A file is kept only
 with its row: when the row cannot be committed, a file that was not there before is removed again.
 
+The journal is asked for the digest before anything is written only where the instance's spool file exists:
+a journalled instance always has its file (the spool keeps a file only with its row, and nothing removes
+one), so for a new instance, the common case, the lookup would only confirm that it is new. Its row is
+written in the same transaction that checks the digest (``record_instances``), so an instance whose file was
+missing after all (lost outside svdmark) is still a ``duplicate`` there, and its file is back in place.
+
 Errors: an ``OSError`` is the spool's (the file could not be written); the journal's are its engine's
 (:data:`svdmark.journal_engine.ERRORS`).
 """
@@ -31,9 +37,9 @@ def keep(journal: ReceiveJournal, spool: Spool, item: Inspected, data: bytes, *,
     ``source``: a file holding exactly ``data``, hard-linked into the spool rather than copied where the
     filesystem allows (:meth:`Spool.place`)."""
     sha = digest(data)
-    if journal.instance_digest(item.sop_uid) == sha:
-        return "duplicate"
     existed = spool.path_for(spool.incoming, item.study_uid, item.series_uid, item.sop_uid).exists()
+    if existed and journal.instance_digest(item.sop_uid) == sha:  # module doc: no lookup for a new instance
+        return "duplicate"
     path = spool.place(spool.incoming, item.study_uid, item.series_uid, item.sop_uid, data, source)
     try:
         return journal.record_instance(
