@@ -21,8 +21,15 @@ Layers, from the fields below (all precomputed once per process and trilinearly 
 * vessels: the analytic tree, snapped onto the atlas (sinuses to the inner table, cortical veins
   into the subarachnoid space, medullary veins to the ventricle wall).
 
-Not modelled: atrophy of the brain itself (the ventricles are the young-adult template's, ``p["vs"]``
-is nominal), skull-thickness variation, facial bones.
+Atrophy (``AtlasHead.random(..., atrophy=a)``, ``a`` in [0, 1]; off by default, so every seed's head is
+as before): the brain is eroded from its CSF surfaces by a signed distance to the template's tissue
+boundary (:func:`brain_surface_field`), up to ``2.2 a`` mm at the cortex (frontal-predominant: 0.75-1.25×
+front to back), widening sulci and fissures by twice that, and by ``3.5 a`` mm at the ventricle wall, whose
+distance field (the periventricular lesions' anchor) moves out with it. The template's sulci are a
+population average, shallow and smooth; an atrophic head also gets sulci of its own, CSF sheets (the zero
+set of a random wave field, wavelengths 18-30 mm, as the analytic head's) 6-12 mm deep from the outer brain
+surface, 0.6-2.8 mm wide and narrowing with depth, which cut the cortex into folds and, in cross-section,
+the small cortical islands between bright CSF that a microbleed detector must learn to leave alone. Not modelled: skull-thickness variation, facial bones.
 
 The maps ship inside the nilearn wheel (``nilearn/datasets/data``); they are located with
 ``importlib.util.find_spec`` (nilearn itself is never imported, and nothing is downloaded).
@@ -47,6 +54,7 @@ COARSE_MM = 2.0  # grid of the skull / scalp distance fields
 PAD_MM = (30, 30, 90, 30)  # padding of that grid: x, y, below, above (the face/neck block hangs below)
 FAR = F32(1000.0)  # "far outside" for distance fields
 CEREBRUM, CEREBELLUM, STEM, DEEP = 0, 1, 2, 3  # region codes
+VENTRICLE_GROWTH_MM = 3.5  # ventricle wall moved out at atrophy 1
 SHARPEN = 2.0  # exponent of the tissue-fraction sharpening (see _sharpen)
 TISSUE_KEYS = ("gm", "dgm", "wm", "cbl", "stem")  # brain layers, painted in this order over CSF
 
@@ -309,6 +317,16 @@ def _subarachnoid_depth(tissue, fine: RasGrid, cavity_sd, coarse: RasGrid) -> fl
     return float(np.median(-d[(d < 0) & (d > -8)]))
 
 
+@functools.lru_cache(maxsize=1)
+def brain_surface_field() -> np.ndarray:
+    """Signed distance (mm, negative inside the brain) to the template's tissue boundary (GM + WM = 0.5) on the
+    fine grid: the erosion field of atrophic heads. Computed on first use (~3 s, 35 MB), so heads
+    without atrophy never pay for it."""
+    a = load_atlas()
+    tissue = (a.gm.astype(F32) + a.wm.astype(F32)) * F32(1 / 255)  # sharpened fractions: the same 0.5 surface
+    return _signed_distance(tissue >= 0.5, a.fine.spacing, 0.5)
+
+
 def sample(arr: np.ndarray, grid: RasGrid, ras, order: int = 1, mode: str = "constant",
            cval: float = 0.0) -> np.ndarray:
     """Interpolate ``arr`` at RAS points given as three coordinate arrays (float32 result)."""
@@ -330,7 +348,11 @@ class AtlasHead(HeadModel):
     WML_FIT_ROUNDS = 8
 
     @classmethod
-    def random(cls, seed: int, *, origin=(0.0, 0.0, 0.0), rotate=True, warp_mm=4.0) -> "AtlasHead":
+    def random(cls, seed: int, *, origin=(0.0, 0.0, 0.0), rotate=True, warp_mm=4.0,
+               atrophy: float | None = None) -> "AtlasHead":
+        """The head of ``seed``; ``atrophy`` in [0, 1] erodes the brain (module doc), None or 0 leaves it as drawn."""
+        if atrophy is not None and not 0.0 <= atrophy <= 1.0:
+            raise ValueError(f"atrophy must be within [0, 1], not {atrophy!r}")
         atlas = load_atlas()
         rng = np.random.default_rng([int(seed), 0xA71A5])
         m = cls(seed=int(seed), rng=rng, atlas=atlas)
@@ -346,8 +368,38 @@ class AtlasHead(HeadModel):
         # ellipsoid roughly inscribed in the cavity: seeds the sinuses and cortical veins, which are then snapped
         p["in_c"] = m.u_from_ras([0.0, -17.0, 20.0])
         p["in_a"] = np.array([68.0, 88.0, 60.0]) * m.scale
+        if atrophy:  # its own stream: the rest of the head is the same as without atrophy
+            p["atrophy"] = float(atrophy)
+            p["vs"] = 1.0 + 1.15 * atrophy  # the ventricles' nominal scale, as the analytic head reports it
+            more = np.random.default_rng([int(seed), 0xA760])
+            p["sulc_w"] = 0.6 + 1.8 * atrophy + more.uniform(0, 0.4)  # the extra sulci (module doc)
+            p["sulc_depth"] = more.uniform(6.0, 12.0)
+            ks = more.normal(size=(9, 3))
+            ks /= np.linalg.norm(ks, axis=1, keepdims=True)
+            p["sulc_k"] = ks * (2 * np.pi / more.uniform(18, 30, 9))[:, None]
+            p["sulc_phi"] = more.uniform(0, 2 * np.pi, 9)
         m._build_vessels()
         return m
+
+    def _erosion(self, ras, cav) -> np.ndarray | None:
+        """Atrophy's cap on the tissue fraction at RAS points (None: no atrophy): eroded from the cortical surface
+        and the ventricle wall, and cut by the extra sulci (module doc)."""
+        p = self.p
+        a = p.get("atrophy", 0.0)
+        if not a:
+            return None
+        frontal = F32(0.75) + F32(0.5) / (F32(1) + np.exp(-ras[1] * F32(1 / 25)))  # anterior (RAS y > 0) more
+        depth = -sample(brain_surface_field(), self.atlas.fine, ras, cval=50.0) * F32(self.mm)  # outside: no brain
+        cap = np.clip(depth - F32(2.2 * a) * frontal + F32(0.5), 0, 1)
+        np.minimum(cap, np.clip(self._ventricle_wall(ras) - F32(VENTRICLE_GROWTH_MM * a - 1.0) + F32(0.5), 0, 1),
+                   out=cap)
+        outer = -cav - F32(p["sa"])  # depth below the outer brain surface, not the ventricles'
+        near = outer < F32(p["sulc_depth"])
+        if near.any():  # a sulcus narrows with depth; the wave field (RAS mm) only where one can reach
+            x, y, z = (c[near] for c in ras)
+            width = F32(p["sulc_w"]) * np.clip(F32(1) - outer[near] * F32(1 / p["sulc_depth"]), 0, 1)
+            cap[near] = np.minimum(cap[near], np.clip(self.sulc_field(x, y, z) - width * F32(0.5) + F32(0.5), 0, 1))
+        return cap
 
     # ----------------------------------------------------------------- frames
     @property
@@ -380,8 +432,12 @@ class AtlasHead(HeadModel):
         return sample(field_mm, self.atlas.coarse, ras, cval=FAR) * F32(self.mm) - F32(self.p["sa_extra"])
 
     def ventricle_sd(self, x, y, z):
+        return self._ventricle_wall(self._ras(x, y, z)) - F32(VENTRICLE_GROWTH_MM * self.p.get("atrophy", 0.0))
+
+    def _ventricle_wall(self, ras) -> np.ndarray:
+        """Signed distance (model-frame mm) to the template's ventricle wall at RAS points."""
         a = self.atlas
-        return sample(a.vent_sd, a.vent, self._ras(x, y, z), cval=50.0) * F32(self.mm)
+        return sample(a.vent_sd, a.vent, ras, cval=50.0) * F32(self.mm)
 
     def _fields(self, x, y, z) -> dict:
         return self._memo("atlas", self._compute_fields, x, y, z)
@@ -415,6 +471,11 @@ class AtlasHead(HeadModel):
         g = sample(a.gm, a.fine, ras, mode="nearest") * (inner * F32(1 / 255))
         w = sample(a.wm, a.fine, ras, mode="nearest") * (inner * F32(1 / 255))
         reg = sample(a.region, a.fine, ras, order=0, mode="nearest")
+        cap = self._erosion(ras, cav)
+        if cap is not None:  # atrophy: tissue only up to the cap, GM and WM in their proportions
+            t = g + w
+            keep = np.minimum(cap, t) / np.maximum(t, F32(1e-6))
+            g, w = g * keep, w * keep
         g_over = np.clip(g / np.maximum(F32(1) - w, F32(1e-3)), 0, 1)
         all_t = np.clip(g + w, 0, 1)
         zero = np.zeros_like(g)

@@ -81,12 +81,15 @@ def _check_anatomy(anatomy: str):
     raise ValueError(f"unknown anatomy {anatomy!r}; use one of {ANATOMIES}")
 
 
-def _make_head(anatomy: str, seed: int, origin) -> HeadModel:
-    """The random head of ``seed``: the analytic model or the MNI152 atlas head (same interface)."""
+def _make_head(anatomy: str, seed: int, origin, atrophy: float | None = None) -> HeadModel:
+    """The random head of ``seed``: the analytic model or the MNI152 atlas head (same interface). ``atrophy``
+    (0-1) erodes the atlas head (``atlas`` module doc); the analytic head draws its own atrophy."""
     if anatomy == "mni152":
         from .atlas import AtlasHead
 
-        return AtlasHead.random(seed, origin=origin)
+        return AtlasHead.random(seed, origin=origin, atrophy=atrophy)
+    if atrophy is not None:
+        raise ValueError("atrophy is a parameter of the mni152 anatomy; the analytic head draws its own")
     return HeadModel.random(seed, origin=origin)
 
 
@@ -152,6 +155,7 @@ def make_ncct(
     kernel: str = "soft",
     anatomy: str = "analytic",
     noise_hu: float | None = None,
+    atrophy: float | None = None,
 ) -> Phantom:
     """A non-contrast head CT with WML truth (HU, source grid, possibly gantry-tilted).
 
@@ -160,6 +164,7 @@ def make_ncct(
     ``contrast=True`` renders the same head with enhanced vessels (CTA-like distractor).
     ``anatomy``: 'analytic' (the randomly warped analytic head) or 'mni152' (the MNI152 tissue maps shipped
     with nilearn, randomly scaled, rotated and warped; needs the ``train`` extra, see ``phantom.atlas``).
+    ``atrophy`` (0-1, 'mni152' only): sulci, fissures and ventricles widened by eroding the brain.
     """
     _check_anatomy(anatomy)
     rng = np.random.default_rng([int(seed), 0xC7])
@@ -169,7 +174,7 @@ def make_ncct(
     coverage = rng.uniform(135, 160)
     nz = int(n_slices or max(4, math.ceil(coverage / slice_thickness)))
     head_origin = np.array([rng.uniform(-6, 6), rng.uniform(-25, 5), rng.uniform(-250, 50)])
-    head = _make_head(anatomy, seed, head_origin)
+    head = _make_head(anatomy, seed, head_origin, atrophy)
     # stack centre: in the head frame z ≈ 5 mm (skull base to vertex), on the table axis in x, y
     iso = np.array([rng.uniform(-4, 4), head_origin[1] + rng.uniform(-8, 8) + 2, 0.0])
     zc = head.v_to_patient([0, 0, 5.0 + rng.uniform(-4, 4)])[2]
@@ -325,6 +330,7 @@ def make_swi(
     noise: float | None = None,
     field_t: float = 3.0,
     calcifications: bool = False,
+    atrophy: float | None = None,
 ) -> Phantom:
     """An SWI magnitude volume with microbleed truth (centres in patient mm); ``anatomy`` as in :func:`make_ncct`.
 
@@ -332,8 +338,9 @@ def make_swi(
     generator's original look; an explicit ``noise`` is taken as it is. ``calcifications``: physiological
     calcifications (pineal, choroid plexus, pallidum) drawn as dark foci that are not microbleeds (on the magnitude
     image only phase tells them apart); ``meta["calcifications"]`` lists each one's centre in the head's model
-    frame (mm, not patient coordinates) and its diameter. Both draw from their own random streams, so the
-    defaults give the same image as before for every seed."""
+    frame (mm, not patient coordinates) and its diameter. ``atrophy`` as in :func:`make_ncct`. These draw from
+    their own random streams (atrophy draws nothing), so the defaults give the same image as before for every
+    seed."""
     _check_anatomy(anatomy)
     if field_t not in (1.5, 3.0):
         raise ValueError(f"field_t must be 1.5 or 3.0 (tesla), not {field_t!r}")
@@ -344,7 +351,7 @@ def make_swi(
     coverage = rng.uniform(100, 130)
     nz = int(n_slices or max(4, math.ceil(coverage / slice_thickness)))
     head_origin = np.array([rng.uniform(-5, 5), rng.uniform(-20, 10), rng.uniform(-40, 40)])
-    head = _make_head(anatomy, seed + 7919, head_origin)
+    head = _make_head(anatomy, seed + 7919, head_origin, atrophy)
     zc = head.v_to_patient([0, 0, 12.0 + rng.uniform(-6, 6)])[2]
     iso = np.array([head_origin[0] + rng.uniform(-3, 3), head_origin[1] + rng.uniform(-6, 6), zc])
     grid = make_grid(rows=rows, cols=cols, n_slices=nz, pixel_mm=px, thickness=slice_thickness,

@@ -132,3 +132,39 @@ def test_atlas_head_is_deterministic():
     b = make_ncct(seed=2, matrix=40, n_slices=5, wml_ml=1.0, anatomy="mni152")
     assert np.array_equal(a.image, b.image) and a.truth_wml_ml == b.truth_wml_ml
     assert a.meta["anatomy"] == "mni152"
+
+
+@needs_atlas
+def test_atrophy_widens_csf_spaces_and_changes_nothing_else():
+    """Atrophy erodes the brain (more CSF, larger ventricles, the extra sulci) from its own random stream: the
+    placement, warp and vessels are the head's without atrophy (medullary veins start at the moved ventricle
+    wall), and bleeds still sit in brain."""
+    plain = atlas_mod.AtlasHead.random(11)
+    heads = {a: atlas_mod.AtlasHead.random(11, atrophy=a) for a in (0.3, 1.0)}
+    for h in heads.values():
+        assert np.array_equal(h.R, plain.R) and np.allclose(h.origin, plain.origin)
+        assert [(v.kind, v.radius) for v in h.vessels] == [(v.kind, v.radius) for v in plain.vessels]
+        assert [v.points.tolist() for v in h.vessels if v.kind != "medullary"] == \
+            [v.points.tolist() for v in plain.vessels if v.kind != "medullary"]
+    rng = np.random.default_rng(0)
+    u = rng.uniform([-60, -80, -20], [60, 70, 60], size=(20000, 3))  # the cerebrum's box, model frame
+    csf = {a: np.mean(h.label(u) == "csf") for a, h in [(0.0, plain), *heads.items()]}
+    assert csf[0.0] < csf[0.3] < csf[1.0] and csf[1.0] > 1.5 * csf[0.0], csf
+    ventricle = {a: np.mean(h.ventricle_sd(*u.T.astype(np.float32)) < 0) for a, h in [(0.0, plain), *heads.items()]}
+    assert ventricle[0.0] < ventricle[0.3] < ventricle[1.0], ventricle
+    kw = dict(seed=6, matrix=64, slice_thickness=2.5, anatomy="mni152", atrophy=0.8)
+    p, clean = make_swi(n_cmb=5, **kw), make_swi(n_cmb=0, **kw)
+    values, scale = p.meta["values"], p.meta["scale"]
+    assert p.n_microbleeds == 5
+    for c, _, _ in p.microbleeds:
+        k, i, j = np.rint(p.patient_to_index(c)).astype(int)
+        assert p.image[k, i, j] < 0.8 * clean.image[k, i, j]
+        assert clean.image[k, i, j] < 0.5 * (values["gm"] + values["csf"]) * scale  # tissue, not the new CSF
+
+
+def test_atrophy_is_the_atlas_heads_parameter():
+    with pytest.raises(ValueError, match="mni152"):
+        make_swi(seed=1, matrix=32, n_slices=3, atrophy=0.5)
+    if atlas_mod.find_mni152_files() is not None:
+        with pytest.raises(ValueError, match="within"):
+            atlas_mod.AtlasHead.random(1, atrophy=1.5)
