@@ -633,12 +633,16 @@ class Journal:
             (sop_uid, study_uid, series_uid, sop_class, transfer_syntax, str(path), size, digest,
              json.dumps(geometry.to_json()), calling_ae, now),
         )
-        s = db.execute("SELECT generation FROM series WHERE series_uid=?", (series_uid,)).fetchone()
-        has_job = s is not None and db.execute(
-            "SELECT 1 FROM jobs WHERE series_uid=? AND generation=?", (series_uid, s["generation"])
-        ).fetchone() is not None
-        plan = after_instance(s["generation"] if s is not None else None, has_job)
-        if plan.supersede_pending:
+        # the series, whether its generation has a job, and whether a job waits, in one statement (the receiver
+        # runs this for every instance)
+        s = db.execute(
+            "SELECT generation, EXISTS(SELECT 1 FROM jobs j WHERE j.series_uid=s.series_uid"
+            " AND j.generation=s.generation) AS has_job, EXISTS(SELECT 1 FROM jobs j WHERE j.series_uid=s.series_uid"
+            " AND j.state=?) AS has_pending FROM series s WHERE s.series_uid=?",
+            (JobState.PENDING.value, series_uid),
+        ).fetchone()
+        plan = after_instance(s["generation"] if s is not None else None, s is not None and bool(s["has_job"]))
+        if plan.supersede_pending and s["has_pending"]:
             db.execute(
                 "UPDATE jobs SET state=? WHERE series_uid=? AND state=?",
                 (JobState.SUPERSEDED.value, series_uid, JobState.PENDING.value),
