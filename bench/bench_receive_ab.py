@@ -38,6 +38,8 @@ def main() -> int:
     ap.add_argument("--associations", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--instances", type=int, default=400)
+    ap.add_argument("--roles", default="receive",
+                    help="the receivers' roles; 'receive,assemble' adds the completion check each instance wakes")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="svdmark-ab-"))
     ct = write_study(work / "ct", seed=500, kind="ncct", vendor="siemens", distractors=False, matrix=512)
@@ -45,7 +47,8 @@ def main() -> int:
     peers, receivers = [], {}
     try:
         for name, tree in (("A", args.a), ("B", args.b)):
-            svd = Svdmark(work / name, [], roles=("receive",), env={"PYTHONPATH": str(tree.resolve())}).start()
+            svd = Svdmark(work / name, [], roles=tuple(args.roles.split(",")),
+                          env={"PYTHONPATH": str(tree.resolve())}).start()
             peers.append(svd)
             receivers[name] = Receiver(name, svd.port, "SVDMARK", spool_count(svd.data_dir), svd.proc.pid)
         rates: dict[str, list[float]] = {"A": [], "B": []}
