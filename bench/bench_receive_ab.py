@@ -1,9 +1,11 @@
 """Paired A/B of two svdmark source trees as receivers, for a change to the receive path.
 
     .venv/bin/python bench/bench_receive_ab.py A_SERVICE_DIR B_SERVICE_DIR [--associations 4] [--repeats 4]
+        [--roles receive]
 
 Each tree's ``service/`` directory (e.g. from ``git worktree add /tmp/base <commit>``) runs as its own
-``svdmark serve --roles receive`` (``PYTHONPATH`` set to it); both take the same 400 fresh 512x512 CT instances
+``svdmark serve --roles receive`` (``PYTHONPATH`` set to it; ``--roles receive,assemble`` adds the completion
+check that each stored instance wakes, as in the default all-roles process); both take the same 400 fresh 512x512 CT instances
 per run over ``--associations`` concurrent dcmtk storescu associations, A and B alternating which goes first.
 Prints each run's rates and the median of the B/A ratios: on a shared machine whose speed drifts, a ratio
 within one run is comparable where rates from different minutes are not (bench/README.md). Also each

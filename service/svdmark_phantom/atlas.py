@@ -23,12 +23,12 @@ Layers, from the fields below (all precomputed once per process and trilinearly 
 
 Atrophy (``AtlasHead.random(..., atrophy=a)``, ``a`` in [0, 1]; off by default, so every seed's head is
 as before): the brain is eroded from its CSF surfaces by a signed distance to the template's tissue
-boundary (:func:`brain_surface_field`), up to ``2.2 a`` mm at the cortex (frontal-predominant: 0.75-1.25×
-front to back), widening sulci and fissures by twice that, and by ``3.5 a`` mm at the ventricle wall, whose
+boundary (:func:`brain_surface_field`), up to ``2.2 a`` mm at the cortex (frontal-predominant: 1.25× at the
+front to 0.75× at the back), widening sulci and fissures by twice that, and by ``3.5 a`` mm at the ventricle wall, whose
 distance field (the periventricular lesions' anchor) moves out with it. The template's sulci are a
 population average, shallow and smooth; an atrophic head also gets sulci of its own, CSF sheets (the zero
-set of a random wave field, wavelengths 18-30 mm, as the analytic head's) 6-12 mm deep from the outer brain
-surface, 0.6-2.8 mm wide and narrowing with depth, which cut the cortex into folds and, in cross-section,
+set of a random wave field of nine waves, wavelengths 18-30 mm; the analytic head's are 28-44 mm) 6-12 mm deep from the outer brain
+surface, 0.6-2.8 mm wide and fading out with depth, which cut the cortex into folds and, in cross-section,
 the small cortical islands between bright CSF that a microbleed detector must learn to leave alone. Not modelled: skull-thickness variation, facial bones.
 
 The maps ship inside the nilearn wheel (``nilearn/datasets/data``); they are located with
@@ -362,7 +362,7 @@ class AtlasHead(HeadModel):
         p["scale"] = m.scale
         p["skull"] = rng.uniform(5.0, 8.0)
         p["scalp"] = rng.uniform(4.0, 7.0)
-        p["vs"] = 1.0  # nominal: the atlas ventricles are the template's (no atrophy model)
+        p["vs"] = 1.0  # nominal: the atlas ventricles are the template's (atrophy below scales it)
         p["sa_extra"] = rng.uniform(0.5, 2.5)  # widens the subarachnoid space: skull and scalp move out
         p["sa"] = atlas.sa_mm * m.mm + p["sa_extra"]
         # ellipsoid roughly inscribed in the cavity: seeds the sinuses and cortical veins, which are then snapped
@@ -395,10 +395,11 @@ class AtlasHead(HeadModel):
                    out=cap)
         outer = -cav - F32(p["sa"])  # depth below the outer brain surface, not the ventricles'
         near = outer < F32(p["sulc_depth"])
-        if near.any():  # a sulcus narrows with depth; the wave field (RAS mm) only where one can reach
+        if near.any():  # a sulcus narrows and fades with depth; the wave field (RAS mm) only where one can reach
             x, y, z = (c[near] for c in ras)
-            width = F32(p["sulc_w"]) * np.clip(F32(1) - outer[near] * F32(1 / p["sulc_depth"]), 0, 1)
-            cap[near] = np.minimum(cap[near], np.clip(self.sulc_field(x, y, z) - width * F32(0.5) + F32(0.5), 0, 1))
+            taper = np.clip(F32(1) - outer[near] * F32(1 / p["sulc_depth"]), 0, 1)
+            sheet = np.clip(F32(p["sulc_w"] * 0.5) * taper - self.sulc_field(x, y, z) + F32(0.5), 0, 1)  # CSF share
+            cap[near] = np.minimum(cap[near], F32(1) - sheet * taper)
         return cap
 
     # ----------------------------------------------------------------- frames

@@ -233,7 +233,7 @@ def make_ncct(
         gantry_tilt_deg=float(tilt_deg),
         meta={"fov_mm": fov, "target_wml_ml": float(wml_ml), "wml_contrast_hu": wml.contrast,
               "mimics": [m.kind for m in mims], "noise_hu": sd, "values": vals, "kernel": kernel,
-              "anatomy": anatomy, "head_origin": head_origin.tolist()},
+              "anatomy": anatomy, "head_origin": head_origin.tolist(), **({"atrophy": atrophy} if atrophy else {})},
         aux={"wml_fraction": wml_fraction},
     )
 
@@ -339,8 +339,8 @@ def make_swi(
     calcifications (pineal, choroid plexus, pallidum) drawn as dark foci that are not microbleeds (on the magnitude
     image only phase tells them apart); ``meta["calcifications"]`` lists each one's centre in the head's model
     frame (mm, not patient coordinates) and its diameter. ``atrophy`` as in :func:`make_ncct`. These draw from
-    their own random streams (atrophy draws nothing), so the defaults give the same image as before for every
-    seed."""
+    their own random streams (atrophy from the head's own, none from this function's), so the defaults give the
+    same image as before for every seed."""
     _check_anatomy(anatomy)
     if field_t not in (1.5, 3.0):
         raise ValueError(f"field_t must be 1.5 or 3.0 (tesla), not {field_t!r}")
@@ -417,7 +417,8 @@ def make_swi(
         gantry_tilt_deg=0.0,
         meta={"fov_mm": fov, "noise_sd": sd, "scale": scale, "values": vals, "oblique_deg": oblique_deg,
               "anatomy": anatomy, "cmb_depth": [c.depth for c in cmbs], "field_t": field_t,
-              "calcifications": [[float(v) for v in c] + [2 * r] for c, r, _ in calcs]},
+              "calcifications": [[float(v) for v in c] + [2 * r] for c, r, _ in calcs],
+              **({"atrophy": atrophy} if atrophy else {})},
     )
 
 

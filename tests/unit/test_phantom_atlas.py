@@ -150,8 +150,9 @@ def test_atrophy_widens_csf_spaces_and_changes_nothing_else():
     u = rng.uniform([-60, -80, -20], [60, 70, 60], size=(20000, 3))  # the cerebrum's box, model frame
     csf = {a: np.mean(h.label(u) == "csf") for a, h in [(0.0, plain), *heads.items()]}
     assert csf[0.0] < csf[0.3] < csf[1.0] and csf[1.0] > 1.5 * csf[0.0], csf
-    ventricle = {a: np.mean(h.ventricle_sd(*u.T.astype(np.float32)) < 0) for a, h in [(0.0, plain), *heads.items()]}
-    assert ventricle[0.0] < ventricle[0.3] < ventricle[1.0], ventricle
+    deep = np.linalg.norm(u - [0, 0, 15], axis=1) < 25  # around the lateral ventricles: their CSF grows too
+    inner = {a: np.mean(h.label(u[deep]) == "csf") for a, h in [(0.0, plain), *heads.items()]}
+    assert inner[0.0] < inner[0.3] < inner[1.0], inner
     kw = dict(seed=6, matrix=64, slice_thickness=2.5, anatomy="mni152", atrophy=0.8)
     p, clean = make_swi(n_cmb=5, **kw), make_swi(n_cmb=0, **kw)
     values, scale = p.meta["values"], p.meta["scale"]
@@ -165,6 +166,5 @@ def test_atrophy_widens_csf_spaces_and_changes_nothing_else():
 def test_atrophy_is_the_atlas_heads_parameter():
     with pytest.raises(ValueError, match="mni152"):
         make_swi(seed=1, matrix=32, n_slices=3, atrophy=0.5)
-    if atlas_mod.find_mni152_files() is not None:
-        with pytest.raises(ValueError, match="within"):
-            atlas_mod.AtlasHead.random(1, atrophy=1.5)
+    with pytest.raises(ValueError, match="within"):  # checked before the atlas is loaded
+        atlas_mod.AtlasHead.random(1, atrophy=1.5)

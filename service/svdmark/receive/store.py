@@ -3,14 +3,15 @@
 The receiver keeps each C-STORE this way, and ``svdmark analyze --enqueue`` each file of an archive, so both
 leave the same spool path, digest and journal row. The digest (:func:`digest`, SHA-256 of the Part 10 bytes)
 tells a resend from a change: the same bytes under a SOP Instance UID already journalled are a ``duplicate``
-and touch nothing; other bytes replace the instance (the journal reopens its series). A file is kept only
+and change nothing in the journal; other bytes replace the instance (the journal reopens its series). A file is kept only
 with its row: when the row cannot be committed, a file that was not there before is removed again.
 
 The journal is asked for the digest before anything is written only where the instance's spool file exists:
 a journalled instance always has its file (the spool keeps a file only with its row, and nothing removes
 one), so for a new instance, the common case, the lookup would only confirm that it is new. Its row is
 written in the same transaction that checks the digest (``record_instances``), so an instance whose file was
-missing after all (lost outside svdmark) is still a ``duplicate`` there, and its file is back in place.
+missing after all (lost outside svdmark) is still a ``duplicate`` there, and its file is back at the spool
+path (the path its row names, unless the spool was moved since).
 
 Errors: an ``OSError`` is the spool's (the file could not be written); the journal's are its engine's
 (:data:`svdmark.journal_engine.ERRORS`).
