@@ -24,12 +24,15 @@ Layers, from the fields below (all precomputed once per process and trilinearly 
 Atrophy (``AtlasHead.random(..., atrophy=a)``, ``a`` in [0, 1]; off by default, so every seed's head is
 as before): the brain is eroded from its CSF surfaces by a signed distance to the template's tissue
 boundary (:func:`brain_surface_field`), up to ``2.2 a`` mm at the cortex (frontal-predominant: 1.25× at the
-front to 0.75× at the back), widening sulci and fissures by twice that, and by ``3.5 a`` mm at the ventricle wall, whose
-distance field (the periventricular lesions' anchor) moves out with it. The template's sulci are a
-population average, shallow and smooth; an atrophic head also gets sulci of its own, CSF sheets (the zero
-set of a random wave field of nine waves, wavelengths 18-30 mm; the analytic head's are 28-44 mm) 6-12 mm deep from the outer brain
-surface, 0.6-2.8 mm wide and fading out with depth, which cut the cortex into folds and, in cross-section,
-the small cortical islands between bright CSF that a microbleed detector must learn to leave alone. Not modelled: skull-thickness variation, facial bones.
+front to 0.75× at the back), widening sulci and fissures by twice that, and by ``3.5 a`` mm at the
+ventricle wall, whose distance field (the periventricular lesions' anchor) moves out with it. The
+template's sulci are a population average, shallow and smooth; an atrophic head also gets sulci of its
+own, CSF sheets (the zero set of a random wave field of nine waves, wavelengths 18-30 mm; the analytic
+head's are 28-44 mm) 6-12 mm deep from the outer brain surface, 0.6-2.8 mm wide and fading out with
+depth, which cut the cortex into folds and, in cross-section, the small cortical islands between bright
+CSF that a microbleed detector must learn to leave alone.
+
+Not modelled: skull-thickness variation, facial bones.
 
 The maps ship inside the nilearn wheel (``nilearn/datasets/data``); they are located with
 ``importlib.util.find_spec`` (nilearn itself is never imported, and nothing is downloaded).
@@ -391,8 +394,8 @@ class AtlasHead(HeadModel):
         frontal = F32(0.75) + F32(0.5) / (F32(1) + np.exp(-ras[1] * F32(1 / 25)))  # anterior (RAS y > 0) more
         depth = -sample(brain_surface_field(), self.atlas.fine, ras, cval=50.0) * F32(self.mm)  # outside: no brain
         cap = np.clip(depth - F32(2.2 * a) * frontal + F32(0.5), 0, 1)
-        np.minimum(cap, np.clip(self._ventricle_wall(ras) - F32(VENTRICLE_GROWTH_MM * a - 1.0) + F32(0.5), 0, 1),
-                   out=cap)
+        wall = self._ventricle_wall(ras)
+        np.minimum(cap, np.clip(wall + F32(1.5), 0, 1), out=cap)  # the ventricle's CSF reaches 1 mm past its wall
         outer = -cav - F32(p["sa"])  # depth below the outer brain surface, not the ventricles'
         near = outer < F32(p["sulc_depth"])
         if near.any():  # a sulcus narrows and fades with depth; the wave field (RAS mm) only where one can reach
@@ -433,12 +436,14 @@ class AtlasHead(HeadModel):
         return sample(field_mm, self.atlas.coarse, ras, cval=FAR) * F32(self.mm) - F32(self.p["sa_extra"])
 
     def ventricle_sd(self, x, y, z):
-        return self._ventricle_wall(self._ras(x, y, z)) - F32(VENTRICLE_GROWTH_MM * self.p.get("atrophy", 0.0))
+        return self._ventricle_wall(self._ras(x, y, z))
 
     def _ventricle_wall(self, ras) -> np.ndarray:
-        """Signed distance (model-frame mm) to the template's ventricle wall at RAS points."""
+        """Signed distance (model-frame mm) to the ventricle wall at RAS points: the template's, moved out by
+        atrophy."""
         a = self.atlas
-        return sample(a.vent_sd, a.vent, ras, cval=50.0) * F32(self.mm)
+        grown = F32(VENTRICLE_GROWTH_MM * self.p.get("atrophy", 0.0))
+        return sample(a.vent_sd, a.vent, ras, cval=50.0) * F32(self.mm) - grown
 
     def _fields(self, x, y, z) -> dict:
         return self._memo("atlas", self._compute_fields, x, y, z)

@@ -1,16 +1,17 @@
 """Periodic check of receiving series against the completion evidence.
 
 The listener wakes the check after every stored instance. A series that received an instance within the
-settle time cannot complete yet (:func:`.completion.decide` waits for it first), so its instances are not
-read: during a transfer each check would otherwise read and parse every instance of the series received so
-far, work that grows with the square of the series' size and competes with the listener for the GIL."""
+settle time cannot complete yet (:func:`.completion.settling`, :func:`.completion.decide`'s first rule), so
+its instances are not read: during a transfer each check would otherwise read and parse every instance of
+the series received so far, work that grows with the square of the series' size and competes with the
+listener for the GIL."""
 from __future__ import annotations
 
 import logging
 
 from ..journal_api import AssemblyJournal
 from ..logs import event
-from .completion import SeriesEvidence, decide, missing
+from .completion import SeriesEvidence, decide, missing, settling
 
 log = logging.getLogger("svdmark.assemble")
 
@@ -32,7 +33,7 @@ class Assembler:
         queued = []
         receiving = self.journal.receiving_series()
         for s in receiving:
-            if now - s.last_received < self.settle_seconds:  # still arriving (module doc): nothing to decide
+            if settling(now - s.last_received, self.settle_seconds):  # still arriving (module doc): nothing to read
                 continue
             geoms = [i.geometry for i in self.journal.instances(s.series_uid)]
             evidence = SeriesEvidence(geoms, s.released, s.series_uid in open_now, now - s.last_received)

@@ -87,11 +87,16 @@ def missing(ev: SeriesEvidence) -> str | None:
     return None
 
 
+def settling(quiet_seconds: float, settle_seconds: float) -> bool:
+    """A series that received an instance this recently waits, whatever else the evidence says."""
+    return quiet_seconds < settle_seconds
+
+
 def decide(ev: SeriesEvidence, settle_seconds: float, fallback_seconds: float,
            max_wait_seconds: float | None = None) -> Completion | None:
     """How the series completes now, or None if it should wait."""
     max_wait = max(fallback_seconds, max_wait_seconds if max_wait_seconds is not None else fallback_seconds)
-    if ev.quiet_seconds < settle_seconds:
+    if settling(ev.quiet_seconds, settle_seconds):
         return None
     n = len(ev.instances)
     if counts_complete(ev.instances):
