@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -74,8 +75,12 @@ def test_kill_mid_association_then_resend(tmp_path, pacs, studies):
     svd = Svdmark(data, [f"{pacs.aet}@127.0.0.1:{pacs.port}"]).start()
     sender = threading.Thread(target=send_studies, args=(studies, svd.port), kwargs={"check": False})
     sender.start()
-    wait_until(lambda: _count_or_none(data, "SELECT COUNT(*) FROM instances") >= 5, 60, "some instances stored")
+    wait_until(lambda: _count_or_none(data, "SELECT COUNT(*) FROM instances") >= 5, 60, "some instances stored",
+               interval=0.01)
     svd.kill9()
+    stored = _count_or_none(data, "SELECT COUNT(*) FROM instances")
+    total = sum(1 for s in studies for _ in Path(s.out_dir).rglob("*.dcm"))
+    assert stored < total, f"the kill came after the whole transfer ({stored} of {total} stored)"
     sender.join(60)
     svd.start()
     send_studies(studies, svd.port)  # the sender retries everything, as a PACS would
