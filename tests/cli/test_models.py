@@ -13,7 +13,7 @@ import pytest
 
 from tests import journaldb
 from . import fakemodels
-from .conftest import Serve, packaged_models, run_cli, run_json, wait_until
+from .conftest import Serve, run_cli, run_json, wait_until
 
 
 def _env(models: Path) -> dict:
@@ -210,20 +210,6 @@ def _lifecycle_under_traffic(tmp_path: Path, models_root: Path, candidate: Path,
 def test_lifecycle_while_serving_fake_models(tmp_path, fake_models):
     candidate = fakemodels.make_wml(tmp_path / "candidate", "1.0.1", gain=5.0)  # different weights, new sha
     _lifecycle_under_traffic(tmp_path, fake_models, candidate, "wml-ncct")
-
-
-@pytest.mark.slow
-@pytest.mark.interop
-def test_lifecycle_while_serving_packaged_model(tmp_path):
-    """The same, with the trained model shipped in svdmark/data/models/ and a nudged copy as version x.y.z-test."""
-    wml = [p for p in packaged_models() if json.loads((p / "manifest.json").read_text()).get("task") == "wml"]
-    if not wml:
-        pytest.skip("svdmark/data/models/ has no WML model yet (the models are still being trained)")
-    src = wml[-1]
-    manifest = json.loads((src / "manifest.json").read_text())
-    candidate = fakemodels.copy_as_version(src, tmp_path / "candidate", manifest["version"] + "-test1")
-    models_root = src.parents[1]
-    _lifecycle_under_traffic(tmp_path, models_root, candidate, manifest["name"])
 
 
 def test_compare_counts_withheld_results_separately(tmp_path):
