@@ -174,14 +174,6 @@ def _progress(data_dir) -> tuple[int, int]:
         return (0, 0)
 
 
-def _count_or_none(data_dir, sql) -> int:
-    """A count from the journal; 0 while it does not exist yet (the service is starting)."""
-    try:
-        return journal_value(data_dir, sql)
-    except ERRORS:
-        return 0
-
-
 def _deliveries_by_state(data_dir) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for sop_uid, state in journaldb.query(data_dir, "SELECT sop_uid, state FROM deliveries"):

@@ -67,13 +67,18 @@ def installed(wheel, tmp_path_factory) -> dict:
     return {"venv": venv, "env": env, "cwd": work, "svdmark": venv / "bin" / "svdmark"}
 
 
+def _shipped_model_files() -> list[Path]:
+    """The model files the wheel ships (relative to service/): the tracked ones, as the wheel fixture copies."""
+    tracked = subprocess.run(["git", "ls-files", "service/svdmark/data/models"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split()
+    return sorted(Path(p).relative_to("service") for p in tracked if (REPO / p).is_file())
+
+
 def test_wheel_carries_models_templates_license_and_metadata(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         meta = Parser().parsestr(z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode())
-    tracked = subprocess.run(["git", "ls-files", "service/svdmark/data/models"], cwd=REPO, capture_output=True,
-                             text=True, check=True).stdout.split()
-    shipped = sorted(Path(p).relative_to("service") for p in tracked if (REPO / p).is_file())
+    shipped = _shipped_model_files()
     assert shipped and all(str(p) in names for p in shipped), "a packaged model file is missing from the wheel"
     with zipfile.ZipFile(wheel) as z:  # every version's files byte for byte (the other test self-tests the active)
         changed = [str(p) for p in shipped if z.read(str(p)) != (REPO / "service" / p).read_bytes()]
@@ -107,10 +112,8 @@ def test_installed_wheel_runs_outside_the_checkout(installed):
     # checksum and self-test there (the self-tests of all seven versions took 81 s; every version's files are
     # compared byte for byte in the wheel by test_wheel_carries_models_templates_license_and_metadata)
     listed = json.loads(_ok(_run([svdmark_bin, "models", "list", "--json"], cwd=cwd, env=env)).stdout)
-    tracked = {tuple(Path(p).parts[-3:-1]) for p in subprocess.run(
-        ["git", "ls-files", "service/svdmark/data/models/*/*/manifest.json"], cwd=REPO, capture_output=True,
-        text=True, check=True).stdout.split()}
-    assert {(r["name"], r["version"]) for r in listed} == tracked, listed
+    versions = {p.parts[-3:-1] for p in _shipped_model_files() if p.name == "manifest.json"}
+    assert {(r["name"], r["version"]) for r in listed} == versions, listed
     assert all(r["source"] == "packaged" and str(installed["venv"]) in r["path"] for r in listed), listed
     active = [r for r in listed if r["active"]]
     assert sorted(r["name"] for r in active) == ["cmb-swi", "wml-ncct"], listed

@@ -19,11 +19,11 @@ bench/README.md has the measurements.
 from __future__ import annotations
 
 import copy
-import socket
 import threading
 
 from pynetdicom.presentation import PresentationContext
 
+from ..nodelay import no_delay
 from . import fastpath
 
 DUL_IDLE_SLEEP = 0.0002  # seconds, for one open association; n share n times this
@@ -42,13 +42,8 @@ class Pace:
         """A negotiated association (from its own thread): pace it with the others, serve its requests as
         soon as they are decoded (:func:`fastpath.wake_on_requests`) and send its answers with TCP_NODELAY."""
         fastpath.wake_on_requests(assoc)
+        no_delay(assoc)
         dul = assoc.dul
-        raw = getattr(dul.socket, "socket", None)
-        if raw is not None:
-            try:
-                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:  # the peer has gone already
-                pass
         if hasattr(dul, "_run_loop_delay"):  # a private attribute: leave pynetdicom's default if it is renamed
             with self._lock:
                 self._open[id(assoc)] = dul
