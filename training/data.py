@@ -9,6 +9,7 @@ split is just a seed range:
 * ``val``     seeds 5000 ..      (threshold / early-stopping choices; analytic head)
 * ``val_atlas`` seeds 6000 ..    (the same draws on the atlas head; choices too)
 * ``heldout`` seeds 900000 ..    (reported figures only; never looked at while training)
+* ``heldout_b`` seeds 900500 ..  (a second held-out split, drawn as ``heldout``; first used 2026-12-02)
 * ``shifted`` seeds 700000 ..    (a stand-in for a phantom set built differently: MNI152 atlas
   anatomy instead of the analytic head, other noise, field-of-view and acquisition draws, and the
   images go through DICOM in a vendor's header style and back through ``svdmark.volume.load``;
@@ -26,7 +27,8 @@ from svdmark.domain import Volume
 from svdmark_phantom import as_volume
 
 CACHE = Path(os.environ.get("SVDMARK_TRAIN_CACHE", Path(__file__).resolve().parent / "cache"))
-SPLITS = {"train": 1000, "train_atlas": 3000, "val": 5000, "val_atlas": 6000, "shifted": 700000, "heldout": 900000}
+SPLITS = {"train": 1000, "train_atlas": 3000, "val": 5000, "val_atlas": 6000, "shifted": 700000, "heldout": 900000,
+          "heldout_b": 900500}  # heldout_b: a second held-out split, drawn as heldout (training/README.md)
 VENDORS = ("siemens", "ge", "philips", "canon")
 ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY", "0"))  # of atlas SWI seeds (swi_params)
 

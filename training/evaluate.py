@@ -56,7 +56,7 @@ def split_seeds(split: str, n: int) -> list[int]:
     return [s for name in names for s in data.seeds(name, n)]
 
 
-REPORTED_SPLITS = {"heldout", "shifted"}
+REPORTED_SPLITS = {"heldout", "heldout_b", "shifted"}
 
 
 def refuse_sweep_on_reported(split: str, what: str) -> None:

@@ -25,10 +25,15 @@ def _member(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
         "member",
         [helper.make_tensor_value_info("patch", onnx.TensorProto.FLOAT, ["n", 4])],
         [helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["n", 2])],
-        [numpy_helper.from_array(weight.astype(np.float32), "w"), numpy_helper.from_array(bias.astype(np.float32), "b")])
+        [numpy_helper.from_array(weight.astype(np.float32), "w"),
+         numpy_helper.from_array(bias.astype(np.float32), "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+def _random_member(rng: np.random.Generator) -> onnx.ModelProto:
+    return _member(rng.normal(size=(4, 2)), rng.normal(size=2))
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -40,8 +45,11 @@ def _write(folder: Path, model: onnx.ModelProto, version: str) -> Path:
     folder.mkdir(parents=True)
     data = model.SerializeToString()
     (folder / "model.onnx").write_bytes(data)
-    manifest = {"name": "cmb-swi", "version": version, "sha256": hashlib.sha256(data).hexdigest(), "file": "model.onnx",
-                "input": {"kind": "patch3d"}, "output": {"threshold": 0.9}, "uncertainty": {"cmb": {}},
+    (folder / "selftest.npz").write_bytes(b"reference of " + version.encode())
+    manifest = {"name": "cmb-swi", "task": "cmb", "version": version, "sha256": hashlib.sha256(data).hexdigest(),
+                "file": "model.onnx", "input": {"kind": "patch3d"}, "candidates": {"threshold": 0.3},
+                "output": {"threshold": float(version[-1]) / 10 + 0.5}, "uncertainty": {"cmb": {}},
+                "quality": {"limits": {}}, "self_test": {"reference": "selftest.npz"},
                 "training": {"command": f"train {version}"}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
@@ -49,10 +57,9 @@ def _write(folder: Path, model: onnx.ModelProto, version: str) -> Path:
 
 def test_merged_graph_is_the_mean_of_its_members():
     rng = np.random.default_rng(3)
-    members = [_member(rng.normal(size=(4, 2)), rng.normal(size=2)) for _ in range(3)]
+    members = [_random_member(rng) for _ in range(3)]
     x = rng.normal(size=(5, 4)).astype(np.float32)
     merged = ensemble.merge(members)
-    assert merged.ir_version <= 13  # onnxruntime 1.31's limit
     expected = np.mean([_run(m, x) for m in members], axis=0)
     got = _run(merged, x)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
@@ -61,21 +68,43 @@ def test_merged_graph_is_the_mean_of_its_members():
 
 def test_cli_writes_model_and_manifest_that_name_the_members(tmp_path):
     rng = np.random.default_rng(4)
-    a = _write(tmp_path / "a" / "1.0.0", _member(rng.normal(size=(4, 2)), rng.normal(size=2)), "1.0.0")
-    b = _write(tmp_path / "b" / "1.1.0", _member(rng.normal(size=(4, 2)), rng.normal(size=2)), "1.1.0")
+    a = _write(tmp_path / "a" / "1.0.0", _random_member(rng), "1.0.0")
+    b = _write(tmp_path / "b" / "1.1.0", _random_member(rng), "1.1.0")
     out = tmp_path / "ens" / "cmb-swi" / "2.0.0"
     ensemble.main(["--members", str(a), str(b), "--out", str(out)])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["version"] == "2.0.0"
     assert manifest["sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
-    assert [m["version"] for m in manifest["ensemble"]["members"]] == ["1.0.0", "1.1.0"]
+    members = manifest["ensemble"]["members"]
+    assert [m["version"] for m in members] == ["1.0.0", "1.1.0"]
+    assert [m["sha256"] for m in members] == [hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest()
+                                              for d in (a, b)]
     assert "uncertainty" not in manifest and "quality" not in manifest  # re-chosen for the mean, not inherited
+    assert manifest["output"]["threshold"] == 0.5  # the first member's, until the sweep on validation
+    assert (out / "selftest.npz").read_bytes() == b"reference of 1.0.0"
+    with pytest.raises(SystemExit, match="exists"):  # never over an existing version
+        ensemble.main(["--members", str(a), str(b), "--out", str(out)])
+
+
+def test_members_of_another_candidate_stage_are_refused(tmp_path):
+    rng = np.random.default_rng(6)
+    a = _write(tmp_path / "a" / "1.0.0", _random_member(rng), "1.0.0")
+    b = _write(tmp_path / "b" / "1.1.0", _random_member(rng), "1.1.0")
+    manifest = json.loads((b / "manifest.json").read_text())
+    manifest["candidates"]["threshold"] = 0.4
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit, match="candidates"):
+        ensemble.main(["--members", str(a), str(b), "--out", str(tmp_path / "ens" / "2.0.0")])
 
 
 def test_members_with_another_input_are_refused():
     rng = np.random.default_rng(5)
-    other = _member(rng.normal(size=(4, 2)), rng.normal(size=2))
+    other = _random_member(rng)
     other.graph.input[0].name = "image"
     other.graph.node[0].input[0] = "image"
     with pytest.raises(ValueError, match="share one input"):
-        ensemble.merge([_member(rng.normal(size=(4, 2)), rng.normal(size=2)), other])
+        ensemble.merge([_random_member(rng), other])
+    narrow = _member(rng.normal(size=(4, 1)), rng.normal(size=1))  # one output column: Sum would broadcast it
+    narrow.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 1
+    with pytest.raises(ValueError, match="shapes"):
+        ensemble.merge([_random_member(rng), narrow])
