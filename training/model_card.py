@@ -52,6 +52,7 @@ LIMITS = {
 
 SPLIT_TITLES = {
     "heldout": "Held-out results (phantom seeds 900000+, never used in training or tuning)",
+    "heldout_b": "Second held-out split (seeds 900500+, drawn as the held-out split; first used 2026-12-02)",
     "shifted": "Shifted-set results (seeds 700000+: MNI152 atlas heads, other noise, field of view and "
                "acquisition draws, through DICOM in four vendors' header styles; never used in training or tuning)",
 }
