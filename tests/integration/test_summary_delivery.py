@@ -1,7 +1,9 @@
 """The RLE Lossless summary image reaches a real dcmtk storescp: compressed where the destination
-accepts RLE, decompressed (pixel for pixel the same) where it takes uncompressed images only."""
+accepts RLE, decompressed (pixel for pixel the same) where it takes uncompressed images only; the exporter
+sends with Nagle's algorithm off."""
 from __future__ import annotations
 
+import socket
 import subprocess
 
 import numpy as np
@@ -63,3 +65,31 @@ def test_destination_taking_uncompressed_only_gets_it_decompressed(summary_file,
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_exporter_sends_with_nagle_off(summary_file, tmp_path, monkeypatch):
+    """svdmark.nodelay: the exporter's socket has TCP_NODELAY while it sends (each C-STORE's last segment
+    otherwise waits for the peer's delayed ACK: bench/README.md)."""
+    from pynetdicom import AE
+
+    associations, seen = [], []
+    associate = AE.associate
+
+    def keep(self, *args, **kwargs):
+        associations.append(associate(self, *args, **kwargs))
+        return associations[-1]
+
+    def on_start(path) -> bool:  # called before each C-STORE, on the open association
+        sock = associations[-1].dul.socket.socket
+        seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return True
+
+    monkeypatch.setattr(AE, "associate", keep)
+    scp = StoreSCP(tmp_path / "nodelay").start()
+    try:
+        dest = Destination(ae_title=scp.aet, host="127.0.0.1", port=scp.port, outputs=frozenset({"summary"}))
+        (outcome,) = CStoreExporter("SVDMARK", timeout=20).send(dest, [summary_file], on_start=on_start)
+        assert outcome.ok, outcome.detail
+    finally:
+        scp.stop()
+    assert seen and all(seen), seen
