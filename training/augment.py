@@ -108,19 +108,76 @@ def normal_variation(hu: np.ndarray, rng: np.random.Generator, strength: float =
     return out
 
 
+def subthreshold_hypodensity(hu: np.ndarray, rng: np.random.Generator, lesion: np.ndarray | None,
+                             contrast_hu: float) -> np.ndarray:
+    """Unlabelled white-matter darkening fainter than half the lesion contrast: not lesion, by definition.
+
+    The label is the partial-volume occupancy of the lesion, whose edge sits at half its full contrast (the
+    generator's soft edge). Real leukoaraiosis fades out over millimetres (the WMH "penumbra": Maillard et al.,
+    Stroke 2011) and ageing white matter is faintly rarefied in patches; a model that maps every HU of darkening
+    to lesion fraction sums such tissue into millilitres. Two unlabelled terms, each at most 0.45 × the case's
+    lesion contrast ``contrast_hu`` (so never reaching the labelled edge), on soft tissue (15–45 HU) where no
+    lesion lies within 2 px:
+    - a halo around the labelled lesions, e-folding 1.5–6 mm (in-plane);
+    - patches of a smooth random field (σ 3–8 px), anywhere, so lesion-free heads carry them too.
+    """
+    out = hu.copy()
+    amp = np.float32(rng.uniform(0.15, 0.45) * contrast_hu)
+    shape = np.zeros(hu.shape, np.float32)
+    les = np.zeros(hu.shape, bool) if lesion is None else lesion >= 0.5
+    if les.any() and rng.random() < 0.6:
+        lam = rng.uniform(1.5, 6.0)
+        for c in range(hu.shape[0]):
+            if les[c].any():
+                shape[c] = np.exp(-ndimage.distance_transform_edt(~les[c]) / lam)
+    if rng.random() < 0.6:
+        s = rng.uniform(3.0, 8.0)
+        f = ndimage.gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), (0.7, s, s))
+        f = np.clip(f / max(float(f.std()), 1e-6) - rng.uniform(0.5, 1.5), 0, None)
+        shape = np.maximum(shape, f / max(float(f.max()), 1e-6))
+    near = ndimage.binary_dilation(lesion > 0.02, np.ones((1, 5, 5), bool)) if lesion is not None else False
+    keep = (hu > 15) & (hu < 45) & ~near
+    out -= amp * shape * keep
+    return out
+
+
+def skull_glow(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Beam-hardening pseudo-enhancement: brain next to the inner table reads 1–6 HU brighter, e-folding 4–12 mm.
+
+    Bone is what the normalisation clips (≥ 105 HU); channels without bone are left as they are.
+    """
+    out = hu.copy()
+    bone = hu >= 105
+    amp, lam = np.float32(rng.uniform(1.0, 6.0)), rng.uniform(4.0, 12.0)
+    tissue = (hu > -5) & (hu < 60)
+    for c in range(hu.shape[0]):
+        if bone[c].sum() > 50:
+            out[c] += amp * np.exp(-ndimage.distance_transform_edt(~bone[c]) / lam).astype(np.float32) * tissue[c]
+    return out
+
+
 def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
-                 lesion: np.ndarray | None = None) -> np.ndarray:
+                 lesion: np.ndarray | None = None, contrast_hu: float | None = None) -> np.ndarray:
     """Re-render one normalised (C, h, w) NCCT crop with a random scanner; returns a new array.
 
     ``lesion`` (C, h, w): the lesion fraction of each channel's slice; when given, the lesion contrast is
     changed by −1.5 … +3 HU per unit fraction (fainter or more conspicuous than the generator drew it).
+    ``contrast_hu``: the generator's full lesion contrast for this case (None: unknown, drawn 3–10 HU), the
+    scale of the unlabelled sub-threshold darkening (``subthreshold_hypodensity``).
     """
     if strength <= 0:
         return a
     hu = _hu(a.astype(np.float32))
+    contrast = float(contrast_hu) if contrast_hu is not None else float(rng.uniform(3.0, 10.0))
     if lesion is not None and rng.random() < 0.5:
-        hu -= lesion.astype(np.float32) * np.float32(rng.uniform(-1.5, 3.0))
+        delta = float(rng.uniform(-1.5, 3.0))
+        hu -= lesion.astype(np.float32) * np.float32(delta)
+        contrast += delta
+    if rng.random() < 0.4 * strength:
+        hu = subthreshold_hypodensity(hu, rng, lesion, max(contrast, 0.0))
     hu = monotone_hu_map(rng)(hu).astype(np.float32)
+    if rng.random() < 0.4 * strength:
+        hu = skull_glow(hu, rng)
     C, h, w = hu.shape
     if rng.random() < 0.35 * strength:  # blur (soft kernel, thick slice profile) or sharpen (bone-ish kernel)
         s = rng.uniform(0.4, 1.2)

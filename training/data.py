@@ -8,6 +8,8 @@ split is just a seed range:
 * ``train_atlas`` seeds 3000 ..  (the same draws on the MNI152 atlas head; fitted here too)
 * ``val``     seeds 5000 ..      (threshold / early-stopping choices; analytic head)
 * ``val_atlas`` seeds 6000 ..    (the same draws on the atlas head; choices too)
+* ``val_thin`` seeds 5500 ..     (NCCT: the ``val`` draws with thin slices, 0.625–1.25 mm, which training never
+  sees; the runtime's thin-stack averaging, ``input.min_slice_mm``, is chosen here)
 * ``heldout`` seeds 900000 ..    (reported figures only; never looked at while training)
 * ``heldout_b`` seeds 900500 ..  (a second held-out split, drawn as ``heldout``; first used 2026-12-02)
 * ``shifted`` seeds 700000 ..    (a stand-in for a phantom set built differently: MNI152 atlas
@@ -27,7 +29,7 @@ from svdmark.domain import Volume
 from svdmark_phantom import as_volume
 
 CACHE = Path(os.environ.get("SVDMARK_TRAIN_CACHE", Path(__file__).resolve().parent / "cache"))
-SPLITS = {"train": 1000, "train_atlas": 3000, "val": 5000, "val_atlas": 6000, "shifted": 700000, "heldout": 900000,
+SPLITS = {"train": 1000, "train_atlas": 3000, "val": 5000, "val_thin": 5500, "val_atlas": 6000, "shifted": 700000, "heldout": 900000,
           "heldout_b": 900500}  # heldout_b: a second held-out split, drawn as heldout (training/README.md)
 VENDORS = ("siemens", "ge", "philips", "canon")
 ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY", "0"))  # of atlas SWI seeds (swi_params)
@@ -35,6 +37,11 @@ ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY", "0"))  # of atlas 
 
 def is_shifted(seed: int) -> bool:
     return SPLITS["shifted"] <= seed < SPLITS["heldout"]
+
+
+def is_thin(seed: int) -> bool:
+    """``val_thin``: NCCT stacks of 0.625–1.25 mm slices (seeds 5500–5999)."""
+    return SPLITS["val_thin"] <= seed < SPLITS["val_atlas"]
 
 
 def is_atlas(seed: int) -> bool:
@@ -67,6 +74,8 @@ def ncct_params(seed: int) -> dict:
                   mimics=bool(rng.uniform() < 0.8))
     if is_atlas(seed):  # only here: the cache names of the analytic cases stay what they were
         params["anatomy"] = "mni152"
+    if is_thin(seed):  # a stream of its own: every other draw is what the seed gives
+        params["slice_thickness"] = float(np.random.default_rng([seed, 12]).choice([0.625, 1.0, 1.25]))
     if is_shifted(seed):  # other draws than training saw (the keys exist only here: cache names stay stable)
         params.update(anatomy="mni152", noise_hu=round(float(rng.uniform(2.0, 6.0)), 2),
                       fov_mm=round(float(rng.uniform(200, 260)), 1), vendor=str(rng.choice(VENDORS)))
@@ -118,6 +127,7 @@ class NcctCase:
     volume: Volume
     truth_fraction: np.ndarray  # (z, y, x) float32 lesion fraction on the source grid
     truth_ml: float
+    contrast_hu: float | None = None  # the generator's full lesion contrast (HU); None in caches written before it
 
 
 @dataclass
@@ -229,13 +239,15 @@ def ncct_case(seed: int, params: dict | None = None) -> NcctCase:
     path = CACHE / f"{key}.npz"
     if path.exists():
         with np.load(path) as z:
-            return NcctCase(seed, params, _volume_from(z), z["truth"].astype(np.float32), float(z["truth_ml"]))
+            contrast = float(z["contrast_hu"]) if "contrast_hu" in z.files else None
+            return NcctCase(seed, params, _volume_from(z), z["truth"].astype(np.float32), float(z["truth_ml"]), contrast)
     ph, truth = _make_ncct_with_fraction(_generator_kwargs(params))
     vol, order = _case_volume(ph, params)
     truth = truth[order]
-    _save(path, truth=truth.astype(np.float16), truth_ml=np.asarray(ph.truth_wml_ml),
+    contrast = float(ph.meta["wml_contrast_hu"])
+    _save(path, truth=truth.astype(np.float16), truth_ml=np.asarray(ph.truth_wml_ml), contrast_hu=np.asarray(contrast),
           phantom_version=np.asarray(_phantom_version()), **_volume_arrays(vol))
-    return NcctCase(seed, params, vol, truth, float(ph.truth_wml_ml))
+    return NcctCase(seed, params, vol, truth, float(ph.truth_wml_ml), contrast)
 
 
 def swi_case(seed: int, params: dict | None = None) -> SwiCase:

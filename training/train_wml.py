@@ -43,8 +43,9 @@ def slices_of(case) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_split(split: str, n: int, log=print, cached_only: bool = False):
-    """Stacks and the (stack, slice) index of every slice with brain in it (skips the empty caps)."""
-    imgs, tgts, index = [], [], []
+    """Stacks, the (stack, slice) index of every slice with brain in it (skips the empty caps), and each
+    stack's lesion contrast in HU (None where the cache predates it)."""
+    imgs, tgts, index, contrasts = [], [], [], []
     t = time.time()
     todo = data.seeds(split, n)
     if cached_only:
@@ -56,10 +57,11 @@ def load_split(split: str, n: int, log=print, cached_only: bool = False):
         keep = np.nonzero((i > -1.2).mean(axis=(1, 2)) > 0.05)[0]
         imgs.append(i)
         tgts.append(g)
+        contrasts.append(case.contrast_hu)
         index.extend((len(imgs) - 1, int(k)) for k in keep)
         if q % 20 == 0:
             log(f"  {split}: {q + 1}/{len(todo)} cases, {len(index)} slices, {time.time() - t:.0f} s", flush=True)
-    return imgs, tgts, index
+    return imgs, tgts, index, contrasts
 
 
 def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
@@ -68,13 +70,14 @@ def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
 
 
 def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion_p: float = 0.5, crop: int = 96,
-                 randomise: float = 0.0):
+                 randomise: float = 0.0, contrasts=None):
     """``bs`` crops (crop²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
 
     ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
     lesion (a fraction ``lesion_p`` of the crops is centred near lesion, the rest anywhere in the central
     head, which is where the mimics and the negatives are). ``randomise`` > 0: that fraction of the crops is
-    re-rendered with a random scanner (``training.augment.randomise_ct``).
+    re-rendered with a random scanner (``training.augment.randomise_ct``), scaled by the stack's lesion
+    contrast from ``contrasts`` where given.
     """
     xs, ys = [], []
     for _ in range(bs):
@@ -107,7 +110,8 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
             a, les = a[::-1], les[::-1]
         b = les[ctx]
         if randomise and rng.random() < randomise:
-            a = randomise_ct(np.ascontiguousarray(a), rng, lesion=les)
+            a = randomise_ct(np.ascontiguousarray(a), rng, lesion=les,
+                             contrast_hu=contrasts[v] if contrasts is not None else None)
         else:  # mild intensity jitter: scanner calibration offsets of a few HU, contrast scale
             a = a * rng.uniform(0.95, 1.05) + rng.normal(0, 0.05)
         xs.append(a.copy())
@@ -135,12 +139,14 @@ def train(args) -> dict:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     log = print
-    imgs, tgts, index = load_split("train", args.n_train, log, args.cached_only)
+    imgs, tgts, index, contrasts = load_split("train", args.n_train, log, args.cached_only)
     if args.n_train_atlas:  # the same draws on the MNI152 atlas head, so the net does not learn one head's shape
-        more_imgs, more_tgts, more_index = load_split("train_atlas", args.n_train_atlas, log, args.cached_only)
+        more_imgs, more_tgts, more_index, more_contrasts = load_split("train_atlas", args.n_train_atlas, log,
+                                                                      args.cached_only)
         index += [(v + len(imgs), k) for v, k in more_index]
         imgs += more_imgs
         tgts += more_tgts
+        contrasts += more_contrasts
     lesion_slices = [q for q, (v, k) in enumerate(index) if float(tgts[v][k].max()) > 0.3]
     log(f"train slices {len(index)}, with lesion {len(lesion_slices)}", flush=True)
     net = UNet2D(args.channels, in_ch=2 * args.context + 1, levels=args.levels)
@@ -166,7 +172,7 @@ def train(args) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = sample_batch(imgs, tgts, index, lesion_slices, rng, args.batch, args.context, crop=args.crop,
-                            randomise=args.randomise)
+                            randomise=args.randomise, contrasts=contrasts)
         loss = loss_fn(net.logits(x), y)
         opt.zero_grad()
         loss.backward()

@@ -263,6 +263,7 @@ class InputSpec:
     batch: int | None = None  # None: the runtime's default for the kind
     slab: int = 8
     context_slices: int = 0
+    min_slice_mm: float = 0.0  # slice2d: thinner stacks are averaged through-plane into slabs at least this thick
     tta: tuple[str, ...] = ()  # test-time flips
     raw: Mapping = field(default_factory=dict, compare=False)  # the section as written (patch geometry for 3-D)
 
@@ -283,7 +284,7 @@ class InputSpec:
                    multiple_of=_number(data, "multiple_of", 1, int, w),
                    pad_value=_number(data, "pad_value", -1000.0, where=w), batch=_number(data, "batch", None, int, w),
                    slab=max(1, _number(data, "slab", 8, int, w)), context_slices=_number(data, "context_slices", 0, int, w),
-                   tta=tuple(tta), raw=data)
+                   min_slice_mm=_number(data, "min_slice_mm", 0.0, where=w), tta=tuple(tta), raw=data)
 
 
 @dataclass(frozen=True)

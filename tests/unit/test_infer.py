@@ -283,6 +283,39 @@ def test_context_slices_feed_neighbours_as_channels(tmp_path):
     np.testing.assert_allclose(out, whole)
 
 
+def test_thin_stacks_are_averaged_into_slabs_and_each_slice_takes_its_slabs_output(tmp_path):
+    """min_slice_mm = 2.5: a 0.625 mm stack runs as 2.5 mm slabs (means of 4 slices; the last slab shorter), each
+    source slice gets its slab's output, so a fraction's summed volume is the slab's; 2.5 mm stacks run as they are."""
+    from svdmark.infer import preprocess as pp
+
+    assert [pp.slab_group(s, 2.5) for s in (0.625, 1.0, 1.25, 2.0, 2.3, 2.5, 5.0)] == [4, 3, 2, 2, 1, 1, 1]
+    assert pp.slab_group(0.625, 0.0) == 1
+    vdir = install(tmp_path, window=32, overlap=8)
+    seen = []
+
+    class Sess:  # the output is the input slice's value, so each slab's mean shows through
+        def get_inputs(self):
+            return [type("I", (), {"name": "image"})()]
+
+        def run(self, _, feeds):
+            seen.append(feeds["image"].shape[0])
+            return [feeds["image"][:, [0]]]
+
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    manifest["input"]["normalisation"] = {"type": "hu_window", "center": 0.0, "scale": 100.0}
+    manifest["input"]["min_slice_mm"] = 2.5
+    spec = Manifest.from_json(manifest).input
+    arr = np.stack([np.full((20, 24), float(k)) for k in range(10)]).astype(np.float32)
+    rt = Runtime(intra_op_num_threads=1)
+    out = rt._run_slice2d(Sess(), spec, make_volume(arr, step=(0.0, 0.0, 0.625)))[0]
+    assert out.shape == arr.shape and sum(seen) == 3  # three slabs: slices 0-3, 4-7, 8-9
+    np.testing.assert_allclose(out[:, 5, 5] * 100, [1.5] * 4 + [5.5] * 4 + [8.5] * 2, atol=1e-5)
+    seen.clear()
+    out = rt._run_slice2d(Sess(), spec, make_volume(arr, step=(0.0, 0.0, 2.5)))[0]
+    assert sum(seen) == 10
+    np.testing.assert_allclose(out[:, 5, 5] * 100, np.arange(10), atol=1e-5)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO_MODELS / "wml-ncct").is_dir(), reason="reference WML model not installed")
 def test_reference_unet_tiles_match_whole_image():

@@ -15,7 +15,10 @@ Two kinds of model input (``manifest["input"]["kind"]``):
              whole-image inference while memory stays bounded by one tile
              batch. With ``context_slices`` = c > 0 (2.5-D) the c neighbouring
              source slices on each side are extra input channels (the stack's
-             end slices repeat). Output: per-voxel lesion fraction on the source grid.
+             end slices repeat). A stack thinner than the manifest's
+             ``min_slice_mm`` is first averaged into slabs at least that thick
+             (``preprocess.slab_group``), and each source slice takes its
+             slab's output. Output: per-voxel lesion fraction on the source grid.
 ``patch3d``  (CMB) a classical candidate stage (multi-scale LoG, parameters in
              ``manifest["candidates"]``) proposes dark blobs; isotropic patches
              around them are classified by the network in fixed-size batches,
@@ -174,17 +177,21 @@ class Runtime:
         bg = float(pp.normalise(np.array([spec.pad_value], np.float32), spec.normalisation)[0])
         batch = spec.batch or 4
         in_name = sess.get_inputs()[0].name
-        out = np.empty(volume.shape, np.float32)
+        # thin stacks: averaged into slabs as thick as the model's thinnest training slices, run, expanded back
+        group = pp.slab_group(volume.slice_spacing, spec.min_slice_mm)
+        source = pp.average_slabs(volume.array, group)
+        shape = source.shape
+        out = np.empty(shape, np.float32)
         slab = spec.slab
         ctx = spec.context_slices  # 2.5-D: neighbours on each side as extra channels
-        nz = volume.shape[0]
+        nz = shape[0]
         base = lambda x: sess.run(None, {in_name: x})[0]  # noqa: E731
         nets = [flipped(base, c) for c in flip_combos(spec.tta)]
-        passes = [np.empty(volume.shape, np.float32) for _ in nets] if len(nets) > 1 else [out]
+        passes = [np.empty(shape, np.float32) for _ in nets] if len(nets) > 1 else [out]
         for k0 in range(0, nz, slab):
             k1 = min(nz, k0 + slab)
             lo, hi = max(0, k0 - ctx), min(nz, k1 + ctx)
-            planes = grid.to_model(volume.array[lo:hi])
+            planes = grid.to_model(source[lo:hi])
             planes = pp.normalise(planes, spec.normalisation)
             if ctx:
                 idx = np.clip(np.arange(k0, k1)[:, None] + np.arange(-ctx, ctx + 1)[None, :], 0, nz - 1) - lo
@@ -194,6 +201,9 @@ class Runtime:
                 dst[k0:k1] = np.clip(grid.to_source(pred), 0.0, 1.0)
         if len(passes) > 1:
             out[:] = np.mean(passes, axis=0)
+        n = volume.shape[0]
+        out = pp.expand_slabs(out, group, n)
+        passes = [pp.expand_slabs(p, group, n) for p in passes]
         return out, tuple(passes) if len(passes) > 1 else ()
 
     # ------------------------------------------------------------------ 3-D candidates + classifier

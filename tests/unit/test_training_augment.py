@@ -1,0 +1,69 @@
+"""The unlabelled CT augmentations of training/augment.py keep their promises: sub-threshold darkening stays
+below half the lesion contrast and away from the lesion; the skull glow brightens tissue next to bone only."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root holds training/
+
+from training import augment  # noqa: E402
+
+
+def _slab(seed=0):
+    """Three 96² slices: white matter at 28 HU, a 12 px square lesion 6 HU darker, a bone ring at the edge."""
+    rng = np.random.default_rng(seed)
+    hu = np.full((3, 96, 96), 28.0, np.float32) + rng.normal(0, 0.5, (3, 96, 96)).astype(np.float32)
+    lesion = np.zeros((3, 96, 96), np.float32)
+    lesion[:, 40:52, 40:52] = 1.0
+    hu -= 6.0 * lesion
+    yy, xx = np.mgrid[0:96, 0:96]
+    ring = np.hypot(yy - 48, xx - 48) > 44
+    hu[:, ring] = 110.0
+    return hu, lesion, ring
+
+
+def test_subthreshold_darkening_is_bounded_unlabelled_and_present():
+    hu, lesion, ring = _slab()
+    seen = 0.0
+    for seed in range(40):
+        out = augment.subthreshold_hypodensity(hu, np.random.default_rng(seed), lesion, 6.0)
+        drop = hu - out
+        assert drop.min() >= 0.0
+        assert drop.max() <= 0.45 * 6.0 + 1e-4  # never reaches the labelled edge (half the contrast)
+        near = np.zeros_like(lesion, bool)
+        near[:, 38:54, 38:54] = True  # the lesion and its 2 px margin
+        assert np.all(drop[near] == 0.0)
+        assert np.all(drop[:, ring] == 0.0)  # soft tissue only
+        seen = max(seen, float(drop.max()))
+    assert seen > 1.0  # it does darken something, in some draws
+
+
+def test_subthreshold_darkening_without_lesion_uses_patches():
+    hu, _, _ = _slab()
+    drops = [float((hu - augment.subthreshold_hypodensity(hu, np.random.default_rng(s), None, 8.0)).max())
+             for s in range(20)]
+    assert max(drops) > 1.5 and max(drops) <= 0.45 * 8.0 + 1e-4
+
+
+def test_skull_glow_brightens_next_to_bone_and_fades():
+    hu, _, ring = _slab()
+    out = augment.skull_glow(hu, np.random.default_rng(3))
+    gain = out - hu
+    assert np.all(gain[:, ring] == 0.0)
+    yy, xx = np.mgrid[0:96, 0:96]
+    r = np.hypot(yy - 48, xx - 48)
+    edge, centre = gain[:, (r > 40) & (r <= 43)].mean(), gain[:, r < 10].mean()
+    assert edge > 0.5 and edge > 4 * centre
+    flat = np.full((1, 64, 64), 28.0, np.float32)  # no bone in the crop: nothing to do
+    assert np.array_equal(augment.skull_glow(flat, np.random.default_rng(3)), flat)
+
+
+def test_randomise_ct_takes_the_case_contrast():
+    hu, lesion, _ = _slab()
+    a = augment._norm(hu)
+    for seed in range(5):
+        out = augment.randomise_ct(a, np.random.default_rng(seed), lesion=lesion, contrast_hu=6.0)
+        assert out.shape == a.shape and np.isfinite(out).all()
