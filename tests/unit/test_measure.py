@@ -136,3 +136,17 @@ def test_patches_are_isotropic_in_physical_space():
     dark = p < 0.5
     ext = [np.ptp(np.nonzero(dark)[a]) + 1 for a in range(3)]
     assert all(5 <= e <= 7 for e in ext), ext
+
+
+def test_ct_noise_is_scored_on_the_slabs_the_model_reads():
+    """A 0.625 mm stack read as 2.5 mm slabs (4 slices each): the gate's noise score is the slabs' (about half),
+    while coverage and tissue level stay the source stack's."""
+    from svdmark.measure import quality
+
+    rng = np.random.default_rng(0)
+    arr = (30 + 8 * rng.standard_normal((40, 64, 64))).astype(np.float32)
+    vol = tilted_volume(arr.shape, spacing=0.625, tilt_deg=0.0, array=arr)
+    thin, slabs = quality.ct_scores(vol), quality.ct_scores(vol, slab_group=4)
+    assert 6.0 < thin["noise"] < 10.0
+    assert 0.4 < slabs["noise"] / thin["noise"] < 0.6
+    assert slabs["coverage_mm"] == thin["coverage_mm"] and slabs["tissue_level"] == thin["tissue_level"]

@@ -18,7 +18,7 @@ import numpy as np
 from dataclasses import replace
 
 from ..domain import CmbFindings, Manifest, Microbleed, ModelSpec, Task, Volume, WmlFindings
-from ..infer.preprocess import foreground_reference
+from ..infer.preprocess import foreground_reference, slab_group
 from . import quality
 from .geometry import ball_mask, locate
 from .uncertainty import cmb_interval, wml_interval
@@ -40,7 +40,8 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
         interval = wml_interval(f.volume_ml, pass_ml, unc.get("wml"))
         gate = None
         if limits is not None:
-            scores = quality.ct_scores(volume)
+            group = slab_group(volume.slice_spacing, model.manifest.input.min_slice_mm) if model.manifest.input else 1
+            scores = quality.ct_scores(volume, group)
             if pass_ml:
                 scores["tta_spread"] = quality.tta_spread(pass_ml, f.volume_ml)
             gate = quality.judge(scores, limits)

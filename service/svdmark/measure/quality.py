@@ -11,7 +11,8 @@ Scores
 * ``tissue_level`` — median of brain-range voxels (CT: HU; SWI: relative to the foreground median):
   calibration, contrast agent, or a mis-routed series.
 * ``noise`` — robust noise of brain-range voxels: 1.4826 × MAD of the residual after a 3×3 in-plane
-  median filter (CT in HU, SWI relative to the tissue level), so anatomy barely counts.
+  median filter (CT in HU, SWI relative to the tissue level), so anatomy barely counts; on thin CT stacks
+  that the model reads as averaged slabs (``input.min_slice_mm``), on those slabs.
 * ``slice_mm`` — slice spacing (SWI: bleeds of 2–10 mm are missed in thick slices).
 * ``tta_spread`` (WML) — the model's own out-of-distribution score: the spread of its
   test-time-augmentation pass volumes relative to (volume + 1 mL), beyond what validation cases showed.
@@ -26,6 +27,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..domain import Quality, Volume
+from ..infer.preprocess import average_slabs
 
 
 def _coverage_mm(volume: Volume, in_head: np.ndarray) -> float:
@@ -53,11 +55,16 @@ def _robust_noise(array: np.ndarray, sel: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(r - np.median(r))))
 
 
-def ct_scores(volume: Volume) -> dict[str, float]:
+def ct_scores(volume: Volume, slab_group: int = 1) -> dict[str, float]:
+    """``slab_group`` > 1: the model reads means of that many slices (``input.min_slice_mm``), so the noise is
+    scored on those slabs, as the model sees it."""
     a = volume.array
     brain = (a >= 0) & (a <= 80)
     core = brain & (a >= 15) & (a <= 45)
     lvl = a[brain] if brain.any() else np.array([np.nan])
+    if slab_group > 1:
+        a = average_slabs(a, slab_group)
+        core = (a >= 15) & (a <= 45)
     return {
         "coverage_mm": round(_coverage_mm(volume, brain), 1),
         "tissue_level": round(float(np.median(lvl)), 1),
