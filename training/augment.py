@@ -115,14 +115,15 @@ def subthreshold_hypodensity(hu: np.ndarray, rng: np.random.Generator, lesion: n
     The label is the partial-volume occupancy of the lesion, whose edge sits at half its full contrast (the
     generator's soft edge). Real leukoaraiosis fades out over millimetres (the WMH "penumbra": Maillard et al.,
     Stroke 2011) and ageing white matter is faintly rarefied in patches; a model that maps every HU of darkening
-    to lesion fraction sums such tissue into millilitres. Two unlabelled terms, each at most 0.45 × the case's
-    lesion contrast ``contrast_hu`` (so never reaching the labelled edge), on soft tissue (15–45 HU) where no
-    lesion lies within 2 px:
+    to lesion fraction sums such tissue into millilitres. Two unlabelled terms, each at most 0.35 × the case's
+    lesion contrast ``contrast_hu`` (below the labelled edge at half, even after ``monotone_hu_map``'s slopes,
+    whose ratio is at most 1.35 / 0.75), on soft tissue (15–45 HU) where no lesion lies within 2 px in-plane or
+    one slice through-plane:
     - a halo around the labelled lesions, e-folding 1.5–6 mm (in-plane);
     - patches of a smooth random field (σ 3–8 px), anywhere, so lesion-free heads carry them too.
     """
     out = hu.copy()
-    amp = np.float32(rng.uniform(0.15, 0.45) * contrast_hu)
+    amp = np.float32(rng.uniform(0.1, 0.35) * contrast_hu)
     shape = np.zeros(hu.shape, np.float32)
     les = np.zeros(hu.shape, bool) if lesion is None else lesion >= 0.5
     if les.any() and rng.random() < 0.6:
@@ -135,19 +136,19 @@ def subthreshold_hypodensity(hu: np.ndarray, rng: np.random.Generator, lesion: n
         f = ndimage.gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), (0.7, s, s))
         f = np.clip(f / max(float(f.std()), 1e-6) - rng.uniform(0.5, 1.5), 0, None)
         shape = np.maximum(shape, f / max(float(f.max()), 1e-6))
-    near = ndimage.binary_dilation(lesion > 0.02, np.ones((1, 5, 5), bool)) if lesion is not None else False
+    near = ndimage.binary_dilation(lesion > 0.02, np.ones((3, 5, 5), bool)) if lesion is not None else False
     keep = (hu > 15) & (hu < 45) & ~near
     out -= amp * shape * keep
     return out
 
 
-def skull_glow(hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def skull_glow(hu: np.ndarray, rng: np.random.Generator, bone: np.ndarray) -> np.ndarray:
     """Beam-hardening pseudo-enhancement: brain next to the inner table reads 1–6 HU brighter, e-folding 4–12 mm.
 
-    Bone is what the normalisation clips (≥ 105 HU); channels without bone are left as they are.
+    ``bone``: where the input was clipped at the top of the normalisation window; channels with little of it are
+    left as they are.
     """
     out = hu.copy()
-    bone = hu >= 105
     amp, lam = np.float32(rng.uniform(1.0, 6.0)), rng.uniform(4.0, 12.0)
     tissue = (hu > -5) & (hu < 60)
     for c in range(hu.shape[0]):
@@ -162,22 +163,23 @@ def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
 
     ``lesion`` (C, h, w): the lesion fraction of each channel's slice; when given, the lesion contrast is
     changed by −1.5 … +3 HU per unit fraction (fainter or more conspicuous than the generator drew it).
-    ``contrast_hu``: the generator's full lesion contrast for this case (None: unknown, drawn 3–10 HU), the
-    scale of the unlabelled sub-threshold darkening (``subthreshold_hypodensity``).
+    ``contrast_hu``: the generator's full lesion contrast for this case, the scale of the unlabelled sub-threshold
+    darkening (``subthreshold_hypodensity``); None (unknown): that darkening is not drawn.
     """
     if strength <= 0:
         return a
     hu = _hu(a.astype(np.float32))
-    contrast = float(contrast_hu) if contrast_hu is not None else float(rng.uniform(3.0, 10.0))
+    bone = a >= HU_CLIP[1] - 1e-3  # before the HU map moves the clipped level
+    contrast = contrast_hu
     if lesion is not None and rng.random() < 0.5:
         delta = float(rng.uniform(-1.5, 3.0))
         hu -= lesion.astype(np.float32) * np.float32(delta)
-        contrast += delta
-    if rng.random() < 0.4 * strength:
-        hu = subthreshold_hypodensity(hu, rng, lesion, max(contrast, 0.0))
+        contrast = None if contrast is None else contrast + delta
+    if contrast is not None and rng.random() < 0.4 * strength:
+        hu = subthreshold_hypodensity(hu, rng, lesion, max(float(contrast), 0.0))
     hu = monotone_hu_map(rng)(hu).astype(np.float32)
     if rng.random() < 0.4 * strength:
-        hu = skull_glow(hu, rng)
+        hu = skull_glow(hu, rng, bone)
     C, h, w = hu.shape
     if rng.random() < 0.35 * strength:  # blur (soft kernel, thick slice profile) or sharpen (bone-ish kernel)
         s = rng.uniform(0.4, 1.2)

@@ -8,8 +8,9 @@ split is just a seed range:
 * ``train_atlas`` seeds 3000 ..  (the same draws on the MNI152 atlas head; fitted here too)
 * ``val``     seeds 5000 ..      (threshold / early-stopping choices; analytic head)
 * ``val_atlas`` seeds 6000 ..    (the same draws on the atlas head; choices too)
-* ``val_thin`` seeds 5500 ..     (NCCT: the ``val`` draws with thin slices, 0.625–1.25 mm, which training never
-  sees; the runtime's thin-stack averaging, ``input.min_slice_mm``, is chosen here)
+* ``val_thin`` seeds 5500 ..     (NCCT: new seeds drawn as ``val`` but with thin slices, 0.625–1.25 mm, which
+  training never sees; the runtime's thin-stack averaging, ``input.min_slice_mm``, is chosen here; ``val`` itself
+  must stay under 500 cases)
 * ``heldout`` seeds 900000 ..    (reported figures only; never looked at while training)
 * ``heldout_b`` seeds 900500 ..  (a second held-out split, drawn as ``heldout``; first used 2026-12-02)
 * ``shifted`` seeds 700000 ..    (a stand-in for a phantom set built differently: MNI152 atlas

@@ -64,7 +64,6 @@ def noisy_swi(volume, level: float, rng: np.random.Generator):
 
 
 def study_wml(spec, runtime, seeds, levels, rng) -> list[dict]:
-    post = wml_postprocessing(spec.manifest)
     unc = spec.manifest.get("uncertainty", {}).get("wml")
     rows = []
     for s in seeds:
@@ -72,12 +71,13 @@ def study_wml(spec, runtime, seeds, levels, rng) -> list[dict]:
         for lv in levels:
             vol = noisy_ct(case.volume, lv, rng)
             out = runtime.run(spec, vol)
+            post = wml_postprocessing(spec.manifest, vol)
             v = wml_volume_ml(vol, out.fraction, **post)
             passes = [wml_volume_ml(vol, p, **post) for p in out.passes]
             iv = wml_interval(v, passes, unc)
             rows.append({"seed": s, "level": lv, "truth": case.truth_ml, "model": v,
                          "covered": bool(iv is None or iv.low <= case.truth_ml <= iv.high),
-                         "noise": quality.ct_scores(vol)["noise"]})
+                         "noise": quality.ct_scores(vol, post["slab_group"])["noise"]})
             print(f"  wml seed {s} +{lv:4.1f} HU: truth {case.truth_ml:6.2f} model {v:6.2f} "
                   f"noise score {rows[-1]['noise']:.2f}", flush=True)
     return rows

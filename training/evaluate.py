@@ -121,7 +121,7 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         if sweep:
             sweeps.append(_wml_sweep_case(case.volume, out.fraction, truth_mask))
         b = baselines.wml_threshold(case.volume) if baseline else WmlFindings(float("nan"), truth_mask * 0, ())
-        post = wml_postprocessing(spec.manifest)
+        post = wml_postprocessing(spec.manifest, case.volume)
         rows.append(dict(seed=s, truth=case.truth_ml, model=f.volume_ml, baseline=b.volume_ml,
                          dice_model=dice(f.mask, truth_mask), dice_baseline=dice(b.mask, truth_mask), seconds=secs,
                          matrix=case.volume.shape[1], thickness=case.params["slice_thickness"],

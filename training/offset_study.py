@@ -31,7 +31,6 @@ def main(argv=None) -> None:
     man = args.manifest.resolve()
     spec = ModelRegistry(man.parents[2]).get(man.parents[1].name, man.parent.name)
     runtime = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
-    post = wml_postprocessing(spec.manifest)
     offsets = [float(x) for x in args.offsets.split(",")]
     rows = []
     for seed in split_seeds("val", args.n) + split_seeds("val_atlas", args.n):
@@ -39,7 +38,7 @@ def main(argv=None) -> None:
         a = case.volume.array
         for off in offsets:
             vol = replace(case.volume, array=np.where(a > -500, a + off, a).astype(np.float32))
-            v = wml_volume_ml(vol, runtime.run(spec, vol).fraction, **post)
+            v = wml_volume_ml(vol, runtime.run(spec, vol).fraction, **wml_postprocessing(spec.manifest, vol))
             rows.append((off, case.truth_ml, v))
             print(f"seed {seed} offset {off:+.1f} HU: truth {case.truth_ml:6.2f} model {v:6.2f}", flush=True)
     print("| offset (HU) | MAE (mL) | bias (mL) |\n|---|---|---|")

@@ -137,6 +137,7 @@ def loss_fn(logits, y):
 def train(args) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
+    (Path(__file__).resolve().parent / "runs").mkdir(exist_ok=True)  # checkpoints go there from step 250
     rng = np.random.default_rng(args.seed)
     log = print
     imgs, tgts, index, contrasts = load_split("train", args.n_train, log, args.cached_only)

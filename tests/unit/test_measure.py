@@ -150,3 +150,44 @@ def test_ct_noise_is_scored_on_the_slabs_the_model_reads():
     assert 6.0 < thin["noise"] < 10.0
     assert 0.4 < slabs["noise"] / thin["noise"] < 0.6
     assert slabs["coverage_mm"] == thin["coverage_mm"] and slabs["tissue_level"] == thin["tissue_level"]
+
+
+def test_wml_support_reaches_one_slab_through_plane_when_the_model_read_slabs():
+    """Post-processing on a thin stack read as 4-slice slabs equals post-processing on the slab grid itself: the
+    support's "one slice through-plane" is one slab (four source slices), so the rim slabs count whole."""
+    from svdmark.measure import wml_volume_ml
+
+    slab_frac = np.zeros((5, 16, 16), np.float32)
+    slab_frac[1:4, 6:10, 6:10] = [[[0.4]], [[0.9]], [[0.4]]]  # a core slab with partial-volume slabs either side
+    thick = tilted_volume(slab_frac.shape, pixel=1.0, spacing=2.5, tilt_deg=0.0)
+    thin = tilted_volume((20, 16, 16), pixel=1.0, spacing=0.625, tilt_deg=0.0)
+    post = dict(support_threshold=0.7, support_dilate_vox=1)
+    on_slabs = wml_volume_ml(thick, slab_frac, **post)
+    expanded = np.repeat(slab_frac, 4, axis=0)
+    assert abs(wml_volume_ml(thin, expanded, **post, slab_group=4) - on_slabs) < 1e-9
+    assert wml_volume_ml(thin, expanded, **post) < 0.8 * on_slabs  # one source slice would cut the rim slabs
+
+
+def test_the_wml_gate_scores_noise_on_the_slabs_a_min_slice_model_reads():
+    """from_output: a manifest with input.min_slice_mm 2.5 gates a noisy 0.625 mm stack on its slabs' noise."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from svdmark.domain import ModelSpec, Task
+    from svdmark.measure import from_output
+
+    rng = np.random.default_rng(1)
+    arr = (30 + 8 * rng.standard_normal((40, 64, 64))).astype(np.float32)
+    vol = tilted_volume(arr.shape, spacing=0.625, tilt_deg=0.0, array=arr)
+
+    def spec(min_slice_mm):
+        return ModelSpec("wml-test", "1.0.0", Task.WML, "0" * 64, Path("model.onnx"), {
+            "name": "wml-test", "version": "1.0.0", "task": "wml", "modality": "CT", "sha256": "0" * 64,
+            "input": {"kind": "slice2d", "normalisation": {"type": "hu_window", "center": 30.0, "scale": 20.0},
+                      "min_slice_mm": min_slice_mm},
+            "output": {"name": "fraction", "mask_threshold": 0.5}, "quality": {"limits": {"noise": {"max": 6.0}}}})
+
+    out = SimpleNamespace(fraction=np.zeros(arr.shape, np.float32), passes=())
+    thin, slabs = from_output(spec(0.0), vol, out).quality, from_output(spec(2.5), vol, out).quality
+    assert not thin.measurable and thin.scores["noise"] > 6.0
+    assert slabs.measurable and slabs.scores["noise"] < 6.0

@@ -32,10 +32,12 @@ def test_subthreshold_darkening_is_bounded_unlabelled_and_present():
         out = augment.subthreshold_hypodensity(hu, np.random.default_rng(seed), lesion, 6.0)
         drop = hu - out
         assert drop.min() >= 0.0
-        assert drop.max() <= 0.45 * 6.0 + 1e-4  # never reaches the labelled edge (half the contrast)
+        assert drop.max() <= 0.35 * 6.0 + 1e-4  # below the labelled edge (half the contrast), even after a HU map
         near = np.zeros_like(lesion, bool)
         near[:, 38:54, 38:54] = True  # the lesion and its 2 px margin
         assert np.all(drop[near] == 0.0)
+        top = augment.subthreshold_hypodensity(hu, np.random.default_rng(seed), lesion * [[[0]], [[1]], [[0]]], 6.0)
+        assert np.all((hu - top)[:, 38:54, 38:54] == 0.0)  # nor on the slices just above and below a lesion
         assert np.all(drop[:, ring] == 0.0)  # soft tissue only
         seen = max(seen, float(drop.max()))
     assert seen > 1.0  # it does darken something, in some draws
@@ -45,12 +47,12 @@ def test_subthreshold_darkening_without_lesion_uses_patches():
     hu, _, _ = _slab()
     drops = [float((hu - augment.subthreshold_hypodensity(hu, np.random.default_rng(s), None, 8.0)).max())
              for s in range(20)]
-    assert max(drops) > 1.5 and max(drops) <= 0.45 * 8.0 + 1e-4
+    assert max(drops) > 1.5 and max(drops) <= 0.35 * 8.0 + 1e-4
 
 
 def test_skull_glow_brightens_next_to_bone_and_fades():
     hu, _, ring = _slab()
-    out = augment.skull_glow(hu, np.random.default_rng(3))
+    out = augment.skull_glow(hu, np.random.default_rng(3), np.broadcast_to(ring, hu.shape))
     gain = out - hu
     assert np.all(gain[:, ring] == 0.0)
     yy, xx = np.mgrid[0:96, 0:96]
@@ -58,12 +60,23 @@ def test_skull_glow_brightens_next_to_bone_and_fades():
     edge, centre = gain[:, (r > 40) & (r <= 43)].mean(), gain[:, r < 10].mean()
     assert edge > 0.5 and edge > 4 * centre
     flat = np.full((1, 64, 64), 28.0, np.float32)  # no bone in the crop: nothing to do
-    assert np.array_equal(augment.skull_glow(flat, np.random.default_rng(3)), flat)
+    assert np.array_equal(augment.skull_glow(flat, np.random.default_rng(3), flat > 100), flat)
 
 
-def test_randomise_ct_takes_the_case_contrast():
-    hu, lesion, _ = _slab()
+def test_randomise_ct_scales_the_darkening_by_the_case_contrast_and_finds_bone_before_the_hu_map(monkeypatch):
+    hu, lesion, ring = _slab()
     a = augment._norm(hu)
-    for seed in range(5):
+    seen, bones = [], []
+    real_sub, real_glow = augment.subthreshold_hypodensity, augment.skull_glow
+    monkeypatch.setattr(augment, "subthreshold_hypodensity", lambda h, r, les, c: seen.append(c) or real_sub(h, r, les, c))
+    monkeypatch.setattr(augment, "skull_glow", lambda h, r, b: bones.append(b) or real_glow(h, r, b))
+    for seed in range(30):
         out = augment.randomise_ct(a, np.random.default_rng(seed), lesion=lesion, contrast_hu=6.0)
         assert out.shape == a.shape and np.isfinite(out).all()
+    # the case's 6 HU, or 6 HU plus the lesion contrast change of -1.5 ... +3 HU
+    assert seen and all(4.5 - 1e-6 <= c <= 9.0 + 1e-6 for c in seen) and 6.0 in seen
+    assert bones and all(np.array_equal(b, np.broadcast_to(ring, a.shape)) for b in bones)
+    seen.clear()
+    for seed in range(30):  # contrast unknown: no sub-threshold darkening is drawn
+        augment.randomise_ct(a, np.random.default_rng(seed), lesion=lesion)
+    assert not seen

@@ -289,15 +289,23 @@ def slab_group(slice_spacing_mm: float, min_slice_mm: float) -> int:
     return int(np.ceil(min_slice_mm / slice_spacing_mm - 0.05))
 
 
+def slab_starts(n: int, group: int) -> np.ndarray:
+    """First slice of each slab of ``group`` slices; a shorter remainder joins the last full slab (so no slab is
+    thinner than ``group`` slices, and none is thicker than 2 × ``group`` − 1)."""
+    starts = np.arange(0, n, max(group, 1))
+    if len(starts) > 1 and n % group:
+        starts = starts[:-1]
+    return starts
+
+
 def average_slabs(array: np.ndarray, group: int) -> np.ndarray:
-    """Mean of each ``group`` consecutive slices (the last group may be shorter): a thicker slice profile, as a
-    scanner reconstructs a 2.5–5 mm series from thin detector rows."""
+    """Mean of the slices of each slab (``slab_starts``): a thicker slice profile, as a scanner reconstructs a
+    2.5–5 mm series from thin detector rows."""
     if group <= 1:
         return array
-    n = array.shape[0]
-    starts = np.arange(0, n, group)
-    sums = np.add.reduceat(array.astype(np.float32), starts, axis=0)
-    counts = np.minimum(starts + group, n) - starts
+    starts = slab_starts(array.shape[0], group)
+    sums = np.add.reduceat(array, starts, axis=0, dtype=np.float32)
+    counts = np.diff(np.append(starts, array.shape[0]))
     return sums / counts.reshape((-1,) + (1,) * (array.ndim - 1)).astype(np.float32)
 
 
@@ -306,7 +314,7 @@ def expand_slabs(slabs: np.ndarray, group: int, n: int) -> np.ndarray:
     volume, since the slab's voxel volume is the sum of its slices'."""
     if group <= 1:
         return slabs
-    return np.repeat(slabs, group, axis=0)[:n]
+    return np.repeat(slabs, np.diff(np.append(slab_starts(n, group), n)), axis=0)
 
 
 def volume_spacing(volume: Volume) -> tuple[float, float, float]:

@@ -34,14 +34,13 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
     unc = model.manifest.uncertainty
     limits = model.manifest.quality_limits
     if Task(model.task) is Task.WML:
-        post = wml_postprocessing(model.manifest)
+        post = wml_postprocessing(model.manifest, volume)
         f = wml_findings(volume, output.fraction, out.mask_threshold, **post)
         pass_ml = [wml_volume_ml(volume, p, **post) for p in getattr(output, "passes", ())]
         interval = wml_interval(f.volume_ml, pass_ml, unc.get("wml"))
         gate = None
         if limits is not None:
-            group = slab_group(volume.slice_spacing, model.manifest.input.min_slice_mm) if model.manifest.input else 1
-            scores = quality.ct_scores(volume, group)
+            scores = quality.ct_scores(volume, post["slab_group"])
             if pass_ml:
                 scores["tta_spread"] = quality.tta_spread(pass_ml, f.volume_ml)
             gate = quality.judge(scores, limits)
@@ -59,11 +58,15 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
     return replace(f, interval=interval, quality=gate)
 
 
-def wml_postprocessing(manifest: Manifest) -> dict:
-    """The manifest's WML volume post-processing, as keyword arguments of ``wml_volume_ml``."""
+def wml_postprocessing(manifest: Manifest, volume: Volume | None = None) -> dict:
+    """The manifest's WML volume post-processing, as keyword arguments of ``wml_volume_ml``; with the ``volume``,
+    also how many of its slices the runtime read as one slab (``input.min_slice_mm``)."""
     out = manifest.output
+    group = 1
+    if volume is not None and manifest.input is not None:
+        group = slab_group(volume.slice_spacing, manifest.input.min_slice_mm)
     return dict(fraction_floor=out.fraction_floor, support_threshold=out.support_threshold,
-                support_dilate_vox=out.support_dilate_vox)
+                support_dilate_vox=out.support_dilate_vox, slab_group=group)
 
 
 def cmb_merging(manifest: Manifest) -> dict:
@@ -72,13 +75,14 @@ def cmb_merging(manifest: Manifest) -> dict:
 
 
 def wml_volume_ml(volume: Volume, fraction: np.ndarray, fraction_floor: float = 0.0,
-                  support_threshold: float = 0.0, support_dilate_vox: int = 0) -> float:
+                  support_threshold: float = 0.0, support_dilate_vox: int = 0, slab_group: int = 1) -> float:
     """PV-aware WML volume (mL) of a fraction map after the manifest's post-processing.
 
     ``fraction_floor``: fractions below it are the model's background noise and count as 0.
     ``support_threshold`` > 0: hysteresis — only fractions within ``support_dilate_vox`` voxels
     (in-plane, and one slice through-plane) of a voxel ≥ ``support_threshold`` count, so the
     partial-volume rim of a detected lesion is kept while isolated low-level noise is not.
+    ``slab_group`` > 1: the model read slabs of that many slices, so "one slice" through-plane is one slab.
     """
     frac = np.clip(np.nan_to_num(fraction.astype(np.float64)), 0.0, 1.0)
     if fraction_floor > 0:
@@ -91,18 +95,18 @@ def wml_volume_ml(volume: Volume, fraction: np.ndarray, fraction_floor: float = 
             st = np.zeros((3, 3, 3), bool)
             st[1] = ndi.generate_binary_structure(2, 1)
             seed = ndi.binary_dilation(seed, structure=st, iterations=int(support_dilate_vox))
-            seed = ndi.binary_dilation(seed, structure=np.ones((3, 1, 1), bool))  # thick-slice neighbours
+            seed = ndi.binary_dilation(seed, structure=np.ones((2 * max(slab_group, 1) + 1, 1, 1), bool))
         frac[~seed] = 0.0
     return float(frac.sum() * volume.voxel_volume_mm3 / 1000.0)
 
 
 def wml_findings(volume: Volume, fraction: np.ndarray, mask_threshold: float = 0.5,
                  fraction_floor: float = 0.0, support_threshold: float = 0.0,
-                 support_dilate_vox: int = 0) -> WmlFindings:
+                 support_dilate_vox: int = 0, slab_group: int = 1) -> WmlFindings:
     """PV-aware WML volume (``wml_volume_ml``) and mask (fraction ≥ ``mask_threshold``) from a fraction map."""
     if fraction is None or fraction.shape != volume.shape:
         raise ValueError("WML output fraction map must have the volume's shape")
-    volume_ml = wml_volume_ml(volume, fraction, fraction_floor, support_threshold, support_dilate_vox)
+    volume_ml = wml_volume_ml(volume, fraction, fraction_floor, support_threshold, support_dilate_vox, slab_group)
     mask = (fraction >= mask_threshold).astype(np.uint8)
     warnings = []
     if volume.slice_spacing > 0 and volume.slice_thickness and volume.slice_thickness > volume.slice_spacing * 1.05:
