@@ -116,9 +116,10 @@ def subthreshold_hypodensity(hu: np.ndarray, rng: np.random.Generator, lesion: n
     generator's soft edge). Real leukoaraiosis fades out over millimetres (the WMH "penumbra": Maillard et al.,
     Stroke 2011) and ageing white matter is faintly rarefied in patches; a model that maps every HU of darkening
     to lesion fraction sums such tissue into millilitres. Two unlabelled terms, each at most 0.35 × the case's
-    lesion contrast ``contrast_hu`` (below the labelled edge at half, even after ``monotone_hu_map``'s slopes,
-    whose ratio is at most 1.35 / 0.75), on soft tissue (15–45 HU) where no lesion lies within 2 px in-plane or
-    one slice through-plane:
+    lesion contrast ``contrast_hu``: a margin below the labelled edge at half the contrast that the uneven slopes
+    of ``monotone_hu_map`` do not close, since the darkened tissue lies within the lesion's own HU range (at most
+    about 0.49 after the map). On soft tissue (15–45 HU) where no lesion lies within 2 px in-plane or one slice
+    through-plane:
     - a halo around the labelled lesions, e-folding 1.5–6 mm (in-plane);
     - patches of a smooth random field (σ 3–8 px), anywhere, so lesion-free heads carry them too.
     """

@@ -166,6 +166,11 @@ def test_wml_support_reaches_one_slab_through_plane_when_the_model_read_slabs():
     expanded = np.repeat(slab_frac, 4, axis=0)
     assert abs(wml_volume_ml(thin, expanded, **post, slab_group=4) - on_slabs) < 1e-9
     assert wml_volume_ml(thin, expanded, **post) < 0.8 * on_slabs  # one source slice would cut the rim slabs
+    # 22 slices: the last slab holds the short rest (slices 16-21) and still counts whole next to a seed slab
+    last = np.zeros((22, 16, 16), np.float32)
+    last[12:16, 6:10, 6:10], last[16:, 6:10, 6:10] = 0.9, 0.4
+    vol22 = tilted_volume(last.shape, pixel=1.0, spacing=0.625, tilt_deg=0.0)
+    assert abs(wml_volume_ml(vol22, last, **post, slab_group=4) - wml_volume_ml(vol22, last)) < 1e-9
 
 
 def test_the_wml_gate_scores_noise_on_the_slabs_a_min_slice_model_reads():

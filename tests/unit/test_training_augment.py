@@ -68,7 +68,8 @@ def test_randomise_ct_scales_the_darkening_by_the_case_contrast_and_finds_bone_b
     a = augment._norm(hu)
     seen, bones = [], []
     real_sub, real_glow = augment.subthreshold_hypodensity, augment.skull_glow
-    monkeypatch.setattr(augment, "subthreshold_hypodensity", lambda h, r, les, c: seen.append(c) or real_sub(h, r, les, c))
+    monkeypatch.setattr(augment, "subthreshold_hypodensity",
+                        lambda h, r, les, c: seen.append(c) or real_sub(h, r, les, c))
     monkeypatch.setattr(augment, "skull_glow", lambda h, r, b: bones.append(b) or real_glow(h, r, b))
     for seed in range(30):
         out = augment.randomise_ct(a, np.random.default_rng(seed), lesion=lesion, contrast_hu=6.0)

@@ -15,8 +15,8 @@ Two kinds of model input (``manifest["input"]["kind"]``):
              whole-image inference while memory stays bounded by one tile
              batch. With ``context_slices`` = c > 0 (2.5-D) the c neighbouring
              source slices on each side are extra input channels (the stack's
-             end slices repeat). A stack thinner than the manifest's
-             ``min_slice_mm`` is first averaged into slabs at least that thick
+             end slices repeat). A stack thinner than 0.9 × the manifest's
+             ``min_slice_mm`` is first averaged into slabs about that thick
              (``preprocess.slab_group``), and each source slice takes its
              slab's output. Output: per-voxel lesion fraction on the source grid.
 ``patch3d``  (CMB) a classical candidate stage (multi-scale LoG, parameters in
