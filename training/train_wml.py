@@ -61,6 +61,9 @@ def load_split(split: str, n: int, log=print, cached_only: bool = False):
         index.extend((len(imgs) - 1, int(k)) for k in keep)
         if q % 20 == 0:
             log(f"  {split}: {q + 1}/{len(todo)} cases, {len(index)} slices, {time.time() - t:.0f} s", flush=True)
+    if any(c is None for c in contrasts):  # cached before contrast_hu: no sub-threshold darkening for those
+        log(f"  {split}: {sum(c is None for c in contrasts)} of {len(contrasts)} cases lack the lesion contrast "
+            "(cached before it was stored); delete training/cache/ to regenerate them", flush=True)
     return imgs, tgts, index, contrasts
 
 
