@@ -30,8 +30,9 @@ from svdmark.domain import Volume
 from svdmark_phantom import as_volume
 
 CACHE = Path(os.environ.get("SVDMARK_TRAIN_CACHE", Path(__file__).resolve().parent / "cache"))
-SPLITS = {"train": 1000, "train_atlas": 3000, "val": 5000, "val_thin": 5500, "val_atlas": 6000, "shifted": 700000, "heldout": 900000,
-          "heldout_b": 900500}  # heldout_b: a second held-out split, drawn as heldout (training/README.md)
+# heldout_b: a second held-out split, drawn as heldout (training/README.md)
+SPLITS = {"train": 1000, "train_atlas": 3000, "val": 5000, "val_thin": 5500, "val_atlas": 6000, "shifted": 700000,
+          "heldout": 900000, "heldout_b": 900500}
 VENDORS = ("siemens", "ge", "philips", "canon")
 ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY", "0"))  # of atlas SWI seeds (swi_params)
 
@@ -241,7 +242,8 @@ def ncct_case(seed: int, params: dict | None = None) -> NcctCase:
     if path.exists():
         with np.load(path) as z:
             contrast = float(z["contrast_hu"]) if "contrast_hu" in z.files else None
-            return NcctCase(seed, params, _volume_from(z), z["truth"].astype(np.float32), float(z["truth_ml"]), contrast)
+            truth = z["truth"].astype(np.float32)
+            return NcctCase(seed, params, _volume_from(z), truth, float(z["truth_ml"]), contrast)
     ph, truth = _make_ncct_with_fraction(_generator_kwargs(params))
     vol, order = _case_volume(ph, params)
     truth = truth[order]

@@ -95,13 +95,10 @@ def wml_volume_ml(volume: Volume, fraction: np.ndarray, fraction_floor: float = 
             st = np.zeros((3, 3, 3), bool)
             st[1] = ndi.generate_binary_structure(2, 1)
             seed = ndi.binary_dilation(seed, structure=st, iterations=int(support_dilate_vox))
-            if slab_group > 1:  # one slab either side, on the slab grid (the last slab may be longer)
-                starts = slab_starts(seed.shape[0], slab_group)
-                per_slab = np.maximum.reduceat(seed, starts, axis=0)
-                per_slab = ndi.binary_dilation(per_slab, structure=np.ones((3, 1, 1), bool))
-                seed = expand_slabs(per_slab, slab_group, seed.shape[0])
-            else:
-                seed = ndi.binary_dilation(seed, structure=np.ones((3, 1, 1), bool))  # thick-slice neighbours
+            # one (thick) slice or slab either side, on the grid the model read (the last slab may be longer)
+            per_slab = np.maximum.reduceat(seed, slab_starts(seed.shape[0], slab_group), axis=0)
+            per_slab = ndi.binary_dilation(per_slab, structure=np.ones((3, 1, 1), bool))
+            seed = expand_slabs(per_slab, slab_group, seed.shape[0])
         frac[~seed] = 0.0
     return float(frac.sum() * volume.voxel_volume_mm3 / 1000.0)
 

@@ -60,15 +60,12 @@ def ct_scores(volume: Volume, slab_group: int = 1) -> dict[str, float]:
     scored on those slabs, as the model sees it."""
     a = volume.array
     brain = (a >= 0) & (a <= 80)
-    core = brain & (a >= 15) & (a <= 45)
     lvl = a[brain] if brain.any() else np.array([np.nan])
-    if slab_group > 1:
-        a = average_slabs(a, slab_group)
-        core = (a >= 15) & (a <= 45)
+    seen = average_slabs(a, slab_group)  # the array itself when slab_group is 1
     return {
         "coverage_mm": round(_coverage_mm(volume, brain), 1),
         "tissue_level": round(float(np.median(lvl)), 1),
-        "noise": round(_robust_noise(a, core), 2),
+        "noise": round(_robust_noise(seen, (seen >= 15) & (seen <= 45)), 2),
     }
 
 
