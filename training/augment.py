@@ -2,12 +2,12 @@
 
 The phantom generator fixes one look per case; a model that sees only that look learns it (the
 hidden-set failure of wml-ncct 1.2.0: lesion-free heads read 6–8 mL, large loads under-read). So
-every crop the nets see is re-rendered here with its own scanner: tissue intensities through a random
-monotone HU map (calibration offset, grey/white contrast, CSF level), a random noise level *and
-texture* (white, soft-kernel correlated, sharp-kernel high-pass), blur or sharpening (kernel, slice
-profile), in-plane resolution loss, low-frequency cupping / bias, skull-base streaks, and per-slice
-motion offsets between the 2.5-D context channels. The target is never touched except by the
-geometric flips, so the label stays the physical lesion fraction.
+every crop the nets see is re-rendered here with its own scanner: tissue intensities through a random monotone
+HU map (calibration offset, grey/white contrast, CSF level), a random noise level *and texture* (white,
+soft-kernel correlated, sharp-kernel high-pass), the point spread (blur, often anisotropic, or sharpening: kernel,
+slice profile), in-plane resolution loss, low-frequency cupping / bias, skull-base streaks, and per-slice
+motion offsets between the 2.5-D context channels. The target is never touched except by the geometric flips,
+so the label stays the physical lesion fraction.
 
 All functions work on the nets' normalised inputs: WML crops are (C, h, w) in units of
 ``NORMALISATION["scale"]`` HU around ``center`` (train_wml), CMB patches are (n, ch, s, s, s) in
@@ -158,6 +158,24 @@ def skull_glow(hu: np.ndarray, rng: np.random.Generator, bone: np.ndarray) -> np
     return out
 
 
+def point_spread(hu: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """The scanner's in-plane point spread: a Gaussian blur, a sharpening (bone-ish kernel), or neither.
+
+    Blur in 60 % of calls (× ``strength``): sigma 0.5-1.6 px (the nets' grid is 1 mm) drawn per axis, since a
+    soft kernel (point-spread FWHM 1-1.5 mm) and a thick or tilted slice through a sloping wall spread an edge
+    unevenly. The ventricle wall then fades into white matter over 1-3 mm, the partial-volume band that is not a
+    periventricular lesion (wml-ncct 1.5.0 read it as one: ``training/preregistered/2026-12-03-wml.md``).
+    Sharpening in 10 %: unsharp mask, sigma 0.4-1.2 px, gain 0.3-0.8.
+    """
+    u = rng.random()
+    if u < 0.6 * strength:
+        return ndimage.gaussian_filter(hu, (0, *rng.uniform(0.5, 1.6, 2)))
+    if u < 0.7 * strength:
+        bl = ndimage.gaussian_filter(hu, (0, *(rng.uniform(0.4, 1.2),) * 2))
+        return hu + np.float32(rng.uniform(0.3, 0.8)) * (hu - bl)
+    return hu
+
+
 def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
                  lesion: np.ndarray | None = None, contrast_hu: float | None = None) -> np.ndarray:
     """Re-render one normalised (C, h, w) NCCT crop with a random scanner; returns a new array.
@@ -182,10 +200,7 @@ def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
     if rng.random() < 0.4 * strength:
         hu = skull_glow(hu, rng, bone)
     C, h, w = hu.shape
-    if rng.random() < 0.35 * strength:  # blur (soft kernel, thick slice profile) or sharpen (bone-ish kernel)
-        s = rng.uniform(0.4, 1.2)
-        bl = ndimage.gaussian_filter(hu, (0, s, s))
-        hu = bl if rng.random() < 0.7 else hu + rng.uniform(0.3, 0.8) * (hu - bl)
+    hu = point_spread(hu, rng, strength)
     if rng.random() < 0.25 * strength:  # in-plane resolution loss: down- and up-sample
         f = rng.uniform(1.2, 2.0)
         lo = ndimage.zoom(hu, (1, 1 / f, 1 / f), order=1)

@@ -81,3 +81,30 @@ def test_randomise_ct_scales_the_darkening_by_the_case_contrast_and_finds_bone_b
     for seed in range(30):  # contrast unknown: no sub-threshold darkening is drawn
         augment.randomise_ct(a, np.random.default_rng(seed), lesion=lesion)
     assert not seen
+
+
+def test_point_spread_blurs_edges_anisotropically_sharpens_or_leaves_alone():
+    from training.augment import point_spread
+
+    hu = np.zeros((3, 40, 40), np.float32)
+    hu[:, :, 20:] = 30.0  # an edge across columns
+    hu[:, 20:, :] += 10.0  # and one across rows
+    kinds = {"blur": 0, "sharpen": 0, "none": 0}
+    spreads = []
+    for seed in range(60):
+        out = point_spread(hu, np.random.default_rng(seed))
+        assert out.shape == hu.shape
+        if np.array_equal(out, hu):
+            kinds["none"] += 1
+        elif out.max() > hu.max() + 1e-3:  # overshoot: unsharp mask
+            kinds["sharpen"] += 1
+        else:
+            kinds["blur"] += 1
+            # width of each edge: how far from it the value moved by more than 1 % of the step
+            across_cols = int((np.abs(out[1, 5] - hu[1, 5]) > 0.3).sum())
+            across_rows = int((np.abs(out[1, :, 5] - hu[1, :, 5]) > 0.1).sum())
+            spreads.append((across_cols, across_rows))
+    assert kinds["blur"] > kinds["sharpen"] > 0 and kinds["none"] > 0
+    assert max(c for c, _ in spreads) >= 6  # sigma up to 1.6 px: the edge reaches 3 px or more each side
+    assert any(c != r for c, r in spreads)  # per-axis sigma
+    assert np.array_equal(point_spread(hu, np.random.default_rng(0), strength=0.0), hu)
