@@ -22,7 +22,8 @@ import numpy as np
 
 from svdmark.domain import BurdenGrade, CmbFindings, Task, WmlFindings
 from svdmark.infer import ModelRegistry, Runtime
-from svdmark.measure import cmb_findings, cmb_merging, from_output, merged_centres, wml_postprocessing, wml_volume_ml
+from svdmark.measure import (cmb_findings, cmb_merging, from_output, merged_centres, wml_postprocessing, wml_support,
+                             wml_volume_ml)
 from svdmark.validation.agreement import match_points
 
 from . import baselines, data
@@ -78,24 +79,14 @@ WML_SWEEP = {"fraction_floor": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3), "support": ((0.
              "mask_threshold": (0.3, 0.4, 0.5, 0.6)}
 
 
-def _wml_sweep_case(volume, fraction, truth_mask) -> dict:
-    """Volume (mL) per (floor, support_threshold, support_dilate_vox) and Dice per mask threshold."""
-    from scipy import ndimage as ndi
-
+def _wml_sweep_case(volume, fraction, truth_mask, slab_group: int = 1) -> dict:
+    """Volume (mL) per (floor, support_threshold, support_dilate_vox) and Dice per mask threshold; the support is
+    ``measure.wml_support``'s (one slab through-plane where the runtime read slabs)."""
     frac = np.clip(np.nan_to_num(fraction.astype(np.float64)), 0.0, 1.0)
     vv = volume.voxel_volume_mm3 / 1000.0
     vols = {}
     for st, dil in WML_SWEEP["support"]:
-        if st > 0:
-            seed = frac >= st
-            if dil > 0 and seed.any():
-                s2 = np.zeros((3, 3, 3), bool)
-                s2[1] = ndi.generate_binary_structure(2, 1)
-                seed = ndi.binary_dilation(seed, structure=s2, iterations=dil)
-                seed = ndi.binary_dilation(seed, structure=np.ones((3, 1, 1), bool))
-            f = np.where(seed, frac, 0.0)
-        else:
-            f = frac
+        f = np.where(wml_support(frac, st, dil, slab_group), frac, 0.0) if st > 0 else frac
         for fl in WML_SWEEP["fraction_floor"]:
             vols[(fl, st, dil)] = float(f[f >= fl].sum() * vv) if fl > 0 else float(f.sum() * vv)
     dices = {t: dice(fraction >= t, truth_mask) for t in WML_SWEEP["mask_threshold"]}
@@ -118,10 +109,10 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         f = from_output(spec, case.volume, out)
         secs = time.perf_counter() - t
         truth_mask = case.truth_fraction >= 0.5
-        if sweep:
-            sweeps.append(_wml_sweep_case(case.volume, out.fraction, truth_mask))
-        b = baselines.wml_threshold(case.volume) if baseline else WmlFindings(float("nan"), truth_mask * 0, ())
         post = wml_postprocessing(spec.manifest, case.volume)
+        if sweep:
+            sweeps.append(_wml_sweep_case(case.volume, out.fraction, truth_mask, post["slab_group"]))
+        b = baselines.wml_threshold(case.volume) if baseline else WmlFindings(float("nan"), truth_mask * 0, ())
         rows.append(dict(seed=s, truth=case.truth_ml, model=f.volume_ml, baseline=b.volume_ml,
                          dice_model=dice(f.mask, truth_mask), dice_baseline=dice(b.mask, truth_mask), seconds=secs,
                          matrix=case.volume.shape[1], thickness=case.params["slice_thickness"],

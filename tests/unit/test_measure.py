@@ -196,3 +196,26 @@ def test_the_wml_gate_scores_noise_on_the_slabs_a_min_slice_model_reads():
     thin, slabs = from_output(spec(0.0), vol, out).quality, from_output(spec(2.5), vol, out).quality
     assert not thin.measurable and thin.scores["noise"] > 6.0
     assert slabs.measurable and slabs.scores["noise"] < 6.0
+
+
+def test_the_post_processing_sweep_measures_what_the_runtime_measures():
+    """training.evaluate's sweep gives, for every (floor, support) it tries, ``wml_volume_ml``'s volume, slabs
+    included (the sweep chooses the manifest's post-processing; a twin of the support step would choose for
+    another measurement)."""
+    from svdmark.measure import wml_volume_ml
+    from training.evaluate import WML_SWEEP, _wml_sweep_case
+
+    rng = np.random.default_rng(3)
+    frac = np.clip(rng.normal(0.05, 0.1, (22, 24, 24)), 0, 1).astype(np.float32)
+    frac[8:14, 8:14, 8:14] = 0.85
+    frac[14:18, 8:14, 8:14] = 0.35
+    vol = tilted_volume(frac.shape, pixel=1.0, spacing=0.625, tilt_deg=0.0)
+    for group in (1, 4):
+        got = _wml_sweep_case(vol, frac, frac >= 0.5, group)["volumes"]
+        assert len(got) == len(WML_SWEEP["fraction_floor"]) * len(WML_SWEEP["support"])
+        for (fl, st, dil), v in got.items():
+            want = wml_volume_ml(vol, frac, fraction_floor=fl, support_threshold=st, support_dilate_vox=dil,
+                                 slab_group=group)
+            assert abs(v - want) < 1e-9, (group, fl, st, dil)
+    one, four = (_wml_sweep_case(vol, frac, frac >= 0.5, g)["volumes"][(0.1, 0.7, 3)] for g in (1, 4))
+    assert four > one  # the slab reaches the partial-volume slices that one thin slice does not

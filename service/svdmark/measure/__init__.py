@@ -88,19 +88,26 @@ def wml_volume_ml(volume: Volume, fraction: np.ndarray, fraction_floor: float = 
     if fraction_floor > 0:
         frac[frac < fraction_floor] = 0.0
     if support_threshold > 0:
+        frac[~wml_support(frac, support_threshold, support_dilate_vox, slab_group)] = 0.0
+    return float(frac.sum() * volume.voxel_volume_mm3 / 1000.0)
+
+
+def wml_support(fraction: np.ndarray, support_threshold: float, support_dilate_vox: int = 0,
+                slab_group: int = 1) -> np.ndarray:
+    """Where fractions count (``wml_volume_ml``'s hysteresis): voxels ≥ ``support_threshold``, grown by
+    ``support_dilate_vox`` in-plane and, when grown, by one (thick) slice or slab either side on the grid the model
+    read (the last slab may be longer)."""
+    seed = fraction >= support_threshold
+    if support_dilate_vox > 0 and seed.any():
         from scipy import ndimage as ndi
 
-        seed = frac >= support_threshold
-        if support_dilate_vox > 0 and seed.any():
-            st = np.zeros((3, 3, 3), bool)
-            st[1] = ndi.generate_binary_structure(2, 1)
-            seed = ndi.binary_dilation(seed, structure=st, iterations=int(support_dilate_vox))
-            # one (thick) slice or slab either side, on the grid the model read (the last slab may be longer)
-            per_slab = np.maximum.reduceat(seed, slab_starts(seed.shape[0], slab_group), axis=0)
-            per_slab = ndi.binary_dilation(per_slab, structure=np.ones((3, 1, 1), bool))
-            seed = expand_slabs(per_slab, slab_group, seed.shape[0])
-        frac[~seed] = 0.0
-    return float(frac.sum() * volume.voxel_volume_mm3 / 1000.0)
+        st = np.zeros((3, 3, 3), bool)
+        st[1] = ndi.generate_binary_structure(2, 1)
+        seed = ndi.binary_dilation(seed, structure=st, iterations=int(support_dilate_vox))
+        per_slab = np.maximum.reduceat(seed, slab_starts(seed.shape[0], slab_group), axis=0)
+        per_slab = ndi.binary_dilation(per_slab, structure=np.ones((3, 1, 1), bool))
+        seed = expand_slabs(per_slab, slab_group, seed.shape[0])
+    return seed
 
 
 def wml_findings(volume: Volume, fraction: np.ndarray, mask_threshold: float = 0.5,
