@@ -22,8 +22,8 @@ import numpy as np
 
 from svdmark.domain import BurdenGrade, CmbFindings, Task, WmlFindings
 from svdmark.infer import ModelRegistry, Runtime
-from svdmark.measure import (cmb_findings, cmb_merging, from_output, merged_centres, wml_postprocessing, wml_support,
-                             wml_volume_ml)
+from svdmark.measure import (cmb_findings, cmb_merging, from_output, merged_centres, unit_fraction, wml_postprocessing,
+                             wml_support, wml_volume_ml)
 from svdmark.validation.agreement import match_points
 
 from . import baselines, data
@@ -82,13 +82,14 @@ WML_SWEEP = {"fraction_floor": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3), "support": ((0.
 def _wml_sweep_case(volume, fraction, truth_mask, slab_group: int = 1) -> dict:
     """Volume (mL) per (floor, support_threshold, support_dilate_vox) and Dice per mask threshold; the support is
     ``measure.wml_support``'s (one slab through-plane where the runtime read slabs)."""
-    frac = np.clip(np.nan_to_num(fraction.astype(np.float64)), 0.0, 1.0)
+    frac = unit_fraction(fraction)
     vv = volume.voxel_volume_mm3 / 1000.0
     vols = {}
     for st, dil in WML_SWEEP["support"]:
         f = np.where(wml_support(frac, st, dil, slab_group), frac, 0.0) if st > 0 else frac
         for fl in WML_SWEEP["fraction_floor"]:
-            vols[(fl, st, dil)] = float(f[f >= fl].sum() * vv) if fl > 0 else float(f.sum() * vv)
+            kept = f[f >= fl] if fl > 0 else f
+            vols[(fl, st, dil)] = float(kept.sum(dtype=np.float64) * vv)
     dices = {t: dice(fraction >= t, truth_mask) for t in WML_SWEEP["mask_threshold"]}
     return {"volumes": vols, "dice": dices}
 

@@ -23,8 +23,8 @@ from . import quality
 from .geometry import ball_mask, locate
 from .uncertainty import cmb_interval, wml_interval
 
-__all__ = ["from_output", "wml_findings", "wml_volume_ml", "wml_postprocessing", "cmb_findings", "merged_centres",
-           "cmb_merging"]
+__all__ = ["from_output", "wml_findings", "wml_volume_ml", "wml_support", "unit_fraction", "wml_postprocessing",
+           "cmb_findings", "merged_centres", "cmb_merging"]
 
 
 def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFindings:
@@ -84,12 +84,20 @@ def wml_volume_ml(volume: Volume, fraction: np.ndarray, fraction_floor: float = 
     partial-volume rim of a detected lesion is kept while isolated low-level noise is not.
     ``slab_group`` > 1: the model read slabs of that many slices, so "one slice" through-plane is one slab.
     """
-    frac = np.clip(np.nan_to_num(fraction.astype(np.float64)), 0.0, 1.0)
+    frac = unit_fraction(fraction)
     if fraction_floor > 0:
         frac[frac < fraction_floor] = 0.0
     if support_threshold > 0:
         frac[~wml_support(frac, support_threshold, support_dilate_vox, slab_group)] = 0.0
-    return float(frac.sum() * volume.voxel_volume_mm3 / 1000.0)
+    return float(frac.sum(dtype=np.float64) * volume.voxel_volume_mm3 / 1000.0)
+
+
+def unit_fraction(fraction: np.ndarray) -> np.ndarray:
+    """A float32 copy clipped to 0..1, NaN as 0 (what ``np.nan_to_num`` then ``np.clip`` give, at a fraction of
+    their time and memory on a 0.625 mm stack)."""
+    frac = np.clip(np.asarray(fraction, np.float32), 0.0, 1.0)
+    frac[np.isnan(frac)] = 0.0
+    return frac
 
 
 def wml_support(fraction: np.ndarray, support_threshold: float, support_dilate_vox: int = 0,
@@ -101,12 +109,14 @@ def wml_support(fraction: np.ndarray, support_threshold: float, support_dilate_v
     if support_dilate_vox > 0 and seed.any():
         from scipy import ndimage as ndi
 
+        n = seed.shape[0]
+        # the slab's union first: growing in-plane commutes with it, and the slab grid is slab_group times smaller
+        per_slab = np.logical_or.reduceat(seed, slab_starts(n, slab_group), axis=0) if slab_group > 1 else seed
         st = np.zeros((3, 3, 3), bool)
         st[1] = ndi.generate_binary_structure(2, 1)
-        seed = ndi.binary_dilation(seed, structure=st, iterations=int(support_dilate_vox))
-        per_slab = np.maximum.reduceat(seed, slab_starts(seed.shape[0], slab_group), axis=0)
+        per_slab = ndi.binary_dilation(per_slab, structure=st, iterations=int(support_dilate_vox))
         per_slab = ndi.binary_dilation(per_slab, structure=np.ones((3, 1, 1), bool))
-        seed = expand_slabs(per_slab, slab_group, seed.shape[0])
+        seed = expand_slabs(per_slab, slab_group, n)
     return seed
 
 
