@@ -43,7 +43,11 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
 status=0
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@" || status=$?
+# Two pytest workers (pytest-xdist), one test file each at a time: most tests wait on servers and subprocesses,
+# and every test has its own free ports and temporary directories. SVDMARK_TEST_WORKERS=0 runs in one process.
+workers=(-n "${SVDMARK_TEST_WORKERS:-2}" --dist loadfile)
+[ "${SVDMARK_TEST_WORKERS:-2}" != 0 ] || workers=()
+.venv/bin/python -m pytest -q -p no:cacheprovider "${workers[@]}" "$@" || status=$?
 # The whole suite runs on the embedded SQLite journal above (and the journal's own tests, the multi-process
 # test and `journal copy` on PostgreSQL too). Then the service's exactly-once core again on a PostgreSQL journal:
 # kill -9 at every stage, a crash loop, supersession and IOCM rejection (about 3 minutes here; the 30-minute
