@@ -176,14 +176,27 @@ def point_spread(hu: np.ndarray, rng: np.random.Generator, strength: float = 1.0
     return hu
 
 
+def kernel_blur(hu: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """The recipe of wml-ncct 1.5.0 and earlier: in 35 % of calls (× ``strength``) an isotropic blur (70 %) or a
+    sharpening (30 %), sigma 0.4-1.2 px, gain 0.3-0.8 (soft kernel, thick slice profile; bone-ish kernel)."""
+    if rng.random() < 0.35 * strength:
+        s = rng.uniform(0.4, 1.2)
+        bl = ndimage.gaussian_filter(hu, (0, s, s))
+        return bl if rng.random() < 0.7 else hu + rng.uniform(0.3, 0.8) * (hu - bl)
+    return hu
+
+
 def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
-                 lesion: np.ndarray | None = None, contrast_hu: float | None = None) -> np.ndarray:
+                 lesion: np.ndarray | None = None, contrast_hu: float | None = None,
+                 wide_point_spread: bool = False) -> np.ndarray:
     """Re-render one normalised (C, h, w) NCCT crop with a random scanner; returns a new array.
 
     ``lesion`` (C, h, w): the lesion fraction of each channel's slice; when given, the lesion contrast is
     changed by −1.5 … +3 HU per unit fraction (fainter or more conspicuous than the generator drew it).
     ``contrast_hu``: the generator's full lesion contrast for this case, the scale of the unlabelled sub-threshold
     darkening (``subthreshold_hypodensity``); None (unknown): that darkening is not drawn.
+    ``wide_point_spread``: ``point_spread`` (the wml-ncct 1.6.0 experiment, not shipped) instead of
+    ``kernel_blur`` (the active model's recipe).
     """
     if strength <= 0:
         return a
@@ -200,7 +213,7 @@ def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
     if rng.random() < 0.4 * strength:
         hu = skull_glow(hu, rng, bone)
     C, h, w = hu.shape
-    hu = point_spread(hu, rng, strength)
+    hu = (point_spread if wide_point_spread else kernel_blur)(hu, rng, strength)
     if rng.random() < 0.25 * strength:  # in-plane resolution loss: down- and up-sample
         f = rng.uniform(1.2, 2.0)
         lo = ndimage.zoom(hu, (1, 1 / f, 1 / f), order=1)

@@ -35,6 +35,13 @@ SPLITS = {"train": 1000, "train_atlas": 3000, "val": 5000, "val_thin": 5500, "va
           "heldout": 900000, "heldout_b": 900500}
 VENDORS = ("siemens", "ge", "philips", "canon")
 ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY", "0"))  # of atlas SWI seeds (swi_params)
+NCCT_ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY_NCCT", "0"))  # of atlas NCCT seeds (ncct_params)
+
+
+def training_environment() -> dict:
+    """The ``SVDMARK_TRAIN_*`` variables that change the draws: a model's recipe records them with its command."""
+    return {k: v for k, v in sorted(os.environ.items())
+            if k.startswith("SVDMARK_TRAIN_") and k != "SVDMARK_TRAIN_CACHE"}
 
 
 def is_shifted(seed: int) -> bool:
@@ -76,6 +83,12 @@ def ncct_params(seed: int) -> dict:
                   mimics=bool(rng.uniform() < 0.8))
     if is_atlas(seed):  # only here: the cache names of the analytic cases stay what they were
         params["anatomy"] = "mni152"
+        # atrophic atlas heads (ventricles and sulci widened) in a share of seeds, from a stream of their own; off
+        # unless $SVDMARK_TRAIN_ATROPHY_NCCT names the share (the stress set's false positives grow with the
+        # ventricles: training/preregistered/2026-12-02-wml-atrophy.md); the held-out and shifted draws never change
+        aged = np.random.default_rng([seed, 14])
+        if aged.random() < NCCT_ATROPHY_SHARE:
+            params["atrophy"] = round(float(aged.uniform(0.1, 1.0)), 2)
     if is_thin(seed):  # a stream of its own: every other draw is what the seed gives
         params["slice_thickness"] = float(np.random.default_rng([seed, 12]).choice([0.625, 1.0, 1.25]))
     if is_shifted(seed):  # other draws than training saw (the keys exist only here: cache names stay stable)

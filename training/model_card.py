@@ -187,6 +187,7 @@ def card(manifest: dict, evals: list[dict], bench: str | None, selftest: str | N
         "",
         "## Training",
         "```",
+        *(f"export {k}={v}" for k, v in tr.get("environment", {}).items()),
         f"{tr.get('command', '')}",
         "```",
         f"PyTorch {tr.get('torch', '')}, CPU, seed {tr.get('seed', '')}, {tr.get('n_train_cases', '?')} training "

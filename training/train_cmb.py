@@ -226,7 +226,7 @@ def main(argv=None):
     meta = {"command": "python -m training.train_cmb " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
             "steps": steps, "seconds": round(secs), "seed": args.seed, "n_train_cases": args.n_train,
             "n_train_atlas_cases": args.n_train_atlas,
-            "torch": torch.__version__}
+            "torch": torch.__version__, "environment": data.training_environment()}
     (args.out / "manifest.json").write_text(json.dumps(manifest(args.out.name, sha, args.threshold, meta), indent=2) + "\n")
     print(f"wrote {args.out} sha256 {sha}")
 

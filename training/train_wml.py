@@ -73,7 +73,7 @@ def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
 
 
 def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion_p: float = 0.5, crop: int = 96,
-                 randomise: float = 0.0, contrasts=None):
+                 randomise: float = 0.0, contrasts=None, wide_point_spread: bool = False):
     """``bs`` crops (crop²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
 
     ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
@@ -114,7 +114,8 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
         b = les[ctx]
         if randomise and rng.random() < randomise:
             a = randomise_ct(np.ascontiguousarray(a), rng, lesion=les,
-                             contrast_hu=contrasts[v] if contrasts is not None else None)
+                             contrast_hu=contrasts[v] if contrasts is not None else None,
+                             wide_point_spread=wide_point_spread)
         else:  # mild intensity jitter: scanner calibration offsets of a few HU, contrast scale
             a = a * rng.uniform(0.95, 1.05) + rng.normal(0, 0.05)
         xs.append(a.copy())
@@ -176,7 +177,8 @@ def train(args) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = sample_batch(imgs, tgts, index, lesion_slices, rng, args.batch, args.context, crop=args.crop,
-                            randomise=args.randomise, contrasts=contrasts)
+                            randomise=args.randomise, contrasts=contrasts,
+                            wide_point_spread=args.wide_point_spread)
         loss = loss_fn(net.logits(x), y)
         opt.zero_grad()
         loss.backward()
@@ -255,6 +257,8 @@ def main(argv=None):
                     help="start from a shipped model.onnx (BatchNorm folded; see training.warmstart)")
     ap.add_argument("--randomise", type=float, default=0.0,
                     help="fraction of crops re-rendered with a random scanner (training.augment)")
+    ap.add_argument("--wide-point-spread", action="store_true",
+                    help="re-render with training.augment.point_spread (the 1.6.0 experiment) instead of kernel_blur")
     ap.add_argument("--tta", default="", help="test-time flips written into the manifest, e.g. 'lr' (2 passes)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -282,7 +286,8 @@ def main(argv=None):
                      + " ".join(argv if argv is not None else __import__("sys").argv[1:]), "steps": res["steps"],
                      "seconds": round(res["seconds"]), "final_loss": res["final_loss"], "seed": args.seed,
                      "n_train_cases": args.n_train,
-                     "n_train_atlas_cases": args.n_train_atlas, "torch": torch.__version__},
+                     "n_train_atlas_cases": args.n_train_atlas, "torch": torch.__version__,
+                     "environment": data.training_environment()},
     }
     (args.out / "manifest.json").write_text(json.dumps(manifest(args.out.name, sha, meta), indent=2) + "\n")
     print(f"wrote {args.out} sha256 {sha}")

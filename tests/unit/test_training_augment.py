@@ -108,3 +108,34 @@ def test_point_spread_blurs_edges_anisotropically_sharpens_or_leaves_alone():
     assert max(c for c, _ in spreads) >= 6  # sigma up to 1.6 px: the edge reaches 3 px or more each side
     assert any(c != r for c, r in spreads)  # per-axis sigma
     assert np.array_equal(point_spread(hu, np.random.default_rng(0), strength=0.0), hu)
+
+
+def test_the_active_recipe_blurs_with_kernel_blur_and_the_experiment_with_point_spread(monkeypatch):
+    """``randomise_ct`` calls ``kernel_blur`` (wml-ncct 1.5.0's recipe) unless asked for ``point_spread``."""
+    calls = []
+    for name in ("kernel_blur", "point_spread"):
+        monkeypatch.setattr(augment, name, lambda hu, rng, s, _n=name: calls.append(_n) or hu)
+    hu, lesion, _ = _slab()
+    a = augment._norm(hu)
+    augment.randomise_ct(a, np.random.default_rng(0), lesion=lesion)
+    augment.randomise_ct(a, np.random.default_rng(0), lesion=lesion, wide_point_spread=True)
+    assert calls == ["kernel_blur", "point_spread"]
+
+
+def test_ncct_atrophy_is_drawn_on_atlas_training_seeds_only_and_only_when_asked(monkeypatch):
+    from training import data
+
+    atlas = data.seeds("train_atlas", 40) + data.seeds("val_atlas", 10)
+    others = data.seeds("train", 10) + data.seeds("heldout", 10) + data.seeds("shifted", 10)
+    monkeypatch.setattr(data, "NCCT_ATROPHY_SHARE", 0.0)
+    assert not any("atrophy" in data.ncct_params(s) for s in atlas + others)  # the cache names stay as they were
+    plain = {s: data.ncct_params(s) for s in atlas}
+    monkeypatch.setattr(data, "NCCT_ATROPHY_SHARE", 0.75)
+    aged = [s for s in atlas if "atrophy" in data.ncct_params(s)]
+    assert 0.5 * len(atlas) < len(aged) < len(atlas)
+    assert all(0.1 <= data.ncct_params(s)["atrophy"] <= 1.0 for s in aged)
+    # the other draws of a seed do not move, and the reported splits never get atrophy
+    assert all({k: v for k, v in data.ncct_params(s).items() if k != "atrophy"} == plain[s] for s in atlas)
+    assert not any("atrophy" in data.ncct_params(s) for s in others)
+    monkeypatch.setenv("SVDMARK_TRAIN_ATROPHY_NCCT", "0.75")
+    assert data.training_environment()["SVDMARK_TRAIN_ATROPHY_NCCT"] == "0.75"
