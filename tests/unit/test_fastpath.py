@@ -57,7 +57,8 @@ def test_a_store_rsp_with_an_error_comment_is_left_to_pynetdicom():
     assert fastpath._plain_store_rsp(request) is None  # a request, not a response
 
 
-@pytest.mark.parametrize("instance", [EVEN_UID, ODD_UID, generate_uid()])
+# a generated UID, the same on every pytest-xdist worker (they must collect the same test ids)
+@pytest.mark.parametrize("instance", [EVEN_UID, ODD_UID, generate_uid(entropy_srcs=["fastpath"])])
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, JPEG2000Lossless])
 def test_file_meta_is_byte_identical(instance, syntax):
     theirs = io.BytesIO()
