@@ -99,6 +99,17 @@ def _journal_engine(request, monkeypatch):
 _SQLITE_UNDER_POSTGRESQL: dict[str, list[str]] = {}
 
 
+def pytest_sessionfinish(session):
+    """A pytest-xdist worker hands its findings to the controller, which writes the summary."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["sqlite_under_postgresql"] = dict(_SQLITE_UNDER_POSTGRESQL)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    _SQLITE_UNDER_POSTGRESQL.update(getattr(node, "workeroutput", {}).get("sqlite_under_postgresql", {}))
+
+
 def pytest_terminal_summary(terminalreporter):
     """Under SVDMARK_TEST_JOURNAL=postgresql: the tests that made SQLite journals anyway (by design or a leak)."""
     if _SQLITE_UNDER_POSTGRESQL:
