@@ -43,18 +43,28 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
 status=0
+# The whole suite runs on the embedded SQLite journal (the journal's own tests, the multi-process test and
+# `journal copy` on PostgreSQL too), and alongside it the service's exactly-once core again on a PostgreSQL
+# journal: kill -9 at every stage, a crash loop, supersession and IOCM rejection (about 5 minutes; it fills the
+# gaps where the suite's workers wait). The whole suite on PostgreSQL, end-to-end and split-series tests included:
+# SVDMARK_TEST_JOURNAL=postgresql bash scripts/test.sh.
+pg_log=""
+if [ $# -eq 0 ] && [ "${SVDMARK_TEST_JOURNAL:-sqlite}" != postgresql ]; then
+  pg_log=$(mktemp)
+  SVDMARK_TEST_JOURNAL=postgresql .venv/bin/python -m pytest -q -p no:cacheprovider \
+    tests/integration/test_crash.py tests/integration/test_supersession.py >"$pg_log" 2>&1 &
+  pg_pid=$!
+  trap 'kill "$pg_pid" 2>/dev/null; exit 130' INT TERM
+fi
 # Two pytest workers (pytest-xdist), one test file each at a time: most tests wait on servers and subprocesses,
 # and every test has its own free ports and temporary directories. SVDMARK_TEST_WORKERS=0 runs in one process.
 workers=(-n "${SVDMARK_TEST_WORKERS:-2}" --dist loadfile)
 [ "${SVDMARK_TEST_WORKERS:-2}" != 0 ] || workers=()
 .venv/bin/python -m pytest -q -p no:cacheprovider "${workers[@]}" "$@" || status=$?
-# The whole suite runs on the embedded SQLite journal above (and the journal's own tests, the multi-process
-# test and `journal copy` on PostgreSQL too). Then the service's exactly-once core again on a PostgreSQL journal:
-# kill -9 at every stage, a crash loop, supersession and IOCM rejection (about 3 minutes here; the 30-minute
-# budget leaves no room for more). The whole suite on PostgreSQL, end-to-end and split-series tests included:
-# SVDMARK_TEST_JOURNAL=postgresql bash scripts/test.sh (about 30 minutes on 2 cores).
-if [ $# -eq 0 ] && [ "${SVDMARK_TEST_JOURNAL:-sqlite}" != postgresql ]; then
-  SVDMARK_TEST_JOURNAL=postgresql .venv/bin/python -m pytest -q -p no:cacheprovider \
-    tests/integration/test_crash.py tests/integration/test_supersession.py || status=$?
+if [ -n "$pg_log" ]; then
+  wait "$pg_pid" || status=$?
+  echo "=== the exactly-once core on a PostgreSQL journal ==="
+  cat "$pg_log"
+  rm -f "$pg_log"
 fi
 exit $status
