@@ -4,8 +4,8 @@ The phantom generator fixes one look per case; a model that sees only that look 
 hidden-set failure of wml-ncct 1.2.0: lesion-free heads read 6–8 mL, large loads under-read). So
 every crop the nets see is re-rendered here with its own scanner: tissue intensities through a random monotone
 HU map (calibration offset, grey/white contrast, CSF level), a random noise level *and texture* (white,
-soft-kernel correlated, sharp-kernel high-pass), the point spread (blur, often anisotropic, or sharpening: kernel,
-slice profile), in-plane resolution loss, low-frequency cupping / bias, skull-base streaks, and per-slice
+soft-kernel correlated, sharp-kernel high-pass), the point spread (blur or sharpening: kernel, slice profile;
+wider and anisotropic with ``wide_point_spread``), in-plane resolution loss, low-frequency cupping / bias, skull-base streaks, and per-slice
 motion offsets between the 2.5-D context channels. The target is never touched except by the geometric flips,
 so the label stays the physical lesion fraction.
 
