@@ -5,9 +5,9 @@ hidden-set failure of wml-ncct 1.2.0: lesion-free heads read 6–8 mL, large loa
 every crop the nets see is re-rendered here with its own scanner: tissue intensities through a random monotone
 HU map (calibration offset, grey/white contrast, CSF level), a random noise level *and texture* (white,
 soft-kernel correlated, sharp-kernel high-pass), the point spread (blur or sharpening: kernel, slice profile;
-wider and anisotropic with ``wide_point_spread``), in-plane resolution loss, low-frequency cupping / bias, skull-base streaks, and per-slice
-motion offsets between the 2.5-D context channels. The target is never touched except by the geometric flips,
-so the label stays the physical lesion fraction.
+wider and anisotropic with ``wide_point_spread``), in-plane resolution loss, low-frequency cupping / bias,
+skull-base streaks, and per-slice motion offsets between the 2.5-D context channels. The target is never
+touched except by the geometric flips, so the label stays the physical lesion fraction.
 
 All functions work on the nets' normalised inputs: WML crops are (C, h, w) in units of
 ``NORMALISATION["scale"]`` HU around ``center`` (train_wml), CMB patches are (n, ch, s, s, s) in

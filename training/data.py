@@ -44,6 +44,13 @@ def training_environment() -> dict:
             if k.startswith("SVDMARK_TRAIN_") and k != "SVDMARK_TRAIN_CACHE"}
 
 
+def _atrophy(seed: int, stream: int, share: float) -> float | None:
+    """An atrophy from U(0.1, 1.0) for ``share`` of the seeds, drawn from the seed's own ``stream``; None for the
+    rest (their cache names do not change)."""
+    aged = np.random.default_rng([seed, stream])
+    return round(float(aged.uniform(0.1, 1.0)), 2) if aged.random() < share else None
+
+
 def is_shifted(seed: int) -> bool:
     return SPLITS["shifted"] <= seed < SPLITS["heldout"]
 
@@ -86,9 +93,8 @@ def ncct_params(seed: int) -> dict:
         # atrophic atlas heads (ventricles and sulci widened) in a share of seeds, from a stream of their own; off
         # unless $SVDMARK_TRAIN_ATROPHY_NCCT names the share (the stress set's false positives grow with the
         # ventricles: training/preregistered/2026-12-02-wml-atrophy.md); the held-out and shifted draws never change
-        aged = np.random.default_rng([seed, 14])
-        if aged.random() < NCCT_ATROPHY_SHARE:
-            params["atrophy"] = round(float(aged.uniform(0.1, 1.0)), 2)
+        if (atrophy := _atrophy(seed, 14, NCCT_ATROPHY_SHARE)) is not None:
+            params["atrophy"] = atrophy
     if is_thin(seed):  # a stream of its own: every other draw is what the seed gives
         params["slice_thickness"] = float(np.random.default_rng([seed, 12]).choice([0.625, 1.0, 1.25]))
     if is_shifted(seed):  # other draws than training saw (the keys exist only here: cache names stay stable)
@@ -126,9 +132,8 @@ def swi_params(seed: int) -> dict:
     # the atlas head atrophic in a share of seeds (widened sulci and ventricles, sulci of its own), from its own
     # stream; off unless $SVDMARK_TRAIN_ATROPHY names the share: the cmb-swi 1.5.0 experiment used 0.75 and was
     # not shipped (training/README.md), so the active models' recipes draw none
-    aged = np.random.default_rng([seed, 24])
-    if params.get("anatomy") == "mni152" and aged.random() < ATROPHY_SHARE:
-        params["atrophy"] = round(float(aged.uniform(0.1, 1.0)), 2)
+    if params.get("anatomy") == "mni152" and (atrophy := _atrophy(seed, 24, ATROPHY_SHARE)) is not None:
+        params["atrophy"] = atrophy
     return params
 
 
