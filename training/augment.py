@@ -143,6 +143,23 @@ def subthreshold_hypodensity(hu: np.ndarray, rng: np.random.Generator, lesion: n
     return out
 
 
+def lesion_contrast_floor(a: np.ndarray, lesion: np.ndarray, contrast_hu: float | None,
+                          min_contrast_hu: float | None) -> tuple[np.ndarray, float | None]:
+    """Darken a crop's labelled lesion so that its full contrast is at least ``min_contrast_hu``.
+
+    The generator draws lesion contrasts of 3–10 HU, and ``randomise_ct`` may take 1.5 HU off: a labelled lesion
+    can then be fainter than the unlabelled normal variation of the same crops (texture sd up to 2.5 HU,
+    sub-threshold patches up to 0.35 × contrast, CT noise 3–5 HU). The model learns from such labels that
+    any faint darkening of white matter is lesion, and sums it into millilitres on lesion-free heads. With a
+    floor, a label always marks darkening beyond what normal tissue does (the wml-ncct 1.8.0 experiment).
+    Returns the crop (normalised units) and its new contrast; unchanged when either number is unknown.
+    """
+    if min_contrast_hu is None or contrast_hu is None or contrast_hu >= min_contrast_hu:
+        return a, contrast_hu
+    extra = (min_contrast_hu - contrast_hu) / HU_SCALE
+    return (a - lesion.astype(np.float32) * np.float32(extra)).astype(np.float32), float(min_contrast_hu)
+
+
 def skull_glow(hu: np.ndarray, rng: np.random.Generator, bone: np.ndarray) -> np.ndarray:
     """Beam-hardening pseudo-enhancement: brain next to the inner table reads 1–6 HU brighter, e-folding 4–12 mm.
 
@@ -188,11 +205,12 @@ def kernel_blur(hu: np.ndarray, rng: np.random.Generator, strength: float = 1.0)
 
 def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
                  lesion: np.ndarray | None = None, contrast_hu: float | None = None,
-                 wide_point_spread: bool = False) -> np.ndarray:
+                 wide_point_spread: bool = False, min_contrast_hu: float | None = None) -> np.ndarray:
     """Re-render one normalised (C, h, w) NCCT crop with a random scanner; returns a new array.
 
     ``lesion`` (C, h, w): the lesion fraction of each channel's slice; when given, the lesion contrast is
-    changed by −1.5 … +3 HU per unit fraction (fainter or more conspicuous than the generator drew it).
+    changed by −1.5 … +3 HU per unit fraction (fainter or more conspicuous than the generator drew it), but
+    never below ``min_contrast_hu`` where the case's contrast is known (see ``lesion_contrast_floor``).
     ``contrast_hu``: the generator's full lesion contrast for this case, the scale of the unlabelled sub-threshold
     darkening (``subthreshold_hypodensity``); None (unknown): that darkening is not drawn.
     ``wide_point_spread``: ``point_spread`` (the wml-ncct 1.6.0 experiment, not shipped) instead of
@@ -205,6 +223,8 @@ def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
     contrast = contrast_hu
     if lesion is not None and rng.random() < 0.5:
         delta = float(rng.uniform(-1.5, 3.0))
+        if min_contrast_hu is not None and contrast is not None:
+            delta = max(delta, min_contrast_hu - contrast)
         hu -= lesion.astype(np.float32) * np.float32(delta)
         contrast = None if contrast is None else contrast + delta
     if contrast is not None and rng.random() < 0.4 * strength:

@@ -25,7 +25,7 @@ import torch
 from svdmark.infer import preprocess as pp
 
 from . import data
-from .augment import randomise_ct
+from .augment import lesion_contrast_floor, randomise_ct
 from .nets import UNet2D, export_onnx
 from .warmstart import freeze_norm_stats, load_onnx
 
@@ -73,14 +73,16 @@ def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
 
 
 def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion_p: float = 0.5, crop: int = 96,
-                 randomise: float = 0.0, contrasts=None, wide_point_spread: bool = False):
+                 randomise: float = 0.0, contrasts=None, wide_point_spread: bool = False,
+                 min_contrast_hu: float | None = None):
     """``bs`` crops (crop²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
 
     ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
     lesion (a fraction ``lesion_p`` of the crops is centred near lesion, the rest anywhere in the central
     head, which is where the mimics and the negatives are). ``randomise`` > 0: that fraction of the crops is
     re-rendered with a random scanner (``training.augment.randomise_ct``), scaled by the stack's lesion
-    contrast from ``contrasts`` where given.
+    contrast from ``contrasts`` where given. ``min_contrast_hu``: every crop's lesion is at least that much
+    darker than its white matter (``training.augment.lesion_contrast_floor``; None: as the generator drew it).
     """
     xs, ys = [], []
     for _ in range(bs):
@@ -112,10 +114,11 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
         if ctx and rng.random() < 0.5:  # head-foot flip of the neighbours (stacks run both ways)
             a, les = a[::-1], les[::-1]
         b = les[ctx]
+        contrast = contrasts[v] if contrasts is not None else None
+        a, contrast = lesion_contrast_floor(a, les, contrast, min_contrast_hu)
         if randomise and rng.random() < randomise:
-            a = randomise_ct(np.ascontiguousarray(a), rng, lesion=les,
-                             contrast_hu=contrasts[v] if contrasts is not None else None,
-                             wide_point_spread=wide_point_spread)
+            a = randomise_ct(np.ascontiguousarray(a), rng, lesion=les, contrast_hu=contrast,
+                             wide_point_spread=wide_point_spread, min_contrast_hu=min_contrast_hu)
         else:  # mild intensity jitter: scanner calibration offsets of a few HU, contrast scale
             a = a * rng.uniform(0.95, 1.05) + rng.normal(0, 0.05)
         xs.append(a.copy())
@@ -178,7 +181,7 @@ def train(args) -> dict:
             g["lr"] = lr
         x, y = sample_batch(imgs, tgts, index, lesion_slices, rng, args.batch, args.context, crop=args.crop,
                             randomise=args.randomise, contrasts=contrasts,
-                            wide_point_spread=args.wide_point_spread)
+                            wide_point_spread=args.wide_point_spread, min_contrast_hu=args.min_lesion_contrast)
         loss = loss_fn(net.logits(x), y)
         opt.zero_grad()
         loss.backward()
@@ -259,6 +262,8 @@ def main(argv=None):
                     help="fraction of crops re-rendered with a random scanner (training.augment)")
     ap.add_argument("--wide-point-spread", action="store_true",
                     help="re-render with training.augment.point_spread (the 1.6.0 experiment) instead of kernel_blur")
+    ap.add_argument("--min-lesion-contrast", type=float, default=None, metavar="HU",
+                    help="darken fainter labelled lesions to this full contrast (training.augment.lesion_contrast_floor)")
     ap.add_argument("--tta", default="", help="test-time flips written into the manifest, e.g. 'lr' (2 passes)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
