@@ -139,3 +139,48 @@ def test_ncct_atrophy_is_drawn_on_atlas_training_seeds_only_and_only_when_asked(
     assert not any("atrophy" in data.ncct_params(s) for s in others)
     monkeypatch.setenv("SVDMARK_TRAIN_ATROPHY_NCCT", "0.75")
     assert data.training_environment()["SVDMARK_TRAIN_ATROPHY_NCCT"] == "0.75"
+
+
+def test_the_lesion_contrast_floor_darkens_only_faint_labelled_lesions():
+    """``lesion_contrast_floor`` deepens a 3 HU lesion to 5 HU in proportion to its fraction; stronger lesions,
+    lesion-free tissue and crops of unknown contrast are left alone."""
+    hu, lesion, _ = _slab()
+    lesion[:, 40:52, 52] = 0.5  # a partial-volume edge column
+    faint = hu + 3.0 * lesion  # the slab's lesion is 6 HU darker: now 3 HU
+    a = augment._norm(faint)
+    out, c = augment.lesion_contrast_floor(a, lesion, 3.0, 5.0)
+    drop = augment._hu(a) - augment._hu(out)
+    assert c == 5.0
+    assert np.allclose(drop[lesion == 1.0], 2.0, atol=1e-3) and np.allclose(drop[lesion == 0.5], 1.0, atol=1e-3)
+    assert np.abs(drop[lesion == 0]).max() < 1e-4
+    for contrast, floor in ((6.0, 5.0), (None, 5.0), (3.0, None)):
+        same, c2 = augment.lesion_contrast_floor(a, lesion, contrast, floor)
+        assert same is a and c2 == contrast
+
+
+def test_randomise_ct_never_takes_a_floored_lesion_below_the_floor(monkeypatch):
+    """With ``min_contrast_hu`` the random contrast change (−1.5 … +3 HU) stops at the floor; without, it does not."""
+    for name in ("kernel_blur", "normal_variation", "skull_glow"):
+        monkeypatch.setattr(augment, name, lambda hu, rng, *a, **k: hu)
+    monkeypatch.setattr(augment, "monotone_hu_map", lambda rng: (lambda x: x))
+    monkeypatch.setattr(augment, "subthreshold_hypodensity", lambda hu, *a, **k: hu)
+    monkeypatch.setattr(augment, "noise_field", lambda rng, shape, sd: np.zeros(shape, np.float32))
+    monkeypatch.setattr(augment, "smooth_field", lambda rng, shape, amp: np.zeros(shape, np.float32))
+    monkeypatch.setattr(augment, "streaks", lambda rng, shape, amp: np.zeros(shape, np.float32))
+    hu, lesion, ring = _slab()
+    hu = hu + 1.0 * lesion  # a 5 HU lesion
+    a = augment._norm(hu)
+    centre = (slice(None), slice(43, 49), slice(43, 49))
+    tissue = ~ring & (lesion == 0)
+
+    def contrast(out):
+        h = augment._hu(out)
+        return float(h[tissue].mean() - h[centre].mean())
+
+    floored = [contrast(augment.randomise_ct(a, np.random.default_rng(s), lesion=lesion, contrast_hu=5.0,
+                                             min_contrast_hu=5.0)) for s in range(30)]
+    free = [contrast(augment.randomise_ct(a, np.random.default_rng(s), lesion=lesion, contrast_hu=5.0))
+            for s in range(30)]
+    assert min(floored) > 5.0 - 0.3
+    assert min(free) < 4.5  # some draws made it fainter
+    assert max(floored) > 6.0  # and more conspicuous draws still happen
