@@ -36,6 +36,7 @@ SPLITS = {"train": 1000, "train_atlas": 3000, "val": 5000, "val_thin": 5500, "va
 VENDORS = ("siemens", "ge", "philips", "canon")
 ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY", "0"))  # of atlas SWI seeds (swi_params)
 NCCT_ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY_NCCT", "0"))  # of atlas NCCT seeds (ncct_params)
+WML_SPREAD_SHARE = float(os.environ.get("SVDMARK_TRAIN_WML_SPREAD", "0"))  # of train/val NCCT seeds (ncct_params)
 
 
 def training_environment() -> dict:
@@ -95,6 +96,12 @@ def ncct_params(seed: int) -> dict:
         # ventricles: training/preregistered/2026-12-02-wml-atrophy.md); the held-out and shifted draws never change
         if (atrophy := _atrophy(seed, 14, NCCT_ATROPHY_SHARE)) is not None:
             params["atrophy"] = atrophy
+    # deep lesions anywhere in the white matter (not only the centrum semiovale) for a share of the training and
+    # validation seeds with lesion, from a stream of their own; off unless $SVDMARK_TRAIN_WML_SPREAD names the share
+    # (training/preregistered/2026-12-02-wml-spread.md); the held-out, shifted and thin draws never change
+    if wml > 0 and seed < SPLITS["shifted"] and not is_thin(seed) \
+            and np.random.default_rng([seed, 15]).random() < WML_SPREAD_SHARE:
+        params["wml_spread"] = True
     if is_thin(seed):  # a stream of its own: every other draw is what the seed gives
         params["slice_thickness"] = float(np.random.default_rng([seed, 12]).choice([0.625, 1.0, 1.25]))
     if is_shifted(seed):  # other draws than training saw (the keys exist only here: cache names stay stable)

@@ -153,7 +153,15 @@ def sample_wml_ml(rng: np.random.Generator) -> float:
     return float(np.exp(rng.uniform(np.log(1.5), np.log(50))))
 
 
-def build_wml(head: HeadModel, target_ml: float, rng: np.random.Generator) -> WmlModel:
+# model-frame boxes (x: |lateral|, y: front (-) to back (+), z: up) from which deep / subcortical blob centres are
+# drawn (rejected unless they land in white matter): the centrum semiovale and corona radiata, or with ``spread``
+# all of the cerebral white matter, frontal and occipital poles, temporal stems and the level of the basal ganglia
+DEEP_BOX = ((14, 34), (-35, 40), (8, 42))
+DEEP_BOX_SPREAD = ((6, 60), (-75, 70), (-15, 60))
+
+
+def build_wml(head: HeadModel, target_ml: float, rng: np.random.Generator, spread: bool = False) -> WmlModel:
+    """A WML model of about ``target_ml``; ``spread``: deep blobs anywhere in the cerebral white matter."""
     m = WmlModel(head=head)
     m.contrast = float(rng.uniform(3.0, 10.0))
     m.soft_mm = float(rng.uniform(0.8, 2.0))
@@ -174,10 +182,11 @@ def build_wml(head: HeadModel, target_ml: float, rng: np.random.Generator) -> Wm
     # deep / subcortical patchy hypodensities in the centrum semiovale and corona radiata
     n_blob = int(np.clip(rng.poisson(1.0 + 3.0 * np.log1p(target_ml)), 1 if not m.caps else 0, 40))
     tries = 0
-    while len(m.blobs) < n_blob and tries < 400:
+    (x0, x1), (y0, y1), (z0, z1) = DEEP_BOX_SPREAD if spread else DEEP_BOX
+    while len(m.blobs) < n_blob and tries < (1500 if spread else 400):
         tries += 1
         sx = rng.choice([-1, 1])
-        c = np.array([sx * rng.uniform(14, 34), rng.uniform(-35, 40), rng.uniform(8, 42)])
+        c = np.array([sx * rng.uniform(x0, x1), rng.uniform(y0, y1), rng.uniform(z0, z1)])
         if head.label(head.warp_point(c)[None])[0] != "wm":
             continue
         if any(np.linalg.norm(c - b[0]) < 6 for b in m.blobs):

@@ -166,3 +166,22 @@ def test_random_volumes_have_many_small_cases():
     assert 0.3 < np.median(v) < 0.9 and (v == 0).mean() > 0.05 and v.max() <= 50.0 and (v > 10).mean() > 0.05
     g = np.array([int(BurdenGrade.from_count(sample_cmb_count(rng))) for _ in range(2000)])
     assert set(np.unique(g)) == {0, 1, 2, 3}
+
+
+def test_spread_wml_put_deep_lesions_all_over_the_white_matter_and_the_default_stays_in_its_box():
+    from svdmark_phantom.anatomy import HeadModel
+    from svdmark_phantom.lesions import DEEP_BOX, build_wml
+
+    head = HeadModel.random(7, origin=np.zeros(3))
+
+    def centres(spread):
+        m = build_wml(head, 20.0, np.random.default_rng([7, 0x3A1]), spread=spread)
+        return np.array([b[0] for b in m.blobs])
+
+    (x0, x1), (y0, y1), (z0, z1) = DEEP_BOX
+    inside = lambda c: (np.abs(c[:, 0]) >= x0) & (np.abs(c[:, 0]) <= x1) & (c[:, 1] >= y0) & (c[:, 1] <= y1) \
+        & (c[:, 2] >= z0) & (c[:, 2] <= z1)  # noqa: E731
+    plain, wide = centres(False), centres(True)
+    assert len(plain) and inside(plain).all()
+    assert len(wide) and (~inside(wide)).sum() >= len(wide) // 2
+    assert (head.label(np.array([head.warp_point(c) for c in wide])) == "wm").all()

@@ -184,3 +184,18 @@ def test_randomise_ct_never_takes_a_floored_lesion_below_the_floor(monkeypatch):
     assert min(floored) > 5.0 - 0.3
     assert min(free) < 4.5  # some draws made it fainter
     assert max(floored) > 6.0  # and more conspicuous draws still happen
+
+
+def test_wml_spread_is_drawn_on_training_and_validation_seeds_with_lesion_only_and_only_when_asked(monkeypatch):
+    from training import data
+
+    ours = data.seeds("train", 40) + data.seeds("train_atlas", 20) + data.seeds("val", 10) + data.seeds("val_atlas", 10)
+    reported = data.seeds("heldout", 20) + data.seeds("shifted", 20) + data.seeds("val_thin", 10)
+    assert not any("wml_spread" in data.ncct_params(s) for s in ours + reported)
+    plain = {s: data.ncct_params(s) for s in ours}
+    monkeypatch.setattr(data, "WML_SPREAD_SHARE", 0.5)
+    wide = [s for s in ours if "wml_spread" in data.ncct_params(s)]
+    assert 0.2 * len(ours) < len(wide) < 0.7 * len(ours)
+    assert all(plain[s]["wml_ml"] > 0 for s in wide)
+    assert all({k: v for k, v in data.ncct_params(s).items() if k != "wml_spread"} == plain[s] for s in ours)
+    assert not any("wml_spread" in data.ncct_params(s) for s in reported)
