@@ -263,7 +263,7 @@ def main(argv=None):
     ap.add_argument("--wide-point-spread", action="store_true",
                     help="re-render with training.augment.point_spread (the 1.6.0 experiment) instead of kernel_blur")
     ap.add_argument("--min-lesion-contrast", type=float, default=None, metavar="HU",
-                    help="darken fainter labelled lesions to this full contrast (training.augment.lesion_contrast_floor)")
+                    help="darken fainter labelled lesions to this contrast (augment.lesion_contrast_floor)")
     ap.add_argument("--tta", default="", help="test-time flips written into the manifest, e.g. 'lr' (2 passes)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
