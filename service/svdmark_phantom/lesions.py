@@ -179,7 +179,7 @@ def build_wml(head: HeadModel, target_ml: float, rng: np.random.Generator, sprea
                 m.caps.append((sites["occipital_tip"][sx], rng.uniform(5, 10), rng.uniform(2, 6) * (0.6 + frac_pv)))
             if target_ml > 3 and rng.random() < 0.9:
                 m.bands.append((sx, rng.uniform(1.5, 4.0), rng.uniform(0, 6.28)))
-    # deep / subcortical patchy hypodensities in the centrum semiovale and corona radiata
+    # deep / subcortical patchy hypodensities in DEEP_BOX (centrum semiovale, corona radiata) or DEEP_BOX_SPREAD
     n_blob = int(np.clip(rng.poisson(1.0 + 3.0 * np.log1p(target_ml)), 1 if not m.caps else 0, 40))
     tries = 0
     (x0, x1), (y0, y1), (z0, z1) = DEEP_BOX_SPREAD if spread else DEEP_BOX
