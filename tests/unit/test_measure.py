@@ -219,3 +219,18 @@ def test_the_post_processing_sweep_measures_what_the_runtime_measures():
             assert abs(v - want) < 1e-9, (group, fl, st, dil)
     one, four = (_wml_sweep_case(vol, frac, frac >= 0.5, g)["volumes"][(0.1, 0.7, 3)] for g in (1, 4))
     assert four > one  # the slab reaches the partial-volume slices that one thin slice does not
+
+
+def test_the_sweep_scores_both_volume_targets():
+    """The sweep's target score weighs the overall MAE by its 1 mL target and the MAE under 1 mL by its 0.5 mL
+    target: a setting that reads small heads high scores worse than one with the same overall MAE that does not."""
+    from training.evaluate import _wml_sweep_row
+
+    truth = np.array([0.0, 0.5, 5.0, 20.0])
+    low_end_wrong = _wml_sweep_row((0.05, 0.7, 3), np.array([0.8, 1.3, 5.0, 20.0]), truth)
+    top_wrong = _wml_sweep_row((0.3, 0.7, 3), np.array([0.0, 0.5, 5.0, 18.4]), truth)
+    assert low_end_wrong["mae_ml"] == pytest.approx(0.4) == top_wrong["mae_ml"]
+    assert low_end_wrong["mae_lt1_ml"] == pytest.approx(0.8) and top_wrong["mae_lt1_ml"] == 0.0
+    assert low_end_wrong["target_score"] == pytest.approx(0.4 / 1.0 + 0.8 / 0.5)
+    assert top_wrong["target_score"] < low_end_wrong["target_score"]
+    assert np.isnan(_wml_sweep_row((0.1, 0.0, 0), np.array([4.0]), np.array([5.0]))["target_score"])
