@@ -60,11 +60,17 @@ def split_seeds(split: str, n: int) -> list[int]:
 REPORTED_SPLITS = {"heldout", "heldout_b", "shifted"}
 
 
-def refuse_sweep_on_reported(split: str, what: str) -> None:
-    """A sweep chooses ``what``: it may see only val splits, never one whose figures are reported."""
+def refuse_reported(split: str, why: str) -> None:
+    """Stop, saying ``why``, when ``split`` (names joined by commas) holds a split whose figures are reported: a
+    choice, a calibration or a probe may see only validation splits."""
     reported = REPORTED_SPLITS & set(split.split(","))
     if reported:
-        raise SystemExit(f"--sweep chooses {what}: run it on --set val(,val_atlas), never on {sorted(reported)}")
+        raise SystemExit(f"{why}: use validation splits (val, val_atlas), never {sorted(reported)}")
+
+
+def refuse_sweep_on_reported(split: str, what: str) -> None:
+    """A sweep chooses ``what``: it may see only val splits, never one whose figures are reported."""
+    refuse_reported(split, f"--sweep chooses {what}")
 
 
 def pearson(a, b) -> float:
