@@ -226,20 +226,35 @@ class Runtime:
 
 
 class _captured_output:
-    """Redirect the process-level stdout/stderr (C++ and Python) into a temporary file."""
+    """Redirect the process-level stdout/stderr (C++ and Python) into a temporary file.
+
+    The redirect is process-wide, so the log handlers' locks are held while it lasts: another thread's log line
+    (a delivery, a received series) waits and is written once the real stderr is back, instead of vanishing into
+    the capture."""
 
     def __enter__(self):
         import sys
         import tempfile
 
         self.text = ""
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self._tmp = tempfile.TemporaryFile(mode="w+b")
-        self._saved = (os.dup(1), os.dup(2))
-        os.dup2(self._tmp.fileno(), 1)
-        os.dup2(self._tmp.fileno(), 2)
+        self._handlers = list(logging.getLogger().handlers)
+        for h in self._handlers:
+            h.acquire()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self._tmp = tempfile.TemporaryFile(mode="w+b")
+            self._saved = (os.dup(1), os.dup(2))
+            os.dup2(self._tmp.fileno(), 1)
+            os.dup2(self._tmp.fileno(), 2)
+        except BaseException:
+            self._release()
+            raise
         return self
+
+    def _release(self) -> None:
+        for h in reversed(self._handlers):
+            h.release()
 
     def __exit__(self, *exc):
         import sys
@@ -250,6 +265,7 @@ class _captured_output:
         os.dup2(self._saved[1], 2)
         os.close(self._saved[0])
         os.close(self._saved[1])
+        self._release()
         self._tmp.seek(0)
         self.text = self._tmp.read().decode("utf-8", "replace")
         self._tmp.close()
