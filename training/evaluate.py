@@ -4,6 +4,7 @@
     .venv/bin/python -m training.evaluate --task wml --set heldout --n 40
     .venv/bin/python -m training.evaluate --task cmb --set val --n 20 --sweep   # threshold sweep (val only)
     .venv/bin/python -m training.evaluate --task wml --set val --n 16 --sweep   # floor / support sweep (val only)
+    # a sweep's JSON ends in -sweep.json; training.operating_point writes its choice into the manifest
 
 WML: volume MAE (mL), Pearson r, Dice on cases with truth ≥ 1 mL.
 CMB: sensitivity and false positives per scan (one-to-one greedy matching within
@@ -333,7 +334,9 @@ def main(argv=None):
     RUNS.mkdir(exist_ok=True)
     for name, r in (("wml", rw), ("cmb", rc)):
         if r:
-            label = r["model_label"].replace(" ", "-") + ("-tta-" + "-".join(r["tta"]) if r.get("tta") else "")
+            r["environment"] = data.training_environment()  # the generator's draws the figures were made on
+            label = r["model_label"].replace(" ", "-") + ("-tta-" + "-".join(r["tta"]) if r.get("tta") else "") \
+                + ("-sweep" if args.sweep else "")  # a sweep's table is not overwritten by the run after the choice
             (RUNS / f"eval_{name}_{args.set}_{args.n}_{label}.json").write_text(json.dumps(r, indent=2, default=float))
 
 

@@ -196,6 +196,20 @@ def train(args) -> dict:
     return {"net": net, "steps": step, "seconds": time.time() - t0, "final_loss": float(np.mean(hist[-50:]))}
 
 
+# Input settings chosen on validation data for a base model that stay valid for a fine-tune of it (the thin-slice
+# slab: a property of the reader, not of the weights); carried over with the base's own record of the choice.
+INHERITED_INPUT = ("min_slice_mm", "min_slice_choice")
+
+
+def inherited_input(init_onnx: Path | None) -> dict:
+    """``INHERITED_INPUT`` from the manifest beside ``--init-onnx`` (a packaged model), if there is one."""
+    base = init_onnx.parent / "manifest.json" if init_onnx else None
+    if base is None or not base.is_file():
+        return {}
+    man = json.loads(base.read_text())
+    return {k: man["input"][k] for k in INHERITED_INPUT if k in man["input"]}
+
+
 def manifest(version: str, sha: str, meta: dict) -> dict:
     return {
         "name": "wml-ncct",
@@ -219,6 +233,7 @@ def manifest(version: str, sha: str, meta: dict) -> dict:
             "slab": 8,
             "tta": meta.get("tta", []),
             "tensor": {"name": "image", "shape": ["n", 2 * meta["context"] + 1, "h", "w"], "dtype": "float32"},
+            **meta.get("inherited_input", {}),
         },
         "output": {
             "name": "fraction",
@@ -287,6 +302,7 @@ def main(argv=None):
         "multiple_of": mult,
         "self_test_kwargs": SELF_TEST_KWARGS,
         "self_test_range": [0.0, 0.0],  # filled in by training.model_card (sanity_bounds)
+        "inherited_input": inherited_input(args.init_onnx),
         "training": {"command": "python -m training.train_wml "
                      + " ".join(argv if argv is not None else __import__("sys").argv[1:]), "steps": res["steps"],
                      "seconds": round(res["seconds"]), "final_loss": res["final_loss"], "seed": args.seed,
