@@ -67,6 +67,19 @@ def load_split(split: str, n: int, log=print, cached_only: bool = False):
     return imgs, tgts, index, contrasts
 
 
+def source_weights(is_atlas: list[bool], lesion_slices: list[int], atlas_share: float):
+    """Draw probabilities over the slice index and over its lesion slices that give the atlas heads
+    ``atlas_share`` of the crops of each kind, whatever the number of heads of each source."""
+    def per_entry(flags: np.ndarray) -> np.ndarray:
+        n_at = int(flags.sum())
+        if n_at in (0, len(flags)):
+            return np.full(len(flags), 1.0 / len(flags))
+        return np.where(flags, atlas_share / n_at, (1.0 - atlas_share) / (len(flags) - n_at))
+
+    flags = np.asarray(is_atlas, bool)
+    return per_entry(flags), per_entry(flags[np.asarray(lesion_slices, int)])
+
+
 def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
     idx = np.clip(np.arange(k - ctx, k + ctx + 1), 0, stack.shape[0] - 1)
     return stack[idx]
@@ -74,7 +87,7 @@ def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
 
 def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion_p: float = 0.5, crop: int = 96,
                  randomise: float = 0.0, contrasts=None, wide_point_spread: bool = False,
-                 min_contrast_hu: float | None = None):
+                 min_contrast_hu: float | None = None, weights=None):
     """``bs`` crops (crop²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
 
     ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
@@ -83,11 +96,15 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
     re-rendered with a random scanner (``training.augment.randomise_ct``), scaled by the stack's lesion
     contrast from ``contrasts`` where given. ``min_contrast_hu``: every crop's lesion is at least that much
     darker than its white matter (``training.augment.lesion_contrast_floor``; None: as the generator drew it).
+    ``weights``: (over ``index``, over ``lesion_slices``) draw probabilities (``source_weights``); None: uniform.
     """
     xs, ys = [], []
     for _ in range(bs):
         use_lesion = len(lesion_slices) > 0 and rng.random() < lesion_p
-        q = int(rng.choice(lesion_slices)) if use_lesion else int(rng.integers(len(index)))
+        if weights is None:
+            q = int(rng.choice(lesion_slices)) if use_lesion else int(rng.integers(len(index)))
+        else:
+            q = int(rng.choice(lesion_slices, p=weights[1]) if use_lesion else rng.choice(len(index), p=weights[0]))
         v, k = index[q]
         tg = tgts[v][k]
         H, W = tg.shape
@@ -148,6 +165,7 @@ def train(args) -> dict:
     rng = np.random.default_rng(args.seed)
     log = print
     imgs, tgts, index, contrasts = load_split("train", args.n_train, log, args.cached_only)
+    n_analytic = len(imgs)  # stacks from here on are atlas heads
     if args.n_train_atlas:  # the same draws on the MNI152 atlas head, so the net does not learn one head's shape
         more_imgs, more_tgts, more_index, more_contrasts = load_split("train_atlas", args.n_train_atlas, log,
                                                                       args.cached_only)
@@ -157,6 +175,10 @@ def train(args) -> dict:
         contrasts += more_contrasts
     lesion_slices = [q for q, (v, k) in enumerate(index) if float(tgts[v][k].max()) > 0.3]
     log(f"train slices {len(index)}, with lesion {len(lesion_slices)}", flush=True)
+    is_atlas = [v >= n_analytic for v, _ in index]
+    weights = None if args.atlas_share is None else source_weights(is_atlas, lesion_slices, args.atlas_share)
+    log(f"atlas heads: {np.mean(is_atlas):.2f} of the slices, "
+        f"{'as many' if weights is None else args.atlas_share} of the crops")
     net = UNet2D(args.channels, in_ch=2 * args.context + 1, levels=args.levels)
     if args.init:  # continue training from a saved state dict (training/runs/wml-<version>.pt)
         net.load_state_dict(torch.load(args.init, map_location="cpu"))
@@ -181,7 +203,8 @@ def train(args) -> dict:
             g["lr"] = lr
         x, y = sample_batch(imgs, tgts, index, lesion_slices, rng, args.batch, args.context, crop=args.crop,
                             randomise=args.randomise, contrasts=contrasts,
-                            wide_point_spread=args.wide_point_spread, min_contrast_hu=args.min_lesion_contrast)
+                            wide_point_spread=args.wide_point_spread, min_contrast_hu=args.min_lesion_contrast,
+                            weights=weights)
         loss = loss_fn(net.logits(x), y)
         opt.zero_grad()
         loss.backward()
@@ -279,6 +302,8 @@ def main(argv=None):
                     help="re-render with training.augment.point_spread (the 1.6.0 experiment) instead of kernel_blur")
     ap.add_argument("--min-lesion-contrast", type=float, default=None, metavar="HU",
                     help="darken fainter labelled lesions to this contrast (augment.lesion_contrast_floor)")
+    ap.add_argument("--atlas-share", type=float, default=None, metavar="S",
+                    help="draw this fraction of the crops from the atlas heads (default: in proportion to slices)")
     ap.add_argument("--tta", default="", help="test-time flips written into the manifest, e.g. 'lr' (2 passes)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
