@@ -27,6 +27,7 @@ from svdmark.infer import preprocess as pp
 from . import data
 from .augment import lesion_contrast_floor, randomise_ct
 from .nets import UNet2D, export_onnx
+from .recipe import inherited_input, source_weights
 from .warmstart import freeze_norm_stats, load_onnx
 
 SPACING_MM = 1.0
@@ -67,19 +68,6 @@ def load_split(split: str, n: int, log=print, cached_only: bool = False):
     return imgs, tgts, index, contrasts
 
 
-def source_weights(is_atlas: list[bool], lesion_slices: list[int], atlas_share: float):
-    """Draw probabilities over the slice index and over its lesion slices that give the atlas heads
-    ``atlas_share`` of the crops of each kind, whatever the number of heads of each source."""
-    def per_entry(flags: np.ndarray) -> np.ndarray:
-        n_at = int(flags.sum())
-        if n_at in (0, len(flags)):
-            return np.full(len(flags), 1.0 / len(flags))
-        return np.where(flags, atlas_share / n_at, (1.0 - atlas_share) / (len(flags) - n_at))
-
-    flags = np.asarray(is_atlas, bool)
-    return per_entry(flags), per_entry(flags[np.asarray(lesion_slices, int)])
-
-
 def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
     idx = np.clip(np.arange(k - ctx, k + ctx + 1), 0, stack.shape[0] - 1)
     return stack[idx]
@@ -96,7 +84,7 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
     re-rendered with a random scanner (``training.augment.randomise_ct``), scaled by the stack's lesion
     contrast from ``contrasts`` where given. ``min_contrast_hu``: every crop's lesion is at least that much
     darker than its white matter (``training.augment.lesion_contrast_floor``; None: as the generator drew it).
-    ``weights``: (over ``index``, over ``lesion_slices``) draw probabilities (``source_weights``); None: uniform.
+    ``weights``: (over ``index``, over ``lesion_slices``) draw probabilities (``training.recipe.source_weights``); None: uniform.
     """
     xs, ys = [], []
     for _ in range(bs):
@@ -217,20 +205,6 @@ def train(args) -> dict:
             torch.save(net.state_dict(), Path(__file__).resolve().parent / "runs" / "wml-checkpoint.pt")
     net.eval()
     return {"net": net, "steps": step, "seconds": time.time() - t0, "final_loss": float(np.mean(hist[-50:]))}
-
-
-# Input settings chosen on validation data for a base model that stay valid for a fine-tune of it (the thin-slice
-# slab: a property of the reader, not of the weights); carried over with the base's own record of the choice.
-INHERITED_INPUT = ("min_slice_mm", "min_slice_choice")
-
-
-def inherited_input(init_onnx: Path | None) -> dict:
-    """``INHERITED_INPUT`` from the manifest beside ``--init-onnx`` (a packaged model), if there is one."""
-    base = init_onnx.parent / "manifest.json" if init_onnx else None
-    if base is None or not base.is_file():
-        return {}
-    man = json.loads(base.read_text())
-    return {k: man["input"][k] for k in INHERITED_INPUT if k in man["input"]}
 
 
 def manifest(version: str, sha: str, meta: dict) -> dict:

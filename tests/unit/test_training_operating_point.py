@@ -1,5 +1,4 @@
-"""training.operating_point writes a validation sweep's choice, by its stated rule, into the manifest; and a
-fine-tune inherits the base model's thin-slice setting (train_wml.inherited_input)."""
+"""training.operating_point writes a validation sweep's choice, by its stated rule, into the manifest."""
 from __future__ import annotations
 
 import json
@@ -75,16 +74,3 @@ def test_a_sweep_of_another_model_is_refused(tmp_path):
         _run(tmp_path, _wml_sweep(sha="b" * 64))
     assert "fraction_floor" not in json.loads((tmp_path / "manifest.json").read_text())["output"]
 
-
-def test_a_fine_tune_inherits_the_thin_slice_setting_of_its_base(tmp_path):
-    pytest.importorskip("torch")
-    from training.train_wml import inherited_input
-
-    base = tmp_path / "wml-ncct" / "1.0.0"
-    base.mkdir(parents=True)
-    (base / "model.onnx").write_bytes(b"")
-    assert inherited_input(base / "model.onnx") == {}  # no manifest beside it: nothing to inherit
-    (base / "manifest.json").write_text(json.dumps({"input": {"min_slice_mm": 2.5, "min_slice_choice": "val_thin",
-                                                              "window": [352, 352]}}))
-    assert inherited_input(base / "model.onnx") == {"min_slice_mm": 2.5, "min_slice_choice": "val_thin"}
-    assert inherited_input(None) == {}

@@ -74,12 +74,3 @@ def test_cmb_classifier_step_and_export(tmp_path):
         None, {"patch": np.zeros((3, 2, 20, 20, 20), np.float32)})[0]
     assert out.shape == (3, 2) and (out[:, 0] >= 0).all() and (out[:, 0] <= 1).all() and (out[:, 1] >= 1).all()
 
-
-def test_source_weights_give_the_atlas_heads_their_share_of_the_crops():
-    is_atlas = [False, False, False, True, True, False]
-    w, w_lesion = train_wml.source_weights(is_atlas, [0, 3, 4], 0.25)
-    assert np.isclose(w.sum(), 1) and np.isclose(w_lesion.sum(), 1)
-    assert np.isclose(w[[3, 4]].sum(), 0.25) and np.allclose(w[[0, 1, 2, 5]], 0.75 / 4)
-    assert np.allclose(w_lesion, [0.75, 0.125, 0.125])  # one analytic lesion slice, two atlas ones
-    w, w_lesion = train_wml.source_weights([False, False], [1], 0.9)  # one source only: uniform
-    assert np.allclose(w, 0.5) and np.allclose(w_lesion, 1.0)

@@ -1,0 +1,35 @@
+"""The torch-free parts of a training recipe, importable (and tested) without the ``train`` extra: what a fine-tune
+inherits from the packaged model it starts from, and how the training crops are shared among head sources."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+# Input settings chosen on validation data for a base model that stay valid for a fine-tune of it (the thin-slice
+# slab: a property of the reader, not of the weights); carried over with the base's own record of the choice.
+INHERITED_INPUT = ("min_slice_mm", "min_slice_choice")
+
+
+def inherited_input(init_onnx: Path | None) -> dict:
+    """``INHERITED_INPUT`` from the manifest beside ``--init-onnx`` (a packaged model), if there is one."""
+    base = init_onnx.parent / "manifest.json" if init_onnx else None
+    if base is None or not base.is_file():
+        return {}
+    man = json.loads(base.read_text())
+    return {k: man["input"][k] for k in INHERITED_INPUT if k in man["input"]}
+
+
+def source_weights(is_atlas: list[bool], lesion_slices: list[int], atlas_share: float):
+    """Draw probabilities over the slice index and over its lesion slices that give the atlas heads
+    ``atlas_share`` of the crops of each kind, whatever the number of heads of each source."""
+    def per_entry(flags: np.ndarray) -> np.ndarray:
+        n_at = int(flags.sum())
+        if n_at in (0, len(flags)):
+            return np.full(len(flags), 1.0 / len(flags))
+        return np.where(flags, atlas_share / n_at, (1.0 - atlas_share) / (len(flags) - n_at))
+
+    flags = np.asarray(is_atlas, bool)
+    return per_entry(flags), per_entry(flags[np.asarray(lesion_slices, int)])
