@@ -50,14 +50,35 @@ class Orthanc:
 
     def __init__(self, root: Path):
         root.mkdir(parents=True, exist_ok=True)
-        self.root, self.port = root, free_port()
+        self.root = root
+        self.proc: subprocess.Popen | None = None
+        self._configure()
+
+    def _configure(self) -> None:
+        self.port = free_port()
         cfg = {"Name": "svdmark-stow-test", "HttpPort": self.port, "DicomPort": free_port(),
-               "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+               "StorageDirectory": str(self.root / "db"), "IndexDirectory": str(self.root / "db"),
                "RemoteAccessAllowed": False, "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD},
                "Plugins": [str(DICOMWEB)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
-        (root / "orthanc.json").write_text(json.dumps(cfg))
+        (self.root / "orthanc.json").write_text(json.dumps(cfg))
         self.base = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
+
+    @classmethod
+    def started(cls, root: Path, attempts: int = 3) -> "Orthanc":
+        """A new Orthanc, started; on new ports while another test process took the offered ones first
+        (``free_port`` can only offer a port, not hold it). ``start`` itself keeps its ports (restarts)."""
+        o = cls(root)
+        for attempt in range(attempts):
+            seen = (root / "orthanc.log").stat().st_size if (root / "orthanc.log").exists() else 0
+            try:
+                return o.start()
+            except RuntimeError:
+                with open(root / "orthanc.log", "rb") as f:
+                    f.seek(seen)
+                    if b"already in use" not in f.read() or attempt == attempts - 1:
+                        raise
+                o._configure()
+        raise AssertionError("unreachable")
 
     def start(self) -> "Orthanc":
         with open(self.root / "orthanc.log", "ab") as logf:
@@ -90,7 +111,7 @@ class Orthanc:
 
 @pytest.fixture
 def orthanc(tmp_path):
-    o = Orthanc(tmp_path / "orthanc").start()
+    o = Orthanc.started(tmp_path / "orthanc")
     try:
         yield o
     finally:
@@ -244,7 +265,7 @@ def test_https_is_verified_against_the_configured_ca(tmp_path):
     pki.mkdir()
     _ca(pki, "ca")
     _leaf(pki, "server", "ca", server=True)
-    orthanc = Orthanc(tmp_path / "orthanc").start()
+    orthanc = Orthanc.started(tmp_path / "orthanc")
     proxy = TlsTerminator(pki / "server.crt", pki / "server.key", orthanc.port)
     try:
         url = f"https://127.0.0.1:{proxy.port}/dicom-web/studies"
