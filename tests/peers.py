@@ -143,7 +143,13 @@ class StoreSCP:
             self.proc.wait(10)
 
     def files(self) -> list[Path]:
-        return sorted(p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        """The received files. With ``log_receptions`` only those whose reception storescp has finished
+        (its on-reception command runs after the file is closed), so a file still being written is never read."""
+        present = sorted(p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not self.log_receptions:
+            return present
+        done = set(self.receptions())
+        return [p for p in present if p.name in done]
 
     def receptions(self) -> list[str]:
         """File names in order of reception, duplicates included."""
