@@ -205,7 +205,7 @@ def main() -> int:
     receivers = [Receiver("svdmark", rx_svd.port, "SVDMARK", spool_count(rx_svd.data_dir), rx_svd.proc.pid),
                  Receiver("storescp", scp.port, scp.aet, lambda: sum(1 for _ in scp.folder.iterdir()), scp.proc.pid)]
     if not args.no_orthanc:
-        orthanc = Orthanc(work / "orthanc").start()
+        orthanc = Orthanc.started(work / "orthanc")
         peers.append(orthanc)
         receivers.append(Receiver("Orthanc", orthanc.port, orthanc.aet, orthanc.instance_count, orthanc.proc.pid))
     if args.floor:

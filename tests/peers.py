@@ -7,6 +7,7 @@ same names into the venv.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -165,39 +166,112 @@ ORTHANC = Path("/usr/sbin/Orthanc")
 
 
 class Orthanc:
-    """Orthanc (Debian's package) as a plain storage SCP on free localhost ports: its default SQLite
-    index and default storage settings, no plugins, only the ports and folders set."""
+    """Orthanc (Debian's package) on free localhost ports. Unless ``settings`` say otherwise a plain storage SCP:
+    its default SQLite index and storage, no plugins, no authentication; ``auth`` (user, password) registers that
+    user and sends it with every REST call. Every test's Orthanc is this one, configured by its ``settings``.
 
-    def __init__(self, root: Path, aet: str = "ORTHANC", config: dict | None = None):
+    ``free_port`` can only offer a port, not hold it: another test process may take it first. :meth:`started`
+    (a new Orthanc) then moves to new ports; :meth:`start` keeps its ports, because whoever sends to this
+    Orthanc was told them (a restart, or an Orthanc configured first and started later)."""
+
+    def __init__(self, root: Path, aet: str = "ORTHANC", settings: dict | None = None,
+                 auth: tuple[str, str] | None = None, verbose: bool = False):
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.aet = aet
-        self.port = free_port()
-        self.http_port = free_port()
-        cfg = {"Name": "svdmark-peer", "DicomAet": aet, "DicomPort": self.port, "HttpPort": self.http_port,
-               "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
-               "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": [], **(config or {})}
+        self.settings = settings or {}
+        self.auth = auth
+        self.verbose = verbose
         self.config = root / "orthanc.json"
-        self.config.write_text(json.dumps(cfg, indent=2))
         self.log = root / "orthanc.log"
         self.proc: subprocess.Popen | None = None
+        self._configure()
+
+    def _configure(self) -> None:
+        self.dicom_port, self.http_port = free_port(), free_port()
+        cfg = {"Name": "svdmark-peer", "DicomAet": self.aet, "RemoteAccessAllowed": False,
+               "AuthenticationEnabled": self.auth is not None, "Plugins": [], **self.settings,
+               "StorageDirectory": str(self.root / "db"), "IndexDirectory": str(self.root / "db"),
+               "DicomPort": self.dicom_port, "HttpPort": self.http_port}
+        if self.auth:
+            cfg["RegisteredUsers"] = {self.auth[0]: self.auth[1]}
+        self.aet = cfg["DicomAet"]
+        self.config.write_text(json.dumps(cfg, indent=2))
+
+    @property
+    def port(self) -> int:
+        """The DICOM port (the port a storage SCP is known by)."""
+        return self.dicom_port
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @classmethod
+    def started(cls, root: Path, attempts: int = 3, **kw) -> "Orthanc":
+        """A new Orthanc, started; on new ports while another test process took the offered ones first."""
+        o = cls(root, **kw)
+        for attempt in range(attempts):
+            seen = o.log.stat().st_size if o.log.exists() else 0
+            try:
+                return o.start()
+            except RuntimeError:
+                if "already in use" not in o.log_text(seen) or attempt == attempts - 1:
+                    raise
+                o._configure()
+        raise AssertionError("unreachable")
 
     def start(self) -> "Orthanc":
         with open(self.log, "ab") as logf:
-            self.proc = subprocess.Popen([str(ORTHANC), str(self.config)], stdout=logf, stderr=subprocess.STDOUT,
-                                         cwd=self.root)
-        wait_for_echo(self.port, self.aet, proc=self.proc)
+            self.proc = subprocess.Popen([str(ORTHANC), *(["--verbose"] if self.verbose else []), str(self.config)],
+                                         stdout=logf, stderr=subprocess.STDOUT, cwd=self.root)
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
+            try:
+                return self.request("/system") is not None
+            except OSError:  # URLError and connection errors: not listening yet
+                return False
+
+        wait_until(up, 60, "Orthanc's REST API", interval=0.3)
+        wait_for_echo(self.dicom_port, self.aet, proc=self.proc)
         return self
 
     def stop(self) -> None:
         stop_process(self.proc, 60)
 
+    def request(self, path: str, data: bytes | None = None) -> bytes:
+        headers = {}
+        if self.auth:
+            headers["Authorization"] = "Basic " + base64.b64encode(":".join(self.auth).encode()).decode()
+        req = urllib.request.Request(self.base + path, data=data, headers=headers, method="POST" if data else "GET")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.read()
+
     def get(self, path: str):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=30) as r:
-            return json.loads(r.read())
+        """The REST answer, as JSON where it is JSON (``/instances/ID/metadata/NAME`` is plain text)."""
+        body = self.request(path).decode()
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError:
+            return body
+
+    def store(self, path: Path) -> None:
+        self.request("/instances", data=path.read_bytes())
 
     def instance_count(self) -> int:
         return int(self.get("/statistics")["CountInstances"])
+
+    def sop_uids(self) -> set[str]:
+        return {i["MainDicomTags"]["SOPInstanceUID"] for i in self.get("/instances?expand")}
+
+    def log_text(self, since: int = 0) -> str:
+        if not self.log.exists():
+            return ""
+        with open(self.log, "rb") as f:
+            f.seek(since)
+            return f.read().decode(errors="replace")
 
 
 class Svdmark:

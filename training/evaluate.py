@@ -159,8 +159,8 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         for r in table[:12]:
             print(f"  sweep floor {r['fraction_floor']:.2f} support {r['support_threshold']:.1f}/{r['support_dilate_vox']} "
                   f"vox: MAE {r['mae_ml']:.3f} r {r['pearson_r']:.4f} bias {r['bias_ml']:+.3f}")
-        if not np.isnan(table[0]["target_score"]):
-            t = min(table, key=lambda r: r["target_score"])
+        t = best_sweep_row(table, "targets")
+        if t is not None:
             print(f"  sweep by targets floor {t['fraction_floor']:.2f} support {t['support_threshold']:.1f}/"
                   f"{t['support_dilate_vox']} vox: MAE {t['mae_ml']:.3f} MAE<1 {t['mae_lt1_ml']:.3f} "
                   f"score {t['target_score']:.3f} r {t['pearson_r']:.4f} bias {t['bias_ml']:+.3f}")
@@ -168,6 +168,14 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
                              for t in WML_SWEEP["mask_threshold"]} if big.any() else {}
         print(f"  sweep mask threshold → Dice(≥1 mL): {res['sweep_dice']}")
     return res
+
+
+def best_sweep_row(table: list[dict], by: str) -> dict | None:
+    """The sweep row with the lowest MAE (``by="mae"``) or target score (``"targets"``); None where no row has that
+    figure (without a case under 1 mL there is no target score). ``training.operating_point`` chooses with it."""
+    key = "mae_ml" if by == "mae" else "target_score"
+    rows = [r for r in table if not np.isnan(r[key])]
+    return min(rows, key=lambda r: r[key]) if rows else None
 
 
 def _wml_sweep_row(key: tuple, v: np.ndarray, truth: np.ndarray) -> dict:

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
-from .evaluate import refuse_reported
+from .evaluate import best_sweep_row, refuse_reported
 
 
 def _seeds(res: dict) -> str:
@@ -46,11 +47,10 @@ def _provenance(res: dict, command: str) -> str:
 
 def wml_choice(res: dict, by: str) -> dict:
     """The manifest ``output`` entries for the sweep's best setting under ``by`` ('mae' or 'targets')."""
-    key = "mae_ml" if by == "mae" else "target_score"
-    rows = [r for r in res["sweep"] if r[key] == r[key]]  # nan (no case under 1 mL) cannot be chosen
-    if not rows:
-        raise SystemExit(f"the sweep has no {key} to choose by (no case with truth under 1 mL?)")
-    best = min(rows, key=lambda r: r[key])
+    best = best_sweep_row(res["sweep"], by)
+    if best is None:
+        raise SystemExit(f"the sweep has no {'MAE' if by == 'mae' else 'target score'} to choose by "
+                         "(no case with truth under 1 mL?)")
     if not res.get("sweep_dice"):
         raise SystemExit("the sweep has no case of at least 1 mL: no mask threshold can be chosen")
     mt, dice = max(res["sweep_dice"].items(), key=lambda kv: kv[1])
@@ -58,7 +58,7 @@ def wml_choice(res: dict, by: str) -> dict:
     lt1 = best.get("mae_lt1_ml")
     why = (f"{rule} over training.evaluate.WML_SWEEP (floor {best['fraction_floor']:.2f}, support "
            f"{best['support_threshold']}/{best['support_dilate_vox']}: MAE {best['mae_ml']:.3f} mL"
-           + (f", MAE(truth < 1 mL) {lt1:.3f} mL" if lt1 == lt1 and lt1 is not None else "")
+           + (f", MAE(truth < 1 mL) {lt1:.3f} mL" if lt1 is not None and not math.isnan(lt1) else "")
            + f", r {best['pearson_r']:.4f}), and the mask threshold with the best Dice ({mt}: {dice:.3f}) on "
            + _provenance(res, f"training.evaluate --task wml --set {res['split']} --sweep"))
     return {"fraction_floor": float(best["fraction_floor"]), "support_threshold": float(best["support_threshold"]),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.test_stow import DICOMWEB, ORTHANC, PASSWORD, USER, Orthanc
-from tests.peers import Svdmark, storescu, wait_until
+from tests.interop.test_stow import DICOMWEB, PASSWORD, STOW, USER
+from tests.peers import ORTHANC, Orthanc, Svdmark, storescu, wait_until
 
 pytestmark = [
     pytest.mark.interop,
@@ -19,7 +19,7 @@ pytestmark = [
 
 
 def test_serve_delivers_results_to_a_stow_destination(tmp_path, fake_models, studies):
-    orthanc = Orthanc(tmp_path / "orthanc").start()
+    orthanc = Orthanc.started(tmp_path / "orthanc", **STOW)
     secret = tmp_path / "stow-password"
     secret.write_text(PASSWORD)
     toml = tmp_path / "svdmark.toml"

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -19,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests import journaldb
-from tests.peers import Svdmark, free_port, stop_process, storescu, wait_for_echo, wait_until
+from tests.peers import ORTHANC, Orthanc, Svdmark, storescu, wait_until
 
-ORTHANC = Path("/usr/sbin/Orthanc")
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "orthanc"
 
@@ -33,61 +30,22 @@ pytestmark = [
 ]
 
 
-class Orthanc:
-    """/usr/sbin/Orthanc on free localhost ports, configured from deploy/orthanc/orthanc.json."""
+class RoutingOrthanc(Orthanc):
+    """Orthanc configured from deploy/orthanc/orthanc.json (its Lua routing to svdmark), verbose."""
 
-    def __init__(self, root: Path, svdmark_port: int, stable_age: int = 3):
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.http_port = free_port()
-        self.dicom_port = free_port()
+    @classmethod
+    def routing_to(cls, root: Path, svdmark_port: int, stable_age: int = 3) -> "RoutingOrthanc":
+        """A new one, started, routing stable series to svdmark on ``svdmark_port``."""
         cfg = json.loads((DEPLOY / "orthanc.json").read_text())
-        cfg.update({
-            "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
-            "HttpPort": self.http_port, "DicomPort": self.dicom_port, "StableAge": stable_age,
-            "LuaScripts": [str(DEPLOY / "svdmark-routing.lua")], "Plugins": [],
-        })
+        cfg.update({"StableAge": stable_age, "LuaScripts": [str(DEPLOY / "svdmark-routing.lua")], "Plugins": []})
         cfg["DicomModalities"]["svdmark"].update({"Host": "127.0.0.1", "Port": svdmark_port})
-        self.config = root / "orthanc.json"
-        self.config.write_text(json.dumps(cfg, indent=2))
-        self.log = root / "orthanc.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Orthanc":
-        self.proc = subprocess.Popen([str(ORTHANC), "--verbose", str(self.config)], stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT, cwd=self.root)
-
-        def up():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
-            try:
-                return self.get("/system")
-            except (urllib.error.URLError, ConnectionError, OSError):
-                return None
-
-        wait_until(up, 60, "Orthanc's REST API", interval=0.3)
-        wait_for_echo(self.dicom_port, "ORTHANC", proc=self.proc)
-        return self
-
-    def stop(self) -> None:
-        stop_process(self.proc, 60)
-
-    def get(self, path: str):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=30) as r:
-            body = r.read().decode()
-        try:
-            return json.loads(body)
-        except json.JSONDecodeError:
-            return body
+        return cls.started(root, settings=cfg, verbose=True)
 
     def metadata(self, level: str, oid: str, name: str) -> str | None:
         try:
             return self.get(f"/{level}/{oid}/metadata/{name}")
         except urllib.error.HTTPError:
             return None
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def series_by_uid(self) -> dict[str, dict]:
         out = {}
@@ -110,7 +68,7 @@ def _studies(tmp_path: Path):
             write_study(tmp_path / "studies" / "swi", seed=62, kind="swi", vendor="ge", distractors=True)]
 
 
-def _results_in_orthanc(orthanc: Orthanc, studies) -> dict[str, dict[str, int]]:
+def _results_in_orthanc(orthanc: RoutingOrthanc, studies) -> dict[str, dict[str, int]]:
     """study UID → {modality: number of svdmark result series} as Orthanc holds them."""
     out: dict[str, dict[str, int]] = {s.study_uid: {} for s in studies}
     for s in orthanc.series_by_uid().values():
@@ -123,7 +81,7 @@ def _results_in_orthanc(orthanc: Orthanc, studies) -> dict[str, dict[str, int]]:
     return out
 
 
-def _complete(orthanc: Orthanc, studies) -> bool:
+def _complete(orthanc: RoutingOrthanc, studies) -> bool:
     try:
         got = _results_in_orthanc(orthanc, studies)
     except (urllib.error.URLError, OSError):
@@ -131,7 +89,7 @@ def _complete(orthanc: Orthanc, studies) -> bool:
     return all(all(k in got[s.study_uid] for k in ("SR", "SEG", "OT")) for s in studies)
 
 
-def _check_everything_arrived(orthanc: Orthanc, svc: Svdmark, studies, files_sent: int) -> None:
+def _check_everything_arrived(orthanc: RoutingOrthanc, svc: Svdmark, studies, files_sent: int) -> None:
     got = _results_in_orthanc(orthanc, studies)
     for s in studies:
         assert got[s.study_uid] == {"SR": 1, "SEG": 1, "OT": 1}, (s.kind, got[s.study_uid])
@@ -162,10 +120,9 @@ def _check_everything_arrived(orthanc: Orthanc, svc: Svdmark, studies, files_sen
 @pytest.fixture
 def wired(tmp_path):
     svc = Svdmark(tmp_path / "svdmark", [], extra=("--settle-seconds", "5", "--fallback-seconds", "30"))
-    orthanc = Orthanc(tmp_path / "orthanc", svdmark_port=svc.port)
+    orthanc = RoutingOrthanc.routing_to(tmp_path / "orthanc", svc.port)
     svc.destinations = [f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"]
     svc.start()
-    orthanc.start()
     yield svc, orthanc
     orthanc.stop()
     svc.stop()
@@ -230,10 +187,9 @@ def test_series_not_yet_stable_when_orthanc_restarts_are_still_routed(tmp_path):
     from svdmark_phantom import write_study
 
     svc = Svdmark(tmp_path / "svdmark", [], extra=("--settle-seconds", "5", "--fallback-seconds", "30"))
-    orthanc = Orthanc(tmp_path / "orthanc", svdmark_port=svc.port, stable_age=60)
+    orthanc = RoutingOrthanc.routing_to(tmp_path / "orthanc", svc.port, stable_age=60)
     svc.destinations = [f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"]
     svc.start()
-    orthanc.start()
     try:
         study = write_study(tmp_path / "study", seed=63, kind="ncct", vendor="siemens", matrix=48, n_slices=6,
                             slice_thickness=5.0)
@@ -251,7 +207,7 @@ def test_series_not_yet_stable_when_orthanc_restarts_are_still_routed(tmp_path):
         svc.stop()
 
 
-def _send_attempts(orthanc: Orthanc, series_id: str) -> set[tuple]:
+def _send_attempts(orthanc: RoutingOrthanc, series_id: str) -> set[tuple]:
     """Every try Orthanc made to send one series: (job, state, completion time) of its store jobs.
     A retry shows up as a changed tuple (a resubmitted job) or a new one (a new job)."""
     return {(j["ID"], j["State"], j.get("CompletionTime")) for j in orthanc.store_jobs()
@@ -264,8 +220,7 @@ def test_a_failing_destination_does_not_block_the_lua_engine(tmp_path):
     from svdmark_phantom import write_study
 
     svc = Svdmark(tmp_path / "svdmark", [], extra=("--settle-seconds", "1", "--fallback-seconds", "10"))
-    orthanc = Orthanc(tmp_path / "orthanc", svdmark_port=svc.port, stable_age=2)
-    orthanc.start()
+    orthanc = RoutingOrthanc.routing_to(tmp_path / "orthanc", svc.port, stable_age=2)
     try:
         first, second = (write_study(tmp_path / f"study{i}", seed=64 + i, kind="ncct", vendor="siemens", matrix=48,
                                      n_slices=6, slice_thickness=5.0, distractors=False) for i in range(2))

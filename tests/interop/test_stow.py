@@ -8,16 +8,11 @@ The objects are pydicom's own test files (CT, MR, an RLE Lossless secondary capt
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import socket
 import ssl
-import subprocess
 import threading
-import urllib.error
-import urllib.request
-from base64 import b64encode
 from pathlib import Path
 
 import pytest
@@ -28,11 +23,10 @@ from svdmark.config import StowDestination, load
 from svdmark.domain import JobState
 from svdmark.export import CStoreExporter, Outbox
 from svdmark.journal import Journal, ResultObject
-from tests.peers import free_port, stop_process, wait_until
+from tests.peers import ORTHANC, Orthanc, wait_until
 from tests import journaldb
 from tests.unit.test_journal import record
 
-ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 USER, PASSWORD = "svdmark", "c0rrect-h0rse"
 FILES = {"sr": "CT_small.dcm", "seg": "MR_small.dcm", "summary": "SC_rgb_rle.dcm"}
@@ -45,73 +39,15 @@ pytestmark = [
 ]
 
 
-class Orthanc:
-    """/usr/sbin/Orthanc with the DICOMweb plugin and basic auth, on a free localhost port (kept across restarts)."""
-
-    def __init__(self, root: Path):
-        root.mkdir(parents=True, exist_ok=True)
-        self.root = root
-        self.proc: subprocess.Popen | None = None
-        self._configure()
-
-    def _configure(self) -> None:
-        self.port = free_port()
-        cfg = {"Name": "svdmark-stow-test", "HttpPort": self.port, "DicomPort": free_port(),
-               "StorageDirectory": str(self.root / "db"), "IndexDirectory": str(self.root / "db"),
-               "RemoteAccessAllowed": False, "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD},
-               "Plugins": [str(DICOMWEB)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
-        (self.root / "orthanc.json").write_text(json.dumps(cfg))
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    @classmethod
-    def started(cls, root: Path, attempts: int = 3) -> "Orthanc":
-        """A new Orthanc, started; on new ports while another test process took the offered ones first
-        (``free_port`` can only offer a port, not hold it). ``start`` itself keeps its ports (restarts)."""
-        o = cls(root)
-        for attempt in range(attempts):
-            seen = (root / "orthanc.log").stat().st_size if (root / "orthanc.log").exists() else 0
-            try:
-                return o.start()
-            except RuntimeError:
-                with open(root / "orthanc.log", "rb") as f:
-                    f.seek(seen)
-                    if b"already in use" not in f.read() or attempt == attempts - 1:
-                        raise
-                o._configure()
-        raise AssertionError("unreachable")
-
-    def start(self) -> "Orthanc":
-        with open(self.root / "orthanc.log", "ab") as logf:
-            self.proc = subprocess.Popen([str(ORTHANC), str(self.root / "orthanc.json")], stdout=logf,
-                                         stderr=subprocess.STDOUT)
-
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with {self.proc.returncode}")
-            try:
-                return self.get("/system") is not None
-            except OSError:
-                return False
-
-        wait_until(up, 60, "Orthanc's REST API", interval=0.3)
-        return self
-
-    def stop(self) -> None:
-        stop_process(self.proc, 30)
-
-    def get(self, path: str):
-        auth = b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        req = urllib.request.Request(self.base + path, headers={"Authorization": f"Basic {auth}"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read())
-
-    def sop_uids(self) -> set[str]:
-        return {i["MainDicomTags"]["SOPInstanceUID"] for i in self.get("/instances?expand")}
+# Orthanc with the DICOMweb plugin and basic auth (``Orthanc(root, **STOW)`` or ``Orthanc.started(root, **STOW)``)
+STOW = {"settings": {"Name": "svdmark-stow-test", "Plugins": [str(DICOMWEB)],
+                     "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}},
+        "auth": (USER, PASSWORD)}
 
 
 @pytest.fixture
 def orthanc(tmp_path):
-    o = Orthanc.started(tmp_path / "orthanc")
+    o = Orthanc.started(tmp_path / "orthanc", **STOW)
     try:
         yield o
     finally:
@@ -175,7 +111,7 @@ def test_wrong_password_is_a_dead_letter_with_its_reason(tmp_path, orthanc, capl
 
 
 def test_orthanc_down_is_retried_and_delivered_when_it_is_back(tmp_path):
-    orthanc = Orthanc(tmp_path / "orthanc")  # configured, not started: nothing listens on its port
+    orthanc = Orthanc(tmp_path / "orthanc", **STOW)  # configured, not started: nothing listens on its port
     box, journal, uids = _outbox(tmp_path, orthanc.base + "/dicom-web/studies")
     try:
         assert box.flush(now=float("inf")) == 0
@@ -265,8 +201,8 @@ def test_https_is_verified_against_the_configured_ca(tmp_path):
     pki.mkdir()
     _ca(pki, "ca")
     _leaf(pki, "server", "ca", server=True)
-    orthanc = Orthanc.started(tmp_path / "orthanc")
-    proxy = TlsTerminator(pki / "server.crt", pki / "server.key", orthanc.port)
+    orthanc = Orthanc.started(tmp_path / "orthanc", **STOW)
+    proxy = TlsTerminator(pki / "server.crt", pki / "server.key", orthanc.http_port)
     try:
         url = f"https://127.0.0.1:{proxy.port}/dicom-web/studies"
         box, journal, _ = _outbox(tmp_path / "untrusted", url)

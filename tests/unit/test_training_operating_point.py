@@ -51,6 +51,17 @@ def test_wml_lowest_mae_by_default_and_by_targets_on_request(tmp_path):
     assert "MAE(truth < 1 mL) 0.600" in out["postprocessing_choice"]
 
 
+def test_a_sweep_without_a_case_under_1_ml_chooses_by_mae_and_refuses_targets(tmp_path):
+    """No case under 1 mL: no target score (NaN, as training.evaluate writes it); the MAE rule still chooses."""
+    res = _wml_sweep()
+    res["sweep"] = [_row(0.0, 0.7, 3, 1.9, float("nan")), _row(0.2, 0.5, 2, 1.7, float("nan"))]
+    out = _run(tmp_path, res)
+    assert (out["fraction_floor"], out["support_threshold"]) == (0.2, 0.5)
+    assert "MAE(truth < 1 mL)" not in out["postprocessing_choice"]
+    with pytest.raises(SystemExit, match="no target score"):
+        _run(tmp_path, res, "--by", "targets")
+
+
 def test_cmb_best_sensitivity_and_grade_within_the_false_positive_limit(tmp_path):
     res = {"model_label": "cmb-swi 9.9.9", "sha256": "a" * 64, "split": "val", "n": 2,
            "cases": [{"seed": 5000}, {"seed": 5001}],

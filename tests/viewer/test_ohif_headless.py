@@ -22,12 +22,11 @@ from pathlib import Path
 import pytest
 
 from svdmark.encode import results
-from tests.peers import free_port, wait_until
+from tests.peers import ORTHANC, Orthanc, free_port
 from tests.unit.test_encode_support import cmb_result, ct_series, swi_series, wml_mask, wml_result
 
 HERE = Path(__file__).resolve().parent
 DIST = HERE / "ohif" / "package" / "dist"
-ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -42,45 +41,6 @@ def _need() -> str:
     if missing:
         pytest.skip("real-OHIF test needs: " + ", ".join(missing))
     return node
-
-
-class Orthanc:
-    """/usr/sbin/Orthanc with the DICOMweb plugin, on free localhost ports."""
-
-    def __init__(self, root: Path):
-        self.port = free_port()
-        root.mkdir(parents=True, exist_ok=True)
-        cfg = {"Name": "svdmark-viewer-test", "HttpPort": self.port, "DicomPort": free_port(),
-               "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
-               "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": [str(DICOMWEB)],
-               "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
-        (root / "orthanc.json").write_text(json.dumps(cfg))
-        self.log = open(root / "orthanc.log", "w")
-        self.proc = subprocess.Popen([str(ORTHANC), str(root / "orthanc.json")], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        self.base = f"http://127.0.0.1:{self.port}"
-
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with {self.proc.returncode}")
-            try:
-                urllib.request.urlopen(self.base + "/system", timeout=1)
-                return True
-            except OSError:
-                return False
-
-        wait_until(up, 60, "Orthanc's REST API", interval=0.3)
-
-    def store(self, path: Path) -> None:
-        urllib.request.urlopen(urllib.request.Request(self.base + "/instances", data=path.read_bytes(), method="POST"))
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def _viewer_server(orthanc_base: str) -> tuple[socketserver.TCPServer, int]:
@@ -139,7 +99,8 @@ def _open_in_ohif(tmp_path: Path, result, mode: str = "track") -> tuple[dict, ob
         p = tmp_path / f"{n:03d}.dcm"
         ds.save_as(p, enforce_file_format=True)
         files.append(p)
-    orthanc = Orthanc(tmp_path / "orthanc")
+    orthanc = Orthanc.started(tmp_path / "orthanc", settings={
+        "Name": "svdmark-viewer-test", "Plugins": [str(DICOMWEB)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}})
     srv = None
     try:
         for p in files:
