@@ -1,8 +1,10 @@
-"""Two WML models on the same cases, paired: the figures on the cases both report, and B − A with a bootstrap CI.
+"""Two models on the same cases, paired: the figures on the cases both report, and B − A with a bootstrap CI.
 
     PYTHONPATH=.:service .venv/bin/python -m training.compare A.json B.json [--json OUT]
 
-A and B are the JSONs of ``training.evaluate --task wml`` or ``stress.score --task wml`` on the same split.
+A and B are the JSONs of ``training.evaluate`` or ``stress.score`` on the same split, both WML (volume MAE,
+MAE where the truth is under 1 mL, lesion-free median, r) or both CMB (sensitivity, false positives per scan,
+grade agreement, count MAE).
 A case withheld by either model's quality gate leaves the common set, so a gate that withholds the hard
 cases cannot pass for a better reading of them; each model's figures as scored are printed too. The
 confidence interval resamples cases (percentile bootstrap, ``--boot`` draws, fixed seed): with 30 or 40
@@ -20,85 +22,150 @@ import numpy as np
 
 
 @dataclass(frozen=True)
-class Reading:
+class WmlReading:
     truth_ml: float
-    pred_ml: float | None  # None: withheld by the quality gate
+    pred_ml: float
+    reported: bool  # False: withheld by the quality gate
+
+    @property
+    def truth(self) -> float:
+        return self.truth_ml
 
 
-def load(path: Path) -> tuple[str, dict[int, Reading]]:
+@dataclass(frozen=True)
+class CmbReading:
+    truth_count: int
+    pred_count: int
+    tp: int
+    fp: int
+    truth_grade: int
+    pred_grade: int
+    reported: bool
+
+    @property
+    def truth(self) -> float:
+        return float(self.truth_count)
+
+
+def _reading(c: dict):
+    if "pred_count" in c:  # stress.score, CMB
+        return CmbReading(int(c["count"]), int(c["pred_count"]), int(c["tp"]), int(c["fp"]), int(c["grade"]),
+                          int(c["pred_grade"]), not c.get("withheld"))
+    if "n_truth" in c:  # training.evaluate, CMB
+        return CmbReading(int(c["n_truth"]), int(c["count"]), int(c["tp"]), int(c["fp"]), int(c["grade_truth"]),
+                          int(c["grade_model"]), c.get("measurable") is not False)
+    if "truth_ml" in c:  # stress.score, WML
+        reported = not c.get("withheld") and c.get("pred_ml") is not None
+        return WmlReading(float(c["truth_ml"]), float(c["pred_ml"]) if reported else float("nan"), reported)
+    return WmlReading(float(c["truth"]), float(c["model"]), c.get("measurable") is not False)  # evaluate, WML
+
+
+def load(path: Path) -> tuple[str, dict]:
     """(model label, seed → reading) from an evaluate or a stress.score JSON."""
     res = json.loads(Path(path).read_text())
     label = res.get("model_label") or res.get("model") or Path(path).stem
-    out = {}
-    for c in res["cases"]:
-        if "truth_ml" in c:  # stress.score
-            pred = None if c.get("withheld") or c.get("pred_ml") is None else float(c["pred_ml"])
-            out[int(c["seed"])] = Reading(float(c["truth_ml"]), pred)
-        else:  # training.evaluate
-            pred = float(c["model"]) if c.get("measurable", True) else None
-            out[int(c["seed"])] = Reading(float(c["truth"]), pred)
-    return str(label), out
+    return str(label), {int(c["seed"]): _reading(c) for c in res["cases"]}
 
 
-def figures(truth: np.ndarray, pred: np.ndarray) -> dict:
+def wml_figures(r: list[WmlReading]) -> dict:
+    truth, pred = np.array([x.truth_ml for x in r]), np.array([x.pred_ml for x in r])
     err = np.abs(pred - truth)
     low, free = truth < 1.0, truth == 0.0
-    return {"n": int(truth.size), "mae_ml": float(err.mean()),
+    return {"n": len(r), "mae_ml": float(err.mean()),
             "mae_lt1_ml": float(err[low].mean()) if low.any() else None, "n_lt1": int(low.sum()),
-            "lesion_free_median_ml": float(np.median(pred[free])) if free.any() else None, "n_lesion_free": int(free.sum()),
+            "lesion_free_median_ml": float(np.median(pred[free])) if free.any() else None,
+            "n_lesion_free": int(free.sum()),
             "pearson_r": float(np.corrcoef(pred, truth)[0, 1]) if truth.size > 2 and truth.std() > 0 else None}
 
 
-def _as_scored(readings: dict[int, Reading]) -> dict:
-    shown = [r for r in readings.values() if r.pred_ml is not None]
-    fig = figures(np.array([r.truth_ml for r in shown]), np.array([r.pred_ml for r in shown])) if shown else {}
-    return {**fig, "withheld": len(readings) - len(shown), "cases": len(readings)}
+def cmb_figures(r: list[CmbReading]) -> dict:
+    bleeds = sum(x.truth_count for x in r)
+    return {"n": len(r), "sensitivity": sum(x.tp for x in r) / bleeds if bleeds else None, "n_bleeds": bleeds,
+            "fp_per_scan": float(np.mean([x.fp for x in r])),
+            "grade_agreement": float(np.mean([x.pred_grade == x.truth_grade for x in r])),
+            "count_mae": float(np.mean([abs(x.pred_count - x.truth_count) for x in r]))}
 
 
-def _bootstrap_ci(diffs: np.ndarray, boot: int, rng: np.random.Generator) -> tuple[float, float]:
-    idx = rng.integers(0, diffs.size, size=(boot, diffs.size))
-    lo, hi = np.percentile(diffs[idx].mean(axis=1), [2.5, 97.5])
-    return float(lo), float(hi)
-
-
-def paired(a: dict[int, Reading], b: dict[int, Reading], boot: int = 2000, seed: int = 0) -> dict:
-    """Figures of A and B on the cases both report, and B − A of the absolute errors with a 95 % CI."""
-    for s in a.keys() & b.keys():
-        if abs(a[s].truth_ml - b[s].truth_ml) > 1e-6:
-            raise SystemExit(f"seed {s}: truth {a[s].truth_ml:.4f} against {b[s].truth_ml:.4f} mL; the two runs "
-                             "did not read the same data (a rebuilt cache or another generator?)")
-    common = sorted(s for s in a.keys() & b.keys() if a[s].pred_ml is not None and b[s].pred_ml is not None)
-    if not common:
-        raise SystemExit("no case is reported by both models")
-    truth = np.array([a[s].truth_ml for s in common])
-    pa, pb = (np.array([m[s].pred_ml for s in common]) for m in (a, b))
-    rng = np.random.default_rng(seed)
-    out = {"common": len(common), "a": figures(truth, pa), "b": figures(truth, pb), "difference": {}}
-    for name, keep in (("mae_ml", np.ones_like(truth, dtype=bool)), ("mae_lt1_ml", truth < 1.0)):
-        if keep.any():
-            d = np.abs(pb - truth)[keep] - np.abs(pa - truth)[keep]
-            out["difference"][name] = {"b_minus_a": float(d.mean()), "ci95": _bootstrap_ci(d, boot, rng),
-                                       "n": int(keep.sum())}
+def _per_case(a: list, b: list) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """name → (B − A per case, the cases' weights for a ratio of sums, or None for a plain mean)."""
+    if isinstance(a[0], WmlReading):
+        err = [np.array([abs(x.pred_ml - x.truth_ml) for x in m]) for m in (a, b)]
+        low = np.array([x.truth_ml < 1.0 for x in a])
+        out = {"mae_ml": (err[1] - err[0], None)}
+        if low.any():
+            out["mae_lt1_ml"] = ((err[1] - err[0])[low], None)
+        return out
+    tp = [np.array([x.tp for x in m], dtype=float) for m in (a, b)]
+    out = {"fp_per_scan": (np.array([y.fp - x.fp for x, y in zip(a, b)], dtype=float), None),
+           "grade_agreement": (np.array([(y.pred_grade == y.truth_grade) - (x.pred_grade == x.truth_grade)
+                                         for x, y in zip(a, b)], dtype=float), None),
+           "count_mae": (np.array([abs(y.pred_count - y.truth_count) - abs(x.pred_count - x.truth_count)
+                                   for x, y in zip(a, b)], dtype=float), None)}
+    bleeds = np.array([x.truth_count for x in a], dtype=float)
+    if bleeds.sum():
+        out["sensitivity"] = (tp[1] - tp[0], bleeds)
     return out
 
 
-def _f(v, fmt=".3f") -> str:
-    return "–" if v is None else format(v, fmt)
+def _bootstrap_ci(d: np.ndarray, weights: np.ndarray | None, boot: int, rng: np.random.Generator):
+    """(estimate, 2.5th and 97.5th percentiles) of the mean of ``d``, or of sum(d) / sum(weights), over cases."""
+    idx = rng.integers(0, d.size, size=(boot, d.size))
+    if weights is None:
+        est, draws = d.mean(), d[idx].mean(axis=1)
+    else:
+        est = d.sum() / weights.sum()
+        w = weights[idx].sum(axis=1)
+        draws = d[idx].sum(axis=1)[w > 0] / w[w > 0]
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return float(est), (float(lo), float(hi))
 
 
-def report(label_a: str, label_b: str, a: dict[int, Reading], b: dict[int, Reading], res: dict) -> str:
-    lines = [f"{'':<32}{'n':>4}{'withheld':>10}{'MAE':>8}{'MAE<1':>8}{'LF med':>8}{'r':>8}"]
-    for label, readings in ((label_a, a), (label_b, b)):
-        s = _as_scored(readings)
-        lines.append(f"{label + ', as scored':<32}{s['cases']:>4}{s['withheld']:>10}{_f(s.get('mae_ml')):>8}"
-                     f"{_f(s.get('mae_lt1_ml')):>8}{_f(s.get('lesion_free_median_ml')):>8}{_f(s.get('pearson_r'), '.4f'):>8}")
-    for label, key in ((label_a, "a"), (label_b, "b")):
-        s = res[key]
-        lines.append(f"{label + ', common cases':<32}{s['n']:>4}{'':>10}{_f(s['mae_ml']):>8}{_f(s['mae_lt1_ml']):>8}"
-                     f"{_f(s['lesion_free_median_ml']):>8}{_f(s['pearson_r'], '.4f'):>8}")
+def _figures(r: list) -> dict:
+    return wml_figures(r) if isinstance(r[0], WmlReading) else cmb_figures(r)
+
+
+def paired(a: dict, b: dict, boot: int = 2000, seed: int = 0) -> dict:
+    """Figures of A and B on the cases both report, and B − A per figure with a 95 % CI."""
+    kinds = {type(r) for r in (*a.values(), *b.values())}
+    if len(kinds) != 1:
+        raise SystemExit("one run is WML and the other CMB")
+    for s in a.keys() & b.keys():
+        if abs(a[s].truth - b[s].truth) > 1e-6:
+            raise SystemExit(f"seed {s}: truth {a[s].truth:.4f} against {b[s].truth:.4f}; the two runs did not "
+                             "read the same data (a rebuilt cache or another generator?)")
+    common = sorted(s for s in a.keys() & b.keys() if a[s].reported and b[s].reported)
+    if not common:
+        raise SystemExit("no case is reported by both models")
+    ra, rb = [a[s] for s in common], [b[s] for s in common]
+    rng = np.random.default_rng(seed)
+    diff = {}
+    for name, (d, weights) in _per_case(ra, rb).items():
+        est, ci = _bootstrap_ci(d, weights, boot, rng)
+        diff[name] = {"b_minus_a": est, "ci95": ci, "n": int(d.size)}
+    return {"common": len(common), "a": _figures(ra), "b": _figures(rb), "difference": diff}
+
+
+def as_scored(readings: dict) -> dict:
+    shown = [r for r in readings.values() if r.reported]
+    return {**(_figures(shown) if shown else {}), "withheld": len(readings) - len(shown), "cases": len(readings)}
+
+
+def _f(v) -> str:
+    return "–" if v is None else f"{v:.4g}"
+
+
+def report(label_a: str, label_b: str, a: dict, b: dict, res: dict) -> str:
+    names = [k for k, v in res["a"].items() if isinstance(v, float) or v is None]
+    rows = [(f"{label_a}, as scored", as_scored(a)), (f"{label_b}, as scored", as_scored(b)),
+            (f"{label_a}, common cases", res["a"]), (f"{label_b}, common cases", res["b"])]
+    width = {k: max(len(k), 8) + 2 for k in names}
+    lines = [f"{'':<32}{'n':>4}{'withheld':>10}" + "".join(f"{k:>{width[k]}}" for k in names)]
+    for label, fig in rows:
+        lines.append(f"{label:<32}{fig.get('cases', fig['n']):>4}{fig.get('withheld', ''):>10}"
+                     + "".join(f"{_f(fig.get(k)):>{width[k]}}" for k in names))
     for name, d in res["difference"].items():
         lo, hi = d["ci95"]
-        lines.append(f"B - A {name} on {d['n']} common cases: {d['b_minus_a']:+.3f} mL (95 % CI {lo:+.3f} to {hi:+.3f})")
+        lines.append(f"B - A {name} on {d['n']} common cases: {d['b_minus_a']:+.4g} (95 % CI {lo:+.4g} to {hi:+.4g})")
     return "\n".join(lines)
 
 
