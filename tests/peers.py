@@ -144,8 +144,11 @@ class StoreSCP:
             self.proc.wait(10)
 
     def files(self) -> list[Path]:
-        """The received files. With ``log_receptions`` only those whose reception storescp has finished
-        (its on-reception command runs after the file is closed), so a file still being written is never read."""
+        """The received files. With ``log_receptions`` only those whose reception storescp has logged: its
+        on-reception command runs after the file is closed, so a polling reader never parses a file half written.
+        That command runs after the C-STORE response, in a child process: a file can be complete a moment before
+        it is listed, so read once a send has returned only through ``wait_until``. (A re-delivery overwrites a
+        listed file in place; the tests that provoke one read ``receptions()``.)"""
         present = sorted(p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith("."))
         if not self.log_receptions:
             return present
@@ -234,8 +237,12 @@ class Orthanc:
             except OSError:  # URLError and connection errors: not listening yet
                 return False
 
-        wait_until(up, 60, "Orthanc's REST API", interval=0.3)
-        wait_for_echo(self.dicom_port, self.aet, proc=self.proc)
+        try:
+            wait_until(up, 60, "Orthanc's REST API", interval=0.3)
+            wait_for_echo(self.dicom_port, self.aet, proc=self.proc)
+        except BaseException:  # not up: leave no process behind
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

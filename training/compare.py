@@ -4,12 +4,12 @@
 
 A and B are the JSONs of ``training.evaluate`` or ``stress.score`` on the same split, both WML (volume MAE,
 MAE where the truth is under 1 mL, lesion-free median, r) or both CMB (sensitivity, false positives per scan,
-grade agreement, count MAE).
-A case withheld by either model's quality gate leaves the common set, so a gate that withholds the hard
-cases cannot pass for a better reading of them; each model's figures as scored are printed too. The
-confidence interval resamples cases (percentile bootstrap, ``--boot`` draws, fixed seed): with 30 or 40
-cases a difference of a few hundredths of a mL is within it, which a fixed release margin does not show.
-The same seed with a different truth means the two runs did not read the same data; that is refused.
+grade agreement, count MAE). A case withheld by either model's quality gate, or not reported at all (not
+routed, an error), leaves the common set, so a gate that withholds the hard cases cannot pass for a better
+reading of them; each model's figures as scored are printed too. The confidence interval resamples cases
+(percentile bootstrap, ``--boot`` draws, fixed seed): with 30 or 40 cases a difference of a few tenths of a mL
+can be within it, which a fixed release margin does not show. Runs over different cases, or the same seed with
+a different truth (another cache or generator), are refused.
 """
 from __future__ import annotations
 
@@ -48,7 +48,9 @@ class CmbReading:
 
 
 def _reading(c: dict):
-    if "pred_count" in c:  # stress.score, CMB
+    if "truth_ml" not in c and "count" in c and "n_truth" not in c:  # stress.score, CMB
+        if "pred_count" not in c:  # not routed to the model, or an error: nothing reported
+            return CmbReading(int(c["count"]), 0, 0, 0, int(c["grade"]), 0, False)
         return CmbReading(int(c["count"]), int(c["pred_count"]), int(c["tp"]), int(c["fp"]), int(c["grade"]),
                           int(c["pred_grade"]), not c.get("withheld"))
     if "n_truth" in c:  # training.evaluate, CMB
@@ -129,11 +131,14 @@ def paired(a: dict, b: dict, boot: int = 2000, seed: int = 0) -> dict:
     kinds = {type(r) for r in (*a.values(), *b.values())}
     if len(kinds) != 1:
         raise SystemExit("one run is WML and the other CMB")
-    for s in a.keys() & b.keys():
+    if a.keys() != b.keys():
+        raise SystemExit(f"the runs read different cases ({len(a.keys() - b.keys())} only in A, "
+                         f"{len(b.keys() - a.keys())} only in B): compare runs over the same split and n")
+    for s in a:
         if abs(a[s].truth - b[s].truth) > 1e-6:
             raise SystemExit(f"seed {s}: truth {a[s].truth:.4f} against {b[s].truth:.4f}; the two runs did not "
                              "read the same data (a rebuilt cache or another generator?)")
-    common = sorted(s for s in a.keys() & b.keys() if a[s].reported and b[s].reported)
+    common = sorted(s for s in a if a[s].reported and b[s].reported)
     if not common:
         raise SystemExit("no case is reported by both models")
     ra, rb = [a[s] for s in common], [b[s] for s in common]

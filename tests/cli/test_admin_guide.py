@@ -183,8 +183,12 @@ def test_admin_guide_runs(tmp_path, guide_models):
         pacs.stop()
 
     # what the guide promises
-    kinds = {str(ds.Modality) for ds in pacs.datasets()}
-    assert {"SR", "SEG", "OT"} <= kinds, kinds  # the head CT's results reached the PACS
+    def results_kinds() -> set[str] | None:
+        k = {str(ds.Modality) for ds in pacs.datasets()}
+        return k if {"SR", "SEG", "OT"} <= k else None
+
+    # the head CT's results reached the PACS (storescp lists a file once its reception is logged)
+    kinds = wait_until(results_kinds, 30, "SR, SEG and summary at the PACS")
     log = (work / "serve.log").read_text()
     assert "instance_replaced" not in log and "KO" not in kinds  # a resend as first sent replaces nothing
     statuses = [(b.exit_code, r.stdout) for b, r in outputs if re.search(r"^svdmark status\b", b.code, re.M)]

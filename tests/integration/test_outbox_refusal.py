@@ -60,7 +60,8 @@ def test_destination_without_seg_gets_sr_and_summary_and_the_seg_is_a_dead_lette
             return rows if len(rows) == 3 and {r["state"] for r in rows} <= {"delivered", "dead"} else None
 
         rows = wait_until(settled, 240, "three deliveries delivered or dead")
-        got = results_by_kind(pacs)
+        got = wait_until(lambda: (lambda g: g if len(g["SR"]) + len(g["OT"]) >= 2 else None)(results_by_kind(pacs)),
+                         30, "the two delivered results in storescp's folder")
         assert (len(got["SR"]), len(got["OT"]), len(got["SEG"])) == (1, 1, 0)
         dead = [r for r in rows if r["state"] == "dead"]
         assert len(dead) == 1 and dead[0]["attempts"] == 1  # dead at once: no retry can help

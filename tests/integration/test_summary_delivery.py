@@ -14,7 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 from svdmark.config import Destination
 from svdmark.encode import results
 from svdmark.export import CStoreExporter
-from tests.peers import DCMTK, StoreSCP, free_port, wait_for_echo
+from tests.peers import DCMTK, StoreSCP, free_port, wait_for_echo, wait_until
 from tests.unit.test_encode_support import swi_series, cmb_result
 
 pytestmark = pytest.mark.skipif(not (DCMTK / "storescp").exists(), reason="dcmtk is not installed")
@@ -39,7 +39,7 @@ def test_destination_accepting_rle_gets_it_compressed(summary_file, tmp_path):
     try:
         (outcome,) = _send(summary_file, scp.port, scp.aet)
         assert outcome.ok, outcome.detail
-        (ds,) = scp.datasets()
+        (ds,) = wait_until(scp.datasets, 30, "the summary in storescp's folder")
         assert ds.file_meta.TransferSyntaxUID == RLELossless
         np.testing.assert_array_equal(ds.pixel_array, pydicom.dcmread(summary_file).pixel_array)
     finally:

@@ -122,10 +122,12 @@ def wired(tmp_path):
     svc = Svdmark(tmp_path / "svdmark", [], extra=("--settle-seconds", "5", "--fallback-seconds", "30"))
     orthanc = RoutingOrthanc.routing_to(tmp_path / "orthanc", svc.port)
     svc.destinations = [f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"]
-    svc.start()
-    yield svc, orthanc
-    orthanc.stop()
-    svc.stop()
+    try:
+        svc.start()
+        yield svc, orthanc
+    finally:
+        orthanc.stop()
+        svc.stop()
     if orthanc.proc and orthanc.proc.returncode not in (0, -15, None):
         print(orthanc.log_text()[-4000:])
 
@@ -189,8 +191,8 @@ def test_series_not_yet_stable_when_orthanc_restarts_are_still_routed(tmp_path):
     svc = Svdmark(tmp_path / "svdmark", [], extra=("--settle-seconds", "5", "--fallback-seconds", "30"))
     orthanc = RoutingOrthanc.routing_to(tmp_path / "orthanc", svc.port, stable_age=60)
     svc.destinations = [f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"]
-    svc.start()
     try:
+        svc.start()
         study = write_study(tmp_path / "study", seed=63, kind="ncct", vendor="siemens", matrix=48, n_slices=6,
                             slice_thickness=5.0)
         files = sorted(Path(study.out_dir).rglob("*.dcm"))

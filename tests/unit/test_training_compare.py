@@ -63,6 +63,9 @@ def test_runs_over_different_data_are_refused(tmp_path):
     b = _stress_json(tmp_path / "b.json", TRUTH, "B", truth=[t + 0.01 for t in TRUTH])
     with pytest.raises(SystemExit, match="did not read the same data"):
         compare.paired(compare.load(a)[1], compare.load(b)[1])
+    fewer = _stress_json(tmp_path / "c.json", TRUTH[:5], "C", truth=TRUTH[:5])
+    with pytest.raises(SystemExit, match="3 only in A, 0 only in B"):
+        compare.paired(compare.load(a)[1], compare.load(fewer)[1])
 
 
 def test_a_run_without_a_gate_counts_every_case_as_reported(tmp_path):
@@ -107,6 +110,11 @@ def test_cmb_sensitivity_is_pooled_over_bleeds_and_the_gate_still_pairs(tmp_path
                        for c in stress["cases"]]
     (tmp_path / "a_stress.json").write_text(json.dumps(stress))
     assert compare.load(tmp_path / "a_stress.json")[1] == ra
+    # a scan stress.score could not run (an error, or not routed) has no reading: it is not reported
+    stress["cases"][1] = {k: v for k, v in stress["cases"][1].items() if k in ("seed", "count", "grade")}
+    stress["cases"][1]["error"] = "VolumeError: inconsistent stack"
+    (tmp_path / "a_stress.json").write_text(json.dumps(stress))
+    assert not compare.load(tmp_path / "a_stress.json")[1][900001].reported
 
 
 def test_a_wml_run_is_not_compared_with_a_cmb_run(tmp_path):
