@@ -207,7 +207,7 @@ def main() -> int:
     if not args.no_orthanc:
         orthanc = Orthanc.started(work / "orthanc")
         peers.append(orthanc)
-        receivers.append(Receiver("Orthanc", orthanc.port, orthanc.aet, orthanc.instance_count, orthanc.proc.pid))
+        receivers.append(Receiver("Orthanc", orthanc.dicom_port, orthanc.aet, orthanc.instance_count, orthanc.proc.pid))
     if args.floor:
         floor = NullReceiver(work / "floor")
         peers.append(floor)

@@ -166,6 +166,9 @@ class StoreSCP:
 
 
 ORTHANC = Path("/usr/sbin/Orthanc")
+DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")  # Debian's orthanc-dicomweb
+# ``settings`` for an Orthanc that serves DICOMweb (STOW-RS, QIDO/WADO-RS) at /dicom-web/
+DICOMWEB_SETTINGS = {"Plugins": [str(DICOMWEB)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
 
 
 class Orthanc:
@@ -200,11 +203,6 @@ class Orthanc:
             cfg["RegisteredUsers"] = {self.auth[0]: self.auth[1]}
         self.aet = cfg["DicomAet"]
         self.config.write_text(json.dumps(cfg, indent=2))
-
-    @property
-    def port(self) -> int:
-        """The DICOM port (the port a storage SCP is known by)."""
-        return self.dicom_port
 
     @property
     def base(self) -> str:

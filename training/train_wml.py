@@ -84,7 +84,8 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
     re-rendered with a random scanner (``training.augment.randomise_ct``), scaled by the stack's lesion
     contrast from ``contrasts`` where given. ``min_contrast_hu``: every crop's lesion is at least that much
     darker than its white matter (``training.augment.lesion_contrast_floor``; None: as the generator drew it).
-    ``weights``: (over ``index``, over ``lesion_slices``) draw probabilities (``training.recipe.source_weights``); None: uniform.
+    ``weights``: (over ``index``, over ``lesion_slices``) draw probabilities (``training.recipe.source_weights``);
+    None: uniform.
     """
     xs, ys = [], []
     for _ in range(bs):

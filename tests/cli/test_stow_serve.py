@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.test_stow import DICOMWEB, PASSWORD, STOW, USER
-from tests.peers import ORTHANC, Orthanc, Svdmark, storescu, wait_until
+from tests.interop.test_stow import PASSWORD, STOW, USER
+from tests.peers import DICOMWEB, ORTHANC, Orthanc, Svdmark, storescu, wait_until
 
 pytestmark = [
     pytest.mark.interop,

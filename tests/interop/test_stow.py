@@ -23,11 +23,10 @@ from svdmark.config import StowDestination, load
 from svdmark.domain import JobState
 from svdmark.export import CStoreExporter, Outbox
 from svdmark.journal import Journal, ResultObject
-from tests.peers import ORTHANC, Orthanc, wait_until
+from tests.peers import DICOMWEB, DICOMWEB_SETTINGS, ORTHANC, Orthanc, wait_until
 from tests import journaldb
 from tests.unit.test_journal import record
 
-DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 USER, PASSWORD = "svdmark", "c0rrect-h0rse"
 FILES = {"sr": "CT_small.dcm", "seg": "MR_small.dcm", "summary": "SC_rgb_rle.dcm"}
 
@@ -40,9 +39,7 @@ pytestmark = [
 
 
 # Orthanc with the DICOMweb plugin and basic auth (``Orthanc(root, **STOW)`` or ``Orthanc.started(root, **STOW)``)
-STOW = {"settings": {"Name": "svdmark-stow-test", "Plugins": [str(DICOMWEB)],
-                     "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}},
-        "auth": (USER, PASSWORD)}
+STOW = {"settings": {"Name": "svdmark-stow-test", **DICOMWEB_SETTINGS}, "auth": (USER, PASSWORD)}
 
 
 @pytest.fixture

@@ -22,12 +22,11 @@ from pathlib import Path
 import pytest
 
 from svdmark.encode import results
-from tests.peers import ORTHANC, Orthanc, free_port
+from tests.peers import DICOMWEB, DICOMWEB_SETTINGS, ORTHANC, Orthanc, free_port
 from tests.unit.test_encode_support import cmb_result, ct_series, swi_series, wml_mask, wml_result
 
 HERE = Path(__file__).resolve().parent
 DIST = HERE / "ohif" / "package" / "dist"
-DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 CHROMIUM = Path("/usr/bin/chromium")
 
 pytestmark = pytest.mark.interop
@@ -99,8 +98,7 @@ def _open_in_ohif(tmp_path: Path, result, mode: str = "track") -> tuple[dict, ob
         p = tmp_path / f"{n:03d}.dcm"
         ds.save_as(p, enforce_file_format=True)
         files.append(p)
-    orthanc = Orthanc.started(tmp_path / "orthanc", settings={
-        "Name": "svdmark-viewer-test", "Plugins": [str(DICOMWEB)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}})
+    orthanc = Orthanc.started(tmp_path / "orthanc", settings={"Name": "svdmark-viewer-test", **DICOMWEB_SETTINGS})
     srv = None
     try:
         for p in files:
