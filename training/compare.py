@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluate import pearson
+
 
 @dataclass(frozen=True)
 class WmlReading:
@@ -73,11 +75,12 @@ def wml_figures(r: list[WmlReading]) -> dict:
     truth, pred = np.array([x.truth_ml for x in r]), np.array([x.pred_ml for x in r])
     err = np.abs(pred - truth)
     low, free = truth < 1.0, truth == 0.0
+    rho = pearson(pred, truth)
     return {"n": len(r), "mae_ml": float(err.mean()),
             "mae_lt1_ml": float(err[low].mean()) if low.any() else None, "n_lt1": int(low.sum()),
             "lesion_free_median_ml": float(np.median(pred[free])) if free.any() else None,
             "n_lesion_free": int(free.sum()),
-            "pearson_r": float(np.corrcoef(pred, truth)[0, 1]) if truth.size > 2 and truth.std() > 0 else None}
+            "pearson_r": None if np.isnan(rho) else rho}
 
 
 def cmb_figures(r: list[CmbReading]) -> dict:
@@ -90,22 +93,19 @@ def cmb_figures(r: list[CmbReading]) -> dict:
 
 def _per_case(a: list, b: list) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """name → (B − A per case, the cases' weights for a ratio of sums, or None for a plain mean)."""
+    def diff(per_case) -> np.ndarray:
+        return np.array([float(per_case(y)) - float(per_case(x)) for x, y in zip(a, b)])
+
     if isinstance(a[0], WmlReading):
-        err = [np.array([abs(x.pred_ml - x.truth_ml) for x in m]) for m in (a, b)]
+        err = diff(lambda r: abs(r.pred_ml - r.truth_ml))
         low = np.array([x.truth_ml < 1.0 for x in a])
-        out = {"mae_ml": (err[1] - err[0], None)}
-        if low.any():
-            out["mae_lt1_ml"] = ((err[1] - err[0])[low], None)
-        return out
-    tp = [np.array([x.tp for x in m], dtype=float) for m in (a, b)]
-    out = {"fp_per_scan": (np.array([y.fp - x.fp for x, y in zip(a, b)], dtype=float), None),
-           "grade_agreement": (np.array([(y.pred_grade == y.truth_grade) - (x.pred_grade == x.truth_grade)
-                                         for x, y in zip(a, b)], dtype=float), None),
-           "count_mae": (np.array([abs(y.pred_count - y.truth_count) - abs(x.pred_count - x.truth_count)
-                                   for x, y in zip(a, b)], dtype=float), None)}
+        return {"mae_ml": (err, None), **({"mae_lt1_ml": (err[low], None)} if low.any() else {})}
+    out = {"fp_per_scan": (diff(lambda r: r.fp), None),
+           "grade_agreement": (diff(lambda r: r.pred_grade == r.truth_grade), None),
+           "count_mae": (diff(lambda r: abs(r.pred_count - r.truth_count)), None)}
     bleeds = np.array([x.truth_count for x in a], dtype=float)
     if bleeds.sum():
-        out["sensitivity"] = (tp[1] - tp[0], bleeds)
+        out["sensitivity"] = (diff(lambda r: r.tp), bleeds)
     return out
 
 
