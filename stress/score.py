@@ -161,8 +161,11 @@ def score_wml_case(case: Path, truth: dict, svc: Service) -> dict:
     vox_ml = vol.voxel_volume_mm3 / 1000.0
     fp = pmask & (frac <= 0)
     reg = Counter()
+    names = truth.get("label_names")  # a set built by other code (devset/) names its own label codes
     for lab, n in zip(*np.unique(labels[fp], return_counts=True)):
-        reg[WML_REGION.get(int(lab), A.LABEL_NAMES.get(int(lab), str(lab)))] += float(n) * vox_ml
+        region = names.get(str(int(lab)), str(lab)) if names else \
+            WML_REGION.get(int(lab), A.LABEL_NAMES.get(int(lab), str(lab)))
+        reg[region] += float(n) * vox_ml
     row["fp_mask_ml_by_region"] = {k: round(v, 3) for k, v in reg.most_common()}
     row["fp_mask_ml"] = round(float(fp.sum() * vox_ml), 3)
     row["tp_mask_ml"] = round(float((pmask & tmask).sum() * vox_ml), 3)

@@ -4,6 +4,7 @@
     .venv/bin/python -m training.evaluate --task wml --set heldout --n 40
     .venv/bin/python -m training.evaluate --task cmb --set val --n 20 --sweep   # threshold sweep (val only)
     .venv/bin/python -m training.evaluate --task wml --set val --n 16 --sweep   # floor / support sweep (val only)
+    .venv/bin/python -m training.evaluate --task wml --set dev --data /work/dev_data --sweep   # independent dev set
     # a sweep's JSON ends in -sweep.json; training.operating_point writes its choice into the manifest
 
 WML: volume MAE (mL), Pearson r, Dice on cases with truth ≥ 1 mL.
@@ -27,7 +28,7 @@ from svdmark.measure import (cmb_findings, cmb_merging, from_output, merged_cent
                              wml_support, wml_volume_ml)
 from svdmark.validation.agreement import match_points
 
-from . import baselines, data
+from . import baselines, data, devcases
 
 RUNS = Path(__file__).resolve().parent / "runs"
 
@@ -59,6 +60,7 @@ def split_seeds(split: str, n: int) -> list[int]:
 
 
 REPORTED_SPLITS = {"heldout", "heldout_b", "shifted"}
+DEV_SPLIT = "dev"  # the independent development set (training.devcases): NCCT only, choices allowed
 
 
 def refuse_reported(split: str, why: str) -> None:
@@ -106,8 +108,18 @@ def _wml_sweep_case(volume, fraction, truth_mask, slab_group: int = 1) -> dict:
     return {"volumes": vols, "dice": dices}
 
 
+def wml_cases(split: str, n: int, data_dir: Path | None = None):
+    """The NCCT cases of a split, one at a time: the generator's cache, or for ``dev`` the independent development
+    set's DICOM cases under ``data_dir`` (``training.devcases``; choices may be made there)."""
+    if split == DEV_SPLIT:
+        if data_dir is None:
+            raise SystemExit("--set dev reads the development set's cases: give --data DIR (python -m devset.build)")
+        return (devcases.dev_ncct_case(d) for d in devcases.dev_case_dirs(data_dir, n))
+    return (data.ncct_case(s) for s in split_seeds(split, n))
+
+
 def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, sweep: bool = False,
-             baseline: bool = True, tta: list[str] | None = None) -> dict:
+             baseline: bool = True, tta: list[str] | None = None, data_dir: Path | None = None) -> dict:
     spec = registry.active(Task.WML)
     if tta is not None:  # compare test-time flips on val before fixing them in the manifest
         spec = dataclasses.replace(spec, manifest={**spec.manifest, "input": {**spec.manifest["input"], "tta": tta}})
@@ -115,8 +127,7 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         refuse_sweep_on_reported(split, "post-processing")
     rows = []
     sweeps = []
-    for s in split_seeds(split, n):
-        case = data.ncct_case(s)
+    for case in wml_cases(split, n, data_dir):
         t = time.perf_counter()
         out = runtime.run(spec, case.volume)
         f = from_output(spec, case.volume, out)
@@ -126,7 +137,7 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         if sweep:
             sweeps.append(_wml_sweep_case(case.volume, out.fraction, truth_mask, post["slab_group"]))
         b = baselines.wml_threshold(case.volume) if baseline else WmlFindings(float("nan"), truth_mask * 0, ())
-        rows.append(dict(seed=s, truth=case.truth_ml, model=f.volume_ml, baseline=b.volume_ml,
+        rows.append(dict(seed=case.seed, truth=case.truth_ml, model=f.volume_ml, baseline=b.volume_ml,
                          dice_model=dice(f.mask, truth_mask), dice_baseline=dice(b.mask, truth_mask), seconds=secs,
                          matrix=case.volume.shape[1], thickness=case.params["slice_thickness"],
                          tilt=case.params["tilt_deg"], passes=[wml_volume_ml(case.volume, p, **post) for p in out.passes],
@@ -322,7 +333,9 @@ def report(res_w, res_c):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", default="heldout", help=f"a split, or several joined by commas: {sorted(data.SPLITS)}")
+    ap.add_argument("--set", default="heldout", help=f"a split, or several joined by commas: {sorted(data.SPLITS)}; "
+                    "or 'dev' (WML only): the independent development set under --data")
+    ap.add_argument("--data", type=Path, default=None, help="--set dev: the folder devset.build wrote")
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--task", choices=["wml", "cmb", "both"], default="both")
     ap.add_argument("--sweep", action="store_true")
@@ -334,8 +347,10 @@ def main(argv=None):
     tta = None if args.tta is None else [t for t in args.tta.split(",") if t]
     rt = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
     reg = ModelRegistry(args.models)
-    rw = eval_wml(args.set, args.n, rt, reg, args.sweep, not args.no_baseline, tta) if args.task in ("wml", "both") \
-        else None
+    if args.set == DEV_SPLIT and args.task != "wml":
+        raise SystemExit("the development set holds NCCT cases only: --set dev needs --task wml")
+    rw = eval_wml(args.set, args.n, rt, reg, args.sweep, not args.no_baseline, tta, args.data) \
+        if args.task in ("wml", "both") else None
     rc = eval_cmb(args.set, args.n, rt, reg, args.sweep, not args.no_baseline) if args.task in ("cmb", "both") else None
     text = report(rw, rc)
     print(text)

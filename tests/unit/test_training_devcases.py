@@ -1,0 +1,65 @@
+"""training.devcases / evaluate --set dev: the independent development set is read through the service's stages,
+and the stress set can never be chosen on."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root holds training/ and devset/
+
+from training import devcases, evaluate  # noqa: E402
+
+
+def _fake_case(root: Path, name: str) -> None:
+    (root / name).mkdir(parents=True)
+    (root / name / "truth.json").write_text(json.dumps({"seed": int(name.split("_")[1])}))
+
+
+def test_a_stress_case_is_refused_by_name(tmp_path):
+    _fake_case(tmp_path, "wml_7330000")
+    _fake_case(tmp_path, "wml_7310004")  # a stress case copied in
+    with pytest.raises(SystemExit, match=r"wml_7310004.*reporting only"):
+        devcases.dev_case_dirs(tmp_path)
+
+
+def test_a_folder_without_cases_says_how_to_build_them(tmp_path):
+    with pytest.raises(SystemExit, match="devset.build"):
+        devcases.dev_case_dirs(tmp_path)
+
+
+def test_cases_come_in_seed_order_and_n_takes_the_first(tmp_path):
+    for i in (2, 0, 1):
+        _fake_case(tmp_path, f"wml_{7330000 + i}")
+    assert [p.name for p in devcases.dev_case_dirs(tmp_path, 2)] == ["wml_7330000", "wml_7330001"]
+
+
+def test_evaluate_needs_the_folder_and_the_wml_task(tmp_path):
+    with pytest.raises(SystemExit, match="--data"):
+        list(evaluate.wml_cases("dev", 1))
+    with pytest.raises(SystemExit, match="--task wml"):
+        evaluate.main(["--set", "dev", "--data", str(tmp_path), "--task", "cmb"])
+
+
+def test_a_development_case_loads_with_its_truth_in_slice_order(tmp_path):
+    build = pytest.importorskip("devset.build")
+    seed = 7330000
+    while True:  # the first seed with a lesion, so the truth has something to line up
+        truth = build.build_wml_case(seed, tmp_path, small=True)
+        if truth["wml_ml"] > 0:
+            break
+        seed += 1
+    [case_dir] = [p for p in devcases.dev_case_dirs(tmp_path) if p.name == f"wml_{seed}"]
+    case = devcases.dev_ncct_case(case_dir)
+    assert case.seed == seed and case.truth_fraction.shape == case.volume.shape
+    ml = float(case.truth_fraction.sum(dtype=np.float64)) * case.volume.voxel_volume_mm3 / 1000.0
+    assert ml == pytest.approx(truth["wml_ml"], rel=0.01)
+    # slice order: the loaded volume is sorted along the slice normal, the truth moved with it through the UIDs
+    with np.load(case_dir / "truth.npz") as z:
+        written = z["fraction"].astype(np.float32)
+    k_of = {u: k for k, u in enumerate(truth["sop_uids"])}
+    for k, frame in enumerate(case.volume.frames):
+        assert np.array_equal(case.truth_fraction[k], written[k_of[frame.sop_instance_uid]])
