@@ -37,6 +37,7 @@ VENDORS = ("siemens", "ge", "philips", "canon")
 ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY", "0"))  # of atlas SWI seeds (swi_params)
 NCCT_ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY_NCCT", "0"))  # of atlas NCCT seeds (ncct_params)
 WML_SPREAD_SHARE = float(os.environ.get("SVDMARK_TRAIN_WML_SPREAD", "0"))  # of train/val NCCT seeds (ncct_params)
+WML_RIM_SHARE = float(os.environ.get("SVDMARK_TRAIN_WML_RIMS", "0"))  # of train/val NCCT seeds (ncct_params)
 
 
 def training_environment() -> dict:
@@ -102,6 +103,12 @@ def ncct_params(seed: int) -> dict:
     if wml > 0 and seed < SPLITS["shifted"] and not is_thin(seed) \
             and np.random.default_rng([seed, 15]).random() < WML_SPREAD_SHARE:
         params["wml_spread"] = True
+    # periventricular rims along the ventricle walls (phantom.lesions.add_rims) for a share of the training and
+    # validation seeds with lesion, from a stream of their own; off unless $SVDMARK_TRAIN_WML_RIMS names the share
+    # (training/preregistered/2026-12-03-wml-rims.md); the held-out, shifted and thin draws never change
+    if wml > 0 and seed < SPLITS["shifted"] and not is_thin(seed) \
+            and np.random.default_rng([seed, 16]).random() < WML_RIM_SHARE:
+        params["wml_rims"] = True
     if is_thin(seed):  # a stream of its own: every other draw is what the seed gives
         params["slice_thickness"] = float(np.random.default_rng([seed, 12]).choice([0.625, 1.0, 1.25]))
     if is_shifted(seed):  # other draws than training saw (the keys exist only here: cache names stay stable)

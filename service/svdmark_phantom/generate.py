@@ -157,6 +157,7 @@ def make_ncct(
     noise_hu: float | None = None,
     atrophy: float | None = None,
     wml_spread: bool = False,
+    wml_rims: bool = False,
 ) -> Phantom:
     """A non-contrast head CT with WML truth (HU, source grid, possibly gantry-tilted).
 
@@ -167,6 +168,7 @@ def make_ncct(
     with nilearn, randomly scaled, rotated and warped; needs the ``train`` extra, see ``phantom.atlas``).
     ``atrophy`` (0-1, 'mni152' only): sulci, fissures and ventricles widened by eroding the brain.
     ``wml_spread``: deep lesions anywhere in the cerebral white matter (``lesions.DEEP_BOX_SPREAD``).
+    ``wml_rims``: periventricular rims along the ventricle walls as well (``lesions.add_rims``).
     """
     _check_anatomy(anatomy)
     rng = np.random.default_rng([int(seed), 0xC7])
@@ -186,7 +188,8 @@ def make_ncct(
     if wml_ml is None:
         wml_ml = sample_wml_ml(rng)
     vals = ct_values(rng, contrast=contrast)
-    wml = build_wml(head, float(wml_ml), np.random.default_rng([int(seed), 0x3A1]), spread=wml_spread)
+    wml = build_wml(head, float(wml_ml), np.random.default_rng([int(seed), 0x3A1]), spread=wml_spread,
+                    rims=np.random.default_rng([int(seed), 0x3A2]) if wml_rims else None)
     mims = build_mimics(head, np.random.default_rng([int(seed), 0x313]), enabled=mimics)
 
     ns = int(np.clip(round(slice_thickness / 1.7), 1, 3))

@@ -27,6 +27,7 @@ class WmlModel:
     caps: list = field(default_factory=list)  # (tip u, spread mm, thickness mm)
     bands: list = field(default_factory=list)  # (side, thickness, phase)
     blobs: list = field(default_factory=list)  # (centre u, radii, rotation, noise amp, noise k, noise phase)
+    rims: list = field(default_factory=list)  # (centre u on the ventricle wall, spread mm, thickness mm, k, phase, amp)
     scale: float = 1.0
     contrast: float = 6.0
     soft_mm: float = 1.5
@@ -35,11 +36,11 @@ class WmlModel:
 
     @property
     def empty(self) -> bool:
-        return not (self.caps or self.bands or self.blobs)
+        return not (self.caps or self.bands or self.blobs or self.rims)
 
     def bbox(self):
         pts, rad = [], []
-        if self.caps or self.bands:
+        if self.caps or self.bands or self.rims:
             pts += list(self.head.sites()["periventricular_box"])
             rad += [2, 2]
         for c, r, *_ in self.blobs:
@@ -53,7 +54,7 @@ class WmlModel:
         """Signed distance to the lesion set, before the white-matter restriction."""
         out = np.full(x.shape, F32(50.0), dtype=F32)
         lam = self.scale
-        if self.caps or self.bands:
+        if self.caps or self.bands or self.rims:
             dv = self.head.ventricle_sd(x, y, z)
             t = np.zeros(x.shape, F32)
             for tip, spread, thick in self.caps:
@@ -63,6 +64,10 @@ class WmlModel:
                 w = np.exp(-((y - F32(2)) / F32(30)) ** 2 - ((z - F32(16)) / F32(14)) ** 2) * (x * F32(side) > 0)
                 mod = F32(0.75) + F32(0.25) * np.sin(y * F32(0.21) + z * F32(0.17) + F32(ph))
                 t = np.maximum(t, F32(thick * lam ** 0.5) * w * mod)
+            for c, spread, thick, k, ph, amp in self.rims:
+                r2 = (x - F32(c[0])) ** 2 + (y - F32(c[1])) ** 2 + (z - F32(c[2])) ** 2
+                mod = F32(1.0) + F32(amp) * np.sin(x * F32(k[0]) + y * F32(k[1]) + z * F32(k[2]) + F32(ph))
+                t = np.maximum(t, F32(thick * lam ** 0.5) * np.exp(-r2 / F32(2 * (spread * lam ** 0.5) ** 2)) * mod)
             out = np.minimum(out, np.where(t > 0.05, np.maximum(dv - t, -dv), F32(50.0)))
         for c, r, R, namp, nk, nph in self.blobs:
             rr = tuple(v * lam for v in r)
@@ -160,8 +165,10 @@ DEEP_BOX = ((14, 34), (-35, 40), (8, 42))
 DEEP_BOX_SPREAD = ((6, 60), (-75, 70), (-15, 60))
 
 
-def build_wml(head: HeadModel, target_ml: float, rng: np.random.Generator, spread: bool = False) -> WmlModel:
-    """A WML model of about ``target_ml``; ``spread``: deep blobs anywhere in the cerebral white matter."""
+def build_wml(head: HeadModel, target_ml: float, rng: np.random.Generator, spread: bool = False,
+              rims: np.random.Generator | None = None) -> WmlModel:
+    """A WML model of about ``target_ml``; ``spread``: deep blobs anywhere in the cerebral white matter; ``rims``
+    (a random stream of their own, so the other draws stay the seed's): periventricular rims (``add_rims``)."""
     m = WmlModel(head=head)
     m.contrast = float(rng.uniform(3.0, 10.0))
     m.soft_mm = float(rng.uniform(0.8, 2.0))
@@ -197,6 +204,8 @@ def build_wml(head: HeadModel, target_ml: float, rng: np.random.Generator, sprea
         k = rng.normal(size=3)
         k *= (2 * np.pi / rng.uniform(5, 10)) / np.linalg.norm(k)
         m.blobs.append((c, radii, R, rng.uniform(0.0, 0.25), k, rng.uniform(0, 6.28)))
+    if rims is not None:
+        add_rims(m, rims, target_ml)
     # scale all sizes to hit the target (volume ~ monotone in scale)
     target = target_ml * 1000.0
     _fit_scale(m, target)
@@ -208,6 +217,26 @@ def build_wml(head: HeadModel, target_ml: float, rng: np.random.Generator, sprea
             break
         _fit_scale(m, target * v_all / v_wm)
     return m
+
+
+def add_rims(m: WmlModel, rng: np.random.Generator, target_ml: float) -> None:
+    """Periventricular rims: a lining of the ventricle wall whose thickness (1-5 mm) swells and thins along it, from a
+    pencil-thin lining in short segments to a halo round most of both ventricles, as the periventricular grades of
+    Fazekas et al. (AJR 1987) describe (caps, pencil-thin lining, smooth halo, irregular extension); the caps and
+    bands above line only the horn tips and the bodies. Segment centres are drawn on the ventricle wall of this
+    head (either anatomy), each with its own spread (6-22 mm along the wall) and an uneven edge (a plane wave of
+    4-12 mm that modulates the thickness by up to ±60 %)."""
+    lo, hi = (np.asarray(b, float) for b in m.head.sites()["periventricular_box"])
+    pts = rng.uniform(lo, hi, size=(4000, 3)).astype(F32)
+    wall = pts[np.abs(m.head.ventricle_sd(pts[:, 0], pts[:, 1], pts[:, 2])) < 1.5]
+    if len(wall) == 0:
+        return
+    n = int(np.clip(rng.poisson(1.5 + 1.5 * np.log1p(target_ml)), 1, 10))
+    for c in wall[rng.choice(len(wall), size=min(n, len(wall)), replace=False)]:
+        k = rng.normal(size=3)
+        k *= (2 * np.pi / rng.uniform(4, 12)) / np.linalg.norm(k)
+        m.rims.append((tuple(float(v) for v in c), float(rng.uniform(6, 22)), float(rng.uniform(1.0, 5.0)),
+                       tuple(float(v) for v in k), float(rng.uniform(0, 6.28)), float(rng.uniform(0.0, 0.6))))
 
 
 def _fit_scale(m: WmlModel, target: float):

@@ -1,6 +1,8 @@
 """The synthetic head generator: determinism, truth consistency, tilted geometry, microbleeds."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -166,6 +168,28 @@ def test_random_volumes_have_many_small_cases():
     assert 0.3 < np.median(v) < 0.9 and (v == 0).mean() > 0.05 and v.max() <= 50.0 and (v > 10).mean() > 0.05
     g = np.array([int(BurdenGrade.from_count(sample_cmb_count(rng))) for _ in range(2000)])
     assert set(np.unique(g)) == {0, 1, 2, 3}
+
+
+def test_rims_line_the_ventricle_wall_and_leave_the_other_draws_as_they_were():
+    from svdmark_phantom.anatomy import HeadModel
+    from svdmark_phantom.lesions import build_wml, wml_volume_mm3
+
+    head = HeadModel.random(7, origin=np.zeros(3))
+    plain = build_wml(head, 6.0, np.random.default_rng([7, 0x3A1]))
+    rimmed = build_wml(head, 6.0, np.random.default_rng([7, 0x3A1]), rims=np.random.default_rng([7, 0x3A2]))
+    assert not plain.rims and rimmed.rims
+    assert rimmed.caps == plain.caps and len(rimmed.blobs) == len(plain.blobs)  # the seed's own draws, rescaled
+    # every rim segment is centred on the wall (|ventricle distance| < 1.5 mm) and the load still hits its target
+    c = np.array([r[0] for r in rimmed.rims], np.float32)
+    assert (np.abs(head.ventricle_sd(c[:, 0], c[:, 1], c[:, 2])) < 1.5).all()
+    assert wml_volume_mm3(rimmed) / 1000.0 == pytest.approx(6.0, rel=0.15)
+    # the rims alone are a shell just outside the ventricle wall, at most 5 mm (x the model's scale, x 1.6) thick
+    rims_only = dataclasses.replace(rimmed, caps=[], bands=[], blobs=[])
+    lo, hi = (np.asarray(b, float) for b in head.sites()["periventricular_box"])
+    p = np.random.default_rng(0).uniform(lo, hi, size=(200_000, 3)).astype(np.float32).T
+    inside = rims_only.sd(*p) < 0
+    dv = head.ventricle_sd(*p)[inside]
+    assert inside.sum() > 100 and dv.min() >= 0 and dv.max() <= 5 * rimmed.scale ** 0.5 * 1.6
 
 
 def test_spread_wml_put_deep_lesions_all_over_the_white_matter_and_the_default_stays_in_its_box():
