@@ -48,7 +48,7 @@ def test_a_development_case_loads_with_its_truth_in_slice_order(tmp_path):
     build = pytest.importorskip("devset.build")
     seed = 7330000
     while True:  # the first seed with a lesion, so the truth has something to line up
-        truth = build.build_wml_case(seed, tmp_path, small=True)
+        truth = build.build_case(seed, tmp_path, small=True)
         if truth["wml_ml"] > 0:
             break
         seed += 1
@@ -63,3 +63,17 @@ def test_a_development_case_loads_with_its_truth_in_slice_order(tmp_path):
     k_of = {u: k for k, u in enumerate(truth["sop_uids"])}
     for k, frame in enumerate(case.volume.frames):
         assert np.array_equal(case.truth_fraction[k], written[k_of[frame.sop_instance_uid]])
+
+
+def test_evaluate_scores_the_shipped_model_on_development_cases(tmp_path):
+    build = pytest.importorskip("devset.build")
+    from svdmark.infer import ModelRegistry, Runtime
+
+    for seed in (7330000, 7330001):
+        build.build_case(seed, tmp_path, small=True)
+    res = evaluate.eval_wml("dev", 2, Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=1),
+                            ModelRegistry(None), sweep=True, baseline=False, data_dir=tmp_path)
+    assert [r["seed"] for r in res["cases"]] == [7330000, 7330001] and res["split"] == "dev"
+    truths = [json.loads((tmp_path / f"wml_{s}" / "truth.json").read_text())["wml_ml"] for s in (7330000, 7330001)]
+    assert [r["truth"] for r in res["cases"]] == pytest.approx(truths)
+    assert all(np.isfinite(r["model"]) for r in res["cases"]) and res["sweep"]
