@@ -149,6 +149,8 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
     truth = np.array([r["truth"] for r in rows])
     res = {"model_label": spec.label, "sha256": spec.sha256, "split": split, "n": len(rows), "cases": rows,
            "tta": list(spec.manifest["input"].get("tta", []))}
+    if split == DEV_SPLIT:
+        res["data"] = str(data_dir)  # which development cases: the split's name alone does not say
     big = truth >= 1.0
     res["baseline"] = None  # not run (--no-baseline): no figures rather than zeros
     for who in ("model", "baseline") if baseline else ("model",):
@@ -360,7 +362,8 @@ def main(argv=None):
             r["environment"] = data.training_environment()  # the generator's draws the figures were made on
             label = r["model_label"].replace(" ", "-") + ("-tta-" + "-".join(r["tta"]) if r.get("tta") else "") \
                 + ("-sweep" if args.sweep else "")  # a sweep's table is not overwritten by the run after the choice
-            (RUNS / f"eval_{name}_{args.set}_{args.n}_{label}.json").write_text(json.dumps(r, indent=2, default=float))
+            where = f"dev-{args.data.name}" if args.set == DEV_SPLIT else args.set  # dev: which folder, e.g. dev-judge
+            (RUNS / f"eval_{name}_{where}_{args.n}_{label}.json").write_text(json.dumps(r, indent=2, default=float))
 
 
 if __name__ == "__main__":

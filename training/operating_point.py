@@ -15,8 +15,9 @@ rules are code:
 * CMB: the threshold with the highest sensitivity + grade agreement among those at most ``--max-fp`` false
   positives per scan (the issue's operating point); none qualifies: refused.
 
-Only a sweep over a validation split is accepted (``evaluate.refuse_reported``). The record names the split, its
-seeds, the command and the generator's ``SVDMARK_TRAIN_*`` variables the sweep ran under.
+Only a sweep over a validation split or the independent development set (``--set dev``) is accepted
+(``evaluate.refuse_reported``). The record names the split, its seeds, the command and the generator's
+``SVDMARK_TRAIN_*`` variables the sweep ran under (for the development set: its folder instead).
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def _seeds(res: dict) -> str:
 
 
 def _provenance(res: dict, command: str) -> str:
+    if res.get("data"):  # the development set: its own cases, which the generator's variables do not change
+        return f"{res['split']} (seeds {_seeds(res)}, n={res['n']}; {command} --data {res['data']})"
     env = res.get("environment") or {}
     under = f", with {' '.join(f'{k}={v}' for k, v in env.items())}" if env else ""
     return f"{res['split']} (seeds {_seeds(res)}, n={res['n']}; {command}{under})"

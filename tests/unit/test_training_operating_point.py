@@ -85,3 +85,13 @@ def test_a_sweep_of_another_model_is_refused(tmp_path):
         _run(tmp_path, _wml_sweep(sha="b" * 64))
     assert "fraction_floor" not in json.loads((tmp_path / "manifest.json").read_text())["output"]
 
+
+
+def test_a_development_set_sweep_is_accepted_and_named_by_its_folder(tmp_path):
+    res = {**_wml_sweep(split="dev"), "data": "/work/dev_data/choose",
+           "cases": [{"seed": 7330000 + i} for i in range(3)]}
+    out = _run(tmp_path, res, "--by", "targets")
+    assert out["fraction_floor"] == 0.2  # the lowest target score
+    assert "dev (seeds 7330000-7330002, n=3;" in out["postprocessing_choice"]
+    assert "--data /work/dev_data/choose" in out["postprocessing_choice"]
+    assert "SVDMARK_TRAIN" not in out["postprocessing_choice"]  # the generator's variables do not change those cases
