@@ -55,6 +55,8 @@ SPLIT_TITLES = {
     "heldout_b": "Second held-out split (seeds 900500+, drawn as the held-out split; first used 2026-12-02)",
     "shifted": "Shifted-set results (seeds 700000+: MNI152 atlas heads, other noise, field of view and "
                "acquisition draws, through DICOM in four vendors' header styles; never used in training or tuning)",
+    "dev": "Development set (devset/, seeds 7330000+: heads, lesions, scanner and DICOM built by other code; choices "
+           "may be made on it, so its figures are from the half that no choice saw where one was made)",
 }
 
 
@@ -62,9 +64,10 @@ def _results(task: str, ev: dict | None) -> list[str]:
     """The results section of one ``training.evaluate`` JSON."""
     if not ev:
         return ["## Held-out results", "(not evaluated yet)"]
+    data = f" --data {ev['data']}" if ev.get("data") else ""  # the development set's folder
     lines = [f"## {SPLIT_TITLES.get(ev['split'], ev['split'])}",
              f"Command: `PYTHONPATH=. .venv/bin/python -m training.evaluate --task {task} --set "
-             f"{ev['split']} --n {ev['n']}{'' if ev.get('baseline') else ' --no-baseline'}`", ""]
+             f"{ev['split']}{data} --n {ev['n']}{'' if ev.get('baseline') else ' --no-baseline'}`", ""]
     if task == "wml":
         lines += ["| | MAE (mL) | Pearson r | Dice (truth ≥ 1 mL) | bias (mL) |", "|---|---|---|---|---|"]
         for who, m in measured(ev):
