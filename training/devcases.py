@@ -36,6 +36,23 @@ def dev_case_dirs(root: Path, n: int | None = None) -> list[Path]:
     return dirs[:n] if n else dirs
 
 
+STRESS_SEEDS = range(7_310_000, 7_330_000)  # stress.build's seeds (wml and cmb)
+
+
+def foreign_case_dirs(root: Path, n: int | None = None) -> list[Path]:
+    """Heads of another generator in this layout (``devset.build --start 10000``: seeds 7 340 000+) to *train* on
+    (``train_wml --extra-ncct``); SystemExit for any development-set or stress-set case, which must never be
+    trained on."""
+    dirs = sorted(p for p in Path(root).iterdir() if p.is_dir() and (p / "truth.json").exists())
+    seeds = [int(p.name.partition("_")[2]) if p.name.partition("_")[2].isdigit() else -1 for p in dirs]
+    kept = [p.name for p, s in zip(dirs, seeds) if s in DEV_SEEDS or s in STRESS_SEEDS]
+    if kept:
+        raise SystemExit(f"{root}: {kept[:3]} are development or stress cases, which are never trained on")
+    if not dirs:
+        raise SystemExit(f"{root}: no cases to train on")
+    return dirs[:n] if n else dirs
+
+
 def _is_dev_case(name: str) -> bool:
     kind, _, seed = name.partition("_")
     return kind == "wml" and seed.isdigit() and int(seed) in DEV_SEEDS

@@ -25,11 +25,20 @@ def inherited_input(init_onnx: Path | None) -> dict:
 def source_weights(is_atlas: list[bool], lesion_slices: list[int], atlas_share: float):
     """Draw probabilities over the slice index and over its lesion slices that give the atlas heads
     ``atlas_share`` of the crops of each kind, whatever the number of heads of each source."""
-    def per_entry(flags: np.ndarray) -> np.ndarray:
-        n_at = int(flags.sum())
-        if n_at in (0, len(flags)):
-            return np.full(len(flags), 1.0 / len(flags))
-        return np.where(flags, atlas_share / n_at, (1.0 - atlas_share) / (len(flags) - n_at))
+    return source_shares([int(a) for a in is_atlas], lesion_slices, {0: 1.0 - atlas_share, 1: atlas_share})
 
-    flags = np.asarray(is_atlas, bool)
-    return per_entry(flags), per_entry(flags[np.asarray(lesion_slices, int)])
+
+def source_shares(source: list[int], lesion_slices: list[int], shares: dict[int, float]):
+    """Draw probabilities over the slice index and over its lesion slices that give each source (``source[q]``: the
+    source of slice ``q``) its share of the crops of each kind; the shares of the sources present are renormalised
+    (a kind with slices of one source only is drawn uniformly)."""
+    def per_entry(src: np.ndarray) -> np.ndarray:
+        present = {k: shares[k] for k in np.unique(src).tolist()}
+        total = sum(present.values())
+        if len(present) < 2 or total <= 0:
+            return np.full(len(src), 1.0 / len(src))
+        counts = {k: int((src == k).sum()) for k in present}
+        return np.array([present[k] / total / counts[k] for k in src.tolist()])
+
+    src = np.asarray(source, int)
+    return per_entry(src), per_entry(src[np.asarray(lesion_slices, int)])

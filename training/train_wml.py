@@ -24,10 +24,10 @@ import torch
 
 from svdmark.infer import preprocess as pp
 
-from . import data
+from . import data, devcases
 from .augment import lesion_contrast_floor, randomise_ct
 from .nets import UNet2D, export_onnx
-from .recipe import inherited_input, source_weights
+from .recipe import inherited_input, source_shares
 from .warmstart import freeze_norm_stats, load_onnx
 
 SPACING_MM = 1.0
@@ -46,13 +46,17 @@ def slices_of(case) -> tuple[np.ndarray, np.ndarray]:
 def load_split(split: str, n: int, log=print, cached_only: bool = False):
     """Stacks, the (stack, slice) index of every slice with brain in it (skips the empty caps), and each
     stack's lesion contrast in HU (None where the cache predates it)."""
-    imgs, tgts, index, contrasts = [], [], [], []
-    t = time.time()
     todo = data.seeds(split, n)
     if cached_only:
         todo = [s for s in todo if data.is_cached("ncct", s)]
-    for q, s in enumerate(todo):
-        case = data.ncct_case(s)
+    return load_cases((data.ncct_case(s) for s in todo), len(todo), split, log)
+
+
+def load_cases(cases, n: int, split: str, log=print):
+    """``load_split`` of any ``n`` NcctCases (``split`` names them in the log)."""
+    imgs, tgts, index, contrasts = [], [], [], []
+    t = time.time()
+    for q, case in enumerate(cases):
         i, g = slices_of(case)
         # keep slices with brain (normalised > -1.2 ⇔ HU > 6) — skip empty caps of the stack
         keep = np.nonzero((i > -1.2).mean(axis=(1, 2)) > 0.05)[0]
@@ -61,7 +65,7 @@ def load_split(split: str, n: int, log=print, cached_only: bool = False):
         contrasts.append(case.contrast_hu)
         index.extend((len(imgs) - 1, int(k)) for k in keep)
         if q % 20 == 0:
-            log(f"  {split}: {q + 1}/{len(todo)} cases, {len(index)} slices, {time.time() - t:.0f} s", flush=True)
+            log(f"  {split}: {q + 1}/{n} cases, {len(index)} slices, {time.time() - t:.0f} s", flush=True)
     if any(c is None for c in contrasts):  # cached before contrast_hu: no sub-threshold darkening for those
         log(f"  {split}: {sum(c is None for c in contrasts)} of {len(contrasts)} cases lack the lesion contrast "
             "(cached before it was stored); delete training/cache/ to regenerate them", flush=True)
@@ -162,12 +166,26 @@ def train(args) -> dict:
         imgs += more_imgs
         tgts += more_tgts
         contrasts += more_contrasts
+    n_ours = len(imgs)  # stacks from here on are another generator's (--extra-ncct)
+    if args.extra_ncct:
+        dirs = devcases.foreign_case_dirs(args.extra_ncct, args.n_extra)
+        more = load_cases((devcases.dev_ncct_case(d) for d in dirs), len(dirs), "extra", log)
+        index += [(v + len(imgs), k) for v, k in more[2]]
+        imgs += more[0]
+        tgts += more[1]
+        contrasts += more[3]
     lesion_slices = [q for q, (v, k) in enumerate(index) if float(tgts[v][k].max()) > 0.3]
     log(f"train slices {len(index)}, with lesion {len(lesion_slices)}", flush=True)
-    is_atlas = [v >= n_analytic for v, _ in index]
-    weights = None if args.atlas_share is None else source_weights(is_atlas, lesion_slices, args.atlas_share)
-    log(f"atlas heads: {np.mean(is_atlas):.2f} of the slices, "
-        f"{'as many' if weights is None else args.atlas_share} of the crops")
+    source = [0 if v < n_analytic else 1 if v < n_ours else 2 for v, _ in index]  # analytic, atlas, extra
+    weights = None
+    if args.atlas_share is not None or args.extra_ncct:
+        a = np.mean([x == 1 for x in source if x < 2]) if args.atlas_share is None else args.atlas_share
+        e = args.extra_share if args.extra_ncct else 0.0
+        weights = source_shares(source, lesion_slices, {0: (1 - e) * (1 - a), 1: (1 - e) * a, 2: e})
+    log(f"atlas heads: {np.mean([x == 1 for x in source]):.2f} of the slices, "
+        f"{'as many' if args.atlas_share is None else args.atlas_share} of our crops; "
+        f"extra heads {np.mean([x == 2 for x in source]):.2f} of the slices, "
+        f"{args.extra_share if args.extra_ncct else 0} of the crops")
     net = UNet2D(args.channels, in_ch=2 * args.context + 1, levels=args.levels)
     if args.init:  # continue training from a saved state dict (training/runs/wml-<version>.pt)
         net.load_state_dict(torch.load(args.init, map_location="cpu"))
@@ -279,6 +297,11 @@ def main(argv=None):
                     help="darken fainter labelled lesions to this contrast (augment.lesion_contrast_floor)")
     ap.add_argument("--atlas-share", type=float, default=None, metavar="S",
                     help="draw this fraction of the crops from the atlas heads (default: in proportion to slices)")
+    ap.add_argument("--extra-ncct", type=Path, default=None, metavar="DIR",
+                    help="heads of another generator in devset's layout (training.devcases.foreign_case_dirs)")
+    ap.add_argument("--n-extra", type=int, default=None, help="the first N cases of --extra-ncct (default: all)")
+    ap.add_argument("--extra-share", type=float, default=0.25, metavar="S",
+                    help="draw this fraction of the crops from the --extra-ncct heads")
     ap.add_argument("--tta", default="", help="test-time flips written into the manifest, e.g. 'lr' (2 passes)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -308,6 +331,7 @@ def main(argv=None):
                      "seconds": round(res["seconds"]), "final_loss": res["final_loss"], "seed": args.seed,
                      "n_train_cases": args.n_train,
                      "n_train_atlas_cases": args.n_train_atlas, "torch": torch.__version__,
+                     **({"extra_ncct": str(args.extra_ncct), "extra_share": args.extra_share} if args.extra_ncct else {}),
                      "environment": data.training_environment()},
     }
     (args.out / "manifest.json").write_text(json.dumps(manifest(args.out.name, sha, meta), indent=2) + "\n")

@@ -77,3 +77,13 @@ def test_evaluate_scores_the_shipped_model_on_development_cases(tmp_path):
     truths = [json.loads((tmp_path / f"wml_{s}" / "truth.json").read_text())["wml_ml"] for s in (7330000, 7330001)]
     assert [r["truth"] for r in res["cases"]] == pytest.approx(truths)
     assert all(np.isfinite(r["model"]) for r in res["cases"]) and res["sweep"]
+
+
+def test_development_and_stress_cases_are_never_trained_on(tmp_path):
+    _fake_case(tmp_path, "wml_7340000")
+    assert [p.name for p in devcases.foreign_case_dirs(tmp_path)] == ["wml_7340000"]
+    for name in ("wml_7330031", "wml_7310002"):
+        _fake_case(tmp_path, name)
+        with pytest.raises(SystemExit, match="never trained on"):
+            devcases.foreign_case_dirs(tmp_path)
+        (tmp_path / name / "truth.json").unlink()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root holds training/
 
@@ -34,3 +35,16 @@ def test_source_weights_give_the_atlas_heads_their_share_of_the_crops():
     assert np.allclose(w, 0.5) and np.allclose(w_lesion, 1.0)
     draws = np.random.default_rng(0).choice(len(is_atlas), 20000, p=source_weights(is_atlas, [0], 0.25)[0])
     assert abs(np.isin(draws, [3, 4]).mean() - 0.25) < 0.01  # what sample_batch draws with them
+
+
+def test_source_shares_give_three_sources_their_shares_of_the_crops():
+    from training.recipe import source_shares
+
+    source = [0, 0, 0, 0, 1, 1, 2]
+    w, w_lesion = source_shares(source, [0, 4, 6], {0: 0.5, 1: 0.25, 2: 0.25})
+    assert w.sum() == pytest.approx(1.0) and w_lesion.sum() == pytest.approx(1.0)
+    by = {k: sum(p for p, s in zip(w, source) if s == k) for k in (0, 1, 2)}
+    assert by == pytest.approx({0: 0.5, 1: 0.25, 2: 0.25})
+    assert list(w_lesion) == pytest.approx([0.5, 0.25, 0.25])
+    w, _ = source_shares([0, 0, 1], [0], {0: 0.5, 1: 0.0, 2: 0.5})  # a source absent: the others renormalised
+    assert list(w) == pytest.approx([0.5, 0.5, 0.0])
