@@ -49,11 +49,16 @@ def load_split(split: str, n: int, log=print, cached_only: bool = False):
     todo = data.seeds(split, n)
     if cached_only:
         todo = [s for s in todo if data.is_cached("ncct", s)]
-    return load_cases((data.ncct_case(s) for s in todo), len(todo), split, log)
+    imgs, tgts, index, contrasts = load_cases((data.ncct_case(s) for s in todo), len(todo), split, log)
+    if any(c is None for c in contrasts):  # cached before contrast_hu: no sub-threshold darkening for those
+        log(f"  {split}: {sum(c is None for c in contrasts)} of {len(contrasts)} cases lack the lesion contrast "
+            "(cached before it was stored); delete training/cache/ to regenerate them", flush=True)
+    return imgs, tgts, index, contrasts
 
 
 def load_cases(cases, n: int, split: str, log=print):
-    """``load_split`` of any ``n`` NcctCases (``split`` names them in the log)."""
+    """``load_split`` of any ``n`` NcctCases (``split`` names them in the log; another generator's heads carry no
+    lesion contrast, so they get no sub-threshold darkening)."""
     imgs, tgts, index, contrasts = [], [], [], []
     t = time.time()
     for q, case in enumerate(cases):
@@ -66,9 +71,6 @@ def load_cases(cases, n: int, split: str, log=print):
         index.extend((len(imgs) - 1, int(k)) for k in keep)
         if q % 20 == 0:
             log(f"  {split}: {q + 1}/{n} cases, {len(index)} slices, {time.time() - t:.0f} s", flush=True)
-    if any(c is None for c in contrasts):  # cached before contrast_hu: no sub-threshold darkening for those
-        log(f"  {split}: {sum(c is None for c in contrasts)} of {len(contrasts)} cases lack the lesion contrast "
-            "(cached before it was stored); delete training/cache/ to regenerate them", flush=True)
     return imgs, tgts, index, contrasts
 
 
