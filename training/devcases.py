@@ -30,7 +30,8 @@ def dev_case_dirs(root: Path, n: int | None = None) -> list[Path]:
     foreign = [p.name for p in dirs if not _is_dev_case(p.name)]
     if foreign:
         raise SystemExit(f"{root}: {foreign[:3]} are not development-set NCCT cases (wml_<seed>, seeds "
-                         f"{DEV_SEEDS.start}-{DEV_SEEDS.stop - 1}); the stress set is for reporting only (stress.score)")
+                         f"{DEV_SEEDS.start}-{DEV_SEEDS.stop - 1}); the stress set is for reporting only "
+                         "(stress.score)")
     if not dirs:
         raise SystemExit(f"{root}: no development cases (build them: python -m devset.build --n 40 --out {root})")
     return dirs[:n] if n else dirs

@@ -143,7 +143,8 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
                          tilt=case.params["tilt_deg"], passes=[wml_volume_ml(case.volume, p, **post) for p in out.passes],
                          **_uncertainty_columns(f)))
         r = rows[-1]
-        print(f"  wml seed {case.seed}: truth {r['truth']:6.2f} model {r['model']:6.2f} baseline {r['baseline']:6.2f} mL "
+        print(f"  wml seed {case.seed}: truth {r['truth']:6.2f} model {r['model']:6.2f} "
+              f"baseline {r['baseline']:6.2f} mL "
               f"dice {r['dice_model']:.2f}/{r['dice_baseline']:.2f} ({secs:.1f} s, {r['matrix']} px, "
               f"{r['thickness']} mm, tilt {r['tilt']})", flush=True)
     truth = np.array([r["truth"] for r in rows])

@@ -333,7 +333,8 @@ def main(argv=None):
                      "seconds": round(res["seconds"]), "final_loss": res["final_loss"], "seed": args.seed,
                      "n_train_cases": args.n_train,
                      "n_train_atlas_cases": args.n_train_atlas, "torch": torch.__version__,
-                     **({"extra_ncct": str(args.extra_ncct), "extra_share": args.extra_share} if args.extra_ncct else {}),
+                     **({"extra_ncct": str(args.extra_ncct), "extra_share": args.extra_share}
+                        if args.extra_ncct else {}),
                      "environment": data.training_environment()},
     }
     (args.out / "manifest.json").write_text(json.dumps(manifest(args.out.name, sha, meta), indent=2) + "\n")
