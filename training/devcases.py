@@ -25,9 +25,8 @@ DEV_SEEDS = range(7_330_000, 7_340_000)  # devset.build's seeds (its BASE_SEED +
 def dev_case_dirs(root: Path, n: int | None = None) -> list[Path]:
     """The first ``n`` (all when None) development cases under ``root``, in seed order; SystemExit, naming the
     directory, for anything else there that looks like a case (a stress case, another task) or for none at all."""
-    root = Path(root)
-    dirs = sorted(p for p in root.iterdir() if p.is_dir() and (p / "truth.json").exists()) if root.is_dir() else []
-    foreign = [p.name for p in dirs if not _is_dev_case(p.name)]
+    dirs = _case_dirs(root)
+    foreign = [p.name for p in dirs if not (p.name.startswith("wml_") and _seed(p.name) in DEV_SEEDS)]
     if foreign:
         raise SystemExit(f"{root}: {foreign[:3]} are not development-set NCCT cases (wml_<seed>, seeds "
                          f"{DEV_SEEDS.start}-{DEV_SEEDS.stop - 1}); the stress set is for reporting only "
@@ -44,9 +43,8 @@ def foreign_case_dirs(root: Path, n: int | None = None) -> list[Path]:
     """Heads of another generator in this layout (``devset.build --start 10000``: seeds 7 340 000+) to *train* on
     (``train_wml --extra-ncct``); SystemExit for any development-set or stress-set case, which must never be
     trained on."""
-    dirs = sorted(p for p in Path(root).iterdir() if p.is_dir() and (p / "truth.json").exists())
-    seeds = [int(p.name.partition("_")[2]) if p.name.partition("_")[2].isdigit() else -1 for p in dirs]
-    kept = [p.name for p, s in zip(dirs, seeds) if s in DEV_SEEDS or s in STRESS_SEEDS]
+    dirs = _case_dirs(root)
+    kept = [p.name for p in dirs if _seed(p.name) in DEV_SEEDS or _seed(p.name) in STRESS_SEEDS]
     if kept:
         raise SystemExit(f"{root}: {kept[:3]} are development or stress cases, which are never trained on")
     if not dirs:
@@ -54,13 +52,21 @@ def foreign_case_dirs(root: Path, n: int | None = None) -> list[Path]:
     return dirs[:n] if n else dirs
 
 
-def _is_dev_case(name: str) -> bool:
-    kind, _, seed = name.partition("_")
-    return kind == "wml" and seed.isdigit() and int(seed) in DEV_SEEDS
+def _case_dirs(root: Path) -> list[Path]:
+    """The case folders (those with a ``truth.json``) under ``root``, by name; none where ``root`` is no folder."""
+    root = Path(root)
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / "truth.json").exists()) if root.is_dir() else []
 
 
-def dev_ncct_case(case: Path) -> NcctCase:
-    """One development case as the evaluation's ``NcctCase``: the loaded volume and its truth in slice order."""
+def _seed(name: str) -> int | None:
+    """The seed of a case folder ``<task>_<seed>``; None for any other name."""
+    seed = name.partition("_")[2]
+    return int(seed) if seed.isdigit() else None
+
+
+def read_ncct_case(case: Path) -> NcctCase:
+    """One case folder of this layout (development or ``--extra-ncct``) as an ``NcctCase``: the loaded volume and
+    its truth in slice order."""
     import pydicom
 
     from svdmark import route, volume

@@ -114,7 +114,7 @@ def wml_cases(split: str, n: int, data_dir: Path | None = None):
     if split == DEV_SPLIT:
         if data_dir is None:
             raise SystemExit("--set dev reads the development set's cases: give --data DIR (python -m devset.build)")
-        return (devcases.dev_ncct_case(d) for d in devcases.dev_case_dirs(data_dir, n))
+        return (devcases.read_ncct_case(d) for d in devcases.dev_case_dirs(data_dir, n))
     return (data.ncct_case(s) for s in split_seeds(split, n))
 
 

@@ -22,12 +22,6 @@ def inherited_input(init_onnx: Path | None) -> dict:
     return {k: man["input"][k] for k in INHERITED_INPUT if k in man["input"]}
 
 
-def source_weights(is_atlas: list[bool], lesion_slices: list[int], atlas_share: float):
-    """Draw probabilities over the slice index and over its lesion slices that give the atlas heads
-    ``atlas_share`` of the crops of each kind, whatever the number of heads of each source."""
-    return source_shares([int(a) for a in is_atlas], lesion_slices, {0: 1.0 - atlas_share, 1: atlas_share})
-
-
 def source_shares(source: list[int], lesion_slices: list[int], shares: dict[int, float]):
     """Draw probabilities over the slice index and over its lesion slices that give each source (``source[q]``: the
     source of slice ``q``) its share of the crops of each kind; the shares of the sources present are renormalised

@@ -74,6 +74,15 @@ def load_cases(cases, n: int, split: str, log=print):
     return imgs, tgts, index, contrasts
 
 
+def _extend(imgs, tgts, index, contrasts, more) -> None:
+    """Append another source's ``load_cases`` result, its (stack, slice) index moved past the stacks already there."""
+    more_imgs, more_tgts, more_index, more_contrasts = more
+    index += [(v + len(imgs), k) for v, k in more_index]
+    imgs += more_imgs
+    tgts += more_tgts
+    contrasts += more_contrasts
+
+
 def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
     idx = np.clip(np.arange(k - ctx, k + ctx + 1), 0, stack.shape[0] - 1)
     return stack[idx]
@@ -90,7 +99,7 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
     re-rendered with a random scanner (``training.augment.randomise_ct``), scaled by the stack's lesion
     contrast from ``contrasts`` where given. ``min_contrast_hu``: every crop's lesion is at least that much
     darker than its white matter (``training.augment.lesion_contrast_floor``; None: as the generator drew it).
-    ``weights``: (over ``index``, over ``lesion_slices``) draw probabilities (``training.recipe.source_weights``);
+    ``weights``: (over ``index``, over ``lesion_slices``) draw probabilities (``training.recipe.source_shares``);
     None: uniform.
     """
     xs, ys = [], []
@@ -162,20 +171,12 @@ def train(args) -> dict:
     imgs, tgts, index, contrasts = load_split("train", args.n_train, log, args.cached_only)
     n_analytic = len(imgs)  # stacks from here on are atlas heads
     if args.n_train_atlas:  # the same draws on the MNI152 atlas head, so the net does not learn one head's shape
-        more_imgs, more_tgts, more_index, more_contrasts = load_split("train_atlas", args.n_train_atlas, log,
-                                                                      args.cached_only)
-        index += [(v + len(imgs), k) for v, k in more_index]
-        imgs += more_imgs
-        tgts += more_tgts
-        contrasts += more_contrasts
+        _extend(imgs, tgts, index, contrasts, load_split("train_atlas", args.n_train_atlas, log, args.cached_only))
     n_ours = len(imgs)  # stacks from here on are another generator's (--extra-ncct)
     if args.extra_ncct:
         dirs = devcases.foreign_case_dirs(args.extra_ncct, args.n_extra)
-        more = load_cases((devcases.dev_ncct_case(d) for d in dirs), len(dirs), "extra", log)
-        index += [(v + len(imgs), k) for v, k in more[2]]
-        imgs += more[0]
-        tgts += more[1]
-        contrasts += more[3]
+        _extend(imgs, tgts, index, contrasts,
+                load_cases((devcases.read_ncct_case(d) for d in dirs), len(dirs), "extra", log))
     lesion_slices = [q for q, (v, k) in enumerate(index) if float(tgts[v][k].max()) > 0.3]
     log(f"train slices {len(index)}, with lesion {len(lesion_slices)}", flush=True)
     source = [0 if v < n_analytic else 1 if v < n_ours else 2 for v, _ in index]  # analytic, atlas, extra

@@ -53,7 +53,7 @@ def test_a_development_case_loads_with_its_truth_in_slice_order(tmp_path):
             break
         seed += 1
     [case_dir] = [p for p in devcases.dev_case_dirs(tmp_path) if p.name == f"wml_{seed}"]
-    case = devcases.dev_ncct_case(case_dir)
+    case = devcases.read_ncct_case(case_dir)
     assert case.seed == seed and case.truth_fraction.shape == case.volume.shape
     ml = float(case.truth_fraction.sum(dtype=np.float64)) * case.volume.voxel_volume_mm3 / 1000.0
     assert ml == pytest.approx(truth["wml_ml"], rel=0.01)

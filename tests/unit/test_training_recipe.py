@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root holds training/
 
-from training.recipe import inherited_input, source_weights  # noqa: E402
+from training.recipe import inherited_input, source_shares  # noqa: E402
 
 
 def test_a_fine_tune_inherits_the_thin_slice_setting_of_its_base(tmp_path):
@@ -25,21 +25,20 @@ def test_a_fine_tune_inherits_the_thin_slice_setting_of_its_base(tmp_path):
     assert inherited_input(None) == {}
 
 
-def test_source_weights_give_the_atlas_heads_their_share_of_the_crops():
-    is_atlas = [False, False, False, True, True, False]
-    w, w_lesion = source_weights(is_atlas, [0, 3, 4], 0.25)
+def test_source_shares_give_the_atlas_heads_their_share_of_the_crops():
+    is_atlas = [0, 0, 0, 1, 1, 0]
+    atlas = {0: 0.75, 1: 0.25}  # analytic, atlas
+    w, w_lesion = source_shares(is_atlas, [0, 3, 4], atlas)
     assert np.isclose(w.sum(), 1) and np.isclose(w_lesion.sum(), 1)
     assert np.isclose(w[[3, 4]].sum(), 0.25) and np.allclose(w[[0, 1, 2, 5]], 0.75 / 4)
     assert np.allclose(w_lesion, [0.75, 0.125, 0.125])  # one analytic lesion slice, two atlas ones
-    w, w_lesion = source_weights([False, False], [1], 0.9)  # one source only: uniform
+    w, w_lesion = source_shares([0, 0], [1], {0: 0.1, 1: 0.9})  # one source only: uniform
     assert np.allclose(w, 0.5) and np.allclose(w_lesion, 1.0)
-    draws = np.random.default_rng(0).choice(len(is_atlas), 20000, p=source_weights(is_atlas, [0], 0.25)[0])
+    draws = np.random.default_rng(0).choice(len(is_atlas), 20000, p=source_shares(is_atlas, [0], atlas)[0])
     assert abs(np.isin(draws, [3, 4]).mean() - 0.25) < 0.01  # what sample_batch draws with them
 
 
 def test_source_shares_give_three_sources_their_shares_of_the_crops():
-    from training.recipe import source_shares
-
     source = [0, 0, 0, 0, 1, 1, 2]
     w, w_lesion = source_shares(source, [0, 4, 6], {0: 0.5, 1: 0.25, 2: 0.25})
     assert w.sum() == pytest.approx(1.0) and w_lesion.sum() == pytest.approx(1.0)
