@@ -19,6 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..config import Destination
 from ..nodelay import no_delay
+from .requestor import responses_to_sender
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class CStoreExporter:
                 _report(outcomes, SendOutcome(p, False, why), on_outcome)
             return outcomes
         no_delay(assoc)
+        responses_to_sender(assoc)
         try:
             accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
             for k, (path, ds) in enumerate(datasets):
@@ -188,6 +190,7 @@ def echo(host: str, port: int, called_ae: str, calling_ae: str = "SVDMARK", time
     assoc = ae.associate(host, port, ae_title=called_ae)
     if not assoc.is_established:
         return False, "association rejected" if assoc.is_rejected else "unreachable"
+    responses_to_sender(assoc)
     try:
         status = assoc.send_c_echo()
         code = getattr(status, "Status", None)
