@@ -1,4 +1,4 @@
-"""NCCT cases of the independent development set (``devset/``), read through the service's own stages.
+"""Cases of the independent development sets (``devset/``: NCCT and SWI), read through the service's own stages.
 
 The training generator's own splits cannot show how a model reads heads built differently, so choices made on
 them (post-processing, thresholds, which candidate ships) are blind to exactly what the stress set finds. The
@@ -6,9 +6,10 @@ development set is built by other code (``python -m devset.build``) for such cho
 (``stress/``, seeds 7 310 000+) stays for reporting only: this loader refuses any case that is not a development
 case, so no sweep, calibration or release rule can ever see it.
 
-A case directory is ``DIR/wml_<seed>/`` with ``dicom/*.dcm``, ``truth.json`` and ``truth.npz`` (``devset/README.md``);
-the series goes route → ``svdmark.volume.load`` exactly as ``svdmark serve`` reads it, and the truth fraction is
-put into the loaded slice order through the SOP Instance UIDs.
+A case directory is ``DIR/<task>_<seed>/`` with ``dicom/*.dcm``, ``truth.json`` and ``truth.npz`` (``wml``:
+``devset/README.md``; ``cmb``: ``devset/README_SWI.md``); the series goes route → ``svdmark.volume.load`` exactly as
+``svdmark serve`` reads it. An NCCT truth fraction is put into the loaded slice order through the SOP Instance
+UIDs; an SWI truth is a list of bleed centres in patient coordinates, which need no reordering.
 """
 from __future__ import annotations
 
@@ -17,22 +18,26 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import NcctCase
+from .data import NcctCase, SwiCase
 
 DEV_SEEDS = range(7_330_000, 7_340_000)  # devset.build's seeds (its BASE_SEED + case index)
 
 
-def dev_case_dirs(root: Path, n: int | None = None) -> list[Path]:
-    """The first ``n`` (all when None) development cases under ``root``, in seed order; SystemExit, naming the
-    directory, for anything else there that looks like a case (a stress case, another task) or for none at all."""
+BUILDERS = {"wml": "devset.build", "cmb": "devset.build_swi"}  # which module writes each task's cases
+
+
+def dev_case_dirs(root: Path, n: int | None = None, task: str = "wml") -> list[Path]:
+    """The first ``n`` (all when None) development cases of ``task`` under ``root``, in seed order; SystemExit,
+    naming the directory, for anything else there that looks like a case (a stress case, another task) or for
+    none at all."""
     dirs = _case_dirs(root)
-    foreign = [p.name for p in dirs if not (p.name.startswith("wml_") and _seed(p.name) in DEV_SEEDS)]
+    foreign = [p.name for p in dirs if not (p.name.startswith(f"{task}_") and _seed(p.name) in DEV_SEEDS)]
     if foreign:
-        raise SystemExit(f"{root}: {foreign[:3]} are not development-set NCCT cases (wml_<seed>, seeds "
+        raise SystemExit(f"{root}: {foreign[:3]} are not development-set {task} cases ({task}_<seed>, seeds "
                          f"{DEV_SEEDS.start}-{DEV_SEEDS.stop - 1}); the stress set is for reporting only "
                          "(stress.score)")
     if not dirs:
-        raise SystemExit(f"{root}: no development cases (build them: python -m devset.build --n 40 --out {root})")
+        raise SystemExit(f"{root}: no development cases (build them: python -m {BUILDERS[task]} --n 40 --out {root})")
     return dirs[:n] if n else dirs
 
 
@@ -64,9 +69,8 @@ def _seed(name: str) -> int | None:
     return int(seed) if seed.isdigit() else None
 
 
-def read_ncct_case(case: Path) -> NcctCase:
-    """One case folder of this layout (development or ``--extra-ncct``) as an ``NcctCase``: the loaded volume and
-    its truth in slice order."""
+def _read_series(case: Path, task: str):
+    """(truth.json, the case's series routed as ``task`` and loaded as ``svdmark serve`` loads it)."""
     import pydicom
 
     from svdmark import route, volume
@@ -76,11 +80,29 @@ def read_ncct_case(case: Path) -> NcctCase:
     datasets = tuple(pydicom.dcmread(str(f)) for f in sorted((case / "dicom").glob("*.dcm")))
     series = Series(str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID), datasets)
     decision = route.decide(series.header)
-    if decision.kind is not RouteKind.WML:
-        raise ValueError(f"{case.name}: routed {decision.kind.value} ({decision.rule_id}: {decision.reason}), not WML")
-    vol = volume.load(series)
+    expected = RouteKind.WML if task == "wml" else RouteKind.CMB
+    if decision.kind is not expected:
+        raise ValueError(f"{case.name}: routed {decision.kind.value} ({decision.rule_id}: {decision.reason}), "
+                         f"not {expected.value}")
+    return truth, volume.load(series)
+
+
+def read_ncct_case(case: Path) -> NcctCase:
+    """One case folder of this layout (development or ``--extra-ncct``) as an ``NcctCase``: the loaded volume and
+    its truth in slice order."""
+    truth, vol = _read_series(case, "wml")
     k_of = {uid: k for k, uid in enumerate(truth["sop_uids"])}
     with np.load(case / "truth.npz") as z:
         fraction = z["fraction"].astype(np.float32)[[k_of[fr.sop_instance_uid] for fr in vol.frames]]
     params = {k: truth[k] for k in ("slice_thickness", "tilt_deg", "vendor", "phenotype", "atrophy") if k in truth}
     return NcctCase(int(truth["seed"]), params, vol, fraction, float(truth["wml_ml"]))
+
+
+def read_swi_case(case: Path) -> SwiCase:
+    """One SWI development case as a ``SwiCase``: the loaded volume and its bleeds (centre in patient mm, true
+    diameter, location)."""
+    truth, vol = _read_series(case, "cmb")
+    bleeds = [dict(center_mm=tuple(float(v) for v in b["center_mm"]), diameter_mm=float(b["diameter_mm"]),
+                   location=str(b["location"])) for b in truth["microbleeds"]]
+    params = {k: truth[k] for k in ("slice_thickness", "tilt_deg", "vendor", "field_t", "atrophy") if k in truth}
+    return SwiCase(int(truth["seed"]), params, vol, bleeds, None)

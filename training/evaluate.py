@@ -4,7 +4,8 @@
     .venv/bin/python -m training.evaluate --task wml --set heldout --n 40
     .venv/bin/python -m training.evaluate --task cmb --set val --n 20 --sweep   # threshold sweep (val only)
     .venv/bin/python -m training.evaluate --task wml --set val --n 16 --sweep   # floor / support sweep (val only)
-    .venv/bin/python -m training.evaluate --task wml --set dev --data /work/dev_data --sweep   # independent dev set
+    .venv/bin/python -m training.evaluate --task wml --set dev --data /work/dev_data/choose --sweep  # independent dev set
+    .venv/bin/python -m training.evaluate --task cmb --set dev --data /work/dev_swi/choose --sweep   # its SWI half
     # a sweep's JSON ends in -sweep.json; training.operating_point writes its choice into the manifest
 
 WML: volume MAE (mL), Pearson r, Dice on cases with truth ≥ 1 mL.
@@ -60,7 +61,7 @@ def split_seeds(split: str, n: int) -> list[int]:
 
 
 REPORTED_SPLITS = {"heldout", "heldout_b", "shifted"}
-DEV_SPLIT = "dev"  # the independent development set (training.devcases): NCCT only, choices allowed
+DEV_SPLIT = "dev"  # the independent development sets (training.devcases): choices allowed
 
 
 def refuse_reported(split: str, why: str) -> None:
@@ -108,14 +109,27 @@ def _wml_sweep_case(volume, fraction, truth_mask, slab_group: int = 1) -> dict:
     return {"volumes": vols, "dice": dices}
 
 
+def _dev_cases(task: str, n: int, data_dir: Path | None):
+    if data_dir is None:
+        raise SystemExit(f"--set dev reads the development set's cases: give --data DIR "
+                         f"(python -m {devcases.BUILDERS[task]})")
+    read = devcases.read_ncct_case if task == "wml" else devcases.read_swi_case
+    return (read(d) for d in devcases.dev_case_dirs(data_dir, n, task))
+
+
 def wml_cases(split: str, n: int, data_dir: Path | None = None):
     """The NCCT cases of a split, one at a time: the generator's cache, or for ``dev`` the independent development
     set's DICOM cases under ``data_dir`` (``training.devcases``; choices may be made there)."""
     if split == DEV_SPLIT:
-        if data_dir is None:
-            raise SystemExit("--set dev reads the development set's cases: give --data DIR (python -m devset.build)")
-        return (devcases.read_ncct_case(d) for d in devcases.dev_case_dirs(data_dir, n))
+        return _dev_cases("wml", n, data_dir)
     return (data.ncct_case(s) for s in split_seeds(split, n))
+
+
+def cmb_cases(split: str, n: int, data_dir: Path | None = None):
+    """The SWI cases of a split, one at a time (as :func:`wml_cases`)."""
+    if split == DEV_SPLIT:
+        return _dev_cases("cmb", n, data_dir)
+    return (data.swi_case(s) for s in split_seeds(split, n))
 
 
 def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, sweep: bool = False,
@@ -242,14 +256,14 @@ def _counts_at(spec, case, out) -> dict:
 
 
 def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, sweep: bool = False,
-             baseline: bool = True) -> dict:
+             baseline: bool = True, data_dir: Path | None = None) -> dict:
     spec = registry.active(Task.CMB)
     if sweep:
         refuse_sweep_on_reported(split, "the operating threshold")
     rows = []
     outs = []
-    for s in split_seeds(split, n):
-        case = data.swi_case(s)
+    for case in cmb_cases(split, n, data_dir):
+        s = case.seed
         t = time.perf_counter()
         f, out = cmb_detect_model(spec, runtime, case)
         secs = time.perf_counter() - t
@@ -270,6 +284,8 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
               f"| grade {g}/{r['grade_model']}/{r['grade_baseline']} ({secs:.1f} s, {len(out.candidates)} cand)",
               flush=True)
     res = {"model_label": spec.label, "sha256": spec.sha256, "split": split, "n": len(rows), "cases": rows}
+    if split == DEV_SPLIT:
+        res["data"] = str(data_dir)
     nt = sum(r["n_truth"] for r in rows)
     res["baseline"] = None  # not run (--no-baseline): no figures rather than zeros
     for who, k in (("model", ""), ("baseline", "b_")) if baseline else (("model", ""),):
@@ -337,8 +353,9 @@ def report(res_w, res_c):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", default="heldout", help=f"a split, or several joined by commas: {sorted(data.SPLITS)}; "
-                    "or 'dev' (WML only): the independent development set under --data")
-    ap.add_argument("--data", type=Path, default=None, help="--set dev: the folder devset.build wrote")
+                    "or 'dev': the independent development set under --data")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="--set dev: the folder devset.build (wml) or devset.build_swi (cmb) wrote")
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--task", choices=["wml", "cmb", "both"], default="both")
     ap.add_argument("--sweep", action="store_true")
@@ -350,11 +367,12 @@ def main(argv=None):
     tta = None if args.tta is None else [t for t in args.tta.split(",") if t]
     rt = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
     reg = ModelRegistry(args.models)
-    if args.set == DEV_SPLIT and args.task != "wml":
-        raise SystemExit("the development set holds NCCT cases only: --set dev needs --task wml")
+    if args.set == DEV_SPLIT and args.task == "both":
+        raise SystemExit("a development-set folder holds one task's cases: --set dev needs --task wml or --task cmb")
     rw = eval_wml(args.set, args.n, rt, reg, args.sweep, not args.no_baseline, tta, args.data) \
         if args.task in ("wml", "both") else None
-    rc = eval_cmb(args.set, args.n, rt, reg, args.sweep, not args.no_baseline) if args.task in ("cmb", "both") else None
+    rc = eval_cmb(args.set, args.n, rt, reg, args.sweep, not args.no_baseline, args.data) \
+        if args.task in ("cmb", "both") else None
     text = report(rw, rc)
     print(text)
     RUNS.mkdir(exist_ok=True)

@@ -37,11 +37,22 @@ def test_cases_come_in_seed_order_and_n_takes_the_first(tmp_path):
     assert [p.name for p in devcases.dev_case_dirs(tmp_path, 2)] == ["wml_7330000", "wml_7330001"]
 
 
-def test_evaluate_needs_the_folder_and_the_wml_task(tmp_path):
-    with pytest.raises(SystemExit, match="--data"):
+def test_evaluate_needs_the_folder_and_one_task(tmp_path):
+    with pytest.raises(SystemExit, match="--data.*devset.build"):
         list(evaluate.wml_cases("dev", 1))
-    with pytest.raises(SystemExit, match="--task wml"):
-        evaluate.main(["--set", "dev", "--data", str(tmp_path), "--task", "cmb"])
+    with pytest.raises(SystemExit, match="--data.*devset.build_swi"):
+        list(evaluate.cmb_cases("dev", 1))
+    with pytest.raises(SystemExit, match="--task wml or --task cmb"):
+        evaluate.main(["--set", "dev", "--data", str(tmp_path), "--task", "both"])
+
+
+def test_a_case_of_the_other_task_is_refused(tmp_path):
+    _fake_case(tmp_path, "cmb_7335000")
+    _fake_case(tmp_path, "wml_7330000")
+    with pytest.raises(SystemExit, match=r"wml_7330000.*not development-set cmb cases"):
+        devcases.dev_case_dirs(tmp_path, task="cmb")
+    with pytest.raises(SystemExit, match="devset.build_swi"):
+        devcases.dev_case_dirs(tmp_path / "none", task="cmb")
 
 
 def test_a_development_case_loads_with_its_truth_in_slice_order(tmp_path):
