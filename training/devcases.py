@@ -91,11 +91,17 @@ def read_ncct_case(case: Path) -> NcctCase:
     """One case folder of this layout (development or ``--extra-ncct``) as an ``NcctCase``: the loaded volume and
     its truth in slice order."""
     truth, vol = _read_series(case, "wml")
-    k_of = {uid: k for k, uid in enumerate(truth["sop_uids"])}
-    with np.load(case / "truth.npz") as z:
-        fraction = z["fraction"].astype(np.float32)[[k_of[fr.sop_instance_uid] for fr in vol.frames]]
+    fraction = truth_array(case, truth, vol, "fraction").astype(np.float32)
     params = {k: truth[k] for k in ("slice_thickness", "tilt_deg", "vendor", "phenotype", "atrophy") if k in truth}
     return NcctCase(int(truth["seed"]), params, vol, fraction, float(truth["wml_ml"]))
+
+
+def truth_array(case: Path, truth: dict, vol, key: str) -> np.ndarray:
+    """The case's ``truth.npz[key]`` (written slice order) in the loaded volume's slice order, through the SOP
+    Instance UIDs."""
+    k_of = {uid: k for k, uid in enumerate(truth["sop_uids"])}
+    with np.load(case / "truth.npz") as z:
+        return z[key][[k_of[fr.sop_instance_uid] for fr in vol.frames]]
 
 
 def read_swi_case(case: Path) -> SwiCase:

@@ -98,3 +98,25 @@ def test_development_and_stress_cases_are_never_trained_on(tmp_path):
         with pytest.raises(SystemExit, match="never trained on"):
             devcases.foreign_case_dirs(tmp_path)
         (tmp_path / name / "truth.json").unlink()
+
+
+def test_visibility_auc_tells_separable_from_invisible():
+    from training import visibility
+
+    rng = np.random.default_rng(1)
+    normal = rng.normal(25.0, 3.0, 5000)
+    assert visibility._auc(normal, normal - 30.0) == pytest.approx(1.0)
+    assert visibility._auc(normal, rng.normal(25.0, 3.0, 5000)) == pytest.approx(0.5, abs=0.03)
+    assert visibility._auc(normal, normal + 30.0) == pytest.approx(0.0)
+
+
+def test_visibility_of_a_development_case(tmp_path):
+    build = pytest.importorskip("devset.build")
+    from training import visibility
+
+    seed = 7330000
+    while build.build_case(seed, tmp_path, small=True)["wml_ml"] < 1.0:  # a case with a lesion core to measure
+        seed += 1
+    r = visibility.case_visibility(tmp_path / f"wml_{seed}")
+    assert r["seed"] == seed and 0.0 <= r["visible_ml"] <= r["truth_ml"] + 1e-6
+    assert r["wm_sd_hu"] > 0 and (r["auc"] is None or 0.0 <= r["auc"] <= 1.0)

@@ -1,0 +1,117 @@
+"""How much of a development case's lesion volume the image shows at all: a ceiling for any reader.
+
+A model can only be asked for what the pixels hold. For each NCCT development case this measures, against the
+case's own normal white matter (tissue label 1, no lesion, eroded by 2 voxels): the lesion core's contrast
+(mean HU where the truth fraction is ≥ 0.9), the voxel noise, their ratio (CNR), and the *visible* volume: the
+truth volume in voxels whose in-plane smoothed HU (Gaussian, σ = 1.5 mm, a reader's squint) lies more than two
+smoothed-noise SDs below the normal white-matter mean; and how well the smoothed HU alone tells lesion core from
+normal white matter (ROC AUC: 0.5 is invisible, 1.0 separable by intensity alone). Normal white matter that is
+visibly dark by the same rule (beam hardening, cupping, partial volume) is reported too: it is what a reader
+must tell apart from lesion by shape and place. Given a run of ``training.evaluate --set dev`` on the same
+folder, each model read is set beside it, so an under-read of lesion the image shows is told apart from lesion
+no reader could see.
+
+    .venv/bin/python -m training.visibility --data /work/dev_data/judge \\
+        --eval training/runs/eval_wml_dev-judge_30_wml-ncct-1.12.0-tta-lr.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from . import devcases
+
+RUNS = Path(__file__).resolve().parent / "runs"
+SQUINT_MM = 1.5  # in-plane Gaussian σ of the smoothed image
+K_SD = 2.0  # a smoothed voxel is "visibly dark" below the normal WM mean minus this many smoothed SDs
+CORE = 0.9  # truth fraction of the lesion core whose contrast is measured
+BINS = ((0.0, 1.0, "< 1 mL"), (1.0, 10.0, "1-10 mL"), (10.0, 25.0, "10-25 mL"), (25.0, 1e9, "> 25 mL"))
+
+
+def case_visibility(case: Path) -> dict:
+    """The figures of one development case (module doc)."""
+    truth, vol = devcases._read_series(case, "wml")
+    hu = np.asarray(vol.array, np.float32)
+    fraction = devcases.truth_array(case, truth, vol, "fraction").astype(np.float32)
+    labels = devcases.truth_array(case, truth, vol, "labels")
+    normal = ndimage.binary_erosion((labels == 1) & (fraction == 0), iterations=2)
+    sigma = (0.0, SQUINT_MM / vol.pixel_spacing[0], SQUINT_MM / vol.pixel_spacing[1])
+    smooth = ndimage.gaussian_filter(hu, sigma)
+    wm_mean, wm_sd, wm_sd_smooth = float(hu[normal].mean()), float(hu[normal].std()), float(smooth[normal].std())
+    core = fraction >= CORE
+    contrast = wm_mean - float(hu[core].mean()) if core.sum() >= 20 else None  # too few voxels: no figure
+    visible = smooth < wm_mean - K_SD * wm_sd_smooth
+    auc = _auc(smooth[normal], smooth[core]) if core.sum() >= 20 else None
+    ml = vol.voxel_volume_mm3 / 1000.0
+    return dict(seed=int(truth["seed"]), truth_ml=float(truth["wml_ml"]), visible_ml=float(fraction[visible].sum()) * ml,
+                contrast_hu=contrast, wm_sd_hu=wm_sd, auc=auc, cnr=None if contrast is None else contrast / wm_sd,
+                slice_thickness=truth["slice_thickness"], atrophy=truth["atrophy"],
+                # normal tissue that looks like lesion: the floor of a reader that takes what is visibly dark
+                dark_normal_ml=float(((labels == 1) & (fraction == 0) & visible).sum()) * ml)
+
+
+def _auc(normal: np.ndarray, lesion: np.ndarray, n: int = 20000) -> float:
+    """P(a lesion-core voxel is darker than a normal one), on at most ``n`` voxels of each (fixed seed)."""
+    rng = np.random.default_rng(0)
+    a = rng.choice(normal, min(n, normal.size), replace=False)
+    b = rng.choice(lesion, min(n, lesion.size), replace=False)
+    ranks = np.argsort(np.argsort(np.concatenate([b, a]), kind="stable"), kind="stable") + 1.0
+    u = ranks[:b.size].sum() - b.size * (b.size + 1) / 2  # lesion ranks low when darker
+    return float(1.0 - u / (a.size * b.size))
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {}
+    for lo, hi, name in BINS:
+        sel = [r for r in rows if lo <= r["truth_ml"] < hi]
+        if not sel:
+            continue
+        truth = sum(r["truth_ml"] for r in sel)
+        entry = {"n": len(sel), "truth_ml": truth, "visible_share": sum(r["visible_ml"] for r in sel) / truth
+                 if truth else None}
+        if all("model_ml" in r for r in sel):
+            entry["model_share"] = sum(r["model_ml"] for r in sel) / truth if truth else None
+            entry["model_mae_ml"] = float(np.mean([abs(r["model_ml"] - r["truth_ml"]) for r in sel]))
+        out[name] = entry
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="a development-set folder (devset.build)")
+    ap.add_argument("--eval", type=Path, default=None, help="training.evaluate --set dev run on the same folder")
+    ap.add_argument("--n", type=int, default=None)
+    args = ap.parse_args(argv)
+    reads = {}
+    if args.eval is not None:
+        run = json.loads(args.eval.read_text())
+        reads = {r["seed"]: r["model"] for r in run["cases"]}
+    rows = []
+    for case in devcases.dev_case_dirs(args.data, args.n):
+        r = case_visibility(case)
+        if r["seed"] in reads:
+            r["model_ml"] = reads[r["seed"]]
+        rows.append(r)
+        cnr = "  n/a" if r["cnr"] is None else f"{r['cnr']:5.2f}"
+        auc = "  n/a" if r["auc"] is None else f"{r['auc']:5.2f}"
+        read = f" model {r['model_ml']:6.2f}" if "model_ml" in r else ""
+        print(f"  {r['seed']}: truth {r['truth_ml']:6.2f} visible {r['visible_ml']:6.2f}{read} mL  CNR {cnr}  AUC {auc}  "
+              f"dark normal WM {r['dark_normal_ml']:5.2f} mL  ({r['slice_thickness']} mm)", flush=True)
+    res = {"data": str(args.data), "eval": str(args.eval) if args.eval else None, "squint_mm": SQUINT_MM,
+           "k_sd": K_SD, "cases": rows, "by_bin": summarise(rows)}
+    for name, e in res["by_bin"].items():
+        print(f"  {name:9s} n={e['n']:2d}: visible {e['visible_share']:.2f} of truth"
+              + (f", model reads {e['model_share']:.2f} of truth (MAE {e['model_mae_ml']:.2f} mL)"
+                 if "model_share" in e else ""))
+    RUNS.mkdir(exist_ok=True)
+    label = f"_{args.eval.stem.removeprefix('eval_wml_')}" if args.eval else ""
+    (RUNS / f"visibility_{args.data.name}{label}.json").write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
