@@ -132,7 +132,7 @@ def draw(rng: np.random.Generator, small: bool) -> MRAcq:
         dropout=float(np.clip(rng.uniform(0.35, 0.8) * np.sqrt(b0 / 3.0) * np.sqrt(te_eff / 20.0), 0.15, 0.92)),
         dropout_len=float(rng.uniform(3.0, 8.0)), band_period=float(rng.uniform(3.0, 6.0)),
         tex_wm=float(rng.uniform(0.01, 0.04)), tex_gm=float(rng.uniform(0.01, 0.05)),
-        vein_mag=float(np.clip(rng.uniform(0.2, 0.55) * (b0 / 3.0) ** 0.3 * tf ** 0.3, 0.1, 0.75)),
+        vein_mag=float(np.clip(rng.uniform(0.3, 0.7) * (b0 / 3.0) ** 0.3 * tf ** 0.3, 0.1, 0.75)),
         vein_pm=float(rng.uniform(0.08, 0.25)),
         vein_widen=float(np.clip((1.0 + 0.3 * (b0 / 1.5) ** 0.7 * tf ** 0.5) * rng.uniform(0.8, 1.2), 1.0, 2.2)),
         artery_dark=float(rng.uniform(0.6, 0.9) if tech == "fsbb" else rng.uniform(-0.15, 0.35)),
@@ -182,6 +182,7 @@ def geometry(rng: np.random.Generator, acq: MRAcq, ph: A.Phantom, small: bool) -
     g = ph.grid
     par = np.argwhere(np.isin(ph.labels[::3, ::3, ::3], (A.WM, A.GM, A.CBL, A.BSTEM, A.VENT)))
     u = par[:, ::-1] * 3 * g.h + g.origin
+    u = u[u[:, 2] > -64.0 * ph.scale[2]]  # the brain down to the lower cerebellum / medulla, not the cord
     if small:
         u = u[(u[:, 2] > -8.0) & (u[:, 2] < 30.0)]
     proj = (u @ R.T + t) @ normal
