@@ -71,10 +71,9 @@ def draw_plan(rng: np.random.Generator) -> dict:
     specs = specs[:count]
     while len(specs) < count:
         specs.append(dict(kind="single", loc=str(rng.choice(LOCS, p=pl)), d=float(1.5 + 6.5 * rng.beta(1.2, 5.0))))
-    order = rng.permutation(len(specs))  # which ones survive truncation is already fixed; shuffle shapes only
-    for s, o in zip(specs, order):
+    for s in specs:
         s["axes"] = [float(x) for x in rng.uniform(0.85, 1.2, 3)]
-        s["rot_seed"] = int(o)
+        s["rot"] = np.linalg.qr(rng.normal(size=(3, 3)))[0]
     return dict(count=count, grade=grade(count), pattern=pattern, specs=specs)
 
 
@@ -201,9 +200,8 @@ class Placer:
                     break
         if c is None:
             return None
-        q, _ = np.linalg.qr(np.random.default_rng(spec["rot_seed"] + 17).normal(size=(3, 3)))
         b = Bleed(c=np.asarray(c, float), r=r, rb=rb, loc=loc, kind=kind, group=spec.get("group", -1),
-                  axes=np.asarray(spec["axes"]) / np.prod(spec["axes"]) ** (1 / 3), rot=q)
+                  axes=np.asarray(spec["axes"]) / np.prod(spec["axes"]) ** (1 / 3), rot=spec["rot"])
         self.placed.append(b)
         if kind == "pair":
             cluster_centres[("pair", spec["group"])] = b

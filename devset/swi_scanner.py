@@ -95,7 +95,7 @@ def draw(rng: np.random.Generator, small: bool) -> MRAcq:
         te_eff = te
     thickness = float(rng.choice(THICK[vendor]))
     overlap = rng.random() < (0.7 if vendor == "GE" else 0.3)
-    spacing = thickness * (float(rng.choice([0.5, 0.6, 0.75])) if overlap else 1.0)
+    spacing = round(thickness * (float(rng.choice([0.5, 0.6, 0.75])) if overlap else 1.0), 3)
     mi = int(rng.choice(len(MATRIX), p=[0.2, 0.15, 0.25, 0.15, 0.25]))
     matrix, p0, p1 = MATRIX[mi]
     ps = float(rng.uniform(p0, p1))

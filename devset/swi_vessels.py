@@ -126,14 +126,13 @@ def _cortical(rng, ph, L: Lattice, n: int) -> list[Vessel]:
 
 
 def _medullary(rng, ph, L: Lattice, n: int) -> list[Vessel]:
-    wm = ph.labels == A.WM
-    junc = wm & ndimage.binary_dilation(ph.labels == A.GM, iterations=2)
-    idx = np.argwhere(junc)
+    idx = np.argwhere(ph.labels == A.WM)
     if len(idx) == 0:
         return []
-    start = idx[rng.integers(0, len(idx), n)][:, ::-1] * ph.grid.h + ph.grid.origin
+    start = idx[rng.integers(0, len(idx), 6 * n)][:, ::-1] * ph.grid.h + ph.grid.origin
     start = start + rng.uniform(-0.5, 0.5, start.shape) * ph.grid.h
-    start = start[(L.at(L.dv, start) > 8.0) & (start[:, 2] > -20)]
+    dv, dp = L.at(L.dv, start), L.at(L.depth, start)
+    start = start[(dv > 10.0) & (dv < 40.0) & (dp > 4.0) & (dp < 9.0) & (start[:, 2] > -20)][:n]
 
     def step(p, d):
         to = -L.grad(L.gdv, p)
@@ -145,7 +144,8 @@ def _medullary(rng, ph, L: Lattice, n: int) -> list[Vessel]:
 
     def alive(q, s):
         lab = label_at(ph, q)
-        return (L.at(L.dv, q) > 2.0) & (s < lmax) & np.isin(lab, (A.WM, A.CAUD, A.THAL, A.PUT))
+        ok = np.isin(lab, (A.WM, A.GM, A.CAUD, A.THAL, A.PUT, A.PALL))
+        return (L.at(L.dv, q) > 2.0) & (s < lmax) & ok
 
     out = []
     for i, path in enumerate(_walks(rng, start, step, 50, alive)):
