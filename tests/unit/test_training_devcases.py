@@ -120,3 +120,24 @@ def test_visibility_of_a_development_case(tmp_path):
     r = visibility.case_visibility(tmp_path / f"wml_{seed}")
     assert r["seed"] == seed and 0.0 <= r["visible_ml"] <= r["truth_ml"] + 1e-6
     assert r["wm_sd_hu"] > 0 and (r["auc"] is None or 0.0 <= r["auc"] <= 1.0)
+
+
+def test_an_swi_development_case_loads_with_its_bleeds(tmp_path):
+    build_swi = pytest.importorskip("devset.build_swi")
+
+    seed = next(build_swi.SEED_BASE + i for i in range(200)
+                if build_swi.plan(build_swi.SEED_BASE + i, small=True)["count"] > 0)  # bleeds to line up
+    truth = build_swi.build_case(seed, tmp_path, small=True)
+    [case_dir] = devcases.dev_case_dirs(tmp_path, task="cmb")
+    case = devcases.read_swi_case(case_dir)
+    assert case.seed == seed and len(case.bleeds) == truth["count"] > 0
+    # each centre lies inside the loaded volume's grid, where serve's detector would look for it
+    vol = case.volume
+    axes = np.column_stack([vol.slice_step, vol.pixel_spacing[0] * np.asarray(vol.column_direction),
+                            vol.pixel_spacing[1] * np.asarray(vol.row_direction)])
+    for b, written in zip(case.bleeds, truth["microbleeds"]):
+        assert b["center_mm"] == pytest.approx(written["center_mm"]) and b["diameter_mm"] == written["diameter_mm"]
+        kij = np.linalg.solve(axes, np.asarray(b["center_mm"]) - vol.positions[0])
+        assert np.all(kij > -0.5) and np.all(kij < np.array(vol.shape) - 0.5)
+    with pytest.raises(ValueError, match="not wml"):
+        devcases.read_ncct_case(case_dir)
