@@ -22,7 +22,6 @@ from devset import swi_contrast as C
 from devset import swi_dicom as D
 from devset import swi_scanner as S
 from devset import swi_vessels as V
-from devset.fields import upsample_linear
 
 SEED_BASE = 7335000
 GENERATOR_VERSION = "devset-swi-1"

@@ -54,14 +54,71 @@ def draw_style(rng: np.random.Generator, vendor: str, kernel_class: str, thickne
 
 
 def _ds(v: float) -> str:
+    """A DICOM decimal string: at most six decimals, no trailing zeros."""
     s = f"{v:.6f}".rstrip("0").rstrip(".")
     return "0" if s in ("-0", "") else s
 
 
-def uid(seed: int, what: str) -> str:
+def uid(seed: int, what: str, namespace: str = "devset") -> str:
     """A deterministic UUID-derived UID (2.25.<128-bit integer>) of the seed and a role."""
-    digest = hashlib.sha256(f"devset:{seed}:{what}".encode()).hexdigest()[:32]
+    digest = hashlib.sha256(f"{namespace}:{seed}:{what}".encode()).hexdigest()[:32]
     return "2.25." + str(int(digest, 16))
+
+
+def series_names(seed: int, n: int, rng: np.random.Generator, namespace: str = "devset"):
+    """((study, series, frame of reference) UIDs, the n SOP Instance UIDs in slice order, the shuffled file numbers)."""
+    uids = uid(seed, "study", namespace), uid(seed, "series", namespace), uid(seed, "for", namespace)
+    return uids, [uid(seed, f"sop:{k}", namespace) for k in range(n)], rng.permutation(n) + 1
+
+
+def new_slice_file(path: Path, sop_class: str, sop: str, version: str) -> FileDataset:
+    """An empty Part 10 data set for one slice: File Meta (Explicit VR Little Endian) and character set."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = "1.2.826.0.1.3680043.8.498.1"
+    meta.ImplementationVersionName = version
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop
+    return ds
+
+
+def set_patient_study(ds, style: dict, modality: str, accession: str, patient: tuple[str, str],
+                      study_description: str) -> None:
+    """The synthetic patient (``patient``: name, ID; no real person, an empty birth date), the study and the
+    equipment."""
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = style["date"]
+    ds.AccessionNumber = accession
+    ds.Modality = modality
+    ds.Manufacturer = style["manufacturer"]
+    ds.InstitutionName = "DEVSET SYNTHETIC"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = study_description
+    ds.SeriesDescription = style["description"]
+    ds.ManufacturerModelName = style["model"]
+    ds.PatientName, ds.PatientID = patient
+    ds.PatientBirthDate = ""
+    ds.PatientSex = style["sex"]
+    ds.PatientAge = f"{style['age']:03d}Y"
+    if style["body_part"]:
+        ds.BodyPartExamined = style["body_part"]
+
+
+def set_frame(ds, uids: tuple[str, str, str], k: int, n: int, style: dict, series_number: str, ipp: list,
+              iop: list) -> None:
+    """Study, series and frame of reference UIDs, numbering and the slice's position (``uids``: study, series,
+    frame of reference)."""
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = uids
+    ds.StudyID = "1"
+    ds.SeriesNumber = series_number
+    ds.AcquisitionNumber = "1"
+    ds.InstanceNumber = str(n - k if style["number_from_top"] else k + 1)
+    ds.ImagePositionPatient = ipp
+    ds.ImageOrientationPatient = iop
+    ds.PositionReferenceIndicator = ""
 
 
 def write_series(out_dir: Path, seed: int, img: np.ndarray, outside: np.ndarray, geo, acq, style: dict,
@@ -69,9 +126,7 @@ def write_series(out_dir: Path, seed: int, img: np.ndarray, outside: np.ndarray,
     """Write one file per slice; returns the SOPInstanceUIDs in slice order (ascending along the normal)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     n = img.shape[0]
-    study, series, frame = uid(seed, "study"), uid(seed, "series"), uid(seed, "for")
-    sops = [uid(seed, f"sop:{k}") for k in range(n)]
-    names = rng.permutation(n) + 1
+    uids, sops, names = series_names(seed, n, rng)
     slope, icpt = 1.0, style["intercept"]
     lo, hi = (0, 65535) if style["unsigned"] else (-32768, 32767)
     pad = int(round(style["pad_hu"] - icpt))
@@ -81,35 +136,11 @@ def write_series(out_dir: Path, seed: int, img: np.ndarray, outside: np.ndarray,
         stored = np.clip(stored, lo, hi)
         stored[outside] = pad
         arr = stored.astype(np.uint16 if style["unsigned"] else np.int16)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-        meta.MediaStorageSOPInstanceUID = sops[k]
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = "1.2.826.0.1.3680043.8.498.1"
-        meta.ImplementationVersionName = "DEVSET_1"
-        ds = FileDataset(str(out_dir / f"IM{names[k]}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds = new_slice_file(out_dir / f"IM{names[k]}.dcm", CT_IMAGE_STORAGE, sops[k], "DEVSET_1")
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.SOPClassUID = CT_IMAGE_STORAGE
-        ds.SOPInstanceUID = sops[k]
-        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = style["date"]
+        set_patient_study(ds, style, "CT", f"DEV{seed}", (f"DEVSET^{seed}", f"DEVSET{seed}"), "CT HEAD")
         ds.StudyTime = ds.SeriesTime = "101500"
         ds.AcquisitionTime = ds.ContentTime = f"1016{k % 60:02d}"
-        ds.AccessionNumber = f"DEV{seed}"
-        ds.Modality = "CT"
-        ds.Manufacturer = style["manufacturer"]
-        ds.InstitutionName = "DEVSET SYNTHETIC"
-        ds.ReferringPhysicianName = ""
-        ds.StudyDescription = "CT HEAD"
-        ds.SeriesDescription = style["description"]
-        ds.ManufacturerModelName = style["model"]
-        ds.PatientName = f"DEVSET^{seed}"
-        ds.PatientID = f"DEVSET{seed}"
-        ds.PatientBirthDate = ""
-        ds.PatientSex = style["sex"]
-        ds.PatientAge = f"{style['age']:03d}Y"
-        if style["body_part"]:
-            ds.BodyPartExamined = style["body_part"]
         ds.SliceThickness = _ds(acq.thickness)
         ds.KVP = str(acq.kvp)
         ds.SoftwareVersions = style["software"]
@@ -123,16 +154,7 @@ def write_series(out_dir: Path, seed: int, img: np.ndarray, outside: np.ndarray,
         ds.FilterType = "HEAD FILTER"
         ds.PatientPosition = "HFS"
         ds.CTDIvol = round(float(acq.ctdi_mgy), 2)
-        ds.StudyInstanceUID = study
-        ds.SeriesInstanceUID = series
-        ds.StudyID = "1"
-        ds.SeriesNumber = "2"
-        ds.AcquisitionNumber = "1"
-        ds.InstanceNumber = str(n - k if style["number_from_top"] else k + 1)
-        ds.ImagePositionPatient = [_ds(v) for v in geo.ipp[k]]
-        ds.ImageOrientationPatient = iop
-        ds.FrameOfReferenceUID = frame
-        ds.PositionReferenceIndicator = ""
+        set_frame(ds, uids, k, n, style, "2", [_ds(v) for v in geo.ipp[k]], iop)
         ds.SliceLocation = _ds(float(geo.ipp[k] @ geo.normal))
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"

@@ -5,12 +5,11 @@ UIDs are 2.25.<UUID-derived integer> from the seed and a role (no real patient d
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from devset import dicomio
+from devset.dicomio import _ds, set_patient_study
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
@@ -62,14 +61,7 @@ def draw_style(rng: np.random.Generator, acq) -> dict:
         number_from_top=bool(rng.random() < 0.3), series_number=int(rng.integers(3, 30)))
 
 
-def _ds(v: float) -> str:
-    s = f"{v:.6f}".rstrip("0").rstrip(".")
-    return "0" if s in ("-0", "") else s
-
-
-def uid(seed: int, what: str) -> str:
-    digest = hashlib.sha256(f"devset-swi:{seed}:{what}".encode()).hexdigest()[:32]
-    return "2.25." + str(int(digest, 16))
+NAMESPACE = "devset-swi"  # of its UIDs (devset.dicomio.uid)
 
 
 def to_stored(img: np.ndarray, style: dict) -> tuple[np.ndarray, float]:
@@ -87,44 +79,18 @@ def write_series(out_dir: Path, seed: int, img: np.ndarray, geo, acq, style: dic
     """One file per slice; returns SOPInstanceUIDs in slice order (ascending along the normal)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     n = img.shape[0]
-    study, series, frame = uid(seed, "study"), uid(seed, "series"), uid(seed, "for")
-    sops = [uid(seed, f"sop:{k}") for k in range(n)]
-    names = rng.permutation(n) + 1
+    uids, sops, names = dicomio.series_names(seed, n, rng, namespace=NAMESPACE)
     stored, slope = to_stored(img, style)
     iop = [_ds(round(v, 6)) for v in (*geo.row, *geo.col)]
     freq = 42.577478 * acq.field_t * (1 + rng.uniform(-2e-6, 2e-6))
     for k in range(n):
         arr = stored[k]
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
-        meta.MediaStorageSOPInstanceUID = sops[k]
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = "1.2.826.0.1.3680043.8.498.1"
-        meta.ImplementationVersionName = "DEVSET_SWI_1"
-        ds = FileDataset(str(out_dir / f"IM{names[k]}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds = dicomio.new_slice_file(out_dir / f"IM{names[k]}.dcm", MR_IMAGE_STORAGE, sops[k], "DEVSET_SWI_1")
         ds.ImageType = style["image_type"]
-        ds.SOPClassUID = MR_IMAGE_STORAGE
-        ds.SOPInstanceUID = sops[k]
-        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = style["date"]
+        set_patient_study(ds, style, "MR", f"DVS{seed}", (f"DEVSET^SWI{seed}", f"DEVSWI{seed}"), "MR BRAIN")
         ds.StudyTime, ds.SeriesTime = "093000", "094210"
         ds.AcquisitionTime = ds.ContentTime = "094211"
-        ds.AccessionNumber = f"DVS{seed}"
-        ds.Modality = "MR"
-        ds.Manufacturer = style["manufacturer"]
-        ds.InstitutionName = "DEVSET SYNTHETIC"
-        ds.ReferringPhysicianName = ""
-        ds.StudyDescription = "MR BRAIN"
-        ds.SeriesDescription = style["description"]
         ds.ProtocolName = style["description"]
-        ds.ManufacturerModelName = style["model"]
-        ds.PatientName = f"DEVSET^SWI{seed}"
-        ds.PatientID = f"DEVSWI{seed}"
-        ds.PatientBirthDate = ""
-        ds.PatientSex = style["sex"]
-        ds.PatientAge = f"{style['age']:03d}Y"
-        if style["body_part"]:
-            ds.BodyPartExamined = style["body_part"]
         ds.ScanningSequence = "GR"
         ds.SequenceVariant = ["SP", "OSP"] if acq.vendor != "GE" else ["SS", "SK"]
         ds.ScanOptions = "PFP" if acq.pf < 1 else ""
@@ -145,16 +111,8 @@ def write_series(out_dir: Path, seed: int, img: np.ndarray, geo, acq, style: dic
         ds.ReceiveCoilName = style["coil"]
         ds.InPlanePhaseEncodingDirection = acq.pe_dir
         ds.PatientPosition = "HFS"
-        ds.StudyInstanceUID = study
-        ds.SeriesInstanceUID = series
-        ds.StudyID = "1"
-        ds.SeriesNumber = str(style["series_number"])
-        ds.AcquisitionNumber = "1"
-        ds.InstanceNumber = str(n - k if style["number_from_top"] else k + 1)
-        ds.ImagePositionPatient = [_ds(round(v, 5)) for v in geo.ipp[k]]
-        ds.ImageOrientationPatient = iop
-        ds.FrameOfReferenceUID = frame
-        ds.PositionReferenceIndicator = ""
+        dicomio.set_frame(ds, uids, k, n, style, str(style["series_number"]),
+                          [_ds(round(v, 5)) for v in geo.ipp[k]], iop)
         ds.SliceLocation = _ds(round(float(geo.ipp[k] @ geo.normal), 5))
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
