@@ -302,14 +302,14 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         for thr in (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995):
             tp = fp = 0
             agree = 0
-            for case, out in outs:
-                f = cmb_findings(case.volume, [(c.index, c.probability, c.diameter_mm) for c in out.candidates],
-                                 thr, **merge)
-                a, b_, _ = match([m.center_mm for m in f.microbleeds], [bl["center_mm"] for bl in case.bleeds],
+            for case, out in outs:  # the called centres only: what cmb_findings counts, without its mask
+                called = merged_centres(case.volume, [(c.index, c.probability, c.diameter_mm) for c in out.candidates],
+                                        thr, **merge)
+                a, b_, _ = match([p[3] for p in called], [bl["center_mm"] for bl in case.bleeds],
                                  [bl["diameter_mm"] for bl in case.bleeds])
                 tp += a
                 fp += b_
-                agree += int(f.grade) == int(BurdenGrade.from_count(len(case.bleeds)))
+                agree += BurdenGrade.from_count(len(called)) == BurdenGrade.from_count(len(case.bleeds))
             row = {"threshold": thr, "sensitivity": tp / max(nt, 1), "fp_per_scan": fp / len(outs),
                    "grade_agreement": agree / len(outs)}
             res["sweep"].append(row)

@@ -234,3 +234,28 @@ def test_the_sweep_scores_both_volume_targets():
     assert low_end_wrong["target_score"] == pytest.approx(0.4 / 1.0 + 0.8 / 0.5)
     assert top_wrong["target_score"] < low_end_wrong["target_score"]
     assert np.isnan(_wml_sweep_row((0.1, 0.0, 0), np.array([4.0]), np.array([5.0]))["target_score"])
+
+
+def test_the_gate_withholds_a_count_when_the_candidate_stage_sees_almost_nothing():
+    """Veins alone give every brain SWI dozens of dark-blob candidates; an image with almost none is one whose
+    contrast the candidate stage cannot read, and its count (0: grade 0) must not be reported as a measurement."""
+    from svdmark.measure import quality
+
+    limits = {"candidates_per_ml": {"min": 0.03, "max": 1.5}}
+    assert quality.judge({"candidates_per_ml": 0.2}, limits).measurable
+    low = quality.judge({"candidates_per_ml": 0.0}, limits)
+    assert not low.measurable and "below the model's floor" in low.reasons[0]
+    high = quality.judge({"candidates_per_ml": 2.0}, limits)
+    assert not high.measurable and "above the model's limit" in high.reasons[0]
+
+
+def test_calibration_sets_the_candidate_floor_from_the_validation_range():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from training.calibrate import quality_limits
+
+    rows = [{"scores": {"coverage_mm": 120.0, "noise": 0.05, "candidates_per_ml": c}} for c in (0.1, 0.4, 0.9)]
+    lim = quality_limits(rows, "cmb")["candidates_per_ml"]
+    assert lim == {"min": 0.07, "max": 1.35}

@@ -17,7 +17,8 @@ Scores
 * ``tta_spread`` (WML) — the model's own out-of-distribution score: the spread of its
   test-time-augmentation pass volumes relative to (volume + 1 mL), beyond what validation cases showed.
 * ``candidates_per_ml`` (CMB) — candidate-stage density: artefact-ridden or unfamiliar images make
-  far more dark blobs than any validation case.
+  far more dark blobs than any validation case; an image whose contrast the candidate stage cannot read makes
+  almost none (veins alone give every brain SWI dozens), and its count of 0 would be a silent grade 0.
 
 Own code: the scores are a few numpy/scipy lines each; no library knows these limits.
 """
@@ -102,6 +103,11 @@ _REASONS = {
     "candidates_per_ml": "{v:.1f} dark-blob candidates per mL of head, above the model's limit of {lim:.1f} "
                          "(artefacts or an unfamiliar image)",
 }
+# where falling below a floor means something else than exceeding a limit
+_REASONS_BELOW = {
+    "candidates_per_ml": "only {v:.3f} dark-blob candidates per mL of head, below the model's floor of {lim:.3f}: "
+                         "its candidate stage cannot read this image's contrast, so a low count cannot be trusted",
+}
 
 
 def judge(scores: dict[str, float], limits: dict) -> Quality:
@@ -115,7 +121,7 @@ def judge(scores: dict[str, float], limits: dict) -> Quality:
         if not np.isfinite(v):
             reasons.append(f"{name.replace('_', ' ')} could not be measured")
         elif "min" in lim and v < float(lim["min"]):
-            reasons.append(text.format(v=v, lim=float(lim["min"])))
+            reasons.append(_REASONS_BELOW.get(name, text).format(v=v, lim=float(lim["min"])))
         elif "max" in lim and v > float(lim["max"]):
             reasons.append(text.format(v=v, lim=float(lim["max"])))
         elif "range" in lim and not float(lim["range"][0]) <= v <= float(lim["range"][1]):
