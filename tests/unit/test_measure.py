@@ -248,14 +248,3 @@ def test_the_gate_withholds_a_count_when_the_candidate_stage_sees_almost_nothing
     high = quality.judge({"candidates_per_ml": 2.0}, limits)
     assert not high.measurable and "above the model's limit" in high.reasons[0]
 
-
-def test_calibration_sets_the_candidate_floor_from_the_validation_range():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from training.calibrate import quality_limits
-
-    rows = [{"scores": {"coverage_mm": 120.0, "noise": 0.05, "candidates_per_ml": c}} for c in (0.1, 0.4, 0.9)]
-    lim = quality_limits(rows, "cmb")["candidates_per_ml"]
-    assert lim == {"min": 0.07, "max": 1.35}

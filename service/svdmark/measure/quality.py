@@ -17,8 +17,9 @@ Scores
 * ``tta_spread`` (WML) — the model's own out-of-distribution score: the spread of its
   test-time-augmentation pass volumes relative to (volume + 1 mL), beyond what validation cases showed.
 * ``candidates_per_ml`` (CMB) — candidate-stage density: artefact-ridden or unfamiliar images make
-  far more dark blobs than any validation case; an image whose contrast the candidate stage cannot read makes
-  almost none (veins alone give every brain SWI dozens), and its count of 0 would be a silent grade 0.
+  far more dark blobs than any validation case. A ``min`` is read too (an image whose contrast the candidate
+  stage cannot read makes almost none, and its count of 0 would be a silent grade 0), but ``training.calibrate``
+  sets none: from our own validation range it withheld too many heads built by other code.
 
 Own code: the scores are a few numpy/scipy lines each; no library knows these limits.
 """
