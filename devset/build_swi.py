@@ -118,8 +118,8 @@ def build_case(seed: int, out: Path, small: bool = False) -> dict:
     count = len(mbs)
     mimics = []
     for d in calcs:
-        mimics.append(dict(kind="calcification", site=d["site"], center_mm=pat(d["c"]), diameter_mm=round(2 * d["r"], 2),
-                           phase_mask_darkened=False))
+        mimics.append(dict(kind="calcification", site=d["site"], center_mm=pat(d["c"]),
+                           diameter_mm=round(2 * d["r"], 2), phase_mask_darkened=False))
     for d in iron:
         mimics.append(dict(kind="iron-rich nucleus", site=d["site"], center_mm=pat(d["c"]),
                            semi_axes_mm=_r(np.asarray(d["r"]) * ph.scale, 1)))

@@ -4,7 +4,7 @@
     .venv/bin/python -m training.evaluate --task wml --set heldout --n 40
     .venv/bin/python -m training.evaluate --task cmb --set val --n 20 --sweep   # threshold sweep (val only)
     .venv/bin/python -m training.evaluate --task wml --set val --n 16 --sweep   # floor / support sweep (val only)
-    .venv/bin/python -m training.evaluate --task wml --set dev --data /work/dev_data/choose --sweep  # independent dev set
+    .venv/bin/python -m training.evaluate --task wml --set dev --data /work/dev_data/choose --sweep   # dev set
     .venv/bin/python -m training.evaluate --task cmb --set dev --data /work/dev_swi/choose --sweep   # its SWI half
     # a sweep's JSON ends in -sweep.json; training.operating_point writes its choice into the manifest
 

@@ -47,7 +47,8 @@ def case_visibility(case: Path) -> dict:
     visible = smooth < wm_mean - K_SD * wm_sd_smooth
     auc = _auc(smooth[normal], smooth[core]) if core.sum() >= 20 else None
     ml = vol.voxel_volume_mm3 / 1000.0
-    return dict(seed=int(truth["seed"]), truth_ml=float(truth["wml_ml"]), visible_ml=float(fraction[visible].sum()) * ml,
+    return dict(seed=int(truth["seed"]), truth_ml=float(truth["wml_ml"]),
+                visible_ml=float(fraction[visible].sum()) * ml,
                 contrast_hu=contrast, wm_sd_hu=wm_sd, auc=auc, cnr=None if contrast is None else contrast / wm_sd,
                 slice_thickness=truth["slice_thickness"], atrophy=truth["atrophy"],
                 # normal tissue that looks like lesion: the floor of a reader that takes what is visibly dark
@@ -99,8 +100,8 @@ def main(argv=None) -> int:
         cnr = "  n/a" if r["cnr"] is None else f"{r['cnr']:5.2f}"
         auc = "  n/a" if r["auc"] is None else f"{r['auc']:5.2f}"
         read = f" model {r['model_ml']:6.2f}" if "model_ml" in r else ""
-        print(f"  {r['seed']}: truth {r['truth_ml']:6.2f} visible {r['visible_ml']:6.2f}{read} mL  CNR {cnr}  AUC {auc}  "
-              f"dark normal WM {r['dark_normal_ml']:5.2f} mL  ({r['slice_thickness']} mm)", flush=True)
+        print(f"  {r['seed']}: truth {r['truth_ml']:6.2f} visible {r['visible_ml']:6.2f}{read} mL  CNR {cnr}  "
+              f"AUC {auc}  dark normal WM {r['dark_normal_ml']:5.2f} mL  ({r['slice_thickness']} mm)", flush=True)
     res = {"data": str(args.data), "eval": str(args.eval) if args.eval else None, "squint_mm": SQUINT_MM,
            "k_sd": K_SD, "cases": rows, "by_bin": summarise(rows)}
     for name, e in res["by_bin"].items():
