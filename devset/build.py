@@ -7,7 +7,6 @@ order of ``truth.json``'s ``sop_uids``: ascending along the slice normal, i.e. i
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from devset import anatomy, ct, dicomio, lesions, mimics
+from devset import anatomy, cli, ct, dicomio, lesions, mimics
 
 SEED_BASE = 7330000
 GENERATOR_VERSION = "devset-1"
@@ -110,20 +109,15 @@ def build_case(seed: int, out: Path, small: bool = False) -> dict:
     return truth
 
 
+def _describe(tr: dict) -> str:
+    return (f"wml_{tr['seed']}: {tr['wml_ml']:.2f} mL ({tr['phenotype']}), {tr['slice_thickness']:g} mm, "
+            f"{tr['acquisition']['n_slices']} slices, noise {tr['noise_sd_hu']:.1f} HU, {tr['vendor']} "
+            f"{tr['kernel']}, tilt {tr['tilt_deg']:.0f} ({tr['tilt_style']}), {tr['seconds']:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="devset.build", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=40, help="number of cases")
-    ap.add_argument("--out", type=Path, required=True, help="output folder")
-    ap.add_argument("--start", type=int, default=0, help="first case index (seed = 7330000 + index)")
-    ap.add_argument("--small", action="store_true", help="tiny fast cases (128x128, 5 mm, a few slices)")
-    a = ap.parse_args(argv)
-    a.out.mkdir(parents=True, exist_ok=True)
-    for i in range(a.start, a.start + a.n):
-        tr = build_case(SEED_BASE + i, a.out, a.small)
-        print(f"wml_{tr['seed']}: {tr['wml_ml']:.2f} mL ({tr['phenotype']}), {tr['slice_thickness']:g} mm, "
-              f"{tr['acquisition']['n_slices']} slices, noise {tr['noise_sd_hu']:.1f} HU, {tr['vendor']} "
-              f"{tr['kernel']}, tilt {tr['tilt_deg']:.0f} ({tr['tilt_style']}), {tr['seconds']:.1f} s", flush=True)
-    return 0
+    return cli.run(argv, "devset.build", __doc__, SEED_BASE, "tiny fast cases (128x128, 5 mm, a few slices)",
+                   build_case, _describe)
 
 
 if __name__ == "__main__":

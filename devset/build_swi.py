@@ -7,7 +7,6 @@ Case i uses seed 7335000 + i and depends on nothing else. Each case is written t
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from devset import anatomy
+from devset import anatomy, cli
 from devset import swi_bleeds as B
 from devset import swi_contrast as C
 from devset import swi_dicom as D
@@ -172,22 +171,17 @@ def build_case(seed: int, out: Path, small: bool = False) -> dict:
     return truth
 
 
+def _describe(tr: dict) -> str:
+    q = tr["acquisition"]
+    return (f"cmb_{tr['seed']}: {tr['count']} bleeds (grade {tr['grade']}, {tr['pattern']}), {tr['vendor']} "
+            f"{tr['technique']} {tr['field_t']:g} T TE {tr['te_eff_ms']:g}, {tr['slice_thickness']:g}/"
+            f"{tr['slice_spacing']:g} mm, {q['n_slices']}x{q['rows']}x{q['cols']}, tilt {tr['tilt_deg']:.0f}, "
+            f"{tr['seconds']['total']:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="devset.build_swi", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=40, help="number of cases")
-    ap.add_argument("--out", type=Path, required=True, help="output folder")
-    ap.add_argument("--start", type=int, default=0, help="first case index (seed = 7335000 + index)")
-    ap.add_argument("--small", action="store_true", help="tiny fast cases (128x128, 2.5 mm, a ~40 mm slab)")
-    a = ap.parse_args(argv)
-    a.out.mkdir(parents=True, exist_ok=True)
-    for i in range(a.start, a.start + a.n):
-        tr = build_case(SEED_BASE + i, a.out, a.small)
-        q = tr["acquisition"]
-        print(f"cmb_{tr['seed']}: {tr['count']} bleeds (grade {tr['grade']}, {tr['pattern']}), {tr['vendor']} "
-              f"{tr['technique']} {tr['field_t']:g} T TE {tr['te_eff_ms']:g}, {tr['slice_thickness']:g}/"
-              f"{tr['slice_spacing']:g} mm, {q['n_slices']}x{q['rows']}x{q['cols']}, tilt {tr['tilt_deg']:.0f}, "
-              f"{tr['seconds']['total']:.1f} s", flush=True)
-    return 0
+    return cli.run(argv, "devset.build_swi", __doc__, SEED_BASE, "tiny fast cases (128x128, 2.5 mm, a ~40 mm slab)",
+                   build_case, _describe)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def _read_series(case: Path, task: str):
     datasets = tuple(pydicom.dcmread(str(f)) for f in sorted((case / "dicom").glob("*.dcm")))
     series = Series(str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID), datasets)
     decision = route.decide(series.header)
-    expected = RouteKind.WML if task == "wml" else RouteKind.CMB
+    expected = RouteKind(task)  # the task names are the route kinds ("wml", "cmb")
     if decision.kind is not expected:
         raise ValueError(f"{case.name}: routed {decision.kind.value} ({decision.rule_id}: {decision.reason}), "
                          f"not {expected.value}")

@@ -45,8 +45,12 @@ def _truth(case: Path) -> tuple[dict, dict]:
 
 
 def test_no_forbidden_imports():
+    """Every devset module, the SWI half's included (build_swi.py and at least five swi_*.py)."""
     bad = re.compile(r"^\s*(from|import)\s+(svdmark_phantom|training|stress|svdmark)\b")
-    for f in sorted((ROOT / "devset").rglob("*.py")):
+    files = sorted((ROOT / "devset").rglob("*.py"))
+    swi = [f for f in files if f.name.startswith("swi_") or f.name == "build_swi.py"]
+    assert len(swi) >= 6 and ROOT / "devset" / "build_swi.py" in swi
+    for f in files:
         for line in f.read_text().splitlines():
             assert not bad.match(line), f"{f.name}: {line}"
 
