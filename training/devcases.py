@@ -69,7 +69,7 @@ def _seed(name: str) -> int | None:
     return int(seed) if seed.isdigit() else None
 
 
-def _read_series(case: Path, task: str):
+def read_series(case: Path, task: str):
     """(truth.json, the case's series routed as ``task`` and loaded as ``svdmark serve`` loads it)."""
     import pydicom
 
@@ -90,7 +90,7 @@ def _read_series(case: Path, task: str):
 def read_ncct_case(case: Path) -> NcctCase:
     """One case folder of this layout (development or ``--extra-ncct``) as an ``NcctCase``: the loaded volume and
     its truth in slice order."""
-    truth, vol = _read_series(case, "wml")
+    truth, vol = read_series(case, "wml")
     fraction = truth_array(case, truth, vol, "fraction").astype(np.float32)
     params = {k: truth[k] for k in ("slice_thickness", "tilt_deg", "vendor", "phenotype", "atrophy") if k in truth}
     return NcctCase(int(truth["seed"]), params, vol, fraction, float(truth["wml_ml"]))
@@ -107,7 +107,7 @@ def truth_array(case: Path, truth: dict, vol, key: str) -> np.ndarray:
 def read_swi_case(case: Path) -> SwiCase:
     """One SWI development case as a ``SwiCase``: the loaded volume and its bleeds (centre in patient mm, true
     diameter, location)."""
-    truth, vol = _read_series(case, "cmb")
+    truth, vol = read_series(case, "cmb")
     bleeds = [dict(center_mm=tuple(float(v) for v in b["center_mm"]), diameter_mm=float(b["diameter_mm"]),
                    location=str(b["location"])) for b in truth["microbleeds"]]
     params = {k: truth[k] for k in ("slice_thickness", "tilt_deg", "vendor", "field_t", "atrophy") if k in truth}

@@ -34,11 +34,12 @@ BINS = ((0.0, 1.0, "< 1 mL"), (1.0, 10.0, "1-10 mL"), (10.0, 25.0, "10-25 mL"), 
 
 def case_visibility(case: Path) -> dict:
     """The figures of one development case (module doc)."""
-    truth, vol = devcases._read_series(case, "wml")
+    truth, vol = devcases.read_series(case, "wml")
     hu = np.asarray(vol.array, np.float32)
     fraction = devcases.truth_array(case, truth, vol, "fraction").astype(np.float32)
     labels = devcases.truth_array(case, truth, vol, "labels")
-    normal = ndimage.binary_erosion((labels == 1) & (fraction == 0), iterations=2)
+    normal_wm = (labels == 1) & (fraction == 0)
+    normal = ndimage.binary_erosion(normal_wm, iterations=2)
     sigma = (0.0, SQUINT_MM / vol.pixel_spacing[0], SQUINT_MM / vol.pixel_spacing[1])
     smooth = ndimage.gaussian_filter(hu, sigma)
     wm_mean, wm_sd, wm_sd_smooth = float(hu[normal].mean()), float(hu[normal].std()), float(smooth[normal].std())
@@ -52,7 +53,7 @@ def case_visibility(case: Path) -> dict:
                 contrast_hu=contrast, wm_sd_hu=wm_sd, auc=auc, cnr=None if contrast is None else contrast / wm_sd,
                 slice_thickness=truth["slice_thickness"], atrophy=truth["atrophy"],
                 # normal tissue that looks like lesion: the floor of a reader that takes what is visibly dark
-                dark_normal_ml=float(((labels == 1) & (fraction == 0) & visible).sum()) * ml)
+                dark_normal_ml=float((normal_wm & visible).sum()) * ml)
 
 
 def _auc(normal: np.ndarray, lesion: np.ndarray, n: int = 20000) -> float:
