@@ -25,8 +25,8 @@ import numpy as np
 
 from svdmark.domain import BurdenGrade, CmbFindings, Task, WmlFindings
 from svdmark.infer import ModelRegistry, Runtime
-from svdmark.measure import (cmb_findings, cmb_merging, from_output, merged_centres, unit_fraction, wml_postprocessing,
-                             wml_support, wml_volume_ml)
+from svdmark.measure import (cmb_candidates, cmb_findings, cmb_merging, from_output, merged_centres, unit_fraction,
+                             wml_postprocessing, wml_support, wml_volume_ml)
 from svdmark.validation.agreement import match_points
 
 from . import baselines, data, devcases
@@ -243,14 +243,14 @@ def cmb_detect_model(spec, runtime, case, threshold=None):
     out = runtime.run(spec, case.volume)
     if threshold is None:
         return from_output(spec, case.volume, out), out
-    f = cmb_findings(case.volume, [(c.index, c.probability, c.diameter_mm) for c in out.candidates], threshold,
+    f = cmb_findings(case.volume, cmb_candidates(spec.manifest, case.volume, out), threshold,
                      **cmb_merging(spec.manifest))
     return f, out
 
 
 def _counts_at(spec, case, out) -> dict:
     """Merged count at each calibration threshold (training.calibrate picks the interval's thresholds)."""
-    cands = [(c.index, c.probability, c.diameter_mm) for c in out.candidates]
+    cands = cmb_candidates(spec.manifest, case.volume, out)
     return {str(t): len(merged_centres(case.volume, cands, t, **cmb_merging(spec.manifest)))
             for t in CALIBRATION_THRESHOLDS}
 
@@ -278,7 +278,8 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
                          grade_baseline=int(b.grade), seconds=secs, n_candidates=len(out.candidates),
                          matrix=case.volume.shape[1], thickness=case.params["slice_thickness"],
                          counts_at=_counts_at(spec, case, out), **_uncertainty_columns(f)))
-        outs.append((case, out))
+        if sweep:
+            outs.append((case, cmb_candidates(spec.manifest, case.volume, out)))
         r = rows[-1]
         print(f"  cmb seed {s}: truth {len(T):3d} model tp {tp:3d} fp {fp:3d} | baseline tp {btp:3d} fp {bfp:3d} "
               f"| grade {g}/{r['grade_model']}/{r['grade_baseline']} ({secs:.1f} s, {len(out.candidates)} cand)",
@@ -302,9 +303,8 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         for thr in (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995):
             tp = fp = 0
             agree = 0
-            for case, out in outs:  # the called centres only: what cmb_findings counts, without its mask
-                called = merged_centres(case.volume, [(c.index, c.probability, c.diameter_mm) for c in out.candidates],
-                                        thr, **merge)
+            for case, cands in outs:  # the called centres only: what cmb_findings counts, without its mask
+                called = merged_centres(case.volume, cands, thr, **merge)
                 a, b_, _ = match([p[3] for p in called], [bl["center_mm"] for bl in case.bleeds],
                                  [bl["diameter_mm"] for bl in case.bleeds])
                 tp += a

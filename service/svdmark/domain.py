@@ -10,6 +10,7 @@ except numpy and (for type hints only) pydicom.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Union
@@ -298,6 +299,9 @@ class OutputSpec:
     support_dilate_vox: int = 0
     merge_mm: float = 4.0
     max_count: int = 200
+    # CMB: a candidate whose darkest voxel near its centre is brighter than this x the foreground median is not a
+    # microbleed (``measure.darkness``); absent: no such criterion
+    max_core_level: float = math.inf
 
     @classmethod
     def from_json(cls, data: Mapping) -> "OutputSpec":

@@ -20,11 +20,12 @@ from dataclasses import replace
 from ..domain import CmbFindings, Manifest, Microbleed, ModelSpec, Task, Volume, WmlFindings
 from ..infer.preprocess import expand_slabs, foreground_reference, slab_group, slab_starts
 from . import quality
+from .darkness import dark_enough
 from .geometry import ball_mask, locate
 from .uncertainty import cmb_interval, wml_interval
 
 __all__ = ["from_output", "wml_findings", "wml_volume_ml", "wml_support", "unit_fraction", "wml_postprocessing",
-           "cmb_findings", "merged_centres", "cmb_merging"]
+           "cmb_findings", "cmb_candidates", "merged_centres", "cmb_merging", "reference_intensity"]
 
 
 def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFindings:
@@ -45,15 +46,15 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
                 scores["tta_spread"] = quality.tta_spread(pass_ml, f.volume_ml)
             gate = quality.judge(scores, limits)
         return replace(f, interval=interval, quality=gate)
-    cands = [(c.index, c.probability, c.diameter_mm) for c in output.candidates]
+    ref = reference_intensity(volume, output)
+    cands = cmb_candidates(model.manifest, volume, output, ref)
     merge = cmb_merging(model.manifest)
     f = cmb_findings(volume, cands, threshold=out.threshold, **merge)
     interval = cmb_interval(lambda t: len(merged_centres(volume, cands, t, **merge)), f.count, unc.get("cmb"))
     gate = None
     if limits is not None:
-        ref = float(output.extras.get("reference_intensity") or foreground_reference(volume.array))
         scores = quality.swi_scores(volume, ref)
-        scores["candidates_per_ml"] = quality.candidate_density(volume, ref, len(cands))
+        scores["candidates_per_ml"] = quality.candidate_density(volume, ref, len(output.candidates))
         gate = quality.judge(scores, limits)
     return replace(f, interval=interval, quality=gate)
 
@@ -67,6 +68,22 @@ def wml_postprocessing(manifest: Manifest, volume: Volume | None = None) -> dict
         group = slab_group(volume.slice_spacing, manifest.input.min_slice_mm)
     return dict(fraction_floor=out.fraction_floor, support_threshold=out.support_threshold,
                 support_dilate_vox=out.support_dilate_vox, slab_group=group)
+
+
+def reference_intensity(volume: Volume, output) -> float:
+    """The foreground median the CMB runtime normalised by (its ``reference_intensity``), else measured here."""
+    return float(output.extras.get("reference_intensity") or foreground_reference(volume.array))
+
+
+def cmb_candidates(manifest: Manifest, volume: Volume, output, reference: float | None = None) -> list:
+    """The classifier's candidates as ``(index, probability, diameter_mm)``, less those the manifest's darkness
+    criterion (``output.max_core_level``, :mod:`.darkness`) rejects: what counting, the interval and the gate see."""
+    cands = [(c.index, c.probability, c.diameter_mm) for c in output.candidates]
+    limit = manifest.output.max_core_level
+    if not cands or not np.isfinite(limit):
+        return cands
+    ref = reference_intensity(volume, output) if reference is None else reference
+    return dark_enough(volume, cands, ref, limit)
 
 
 def cmb_merging(manifest: Manifest) -> dict:

@@ -22,27 +22,30 @@ def ball_mask(volume: Volume, centres_kij, diameters_mm) -> np.ndarray:
     space; balls smaller than a voxel still mark the voxel containing their centre.
     """
     mask = np.zeros(volume.shape, np.uint8)
+    for box, inside in balls(volume, centres_kij, [0.5 * float(d) for d in diameters_mm]):
+        mask[box][inside] = 1
+    return mask
+
+
+def balls(volume: Volume, centres_kij, radii_mm):
+    """For each index-space centre and radius (mm): (the box of the source grid around it, the boolean ball within
+    that box), the ball by physical distance (sheared grids included); the voxel holding the centre is always in."""
     if len(centres_kij) == 0:
-        return mask
+        return
     m = index_affine(volume)
     m_inv = np.linalg.inv(m)
-    for c, d in zip(centres_kij, diameters_mm):
+    shape = np.asarray(volume.shape)
+    for c, r in zip(centres_kij, radii_mm):
         c = np.asarray(c, float)
-        r = 0.5 * float(d)
-        # index-space half extents of the ball's bounding box
-        ext = np.abs(m_inv) @ np.full(3, r) + 1
-        lo = np.maximum(np.floor(c - ext).astype(int), 0)
-        hi = np.minimum(np.ceil(c + ext).astype(int) + 1, volume.shape)
-        if np.any(hi <= lo):
-            continue
+        near = np.clip(np.round(c).astype(int), 0, shape - 1)
+        ext = np.abs(m_inv) @ np.full(3, float(r)) + 1  # index-space half extents of the ball's bounding box
+        lo = np.minimum(np.maximum(np.floor(c - ext).astype(int), 0), near)
+        hi = np.maximum(np.minimum(np.ceil(c + ext).astype(int) + 1, shape), near + 1)
         kk, ii, jj = np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi)), indexing="ij")
         off = np.stack([kk - c[0], ii - c[1], jj - c[2]], axis=-1) @ m.T
-        inside = np.linalg.norm(off, axis=-1) <= r
-        sub = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        sub[inside] = 1
-        near = np.clip(np.round(c).astype(int), 0, np.asarray(volume.shape) - 1)
-        mask[tuple(near)] = 1
-    return mask
+        inside = np.linalg.norm(off, axis=-1) <= float(r)
+        inside[tuple(near - lo)] = True
+        yield tuple(slice(a, b) for a, b in zip(lo, hi)), inside
 
 
 # MARS location classes (Gregoire et al., Neurology 2009): lobar = cortex and subcortical/juxtacortical white

@@ -1,0 +1,77 @@
+"""The darkness criterion (``measure.darkness``): a microbleed candidate must be black near its centre."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from svdmark.domain import Manifest, ManifestFieldError, ModelSpec, Task
+from svdmark.infer.runtime import Candidate, ModelOutput
+from svdmark.measure import cmb_candidates, from_output
+from svdmark.measure.darkness import core_levels
+
+from .test_measure import tilted_volume
+
+REF = 200.0  # the foreground median the runtime normalised by
+
+
+def _head(shape=(12, 48, 48), spacing=3.0, tilt=0.0):
+    """Uniform tissue at REF with a black focus (0.05 x REF, one voxel) at (5, 20, 20) and a grey one (0.7 x REF,
+    3x3 in-plane) at (5, 30, 30)."""
+    arr = np.full(shape, REF, np.float32)
+    arr[5, 20, 20] = 0.05 * REF
+    arr[5, 29:32, 29:32] = 0.7 * REF
+    return tilted_volume(shape, pixel=0.7, spacing=spacing, tilt_deg=tilt, array=arr)
+
+
+def _spec(max_core_level=None) -> ModelSpec:
+    out = {"name": "output", "threshold": 0.5, "merge_mm": 1.5}
+    if max_core_level is not None:
+        out["max_core_level"] = max_core_level
+    return ModelSpec("cmb-test", "1.0.0", Task.CMB, "0" * 64, Path("model.onnx"), {
+        "name": "cmb-test", "version": "1.0.0", "task": "cmb", "modality": "MR", "sha256": "0" * 64,
+        "input": {"kind": "patch3d", "normalisation": {"type": "foreground_median"}}, "output": out})
+
+
+def _output(*cands) -> ModelOutput:
+    return ModelOutput(Task.CMB, "0" * 64, "cpu", 0.0, candidates=tuple(cands),
+                       extras={"reference_intensity": REF})
+
+
+@pytest.mark.parametrize("tilt", [0.0, 20.0])
+def test_core_level_is_the_darkest_voxel_within_the_radius_in_millimetres(tilt):
+    vol = _head(tilt=tilt)
+    black, grey, off = (5, 20, 20), (5, 30, 30), (5, 10, 40)
+    lv = core_levels(vol, [black, grey, off], [0.0, 0.0, 0.0], REF)
+    assert lv == pytest.approx([0.05, 0.7, 1.0])
+    # 1.5 voxels (1.05 mm) beside the black voxel: outside the 1 mm minimum radius, inside a 3 mm bleed's
+    beside = (5, 20, 21.5)
+    assert core_levels(vol, [beside], [0.0], REF)[0] == pytest.approx(1.0)
+    assert core_levels(vol, [beside], [3.0], REF)[0] == pytest.approx(0.05)
+    # one slice away is 3 mm through-plane: not within a 4 mm bleed's radius, within a 7 mm one's
+    above = (6, 20, 20)
+    assert core_levels(vol, [above], [4.0], REF)[0] == pytest.approx(1.0)
+    assert core_levels(vol, [above], [7.0], REF)[0] == pytest.approx(0.05)
+
+
+def test_a_grey_candidate_is_not_counted_when_the_manifest_sets_a_core_level():
+    vol = _head()
+    black = Candidate((5.0, 20.0, 20.0), 0.99, 2.0)
+    grey = Candidate((5.0, 30.0, 30.0), 0.999, 2.0)
+    out = _output(black, grey)
+    assert len(cmb_candidates(_spec().manifest, vol, out)) == 2  # no criterion in the manifest: every candidate
+    kept = cmb_candidates(_spec(0.5).manifest, vol, out)
+    assert kept == [(black.index, black.probability, black.diameter_mm)]
+    assert cmb_candidates(_spec(0.75).manifest, vol, out) == [(c.index, c.probability, c.diameter_mm) for c in (black, grey)]
+    assert from_output(_spec(), vol, out).count == 2
+    f = from_output(_spec(0.5), vol, out)
+    assert f.count == 1 and f.microbleeds[0].confidence == pytest.approx(0.99)
+
+
+def test_the_core_level_is_a_number_in_the_manifest():
+    base = _spec().manifest
+    raw = {**dict(base), "output": {**base["output"], "max_core_level": "dark"}}
+    with pytest.raises(ManifestFieldError, match="max_core_level"):
+        Manifest.from_json(raw)
+    assert np.isinf(base.output.max_core_level)

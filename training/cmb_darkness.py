@@ -1,0 +1,115 @@
+"""What lies under a CMB model's findings on the SWI development set, and how dark each one is.
+
+For every finding at threshold 0.9 (duplicates merged as the service merges them) on each development case:
+whether it matches a true bleed (the evaluation's matcher), the truth label under its centre (the devset's label
+codes: vein, calcification, iron-rich nucleus, ...), and its core level (``svdmark.measure.darkness``: the darkest
+voxel within max(1 mm, its predicted radius), in units of the foreground median). Prints the false positives by
+label, the core levels of true and false findings, and sensitivity / FP per scan / grade agreement for each
+operating threshold and core-level cut. Development cases only (``training.devcases``): it reads their labels.
+
+    PYTHONPATH=.:service .venv/bin/python -m training.cmb_darkness --data /work/dev_swi/choose --n 30 [--models DIR]
+
+The candidate list is taken before any darkness criterion in the model's manifest, so a cut can be studied on a
+model that already has one. Writes ``training/runs/darkness_<data>_<n>_<model>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from svdmark.domain import BurdenGrade, Task
+from svdmark.infer.registry import ModelRegistry
+from svdmark.infer.runtime import Runtime
+from svdmark.measure import cmb_merging, merged_centres, reference_intensity
+from svdmark.measure.darkness import core_levels
+from svdmark.validation.agreement import match_points
+
+from . import devcases
+from .evaluate import RUNS
+
+PROBE_THRESHOLD = 0.9
+THRESHOLDS = (0.9, 0.95, 0.98, 0.99, 0.995)
+CUTS = (None, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)
+
+
+def case_findings(spec, runtime, case_dir: Path) -> dict:
+    """One development case: its bleed count and every finding at ``PROBE_THRESHOLD`` (tp, label, core level)."""
+    case = devcases.read_swi_case(case_dir)
+    truth = json.loads((case_dir / "truth.json").read_text())
+    labels = devcases.truth_array(case_dir, truth, case.volume, "labels")
+    out = runtime.run(spec, case.volume)
+    cands = [(c.index, c.probability, c.diameter_mm) for c in out.candidates]
+    picked = merged_centres(case.volume, cands, PROBE_THRESHOLD, **cmb_merging(spec.manifest))
+    m = match_points([p[3] for p in picked], [b["center_mm"] for b in case.bleeds],
+                     [b["diameter_mm"] for b in case.bleeds], min_mm=5.0)
+    hit = {i for i, _, _ in m.pairs}
+    levels = core_levels(case.volume, [p[0] for p in picked], [p[2] for p in picked],
+                         reference_intensity(case.volume, out))
+    names = truth.get("label_names", {})
+    finds = []
+    for i, ((idx, conf, diam, _), level) in enumerate(zip(picked, levels)):
+        k, r, c = np.clip(np.round(idx).astype(int), 0, np.asarray(labels.shape) - 1)
+        code = int(labels[k, r, c])
+        finds.append(dict(probability=float(conf), diameter_mm=float(diam), tp=i in hit, core_level=float(level),
+                          label=names.get(str(code), str(code))))
+    return dict(seed=case.seed, n_truth=len(case.bleeds), finds=finds)
+
+
+def table(rows: list[dict]) -> list[dict]:
+    """Sensitivity, FP per scan and grade agreement at each operating threshold and core-level cut."""
+    nt = max(1, sum(r["n_truth"] for r in rows))
+    out = []
+    for thr in THRESHOLDS:
+        for cut in CUTS:
+            tp = fp = agree = 0
+            for r in rows:
+                kept = [f for f in r["finds"] if f["probability"] >= thr and (cut is None or f["core_level"] <= cut)]
+                t = sum(f["tp"] for f in kept)
+                tp, fp = tp + t, fp + len(kept) - t
+                agree += BurdenGrade.from_count(len(kept)) == BurdenGrade.from_count(r["n_truth"])
+            out.append(dict(threshold=thr, max_core_level=cut, sensitivity=tp / nt, fp_per_scan=fp / len(rows),
+                            grade_agreement=agree / len(rows)))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="an SWI development-set folder (devset.build_swi)")
+    ap.add_argument("--n", type=int, default=None)
+    ap.add_argument("--models", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--at", type=float, default=0.995, help="the operating threshold the summary is printed at")
+    args = ap.parse_args(argv)
+    spec = ModelRegistry(args.models).active(Task.CMB)
+    rt = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
+    rows = []
+    for d in devcases.dev_case_dirs(args.data, args.n, "cmb"):
+        rows.append(case_findings(spec, rt, d))
+        r = rows[-1]
+        print(f"  {r['seed']}: {r['n_truth']} bleeds, {sum(f['tp'] for f in r['finds'])} true and "
+              f"{sum(not f['tp'] for f in r['finds'])} false findings at {PROBE_THRESHOLD}", flush=True)
+    at = [f for r in rows for f in r["finds"] if f["probability"] >= args.at]
+    for name, group in (("true", [f for f in at if f["tp"]]), ("false", [f for f in at if not f["tp"]])):
+        lv = np.asarray([f["core_level"] for f in group])
+        if lv.size:
+            print(f"  {name} findings at {args.at}: {lv.size}, core level median {np.median(lv):.3f}, "
+                  f"5th-95th percentile {np.percentile(lv, 5):.3f}-{np.percentile(lv, 95):.3f}")
+    print("  false findings by the label under their centre:",
+          dict(Counter(f["label"] for f in at if not f["tp"]).most_common()))
+    res = {"model_label": spec.label, "data": str(args.data), "n": len(rows), "cases": rows, "table": table(rows)}
+    for t in res["table"]:
+        print(f"  threshold {t['threshold']:.3f} core <= {t['max_core_level']}: sensitivity {t['sensitivity']:.3f} "
+              f"FP/scan {t['fp_per_scan']:.2f} grade {t['grade_agreement']:.3f}")
+    RUNS.mkdir(exist_ok=True)
+    path = RUNS / f"darkness_{args.data.name}_{len(rows)}_{spec.label}.json"
+    path.write_text(json.dumps(res, indent=1))
+    print(f"  wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
