@@ -173,7 +173,6 @@ def head_mask(array: np.ndarray, ref: float, fraction: float = 0.35, erode_mm: f
     for k in range(fg.shape[0]):
         filled[k] = ndi.binary_fill_holes(fg[k])
     if erode_mm > 0:
-        st = np.ones((1, 1, 1), bool)
         it = [max(0, int(round(erode_mm / s))) for s in spacing]
         # anisotropic erosion: separable 1-D erosions
         out = filled
@@ -182,7 +181,6 @@ def head_mask(array: np.ndarray, ref: float, fraction: float = 0.35, erode_mm: f
                 shape = [1, 1, 1]
                 shape[ax] = 3
                 out = ndi.binary_erosion(out, structure=np.ones(shape, bool), iterations=n_it)
-        del st
         return out
     return filled
 
