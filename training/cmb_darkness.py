@@ -1,13 +1,14 @@
-"""What lies under a CMB model's findings on the SWI development set, and how dark each one is.
+"""What lies under a CMB model's findings, and how dark each one is: on the SWI development set or a validation split.
 
-For every finding at threshold 0.9 (duplicates merged as the service merges them) on each development case:
-whether it matches a true bleed (the evaluation's matcher), the truth label under its centre (the devset's label
-codes: vein, calcification, iron-rich nucleus, ...), and its core level (``svdmark.measure.darkness``: the darkest
-voxel within max(1 mm, its predicted radius), in units of the foreground median). Prints the false positives by
-label, the core levels of true and false findings, and sensitivity / FP per scan / grade agreement for each
-operating threshold and core-level cut. Development cases only (``training.devcases``): it reads their labels.
+For every finding at threshold 0.9 (duplicates merged as the service merges them) on each case: whether it
+matches a true bleed (the evaluation's matcher), its core level (``svdmark.measure.darkness``: the darkest voxel
+within max(1 mm, its predicted radius), in units of the foreground median) and, on development cases, the truth
+label under its centre (the devset's codes: vein, calcification, iron-rich nucleus, ...). Prints the false positives
+by label, the core levels of true and false findings, and sensitivity / FP per scan / grade agreement for each
+operating threshold and core-level cut. Our generator's splits have no labels; reported splits are refused.
 
     PYTHONPATH=.:service .venv/bin/python -m training.cmb_darkness --data /work/dev_swi/choose --n 30 [--models DIR]
+    PYTHONPATH=.:service .venv/bin/python -m training.cmb_darkness --set val,val_atlas --n 20
 
 The candidate list is taken before any darkness criterion in the model's manifest, so a cut can be studied on a
 model that already has one. Writes ``training/runs/darkness_<data>_<n>_<model>.json``.
@@ -28,19 +29,22 @@ from svdmark.measure import cmb_merging, merged_centres, reference_intensity
 from svdmark.measure.darkness import core_levels
 from svdmark.validation.agreement import match_points
 
-from . import devcases
-from .evaluate import RUNS
+from . import data, devcases
+from .evaluate import RUNS, refuse_reported, split_seeds
 
 PROBE_THRESHOLD = 0.9
 THRESHOLDS = (0.9, 0.95, 0.98, 0.99, 0.995)
 CUTS = (None, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)
 
 
-def case_findings(spec, runtime, case_dir: Path) -> dict:
-    """One development case: its bleed count and every finding at ``PROBE_THRESHOLD`` (tp, label, core level)."""
-    case = devcases.read_swi_case(case_dir)
+def case_labels(case_dir: Path, case) -> tuple[np.ndarray, dict]:
+    """A development case's truth labels in the loaded volume's slice order, and their names."""
     truth = json.loads((case_dir / "truth.json").read_text())
-    labels = devcases.truth_array(case_dir, truth, case.volume, "labels")
+    return devcases.truth_array(case_dir, truth, case.volume, "labels"), truth.get("label_names", {})
+
+
+def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = None) -> dict:
+    """One case: its bleed count and every finding at ``PROBE_THRESHOLD`` (tp, core level, label if given)."""
     out = runtime.run(spec, case.volume)
     cands = [(c.index, c.probability, c.diameter_mm) for c in out.candidates]
     picked = merged_centres(case.volume, cands, PROBE_THRESHOLD, **cmb_merging(spec.manifest))
@@ -49,13 +53,14 @@ def case_findings(spec, runtime, case_dir: Path) -> dict:
     hit = {i for i, _, _ in m.pairs}
     levels = core_levels(case.volume, [p[0] for p in picked], [p[2] for p in picked],
                          reference_intensity(case.volume, out))
-    names = truth.get("label_names", {})
     finds = []
     for i, ((idx, conf, diam, _), level) in enumerate(zip(picked, levels)):
-        k, r, c = np.clip(np.round(idx).astype(int), 0, np.asarray(labels.shape) - 1)
-        code = int(labels[k, r, c])
+        label = None
+        if labels is not None:
+            k, r, c = np.clip(np.round(idx).astype(int), 0, np.asarray(labels[0].shape) - 1)
+            label = labels[1].get(str(int(labels[0][k, r, c])), str(int(labels[0][k, r, c])))
         finds.append(dict(probability=float(conf), diameter_mm=float(diam), tp=i in hit, core_level=float(level),
-                          label=names.get(str(code), str(code))))
+                          label=label))
     return dict(seed=case.seed, n_truth=len(case.bleeds), finds=finds)
 
 
@@ -78,7 +83,9 @@ def table(rows: list[dict]) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="an SWI development-set folder (devset.build_swi)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="an SWI development-set folder (devset.build_swi)")
+    src.add_argument("--set", help="validation split(s) of our generator, e.g. val,val_atlas")
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--models", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=2)
@@ -86,9 +93,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     spec = ModelRegistry(args.models).active(Task.CMB)
     rt = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
+    if args.set:
+        refuse_reported(args.set, "a darkness probe informs a choice")
+        cases = ((data.swi_case(s), None) for s in split_seeds(args.set, args.n))
+        name = args.set
+    else:
+        dirs = devcases.dev_case_dirs(args.data, args.n, "cmb")
+        cases = ((c, case_labels(d, c)) for d in dirs for c in (devcases.read_swi_case(d),))
+        name = args.data.name
     rows = []
-    for d in devcases.dev_case_dirs(args.data, args.n, "cmb"):
-        rows.append(case_findings(spec, rt, d))
+    for case, labels in cases:
+        rows.append(case_findings(spec, rt, case, labels))
         r = rows[-1]
         print(f"  {r['seed']}: {r['n_truth']} bleeds, {sum(f['tp'] for f in r['finds'])} true and "
               f"{sum(not f['tp'] for f in r['finds'])} false findings at {PROBE_THRESHOLD}", flush=True)
@@ -98,14 +113,16 @@ def main(argv=None) -> int:
         if lv.size:
             print(f"  {name} findings at {args.at}: {lv.size}, core level median {np.median(lv):.3f}, "
                   f"5th-95th percentile {np.percentile(lv, 5):.3f}-{np.percentile(lv, 95):.3f}")
-    print("  false findings by the label under their centre:",
-          dict(Counter(f["label"] for f in at if not f["tp"]).most_common()))
-    res = {"model_label": spec.label, "data": str(args.data), "n": len(rows), "cases": rows, "table": table(rows)}
+    if args.data:
+        print("  false findings by the label under their centre:",
+              dict(Counter(f["label"] for f in at if not f["tp"]).most_common()))
+    res = {"model_label": spec.label, "data": str(args.data or args.set), "n": len(rows), "cases": rows,
+           "table": table(rows)}
     for t in res["table"]:
         print(f"  threshold {t['threshold']:.3f} core <= {t['max_core_level']}: sensitivity {t['sensitivity']:.3f} "
               f"FP/scan {t['fp_per_scan']:.2f} grade {t['grade_agreement']:.3f}")
     RUNS.mkdir(exist_ok=True)
-    path = RUNS / f"darkness_{args.data.name}_{len(rows)}_{spec.label}.json"
+    path = RUNS / f"darkness_{name}_{len(rows)}_{spec.label}.json"
     path.write_text(json.dumps(res, indent=1))
     print(f"  wrote {path}")
     return 0
