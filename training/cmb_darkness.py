@@ -108,10 +108,10 @@ def main(argv=None) -> int:
         print(f"  {r['seed']}: {r['n_truth']} bleeds, {sum(f['tp'] for f in r['finds'])} true and "
               f"{sum(not f['tp'] for f in r['finds'])} false findings at {PROBE_THRESHOLD}", flush=True)
     at = [f for r in rows for f in r["finds"] if f["probability"] >= args.at]
-    for name, group in (("true", [f for f in at if f["tp"]]), ("false", [f for f in at if not f["tp"]])):
+    for who, group in (("true", [f for f in at if f["tp"]]), ("false", [f for f in at if not f["tp"]])):
         lv = np.asarray([f["core_level"] for f in group])
         if lv.size:
-            print(f"  {name} findings at {args.at}: {lv.size}, core level median {np.median(lv):.3f}, "
+            print(f"  {who} findings at {args.at}: {lv.size}, core level median {np.median(lv):.3f}, "
                   f"5th-95th percentile {np.percentile(lv, 5):.3f}-{np.percentile(lv, 95):.3f}")
     if args.data:
         print("  false findings by the label under their centre:",
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
         print(f"  threshold {t['threshold']:.3f} core <= {t['max_core_level']}: sensitivity {t['sensitivity']:.3f} "
               f"FP/scan {t['fp_per_scan']:.2f} grade {t['grade_agreement']:.3f}")
     RUNS.mkdir(exist_ok=True)
-    path = RUNS / f"darkness_{name}_{len(rows)}_{spec.label}.json"
+    path = RUNS / f"darkness_{name}_{len(rows)}_{spec.label.replace(' ', '-')}.json"
     path.write_text(json.dumps(res, indent=1))
     print(f"  wrote {path}")
     return 0
