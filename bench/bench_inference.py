@@ -1,4 +1,4 @@
-"""Inference time per series: a 512x512 NCCT at 5 mm and at 0.625 mm, and a typical SWI, on CPU (and GPU).
+"""Inference time per series: a 512x512 NCCT at 5 mm and at 0.625 mm, a typical and a 512x512 SWI, on CPU (and GPU).
 
     .venv/bin/python bench/bench_inference.py                   # CPU, 2 threads, 3 repeats
     .venv/bin/python bench/bench_inference.py --threads 2 --gpu # also CUDA/TensorRT if they load
@@ -30,6 +30,7 @@ CASES = (  # (task, label, phantom)
     (Task.WML, "NCCT 512x512, 0.625 mm",
      lambda: phantom.make_ncct(seed=7, matrix=512, slice_thickness=0.625, wml_ml=8.0)),
     (Task.CMB, "SWI 256x256, 2 mm", lambda: phantom.make_swi(seed=7, matrix=256, slice_thickness=2.0, n_cmb=12)),
+    (Task.CMB, "SWI 512x512, 1.2 mm", lambda: phantom.make_swi(seed=7, matrix=512, slice_thickness=1.2, n_cmb=12)),
 )
 
 
