@@ -5,7 +5,8 @@ matches a true bleed (the evaluation's matcher), its core level (``svdmark.measu
 within max(1 mm, its predicted radius), in units of the foreground median) and, on development cases, the truth
 label under its centre (the devset's codes: vein, calcification, iron-rich nucleus, ...). Prints the false positives
 by label, the core levels of true and false findings, and sensitivity / FP per scan / grade agreement for each
-operating threshold and core-level cut. Our generator's splits have no labels; reported splits are refused.
+operating threshold and core-level cut, the cut applied to the candidates before merging, as the service applies
+``output.max_core_level``. Our generator's splits have no labels; reported splits are refused.
 
     PYTHONPATH=.:service .venv/bin/python -m training.cmb_darkness --data /work/dev_swi/choose --n 30 [--models DIR]
     PYTHONPATH=.:service .venv/bin/python -m training.cmb_darkness --set val,val_atlas --n 20
@@ -25,7 +26,7 @@ import numpy as np
 from svdmark.domain import BurdenGrade, Task
 from svdmark.infer.registry import ModelRegistry
 from svdmark.infer.runtime import Runtime
-from svdmark.measure import cmb_merging, merged_centres, reference_intensity
+from svdmark.measure import candidate_tuples, cmb_merging, merged_centres, reference_intensity
 from svdmark.measure.darkness import core_levels
 from svdmark.validation.agreement import match_points
 
@@ -44,24 +45,36 @@ def case_labels(case_dir: Path, case) -> tuple[np.ndarray, dict]:
 
 
 def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = None) -> dict:
-    """One case: its bleed count and every finding at ``PROBE_THRESHOLD`` (tp, core level, label if given)."""
+    """One case: its bleed count, every finding at ``PROBE_THRESHOLD`` without a cut (tp, core level, label if
+    given), and the matched counts at each threshold and cut, the cut applied before merging as the service does."""
     out = runtime.run(spec, case.volume)
-    cands = [(c.index, c.probability, c.diameter_mm) for c in out.candidates]
-    picked = merged_centres(case.volume, cands, PROBE_THRESHOLD, **cmb_merging(spec.manifest))
-    m = match_points([p[3] for p in picked], [b["center_mm"] for b in case.bleeds],
-                     [b["diameter_mm"] for b in case.bleeds], min_mm=5.0)
+    vol, merge = case.volume, cmb_merging(spec.manifest)
+    cands = [c for c in candidate_tuples(out) if c[1] >= PROBE_THRESHOLD]
+    levels = core_levels(vol, [c[0] for c in cands], [c[2] for c in cands], reference_intensity(vol, out))
+    truth = ([b["center_mm"] for b in case.bleeds], [b["diameter_mm"] for b in case.bleeds])
+
+    def called(thr: float, cut: float | None):
+        kept = [c for c, lv in zip(cands, levels) if cut is None or lv <= cut]
+        picked = merged_centres(vol, kept, thr, **merge)
+        return picked, match_points([p[3] for p in picked], *truth, min_mm=5.0)
+
+    counts = {}
+    for thr in THRESHOLDS:
+        for cut in CUTS:
+            m = called(thr, cut)[1]
+            counts[f"{thr}|{cut}"] = (m.true_positives, m.false_positives)
+    picked, m = called(PROBE_THRESHOLD, None)
     hit = {i for i, _, _ in m.pairs}
-    levels = core_levels(case.volume, [p[0] for p in picked], [p[2] for p in picked],
-                         reference_intensity(case.volume, out))
+    level_of = {tuple(c[0]): lv for c, lv in zip(cands, levels)}
     finds = []
-    for i, ((idx, conf, diam, _), level) in enumerate(zip(picked, levels)):
+    for i, (idx, conf, diam, _) in enumerate(picked):
         label = None
         if labels is not None:
             k, r, c = np.clip(np.round(idx).astype(int), 0, np.asarray(labels[0].shape) - 1)
             label = labels[1].get(str(int(labels[0][k, r, c])), str(int(labels[0][k, r, c])))
-        finds.append(dict(probability=float(conf), diameter_mm=float(diam), tp=i in hit, core_level=float(level),
-                          label=label))
-    return dict(seed=case.seed, n_truth=len(case.bleeds), finds=finds)
+        finds.append(dict(probability=float(conf), diameter_mm=float(diam), tp=i in hit,
+                          core_level=float(level_of[tuple(idx)]), label=label))
+    return dict(seed=case.seed, n_truth=len(case.bleeds), finds=finds, counts=counts)
 
 
 def table(rows: list[dict]) -> list[dict]:
@@ -72,10 +85,9 @@ def table(rows: list[dict]) -> list[dict]:
         for cut in CUTS:
             tp = fp = agree = 0
             for r in rows:
-                kept = [f for f in r["finds"] if f["probability"] >= thr and (cut is None or f["core_level"] <= cut)]
-                t = sum(f["tp"] for f in kept)
-                tp, fp = tp + t, fp + len(kept) - t
-                agree += BurdenGrade.from_count(len(kept)) == BurdenGrade.from_count(r["n_truth"])
+                t, f = r["counts"][f"{thr}|{cut}"]
+                tp, fp = tp + t, fp + f
+                agree += BurdenGrade.from_count(t + f) == BurdenGrade.from_count(r["n_truth"])
             out.append(dict(threshold=thr, max_core_level=cut, sensitivity=tp / nt, fp_per_scan=fp / len(rows),
                             grade_agreement=agree / len(rows)))
     return out

@@ -248,9 +248,9 @@ def cmb_detect_model(spec, runtime, case, threshold=None):
     return f, out
 
 
-def _counts_at(spec, case, out) -> dict:
-    """Merged count at each calibration threshold (training.calibrate picks the interval's thresholds)."""
-    cands = cmb_candidates(spec.manifest, case.volume, out)
+def _counts_at(spec, case, cands) -> dict:
+    """Merged count of the candidates at each calibration threshold (training.calibrate picks the interval's
+    thresholds)."""
     return {str(t): len(merged_centres(case.volume, cands, t, **cmb_merging(spec.manifest)))
             for t in CALIBRATION_THRESHOLDS}
 
@@ -273,13 +273,14 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         tp, fp, fn = match([m.center_mm for m in f.microbleeds], T, Dm)
         btp, bfp, bfn = match([m.center_mm for m in b.microbleeds], T, Dm)
         g = int(BurdenGrade.from_count(len(T)))
+        cands = cmb_candidates(spec.manifest, case.volume, out)
         rows.append(dict(seed=s, n_truth=len(T), tp=tp, fp=fp, fn=fn, count=f.count, grade_truth=g,
                          grade_model=int(f.grade), b_tp=btp, b_fp=bfp, b_fn=bfn, b_count=b.count,
                          grade_baseline=int(b.grade), seconds=secs, n_candidates=len(out.candidates),
                          matrix=case.volume.shape[1], thickness=case.params["slice_thickness"],
-                         counts_at=_counts_at(spec, case, out), **_uncertainty_columns(f)))
+                         counts_at=_counts_at(spec, case, cands), **_uncertainty_columns(f)))
         if sweep:
-            outs.append((case, cmb_candidates(spec.manifest, case.volume, out)))
+            outs.append((case, cands))
         r = rows[-1]
         print(f"  cmb seed {s}: truth {len(T):3d} model tp {tp:3d} fp {fp:3d} | baseline tp {btp:3d} fp {bfp:3d} "
               f"| grade {g}/{r['grade_model']}/{r['grade_baseline']} ({secs:.1f} s, {len(out.candidates)} cand)",

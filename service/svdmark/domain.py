@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Union
 
@@ -300,13 +300,14 @@ class OutputSpec:
     merge_mm: float = 4.0
     max_count: int = 200
     # CMB: a candidate whose darkest voxel near its centre is brighter than this x the foreground median is not a
-    # microbleed (``measure.darkness``); absent: no such criterion
+    # microbleed (``measure.darkness``); absent or null: no such criterion
     max_core_level: float = math.inf
 
     @classmethod
     def from_json(cls, data: Mapping) -> "OutputSpec":
         w = "output."
-        return cls(*(_number(data, f.name, f.default, type(f.default), w) for f in fields(cls)))
+        spec = cls(*(_number(data, f.name, f.default, type(f.default), w) for f in fields(cls)))
+        return replace(spec, max_core_level=math.inf) if spec.max_core_level is None else spec
 
 
 @dataclass(frozen=True)

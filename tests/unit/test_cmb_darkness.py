@@ -25,13 +25,13 @@ def _head(shape=(12, 48, 48), spacing=3.0, tilt=0.0):
     return tilted_volume(shape, pixel=0.7, spacing=spacing, tilt_deg=tilt, array=arr)
 
 
-def _spec(max_core_level=None) -> ModelSpec:
+def _spec(max_core_level=None, **sections) -> ModelSpec:
     out = {"name": "output", "threshold": 0.5, "merge_mm": 1.5}
     if max_core_level is not None:
         out["max_core_level"] = max_core_level
     return ModelSpec("cmb-test", "1.0.0", Task.CMB, "0" * 64, Path("model.onnx"), {
         "name": "cmb-test", "version": "1.0.0", "task": "cmb", "modality": "MR", "sha256": "0" * 64,
-        "input": {"kind": "patch3d", "normalisation": {"type": "foreground_median"}}, "output": out})
+        "input": {"kind": "patch3d", "normalisation": {"type": "foreground_median"}}, "output": out, **sections})
 
 
 def _output(*cands) -> ModelOutput:
@@ -45,7 +45,9 @@ def test_core_level_is_the_darkest_voxel_within_the_radius_in_millimetres(tilt):
     black, grey, off = (5, 20, 20), (5, 30, 30), (5, 10, 40)
     lv = core_levels(vol, [black, grey, off], [0.0, 0.0, 0.0], REF)
     assert lv == pytest.approx([0.05, 0.7, 1.0])
-    # 1.5 voxels (1.05 mm) beside the black voxel: outside the 1 mm minimum radius, inside a 3 mm bleed's
+    # one voxel (0.7 mm) beside the black voxel: within the 1 mm minimum radius of a bleed of no size
+    assert core_levels(vol, [(5, 20, 21)], [0.0], REF)[0] == pytest.approx(0.05)
+    # 1.5 voxels (1.05 mm) beside it: outside the 1 mm minimum radius, inside a 3 mm bleed's
     beside = (5, 20, 21.5)
     assert core_levels(vol, [beside], [0.0], REF)[0] == pytest.approx(1.0)
     assert core_levels(vol, [beside], [3.0], REF)[0] == pytest.approx(0.05)
@@ -63,10 +65,28 @@ def test_a_grey_candidate_is_not_counted_when_the_manifest_sets_a_core_level():
     assert len(cmb_candidates(_spec().manifest, vol, out)) == 2  # no criterion in the manifest: every candidate
     kept = cmb_candidates(_spec(0.5).manifest, vol, out)
     assert kept == [(black.index, black.probability, black.diameter_mm)]
-    assert cmb_candidates(_spec(0.75).manifest, vol, out) == [(c.index, c.probability, c.diameter_mm) for c in (black, grey)]
+    both = [(c.index, c.probability, c.diameter_mm) for c in (black, grey)]
+    assert cmb_candidates(_spec(0.75).manifest, vol, out) == both
+    assert cmb_candidates(_spec(0.7).manifest, vol, out) == both  # at the level exactly: dark enough
     assert from_output(_spec(), vol, out).count == 2
     f = from_output(_spec(0.5), vol, out)
     assert f.count == 1 and f.microbleeds[0].confidence == pytest.approx(0.99)
+
+
+def test_the_interval_counts_the_same_candidates_and_the_gate_scores_them_all():
+    """The count's interval is read at other thresholds of the filtered list; the gate's candidate density scores
+    the candidate stage, so every candidate."""
+    from svdmark.measure import quality
+
+    vol = _head()
+    out = _output(Candidate((5.0, 20.0, 20.0), 0.99, 2.0), Candidate((5.0, 30.0, 30.0), 0.999, 2.0),
+                  Candidate((5.0, 40.0, 10.0), 0.6, 2.0))  # a third, grey and below the operating threshold
+    spec = _spec(0.5, uncertainty={"cmb": {"threshold_low": 0.3, "threshold_high": 0.995}},
+                 quality={"limits": {"candidates_per_ml": {"max": 1e9}}})
+    f = from_output(spec, vol, out)
+    assert f.count == 1 and (f.interval.low, f.interval.high) == (0.0, 1.0)  # unfiltered it would be (1, 3)
+    assert from_output(_spec(uncertainty=spec.manifest["uncertainty"]), vol, out).interval.high == 3.0
+    assert f.quality.scores["candidates_per_ml"] == pytest.approx(quality.candidate_density(vol, REF, 3), rel=1e-3)
 
 
 def test_the_core_level_is_a_number_in_the_manifest():
@@ -75,3 +95,5 @@ def test_the_core_level_is_a_number_in_the_manifest():
     with pytest.raises(ManifestFieldError, match="max_core_level"):
         Manifest.from_json(raw)
     assert np.isinf(base.output.max_core_level)
+    off = Manifest.from_json({**dict(base), "output": {**base["output"], "max_core_level": None}})
+    assert np.isinf(off.output.max_core_level)  # null: no criterion

@@ -204,35 +204,43 @@ def log_candidates(
     wide field of view is mostly air: about half the time on a 512² SWI).
     """
     fp = tuple(max(1, int(round(min_distance_mm / sp))) * 2 + 1 for sp in spacing)
-    if mask is not None:
-        box = _reach_box(mask, spacing, max(sigmas_mm), fp)
-        if box is None:
-            return np.zeros((0, 3)), np.zeros(0, np.float32), np.zeros(0, np.float32)
-        cent, resp, sig = _log_candidates(norm[box], spacing, sigmas_mm, threshold, mask[box], max_candidates, fp)
-        return cent + np.array([b.start for b in box], float), resp, sig
-    return _log_candidates(norm, spacing, sigmas_mm, threshold, None, max_candidates, fp)
+    if mask is None:
+        return _log_candidates(norm, spacing, sigmas_mm, threshold, None, max_candidates, fp)
+    box = _reach_box(mask, spacing, max(sigmas_mm), fp)
+    if box is None:
+        return np.zeros((0, 3)), np.zeros(0, np.float32), np.zeros(0, np.float32)
+    return _log_candidates(norm[box], spacing, sigmas_mm, threshold, mask[box], max_candidates, fp,
+                           origin=np.array([b.start for b in box]))
 
 
-def _reach_box(mask: np.ndarray, spacing, sigma_max_mm: float, fp) -> tuple[slice, ...] | None:
-    """The mask's bounding box grown by the reach of the LoG (scipy's kernel radius, truncate 4), of the peak
-    footprint and of the sub-voxel fit; None for an empty mask."""
+LOG_TRUNCATE = 4.0  # scipy's Gaussian kernels reach int(LOG_TRUNCATE * sigma + 0.5) voxels
+
+
+def _reach_box(mask: np.ndarray, spacing: tuple[float, float, float], sigma_max_mm: float,
+               fp: tuple[int, ...]) -> tuple[slice, ...] | None:
+    """The mask's bounding box grown by the reach of the LoG kernel, of the peak footprint ``fp`` and of the
+    sub-voxel fit (with a voxel to spare); None for an empty mask."""
     if not mask.any():
         return None
     box = []
     for ax, sp in enumerate(spacing):
         other = tuple(a for a in range(mask.ndim) if a != ax)
         hit = np.flatnonzero(mask.any(axis=other))
-        reach = int(4.0 * sigma_max_mm / sp + 0.5) + fp[ax] // 2 + 2
+        reach = int(LOG_TRUNCATE * sigma_max_mm / sp + 0.5) + fp[ax] // 2 + 2
         box.append(slice(max(int(hit[0]) - reach, 0), min(int(hit[-1]) + 1 + reach, mask.shape[ax])))
     return tuple(box)
 
 
-def _log_candidates(norm, spacing, sigmas_mm, threshold, mask, max_candidates, fp):
+def _log_candidates(norm: np.ndarray, spacing: tuple[float, float, float], sigmas_mm: tuple[float, ...],
+                    threshold: float, mask: np.ndarray | None, max_candidates: int, fp: tuple[int, ...],
+                    origin: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``log_candidates`` on the array as given, with the peak footprint ``fp`` (voxels per axis); centres are
+    returned in the index space of the array that ``norm`` was cut from at ``origin``."""
     best = None
     best_sig = None
     for s in sigmas_mm:
         sig_vox = tuple(s / sp for sp in spacing)
-        r = ndi.gaussian_laplace(norm, sig_vox, mode="nearest") * (s * s)
+        r = ndi.gaussian_laplace(norm, sig_vox, mode="nearest", truncate=LOG_TRUNCATE) * (s * s)
         if best is None:
             best = r
             best_sig = np.full(r.shape, s, np.float32)
@@ -249,8 +257,8 @@ def _log_candidates(norm, spacing, sigmas_mm, threshold, mask, max_candidates, f
     order = np.argsort(-resp, kind="stable")[:max_candidates]
     idx, resp = idx[order], resp[order]
     sig = best_sig[tuple(idx.T)] if len(idx) else np.zeros(0, np.float32)
-    # sub-voxel refinement: parabolic fit along each axis
-    cent = idx.astype(np.float64)
+    # sub-voxel refinement: parabolic fit along each axis (on the whole array's index, so a box gives the same sums)
+    cent = (idx if origin is None else idx + origin).astype(np.float64)
     for ax in range(3):
         lo = idx.copy()
         hi = idx.copy()

@@ -7,7 +7,8 @@
   5 mm slice still counts at its physical size — and the binary mask
   (fraction ≥ the manifest's ``mask_threshold``) on the source grid, for the SEG.
 * ``CmbFindings`` for CMB models: candidates at or above the manifest's
-  ``threshold``, duplicates merged, each a ``Microbleed`` with its centre in
+  ``threshold`` (and, where the manifest sets ``max_core_level``, dark enough:
+  :mod:`.darkness`), duplicates merged, each a ``Microbleed`` with its centre in
   patient coordinates (``volume.index_to_patient``), diameter, confidence and
   location; the mask draws each as a ball on the source grid.
 """
@@ -25,7 +26,8 @@ from .geometry import ball_mask, locate
 from .uncertainty import cmb_interval, wml_interval
 
 __all__ = ["from_output", "wml_findings", "wml_volume_ml", "wml_support", "unit_fraction", "wml_postprocessing",
-           "cmb_findings", "cmb_candidates", "merged_centres", "cmb_merging", "reference_intensity"]
+           "cmb_findings", "candidate_tuples", "cmb_candidates", "merged_centres", "cmb_merging",
+           "reference_intensity"]
 
 
 def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFindings:
@@ -75,10 +77,16 @@ def reference_intensity(volume: Volume, output) -> float:
     return float(output.extras.get("reference_intensity") or foreground_reference(volume.array))
 
 
+def candidate_tuples(output) -> list:
+    """Every candidate of a CMB model's output as ``(index, probability, diameter_mm)``, before any criterion."""
+    return [(c.index, c.probability, c.diameter_mm) for c in output.candidates]
+
+
 def cmb_candidates(manifest: Manifest, volume: Volume, output, reference: float | None = None) -> list:
     """The classifier's candidates as ``(index, probability, diameter_mm)``, less those the manifest's darkness
-    criterion (``output.max_core_level``, :mod:`.darkness`) rejects: what counting, the interval and the gate see."""
-    cands = [(c.index, c.probability, c.diameter_mm) for c in output.candidates]
+    criterion (``output.max_core_level``, :mod:`.darkness`) rejects: what the count and its interval see. (The
+    gate's ``candidates_per_ml`` scores the candidate stage itself, so it counts every candidate.)"""
+    cands = candidate_tuples(output)
     limit = manifest.output.max_core_level
     if not cands or not np.isfinite(limit):
         return cands

@@ -19,10 +19,12 @@ MIN_RADIUS_MM = 1.0
 
 
 def core_levels(volume: Volume, centres_kij, diameters_mm, reference: float) -> np.ndarray:
-    """The darkest voxel within max(``MIN_RADIUS_MM``, diameter / 2) of each centre, divided by ``reference``."""
+    """The darkest voxel within max(``MIN_RADIUS_MM``, diameter / 2) of each centre (the voxel nearest the centre
+    always counts), divided by ``reference``; infinite for a centre whose ball lies outside the grid."""
     radii = [max(MIN_RADIUS_MM, 0.5 * float(d)) for d in diameters_mm]
     arr = volume.array
-    lows = [float(arr[box][inside].min()) for box, inside in balls(volume, centres_kij, radii)]
+    lows = [np.inf if b is None else min(float(arr[b[0]][b[1]].min(initial=np.inf)), float(arr[b[2]]))
+            for b in balls(volume, centres_kij, radii)]
     return np.asarray(lows, float) / float(reference)
 
 

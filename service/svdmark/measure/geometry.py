@@ -7,6 +7,7 @@ SWI series; a coarse geometric rule on the head's own shape is what can run here
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -20,16 +21,24 @@ def ball_mask(volume: Volume, centres_kij, diameters_mm) -> np.ndarray:
 
     A voxel belongs to a ball when its centre lies within the radius in physical
     space; balls smaller than a voxel still mark the voxel containing their centre.
+    A ball wholly outside the grid marks nothing.
     """
     mask = np.zeros(volume.shape, np.uint8)
-    for box, inside in balls(volume, centres_kij, [0.5 * float(d) for d in diameters_mm]):
-        mask[box][inside] = 1
+    for ball in balls(volume, centres_kij, [0.5 * float(d) for d in diameters_mm]):
+        if ball is not None:
+            box, inside, near = ball
+            mask[box][inside] = 1
+            mask[near] = 1
     return mask
 
 
-def balls(volume: Volume, centres_kij, radii_mm):
-    """For each index-space centre and radius (mm): (the box of the source grid around it, the boolean ball within
-    that box), the ball by physical distance (sheared grids included); the voxel holding the centre is always in."""
+Ball = tuple[tuple[slice, ...], np.ndarray, tuple[int, ...]]
+
+
+def balls(volume: Volume, centres_kij, radii_mm) -> Iterator[Ball | None]:
+    """For each index-space centre and radius (mm): the box of the source grid around it, the ball within that box
+    by physical distance (sheared grids included), and the grid voxel nearest the centre; None when the ball's box
+    lies wholly outside the grid."""
     if len(centres_kij) == 0:
         return
     m = index_affine(volume)
@@ -37,15 +46,17 @@ def balls(volume: Volume, centres_kij, radii_mm):
     shape = np.asarray(volume.shape)
     for c, r in zip(centres_kij, radii_mm):
         c = np.asarray(c, float)
-        near = np.clip(np.round(c).astype(int), 0, shape - 1)
         ext = np.abs(m_inv) @ np.full(3, float(r)) + 1  # index-space half extents of the ball's bounding box
-        lo = np.minimum(np.maximum(np.floor(c - ext).astype(int), 0), near)
-        hi = np.maximum(np.minimum(np.ceil(c + ext).astype(int) + 1, shape), near + 1)
+        lo = np.maximum(np.floor(c - ext).astype(int), 0)
+        hi = np.minimum(np.ceil(c + ext).astype(int) + 1, shape)
+        if np.any(hi <= lo):
+            yield None
+            continue
         kk, ii, jj = np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi)), indexing="ij")
         off = np.stack([kk - c[0], ii - c[1], jj - c[2]], axis=-1) @ m.T
         inside = np.linalg.norm(off, axis=-1) <= float(r)
-        inside[tuple(near - lo)] = True
-        yield tuple(slice(a, b) for a, b in zip(lo, hi)), inside
+        near = tuple(int(v) for v in np.clip(np.round(c).astype(int), 0, shape - 1))
+        yield tuple(slice(a, b) for a, b in zip(lo, hi)), inside, near
 
 
 # MARS location classes (Gregoire et al., Neurology 2009): lobar = cortex and subcortical/juxtacortical white
