@@ -32,7 +32,7 @@ import numpy as np
 from svdmark.domain import BurdenGrade
 from svdmark.infer.preprocess import foreground_reference
 from svdmark.infer import ModelRegistry, Runtime
-from svdmark.measure import cmb_candidates, cmb_findings, cmb_merging, quality, wml_postprocessing, wml_volume_ml
+from svdmark.measure import counted_candidates, cmb_findings, cmb_merging, quality, wml_postprocessing, wml_volume_ml
 from svdmark.measure.uncertainty import wml_interval
 
 from . import data
@@ -94,7 +94,7 @@ def study_cmb(spec, runtime, seeds, levels, rng) -> list[dict]:
         for lv in levels:
             vol = noisy_swi(case.volume, lv, rng)
             out = runtime.run(spec, vol)
-            f = cmb_findings(vol, cmb_candidates(spec.manifest, vol, out), thr, **merge)
+            f = cmb_findings(vol, counted_candidates(spec.manifest, vol, out), thr, **merge)
             tp, fp, _ = match([m.center_mm for m in f.microbleeds], T, D)
             rows.append({"seed": s, "level": lv, "n_truth": len(T), "tp": tp, "fp": fp,
                          "grade_ok": int(f.grade) == int(BurdenGrade.from_count(len(T))),

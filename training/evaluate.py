@@ -25,7 +25,7 @@ import numpy as np
 
 from svdmark.domain import BurdenGrade, CmbFindings, Task, WmlFindings
 from svdmark.infer import ModelRegistry, Runtime
-from svdmark.measure import (cmb_candidates, cmb_findings, cmb_merging, from_output, merged_centres, unit_fraction,
+from svdmark.measure import (counted_candidates, cmb_findings, cmb_merging, from_output, merged_centres, unit_fraction,
                              wml_postprocessing, wml_support, wml_volume_ml)
 from svdmark.validation.agreement import match_points
 
@@ -243,7 +243,7 @@ def cmb_detect_model(spec, runtime, case, threshold=None):
     out = runtime.run(spec, case.volume)
     if threshold is None:
         return from_output(spec, case.volume, out), out
-    f = cmb_findings(case.volume, cmb_candidates(spec.manifest, case.volume, out), threshold,
+    f = cmb_findings(case.volume, counted_candidates(spec.manifest, case.volume, out), threshold,
                      **cmb_merging(spec.manifest))
     return f, out
 
@@ -273,7 +273,7 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         tp, fp, fn = match([m.center_mm for m in f.microbleeds], T, Dm)
         btp, bfp, bfn = match([m.center_mm for m in b.microbleeds], T, Dm)
         g = int(BurdenGrade.from_count(len(T)))
-        cands = cmb_candidates(spec.manifest, case.volume, out)
+        cands = counted_candidates(spec.manifest, case.volume, out)
         rows.append(dict(seed=s, n_truth=len(T), tp=tp, fp=fp, fn=fn, count=f.count, grade_truth=g,
                          grade_model=int(f.grade), b_tp=btp, b_fp=bfp, b_fn=bfn, b_count=b.count,
                          grade_baseline=int(b.grade), seconds=secs, n_candidates=len(out.candidates),

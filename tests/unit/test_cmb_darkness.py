@@ -8,7 +8,7 @@ import pytest
 
 from svdmark.domain import Manifest, ManifestFieldError, ModelSpec, Task
 from svdmark.infer.runtime import Candidate, ModelOutput
-from svdmark.measure import cmb_candidates, from_output
+from svdmark.measure import counted_candidates, from_output
 from svdmark.measure.darkness import core_levels
 
 from .test_measure import tilted_volume
@@ -62,12 +62,12 @@ def test_a_grey_candidate_is_not_counted_when_the_manifest_sets_a_core_level():
     black = Candidate((5.0, 20.0, 20.0), 0.99, 2.0)
     grey = Candidate((5.0, 30.0, 30.0), 0.999, 2.0)
     out = _output(black, grey)
-    assert len(cmb_candidates(_spec().manifest, vol, out)) == 2  # no criterion in the manifest: every candidate
-    kept = cmb_candidates(_spec(0.5).manifest, vol, out)
+    assert len(counted_candidates(_spec().manifest, vol, out)) == 2  # no criterion in the manifest: every candidate
+    kept = counted_candidates(_spec(0.5).manifest, vol, out)
     assert kept == [(black.index, black.probability, black.diameter_mm)]
     both = [(c.index, c.probability, c.diameter_mm) for c in (black, grey)]
-    assert cmb_candidates(_spec(0.75).manifest, vol, out) == both
-    assert cmb_candidates(_spec(0.7).manifest, vol, out) == both  # at the level exactly: dark enough
+    assert counted_candidates(_spec(0.75).manifest, vol, out) == both
+    assert counted_candidates(_spec(0.7).manifest, vol, out) == both  # at the level exactly: dark enough
     assert from_output(_spec(), vol, out).count == 2
     f = from_output(_spec(0.5), vol, out)
     assert f.count == 1 and f.microbleeds[0].confidence == pytest.approx(0.99)

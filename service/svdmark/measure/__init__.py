@@ -26,7 +26,7 @@ from .geometry import ball_mask, locate
 from .uncertainty import cmb_interval, wml_interval
 
 __all__ = ["from_output", "wml_findings", "wml_volume_ml", "wml_support", "unit_fraction", "wml_postprocessing",
-           "cmb_findings", "candidate_tuples", "cmb_candidates", "merged_centres", "cmb_merging",
+           "cmb_findings", "candidate_tuples", "counted_candidates", "merged_centres", "cmb_merging",
            "reference_intensity"]
 
 
@@ -48,13 +48,13 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
                 scores["tta_spread"] = quality.tta_spread(pass_ml, f.volume_ml)
             gate = quality.judge(scores, limits)
         return replace(f, interval=interval, quality=gate)
-    ref = reference_intensity(volume, output)
-    cands = cmb_candidates(model.manifest, volume, output, ref)
+    cands = counted_candidates(model.manifest, volume, output)
     merge = cmb_merging(model.manifest)
     f = cmb_findings(volume, cands, threshold=out.threshold, **merge)
     interval = cmb_interval(lambda t: len(merged_centres(volume, cands, t, **merge)), f.count, unc.get("cmb"))
     gate = None
     if limits is not None:
+        ref = reference_intensity(volume, output)
         scores = quality.swi_scores(volume, ref)
         scores["candidates_per_ml"] = quality.candidate_density(volume, ref, len(output.candidates))
         gate = quality.judge(scores, limits)
@@ -82,7 +82,7 @@ def candidate_tuples(output) -> list:
     return [(c.index, c.probability, c.diameter_mm) for c in output.candidates]
 
 
-def cmb_candidates(manifest: Manifest, volume: Volume, output, reference: float | None = None) -> list:
+def counted_candidates(manifest: Manifest, volume: Volume, output) -> list:
     """The classifier's candidates as ``(index, probability, diameter_mm)``, less those the manifest's darkness
     criterion (``output.max_core_level``, :mod:`.darkness`) rejects: what the count and its interval see. (The
     gate's ``candidates_per_ml`` scores the candidate stage itself, so it counts every candidate.)"""
@@ -90,8 +90,7 @@ def cmb_candidates(manifest: Manifest, volume: Volume, output, reference: float 
     limit = manifest.output.max_core_level
     if not cands or not np.isfinite(limit):
         return cands
-    ref = reference_intensity(volume, output) if reference is None else reference
-    return dark_enough(volume, cands, ref, limit)
+    return dark_enough(volume, cands, reference_intensity(volume, output), limit)
 
 
 def cmb_merging(manifest: Manifest) -> dict:

@@ -28,10 +28,7 @@ def core_levels(volume: Volume, centres_kij, diameters_mm, reference: float) -> 
     return np.asarray(lows, float) / float(reference)
 
 
-def dark_enough(volume: Volume, candidates, reference: float, max_core_level: float) -> list:
+def dark_enough(volume: Volume, candidates: list, reference: float, max_core_level: float) -> list:
     """The ``(index, probability, diameter_mm)`` candidates whose core level is at most ``max_core_level``."""
-    candidates = list(candidates)
-    if not np.isfinite(max_core_level) or not candidates:
-        return candidates
     levels = core_levels(volume, [c[0] for c in candidates], [c[2] for c in candidates], reference)
     return [c for c, lv in zip(candidates, levels) if lv <= max_core_level]
