@@ -20,6 +20,7 @@ split is just a seed range:
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +163,7 @@ class NcctCase:
     truth_fraction: np.ndarray  # (z, y, x) float32 lesion fraction on the source grid
     truth_ml: float
     contrast_hu: float | None = None  # the generator's full lesion contrast (HU); None in caches written before it
+    wm_fraction: np.ndarray | None = None  # (z, y, x) white-matter fraction on the source grid; None in older caches
 
 
 @dataclass
@@ -251,11 +253,11 @@ def _case_volume(ph, params: dict) -> tuple[Volume, np.ndarray]:
 
 
 def _make_ncct_with_fraction(params: dict):
-    """``phantom.make_ncct`` and its per-voxel WML partial-volume fraction (``Phantom.aux["wml_fraction"]``,
-    the occupancy whose ≥ 50 % cut is ``truth_mask``)."""
+    """``phantom.make_ncct`` (with its white-matter map) and its per-voxel WML partial-volume fraction
+    (``Phantom.aux["wml_fraction"]``, the occupancy whose ≥ 50 % cut is ``truth_mask``)."""
     import svdmark_phantom as phantom
 
-    ph = phantom.make_ncct(**params)
+    ph = phantom.make_ncct(**params, wm_map=True)
     frac = ph.aux.get("wml_fraction")
     if frac is None or frac.shape != ph.image.shape:
         raise RuntimeError("phantom.make_ncct did not provide aux['wml_fraction'] on the image grid")
@@ -267,22 +269,27 @@ def is_cached(kind: str, seed: int) -> bool:
     return (CACHE / (f"{kind}_" + "_".join(f"{k}{v}" for k, v in sorted(params.items())) + ".npz")).exists()
 
 
-def ncct_case(seed: int, params: dict | None = None) -> NcctCase:
+def ncct_case(seed: int, params: dict | None = None, with_wm: bool = False) -> NcctCase:
+    """One NCCT case, from the cache where it is there; ``with_wm``: a case cached before the white-matter map
+    was stored is generated again (the same image) and cached with it."""
     params = params or ncct_params(seed)
     key = "ncct_" + "_".join(f"{k}{v}" for k, v in sorted(params.items()))
     path = CACHE / f"{key}.npz"
     if path.exists():
         with np.load(path) as z:
-            contrast = float(z["contrast_hu"]) if "contrast_hu" in z.files else None
-            truth = z["truth"].astype(np.float32)
-            return NcctCase(seed, params, _volume_from(z), truth, float(z["truth_ml"]), contrast)
+            if not with_wm or "wm" in z.files:
+                contrast = float(z["contrast_hu"]) if "contrast_hu" in z.files else None
+                truth = z["truth"].astype(np.float32)
+                wm = z["wm"].astype(np.float32) if "wm" in z.files else None
+                return NcctCase(seed, params, _volume_from(z), truth, float(z["truth_ml"]), contrast, wm)
     ph, truth = _make_ncct_with_fraction(_generator_kwargs(params))
     vol, order = _case_volume(ph, params)
     truth = truth[order]
+    wm = np.asarray(ph.aux["wm_fraction"], np.float32)[order]
     contrast = float(ph.meta["wml_contrast_hu"])
     _save(path, truth=truth.astype(np.float16), truth_ml=np.asarray(ph.truth_wml_ml), contrast_hu=np.asarray(contrast),
-          phantom_version=np.asarray(_phantom_version()), **_volume_arrays(vol))
-    return NcctCase(seed, params, vol, truth, float(ph.truth_wml_ml), contrast)
+          wm=wm.astype(np.float16), phantom_version=np.asarray(_phantom_version()), **_volume_arrays(vol))
+    return NcctCase(seed, params, vol, truth, float(ph.truth_wml_ml), contrast, wm)
 
 
 def swi_case(seed: int, params: dict | None = None) -> SwiCase:
@@ -308,8 +315,8 @@ def swi_case(seed: int, params: dict | None = None) -> SwiCase:
 
 
 def generate(kind: str, split: str, n: int, workers: int = 1) -> None:
-    """Fill the cache (``python -m training.data ncct train 120``)."""
-    fn = ncct_case if kind == "ncct" else swi_case
+    """Fill the cache (``python -m training.data ncct train 120``); NCCT cases with their white-matter map."""
+    fn = functools.partial(ncct_case, with_wm=True) if kind == "ncct" else swi_case
     todo = seeds(split, n)
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor

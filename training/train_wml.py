@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from svdmark.infer import preprocess as pp
 
 from . import data, devcases
 from .augment import lesion_contrast_floor, randomise_ct
+from .lesion_insertion import insert_lesions
 from .nets import UNet2D, export_onnx
 from .recipe import inherited_input, source_shares
 from .warmstart import freeze_norm_stats, load_onnx
@@ -34,53 +36,66 @@ SPACING_MM = 1.0
 NORMALISATION = {"type": "hu_window", "center": 30.0, "scale": 20.0, "clip": [-2.0, 4.0]}
 
 
-def slices_of(case) -> tuple[np.ndarray, np.ndarray]:
-    """The whole stack of a case on the model grid: (image (nz,h,w), target fraction (nz,h,w)), float16."""
+@dataclass
+class Stacks:
+    """The training stacks on the model grid, and the (stack, slice) index of every slice with brain in it."""
+
+    imgs: list = field(default_factory=list)  # (nz, h, w) float16 normalised images
+    tgts: list = field(default_factory=list)  # (nz, h, w) float16 lesion fractions
+    index: list = field(default_factory=list)  # (stack, slice) pairs
+    contrasts: list = field(default_factory=list)  # the generator's lesion contrast (HU) or None
+    wms: list = field(default_factory=list)  # (nz, h, w) float16 white-matter fractions, or None
+    spacings: list = field(default_factory=list)  # mm between slices
+
+    def extend(self, more: "Stacks") -> None:
+        """Append another source's stacks, their index moved past the stacks already here."""
+        self.index += [(v + len(self.imgs), k) for v, k in more.index]
+        for name in ("imgs", "tgts", "contrasts", "wms", "spacings"):
+            getattr(self, name).extend(getattr(more, name))
+
+
+def slices_of(case) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The whole stack of a case on the model grid: image, target fraction and white-matter fraction (None
+    where the case has no map), each (nz, h, w) float16."""
     vol = case.volume
     grid = pp.PlaneGrid.make(vol.shape[1:], vol.pixel_spacing, SPACING_MM)
     img = pp.normalise(grid.to_model(vol.array), NORMALISATION)
     tgt = np.clip(grid.to_model(case.truth_fraction), 0, 1)
-    return img.astype(np.float16), tgt.astype(np.float16)
+    wm = getattr(case, "wm_fraction", None)
+    wm = None if wm is None else np.clip(grid.to_model(wm), 0, 1).astype(np.float16)
+    return img.astype(np.float16), tgt.astype(np.float16), wm
 
 
-def load_split(split: str, n: int, log=print, cached_only: bool = False):
-    """Stacks, the (stack, slice) index of every slice with brain in it (skips the empty caps), and each
-    stack's lesion contrast in HU (None where the cache predates it)."""
+def load_split(split: str, n: int, log=print, cached_only: bool = False, with_wm: bool = False) -> Stacks:
+    """The stacks of a split (``with_wm``: with the white-matter maps, generating any case cached without)."""
     todo = data.seeds(split, n)
     if cached_only:
         todo = [s for s in todo if data.is_cached("ncct", s)]
-    imgs, tgts, index, contrasts = load_cases((data.ncct_case(s) for s in todo), len(todo), split, log)
-    if any(c is None for c in contrasts):  # cached before contrast_hu: no sub-threshold darkening for those
-        log(f"  {split}: {sum(c is None for c in contrasts)} of {len(contrasts)} cases lack the lesion contrast "
-            "(cached before it was stored); delete training/cache/ to regenerate them", flush=True)
-    return imgs, tgts, index, contrasts
+    st = load_cases((data.ncct_case(s, with_wm=with_wm) for s in todo), len(todo), split, log)
+    if any(c is None for c in st.contrasts):  # cached before contrast_hu: no sub-threshold darkening for those
+        log(f"  {split}: {sum(c is None for c in st.contrasts)} of {len(st.contrasts)} cases lack the lesion "
+            "contrast (cached before it was stored); delete training/cache/ to regenerate them", flush=True)
+    return st
 
 
-def load_cases(cases, n: int, split: str, log=print):
+def load_cases(cases, n: int, split: str, log=print) -> Stacks:
     """``load_split`` of any ``n`` NcctCases (``split`` names them in the log; another generator's heads carry no
     lesion contrast, so they get no sub-threshold darkening)."""
-    imgs, tgts, index, contrasts = [], [], [], []
+    st = Stacks()
     t = time.time()
     for q, case in enumerate(cases):
-        i, g = slices_of(case)
+        i, g, wm = slices_of(case)
         # keep slices with brain (normalised > -1.2 ⇔ HU > 6) — skip empty caps of the stack
         keep = np.nonzero((i > -1.2).mean(axis=(1, 2)) > 0.05)[0]
-        imgs.append(i)
-        tgts.append(g)
-        contrasts.append(case.contrast_hu)
-        index.extend((len(imgs) - 1, int(k)) for k in keep)
+        st.imgs.append(i)
+        st.tgts.append(g)
+        st.wms.append(wm)
+        st.spacings.append(float(case.volume.slice_spacing))
+        st.contrasts.append(case.contrast_hu)
+        st.index.extend((len(st.imgs) - 1, int(k)) for k in keep)
         if q % 20 == 0:
-            log(f"  {split}: {q + 1}/{n} cases, {len(index)} slices, {time.time() - t:.0f} s", flush=True)
-    return imgs, tgts, index, contrasts
-
-
-def _extend(imgs, tgts, index, contrasts, more) -> None:
-    """Append another source's ``load_cases`` result, its (stack, slice) index moved past the stacks already there."""
-    more_imgs, more_tgts, more_index, more_contrasts = more
-    index += [(v + len(imgs), k) for v, k in more_index]
-    imgs += more_imgs
-    tgts += more_tgts
-    contrasts += more_contrasts
+            log(f"  {split}: {q + 1}/{n} cases, {len(st.index)} slices, {time.time() - t:.0f} s", flush=True)
+    return st
 
 
 def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
@@ -90,7 +105,7 @@ def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
 
 def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion_p: float = 0.5, crop: int = 96,
                  randomise: float = 0.0, contrasts=None, wide_point_spread: bool = False,
-                 min_contrast_hu: float | None = None, weights=None):
+                 min_contrast_hu: float | None = None, weights=None, insert: float = 0.0, wms=None, spacings=None):
     """``bs`` crops (crop²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
 
     ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
@@ -100,7 +115,8 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
     contrast from ``contrasts`` where given. ``min_contrast_hu``: every crop's lesion is at least that much
     darker than its white matter (``training.augment.lesion_contrast_floor``; None: as the generator drew it).
     ``weights``: (over ``index``, over ``lesion_slices``) draw probabilities (``training.recipe.source_shares``);
-    None: uniform.
+    None: uniform. ``insert`` > 0: that fraction of the crops of stacks with a white-matter map (``wms``, slice
+    spacing ``spacings``) gets lesions pasted into its white matter (``training.lesion_insertion``).
     """
     xs, ys = [], []
     for _ in range(bs):
@@ -130,13 +146,22 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
         a[:, : ca.shape[1], : ca.shape[2]] = ca
         cl = _stack_slices(tgts[v], k, ctx)[:, y0 : y0 + crop, x0 : x0 + crop]
         les[:, : cl.shape[1], : cl.shape[2]] = cl
+        wm = None
+        if insert and wms is not None and wms[v] is not None:
+            wm = np.zeros((C, crop, crop), np.float32)
+            cw = _stack_slices(wms[v], k, ctx)[:, y0 : y0 + crop, x0 : x0 + crop]
+            wm[:, : cw.shape[1], : cw.shape[2]] = cw
         if rng.random() < 0.5:  # left-right flip (anatomy is near-symmetric)
             a, les = a[:, :, ::-1], les[:, :, ::-1]
+            wm = None if wm is None else wm[:, :, ::-1]
         if ctx and rng.random() < 0.5:  # head-foot flip of the neighbours (stacks run both ways)
             a, les = a[::-1], les[::-1]
-        b = les[ctx]
+            wm = None if wm is None else wm[::-1]
         contrast = contrasts[v] if contrasts is not None else None
         a, contrast = lesion_contrast_floor(a, les, contrast, min_contrast_hu)
+        if wm is not None and rng.random() < insert:
+            a, les = insert_lesions(np.ascontiguousarray(a), np.ascontiguousarray(les), wm, spacings[v], rng)
+        b = les[ctx]
         if randomise and rng.random() < randomise:
             a = randomise_ct(np.ascontiguousarray(a), rng, lesion=les, contrast_hu=contrast,
                              wide_point_spread=wide_point_spread, min_contrast_hu=min_contrast_hu)
@@ -168,15 +193,16 @@ def train(args) -> dict:
     (Path(__file__).resolve().parent / "runs").mkdir(exist_ok=True)  # checkpoints go there from step 250
     rng = np.random.default_rng(args.seed)
     log = print
-    imgs, tgts, index, contrasts = load_split("train", args.n_train, log, args.cached_only)
-    n_analytic = len(imgs)  # stacks from here on are atlas heads
+    wm = bool(args.insert_lesions)
+    st = load_split("train", args.n_train, log, args.cached_only, with_wm=wm)
+    n_analytic = len(st.imgs)  # stacks from here on are atlas heads
     if args.n_train_atlas:  # the same draws on the MNI152 atlas head, so the net does not learn one head's shape
-        _extend(imgs, tgts, index, contrasts, load_split("train_atlas", args.n_train_atlas, log, args.cached_only))
-    n_ours = len(imgs)  # stacks from here on are another generator's (--extra-ncct)
+        st.extend(load_split("train_atlas", args.n_train_atlas, log, args.cached_only, with_wm=wm))
+    n_ours = len(st.imgs)  # stacks from here on are another generator's (--extra-ncct)
     if args.extra_ncct:
         dirs = devcases.foreign_case_dirs(args.extra_ncct, args.n_extra)
-        _extend(imgs, tgts, index, contrasts,
-                load_cases((devcases.read_ncct_case(d) for d in dirs), len(dirs), "extra", log))
+        st.extend(load_cases((devcases.read_ncct_case(d) for d in dirs), len(dirs), "extra", log))
+    imgs, tgts, index = st.imgs, st.tgts, st.index
     lesion_slices = [q for q, (v, k) in enumerate(index) if float(tgts[v][k].max()) > 0.3]
     log(f"train slices {len(index)}, with lesion {len(lesion_slices)}", flush=True)
     source = [0 if v < n_analytic else 1 if v < n_ours else 2 for v, _ in index]  # analytic, atlas, extra
@@ -212,9 +238,9 @@ def train(args) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = sample_batch(imgs, tgts, index, lesion_slices, rng, args.batch, args.context, crop=args.crop,
-                            randomise=args.randomise, contrasts=contrasts,
+                            randomise=args.randomise, contrasts=st.contrasts,
                             wide_point_spread=args.wide_point_spread, min_contrast_hu=args.min_lesion_contrast,
-                            weights=weights)
+                            weights=weights, insert=args.insert_lesions, wms=st.wms, spacings=st.spacings)
         loss = loss_fn(net.logits(x), y)
         opt.zero_grad()
         loss.backward()
@@ -298,6 +324,8 @@ def main(argv=None):
                     help="re-render with training.augment.point_spread (the 1.6.0 experiment) instead of kernel_blur")
     ap.add_argument("--min-lesion-contrast", type=float, default=None, metavar="HU",
                     help="darken fainter labelled lesions to this contrast (augment.lesion_contrast_floor)")
+    ap.add_argument("--insert-lesions", type=float, default=0.0, metavar="P",
+                    help="paste lesions into the white matter of this fraction of the crops (training.lesion_insertion)")
     ap.add_argument("--atlas-share", type=float, default=None, metavar="S",
                     help="draw this fraction of the crops from the atlas heads (default: in proportion to slices)")
     ap.add_argument("--extra-ncct", type=Path, default=None, metavar="DIR",

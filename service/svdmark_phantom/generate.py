@@ -12,13 +12,13 @@ from .geometry import Block, Grid, make_grid
 from .lesions import (
     _BoxedPoints,
     _occupancy,
-    _wm_fraction,
     build_mimics,
     build_wml,
     mimic_effect,
     place_cmbs,
     sample_cmb_count,
     sample_wml_ml,
+    wm_fraction,
     wml_volume_mm3,
 )
 from .types import Phantom, SeriesKind, synthetic_uid
@@ -93,7 +93,10 @@ def _make_head(anatomy: str, seed: int, origin, atrophy: float | None = None) ->
     return HeadModel.random(seed, origin=origin)
 
 
-def _render(head: HeadModel, grid: Grid, values: dict, ns: int, hook=None) -> np.ndarray:
+def _render(head: HeadModel, grid: Grid, values: dict, ns: int, hook=None, wm_out: np.ndarray | None = None
+            ) -> np.ndarray:
+    """The image on ``grid`` (``ns`` sub-planes per slice); ``wm_out``: filled with each voxel's white-matter
+    fraction, the tissue a WML may occupy (``lesions.wm_fraction``), from the same points."""
     nz, nr, nc = grid.shape
     out = np.empty((nz, nr, nc), F32)
     kchunk = max(1, int(CHUNK_POINTS // (ns * nr * nc)))
@@ -105,6 +108,8 @@ def _render(head: HeadModel, grid: Grid, values: dict, ns: int, hook=None) -> np
         if hook is not None:
             hook(blk, val)
         out[k0:k1] = val.mean(axis=1)
+        if wm_out is not None:
+            wm_out[k0:k1] = wm_fraction(head, blk).mean(axis=1)
     return out
 
 
@@ -158,6 +163,7 @@ def make_ncct(
     atrophy: float | None = None,
     wml_spread: bool = False,
     wml_rims: bool = False,
+    wm_map: bool = False,
 ) -> Phantom:
     """A non-contrast head CT with WML truth (HU, source grid, possibly gantry-tilted).
 
@@ -169,6 +175,7 @@ def make_ncct(
     ``atrophy`` (0-1, 'mni152' only): sulci, fissures and ventricles widened by eroding the brain.
     ``wml_spread``: deep lesions anywhere in the cerebral white matter (``lesions.DEEP_BOX_SPREAD``).
     ``wml_rims``: periventricular rims along the ventricle walls as well (``lesions.add_rims``).
+    ``wm_map``: also ``aux["wm_fraction"]``, each voxel's white-matter fraction (the same image either way).
     """
     _check_anatomy(anatomy)
     rng = np.random.default_rng([int(seed), 0xC7])
@@ -197,7 +204,8 @@ def make_ncct(
     def hook(blk, val):
         mimic_effect(head, mims, blk, val, vals)
 
-    img = _render(head, grid, vals, ns, hook)
+    wm = np.empty(grid.shape, F32) if wm_map else None
+    img = _render(head, grid, vals, ns, hook, wm)
     mask, drop = _wml_on_grid(head, wml, grid)
     img -= drop
     wml_fraction = getattr(wml, "grid_fraction", None)
@@ -239,7 +247,7 @@ def make_ncct(
         meta={"fov_mm": fov, "target_wml_ml": float(wml_ml), "wml_contrast_hu": wml.contrast,
               "mimics": [m.kind for m in mims], "noise_hu": sd, "values": vals, "kernel": kernel,
               "anatomy": anatomy, "head_origin": head_origin.tolist(), **({"atrophy": atrophy} if atrophy else {})},
-        aux={"wml_fraction": wml_fraction},
+        aux={"wml_fraction": wml_fraction, **({"wm_fraction": wm} if wm is not None else {})},
     )
 
 
@@ -305,7 +313,7 @@ def _wml_on_grid(head: HeadModel, wml, grid: Grid):
         occ = np.zeros(sd.shape, F32)
         dr = np.zeros(sd.shape, F32)
         if near.any():
-            wm = _wm_fraction(head, _BoxedPoints([u[near] for u in U]))
+            wm = wm_fraction(head, _BoxedPoints([u[near] for u in U]))
             occ[near] = _occupancy(sd[near], wm, h)
             dr[near] = wml.drop(sd[near], wm)
         occ_v[s0:s0 + step] = occ.reshape(-1, nsub).mean(1)

@@ -82,7 +82,8 @@ class WmlModel:
         return F32(self.contrast) * ramp * np.clip(wm * 1.5 - 0.25, 0, 1)
 
 
-def _wm_fraction(head: HeadModel, pts) -> np.ndarray:
+def wm_fraction(head: HeadModel, pts) -> np.ndarray:
+    """White-matter fraction at ``pts`` (vessels ignored): where a WML may lie."""
     return head.paint(pts, {"wm": 1.0, "air": 0.0}, default=0.0, skip=VESSEL_KEYS)
 
 
@@ -120,7 +121,7 @@ def wml_volume_mm3(m: WmlModel, *, with_wm=True, h0=2.0, n_sub=3) -> float:
             continue
         Uk = [c[keep] for c in U]
         if with_wm:
-            wm = _wm_fraction(head, _BoxedPoints(Uk))
+            wm = wm_fraction(head, _BoxedPoints(Uk))
         else:
             wm = np.ones(len(Uk[0]), F32)
         total += float(_occupancy(sdf[keep], wm, h).sum())

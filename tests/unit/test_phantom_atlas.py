@@ -12,7 +12,7 @@ import pytest
 
 from svdmark_phantom import make_ncct, make_swi
 from svdmark_phantom import atlas as atlas_mod
-from svdmark_phantom.lesions import _BoxedPoints, _wm_fraction
+from svdmark_phantom.lesions import _BoxedPoints, wm_fraction
 
 needs_atlas = pytest.mark.skipif(atlas_mod.find_mni152_files() is None,
                                  reason="nilearn's MNI152 tissue maps are not installed (phantom extra)")
@@ -108,7 +108,7 @@ def test_wml_truth_lies_in_white_matter_on_a_tilted_thick_slice_grid():
     head = _head_of(p)
     kij = np.argwhere(frac > 0.5)
     u = _voxel_u(p, head, kij).T.astype(np.float32)
-    wm = _wm_fraction(head, _BoxedPoints(list(u)))
+    wm = wm_fraction(head, _BoxedPoints(list(u)))
     assert np.median(wm) > 0.6 and np.mean(wm > 0.25) > 0.9
 
 

@@ -1,0 +1,72 @@
+"""training.lesion_insertion: lesions pasted into white matter, label and darkening consistent."""
+import numpy as np
+import pytest
+
+from training.augment import HU_SCALE
+from training.lesion_insertion import CONTRAST_HU, insert_lesions
+
+
+def _crop(wm_left=1.0, wm_right=1.0, c=3, n=96):
+    a = np.zeros((c, n, n), np.float32)
+    les = np.zeros((c, n, n), np.float32)
+    wm = np.empty((c, n, n), np.float32)
+    wm[:, :, : n // 2] = wm_left
+    wm[:, :, n // 2:] = wm_right
+    return a, les, wm
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_label_and_darkening_stay_in_white_matter(seed):
+    a, les, wm = _crop(wm_left=0.0)
+    a2, l2 = insert_lesions(a, les, wm, 2.5, np.random.default_rng(seed))
+    assert l2[:, :, :48].max() == 0 and np.all(a2[:, :, :48] == 0)  # no white matter: untouched
+    assert l2.max() > 0.5  # something was pasted into the white matter
+    assert np.all(a2 <= 0)  # lesions only darken
+    drop = -a2 * HU_SCALE  # overlapping lesions darken as their union: never beyond one lesion's contrast
+    assert drop.max() <= CONTRAST_HU[1] + 1e-4
+    core = l2 > 0.999  # inside a lesion's label the soft edge has reached at least 5/8 of its contrast
+    assert drop[core].min() >= 0.625 * CONTRAST_HU[0] - 1e-4
+    assert np.all((l2 > 0) <= (a2 < 0))  # every labelled voxel is darker
+
+
+def test_no_white_matter_in_the_centre_channel_changes_nothing():
+    a, les, wm = _crop()
+    wm[1] = 0.0
+    a2, l2 = insert_lesions(a, les, wm, 5.0, np.random.default_rng(0))
+    assert a2 is a and l2 is les
+
+
+def test_existing_lesion_keeps_its_label_and_is_not_darkened_again():
+    a, les, wm = _crop()
+    les[:] = 1.0
+    a[:] = -0.3
+    a2, l2 = insert_lesions(a, les, wm, 2.5, np.random.default_rng(1))
+    assert np.all(l2 == 1.0) and np.all(a2 == a)
+
+
+def test_thick_slices_give_partial_labels_off_the_centre():
+    """A lesion seen through 5 mm slices: neighbours carry less of it than the centre channel on average."""
+    tot = np.zeros(3)
+    for seed in range(20):
+        a, les, wm = _crop()
+        _, l2 = insert_lesions(a, les, wm, 5.0, np.random.default_rng(seed))
+        tot += l2.sum(axis=(1, 2))
+    assert tot[1] > tot[0] and tot[1] > tot[2]
+
+
+def test_sample_batch_pastes_lesions_only_where_asked():
+    from training import train_wml
+
+    rng = np.random.default_rng(0)
+    img = (rng.normal(0, 0.1, (5, 64, 64)) - 0.2).astype(np.float16)
+    tgt = np.zeros((5, 64, 64), np.float16)
+    wm = np.ones((5, 64, 64), np.float16)
+    index = [(0, k) for k in range(5)]
+    x0, y0 = train_wml.sample_batch([img], [tgt], index, [], np.random.default_rng(1), 8, crop=64)
+    assert float(y0.sum()) == 0
+    x1, y1 = train_wml.sample_batch([img], [tgt], index, [], np.random.default_rng(1), 8, crop=64, insert=1.0,
+                                    wms=[wm], spacings=[2.5])
+    assert float(y1.sum()) > 0
+    x2, y2 = train_wml.sample_batch([img], [tgt], index, [], np.random.default_rng(1), 8, crop=64, insert=1.0,
+                                    wms=[None], spacings=[2.5])
+    assert float(y2.sum()) == 0 and np.array_equal(x2.numpy(), x0.numpy())  # no map: the old stream exactly
