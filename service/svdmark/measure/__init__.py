@@ -25,8 +25,8 @@ from .darkness import dark_enough
 from .geometry import ball_mask, locate
 from .uncertainty import cmb_interval, wml_interval
 
-__all__ = ["from_output", "wml_findings", "wml_volume_ml", "wml_support", "unit_fraction", "wml_postprocessing",
-           "cmb_findings", "candidate_tuples", "counted_candidates", "merged_centres", "cmb_merging",
+__all__ = ["from_output", "wml_findings", "wml_volume_ml", "counted_fraction", "wml_support", "unit_fraction",
+           "wml_postprocessing", "cmb_findings", "candidate_tuples", "counted_candidates", "merged_centres", "cmb_merging",
            "reference_intensity"]
 
 
@@ -108,12 +108,19 @@ def wml_volume_ml(volume: Volume, fraction: np.ndarray, fraction_floor: float = 
     partial-volume rim of a detected lesion is kept while isolated low-level noise is not.
     ``slab_group`` > 1: the model read slabs of that many slices, so "one slice" through-plane is one slab.
     """
+    frac = counted_fraction(fraction, fraction_floor, support_threshold, support_dilate_vox, slab_group)
+    return float(frac.sum(dtype=np.float64) * volume.voxel_volume_mm3 / 1000.0)
+
+
+def counted_fraction(fraction: np.ndarray, fraction_floor: float = 0.0, support_threshold: float = 0.0,
+                     support_dilate_vox: int = 0, slab_group: int = 1) -> np.ndarray:
+    """The fraction map ``wml_volume_ml`` sums: clipped, floored and restricted to its support (same arguments)."""
     frac = unit_fraction(fraction)
     if fraction_floor > 0:
         frac[frac < fraction_floor] = 0.0
     if support_threshold > 0:
         frac[~wml_support(frac, support_threshold, support_dilate_vox, slab_group)] = 0.0
-    return float(frac.sum(dtype=np.float64) * volume.voxel_volume_mm3 / 1000.0)
+    return frac
 
 
 def unit_fraction(fraction: np.ndarray) -> np.ndarray:
