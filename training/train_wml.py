@@ -325,7 +325,7 @@ def main(argv=None):
     ap.add_argument("--min-lesion-contrast", type=float, default=None, metavar="HU",
                     help="darken fainter labelled lesions to this contrast (augment.lesion_contrast_floor)")
     ap.add_argument("--insert-lesions", type=float, default=0.0, metavar="P",
-                    help="paste lesions into the white matter of this fraction of the crops (training.lesion_insertion)")
+                    help="paste lesions into the white matter of this share of the crops (training.lesion_insertion)")
     ap.add_argument("--atlas-share", type=float, default=None, metavar="S",
                     help="draw this fraction of the crops from the atlas heads (default: in proportion to slices)")
     ap.add_argument("--extra-ncct", type=Path, default=None, metavar="DIR",

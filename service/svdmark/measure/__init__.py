@@ -26,8 +26,8 @@ from .geometry import ball_mask, locate
 from .uncertainty import cmb_interval, wml_interval
 
 __all__ = ["from_output", "wml_findings", "wml_volume_ml", "counted_fraction", "wml_support", "unit_fraction",
-           "wml_postprocessing", "cmb_findings", "candidate_tuples", "counted_candidates", "merged_centres", "cmb_merging",
-           "reference_intensity"]
+           "wml_postprocessing", "cmb_findings", "candidate_tuples", "counted_candidates", "merged_centres",
+           "cmb_merging", "reference_intensity"]
 
 
 def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFindings:
