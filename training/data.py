@@ -270,26 +270,32 @@ def is_cached(kind: str, seed: int) -> bool:
 
 
 def ncct_case(seed: int, params: dict | None = None, with_wm: bool = False) -> NcctCase:
-    """One NCCT case, from the cache where it is there; ``with_wm``: a case cached before the white-matter map
-    was stored is generated again (the same image) and cached with it."""
+    """One NCCT case, from the cache where it is there; ``with_wm``: with its white-matter map (a case cached before
+    the map was stored is generated again, refused unless image and truth come out as cached, and cached with it)."""
     params = params or ncct_params(seed)
     key = "ncct_" + "_".join(f"{k}{v}" for k, v in sorted(params.items()))
     path = CACHE / f"{key}.npz"
+    cached = None
     if path.exists():
         with np.load(path) as z:
             if not with_wm or "wm" in z.files:
                 contrast = float(z["contrast_hu"]) if "contrast_hu" in z.files else None
                 truth = z["truth"].astype(np.float32)
-                wm = z["wm"].astype(np.float32) if "wm" in z.files else None
+                wm = z["wm"].astype(np.float32) if with_wm else None
                 return NcctCase(seed, params, _volume_from(z), truth, float(z["truth_ml"]), contrast, wm)
+            cached = z["image"], z["truth"]
     ph, truth = _make_ncct_with_fraction(_generator_kwargs(params))
     vol, order = _case_volume(ph, params)
     truth = truth[order]
+    if cached is not None and not (np.array_equal(cached[0], vol.array.astype(np.float32))
+                                   and np.array_equal(cached[1], truth.astype(np.float16))):
+        raise RuntimeError(f"{path.name}: the generator no longer draws the cached case (another phantom_version); "
+                           "delete training/cache/ and generate it again")
     wm = np.asarray(ph.aux["wm_fraction"], np.float32)[order]
     contrast = float(ph.meta["wml_contrast_hu"])
     _save(path, truth=truth.astype(np.float16), truth_ml=np.asarray(ph.truth_wml_ml), contrast_hu=np.asarray(contrast),
           wm=wm.astype(np.float16), phantom_version=np.asarray(_phantom_version()), **_volume_arrays(vol))
-    return NcctCase(seed, params, vol, truth, float(ph.truth_wml_ml), contrast, wm)
+    return NcctCase(seed, params, vol, truth, float(ph.truth_wml_ml), contrast, wm if with_wm else None)
 
 
 def swi_case(seed: int, params: dict | None = None) -> SwiCase:

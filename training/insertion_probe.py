@@ -6,7 +6,7 @@ lowered by 5 or 10 at the core, a 2 mm linear edge), in white matter only (the h
 per read, at one of two places: periventricular (centre 2 to 2 + D/2 mm from the ventricle wall) or deep (more than
 15 + D/2 mm from it); every site at least 4-5 mm from cortex and sulci, sites at least D + 25 mm apart. The head is
 read once as it is and once per configuration, and at each site the model's counted fraction above the unaltered
-read (within 2 voxels of the sphere) is set against the inserted volume. Sites are drawn from a stream seeded by
+read (within 3 mm of the sphere in-plane and one slice through-plane) is set against the inserted volume. Sites are drawn from a stream seeded by
 the head's seed, so every model sees the same insertions.
 
 The spheres are this module's own, deliberately unlike any generator's lesions: the probe measures the model's
@@ -34,6 +34,7 @@ DROPS_HU = (5, 10)
 PLACES = ("periventricular", "deep")
 SITES_PER_READ = 4
 EDGE_MM = 2.0
+NEAR_MM = 3.0  # a read counts within this distance of the sphere in-plane (the manifests' support reach)
 LESION_FREE_ML = 0.05
 WM, CORTEX, SULCAL_CSF, VENTRICLES = 1, 2, 3, (4, 11)  # the development set's labels (devset/README.md)
 
@@ -66,7 +67,7 @@ def sphere(shape, spacing_mm, centre, diameter: float, within: np.ndarray):
     """(box slices, occupancy 0..1 in the box) of a sphere with a linear ``EDGE_MM`` edge, restricted to ``within``."""
     sp = np.asarray(spacing_mm, float)
     c = np.asarray(centre)
-    reach = np.ceil((diameter / 2 + EDGE_MM) / sp).astype(int)
+    reach = np.ceil((diameter / 2 + EDGE_MM + NEAR_MM) / sp).astype(int) + 1  # room for site_read's margin
     lo, hi = np.maximum(c - reach, 0), np.minimum(c + reach + 1, shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     g = np.indices(tuple(hi - lo), dtype=float)
@@ -75,9 +76,13 @@ def sphere(shape, spacing_mm, centre, diameter: float, within: np.ndarray):
     return box, occ.astype(np.float32)
 
 
-def site_read(base: np.ndarray, read: np.ndarray, box, occ: np.ndarray, voxel_ml: float) -> tuple[float, float]:
-    """(inserted mL, read mL): the counted fraction above the unaltered read within 2 voxels of the sphere."""
-    near = ndimage.binary_dilation(occ > 0, iterations=2)
+def site_read(base: np.ndarray, read: np.ndarray, box, occ: np.ndarray, voxel_ml: float,
+              pixel_mm: float) -> tuple[float, float]:
+    """(inserted mL, read mL): the counted fraction above the unaltered read within ``NEAR_MM`` in-plane of the
+    sphere and one slice either side of that (``box`` must hold the margin: ``sphere`` leaves it)."""
+    inside = occ > 0
+    near = np.stack([ndimage.distance_transform_edt(~s) * pixel_mm <= NEAR_MM if s.any() else s for s in inside])
+    near = ndimage.binary_dilation(near, structure=np.ones((3, 1, 1), bool))
     return float(occ.sum() * voxel_ml), float((np.clip(read[box] - base[box], 0, None) * near).sum() * voxel_ml)
 
 
@@ -102,7 +107,7 @@ def probe_head(case: Path, read_fn) -> list[dict]:
                     arr[box] -= np.float32(drop) * occ
                 read = read_fn(dataclasses.replace(vol, array=arr))
                 for (box, occ), c in zip(spheres, sites):
-                    ins, got = site_read(base, read, box, occ, voxel_ml)
+                    ins, got = site_read(base, read, box, occ, voxel_ml, min(vol.pixel_spacing))
                     rows.append(dict(seed=int(truth["seed"]), place=place, diameter_mm=d, drop_hu=drop,
                                      site=[int(v) for v in c], inserted_ml=ins, read_ml=got))
     return rows

@@ -1,12 +1,15 @@
 """Lesions pasted into WML training crops anywhere in white matter (``train_wml --insert-lesions``).
 
 Why: a model trained only on one generator's lesions learns where and in what shape that generator puts them.
-Spheres of known size and contrast inserted into lesion-free development heads (built by other code) showed it:
-wml-ncct 1.12.0 read 0.12 of a 10 mm, 5 HU periventricular sphere and 0.43 of a 30 mm, 5 HU deep one, and read
-nothing at half the sites, while the same darkening at other sites was read in full. The SynthSeg line of work
+Spheres of known size and contrast inserted into five lesion-free development heads (built by other code; a
+one-off probe before ``training.insertion_probe``) showed it: wml-ncct 1.12.0 read 0.21 of the volume of 10 mm,
+5 HU periventricular spheres and 0.29 of 30 mm, 5 HU deep ones, and less than a tenth at 9 of 20 and 4 of 9 of
+those sites, while the same darkening at other sites was read in full
+(``training/preregistered/2026-12-04-wml-insertion.md``). The SynthSeg line of work
 (Billot et al. 2023; WMH-SynthSeg, Laso et al. 2024) draws lesions independently of the anatomy's own priors. Here
 each chosen crop gets 1-4 soft, irregular ellipsoids centred on white matter (the generator's own white-matter map,
-``Phantom.aux["wm_fraction"]``), 3-40 mm across, each with its own contrast, drawn like the generator's lesions:
+``Phantom.aux["wm_fraction"]``), 3-40 mm across, each with its own contrast (5.5-12 HU: ``augment.randomise_ct`` may take 1.5 HU off every labelled lesion, and
+the active recipe's floor is 4 HU), drawn like the generator's lesions:
 the darkening follows a soft edge and the white-matter fraction (overlapping lesions darken as their union, and
 labelled lesion already there is not darkened again), the label is the partial-volume occupancy of
 lesion within white matter, averaged over each channel's slice thickness (thin lesions in thick slices read
@@ -21,7 +24,7 @@ import numpy as np
 from .augment import HU_SCALE
 
 DIAMETER_MM = (3.0, 40.0)  # log-uniform
-CONTRAST_HU = (4.0, 12.0)  # per lesion; at or above the 4 HU floor of the active recipe's labelled lesions
+CONTRAST_HU = (5.5, 12.0)  # per lesion: at least the recipe's 4 HU floor after randomise_ct's -1.5 HU
 SUB_PLANES = (-1 / 3, 0.0, 1 / 3)  # across each channel's slice, in slice spacings
 
 

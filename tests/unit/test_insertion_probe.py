@@ -54,9 +54,15 @@ def test_read_share_of_an_ideal_and_a_blind_reader():
     base = np.zeros(shape, np.float32)
     ideal = base.copy()
     ideal[box] += occ
-    ins, got = ip.site_read(base, ideal, box, occ, 0.002)
+    ins, got = ip.site_read(base, ideal, box, occ, 0.002, 1.0)
     assert abs(got - ins) < 1e-6 and ins > 0
-    assert ip.site_read(base, base, box, occ, 0.002)[1] == 0.0
+    assert ip.site_read(base, base, box, occ, 0.002, 1.0)[1] == 0.0
+    rim = ideal.copy()  # a read spilling 2 mm beyond the sphere in-plane still counts, 6 mm beyond does not
+    rim[box][occ == 0] = 0.0
+    k = box[0].start + occ.shape[0] // 2
+    rim[k, 40, 40 + 5 + 2] = 1.0
+    rim[k, 40, 40 + 5 + 6] = 1.0
+    assert abs(ip.site_read(base, rim, box, occ, 0.002, 1.0)[1] - got - 0.002) < 1e-6
     rows = [dict(place="deep", diameter_mm=10, drop_hu=5, inserted_ml=ins, read_ml=got),
             dict(place="deep", diameter_mm=10, drop_hu=5, inserted_ml=ins, read_ml=0.0)]
     s = ip.summary(rows)["deep 10 mm 5 HU"]

@@ -70,3 +70,38 @@ def test_sample_batch_pastes_lesions_only_where_asked():
     x2, y2 = train_wml.sample_batch([img], [tgt], index, [], np.random.default_rng(1), 8, crop=64, insert=1.0,
                                     wms=[None], spacings=[2.5])
     assert float(y2.sum()) == 0 and np.array_equal(x2.numpy(), x0.numpy())  # no map: the old stream exactly
+
+
+def test_sample_batch_without_insertion_draws_the_old_stream_with_maps_given():
+    from training import train_wml
+
+    rng = np.random.default_rng(0)
+    img = (rng.normal(0, 0.1, (5, 64, 64)) - 0.2).astype(np.float16)
+    tgt = np.zeros((5, 64, 64), np.float16)
+    tgt[2, 20:30, 20:30] = 1
+    index = [(0, k) for k in range(5)]
+    kw = dict(crop=64, randomise=0.5, contrasts=[6.0], min_contrast_hu=4.0)
+    x0, y0 = train_wml.sample_batch([img], [tgt], index, [2], np.random.default_rng(3), 8, **kw)
+    x1, y1 = train_wml.sample_batch([img], [tgt], index, [2], np.random.default_rng(3), 8, insert=0.0,
+                                    wms=[np.ones_like(img)], spacings=[2.5], **kw)
+    assert np.array_equal(x0.numpy(), x1.numpy()) and np.array_equal(y0.numpy(), y1.numpy())
+
+
+def test_a_cached_case_gains_its_white_matter_map_only_if_the_generator_still_draws_it(tmp_path, monkeypatch):
+    from training import data
+
+    monkeypatch.setattr(data, "CACHE", tmp_path)
+    params = dict(seed=11, matrix=64, slice_thickness=5.0, tilt_deg=0.0, wml_ml=2.0, mimics=False)
+    first = data.ncct_case(11, params)
+    assert first.wm_fraction is None  # not asked for: not loaded
+    (path,) = tmp_path.glob("ncct_*.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k != "wm"}
+    np.savez(path, **arrays)  # as cached before the map was stored
+    case = data.ncct_case(11, params, with_wm=True)
+    assert case.wm_fraction is not None and case.wm_fraction.shape == case.volume.array.shape
+    assert np.array_equal(case.volume.array, first.volume.array)
+    arrays["image"] = arrays["image"] + 1.0  # a cache from another generator
+    np.savez(path, **arrays)
+    with pytest.raises(RuntimeError, match="no longer draws"):
+        data.ncct_case(11, params, with_wm=True)
