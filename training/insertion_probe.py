@@ -1,13 +1,13 @@
 """How much of a hypodensity of known size, contrast and place a WML model reads, on heads built by other code.
 
-A model's figures on whole cases mix what it reads with what the cases hold. This probe asks one question at a
-time: into each lesion-free NCCT development head it inserts soft spheres (diameter D of 5, 10, 20 and 30 mm, HU
-lowered by 5 or 10 at the core, a 2 mm linear edge), in white matter only (the head's own label map), four sites
-per read, at one of two places: periventricular (centre 2 to 2 + D/2 mm from the ventricle wall) or deep (more than
-15 + D/2 mm from it); every site at least 4-5 mm from cortex and sulci, sites at least D + 25 mm apart. The head is
-read once as it is and once per configuration, and at each site the model's counted fraction above the unaltered
-read (within 3 mm of the sphere in-plane and one slice through-plane) is set against the inserted volume. Sites are drawn from a stream seeded by
-the head's seed, so every model sees the same insertions.
+A model's figures on whole cases mix what it reads with what the cases hold. This probe asks one question at a time:
+into each lesion-free NCCT development head it inserts soft spheres (diameter D of 5, 10, 20 and 30 mm, HU lowered
+by 5 or 10 at the core, a 2 mm linear edge), in white matter only (the head's own label map), four sites per read,
+at one of two places: periventricular (centre 2 to 2 + D/2 mm from the ventricle wall) or deep (more than 15 + D/2
+mm from it); every site at least 4-5 mm from cortex and sulci, sites at least D + 25 mm apart. The head is read once
+as it is and once per configuration, and at each site the model's counted fraction above the unaltered read (within
+3 mm of the sphere in-plane and one slice through-plane) is set against the inserted volume. Sites are drawn from a
+stream seeded by the head's seed, so every model sees the same insertions.
 
 The spheres are this module's own, deliberately unlike any generator's lesions: the probe measures the model's
 response to darkening of white matter as such, independent of shape and place priors. It refuses anything but

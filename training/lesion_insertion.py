@@ -1,19 +1,19 @@
 """Lesions pasted into WML training crops anywhere in white matter (``train_wml --insert-lesions``).
 
 Why: a model trained only on one generator's lesions learns where and in what shape that generator puts them.
-Spheres of known size and contrast inserted into five lesion-free development heads (built by other code; a
-one-off probe before ``training.insertion_probe``) showed it: wml-ncct 1.12.0 read 0.21 of the volume of 10 mm,
-5 HU periventricular spheres and 0.29 of 30 mm, 5 HU deep ones, and less than a tenth at 9 of 20 and 4 of 9 of
-those sites, while the same darkening at other sites was read in full
-(``training/preregistered/2026-12-04-wml-insertion.md``). The SynthSeg line of work
-(Billot et al. 2023; WMH-SynthSeg, Laso et al. 2024) draws lesions independently of the anatomy's own priors. Here
-each chosen crop gets 1-4 soft, irregular ellipsoids centred on white matter (the generator's own white-matter map,
-``Phantom.aux["wm_fraction"]``), 3-40 mm across, each with its own contrast (5.5-12 HU: ``augment.randomise_ct`` may take 1.5 HU off every labelled lesion, and
-the active recipe's floor is 4 HU), drawn like the generator's lesions:
+Spheres of known size and contrast inserted into five lesion-free development heads (built by other code; a one-off
+probe before ``training.insertion_probe``) showed it: wml-ncct 1.12.0 read 0.21 of the volume of 10 mm, 5 HU
+periventricular spheres and 0.29 of 30 mm, 5 HU deep ones, and less than a tenth at 9 of 20 and 4 of 9 of those
+sites, while the same darkening at other sites was read in full
+(``training/preregistered/2026-12-04-wml-insertion.md``). The SynthSeg line of work (Billot et al. 2023;
+WMH-SynthSeg, Laso et al. 2024) draws lesions independently of the anatomy's own priors. Here each chosen crop gets
+1-4 soft, irregular ellipsoids centred on white matter (the generator's own white-matter map,
+``Phantom.aux["wm_fraction"]``), 3-40 mm across, each with its own contrast (5.5-12 HU: ``augment.randomise_ct`` may
+take 1.5 HU off every labelled lesion, and the active recipe's floor is 4 HU), drawn like the generator's lesions:
 the darkening follows a soft edge and the white-matter fraction (overlapping lesions darken as their union, and
-labelled lesion already there is not darkened again), the label is the partial-volume occupancy of
-lesion within white matter, averaged over each channel's slice thickness (thin lesions in thick slices read
-partly), so a label never marks anything but white matter.
+labelled lesion already there is not darkened again), the label is the partial-volume occupancy of lesion within
+white matter, averaged over each channel's slice thickness (thin lesions in thick slices read partly), so a label
+never marks anything but white matter.
 
 Works on normalised crops (units of ``augment.HU_SCALE`` HU), before ``augment.randomise_ct`` re-renders the scanner.
 """
