@@ -29,10 +29,15 @@ SUB_PLANES = (-1 / 3, 0.0, 1 / 3)  # across each channel's slice, in slice spaci
 
 
 def insert_lesions(a: np.ndarray, les: np.ndarray, wm: np.ndarray, slice_mm: float, rng: np.random.Generator,
-                   n_max: int = 4) -> tuple[np.ndarray, np.ndarray]:
+                   n_max: int = 4, own_contrast_hu: float | None = None,
+                   max_diameter_mm: float = DIAMETER_MM[1]) -> tuple[np.ndarray, np.ndarray]:
     """``a`` (C, h, w) normalised crop on a 1 mm grid, ``les`` its lesion fractions, ``wm`` its white-matter
     fractions, ``slice_mm`` the spacing between the 2.5-D channels. Returns new (crop, lesion fractions); both
-    unchanged where the centre channel has no white matter."""
+    unchanged where the centre channel has no white matter.
+
+    ``own_contrast_hu``: the head's own lesion contrast; each pasted lesion then gets that times U(0.6, 1.0), at least
+    ``CONTRAST_HU[0]`` (the wml-ncct 1.16.1 recipe: pasted lesions no darker than the head's own). Diameters are
+    log-uniform from ``DIAMETER_MM[0]`` to ``max_diameter_mm``."""
     C, h, w = a.shape
     ctx = C // 2
     seeds = np.argwhere(wm[ctx] >= 0.7)
@@ -45,14 +50,16 @@ def insert_lesions(a: np.ndarray, les: np.ndarray, wm: np.ndarray, slice_mm: flo
     for _ in range(int(rng.integers(1, n_max + 1))):
         cy, cx = seeds[rng.integers(len(seeds))]
         cz = rng.uniform(-0.5, 0.5) * slice_mm
-        r = np.exp(rng.uniform(*np.log(DIAMETER_MM))) / 2 * np.array([1.0, rng.uniform(0.5, 1.0),
-                                                                       rng.uniform(0.5, 1.2)])
+        r = np.exp(rng.uniform(np.log(DIAMETER_MM[0]), np.log(max_diameter_mm))) / 2 * np.array(
+            [1.0, rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.2)])
         th = rng.uniform(0, np.pi)
         soft = rng.uniform(0.8, 2.0)
         k = rng.normal(size=3)
         k *= (2 * np.pi / rng.uniform(5, 10)) / np.linalg.norm(k)
         wobble, phase = rng.uniform(0.0, 0.25) * r.min(), rng.uniform(0, 2 * np.pi)
-        drop = np.float32(rng.uniform(*CONTRAST_HU) / HU_SCALE)
+        hu = rng.uniform(*CONTRAST_HU) if own_contrast_hu is None else max(own_contrast_hu * rng.uniform(0.6, 1.0),
+                                                                             CONTRAST_HU[0])
+        drop = np.float32(hu / HU_SCALE)
         ext = int(np.ceil(r[:2].max() + 2 * soft + wobble + 2))
         y0, y1, x0, x1 = max(cy - ext, 0), min(cy + ext + 1, h), max(cx - ext, 0), min(cx + ext + 1, w)
         Y, X = np.mgrid[y0:y1, x0:x1].astype(np.float32)

@@ -105,7 +105,8 @@ def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
 
 def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion_p: float = 0.5, crop: int = 96,
                  randomise: float = 0.0, contrasts=None, wide_point_spread: bool = False,
-                 min_contrast_hu: float | None = None, weights=None, insert: float = 0.0, wms=None, spacings=None):
+                 min_contrast_hu: float | None = None, weights=None, insert: float = 0.0, wms=None, spacings=None,
+                 insert_kwargs: dict | None = None):
     """``bs`` crops (crop²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
 
     ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
@@ -116,7 +117,8 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
     darker than its white matter (``training.augment.lesion_contrast_floor``; None: as the generator drew it).
     ``weights``: (over ``index``, over ``lesion_slices``) draw probabilities (``training.recipe.source_shares``);
     None: uniform. ``insert`` > 0: that fraction of the crops of stacks with a white-matter map (``wms``, slice
-    spacing ``spacings``) gets lesions pasted into its white matter (``training.lesion_insertion``).
+    spacing ``spacings``) gets lesions pasted into its white matter (``training.lesion_insertion``), with
+    ``insert_kwargs`` (``own_contrast``: at the stack's own lesion contrast; ``max_diameter_mm``).
     """
     xs, ys = [], []
     for _ in range(bs):
@@ -160,7 +162,10 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
         contrast = contrasts[v] if contrasts is not None else None
         a, contrast = lesion_contrast_floor(a, les, contrast, min_contrast_hu)
         if wm is not None and rng.random() < insert:
-            a, les = insert_lesions(np.ascontiguousarray(a), np.ascontiguousarray(les), wm, spacings[v], rng)
+            kw = dict(insert_kwargs or {})
+            own = contrast if kw.pop("own_contrast", False) else None
+            a, les = insert_lesions(np.ascontiguousarray(a), np.ascontiguousarray(les), wm, spacings[v], rng,
+                                    own_contrast_hu=own, **kw)
         b = les[ctx]
         if randomise and rng.random() < randomise:
             a = randomise_ct(np.ascontiguousarray(a), rng, lesion=les, contrast_hu=contrast,
@@ -240,7 +245,9 @@ def train(args) -> dict:
         x, y = sample_batch(imgs, tgts, index, lesion_slices, rng, args.batch, args.context, crop=args.crop,
                             randomise=args.randomise, contrasts=st.contrasts,
                             wide_point_spread=args.wide_point_spread, min_contrast_hu=args.min_lesion_contrast,
-                            weights=weights, insert=args.insert_lesions, wms=st.wms, spacings=st.spacings)
+                            weights=weights, insert=args.insert_lesions, wms=st.wms, spacings=st.spacings,
+                            insert_kwargs=dict(own_contrast=args.insert_own_contrast,
+                                               max_diameter_mm=args.insert_max_mm))
         loss = loss_fn(net.logits(x), y)
         opt.zero_grad()
         loss.backward()
@@ -326,6 +333,9 @@ def main(argv=None):
                     help="darken fainter labelled lesions to this contrast (augment.lesion_contrast_floor)")
     ap.add_argument("--insert-lesions", type=float, default=0.0, metavar="P",
                     help="paste lesions into the white matter of this share of the crops (training.lesion_insertion)")
+    ap.add_argument("--insert-own-contrast", action="store_true",
+                    help="pasted lesions at the head's own lesion contrast x U(0.6, 1.0) (the 1.16.1 recipe)")
+    ap.add_argument("--insert-max-mm", type=float, default=40.0, help="largest pasted lesion diameter (mm)")
     ap.add_argument("--atlas-share", type=float, default=None, metavar="S",
                     help="draw this fraction of the crops from the atlas heads (default: in proportion to slices)")
     ap.add_argument("--extra-ncct", type=Path, default=None, metavar="DIR",

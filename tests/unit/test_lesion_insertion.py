@@ -105,3 +105,17 @@ def test_a_cached_case_gains_its_white_matter_map_only_if_the_generator_still_dr
     np.savez(path, **arrays)
     with pytest.raises(RuntimeError, match="no longer draws"):
         data.ncct_case(11, params, with_wm=True)
+
+
+@pytest.mark.parametrize("own", [3.0, 8.0])
+def test_pasted_lesions_at_the_heads_own_contrast_are_no_darker_than_it(own):
+    for seed in range(8):
+        a, les, wm = _crop()
+        a2, l2 = insert_lesions(a, les, wm, 2.5, np.random.default_rng(seed), own_contrast_hu=own,
+                                max_diameter_mm=12.0)
+        drop = -a2 * HU_SCALE
+        assert drop.max() <= max(own, CONTRAST_HU[0]) + 1e-4
+        core = l2 > 0.999
+        if core.any():
+            assert drop[core].min() >= 0.625 * min(0.6 * own, CONTRAST_HU[0]) - 1e-4
+        assert (l2 > 0).sum(axis=(1, 2)).max() <= np.pi * (6 + 2) ** 2 * 4  # at most 4 lesions of <= 12 mm
