@@ -39,11 +39,16 @@ LESION_FREE_ML = 0.05
 WM, CORTEX, SULCAL_CSF, VENTRICLES = 1, 2, 3, (4, 11)  # the development set's labels (devset/README.md)
 
 
-def eligible(labels: np.ndarray, spacing_mm, place: str, diameter: float) -> np.ndarray:
-    """Voxels of white matter where a sphere of ``diameter`` may be centred at ``place``."""
+def distances(labels: np.ndarray, spacing_mm) -> tuple[np.ndarray, np.ndarray]:
+    """(mm to the ventricles, mm to cortex or sulci) of every voxel: what ``eligible`` places sites by."""
     sp = np.asarray(spacing_mm, float)
-    to_vent = ndimage.distance_transform_edt(~np.isin(labels, VENTRICLES), sampling=sp)
-    to_cortex = ndimage.distance_transform_edt(~np.isin(labels, (CORTEX, SULCAL_CSF)), sampling=sp)
+    return (ndimage.distance_transform_edt(~np.isin(labels, VENTRICLES), sampling=sp),
+            ndimage.distance_transform_edt(~np.isin(labels, (CORTEX, SULCAL_CSF)), sampling=sp))
+
+
+def eligible(labels: np.ndarray, dist: tuple[np.ndarray, np.ndarray], place: str, diameter: float) -> np.ndarray:
+    """Voxels of white matter where a sphere of ``diameter`` may be centred at ``place`` (``dist``: ``distances``)."""
+    to_vent, to_cortex = dist
     wm = labels == WM
     if place == "periventricular":
         return wm & (to_vent > 2) & (to_vent < 2 + diameter / 2) & (to_cortex > 4)
@@ -94,10 +99,11 @@ def probe_head(case: Path, read_fn) -> list[dict]:
     voxel_ml = vol.voxel_volume_mm3 / 1000.0
     base = read_fn(vol)
     rng = np.random.default_rng(int(truth["seed"]))
+    dist = distances(labels, sp)
     rows = []
     for place in PLACES:
         for d in SIZES_MM:
-            sites = pick_sites(eligible(labels, sp, place, d), sp, d, rng)
+            sites = pick_sites(eligible(labels, dist, place, d), sp, d, rng)
             spheres = [sphere(vol.shape, sp, c, d, labels == WM) for c in sites]
             for drop in DROPS_HU:
                 if not spheres:

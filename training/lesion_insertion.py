@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from svdmark_phantom.lesions import wm_drop_weight, wm_label_weight
+
 from .augment import HU_SCALE
 
 DIAMETER_MM = (3.0, 40.0)  # log-uniform
@@ -45,8 +47,7 @@ def insert_lesions(a: np.ndarray, les: np.ndarray, wm: np.ndarray, slice_mm: flo
         return a, les
     les0, les = les, les.copy()
     dark = np.zeros(a.shape, np.float32)  # the union's darkening: overlapping lesions darken as one (as the generator)
-    label_wm = np.clip((wm - 0.5) * 2.0 + 0.5, 0, 1)  # as lesions._occupancy: lesion ∩ {wm ≥ 0.5}
-    drop_wm = np.clip(wm * 1.5 - 0.25, 0, 1)  # as WmlModel.drop
+    label_wm, drop_wm = wm_label_weight(wm), wm_drop_weight(wm)  # as the generator's label and darkening
     for _ in range(int(rng.integers(1, n_max + 1))):
         cy, cx = seeds[rng.integers(len(seeds))]
         cz = rng.uniform(-0.5, 0.5) * slice_mm

@@ -27,7 +27,7 @@ from svdmark.infer import preprocess as pp
 
 from . import data, devcases
 from .augment import lesion_contrast_floor, randomise_ct
-from .lesion_insertion import insert_lesions
+from .lesion_insertion import DIAMETER_MM, insert_lesions
 from .nets import UNet2D, export_onnx
 from .recipe import inherited_input, source_shares
 from .warmstart import freeze_norm_stats, load_onnx
@@ -61,8 +61,7 @@ def slices_of(case) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     grid = pp.PlaneGrid.make(vol.shape[1:], vol.pixel_spacing, SPACING_MM)
     img = pp.normalise(grid.to_model(vol.array), NORMALISATION)
     tgt = np.clip(grid.to_model(case.truth_fraction), 0, 1)
-    wm = getattr(case, "wm_fraction", None)
-    wm = None if wm is None else np.clip(grid.to_model(wm), 0, 1).astype(np.float16)
+    wm = None if case.wm_fraction is None else np.clip(grid.to_model(case.wm_fraction), 0, 1).astype(np.float16)
     return img.astype(np.float16), tgt.astype(np.float16), wm
 
 
@@ -98,6 +97,14 @@ def load_cases(cases, n: int, split: str, log=print) -> Stacks:
     return st
 
 
+def _crop(stack: np.ndarray, k: int, ctx: int, y0: int, x0: int, crop: int, fill: float) -> np.ndarray:
+    """Slice ``k`` and its ``ctx`` neighbours each side, cropped at (``y0``, ``x0``) to crop², padded with ``fill``."""
+    out = np.full((2 * ctx + 1, crop, crop), fill, np.float32)
+    c = _stack_slices(stack, k, ctx)[:, y0 : y0 + crop, x0 : x0 + crop]
+    out[:, : c.shape[1], : c.shape[2]] = c
+    return out
+
+
 def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
     idx = np.clip(np.arange(k - ctx, k + ctx + 1), 0, stack.shape[0] - 1)
     return stack[idx]
@@ -106,7 +113,7 @@ def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
 def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion_p: float = 0.5, crop: int = 96,
                  randomise: float = 0.0, contrasts=None, wide_point_spread: bool = False,
                  min_contrast_hu: float | None = None, weights=None, insert: float = 0.0, wms=None, spacings=None,
-                 insert_kwargs: dict | None = None):
+                 insert_own_contrast: bool = False, insert_max_mm: float = DIAMETER_MM[1]):
     """``bs`` crops (crop²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
 
     ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
@@ -117,8 +124,8 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
     darker than its white matter (``training.augment.lesion_contrast_floor``; None: as the generator drew it).
     ``weights``: (over ``index``, over ``lesion_slices``) draw probabilities (``training.recipe.source_shares``);
     None: uniform. ``insert`` > 0: that fraction of the crops of stacks with a white-matter map (``wms``, slice
-    spacing ``spacings``) gets lesions pasted into its white matter (``training.lesion_insertion``), with
-    ``insert_kwargs`` (``own_contrast``: at the stack's own lesion contrast; ``max_diameter_mm``).
+    spacing ``spacings``) gets lesions pasted into its white matter (``training.lesion_insertion``), at most
+    ``insert_max_mm`` across and, with ``insert_own_contrast``, at the stack's own lesion contrast.
     """
     xs, ys = [], []
     for _ in range(bs):
@@ -141,18 +148,9 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
             cy, cx = rng.integers(H // 5, 4 * H // 5 + 1), rng.integers(W // 5, 4 * W // 5 + 1)
         y0 = int(np.clip(cy - crop // 2, 0, max(H - crop, 0)))
         x0 = int(np.clip(cx - crop // 2, 0, max(W - crop, 0)))
-        C = 2 * ctx + 1
-        a = np.full((C, crop, crop), -2.0, np.float32)
-        les = np.zeros((C, crop, crop), np.float32)  # each channel's lesion fraction; the centre one is the target
-        ca = _stack_slices(imgs[v], k, ctx)[:, y0 : y0 + crop, x0 : x0 + crop]
-        a[:, : ca.shape[1], : ca.shape[2]] = ca
-        cl = _stack_slices(tgts[v], k, ctx)[:, y0 : y0 + crop, x0 : x0 + crop]
-        les[:, : cl.shape[1], : cl.shape[2]] = cl
-        wm = None
-        if insert and wms is not None and wms[v] is not None:
-            wm = np.zeros((C, crop, crop), np.float32)
-            cw = _stack_slices(wms[v], k, ctx)[:, y0 : y0 + crop, x0 : x0 + crop]
-            wm[:, : cw.shape[1], : cw.shape[2]] = cw
+        a = _crop(imgs[v], k, ctx, y0, x0, crop, -2.0)
+        les = _crop(tgts[v], k, ctx, y0, x0, crop, 0.0)  # each channel's lesion fraction; the centre one is the target
+        wm = _crop(wms[v], k, ctx, y0, x0, crop, 0.0) if insert and wms is not None and wms[v] is not None else None
         if rng.random() < 0.5:  # left-right flip (anatomy is near-symmetric)
             a, les = a[:, :, ::-1], les[:, :, ::-1]
             wm = None if wm is None else wm[:, :, ::-1]
@@ -162,10 +160,9 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
         contrast = contrasts[v] if contrasts is not None else None
         a, contrast = lesion_contrast_floor(a, les, contrast, min_contrast_hu)
         if wm is not None and rng.random() < insert:
-            kw = dict(insert_kwargs or {})
-            own = contrast if kw.pop("own_contrast", False) else None
             a, les = insert_lesions(np.ascontiguousarray(a), np.ascontiguousarray(les), wm, spacings[v], rng,
-                                    own_contrast_hu=own, **kw)
+                                    own_contrast_hu=contrast if insert_own_contrast else None,
+                                    max_diameter_mm=insert_max_mm)
         b = les[ctx]
         if randomise and rng.random() < randomise:
             a = randomise_ct(np.ascontiguousarray(a), rng, lesion=les, contrast_hu=contrast,
@@ -246,8 +243,7 @@ def train(args) -> dict:
                             randomise=args.randomise, contrasts=st.contrasts,
                             wide_point_spread=args.wide_point_spread, min_contrast_hu=args.min_lesion_contrast,
                             weights=weights, insert=args.insert_lesions, wms=st.wms, spacings=st.spacings,
-                            insert_kwargs=dict(own_contrast=args.insert_own_contrast,
-                                               max_diameter_mm=args.insert_max_mm))
+                            insert_own_contrast=args.insert_own_contrast, insert_max_mm=args.insert_max_mm)
         loss = loss_fn(net.logits(x), y)
         opt.zero_grad()
         loss.backward()
@@ -335,7 +331,7 @@ def main(argv=None):
                     help="paste lesions into the white matter of this share of the crops (training.lesion_insertion)")
     ap.add_argument("--insert-own-contrast", action="store_true",
                     help="pasted lesions at the head's own lesion contrast x U(0.6, 1.0) (the 1.16.1 recipe)")
-    ap.add_argument("--insert-max-mm", type=float, default=40.0, help="largest pasted lesion diameter (mm)")
+    ap.add_argument("--insert-max-mm", type=float, default=DIAMETER_MM[1], help="largest pasted lesion diameter (mm)")
     ap.add_argument("--atlas-share", type=float, default=None, metavar="S",
                     help="draw this fraction of the crops from the atlas heads (default: in proportion to slices)")
     ap.add_argument("--extra-ncct", type=Path, default=None, metavar="DIR",

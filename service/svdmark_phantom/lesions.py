@@ -79,7 +79,17 @@ class WmlModel:
     def drop(self, sd, wm):
         """HU decrease (positive) for the image, soft-edged, textured."""
         ramp = np.clip(0.5 - sd / F32(self.soft_mm * 2), 0, 1)
-        return F32(self.contrast) * ramp * np.clip(wm * 1.5 - 0.25, 0, 1)
+        return F32(self.contrast) * ramp * wm_drop_weight(wm)
+
+
+def wm_drop_weight(wm):
+    """How much of a lesion's darkening a voxel of white-matter fraction ``wm`` shows (0 below 1/6, 1 from 5/6)."""
+    return np.clip(wm * 1.5 - 0.25, 0, 1)
+
+
+def wm_label_weight(wm):
+    """How much of a voxel of white-matter fraction ``wm`` a lesion may occupy: the ``{wm ≥ 0.5}`` cut, smeared."""
+    return np.clip((wm - 0.5) * 2.0 + 0.5, 0, 1)
 
 
 def wm_fraction(head: HeadModel, pts) -> np.ndarray:
@@ -89,7 +99,7 @@ def wm_fraction(head: HeadModel, pts) -> np.ndarray:
 
 def _occupancy(sd, wm, h):
     """Smeared-Heaviside occupancy of {sd<0} ∩ {wm ≥ 0.5} at resolution h (mm)."""
-    return np.clip(0.5 - sd / F32(h), 0, 1) * np.clip((wm - 0.5) * 2.0 + 0.5, 0, 1)
+    return np.clip(0.5 - sd / F32(h), 0, 1) * wm_label_weight(wm)
 
 
 def wml_volume_mm3(m: WmlModel, *, with_wm=True, h0=2.0, n_sub=3) -> float:

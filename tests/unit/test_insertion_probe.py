@@ -18,8 +18,9 @@ def test_eligible_sites_sit_where_their_place_says():
     lab = _labels()
     from scipy import ndimage
     dv = ndimage.distance_transform_edt(lab != ip.VENTRICLES[0], sampling=SP)
-    pv = ip.eligible(lab, SP, "periventricular", 10)
-    deep = ip.eligible(lab, SP, "deep", 10)
+    dist = ip.distances(lab, SP)
+    pv = ip.eligible(lab, dist, "periventricular", 10)
+    deep = ip.eligible(lab, dist, "deep", 10)
     assert pv.any() and deep.any()
     assert np.all(lab[pv] == ip.WM) and np.all(lab[deep] == ip.WM)
     assert dv[pv].min() > 2 and dv[pv].max() < 7 and dv[deep].min() > 20
@@ -27,7 +28,7 @@ def test_eligible_sites_sit_where_their_place_says():
 
 def test_sites_are_apart_and_reproducible():
     lab = _labels()
-    ok = ip.eligible(lab, SP, "deep", 10)
+    ok = ip.eligible(lab, ip.distances(lab, SP), "deep", 10)
     a = ip.pick_sites(ok, SP, 10, np.random.default_rng(5))
     b = ip.pick_sites(ok, SP, 10, np.random.default_rng(5))
     assert [tuple(x) for x in a] == [tuple(x) for x in b]
