@@ -18,16 +18,31 @@ def _block(cin: int, cout: int, conv=nn.Conv2d, norm=nn.BatchNorm2d) -> nn.Seque
     )
 
 
+def wm_gate(wm: torch.Tensor) -> torch.Tensor:
+    """How much lesion a voxel of predicted white-matter fraction ``wm`` may keep: none below 0.1, all from 0.4.
+
+    The generator labels lesion only where white matter is at least a quarter of the voxel
+    (``svdmark_phantom.lesions.wm_label_weight``), so the gate is open wherever a label can be substantial and shut
+    where the voxel is clearly not white matter (ventricle, sulcus, grey matter).
+    """
+    return ((wm - 0.1) / 0.3).clamp(0.0, 1.0)
+
+
 class UNet2D(nn.Module):
     """``levels``-level 2-D U-Net, input (n,in_ch,h,w) with h, w multiples of 2**levels; output lesion
     fraction (sigmoid). Channels double per level from ``c``.
+
+    ``wm_head``: a second 1x1 head on the same features predicts the white-matter fraction (trained on the
+    generator's map); with ``gate`` on, the output is the lesion fraction times ``wm_gate`` of that prediction, so a
+    dark region the net does not take for white matter (a ventricle) carries no lesion. The exported graph has one
+    input and one output either way.
 
     Receptive field: 44 px at 2 levels, 92 px at 3 (``receptive_field``); a tile overlap of at
     least that makes tiled inference equal to whole-image inference. The 2-level parameter names are
     those of wml-ncct 1.0/1.1 (``e1 e2 b d2 d1``), so their state dicts still load.
     """
 
-    def __init__(self, c: int = 16, in_ch: int = 1, levels: int = 2):
+    def __init__(self, c: int = 16, in_ch: int = 1, levels: int = 2, wm_head: bool = False):
         super().__init__()
         if levels < 1:
             raise ValueError("levels must be >= 1")
@@ -39,6 +54,8 @@ class UNet2D(nn.Module):
         for i in reversed(range(levels)):
             self.add_module(f"d{i + 1}", _block(widths[i + 1] + widths[i], widths[i]))
         self.head = nn.Conv2d(c, 1, 1)
+        self.head_wm = nn.Conv2d(c, 1, 1) if wm_head else None
+        self.gate = wm_head
         self.pool = nn.MaxPool2d(2)
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
 
@@ -49,7 +66,7 @@ class UNet2D(nn.Module):
         L = self.levels
         return 1 + sum(8 * 2 ** i for i in range(L)) + 4 * 2 ** L + 3
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for i in range(self.levels):
             x = getattr(self, f"e{i + 1}")(x if i == 0 else self.pool(x))
@@ -57,10 +74,21 @@ class UNet2D(nn.Module):
         x = self.b(self.pool(x))
         for i in reversed(range(self.levels)):
             x = getattr(self, f"d{i + 1}")(torch.cat([self.up(x), skips[i]], 1))
-        return self.head(x)
+        return x
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lesion logits and white-matter logits from one pass (``wm_head`` nets only)."""
+        f = self.features(x)
+        return self.head(f), self.head_wm(f)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(x))
+        if self.head_wm is None or not self.gate:
+            return torch.sigmoid(self.logits(x))
+        lesion, wm = self.heads(x)
+        return torch.sigmoid(lesion) * wm_gate(torch.sigmoid(wm))
 
 
 class CmbNet3D(nn.Module):

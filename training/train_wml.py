@@ -19,6 +19,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -110,10 +111,20 @@ def _stack_slices(stack: np.ndarray, k: int, ctx: int) -> np.ndarray:
     return stack[idx]
 
 
+class Batch(NamedTuple):
+    """Training crops (n, 2*ctx+1, h, w), their lesion-fraction targets (n, 1, h, w) and, where asked for, their
+    white-matter fraction targets (n, 1, h, w; -1 where unknown)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    wm: torch.Tensor | None = None
+
+
 def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion_p: float = 0.5, crop: int = 96,
                  randomise: float = 0.0, contrasts=None, wide_point_spread: bool = False,
                  min_contrast_hu: float | None = None, weights=None, insert: float = 0.0, wms=None, spacings=None,
-                 insert_own_contrast: bool = False, insert_max_mm: float = DIAMETER_MM[1]):
+                 insert_own_contrast: bool = False, insert_max_mm: float = DIAMETER_MM[1],
+                 wm_target: bool = False) -> Batch:
     """``bs`` crops (crop²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
 
     ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
@@ -126,8 +137,9 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
     None: uniform. ``insert`` > 0: that fraction of the crops of stacks with a white-matter map (``wms``, slice
     spacing ``spacings``) gets lesions pasted into its white matter (``training.lesion_insertion``), at most
     ``insert_max_mm`` across and, with ``insert_own_contrast``, at the stack's own lesion contrast.
+    ``wm_target``: the batch carries each crop's centre white-matter fraction too (-1 where the stack has no map).
     """
-    xs, ys = [], []
+    xs, ys, ws = [], [], []
     for _ in range(bs):
         use_lesion = len(lesion_slices) > 0 and rng.random() < lesion_p
         if weights is None:
@@ -150,7 +162,8 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
         x0 = int(np.clip(cx - crop // 2, 0, max(W - crop, 0)))
         a = _crop(imgs[v], k, ctx, y0, x0, crop, -2.0)
         les = _crop(tgts[v], k, ctx, y0, x0, crop, 0.0)  # each channel's lesion fraction; the centre one is the target
-        wm = _crop(wms[v], k, ctx, y0, x0, crop, 0.0) if insert and wms is not None and wms[v] is not None else None
+        has_map = wms is not None and wms[v] is not None
+        wm = _crop(wms[v], k, ctx, y0, x0, crop, 0.0) if (insert or wm_target) and has_map else None
         if rng.random() < 0.5:  # left-right flip (anatomy is near-symmetric)
             a, les = a[:, :, ::-1], les[:, :, ::-1]
             wm = None if wm is None else wm[:, :, ::-1]
@@ -171,7 +184,10 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
             a = a * rng.uniform(0.95, 1.05) + rng.normal(0, 0.05)
         xs.append(a.copy())
         ys.append(b.copy())
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)[:, None])
+        if wm_target:
+            ws.append(wm[ctx].copy() if wm is not None else np.full(b.shape, -1.0, np.float32))
+    return Batch(torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)[:, None]),
+                 torch.from_numpy(np.stack(ws)[:, None].astype(np.float32)) if wm_target else None)
 
 
 def loss_fn(logits, y):
@@ -189,13 +205,23 @@ def loss_fn(logits, y):
     return bce + 0.5 * (dice * has).sum() / (has.sum() + 1e-6) + 0.1 * vol.mean()
 
 
+WM_LOSS_WEIGHT = 0.5
+
+
+def wm_loss(logits, wm):
+    """BCE of the white-matter head against the generator's white-matter fraction, where a map exists (>= 0)."""
+    known = (wm >= 0).float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, wm.clamp(min=0), reduction="none")
+    return (bce * known).sum() / (known.sum() + 1e-6)
+
+
 def train(args) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     (Path(__file__).resolve().parent / "runs").mkdir(exist_ok=True)  # checkpoints go there from step 250
     rng = np.random.default_rng(args.seed)
     log = print
-    wm = bool(args.insert_lesions)
+    wm = bool(args.insert_lesions) or args.wm_gate
     st = load_split("train", args.n_train, log, args.cached_only, with_wm=wm)
     n_analytic = len(st.imgs)  # stacks from here on are atlas heads
     if args.n_train_atlas:  # the same draws on the MNI152 atlas head, so the net does not learn one head's shape
@@ -217,12 +243,14 @@ def train(args) -> dict:
         f"{'as many' if args.atlas_share is None else args.atlas_share} of our crops; "
         f"extra heads {np.mean([x == 2 for x in source]):.2f} of the slices, "
         f"{args.extra_share if args.extra_ncct else 0} of the crops")
-    net = UNet2D(args.channels, in_ch=2 * args.context + 1, levels=args.levels)
+    net = UNet2D(args.channels, in_ch=2 * args.context + 1, levels=args.levels, wm_head=args.wm_gate)
     if args.init:  # continue training from a saved state dict (training/runs/wml-<version>.pt)
         net.load_state_dict(torch.load(args.init, map_location="cpu"))
         log(f"initialised from {args.init}")
     if args.init_onnx:  # continue from a shipped model (BatchNorm folded: statistics stay frozen)
-        err = load_onnx(net, args.init_onnx, torch.randn(2, 2 * args.context + 1, 96, 96))
+        net.gate = False  # the shipped model has no white-matter head: compare on the lesion path alone
+        err = load_onnx(net, args.init_onnx, torch.randn(2, 2 * args.context + 1, 96, 96), skip=("head_wm",))
+        net.gate = args.wm_gate
         log(f"initialised from {args.init_onnx} (max |torch - onnx| {err:.1e}); BatchNorm statistics frozen")
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     t0 = time.time()
@@ -239,12 +267,17 @@ def train(args) -> dict:
         lr = args.lr * min(1.0, (step + 1) / 50) * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * min(prog, 1.0))))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = sample_batch(imgs, tgts, index, lesion_slices, rng, args.batch, args.context, crop=args.crop,
-                            randomise=args.randomise, contrasts=st.contrasts,
-                            wide_point_spread=args.wide_point_spread, min_contrast_hu=args.min_lesion_contrast,
-                            weights=weights, insert=args.insert_lesions, wms=st.wms, spacings=st.spacings,
-                            insert_own_contrast=args.insert_own_contrast, insert_max_mm=args.insert_max_mm)
-        loss = loss_fn(net.logits(x), y)
+        b = sample_batch(imgs, tgts, index, lesion_slices, rng, args.batch, args.context, crop=args.crop,
+                         randomise=args.randomise, contrasts=st.contrasts,
+                         wide_point_spread=args.wide_point_spread, min_contrast_hu=args.min_lesion_contrast,
+                         weights=weights, insert=args.insert_lesions, wms=st.wms, spacings=st.spacings,
+                         insert_own_contrast=args.insert_own_contrast, insert_max_mm=args.insert_max_mm,
+                         wm_target=args.wm_gate)
+        if args.wm_gate:
+            lesion, wm_logits = net.heads(b.x)
+            loss = loss_fn(lesion, b.y) + WM_LOSS_WEIGHT * wm_loss(wm_logits, b.wm)
+        else:
+            loss = loss_fn(net.logits(b.x), b.y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -332,6 +365,8 @@ def main(argv=None):
     ap.add_argument("--insert-own-contrast", action="store_true",
                     help="pasted lesions at the head's own lesion contrast x U(0.6, 1.0) (the 1.16.1 recipe)")
     ap.add_argument("--insert-max-mm", type=float, default=DIAMETER_MM[1], help="largest pasted lesion diameter (mm)")
+    ap.add_argument("--wm-gate", action="store_true",
+                    help="a second head learns the white-matter fraction; the exported lesion fraction is gated by it")
     ap.add_argument("--atlas-share", type=float, default=None, metavar="S",
                     help="draw this fraction of the crops from the atlas heads (default: in proportion to slices)")
     ap.add_argument("--extra-ncct", type=Path, default=None, metavar="DIR",

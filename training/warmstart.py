@@ -30,8 +30,12 @@ def _float_initialisers(path: Path) -> list[tuple[str, np.ndarray]]:
             if numpy_helper.to_array(i).dtype == np.float32 and numpy_helper.to_array(i).ndim >= 1]
 
 
-def load_onnx(net: nn.Module, path: Path, example: torch.Tensor) -> float:
-    """Load the folded weights of ``path`` into ``net``; returns the max |torch − onnxruntime| on ``example``."""
+def load_onnx(net: nn.Module, path: Path, example: torch.Tensor, skip: tuple[str, ...] = ()) -> float:
+    """Load the folded weights of ``path`` into ``net``; returns the max |torch − onnxruntime| on ``example``.
+
+    ``skip``: modules the file does not have (a head added to the shipped architecture); they keep their
+    initialisation, and the comparison is the caller's to make on a path that does not use them.
+    """
     import onnxruntime as ort
 
     inits = _float_initialisers(path)
@@ -45,6 +49,8 @@ def load_onnx(net: nn.Module, path: Path, example: torch.Tensor) -> float:
             if not isinstance(mod, (nn.Conv2d, nn.Conv3d, nn.Linear)):
                 continue
             name = next(n for n, m in net.named_modules() if m is mod)
+            if name in skip:
+                continue
             if f"{name}.weight" in by_name:
                 w = by_name[f"{name}.weight"]
                 if isinstance(mod, nn.Linear) and w.shape != tuple(mod.weight.shape):

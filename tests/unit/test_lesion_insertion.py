@@ -63,12 +63,12 @@ def test_sample_batch_pastes_lesions_only_where_asked():
     tgt = np.zeros((5, 64, 64), np.float16)
     wm = np.ones((5, 64, 64), np.float16)
     index = [(0, k) for k in range(5)]
-    x0, y0 = train_wml.sample_batch([img], [tgt], index, [], np.random.default_rng(1), 8, crop=64)
+    x0, y0, _ = train_wml.sample_batch([img], [tgt], index, [], np.random.default_rng(1), 8, crop=64)
     assert float(y0.sum()) == 0
-    x1, y1 = train_wml.sample_batch([img], [tgt], index, [], np.random.default_rng(1), 8, crop=64, insert=1.0,
+    x1, y1, _ = train_wml.sample_batch([img], [tgt], index, [], np.random.default_rng(1), 8, crop=64, insert=1.0,
                                     wms=[wm], spacings=[2.5])
     assert float(y1.sum()) > 0
-    x2, y2 = train_wml.sample_batch([img], [tgt], index, [], np.random.default_rng(1), 8, crop=64, insert=1.0,
+    x2, y2, _ = train_wml.sample_batch([img], [tgt], index, [], np.random.default_rng(1), 8, crop=64, insert=1.0,
                                     wms=[None], spacings=[2.5])
     assert float(y2.sum()) == 0 and np.array_equal(x2.numpy(), x0.numpy())  # no map: the old stream exactly
 
@@ -83,8 +83,8 @@ def test_sample_batch_without_insertion_draws_the_old_stream_with_maps_given():
     tgt[2, 20:30, 20:30] = 1
     index = [(0, k) for k in range(5)]
     kw = dict(crop=64, randomise=0.5, contrasts=[6.0], min_contrast_hu=4.0)
-    x0, y0 = train_wml.sample_batch([img], [tgt], index, [2], np.random.default_rng(3), 8, **kw)
-    x1, y1 = train_wml.sample_batch([img], [tgt], index, [2], np.random.default_rng(3), 8, insert=0.0,
+    x0, y0, _ = train_wml.sample_batch([img], [tgt], index, [2], np.random.default_rng(3), 8, **kw)
+    x1, y1, _ = train_wml.sample_batch([img], [tgt], index, [2], np.random.default_rng(3), 8, insert=0.0,
                                     wms=[np.ones_like(img)], spacings=[2.5], **kw)
     assert np.array_equal(x0.numpy(), x1.numpy()) and np.array_equal(y0.numpy(), y1.numpy())
 

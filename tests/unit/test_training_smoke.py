@@ -35,7 +35,7 @@ def test_wml_unet_learns_and_exports(tmp_path):
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     losses = []
     for _ in range(8):
-        x, y = train_wml.sample_batch(imgs, tgts, index, list(range(6)), rng, 4, ctx=1, crop=crop)
+        x, y, _ = train_wml.sample_batch(imgs, tgts, index, list(range(6)), rng, 4, ctx=1, crop=crop)
         assert tuple(x.shape) == (4, 3, crop, crop) and tuple(y.shape) == (4, 1, crop, crop)
         loss = train_wml.loss_fn(net.logits(x), y)
         opt.zero_grad()
