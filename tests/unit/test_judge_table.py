@@ -1,0 +1,17 @@
+import json
+
+import pytest
+
+from training.judge_table import markdown, row
+
+
+def test_row_bins_and_score(tmp_path):
+    cases = [{"truth": 0.0, "model": 2.0}, {"truth": 0.5, "model": 0.5}, {"truth": 5.0, "model": 4.0},
+             {"truth": 20.0, "model": 14.0}, {"truth": 3.0, "model": float("nan")}]
+    p = tmp_path / "e.json"
+    p.write_text(json.dumps({"model_label": "m", "cases": cases}))
+    f = row(p)
+    assert f["n"] == 4 and f["mae"] == pytest.approx(9 / 4) and f["mae_lt1"] == pytest.approx(1.0)
+    assert f["score"] == pytest.approx(9 / 4 + 2.0) and f["lesion_free_median"] == 2.0
+    assert f["bias_ge10"] == -6.0 and f["mae_1to10"] == 1.0
+    assert markdown("m", f).startswith("| m | 2.250 / 1.000 / 4.25 |")
