@@ -1,4 +1,4 @@
-"""The development-set table rows of training/README.md from ``training.evaluate`` WML JSONs.
+"""The development-set table rows of training/README.md from ``training.evaluate`` (or ``stress.score``) WML JSONs.
 
 Every case the model read counts, withheld or not (as ``training.evaluate`` prints its MAE); ``training.compare`` gives
 the paired differences on the cases both models report.
@@ -7,33 +7,33 @@ the paired differences on the cases both models report.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from .compare import load, wml_figures
+
 
 def row(path: Path) -> dict:
-    """MAE, MAE where truth < 1 mL, the target score (MAE/1.0 + MAE(< 1 mL)/0.5), r, the lesion-free median and
-    the >= 10 mL and 1-10 mL bins of one evaluation."""
-    cases = [c for c in json.loads(Path(path).read_text())["cases"] if c["model"] == c["model"]]
-    t = np.array([c["truth"] for c in cases])
-    m = np.array([c["model"] for c in cases])
-    err = np.abs(m - t)
-    low, big, mid = t < 1, t >= 10, (t >= 1) & (t < 10)
-    mae, mae_lt1 = float(err.mean()), float(err[low].mean())
-    return {"n": len(cases), "mae": mae, "mae_lt1": mae_lt1, "score": mae + 2 * mae_lt1,
-            "r": float(np.corrcoef(t, m)[0, 1]), "lesion_free_median": float(np.median(m[t == 0])),
-            "n_lesion_free": int((t == 0).sum()), "mae_ge10": float(err[big].mean()),
-            "bias_ge10": float((m - t)[big].mean()), "n_ge10": int(big.sum()), "mae_1to10": float(err[mid].mean())}
+    """``compare.wml_figures`` of every case the model read (MAE, MAE where truth < 1 mL, lesion-free median, r), the
+    target score (MAE/1.0 + MAE(< 1 mL)/0.5) and the >= 10 mL and 1-10 mL bins of one evaluation."""
+    read = [r for r in load(path)[1].values() if r.pred_ml == r.pred_ml]
+    t = np.array([r.truth_ml for r in read])
+    err = np.array([r.pred_ml for r in read]) - t
+    big, mid = t >= 10, (t >= 1) & (t < 10)
+    f = wml_figures(read)
+    return {**f, "score": f["mae_ml"] + 2 * f["mae_lt1_ml"], "mae_ge10_ml": float(np.abs(err[big]).mean()),
+            "bias_ge10_ml": float(err[big].mean()), "n_ge10": int(big.sum()),
+            "mae_1to10_ml": float(np.abs(err[mid]).mean())}
 
 
 def markdown(label: str, f: dict) -> str:
-    return (f"| {label} | {f['mae']:.3f} / {f['mae_lt1']:.3f} / {f['score']:.2f} | {f['r']:.3f} | "
-            f"{f['lesion_free_median']:.2f} | {f['mae_ge10']:.2f} / {f['bias_ge10']:.2f} | {f['mae_1to10']:.2f} |")
+    return (f"| {label} | {f['mae_ml']:.3f} / {f['mae_lt1_ml']:.3f} / {f['score']:.2f} | {f['pearson_r']:.3f} | "
+            f"{f['lesion_free_median_ml']:.2f} | {f['mae_ge10_ml']:.2f} / {f['bias_ge10_ml']:.2f} | "
+            f"{f['mae_1to10_ml']:.2f} |")
 
 
 if __name__ == "__main__":  # pragma: no cover
     for p in sys.argv[1:]:
-        print(markdown(json.loads(Path(p).read_text())["model_label"], row(Path(p))))
+        print(markdown(load(Path(p))[0], row(Path(p))))
