@@ -143,6 +143,72 @@ def subthreshold_hypodensity(hu: np.ndarray, rng: np.random.Generator, lesion: n
     return out
 
 
+def white_matter_level(hu: np.ndarray, lo: float = 15.0, hi: float = 42.0) -> float | None:
+    """The crop's white-matter HU: the mode of its soft-tissue histogram (0.5 HU bins, smoothed over 1 HU).
+
+    White matter is the largest brain tissue in every crop that holds brain; None when the crop has fewer
+    than 500 voxels in ``lo``..``hi`` HU (skull base, vertex, outside the head)."""
+    v = hu[(hu > lo) & (hu < hi)]
+    if v.size < 500:
+        return None
+    h, e = np.histogram(v, bins=np.arange(lo, hi + 0.5, 0.5))
+    return float(e[int(np.argmax(ndimage.gaussian_filter1d(h.astype(np.float32), 2.0)))] + 0.25)
+
+
+def crop_white_matter_level(hu: np.ndarray, wm: np.ndarray | None, lesion: np.ndarray | None) -> float | None:
+    """The white-matter HU of a (C, h, w) crop's centre slice: the median over the generator's white-matter map
+    (fraction >= 0.9, no lesion) where the crop has one with 200 such voxels, else ``white_matter_level``, which
+    reads atlas heads 1-4 HU high (their cortex and partial volume widen the mode)."""
+    c = hu.shape[0] // 2
+    if wm is not None:
+        sel = wm[c] >= 0.9
+        if lesion is not None:
+            sel &= lesion[c] < 0.02
+        if sel.sum() >= 200:
+            return float(np.median(hu[c][sel]))
+    return white_matter_level(hu[c])
+
+
+def low_contrast_head(hu: np.ndarray, rng: np.random.Generator, contrast_hu: float,
+                      wm_level: float | None = None) -> np.ndarray:
+    """Cerebrospinal fluid raised towards the lesions' attenuation, grey matter pulled towards white matter.
+
+    On heads built by other code, 1.12.0's false millilitres lie in the lateral ventricles and widened sulci of
+    heads whose CSF is within 11-16 HU of white matter and whose grey/white contrast is 3-7 HU (development
+    ``choose``: the five heads with CSF within 16 HU of white matter carry 4-16 mL each); our generator draws CSF
+    13-27 HU and grey matter 6.5-11 HU from white matter. Real heads reach such levels (beam hardening, low kV,
+    partial volume of thick slices, ageing white matter). A monotone map, labels untouched:
+    - everything from ``wm - max(1.3 x contrast, 6) - 2`` HU (the labelled lesions' own range) up to white matter
+      keeps its HU, so the lesion contrast stays as drawn;
+    - below that, down to 0 HU, the contrast is scaled by U(0.25, 0.7) (CSF ends 0.25-0.7 x as far below the
+      lesions' floor); -10..0 HU bridges to the clip level, so fat and air stay where they are;
+    - with probability 0.5, from 2 HU above white matter to 50 HU the contrast is scaled by U(0.45, 0.85) and
+      50-80 HU bridges back to identity (grey matter closer to white matter; bone, vessels unchanged).
+    ``wm_level``: the crop's white-matter HU (``crop_white_matter_level``); None: ``white_matter_level`` of the
+    centre slice. A crop without enough brain is returned unchanged.
+    """
+    wm = white_matter_level(hu[hu.shape[0] // 2]) if wm_level is None else wm_level
+    if wm is None:
+        return hu
+    k1 = wm - max(1.3 * float(contrast_hu), 6.0) - 2.0  # 2 HU margin: the mode may sit above the WM mean
+    if k1 <= 1.0:
+        return hu
+    s = rng.uniform(0.25, 0.7)
+    xs, ys = [-10.0, 0.0, k1], [-10.0, k1 - s * k1, k1]
+    g_hi = wm + 2.0
+    if rng.random() < 0.5 and g_hi < 48.0:
+        g = rng.uniform(0.45, 0.85)
+        xs += [g_hi, 50.0, 80.0]
+        ys += [g_hi, g_hi + g * (50.0 - g_hi), 80.0]
+    else:
+        xs.append(80.0)
+        ys.append(80.0)
+    inside = (hu > -10.0) & (hu < 80.0)
+    out = hu.copy()
+    out[inside] = np.interp(hu[inside], xs, ys).astype(np.float32)
+    return out
+
+
 def lesion_contrast_floor(a: np.ndarray, lesion: np.ndarray, contrast_hu: float | None,
                           min_contrast_hu: float | None) -> tuple[np.ndarray, float | None]:
     """Darken a crop's labelled lesion so that its full contrast is at least ``min_contrast_hu``.
@@ -205,7 +271,8 @@ def kernel_blur(hu: np.ndarray, rng: np.random.Generator, strength: float = 1.0)
 
 def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
                  lesion: np.ndarray | None = None, contrast_hu: float | None = None,
-                 wide_point_spread: bool = False, min_contrast_hu: float | None = None) -> np.ndarray:
+                 wide_point_spread: bool = False, min_contrast_hu: float | None = None,
+                 low_contrast: float = 0.0, wm_map: np.ndarray | None = None) -> np.ndarray:
     """Re-render one normalised (C, h, w) NCCT crop with a random scanner; returns a new array.
 
     ``lesion`` (C, h, w): the lesion fraction of each channel's slice; when given, the lesion contrast is
@@ -215,6 +282,8 @@ def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
     darkening (``subthreshold_hypodensity``); None (unknown): that darkening is not drawn.
     ``wide_point_spread``: ``point_spread`` (the wml-ncct 1.6.0 experiment, not shipped) instead of
     ``kernel_blur`` (the active model's recipe).
+    ``low_contrast``: the probability of ``low_contrast_head`` where the contrast is known (0: the 1.12.0 recipe);
+    ``wm_map``: the crop's white-matter fraction, which places its white-matter level there.
     """
     if strength <= 0:
         return a
@@ -227,6 +296,8 @@ def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
             delta = max(delta, min_contrast_hu - contrast)
         hu -= lesion.astype(np.float32) * np.float32(delta)
         contrast = None if contrast is None else contrast + delta
+    if low_contrast and contrast is not None and rng.random() < low_contrast:  # no draw at 0: old recipes replay
+        hu = low_contrast_head(hu, rng, contrast, crop_white_matter_level(hu, wm_map, lesion))
     if contrast is not None and rng.random() < 0.4 * strength:
         hu = subthreshold_hypodensity(hu, rng, lesion, max(float(contrast), 0.0))
     hu = monotone_hu_map(rng)(hu).astype(np.float32)

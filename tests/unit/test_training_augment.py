@@ -199,3 +199,57 @@ def test_wml_spread_is_drawn_on_training_and_validation_seeds_with_lesion_only_a
     assert all(plain[s]["wml_ml"] > 0 for s in wide)
     assert all({k: v for k, v in data.ncct_params(s).items() if k != "wml_spread"} == plain[s] for s in ours)
     assert not any("wml_spread" in data.ncct_params(s) for s in reported)
+
+
+def _head_slab():
+    """Three 96² slices: white matter 28 HU, a 12 px lesion 6 HU darker, a CSF bar at 8 HU, grey matter at 37 HU,
+    fat at -90 HU and a bone ring."""
+    hu, lesion, ring = _slab()
+    hu[:, 10:20, 20:70] = 8.0
+    hu[:, 70:76, 20:70] = 37.0
+    hu[:, 80:84, 20:70] = -90.0
+    return hu, lesion, ring
+
+
+def test_low_contrast_head_raises_csf_keeps_the_lesion_contrast_and_leaves_fat_and_bone():
+    hu, lesion, ring = _head_slab()
+    assert abs(augment.white_matter_level(hu[1]) - 28.0) < 1.0
+    k1 = augment.white_matter_level(hu[1]) - 1.3 * 6.0 - 2.0  # the lesions' floor, with the 2 HU margin
+    pulled = 0
+    for seed in range(20):
+        out = augment.low_contrast_head(hu, np.random.default_rng(seed), contrast_hu=6.0)
+        wm, les = out[1, 30:36, 60:80].mean(), out[1, 42:50, 42:50].mean()
+        assert abs((wm - les) - 6.0) < 0.05  # the labelled lesion's contrast as drawn
+        csf = out[1, 12:18, 30:60].mean()
+        assert 8.0 + 0.29 * (k1 - 8.0) < csf < les  # raised by 0.3-0.75 of its gap to the floor, still below it
+        gm = out[1, 71:75, 30:60].mean()
+        assert wm < gm <= 37.0 + 1e-3
+        pulled += gm < 36.0
+        assert np.array_equal(out[hu >= 80], hu[hu >= 80]) and np.allclose(out[1, 81:83, 30:60], -90.0)
+        assert np.all(np.diff(np.sort(hu[1].ravel())) >= 0) and _monotone(hu[1], out[1])
+    assert 3 <= pulled <= 17  # grey matter moves about half the time
+
+
+def _monotone(before, after):
+    order = np.argsort(before.ravel(), kind="stable")
+    return bool(np.all(np.diff(after.ravel()[order]) >= -1e-4))
+
+
+def test_low_contrast_head_leaves_a_crop_without_brain_alone_and_is_never_drawn_at_zero(monkeypatch):
+    air = np.full((3, 64, 64), -10.0, np.float32)
+    assert np.array_equal(augment.low_contrast_head(air, np.random.default_rng(0), 6.0), air)
+    hu, lesion, _ = _head_slab()
+    a = augment._norm(hu).astype(np.float32)
+    calls = []
+    monkeypatch.setattr(augment, "low_contrast_head", lambda h, rng, c, w: calls.append(w) or h)
+    x = augment.randomise_ct(a, np.random.default_rng(1), lesion=lesion, contrast_hu=6.0)
+    y = augment.randomise_ct(a, np.random.default_rng(1), lesion=lesion, contrast_hu=6.0, low_contrast=0.0)
+    assert np.array_equal(x, y) and not calls
+    augment.randomise_ct(a, np.random.default_rng(1), lesion=lesion, contrast_hu=6.0, low_contrast=1.0)
+    wm = np.zeros_like(lesion)
+    wm[:, 24:40, 24:72] = 1.0  # a white-matter map places the level at its median, not at the histogram's mode
+    augment.randomise_ct(a, np.random.default_rng(1), lesion=lesion, contrast_hu=6.0, low_contrast=1.0, wm_map=wm)
+    assert len(calls) == 2 and abs(calls[0] - 28.0) < 1.0 and abs(calls[1] - 28.0) < 0.2
+    hu[1, 24:40, 24:72] += 3.0
+    assert abs(augment.crop_white_matter_level(hu, wm, lesion) - 31.0) < 0.2
+    assert abs(augment.crop_white_matter_level(hu, None, lesion) - 28.0) < 1.0
