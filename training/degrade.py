@@ -155,9 +155,9 @@ def main(argv=None):
     seeds = split_seeds("val", args.n) + split_seeds("val_atlas", args.n)
     rng = np.random.default_rng(args.seed)
     if args.task == "wml":
-        rows, levels, unit = study_wml(spec, runtime, seeds, CT_LEVELS_HU, rng), CT_LEVELS_HU, "HU"
+        rows, unit = study_wml(spec, runtime, seeds, CT_LEVELS_HU, rng), "HU"
     else:
-        rows, levels, unit = study_cmb(spec, runtime, seeds, SWI_LEVELS, rng), SWI_LEVELS, "x brain median"
+        rows, unit = study_cmb(spec, runtime, seeds, SWI_LEVELS, rng), "x brain median"
     table = per_level(rows, args.task)
     limit, level = noise_limit(table, args.task, args.coverage, args.mae_growth)
     record = {"table": table, "added_noise_unit": unit, "noise_limit": round(limit, 4),

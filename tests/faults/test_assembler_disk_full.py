@@ -4,7 +4,6 @@ once there is room again the series is analysed and delivered. Needs to mount tm
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 

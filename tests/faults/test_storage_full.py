@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from tests.peers import Svdmark, wait_until
+from tests.peers import Svdmark
 from tests.integration.test_tls import tiny_ct
 
 

@@ -6,7 +6,6 @@ highdicom reads both back with the input values.
 """
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess

@@ -6,7 +6,6 @@ by `svdmark analyze` (--table OUTPUT_DIR or --table results.csv|results.parquet)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -8,8 +8,6 @@ they are None. Times are ISO 8601 UTC. These dicts are also the ``--json`` shape
 """
 from __future__ import annotations
 
-from typing import Any
-
 from ..domain import DeliveryState
 from ..journal import JobRecord
 from ..journal_api import ReadJournal

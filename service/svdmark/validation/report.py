@@ -182,7 +182,7 @@ def _html(report: dict, cases: list[dict], plots: dict) -> str:
     # agreement
     parts += ["<h2>Agreement</h2>", _table(["figure", "value"], [
         ["n", ba["n"]],
-        [f"mean model / mean reference", f"{_f(q['mean_model'])}{unit} / {_f(q['mean_reference'])}{unit}"],
+        ["mean model / mean reference", f"{_f(q['mean_model'])}{unit} / {_f(q['mean_reference'])}{unit}"],
         ["bias (mean of model − reference), 95% CI",
          f"{_f(ba['bias'], 3)}{unit}" + (f" ({_f(ba['bias_ci95'][0], 3)} to {_f(ba['bias_ci95'][1], 3)})"
                                          if ba["bias_ci95"] else "")],
