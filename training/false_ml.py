@@ -12,7 +12,6 @@ for. Nothing is chosen here; it says where to look.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import devcases
-from .insertion_probe import model_reader
+from .insertion_probe import model_reader, reader_arguments
 
 RIM = 0.02  # the development set's smallest labelled lesion fraction (truth.json rim_min_fraction)
 CSF_GAPS_HU = (16.0, 20.0)  # white matter minus CSF: bins below, between and above
@@ -73,13 +72,7 @@ def read_head(case: Path, read) -> dict:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="a development set folder (devset.build)")
-    ap.add_argument("--n", type=int, default=None, help="its first N cases (default: all)")
-    ap.add_argument("--models", type=Path, default=None, help="models folder (default: the packaged models)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
+    args = reader_arguments(__doc__, argv)
     label, read = model_reader(args.models, args.threads)
     rows = []
     for case in devcases.dev_case_dirs(args.data, args.n, "wml"):

@@ -149,14 +149,19 @@ def model_reader(models: Path | None, threads: int):
     return spec.label, read
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def reader_arguments(doc: str, argv=None) -> argparse.Namespace:
+    """The command line of a probe that reads development heads with a models folder's WML model and writes JSON."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="a development set folder (devset.build)")
     ap.add_argument("--n", type=int, default=None, help="its first N cases (default: all)")
     ap.add_argument("--models", type=Path, default=None, help="models folder (default: the packaged models)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = reader_arguments(__doc__, argv)
     label, read = model_reader(args.models, args.threads)
     rows = []
     for case in devcases.dev_case_dirs(args.data, args.n, "wml"):
