@@ -1,0 +1,119 @@
+"""Does a head's white-matter/CSF gap cause a WML model's false millilitres? Read each head as it is and with the gap
+stretched to at least ``--gap`` HU.
+
+On `choose`, 1.12.0's off-lesion millilitres concentrate in heads whose CSF lies within 16 HU of white matter
+(``training.false_ml``), but training with such heads (wml-ncct 1.18.0, 1.18.1) did not lower them. This asks the
+question at inference instead: the head's HU between its CSF level and its white matter are stretched linearly so
+that the gap is at least ``--gap`` (white matter and everything above it unchanged; below the CSF level shifted by
+the same amount), and the head is read again. The levels come either from the development set's drawn tissue values
+(``oracle``) or from the image (``estimate``: ``tissue_levels``), the latter being what a service could do. A
+stretch also deepens every lesion between the two levels by the same factor, so lesion reads can move too; the
+figures say by how much. Development cases only (``devcases``); nothing is chosen here.
+
+    PYTHONPATH=.:service .venv/bin/python -m training.gap_probe --data /work/dev_data/choose --gap 22 \\
+        --out training/runs/gap_probe_choose.json
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+from scipy import ndimage
+
+from . import devcases
+from .insertion_probe import model_reader, reader_arguments
+
+BONE_HU = 150.0
+RIM_MM = 3.0  # intracranial voxels this close to bone are left out (partial volume with the skull)
+CSF_BELOW_WM_HU = 8.0  # the CSF level is looked for this far below white matter and lower
+ERODE_MM = 2.0  # interiors of the dark regions: partial volume at their edges left out
+
+
+def intracranial(array: np.ndarray, spacing_mm) -> np.ndarray:
+    """Voxels enclosed by each slice's skull ring, at least ``RIM_MM`` from bone (slices without a closed ring:
+    none)."""
+    out = np.zeros(array.shape, bool)
+    it = max(1, int(round(RIM_MM / float(spacing_mm[0]))))
+    for k, sl in enumerate(array):
+        bone = sl > BONE_HU
+        if bone.any():
+            out[k] = ndimage.binary_fill_holes(bone) & ~ndimage.binary_dilation(bone, iterations=it)
+    return out
+
+
+def _mode(v: np.ndarray, lo: float, hi: float) -> float | None:
+    v = v[(v > lo) & (v < hi)]
+    if v.size < 1000:
+        return None
+    h, e = np.histogram(v, bins=np.arange(lo, hi + 0.5, 0.5))
+    return float(e[int(np.argmax(ndimage.gaussian_filter1d(h.astype(np.float32), 2.0)))] + 0.25)
+
+
+def tissue_levels(array: np.ndarray, spacing_mm) -> tuple[float, float] | None:
+    """(white matter, CSF) HU of a head from its image. White matter: the mode of the in-plane smoothed (1 mm)
+    intracranial histogram in 15-42 HU. CSF: the lower quartile of the interiors (eroded by ``ERODE_MM`` in-plane) of
+    the regions more than ``CSF_BELOW_WM_HU`` darker than white matter, ventricles and sulci first (the histogram's
+    own mode there sits on white matter's partial-volume tail, not on CSF). None without enough of either."""
+    sig = 1.0 / float(spacing_mm[0])
+    sm = ndimage.gaussian_filter(array.astype(np.float32), (0, sig, sig))
+    inside = intracranial(array, spacing_mm)
+    wm = _mode(sm[inside], 15.0, 42.0)
+    if wm is None:
+        return None
+    dark = inside & (sm < wm - CSF_BELOW_WM_HU) & (sm > -20.0)
+    st = np.zeros((3, 3, 3), bool)
+    st[1] = ndimage.generate_binary_structure(2, 1)
+    core = ndimage.binary_erosion(dark, st, iterations=max(1, int(round(ERODE_MM / float(spacing_mm[0])))))
+    if core.sum() < 200:
+        return None
+    return wm, float(np.percentile(sm[core], 25))
+
+
+def stretch(array: np.ndarray, wm: float, csf: float, gap: float) -> np.ndarray:
+    """The head with its CSF-to-white-matter HU stretched so the gap is at least ``gap`` (monotone; white matter and
+    above unchanged, below the CSF level shifted)."""
+    if wm - csf >= gap:
+        return array
+    shift = gap - (wm - csf)
+    a = array.astype(np.float32)
+    return np.where(a >= wm, a, np.where(a <= csf, a - shift, wm - (wm - a) * gap / (wm - csf))).astype(np.float32)
+
+
+def main(argv=None) -> None:
+    args = reader_arguments(__doc__, argv, gap=True)
+    label, read = model_reader(args.models, args.threads)
+    rows = []
+    for case in devcases.dev_case_dirs(args.data, args.n, "wml"):
+        truth, vol = devcases.read_series(case, "wml")
+        ml = vol.voxel_volume_mm3 / 1000.0
+        t = truth["tissue_hu"]
+        est = tissue_levels(vol.array, vol.pixel_spacing)
+        row = {"seed": int(truth["seed"]), "truth_ml": float(truth["wml_ml"]), "drawn_wm_csf": [t["wm"], t["csf"]],
+               "estimated_wm_csf": est}
+        for name, levels in (("as_is", None), ("oracle", (t["wm"], t["csf"])), ("estimate", est)):
+            a = vol.array if levels is None else stretch(vol.array, *levels, args.gap)
+            row[name] = float(read(dataclasses.replace(vol, array=a)).sum(dtype=np.float64) * ml)
+        rows.append(row)
+        e = "none" if est is None else f"{est[0]:.1f}/{est[1]:.1f}"
+        print(f"  {case.name}: truth {row['truth_ml']:.2f}; read {row['as_is']:.2f}, oracle {row['oracle']:.2f}, "
+              f"estimate {row['estimate']:.2f} mL (WM/CSF drawn {t['wm']:.1f}/{t['csf']:.1f}, estimated {e})",
+              flush=True)
+    summary = {}
+    truth = np.array([r["truth_ml"] for r in rows])
+    for name in ("as_is", "oracle", "estimate"):
+        v = np.array([r[name] for r in rows])
+        err = np.abs(v - truth)
+        summary[name] = {"mae_ml": float(err.mean()), "mae_lt1_ml": float(err[truth < 1].mean()),
+                         "lesion_free_median_ml": float(np.median(v[truth == 0])), "pearson_r": float(
+                             np.corrcoef(v, truth)[0, 1])}
+        s = summary[name]
+        print(f"{name:9s} MAE {s['mae_ml']:.3f}  MAE<1 {s['mae_lt1_ml']:.3f}  score {s['mae_ml'] + 2 * s['mae_lt1_ml']:.2f}"
+              f"  lesion-free median {s['lesion_free_median_ml']:.2f}  r {s['pearson_r']:.3f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"model": label, "data": str(args.data), "gap_hu": args.gap, "summary": summary,
+                                    "heads": rows}, indent=1))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
