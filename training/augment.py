@@ -272,7 +272,8 @@ def kernel_blur(hu: np.ndarray, rng: np.random.Generator, strength: float = 1.0)
 def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
                  lesion: np.ndarray | None = None, contrast_hu: float | None = None,
                  wide_point_spread: bool = False, min_contrast_hu: float | None = None,
-                 low_contrast: float = 0.0, wm_map: np.ndarray | None = None) -> np.ndarray:
+                 low_contrast: float = 0.0, wm_map: np.ndarray | None = None,
+                 dense_lesions: float = 0.0) -> np.ndarray:
     """Re-render one normalised (C, h, w) NCCT crop with a random scanner; returns a new array.
 
     ``lesion`` (C, h, w): the lesion fraction of each channel's slice; when given, the lesion contrast is
@@ -284,6 +285,8 @@ def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
     ``kernel_blur`` (the active model's recipe).
     ``low_contrast``: the probability of ``low_contrast_head`` where the contrast is known (0: the 1.12.0 recipe);
     ``wm_map``: the crop's white-matter fraction, which places its white-matter level there.
+    ``dense_lesions``: the probability that a contrast change darkens the lesion by another 3-8 HU (contrasts up to
+    about 20 HU: the development set's dense cores, which 1.12.0 reads as CSF; ``training.gap_probe``).
     """
     if strength <= 0:
         return a
@@ -292,6 +295,8 @@ def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
     contrast = contrast_hu
     if lesion is not None and rng.random() < 0.5:
         delta = float(rng.uniform(-1.5, 3.0))
+        if dense_lesions and rng.random() < dense_lesions:  # no draw at 0: old recipes replay
+            delta += float(rng.uniform(3.0, 8.0))
         if min_contrast_hu is not None and contrast is not None:
             delta = max(delta, min_contrast_hu - contrast)
         hu -= lesion.astype(np.float32) * np.float32(delta)

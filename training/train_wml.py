@@ -124,7 +124,8 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
                  randomise: float = 0.0, contrasts=None, wide_point_spread: bool = False,
                  min_contrast_hu: float | None = None, weights=None, insert: float = 0.0, wms=None, spacings=None,
                  insert_own_contrast: bool = False, insert_max_mm: float = DIAMETER_MM[1],
-                 wm_target: bool = False, low_contrast: float = 0.0, low_contrast_negatives: bool = False) -> Batch:
+                 wm_target: bool = False, low_contrast: float = 0.0, low_contrast_negatives: bool = False,
+                 dense_lesions: float = 0.0) -> Batch:
     """``bs`` crops (crop²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
 
     ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
@@ -140,6 +141,7 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
     ``wm_target``: the batch carries each crop's centre white-matter fraction too (-1 where the stack has no map).
     ``low_contrast``: passed to ``randomise_ct`` (CSF and grey matter moved towards white matter, labels kept);
     with ``low_contrast_negatives`` only to crops without labelled lesion (fraction < 0.02 in every channel).
+    ``dense_lesions``: passed to ``randomise_ct`` (a share of the lesion contrast changes 3-8 HU darker).
     """
     xs, ys, ws = [], [], []
     for _ in range(bs):
@@ -183,7 +185,7 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
             a = randomise_ct(np.ascontiguousarray(a), rng, lesion=les, contrast_hu=contrast,
                              wide_point_spread=wide_point_spread, min_contrast_hu=min_contrast_hu,
                              low_contrast=low_contrast if not low_contrast_negatives or les.max() < 0.02 else 0.0,
-                             wm_map=wm)
+                             wm_map=wm, dense_lesions=dense_lesions)
         else:  # mild intensity jitter: scanner calibration offsets of a few HU, contrast scale
             a = a * rng.uniform(0.95, 1.05) + rng.normal(0, 0.05)
         xs.append(a.copy())
@@ -277,7 +279,7 @@ def train(args) -> dict:
                          weights=weights, insert=args.insert_lesions, wms=st.wms, spacings=st.spacings,
                          insert_own_contrast=args.insert_own_contrast, insert_max_mm=args.insert_max_mm,
                          wm_target=args.wm_gate, low_contrast=args.low_contrast,
-                         low_contrast_negatives=args.low_contrast_negatives)
+                         low_contrast_negatives=args.low_contrast_negatives, dense_lesions=args.dense_lesions)
         if args.wm_gate:
             lesion, wm_logits = net.heads(b.x)
             loss = loss_fn(lesion, b.y) + WM_LOSS_WEIGHT * wm_loss(wm_logits, b.wm)
@@ -375,6 +377,8 @@ def main(argv=None):
                          "(augment.low_contrast_head; the 1.18.0 recipe)")
     ap.add_argument("--low-contrast-negatives", action="store_true",
                     help="--low-contrast on crops without labelled lesion only (the 1.18.1 recipe)")
+    ap.add_argument("--dense-lesions", type=float, default=0.0, metavar="P",
+                    help="share of the randomised lesion contrast changes made 3-8 HU darker (the 1.18.2 recipe)")
     ap.add_argument("--wm-gate", action="store_true",
                     help="a second head learns the white-matter fraction; the exported lesion fraction is gated by it")
     ap.add_argument("--atlas-share", type=float, default=None, metavar="S",

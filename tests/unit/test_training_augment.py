@@ -158,8 +158,8 @@ def test_the_lesion_contrast_floor_darkens_only_faint_labelled_lesions():
         assert same is a and c2 == contrast
 
 
-def test_randomise_ct_never_takes_a_floored_lesion_below_the_floor(monkeypatch):
-    """With ``min_contrast_hu`` the random contrast change (−1.5 … +3 HU) stops at the floor; without, it does not."""
+def _only_contrast_changes(monkeypatch):
+    """randomise_ct with every term but the lesion contrast change switched off."""
     for name in ("kernel_blur", "normal_variation", "skull_glow"):
         monkeypatch.setattr(augment, name, lambda hu, rng, *a, **k: hu)
     monkeypatch.setattr(augment, "monotone_hu_map", lambda rng: (lambda x: x))
@@ -167,6 +167,11 @@ def test_randomise_ct_never_takes_a_floored_lesion_below_the_floor(monkeypatch):
     monkeypatch.setattr(augment, "noise_field", lambda rng, shape, sd: np.zeros(shape, np.float32))
     monkeypatch.setattr(augment, "smooth_field", lambda rng, shape, amp: np.zeros(shape, np.float32))
     monkeypatch.setattr(augment, "streaks", lambda rng, shape, amp: np.zeros(shape, np.float32))
+
+
+def test_randomise_ct_never_takes_a_floored_lesion_below_the_floor(monkeypatch):
+    """With ``min_contrast_hu`` the random contrast change (−1.5 … +3 HU) stops at the floor; without, it does not."""
+    _only_contrast_changes(monkeypatch)
     hu, lesion, ring = _slab()
     hu = hu + 1.0 * lesion  # a 5 HU lesion
     a = augment._norm(hu)
@@ -184,6 +189,25 @@ def test_randomise_ct_never_takes_a_floored_lesion_below_the_floor(monkeypatch):
     assert min(floored) > 5.0 - 0.3
     assert min(free) < 4.5  # some draws made it fainter
     assert max(floored) > 6.0  # and more conspicuous draws still happen
+
+
+def test_dense_lesions_darken_some_lesions_by_another_3_to_8_hu(monkeypatch):
+    _only_contrast_changes(monkeypatch)
+    hu, lesion, ring = _slab()  # a 6 HU lesion
+    a = augment._norm(hu)
+    centre = (1, slice(43, 49), slice(43, 49))
+    tissue = ~ring & (lesion == 0)
+
+    def contrast(out):
+        h = augment._hu(out)
+        return float(h[tissue].mean() - h[centre].mean())
+
+    plain = [contrast(augment.randomise_ct(a, np.random.default_rng(s), lesion=lesion, contrast_hu=6.0))
+             for s in range(40)]
+    dense = [contrast(augment.randomise_ct(a, np.random.default_rng(s), lesion=lesion, contrast_hu=6.0,
+                                           dense_lesions=1.0)) for s in range(40)]
+    assert max(plain) < 10.5 and max(dense) > 13.0  # 6 + 3 HU (+ 8 when dense), give or take the noise
+    assert sum(d > p + 2.9 for d, p in zip(dense, plain)) >= 10  # the changed draws moved by 3 HU or more
 
 
 def test_wml_spread_is_drawn_on_training_and_validation_seeds_with_lesion_only_and_only_when_asked(monkeypatch):
