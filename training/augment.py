@@ -173,10 +173,11 @@ def low_contrast_head(hu: np.ndarray, rng: np.random.Generator, contrast_hu: flo
                       wm_level: float | None = None) -> np.ndarray:
     """Cerebrospinal fluid raised towards the lesions' attenuation, grey matter pulled towards white matter.
 
-    On heads built by other code, 1.12.0's false millilitres lie in the lateral ventricles and widened sulci of
-    heads whose CSF is within 11-16 HU of white matter and whose grey/white contrast is 3-7 HU (development
-    ``choose``: the five heads with CSF within 16 HU of white matter carry 4-16 mL each); our generator draws CSF
-    13-27 HU and grey matter 6.5-11 HU from white matter. Real heads reach such levels (beam hardening, low kV,
+    On heads built by other code, much of 1.12.0's false millilitres lies in the ventricles and sulci of heads whose
+    CSF is within 11-16 HU of white matter (development ``choose``, ``training.false_ml``: median 5.0 mL off the
+    lesions in those seven heads, 1.3 mL where the gap is 20 HU or more); our generator draws CSF 13-27 HU and grey
+    matter 6.5-11 HU from white matter. (wml-ncct 1.18.0 and 1.18.1 trained with this map; neither read those heads
+    lower: training/README.md, session 24.) Real heads reach such levels (beam hardening, low kV,
     partial volume of thick slices, ageing white matter). A monotone map, labels untouched:
     - everything from ``wm - max(1.3 x contrast, 6) - 2`` HU (the labelled lesions' own range) up to white matter
       keeps its HU, so the lesion contrast stays as drawn;
