@@ -143,13 +143,13 @@ def subthreshold_hypodensity(hu: np.ndarray, rng: np.random.Generator, lesion: n
     return out
 
 
-def white_matter_level(hu: np.ndarray, lo: float = 15.0, hi: float = 42.0) -> float | None:
+def white_matter_level(hu: np.ndarray, lo: float = 15.0, hi: float = 42.0, min_voxels: int = 500) -> float | None:
     """The crop's white-matter HU: the mode of its soft-tissue histogram (0.5 HU bins, smoothed over 1 HU).
 
     White matter is the largest brain tissue in every crop that holds brain; None when the crop has fewer
-    than 500 voxels in ``lo``..``hi`` HU (skull base, vertex, outside the head)."""
+    than ``min_voxels`` voxels in ``lo``..``hi`` HU (skull base, vertex, outside the head)."""
     v = hu[(hu > lo) & (hu < hi)]
-    if v.size < 500:
+    if v.size < min_voxels:
         return None
     h, e = np.histogram(v, bins=np.arange(lo, hi + 0.5, 0.5))
     return float(e[int(np.argmax(ndimage.gaussian_filter1d(h.astype(np.float32), 2.0)))] + 0.25)
@@ -185,10 +185,10 @@ def low_contrast_head(hu: np.ndarray, rng: np.random.Generator, contrast_hu: flo
       lesions' floor); -10..0 HU bridges to the clip level, so fat and air stay where they are;
     - with probability 0.5, from 2 HU above white matter to 50 HU the contrast is scaled by U(0.45, 0.85) and
       50-80 HU bridges back to identity (grey matter closer to white matter; bone, vessels unchanged).
-    ``wm_level``: the crop's white-matter HU (``crop_white_matter_level``); None: ``white_matter_level`` of the
-    centre slice. A crop without enough brain is returned unchanged.
+    ``wm_level``: the crop's white-matter HU (``crop_white_matter_level``); None: found without a map. A crop without
+    enough brain is returned unchanged.
     """
-    wm = white_matter_level(hu[hu.shape[0] // 2]) if wm_level is None else wm_level
+    wm = crop_white_matter_level(hu, None, None) if wm_level is None else wm_level
     if wm is None:
         return hu
     k1 = wm - max(1.3 * float(contrast_hu), 6.0) - 2.0  # 2 HU margin: the mode may sit above the WM mean

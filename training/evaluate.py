@@ -206,15 +206,20 @@ def best_sweep_row(table: list[dict], by: str) -> dict | None:
     return min(rows, key=lambda r: r[key]) if rows else None
 
 
+def target_score(mae_ml: float, mae_lt1_ml: float) -> float:
+    """``MAE / WML_MAE_TARGET_ML + MAE(truth < 1 mL) / WML_MAE_LT1_TARGET_ML``: both volume targets in one figure."""
+    return mae_ml / WML_MAE_TARGET_ML + mae_lt1_ml / WML_MAE_LT1_TARGET_ML
+
+
 def _wml_sweep_row(key: tuple, v: np.ndarray, truth: np.ndarray) -> dict:
     """One post-processing setting's volume errors over the sweep's cases, with the target-weighted score
-    (``MAE / WML_MAE_TARGET_ML + MAE(truth < 1 mL) / WML_MAE_LT1_TARGET_ML``; nan without such cases)."""
+    (``target_score``; nan without cases under 1 mL)."""
     err = np.abs(v - truth)
     small = truth < 1.0
     mae, mae_lt1 = float(err.mean()), float(err[small].mean()) if small.any() else float("nan")
     return {"fraction_floor": key[0], "support_threshold": key[1], "support_dilate_vox": key[2], "mae_ml": mae,
             "pearson_r": pearson(v, truth), "bias_ml": float((v - truth).mean()), "mae_lt1_ml": mae_lt1,
-            "target_score": mae / WML_MAE_TARGET_ML + mae_lt1 / WML_MAE_LT1_TARGET_ML}
+            "target_score": target_score(mae, mae_lt1)}
 
 
 def _uncertainty_columns(f) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import devcases
-from .insertion_probe import model_reader, reader_arguments
+from .insertion_probe import model_reader, reader_parser
 
 RIM = 0.02  # the development set's smallest labelled lesion fraction (truth.json rim_min_fraction)
 CSF_GAPS_HU = (16.0, 20.0)  # white matter minus CSF: bins below, between and above
@@ -65,14 +65,13 @@ def read_head(case: Path, read) -> dict:
     tf = devcases.truth_array(case, truth, vol, "fraction").astype(np.float32)
     labels = devcases.truth_array(case, truth, vol, "labels")
     t = truth["tissue_hu"]
-    row = {"seed": int(truth["seed"]), "truth_ml": float(truth["wml_ml"]), "slice_mm": truth["slice_thickness"],
-           "wm_minus_csf_hu": round(t["wm"] - t["csf"], 2), "gm_minus_wm_hu": round(t["gm"] - t["wm"], 2),
-           **by_label(read(vol), tf, labels, truth["label_short_names"], vol.voxel_volume_mm3 / 1000.0)}
-    return row
+    return {"seed": int(truth["seed"]), "truth_ml": float(truth["wml_ml"]), "slice_mm": truth["slice_thickness"],
+            "wm_minus_csf_hu": round(t["wm"] - t["csf"], 2), "gm_minus_wm_hu": round(t["gm"] - t["wm"], 2),
+            **by_label(read(vol), tf, labels, truth["label_short_names"], vol.voxel_volume_mm3 / 1000.0)}
 
 
 def main(argv=None) -> None:
-    args = reader_arguments(__doc__, argv)
+    args = reader_parser(__doc__).parse_args(argv)
     label, read = model_reader(args.models, args.threads)
     rows = []
     for case in devcases.dev_case_dirs(args.data, args.n, "wml"):

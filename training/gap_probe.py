@@ -22,7 +22,10 @@ import numpy as np
 from scipy import ndimage
 
 from . import devcases
-from .insertion_probe import model_reader, reader_arguments
+from .augment import white_matter_level
+from .compare import WmlReading, wml_figures
+from .evaluate import target_score
+from .insertion_probe import model_reader, reader_parser
 
 BONE_HU = 150.0
 RIM_MM = 3.0  # intracranial voxels this close to bone are left out (partial volume with the skull)
@@ -42,14 +45,6 @@ def intracranial(array: np.ndarray, spacing_mm) -> np.ndarray:
     return out
 
 
-def _mode(v: np.ndarray, lo: float, hi: float) -> float | None:
-    v = v[(v > lo) & (v < hi)]
-    if v.size < 1000:
-        return None
-    h, e = np.histogram(v, bins=np.arange(lo, hi + 0.5, 0.5))
-    return float(e[int(np.argmax(ndimage.gaussian_filter1d(h.astype(np.float32), 2.0)))] + 0.25)
-
-
 def tissue_levels(array: np.ndarray, spacing_mm) -> tuple[float, float] | None:
     """(white matter, CSF) HU of a head from its image. White matter: the mode of the in-plane smoothed (1 mm)
     intracranial histogram in 15-42 HU. CSF: the lower quartile of the interiors (eroded by ``ERODE_MM`` in-plane) of
@@ -58,7 +53,7 @@ def tissue_levels(array: np.ndarray, spacing_mm) -> tuple[float, float] | None:
     sig = 1.0 / float(spacing_mm[0])
     sm = ndimage.gaussian_filter(array.astype(np.float32), (0, sig, sig))
     inside = intracranial(array, spacing_mm)
-    wm = _mode(sm[inside], 15.0, 42.0)
+    wm = white_matter_level(sm[inside], 15.0, 42.0, min_voxels=1000)
     if wm is None:
         return None
     dark = inside & (sm < wm - CSF_BELOW_WM_HU) & (sm > -20.0)
@@ -81,7 +76,9 @@ def stretch(array: np.ndarray, wm: float, csf: float, gap: float) -> np.ndarray:
 
 
 def main(argv=None) -> None:
-    args = reader_arguments(__doc__, argv, gap=True)
+    ap = reader_parser(__doc__)
+    ap.add_argument("--gap", type=float, default=22.0, help="stretch white matter minus CSF to at least this (HU)")
+    args = ap.parse_args(argv)
     label, read = model_reader(args.models, args.threads)
     rows = []
     for case in devcases.dev_case_dirs(args.data, args.n, "wml"):
@@ -100,15 +97,10 @@ def main(argv=None) -> None:
               f"estimate {row['estimate']:.2f} mL (WM/CSF drawn {t['wm']:.1f}/{t['csf']:.1f}, estimated {e})",
               flush=True)
     summary = {}
-    truth = np.array([r["truth_ml"] for r in rows])
     for name in ("as_is", "oracle", "estimate"):
-        v = np.array([r[name] for r in rows])
-        err = np.abs(v - truth)
-        summary[name] = {"mae_ml": float(err.mean()), "mae_lt1_ml": float(err[truth < 1].mean()),
-                         "lesion_free_median_ml": float(np.median(v[truth == 0])), "pearson_r": float(
-                             np.corrcoef(v, truth)[0, 1])}
-        s = summary[name]
-        print(f"{name:9s} MAE {s['mae_ml']:.3f}  MAE<1 {s['mae_lt1_ml']:.3f}  score {s['mae_ml'] + 2 * s['mae_lt1_ml']:.2f}"
+        s = wml_figures([WmlReading(r["truth_ml"], r[name], True) for r in rows])
+        summary[name] = {**s, "score": target_score(s["mae_ml"], s["mae_lt1_ml"])}
+        print(f"{name:9s} MAE {s['mae_ml']:.3f}  MAE<1 {s['mae_lt1_ml']:.3f}  score {summary[name]['score']:.2f}"
               f"  lesion-free median {s['lesion_free_median_ml']:.2f}  r {s['pearson_r']:.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": label, "data": str(args.data), "gap_hu": args.gap, "summary": summary,

@@ -149,22 +149,20 @@ def model_reader(models: Path | None, threads: int):
     return spec.label, read
 
 
-def reader_arguments(doc: str, argv=None, gap: bool = False) -> argparse.Namespace:
-    """The command line of a probe that reads development heads with a models folder's WML model and writes JSON
-    (``gap``: with ``training.gap_probe``'s ``--gap``)."""
+def reader_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of a probe that reads development heads with a models folder's WML model and writes JSON;
+    a probe adds its own options before parsing."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="a development set folder (devset.build)")
     ap.add_argument("--n", type=int, default=None, help="its first N cases (default: all)")
     ap.add_argument("--models", type=Path, default=None, help="models folder (default: the packaged models)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
-    if gap:
-        ap.add_argument("--gap", type=float, default=22.0, help="stretch white matter minus CSF to at least this (HU)")
-    return ap.parse_args(argv)
+    return ap
 
 
 def main(argv=None) -> None:
-    args = reader_arguments(__doc__, argv)
+    args = reader_parser(__doc__).parse_args(argv)
     label, read = model_reader(args.models, args.threads)
     rows = []
     for case in devcases.dev_case_dirs(args.data, args.n, "wml"):

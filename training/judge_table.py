@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .compare import load, wml_figures
+from .evaluate import target_score
 
 
 def row(path: Path) -> dict:
@@ -23,7 +24,7 @@ def row(path: Path) -> dict:
     err = np.array([r.pred_ml for r in read]) - t
     big, mid = t >= 10, (t >= 1) & (t < 10)
     f = wml_figures(read)
-    return {**f, "score": f["mae_ml"] + 2 * f["mae_lt1_ml"], "mae_ge10_ml": float(np.abs(err[big]).mean()),
+    return {**f, "score": target_score(f["mae_ml"], f["mae_lt1_ml"]), "mae_ge10_ml": float(np.abs(err[big]).mean()),
             "bias_ge10_ml": float(err[big].mean()), "n_ge10": int(big.sum()),
             "mae_1to10_ml": float(np.abs(err[mid]).mean())}
 
