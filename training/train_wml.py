@@ -10,11 +10,13 @@ a per-crop volume term.
         --out service/svdmark/data/models/wml-ncct/1.1.0
 
 Seeds are fixed (torch, numpy, data); the run is repeatable on the same
-machine and thread count.
+machine and thread count, with ``--workers 0`` (the default). ``--device cuda --workers N`` trains on a lent GPU with
+the crops drawn in N worker processes (``training.crop_stream``): the same recipe, not the same sequence of draws.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ import torch
 
 from svdmark.infer import preprocess as pp
 
-from . import data, devcases
+from . import crop_stream, data, devcases
 from .augment import lesion_contrast_floor, randomise_ct
 from .lesion_insertion import DIAMETER_MM, insert_lesions
 from .nets import UNet2D, export_onnx
@@ -258,7 +260,20 @@ def train(args) -> dict:
         err = load_onnx(net, args.init_onnx, torch.randn(2, 2 * args.context + 1, 96, 96), skip=("head_wm",))
         net.gate = args.wm_gate
         log(f"initialised from {args.init_onnx} (max |torch - onnx| {err:.1e}); BatchNorm statistics frozen")
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
+    net.to(device)
+    log(f"training on {device}{f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''}, "
+        f"crops drawn {f'in {args.workers} workers' if args.workers else 'in this process'}", flush=True)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    draw = functools.partial(
+        sample_batch, imgs, tgts, index, lesion_slices, bs=args.batch, ctx=args.context, crop=args.crop,
+        randomise=args.randomise, contrasts=st.contrasts, wide_point_spread=args.wide_point_spread,
+        min_contrast_hu=args.min_lesion_contrast, weights=weights, insert=args.insert_lesions, wms=st.wms,
+        spacings=st.spacings, insert_own_contrast=args.insert_own_contrast, insert_max_mm=args.insert_max_mm,
+        wm_target=args.wm_gate, low_contrast=args.low_contrast, low_contrast_negatives=args.low_contrast_negatives,
+        dense_lesions=args.dense_lesions)
+    stream = crop_stream.batches(draw, rng, args.workers, args.seed, pin_memory=device.type == "cuda")
     t0 = time.time()
     step = 0
     budget = args.minutes * 60
@@ -273,13 +288,7 @@ def train(args) -> dict:
         lr = args.lr * min(1.0, (step + 1) / 50) * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * min(prog, 1.0))))
         for g in opt.param_groups:
             g["lr"] = lr
-        b = sample_batch(imgs, tgts, index, lesion_slices, rng, args.batch, args.context, crop=args.crop,
-                         randomise=args.randomise, contrasts=st.contrasts,
-                         wide_point_spread=args.wide_point_spread, min_contrast_hu=args.min_lesion_contrast,
-                         weights=weights, insert=args.insert_lesions, wms=st.wms, spacings=st.spacings,
-                         insert_own_contrast=args.insert_own_contrast, insert_max_mm=args.insert_max_mm,
-                         wm_target=args.wm_gate, low_contrast=args.low_contrast,
-                         low_contrast_negatives=args.low_contrast_negatives, dense_lesions=args.dense_lesions)
+        b = Batch(*(None if t is None else t.to(device, non_blocking=True) for t in next(stream)))
         if args.wm_gate:
             lesion, wm_logits = net.heads(b.x)
             loss = loss_fn(lesion, b.y) + WM_LOSS_WEIGHT * wm_loss(wm_logits, b.wm)
@@ -294,8 +303,8 @@ def train(args) -> dict:
             log(f"step {step}/{total} loss {np.mean(hist[-50:]):.4f} lr {lr:.2e} {time.time() - t0:.0f} s", flush=True)
         if args.checkpoint_every and step % args.checkpoint_every == 0:
             torch.save(net.state_dict(), Path(__file__).resolve().parent / "runs" / "wml-checkpoint.pt")
-    net.eval()
-    return {"net": net, "steps": step, "seconds": time.time() - t0, "final_loss": float(np.mean(hist[-50:]))}
+    net.cpu().eval()
+    return {"net": net, "steps": step, "device": str(device), "workers": args.workers, "seconds": time.time() - t0, "final_loss": float(np.mean(hist[-50:]))}
 
 
 def manifest(version: str, sha: str, meta: dict) -> dict:
@@ -390,6 +399,9 @@ def main(argv=None):
                     help="draw this fraction of the crops from the --extra-ncct heads")
     ap.add_argument("--tta", default="", help="test-time flips written into the manifest, e.g. 'lr' (2 passes)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda where there is one)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes drawing the crops (0: in the training process, repeatable; training.crop_stream)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cached-only", action="store_true", help="use only cases already in training/cache")
     ap.add_argument("--out", type=Path, default=Path("service/svdmark/data/models/wml-ncct/1.1.0"))
@@ -417,6 +429,7 @@ def main(argv=None):
                      "seconds": round(res["seconds"]), "final_loss": res["final_loss"], "seed": args.seed,
                      "n_train_cases": args.n_train,
                      "n_train_atlas_cases": args.n_train_atlas, "torch": torch.__version__,
+                     "device": res["device"], "workers": res["workers"],
                      **({"extra_ncct": str(args.extra_ncct), "extra_share": args.extra_share}
                         if args.extra_ncct else {}),
                      "environment": data.training_environment()},

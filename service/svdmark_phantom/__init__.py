@@ -3,7 +3,7 @@
 Test data for the demo, tests, training and bench; not part of the service (``svdmark`` never imports
 it at module level). It ships in the same wheel; the analytic heads need only svdmark's own
 dependencies, the MNI152 atlas heads the ``phantom`` extra (``pip install 'svdmark[phantom]'``: nilearn's
-tissue maps, read with SimpleITK), and JPEG lossless process 14 SV1 dcmtk's ``dcmcjpeg``.
+tissue maps, read with nibabel), and JPEG lossless process 14 SV1 dcmtk's ``dcmcjpeg``.
 
     from svdmark_phantom import make_ncct, make_swi, write_series, write_study
     p = make_ncct(seed=1, matrix=128, slice_thickness=5.0, tilt_deg=20.0, wml_ml=3.0)

@@ -48,7 +48,7 @@ SQLITE_ERRORS_ONLY = ("failures",)
 # imported only inside a function: the optional test-data package behind the `phantom` extra
 FUNCTION_LEVEL_ONLY = ("svdmark_phantom",)
 # never imported, so a library that is not declared above is reported anyway; named here for the message
-NEVER = ("torch", "training", "SimpleITK", "nilearn", "stress")
+NEVER = ("torch", "training", "nibabel", "nilearn", "stress")
 
 # as ARCHITECTURE.md names them: the drivers claim work and call the stages; the stages analyse one series
 DRIVERS = ("service", "worker", "batch", "enqueue", "cli", "shadow", "lifecycle")
