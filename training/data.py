@@ -39,6 +39,7 @@ ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY", "0"))  # of atlas 
 NCCT_ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY_NCCT", "0"))  # of atlas NCCT seeds (ncct_params)
 WML_SPREAD_SHARE = float(os.environ.get("SVDMARK_TRAIN_WML_SPREAD", "0"))  # of train/val NCCT seeds (ncct_params)
 WML_RIM_SHARE = float(os.environ.get("SVDMARK_TRAIN_WML_RIMS", "0"))  # of train/val NCCT seeds (ncct_params)
+INDEPENDENT_SHARE = float(os.environ.get("SVDMARK_TRAIN_INDEPENDENT_NCCT", "0"))  # of train/val NCCT seeds
 
 
 def training_environment() -> dict:
@@ -110,6 +111,12 @@ def ncct_params(seed: int) -> dict:
     if wml > 0 and seed < SPLITS["shifted"] and not is_thin(seed) \
             and np.random.default_rng([seed, 16]).random() < WML_RIM_SHARE:
         params["wml_rims"] = True
+    # brain tissue intensities and lesion contrast drawn independently and wide (svdmark_phantom.intensities) for a
+    # share of the training and validation seeds, from a stream of their own; off unless
+    # $SVDMARK_TRAIN_INDEPENDENT_NCCT names the share (training/preregistered/2026-12-04-wml-independent.md)
+    if seed < SPLITS["shifted"] and not is_thin(seed) \
+            and np.random.default_rng([seed, 17]).random() < INDEPENDENT_SHARE:
+        params["independent"] = True
     if is_thin(seed):  # a stream of its own: every other draw is what the seed gives
         params["slice_thickness"] = float(np.random.default_rng([seed, 12]).choice([0.625, 1.0, 1.25]))
     if is_shifted(seed):  # other draws than training saw (the keys exist only here: cache names stay stable)

@@ -9,6 +9,7 @@ from scipy import ndimage
 
 from .anatomy import F32, HeadModel, _soft, ellipsoid_sd
 from .geometry import Block, Grid, make_grid
+from .intensities import independent_ct_values, lesion_contrast, lesion_texture
 from .lesions import (
     _BoxedPoints,
     _occupancy,
@@ -164,6 +165,7 @@ def make_ncct(
     wml_spread: bool = False,
     wml_rims: bool = False,
     wm_map: bool = False,
+    independent: bool = False,
 ) -> Phantom:
     """A non-contrast head CT with WML truth (HU, source grid, possibly gantry-tilted).
 
@@ -176,6 +178,8 @@ def make_ncct(
     ``wml_spread``: deep lesions anywhere in the cerebral white matter (``lesions.DEEP_BOX_SPREAD``).
     ``wml_rims``: periventricular rims along the ventricle walls as well (``lesions.add_rims``).
     ``wm_map``: also ``aux["wm_fraction"]``, each voxel's white-matter fraction (the same image either way).
+    ``independent``: brain tissue intensities and the lesion contrast drawn independently and wide, lesions of uneven
+    depth (``phantom.intensities``; non-contrast only); the head, lesions, mimics and noise stay the seed's.
     """
     _check_anatomy(anatomy)
     rng = np.random.default_rng([int(seed), 0xC7])
@@ -198,6 +202,12 @@ def make_ncct(
     wml = build_wml(head, float(wml_ml), np.random.default_rng([int(seed), 0x3A1]), spread=wml_spread,
                     rims=np.random.default_rng([int(seed), 0x3A2]) if wml_rims else None)
     mims = build_mimics(head, np.random.default_rng([int(seed), 0x313]), enabled=mimics)
+    tissue_rng = np.random.default_rng([int(seed), 0x1D7]) if independent else None
+    if tissue_rng is not None:
+        if contrast:
+            raise ValueError("independent tissue intensities are for non-contrast heads")
+        vals = independent_ct_values(vals, tissue_rng)
+        wml.contrast = lesion_contrast(tissue_rng)
 
     ns = int(np.clip(round(slice_thickness / 1.7), 1, 3))
 
@@ -207,6 +217,8 @@ def make_ncct(
     wm = np.empty(grid.shape, F32) if wm_map else None
     img = _render(head, grid, vals, ns, hook, wm)
     mask, drop = _wml_on_grid(head, wml, grid)
+    if tissue_rng is not None and drop.any():
+        drop *= lesion_texture(tissue_rng, drop.shape, min(grid.pixel_spacing))
     img -= drop
     wml_fraction = getattr(wml, "grid_fraction", None)
     if wml_fraction is None or wml_fraction.shape != mask.shape:
@@ -246,7 +258,8 @@ def make_ncct(
         gantry_tilt_deg=float(tilt_deg),
         meta={"fov_mm": fov, "target_wml_ml": float(wml_ml), "wml_contrast_hu": wml.contrast,
               "mimics": [m.kind for m in mims], "noise_hu": sd, "values": vals, "kernel": kernel,
-              "anatomy": anatomy, "head_origin": head_origin.tolist(), **({"atrophy": atrophy} if atrophy else {})},
+              "anatomy": anatomy, "head_origin": head_origin.tolist(), **({"atrophy": atrophy} if atrophy else {}),
+              **({"independent": True} if independent else {})},
         aux={"wml_fraction": wml_fraction, **({"wm_fraction": wm} if wm is not None else {})},
     )
 
