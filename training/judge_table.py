@@ -29,10 +29,15 @@ def row(path: Path) -> dict:
             "mae_1to10_ml": float(np.abs(err[mid]).mean())}
 
 
+def _num(v, digits: int) -> str:
+    """``v`` to ``digits`` decimals; "n/a" where the set has no case for it (a split without lesion-free heads)."""
+    return "n/a" if v is None or v != v else f"{v:.{digits}f}"
+
+
 def markdown(label: str, f: dict) -> str:
-    return (f"| {label} | {f['mae_ml']:.3f} / {f['mae_lt1_ml']:.3f} / {f['score']:.2f} | {f['pearson_r']:.3f} | "
-            f"{f['lesion_free_median_ml']:.2f} | {f['mae_ge10_ml']:.2f} / {f['bias_ge10_ml']:.2f} | "
-            f"{f['mae_1to10_ml']:.2f} |")
+    return (f"| {label} | {_num(f['mae_ml'], 3)} / {_num(f['mae_lt1_ml'], 3)} / {_num(f['score'], 2)} | "
+            f"{_num(f['pearson_r'], 3)} | {_num(f['lesion_free_median_ml'], 2)} | {_num(f['mae_ge10_ml'], 2)} / "
+            f"{_num(f['bias_ge10_ml'], 2)} | {_num(f['mae_1to10_ml'], 2)} |")
 
 
 if __name__ == "__main__":  # pragma: no cover
