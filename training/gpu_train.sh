@@ -8,6 +8,10 @@
 #   1.19.0/1.19.1 (2026-12-04-wml-gpu-scratch.md), with SVDMARK_TRAIN_ATROPHY_NCCT=0.75 SVDMARK_TRAIN_WML_SPREAD=0.5:
 #   bash training/gpu_train.sh $OUT $((T0+555)) "1.19.0 --lr 1e-3 --channels 16" "1.19.1 --lr 1e-3 --channels 24"
 set -euo pipefail
+if [ $# -lt 3 ]; then
+  echo "usage: $0 DEST DEADLINE \"VERSION ARGS...\" [\"VERSION ARGS...\" ...]" >&2
+  exit 2
+fi
 dest=$1 deadline=$2
 shift 2
 py=${PYTHON:-python3} n_train=${N_TRAIN:-80} n_atlas=${N_ATLAS:-120} device=${DEVICE:-cuda}
