@@ -24,14 +24,18 @@ def row(path: Path) -> dict:
     err = np.array([r.pred_ml for r in read]) - t
     big, mid = t >= 10, (t >= 1) & (t < 10)
     f = wml_figures(read)
-    return {**f, "score": target_score(f["mae_ml"], f["mae_lt1_ml"]), "mae_ge10_ml": float(np.abs(err[big]).mean()),
-            "bias_ge10_ml": float(err[big].mean()), "n_ge10": int(big.sum()),
-            "mae_1to10_ml": float(np.abs(err[mid]).mean())}
+
+    def mean(x: np.ndarray) -> float | None:  # None for an empty bin, as wml_figures does
+        return float(x.mean()) if x.size else None
+
+    return {**f, "score": None if f["mae_lt1_ml"] is None else target_score(f["mae_ml"], f["mae_lt1_ml"]),
+            "mae_ge10_ml": mean(np.abs(err[big])), "bias_ge10_ml": mean(err[big]), "n_ge10": int(big.sum()),
+            "mae_1to10_ml": mean(np.abs(err[mid]))}
 
 
 def _num(v, digits: int) -> str:
     """``v`` to ``digits`` decimals; "n/a" where the set has no case for it (a split without lesion-free heads)."""
-    return "n/a" if v is None or v != v else f"{v:.{digits}f}"
+    return "n/a" if v is None else f"{v:.{digits}f}"
 
 
 def markdown(label: str, f: dict) -> str:

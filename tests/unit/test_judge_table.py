@@ -25,3 +25,12 @@ def test_split_without_lesion_free_heads_prints_na(tmp_path):
     p.write_text(json.dumps({"model_label": "m", "cases": cases}))
     line = markdown("m", row(p))
     assert "| n/a |" in line and line.endswith("| 1.00 |")
+
+
+def test_split_without_small_or_large_cases_prints_na(tmp_path):
+    cases = [{"seed": 1, "truth": 5.0, "model": 4.0}, {"seed": 2, "truth": 3.0, "model": 3.5}]
+    p = tmp_path / "mid.json"
+    p.write_text(json.dumps({"model_label": "m", "cases": cases}))
+    f = row(p)
+    assert f["score"] is None and f["mae_ge10_ml"] is None and f["mae_1to10_ml"] == pytest.approx(0.75)
+    assert markdown("m", f) == "| m | 0.750 / n/a / n/a | 1.000 | n/a | n/a / n/a | 0.75 |"
