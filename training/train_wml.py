@@ -260,8 +260,8 @@ def train(args) -> dict:
         err = load_onnx(net, args.init_onnx, torch.randn(2, 2 * args.context + 1, 96, 96), skip=("head_wm",))
         net.gate = args.wm_gate
         log(f"initialised from {args.init_onnx} (max |torch - onnx| {err:.1e}); BatchNorm statistics frozen")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
     net.to(device)
     log(f"training on {device}{f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''}, "
         f"crops drawn {f'in {args.workers} workers' if args.workers else 'in this process'}", flush=True)
