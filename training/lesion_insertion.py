@@ -30,6 +30,14 @@ CONTRAST_HU = (5.5, 12.0)  # per lesion: at least the recipe's 4 HU floor after 
 SUB_PLANES = (-1 / 3, 0.0, 1 / 3)  # across each channel's slice, in slice spacings
 
 
+def pick_contrast_hu(rng: np.random.Generator, own_contrast_hu: float | None) -> float:
+    """A pasted lesion's contrast: U(``CONTRAST_HU``), or the head's own times U(0.6, 1.0), at least
+    ``CONTRAST_HU[0]``."""
+    if own_contrast_hu is None:
+        return float(rng.uniform(*CONTRAST_HU))
+    return max(own_contrast_hu * rng.uniform(0.6, 1.0), CONTRAST_HU[0])
+
+
 def insert_lesions(a: np.ndarray, les: np.ndarray, wm: np.ndarray, slice_mm: float, rng: np.random.Generator,
                    n_max: int = 4, own_contrast_hu: float | None = None,
                    max_diameter_mm: float = DIAMETER_MM[1]) -> tuple[np.ndarray, np.ndarray]:
@@ -58,9 +66,7 @@ def insert_lesions(a: np.ndarray, les: np.ndarray, wm: np.ndarray, slice_mm: flo
         k = rng.normal(size=3)
         k *= (2 * np.pi / rng.uniform(5, 10)) / np.linalg.norm(k)
         wobble, phase = rng.uniform(0.0, 0.25) * r.min(), rng.uniform(0, 2 * np.pi)
-        hu = rng.uniform(*CONTRAST_HU) if own_contrast_hu is None else max(own_contrast_hu * rng.uniform(0.6, 1.0),
-                                                                             CONTRAST_HU[0])
-        drop = np.float32(hu / HU_SCALE)
+        drop = np.float32(pick_contrast_hu(rng, own_contrast_hu) / HU_SCALE)
         ext = int(np.ceil(r[:2].max() + 2 * soft + wobble + 2))
         y0, y1, x0, x1 = max(cy - ext, 0), min(cy + ext + 1, h), max(cx - ext, 0), min(cx + ext + 1, w)
         Y, X = np.mgrid[y0:y1, x0:x1].astype(np.float32)

@@ -31,6 +31,7 @@ from svdmark.infer import preprocess as pp
 from . import crop_stream, data, devcases
 from .augment import lesion_contrast_floor, randomise_ct
 from .lesion_insertion import DIAMETER_MM, insert_lesions
+from .lesion_patterns import insert_patterns
 from .nets import UNet2D, export_onnx
 from .recipe import inherited_input, source_shares
 from .warmstart import freeze_norm_stats, load_onnx
@@ -127,7 +128,7 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
                  min_contrast_hu: float | None = None, weights=None, insert: float = 0.0, wms=None, spacings=None,
                  insert_own_contrast: bool = False, insert_max_mm: float = DIAMETER_MM[1],
                  wm_target: bool = False, low_contrast: float = 0.0, low_contrast_negatives: bool = False,
-                 dense_lesions: float = 0.0) -> Batch:
+                 dense_lesions: float = 0.0, patterns: float = 0.0) -> Batch:
     """``bs`` crops (crop²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
 
     ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
@@ -144,6 +145,8 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
     ``low_contrast``: passed to ``randomise_ct`` (CSF and grey matter moved towards white matter, labels kept);
     with ``low_contrast_negatives`` only to crops without labelled lesion (fraction < 0.02 in every channel).
     ``dense_lesions``: passed to ``randomise_ct`` (a share of the lesion contrast changes 3-8 HU darker).
+    ``patterns`` > 0: that fraction of the crops with a white-matter map gets scattered foci and periventricular
+    halos (``training.lesion_patterns``; at the stack's own contrast with ``insert_own_contrast``).
     """
     xs, ys, ws = [], [], []
     for _ in range(bs):
@@ -169,7 +172,8 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
         a = _crop(imgs[v], k, ctx, y0, x0, crop, -2.0)
         les = _crop(tgts[v], k, ctx, y0, x0, crop, 0.0)  # each channel's lesion fraction; the centre one is the target
         has_map = wms is not None and wms[v] is not None
-        wm = _crop(wms[v], k, ctx, y0, x0, crop, 0.0) if (insert or wm_target or low_contrast) and has_map else None
+        wm = _crop(wms[v], k, ctx, y0, x0, crop, 0.0) if (insert or patterns or wm_target or low_contrast) and has_map \
+            else None
         if rng.random() < 0.5:  # left-right flip (anatomy is near-symmetric)
             a, les = a[:, :, ::-1], les[:, :, ::-1]
             wm = None if wm is None else wm[:, :, ::-1]
@@ -182,6 +186,9 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
             a, les = insert_lesions(np.ascontiguousarray(a), np.ascontiguousarray(les), wm, spacings[v], rng,
                                     own_contrast_hu=contrast if insert_own_contrast else None,
                                     max_diameter_mm=insert_max_mm)
+        if patterns and wm is not None and rng.random() < patterns:  # no draw at 0: old recipes replay
+            a, les = insert_patterns(np.ascontiguousarray(a), np.ascontiguousarray(les), wm, spacings[v], rng,
+                                     own_contrast_hu=contrast if insert_own_contrast else None)
         b = les[ctx]
         if randomise and rng.random() < randomise:
             a = randomise_ct(np.ascontiguousarray(a), rng, lesion=les, contrast_hu=contrast,
@@ -229,7 +236,7 @@ def train(args) -> dict:
     (Path(__file__).resolve().parent / "runs").mkdir(exist_ok=True)  # checkpoints go there from step 250
     rng = np.random.default_rng(args.seed)
     log = print
-    wm = bool(args.insert_lesions) or args.wm_gate
+    wm = bool(args.insert_lesions or args.insert_patterns) or args.wm_gate
     st = load_split("train", args.n_train, log, args.cached_only, with_wm=wm)
     n_analytic = len(st.imgs)  # stacks from here on are atlas heads
     if args.n_train_atlas:  # the same draws on the MNI152 atlas head, so the net does not learn one head's shape
@@ -272,7 +279,7 @@ def train(args) -> dict:
         min_contrast_hu=args.min_lesion_contrast, weights=weights, insert=args.insert_lesions, wms=st.wms,
         spacings=st.spacings, insert_own_contrast=args.insert_own_contrast, insert_max_mm=args.insert_max_mm,
         wm_target=args.wm_gate, low_contrast=args.low_contrast, low_contrast_negatives=args.low_contrast_negatives,
-        dense_lesions=args.dense_lesions)
+        dense_lesions=args.dense_lesions, patterns=args.insert_patterns)
     stream = crop_stream.batches(draw, rng, args.workers, args.seed, pin_memory=device.type == "cuda")
     t0 = time.time()
     step = 0
@@ -381,6 +388,9 @@ def main(argv=None):
     ap.add_argument("--insert-own-contrast", action="store_true",
                     help="pasted lesions at the head's own lesion contrast x U(0.6, 1.0) (the 1.16.1 recipe)")
     ap.add_argument("--insert-max-mm", type=float, default=DIAMETER_MM[1], help="largest pasted lesion diameter (mm)")
+    ap.add_argument("--insert-patterns", type=float, default=0.0, metavar="P",
+                    help="draw scattered foci and periventricular halos into the white matter of this share of the "
+                         "crops (training.lesion_patterns; --insert-own-contrast applies to them too)")
     ap.add_argument("--low-contrast", type=float, default=0.0, metavar="P",
                     help="share of randomised crops with CSF raised and grey matter pulled towards white matter "
                          "(augment.low_contrast_head; the 1.18.0 recipe)")

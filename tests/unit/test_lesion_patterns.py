@@ -1,0 +1,71 @@
+"""training.lesion_patterns: scattered foci and periventricular halos stay in white matter, halos follow the CSF."""
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from training.augment import HU_SCALE
+from training.lesion_insertion import CONTRAST_HU
+from training.lesion_patterns import HALO_MM, csf_mask, halo_occupancy, insert_patterns, scatter_occupancy
+
+WM_HU, CSF_HU = 28.0, 8.0  # normalised below as (HU - 30) / HU_SCALE
+
+
+def _ventricle_crop(c=3, n=96, radius=14):
+    """White matter everywhere except a CSF disk (a ventricle) in the middle and a grey-matter strip on the left."""
+    yy, xx = np.mgrid[:n, :n]
+    disk = (yy - n / 2) ** 2 + (xx - n / 2) ** 2 < radius ** 2
+    wm = np.ones((c, n, n), np.float32)
+    wm[:, disk] = 0.0
+    wm[:, :, :8] = 0.0
+    a = np.full((c, n, n), (WM_HU - 30) / HU_SCALE, np.float32)
+    a[:, disk] = (CSF_HU - 30) / HU_SCALE
+    a[:, :, :8] = (40 - 30) / HU_SCALE  # grey matter: brighter than white matter, not CSF
+    return a, np.zeros_like(a), wm, disk
+
+
+def test_csf_mask_finds_the_ventricle_not_grey_matter():
+    a, _, wm, disk = _ventricle_crop()
+    m = csf_mask(a[1], wm[1])
+    assert m[disk].mean() > 0.95 and not m[:, :8].any()
+    assert csf_mask(a[1], np.zeros_like(wm[1])) is None  # no white matter: no level to judge CSF by
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_halo_lies_along_the_ventricle_wall(seed):
+    a, _, wm, disk = _ventricle_crop()
+    occ = halo_occupancy(a, wm, np.random.default_rng(seed))
+    dist = ndimage.distance_transform_edt(~disk)
+    assert occ[:, disk].max() == 0  # never inside the CSF
+    assert occ[1][(dist > 0) & (dist <= 1)].mean() > 0.2  # the wall itself is lined (thickness varies along it)
+    assert occ[1][dist > HALO_MM[1] * 1.8 + 1].max() == 0  # nothing far from the ventricle
+
+
+@pytest.mark.parametrize("slice_mm", [1.0, 5.0])
+def test_scatter_covers_a_bounded_share_with_partial_volume(slice_mm):
+    rng = np.random.default_rng(3)
+    covers = [(scatter_occupancy((3, 96, 96), slice_mm, rng) > 0.5).mean() for _ in range(20)]
+    assert 0.0 < min(covers) and max(covers) < 0.6
+    occ = scatter_occupancy((3, 96, 96), slice_mm, np.random.default_rng(4))
+    assert ((occ > 0.05) & (occ < 0.95)).any()  # soft edges and thin foci read partly
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_label_and_darkening_stay_in_white_matter(seed):
+    a, les, wm, disk = _ventricle_crop()
+    a2, l2 = insert_patterns(a, les, wm, 5.0, np.random.default_rng(seed))
+    drop = (a - a2) * HU_SCALE
+    assert l2.max() > 0.5
+    assert l2[:, disk].max() == 0 and np.all(drop[:, disk] == 0)
+    assert l2[:, :, :8].max() == 0 and np.all(drop[:, :, :8] == 0)
+    assert drop.min() >= 0 and drop.max() <= CONTRAST_HU[1] * 1.3 + 1e-3  # only darkens, depth field up to 1.3
+    assert np.all((l2 > 0.01) <= (drop > 0))  # every labelled voxel is darker
+
+
+def test_no_white_matter_changes_nothing_and_old_lesion_is_not_darkened_again():
+    a, les, wm, _ = _ventricle_crop()
+    none = np.zeros_like(wm)
+    a2, l2 = insert_patterns(a, les, none, 5.0, np.random.default_rng(0))
+    assert a2 is a and l2 is les
+    les[:] = 1.0
+    a3, l3 = insert_patterns(a, les, wm, 5.0, np.random.default_rng(0))
+    assert np.all(l3 == 1.0) and np.allclose(a3, a)
