@@ -8,21 +8,24 @@ patches through the white matter and a thin halo along the whole ventricle wall,
 tenth of some of them (session 25 closing note). This module draws both kinds into a crop, with no use of the
 generator's lesion model:
 
-- **scatter**: a smooth random field (Gaussian-filtered white noise, 1.2-3.5 mm, plus a slow envelope so that the
-  foci cluster) thresholded to cover 1-35 % of the field; occupancy rises over a soft edge. It is drawn on a grid of
+- **scatter**: a smooth random field (Gaussian-filtered white noise, plus a slow envelope so that the foci
+  cluster) thresholded to cover a random share of the field; occupancy rises over a soft edge. It is drawn on a grid of
   a third of the slice spacing across the channels, so a thin focus in a thick slice reads partly, as it would.
-- **halo**: white matter within a thickness of 1-10 mm of the crop's CSF (found from the crop itself: below white
+- **halo**: white matter within a random thickness of the crop's CSF (found from the crop itself: below white
   matter's own level in a smoothed image, outside white matter), the thickness varied along the wall by a smooth
   field so that caps, bands and a lining all occur.
 
 Each crop gets scatter, halo or both, at one contrast (``lesion_insertion.pick_contrast_hu``) modulated by a
-smooth 0.6-1.3 field. Darkening and label follow the generator's white-matter weighting
-(``svdmark_phantom.lesions``), so a label never marks anything but white matter, and labelled lesion already there
-is not darkened again.
+smooth depth field. The ranges are a ``PatternStyle``: ``loose`` (wml-ncct 1.21.0) or ``visible`` (foci and halos
+no fainter, thinner or smaller than a reader could see in CT noise). Darkening and label follow the generator's
+white-matter weighting (``svdmark_phantom.lesions``), so a label never marks anything but white matter, and
+labelled lesion already there is not darkened again.
 
 Works on normalised crops (units of ``augment.HU_SCALE`` HU), before ``augment.randomise_ct`` re-renders the scanner.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -30,15 +33,33 @@ from scipy import ndimage
 from svdmark_phantom.lesions import wm_drop_weight, wm_label_weight
 
 from .augment import HU_SCALE
-from .lesion_insertion import pick_contrast_hu
+from .lesion_insertion import CONTRAST_HU, pick_contrast_hu
 
 MODES = ("scatter", "halo", "both")
 MODE_P = (0.4, 0.3, 0.3)
-SCATTER_SIGMA_MM = (1.2, 3.5)
-SCATTER_COVER = (0.01, 0.35)  # log-uniform share of the field above threshold
-HALO_MM = (1.0, 10.0)  # log-uniform thickness from the CSF border
 CSF_BELOW_WM_HU = 3.0  # a smoothed pixel at least this far below white matter's median, outside white matter, is CSF
 SUB = 3  # scatter grid planes per slice spacing
+
+
+@dataclass(frozen=True)
+class PatternStyle:
+    """The ranges a pattern is drawn from."""
+
+    scatter_sigma_mm: tuple[float, float]  # uniform: smoothness of the foci field
+    scatter_cover: tuple[float, float]  # log-uniform: share of the field above threshold
+    halo_mm: tuple[float, float]  # log-uniform: thickness from the CSF border
+    min_hu: float  # no pattern fainter than this (before the depth field)
+    depth: tuple[float, float]  # clip of the smooth depth field (1 +/- 0.25 sd)
+
+
+STYLES = {
+    # wml-ncct 1.21.0/1.21.1: foci from 1.2 mm, halos from 1 mm, as faint as 0.6 x 5.5 HU
+    "loose": PatternStyle((1.2, 3.5), (0.01, 0.35), (1.0, 10.0), CONTRAST_HU[0], (0.6, 1.3)),
+    # after 1.21.0 marked tens of mL in lesion-free heads: only what a reader could see (Rose: contrast-to-noise
+    # times the square root of the focus's pixels of at least 5 for 3-5 HU CT noise at 1 mm: foci from 2 mm, at
+    # least 8 HU deep everywhere), halos from 2 mm (a 1 mm band is the wall's own partial volume)
+    "visible": PatternStyle((2.0, 4.0), (0.02, 0.25), (2.0, 10.0), 8.0, (1.0, 1.3)),
+}
 
 
 def _log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
@@ -51,17 +72,18 @@ def _unit_field(rng: np.random.Generator, shape: tuple[int, ...], sigma) -> np.n
     return (f - f.mean()) / (f.std() + 1e-6)
 
 
-def scatter_occupancy(shape: tuple[int, int, int], slice_mm: float, rng: np.random.Generator) -> np.ndarray:
+def scatter_occupancy(shape: tuple[int, int, int], slice_mm: float, rng: np.random.Generator,
+                      style: PatternStyle = STYLES["loose"]) -> np.ndarray:
     """(C, h, w) occupancy in [0, 1] of scattered foci, averaged over ``SUB`` planes across each channel's slice."""
     C, h, w = shape
     dz = slice_mm / SUB
-    sigma = rng.uniform(*SCATTER_SIGMA_MM)
+    sigma = rng.uniform(*style.scatter_sigma_mm)
     nz = C * SUB
     field = _unit_field(rng, (nz, h, w), (sigma / dz, sigma, sigma))
     slow = _unit_field(rng, (nz, h, w), (4 * sigma / dz, 4 * sigma, 4 * sigma))
     field = field + rng.uniform(0.0, 1.0) * slow
     field = (field - field.mean()) / (field.std() + 1e-6)
-    thr = np.quantile(field, 1 - _log_uniform(rng, SCATTER_COVER))
+    thr = np.quantile(field, 1 - _log_uniform(rng, style.scatter_cover))
     occ = np.clip((field - thr) / rng.uniform(0.1, 0.4) + 0.5, 0, 1)
     return occ.reshape(C, SUB, h, w).mean(1)
 
@@ -77,10 +99,11 @@ def csf_mask(a2: np.ndarray, wm2: np.ndarray) -> np.ndarray | None:
     return (wm2 < 0.2) & (sm < level - CSF_BELOW_WM_HU / HU_SCALE) & (sm > -1.9)  # -2 is padding/air
 
 
-def halo_occupancy(a: np.ndarray, wm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def halo_occupancy(a: np.ndarray, wm: np.ndarray, rng: np.random.Generator,
+                   style: PatternStyle = STYLES["loose"]) -> np.ndarray:
     """(C, h, w) occupancy of a band of white matter along the CSF border, its thickness varied along the wall."""
     C, h, w = a.shape
-    t0 = _log_uniform(rng, HALO_MM)
+    t0 = _log_uniform(rng, style.halo_mm)
     vary = 1 + rng.uniform(0.0, 0.8) * _unit_field(rng, (h, w), rng.uniform(4, 12))
     thick = np.clip(t0 * vary, 0, None)
     occ = np.zeros(a.shape, np.float32)
@@ -94,20 +117,22 @@ def halo_occupancy(a: np.ndarray, wm: np.ndarray, rng: np.random.Generator) -> n
 
 
 def insert_patterns(a: np.ndarray, les: np.ndarray, wm: np.ndarray, slice_mm: float, rng: np.random.Generator,
-                    own_contrast_hu: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    own_contrast_hu: float | None = None, style: str = "loose") -> tuple[np.ndarray, np.ndarray]:
     """``a`` (C, h, w) normalised crop on a 1 mm grid, ``les`` its lesion fractions, ``wm`` its white-matter
     fractions, ``slice_mm`` the spacing between the 2.5-D channels. Returns new (crop, lesion fractions); unchanged
-    where the crop has no white matter. ``own_contrast_hu``: as ``lesion_insertion.insert_lesions``."""
+    where the crop has no white matter. ``own_contrast_hu``: as ``lesion_insertion.insert_lesions``; ``style``: a
+    key of ``STYLES``."""
     if not (wm >= 0.7).any():
         return a, les
+    st = STYLES[style]
     mode = MODES[rng.choice(len(MODES), p=MODE_P)]
     occ = np.zeros(a.shape, np.float32)
     if mode in ("scatter", "both"):
-        occ = np.maximum(occ, scatter_occupancy(a.shape, slice_mm, rng))
+        occ = np.maximum(occ, scatter_occupancy(a.shape, slice_mm, rng, st))
     if mode in ("halo", "both"):
-        occ = np.maximum(occ, halo_occupancy(a, wm, rng))
-    hu = pick_contrast_hu(rng, own_contrast_hu)
-    depth = np.clip(1 + 0.25 * _unit_field(rng, a.shape[1:], rng.uniform(3, 10)), 0.6, 1.3)
+        occ = np.maximum(occ, halo_occupancy(a, wm, rng, st))
+    hu = max(pick_contrast_hu(rng, own_contrast_hu), st.min_hu)
+    depth = np.clip(1 + 0.25 * _unit_field(rng, a.shape[1:], rng.uniform(3, 10)), *st.depth)
     dark = np.float32(hu / HU_SCALE) * occ * depth * wm_drop_weight(wm)
     new = np.maximum(les, occ * wm_label_weight(wm)).astype(np.float32)
     return (a - dark * (1 - les)).astype(np.float32), new

@@ -31,7 +31,7 @@ from svdmark.infer import preprocess as pp
 from . import crop_stream, data, devcases
 from .augment import lesion_contrast_floor, randomise_ct
 from .lesion_insertion import DIAMETER_MM, insert_lesions
-from .lesion_patterns import insert_patterns
+from .lesion_patterns import STYLES, insert_patterns
 from .nets import UNet2D, export_onnx
 from .recipe import inherited_input, source_shares
 from .warmstart import freeze_norm_stats, load_onnx
@@ -128,7 +128,8 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
                  min_contrast_hu: float | None = None, weights=None, insert: float = 0.0, wms=None, spacings=None,
                  insert_own_contrast: bool = False, insert_max_mm: float = DIAMETER_MM[1],
                  wm_target: bool = False, low_contrast: float = 0.0, low_contrast_negatives: bool = False,
-                 dense_lesions: float = 0.0, patterns: float = 0.0) -> Batch:
+                 dense_lesions: float = 0.0, patterns: float = 0.0,
+                 pattern_style: str = "loose") -> Batch:
     """``bs`` crops (crop²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
 
     ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
@@ -146,7 +147,8 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
     with ``low_contrast_negatives`` only to crops without labelled lesion (fraction < 0.02 in every channel).
     ``dense_lesions``: passed to ``randomise_ct`` (a share of the lesion contrast changes 3-8 HU darker).
     ``patterns`` > 0: that fraction of the crops with a white-matter map gets scattered foci and periventricular
-    halos (``training.lesion_patterns``; at the stack's own contrast with ``insert_own_contrast``).
+    halos (``training.lesion_patterns``, drawn in ``pattern_style``; at the stack's own contrast with
+    ``insert_own_contrast``).
     """
     xs, ys, ws = [], [], []
     for _ in range(bs):
@@ -188,7 +190,7 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
                                     max_diameter_mm=insert_max_mm)
         if patterns and wm is not None and rng.random() < patterns:  # no draw at 0: old recipes replay
             a, les = insert_patterns(np.ascontiguousarray(a), np.ascontiguousarray(les), wm, spacings[v], rng,
-                                     own_contrast_hu=contrast if insert_own_contrast else None)
+                                     own_contrast_hu=contrast if insert_own_contrast else None, style=pattern_style)
         b = les[ctx]
         if randomise and rng.random() < randomise:
             a = randomise_ct(np.ascontiguousarray(a), rng, lesion=les, contrast_hu=contrast,
@@ -279,7 +281,8 @@ def train(args) -> dict:
         min_contrast_hu=args.min_lesion_contrast, weights=weights, insert=args.insert_lesions, wms=st.wms,
         spacings=st.spacings, insert_own_contrast=args.insert_own_contrast, insert_max_mm=args.insert_max_mm,
         wm_target=args.wm_gate, low_contrast=args.low_contrast, low_contrast_negatives=args.low_contrast_negatives,
-        dense_lesions=args.dense_lesions, patterns=args.insert_patterns)
+        dense_lesions=args.dense_lesions, patterns=args.insert_patterns,
+        pattern_style=args.pattern_style)
     stream = crop_stream.batches(draw, rng, args.workers, args.seed, pin_memory=device.type == "cuda")
     t0 = time.time()
     step = 0
@@ -391,6 +394,8 @@ def main(argv=None):
     ap.add_argument("--insert-patterns", type=float, default=0.0, metavar="P",
                     help="draw scattered foci and periventricular halos into the white matter of this share of the "
                          "crops (training.lesion_patterns; --insert-own-contrast applies to them too)")
+    ap.add_argument("--pattern-style", choices=sorted(STYLES), default="loose",
+                    help="the ranges --insert-patterns draws from (training.lesion_patterns.STYLES)")
     ap.add_argument("--low-contrast", type=float, default=0.0, metavar="P",
                     help="share of randomised crops with CSF raised and grey matter pulled towards white matter "
                          "(augment.low_contrast_head; the 1.18.0 recipe)")

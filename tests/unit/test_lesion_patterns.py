@@ -5,7 +5,7 @@ from scipy import ndimage
 
 from training.augment import HU_SCALE
 from training.lesion_insertion import CONTRAST_HU
-from training.lesion_patterns import HALO_MM, csf_mask, halo_occupancy, insert_patterns, scatter_occupancy
+from training.lesion_patterns import STYLES, csf_mask, halo_occupancy, insert_patterns, scatter_occupancy
 
 WM_HU, CSF_HU = 28.0, 8.0  # normalised below as (HU - 30) / HU_SCALE
 
@@ -30,14 +30,15 @@ def test_csf_mask_finds_the_ventricle_not_grey_matter():
     assert csf_mask(a[1], np.zeros_like(wm[1])) is None  # no white matter: no level to judge CSF by
 
 
+@pytest.mark.parametrize("style", sorted(STYLES))
 @pytest.mark.parametrize("seed", range(8))
-def test_halo_lies_along_the_ventricle_wall(seed):
+def test_halo_lies_along_the_ventricle_wall(seed, style):
     a, _, wm, disk = _ventricle_crop()
-    occ = halo_occupancy(a, wm, np.random.default_rng(seed))
+    occ = halo_occupancy(a, wm, np.random.default_rng(seed), STYLES[style])
     dist = ndimage.distance_transform_edt(~disk)
     assert occ[:, disk].max() == 0  # never inside the CSF
     assert occ[1][(dist > 0) & (dist <= 1)].mean() > 0.2  # the wall itself is lined (thickness varies along it)
-    assert occ[1][dist > HALO_MM[1] * 1.8 + 1].max() == 0  # nothing far from the ventricle
+    assert occ[1][dist > STYLES[style].halo_mm[1] * 1.8 + 1].max() == 0  # nothing far from the ventricle
 
 
 @pytest.mark.parametrize("slice_mm", [1.0, 5.0])
@@ -49,10 +50,11 @@ def test_scatter_covers_a_bounded_share_with_partial_volume(slice_mm):
     assert ((occ > 0.05) & (occ < 0.95)).any()  # soft edges and thin foci read partly
 
 
+@pytest.mark.parametrize("style", sorted(STYLES))
 @pytest.mark.parametrize("seed", range(10))
-def test_label_and_darkening_stay_in_white_matter(seed):
+def test_label_and_darkening_stay_in_white_matter(seed, style):
     a, les, wm, disk = _ventricle_crop()
-    a2, l2 = insert_patterns(a, les, wm, 5.0, np.random.default_rng(seed))
+    a2, l2 = insert_patterns(a, les, wm, 5.0, np.random.default_rng(seed), style=style)
     drop = (a - a2) * HU_SCALE
     assert l2.max() > 0.5
     assert l2[:, disk].max() == 0 and np.all(drop[:, disk] == 0)
@@ -69,3 +71,11 @@ def test_no_white_matter_changes_nothing_and_old_lesion_is_not_darkened_again():
     les[:] = 1.0
     a3, l3 = insert_patterns(a, les, wm, 5.0, np.random.default_rng(0))
     assert np.all(l3 == 1.0) and np.allclose(a3, a)
+
+
+def test_visible_patterns_are_never_fainter_than_eight_hu_where_fully_labelled():
+    a, les, wm, _ = _ventricle_crop()
+    for seed in range(10):
+        a2, l2 = insert_patterns(a, les, wm, 5.0, np.random.default_rng(seed), style="visible")
+        full = l2 > 0.999
+        assert ((a - a2) * HU_SCALE)[full].min() >= 8.0 - 1e-3
