@@ -16,8 +16,9 @@ generator's lesion model:
   field so that caps, bands and a lining all occur.
 
 Each crop gets scatter, halo or both, at one contrast (``lesion_insertion.pick_contrast_hu``) modulated by a
-smooth depth field. The ranges are a ``PatternStyle``: ``loose`` (wml-ncct 1.21.0) or ``visible`` (foci and halos
-no fainter, thinner or smaller than a reader could see in CT noise). Darkening and label follow the generator's
+smooth depth field. The ranges are a ``PatternStyle``: ``loose`` (wml-ncct 1.21.0), ``visible`` (foci and halos
+no fainter, thinner or smaller than a reader could see in CT noise) or ``deep`` (visible, halos along ventricles
+only, foci inside white matter only). Darkening and label follow the generator's
 white-matter weighting (``svdmark_phantom.lesions``), so a label never marks anything but white matter, and
 labelled lesion already there is not darkened again.
 
@@ -50,6 +51,8 @@ class PatternStyle:
     halo_mm: tuple[float, float]  # log-uniform: thickness from the CSF border
     min_hu: float  # no pattern fainter than this (before the depth field)
     depth: tuple[float, float]  # clip of the smooth depth field (1 +/- 0.25 sd)
+    ventricles_only: bool = False  # halos only along CSF lined by white matter (not sulci lined by cortex)
+    scatter_core_wm: float = 0.0  # foci only where every in-plane neighbour has at least this white-matter fraction
 
 
 STYLES = {
@@ -59,7 +62,12 @@ STYLES = {
     # times the square root of the focus's pixels of at least 5 for 3-5 HU CT noise at 1 mm: foci from 2 mm, at
     # least 8 HU deep everywhere), halos from 2 mm (a 1 mm band is the wall's own partial volume)
     "visible": PatternStyle((2.0, 4.0), (0.02, 0.25), (2.0, 10.0), 8.0, (1.0, 1.3)),
+    # after 1.21.0's false millilitres lay mostly on sulcal CSF and cortex of development heads (training.false_ml):
+    # halos only along ventricles, foci only inside white matter (not on its partial-volume border with cortex)
+    "deep": PatternStyle((2.0, 4.0), (0.02, 0.25), (2.0, 10.0), 8.0, (1.0, 1.3), True, 0.5),
 }
+WALL_MM = 2.0  # the ring around a CSF component whose white matter decides whether it is a ventricle
+VENTRICLE_MIN_PX = 20
 
 
 def _log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
@@ -99,6 +107,21 @@ def csf_mask(a2: np.ndarray, wm2: np.ndarray) -> np.ndarray | None:
     return (wm2 < 0.2) & (sm < level - CSF_BELOW_WM_HU / HU_SCALE) & (sm > -1.9)  # -2 is padding/air
 
 
+def ventricles(csf: np.ndarray, wm2: np.ndarray) -> np.ndarray:
+    """The CSF components of one slice that are at least ``VENTRICLE_MIN_PX`` and lined mostly by white matter
+    (mean fraction >= 0.5 within ``WALL_MM`` outside them): ventricles, not sulci, which cortex lines."""
+    lab, n = ndimage.label(csf)
+    if n == 0:
+        return csf
+    dist, (iy, ix) = ndimage.distance_transform_edt(~csf, return_indices=True)
+    ring = (dist > 0) & (dist <= WALL_MM)
+    owner = lab[iy[ring], ix[ring]]
+    wall = np.bincount(owner, wm2[ring], n + 1) / np.maximum(np.bincount(owner, minlength=n + 1), 1)
+    keep = (wall >= 0.5) & (np.bincount(lab.ravel(), minlength=n + 1) >= VENTRICLE_MIN_PX)
+    keep[0] = False
+    return keep[lab]
+
+
 def halo_occupancy(a: np.ndarray, wm: np.ndarray, rng: np.random.Generator,
                    style: PatternStyle = STYLES["loose"]) -> np.ndarray:
     """(C, h, w) occupancy of a band of white matter along the CSF border, its thickness varied along the wall."""
@@ -109,6 +132,8 @@ def halo_occupancy(a: np.ndarray, wm: np.ndarray, rng: np.random.Generator,
     occ = np.zeros(a.shape, np.float32)
     for c in range(C):
         csf = csf_mask(a[c], wm[c])
+        if csf is not None and style.ventricles_only:
+            csf = ventricles(csf, wm[c])
         if csf is None or not csf.any():
             continue
         dist = ndimage.distance_transform_edt(~csf)
@@ -128,7 +153,10 @@ def insert_patterns(a: np.ndarray, les: np.ndarray, wm: np.ndarray, slice_mm: fl
     mode = MODES[rng.choice(len(MODES), p=MODE_P)]
     occ = np.zeros(a.shape, np.float32)
     if mode in ("scatter", "both"):
-        occ = np.maximum(occ, scatter_occupancy(a.shape, slice_mm, rng, st))
+        foci = scatter_occupancy(a.shape, slice_mm, rng, st)
+        if st.scatter_core_wm:
+            foci *= ndimage.minimum_filter(wm, size=(1, 3, 3)) >= st.scatter_core_wm
+        occ = np.maximum(occ, foci)
     if mode in ("halo", "both"):
         occ = np.maximum(occ, halo_occupancy(a, wm, rng, st))
     hu = max(pick_contrast_hu(rng, own_contrast_hu), st.min_hu)

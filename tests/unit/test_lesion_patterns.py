@@ -5,7 +5,8 @@ from scipy import ndimage
 
 from training.augment import HU_SCALE
 from training.lesion_insertion import CONTRAST_HU
-from training.lesion_patterns import STYLES, csf_mask, halo_occupancy, insert_patterns, scatter_occupancy
+from training.lesion_patterns import (STYLES, csf_mask, halo_occupancy, insert_patterns, scatter_occupancy,
+                                     ventricles)
 
 WM_HU, CSF_HU = 28.0, 8.0  # normalised below as (HU - 30) / HU_SCALE
 
@@ -79,3 +80,33 @@ def test_visible_patterns_are_never_fainter_than_eight_hu_where_fully_labelled()
         a2, l2 = insert_patterns(a, les, wm, 5.0, np.random.default_rng(seed), style="visible")
         full = l2 > 0.999
         assert ((a - a2) * HU_SCALE)[full].min() >= 8.0 - 1e-3
+
+
+def test_deep_halos_follow_ventricles_not_sulci():
+    a, les, wm, disk = _ventricle_crop()
+    sulcus = np.zeros_like(disk)
+    sulcus[10:70, 8:11] = True  # CSF in the cleft between the grey-matter strip and white matter
+    wm[:, sulcus] = 0.0
+    wm[:, 10:70, 11:13] = 0.3  # partial white matter at the sulcus' far side: cortex lines it
+    a[:, sulcus] = (CSF_HU - 30) / HU_SCALE
+    m = csf_mask(a[1], wm[1])
+    assert m[sulcus].mean() > 0.9  # as CSF, a sulcus looks like a ventricle
+    v = ventricles(m, wm[1])
+    assert v[disk].mean() > 0.95 and not v[sulcus].any()
+    occ = halo_occupancy(a, wm, np.random.default_rng(0), STYLES["deep"])
+    near_sulcus = ndimage.distance_transform_edt(~sulcus) <= 2
+    assert occ[:, near_sulcus & ~near_disk(disk)].max() == 0 and occ.max() > 0.5
+
+
+def near_disk(disk, mm=25):
+    return ndimage.distance_transform_edt(~disk) <= mm
+
+
+def test_deep_foci_keep_off_the_white_matter_border():
+    a, les, wm, _ = _ventricle_crop(radius=0)  # no ventricle: scatter only; grey matter in columns 0-7
+    labelled = 0.0
+    for seed in range(8):
+        _, l2 = insert_patterns(a, les, wm, 2.0, np.random.default_rng(seed), style="deep")
+        assert l2[:, :, :9].max() == 0  # column 8 borders grey matter
+        labelled += l2.sum()
+    assert labelled > 100
