@@ -30,6 +30,11 @@ CONTRAST_HU = (5.5, 12.0)  # per lesion: at least the recipe's 4 HU floor after 
 SUB_PLANES = (-1 / 3, 0.0, 1 / 3)  # across each channel's slice, in slice spacings
 
 
+def log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    """One draw, uniform in log between ``lo_hi``."""
+    return float(np.exp(rng.uniform(np.log(lo_hi[0]), np.log(lo_hi[1]))))
+
+
 def pick_contrast_hu(rng: np.random.Generator, own_contrast_hu: float | None) -> float:
     """A pasted lesion's contrast: U(``CONTRAST_HU``), or the head's own times U(0.6, 1.0), at least
     ``CONTRAST_HU[0]``."""
@@ -59,7 +64,7 @@ def insert_lesions(a: np.ndarray, les: np.ndarray, wm: np.ndarray, slice_mm: flo
     for _ in range(int(rng.integers(1, n_max + 1))):
         cy, cx = seeds[rng.integers(len(seeds))]
         cz = rng.uniform(-0.5, 0.5) * slice_mm
-        r = np.exp(rng.uniform(np.log(DIAMETER_MM[0]), np.log(max_diameter_mm))) / 2 * np.array(
+        r = log_uniform(rng, (DIAMETER_MM[0], max_diameter_mm)) / 2 * np.array(
             [1.0, rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.2)])
         th = rng.uniform(0, np.pi)
         soft = rng.uniform(0.8, 2.0)

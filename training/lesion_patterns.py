@@ -34,7 +34,7 @@ from scipy import ndimage
 from svdmark_phantom.lesions import wm_drop_weight, wm_label_weight
 
 from .augment import HU_SCALE
-from .lesion_insertion import CONTRAST_HU, pick_contrast_hu
+from .lesion_insertion import CONTRAST_HU, log_uniform, pick_contrast_hu
 
 MODES = ("scatter", "halo", "both")
 MODE_P = (0.4, 0.3, 0.3)
@@ -70,10 +70,6 @@ WALL_MM = 2.0  # the ring around a CSF component whose white matter decides whet
 VENTRICLE_MIN_PX = 20
 
 
-def _log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
-    return float(np.exp(rng.uniform(np.log(lo_hi[0]), np.log(lo_hi[1]))))
-
-
 def _unit_field(rng: np.random.Generator, shape: tuple[int, ...], sigma) -> np.ndarray:
     """Gaussian-filtered white noise scaled to zero mean, unit standard deviation."""
     f = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma, mode="wrap")
@@ -91,7 +87,7 @@ def scatter_occupancy(shape: tuple[int, int, int], slice_mm: float, rng: np.rand
     slow = _unit_field(rng, (nz, h, w), (4 * sigma / dz, 4 * sigma, 4 * sigma))
     field = field + rng.uniform(0.0, 1.0) * slow
     field = (field - field.mean()) / (field.std() + 1e-6)
-    thr = np.quantile(field, 1 - _log_uniform(rng, style.scatter_cover))
+    thr = np.quantile(field, 1 - log_uniform(rng, style.scatter_cover))
     occ = np.clip((field - thr) / rng.uniform(0.1, 0.4) + 0.5, 0, 1)
     return occ.reshape(C, SUB, h, w).mean(1)
 
@@ -126,7 +122,7 @@ def halo_occupancy(a: np.ndarray, wm: np.ndarray, rng: np.random.Generator,
                    style: PatternStyle = STYLES["loose"]) -> np.ndarray:
     """(C, h, w) occupancy of a band of white matter along the CSF border, its thickness varied along the wall."""
     C, h, w = a.shape
-    t0 = _log_uniform(rng, style.halo_mm)
+    t0 = log_uniform(rng, style.halo_mm)
     vary = 1 + rng.uniform(0.0, 0.8) * _unit_field(rng, (h, w), rng.uniform(4, 12))
     thick = np.clip(t0 * vary, 0, None)
     occ = np.zeros(a.shape, np.float32)

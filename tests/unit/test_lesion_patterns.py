@@ -95,11 +95,8 @@ def test_deep_halos_follow_ventricles_not_sulci():
     assert v[disk].mean() > 0.95 and not v[sulcus].any()
     occ = halo_occupancy(a, wm, np.random.default_rng(0), STYLES["deep"])
     near_sulcus = ndimage.distance_transform_edt(~sulcus) <= 2
-    assert occ[:, near_sulcus & ~near_disk(disk)].max() == 0 and occ.max() > 0.5
-
-
-def near_disk(disk, mm=25):
-    return ndimage.distance_transform_edt(~disk) <= mm
+    near_disk = ndimage.distance_transform_edt(~disk) <= 25
+    assert occ[:, near_sulcus & ~near_disk].max() == 0 and occ.max() > 0.5
 
 
 def test_deep_foci_keep_off_the_white_matter_border():
