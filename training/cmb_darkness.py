@@ -2,11 +2,12 @@
 
 For every finding at threshold 0.9 (duplicates merged as the service merges them) on each case: whether it
 matches a true bleed (the evaluation's matcher), its core level (``svdmark.measure.darkness``: the darkest voxel
-within max(1 mm, its predicted radius), in units of the foreground median) and, on development cases, the truth
-label under its centre (the devset's codes: vein, calcification, iron-rich nucleus, ...). Prints the false positives
-by label, the core levels of true and false findings, and sensitivity / FP per scan / grade agreement for each
-operating threshold and core-level cut, the cut applied to the candidates before merging, as the service applies
-``output.max_core_level``. Our generator's splits have no labels; reported splits are refused.
+within max(1 mm, its predicted radius), in units of the foreground median), its surround level (the median of the
+shell 1-3 mm beyond that) and, on development cases, the truth label under its centre (the devset's codes: vein,
+calcification, iron-rich nucleus, ...). Prints the false positives by label, the core levels of true and false
+findings, and sensitivity / FP per scan / grade agreement for each operating threshold and cut (a core-level cut,
+``output.max_core_level``, or a core-to-surround cut, ``output.max_core_to_surround``), the cut applied to the
+candidates before merging, as the service applies it. Our generator's splits have no labels; reported splits are refused.
 
     PYTHONPATH=.:service .venv/bin/python -m training.cmb_darkness --data /work/dev_swi/choose --n 30 [--models DIR]
     PYTHONPATH=.:service .venv/bin/python -m training.cmb_darkness --set val,val_atlas --n 20
@@ -27,7 +28,7 @@ from svdmark.domain import BurdenGrade, Task
 from svdmark.infer.registry import ModelRegistry
 from svdmark.infer.runtime import Runtime
 from svdmark.measure import candidate_tuples, cmb_merging, merged_centres, reference_intensity
-from svdmark.measure.darkness import core_levels
+from svdmark.measure.darkness import core_levels, surround_levels
 from svdmark.validation.agreement import match_points
 
 from . import data, devcases
@@ -35,7 +36,8 @@ from .evaluate import RUNS, refuse_reported, split_seeds
 
 PROBE_THRESHOLD = 0.9
 THRESHOLDS = (0.9, 0.95, 0.98, 0.99, 0.995)
-CUTS = (None, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)
+CUTS = (None, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)  # output.max_core_level
+SURROUND_CUTS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)  # output.max_core_to_surround (alone)
 
 
 def case_labels(case_dir: Path, case) -> tuple[np.ndarray, dict]:
@@ -50,11 +52,14 @@ def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = 
     out = runtime.run(spec, case.volume)
     vol, merge = case.volume, cmb_merging(spec.manifest)
     cands = [c for c in candidate_tuples(out) if c[1] >= PROBE_THRESHOLD]
-    levels = core_levels(vol, [c[0] for c in cands], [c[2] for c in cands], reference_intensity(vol, out))
+    ref = reference_intensity(vol, out)
+    levels = core_levels(vol, [c[0] for c in cands], [c[2] for c in cands], ref)
+    surrounds = surround_levels(vol, [c[0] for c in cands], [c[2] for c in cands], ref)
     truth = ([b["center_mm"] for b in case.bleeds], [b["diameter_mm"] for b in case.bleeds])
 
-    def called(thr: float, cut: float | None):
-        kept = [c for c, lv in zip(cands, levels) if cut is None or lv <= cut]
+    def called(thr: float, cut: float | None, surround: float | None = None):
+        kept = [c for c, lv, sv in zip(cands, levels, surrounds)
+                if (cut is None or lv <= cut) and (surround is None or not lv > surround * sv)]
         picked = merged_centres(vol, kept, thr, **merge)
         return picked, match_points([p[3] for p in picked], *truth, min_mm=5.0)
 
@@ -63,9 +68,13 @@ def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = 
         for cut in CUTS:
             m = called(thr, cut)[1]
             counts[f"{thr}|{cut}"] = (m.true_positives, m.false_positives)
+        for cut in SURROUND_CUTS:
+            m = called(thr, None, cut)[1]
+            counts[f"{thr}|s{cut}"] = (m.true_positives, m.false_positives)
     picked, m = called(PROBE_THRESHOLD, None)
     hit = {i for i, _, _ in m.pairs}
     level_of = {tuple(c[0]): lv for c, lv in zip(cands, levels)}
+    surround_of = {tuple(c[0]): rv for c, rv in zip(cands, surrounds)}
     finds = []
     for i, (idx, conf, diam, _) in enumerate(picked):
         label = None
@@ -73,22 +82,26 @@ def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = 
             k, r, c = np.clip(np.round(idx).astype(int), 0, np.asarray(labels[0].shape) - 1)
             label = labels[1].get(str(int(labels[0][k, r, c])), str(int(labels[0][k, r, c])))
         finds.append(dict(probability=float(conf), diameter_mm=float(diam), tp=i in hit,
-                          core_level=float(level_of[tuple(idx)]), label=label))
-    return dict(seed=case.seed, n_truth=len(case.bleeds), finds=finds, counts=counts)
+                          core_level=float(level_of[tuple(idx)]), surround_level=float(surround_of[tuple(idx)]),
+                          label=label))
+    return dict(seed=case.seed, n_truth=len(case.bleeds), finds=finds, counts=counts,
+                field_t=float(case.params.get("field_t", 3.0)), slice_thickness=float(case.params["slice_thickness"]))
 
 
 def table(rows: list[dict]) -> list[dict]:
-    """Sensitivity, FP per scan and grade agreement at each operating threshold and core-level cut."""
+    """Sensitivity, FP per scan and grade agreement at each operating threshold and cut: each core-level cut, then
+    each core-to-surround cut alone."""
     nt = max(1, sum(r["n_truth"] for r in rows))
     out = []
     for thr in THRESHOLDS:
-        for cut in CUTS:
+        for key, cut in [("max_core_level", c) for c in CUTS] + [("max_core_to_surround", c) for c in SURROUND_CUTS]:
             tp = fp = agree = 0
             for r in rows:
-                t, f = r["counts"][f"{thr}|{cut}"]
+                t, f = r["counts"][f"{thr}|{'s' if key == 'max_core_to_surround' else ''}{cut}"]
                 tp, fp = tp + t, fp + f
                 agree += BurdenGrade.from_count(t + f) == BurdenGrade.from_count(r["n_truth"])
-            out.append(dict(threshold=thr, max_core_level=cut, sensitivity=tp / nt, fp_per_scan=fp / len(rows),
+            crit = {"max_core_level": None, "max_core_to_surround": None, key: cut}
+            out.append(dict(threshold=thr, **crit, sensitivity=tp / nt, fp_per_scan=fp / len(rows),
                             grade_agreement=agree / len(rows)))
     return out
 
@@ -131,7 +144,9 @@ def main(argv=None) -> int:
     res = {"model_label": spec.label, "data": str(args.data or args.set), "n": len(rows), "cases": rows,
            "table": table(rows)}
     for t in res["table"]:
-        print(f"  threshold {t['threshold']:.3f} core <= {t['max_core_level']}: sensitivity {t['sensitivity']:.3f} "
+        crit = (f"core <= {t['max_core_level']}" if t["max_core_to_surround"] is None
+                else f"core <= {t['max_core_to_surround']} x surround")
+        print(f"  threshold {t['threshold']:.3f} {crit}: sensitivity {t['sensitivity']:.3f} "
               f"FP/scan {t['fp_per_scan']:.2f} grade {t['grade_agreement']:.3f}")
     RUNS.mkdir(exist_ok=True)
     path = RUNS / f"darkness_{name}_{len(rows)}_{spec.label.replace(' ', '-')}.json"

@@ -302,12 +302,15 @@ class OutputSpec:
     # CMB: a candidate whose darkest voxel near its centre is brighter than this x the foreground median is not a
     # microbleed (``measure.darkness``); absent or null: no such criterion
     max_core_level: float = math.inf
+    # CMB: ... or brighter than this x the median of the tissue 1-3 mm beyond it; absent or null: no such criterion
+    max_core_to_surround: float = math.inf
 
     @classmethod
     def from_json(cls, data: Mapping) -> "OutputSpec":
         w = "output."
         spec = cls(*(_number(data, f.name, f.default, type(f.default), w) for f in fields(cls)))
-        return replace(spec, max_core_level=math.inf) if spec.max_core_level is None else spec
+        return replace(spec, **{k: math.inf for k in ("max_core_level", "max_core_to_surround")
+                                if getattr(spec, k) is None})
 
 
 @dataclass(frozen=True)

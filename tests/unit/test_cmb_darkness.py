@@ -9,7 +9,7 @@ import pytest
 from svdmark.domain import Manifest, ManifestFieldError, ModelSpec, Task
 from svdmark.infer.runtime import Candidate, ModelOutput
 from svdmark.measure import counted_candidates, from_output
-from svdmark.measure.darkness import core_levels
+from svdmark.measure.darkness import core_levels, surround_levels
 
 from .test_measure import tilted_volume
 
@@ -25,10 +25,12 @@ def _head(shape=(12, 48, 48), spacing=3.0, tilt=0.0):
     return tilted_volume(shape, pixel=0.7, spacing=spacing, tilt_deg=tilt, array=arr)
 
 
-def _spec(max_core_level=None, **sections) -> ModelSpec:
+def _spec(max_core_level=None, max_core_to_surround=None, **sections) -> ModelSpec:
     out = {"name": "output", "threshold": 0.5, "merge_mm": 1.5}
     if max_core_level is not None:
         out["max_core_level"] = max_core_level
+    if max_core_to_surround is not None:
+        out["max_core_to_surround"] = max_core_to_surround
     return ModelSpec("cmb-test", "1.0.0", Task.CMB, "0" * 64, Path("model.onnx"), {
         "name": "cmb-test", "version": "1.0.0", "task": "cmb", "modality": "MR", "sha256": "0" * 64,
         "input": {"kind": "patch3d", "normalisation": {"type": "foreground_median"}}, "output": out, **sections})
@@ -89,11 +91,49 @@ def test_the_interval_counts_the_same_candidates_and_the_gate_scores_them_all():
     assert f.quality.scores["candidates_per_ml"] == pytest.approx(quality.candidate_density(vol, REF, 3), rel=1e-3)
 
 
+def _dim_head(spacing=1.0, tilt=0.0):
+    """Tissue at REF with a dim region (0.4 x REF, 15 voxels = 10.5 mm square, 7 slices) holding a focus at 0.3 x
+    REF (one voxel) at its centre (5, 20, 20), and a focus at 0.3 x REF in the bright tissue at (5, 40, 40)."""
+    arr = np.full((12, 56, 56), REF, np.float32)
+    arr[2:9, 13:28, 13:28] = 0.4 * REF
+    arr[5, 20, 20] = arr[5, 40, 40] = 0.3 * REF
+    return tilted_volume(arr.shape, pixel=0.7, spacing=spacing, tilt_deg=tilt, array=arr)
+
+
+@pytest.mark.parametrize("tilt", [0.0, 20.0])
+def test_the_surround_is_the_median_of_the_shell_beyond_the_core(tilt):
+    vol = _dim_head(tilt=tilt)
+    dim, bright = (5, 20, 20), (5, 40, 40)
+    # the shell from 2 to 4 mm around a bleed of no size (radius 1 mm) lies in the dim region; around the other
+    # focus, in the bright tissue
+    assert surround_levels(vol, [dim, bright], [0.0, 0.0], REF) == pytest.approx([0.4, 1.0])
+    # a 9 mm bleed's shell (5.5 to 7.5 mm) lies mostly beyond the dim region's 5.25 mm half-width
+    assert surround_levels(vol, [dim], [9.0], REF)[0] == pytest.approx(1.0)
+    assert np.isnan(surround_levels(vol, [(5, 200, 200)], [0.0], REF)[0])  # off the grid
+
+
+def test_a_focus_grey_against_its_surroundings_is_not_counted():
+    """Both foci have the same core level (0.3); the one in dim tissue is only 0.75 of its surroundings."""
+    vol = _dim_head()
+    in_dim = Candidate((5.0, 20.0, 20.0), 0.99, 0.0)
+    in_bright = Candidate((5.0, 40.0, 40.0), 0.99, 0.0)
+    out = _output(in_dim, in_bright)
+    keep = counted_candidates(_spec(max_core_to_surround=0.6).manifest, vol, out)
+    assert keep == [(in_bright.index, in_bright.probability, in_bright.diameter_mm)]
+    assert len(counted_candidates(_spec(max_core_to_surround=0.8).manifest, vol, out)) == 2
+    assert len(counted_candidates(_spec(0.25, 0.8).manifest, vol, out)) == 0  # both criteria apply
+    assert from_output(_spec(max_core_to_surround=0.6), vol, out).count == 1
+
+
 def test_the_core_level_is_a_number_in_the_manifest():
     base = _spec().manifest
     raw = {**dict(base), "output": {**base["output"], "max_core_level": "dark"}}
     with pytest.raises(ManifestFieldError, match="max_core_level"):
         Manifest.from_json(raw)
     assert np.isinf(base.output.max_core_level)
-    off = Manifest.from_json({**dict(base), "output": {**base["output"], "max_core_level": None}})
-    assert np.isinf(off.output.max_core_level)  # null: no criterion
+    off = Manifest.from_json({**dict(base), "output": {**base["output"], "max_core_level": None,
+                                                        "max_core_to_surround": None}})
+    assert np.isinf(off.output.max_core_level) and np.isinf(off.output.max_core_to_surround)  # null: no criterion
+    assert np.isinf(base.output.max_core_to_surround)
+    with pytest.raises(ManifestFieldError, match="max_core_to_surround"):
+        Manifest.from_json({**dict(base), "output": {**base["output"], "max_core_to_surround": [0.5]}})

@@ -7,8 +7,8 @@
   5 mm slice still counts at its physical size — and the binary mask
   (fraction ≥ the manifest's ``mask_threshold``) on the source grid, for the SEG.
 * ``CmbFindings`` for CMB models: candidates at or above the manifest's
-  ``threshold`` (and, where the manifest sets ``max_core_level``, dark enough:
-  :mod:`.darkness`), duplicates merged, each a ``Microbleed`` with its centre in
+  ``threshold`` (and, where the manifest sets ``max_core_level`` or
+  ``max_core_to_surround``, dark enough: :mod:`.darkness`), duplicates merged, each a ``Microbleed`` with its centre in
   patient coordinates (``volume.index_to_patient``), diameter, confidence and
   location; the mask draws each as a ball on the source grid.
 """
@@ -84,13 +84,15 @@ def candidate_tuples(output) -> list:
 
 def counted_candidates(manifest: Manifest, volume: Volume, output) -> list:
     """The classifier's candidates as ``(index, probability, diameter_mm)``, less those the manifest's darkness
-    criterion (``output.max_core_level``, :mod:`.darkness`) rejects: what the count and its interval see. (The
-    gate's ``candidates_per_ml`` scores the candidate stage itself, so it counts every candidate.)"""
+    criteria (``output.max_core_level``, ``output.max_core_to_surround``, :mod:`.darkness`) reject: what the count
+    and its interval see. (The gate's ``candidates_per_ml`` scores the candidate stage itself, so it counts every
+    candidate.)"""
     cands = candidate_tuples(output)
-    limit = manifest.output.max_core_level
-    if not cands or not np.isfinite(limit):
+    out = manifest.output
+    if not cands or not (np.isfinite(out.max_core_level) or np.isfinite(out.max_core_to_surround)):
         return cands
-    return dark_enough(volume, cands, reference_intensity(volume, output), limit)
+    return dark_enough(volume, cands, reference_intensity(volume, output), out.max_core_level,
+                       out.max_core_to_surround)
 
 
 def cmb_merging(manifest: Manifest) -> dict:
