@@ -3,11 +3,12 @@
 For every finding at threshold 0.9 (duplicates merged as the service merges them) on each case: whether it
 matches a true bleed (the evaluation's matcher), its core level (``svdmark.measure.darkness``: the darkest voxel
 within max(1 mm, its predicted radius), in units of the foreground median), its surround level (the median of the
-shell 1-3 mm beyond that) and, on development cases, the truth label under its centre (the devset's codes: vein,
-calcification, iron-rich nucleus, ...). Prints the false positives by label, the core levels of true and false
-findings, and sensitivity / FP per scan / grade agreement for each operating threshold and cut (a core-level cut,
-``output.max_core_level``, or a core-to-surround cut, ``output.max_core_to_surround``), the cut applied to the
-candidates before merging, as the service applies it. Our generator's splits have no labels; reported splits are refused.
+shell 1-3 mm beyond that), the Hessian's eigenvalues at its centre (a blob or a tube) and, on development cases, the
+truth label under its centre (the devset's codes: vein, calcification, iron-rich nucleus, ...). Prints the false
+positives by label, the core levels of true and false findings, and sensitivity / FP per scan / grade agreement for
+each operating threshold and cut (a core-level cut, ``output.max_core_level``, or a core-to-surround cut,
+``output.max_core_to_surround``), the cut applied to the candidates before merging, as the service applies it. Our
+generator's splits have no labels; reported splits are refused.
 
     PYTHONPATH=.:service .venv/bin/python -m training.cmb_darkness --data /work/dev_swi/choose --n 30 [--models DIR]
     PYTHONPATH=.:service .venv/bin/python -m training.cmb_darkness --set val,val_atlas --n 20
@@ -23,11 +24,13 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from svdmark.domain import BurdenGrade, Task
 from svdmark.infer.registry import ModelRegistry
 from svdmark.infer.runtime import Runtime
 from svdmark.measure import candidate_tuples, cmb_merging, merged_centres, reference_intensity
+from svdmark.infer.preprocess import index_affine
 from svdmark.measure.darkness import core_levels, surround_levels
 from svdmark.validation.agreement import match_points
 
@@ -44,6 +47,29 @@ def case_labels(case_dir: Path, case) -> tuple[np.ndarray, dict]:
     """A development case's truth labels in the loaded volume's slice order, and their names."""
     truth = json.loads((case_dir / "truth.json").read_text())
     return devcases.truth_array(case_dir, truth, case.volume, "labels"), truth.get("label_names", {})
+
+
+def hessian_eigenvalues(volume, centre_kij, diameter_mm: float) -> list[float]:
+    """The Hessian's eigenvalues (ascending, per mm^2, in patient space) at a finding's centre, at the scale of its
+    radius (sigma = max(0.8 mm, radius / sqrt 3), at least 0.7 voxel per axis): all large and positive for a dark
+    blob, one near 0 for a dark tube (a vein)."""
+    m = index_affine(volume)
+    steps = np.linalg.norm(m, axis=0)
+    sig = np.maximum(max(0.8, 0.5 * diameter_mm / np.sqrt(3)) / steps, 0.7)
+    c = np.clip(np.round(np.asarray(centre_kij, float)).astype(int), 0, np.asarray(volume.shape) - 1)
+    half = np.ceil(3 * sig).astype(int) + 2
+    lo, hi = np.maximum(c - half, 0), np.minimum(c + half + 1, volume.shape)
+    sub = volume.array[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.float64)
+    at = tuple(c - lo)
+    h = np.empty((3, 3))
+    for a in range(3):
+        for b in range(a, 3):
+            order = [0, 0, 0]
+            order[a] += 1
+            order[b] += 1
+            h[a, b] = h[b, a] = ndimage.gaussian_filter(sub, sig, order=order, mode="nearest")[at]
+    m_inv = np.linalg.inv(m)
+    return [float(v) for v in np.linalg.eigvalsh(m_inv.T @ h @ m_inv)]
 
 
 def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = None) -> dict:
@@ -82,6 +108,7 @@ def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = 
             k, r, c = np.clip(np.round(idx).astype(int), 0, np.asarray(labels[0].shape) - 1)
             label = labels[1].get(str(int(labels[0][k, r, c])), str(int(labels[0][k, r, c])))
         finds.append(dict(probability=float(conf), diameter_mm=float(diam), tp=i in hit,
+                          hessian=hessian_eigenvalues(vol, idx, float(diam)),
                           core_level=float(level_of[tuple(idx)]), surround_level=float(surround_of[tuple(idx)]),
                           label=label))
     return dict(seed=case.seed, n_truth=len(case.bleeds), finds=finds, counts=counts,

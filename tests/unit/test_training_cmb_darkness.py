@@ -29,3 +29,29 @@ def test_the_table_sums_each_threshold_and_cut_over_scans():
                                          sensitivity=0.5, fp_per_scan=0.0, grade_agreement=1.0)
     assert t[(0.99, None, 0.6)] == dict(threshold=0.99, max_core_level=None, max_core_to_surround=0.6,
                                         sensitivity=1.0, fp_per_scan=0.0, grade_agreement=1.0)
+
+
+def test_the_hessian_tells_a_dark_blob_from_a_dark_tube_on_thick_and_tilted_slices():
+    """A dark ball gives three equal positive eigenvalues; a dark tube one near 0 (its axis) and two positive."""
+    import numpy as np
+
+    from training.cmb_darkness import hessian_eigenvalues
+
+    from .test_measure import tilted_volume
+
+    for spacing, tilt in ((1.0, 0.0), (2.5, 15.0)):
+        vol = tilted_volume((24, 60, 60), pixel=0.8, spacing=spacing, tilt_deg=tilt)
+        arr = np.full(vol.shape, 100.0, np.float32)
+        pts = vol.positions[:, None, None, :]  # each slice's first voxel
+        ii, jj = np.mgrid[:60, :60]
+        xyz = (pts + ii[None, :, :, None] * 0.8 * np.asarray(vol.column_direction)
+               + jj[None, :, :, None] * 0.8 * np.asarray(vol.row_direction))  # patient mm of every voxel
+        centre = xyz[12, 20, 20]
+        arr[np.linalg.norm(xyz - centre, axis=-1) <= 2.5] = 10.0  # a 5 mm ball
+        on_tube = xyz[12, 40, 40]
+        arr[np.linalg.norm((xyz - on_tube)[..., :2], axis=-1) <= 1.5] = 10.0  # a 3 mm tube along patient z
+        vol = tilted_volume(vol.shape, pixel=0.8, spacing=spacing, tilt_deg=tilt, array=arr)
+        blob = hessian_eigenvalues(vol, (12, 20, 20), 5.0)
+        tube = hessian_eigenvalues(vol, (12, 40, 40), 3.0)
+        assert blob[0] > 0.4 * blob[2] > 0, (spacing, blob)
+        assert abs(tube[0]) < 0.1 * tube[2], (spacing, tube)
