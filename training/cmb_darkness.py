@@ -14,7 +14,8 @@ generator's splits have no labels; reported splits are refused.
     PYTHONPATH=.:service .venv/bin/python -m training.cmb_darkness --set val,val_atlas --n 20
 
 The candidate list is taken before any darkness criterion in the model's manifest, so a cut can be studied on a
-model that already has one. Writes ``training/runs/darkness_<data>_<n>_<model>.json``.
+model that already has one; ``--on-criteria`` takes it after the model's own criteria instead, so a cut is studied
+on top of them. Writes ``training/runs/darkness_<data>_<n>_<model>[_on-criteria].json``.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from scipy import ndimage
 from svdmark.domain import BurdenGrade, Task
 from svdmark.infer.registry import ModelRegistry
 from svdmark.infer.runtime import Runtime
-from svdmark.measure import candidate_tuples, cmb_merging, merged_centres, reference_intensity
+from svdmark.measure import candidate_tuples, cmb_merging, counted_candidates, merged_centres, reference_intensity
 from svdmark.infer.preprocess import index_affine
 from svdmark.measure.darkness import core_levels, surround_levels
 from svdmark.validation.agreement import match_points
@@ -39,7 +40,7 @@ from .evaluate import RUNS, refuse_reported, split_seeds
 
 PROBE_THRESHOLD = 0.9
 THRESHOLDS = (0.9, 0.95, 0.98, 0.99, 0.995)
-CUTS = (None, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)  # output.max_core_level
+CUTS = (None, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8)  # output.max_core_level
 SURROUND_CUTS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)  # output.max_core_to_surround (alone)
 
 
@@ -72,12 +73,15 @@ def hessian_eigenvalues(volume, centre_kij, diameter_mm: float) -> list[float]:
     return [float(v) for v in np.linalg.eigvalsh(m_inv.T @ h @ m_inv)]
 
 
-def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = None) -> dict:
+def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = None,
+                  on_criteria: bool = False) -> dict:
     """One case: its bleed count, every finding at ``PROBE_THRESHOLD`` without a cut (tp, core level, label if
-    given), and the matched counts at each threshold and cut, the cut applied before merging as the service does."""
+    given), and the matched counts at each threshold and cut, the cut applied before merging as the service does.
+    ``on_criteria``: the candidates the manifest's own darkness criteria keep, instead of all of them."""
     out = runtime.run(spec, case.volume)
     vol, merge = case.volume, cmb_merging(spec.manifest)
-    cands = [c for c in candidate_tuples(out) if c[1] >= PROBE_THRESHOLD]
+    listed = counted_candidates(spec.manifest, case.volume, out) if on_criteria else candidate_tuples(out)
+    cands = [c for c in listed if c[1] >= PROBE_THRESHOLD]
     ref = reference_intensity(vol, out)
     levels = core_levels(vol, [c[0] for c in cands], [c[2] for c in cands], ref)
     surrounds = surround_levels(vol, [c[0] for c in cands], [c[2] for c in cands], ref)
@@ -142,6 +146,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--at", type=float, default=0.995, help="the operating threshold the summary is printed at")
+    ap.add_argument("--on-criteria", action="store_true",
+                    help="study the cuts on the candidates the model's own darkness criteria keep")
     args = ap.parse_args(argv)
     spec = ModelRegistry(args.models).active(Task.CMB)
     rt = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
@@ -155,7 +161,7 @@ def main(argv=None) -> int:
         name = args.data.name
     rows = []
     for case, labels in cases:
-        rows.append(case_findings(spec, rt, case, labels))
+        rows.append(case_findings(spec, rt, case, labels, args.on_criteria))
         r = rows[-1]
         print(f"  {r['seed']}: {r['n_truth']} bleeds, {sum(f['tp'] for f in r['finds'])} true and "
               f"{sum(not f['tp'] for f in r['finds'])} false findings at {PROBE_THRESHOLD}", flush=True)
@@ -176,7 +182,7 @@ def main(argv=None) -> int:
         print(f"  threshold {t['threshold']:.3f} {crit}: sensitivity {t['sensitivity']:.3f} "
               f"FP/scan {t['fp_per_scan']:.2f} grade {t['grade_agreement']:.3f}")
     RUNS.mkdir(exist_ok=True)
-    path = RUNS / f"darkness_{name}_{len(rows)}_{spec.label.replace(' ', '-')}.json"
+    path = RUNS / f"darkness_{name}_{len(rows)}_{spec.label.replace(' ', '-')}{'_on-criteria' * args.on_criteria}.json"
     path.write_text(json.dumps(res, indent=1))
     print(f"  wrote {path}")
     return 0
