@@ -28,10 +28,10 @@ import numpy as np
 from scipy import ndimage
 
 from svdmark.domain import BurdenGrade, Task
+from svdmark.infer.preprocess import index_affine
 from svdmark.infer.registry import ModelRegistry
 from svdmark.infer.runtime import Runtime
 from svdmark.measure import candidate_tuples, cmb_merging, counted_candidates, merged_centres, reference_intensity
-from svdmark.infer.preprocess import index_affine
 from svdmark.measure.darkness import core_levels, surround_levels
 from svdmark.validation.agreement import match_points
 
@@ -80,7 +80,7 @@ def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = 
     ``on_criteria``: the candidates the manifest's own darkness criteria keep, instead of all of them."""
     out = runtime.run(spec, case.volume)
     vol, merge = case.volume, cmb_merging(spec.manifest)
-    listed = counted_candidates(spec.manifest, case.volume, out) if on_criteria else candidate_tuples(out)
+    listed = counted_candidates(spec.manifest, vol, out) if on_criteria else candidate_tuples(out)
     cands = [c for c in listed if c[1] >= PROBE_THRESHOLD]
     ref = reference_intensity(vol, out)
     levels = core_levels(vol, [c[0] for c in cands], [c[2] for c in cands], ref)

@@ -8,9 +8,10 @@
   (fraction ≥ the manifest's ``mask_threshold``) on the source grid, for the SEG.
 * ``CmbFindings`` for CMB models: candidates at or above the manifest's
   ``threshold`` (and, where the manifest sets ``max_core_level`` or
-  ``max_core_to_surround``, dark enough: :mod:`.darkness`), duplicates merged, each a ``Microbleed`` with its centre in
-  patient coordinates (``volume.index_to_patient``), diameter, confidence and
-  location; the mask draws each as a ball on the source grid.
+  ``max_core_to_surround``, dark enough: :mod:`.darkness`), duplicates
+  merged, each a ``Microbleed`` with its centre in patient coordinates
+  (``volume.index_to_patient``), diameter, confidence and location; the mask
+  draws each as a ball on the source grid.
 """
 from __future__ import annotations
 
