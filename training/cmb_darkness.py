@@ -32,7 +32,7 @@ from svdmark.infer.preprocess import index_affine
 from svdmark.infer.registry import ModelRegistry
 from svdmark.infer.runtime import Runtime
 from svdmark.measure import candidate_tuples, cmb_merging, counted_candidates, merged_centres, reference_intensity
-from svdmark.measure.darkness import core_levels, surround_levels
+from svdmark.measure.darkness import core_levels, dark_mask, surround_levels
 from svdmark.validation.agreement import match_points
 
 from . import data, devcases
@@ -88,8 +88,8 @@ def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = 
     truth = ([b["center_mm"] for b in case.bleeds], [b["diameter_mm"] for b in case.bleeds])
 
     def called(thr: float, cut: float | None, surround: float | None = None):
-        kept = [c for c, lv, sv in zip(cands, levels, surrounds)
-                if (cut is None or lv <= cut) and (surround is None or not lv > surround * sv)]
+        keep = dark_mask(levels, np.inf if cut is None else cut, surrounds, np.inf if surround is None else surround)
+        kept = [c for c, k in zip(cands, keep) if k]
         picked = merged_centres(vol, kept, thr, **merge)
         return picked, match_points([p[3] for p in picked], *truth, min_mm=5.0)
 

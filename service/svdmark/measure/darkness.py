@@ -58,14 +58,25 @@ def surround_levels(volume: Volume, centres_kij, diameters_mm, reference: float)
     return np.asarray(out, float) / float(reference)
 
 
-def dark_enough(volume: Volume, candidates: list, reference: float, max_core_level: float = np.inf,
-                max_core_to_surround: float = np.inf) -> list:
-    """The ``(index, probability, diameter_mm)`` candidates whose core level is at most ``max_core_level`` and at
-    most ``max_core_to_surround`` x their surround level (a candidate with no surround on the grid is judged by
-    its core level only)."""
-    centres, diameters = [c[0] for c in candidates], [c[2] for c in candidates]
-    levels = core_levels(volume, centres, diameters, reference)
+def dark_mask(levels, max_core_level: float = np.inf, surrounds=None,
+              max_core_to_surround: float = np.inf) -> np.ndarray:
+    """Which candidates are dark enough: core level at most ``max_core_level`` and at most ``max_core_to_surround`` x
+    the surround level (``surrounds`` is read only when that limit is finite; a NaN surround, no shell on the grid,
+    does not reject)."""
+    levels = np.asarray(levels, float)
     keep = levels <= max_core_level
     if np.isfinite(max_core_to_surround):
-        keep &= ~(levels > max_core_to_surround * surround_levels(volume, centres, diameters, reference))
+        keep &= ~(levels > max_core_to_surround * np.asarray(surrounds, float))
+    return keep
+
+
+def dark_enough(volume: Volume, candidates: list, reference: float, max_core_level: float = np.inf,
+                max_core_to_surround: float = np.inf) -> list:
+    """The ``(index, probability, diameter_mm)`` candidates that :func:`dark_mask` keeps (the surround is measured
+    only when ``max_core_to_surround`` is finite)."""
+    centres, diameters = [c[0] for c in candidates], [c[2] for c in candidates]
+    levels = core_levels(volume, centres, diameters, reference)
+    surrounds = (surround_levels(volume, centres, diameters, reference) if np.isfinite(max_core_to_surround)
+                 else None)
+    keep = dark_mask(levels, max_core_level, surrounds, max_core_to_surround)
     return [c for c, k in zip(candidates, keep) if k]
