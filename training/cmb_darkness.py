@@ -15,7 +15,9 @@ generator's splits have no labels; reported splits are refused.
 
 The candidate list is taken before any darkness criterion in the model's manifest, so a cut can be studied on a
 model that already has one; ``--on-criteria`` takes it after the model's own criteria instead, so a cut is studied
-on top of them. Writes ``training/runs/darkness_<data>_<n>_<model>[_on-criteria].json``.
+on top of them. ``--mirror`` adds the mirror-twin criteria (``output.mirror_partner_mm`` and
+``output.mirror_partner_probability``, ``svdmark.measure.symmetry``) to the table, each alone on the listed candidates,
+and which findings have a twin. Writes ``training/runs/darkness_<data>_<n>_<model>[_on-criteria][_mirror].json``.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from svdmark.infer.preprocess import index_affine
 from svdmark.infer.registry import ModelRegistry
 from svdmark.infer.runtime import Runtime
 from svdmark.measure import candidate_tuples, cmb_merging, counted_candidates, merged_centres, reference_intensity
+from svdmark.measure import symmetry
 from svdmark.measure.darkness import core_levels, dark_mask, surround_levels
 from svdmark.validation.agreement import match_points
 
@@ -42,6 +45,9 @@ PROBE_THRESHOLD = 0.9
 THRESHOLDS = (0.9, 0.95, 0.98, 0.99, 0.995)
 CUTS = (None, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8)  # output.max_core_level
 SURROUND_CUTS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)  # output.max_core_to_surround (alone)
+# (output.mirror_partner_mm, output.mirror_partner_probability), alone; with --mirror
+MIRROR_CUTS = ((3.0, 0.9), (4.0, 0.9), (5.0, 0.9), (6.0, 0.9), (8.0, 0.9), (5.0, 0.5), (5.0, 0.99), (6.0, 0.5),
+               (6.0, 0.99))
 
 
 def case_labels(case_dir: Path, case) -> tuple[np.ndarray, dict]:
@@ -74,10 +80,11 @@ def hessian_eigenvalues(volume, centre_kij, diameter_mm: float) -> list[float]:
 
 
 def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = None,
-                  on_criteria: bool = False) -> dict:
+                  on_criteria: bool = False, mirror: bool = False) -> dict:
     """One case: its bleed count, every finding at ``PROBE_THRESHOLD`` without a cut (tp, core level, label if
     given), and the matched counts at each threshold and cut, the cut applied before merging as the service does.
-    ``on_criteria``: the candidates the manifest's own darkness criteria keep, instead of all of them."""
+    ``on_criteria``: the candidates the manifest's own criteria keep, instead of all of them. ``mirror``: also the
+    counts under each mirror-twin criterion (``MIRROR_CUTS``), and which findings have a twin."""
     out = runtime.run(spec, case.volume)
     vol, merge = case.volume, cmb_merging(spec.manifest)
     listed = counted_candidates(spec.manifest, vol, out) if on_criteria else candidate_tuples(out)
@@ -93,7 +100,18 @@ def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = 
         picked = merged_centres(vol, kept, thr, **merge)
         return picked, match_points([p[3] for p in picked], *truth, min_mm=5.0)
 
+    plane = symmetry.midsagittal_plane(vol) if mirror else None
+    twin_free = {}
+    for radius, prob in MIRROR_CUTS if plane is not None else ():
+        kept = symmetry.without_mirror_twins(vol, listed, radius, prob, plane)
+        twin_free[(radius, prob)] = {tuple(c[0]) for c in kept}
+
     counts = {}
+    for (radius, prob), free in twin_free.items():
+        kept = [c for c in cands if tuple(c[0]) in free]
+        for thr in THRESHOLDS:
+            m = match_points([p[3] for p in merged_centres(vol, kept, thr, **merge)], *truth, min_mm=5.0)
+            counts[f"{thr}|m{radius}@{prob}"] = (m.true_positives, m.false_positives)
     for thr in THRESHOLDS:
         for cut in CUTS:
             m = called(thr, cut)[1]
@@ -114,24 +132,31 @@ def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = 
         finds.append(dict(probability=float(conf), diameter_mm=float(diam), tp=i in hit,
                           hessian=hessian_eigenvalues(vol, idx, float(diam)),
                           core_level=float(level_of[tuple(idx)]), surround_level=float(surround_of[tuple(idx)]),
-                          label=label))
+                          label=label, twinned=[f"{r}@{p}" for (r, p), free in twin_free.items()
+                                                if tuple(idx) not in free]))
     return dict(seed=case.seed, n_truth=len(case.bleeds), finds=finds, counts=counts,
+                plane=None if plane is None else dict(normal=plane.normal, offset=plane.offset,
+                                                      correlation=plane.correlation),
                 field_t=float(case.params.get("field_t", 3.0)), slice_thickness=float(case.params["slice_thickness"]))
 
 
 def table(rows: list[dict]) -> list[dict]:
     """Sensitivity, FP per scan and grade agreement at each operating threshold and cut: each core-level cut, then
-    each core-to-surround cut alone."""
+    each core-to-surround cut alone, then (where the rows have them) each mirror-twin criterion alone."""
     nt = max(1, sum(r["n_truth"] for r in rows))
+    crits = ([("max_core_level", c, f"{c}") for c in CUTS] + [("max_core_to_surround", c, f"s{c}") for c in SURROUND_CUTS]
+             + [("mirror_partner", f"{r}@{p}", f"m{r}@{p}") for r, p in MIRROR_CUTS])
     out = []
     for thr in THRESHOLDS:
-        for key, cut in [("max_core_level", c) for c in CUTS] + [("max_core_to_surround", c) for c in SURROUND_CUTS]:
+        for key, cut, suffix in crits:
+            if f"{thr}|{suffix}" not in rows[0]["counts"]:
+                continue
             tp = fp = agree = 0
             for r in rows:
-                t, f = r["counts"][f"{thr}|{'s' if key == 'max_core_to_surround' else ''}{cut}"]
+                t, f = r["counts"][f"{thr}|{suffix}"]
                 tp, fp = tp + t, fp + f
                 agree += BurdenGrade.from_count(t + f) == BurdenGrade.from_count(r["n_truth"])
-            crit = {"max_core_level": None, "max_core_to_surround": None, key: cut}
+            crit = {"max_core_level": None, "max_core_to_surround": None, "mirror_partner": None, key: cut}
             out.append(dict(threshold=thr, **crit, sensitivity=tp / nt, fp_per_scan=fp / len(rows),
                             grade_agreement=agree / len(rows)))
     return out
@@ -148,6 +173,7 @@ def main(argv=None) -> int:
     ap.add_argument("--at", type=float, default=0.995, help="the operating threshold the summary is printed at")
     ap.add_argument("--on-criteria", action="store_true",
                     help="study the cuts on the candidates the model's own darkness criteria keep")
+    ap.add_argument("--mirror", action="store_true", help="also study the mirror-twin criteria (MIRROR_CUTS)")
     args = ap.parse_args(argv)
     spec = ModelRegistry(args.models).active(Task.CMB)
     rt = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
@@ -161,7 +187,7 @@ def main(argv=None) -> int:
         name = args.data.name
     rows = []
     for case, labels in cases:
-        rows.append(case_findings(spec, rt, case, labels, args.on_criteria))
+        rows.append(case_findings(spec, rt, case, labels, args.on_criteria, args.mirror))
         r = rows[-1]
         print(f"  {r['seed']}: {r['n_truth']} bleeds, {sum(f['tp'] for f in r['finds'])} true and "
               f"{sum(not f['tp'] for f in r['finds'])} false findings at {PROBE_THRESHOLD}", flush=True)
@@ -174,15 +200,21 @@ def main(argv=None) -> int:
     if args.data:
         print("  false findings by the label under their centre:",
               dict(Counter(f["label"] for f in at if not f["tp"]).most_common()))
+    if args.mirror:
+        for who, group in (("true", [f for f in at if f["tp"]]), ("false", [f for f in at if not f["tp"]])):
+            print(f"  {who} findings with a mirror twin, by criterion:",
+                  dict(Counter(c for f in group for c in f["twinned"])),
+                  "by label:", dict(Counter(f["label"] for f in group if f["twinned"])))
     res = {"model_label": spec.label, "data": str(args.data or args.set), "n": len(rows), "cases": rows,
            "table": table(rows)}
     for t in res["table"]:
-        crit = (f"core <= {t['max_core_level']}" if t["max_core_to_surround"] is None
+        crit = (f"no mirror twin within {t['mirror_partner']}" if t["mirror_partner"] is not None
+                else f"core <= {t['max_core_level']}" if t["max_core_to_surround"] is None
                 else f"core <= {t['max_core_to_surround']} x surround")
         print(f"  threshold {t['threshold']:.3f} {crit}: sensitivity {t['sensitivity']:.3f} "
               f"FP/scan {t['fp_per_scan']:.2f} grade {t['grade_agreement']:.3f}")
     RUNS.mkdir(exist_ok=True)
-    path = RUNS / f"darkness_{name}_{len(rows)}_{spec.label.replace(' ', '-')}{'_on-criteria' * args.on_criteria}.json"
+    path = RUNS / f"darkness_{name}_{len(rows)}_{spec.label.replace(' ', '-')}{'_on-criteria' * args.on_criteria}{'_mirror' * args.mirror}.json"
     path.write_text(json.dumps(res, indent=1))
     print(f"  wrote {path}")
     return 0

@@ -6,12 +6,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root holds training/
 
-from training.cmb_darkness import CUTS, SURROUND_CUTS, THRESHOLDS, table  # noqa: E402
+from training.cmb_darkness import CUTS, MIRROR_CUTS, SURROUND_CUTS, THRESHOLDS, table  # noqa: E402
+
+NONE = dict(max_core_level=None, max_core_to_surround=None, mirror_partner=None)
 
 
 def test_the_table_sums_each_threshold_and_cut_over_scans():
     """Per case, ``case_findings`` stores the matched (true, false) findings at each threshold and cut (the cut
-    applied before merging, as the service does); the table sums them and grades each scan's count."""
+    applied before merging, as the service does); the table sums them and grades each scan's count. The mirror-twin
+    rows are there when the cases have them (``--mirror``)."""
     keys = [f"{t}|{c}" for t in THRESHOLDS for c in CUTS] + [f"{t}|s{c}" for t in THRESHOLDS for c in SURROUND_CUTS]
     counts1 = {k: (2, 1) for k in keys}
     counts1["0.995|0.5"] = (1, 0)
@@ -20,15 +23,22 @@ def test_the_table_sums_each_threshold_and_cut_over_scans():
     counts2["0.995|0.5"] = (0, 0)
     counts2["0.99|s0.6"] = (0, 0)
     rows = [dict(seed=1, n_truth=2, finds=[], counts=counts1), dict(seed=2, n_truth=0, finds=[], counts=counts2)]
-    t = {(r["threshold"], r["max_core_level"], r["max_core_to_surround"]): r for r in table(rows)}
+    t = {(r["threshold"], r["max_core_level"], r["max_core_to_surround"], r["mirror_partner"]): r for r in table(rows)}
     assert len(t) == len(THRESHOLDS) * (len(CUTS) + len(SURROUND_CUTS))
-    assert t[(0.9, None, None)] == dict(threshold=0.9, max_core_level=None, max_core_to_surround=None,
-                                        sensitivity=1.0, fp_per_scan=1.0,
-                                        grade_agreement=0.5)  # scan 1: 3 called (grade 1 = truth); scan 2: 1 (not 0)
-    assert t[(0.995, 0.5, None)] == dict(threshold=0.995, max_core_level=0.5, max_core_to_surround=None,
-                                         sensitivity=0.5, fp_per_scan=0.0, grade_agreement=1.0)
-    assert t[(0.99, None, 0.6)] == dict(threshold=0.99, max_core_level=None, max_core_to_surround=0.6,
-                                        sensitivity=1.0, fp_per_scan=0.0, grade_agreement=1.0)
+    assert t[(0.9, None, None, None)] == dict(threshold=0.9, **NONE, sensitivity=1.0, fp_per_scan=1.0,
+                                              grade_agreement=0.5)  # scan 1: 3 called (grade 1 = truth); scan 2: 1
+    assert t[(0.995, 0.5, None, None)] == dict(threshold=0.995, **{**NONE, "max_core_level": 0.5}, sensitivity=0.5,
+                                               fp_per_scan=0.0, grade_agreement=1.0)
+    assert t[(0.99, None, 0.6, None)] == dict(threshold=0.99, **{**NONE, "max_core_to_surround": 0.6},
+                                              sensitivity=1.0, fp_per_scan=0.0, grade_agreement=1.0)
+    for r, p in MIRROR_CUTS:
+        for thr in THRESHOLDS:
+            counts1[f"{thr}|m{r}@{p}"], counts2[f"{thr}|m{r}@{p}"] = (2, 0), (0, 2)
+    t = {(r["threshold"], r["mirror_partner"]): r for r in table(rows) if r["mirror_partner"] is not None}
+    assert len(t) == len(THRESHOLDS) * len(MIRROR_CUTS)
+    r, p = MIRROR_CUTS[0]
+    assert t[(0.995, f"{r}@{p}")] == dict(threshold=0.995, **{**NONE, "mirror_partner": f"{r}@{p}"},
+                                          sensitivity=1.0, fp_per_scan=1.0, grade_agreement=0.5)
 
 
 def test_the_hessian_tells_a_dark_blob_from_a_dark_tube_on_thick_and_tilted_slices():
