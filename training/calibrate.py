@@ -9,7 +9,9 @@ and writes two manifest sections that ``svdmark.measure`` reads:
 
 * ``uncertainty`` — WML: h = a_ml + b × volume around the test-time-augmentation passes, the (a, b) of
   smallest mean width whose coverage of the validation truths is ≥ ``--coverage``; CMB: the pair of
-  classifier thresholds (strict, loose) of smallest mean count width with that coverage.
+  classifier thresholds (strict, loose) and the margin h = a + b × count of smallest mean count width with
+  that coverage. ``--interval-eval`` pools more evaluation files (e.g. the SWI development set's choice
+  half) into the CMB interval's calibration only; the gate's limits come from ``--eval`` alone.
 * ``quality.limits`` — each gate score's limit: the validation range widened by a stated margin, so the
   gate fires on images unlike anything the model was validated on, not on ordinary variation.
 """
@@ -21,9 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from svdmark.measure.uncertainty import count_bounds
+
 from .evaluate import refuse_reported
 
 B_GRID = (0.0, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+CMB_B_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)  # the count interval's margin: h = a + b x count
+CMB_A_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 
 
 def wml_uncertainty(rows: list[dict], coverage: float) -> dict:
@@ -45,25 +51,41 @@ def wml_uncertainty(rows: list[dict], coverage: float) -> dict:
 
 
 def cmb_uncertainty(rows: list[dict], coverage: float, threshold: float) -> dict:
+    """The (strict, loose) threshold pair and margin h = a + b x count (``svdmark.measure.uncertainty``) of smallest
+    mean width whose coverage reaches ``coverage``, a the smallest of ``CMB_A_GRID`` that does for each b; when none
+    does, the widest, with its measured coverage."""
     ts = sorted(float(k) for k in rows[0]["counts_at"])
     n = np.array([r["n_truth"] for r in rows])
+    count = np.array([r["count"] for r in rows])
+
+    def at(t: float) -> np.ndarray:
+        return np.array([r["counts_at"][_key(r, t)] for r in rows])
+
     best = None
     for tl in [x for x in ts if x <= threshold]:
         for th in [x for x in ts if x >= threshold]:
-            lo = np.array([min(r["count"], r["counts_at"][_key(rows[0], th)]) for r in rows])
-            hi = np.array([max(r["count"], r["counts_at"][_key(rows[0], tl)]) for r in rows])
-            cov = float(np.mean((lo <= n) & (n <= hi)))
-            width = float(np.mean(hi - lo))
-            if cov >= coverage and (best is None or width < best[2]):
-                best = (tl, th, width, cov)
-    if best is None:  # not reachable within the grid: the widest pair, with its measured coverage
-        tl, th = ts[0], ts[-1]
-        lo = np.array([min(r["count"], r["counts_at"][_key(rows[0], th)]) for r in rows])
-        hi = np.array([max(r["count"], r["counts_at"][_key(rows[0], tl)]) for r in rows])
-        best = (tl, th, float(np.mean(hi - lo)), float(np.mean((lo <= n) & (n <= hi))))
-    tl, th, width, cov = best
-    return {"threshold_low": tl, "threshold_high": th, "coverage": coverage, "validation_coverage": round(cov, 3),
-            "validation_mean_width": round(width, 2), "n": len(rows)}
+            strict, loose = at(th), at(tl)
+            for b in CMB_B_GRID:
+                for a in CMB_A_GRID:
+                    lo, hi = count_bounds(count, strict, loose, a, b)
+                    cov, width = float(np.mean((lo <= n) & (n <= hi))), float(np.mean(hi - lo))
+                    if cov >= coverage:
+                        if best is None or width < best[4]:
+                            best = (tl, th, a, b, width, cov)
+                        break
+    if best is None:
+        tl, th, a, b = ts[0], ts[-1], CMB_A_GRID[-1], CMB_B_GRID[-1]
+        lo, hi = count_bounds(count, at(th), at(tl), a, b)
+        best = (tl, th, a, b, float(np.mean(hi - lo)), float(np.mean((lo <= n) & (n <= hi))))
+    tl, th, a, b, width, cov = best
+    return {"threshold_low": tl, "threshold_high": th, "a": a, "b": b, "coverage": coverage,
+            "validation_coverage": round(cov, 3), "validation_mean_width": round(width, 2), "n": len(rows)}
+
+
+def _source(res: dict) -> str:
+    """An evaluation's split, data folder (development sets) and number of cases, for the manifest's provenance."""
+    folder = f" {Path(res['data']).name}" if res.get("data") else ""
+    return f"{res['split']}{folder} (n={len(res['cases'])})"
 
 
 def _key(row: dict, t: float) -> str:
@@ -123,21 +145,30 @@ def main(argv=None):
     ap.add_argument("--eval", type=Path, required=True, help="training.evaluate JSON of a validation run")
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--coverage", type=float, default=0.9)
+    ap.add_argument("--interval-eval", type=Path, action="append", default=[],
+                    help="CMB: another training.evaluate JSON pooled into the interval's calibration (repeatable)")
     args = ap.parse_args(argv)
     res = json.loads(args.eval.read_text())
     refuse_reported(res["split"], "calibration is a choice")
+    if args.interval_eval and args.task != "cmb":
+        ap.error("--interval-eval pools CMB evaluations only")
+    extra = [json.loads(p.read_text()) for p in args.interval_eval]
+    for e in extra:
+        refuse_reported(e["split"], "calibration is a choice")
     man = json.loads(args.manifest.read_text())
     rows = res["cases"]
     gate_scores(rows, args.task)
-    if args.task == "cmb":  # the count at the manifest's (possibly newly chosen) threshold
-        thr = float(man["output"]["threshold"])
-        for r in rows:
-            r["count"] = r["counts_at"][_key(r, thr)]
     if args.task == "wml":
         unc = wml_uncertainty(rows, args.coverage)
-    else:
-        unc = cmb_uncertainty(rows, args.coverage, float(man["output"]["threshold"]))
-    unc["chosen_on"] = f"{res['split']} (n={len(rows)}): training.calibrate --task {args.task}"
+        source = f"{res['split']} (n={len(rows)})"
+    else:  # the count at the manifest's (possibly newly chosen) threshold
+        thr = float(man["output"]["threshold"])
+        pooled = rows + [r for e in extra for r in e["cases"]]
+        for r in pooled:
+            r["count"] = r["counts_at"][_key(r, thr)]
+        unc = cmb_uncertainty(pooled, args.coverage, thr)
+        source = " + ".join(_source(e) for e in [res, *extra])
+    unc["chosen_on"] = f"{source}: training.calibrate --task {args.task}"
     man.setdefault("uncertainty", {})[args.task] = unc
     man["quality"] = {"limits": quality_limits(rows, args.task),
                       "chosen_on": f"{res['split']} (n={len(rows)}): validation range widened "

@@ -1,0 +1,62 @@
+"""The microbleed count's interval: thresholds plus a calibrated margin (``measure.uncertainty``), and its
+calibration (``training.calibrate``), which must round exactly as the runtime does."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from svdmark.measure.uncertainty import cmb_interval, count_bounds
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root holds training/
+
+from training.calibrate import cmb_uncertainty  # noqa: E402
+
+COUNTS = {0.3: 14, 0.9: 11, 0.995: 10, 0.999: 8}
+
+
+def test_without_a_margin_the_interval_is_the_counts_at_the_two_thresholds():
+    spec = {"threshold_low": 0.3, "threshold_high": 0.999}
+    iv = cmb_interval(COUNTS.get, 10, spec)
+    assert (iv.low, iv.high) == (8.0, 14.0) and "±" not in iv.method
+    assert cmb_interval(COUNTS.get, 10, None) is None
+
+
+def test_the_margin_widens_both_ends_outwards_to_whole_bleeds():
+    spec = {"threshold_low": 0.3, "threshold_high": 0.999, "a": 1.5, "b": 0.25}  # h = 1.5 + 2.5 = 4
+    iv = cmb_interval(COUNTS.get, 10, spec)
+    assert (iv.low, iv.high) == (4.0, 18.0) and "± 1.5 + 0.25 × count" in iv.method
+    assert count_bounds(10, 8, 14, 1.0, 0.05) == (6, 16)  # h = 1.5: floor(6.5), ceil(15.5)
+    assert count_bounds(1, 1, 2, 3.0, 0.0) == (0, 5)  # never below 0
+    lo, hi = count_bounds(np.array([10, 1]), np.array([8, 1]), np.array([14, 2]), 1.0, 0.05)
+    assert list(lo) == [6, 0] and list(hi) == [16, 4]
+
+
+def _rows(truth, counts):
+    """Evaluation rows as training.evaluate writes them: the truth and the count at each threshold."""
+    return [{"n_truth": t, "count": c[0.995], "counts_at": {str(k): v for k, v in c.items()}}
+            for t, c in zip(truth, counts)]
+
+
+def test_calibration_picks_the_narrowest_margin_that_covers_and_rounds_as_the_runtime():
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 60, 200)
+    counts = []
+    for t in truth:  # misses grow with the burden; a few false findings in every head
+        found = int(rng.binomial(t, 0.85)) + int(rng.poisson(1.5))
+        counts.append({0.3: found + int(rng.poisson(2)), 0.995: found, 0.999: max(0, found - int(rng.poisson(1)))})
+    unc = cmb_uncertainty(_rows(truth, counts), 0.9, 0.995)
+    assert unc["b"] > 0  # the misses are proportional to the count: a width that grows with it is narrower
+    lo, hi = [], []
+    for c in counts:
+        iv = cmb_interval(lambda t, c=c: c[t], c[0.995], unc)
+        lo.append(iv.low)
+        hi.append(iv.high)
+    covered = np.mean((np.array(lo) <= truth) & (truth <= np.array(hi)))
+    assert covered == pytest.approx(unc["validation_coverage"], abs=1e-3) and covered >= 0.9
+    assert np.mean(np.array(hi) - np.array(lo)) == pytest.approx(unc["validation_mean_width"], abs=0.01)
+    # a margin-free band from the thresholds alone does not reach 0.9 here
+    bare = [count_bounds(c[0.995], c[0.999], c[0.3]) for c in counts]
+    assert np.mean([a <= t <= b for (a, b), t in zip(bare, truth)]) < 0.9
