@@ -15,9 +15,9 @@ generator's splits have no labels; reported splits are refused.
 
 The candidate list is taken before any darkness criterion in the model's manifest, so a cut can be studied on a
 model that already has one; ``--on-criteria`` takes it after the model's own criteria instead, so a cut is studied
-on top of them. ``--mirror`` adds the mirror-twin criteria (``output.mirror_partner_mm`` and
-``output.mirror_partner_probability``, ``svdmark.measure.symmetry``) to the table, each alone on the listed candidates,
-and which findings have a twin. Writes ``training/runs/darkness_<data>_<n>_<model>[_on-criteria][_mirror].json``.
+on top of them. ``--mirror`` adds the mirror-twin criteria (:mod:`training.symmetry`: a twin within R mm of the
+mirror image, at probability p or more) to the table, each alone on the listed candidates, and which findings have a
+twin. Writes ``training/runs/darkness_<data>_<n>_<model>[_on-criteria][_mirror].json``.
 """
 from __future__ import annotations
 
@@ -34,18 +34,17 @@ from svdmark.infer.preprocess import index_affine
 from svdmark.infer.registry import ModelRegistry
 from svdmark.infer.runtime import Runtime
 from svdmark.measure import candidate_tuples, cmb_merging, counted_candidates, merged_centres, reference_intensity
-from svdmark.measure import symmetry
 from svdmark.measure.darkness import core_levels, dark_mask, surround_levels
 from svdmark.validation.agreement import match_points
 
-from . import data, devcases
+from . import data, devcases, symmetry
 from .evaluate import RUNS, refuse_reported, split_seeds
 
 PROBE_THRESHOLD = 0.9
 THRESHOLDS = (0.9, 0.95, 0.98, 0.99, 0.995)
 CUTS = (None, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8)  # output.max_core_level
 SURROUND_CUTS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)  # output.max_core_to_surround (alone)
-# (output.mirror_partner_mm, output.mirror_partner_probability), alone; with --mirror
+# (twin radius in mm, the twin's least probability), alone; with --mirror (training.symmetry)
 MIRROR_CUTS = ((3.0, 0.9), (4.0, 0.9), (5.0, 0.9), (6.0, 0.9), (8.0, 0.9), (5.0, 0.5), (5.0, 0.99), (6.0, 0.5),
                (6.0, 0.99))
 
@@ -144,7 +143,8 @@ def table(rows: list[dict]) -> list[dict]:
     """Sensitivity, FP per scan and grade agreement at each operating threshold and cut: each core-level cut, then
     each core-to-surround cut alone, then (where the rows have them) each mirror-twin criterion alone."""
     nt = max(1, sum(r["n_truth"] for r in rows))
-    crits = ([("max_core_level", c, f"{c}") for c in CUTS] + [("max_core_to_surround", c, f"s{c}") for c in SURROUND_CUTS]
+    crits = ([("max_core_level", c, f"{c}") for c in CUTS]
+             + [("max_core_to_surround", c, f"s{c}") for c in SURROUND_CUTS]
              + [("mirror_partner", f"{r}@{p}", f"m{r}@{p}") for r, p in MIRROR_CUTS])
     out = []
     for thr in THRESHOLDS:
@@ -214,7 +214,8 @@ def main(argv=None) -> int:
         print(f"  threshold {t['threshold']:.3f} {crit}: sensitivity {t['sensitivity']:.3f} "
               f"FP/scan {t['fp_per_scan']:.2f} grade {t['grade_agreement']:.3f}")
     RUNS.mkdir(exist_ok=True)
-    path = RUNS / f"darkness_{name}_{len(rows)}_{spec.label.replace(' ', '-')}{'_on-criteria' * args.on_criteria}{'_mirror' * args.mirror}.json"
+    suffix = "_on-criteria" * args.on_criteria + "_mirror" * args.mirror
+    path = RUNS / f"darkness_{name}_{len(rows)}_{spec.label.replace(' ', '-')}{suffix}.json"
     path.write_text(json.dumps(res, indent=1))
     print(f"  wrote {path}")
     return 0

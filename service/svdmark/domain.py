@@ -304,18 +304,13 @@ class OutputSpec:
     max_core_level: float = math.inf
     # CMB: ... or brighter than this x the median of the tissue 1-3 mm beyond it; absent or null: no such criterion
     max_core_to_surround: float = math.inf
-    # CMB: a candidate with a twin within this distance (mm) of its mirror image across the head's mid-sagittal
-    # plane is a symmetric mimic (``measure.symmetry``); absent or null: no such criterion. A twin is a candidate
-    # that the darkness criteria keep, at or above ``mirror_partner_probability``.
-    mirror_partner_mm: float = math.inf
-    mirror_partner_probability: float = 0.9
 
     @classmethod
     def from_json(cls, data: Mapping) -> "OutputSpec":
         w = "output."
         spec = cls(*(_number(data, f.name, f.default, type(f.default), w) for f in fields(cls)))
-        optional = ("max_core_level", "max_core_to_surround", "mirror_partner_mm")
-        return replace(spec, **{k: math.inf for k in optional if getattr(spec, k) is None})
+        return replace(spec, **{k: math.inf for k in ("max_core_level", "max_core_to_surround")
+                                if getattr(spec, k) is None})
 
 
 @dataclass(frozen=True)

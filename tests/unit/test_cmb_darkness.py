@@ -25,8 +25,8 @@ def _head(shape=(12, 48, 48), spacing=3.0, tilt=0.0):
     return tilted_volume(shape, pixel=0.7, spacing=spacing, tilt_deg=tilt, array=arr)
 
 
-def _spec(max_core_level=None, max_core_to_surround=None, output_extra=None, **sections) -> ModelSpec:
-    out = {"name": "output", "threshold": 0.5, "merge_mm": 1.5, **(output_extra or {})}
+def _spec(max_core_level=None, max_core_to_surround=None, **sections) -> ModelSpec:
+    out = {"name": "output", "threshold": 0.5, "merge_mm": 1.5}
     if max_core_level is not None:
         out["max_core_level"] = max_core_level
     if max_core_to_surround is not None:

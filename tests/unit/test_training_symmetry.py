@@ -1,17 +1,20 @@
-"""The mirror-twin criterion (``measure.symmetry``): symmetric dark foci across the mid-sagittal plane are mimics."""
+"""training.symmetry: the head's mid-sagittal plane from the image, and mirror twins of microbleed candidates."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from svdmark.domain import Manifest, ManifestFieldError
 from svdmark.infer.preprocess import index_affine
-from svdmark.infer.runtime import Candidate
-from svdmark.measure import counted_candidates, from_output
-from svdmark.measure.symmetry import Plane, midsagittal_plane, mirror_partnered
 
-from .test_cmb_darkness import REF, _output, _spec
+from .test_cmb_darkness import REF
 from .test_measure import tilted_volume
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root holds training/
+
+from training.symmetry import Plane, midsagittal_plane, mirror_partnered, without_mirror_twins  # noqa: E402
 
 CENTRE = np.array([4.0, -3.0, 2.0])  # a point of the true plane of symmetry (patient mm)
 
@@ -81,31 +84,18 @@ def test_a_twin_lies_near_the_mirror_image_and_away_from_the_focus_itself():
     assert not mirror_partnered(plane, centres, [], 3.0).any() and len(mirror_partnered(plane, [], centres, 3.0)) == 0
 
 
-def test_mirror_twins_are_not_counted_when_the_manifest_sets_the_criterion():
+def test_candidates_with_a_mirror_twin_are_dropped():
     yaw, roll = 7.0, -4.0
     vol = _head(yaw, roll, lesion=False)
     m_inv = np.linalg.inv(index_affine(vol))
 
     def cand(u, p):
-        return Candidate(tuple(float(v) for v in m_inv @ (_in_patient(yaw, roll, u) - vol.positions[0])), p, 3.0)
+        return (tuple(float(v) for v in m_inv @ (_in_patient(yaw, roll, u) - vol.positions[0])), p, 3.0)
 
     pall_l, pall_r = cand((-20, -14, 0), 0.999), cand((20, -14, 0), 0.95)
     lone = cand((30, 20, 20), 0.999)  # a bleed whose mirror image holds only ...
     weak = cand((-30, 20, 20), 0.5)  # ... a weak candidate, below a twin's probability (but the bleed is its twin)
-    out = _output(pall_l, pall_r, lone, weak)
-    spec = _spec(output_extra={"mirror_partner_mm": 5.0, "mirror_partner_probability": 0.9})
-    kept = counted_candidates(spec.manifest, vol, out)
-    assert kept == [(lone.index, lone.probability, lone.diameter_mm)]
-    assert from_output(spec, vol, out).count == 1
-    assert len(counted_candidates(_spec().manifest, vol, out)) == 4  # no criterion in the manifest
-    lower = _spec(output_extra={"mirror_partner_mm": 5.0, "mirror_partner_probability": 0.5})
-    assert counted_candidates(lower.manifest, vol, out) == []  # a twin at 0.5 now counts: all four are pairs
-
-
-def test_the_mirror_criterion_is_a_number_in_the_manifest():
-    base = _spec().manifest
-    assert np.isinf(base.output.mirror_partner_mm) and base.output.mirror_partner_probability == 0.9
-    off = Manifest.from_json({**dict(base), "output": {**base["output"], "mirror_partner_mm": None}})
-    assert np.isinf(off.output.mirror_partner_mm)
-    with pytest.raises(ManifestFieldError, match="mirror_partner_mm"):
-        Manifest.from_json({**dict(base), "output": {**base["output"], "mirror_partner_mm": "5 mm"}})
+    cands = [pall_l, pall_r, lone, weak]
+    assert without_mirror_twins(vol, cands, 5.0, 0.9) == [lone]
+    assert without_mirror_twins(vol, cands, 5.0, 0.5) == []  # a twin at 0.5 counts: all four are pairs
+    assert without_mirror_twins(vol, [weak], 5.0, 0.9) == [weak]  # no candidate could be a twin: no plane needed

@@ -1,21 +1,25 @@
-"""Mirror partners across the head's mid-sagittal plane: a dark focus with a twin on the other side is a mimic.
+"""Mirror partners across the head's mid-sagittal plane: is a dark focus with a twin on the other side a mimic?
+
+A study, not a service criterion: on the development set's choice half it cost more true microbleeds than false
+findings (``training/preregistered/2026-12-05-cmb-mirror.md``, outcome), so no model uses it and it lives here,
+where ``training.cmb_darkness --mirror`` tables it.
 
 The consensus criteria for a cerebral microbleed (Greenberg et al., Lancet Neurol 2009) list symmetric hypointensity
 in the basal ganglia among its mimics: physiological calcification of both pallida and of both choroid plexus
 glomera, and iron in the pallida, dentate nuclei, red nuclei and substantiae nigrae. On magnitude SWI these are as
-round and black as haemosiderin, and the darkness criteria (:mod:`.darkness`) keep them. What tells them apart is
-that they come in mirror-image pairs, while microbleeds are scattered: two bleeds mirroring each other within a few
-millimetres are rare.
+round and black as haemosiderin, and the darkness criteria (``svdmark.measure.darkness``) keep them. The hypothesis
+was that they come in mirror-image pairs while microbleeds are scattered. On the development set the bleeds were not
+scattered enough: deep (hypertensive) bleeds crowd into the same small nuclei on both sides, so many have a twin too.
 
 * :func:`midsagittal_plane` estimates the plane of symmetry from the image itself: the plane whose reflection of the
   head best correlates with the head (the approach of Liu, Collins and Teverovskiy, IEEE TMI 2001, and Ruppert et
-  al., 2011), on a smoothed 3 mm resampling in patient coordinates: a coarse search over the plane's two angles, then
-  Powell's method over both angles and its offset.
+  al., 2011), deeper than a 20 mm rim, on a smoothed 2 mm resampling in patient coordinates: a coarse search over the
+  plane's two angles, then Powell's method over both angles and its offset.
 * :func:`mirror_partnered` flags each centre whose reflection has a partner (another centre, more than twice the
   radius away from it, so a focus on the midline is never its own twin) within ``radius_mm``.
 
-The manifest's ``output.mirror_partner_mm`` turns the criterion on; ``output.mirror_partner_probability`` sets the
-classifier probability a partner needs. Hand-written with ``scipy.ndimage`` and ``scipy.optimize``: a registration
+:func:`without_mirror_twins` applies it to a candidate list, as a manifest criterion would (after the darkness
+criteria, before merging). Hand-written with ``scipy.ndimage`` and ``scipy.optimize``: a registration
 toolkit (SimpleITK, ANTs) would find the plane too, but as a heavyweight dependency for three parameters.
 """
 from __future__ import annotations
@@ -25,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, optimize
 
-from ..domain import Volume
-from ..infer.preprocess import foreground_reference, index_affine
+from svdmark.domain import Volume
+from svdmark.infer.preprocess import foreground_reference, index_affine
 
 GRID_MM = 2.0  # the resampling the plane is fitted on
 SMOOTH_MM = 2.0  # Gaussian smoothing (sigma) before resampling, so the fit's cost is smooth
