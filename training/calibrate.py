@@ -10,8 +10,8 @@ and writes two manifest sections that ``svdmark.measure`` reads:
 * ``uncertainty`` — WML: h = a_ml + b × volume around the test-time-augmentation passes, the (a, b) of
   smallest mean width whose coverage of the validation truths is ≥ ``--coverage``; CMB: the pair of
   classifier thresholds (strict, loose) and the margin h = a + b × count of smallest mean count width with
-  that coverage. ``--interval-eval`` pools more evaluation files (e.g. the SWI development set's choice
-  half) into the CMB interval's calibration only; the gate's limits come from ``--eval`` alone.
+  that coverage. ``--interval-eval`` pools more evaluation files (e.g. a development set's choice half)
+  into the interval's calibration only; the gate's limits come from ``--eval`` alone.
 * ``quality.limits`` — each gate score's limit: the validation range widened by a stated margin, so the
   gate fires on images unlike anything the model was validated on, not on ordinary variation.
 """
@@ -146,28 +146,25 @@ def main(argv=None):
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--coverage", type=float, default=0.9)
     ap.add_argument("--interval-eval", type=Path, action="append", default=[],
-                    help="CMB: another training.evaluate JSON pooled into the interval's calibration (repeatable)")
+                    help="another training.evaluate JSON pooled into the interval's calibration only (repeatable)")
     args = ap.parse_args(argv)
     res = json.loads(args.eval.read_text())
     refuse_reported(res["split"], "calibration is a choice")
-    if args.interval_eval and args.task != "cmb":
-        ap.error("--interval-eval pools CMB evaluations only")
     extra = [json.loads(p.read_text()) for p in args.interval_eval]
     for e in extra:
         refuse_reported(e["split"], "calibration is a choice")
     man = json.loads(args.manifest.read_text())
     rows = res["cases"]
     gate_scores(rows, args.task)
+    pooled = rows + [r for e in extra for r in e["cases"]]
     if args.task == "wml":
-        unc = wml_uncertainty(rows, args.coverage)
-        source = f"{res['split']} (n={len(rows)})"
+        unc = wml_uncertainty(pooled, args.coverage)
     else:  # the count at the manifest's (possibly newly chosen) threshold
         thr = float(man["output"]["threshold"])
-        pooled = rows + [r for e in extra for r in e["cases"]]
         for r in pooled:
             r["count"] = r["counts_at"][_key(r, thr)]
         unc = cmb_uncertainty(pooled, args.coverage, thr)
-        source = " + ".join(_source(e) for e in [res, *extra])
+    source = " + ".join(_source(e) for e in [res, *extra])
     unc["chosen_on"] = f"{source}: training.calibrate --task {args.task}"
     man.setdefault("uncertainty", {})[args.task] = unc
     man["quality"] = {"limits": quality_limits(rows, args.task),

@@ -1,4 +1,4 @@
-"""The microbleed count's interval: thresholds plus a calibrated margin (``measure.uncertainty``), and its
+"""The microbleed count's interval: thresholds plus a calibrated margin (``measure.uncertainty``), and the intervals'
 calibration (``training.calibrate``), which must round exactly as the runtime does."""
 from __future__ import annotations
 
@@ -60,3 +60,39 @@ def test_calibration_picks_the_narrowest_margin_that_covers_and_rounds_as_the_ru
     # a margin-free band from the thresholds alone does not reach 0.9 here
     bare = [count_bounds(c[0.995], c[0.999], c[0.3]) for c in counts]
     assert np.mean([a <= t <= b for (a, b), t in zip(bare, truth)]) < 0.9
+
+
+def test_development_evaluations_are_pooled_into_the_interval_but_not_into_the_gate(tmp_path):
+    """``training.calibrate --interval-eval``: the interval sees every pooled head; the gate's limits only the
+    validation run's."""
+    import json
+
+    from training.calibrate import main
+
+    def wml_rows(truths, err, noise):
+        return [{"seed": i, "truth": t, "model": t + err, "passes": [t + err], "scores": {
+            "coverage_mm": 120.0, "noise": noise, "tissue_level": 30.0, "tta_spread": 0.1}}
+            for i, t in enumerate(truths)]
+
+    val = {"split": "val,val_atlas", "n": 10, "cases": wml_rows(np.linspace(0, 20, 10), 0.5, 4.0)}
+    dev = {"split": "dev", "data": "/work/dev_data/choose", "n": 10,
+           "cases": wml_rows(np.linspace(0, 20, 10), -6.0, 40.0)}  # reads 6 mL low, and far noisier
+    (tmp_path / "val.json").write_text(json.dumps(val))
+    (tmp_path / "dev.json").write_text(json.dumps(dev))
+    man = tmp_path / "manifest.json"
+    man.write_text(json.dumps({"name": "wml-test", "output": {}}))
+    main(["--task", "wml", "--eval", str(tmp_path / "val.json"), "--manifest", str(man)])
+    alone = json.loads(man.read_text())
+    main(["--task", "wml", "--eval", str(tmp_path / "val.json"), "--manifest", str(man),
+          "--interval-eval", str(tmp_path / "dev.json")])
+    pooled = json.loads(man.read_text())
+    assert alone["uncertainty"]["wml"]["n"] == 10 and pooled["uncertainty"]["wml"]["n"] == 20
+    assert pooled["uncertainty"]["wml"]["chosen_on"].startswith("val,val_atlas (n=10) + dev choose (n=10)")
+    assert pooled["uncertainty"]["wml"]["validation_mean_width_ml"] > alone["uncertainty"]["wml"][
+        "validation_mean_width_ml"] + 8  # 6 mL low in half the heads: the band must reach them
+    assert pooled["quality"] == alone["quality"]  # the dev heads' noise did not move the gate
+    with pytest.raises(SystemExit, match="never"):
+        reported = {**dev, "split": "heldout"}
+        (tmp_path / "rep.json").write_text(json.dumps(reported))
+        main(["--task", "wml", "--eval", str(tmp_path / "val.json"), "--manifest", str(man),
+              "--interval-eval", str(tmp_path / "rep.json")])
