@@ -100,6 +100,10 @@ def _uncertainty_and_gate(manifest: dict) -> list[str]:
             width = f"mean width {u['validation_mean_width_ml']} mL"
         else:
             how = f"counts at classifier thresholds {u['threshold_high']} (low end) and {u['threshold_low']} (high end)"
+            if u.get("a") or u.get("b"):
+                how = (f"[floor(min(count, count at {u['threshold_high']}) - h), ceil(max(count, count at "
+                       f"{u['threshold_low']}) + h)] with h = {u.get('a', 0):g} + {u.get('b', 0):g} × count, "
+                       "the low end at least 0")
             width = f"mean width {u['validation_mean_width']} bleeds"
         lines += ["## Uncertainty interval",
                   f"{how}; target coverage {u['coverage']:.0%}, validation coverage {u['validation_coverage']:.2f}, "
