@@ -35,6 +35,7 @@ from svdmark.infer.registry import ModelRegistry
 from svdmark.infer.runtime import Runtime
 from svdmark.measure import candidate_tuples, cmb_merging, counted_candidates, merged_centres, reference_intensity
 from svdmark.measure.darkness import core_levels, dark_mask, surround_levels
+from svdmark.measure.geometry import head_frame
 from svdmark.validation.agreement import match_points
 
 from . import data, devcases, symmetry
@@ -76,6 +77,13 @@ def hessian_eigenvalues(volume, centre_kij, diameter_mm: float) -> list[float]:
             h[a, b] = h[b, a] = ndimage.gaussian_filter(sub, sig, order=order, mode="nearest")[at]
     m_inv = np.linalg.inv(m)
     return [float(v) for v in np.linalg.eigvalsh(m_inv.T @ h @ m_inv)]
+
+
+def surface_depth(frame, centre_kij) -> float:
+    """The in-plane distance (mm) from a finding's centre to the edge of the head (``measure.geometry.head_frame``:
+    the scalp's outline, per slice)."""
+    k, i, j = np.clip(np.round(centre_kij).astype(int), 0, np.asarray(frame.mask.shape) - 1)
+    return float(frame.depth_mm(int(k))[i, j])
 
 
 def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = None,
@@ -120,6 +128,7 @@ def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = 
             counts[f"{thr}|s{cut}"] = (m.true_positives, m.false_positives)
     picked, m = called(PROBE_THRESHOLD, None)
     hit = {i for i, _, _ in m.pairs}
+    frame = head_frame(vol)
     level_of = {tuple(c[0]): lv for c, lv in zip(cands, levels)}
     surround_of = {tuple(c[0]): rv for c, rv in zip(cands, surrounds)}
     finds = []
@@ -131,7 +140,8 @@ def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = 
         finds.append(dict(probability=float(conf), diameter_mm=float(diam), tp=i in hit,
                           hessian=hessian_eigenvalues(vol, idx, float(diam)),
                           core_level=float(level_of[tuple(idx)]), surround_level=float(surround_of[tuple(idx)]),
-                          label=label, twinned=[f"{r}@{p}" for (r, p), free in twin_free.items()
+                          label=label, depth_mm=None if frame is None else surface_depth(frame, idx),
+                          twinned=[f"{r}@{p}" for (r, p), free in twin_free.items()
                                                 if tuple(idx) not in free]))
     return dict(seed=case.seed, n_truth=len(case.bleeds), finds=finds, counts=counts,
                 plane=None if plane is None else dict(normal=plane.normal, offset=plane.offset,
