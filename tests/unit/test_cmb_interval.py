@@ -27,7 +27,7 @@ def test_without_a_margin_the_interval_is_the_counts_at_the_two_thresholds():
 def test_the_margin_widens_both_ends_outwards_to_whole_bleeds():
     spec = {"threshold_low": 0.3, "threshold_high": 0.999, "a": 1.5, "b": 0.25}  # h = 1.5 + 2.5 = 4
     iv = cmb_interval(COUNTS.get, 10, spec)
-    assert (iv.low, iv.high) == (4.0, 18.0) and "± 1.5 + 0.25 × count" in iv.method
+    assert (iv.low, iv.high) == (4.0, 18.0) and "± (1.5 + 0.25 × count)" in iv.method
     assert count_bounds(10, 8, 14, 1.0, 0.05) == (6, 16)  # h = 1.5: floor(6.5), ceil(15.5)
     assert count_bounds(1, 1, 2, 3.0, 0.0) == (0, 5)  # never below 0
     lo, hi = count_bounds(np.array([10, 1]), np.array([8, 1]), np.array([14, 2]), 1.0, 0.05)

@@ -46,7 +46,7 @@ def cmb_interval(count_at: Callable[[float], int], count: int, spec: dict | None
     a, b = float(spec.get("a", 0.0)), float(spec.get("b", 0.0))
     lo, hi = count_bounds(count, count_at(float(spec["threshold_high"])), count_at(float(spec["threshold_low"])), a, b)
     cov = float(spec.get("coverage", 0.9))
-    margin = f" ± {a:g} + {b:g} × count" if a or b else ""
+    margin = f" ± ({a:g} + {b:g} × count)" if a or b else ""
     return Interval(float(lo), float(hi),
                     f"{cov:.0%} interval: counts at classifier thresholds {spec['threshold_high']} and "
                     f"{spec['threshold_low']}{margin} (calibrated on validation phantoms)")
