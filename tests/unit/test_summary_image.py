@@ -225,3 +225,20 @@ def test_stored_rle_lossless_and_smaller(ct, swi):
         np.testing.assert_array_equal(back.pixel_array, img)  # lossless
         uncompressed = img.size  # bytes of 8-bit RGB pixel data
         assert len(data) < 0.5 * uncompressed, (len(data), uncompressed)
+
+
+@pytest.mark.parametrize("n,spans", [(0, "0\u20131"), (9, "1\u20132"), (30, "2\u20133"), (60, None), (20, None)])
+def test_the_grade_row_says_when_the_count_interval_spans_grades(swi, n, spans):
+    """With or without an ECMO flag attached, the burden grade's row says when the interval's ends lie in other
+    grades."""
+    s, v = swi
+    for ruleset in (None, RuleSet.load().configured("never")):
+        kw = {} if ruleset is None else {"ruleset": ruleset}
+        result = cmb_result(s, v, n, interval=Interval(max(0, n - 2), n + 2, TTA), **kw)
+        grade_row = next(line for line in summary_text(result, TPL) if line.startswith("Burden grade:"))
+        if spans is None:
+            assert "spans" not in grade_row
+        else:
+            assert grade_row.endswith(f"the interval spans grades {spans}"), grade_row
+    plain = next(line for line in summary_text(cmb_result(s, v, 9), TPL) if line.startswith("Burden grade:"))
+    assert "spans" not in plain  # no interval, no claim

@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom import Dataset
 from pydicom.uid import RLELossless
 
-from ..domain import AnalysisResult, CmbFindings, Microbleed, Volume, WmlFindings
+from ..domain import AnalysisResult, BurdenGrade, CmbFindings, Microbleed, Volume, WmlFindings
 from . import status
 from .seg import source_datasets
 from .templates import Templates
@@ -271,13 +271,18 @@ def _result_fields(result: AnalysisResult) -> dict:
     interval = status.interval(f)
     if interval is not None:
         fields.update(interval_low=float(interval.low), interval_high=float(interval.high))
+        if isinstance(f, CmbFindings):  # the grades at the interval's ends, whether or not a flag applies
+            fields.update(grade_low=int(BurdenGrade.from_count(int(interval.low))),
+                          grade_high=int(BurdenGrade.from_count(int(interval.high))))
     return fields
 
 
 def _result_rows(result: AnalysisResult, templates: Templates) -> list[tuple[str, str]]:
     """(label, value) rows: the measurement (with its interval) and each flag's category.
 
-    A withheld result shows the template's ``result_rows_not_measurable`` and no number at all.
+    A microbleed count whose interval spans burden grades says so on the grade's row
+    (``result_rows_interval_spans``), with or without a flag. A withheld result shows the template's
+    ``result_rows_not_measurable`` and no number at all.
     """
     tpl = templates.task(result.model.task)
     summary = tpl["summary"]
@@ -288,6 +293,8 @@ def _result_rows(result: AnalysisResult, templates: Templates) -> list[tuple[str
         fields = _result_fields(result)
         key = "result_rows_interval" if "interval_low" in fields and "result_rows_interval" in summary \
             else "result_rows"
+        if fields.get("grade_low", 0) != fields.get("grade_high", 0) and "result_rows_interval_spans" in summary:
+            key = "result_rows_interval_spans"  # the interval's ends fall into different burden grades
         rows = [(a, b.format(**fields)) for a, b in summary[key]]
     for flag in result.flags:
         ftpl = tpl["flags"].get(flag.rule_id, {})
