@@ -13,8 +13,8 @@ scattered enough: deep (hypertensive) bleeds crowd into the same small nuclei on
 
 * :func:`midsagittal_plane` estimates the plane of symmetry from the image itself: the plane whose reflection of the
   head best correlates with the head (the approach of Liu, Collins and Teverovskiy, IEEE TMI 2001, and Ruppert et
-  al., 2011), deeper than a 20 mm rim, on a smoothed 2 mm resampling in patient coordinates: a coarse search over the
-  plane's two angles, then Powell's method over both angles and its offset.
+  al., 2011), over the whole head (holes filled per slice), on a smoothed 2 mm resampling in patient coordinates: a
+  coarse search over the plane's two angles, then Powell's method over both angles and its offset.
 * :func:`mirror_partnered` flags each centre whose reflection has a partner (another centre, more than twice the
   radius away from it, so a focus on the midline is never its own twin) within ``radius_mm``.
 
@@ -36,10 +36,7 @@ GRID_MM = 2.0  # the resampling the plane is fitted on
 SMOOTH_MM = 2.0  # Gaussian smoothing (sigma) before resampling, so the fit's cost is smooth
 MAX_POINTS = 40_000  # at most about this many lattice points in the correlation
 COARSE_DEG = (-16.0, -8.0, 0.0, 8.0, 16.0)  # the coarse search over yaw and roll
-FOREGROUND = 0.35  # x the head's median: the head mask ...
-INSIDE_MM = 0.0
-ROBUST = 0.0
-CENTRAL_MM = 0.0  # ... less this rim: the correlation is taken over the rest
+FOREGROUND = 0.35  # x the head's median: the head (holes filled per slice), which the correlation is taken over
 
 
 @dataclass(frozen=True)
@@ -80,13 +77,13 @@ def _resampled(volume: Volume) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     kij = np.linalg.solve(m, (grid.reshape(-1, 3) - np.asarray(volume.positions[0], float)).T)
     img = ndimage.map_coordinates(smooth, kij, order=1, cval=0.0).reshape(grid.shape[:3])
     head = np.stack([ndimage.binary_fill_holes(z) for z in (img > FOREGROUND * ref).transpose(2, 0, 1)])
-    return img, lo, ndimage.distance_transform_edt(head.transpose(1, 2, 0)) * GRID_MM > INSIDE_MM
+    return img, lo, head.transpose(1, 2, 0)
 
 
 def midsagittal_plane(volume: Volume) -> Plane | None:
     """The head's plane of symmetry, or None when the volume holds no head-sized foreground."""
     img, origin, mask = _resampled(volume)
-    if mask.sum() * GRID_MM ** 3 < 50_000:  # under 50 mL deeper than the rim: not a head
+    if mask.sum() * GRID_MM ** 3 < 50_000:  # under 50 mL: not a head
         return None
     pts = np.argwhere(mask) * GRID_MM + origin
     centre = pts.mean(axis=0)
