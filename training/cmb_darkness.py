@@ -102,11 +102,13 @@ def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = 
     surrounds = surround_levels(vol, [c[0] for c in cands], [c[2] for c in cands], ref)
     truth = ([b["center_mm"] for b in case.bleeds], [b["diameter_mm"] for b in case.bleeds])
 
-    def called(thr: float, cut: float | None, surround: float | None = None):
-        keep = dark_mask(levels, np.inf if cut is None else cut, surrounds, np.inf if surround is None else surround)
-        kept = [c for c, k in zip(cands, keep) if k]
+    def matched(kept: list, thr: float):
         picked = merged_centres(vol, kept, thr, **merge)
         return picked, match_points([p[3] for p in picked], *truth, min_mm=5.0)
+
+    def called(thr: float, cut: float | None, surround: float | None = None):
+        keep = dark_mask(levels, np.inf if cut is None else cut, surrounds, np.inf if surround is None else surround)
+        return matched([c for c, k in zip(cands, keep) if k], thr)
 
     plane = symmetry.midsagittal_plane(vol) if mirror else None
     twin_free = {}
@@ -118,7 +120,7 @@ def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = 
     for (radius, prob), free in twin_free.items():
         kept = [c for c in cands if tuple(c[0]) in free]
         for thr in THRESHOLDS:
-            m = match_points([p[3] for p in merged_centres(vol, kept, thr, **merge)], *truth, min_mm=5.0)
+            m = matched(kept, thr)[1]
             counts[f"{thr}|m{radius}@{prob}"] = (m.true_positives, m.false_positives)
     for thr in THRESHOLDS:
         for cut in CUTS:
