@@ -1,6 +1,7 @@
 """svdmark.encode: SR / SEG / summary, round-tripped through bytes and read back with highdicom."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -533,13 +534,41 @@ def test_cmb_interval_crossing_grade_boundary():
     (count,) = _nums(sr, "246206008")
     assert _num_value(count) == 9 and count.MeasuredValueSequence[0].NumericValue.original_string == "9"
     _check_interval_properties(sr, "246206008", interval, "{count}", 0)
-    assert _codes(sr, "CATUNCERT") == [YES]
-    assert _texts(sr, "UNCNOTE") == ["The uncertainty interval of the microbleed count (8-12) spans burden grades "
-                                     "1 to 2; the grade is uncertain."]
     _, report = _report(enc.sr)
+    (whole,) = report.get_volumetric_roi_measurement_groups()
+    (flag,) = report.get_image_measurement_groups()
+    assert evaluations(whole, "CATUNCERT") == [YES] and evaluations(flag, "CATUNCERT") == [YES]
+    # the burden grade's note and the ECMO flag's are the same sentence: said once
+    assert _texts(sr, "UNCNOTE") == [GRADE_NOTE.format("8-12", 1, 2)]
     assert len(report.get_planar_roi_measurement_groups()) == 9
     text = "\n".join(summary_text(result, Templates.load()))
     assert "9 (uncertainty interval 8\u201312)" in text and "Category uncertain" in text
+
+
+GRADE_NOTE = "The uncertainty interval of the microbleed count ({}) spans burden grades {} to {}; the grade is uncertain."
+
+
+@pytest.mark.parametrize("n, low, high, spans", [(9, 8.0, 12.0, (1, 2)), (1, 0.0, 4.0, (0, 1)), (5, 2.0, 9.0, None),
+                                                 (30, 25.0, 31.0, (2, 3)), (0, 0.0, 0.0, None)])
+def test_cmb_grade_span_stated_without_a_flag(n, low, high, spans):
+    """A routine SWI (no ECMO flag) says in the SR when the count's interval spans burden grades."""
+    series, vol = swi_series()
+    result = dataclasses.replace(cmb_result(series, vol, n, interval=Interval(low, high, "thresholds")), flags=())
+    enc = results(result, uid_seed=f"cmb-span-{n}")
+    sr = roundtrip(enc.sr)
+    _, report = _report(enc.sr)
+    (whole,) = report.get_volumetric_roi_measurement_groups()
+    assert report.get_image_measurement_groups() == [] and _texts(sr, "FLAGTEXT") == []
+    assert evaluations(whole, "CMBGRADE") == [f"CMBGRADE{int(result.findings.grade)}"]
+    assert evaluations(whole, "CATUNCERT") == [YES if spans else NO]
+    (comment,) = [i.TextValue for i in whole[0].ContentSequence if i.ValueType == "TEXT"
+                  and i.ConceptNameCodeSequence[0].CodeValue == "121106"]
+    if spans:
+        ends = f"{low:g}-{high:g}"  # en dash written as "-" in ISO_IR 100
+        assert _texts(sr, "UNCNOTE") == [GRADE_NOTE.format(ends, *spans)]
+        assert comment.endswith(f"; the uncertainty interval {ends} spans grades {spans[0]}-{spans[1]}"), comment
+    else:
+        assert _texts(sr, "UNCNOTE") == [] and "spans" not in comment
 
 
 # --------------------------------------------------------------------------- withheld (quality gate)

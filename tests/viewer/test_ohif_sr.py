@@ -8,6 +8,7 @@ the SR as OHIF's SR extension does and runs ``MeasurementReport.generateToolStat
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -62,6 +63,8 @@ def _cases():
         "cmb-0": cmb_result(swi, swi_vol, 0),
         "cmb-5": cmb_result(swi, swi_vol, 5),
         "cmb-35": cmb_result(swi, swi_vol, 35, interval=Interval(31, 38, "thresholds, min-max")),
+        "cmb-9-spans": dataclasses.replace(cmb_result(swi, swi_vol, 9, interval=Interval(8, 12, "thresholds")),
+                                           flags=()),  # a routine SWI: no ECMO flag
         "cmb-enhanced-mr": cmb_result(emr, emr_vol, 4),
         "cmb-withheld": cmb_result(swi, swi_vol, 12, quality=WITHHELD),
     }
@@ -158,6 +161,18 @@ def test_cmb_count_and_grade_labelled(viewer, name, n, grade):
     assert labels["Cerebral microbleed burden grade"] == ohif_value(grade, "{grade}")
     text = [k for k, v in labels.items() if v == "" and k.startswith(f"{n} cerebral microbleed")]
     assert text and f"grade {grade}" in text[0].lower()
+
+
+def test_grade_span_labelled_without_a_flag(viewer):
+    """OHIF's label of the count says that its interval spans burden grades, though no flag applies."""
+    result, enc, reading = viewer["cmb-9-spans"]
+    (shown,) = _with_label(_shown(_ohif(reading)), "Number of lesions")
+    labels = _labels(shown)
+    assert labels["Lower limit of uncertainty interval"] == ohif_value(8, "{count}")
+    assert labels["Upper limit of uncertainty interval"] == ohif_value(12, "{count}")
+    text = [k for k, v in labels.items() if v == "" and k.startswith("9 cerebral microbleeds")]
+    assert text == ["9 cerebral microbleeds, Grade 1: 1-9 cerebral microbleeds; the uncertainty interval 8-12 spans "
+                    "grades 1-2"], labels
 
 
 @pytest.mark.parametrize("name", ["cmb-0", "cmb-5", "cmb-35", "cmb-enhanced-mr"])

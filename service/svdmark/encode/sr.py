@@ -29,7 +29,9 @@ ends, in the value's unit and precision) beside the value and a TEXT UNCMETHOD (
 obtained). They are siblings, not TID 310 HAS PROPERTIES children of the value's NUM, because a
 viewer that needs the NUM's single SCOORD child drops a NUM with several. The flag group has a
 qualitative evaluation CATUNCERT = Yes/No, and when Yes a TEXT UNCNOTE in the Qualitative
-Evaluations container says so in words.
+Evaluations container says so in words. A microbleed count's whole-finding group has CATUNCERT for
+its burden grade, flag or not; when Yes its Comment says so too (the label OHIF shows) and so does an
+UNCNOTE (written once when the ECMO flag's note is the same sentence).
 
 Quality gate: for a withheld result (``Quality.measurable`` False) there is no volume/count NUM, no
 grade, no per-microbleed group and no FLAGINPUT; the whole-finding group and the flag group carry
@@ -279,13 +281,17 @@ def _evaluations_container(result: AnalysisResult, templates: Templates,
                                      relationship_type=RelationshipTypeValues.CONTAINS))
         for reason in reasons:
             items.append(_text(concept(c["not_measurable_reason"]), reason))
+    notes = [status.grade_span_text(result.findings, templates)]  # the burden grade's, whether or not a flag applies
+    if notes[0]:
+        items.append(_text(concept(c["uncertainty_statement"]), notes[0]))
     for flag in result.flags:
         items.append(_text(concept(c["flag_rule"]), f"{flag.rule_id} {flag.rule_version} ({flag.name})"))
         items.append(_text(concept(c["flag_statement"]), flag.statement))
         items.append(_text(concept(c["evidence_doi"]), f"doi:{flag.evidence_doi}"))
         crossing = status.crossing_text(result, flag, templates)
-        if crossing:
+        if crossing and crossing not in notes:  # the ECMO flag's grades are the burden grade's: said once
             items.append(_text(concept(c["uncertainty_statement"]), crossing))
+            notes.append(crossing)
     items.append(_text(concept(c["rule_set"]), f"{result.ruleset.id} {result.ruleset.version}"))
     items.append(_text(concept(c["model_sha256"]), result.model.sha256))
     for w in dict.fromkeys(tuple(result.volume.warnings) + tuple(result.findings.warnings)):
@@ -327,6 +333,15 @@ def _finding_groups(result: AnalysisResult, templates: Templates, uid_seed: str,
         measurements.append(_spec_num(tpl["measurements"]["grade"], grade, templates))
         evaluations.append(QualitativeEvaluation(name=concept(tpl["grade"]["concept"]), value=grade_code))
         words = tpl["panel_text"].format(count=findings.count, grade=grade, grade_meaning=grade_code.meaning)
+        span = status.grade_span(findings)
+        if span is not None:  # does the count's interval span burden grades (whether or not a flag applies)
+            c = templates.common["concepts"]
+            evaluations.append(QualitativeEvaluation(name=concept(c["category_uncertain"]),
+                                                     value=concept(c["yes" if span[0] != span[1] else "no"])))
+            if span[0] != span[1]:
+                words += tpl["panel_text_spans"].format(interval_low=float(interval.low),
+                                                        interval_high=float(interval.high),
+                                                        grade_low=span[0], grade_high=span[1])
     measurements += interval_nums(interval, unit, decimals, templates)
     return [placed(_whole_finding_group(result, templates, uid_seed, seg, measurements, evaluations,
                                         [_comment(templates, words)] + _interval_method(interval, templates)),

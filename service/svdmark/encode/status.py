@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..domain import AnalysisResult, Findings, Flag, Interval, Quality
+from ..domain import AnalysisResult, BurdenGrade, CmbFindings, Findings, Flag, Interval, Quality, Task
 from ..rules.engine import NOT_MEASURABLE  # the rules' category of a withheld result
 
 if TYPE_CHECKING:  # pragma: no cover
     from .templates import Templates
 
-__all__ = ["NOT_MEASURABLE", "category_uncertain", "crossing_text", "interval", "reasons", "withheld"]
+__all__ = ["NOT_MEASURABLE", "category_uncertain", "crossing_text", "grade_span", "grade_span_text", "interval",
+           "reasons", "withheld"]
 
 
 def withheld(findings: Findings) -> Quality | None:
@@ -28,6 +29,30 @@ def interval(findings: Findings) -> Interval | None:
     if withheld(findings) is not None:
         return None
     return getattr(findings, "interval", None)
+
+
+def grade_span(findings: Findings) -> tuple[int, int] | None:
+    """The lowest and highest burden grade of the count's interval (and the count); None without one.
+
+    The grades come from :class:`BurdenGrade`, whether or not a flag applies; the ECMO rule's own
+    grades agree with them (the rule set refuses thresholds that do not).
+    """
+    iv = interval(findings)
+    if iv is None or not isinstance(findings, CmbFindings):
+        return None
+    grades = [int(BurdenGrade.from_count(int(x))) for x in (iv.low, findings.count, iv.high)]
+    return min(grades), max(grades)
+
+
+def grade_span_text(findings: Findings, templates: "Templates") -> str | None:
+    """The CMB template's ``grade_crossing_text`` when the count's interval spans burden grades, else None."""
+    span = grade_span(findings)
+    if span is None or span[0] == span[1]:
+        return None
+    iv = interval(findings)
+    assert iv is not None
+    text = templates.task(Task.CMB)["grade_crossing_text"]
+    return text.format(interval_low=float(iv.low), interval_high=float(iv.high), grade_low=span[0], grade_high=span[1])
 
 
 def reasons(findings: Findings) -> tuple[str, ...]:

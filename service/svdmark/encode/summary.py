@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom import Dataset
 from pydicom.uid import RLELossless
 
-from ..domain import AnalysisResult, BurdenGrade, CmbFindings, Microbleed, Volume, WmlFindings
+from ..domain import AnalysisResult, CmbFindings, Microbleed, Volume, WmlFindings
 from . import status
 from .seg import source_datasets
 from .templates import Templates
@@ -271,9 +271,9 @@ def _result_fields(result: AnalysisResult) -> dict:
     interval = status.interval(f)
     if interval is not None:
         fields.update(interval_low=float(interval.low), interval_high=float(interval.high))
-        if isinstance(f, CmbFindings):  # the grades at the interval's ends, whether or not a flag applies
-            fields.update(grade_low=int(BurdenGrade.from_count(int(interval.low))),
-                          grade_high=int(BurdenGrade.from_count(int(interval.high))))
+        span = status.grade_span(f)  # the grades the interval spans, whether or not a flag applies
+        if span is not None:
+            fields.update(grade_low=span[0], grade_high=span[1])
     return fields
 
 
