@@ -60,6 +60,12 @@ class BurdenGrade(enum.IntEnum):
             return cls.MODERATE
         return cls.HIGH
 
+    @classmethod
+    def spanned(cls, count: int, low: float, high: float) -> tuple["BurdenGrade", "BurdenGrade"]:
+        """The lowest and highest grade of a count and its interval's ends (whole numbers)."""
+        grades = [cls.from_count(int(x)) for x in (low, count, high)]
+        return min(grades), max(grades)
+
     @property
     def meaning(self) -> str:
         return {

@@ -14,7 +14,9 @@ Uncertainty and the quality gate (``Findings.interval`` / ``Findings.quality``):
 * ``wml_ml_low``/``wml_ml_high`` or ``cmb_count_low``/``cmb_count_high`` and ``interval_method``
   when the result has an interval;
 * ``category_uncertain``: True when some flag's interval crosses its category boundary
-  (cut-point or burden grade), False when intervals exist and none crosses, None without one.
+  (cut-point or burden grade), or a microbleed count's interval spans burden grades, flag or not;
+  False when intervals exist and none crosses; None without one (or without a category: a WML
+  volume with no flag has no cut-point).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .domain import AnalysisResult, CmbFindings, WmlFindings
+from .domain import AnalysisResult, BurdenGrade, CmbFindings, WmlFindings
 
 #: keys written only when they have a value (an interval; a CMB result's microbleeds; a job's completion warning)
 _OPTIONAL = ("wml_ml_low", "wml_ml_high", "cmb_count_low", "cmb_count_high", "microbleeds", "completion_warning")
@@ -146,5 +148,8 @@ def summarise(result: AnalysisResult) -> ResultSummary:
         for fl in result.flags
     ]
     marks = [bool(fl.values["category_uncertain"]) for fl in result.flags if "category_uncertain" in fl.values]
+    if isinstance(f, CmbFindings) and interval is not None:  # the burden grade is a category, flag or not
+        low, high = BurdenGrade.spanned(f.count, interval.low, interval.high)
+        marks.append(low != high)
     row["category_uncertain"] = any(marks) if marks else None
     return ResultSummary.from_json(row)  # the key order of the rows journals hold

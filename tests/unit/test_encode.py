@@ -708,6 +708,18 @@ def test_table_columns_for_interval_and_quality(ct, tmp_path):
     assert back["measurable"].tolist()[:2] == [True, False]
 
 
+@pytest.mark.parametrize("n, low, high, uncertain", [(9, 8, 12, True), (5, 2, 9, False), (1, 0, 3, True)])
+def test_table_marks_a_grade_span_without_a_flag(n, low, high, uncertain):
+    """A routine SWI's row says whether its burden grade is uncertain, as the SR does (no ECMO flag needed)."""
+    from svdmark.summary import summarise
+
+    swi, swi_vol = swi_series()
+    result = dataclasses.replace(cmb_result(swi, swi_vol, n, interval=Interval(low, high, "thresholds")), flags=())
+    assert summarise(result).category_uncertain is uncertain
+    assert summarise(dataclasses.replace(result, findings=dataclasses.replace(result.findings, interval=None))
+                     ).category_uncertain is None
+
+
 def pd_isna(x) -> bool:
     import pandas as pd
 

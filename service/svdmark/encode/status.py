@@ -40,8 +40,8 @@ def grade_span(findings: Findings) -> tuple[int, int] | None:
     iv = interval(findings)
     if iv is None or not isinstance(findings, CmbFindings):
         return None
-    grades = [int(BurdenGrade.from_count(int(x))) for x in (iv.low, findings.count, iv.high)]
-    return min(grades), max(grades)
+    low, high = BurdenGrade.spanned(findings.count, iv.low, iv.high)
+    return int(low), int(high)
 
 
 def grade_span_text(findings: Findings, templates: "Templates") -> str | None:
