@@ -5,7 +5,6 @@ import dataclasses
 import io
 import json
 import re
-from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -400,7 +399,7 @@ from svdmark.domain import Interval  # noqa: E402
 from svdmark.encode import summary_text  # noqa: E402
 from svdmark.encode.summary import MARGIN, WIDTH  # noqa: E402
 
-from tests.unit.test_encode_support import MEASURABLE, WITHHELD  # noqa: E402
+from tests.unit.test_encode_support import MEASURABLE  # noqa: E402
 
 UPPER_UNC, LOWER_UNC = "371886008", "371885007"  # CID 225, TID 310 (no longer written: see encode/sr.py)
 YES, NO = "373066001", "373067005"
