@@ -26,11 +26,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import onnx
 from onnx import compose, helper
+
+from svdmark.infer import reference
 
 MAX_IR_VERSION = 13  # what onnxruntime 1.31 loads
 
@@ -94,9 +95,7 @@ def main(argv=None) -> None:
     data = merge([onnx.load_from_string(f) for f in files]).SerializeToString()
     args.out.mkdir(parents=True)
     (args.out / "model.onnx").write_bytes(data)
-    reference = manifests[0].get("self_test", {}).get("reference")
-    if reference:
-        shutil.copyfile(args.members[0] / reference, args.out / reference)
+    reference.copy_into(args.members[0], args.out, manifests[0].get("self_test"))  # beside it or shared
     out = {k: v for k, v in manifests[0].items() if k not in ("uncertainty", "quality")}  # module doc
     out.update(version=args.out.name, sha256=hashlib.sha256(data).hexdigest(), file="model.onnx")
     out["ensemble"] = {"combine": "mean of the members' outputs",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Union
@@ -321,21 +322,27 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class SelfTestSpec:
-    """The manifest's ``self_test``: the reference volumes beside the model and the window its reading must hit."""
+    """The manifest's ``self_test``: the reference volumes (beside the model, or shared by the model's versions: see
+    ``svdmark.infer.reference``) and the window its reading must hit."""
 
     reference: str | None  # file name beside the model (selftest.npz)
     expect: str  # "ratio_to_truth" | "volume_ml" | "count"
     bounds: tuple[float, float]
+    reference_sha256: str | None = None  # the reference's SHA-256: checked, and its name in the shared store
 
     @classmethod
     def from_json(cls, data: Mapping) -> "SelfTestSpec":
         expect = _section(data, "expect", "self_test.") or {}
+        sha = data.get("reference_sha256") or None
+        if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+            raise ManifestFieldError(f"field self_test.'reference_sha256' must be 64 lower-case hex digits, "
+                                     f"not {sha!r}")
         for key in ("ratio_to_truth", "volume_ml", "count"):
             if key in expect:
                 bounds = _numbers(expect, key, where="self_test.expect.")
                 if len(bounds) != 2:
                     raise ManifestFieldError(f"field self_test.expect.{key!r} must be [low, high], not {expect[key]!r}")
-                return cls(data.get("reference") or None, key, (bounds[0], bounds[1]))
+                return cls(data.get("reference") or None, key, (bounds[0], bounds[1]), sha)
         raise ManifestFieldError("field self_test.'expect' needs one of ratio_to_truth, volume_ml, count")
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from .domain import ModelSpec
 from .errors import ModelError
 from .infer.activation import installed_dir, locked, read_state, write_state
+from .infer import reference
 from .infer.registry import ModelRegistry
 from .journal import Journal, ShadowResult
 from .logs import event
@@ -196,6 +197,7 @@ class Lifecycle:
             try:
                 shutil.copytree(src, staged)
                 spec = ModelRegistry(staging_root).get(name, version)  # manifest + sha256 of the copy
+                reference.copy_into(src, staged, manifest.get("self_test"))  # a shared reference comes along
                 test = self.check(spec)
                 state = read_state(self.dir)
                 current = self.active_version(name)

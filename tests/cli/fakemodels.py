@@ -99,6 +99,17 @@ def _write_manifest(out: Path, manifest: dict) -> None:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
+def shared_reference(vdir: Path) -> Path:
+    """``vdir`` with its self-test reference moved into its model's shared store, as the packaged versions have it
+    (``training.selftest_reference --share``; every version under the same root is shared too)."""
+    from training import selftest_reference
+
+    selftest_reference.write(vdir)  # names the reference's sha256 in the manifest
+    selftest_reference.share(Path(vdir).parent.parent)
+    assert not (Path(vdir) / selftest_reference.REFERENCE).exists()
+    return Path(vdir)
+
+
 def make_wml(root: Path, version: str = "1.0.0", gain: float = 4.0, expect=(0.0, 1e6)) -> Path:
     out = Path(root) / "wml-ncct" / version
     sha = _save(_wml_graph(gain), out / "model.onnx")

@@ -20,6 +20,19 @@ def _env(models: Path) -> dict:
     return {"SVDMARK_MODELS_DIR": str(models), "SVDMARK_PSEUDONYM_KEY": "lifecycle-test"}
 
 
+def test_a_version_whose_reference_is_shared_installs_self_contained(tmp_path, fake_models):
+    """``models install`` from a models folder laid out as the package is (references in the shared store)."""
+    env, data = _env(fake_models), tmp_path / "data"
+    vdir = fakemodels.shared_reference(fakemodels.make_wml(tmp_path / "packaged", "1.0.5", gain=5.0))
+    out = run_json("models", "install", vdir, "--data-dir", data, env=env)
+    assert out["installed"] and "self-test passed" in out["self_test"], out
+    (shared,) = (tmp_path / "packaged" / "wml-ncct" / "references").iterdir()
+    assert (data / "models" / "wml-ncct" / "1.0.5" / "selftest.npz").read_bytes() == shared.read_bytes()
+    shared.unlink()  # the installed copy no longer needs the folder it came from
+    (verified,) = run_json("models", "verify", "wml-ncct", "1.0.5", "--data-dir", data, env=env)
+    assert verified["ok"] and verified["self_test"]["passed"], verified
+
+
 def test_install_verify_refuse_activate_rollback_offline(tmp_path, fake_models):
     env, data = _env(fake_models), tmp_path / "data"
     cand = tmp_path / "candidates"

@@ -63,18 +63,48 @@ def test_missing_or_unnamed_reference_fails_the_self_test_clearly(tmp_path):
         self_test(replace(spec, manifest=dict(spec.manifest, self_test=st)), Runtime(providers=["CPUExecutionProvider"]))
 
 
-def test_every_packaged_version_ships_its_reference():
+def test_every_packaged_version_ships_its_reference_once_per_model():
     manifests = sorted(MODELS.glob("*/*/manifest.json"))
     assert manifests
+    used = set()
     for mpath in manifests:
         st = json.loads(mpath.read_text()).get("self_test")
         if not st:
             continue
-        path = mpath.parent / st["reference"]
-        assert path.is_file(), f"{path} is missing (python -m training.selftest_reference)"
+        assert st.get("reference_sha256"), f"{mpath}: no reference_sha256 (python -m training.selftest_reference)"
+        path = reference.locate(mpath.parent, st["reference"], st["reference_sha256"])  # found, and checked
+        assert path.parent.name == reference.STORE, f"{path}: not shared (python -m training.selftest_reference --share)"
         cases = reference.load(path)
         assert len(cases) == len(st.get("cases") or [st["kwargs"]])
         assert path.stat().st_size < 3_000_000, f"{path} is {path.stat().st_size / 1e6:.1f} MB"
+        used.add(path)
+    # the store holds nothing that no version uses
+    assert set(MODELS.glob(f"*/{reference.STORE}/*")) == used
+
+
+def test_a_shared_reference_is_found_checked_and_shared_once(tmp_path):
+    from svdmark.infer import Runtime, self_test
+
+    a, b = (fakemodels.shared_reference(fakemodels.make_wml(tmp_path, v)) for v in ("1.0.0", "1.0.1"))
+    (stored,) = (tmp_path / "wml-ncct" / reference.STORE).iterdir()
+    sha = json.loads((a / "manifest.json").read_text())["self_test"]["reference_sha256"]
+    assert stored.name == f"{sha}.npz"
+    runtime = Runtime(providers=["CPUExecutionProvider"])
+    registry = ModelRegistry(tmp_path)
+    assert self_test(registry.get("wml-ncct", "1.0.1"), runtime).passed
+    assert registry.versions("wml-ncct") == ["1.0.0", "1.0.1"]  # the store is not a version
+    stored.write_bytes(stored.read_bytes()[:-1] + b"x")  # corrupt the shared copy: both versions refuse it
+    for version in ("1.0.0", "1.0.1"):
+        with pytest.raises(ModelError, match="not the one the manifest names"):
+            self_test(registry.get("wml-ncct", version), runtime)
+    stored.unlink()
+    with pytest.raises(ModelError, match="selftest.npz is missing, nor is the shared copy"):
+        self_test(registry.get("wml-ncct", "1.0.0"), runtime)
+    manifest = json.loads((b / "manifest.json").read_text())
+    manifest["self_test"]["reference_sha256"] = "not-a-digest"
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="reference_sha256.*64 lower-case hex digits"):
+        registry.get("wml-ncct", "1.0.1")
 
 
 def test_a_self_test_needs_no_generator(tmp_path):

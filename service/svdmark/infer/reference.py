@@ -1,9 +1,14 @@
-"""The self-test reference shipped beside a model: ``<version>/selftest.npz``, named by the manifest's
-``self_test.reference``.
+"""The self-test reference of a model version, named by the manifest's ``self_test.reference``.
 
 A few volumes with their truth, so that a model's self-test needs no study generator in the runtime
 package. ``python -m training.selftest_reference`` writes it once per model version from the phantom
 cases in ``self_test.cases``; the service only reads it.
+
+Where it lies (:func:`locate`): beside the model (``<version>/selftest.npz``), else in the model's shared
+store, ``<model>/references/<sha256>.npz``, by the manifest's ``self_test.reference_sha256``. Versions that
+only re-calibrate their model test on the same phantoms, so the packaged versions share one file per model
+(``training.selftest_reference --share``) instead of a 2.6 MB copy each; with a SHA-256 in the manifest the file
+is checked against it wherever it lies. An installed version is self-contained (:func:`copy_into`).
 
 Layout (a deflated numpy ``.npz``, no pickles): ``cases`` (their number) and, for case ``i``:
 
@@ -17,9 +22,10 @@ Layout (a deflated numpy ``.npz``, no pickles): ``cases`` (their number) and, fo
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -27,6 +33,7 @@ from ..domain import FrameRef, Task, Volume
 from ..errors import ModelError
 
 INT16 = np.iinfo(np.int16)
+STORE = "references"  # <model>/references/<sha256>.npz: one copy of a reference that the model's versions share
 UID_ROOT = "2.25.1"  # the cases' synthetic UIDs: 2.25.1.<case>.0 (frame of reference), 2.25.1.<case>.<slice>
 
 
@@ -47,6 +54,43 @@ class ReferenceCase:
         if self.bleeds_mm is None:
             raise ModelError("the self-test reference has no microbleeds for a CMB model")
         return float(len(self.bleeds_mm))
+
+
+def find(version_dir: Path, name: str, sha256: str | None = None) -> Path | None:
+    """Where the reference file ``name`` of the version in ``version_dir`` lies: beside the model, else in the
+    model's shared store by ``sha256``; None when in neither (unchecked: :func:`locate` checks)."""
+    for path in (Path(version_dir) / name, Path(version_dir).parent / STORE / f"{sha256}.npz" if sha256 else None):
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
+def locate(version_dir: Path, name: str | None, sha256: str | None = None) -> Path:
+    """The reference file ``name`` (the manifest's ``self_test.reference``) of the version in ``version_dir``,
+    beside the model or shared (:func:`find`), checked against ``sha256`` (``self_test.reference_sha256``) when
+    the manifest gives one. ModelError when it is missing or differs."""
+    from .registry import sha256_file  # the registry's checksum; it imports nothing from here
+
+    if not name:
+        raise ModelError(f"{version_dir}: the manifest's self_test names no reference volume (self_test.reference)")
+    path = find(version_dir, name, sha256)
+    if path is None:
+        shared = f", nor is the shared copy {Path(version_dir).parent / STORE / f'{sha256}.npz'}" if sha256 else ""
+        raise ModelError(f"the self-test reference {Path(version_dir) / name} is missing{shared}")
+    if sha256 and sha256_file(path) != sha256:
+        raise ModelError(f"the self-test reference {path} is not the one the manifest names (sha256 "
+                         f"{sha256[:12]}…); the file is corrupt or was replaced")
+    return path
+
+
+def copy_into(source_dir: Path, dest_dir: Path, self_test: Mapping | None) -> None:
+    """Give the version copied from ``source_dir`` to ``dest_dir`` its reference beside the model, from wherever
+    it lies in the source (``self_test``: the manifest's section as written; installed versions are
+    self-contained)."""
+    name = (self_test or {}).get("reference")
+    if not name or (Path(dest_dir) / name).is_file():
+        return
+    shutil.copyfile(locate(source_dir, name, self_test.get("reference_sha256")), Path(dest_dir) / name)
 
 
 def load(path: Path) -> tuple[ReferenceCase, ...]:

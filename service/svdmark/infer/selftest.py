@@ -1,7 +1,9 @@
-"""Self-test of a model on the reference volumes shipped beside it, against its manifest's bounds.
+"""Self-test of a model on its reference volumes (beside it or shared: ``infer.reference.locate``), against its
+manifest's bounds.
 
 ``manifest.self_test`` (a ``SelfTestSpec``; in the JSON ``"self_test"`` = {"reference": "selftest.npz",
-"expect": {"volume_ml": [lo, hi]} or {"count": [lo, hi]} or {"ratio_to_truth": [lo, hi]}, ...}). The reference (``infer.reference``) holds the
+"reference_sha256": hex, "expect": {"volume_ml": [lo, hi]} or {"count": [lo, hi]} or {"ratio_to_truth": [lo, hi]},
+...}). The reference (``infer.reference``) holds the
 volumes and their truth; ``generator`` and ``cases`` record the phantoms it was made from
 (``python -m training.selftest_reference``). With ``ratio_to_truth`` (from 1.3.0, three cases) the summed
 reading over the summed truth must lie in the window: one case is a noisy probe of a model whose per-case
@@ -47,7 +49,7 @@ def self_test(model: ModelSpec, runtime) -> SelfTestResult:
         raise ModelError(f"{model.label}: manifest has no self_test section")
     if not spec.reference:
         raise ModelError(f"{model.label}: manifest's self_test names no reference volume (self_test.reference)")
-    cases = reference.load(model.path.parent / spec.reference)
+    cases = reference.load(reference.locate(model.path.parent, spec.reference, spec.reference_sha256))
     wml = Task(model.task) is Task.WML
     measured = truth = secs = 0.0
     provider = ""
