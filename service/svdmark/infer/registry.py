@@ -1,6 +1,7 @@
 """Model registry: which model versions exist, and which one runs (and which runs in shadow).
 
-Two roots, each ``<root>/<name>/<version>/{model.onnx, manifest.json}``:
+Two roots, each ``<root>/<name>/<version>/{model.onnx, manifest.json}`` (and ``<root>/<name>/references/``, the
+self-test references the versions share: :mod:`svdmark.infer.reference`; a folder without a manifest is no version):
 
 * packaged models: package data (``svdmark/data/models/``, found through :mod:`importlib.resources`, so
   a wheel install has them too); ``$SVDMARK_MODELS_DIR`` replaces them;
