@@ -4,7 +4,9 @@ A head is called bleed-free unless one of its counted findings (at the operating
 a probability, a core-to-surround darkness, or a second finding (rule:
 ``training/preregistered/2026-12-05-cmb-presence-bar.md``). The counts at the operating threshold are the darkness
 run's own (``counts["<thr>|None"]``); the bar zeroes them or leaves them. Prints sensitivity, FP per scan and grade
-agreement for no bar and for each bar, per file.
+agreement for no bar and for each bar, per file. The findings the bar looks at are the darkness run's, merged at its
+probe threshold (0.9) and taken at probability >= 0.995; the counts it zeroes were merged at 0.995, so where merging
+differs between the two, the second finding of bar "k" may not be one of the counted ones.
 
     PYTHONPATH=.:service .venv/bin/python -m training.presence_bar training/runs/darkness_choose_30_*_on-criteria.json
 """
@@ -35,6 +37,8 @@ def clears(finds: list[dict], kind: str, bar: float | None) -> bool:
 
 
 def table(rows: list[dict]) -> list[dict]:
+    if not rows:
+        raise ValueError("no heads in the run")
     nt = max(1, sum(r["n_truth"] for r in rows))
     out = []
     for kind, bar in BARS:

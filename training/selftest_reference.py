@@ -81,8 +81,8 @@ def write(model_dir: Path, force: bool = False) -> Path | None:
     self_test = manifest.get("self_test")
     if not self_test:
         return None
-    path = _located(Path(model_dir), self_test)
-    if force or path is None:
+    path = None if force else _located(Path(model_dir), self_test)  # --force repairs a stale or corrupt one too
+    if path is None:
         path = Path(model_dir) / REFERENCE
         build(self_test, path)
     sha = sha256_file(path)

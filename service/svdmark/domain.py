@@ -62,9 +62,17 @@ class BurdenGrade(enum.IntEnum):
         return cls.HIGH
 
     @classmethod
+    def of_value(cls, x: float) -> "BurdenGrade":
+        """The grade of a count or of an interval's end, whole or not (9.5 is above 9: grade 2), as the ECMO
+        rule grades them; ValueError for a negative or non-finite value."""
+        if not math.isfinite(x) or x < 0:
+            raise ValueError(f"a microbleed count cannot be {x!r}")
+        return cls.NONE if x == 0 else cls.LOW if x <= 9 else cls.MODERATE if x <= 30 else cls.HIGH
+
+    @classmethod
     def spanned(cls, count: int, low: float, high: float) -> tuple["BurdenGrade", "BurdenGrade"]:
-        """The lowest and highest grade of a count and its interval's ends (whole numbers)."""
-        grades = [cls.from_count(int(x)) for x in (low, count, high)]
+        """The lowest and highest grade of a count and its interval's ends."""
+        grades = [cls.of_value(float(x)) for x in (low, count, high)]
         return min(grades), max(grades)
 
     @property
@@ -320,12 +328,16 @@ class OutputSpec:
                                 if getattr(spec, k) is None})
 
 
+PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")  # no folder, no "..", not hidden
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 @dataclass(frozen=True)
 class SelfTestSpec:
     """The manifest's ``self_test``: the reference volumes (beside the model, or shared by the model's versions: see
     ``svdmark.infer.reference``) and the window its reading must hit."""
 
-    reference: str | None  # file name beside the model (selftest.npz)
+    reference: str | None  # its file name (selftest.npz): beside the model, or shared under reference_sha256
     expect: str  # "ratio_to_truth" | "volume_ml" | "count"
     bounds: tuple[float, float]
     reference_sha256: str | None = None  # the reference's SHA-256: checked, and its name in the shared store
@@ -333,8 +345,11 @@ class SelfTestSpec:
     @classmethod
     def from_json(cls, data: Mapping) -> "SelfTestSpec":
         expect = _section(data, "expect", "self_test.") or {}
-        sha = data.get("reference_sha256") or None
-        if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+        sha, name = data.get("reference_sha256") or None, data.get("reference") or None
+        if name is not None and not (isinstance(name, str) and PLAIN_FILE_NAME.fullmatch(name)):
+            raise ManifestFieldError(f"field self_test.'reference' must be a plain file name beside the model, "
+                                     f"not {name!r}")
+        if sha is not None and not (isinstance(sha, str) and SHA256_HEX.fullmatch(sha)):
             raise ManifestFieldError(f"field self_test.'reference_sha256' must be 64 lower-case hex digits, "
                                      f"not {sha!r}")
         for key in ("ratio_to_truth", "volume_ml", "count"):
@@ -342,7 +357,7 @@ class SelfTestSpec:
                 bounds = _numbers(expect, key, where="self_test.expect.")
                 if len(bounds) != 2:
                     raise ManifestFieldError(f"field self_test.expect.{key!r} must be [low, high], not {expect[key]!r}")
-                return cls(data.get("reference") or None, key, (bounds[0], bounds[1]), sha)
+                return cls(name, key, (bounds[0], bounds[1]), sha)
         raise ManifestFieldError("field self_test.'expect' needs one of ratio_to_truth, volume_ml, count")
 
 

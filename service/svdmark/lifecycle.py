@@ -128,7 +128,8 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ checks
     def check(self, spec: ModelSpec) -> dict:
-        """Self-test on the reference volumes shipped beside the model against the manifest's bounds; raises ModelError on failure."""
+        """Self-test on the model's reference volumes (``infer.reference``) against the manifest's bounds; raises
+        ModelError on failure."""
         from .infer import self_test
 
         try:
@@ -178,6 +179,8 @@ class Lifecycle:
         name, version = str(manifest.get("name", "")), str(manifest.get("version", ""))
         if not name or not version or "/" in name + version or name.startswith(".") or version.startswith("."):
             raise ModelError(f"{src / 'manifest.json'}: needs a plain 'name' and 'version' (got {name!r} {version!r})")
+        if version == reference.STORE:
+            raise ModelError(f"{src / 'manifest.json'}: version {version!r} is the name of the shared reference folder")
         existing = dict(self.versions(name))
         if version in existing:
             spec = self.spec(name, version)

@@ -544,7 +544,31 @@ def test_cmb_interval_crossing_grade_boundary():
     assert "9 (uncertainty interval 8\u201312)" in text and "Category uncertain" in text
 
 
-GRADE_NOTE = "The uncertainty interval of the microbleed count ({}) spans burden grades {} to {}; the grade is uncertain."
+GRADE_NOTE = ("The uncertainty interval of the microbleed count ({}) spans burden grades {} to {}; "
+              "the grade is uncertain.")
+
+
+@pytest.mark.parametrize("n, low, high", [(8, 5.0, 9.5), (2, 0.5, 3.0), (8, 5.0, 9.0), (30, 30.0, 30.5)])
+def test_the_grade_and_the_ecmo_flag_agree_on_fractional_interval_ends(n, low, high):
+    """The whole-finding group's CATUNCERT and the ECMO flag's grade the interval's ends alike (9.5 is grade 2)."""
+    series, vol = swi_series()
+    result = cmb_result(series, vol, n, interval=Interval(low, high, "x"))
+    sr = roundtrip(results(result, uid_seed=f"cmb-fraction-{n}-{high}").sr)
+    whole, flag = _codes(sr, "CATUNCERT")
+    assert whole == flag == (YES if result.flags[0].values["category_uncertain"] else NO)
+    assert len(_texts(sr, "UNCNOTE")) == (whole == YES)
+
+
+@pytest.mark.parametrize("low, high", [(float("nan"), 4.0), (1.0, float("inf")), (-1.0, 4.0)])
+def test_an_impossible_count_interval_is_refused_without_a_flag(low, high):
+    from svdmark.encode import EncodeError
+
+    series, vol = swi_series()
+    result = dataclasses.replace(cmb_result(series, vol, 2), flags=())  # the rules refuse it first when they apply
+    findings = dataclasses.replace(result.findings, interval=Interval(low, high, "x"))
+    result = dataclasses.replace(result, findings=findings)
+    with pytest.raises(EncodeError, match="microbleed count interval"):
+        results(result, uid_seed="cmb-impossible")
 
 
 @pytest.mark.parametrize("n, low, high, spans", [(9, 8.0, 12.0, (1, 2)), (1, 0.0, 4.0, (0, 1)), (5, 2.0, 9.0, None),
@@ -631,6 +655,7 @@ def test_withheld_cmb_reports_no_count():
     sr = roundtrip(enc.sr)
     assert all(i.ValueType != "NUM" for i in hd.sr.utils.find_content_items(sr, recursive=True))
     assert _codes(sr, "CMBGRADE") == ["NOTMEAS"]  # the flag's category; no grade in the finding
+    assert _codes(sr, "CATUNCERT") == [] and _texts(sr, "UNCNOTE") == []  # 9-15 spans grades, but is withheld
     assert _texts(sr, "NOTMEASRSN") == list(WITHHELD.reasons)
     _, report = _report(enc.sr)
     assert report.get_planar_roi_measurement_groups() == []

@@ -370,3 +370,14 @@ def test_no_prescriptive_wording_in_any_rendered_flag(ruleset):
         for f in ruleset.evaluate(findings):
             for text in (f.statement, f.name, f.category):
                 assert not _scan(text), (text, _scan(text))
+
+
+@pytest.mark.parametrize("x", [0, 0.5, 1, 8.5, 9, 9.5, 10, 29.5, 30, 30.5, 31, 200])
+def test_the_burden_grade_of_a_value_is_the_ecmo_rule_s(x):
+    """The SR's and the table's grade span (domain.BurdenGrade.of_value) grades fractional ends as the rule does."""
+    from svdmark.rules.engine import _cmb_grade
+
+    (rule,) = [r for r in RuleSet.load().rules if r.id == "cmb-burden-ecmo"]
+    assert int(BurdenGrade.of_value(x)) == _cmb_grade(rule, x)
+    if float(x).is_integer():
+        assert BurdenGrade.of_value(x) == BurdenGrade.from_count(int(x))

@@ -73,7 +73,7 @@ def test_every_packaged_version_ships_its_reference_once_per_model():
             continue
         assert st.get("reference_sha256"), f"{mpath}: no reference_sha256 (python -m training.selftest_reference)"
         path = reference.locate(mpath.parent, st["reference"], st["reference_sha256"])  # found, and checked
-        assert path.parent.name == reference.STORE, f"{path}: not shared (python -m training.selftest_reference --share)"
+        assert path.parent.name == reference.STORE, f"{path}: not shared (training.selftest_reference --share)"
         cases = reference.load(path)
         assert len(cases) == len(st.get("cases") or [st["kwargs"]])
         assert path.stat().st_size < 3_000_000, f"{path} is {path.stat().st_size / 1e6:.1f} MB"
@@ -119,3 +119,22 @@ def test_a_self_test_needs_no_generator(tmp_path):
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["../escaped.npz", "/tmp/escaped.npz", "sub/selftest.npz", ".hidden.npz", 7])
+def test_a_reference_name_that_is_not_a_plain_file_name_is_refused(tmp_path, name):
+    """An installed package's manifest cannot make the install read or write outside the version's folder."""
+    src = fakemodels.make_wml(tmp_path / "src", "1.0.0")
+    sha = json.loads((src / "manifest.json").read_text())["self_test"].get("reference_sha256")
+    dest = tmp_path / "dest" / "wml-ncct" / "1.0.0"
+    dest.mkdir(parents=True)
+    with pytest.raises(ModelError, match="plain file name"):
+        reference.copy_into(src, dest, {"reference": name, "reference_sha256": sha})
+    with pytest.raises(ModelError, match="plain file name"):
+        reference.locate(src, name)
+    assert sorted(p.name for p in (tmp_path / "dest").rglob("*")) == ["1.0.0", "wml-ncct"]
+    manifest = json.loads((src / "manifest.json").read_text())
+    manifest["self_test"]["reference"] = name
+    (src / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="self_test.'reference' must be a plain file name"):
+        ModelRegistry(tmp_path / "src").get("wml-ncct", "1.0.0")

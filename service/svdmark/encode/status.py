@@ -34,13 +34,18 @@ def interval(findings: Findings) -> Interval | None:
 def grade_span(findings: Findings) -> tuple[int, int] | None:
     """The lowest and highest burden grade of the count's interval (and the count); None without one.
 
-    The grades come from :class:`BurdenGrade`, whether or not a flag applies; the ECMO rule's own
-    grades agree with them (the rule set refuses thresholds that do not).
+    The grades come from :meth:`BurdenGrade.of_value`, whether or not a flag applies; the ECMO rule grades
+    counts and interval ends, whole or not, the same way (the rule set refuses thresholds that differ).
     """
+    from .seg import EncodeError
+
     iv = interval(findings)
     if iv is None or not isinstance(findings, CmbFindings):
         return None
-    low, high = BurdenGrade.spanned(findings.count, iv.low, iv.high)
+    try:
+        low, high = BurdenGrade.spanned(findings.count, iv.low, iv.high)
+    except ValueError as exc:
+        raise EncodeError(f"microbleed count interval {iv.low!r}-{iv.high!r}: {exc}") from exc
     return int(low), int(high)
 
 

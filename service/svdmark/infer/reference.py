@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..domain import FrameRef, Task, Volume
+from ..domain import PLAIN_FILE_NAME, SHA256_HEX, FrameRef, Task, Volume
 from ..errors import ModelError
 
 INT16 = np.iinfo(np.int16)
@@ -56,6 +56,15 @@ class ReferenceCase:
         return float(len(self.bleeds_mm))
 
 
+def _refuse_unplain(version_dir: Path, name, sha256) -> None:
+    """A manifest read as written (an install's, before the registry parsed it) may name any path: only a plain
+    file name and a hex digest stay inside the version and the store."""
+    if not (isinstance(name, str) and PLAIN_FILE_NAME.fullmatch(name)):
+        raise ModelError(f"{version_dir}: self_test.reference must be a plain file name, not {name!r}")
+    if sha256 is not None and not (isinstance(sha256, str) and SHA256_HEX.fullmatch(sha256)):
+        raise ModelError(f"{version_dir}: self_test.reference_sha256 must be 64 lower-case hex digits, not {sha256!r}")
+
+
 def find(version_dir: Path, name: str, sha256: str | None = None) -> Path | None:
     """Where the reference file ``name`` of the version in ``version_dir`` lies: beside the model, else in the
     model's shared store by ``sha256``; None when in neither (unchecked: :func:`locate` checks)."""
@@ -73,6 +82,7 @@ def locate(version_dir: Path, name: str | None, sha256: str | None = None) -> Pa
 
     if not name:
         raise ModelError(f"{version_dir}: the manifest's self_test names no reference volume (self_test.reference)")
+    _refuse_unplain(version_dir, name, sha256)
     path = find(version_dir, name, sha256)
     if path is None:
         shared = f", nor is the shared copy {Path(version_dir).parent / STORE / f'{sha256}.npz'}" if sha256 else ""
@@ -88,9 +98,15 @@ def copy_into(source_dir: Path, dest_dir: Path, self_test: Mapping | None) -> No
     it lies in the source (``self_test``: the manifest's section as written; installed versions are
     self-contained)."""
     name = (self_test or {}).get("reference")
-    if not name or (Path(dest_dir) / name).is_file():
+    if not name:
         return
-    shutil.copyfile(locate(source_dir, name, self_test.get("reference_sha256")), Path(dest_dir) / name)
+    source = locate(source_dir, name, self_test.get("reference_sha256"))  # refuses a name that is not plain
+    if (Path(dest_dir) / name).is_file():
+        return
+    try:
+        shutil.copyfile(source, Path(dest_dir) / name)
+    except OSError as exc:
+        raise ModelError(f"cannot copy the self-test reference {source} into {dest_dir}: {exc}") from None
 
 
 def load(path: Path) -> tuple[ReferenceCase, ...]:
