@@ -8,8 +8,7 @@ Reads the per-case rows ``training.evaluate`` wrote for a validation run (never 
 and writes two manifest sections that ``svdmark.measure`` reads:
 
 * ``uncertainty`` — WML: h = a_ml + b × volume around the test-time-augmentation passes, the (a, b) of
-  smallest mean width whose coverage of the validation truths is ≥ ``--coverage`` (``--asymmetric``: a margin of
-  its own below and above, of smallest mean reported width at that joint coverage); CMB: the pair of
+  smallest mean width whose coverage of the validation truths is ≥ ``--coverage``; CMB: the pair of
   classifier thresholds (strict, loose) and the margin h = a + b × count of smallest mean count width with
   that coverage. ``--interval-eval`` pools more evaluation files (e.g. a development set's choice half)
   into the interval's calibration only; the gate's limits come from ``--eval`` alone.
@@ -49,36 +48,6 @@ def wml_uncertainty(rows: list[dict], coverage: float) -> dict:
     a, b, width, cov = best
     return {"a_ml": round(a, 3), "b": b, "coverage": coverage, "validation_coverage": round(cov, 3),
             "validation_mean_width_ml": round(width, 3), "n": len(rows)}
-
-
-def wml_uncertainty_asymmetric(rows: list[dict], coverage: float) -> dict:
-    """A margin of its own on each side, h_low = a_low + b_low x volume below min(passes) and h_high = a_high +
-    b_high x volume above max(passes) (``svdmark.measure.uncertainty.wml_interval``): b_low and b_high from
-    ``B_GRID``, and for each pair the (a_low, a_high) of smallest mean reported width (low end clipped at 0, as the
-    runtime reports it) whose joint coverage reaches ``coverage``."""
-    v = np.array([r["model"] for r in rows])
-    t = np.array([r["truth"] for r in rows])
-    lo = np.array([min([r["model"], *r["passes"]]) for r in rows])
-    hi = np.array([max([r["model"], *r["passes"]]) for r in rows])
-    k = int(np.ceil(coverage * len(rows) - 1e-9))  # cases the interval must hold
-    best = None
-    for b_low in B_GRID:
-        for b_high in B_GRID:
-            need_low = np.maximum(0.05, lo - t - b_low * v)  # the a each case needs on each side
-            need_high = np.maximum(0.05, t - hi - b_high * v)
-            for a_low in np.unique(need_low):
-                held = need_low <= a_low
-                if held.sum() < k:
-                    continue
-                a_high = float(np.sort(need_high[held])[k - 1])
-                cov = float(np.mean(held & (need_high <= a_high)))
-                width = float(np.mean(hi + a_high + b_high * v - np.maximum(0.0, lo - a_low - b_low * v)))
-                if best is None or width < best[4] - 1e-9:
-                    best = (float(a_low), b_low, a_high, b_high, width, cov)
-    a_low, b_low, a_high, b_high, width, cov = best
-    return {"a_low_ml": round(a_low, 3), "b_low": b_low, "a_high_ml": round(a_high, 3), "b_high": b_high,
-            "coverage": coverage, "validation_coverage": round(cov, 3), "validation_mean_width_ml": round(width, 3),
-            "n": len(rows)}
 
 
 def cmb_uncertainty(rows: list[dict], coverage: float, threshold: float) -> dict:
@@ -176,8 +145,6 @@ def main(argv=None):
     ap.add_argument("--eval", type=Path, required=True, help="training.evaluate JSON of a validation run")
     ap.add_argument("--manifest", type=Path, required=True)
     ap.add_argument("--coverage", type=float, default=0.9)
-    ap.add_argument("--asymmetric", action="store_true",
-                    help="WML: a margin of its own below and above (wml_uncertainty_asymmetric)")
     ap.add_argument("--interval-eval", type=Path, action="append", default=[],
                     help="another training.evaluate JSON pooled into the interval's calibration only (repeatable)")
     args = ap.parse_args(argv)
@@ -191,7 +158,7 @@ def main(argv=None):
     gate_scores(rows, args.task)
     pooled = rows + [r for e in extra for r in e["cases"]]
     if args.task == "wml":
-        unc = (wml_uncertainty_asymmetric if args.asymmetric else wml_uncertainty)(pooled, args.coverage)
+        unc = wml_uncertainty(pooled, args.coverage)
     else:  # the count at the manifest's (possibly newly chosen) threshold
         thr = float(man["output"]["threshold"])
         for r in pooled:

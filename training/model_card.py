@@ -95,10 +95,8 @@ def _uncertainty_and_gate(manifest: dict) -> list[str]:
     lines = []
     for task, u in manifest.get("uncertainty", {}).items():
         if task == "wml":
-            how = (f"[min(passes) − h, max(passes) + h], h = {u['a_ml']} mL + {u['b']} × volume" if "a_ml" in u else
-                   f"[min(passes) − ({u['a_low_ml']} mL + {u['b_low']} × volume), max(passes) + ({u['a_high_ml']} mL "
-                   f"+ {u['b_high']} × volume)], the low end at least 0")
-            how += f", over the test-time-augmentation passes `{manifest['input'].get('tta', [])}`"
+            how = (f"[min(passes) − h, max(passes) + h], h = {u['a_ml']} mL + {u['b']} × volume, over the "
+                   f"test-time-augmentation passes `{manifest['input'].get('tta', [])}`")
             width = f"mean width {u['validation_mean_width_ml']} mL"
         else:
             how = f"counts at classifier thresholds {u['threshold_high']} (low end) and {u['threshold_low']} (high end)"

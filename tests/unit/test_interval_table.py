@@ -14,6 +14,6 @@ def test_coverage_width_and_low_end_of_each_calibration():
     one = table(ROWS, {"a_ml": 3.0, "b": 0.0})  # [0, 5] and [6, 14]
     assert one["n"] == 2 and one["coverage"] == 0.5
     assert one["mean_width_ml"] == pytest.approx((5 + 8) / 2) and one["mean_low_end_ml"] == pytest.approx(6.0)
-    per_side = table(ROWS, {"a_low_ml": 1.0, "b_low": 0.0, "a_high_ml": 1.0, "b_high": 1.0})  # [1, 5], [8, 22]
-    assert per_side["coverage"] == 0.5 and per_side["n_low_end"] == 1
-    assert per_side["mean_low_end_ml"] == pytest.approx(8.0) and per_side["mean_width_ml"] == pytest.approx(9.0)
+    wider = table(ROWS, {"a_ml": 1.0, "b": 0.5})  # h = 2 and 6: [0, 4] and [3, 17]
+    assert wider["coverage"] == 0.5 and wider["n_low_end"] == 1
+    assert wider["mean_low_end_ml"] == pytest.approx(3.0) and wider["mean_width_ml"] == pytest.approx(9.0)

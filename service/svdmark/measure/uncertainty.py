@@ -6,9 +6,7 @@ chosen:
 
 * **WML** — the runtime's test-time-augmentation passes (manifest ``input.tta``) each give a volume;
   the interval is [min(passes) − h, max(passes) + h] with h = ``a_ml`` + ``b`` × volume, where a and b
-  were fitted so that ``coverage`` of validation cases had their truth inside. With ``a_low_ml``, ``b_low``,
-  ``a_high_ml`` and ``b_high`` each side has its own margin (the models under-read large loads far more than
-  they over-read small ones), fitted for the same joint coverage. The low end is at least 0.
+  were fitted so that ``coverage`` of validation cases had their truth inside.
 * **CMB** — the count at a stricter and at a looser classifier threshold (``threshold_high`` /
   ``threshold_low``): the bleeds the model is sure of, and those it would call if it erred on the side of
   calling; widened by h = ``a`` + ``b`` × count either side (rounded outwards to whole bleeds), for the
@@ -31,17 +29,14 @@ def wml_interval(volume_ml: float, pass_volumes_ml: Sequence[float], spec: dict 
     """The interval for a WML volume, or None when the manifest has no WML calibration."""
     if not spec:
         return None
-    a, b = float(spec.get("a_ml", 0.0)), float(spec.get("b", 0.0))
-    below = float(spec.get("a_low_ml", a)) + float(spec.get("b_low", b)) * volume_ml
-    above = float(spec.get("a_high_ml", a)) + float(spec.get("b_high", b)) * volume_ml
-    lo = min([volume_ml, *pass_volumes_ml]) - below
-    hi = max([volume_ml, *pass_volumes_ml]) + above
+    h = float(spec.get("a_ml", 0.0)) + float(spec.get("b", 0.0)) * volume_ml
+    lo = min([volume_ml, *pass_volumes_ml]) - h
+    hi = max([volume_ml, *pass_volumes_ml]) + h
     n = len(pass_volumes_ml) or 1
     cov = float(spec.get("coverage", 0.9))
-    error = ("calibrated errors of their own below and above" if "a_low_ml" in spec else "± calibrated error")
     return Interval(round(max(0.0, lo), 2), round(hi, 2),
                     f"{cov:.0%} interval: {n} test-time-augmentation pass{'es' if n > 1 else ''} "
-                    f"{error} (validation phantoms)")
+                    f"± calibrated error (validation phantoms)")
 
 
 def cmb_interval(count_at: Callable[[float], int], count: int, spec: dict | None) -> Interval | None:
