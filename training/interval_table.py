@@ -1,9 +1,10 @@
-"""Two WML intervals compared on one evaluation: coverage, mean width and how much the low end says.
+"""WML intervals compared on one evaluation: coverage, mean width and how much the low end says.
 
 Every interval is recomputed from the evaluation's recorded volumes and passes with the runtime's
 ``svdmark.measure.uncertainty.wml_interval`` and each manifest's ``uncertainty.wml``, so intervals that differ only
-in their calibration are compared on the same readings (rule: ``training/preregistered/2026-12-05-wml-interval-
-asymmetric.md``). Heads the quality gate withheld have no interval and are left out.
+in their calibration are compared on the same readings (first used for
+``training/preregistered/2026-12-05-wml-interval-asymmetric.md``). Heads the quality gate withheld have no
+interval and are left out.
 
     PYTHONPATH=.:service .venv/bin/python -m training.interval_table EVAL.json MANIFEST_A.json MANIFEST_B.json
 """
