@@ -53,13 +53,7 @@ class BurdenGrade(enum.IntEnum):
     def from_count(cls, count: int) -> "BurdenGrade":
         if count < 0:
             raise ValueError(f"negative microbleed count {count}")
-        if count == 0:
-            return cls.NONE
-        if count < 10:
-            return cls.LOW
-        if count <= 30:
-            return cls.MODERATE
-        return cls.HIGH
+        return cls.of_value(count)
 
     @classmethod
     def of_value(cls, x: float) -> "BurdenGrade":
@@ -328,8 +322,18 @@ class OutputSpec:
                                 if getattr(spec, k) is None})
 
 
-PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")  # no folder, no "..", not hidden
-SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")  # no folder, no "..", not hidden
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def self_test_reference_error(name, sha256) -> str | None:
+    """Why a manifest's ``self_test.reference`` / ``reference_sha256`` cannot be used, else None: only a plain file
+    name and a hex digest stay inside the version folder and the shared store (``svdmark.infer.reference``)."""
+    if name is not None and not (isinstance(name, str) and _PLAIN_FILE_NAME.fullmatch(name)):
+        return f"field self_test.'reference' must be a plain file name beside the model, not {name!r}"
+    if sha256 is not None and not (isinstance(sha256, str) and _SHA256_HEX.fullmatch(sha256)):
+        return f"field self_test.'reference_sha256' must be 64 lower-case hex digits, not {sha256!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -346,12 +350,9 @@ class SelfTestSpec:
     def from_json(cls, data: Mapping) -> "SelfTestSpec":
         expect = _section(data, "expect", "self_test.") or {}
         sha, name = data.get("reference_sha256") or None, data.get("reference") or None
-        if name is not None and not (isinstance(name, str) and PLAIN_FILE_NAME.fullmatch(name)):
-            raise ManifestFieldError(f"field self_test.'reference' must be a plain file name beside the model, "
-                                     f"not {name!r}")
-        if sha is not None and not (isinstance(sha, str) and SHA256_HEX.fullmatch(sha)):
-            raise ManifestFieldError(f"field self_test.'reference_sha256' must be 64 lower-case hex digits, "
-                                     f"not {sha!r}")
+        why = self_test_reference_error(name, sha)
+        if why:
+            raise ManifestFieldError(why)
         for key in ("ratio_to_truth", "volume_ml", "count"):
             if key in expect:
                 bounds = _numbers(expect, key, where="self_test.expect.")

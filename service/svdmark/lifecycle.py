@@ -20,8 +20,8 @@ from pathlib import Path
 
 from .domain import ModelSpec
 from .errors import ModelError
-from .infer.activation import installed_dir, locked, read_state, write_state
 from .infer import reference
+from .infer.activation import installed_dir, locked, read_state, write_state
 from .infer.registry import ModelRegistry
 from .journal import Journal, ShadowResult
 from .logs import event

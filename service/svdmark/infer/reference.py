@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..domain import PLAIN_FILE_NAME, SHA256_HEX, FrameRef, Task, Volume
+from ..domain import FrameRef, Task, Volume, self_test_reference_error
 from ..errors import ModelError
 
 INT16 = np.iinfo(np.int16)
@@ -56,15 +56,6 @@ class ReferenceCase:
         return float(len(self.bleeds_mm))
 
 
-def _refuse_unplain(version_dir: Path, name, sha256) -> None:
-    """A manifest read as written (an install's, before the registry parsed it) may name any path: only a plain
-    file name and a hex digest stay inside the version and the store."""
-    if not (isinstance(name, str) and PLAIN_FILE_NAME.fullmatch(name)):
-        raise ModelError(f"{version_dir}: self_test.reference must be a plain file name, not {name!r}")
-    if sha256 is not None and not (isinstance(sha256, str) and SHA256_HEX.fullmatch(sha256)):
-        raise ModelError(f"{version_dir}: self_test.reference_sha256 must be 64 lower-case hex digits, not {sha256!r}")
-
-
 def find(version_dir: Path, name: str, sha256: str | None = None) -> Path | None:
     """Where the reference file ``name`` of the version in ``version_dir`` lies: beside the model, else in the
     model's shared store by ``sha256``; None when in neither (unchecked: :func:`locate` checks)."""
@@ -82,7 +73,9 @@ def locate(version_dir: Path, name: str | None, sha256: str | None = None) -> Pa
 
     if not name:
         raise ModelError(f"{version_dir}: the manifest's self_test names no reference volume (self_test.reference)")
-    _refuse_unplain(version_dir, name, sha256)
+    why = self_test_reference_error(name, sha256)  # a manifest read as written (an install's) may name any path
+    if why:
+        raise ModelError(f"{version_dir}: {why}")
     path = find(version_dir, name, sha256)
     if path is None:
         shared = f", nor is the shared copy {Path(version_dir).parent / STORE / f'{sha256}.npz'}" if sha256 else ""
