@@ -40,6 +40,7 @@ NCCT_ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY_NCCT", "0"))  #
 WML_SPREAD_SHARE = float(os.environ.get("SVDMARK_TRAIN_WML_SPREAD", "0"))  # of train/val NCCT seeds (ncct_params)
 WML_RIM_SHARE = float(os.environ.get("SVDMARK_TRAIN_WML_RIMS", "0"))  # of train/val NCCT seeds (ncct_params)
 INDEPENDENT_SHARE = float(os.environ.get("SVDMARK_TRAIN_INDEPENDENT_NCCT", "0"))  # of train/val NCCT seeds
+SWI_MIMIC_SHARE = float(os.environ.get("SVDMARK_TRAIN_SWI_MIMICS", "0"))  # of train/val SWI seeds (swi_params)
 
 
 def training_environment() -> dict:
@@ -156,6 +157,11 @@ def swi_params(seed: int) -> dict:
     # not shipped (training/README.md), so the active models' recipes draw none
     if params.get("anatomy") == "mni152" and (atrophy := _atrophy(seed, 24, ATROPHY_SHARE)) is not None:
         params["atrophy"] = atrophy
+    # calcifications and iron-rich nuclei drawn far wider (make_swi(mimic_variety=True)) for a share of the training
+    # and validation seeds, from a stream of their own; off unless $SVDMARK_TRAIN_SWI_MIMICS names the share
+    # (training/preregistered/2026-12-05-cmb-mimic-variety.md); the held-out and shifted draws never change
+    if seed < SPLITS["shifted"] and np.random.default_rng([seed, 25]).random() < SWI_MIMIC_SHARE:
+        params["mimic_variety"] = True
     return params
 
 

@@ -306,7 +306,7 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
     if sweep:
         res["sweep"] = []
         merge = cmb_merging(spec.manifest)
-        for thr in (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995):
+        for thr in (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.997, 0.998, 0.999):
             tp = fp = 0
             agree = 0
             for case, cands in outs:  # the called centres only: what cmb_findings counts, without its mask

@@ -357,6 +357,7 @@ def make_swi(
     field_t: float = 3.0,
     calcifications: bool = False,
     atrophy: float | None = None,
+    mimic_variety: bool = False,
 ) -> Phantom:
     """An SWI magnitude volume with microbleed truth (centres in patient mm); ``anatomy`` as in :func:`make_ncct`.
 
@@ -364,9 +365,12 @@ def make_swi(
     generator's original look; an explicit ``noise`` is taken as it is. ``calcifications``: physiological
     calcifications (pineal, choroid plexus, pallidum) drawn as dark foci that are not microbleeds (on the magnitude
     image only phase tells them apart); ``meta["calcifications"]`` lists each one's centre in the head's model
-    frame (mm, not patient coordinates) and its diameter. ``atrophy`` as in :func:`make_ncct`. These draw from
-    their own random streams (atrophy from the head's own, none from this function's), so the defaults give the
-    same image as before for every seed."""
+    frame (mm, not patient coordinates) and its diameter. ``atrophy`` as in :func:`make_ncct`.
+    ``mimic_variety``: the calcifications drawn far wider (:func:`_varied_calcifications`: any darkness up to a
+    void, punctate to 8 mm, ellipsoids and clumps, the habenula and paired pallida too) and the iron-rich nuclei from
+    a faint to a near-black hypointensity (:func:`_varied_iron`), in place of ``calcifications``' draws. These draw
+    from their own random streams (atrophy from the head's own, none from this function's), so the defaults give
+    the same image as before for every seed."""
     _check_anatomy(anatomy)
     if field_t not in (1.5, 3.0):
         raise ValueError(f"field_t must be 1.5 or 3.0 (tesla), not {field_t!r}")
@@ -390,7 +394,14 @@ def make_swi(
     low_field = field_t == 1.5
     if low_field:
         vals, cmbs = _at_1p5t(vals, cmbs)
-    calcs = _swi_calcifications(head, np.random.default_rng([int(seed), 0xCA1C])) if calcifications else []
+    iron: list[tuple] = []  # dark foci that are neither bleeds nor calcifications
+    if mimic_variety:
+        vals, iron = _varied_iron(vals, head, anatomy, np.random.default_rng([int(seed), 0x1F0E]))
+        calcs = _varied_calcifications(head, np.random.default_rng([int(seed), 0x7A1C]))
+    elif calcifications:
+        calcs = [(c, (r,) * 3, a) for c, r, a in _swi_calcifications(head, np.random.default_rng([int(seed), 0xCA1C]))]
+    else:
+        calcs = []
 
     def hook(blk, val):
         # susceptibility signal loss near air-tissue interfaces
@@ -403,11 +414,11 @@ def make_swi(
             e = ((u[0][sl] - F32(c[0])) / F32(s[0])) ** 2 + ((u[1][sl] - F32(c[1])) / F32(s[1])) ** 2 + (
                 (u[2][sl] - F32(c[2])) / F32(s[2])) ** 2
             loss[sl] = np.maximum(loss[sl], F32(amp) * np.exp(-0.5 * e))
-        for c, radius, amp in calcs:
+        for c, axes, amp in calcs + iron:
             # the focus is drawn in the warped frame (u), the box is taken in v: widen it by the warp's reach
-            sl = blk.box(np.asarray(c) - radius, np.asarray(c) + radius, head.warp_max + 1)
+            sl = blk.box(np.asarray(c) - max(axes), np.asarray(c) + max(axes), head.warp_max + 1)
             if sl is not None:
-                inside = _soft(ellipsoid_sd(u[0][sl], u[1][sl], u[2][sl], c, (radius,) * 3), 0.5)
+                inside = _soft(ellipsoid_sd(u[0][sl], u[1][sl], u[2][sl], c, axes), 0.5)
                 loss[sl] = np.maximum(loss[sl], F32(amp) * inside)
         val *= 1 - loss
 
@@ -443,7 +454,7 @@ def make_swi(
         gantry_tilt_deg=0.0,
         meta={"fov_mm": fov, "noise_sd": sd, "scale": scale, "values": vals, "oblique_deg": oblique_deg,
               "anatomy": anatomy, "cmb_depth": [c.depth for c in cmbs], "field_t": field_t,
-              "calcifications": [[float(v) for v in c] + [2 * r] for c, r, _ in calcs],
+              "calcifications": [[float(v) for v in c] + [2 * max(a)] for c, a, _ in calcs],
               **({"atrophy": atrophy} if atrophy else {})},
     )
 
@@ -474,6 +485,53 @@ def _swi_calcifications(head: HeadModel, rng: np.random.Generator) -> list[tuple
         if rng.random() < 0.3:
             out.append((sites["pallidum"][sx], rng.uniform(1.0, 2.5), rng.uniform(0.3, 0.7)))
     return [(tuple(float(v) for v in c), float(r), float(a)) for c, r, a in out]
+
+
+def _varied_calcifications(head: HeadModel, rng: np.random.Generator) -> list[tuple]:
+    """(centre u, semi-axes mm, signal loss) of one head's physiological calcifications, drawn wide.
+
+    On the magnitude image a calcification is a dark focus of any size from punctate to several mm, round, ovoid
+    or a clump of grains; it lies in the pineal gland and habenula, the choroid plexus glomera and the pallida
+    (often both sides), none of which a microbleed's definition allows except the pallidum (phase tells them
+    apart). The darkness runs from faint to a void, so a calcification cannot be told from a bleed by its depth."""
+    sites, out = head.sites(), []
+    pineal = np.asarray(sites["pineal"], float)
+    anchors = []
+    if rng.random() < 0.75:
+        anchors.append((pineal, 0.6, 4.0))
+    if rng.random() < 0.25:
+        anchors.append((pineal + (0.0, -5.0, 1.5), 0.6, 2.0))  # habenula, just in front of the pineal
+    for sx in (-1, 1):
+        if rng.random() < 0.65:
+            anchors.append((np.asarray(sites["glomus"][sx], float), 0.8, 4.0))
+    if rng.random() < 0.4:  # the pallida: mostly both sides
+        sides = (-1, 1) if rng.random() < 0.8 else (int(rng.choice([-1, 1])),)
+        anchors += [(np.asarray(sites["pallidum"][sx], float) + rng.normal(0, 1.5, 3), 0.6, 2.5) for sx in sides]
+    for centre, r_lo, r_hi in anchors:
+        radius = float(np.exp(rng.uniform(np.log(r_lo), np.log(r_hi))))
+        loss = float(rng.uniform(0.4, 1.0))
+        if rng.random() < 0.3:  # a clump of 2-4 grains
+            for _ in range(int(rng.integers(2, 5))):
+                grain = max(0.5, radius * float(rng.uniform(0.35, 0.7)))
+                out.append((centre + rng.normal(0, 0.6 * radius, 3), (grain,) * 3, loss * float(rng.uniform(0.8, 1.0))))
+        else:
+            out.append((centre, tuple(radius * rng.uniform(0.6, 1.5, 3)), loss))
+    return [(tuple(float(v) for v in c), tuple(float(v) for v in a), min(float(s), 1.0)) for c, a, s in out]
+
+
+def _varied_iron(vals: dict, head: HeadModel, anatomy: str, rng: np.random.Generator) -> tuple[dict, list]:
+    """The iron-rich nuclei from faintly to nearly black against white matter (their iron, and so their T2*
+    darkening, grows with age and with the field): the analytic head's pallidum, red nucleus, substantia nigra and
+    dentate values; the atlas head paints none of them, so its pallida are darkened as ellipsoid foci (returned as
+    (centre u, semi-axes mm, signal loss), like calcifications)."""
+    vals = dict(vals)
+    for k in ("gp", "rednuc", "nigra", "dentate"):
+        vals[k] = vals["wm"] * float(rng.uniform(0.08, 0.7))
+    if anatomy == "analytic":
+        return vals, []
+    loss = float(rng.uniform(0.3, 0.92))
+    return vals, [(head.sites()["pallidum"][sx], tuple(np.array([3.0, 8.0, 6.0]) * rng.uniform(0.8, 1.2)), loss)
+                  for sx in (-1, 1)]
 
 
 def _air_artefacts(rng):

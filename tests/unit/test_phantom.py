@@ -153,6 +153,29 @@ def test_swi_calcifications_are_dark_and_not_bleeds():
     assert changed.mean() < 0.002 and 1 <= blobs <= len(calc.meta["calcifications"])
 
 
+def test_swi_mimic_variety_darkens_only_mimics():
+    """Varied calcifications and iron: listed, dark, never bleeds, and only where the mimics are (own streams)."""
+    kw = dict(seed=36, matrix=128, slice_thickness=1.5, n_cmb=3, n_slices=60)
+    plain, varied = make_swi(**kw), make_swi(mimic_variety=True, **kw)
+    assert varied.meta["calcifications"] and varied.n_microbleeds == plain.n_microbleeds == 3
+    assert np.array_equal(varied.truth_mask, plain.truth_mask) and varied.microbleeds == plain.microbleeds
+    changed = varied.image != plain.image
+    assert 0 < changed.mean() < 0.01  # the nuclei and foci, not the noise everywhere
+    # every calcification (or grain of a clump) is at least a millimetre across
+    assert all(c[3] >= 1.0 for c in varied.meta["calcifications"])
+
+
+def test_training_draws_mimic_variety_only_when_asked(monkeypatch):
+    from training import data
+
+    monkeypatch.setattr(data, "SWI_MIMIC_SHARE", 0.0)
+    assert not any("mimic_variety" in data.swi_params(s) for s in range(1000, 1040))
+    monkeypatch.setattr(data, "SWI_MIMIC_SHARE", 1.0)
+    assert all(data.swi_params(s).get("mimic_variety") for s in range(1000, 1040))
+    held = data.SPLITS["heldout"]
+    assert not any("mimic_variety" in data.swi_params(s) for s in range(held, held + 20))
+
+
 @pytest.mark.parametrize("n,grade", [(0, 0), (4, 1), (15, 2), (35, 3)])
 def test_cmb_counts_span_all_grades(n, grade):
     p = make_swi(seed=40 + n, matrix=64, slice_thickness=2.5, n_cmb=n)
