@@ -30,17 +30,14 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from svdmark.domain import BurdenGrade, Task
+from svdmark.domain import BurdenGrade
 from svdmark.infer.preprocess import index_affine
-from svdmark.infer.registry import ModelRegistry
-from svdmark.infer.runtime import Runtime
 from svdmark.measure import candidate_tuples, cmb_merging, counted_candidates, merged_centres, reference_intensity
 from svdmark.measure.darkness import core_levels, dark_mask, surround_levels
 from svdmark.measure.geometry import head_frame
 from svdmark.validation.agreement import match_points
 
-from . import data, devcases, symmetry
-from .evaluate import RUNS, refuse_reported, split_seeds
+from . import cmb_cases, devcases, symmetry
 
 PROBE_THRESHOLD = 0.9
 THRESHOLDS = (0.9, 0.95, 0.98, 0.99, 0.995)
@@ -177,29 +174,17 @@ def table(rows: list[dict]) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, help="an SWI development-set folder (devset.build_swi)")
-    src.add_argument("--set", help="validation split(s) of our generator, e.g. val,val_atlas")
-    ap.add_argument("--n", type=int, default=None)
-    ap.add_argument("--models", type=Path, default=None)
-    ap.add_argument("--threads", type=int, default=2)
+    cmb_cases.add_arguments(ap)
     ap.add_argument("--at", type=float, default=0.995, help="the operating threshold the summary is printed at")
     ap.add_argument("--on-criteria", action="store_true",
                     help="study the cuts on the candidates the model's own darkness criteria keep")
     ap.add_argument("--mirror", action="store_true", help="also study the mirror-twin criteria (MIRROR_CUTS)")
     args = ap.parse_args(argv)
-    spec = ModelRegistry(args.models).active(Task.CMB)
-    rt = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
-    if args.set:
-        refuse_reported(args.set, "a darkness probe informs a choice")
-        cases = ((data.swi_case(s), None) for s in split_seeds(args.set, args.n))
-        name = args.set
-    else:
-        dirs = devcases.dev_case_dirs(args.data, args.n, "cmb")
-        cases = ((c, case_labels(d, c)) for d in dirs for c in (devcases.read_swi_case(d),))
-        name = args.data.name
+    spec, rt = cmb_cases.model_and_runtime(args)
+    name, cases = cmb_cases.cases(args, "a darkness probe informs a choice")
     rows = []
-    for case, labels in cases:
+    for case, case_dir in cases:
+        labels = None if case_dir is None else case_labels(case_dir, case)
         rows.append(case_findings(spec, rt, case, labels, args.on_criteria, args.mirror))
         r = rows[-1]
         print(f"  {r['seed']}: {r['n_truth']} bleeds, {sum(f['tp'] for f in r['finds'])} true and "
@@ -226,11 +211,7 @@ def main(argv=None) -> int:
                 else f"core <= {t['max_core_to_surround']} x surround")
         print(f"  threshold {t['threshold']:.3f} {crit}: sensitivity {t['sensitivity']:.3f} "
               f"FP/scan {t['fp_per_scan']:.2f} grade {t['grade_agreement']:.3f}")
-    RUNS.mkdir(exist_ok=True)
-    suffix = "_on-criteria" * args.on_criteria + "_mirror" * args.mirror
-    path = RUNS / f"darkness_{name}_{len(rows)}_{spec.label.replace(' ', '-')}{suffix}.json"
-    path.write_text(json.dumps(res, indent=1))
-    print(f"  wrote {path}")
+    cmb_cases.write_run("darkness", name, spec, res, "_on-criteria" * args.on_criteria + "_mirror" * args.mirror)
     return 0
 
 

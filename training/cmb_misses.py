@@ -26,14 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from svdmark.domain import Task
-from svdmark.infer.registry import ModelRegistry
-from svdmark.infer.runtime import Runtime
 from svdmark.measure import candidate_tuples, cmb_merging, counted_candidates, merged_centres
 from svdmark.validation.agreement import match_points
 
-from . import devcases
-from .evaluate import RUNS
+from . import cmb_cases
 
 FATES = ("found", "no candidate", "below threshold", "criterion", "merged")
 ISOLATED = "isolated"
@@ -98,32 +94,25 @@ def bleed_tags(case_dir: Path, case) -> list[list[str]]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="an SWI development-set folder (devset.build_swi)")
-    ap.add_argument("--n", type=int, default=None)
-    ap.add_argument("--models", type=Path, default=None)
-    ap.add_argument("--threads", type=int, default=2)
+    cmb_cases.add_arguments(ap, validation=False)
     ap.add_argument("--at", type=float, default=None, help="the threshold (default: the manifest's)")
     args = ap.parse_args(argv)
-    spec = ModelRegistry(args.models).active(Task.CMB)
+    spec, rt = cmb_cases.model_and_runtime(args)
     threshold = spec.manifest.output.threshold if args.at is None else args.at
-    rt = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
+    name, dev_cases = cmb_cases.cases(args)
     cases = []
-    for d in devcases.dev_case_dirs(args.data, args.n, "cmb"):
-        case = devcases.read_swi_case(d)
+    for case, d in dev_cases:
         rows = case_fates(spec, rt, case, bleed_tags(d, case), threshold)
         cases.append(dict(seed=case.seed, n_truth=len(rows), bleeds=rows))
         lost = Counter(r["fate"] for r in rows if r["fate"] != "found")
         print(f"  {case.seed}: {len(rows)} bleeds, {len(rows) - sum(lost.values())} found; lost: {dict(lost)}",
               flush=True)
-    res = {"model_label": spec.label, "data": str(args.data), "n": len(cases), "threshold": threshold,
+    res = {"model_label": spec.label, "data": name, "n": len(cases), "threshold": threshold,
            "cases": cases, "table": table([b for c in cases for b in c["bleeds"]])}
     for tag, t in res["table"].items():
         print(f"  {tag:20s} n {t['n']:4d}  found {t['found']:.3f}  " +
               "  ".join(f"{f} {t[f]}" for f in FATES[1:]))
-    RUNS.mkdir(exist_ok=True)
-    path = RUNS / f"misses_{args.data.name}_{len(cases)}_{spec.label.replace(' ', '-')}.json"
-    path.write_text(json.dumps(res, indent=1))
-    print(f"  wrote {path}")
+    cmb_cases.write_run("misses", name, spec, res)
     return 0
 
 

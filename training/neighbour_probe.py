@@ -14,19 +14,14 @@ Writes ``training/runs/neighbour_<data>_<n>_<model>.json``.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 
-from svdmark.domain import BurdenGrade, Task
-from svdmark.infer.registry import ModelRegistry
-from svdmark.infer.runtime import Runtime
+from svdmark.domain import BurdenGrade
 from svdmark.measure import cmb_merging, counted_candidates, merged_centres
 from svdmark.validation.agreement import match_points
 
-from . import data, devcases
-from .evaluate import RUNS, refuse_reported, split_seeds
+from . import cmb_cases
 
 GRID = tuple((r, t2) for r in (3.0, 4.0, 5.0, 6.0, 8.0) for t2 in (0.9, 0.95, 0.98, 0.99))
 
@@ -77,33 +72,19 @@ def table(rows: list[dict]) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, help="an SWI development-set folder (devset.build_swi)")
-    src.add_argument("--set", help="validation split(s) of our generator, e.g. val,val_atlas")
-    ap.add_argument("--n", type=int, default=None)
-    ap.add_argument("--models", type=Path, default=None)
-    ap.add_argument("--threads", type=int, default=2)
+    cmb_cases.add_arguments(ap)
     args = ap.parse_args(argv)
-    spec = ModelRegistry(args.models).active(Task.CMB)
-    rt = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
-    if args.set:
-        refuse_reported(args.set, "the neighbour probe informs a choice")
-        cases, name = (data.swi_case(s) for s in split_seeds(args.set, args.n)), args.set
-    else:
-        dirs = devcases.dev_case_dirs(args.data, args.n, "cmb")
-        cases, name = (devcases.read_swi_case(d) for d in dirs), args.data.name
+    spec, rt = cmb_cases.model_and_runtime(args)
+    name, cases = cmb_cases.cases(args, "the neighbour probe informs a choice")
     rows = []
-    for case in cases:
+    for case, _ in cases:
         rows.append(case_counts(spec, rt, case))
         print(f"  {case.seed}: {len(case.bleeds)} bleeds, B {rows[-1]['counts']['none']}", flush=True)
     res = {"model_label": spec.label, "data": name, "n": len(rows), "cases": rows, "table": table(rows)}
     for t in res["table"]:
         print(f"  R {t['radius_mm']} t2 {t['t2']}: sensitivity {t['sensitivity']:.3f} "
               f"FP/scan {t['fp_per_scan']:.2f} grade {t['grade_agreement']:.3f}")
-    RUNS.mkdir(exist_ok=True)
-    path = RUNS / f"neighbour_{name}_{len(rows)}_{spec.label.replace(' ', '-')}.json"
-    path.write_text(json.dumps(res, indent=1))
-    print(f"  wrote {path}")
+    cmb_cases.write_run("neighbour", name, spec, res)
     return 0
 
 
