@@ -54,7 +54,7 @@ def cmb_uncertainty(rows: list[dict], coverage: float, threshold: float) -> dict
     """The (strict, loose) threshold pair and margin h = a + b x count (``svdmark.measure.uncertainty``) of smallest
     mean width whose coverage reaches ``coverage``, a the smallest of ``CMB_A_GRID`` that does for each b; when none
     does, the widest, with its measured coverage."""
-    ts = sorted(float(k) for k in rows[0]["counts_at"])
+    ts = sorted(set.intersection(*({float(k) for k in r["counts_at"]} for r in rows)))  # every row has a count
     n = np.array([r["n_truth"] for r in rows])
     count = np.array([r["count"] for r in rows])
 
@@ -89,7 +89,11 @@ def _source(res: dict) -> str:
 
 
 def _key(row: dict, t: float) -> str:
-    return next(k for k in row["counts_at"] if abs(float(k) - t) < 1e-9)
+    for k in row["counts_at"]:
+        if abs(float(k) - t) < 1e-9:
+            return k
+    raise SystemExit(f"case {row.get('seed')} has no count at threshold {t} (an evaluation from before "
+                     f"training.evaluate.CMB_THRESHOLDS had it): evaluate it again")
 
 
 def gate_scores(rows: list[dict], task: str) -> None:

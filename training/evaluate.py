@@ -240,7 +240,8 @@ def _coverage_and_withheld(rows, truth_key="truth") -> dict:
             "withheld_fraction": float(np.mean([not r["measurable"] for r in gated])) if gated else None}
 
 
-CALIBRATION_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995)
+# the CMB operating thresholds a sweep reports and the counts a calibration may pick its interval's ends from
+CMB_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.997, 0.998, 0.999)
 
 
 def cmb_detect_model(spec, runtime, case, threshold=None):
@@ -257,7 +258,7 @@ def _counts_at(spec, case, cands) -> dict:
     """Merged count of the candidates at each calibration threshold (training.calibrate picks the interval's
     thresholds)."""
     return {str(t): len(merged_centres(case.volume, cands, t, **cmb_merging(spec.manifest)))
-            for t in CALIBRATION_THRESHOLDS}
+            for t in CMB_THRESHOLDS}
 
 
 def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, sweep: bool = False,
@@ -306,7 +307,7 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
     if sweep:
         res["sweep"] = []
         merge = cmb_merging(spec.manifest)
-        for thr in (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.997, 0.998, 0.999):
+        for thr in CMB_THRESHOLDS:
             tp = fp = 0
             agree = 0
             for case, cands in outs:  # the called centres only: what cmb_findings counts, without its mask

@@ -62,6 +62,20 @@ def test_calibration_picks_the_narrowest_margin_that_covers_and_rounds_as_the_ru
     assert np.mean([a <= t <= b for (a, b), t in zip(bare, truth)]) < 0.9
 
 
+def test_calibration_picks_only_thresholds_every_pooled_evaluation_counted_at():
+    """An evaluation written before the threshold grid grew has no count at the new thresholds: the pool's
+    calibration picks among the thresholds all its rows have, and naming a missing one stops with a clear message."""
+    from training.calibrate import _key
+
+    old = _rows([10, 3], [{0.3: 14, 0.995: 10}, {0.3: 5, 0.995: 3}])
+    new = _rows([12, 0], [{0.3: 16, 0.995: 11, 0.999: 9}, {0.3: 2, 0.995: 1, 0.999: 0}])
+    unc = cmb_uncertainty(new + old, 0.9, 0.995)  # the first row has a count at 0.999, the last two do not
+    assert (unc["threshold_low"], unc["threshold_high"]) in {(0.3, 0.995), (0.995, 0.995)}
+    assert cmb_uncertainty(new, 0.9, 0.995)["threshold_high"] in (0.995, 0.999)
+    with pytest.raises(SystemExit, match="no count at threshold 0.999"):
+        _key(old[0], 0.999)
+
+
 def test_development_evaluations_are_pooled_into_the_interval_but_not_into_the_gate(tmp_path):
     """``training.calibrate --interval-eval``: the interval sees every pooled head; the gate's limits only the
     validation run's."""
