@@ -4,7 +4,8 @@ Issue 10 asks that high burden be counted and that adjacent bleeds stay separate
 of each development case this says what became of it at the operating threshold:
 
 - ``found``: a counted finding matches it (the evaluation's matcher);
-- ``no candidate``: the candidate stage put no candidate within max(2.5 mm, its radius) of it;
+- ``no candidate``: the candidate stage put no candidate within the matcher's reach of it (max(5 mm, its
+  diameter), as the evaluation matches);
 - ``below threshold``: a candidate lies there, but the classifier's best one there is under the threshold;
 - ``criterion``: a candidate there clears the threshold, but the manifest's darkness criteria drop every such one;
 - ``merged``: a candidate there is counted, but merging or matching gave its finding to a neighbour.
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from svdmark.measure import candidate_tuples, cmb_merging, counted_candidates, merged_centres
-from svdmark.validation.agreement import match_points
+from svdmark.validation.agreement import MATCH_MIN_MM, match_points
 
 from . import cmb_cases
 
@@ -37,8 +38,9 @@ ISOLATED = "isolated"
 
 def fate(centre_mm, diameter_mm: float, found: bool, cand_mm: np.ndarray, cand_p: np.ndarray,
          cand_kept: np.ndarray, threshold: float) -> tuple[str, float | None]:
-    """One true bleed's fate (``FATES``) and the best candidate probability within max(2.5 mm, its radius)."""
-    near = np.linalg.norm(cand_mm - np.asarray(centre_mm, float), axis=1) <= max(2.5, diameter_mm / 2) \
+    """One true bleed's fate (``FATES``) and the best candidate probability within the matcher's reach of it,
+    max(``MATCH_MIN_MM``, its diameter)."""
+    near = np.linalg.norm(cand_mm - np.asarray(centre_mm, float), axis=1) <= max(MATCH_MIN_MM, diameter_mm) \
         if len(cand_mm) else np.zeros(0, bool)
     best = float(cand_p[near].max()) if near.any() else None
     if found:
@@ -61,7 +63,7 @@ def case_fates(spec, runtime, case, tags_by_bleed: list[list[str]], threshold: f
     picked = merged_centres(vol, [c for c in every if tuple(c[0]) in kept], threshold, **cmb_merging(spec.manifest))
     centres = [b["center_mm"] for b in case.bleeds]
     diameters = [b["diameter_mm"] for b in case.bleeds]
-    m = match_points([p[3] for p in picked], centres, diameters, min_mm=5.0)
+    m = match_points([p[3] for p in picked], centres, diameters, min_mm=MATCH_MIN_MM)
     hit = {j for _, j, _ in m.pairs}
     cand_mm = np.array([vol.index_to_patient(*c[0]) for c in every]).reshape(-1, 3)
     cand_p = np.array([c[1] for c in every], float)
@@ -107,7 +109,7 @@ def main(argv=None) -> int:
         lost = Counter(r["fate"] for r in rows if r["fate"] != "found")
         print(f"  {case.seed}: {len(rows)} bleeds, {len(rows) - sum(lost.values())} found; lost: {dict(lost)}",
               flush=True)
-    res = {"model_label": spec.label, "data": name, "n": len(cases), "threshold": threshold,
+    res = {"model_label": spec.label, "data": str(args.data), "n": len(cases), "threshold": threshold,
            "cases": cases, "table": table([b for c in cases for b in c["bleeds"]])}
     for tag, t in res["table"].items():
         print(f"  {tag:20s} n {t['n']:4d}  found {t['found']:.3f}  " +

@@ -57,6 +57,8 @@ def case_counts(spec, runtime, case) -> dict:
 
 def table(rows: list[dict]) -> list[dict]:
     """Sensitivity, FP per scan and grade agreement for each key of the rows' counts, B ("none") first."""
+    if not rows:
+        raise ValueError("no cases to tabulate")
     nt = max(1, sum(r["n_truth"] for r in rows))
     out = []
     for key in rows[0]["counts"]:
@@ -80,7 +82,8 @@ def main(argv=None) -> int:
     for case, _ in cases:
         rows.append(case_counts(spec, rt, case))
         print(f"  {case.seed}: {len(case.bleeds)} bleeds, B {rows[-1]['counts']['none']}", flush=True)
-    res = {"model_label": spec.label, "data": name, "n": len(rows), "cases": rows, "table": table(rows)}
+    res = {"model_label": spec.label, "data": str(args.data or args.set), "n": len(rows), "cases": rows,
+           "table": table(rows)}
     for t in res["table"]:
         print(f"  R {t['radius_mm']} t2 {t['t2']}: sensitivity {t['sensitivity']:.3f} "
               f"FP/scan {t['fp_per_scan']:.2f} grade {t['grade_agreement']:.3f}")

@@ -367,8 +367,10 @@ def make_swi(
     image only phase tells them apart); ``meta["calcifications"]`` lists each one's centre in the head's model
     frame (mm, not patient coordinates) and its diameter. ``atrophy`` as in :func:`make_ncct`.
     ``mimic_variety``: the calcifications drawn far wider (:func:`_varied_calcifications`: any darkness up to a
-    void, punctate to 8 mm, ellipsoids and clumps, the habenula and paired pallida too) and the iron-rich nuclei from
-    a faint to a near-black hypointensity (:func:`_varied_iron`), in place of ``calcifications``' draws. These draw
+    void, punctate to about 12 mm, ellipsoids and clumps, the habenula and paired pallida too) and the iron-rich
+    nuclei from a faint to a near-black hypointensity (:func:`_varied_iron`; the atlas head's darkened pallida are
+    listed in ``meta["iron"]`` as calcifications are), in place of ``calcifications``' draws, whatever that flag
+    says. These draw
     from their own random streams (atrophy from the head's own, none from this function's), so the defaults give
     the same image as before for every seed."""
     _check_anatomy(anatomy)
@@ -455,7 +457,8 @@ def make_swi(
         meta={"fov_mm": fov, "noise_sd": sd, "scale": scale, "values": vals, "oblique_deg": oblique_deg,
               "anatomy": anatomy, "cmb_depth": [c.depth for c in cmbs], "field_t": field_t,
               "calcifications": [[float(v) for v in c] + [2 * max(a)] for c, a, _ in calcs],
-              **({"atrophy": atrophy} if atrophy else {})},
+              **({"atrophy": atrophy} if atrophy else {}),
+              **({"iron": [[float(v) for v in c] + [2 * max(a)] for c, a, _ in iron]} if iron else {})},
     )
 
 

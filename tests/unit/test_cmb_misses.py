@@ -14,16 +14,18 @@ CANDS = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [20.0, 0.0, 0.0]])
 @pytest.mark.parametrize("centre,found,p,kept,expected", [
     ((0, 0, 1), True, (0.999, 0.5, 0.5), (True, True, True), ("found", 0.999)),
     ((40, 0, 0), False, (0.999, 0.5, 0.5), (True, True, True), ("no candidate", None)),
-    ((10, 2, 0), False, (0.999, 0.98, 0.5), (True, True, True), ("below threshold", 0.98)),
-    ((10, 0, 2), False, (0.999, 0.999, 0.5), (True, False, True), ("criterion", 0.999)),
-    ((20, 0, 0), False, (0.999, 0.5, 0.999), (True, True, True), ("merged", 0.999)),
+    ((10, 2, 0), False, (0.5, 0.98, 0.5), (True, True, True), ("below threshold", 0.98)),
+    ((10, 0, 2), False, (0.5, 0.999, 0.5), (True, False, True), ("criterion", 0.999)),
+    ((20, 0, 0), False, (0.5, 0.5, 0.999), (True, True, True), ("merged", 0.999)),
+    # a counted candidate 4 mm off, within the matcher's reach, whose finding matched a neighbour: merged away
+    ((24, 0, 0), False, (0.5, 0.5, 0.999), (True, True, True), ("merged", 0.999)),
 ])
 def test_each_fate(centre, found, p, kept, expected):
     assert fate(centre, 3.0, found, CANDS, np.array(p), np.array(kept), 0.995) == expected
 
 
-def test_a_large_bleed_reaches_a_candidate_within_its_radius():
-    far = (0.0, 0.0, 3.5)  # beyond 2.5 mm, inside a 8 mm bleed's radius
+def test_the_reach_is_the_matchers_5_mm_or_a_larger_bleeds_diameter():
+    far = (0.0, 0.0, 6.5)  # beyond 5 mm, within an 8 mm bleed's diameter
     assert fate(far, 3.0, False, CANDS, np.array([0.2, 0.2, 0.2]), np.ones(3, bool), 0.995)[0] == "no candidate"
     assert fate(far, 8.0, False, CANDS, np.array([0.2, 0.2, 0.2]), np.ones(3, bool), 0.995)[0] == "below threshold"
     assert fate(far, 3.0, False, np.zeros((0, 3)), np.zeros(0), np.zeros(0, bool), 0.995) == ("no candidate", None)

@@ -153,16 +153,19 @@ def test_swi_calcifications_are_dark_and_not_bleeds():
     assert changed.mean() < 0.002 and 1 <= blobs <= len(calc.meta["calcifications"])
 
 
-def test_swi_mimic_variety_darkens_only_mimics():
-    """Varied calcifications and iron: listed, dark, never bleeds, and only where the mimics are (own streams)."""
-    kw = dict(seed=36, matrix=128, slice_thickness=1.5, n_cmb=3, n_slices=60)
+@pytest.mark.parametrize("anatomy", ["analytic", "mni152"])
+def test_swi_mimic_variety_changes_only_the_mimics_and_never_the_bleeds(anatomy):
+    """Varied calcifications and iron-rich nuclei: listed, never bleeds, drawn from streams of their own (so the
+    noise and everything else stay the seed's); calcifications darken, the nuclei may come out darker or brighter
+    than the default draw."""
+    kw = dict(seed=36, matrix=128, slice_thickness=1.5, n_cmb=3, n_slices=60, anatomy=anatomy)
     plain, varied = make_swi(**kw), make_swi(mimic_variety=True, **kw)
     assert varied.meta["calcifications"] and varied.n_microbleeds == plain.n_microbleeds == 3
     assert np.array_equal(varied.truth_mask, plain.truth_mask) and varied.microbleeds == plain.microbleeds
     changed = varied.image != plain.image
     assert 0 < changed.mean() < 0.01  # the nuclei and foci, not the noise everywhere
-    # every calcification (or grain of a clump) is at least a millimetre across
-    assert all(c[3] >= 1.0 for c in varied.meta["calcifications"])
+    assert (varied.image < plain.image - 1e-3).any()
+    assert ("iron" in varied.meta) == (anatomy == "mni152") and "iron" not in plain.meta
 
 
 def test_training_draws_mimic_variety_only_when_asked(monkeypatch):
@@ -172,8 +175,13 @@ def test_training_draws_mimic_variety_only_when_asked(monkeypatch):
     assert not any("mimic_variety" in data.swi_params(s) for s in range(1000, 1040))
     monkeypatch.setattr(data, "SWI_MIMIC_SHARE", 1.0)
     assert all(data.swi_params(s).get("mimic_variety") for s in range(1000, 1040))
-    held = data.SPLITS["heldout"]
-    assert not any("mimic_variety" in data.swi_params(s) for s in range(held, held + 20))
+    for split in ("heldout", "shifted"):
+        first = data.SPLITS[split]
+        assert not any("mimic_variety" in data.swi_params(s) for s in range(first, first + 20))
+    monkeypatch.setattr(data, "SWI_MIMIC_SHARE", 0.0)
+    plain = {s: data.swi_params(s) for s in range(1000, 1040)}
+    monkeypatch.setattr(data, "SWI_MIMIC_SHARE", 1.0)
+    assert all({k: v for k, v in data.swi_params(s).items() if k != "mimic_variety"} == plain[s] for s in plain)
 
 
 @pytest.mark.parametrize("n,grade", [(0, 0), (4, 1), (15, 2), (35, 3)])
