@@ -370,9 +370,8 @@ def make_swi(
     void, punctate to about 12 mm, ellipsoids and clumps, the habenula and paired pallida too) and the iron-rich
     nuclei from a faint to a near-black hypointensity (:func:`_varied_iron`; the atlas head's darkened pallida are
     listed in ``meta["iron"]`` as calcifications are), in place of ``calcifications``' draws, whatever that flag
-    says. These draw
-    from their own random streams (atrophy from the head's own, none from this function's), so the defaults give
-    the same image as before for every seed."""
+    says. These draw from their own random streams (atrophy from the head's own, none from this function's), so the
+    defaults give the same image as before for every seed."""
     _check_anatomy(anatomy)
     if field_t not in (1.5, 3.0):
         raise ValueError(f"field_t must be 1.5 or 3.0 (tesla), not {field_t!r}")
