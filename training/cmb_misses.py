@@ -58,9 +58,9 @@ def case_fates(spec, runtime, case, tags_by_bleed: list[list[str]], threshold: f
     """Every true bleed of one case: its diameter, tags and fate at ``threshold``."""
     vol = case.volume
     out = runtime.run(spec, vol)
-    every = candidate_tuples(out)
-    kept = {tuple(c[0]) for c in counted_candidates(spec.manifest, vol, out)}
-    picked = merged_centres(vol, [c for c in every if tuple(c[0]) in kept], threshold, **cmb_merging(spec.manifest))
+    every, counted = candidate_tuples(out), counted_candidates(spec.manifest, vol, out)
+    kept = {tuple(c[0]) for c in counted}
+    picked = merged_centres(vol, counted, threshold, **cmb_merging(spec.manifest))
     centres = [b["center_mm"] for b in case.bleeds]
     diameters = [b["diameter_mm"] for b in case.bleeds]
     m = match_points([p[3] for p in picked], centres, diameters, min_mm=MATCH_MIN_MM)

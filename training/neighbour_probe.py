@@ -19,9 +19,8 @@ import numpy as np
 
 from svdmark.domain import BurdenGrade
 from svdmark.measure import cmb_merging, counted_candidates, merged_centres
-from svdmark.validation.agreement import match_points
-
 from . import cmb_cases
+from .evaluate import match
 
 GRID = tuple((r, t2) for r in (3.0, 4.0, 5.0, 6.0, 8.0) for t2 in (0.9, 0.95, 0.98, 0.99))
 
@@ -50,8 +49,8 @@ def case_counts(spec, runtime, case) -> dict:
                                                   for r, t2 in GRID]:
         # the recruited candidates enter merging as they are (strongest first), at any probability
         picked = merged_centres(vol, [c for c, k in zip(kept, mask) if k], 0.0, **merge)
-        m = match_points([q[3] for q in picked], *truth, min_mm=5.0)
-        counts[key] = (m.true_positives, m.false_positives)
+        tp, fp, _ = match([q[3] for q in picked], *truth)
+        counts[key] = (tp, fp)
     return dict(seed=case.seed, n_truth=len(case.bleeds), counts=counts)
 
 
