@@ -14,7 +14,7 @@ from svdmark.errors import ModelError
 from svdmark.infer import ModelRegistry, Pinned, Runtime, default_models_dir, managed
 from svdmark.infer.activation import write_state
 from svdmark.infer.registry import sha256_file
-from svdmark.infer.runtime import flip_averaged, tiled_2d
+from svdmark.infer.runtime import PATCH_TTA, flip_averaged, flip_combos, patch_averaged, patch_view, tiled_2d
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -349,3 +349,37 @@ def test_flip_averaging_unflips_each_pass():
 def test_flip_averaging_rejects_unknown_flip():
     with pytest.raises(ModelError, match="unknown test-time flips"):
         flip_averaged(_first_channel_weighted, ["upside-down"])
+
+
+def test_patch_flips_give_the_sixteen_symmetries_the_classifier_was_trained_under():
+    x = np.random.default_rng(2).normal(size=(1, 2, 4, 4, 4)).astype(np.float32)
+    combos = flip_combos(list(PATCH_TTA), PATCH_TTA)
+    views = [patch_view(x, c) for c in combos]
+    assert combos[0] == () and np.array_equal(views[0], x)
+    assert len({v.tobytes() for v in views}) == 16  # flips of 3 axes x in-plane transposition, all distinct
+    assert np.array_equal(patch_view(x, ("transpose",)), x.transpose(0, 1, 2, 4, 3))
+    assert np.array_equal(patch_view(x, ("normal", "row")), x[:, :, ::-1, :, ::-1])
+    with pytest.raises(ModelError, match="unknown test-time flips"):
+        flip_combos(["lr"], PATCH_TTA)  # a 2-D flip name is not a patch flip
+
+
+def test_patch_averaging_rereads_only_patches_at_or_above_the_floor():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, size=(6, 2, 4, 4, 4)).astype(np.float32)
+    ramp = np.linspace(0.0, 1.0, 4, dtype=np.float32)
+
+    def net(p):  # deliberately orientation-dependent: a weighted corner of the patch
+        prob = (p[:, 0] * ramp[None, :, None, None] * ramp[None, None, :, None]).mean(axis=(1, 2, 3)) * 4
+        return np.stack([prob, 10 * prob], axis=1).astype(np.float32)
+
+    combos = flip_combos(["normal", "column", "transpose"], PATCH_TTA)
+    first = net(x)
+    floor = float(np.median(first[:, 0]))
+    got = patch_averaged(net, x, combos, floor)
+    want = np.mean([net(patch_view(x, c)) for c in combos], axis=0)
+    hi = first[:, 0] >= floor
+    assert hi.any() and (~hi).any()
+    np.testing.assert_allclose(got[hi], want[hi], rtol=1e-5)
+    np.testing.assert_array_equal(got[~hi], first[~hi])
+    assert not np.allclose(want[hi], first[hi])  # the passes really differ for this net
+    np.testing.assert_array_equal(patch_averaged(net, x, combos[:1], 0.0), first)  # no flips: one reading

@@ -22,7 +22,13 @@ Two kinds of model input (``manifest["input"]["kind"]``):
 ``patch3d``  (CMB) a classical candidate stage (multi-scale LoG, parameters in
              ``manifest["candidates"]``) proposes dark blobs; isotropic patches
              around them are classified by the network in fixed-size batches,
-             which also regresses the diameter.
+             which also regresses the diameter. With ``input.tta`` (names from
+             ``PATCH_TTA``) each patch whose first reading reaches
+             ``input.tta_from`` is read again in every combination of the
+             named flips and the in-plane transposition (the symmetries the
+             classifier was trained under) and the readings are averaged; a
+             patch below ``tta_from`` keeps its single reading, which is exact
+             for any threshold above 1 - (1 - tta_from) / passes.
 """
 from __future__ import annotations
 
@@ -213,9 +219,12 @@ class Runtime:
         in_name = sess.get_inputs()[0].name
         probs = np.zeros(len(cents), np.float32)
         diams = np.zeros(len(cents), np.float32)
+        net = lambda x: sess.run(None, {in_name: x})[0]  # noqa: E731
+        combos = flip_combos(spec.tta, PATCH_TTA)
+        tta_from = float(spec.raw.get("tta_from", 0.0))
         for b0 in range(0, len(cents), batch):
             patches = pp.cmb_patches(norm, volume, cents[b0 : b0 + batch], spec.raw)
-            res = sess.run(None, {in_name: patches})[0]
+            res = patch_averaged(net, patches, combos, tta_from)
             probs[b0 : b0 + batch] = res[:, 0]
             diams[b0 : b0 + batch] = res[:, 1]
         cands = tuple(
@@ -284,13 +293,16 @@ def _reason(text: str) -> str:
 
 
 TTA_FLIPS = {"lr": (3,), "slices": (1,)}  # axes of an (n, c, h, w) batch: width; the context channels
+# patch3d: axes of an (n, c, normal, column, row) batch; "transpose" swaps the two in-plane axes (a 90° rotation
+# with a flip), applied after the flips
+PATCH_TTA = {"normal": (2,), "column": (3,), "row": (4,), "transpose": ()}
 
 
-def flip_combos(tta: Sequence[str]) -> list[tuple[str, ...]]:
+def flip_combos(tta: Sequence[str], known: Mapping[str, tuple] = TTA_FLIPS) -> list[tuple[str, ...]]:
     """Every combination of the flips named in ``tta`` (manifest ``input.tta``), identity first, fixed order."""
-    unknown = set(tta) - set(TTA_FLIPS)
+    unknown = set(tta) - set(known)
     if unknown:
-        raise ModelError(f"unknown test-time flips {sorted(unknown)} in manifest; known: {sorted(TTA_FLIPS)}")
+        raise ModelError(f"unknown test-time flips {sorted(unknown)} in manifest; known: {sorted(known)}")
     combos: list[tuple[str, ...]] = [()]
     for name in tta:
         combos += [c + (name,) for c in combos]
@@ -309,6 +321,31 @@ def flipped(fn: Callable[[np.ndarray], np.ndarray], combo: Sequence[str]) -> Cal
         return np.flip(y, tuple(a for a in axes if a != 1)).astype(np.float32)
 
     return run
+
+
+def patch_view(x: np.ndarray, combo: Sequence[str]) -> np.ndarray:
+    """A batch of 3-D patches (n, c, normal, column, row) flipped and transposed as ``combo`` (``PATCH_TTA``) says."""
+    axes = tuple(a for name in combo for a in PATCH_TTA[name])
+    y = np.flip(x, axes) if axes else x
+    if "transpose" in combo:
+        y = np.swapaxes(y, 3, 4)
+    return np.ascontiguousarray(y)
+
+
+def patch_averaged(fn: Callable[[np.ndarray], np.ndarray], patches: np.ndarray, combos: Sequence[Sequence[str]],
+                   tta_from: float = 0.0) -> np.ndarray:
+    """``fn``'s per-patch output ((n, k): probability first) averaged over ``combos`` (``flip_combos(...,
+    PATCH_TTA)``, identity first) for the patches whose first reading is at least ``tta_from``; the others keep
+    their first reading. A classifier's output does not depend on the patch's orientation, so nothing is undone."""
+    res = np.array(fn(patches), np.float32)
+    redo = np.flatnonzero(res[:, 0] >= tta_from) if len(combos) > 1 else np.zeros(0, int)
+    if len(redo):
+        sub = np.ascontiguousarray(patches[redo])
+        acc = res[redo].astype(np.float64)
+        for combo in combos[1:]:
+            acc += fn(patch_view(sub, combo))
+        res[redo] = (acc / len(combos)).astype(np.float32)
+    return res
 
 
 def flip_averaged(fn: Callable[[np.ndarray], np.ndarray], tta: Sequence[str]) -> Callable[[np.ndarray], np.ndarray]:
