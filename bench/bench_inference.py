@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_inference.py                   # CPU, 2 threads, 3 repeats
     .venv/bin/python bench/bench_inference.py --threads 2 --gpu # also CUDA/TensorRT if they load
+    .venv/bin/python bench/bench_inference.py --task cmb --versus 1.4.6   # and a packaged peer, same series
 
 Times cover ``Runtime.run`` + ``measure.from_output`` on a phantom already in
 memory (volume loading / DICOM decoding excluded); the first run (session
@@ -34,24 +35,34 @@ CASES = (  # (task, label, phantom)
 )
 
 
-def bench(providers, threads, repeats, tasks):
+def bench(providers, threads, repeats, tasks, versus=()):
+    """Rows (model, series, shape, provider, first, median, max, median / the active model's median); each series is
+    timed with the active model and then with each packaged version of it named in ``versus`` (the peer)."""
     reg = ModelRegistry()
+    unknown = [v for v in versus if not any(v in reg.versions(reg.active(t).name) for t in tasks)]
+    if unknown:
+        raise SystemExit(f"--versus {', '.join(unknown)}: no such packaged version of the benched models")
     rt = Runtime(providers=providers, intra_op_num_threads=threads)
     rows = []
     for task, label, make in (c for c in CASES if c[0] in tasks):
-        spec = reg.active(task)
+        active = reg.active(task)
+        specs = [active] + [reg.get(active.name, v) for v in versus if v in reg.versions(active.name)]
         vol = as_volume(make())
-        t = time.perf_counter()
-        out = rt.run(spec, vol)
-        measure.from_output(spec, vol, out)
-        first = time.perf_counter() - t
-        times = []
-        for _ in range(repeats):
+        base = None
+        for spec in specs:
             t = time.perf_counter()
             out = rt.run(spec, vol)
             measure.from_output(spec, vol, out)
-            times.append(time.perf_counter() - t)
-        rows.append((spec.label, label, vol.shape, out.provider, first, statistics.median(times), max(times)))
+            first = time.perf_counter() - t
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                out = rt.run(spec, vol)
+                measure.from_output(spec, vol, out)
+                times.append(time.perf_counter() - t)
+            med = statistics.median(times)
+            base = base or med
+            rows.append((spec.label, label, vol.shape, out.provider, first, med, max(times), med / base))
     return rows
 
 
@@ -61,6 +72,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--gpu", action="store_true", help="also run with TensorRT/CUDA (falls back to CPU if absent)")
     ap.add_argument("--task", choices=["wml", "cmb", "both"], default="both")
+    ap.add_argument("--versus", action="append", default=[], metavar="VERSION",
+                    help="also time this packaged version of the task's model on the same series (repeatable)")
     args = ap.parse_args(argv)
     tasks = [Task.WML, Task.CMB] if args.task == "both" else [Task(args.task)]
     print(f"command: {' '.join([sys.executable.split('/')[-1]] + sys.argv)}")
@@ -70,9 +83,10 @@ def main(argv=None):
         configs.append(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
         configs.append(["CUDAExecutionProvider", "CPUExecutionProvider"])
     for prov in configs:
-        for name, label, shape, provider, first, med, worst in bench(prov, args.threads, args.repeats, tasks):
+        for name, label, shape, provider, first, med, worst, ratio in bench(prov, args.threads, args.repeats, tasks,
+                                                                             args.versus):
             print(f"{name:18s} {label:30s} shape {shape}  provider {provider:8s} first {first:6.2f} s  "
-                  f"median {med:6.2f} s  max {worst:6.2f} s")
+                  f"median {med:6.2f} s  max {worst:6.2f} s  x{ratio:.2f} of the active model")
 
 
 if __name__ == "__main__":
