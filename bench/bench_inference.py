@@ -36,20 +36,23 @@ CASES = (  # (task, label, phantom)
 
 
 def bench(providers, threads, repeats, tasks, versus=()):
-    """Rows (model, series, shape, provider, first, median, max, median / the active model's median); each series is
-    timed with the active model and then with each packaged version of it named in ``versus`` (the peer)."""
+    """Rows (model, series, shape, provider, first, median, max, median / the active model's median or None); each
+    series is timed with the active model and then with each packaged version of it named in ``versus`` (the peer,
+    one task only), each with a runtime of its own so that "first" always includes creating the session."""
     reg = ModelRegistry()
-    unknown = [v for v in versus if not any(v in reg.versions(reg.active(t).name) for t in tasks)]
+    if versus and len(tasks) != 1:
+        raise SystemExit("--versus names versions of one model: give --task wml or --task cmb")
+    unknown = [v for v in versus if v not in reg.versions(reg.active(tasks[0]).name)]
     if unknown:
-        raise SystemExit(f"--versus {', '.join(unknown)}: no such packaged version of the benched models")
-    rt = Runtime(providers=providers, intra_op_num_threads=threads)
+        raise SystemExit(f"--versus {', '.join(unknown)}: no such packaged version of {reg.active(tasks[0]).name}")
     rows = []
     for task, label, make in (c for c in CASES if c[0] in tasks):
         active = reg.active(task)
-        specs = [active] + [reg.get(active.name, v) for v in versus if v in reg.versions(active.name)]
+        specs = [active] + [reg.get(active.name, v) for v in versus]
         vol = as_volume(make())
         base = None
         for spec in specs:
+            rt = Runtime(providers=providers, intra_op_num_threads=threads)  # sessions are cached per file
             t = time.perf_counter()
             out = rt.run(spec, vol)
             measure.from_output(spec, vol, out)
@@ -62,7 +65,8 @@ def bench(providers, threads, repeats, tasks, versus=()):
                 times.append(time.perf_counter() - t)
             med = statistics.median(times)
             base = base or med
-            rows.append((spec.label, label, vol.shape, out.provider, first, med, max(times), med / base))
+            rows.append((spec.label, label, vol.shape, out.provider, first, med, max(times),
+                         med / base if versus else None))
     return rows
 
 
@@ -86,7 +90,7 @@ def main(argv=None):
         for name, label, shape, provider, first, med, worst, ratio in bench(prov, args.threads, args.repeats, tasks,
                                                                              args.versus):
             print(f"{name:18s} {label:30s} shape {shape}  provider {provider:8s} first {first:6.2f} s  "
-                  f"median {med:6.2f} s  max {worst:6.2f} s  x{ratio:.2f} of the active model")
+                  f"median {med:6.2f} s  max {worst:6.2f} s" + (f"  x{ratio:.2f} of the active model" if ratio else ""))
 
 
 if __name__ == "__main__":

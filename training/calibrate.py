@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from svdmark.domain import InputSpec
 from svdmark.measure.uncertainty import count_bounds
 
 from .evaluate import refuse_reported
@@ -50,11 +51,13 @@ def wml_uncertainty(rows: list[dict], coverage: float) -> dict:
             "validation_mean_width_ml": round(width, 3), "n": len(rows)}
 
 
-def cmb_uncertainty(rows: list[dict], coverage: float, threshold: float) -> dict:
+def cmb_uncertainty(rows: list[dict], coverage: float, threshold: float, min_threshold: float = 0.0) -> dict:
     """The (strict, loose) threshold pair and margin h = a + b x count (``svdmark.measure.uncertainty``) of smallest
     mean width whose coverage reaches ``coverage``, a the smallest of ``CMB_A_GRID`` that does for each b; when none
-    does, the widest, with its measured coverage."""
-    ts = sorted(set.intersection(*({float(k) for k in r["counts_at"]} for r in rows)))  # every row has a count
+    does, the widest, with its measured coverage. Thresholds under ``min_threshold`` (a flip-averaged model's
+    ``input.exact_from``) are not considered."""
+    ts = sorted(t for t in set.intersection(*({float(k) for k in r["counts_at"]} for r in rows))  # every row has it
+                if t >= min_threshold - 1e-12)
     n = np.array([r["n_truth"] for r in rows])
     count = np.array([r["count"] for r in rows])
 
@@ -167,7 +170,8 @@ def main(argv=None):
         thr = float(man["output"]["threshold"])
         for r in pooled:
             r["count"] = r["counts_at"][_key(r, thr)]
-        unc = cmb_uncertainty(pooled, args.coverage, thr)
+        exact = InputSpec.from_json(man["input"]).exact_from if man.get("input") else 0.0  # flip-averaged models
+        unc = cmb_uncertainty(pooled, args.coverage, thr, exact)
     source = " + ".join(_source(e) for e in [res, *extra])
     unc["chosen_on"] = f"{source}: training.calibrate --task {args.task}"
     man.setdefault("uncertainty", {})[args.task] = unc

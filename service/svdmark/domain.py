@@ -257,6 +257,8 @@ def _numbers(data: Mapping, key: str, kind=float, where: str = "") -> tuple:
 
 
 INPUT_KINDS = ("slice2d", "patch3d")  # 2-D sliding window (WML) | 3-D candidate patches (CMB)
+# the test-time flips each input kind knows (``input.tta``; the runtime maps them to array axes)
+TTA_NAMES = {"slice2d": ("lr", "slices"), "patch3d": ("normal", "column", "row", "transpose")}
 
 
 @dataclass(frozen=True)
@@ -275,7 +277,16 @@ class InputSpec:
     context_slices: int = 0
     min_slice_mm: float = 0.0  # slice2d: thinner stacks are averaged through-plane into slabs at least this thick
     tta: tuple[str, ...] = ()  # test-time flips
+    tta_from: float = 0.0  # patch3d: only patches whose first reading reaches this are read in every flip
     raw: Mapping = field(default_factory=dict, compare=False)  # the section as written (patch geometry for 3-D)
+
+    @property
+    def exact_from(self) -> float:
+        """The lowest probability threshold at which a patch3d model's flip-averaged readings are exact: a patch
+        first read under ``tta_from`` keeps that reading, and no average with it could reach this (0 without flips)."""
+        if self.kind != "patch3d" or not self.tta:
+            return 0.0
+        return 1.0 - (1.0 - self.tta_from) / 2 ** len(self.tta)
 
     @classmethod
     def from_json(cls, data: Mapping) -> "InputSpec":
@@ -289,12 +300,21 @@ class InputSpec:
         tta = data.get("tta", ())
         if isinstance(tta, str) or not all(isinstance(t, str) for t in tta):
             raise ManifestFieldError(f"field {w}'tta' must be a list of flip names, not {tta!r}")
+        unknown = sorted(set(tta) - set(TTA_NAMES[kind]))
+        if unknown or len(set(tta)) < len(tta):
+            raise ManifestFieldError(f"field {w}'tta' must name each test-time flip of a {kind} model at most once "
+                                     f"(known: {', '.join(TTA_NAMES[kind])}), not {list(tta)!r}")
+        tta_from = _number(data, "tta_from", 0.0, where=w)
+        if "tta_from" in data and (kind != "patch3d" or tta_from is None or not 0.0 <= tta_from <= 1.0):
+            raise ManifestFieldError(f"field {w}'tta_from' must be a probability 0-1 of a patch3d model, "
+                                     f"not {data['tta_from']!r} ({kind})")
         return cls(kind=kind, normalisation=norm, spacing_mm=_numbers(data, "spacing_mm", where=w),
                    window=_numbers(data, "window", int, w), overlap=_number(data, "overlap", 0, int, w),
                    multiple_of=_number(data, "multiple_of", 1, int, w),
                    pad_value=_number(data, "pad_value", -1000.0, where=w), batch=_number(data, "batch", None, int, w),
                    slab=max(1, _number(data, "slab", 8, int, w)), context_slices=_number(data, "context_slices", 0, int, w),
-                   min_slice_mm=_number(data, "min_slice_mm", 0.0, where=w), tta=tuple(tta), raw=data)
+                   min_slice_mm=_number(data, "min_slice_mm", 0.0, where=w), tta=tuple(tta),
+                   tta_from=tta_from or 0.0, raw=data)
 
 
 @dataclass(frozen=True)
@@ -387,7 +407,7 @@ class Manifest(Mapping):
             raise ManifestFieldError(f"a manifest must be an object, not {type(data).__name__}")
         inp, out, st = (_section(data, k) for k in ("input", "output", "self_test"))
         quality = _section(data, "quality") or {}
-        return cls(
+        man = cls(
             name=data.get("name"), version=data.get("version"), task=data.get("task"), sha256=data.get("sha256"),
             file=data.get("file"),
             input=InputSpec.from_json(inp) if inp is not None else None,
@@ -398,6 +418,21 @@ class Manifest(Mapping):
             quality_limits=_section(quality, "limits", "quality."),
             raw=data,
         )
+        man._check_exact_thresholds()
+        return man
+
+    def _check_exact_thresholds(self) -> None:
+        """A flip-averaged patch model counts exactly only at thresholds of at least ``input.exact_from``."""
+        bound = self.input.exact_from if self.input is not None else 0.0
+        if not bound:
+            return
+        cmb = self.uncertainty.get("cmb") or {}
+        named = {"output.'threshold'": self.output.threshold,
+                 **{f"uncertainty.cmb.'{k}'": cmb[k] for k in ("threshold_low", "threshold_high") if k in cmb}}
+        for where, t in named.items():
+            if not isinstance(t, (int, float)) or t < bound - 1e-12:
+                raise ManifestFieldError(f"field {where} is {t!r}, below {bound:.4f}, the lowest threshold at which "
+                                         f"input.tta / input.tta_from count exactly")
 
     def __getitem__(self, key: str):
         return self.raw[key]

@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from svdmark.domain import FrameRef, Manifest, Task, Volume
+from svdmark.domain import TTA_NAMES, FrameRef, Manifest, ManifestFieldError, Task, Volume
 from svdmark.errors import ModelError
 from svdmark.infer import ModelRegistry, Pinned, Runtime, default_models_dir, managed
 from svdmark.infer.activation import write_state
 from svdmark.infer.registry import sha256_file
-from svdmark.infer.runtime import PATCH_TTA, flip_averaged, flip_combos, patch_averaged, patch_view, tiled_2d
+from svdmark.infer.runtime import (PATCH_TTA, TTA_FLIPS, flip_averaged, flip_combos, patch_averaged, patch_view,
+                                   tiled_2d)
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -383,3 +385,56 @@ def test_patch_averaging_rereads_only_patches_at_or_above_the_floor():
     np.testing.assert_array_equal(got[~hi], first[~hi])
     assert not np.allclose(want[hi], first[hi])  # the passes really differ for this net
     np.testing.assert_array_equal(patch_averaged(net, x, combos[:1], 0.0), first)  # no flips: one reading
+    np.testing.assert_allclose(patch_averaged(net, x, combos, floor, batch=2), got, rtol=1e-6)  # any batching
+
+
+def test_the_runtime_maps_every_flip_the_manifest_may_name():
+    assert set(TTA_FLIPS) == set(TTA_NAMES["slice2d"]) and set(PATCH_TTA) == set(TTA_NAMES["patch3d"])
+
+
+def _cmb_manifest(**input_fields) -> dict:
+    m = json.loads((REPO_MODELS / "cmb-swi" / "1.4.8" / "manifest.json").read_text())
+    m["input"].update(input_fields)
+    return m
+
+
+def test_patch_flips_are_checked_when_the_manifest_is_read():
+    assert Manifest.from_json(_cmb_manifest()).input.exact_from == pytest.approx(1 - 0.5 / 16)
+    assert Manifest.from_json(_cmb_manifest(tta=[])).input.exact_from == 0.0
+    for fields, words in (({"tta": ["lr"]}, "input.'tta'"), ({"tta": ["row", "row"]}, "at most once"),
+                          ({"tta_from": 1.5}, "input.'tta_from'"), ({"tta_from": None}, "input.'tta_from'"),
+                          ({"tta_from": 0.99}, "output.'threshold' is 0.99, below 0.9994")):
+        with pytest.raises(ManifestFieldError, match=re.escape(words)):
+            Manifest.from_json(_cmb_manifest(**fields))
+    m = _cmb_manifest()
+    m["uncertainty"]["cmb"]["threshold_low"] = 0.95  # an interval threshold where readings are mixed
+    with pytest.raises(ManifestFieldError, match="threshold_low"):
+        Manifest.from_json(m)
+    wml = json.loads((REPO_MODELS / "wml-ncct" / "1.12.2" / "manifest.json").read_text())
+    wml["input"]["tta_from"] = 0.5
+    with pytest.raises(ManifestFieldError, match="patch3d"):
+        Manifest.from_json(wml)
+
+
+def test_a_flip_averaged_model_counts_exactly_at_and_above_its_bound():
+    """The packaged flip-averaged model, read through the runtime: every candidate first read under tta_from keeps
+    its reading, and re-reading more of them (tta_from 0.1) changes no count at any threshold from the bound up."""
+    import dataclasses
+
+    import svdmark_phantom as phantom
+    from svdmark_phantom import as_volume
+
+    reg = ModelRegistry()
+    tta, single = reg.get("cmb-swi", "1.4.8"), reg.get("cmb-swi", "1.4.6")  # the same weights
+    every = dataclasses.replace(tta, manifest=_cmb_manifest(tta_from=0.1))
+    vol = as_volume(phantom.make_swi(seed=3, matrix=96, slice_thickness=2.0, n_cmb=12))
+    rt = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=2)
+    p1, pt, pe = (np.array([c.probability for c in rt.run(s, vol).candidates]) for s in (single, tta, every))
+    assert len(p1) == len(pt) == len(pe) > 50
+    low = p1 < 0.5
+    np.testing.assert_array_equal(pt[low], p1[low])
+    assert (~low).sum() >= 5 and not np.allclose(pt[~low], p1[~low])  # the likely ones were read again
+    bound = tta.manifest.input.exact_from
+    assert (low & (p1 >= 0.1)).any() and pe[low].max() < bound  # some were read again, none reached the bound
+    for t in (bound, 0.98, 0.99, 0.995, 0.999):
+        assert (pt >= t).sum() == (pe >= t).sum()

@@ -221,10 +221,10 @@ class Runtime:
         diams = np.zeros(len(cents), np.float32)
         net = lambda x: sess.run(None, {in_name: x})[0]  # noqa: E731
         combos = flip_combos(spec.tta, PATCH_TTA)
-        tta_from = float(spec.raw.get("tta_from", 0.0))
+        tta_from = spec.tta_from
         for b0 in range(0, len(cents), batch):
             patches = pp.cmb_patches(norm, volume, cents[b0 : b0 + batch], spec.raw)
-            res = patch_averaged(net, patches, combos, tta_from)
+            res = patch_averaged(net, patches, combos, tta_from, batch)
             probs[b0 : b0 + batch] = res[:, 0]
             diams[b0 : b0 + batch] = res[:, 1]
         cands = tuple(
@@ -292,9 +292,10 @@ def _reason(text: str) -> str:
     return lines[0][:160] if lines else ""
 
 
-TTA_FLIPS = {"lr": (3,), "slices": (1,)}  # axes of an (n, c, h, w) batch: width; the context channels
-# patch3d: axes of an (n, c, normal, column, row) batch; "transpose" swaps the two in-plane axes (a 90° rotation
-# with a flip), applied after the flips
+# the axes of domain.TTA_NAMES' flips. slice2d: of an (n, c, h, w) batch: width; the context channels
+TTA_FLIPS = {"lr": (3,), "slices": (1,)}
+# patch3d: of an (n, c, normal, column, row) batch; "transpose" swaps the two in-plane axes (a 90° rotation with a
+# flip), applied after the flips
 PATCH_TTA = {"normal": (2,), "column": (3,), "row": (4,), "transpose": ()}
 
 
@@ -333,17 +334,19 @@ def patch_view(x: np.ndarray, combo: Sequence[str]) -> np.ndarray:
 
 
 def patch_averaged(fn: Callable[[np.ndarray], np.ndarray], patches: np.ndarray, combos: Sequence[Sequence[str]],
-                   tta_from: float = 0.0) -> np.ndarray:
+                   tta_from: float = 0.0, batch: int | None = None) -> np.ndarray:
     """``fn``'s per-patch output ((n, k): probability first) averaged over ``combos`` (``flip_combos(...,
     PATCH_TTA)``, identity first) for the patches whose first reading is at least ``tta_from``; the others keep
-    their first reading. A classifier's output does not depend on the patch's orientation, so nothing is undone."""
+    their first reading. A classifier's output does not depend on the patch's orientation, so nothing is undone.
+    The re-read views go to ``fn`` stacked, ``batch`` at a time (default: all at once)."""
     res = np.array(fn(patches), np.float32)
     redo = np.flatnonzero(res[:, 0] >= tta_from) if len(combos) > 1 else np.zeros(0, int)
     if len(redo):
-        sub = np.ascontiguousarray(patches[redo])
-        acc = res[redo].astype(np.float64)
-        for combo in combos[1:]:
-            acc += fn(patch_view(sub, combo))
+        sub = patches[redo]
+        views = np.concatenate([patch_view(sub, combo) for combo in combos[1:]])
+        step = batch or len(views)
+        out = np.concatenate([fn(views[i:i + step]) for i in range(0, len(views), step)]).astype(np.float64)
+        acc = res[redo] + out.reshape(len(combos) - 1, len(redo), -1).sum(axis=0)
         res[redo] = (acc / len(combos)).astype(np.float32)
     return res
 
