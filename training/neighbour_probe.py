@@ -19,6 +19,7 @@ import numpy as np
 
 from svdmark.domain import BurdenGrade
 from svdmark.measure import cmb_merging, counted_candidates, merged_centres
+
 from . import cmb_cases
 from .evaluate import match
 
