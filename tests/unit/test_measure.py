@@ -152,6 +152,24 @@ def test_ct_noise_is_scored_on_the_slabs_the_model_reads():
     assert slabs["coverage_mm"] == thin["coverage_mm"] and slabs["tissue_level"] == thin["tissue_level"]
 
 
+def test_ct_noise_is_read_on_integer_hu_smoothed_by_a_brain_kernel():
+    """Integer HU with kernel-smoothed noise: the residual to a 3x3 median is 0 in most voxels, so its MAD read 0
+    at 0.9 and 1.7 HU of noise; the CT score (residual to the 8 neighbours' mean) rises with the noise from above 0."""
+    from scipy import ndimage
+
+    from svdmark.measure import quality
+
+    rng = np.random.default_rng(0)
+    scores, median_mads = [], []
+    for sd in (3.0, 6.0, 12.0):
+        noise = ndimage.gaussian_filter(rng.standard_normal((12, 96, 96)) * sd, (0, 1.0, 1.0))
+        arr = np.round(30 + noise).astype(np.float32)
+        scores.append(quality.ct_scores(tilted_volume(arr.shape, spacing=5.0, tilt_deg=0.0, array=arr))["noise"])
+        median_mads.append(quality._robust_noise(arr, (arr >= 15) & (arr <= 45)))
+    assert median_mads[:2] == [0.0, 0.0]  # what the CT score read before
+    assert 0.3 < scores[0] < scores[1] < scores[2] < 3.43  # high-pass: under the smoothed noise's own SD
+
+
 def test_wml_support_reaches_one_slab_through_plane_when_the_model_read_slabs():
     """Post-processing on a thin stack read as 4-slice slabs equals post-processing on the slab grid itself: the
     support's "one slice through-plane" is one slab (four source slices), so the rim slabs count whole."""

@@ -10,9 +10,12 @@ Scores
 * ``coverage_mm`` — head extent covered by the stack along the slice normal (a partial scan under-reads).
 * ``tissue_level`` — median of brain-range voxels (CT: HU; SWI: relative to the foreground median):
   calibration, contrast agent, or a mis-routed series.
-* ``noise`` — robust noise of brain-range voxels: 1.4826 × MAD of the residual after a 3×3 in-plane
-  median filter (CT in HU, SWI relative to the tissue level), so anatomy barely counts; on thin CT stacks
-  that the model reads as averaged slabs (``input.min_slice_mm``), on those slabs.
+* ``noise`` — robust noise of brain-range voxels: 1.4826 × MAD of an in-plane residual, so anatomy barely
+  counts; on thin CT stacks that the model reads as averaged slabs (``input.min_slice_mm``), on those slabs.
+  CT (HU): each pixel less the mean of its 8 neighbours, scaled to white noise's SD. CT values are integers and
+  brain kernels smooth them, so the residual to a 3×3 median (the SWI residual) is exactly 0 in most voxels and
+  its MAD read 0 on heads with 4 HU of noise; the neighbours' mean moves in steps of 1/8 HU. SWI (relative to the
+  tissue level): the residual after a 3×3 median filter.
 * ``slice_mm`` — slice spacing (SWI: bleeds of 2–10 mm are missed in thick slices).
 * ``tta_spread`` (WML) — the model's own out-of-distribution score: the spread of its
   test-time-augmentation pass volumes relative to (volume + 1 mL), beyond what validation cases showed.
@@ -24,6 +27,8 @@ Scores
 Own code: the scores are a few numpy/scipy lines each; no library knows these limits.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -41,15 +46,30 @@ def _coverage_mm(volume: Volume, in_head: np.ndarray) -> float:
     return float((ks[-1] - ks[0] + 1) * max(volume.slice_spacing, 1e-3))
 
 
-def _robust_noise(array: np.ndarray, sel: np.ndarray) -> float:
-    """1.4826 × MAD of the residual to a 3×3 in-plane median, over the selected voxels (a sample of slices)."""
+def _median_residual(img: np.ndarray) -> np.ndarray:
+    """A slice less its 3×3 median."""
+    return img - ndi.median_filter(img, size=3)
+
+
+_NEIGHBOURS = np.array([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]) / 8.0
+
+
+def _neighbour_residual(img: np.ndarray) -> np.ndarray:
+    """A slice less the mean of each pixel's 8 neighbours, divided by √(9/8): white noise of SD s keeps SD s."""
+    img = img.astype(np.float64)
+    return (img - ndi.convolve(img, _NEIGHBOURS, mode="nearest")) / np.sqrt(9.0 / 8.0)
+
+
+def _robust_noise(array: np.ndarray, sel: np.ndarray,
+                  residual: Callable[[np.ndarray], np.ndarray] = _median_residual) -> float:
+    """1.4826 × MAD of each slice's ``residual``, over the selected voxels (a sample of slices)."""
     step = max(1, array.shape[0] // 12)
     ks = np.arange(0, array.shape[0], step)
     res = []
     for k in ks:
         if sel[k].sum() < 200:
             continue
-        r = array[k] - ndi.median_filter(array[k], size=3)
+        r = residual(array[k])
         res.append(r[sel[k]])
     if not res:
         return float("nan")
@@ -67,7 +87,7 @@ def ct_scores(volume: Volume, slab_group: int = 1) -> dict[str, float]:
     return {
         "coverage_mm": round(_coverage_mm(volume, brain), 1),
         "tissue_level": round(float(np.median(lvl)), 1),
-        "noise": round(_robust_noise(seen, (seen >= 15) & (seen <= 45)), 2),
+        "noise": round(_robust_noise(seen, (seen >= 15) & (seen <= 45), _neighbour_residual), 2),
     }
 
 
