@@ -26,7 +26,7 @@ from .conftest import REPO, SVDMARK, packaged_models
 from tests.peers import DCMTK, StoreSCP, free_port, wait_until
 
 GUIDE = REPO / "docs" / "admin-guide.md"
-GUIDE_VERSIONS = ("1.2.0", "1.12.2")  # the wml-ncct versions the guide activates and rolls back to
+GUIDE_VERSIONS = ("1.2.0", "1.12.5")  # the wml-ncct versions the guide activates and rolls back to
 BLOCK_TIMEOUT = 180.0
 FENCE = re.compile(r"^```(?P<info>[^`\n]*)\n(?P<code>.*?)^```[ \t]*$", re.M | re.S)
 
