@@ -175,7 +175,8 @@ def main(argv=None):
     source = " + ".join(_source(e) for e in [res, *extra])
     unc["chosen_on"] = f"{source}: training.calibrate --task {args.task}"
     man.setdefault("uncertainty", {})[args.task] = unc
-    man["quality"] = {"limits": quality_limits(rows, args.task),
+    kept = {k: man["quality"][k] for k in ("noise_score",) if k in man.get("quality", {})}  # what the rows scored
+    man["quality"] = {**kept, "limits": quality_limits(rows, args.task),
                       "chosen_on": f"{res['split']} (n={len(rows)}): validation range widened "
                                    "(minimums x0.7, maximums x1.5; see training.calibrate)"}
     args.manifest.write_text(json.dumps(man, indent=2) + "\n")

@@ -113,7 +113,10 @@ def _uncertainty_and_gate(manifest: dict) -> list[str]:
         lines += ["## Quality gate", "A result is withheld (\"not reliably measurable\", no number) when any score is "
                   "outside its limit:", ""]
         lines += [f"- `{k}`: {json.dumps(v)}" for k, v in q["limits"].items()]
-        lines += ["", f"Limits chosen on {q['chosen_on']}.", ""]
+        lines += ["", f"Limits chosen on {q['chosen_on']}."]
+        if q.get("noise_score"):
+            lines += [f"CT noise scored on the `{q['noise_score']}` residual (`svdmark.measure.quality`)."]
+        lines += [""]
         if q.get("degradation"):
             lines += _degradation(q["degradation"])
     return lines

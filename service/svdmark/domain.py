@@ -256,6 +256,9 @@ def _numbers(data: Mapping, key: str, kind=float, where: str = "") -> tuple:
         raise ManifestFieldError(f"field {where}{key!r} must be a list of numbers, not {value!r}") from None
 
 
+# the CT noise score's residual (``svdmark.measure.quality``): "median", which integer HU collapse to 0 and on which
+# every manifest without ``quality.noise_score`` set its limit, or "neighbour_mean" (wml-ncct 1.12.5 on)
+NOISE_SCORES = ("median", "neighbour_mean")
 INPUT_KINDS = ("slice2d", "patch3d")  # 2-D sliding window (WML) | 3-D candidate patches (CMB)
 # the test-time flips each input kind knows (``input.tta``; the runtime maps them to array axes)
 TTA_NAMES = {"slice2d": ("lr", "slices"), "patch3d": ("normal", "column", "row", "transpose")}
@@ -398,6 +401,7 @@ class Manifest(Mapping):
     candidates: Mapping | None  # CMB candidate stage (parameters of preprocess.cmb_candidates)
     uncertainty: Mapping  # task ("wml" | "cmb") → calibration
     quality_limits: Mapping | None  # quality gate: {score: {"min"|"max": x} or {"range": [lo, hi]}}
+    noise_score: str = "median"  # quality.noise_score: the residual the CT noise limit was set on (NOISE_SCORES)
     raw: Mapping = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -407,6 +411,10 @@ class Manifest(Mapping):
             raise ManifestFieldError(f"a manifest must be an object, not {type(data).__name__}")
         inp, out, st = (_section(data, k) for k in ("input", "output", "self_test"))
         quality = _section(data, "quality") or {}
+        noise_score = quality.get("noise_score", "median")
+        if noise_score not in NOISE_SCORES:
+            raise ManifestFieldError(f"field quality.'noise_score' must be one of {', '.join(NOISE_SCORES)}, "
+                                     f"not {noise_score!r}")
         man = cls(
             name=data.get("name"), version=data.get("version"), task=data.get("task"), sha256=data.get("sha256"),
             file=data.get("file"),
@@ -415,7 +423,7 @@ class Manifest(Mapping):
             self_test=SelfTestSpec.from_json(st) if st else None,
             candidates=_section(data, "candidates"),
             uncertainty=_section(data, "uncertainty") or {},
-            quality_limits=_section(quality, "limits", "quality."),
+            quality_limits=_section(quality, "limits", "quality."), noise_score=noise_score,
             raw=data,
         )
         man._check_exact_thresholds()

@@ -153,21 +153,33 @@ def test_ct_noise_is_scored_on_the_slabs_the_model_reads():
 
 
 def test_ct_noise_is_read_on_integer_hu_smoothed_by_a_brain_kernel():
-    """Integer HU with kernel-smoothed noise: the residual to a 3x3 median is 0 in most voxels, so its MAD read 0
-    at 0.9 and 1.7 HU of noise; the CT score (residual to the 8 neighbours' mean) rises with the noise from above 0."""
+    """Integer HU with kernel-smoothed noise: the residual to a 3x3 median is 0 in most voxels, so its MAD reads 0
+    at 0.9 and 1.7 HU of noise; the residual to the 8 neighbours' mean rises with the noise from above 0. Each
+    manifest names the score its limit was set on; those without one keep the median's."""
+    import json
+    from pathlib import Path
+
     from scipy import ndimage
 
+    from svdmark.domain import Manifest, ManifestFieldError
     from svdmark.measure import quality
 
     rng = np.random.default_rng(0)
-    scores, median_mads = [], []
+    scores, median = [], []
     for sd in (3.0, 6.0, 12.0):
         noise = ndimage.gaussian_filter(rng.standard_normal((12, 96, 96)) * sd, (0, 1.0, 1.0))
-        arr = np.round(30 + noise).astype(np.float32)
-        scores.append(quality.ct_scores(tilted_volume(arr.shape, spacing=5.0, tilt_deg=0.0, array=arr))["noise"])
-        median_mads.append(quality._robust_noise(arr, (arr >= 15) & (arr <= 45)))
-    assert median_mads[:2] == [0.0, 0.0]  # what the CT score read before
+        vol = tilted_volume((12, 96, 96), spacing=5.0, tilt_deg=0.0, array=np.round(30 + noise).astype(np.float32))
+        scores.append(quality.ct_scores(vol, noise_score="neighbour_mean")["noise"])
+        median.append(quality.ct_scores(vol)["noise"])
+    assert median[:2] == [0.0, 0.0]
     assert 0.3 < scores[0] < scores[1] < scores[2] < 3.43  # high-pass: under the smoothed noise's own SD
+
+    models = Path(__file__).resolve().parents[2] / "service" / "svdmark" / "data" / "models" / "wml-ncct"
+    read = {v: json.loads((models / v / "manifest.json").read_text()) for v in ("1.12.2", "1.12.5")}
+    assert [Manifest.from_json(m).noise_score for m in read.values()] == ["median", "neighbour_mean"]
+    read["1.12.5"]["quality"]["noise_score"] = "mean"
+    with pytest.raises(ManifestFieldError, match="quality.'noise_score'"):
+        Manifest.from_json(read["1.12.5"])
 
 
 def test_wml_support_reaches_one_slab_through_plane_when_the_model_read_slabs():

@@ -44,7 +44,7 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
         interval = wml_interval(f.volume_ml, pass_ml, unc.get("wml"))
         gate = None
         if limits is not None:
-            scores = quality.ct_scores(volume, post["slab_group"])
+            scores = quality.ct_scores(volume, post["slab_group"], model.manifest.noise_score)
             if pass_ml:
                 scores["tta_spread"] = quality.tta_spread(pass_ml, f.volume_ml)
             gate = quality.judge(scores, limits)

@@ -10,12 +10,13 @@ Scores
 * ``coverage_mm`` — head extent covered by the stack along the slice normal (a partial scan under-reads).
 * ``tissue_level`` — median of brain-range voxels (CT: HU; SWI: relative to the foreground median):
   calibration, contrast agent, or a mis-routed series.
-* ``noise`` — robust noise of brain-range voxels: 1.4826 × MAD of an in-plane residual, so anatomy barely
-  counts; on thin CT stacks that the model reads as averaged slabs (``input.min_slice_mm``), on those slabs.
-  CT (HU): each pixel less the mean of its 8 neighbours, scaled to white noise's SD. CT values are integers and
-  brain kernels smooth them, so the residual to a 3×3 median (the SWI residual) is exactly 0 in most voxels and
-  its MAD read 0 on heads with 4 HU of noise; the neighbours' mean moves in steps of 1/8 HU. SWI (relative to the
-  tissue level): the residual after a 3×3 median filter.
+* ``noise`` — robust noise of brain-range voxels: 1.4826 × MAD of an in-plane residual (the MAD keeps the
+  minority of voxels at tissue edges from counting); on thin CT stacks that the model reads as averaged slabs
+  (``input.min_slice_mm``), on those slabs. SWI (relative to the tissue level): the residual to a 3×3 median.
+  CT (HU): the residual the manifest's ``quality.noise_score`` names. ``"neighbour_mean"``: each pixel less the
+  mean of its 8 neighbours, scaled to white noise's SD, in steps of 1/8 HU. ``"median"`` (the SWI residual; every
+  manifest without the field set its limit on it): CT values are integers and brain kernels smooth them, so this
+  residual is exactly 0 in most voxels and its MAD reads 0 on heads with 4 HU of noise.
 * ``slice_mm`` — slice spacing (SWI: bleeds of 2–10 mm are missed in thick slices).
 * ``tta_spread`` (WML) — the model's own out-of-distribution score: the spread of its
   test-time-augmentation pass volumes relative to (volume + 1 mL), beyond what validation cases showed.
@@ -60,6 +61,9 @@ def _neighbour_residual(img: np.ndarray) -> np.ndarray:
     return (img - ndi.convolve(img, _NEIGHBOURS, mode="nearest")) / np.sqrt(9.0 / 8.0)
 
 
+_CT_RESIDUALS = {"median": _median_residual, "neighbour_mean": _neighbour_residual}  # domain.NOISE_SCORES
+
+
 def _robust_noise(array: np.ndarray, sel: np.ndarray,
                   residual: Callable[[np.ndarray], np.ndarray] = _median_residual) -> float:
     """1.4826 × MAD of each slice's ``residual``, over the selected voxels (a sample of slices)."""
@@ -77,9 +81,9 @@ def _robust_noise(array: np.ndarray, sel: np.ndarray,
     return float(1.4826 * np.median(np.abs(r - np.median(r))))
 
 
-def ct_scores(volume: Volume, slab_group: int = 1) -> dict[str, float]:
+def ct_scores(volume: Volume, slab_group: int = 1, noise_score: str = "median") -> dict[str, float]:
     """``slab_group`` > 1: the model reads means of that many slices (``input.min_slice_mm``), so the noise is
-    scored on those slabs, as the model sees it."""
+    scored on those slabs, as the model sees it; ``noise_score``: the manifest's ``quality.noise_score``."""
     a = volume.array
     brain = (a >= 0) & (a <= 80)
     lvl = a[brain] if brain.any() else np.array([np.nan])
@@ -87,7 +91,7 @@ def ct_scores(volume: Volume, slab_group: int = 1) -> dict[str, float]:
     return {
         "coverage_mm": round(_coverage_mm(volume, brain), 1),
         "tissue_level": round(float(np.median(lvl)), 1),
-        "noise": round(_robust_noise(seen, (seen >= 15) & (seen <= 45), _neighbour_residual), 2),
+        "noise": round(_robust_noise(seen, (seen >= 15) & (seen <= 45), _CT_RESIDUALS[noise_score]), 2),
     }
 
 
