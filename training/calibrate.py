@@ -99,10 +99,11 @@ def _key(row: dict, t: float) -> str:
                      f"training.evaluate.CMB_THRESHOLDS had it): evaluate it again")
 
 
-def gate_scores(rows: list[dict], task: str) -> None:
+def gate_scores(rows: list[dict], task: str, inp: InputSpec | None = None, noise_score: str = "median") -> None:
     """Fill each row's ``scores`` (when the evaluated manifest had no gate yet) from its cached case and the
-    row's own model figures, with the same functions the runtime gate uses."""
-    from svdmark.infer.preprocess import foreground_reference
+    row's own model figures, as the runtime gate scores them: CT noise on the slabs ``inp`` reads
+    (``input.min_slice_mm``), with the manifest's ``quality.noise_score``."""
+    from svdmark.infer.preprocess import foreground_reference, slab_group
     from svdmark.measure import quality
 
     from . import data
@@ -112,7 +113,8 @@ def gate_scores(rows: list[dict], task: str) -> None:
             continue
         if task == "wml":
             vol = data.ncct_case(r["seed"]).volume
-            r["scores"] = quality.ct_scores(vol)
+            group = slab_group(vol.slice_spacing, inp.min_slice_mm) if inp is not None else 1
+            r["scores"] = quality.ct_scores(vol, group, noise_score)
             if r.get("passes"):
                 r["scores"]["tta_spread"] = quality.tta_spread(r["passes"], r["model"])
         else:
@@ -161,8 +163,11 @@ def main(argv=None):
     for e in extra:
         refuse_reported(e["split"], "calibration is a choice")
     man = json.loads(args.manifest.read_text())
+    # only the sections calibration needs: a whole parse would check the interval thresholds it is about to replace
+    inp = InputSpec.from_json(man["input"]) if man.get("input") else None
+    noise_score = man.get("quality", {}).get("noise_score")  # the residual the rows were scored on; kept
     rows = res["cases"]
-    gate_scores(rows, args.task)
+    gate_scores(rows, args.task, inp, noise_score or "median")
     pooled = rows + [r for e in extra for r in e["cases"]]
     if args.task == "wml":
         unc = wml_uncertainty(pooled, args.coverage)
@@ -170,13 +175,12 @@ def main(argv=None):
         thr = float(man["output"]["threshold"])
         for r in pooled:
             r["count"] = r["counts_at"][_key(r, thr)]
-        exact = InputSpec.from_json(man["input"]).exact_from if man.get("input") else 0.0  # flip-averaged models
-        unc = cmb_uncertainty(pooled, args.coverage, thr, exact)
+        unc = cmb_uncertainty(pooled, args.coverage, thr, inp.exact_from if inp is not None else 0.0)
     source = " + ".join(_source(e) for e in [res, *extra])
     unc["chosen_on"] = f"{source}: training.calibrate --task {args.task}"
     man.setdefault("uncertainty", {})[args.task] = unc
-    kept = {k: man["quality"][k] for k in ("noise_score",) if k in man.get("quality", {})}  # what the rows scored
-    man["quality"] = {**kept, "limits": quality_limits(rows, args.task),
+    scored_on = {"noise_score": noise_score} if noise_score else {}
+    man["quality"] = {**scored_on, "limits": quality_limits(rows, args.task),
                       "chosen_on": f"{res['split']} (n={len(rows)}): validation range widened "
                                    "(minimums x0.7, maximums x1.5; see training.calibrate)"}
     args.manifest.write_text(json.dumps(man, indent=2) + "\n")

@@ -76,6 +76,29 @@ def test_calibration_picks_only_thresholds_every_pooled_evaluation_counted_at():
         _key(old[0], 0.999)
 
 
+def test_calibration_scores_unscored_rows_as_the_runtime_gate_does(monkeypatch):
+    """Rows from an evaluation without a gate are scored on the slabs the model reads, with the manifest's CT noise
+    residual, as ``svdmark.measure.from_output`` scores them."""
+    from types import SimpleNamespace
+
+    from scipy import ndimage
+
+    from svdmark.domain import InputSpec
+    from svdmark.measure import quality
+    from tests.unit.test_measure import tilted_volume
+    from training import calibrate, data
+
+    noise = ndimage.gaussian_filter(np.random.default_rng(2).standard_normal((40, 64, 64)) * 6, (0, 1.0, 1.0))
+    vol = tilted_volume((40, 64, 64), spacing=0.625, tilt_deg=0.0, array=np.round(30 + noise).astype(np.float32))
+    monkeypatch.setattr(data, "ncct_case", lambda seed: SimpleNamespace(volume=vol))
+    inp = InputSpec.from_json({"kind": "slice2d", "normalisation": {"type": "hu_window"}, "min_slice_mm": 2.5})
+    rows = [{"seed": 1, "model": 2.0, "passes": [2.0, 3.0]}]
+    calibrate.gate_scores(rows, "wml", inp, "neighbour_mean")
+    want = {**quality.ct_scores(vol, 4, "neighbour_mean"), "tta_spread": quality.tta_spread([2.0, 3.0], 2.0)}
+    assert rows[0]["scores"] == want
+    assert rows[0]["scores"]["noise"] != quality.ct_scores(vol)["noise"]  # not the whole stack's median residual
+
+
 def test_development_evaluations_are_pooled_into_the_interval_but_not_into_the_gate(tmp_path):
     """``training.calibrate --interval-eval``: the interval sees every pooled head; the gate's limits only the
     validation run's."""

@@ -161,7 +161,7 @@ def test_ct_noise_is_read_on_integer_hu_smoothed_by_a_brain_kernel():
 
     from scipy import ndimage
 
-    from svdmark.domain import Manifest, ManifestFieldError
+    from svdmark.domain import NOISE_SCORES, Manifest, ManifestFieldError
     from svdmark.measure import quality
 
     rng = np.random.default_rng(0)
@@ -172,6 +172,7 @@ def test_ct_noise_is_read_on_integer_hu_smoothed_by_a_brain_kernel():
         scores.append(quality.ct_scores(vol, noise_score="neighbour_mean")["noise"])
         median.append(quality.ct_scores(vol)["noise"])
     assert median[:2] == [0.0, 0.0]
+    assert set(quality._CT_RESIDUALS) == set(NOISE_SCORES)  # every name a manifest may give has a residual
     assert 0.3 < scores[0] < scores[1] < scores[2] < 3.43  # high-pass: under the smoothed noise's own SD
 
     models = Path(__file__).resolve().parents[2] / "service" / "svdmark" / "data" / "models" / "wml-ncct"
