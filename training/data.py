@@ -41,6 +41,7 @@ WML_SPREAD_SHARE = float(os.environ.get("SVDMARK_TRAIN_WML_SPREAD", "0"))  # of 
 WML_RIM_SHARE = float(os.environ.get("SVDMARK_TRAIN_WML_RIMS", "0"))  # of train/val NCCT seeds (ncct_params)
 INDEPENDENT_SHARE = float(os.environ.get("SVDMARK_TRAIN_INDEPENDENT_NCCT", "0"))  # of train/val NCCT seeds
 SWI_MIMIC_SHARE = float(os.environ.get("SVDMARK_TRAIN_SWI_MIMICS", "0"))  # of train/val SWI seeds (swi_params)
+SWI_BLOOMING_SHARE = float(os.environ.get("SVDMARK_TRAIN_SWI_BLOOMING", "0"))  # of train/val SWI seeds (swi_params)
 
 
 def training_environment() -> dict:
@@ -162,6 +163,11 @@ def swi_params(seed: int) -> dict:
     # (training/preregistered/2026-12-05-cmb-mimic-variety.md); the held-out and shifted draws never change
     if seed < SPLITS["shifted"] and np.random.default_rng([seed, 25]).random() < SWI_MIMIC_SHARE:
         params["mimic_variety"] = True
+    # bleeds darkened by the dipole falloff (make_swi(blooming=True)) for a share of the training and validation
+    # seeds, from a stream of their own; off unless $SVDMARK_TRAIN_SWI_BLOOMING names the share
+    # (training/preregistered/2026-12-05-cmb-dipole-blooming.md); the held-out and shifted draws never change
+    if seed < SPLITS["shifted"] and np.random.default_rng([seed, 26]).random() < SWI_BLOOMING_SHARE:
+        params["blooming"] = True
     return params
 
 

@@ -184,6 +184,42 @@ def test_training_draws_mimic_variety_only_when_asked(monkeypatch):
     assert all({k: v for k, v in data.swi_params(s).items() if k != "mimic_variety"} == plain[s] for s in plain)
 
 
+def test_swi_dipole_blooming_darkens_the_core_and_reaches_beyond_the_apparent_sphere():
+    """The same bleeds and truth; small bleeds' centres darker than the 1 mm-edged sphere draws them, signal lost
+    beyond the apparent radius (the dipole tail), and nothing changed away from the bleeds."""
+    kw = dict(seed=11, matrix=128, slice_thickness=2.0, n_cmb=12, n_slices=50)
+    sphere, bloomed, clean = make_swi(**kw), make_swi(blooming=True, **kw), make_swi(**{**kw, "n_cmb": 0})
+    assert bloomed.microbleeds == sphere.microbleeds and np.array_equal(bloomed.truth_mask, sphere.truth_mask)
+    assert set(bloomed.meta["blooming"]) == {"factor", "dipole"} and "blooming" not in sphere.meta
+    assert 1.3 <= bloomed.meta["blooming"]["factor"] <= 2.4
+    core_s, core_b, ring_s, ring_b = [], [], [], []
+    for c, d, _ in sphere.microbleeds:
+        k, i, j = np.rint(sphere.patient_to_index(c)).astype(int)
+        core_s.append(sphere.image[k, i, j] / clean.image[k, i, j])
+        core_b.append(bloomed.image[k, i, j] / clean.image[k, i, j])
+        off = np.rint(sphere.patient_to_index(np.asarray(c) + [0.0, 0.75 * d + 1.0, 0.0])).astype(int)
+        ring_s.append(sphere.image[tuple(off)] / clean.image[tuple(off)])
+        ring_b.append(bloomed.image[tuple(off)] / clean.image[tuple(off)])
+    assert np.median(core_b) < np.median(core_s) - 0.03
+    assert np.median(ring_b) < np.median(ring_s) - 0.02  # the tail: past the sphere's edge ramp
+    far = (ndimage.binary_dilation(sphere.image != clean.image, iterations=12) == 0)
+    assert far.mean() > 0.5 and np.array_equal(bloomed.image[far], sphere.image[far])
+
+
+def test_training_draws_blooming_only_when_asked(monkeypatch):
+    from training import data
+
+    monkeypatch.setattr(data, "SWI_BLOOMING_SHARE", 0.0)
+    plain = {s: data.swi_params(s) for s in range(1000, 1040)}
+    assert not any("blooming" in p for p in plain.values())
+    monkeypatch.setattr(data, "SWI_BLOOMING_SHARE", 0.7)
+    drawn = {s: data.swi_params(s) for s in plain}
+    assert 0.4 < np.mean([p.get("blooming", False) for p in drawn.values()]) < 0.95
+    assert all({k: v for k, v in drawn[s].items() if k != "blooming"} == plain[s] for s in plain)
+    first = data.SPLITS["heldout"]
+    assert not any("blooming" in data.swi_params(s) for s in range(first, first + 20))
+
+
 @pytest.mark.parametrize("n,grade", [(0, 0), (4, 1), (15, 2), (35, 3)])
 def test_cmb_counts_span_all_grades(n, grade):
     p = make_swi(seed=40 + n, matrix=64, slice_thickness=2.5, n_cmb=n)
