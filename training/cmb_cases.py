@@ -41,9 +41,15 @@ def cases(args: argparse.Namespace, why: str = "a probe informs a choice"
     """The data's name and its cases, each with its development folder (None for our splits)."""
     if getattr(args, "set", None):
         refuse_reported(args.set, why)
-        return args.set, ((data.swi_case(s), None) for s in split_seeds(args.set, args.n))
+        return split_name(args.set), ((data.swi_case(s), None) for s in split_seeds(args.set, args.n))
     dirs = devcases.dev_case_dirs(args.data, args.n, "cmb")
     return args.data.name, ((devcases.read_swi_case(d), d) for d in dirs)
+
+
+def split_name(splits: str) -> str:
+    """Our splits' name in a run: the ``SVDMARK_TRAIN_*`` variables that change their draws appended, so that
+    ``val,val_atlas`` drawn with ``SVDMARK_TRAIN_SWI_BLOOMING=1`` is ``val,val_atlas+SWI_BLOOMING1``."""
+    return splits + "".join(f"+{k.removeprefix('SVDMARK_TRAIN_')}{v}" for k, v in data.training_environment().items())
 
 
 def write_run(kind: str, name: str, spec: ModelSpec, res: dict, suffix: str = "") -> Path:

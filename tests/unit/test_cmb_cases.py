@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import pytest
 
@@ -39,3 +40,12 @@ def test_the_run_is_named_by_kind_data_size_model_and_suffix(tmp_path, monkeypat
     path = cmb_cases.write_run("misses", "choose", Spec(), {"n": 30, "x": 1}, "_on-criteria")
     assert path == tmp_path / "runs" / "misses_choose_30_cmb-swi-1.4.6_on-criteria.json"
     assert json.loads(path.read_text()) == {"n": 30, "x": 1}
+
+
+def test_our_splits_are_named_with_the_variables_that_change_their_draws(monkeypatch):
+    for k in [k for k in os.environ if k.startswith("SVDMARK_TRAIN_")]:
+        monkeypatch.delenv(k)
+    assert cmb_cases.split_name("val,val_atlas") == "val,val_atlas"
+    monkeypatch.setenv("SVDMARK_TRAIN_CACHE", "/elsewhere")  # where the draws are kept changes none
+    monkeypatch.setenv("SVDMARK_TRAIN_SWI_BLOOMING", "1")
+    assert cmb_cases.split_name("val,val_atlas") == "val,val_atlas+SWI_BLOOMING1"
