@@ -47,8 +47,9 @@ def cases(args: argparse.Namespace, why: str = "a probe informs a choice"
 
 
 def split_name(splits: str) -> str:
-    """Our splits' name in a run: the ``SVDMARK_TRAIN_*`` variables that change their draws appended, so that
-    ``val,val_atlas`` drawn with ``SVDMARK_TRAIN_SWI_BLOOMING=1`` is ``val,val_atlas+SWI_BLOOMING1``."""
+    """Our splits' name in a run with every ``SVDMARK_TRAIN_*`` variable set appended (but the cache's place), so that
+    ``val,val_atlas`` drawn with ``SVDMARK_TRAIN_SWI_BLOOMING=1`` is ``val,val_atlas+SWI_BLOOMING1``; a variable that
+    changes only the NCCT draws is named too, which is harmless and keeps the name a plain record of the run."""
     return splits + "".join(f"+{k.removeprefix('SVDMARK_TRAIN_')}{v}" for k, v in data.training_environment().items())
 
 

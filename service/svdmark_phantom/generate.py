@@ -587,18 +587,21 @@ _DIPOLE_MEAN = 4 / (3 * math.sqrt(3))
 _TAIL_END = 2.5  # x Rb: where the dipole tail's loss reaches 0
 
 
-def _signal_loss(r2, z, R: float, depth: float, bloom: Blooming | None):
-    """1 - signal at sub-sample points (squared distance ``r2`` and patient-z offset ``z`` from a bleed's centre):
-    a ``depth``-deep sphere of radius ``R`` with a 1 mm edge, or with ``bloom`` the dipole falloff of
-    :class:`Blooming` (``1 - depth`` inside the deposit)."""
+def _dipole_loss(r2, z, R: float, depth: float, bloom: Blooming):
+    """1 - signal of one bleed drawn with ``bloom`` at sub-sample points (squared distance ``r2`` and patient-z
+    offset ``z`` from its centre). Outside the deposit 1 - exp(-ln 2 (R/r)^3 g(theta)), tapered to 0 from 2 R to
+    2.5 R; inside it ``depth``, or the loss at the deposit's edge where that is deeper (at its pole), so the deposit
+    is never lighter than the shell around it and the loss never rises with distance. Without the angular term the
+    loss is half at ``R``; with it the half-loss surface bulges along B0 and narrows across it, but g averages to 1
+    over the sphere, so it encloses the truth sphere's volume."""
     rho = np.sqrt(r2)
-    if bloom is None:
-        return F32(depth) * np.clip(0.5 - (rho - F32(R)) / F32(1.0), 0, 1)
     cos2 = z * z / np.maximum(r2, F32(1e-6))
     g = F32(1 - bloom.dipole) + F32(bloom.dipole / _DIPOLE_MEAN) * np.abs(3 * cos2 - 1)
     out = 1 - np.exp(-F32(math.log(2)) * (F32(R) / np.maximum(rho, F32(1e-3))) ** 3 * g)
-    out *= np.clip((F32(_TAIL_END * R) - rho) / F32(0.5 * R), 0, 1)  # tapered off from 2 Rb (a loss of 8 %)
-    return np.where(rho < F32(R / bloom.factor), F32(depth), np.maximum(out, 0)).astype(F32)
+    out *= np.clip((F32(_TAIL_END * R) - rho) / F32(0.5 * R), 0, 1)  # 8 % at 2 R where g = 1
+    g_pole = 1 - bloom.dipole + 2 * bloom.dipole / _DIPOLE_MEAN
+    inside = max(depth, 1 - 2.0 ** (-(bloom.factor ** 3) * g_pole))
+    return np.where(rho < F32(R / bloom.factor), F32(inside), out).astype(F32)
 
 
 def _cmb_truth(grid: Grid, head: HeadModel, cmbs, bloom: Blooming | None = None):
@@ -626,7 +629,11 @@ def _cmb_truth(grid: Grid, head: HeadModel, cmbs, bloom: Blooming | None = None)
         shp = (k1 - k0, ns, i1 - i0, sub, j1 - j0, sub)
         f = (r2 <= F32(R * R)).astype(F32).reshape(shp).mean(axis=(1, 3, 5))
         mask[k0:k1, i0:i1, j0:j1] |= (f >= 0.5).astype(np.uint8)
-        loss = _signal_loss(r2, z, R, cm.depth, bloom).reshape(shp).mean(axis=(1, 3, 5))
+        if bloom is None:  # a sphere with a 1 mm edge
+            prof = np.clip(0.5 - (np.sqrt(r2) - F32(R)) / F32(1.0), 0, 1).reshape(shp).mean(axis=(1, 3, 5))
+            loss = F32(cm.depth) * prof
+        else:
+            loss = _dipole_loss(r2, z, R, cm.depth, bloom).reshape(shp).mean(axis=(1, 3, 5))
         d = dark[k0:k1, i0:i1, j0:j1]
         np.maximum(d, loss, out=d)
         kij = np.rint(grid.to_index(cp)).astype(int)

@@ -206,6 +206,36 @@ def test_swi_dipole_blooming_darkens_the_core_and_reaches_beyond_the_apparent_sp
     assert far.mean() > 0.5 and np.array_equal(bloomed.image[far], sphere.image[far])
 
 
+def test_dipole_loss_profile_follows_the_static_dephasing_falloff():
+    """Half the signal lost at the apparent radius without the angular term; the pole and equator as the dipole
+    term weighs them (B0 along patient z), g averaging to 1 over the sphere; the deposit the darkest part, the loss
+    never rising with distance, and nothing lost from 2.5 apparent radii on."""
+    from svdmark_phantom.generate import _DIPOLE_MEAN, Blooming, _dipole_loss
+
+    R, depth = 2.0, 0.7
+
+    def loss(x, y, z, bloom):
+        x, y, z = (np.atleast_1d(np.asarray(v, np.float32)) for v in (x, y, z))
+        return _dipole_loss(x * x + y * y + z * z, z, R, depth, bloom)
+
+    iso, dip = Blooming(factor=2.0, dipole=0.0), Blooming(factor=2.0, dipole=0.6)
+    assert loss(R, 0, 0, iso)[0] == pytest.approx(0.5, abs=1e-4)
+    assert loss(0, 0, R, iso)[0] == pytest.approx(0.5, abs=1e-4)
+    g_pole, g_equator = 0.4 + 0.6 * 2 / _DIPOLE_MEAN, 0.4 + 0.6 / _DIPOLE_MEAN
+    assert loss(0, 0, R, dip)[0] == pytest.approx(1 - 2 ** -g_pole, abs=1e-4)  # along B0
+    assert loss(R, 0, 0, dip)[0] == pytest.approx(1 - 2 ** -g_equator, abs=1e-4)
+    u = np.random.default_rng(0).normal(size=(20000, 3))
+    cos2 = (u[:, 2] / np.linalg.norm(u, axis=1)) ** 2
+    assert np.mean(np.abs(3 * cos2 - 1)) / _DIPOLE_MEAN == pytest.approx(1.0, abs=0.02)
+    r = np.linspace(0.0, 3 * R, 300)
+    for bloom in (iso, dip, Blooming(factor=1.3, dipole=0.3)):
+        for d in ((1, 0, 0), (0, 0, 1), (0.6, 0, 0.8)):
+            prof = loss(r * d[0], r * d[1], r * d[2], bloom)
+            assert prof[0] >= depth and prof[0] == prof.max()  # the deposit is the darkest part
+            assert np.all(np.diff(prof) <= 1e-6) and np.all(prof[r >= 2.5 * R] == 0)
+    assert loss(0, 0, 0, Blooming(factor=2.0, dipole=0.0))[0] > 0.99  # a deposit inside a void is a void
+
+
 def test_training_draws_blooming_only_when_asked(monkeypatch):
     from training import data
 
