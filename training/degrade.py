@@ -77,7 +77,7 @@ def study_wml(spec, runtime, seeds, levels, rng) -> list[dict]:
             iv = wml_interval(v, passes, unc)
             rows.append({"seed": s, "level": lv, "truth": case.truth_ml, "model": v,
                          "covered": bool(iv is None or iv.low <= case.truth_ml <= iv.high),
-                         "noise": quality.ct_scores(vol, post["slab_group"])["noise"]})
+                         "noise": quality.ct_scores(vol, post["slab_group"], spec.manifest.noise_score)["noise"]})
             print(f"  wml seed {s} +{lv:4.1f} HU: truth {case.truth_ml:6.2f} model {v:6.2f} "
                   f"noise score {rows[-1]['noise']:.2f}", flush=True)
     return rows

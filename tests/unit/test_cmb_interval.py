@@ -99,6 +99,31 @@ def test_calibration_scores_unscored_rows_as_the_runtime_gate_does(monkeypatch):
     assert rows[0]["scores"]["noise"] != quality.ct_scores(vol)["noise"]  # not the whole stack's median residual
 
 
+def test_the_degradation_study_scores_noise_as_the_runtime_gate_does(monkeypatch):
+    """``training.degrade`` sets the noise limit from the scores it records, so it scores them with the manifest's
+    CT noise residual on the slabs the model reads, as ``svdmark.measure.from_output`` does."""
+    from types import SimpleNamespace
+
+    from scipy import ndimage
+
+    from svdmark.infer import ModelRegistry
+    from svdmark.infer.registry import default_models_dir
+    from svdmark.measure import quality
+    from tests.unit.test_measure import tilted_volume
+    from training import data, degrade
+
+    noise = ndimage.gaussian_filter(np.random.default_rng(3).standard_normal((40, 64, 64)) * 6, (0, 1.0, 1.0))
+    vol = tilted_volume((40, 64, 64), spacing=0.625, tilt_deg=0.0, array=np.round(30 + noise).astype(np.float32))
+    monkeypatch.setattr(data, "ncct_case", lambda seed: SimpleNamespace(volume=vol, truth_ml=0.0))
+    spec = ModelRegistry(default_models_dir()).get("wml-ncct", "1.12.5")
+    assert spec.manifest.noise_score == "neighbour_mean"
+    runtime = SimpleNamespace(run=lambda spec, v: SimpleNamespace(fraction=np.zeros(v.array.shape, np.float32),
+                                                                   passes=[]))
+    rows = degrade.study_wml(spec, runtime, [1], [0.0], np.random.default_rng(0))
+    assert rows[0]["noise"] == quality.ct_scores(vol, 4, "neighbour_mean")["noise"]
+    assert rows[0]["noise"] != quality.ct_scores(vol, 4)["noise"]  # not the median residual
+
+
 def test_development_evaluations_are_pooled_into_the_interval_but_not_into_the_gate(tmp_path):
     """``training.calibrate --interval-eval``: the interval sees every pooled head; the gate's limits only the
     validation run's."""
