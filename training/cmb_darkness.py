@@ -1,7 +1,7 @@
 """What lies under a CMB model's findings, and how dark each one is: on the SWI development set or a validation split.
 
 For every finding at threshold 0.9 (duplicates merged as the service merges them) on each case: whether it
-matches a true bleed (the evaluation's matcher), its core level (``svdmark.measure.darkness``: the darkest voxel
+matches a true bleed (the evaluation's matcher), its patient position (mm), its core level (``svdmark.measure.darkness``: the darkest voxel
 within max(1 mm, its predicted radius), in units of the foreground median), its surround level (the median of the
 shell 1-3 mm beyond that), the Hessian's eigenvalues at its centre (a blob or a tube), its in-plane depth below the
 head's outline and, on development cases, the truth label under its centre (the devset's codes: vein,
@@ -138,6 +138,7 @@ def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = 
             k, r, c = np.clip(np.round(idx).astype(int), 0, np.asarray(labels[0].shape) - 1)
             label = labels[1].get(str(int(labels[0][k, r, c])), str(int(labels[0][k, r, c])))
         finds.append(dict(probability=float(conf), diameter_mm=float(diam), tp=i in hit,
+                          center_mm=[round(float(v), 2) for v in vol.index_to_patient(*idx)],
                           hessian=hessian_eigenvalues(vol, idx, float(diam)),
                           core_level=float(level_of[tuple(idx)]), surround_level=float(surround_of[tuple(idx)]),
                           label=label, depth_mm=None if frame is None else surface_depth(frame, idx),
