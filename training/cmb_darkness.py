@@ -1,11 +1,11 @@
 """What lies under a CMB model's findings, and how dark each one is: on the SWI development set or a validation split.
 
-For every finding at threshold 0.9 (duplicates merged as the service merges them) on each case: whether it
-matches a true bleed (the evaluation's matcher), its patient position (mm), its core level (``svdmark.measure.darkness``: the darkest voxel
-within max(1 mm, its predicted radius), in units of the foreground median), its surround level (the median of the
-shell 1-3 mm beyond that), the Hessian's eigenvalues at its centre (a blob or a tube), its in-plane depth below the
-head's outline and, on development cases, the truth label under its centre (the devset's codes: vein,
-calcification, iron-rich nucleus, ...). Prints the false positives by label, the core levels of true and false
+For every finding at threshold 0.9 (duplicates merged as the service merges them) on each case: whether it matches a
+true bleed (the evaluation's matcher), its patient position (mm), its core level (``svdmark.measure.darkness``: the
+darkest voxel within max(1 mm, its predicted radius), in units of the foreground median), its surround level (the
+median of the shell 1-3 mm beyond that), the Hessian's eigenvalues at its centre (a blob or a tube), its in-plane
+depth below the head's outline and, on development cases, the truth label under its centre (the devset's codes:
+vein, calcification, iron-rich nucleus, ...). Prints the false positives by label, the core levels of true and false
 findings, and sensitivity / FP per scan / grade agreement for each operating threshold and cut (a core-level cut,
 ``output.max_core_level``, or a core-to-surround cut, ``output.max_core_to_surround``), the cut applied to the
 candidates before merging, as the service applies it. Our generator's splits have no labels; reported splits are
