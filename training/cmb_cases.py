@@ -53,10 +53,15 @@ def split_name(splits: str) -> str:
     return splits + "".join(f"+{k.removeprefix('SVDMARK_TRAIN_')}{v}" for k, v in data.training_environment().items())
 
 
+def run_path(kind: str, name: str, n: int, model_label: str, suffix: str = "") -> Path:
+    """``training/runs/<kind>_<data>_<n>_<model><suffix>.json`` (the model label with hyphens for spaces)."""
+    return RUNS / f"{kind}_{name}_{n}_{model_label.replace(' ', '-')}{suffix}.json"
+
+
 def write_run(kind: str, name: str, spec: ModelSpec, res: dict, suffix: str = "") -> Path:
-    """``training/runs/<kind>_<data>_<n>_<model><suffix>.json``."""
+    """Write a probe's run to :func:`run_path`."""
     RUNS.mkdir(exist_ok=True)
-    path = RUNS / f"{kind}_{name}_{res['n']}_{spec.label.replace(' ', '-')}{suffix}.json"
+    path = run_path(kind, name, res["n"], spec.label, suffix)
     path.write_text(json.dumps(res, indent=1))
     print(f"  wrote {path}")
     return path

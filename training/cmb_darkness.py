@@ -132,13 +132,13 @@ def case_findings(spec, runtime, case, labels: tuple[np.ndarray, dict] | None = 
     level_of = {tuple(c[0]): lv for c, lv in zip(cands, levels)}
     surround_of = {tuple(c[0]): rv for c, rv in zip(cands, surrounds)}
     finds = []
-    for i, (idx, conf, diam, _) in enumerate(picked):
+    for i, (idx, conf, diam, xyz) in enumerate(picked):
         label = None
         if labels is not None:
             k, r, c = np.clip(np.round(idx).astype(int), 0, np.asarray(labels[0].shape) - 1)
             label = labels[1].get(str(int(labels[0][k, r, c])), str(int(labels[0][k, r, c])))
         finds.append(dict(probability=float(conf), diameter_mm=float(diam), tp=i in hit,
-                          center_mm=[round(float(v), 2) for v in vol.index_to_patient(*idx)],
+                          center_mm=[round(float(v), 2) for v in xyz],
                           hessian=hessian_eigenvalues(vol, idx, float(diam)),
                           core_level=float(level_of[tuple(idx)]), surround_level=float(surround_of[tuple(idx)]),
                           label=label, depth_mm=None if frame is None else surface_depth(frame, idx),

@@ -21,24 +21,30 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import RUNS
+from svdmark.measure.darkness import dark_mask
+
+from .cmb_cases import run_path
 
 
 def called(find: dict, t: float, c: float) -> bool:
-    """Whether the service would call this finding at threshold t and core-to-surround cut c."""
-    return find["probability"] >= t and find["core_level"] <= c * find["surround_level"]
+    """Whether the service would call this finding at threshold t and core-to-surround cut c (its own
+    ``dark_mask``, so a NaN surround does not reject, as in the service)."""
+    return find["probability"] >= t and bool(dark_mask([find["core_level"]], surrounds=[find["surround_level"]],
+                                                       max_core_to_surround=c)[0])
+
+
+def _distances(centre_mm, centres_mm: list) -> np.ndarray:
+    return np.linalg.norm(np.asarray(centres_mm, float).reshape(-1, 3) - np.asarray(centre_mm, float), axis=1)
 
 
 def nearest_site(centre_mm, mimics: list[dict], radius_mm: float) -> str | None:
     """The site (or kind) of the nearest mimic within ``radius_mm`` of ``centre_mm``, or None."""
-    best, site = radius_mm, None
-    for m in mimics:
-        if "center_mm" not in m:
-            continue
-        d = float(np.linalg.norm(np.asarray(centre_mm, float) - np.asarray(m["center_mm"], float)))
-        if d <= best:
-            best, site = d, f"{m['kind']}: {m.get('site', '')}".rstrip(": ")
-    return site
+    placed = [m for m in mimics if "center_mm" in m]
+    d = _distances(centre_mm, [m["center_mm"] for m in placed])
+    if not placed or d.min() > radius_mm:
+        return None
+    m = placed[int(d.argmin())]
+    return f"{m['kind']}: {m.get('site', '')}".rstrip(": ")
 
 
 def tally(cases: list[tuple[dict, dict]], t: float, c: float, radius_mm: float = 6.0,
@@ -53,8 +59,7 @@ def tally(cases: list[tuple[dict, dict]], t: float, c: float, radius_mm: float =
         for f in case["finds"]:
             if not called(f, t, c):
                 continue
-            if excluded and nearest_site(f["center_mm"], [{"kind": "x", "center_mm": e} for e in excluded],
-                                         radius_mm):
+            if excluded and _distances(f["center_mm"], excluded).min() <= radius_mm:
                 removed[bool(f["tp"])] += 1
             if not f["tp"]:
                 sites[nearest_site(f["center_mm"], mimics, radius_mm) or f"no mimic within {radius_mm:g} mm "
@@ -75,7 +80,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cases = []
     for d in args.data:
-        table = RUNS / f"darkness_{d.name}_{args.n}_{args.model}_on-criteria.json"
+        table = run_path("darkness", d.name, args.n, args.model, "_on-criteria")
         for case in json.loads(table.read_text())["cases"]:
             cases.append((case, json.loads((d / f"cmb_{case['seed']}" / "truth.json").read_text())))
     print(json.dumps(tally(cases, args.t, args.c, args.radius, tuple(args.oracle)), indent=1))
