@@ -336,13 +336,38 @@ class OutputSpec:
     max_core_level: float = math.inf
     # CMB: ... or brighter than this x the median of the tissue 1-3 mm beyond it; absent or null: no such criterion
     max_core_to_surround: float = math.inf
+    # CMB: a candidate inside the ellipsoid about a calcified mimic site (``measure.frame.SITES``; semi-axes in mm,
+    # template axes) of the series' anatomical frame is not a microbleed; absent or empty: no such criterion
+    mimic_sites: Mapping[str, tuple[float, float, float]] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_json(cls, data: Mapping) -> "OutputSpec":
         w = "output."
-        spec = cls(*(_number(data, f.name, f.default, type(f.default), w) for f in fields(cls)))
+        spec = cls(*(_number(data, f.name, f.default, type(f.default), w) for f in fields(cls)
+                     if f.name != "mimic_sites"), mimic_sites=_mimic_sites(data.get("mimic_sites") or {}))
         return replace(spec, **{k: math.inf for k in ("max_core_level", "max_core_to_surround")
                                 if getattr(spec, k) is None})
+
+
+MIMIC_SITES = ("pineal", "choroid plexus glomus")  # the sites ``svdmark.measure.frame`` places
+
+
+def _mimic_sites(data) -> dict[str, tuple[float, float, float]]:
+    """``output.mimic_sites``: {site: [three positive semi-axes in mm]} for sites of ``MIMIC_SITES``."""
+    if not isinstance(data, Mapping):
+        raise ManifestFieldError(f"field output.'mimic_sites' must be an object of site: [3 semi-axes in mm], "
+                                 f"not {data!r}")
+    out = {}
+    for site, semi in data.items():
+        if site not in MIMIC_SITES:
+            raise ManifestFieldError(f"field output.mimic_sites.{site!r} is not a known site "
+                                     f"({', '.join(MIMIC_SITES)})")
+        axes = _numbers(data, site, where="output.mimic_sites.")
+        if len(axes) != 3 or min(axes) <= 0:
+            raise ManifestFieldError(f"field output.mimic_sites.{site!r} must be 3 positive semi-axes in mm, "
+                                     f"not {semi!r}")
+        out[site] = axes
+    return out
 
 
 _PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")  # no folder, no "..", not hidden

@@ -8,7 +8,8 @@
   (fraction ≥ the manifest's ``mask_threshold``) on the source grid, for the SEG.
 * ``CmbFindings`` for CMB models: candidates at or above the manifest's
   ``threshold`` (and, where the manifest sets ``max_core_level`` or
-  ``max_core_to_surround``, dark enough: :mod:`.darkness`), duplicates
+  ``max_core_to_surround``, dark enough: :mod:`.darkness`; where it sets ``mimic_sites``, not at a calcified
+  mimic site of the head's anatomical frame: :mod:`.frame`), duplicates
   merged, each a ``Microbleed`` with its centre in patient coordinates
   (``volume.index_to_patient``), diameter, confidence and location; the mask
   draws each as a ball on the source grid.
@@ -23,6 +24,7 @@ from ..domain import CmbFindings, Manifest, Microbleed, ModelSpec, Task, Volume,
 from ..infer.preprocess import expand_slabs, foreground_reference, slab_group, slab_starts
 from . import quality
 from .darkness import dark_enough
+from .frame import outside_mimic_sites
 from .geometry import ball_mask, locate
 from .uncertainty import cmb_interval, wml_interval
 
@@ -85,15 +87,15 @@ def candidate_tuples(output) -> list:
 
 def counted_candidates(manifest: Manifest, volume: Volume, output) -> list:
     """The classifier's candidates as ``(index, probability, diameter_mm)``, less those the manifest's darkness
-    criteria (``output.max_core_level``, ``output.max_core_to_surround``, :mod:`.darkness`) reject: what the count
-    and its interval see. (The gate's ``candidates_per_ml`` scores the candidate stage itself, so it counts every
+    criteria (``output.max_core_level``, ``output.max_core_to_surround``, :mod:`.darkness`) or its mimic sites
+    (``output.mimic_sites``, :mod:`.frame`) reject: what the count and its interval see. (The gate's ``candidates_per_ml`` scores the candidate stage itself, so it counts every
     candidate.)"""
     cands = candidate_tuples(output)
     out = manifest.output
-    if not cands or not (np.isfinite(out.max_core_level) or np.isfinite(out.max_core_to_surround)):
-        return cands
-    return dark_enough(volume, cands, reference_intensity(volume, output), out.max_core_level,
-                       out.max_core_to_surround)
+    if cands and (np.isfinite(out.max_core_level) or np.isfinite(out.max_core_to_surround)):
+        cands = dark_enough(volume, cands, reference_intensity(volume, output), out.max_core_level,
+                            out.max_core_to_surround)
+    return outside_mimic_sites(volume, cands, out.mimic_sites)
 
 
 def cmb_merging(manifest: Manifest) -> dict:
