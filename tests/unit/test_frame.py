@@ -111,3 +111,34 @@ def test_manifest_mimic_sites_are_checked():
         with pytest.raises(ManifestFieldError, match="mimic_sites"):
             OutputSpec.from_json({"mimic_sites": bad})
     json.dumps({"pineal": list(spec.mimic_sites["pineal"])})
+
+
+@pytest.mark.slow
+def test_the_findings_say_what_the_sites_kept_out_of_the_count(devset_head):
+    from pathlib import Path
+
+    from svdmark.domain import ModelSpec, Task
+    from svdmark.infer.preprocess import patient_to_index
+    from svdmark.infer.runtime import Candidate, ModelOutput
+    from svdmark.measure import from_output
+
+    truth, vol = devset_head
+    pineal = next(m["center_mm"] for m in truth["mimics"] if m.get("site") == "pineal")
+    bleed = truth["microbleeds"][0]["center_mm"]
+    out = ModelOutput(Task.CMB, "0" * 64, "cpu", 0.0, extras={}, candidates=tuple(
+        Candidate(tuple(float(v) for v in patient_to_index(vol, np.asarray(c, float))), 0.999, 3.0)
+        for c in (pineal, bleed)))
+
+    def spec(sites):
+        return ModelSpec("cmb-test", "1.0.0", Task.CMB, "0" * 64, Path("model.onnx"), {
+            "name": "cmb-test", "version": "1.0.0", "task": "cmb", "sha256": "0" * 64,
+            "input": {"kind": "patch3d", "normalisation": {"type": "foreground_median"}},
+            "output": {"threshold": 0.5, "merge_mm": 1.5, "mimic_sites": sites}})
+
+    plain = from_output(spec({}), vol, out)
+    assert plain.count == 2 and not plain.warnings
+    f = from_output(spec({"pineal": [7, 9, 8]}), vol, out)
+    assert f.count == 1
+    assert f.warnings == ("1 dark focus at the pineal gland or a choroid plexus glomus, where calcification is usual, "
+                          "not counted as microbleed",)
+

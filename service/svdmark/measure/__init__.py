@@ -24,13 +24,17 @@ from ..domain import CmbFindings, Manifest, Microbleed, ModelSpec, Task, Volume,
 from ..infer.preprocess import expand_slabs, foreground_reference, slab_group, slab_starts
 from . import quality
 from .darkness import dark_enough
-from .frame import outside_mimic_sites
+from .frame import outside_mimic_sites, split_at_mimic_sites
 from .geometry import ball_mask, locate
 from .uncertainty import cmb_interval, wml_interval
 
+# the findings' note when the anatomical frame kept foci at the pineal or a glomus out of the count (:mod:`.frame`)
+MIMIC_SITE_NOTE = ("{n} dark foc{i} at the pineal gland or a choroid plexus glomus, where calcification is usual, "
+                   "not counted as microbleed{s}")
+
 __all__ = ["from_output", "wml_findings", "wml_volume_ml", "counted_fraction", "wml_support", "unit_fraction",
-           "wml_postprocessing", "cmb_findings", "candidate_tuples", "counted_candidates", "merged_centres",
-           "cmb_merging", "reference_intensity"]
+           "wml_postprocessing", "cmb_findings", "candidate_tuples", "dark_candidates", "counted_candidates",
+           "merged_centres", "cmb_merging", "reference_intensity"]
 
 
 def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFindings:
@@ -51,9 +55,13 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
                 scores["tta_spread"] = quality.tta_spread(pass_ml, f.volume_ml)
             gate = quality.judge(scores, limits)
         return replace(f, interval=interval, quality=gate)
-    cands = counted_candidates(model.manifest, volume, output)
+    cands, at_sites = split_at_mimic_sites(volume, dark_candidates(model.manifest, volume, output), out.mimic_sites)
     merge = cmb_merging(model.manifest)
     f = cmb_findings(volume, cands, threshold=out.threshold, **merge)
+    n_sites = len(merged_centres(volume, at_sites, out.threshold, **merge))
+    if n_sites:
+        f = replace(f, warnings=f.warnings + (MIMIC_SITE_NOTE.format(n=n_sites, s="" if n_sites == 1 else "s",
+                                                                     i="us" if n_sites == 1 else "i"),))
     interval = cmb_interval(lambda t: len(merged_centres(volume, cands, t, **merge)), f.count, unc.get("cmb"))
     gate = None
     if limits is not None:
@@ -85,17 +93,22 @@ def candidate_tuples(output) -> list:
     return [(c.index, c.probability, c.diameter_mm) for c in output.candidates]
 
 
-def counted_candidates(manifest: Manifest, volume: Volume, output) -> list:
+def dark_candidates(manifest: Manifest, volume: Volume, output) -> list:
     """The classifier's candidates as ``(index, probability, diameter_mm)``, less those the manifest's darkness
-    criteria (``output.max_core_level``, ``output.max_core_to_surround``, :mod:`.darkness`) or its mimic sites
-    (``output.mimic_sites``, :mod:`.frame`) reject: what the count and its interval see. (The gate's ``candidates_per_ml`` scores the candidate stage itself, so it counts every
-    candidate.)"""
+    criteria (``output.max_core_level``, ``output.max_core_to_surround``, :mod:`.darkness`) reject."""
     cands = candidate_tuples(output)
     out = manifest.output
-    if cands and (np.isfinite(out.max_core_level) or np.isfinite(out.max_core_to_surround)):
-        cands = dark_enough(volume, cands, reference_intensity(volume, output), out.max_core_level,
-                            out.max_core_to_surround)
-    return outside_mimic_sites(volume, cands, out.mimic_sites)
+    if not cands or not (np.isfinite(out.max_core_level) or np.isfinite(out.max_core_to_surround)):
+        return cands
+    return dark_enough(volume, cands, reference_intensity(volume, output), out.max_core_level,
+                       out.max_core_to_surround)
+
+
+def counted_candidates(manifest: Manifest, volume: Volume, output) -> list:
+    """The dark candidates (:func:`dark_candidates`) outside the manifest's mimic sites (``output.mimic_sites``,
+    :mod:`.frame`): what the count and its interval see. (The gate's ``candidates_per_ml`` scores the candidate
+    stage itself, so it counts every candidate.)"""
+    return outside_mimic_sites(volume, dark_candidates(manifest, volume, output), manifest.output.mimic_sites)
 
 
 def cmb_merging(manifest: Manifest) -> dict:

@@ -63,8 +63,14 @@ class Template:
     ras_to_index: np.ndarray
 
     def sample(self, field: np.ndarray, lps: np.ndarray) -> np.ndarray:
-        idx = (lps * RAS_LPS) @ self.ras_to_index[:3, :3].T + self.ras_to_index[:3, 3]
-        return ndimage.map_coordinates(field, idx.T, order=1, cval=0.0)
+        return self.sample_mapped(field, np.eye(3), np.zeros(3), np.asarray(lps, float).T)
+
+    def sample_mapped(self, field: np.ndarray, matrix: np.ndarray, offset: np.ndarray, points_t: np.ndarray):
+        """``field`` at the template LPS positions ``matrix @ points_t + offset`` (``points_t``: 3 x N), composed
+        into one affine to the grid's index (the fit calls this hundreds of times)."""
+        to_index = self.ras_to_index[:3, :3] * RAS_LPS
+        idx = (to_index @ matrix) @ points_t + (to_index @ offset + self.ras_to_index[:3, 3])[:, None]
+        return ndimage.map_coordinates(field, idx, order=1, cval=0.0)
 
 
 @functools.lru_cache(maxsize=1)
@@ -136,10 +142,10 @@ def fit_frame(volume: Volume) -> Frame | None:
     xyz, val = _edge_points(volume, *cav)
     tpl = template()
     centre = xyz[val > 0.5].mean(0)
+    rel_t = np.ascontiguousarray((xyz - centre).T)
 
     def cost(p: np.ndarray, field: np.ndarray) -> float:
-        lps = (xyz - centre) @ _matrix(p).T + CAVITY_CENTRE_LPS + p[:3]
-        return float(np.mean((tpl.sample(field, lps) - val) ** 2))
+        return float(np.mean((tpl.sample_mapped(field, _matrix(p), CAVITY_CENTRE_LPS + p[:3], rel_t) - val) ** 2))
 
     coarse = ndimage.gaussian_filter(tpl.cavity, 2.0)
     starts = [optimize.minimize(lambda t: cost(np.r_[t, np.zeros(6)], coarse), np.array([0.0, 0.0, dz]),
@@ -167,13 +173,19 @@ def in_sites(frame: Frame, xyz, semi_axes_mm: dict[str, tuple[float, float, floa
     return hit
 
 
-def outside_mimic_sites(volume: Volume, candidates: list, semi_axes_mm: dict, frame: Frame | None = None) -> list:
-    """The ``(index, probability, diameter_mm)`` candidates outside the mimic sites' ellipsoids; all of them when no
-    frame can be fitted."""
+def split_at_mimic_sites(volume: Volume, candidates: list, semi_axes_mm: dict) -> tuple[list, list]:
+    """The ``(index, probability, diameter_mm)`` candidates (outside, inside) the mimic sites' ellipsoids; all outside
+    when no frame can be fitted (or no site is named, or there is no candidate: then no fit is tried)."""
     if not candidates or not semi_axes_mm:
-        return candidates
-    frame = frame if frame is not None else fit_frame(volume)
+        return candidates, []
+    frame = fit_frame(volume)
     if frame is None:
-        return candidates
+        return candidates, []
     xyz = np.asarray([volume.index_to_patient(*c[0]) for c in candidates], float)
-    return [c for c, hit in zip(candidates, in_sites(frame, xyz, semi_axes_mm)) if not hit]
+    hit = in_sites(frame, xyz, semi_axes_mm)
+    return [c for c, h in zip(candidates, hit) if not h], [c for c, h in zip(candidates, hit) if h]
+
+
+def outside_mimic_sites(volume: Volume, candidates: list, semi_axes_mm: dict) -> list:
+    """The candidates outside the mimic sites' ellipsoids (:func:`split_at_mimic_sites`)."""
+    return split_at_mimic_sites(volume, candidates, semi_axes_mm)[0]
