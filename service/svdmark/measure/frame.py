@@ -40,6 +40,7 @@ from scipy.spatial.transform import Rotation
 
 from ..domain import Volume
 from ..infer.preprocess import foreground_reference, index_affine
+from .geometry import largest_object
 
 TEMPLATE = "icbm2009a_cavity_3mm.npz"
 RAS_LPS = np.array([-1.0, -1.0, 1.0])  # MNI is RAS; DICOM patient coordinates are LPS
@@ -107,11 +108,9 @@ def cavity_mask(volume: Volume) -> tuple[np.ndarray, int] | None:
     inside = a > 0.35 * foreground_reference(a)
     sz, sy, sx = _spacing(volume, f)
     ball = np.ones((2 * int(3.0 // sz) + 1, 2 * int(round(3.0 / sy)) + 1, 2 * int(round(3.0 / sx)) + 1), bool)
-    core = ndimage.binary_erosion(inside, structure=ball)
-    lab, n = ndimage.label(core)
-    if n == 0:
+    core = largest_object(ndimage.binary_erosion(inside, structure=ball))
+    if core is None:
         return None
-    core = lab == 1 + int(np.argmax(ndimage.sum(core, lab, range(1, n + 1))))
     mask = ndimage.binary_dilation(core, structure=ball) & inside
     return np.stack([ndimage.binary_fill_holes(s) for s in mask]), f
 

@@ -83,6 +83,19 @@ class HeadFrame:
         return ndi.distance_transform_edt(self.mask[k], sampling=self.pixel_spacing)
 
 
+def largest_object(mask: np.ndarray) -> np.ndarray | None:
+    """The largest connected object of a boolean mask (face connectivity; the first of equals), or None if empty.
+    Sizes by ``np.bincount``: ``ndimage.sum`` over every label took over a second on a 512x512x102 series."""
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return None
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
 def head_frame(volume: Volume, foreground: float = 0.35) -> HeadFrame | None:
     """The head's mask and geometry, or None when the volume has no head-sized object or is not axial.
 
@@ -99,11 +112,9 @@ def head_frame(volume: Volume, foreground: float = 0.35) -> HeadFrame | None:
         return None
     a = np.asarray(volume.array, np.float32)
     mask = a > foreground * foreground_reference(a)
-    mask = np.stack([ndi.binary_fill_holes(m) for m in mask])
-    lab, n = ndi.label(mask)
-    if n == 0:
+    mask = largest_object(np.stack([ndi.binary_fill_holes(m) for m in mask]))
+    if mask is None:
         return None
-    mask = lab == (1 + int(np.argmax(ndi.sum(mask, lab, range(1, n + 1)))))
     area = mask.reshape(mask.shape[0], -1).sum(axis=1)
     k = int(np.argmax(area))
     ii, jj = np.nonzero(mask[k])
