@@ -44,7 +44,8 @@ LIMITS = {
         "Synthetic-only training: real SWI (phase-wrap artefacts, motion, different echo times and field "
         "strengths, calcification vs. haemosiderin) is out of distribution.",
         "Detection depends on the LoG candidate stage: a bleed that gives no candidate cannot be found.",
-        "Location is reported as \"unspecified\" (no anatomical atlas at run time).",
+        "Location (MARS lobar / deep / infratentorial) comes from a coarse rule on the head's own shape "
+        "(`svdmark.measure.geometry.locate`), not from a parcellation; bleeds near its boundaries can fall either way.",
         "Diameters are the blooming diameter on the magnitude image, not a physical haemosiderin size.",
     ],
 }

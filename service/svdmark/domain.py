@@ -344,7 +344,8 @@ class OutputSpec:
     def from_json(cls, data: Mapping) -> "OutputSpec":
         w = "output."
         spec = cls(*(_number(data, f.name, f.default, type(f.default), w) for f in fields(cls)
-                     if f.name != "mimic_sites"), mimic_sites=_mimic_sites(data.get("mimic_sites") or {}))
+                     if f.name != "mimic_sites"), mimic_sites=_mimic_sites({} if data.get("mimic_sites") is None
+                                                  else data["mimic_sites"]))
         return replace(spec, **{k: math.inf for k in ("max_core_level", "max_core_to_surround")
                                 if getattr(spec, k) is None})
 
@@ -362,11 +363,13 @@ def _mimic_sites(data) -> dict[str, tuple[float, float, float]]:
         if site not in MIMIC_SITES:
             raise ManifestFieldError(f"field output.mimic_sites.{site!r} is not a known site "
                                      f"({', '.join(MIMIC_SITES)})")
-        axes = _numbers(data, site, where="output.mimic_sites.")
-        if len(axes) != 3 or min(axes) <= 0:
+        ok = (isinstance(semi, (list, tuple)) and len(semi) == 3
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                      for v in semi))
+        if not ok:
             raise ManifestFieldError(f"field output.mimic_sites.{site!r} must be 3 positive semi-axes in mm, "
                                      f"not {semi!r}")
-        out[site] = axes
+        out[site] = tuple(float(v) for v in semi)
     return out
 
 

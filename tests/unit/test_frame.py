@@ -107,7 +107,9 @@ def test_manifest_mimic_sites_are_checked():
     spec = OutputSpec.from_json({"threshold": 0.9, "mimic_sites": {"pineal": [5, 9, 8]}})
     assert spec.mimic_sites == {"pineal": (5.0, 9.0, 8.0)}
     assert OutputSpec.from_json({}).mimic_sites == {}
-    for bad in ({"pinael": [5, 9, 8]}, {"pineal": [5, 9]}, {"pineal": [5, 0, 8]}, {"pineal": "big"}, [1, 2, 3]):
+    for bad in ({"pinael": [5, 9, 8]}, {"pineal": [5, 9]}, {"pineal": [5, 0, 8]}, {"pineal": "big"}, [1, 2, 3],
+                {"pineal": "798"}, {"pineal": [5, float("nan"), 8]}, {"pineal": [5, float("inf"), 8]},
+                {"pineal": [True, 9, 8]}, [], ""):
         with pytest.raises(ManifestFieldError, match="mimic_sites"):
             OutputSpec.from_json({"mimic_sites": bad})
     json.dumps({"pineal": list(spec.mimic_sites["pineal"])})
@@ -141,4 +143,16 @@ def test_the_findings_say_what_the_sites_kept_out_of_the_count(devset_head):
     assert f.count == 1
     assert f.warnings == ("1 dark focus at the pineal gland or a choroid plexus glomus, where calcification is usual, "
                           "not counted as microbleed",)
+
+
+def test_the_manifest_knows_the_sites_the_frame_places():
+    from svdmark.domain import MIMIC_SITES
+
+    assert set(MIMIC_SITES) == set(frame.SITES)
+
+
+def test_a_grid_too_coarse_or_too_small_gives_no_frame():
+    assert frame.fit_frame(_volume(np.ones((40, 16, 16)), 12.0, (0.0, 0.0, 0.0))) is None  # uniform, 12 mm voxels
+    tiny = _volume(np.ones((120, 8, 8)), 1.0, (0.0, 0.0, 0.0))
+    assert frame.fit_frame(replace(tiny, pixel_spacing=(0.01, 0.01))) is None  # smaller than one 2 mm block
 

@@ -10,10 +10,10 @@ from training.frame_error import site_errors, summary
 def test_errors_are_taken_in_the_template_against_the_nearer_site():
     fit = frame.Frame(np.eye(3), np.zeros(3), 0.0)  # patient LPS -> template RAS is the axis flip alone
     pineal = np.asarray(frame.SITES["pineal"][0]) * frame.RAS_LPS
-    left_glomus = np.asarray(frame.SITES["choroid plexus glomus"][1]) * frame.RAS_LPS
+    right_glomus = np.asarray(frame.SITES["choroid plexus glomus"][1]) * frame.RAS_LPS
     truth = {"mimics": [
         {"kind": "calcification", "site": "pineal", "center_mm": (pineal + [0.0, -3.0, 0.0]).tolist()},
-        {"kind": "calcification", "site": "choroid plexus", "center_mm": (left_glomus + [2.0, 0.0, 1.0]).tolist()},
+        {"kind": "calcification", "site": "choroid plexus", "center_mm": (right_glomus + [2.0, 0.0, 1.0]).tolist()},
         {"kind": "iron-rich nucleus", "site": "red nucleus", "center_mm": [0.0, 0.0, 0.0]},
         {"kind": "vein (medullary)"},
     ]}

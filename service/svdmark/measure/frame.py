@@ -8,14 +8,16 @@ apply the same rule (``output.mimic_sites`` in a CMB manifest: :func:`outside_mi
 How:
 
 * **Cavity.** Block-average the series to about 2 mm in-plane; voxels above 0.35 x the foreground median (dark
-  skull separates brain and CSF from scalp on SWI and T1/T2-like contrasts alike); erode 3 mm, keep the largest
-  object, dilate back within the threshold mask, fill holes per slice.
+  skull separates brain and CSF from scalp on SWI and T1/T2-like contrasts alike); erode by a box of about 3 mm
+  (in-plane half-width rounded, through-plane floored: none for slices over 3 mm apart), keep the largest object,
+  dilate back within the threshold mask, fill holes per slice.
 * **Fit.** 9 parameters (translation, three rotations, three log-scales) map patient mm to the template, by least
   squares between the series' smoothed cavity and the template's, at points 4 mm apart within 12 mm of the
   cavity's edge (the interior says nothing about the fit) and only where the series has slices, so a partial
   slab is fitted on what it covers. A coarse translation search first (three starts in z, a smoother template)
   keeps Powell's search out of the local minima a raw start falls into.
-* **Check.** A slab whose cavity spans less than 90 mm across the slices is not fitted. A fit whose scales leave
+* **Check.** A slab whose cavity spans less than 90 mm along the slice normal is not fitted, nor a grid too coarse
+  to give 100 points inside the cavity. A fit whose scales leave
   [0.75, 1.5] or whose rotations exceed 30 degrees is refused (``None``): the measurement then excludes nothing.
 
 The template (``data/anatomy/icbm2009a_cavity_3mm.npz``) is the ICBM 2009a symmetric T1's skull-stripped mask,
@@ -31,6 +33,7 @@ atrophy has widened, so the glomera, which sit in the atria, are placed less wel
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from importlib import resources
 
@@ -41,6 +44,8 @@ from scipy.spatial.transform import Rotation
 from ..domain import Volume
 from ..infer.preprocess import foreground_reference, index_affine
 from .geometry import largest_object
+
+log = logging.getLogger(__name__)
 
 TEMPLATE = "icbm2009a_cavity_3mm.npz"
 RAS_LPS = np.array([-1.0, -1.0, 1.0])  # MNI is RAS; DICOM patient coordinates are LPS
@@ -104,6 +109,8 @@ def cavity_mask(volume: Volume) -> tuple[np.ndarray, int] | None:
     a = np.asarray(volume.array, np.float32)
     f = max(1, int(round(2.0 / float(volume.pixel_spacing[0]))))
     n0, n1 = a.shape[1] // f * f, a.shape[2] // f * f
+    if n0 == 0 or n1 == 0:  # a grid smaller than one 2 mm block: no head to fit
+        return None
     a = a[:, :n0, :n1].reshape(a.shape[0], n0 // f, f, n1 // f, f).mean((2, 4))
     inside = a > 0.35 * foreground_reference(a)
     sz, sy, sx = _spacing(volume, f)
@@ -136,9 +143,11 @@ def fit_frame(volume: Volume) -> Frame | None:
     cav = cavity_mask(volume)
     if cav is None:
         return None
-    if np.ptp(np.nonzero(cav[0].any(axis=(1, 2)))[0]) * _spacing(volume, cav[1])[0] < MIN_COVERAGE_MM:
+    if np.ptp(np.nonzero(cav[0].any(axis=(1, 2)))[0]) * volume.slice_spacing < MIN_COVERAGE_MM:
         return None
     xyz, val = _edge_points(volume, *cav)
+    if int((val > 0.5).sum()) < 100:  # too few cavity points to fit (a coarse or nearly empty grid)
+        return None
     tpl = template()
     centre = xyz[val > 0.5].mean(0)
     rel_t = np.ascontiguousarray((xyz - centre).T)
@@ -154,6 +163,8 @@ def fit_frame(volume: Volume) -> Frame | None:
     res = optimize.minimize(cost, p0, args=(tpl.cavity,), method="Powell",
                             options=dict(xtol=1e-2, ftol=1e-5, maxfev=3000))
     p = res.x
+    if not np.all(np.isfinite(p)):
+        return None
     scales = np.exp(p[6:9])
     if np.any(scales < SCALE_RANGE[0]) or np.any(scales > SCALE_RANGE[1]) or np.any(np.abs(p[3:6]) > MAX_ROTATION_DEG):
         return None
@@ -177,7 +188,12 @@ def split_at_mimic_sites(volume: Volume, candidates: list, semi_axes_mm: dict) -
     when no frame can be fitted (or no site is named, or there is no candidate: then no fit is tried)."""
     if not candidates or not semi_axes_mm:
         return candidates, []
-    frame = fit_frame(volume)
+    try:
+        frame = fit_frame(volume)
+    except (ValueError, IndexError, FloatingPointError, np.linalg.LinAlgError) as exc:  # a frame is an extra
+        log.warning("anatomical frame not fitted (%s: %s); no candidate excluded at the mimic sites",
+                    type(exc).__name__, exc)
+        frame = None
     if frame is None:
         return candidates, []
     xyz = np.asarray([volume.index_to_patient(*c[0]) for c in candidates], float)
