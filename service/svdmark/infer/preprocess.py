@@ -161,14 +161,24 @@ def sample_patches(
 # --------------------------------------------------------------------------- SWI candidates
 
 
+def largest_object(mask: np.ndarray) -> np.ndarray | None:
+    """The largest connected object of a boolean mask (face connectivity; the first of equals), or None if empty.
+    Sizes by ``np.bincount``: ``ndimage.sum`` over every label took about a second on a 512x512x102 series."""
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return None
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
 def head_mask(array: np.ndarray, ref: float, fraction: float = 0.35, erode_mm: float = 0.0,
               spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """Foreground head/brain mask of an SWI magnitude: threshold, largest component, hole fill, erosion."""
     fg = ndi.binary_opening(array > fraction * ref, iterations=1)
-    lab, n = ndi.label(fg)
-    if n > 1:
-        sizes = ndi.sum(fg, lab, index=np.arange(1, n + 1))
-        fg = lab == (1 + int(np.argmax(sizes)))
+    largest = largest_object(fg)
+    if largest is not None:
+        fg = largest
     filled = np.zeros_like(fg)
     for k in range(fg.shape[0]):
         filled[k] = ndi.binary_fill_holes(fg[k])

@@ -42,8 +42,7 @@ from scipy import ndimage, optimize
 from scipy.spatial.transform import Rotation
 
 from ..domain import Volume
-from ..infer.preprocess import foreground_reference, index_affine
-from .geometry import largest_object
+from ..infer.preprocess import foreground_reference, index_affine, largest_object
 
 log = logging.getLogger(__name__)
 
