@@ -7,6 +7,7 @@ tilted grids are exact).
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -203,11 +204,14 @@ def log_candidates(
     mask: np.ndarray | None = None,
     max_candidates: int = 400,
     min_distance_mm: float = 3.0,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Multi-scale scale-normalised LoG detector of *dark* blobs.
 
     Returns (centres (n,3) float index (k,i,j), response (n,), best sigma in mm (n,)),
-    strongest first. ``spacing`` is (slice spacing, row spacing, column spacing) in mm.
+    strongest first. ``spacing`` is (slice spacing, row spacing, column spacing) in mm. The scales are filtered on
+    up to ``threads`` threads (scipy's filters release the GIL) and combined in scale order, so the result does not
+    depend on ``threads``.
 
     With a ``mask``, only the mask's bounding box grown by the filters' reach is filtered: every value the
     candidates inside the mask depend on lies within it, so the candidates are the same as on the whole array (a
@@ -215,12 +219,12 @@ def log_candidates(
     """
     fp = tuple(max(1, int(round(min_distance_mm / sp))) * 2 + 1 for sp in spacing)
     if mask is None:
-        return _log_candidates(norm, spacing, sigmas_mm, threshold, None, max_candidates, fp)
+        return _log_candidates(norm, spacing, sigmas_mm, threshold, None, max_candidates, fp, threads=threads)
     box = _reach_box(mask, spacing, max(sigmas_mm), fp)
     if box is None:
         return np.zeros((0, 3)), np.zeros(0, np.float32), np.zeros(0, np.float32)
     return _log_candidates(norm[box], spacing, sigmas_mm, threshold, mask[box], max_candidates, fp,
-                           origin=np.array([b.start for b in box]))
+                           origin=np.array([b.start for b in box]), threads=threads)
 
 
 LOG_TRUNCATE = 4.0  # scipy's Gaussian kernels reach int(LOG_TRUNCATE * sigma + 0.5) voxels
@@ -243,21 +247,25 @@ def _reach_box(mask: np.ndarray, spacing: tuple[float, float, float], sigma_max_
 
 def _log_candidates(norm: np.ndarray, spacing: tuple[float, float, float], sigmas_mm: tuple[float, ...],
                     threshold: float, mask: np.ndarray | None, max_candidates: int, fp: tuple[int, ...],
-                    origin: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    origin: np.ndarray | None = None, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``log_candidates`` on the array as given, with the peak footprint ``fp`` (voxels per axis); centres are
     returned in the index space of the array that ``norm`` was cut from at ``origin``."""
+    def response(s: float) -> np.ndarray:
+        sig_vox = tuple(s / sp for sp in spacing)
+        return ndi.gaussian_laplace(norm, sig_vox, mode="nearest", truncate=LOG_TRUNCATE) * (s * s)
+
     best = None
     best_sig = None
-    for s in sigmas_mm:
-        sig_vox = tuple(s / sp for sp in spacing)
-        r = ndi.gaussian_laplace(norm, sig_vox, mode="nearest", truncate=LOG_TRUNCATE) * (s * s)
-        if best is None:
-            best = r
-            best_sig = np.full(r.shape, s, np.float32)
-        else:
-            upd = r > best
-            best = np.where(upd, r, best)
-            best_sig = np.where(upd, np.float32(s), best_sig)
+    with ThreadPoolExecutor(max(1, min(threads, len(sigmas_mm)))) as pool:
+        responses = pool.map(response, sigmas_mm)
+        for s, r in zip(sigmas_mm, responses):
+            if best is None:
+                best = r
+                best_sig = np.full(r.shape, s, np.float32)
+            else:
+                upd = r > best
+                best = np.where(upd, r, best)
+                best_sig = np.where(upd, np.float32(s), best_sig)
     assert best is not None and best_sig is not None
     peaks = (best == ndi.maximum_filter(best, size=fp, mode="nearest")) & (best > threshold)
     if mask is not None:
@@ -366,8 +374,9 @@ def volume_spacing(volume: Volume) -> tuple[float, float, float]:
     return (max(volume.slice_spacing, 1e-3), float(volume.pixel_spacing[0]), float(volume.pixel_spacing[1]))
 
 
-def cmb_candidates(volume: Volume, cspec: dict, norm_spec: dict):
-    """The candidate stage of the CMB model (parameters from ``manifest["candidates"]``).
+def cmb_candidates(volume: Volume, cspec: dict, norm_spec: dict, threads: int = 1):
+    """The candidate stage of the CMB model (parameters from ``manifest["candidates"]``), its filters on up to
+    ``threads`` threads.
 
     Returns (normalised array, centres (n,3) index, LoG response, scale mm, reference intensity).
     """
@@ -378,7 +387,7 @@ def cmb_candidates(volume: Volume, cspec: dict, norm_spec: dict):
                      erode_mm=float(cspec.get("erode_mm", 0.0)), spacing=spacing)
     cents, resp, sig = log_candidates(
         norm, spacing, tuple(cspec["sigmas_mm"]), float(cspec["threshold"]), mask,
-        int(cspec.get("max_candidates", 400)), float(cspec.get("min_distance_mm", 3.0)),
+        int(cspec.get("max_candidates", 400)), float(cspec.get("min_distance_mm", 3.0)), threads=threads,
     )
     return norm, cents, resp, sig, ref
 

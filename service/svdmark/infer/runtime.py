@@ -214,7 +214,7 @@ class Runtime:
 
     # ------------------------------------------------------------------ 3-D candidates + classifier
     def _run_patch3d(self, sess, spec: InputSpec, candidates: Mapping, volume: Volume):
-        norm, cents, resp, sig, ref = pp.cmb_candidates(volume, candidates, spec.normalisation)
+        norm, cents, resp, sig, ref = pp.cmb_candidates(volume, candidates, spec.normalisation, self.threads)
         batch = spec.batch or 64
         in_name = sess.get_inputs()[0].name
         probs = np.zeros(len(cents), np.float32)
