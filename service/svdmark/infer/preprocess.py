@@ -164,11 +164,14 @@ def sample_patches(
 
 def largest_object(mask: np.ndarray) -> np.ndarray | None:
     """The largest connected object of a boolean mask (face connectivity; the first of equals), or None if empty.
-    Sizes by ``np.bincount``: ``ndimage.sum`` over every label took about a second on a 512x512x102 series."""
+    Sizes by ``np.bincount`` of the mask's labels only: ``ndimage.sum`` over every label took about a second on a
+    512x512x102 series, and ``np.bincount`` over the whole label array 0.6 s on a 512x512x119 one (it converts every
+    voxel's label to int64), against 0.06 s for the labels under the mask."""
+    mask = np.asarray(mask, bool)
     lab, n = ndi.label(mask)
     if n == 0:
         return None
-    sizes = np.bincount(lab.ravel())
+    sizes = np.bincount(lab[mask], minlength=n + 1)
     sizes[0] = 0
     return lab == int(np.argmax(sizes))
 
