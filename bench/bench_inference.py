@@ -7,7 +7,10 @@
 Times cover ``Runtime.run`` + ``measure.from_output`` on a phantom already in
 memory (volume loading / DICOM decoding excluded); the first run (session
 creation) is reported separately. The thin NCCT (about 240 slices) is the slowest series a WML model meets:
-read as slabs (``input.min_slice_mm``), its post-processing still runs on every source slice.
+read as slabs (``input.min_slice_mm``), its post-processing still runs on every source slice. The last SWI case
+is the slowest development head cmb-swi 1.4.10 met in session 35 (``devset.build_swi`` case 403, built into a
+temporary folder and loaded as ``svdmark serve`` loads it): 512x512x119 with about 1500 candidates, where the
+svdmark_phantom series have a few hundred.
 """
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ import argparse
 import platform
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import onnxruntime as ort
 
@@ -25,13 +30,27 @@ from svdmark.domain import Task
 from svdmark.infer import ModelRegistry, Runtime
 from svdmark_phantom import as_volume
 
-CASES = (  # (task, label, phantom)
+def development_head(index: int):
+    """``devset.build_swi`` case ``index`` (another generator than svdmark_phantom), loaded as the service loads it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devset/ and training/ live in the checkout
+    from devset.build_swi import SEED_BASE, build_case
+    from training.devcases import read_series
+
+    with tempfile.TemporaryDirectory(prefix="svdmark-bench-") as tmp:
+        build_case(SEED_BASE + index, Path(tmp))
+        return read_series(Path(tmp) / f"cmb_{SEED_BASE + index}", "cmb")[1]
+
+
+CASES = (  # (task, label, the series as a Volume)
     (Task.WML, "NCCT 512x512, 5 mm, tilt 15°",
-     lambda: phantom.make_ncct(seed=7, matrix=512, slice_thickness=5.0, tilt_deg=15.0, wml_ml=8.0)),
+     lambda: as_volume(phantom.make_ncct(seed=7, matrix=512, slice_thickness=5.0, tilt_deg=15.0, wml_ml=8.0))),
     (Task.WML, "NCCT 512x512, 0.625 mm",
-     lambda: phantom.make_ncct(seed=7, matrix=512, slice_thickness=0.625, wml_ml=8.0)),
-    (Task.CMB, "SWI 256x256, 2 mm", lambda: phantom.make_swi(seed=7, matrix=256, slice_thickness=2.0, n_cmb=12)),
-    (Task.CMB, "SWI 512x512, 1.2 mm", lambda: phantom.make_swi(seed=7, matrix=512, slice_thickness=1.2, n_cmb=12)),
+     lambda: as_volume(phantom.make_ncct(seed=7, matrix=512, slice_thickness=0.625, wml_ml=8.0))),
+    (Task.CMB, "SWI 256x256, 2 mm",
+     lambda: as_volume(phantom.make_swi(seed=7, matrix=256, slice_thickness=2.0, n_cmb=12))),
+    (Task.CMB, "SWI 512x512, 1.2 mm",
+     lambda: as_volume(phantom.make_swi(seed=7, matrix=512, slice_thickness=1.2, n_cmb=12))),
+    (Task.CMB, "SWI dev head 403, 512x512", lambda: development_head(403)),
 )
 
 
@@ -49,7 +68,7 @@ def bench(providers, threads, repeats, tasks, versus=()):
     for task, label, make in (c for c in CASES if c[0] in tasks):
         active = reg.active(task)
         specs = [active] + [reg.get(active.name, v) for v in versus]
-        vol = as_volume(make())
+        vol = make()
         base = None
         for spec in specs:
             rt = Runtime(providers=providers, intra_op_num_threads=threads)  # sessions are cached per file

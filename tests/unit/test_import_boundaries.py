@@ -31,7 +31,7 @@ LIBRARIES: dict[str, tuple[str, ...]] = {
     "pynetdicom": ("receive", "export"),
     "highdicom": ("encode", "validation.references"),
     "onnxruntime": ("infer", "cudacheck"),
-    "scipy": ("infer.preprocess", "measure", "route.anatomy", "validation"),
+    "scipy": ("infer.preprocess", "masks", "measure", "route.anatomy", "validation"),
     "PIL": ("encode.summary",),
     "requests": ("export.stow",),
     "pandas": ("batch",),

@@ -1,4 +1,4 @@
-"""``infer.preprocess.largest_object``: the largest face-connected object, the first label of equal sizes, None if
+"""``masks.largest_object``: the largest face-connected object, the first label of equal sizes, None if
 empty; the same as sizing every label with ``ndimage.sum_labels`` (what it replaced for speed)."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from svdmark.infer.preprocess import largest_object
+from svdmark.masks import largest_object
 
 
 def _reference(mask: np.ndarray) -> np.ndarray | None:

@@ -42,7 +42,8 @@ from scipy import ndimage, optimize
 from scipy.spatial.transform import Rotation
 
 from ..domain import Volume
-from ..infer.preprocess import foreground_reference, index_affine, largest_object
+from ..infer.preprocess import foreground_reference, index_affine
+from ..masks import largest_object
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..domain import Volume
-from ..infer.preprocess import index_affine, largest_object
+from ..infer.preprocess import index_affine
+from ..masks import largest_object
 
 
 def ball_mask(volume: Volume, centres_kij, diameters_mm) -> np.ndarray:

@@ -51,6 +51,7 @@ from scipy import ndimage
 
 from svdmark.domain import RouteKind, RoutingDecision, Volume
 from svdmark.errors import ConfigError
+from svdmark.masks import largest_object
 
 RULE_CT = "pixels-not-a-head-ct"
 RULE_MR = "pixels-not-a-head-mr"
@@ -212,11 +213,9 @@ def check_mr(vol: Volume, limits: AnatomyLimits = AnatomyLimits()) -> AnatomyVer
         return AnatomyVerdict(False, "the images are empty (no signal above zero)", figures)
     fg = ndimage.binary_fill_holes(img > limits.mr_foreground * top, structure=_plane_structure())
     fg = ndimage.binary_opening(fg, _disk(1))
-    labels, count = ndimage.label(fg)
-    if count == 0:
+    obj = largest_object(fg)
+    if obj is None:
         return AnatomyVerdict(False, "no object stands out from the background", figures)
-    sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, count + 1))
-    obj = labels == (int(np.argmax(sizes)) + 1)
     area = obj.sum(axis=(1, 2)) * px_cm2
     zs, ys, xs = np.nonzero(obj)
     extents = ((zs.max() - zs.min() + 1) * spacing, (ys.max() - ys.min() + 1) * rmm, (xs.max() - xs.min() + 1) * cmm)
