@@ -88,3 +88,24 @@ def test_findings_carry_the_location():
     got = {tuple(np.round(m.center_mm, 3)): m.location for m in f.microbleeds}
     expected = dict(zip((tuple(np.round(vol.index_to_patient(*c), 3)) for c in kij), locate(vol, kij)))
     assert got == expected and "unspecified" not in got.values()
+
+
+def test_a_head_frame_computed_elsewhere_gives_the_same_classes_and_is_asked_for_only_when_needed():
+    """``from_output`` fits the head frame beside the anatomical frame and hands it over: the same classes as fitting
+    it in ``locate``; with no bleed to place it is not asked for, as ``locate`` would not fit it."""
+    from svdmark.measure.geometry import head_frame
+
+    ph = make_swi(seed=19, matrix=96, n_cmb=12)
+    vol = as_volume(ph)
+    kij, _ = _truth(ph)
+    asked = []
+    frame = head_frame(vol)
+
+    def handed_over():
+        asked.append(1)
+        return frame
+
+    assert locate(vol, kij, head=handed_over) == locate(vol, kij) and asked == [1]
+    assert locate(vol, [], head=handed_over) == [] and asked == [1]
+    f = cmb_findings(vol, [(tuple(c), 0.9, 3.0) for c in kij], threshold=0.5, merge_mm=0.5, head=lambda: None)
+    assert {m.location for m in f.microbleeds} == {"unspecified"}  # no head: nothing is placed

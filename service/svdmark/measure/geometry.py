@@ -7,7 +7,7 @@ SWI series; a coarse geometric rule on the head's own shape is what can run here
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -114,8 +114,11 @@ def head_frame(volume: Volume, foreground: float = 0.35) -> HeadFrame | None:
 
 def locate(volume: Volume, centres_kij, *, deep_fraction: float = 0.5, incisura_mm: float = 15.0,
            tentorium_slope: float = 0.21, fossa_mm: float = 8.0, stem_mm: float = 12.0,
-           deep_box_mm: tuple[float, float, float] = (22.0, -30.0, 45.0)) -> list[str]:
+           deep_box_mm: tuple[float, float, float] = (22.0, -30.0, 45.0),
+           head: Callable[[], HeadFrame | None] | None = None) -> list[str]:
     """MARS location class ("lobar", "deep", "infratentorial") per microbleed at index-space ``centres_kij``.
+    ``head``: returns the volume's :func:`head_frame` when there is a bleed to place (one computed beside other
+    work); without it the frame is computed here.
 
     How, on the head's own geometry (:func:`head_frame`; patient axes, LPS: +z up, +y posterior):
 
@@ -146,7 +149,7 @@ def locate(volume: Volume, centres_kij, *, deep_fraction: float = 0.5, incisura_
     centres = [np.asarray(c, float) for c in centres_kij]
     if not centres:
         return []
-    frame = head_frame(volume)
+    frame = head() if head is not None else head_frame(volume)
     if frame is None:
         return [UNSPECIFIED] * len(centres)
     out = []
