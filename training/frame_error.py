@@ -42,18 +42,24 @@ def site_errors(truth: dict, fit: frame_mod.Frame) -> list[tuple[str, np.ndarray
     return out
 
 
+def error_stats(errors) -> dict:
+    """n, mean and SD per axis, 95th percentile of |error| per axis and median distance of (n, 3) errors in mm
+    ({"n": 0} for none)."""
+    e = np.asarray(errors, float).reshape(-1, 3)
+    if not len(e):
+        return {"n": 0}
+    return {"n": len(e), "mean_mm": e.mean(0).round(1).tolist(), "sd_mm": e.std(0).round(1).tolist(),
+            "p95_abs_mm": np.percentile(np.abs(e), 95, axis=0).round(1).tolist(),
+            "median_distance_mm": round(float(np.median(np.linalg.norm(e, axis=1))), 1)}
+
+
 def summary(errors: list[tuple[str, np.ndarray]]) -> dict:
-    """Per site: n, mean and SD per axis, 95th percentile of |error| per axis, the zone it implies, median distance."""
+    """Per site: :func:`error_stats` and the zone it implies."""
     out = {}
     for site in frame_mod.SITES:
-        e = np.asarray([v for s, v in errors if s == site], float).reshape(-1, 3)
-        if not len(e):
-            continue
-        p95 = np.percentile(np.abs(e), 95, axis=0)
-        out[site] = {"n": len(e), "mean_mm": e.mean(0).round(1).tolist(), "sd_mm": e.std(0).round(1).tolist(),
-                     "p95_abs_mm": p95.round(1).tolist(),
-                     "zone_mm": [math.ceil(v + CALCIFICATION_RADIUS_MM) for v in p95.round(1)],
-                     "median_distance_mm": round(float(np.median(np.linalg.norm(e, axis=1))), 1)}
+        stats = error_stats([v for s, v in errors if s == site])
+        if stats["n"]:
+            out[site] = {**stats, "zone_mm": [math.ceil(v + CALCIFICATION_RADIUS_MM) for v in stats["p95_abs_mm"]]}
     return out
 
 

@@ -33,22 +33,18 @@ from svdmark.measure import frame as frame_mod
 from .cmb_cases import run_path
 from .cmb_sites import called
 from .devcases import read_series
+from .frame_error import error_stats
 
 
 def site_errors(truth: dict, fit: frame_mod.Frame, site: str, at: np.ndarray) -> list[np.ndarray]:
-    """Template error (mm) of each of the truth's mimics at ``site`` against the nearer of the positions ``at``."""
-    out = []
-    for m in truth.get("mimics", []):
-        if m.get("site") == site and "center_mm" in m:
-            got = fit.to_template(m["center_mm"])[0]
-            out.append(got - at[int(np.argmin(np.linalg.norm(at - got, axis=1)))])
-    return out
-
-
-def in_zone(fit: frame_mod.Frame, xyz, at: np.ndarray, semi_mm) -> bool:
-    """Whether the patient position lies in the ellipsoid ``semi_mm`` about any of ``at`` (template axes)."""
-    ras = fit.to_template(xyz)[0]
-    return bool(np.any(np.sum(((ras - at) / np.asarray(semi_mm, float)) ** 2, axis=1) <= 1.0))
+    """Template error (mm) of each of the truth's mimics at ``site`` against its position in ``at``: when the head
+    has as many such mimics as ``at`` has positions (a pair of nuclei), matched in order of template x (side by side,
+    so that a large left-right error is not credited to the other side); otherwise against the nearer position."""
+    got = [fit.to_template(m["center_mm"])[0] for m in truth.get("mimics", [])
+           if m.get("site") == site and "center_mm" in m]
+    if len(got) == len(at) > 1:
+        return [g - a for g, a in zip(sorted(got, key=lambda v: v[0]), sorted(at, key=lambda v: v[0]))]
+    return [g - at[int(np.argmin(np.linalg.norm(at - g, axis=1)))] for g in got]
 
 
 def removals(cases: list[tuple[dict, frame_mod.Frame | None]], at: np.ndarray, zones: list, t: float, c: float,
@@ -56,7 +52,7 @@ def removals(cases: list[tuple[dict, frame_mod.Frame | None]], at: np.ndarray, z
     """Per zone, the (false, true) findings called at (t, c) and kept by the ``shipped`` mimic zones that it would
     remove; a head without a frame removes nothing."""
     kept = [0, 0]
-    removed = {json.dumps(list(z)): [0, 0] for z in zones}
+    removed = {_key(z): [0, 0] for z in zones}
     for table_case, fit in cases:
         for f in table_case["finds"]:
             if not called(f, t, c):
@@ -65,22 +61,19 @@ def removals(cases: list[tuple[dict, frame_mod.Frame | None]], at: np.ndarray, z
                 continue
             kept[bool(f["tp"])] += 1
             for z in zones:
-                if fit is not None and in_zone(fit, f["center_mm"], at, z):
-                    removed[json.dumps(list(z))][bool(f["tp"])] += 1
+                if fit is not None and frame_mod.in_ellipsoids(fit, [f["center_mm"]], at, z)[0]:
+                    removed[_key(z)][bool(f["tp"])] += 1
     return {"kept_by_the_shipped_zones": {"false": kept[0], "true": kept[1]},
             "zone_removes": {z: {"false": r[0], "true": r[1]} for z, r in removed.items()}}
 
 
-def error_summary(errors: list[np.ndarray]) -> dict:
-    e = np.asarray(errors, float).reshape(-1, 3)
-    if not len(e):
-        return {"n": 0}
-    return {"n": len(e), "mean_mm": e.mean(0).round(1).tolist(), "sd_mm": e.std(0).round(1).tolist(),
-            "p95_abs_mm": np.percentile(np.abs(e), 95, axis=0).round(1).tolist(),
-            "median_distance_mm": round(float(np.median(np.linalg.norm(e, axis=1))), 1)}
+def _key(zone) -> str:
+    return json.dumps([float(v) for v in zone])
 
 
 def _frames(halves: list[Path], cache: Path | None) -> dict:
+    """{case name: fitted frame as JSON, or None where refused} for every case of ``halves``, fitted as the service
+    fits them; with ``cache``, read from and written to that file (keyed by case name: one cache per data set)."""
     frames = json.loads(cache.read_text()) if cache and cache.exists() else {}
     for half in halves:
         for case in sorted(p for p in half.iterdir() if (p / "truth.json").exists()):
@@ -94,10 +87,12 @@ def _frames(halves: list[Path], cache: Path | None) -> dict:
 
 
 def _frame(d: dict | None) -> frame_mod.Frame | None:
+    """A frame from :func:`_frames`'s JSON (None stays None)."""
     return None if d is None else frame_mod.Frame(np.asarray(d["matrix"]), np.asarray(d["offset"]), d["cost"])
 
 
 def _triple(text: str) -> tuple[float, float, float]:
+    """``x,y,z`` as three floats (argparse type)."""
     v = tuple(float(x) for x in text.split(","))
     if len(v) != 3:
         raise argparse.ArgumentTypeError(f"{text!r}: three numbers, x,y,z")
@@ -110,19 +105,20 @@ def main(argv=None) -> int:
     ap.add_argument("--at", type=_triple, action="append", required=True, help="its template position x,y,z (MNI)")
     ap.add_argument("--zone", type=_triple, action="append", default=[], help="semi-axes a,b,c in mm (repeatable)")
     ap.add_argument("--model", required=True, help="the darkness tables' model label, e.g. cmb-swi-1.4.8")
-    ap.add_argument("--t", type=float, required=True)
-    ap.add_argument("--c", type=float, default=0.6)
-    ap.add_argument("--n", type=int, default=30)
+    ap.add_argument("--t", type=float, required=True, help="the threshold the findings are called at")
+    ap.add_argument("--c", type=float, default=0.6, help="the core-to-surround cut they are called at")
+    ap.add_argument("--n", type=int, default=30, help="the tables' case count (their file names carry it)")
     ap.add_argument("--data", type=Path, nargs="+", required=True, help="development halves (devset.build_swi --out)")
     ap.add_argument("--frames", type=Path, default=None, help="a JSON cache of the fitted frames")
     args = ap.parse_args(argv)
     at = np.asarray(args.at, float)
     frames = _frames(args.data, args.frames)
-    errors, cases, missing = [], [], []
+    errors, cases, missing, fitted = [], [], [], 0
     for half in args.data:
         for case in sorted(p for p in half.iterdir() if (p / "truth.json").exists()):
             fit = _frame(frames[case.name])
             if fit is not None:
+                fitted += 1
                 errors += site_errors(json.loads((case / "truth.json").read_text()), fit, args.site, at)
         table = run_path("darkness", half.name, args.n, args.model, "_on-criteria")
         rows = json.loads(table.read_text())["cases"] if table.exists() else []
@@ -131,8 +127,8 @@ def main(argv=None) -> int:
             continue
         cases += [(r, _frame(frames.get(f"cmb_{r['seed']}"))) for r in rows]
     shipped = dict(ModelRegistry().active(Task.CMB).manifest.output.mimic_sites or {})
-    res = {"site": args.site, "at": at.tolist(), "heads_with_frames": sum(v is not None for v in frames.values()),
-           "error": error_summary(errors), "tables_without_positions": missing, "shipped_zones": shipped,
+    res = {"site": args.site, "at": at.tolist(), "heads_with_frames": fitted, "error": error_stats(errors),
+           "tables_model": args.model, "tables_without_positions": missing, "shipped_zones": shipped,
            **removals(cases, at, args.zone, args.t, args.c, shipped)}
     print(json.dumps(res, indent=1))
     return 0

@@ -535,7 +535,7 @@ def load(
 CONFIG_FILE_ENV = "SVDMARK_CONFIG"  # the configuration file when --config is not given
 LOG_FORMAT_ENV = "SVDMARK_LOG_FORMAT"  # text | json, when --log-format is not given
 TEMPLATES_ENV = "SVDMARK_TEMPLATES"  # SR template folder instead of svdmark/data/sr_templates/
-INFER_THREADS_ENV = "SVDMARK_INFER_THREADS"  # onnxruntime intra-op threads per session
+INFER_THREADS_ENV = "SVDMARK_INFER_THREADS"  # onnxruntime intra-op threads per session; SWI candidate filters
 TRT_CACHE_ENV = "SVDMARK_TRT_CACHE"  # TensorRT engine cache folder
 PSEUDONYM_KEY_ENV = "SVDMARK_PSEUDONYM_KEY"  # site key for the pseudonyms in logs and analyze's tables
 MODELS_DIR_ENV = "SVDMARK_MODELS_DIR"  # model folder instead of svdmark/data/models/

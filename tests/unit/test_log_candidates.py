@@ -79,3 +79,25 @@ def test_the_candidates_do_not_depend_on_the_number_of_threads(threads):
     assert len(one[0]) > 25
     for a, b in zip(one, many):
         np.testing.assert_array_equal(a, b)
+
+
+def test_equal_responses_keep_the_first_scale_whatever_order_the_threads_finish_in(monkeypatch):
+    """A scale's response replaces the running maximum only where it is larger, so of equal responses the first scale
+    is kept; here every scale responds 1 everywhere and the first scales finish last, so a combination in order of
+    completion would keep the last scale."""
+    import time
+
+    from svdmark.infer import preprocess
+
+    spacing = (1.0, 1.0, 1.0)
+    img = np.ones((6, 8, 8), np.float32)
+
+    def equal_and_late_first(a, sigma, **kw):
+        s = float(sigma[0]) * spacing[0]
+        time.sleep(0.05 * (SIGMAS.index(round(s, 1)) < 2))  # the first two scales finish last
+        return np.full(a.shape, 1.0 / (s * s), np.float32)  # x s^2: a response of 1 at every scale
+
+    monkeypatch.setattr(preprocess.ndi, "gaussian_laplace", equal_and_late_first)
+    for threads in (1, 3, 5):
+        cents, resp, sig = _log_candidates(img, spacing, SIGMAS, 0.15, None, 50, (1, 1, 1), threads=threads)
+        assert len(sig) == 50 and np.all(sig == np.float32(SIGMAS[0])) and np.allclose(resp, 1.0)

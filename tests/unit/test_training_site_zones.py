@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from svdmark.measure import frame
-from training.site_zones import error_summary, removals, site_errors
+from training.frame_error import error_stats
+from training.site_zones import removals, site_errors
 
 AT = np.array([[-5.0, -20.0, -8.0], [5.0, -20.0, -8.0]])  # template (RAS) positions
 IDENTITY = frame.Frame(np.eye(3), np.zeros(3), 0.0)  # patient LPS -> template RAS is the axis flip alone
@@ -21,10 +22,20 @@ def test_errors_are_taken_against_the_nearer_position_and_only_for_the_site():
                         {"site": "substantia nigra", "center_mm": _lps([9.0, -20.0, -12.0])},
                         {"site": "red nucleus"}]}
     errs = site_errors(truth, IDENTITY, "red nucleus", AT)
-    assert np.allclose(errs, [[-1.0, -3.0, 0.0], [0.0, 0.0, 2.0]])
-    s = error_summary(errs)
+    assert np.allclose(errs, [[0.0, 0.0, 2.0], [-1.0, -3.0, 0.0]])  # paired side by side, left first
+    s = error_stats(errs)
     assert s["n"] == 2 and s["mean_mm"] == [-0.5, -1.5, 1.0]
-    assert error_summary([]) == {"n": 0}
+    assert error_stats([]) == {"n": 0}
+
+
+def test_a_pair_is_matched_side_by_side_and_a_lone_mimic_to_the_nearer_position():
+    """Both nuclei drawn 6-7 mm to the right: the left one is still the left one (the nearer position would be the
+    right one, and the left-right error would read 4 mm instead of 6)."""
+    pair = {"mimics": [{"site": "red nucleus", "center_mm": _lps([12.0, -20.0, -8.0])},
+                       {"site": "red nucleus", "center_mm": _lps([1.0, -20.0, -8.0])}]}
+    assert np.allclose(site_errors(pair, IDENTITY, "red nucleus", AT), [[6.0, 0.0, 0.0], [7.0, 0.0, 0.0]])
+    lone = {"mimics": [pair["mimics"][1]]}
+    assert np.allclose(site_errors(lone, IDENTITY, "red nucleus", AT), [[-4.0, 0.0, 0.0]])
 
 
 def _find(ras, tp, p=0.999):
@@ -42,5 +53,5 @@ def test_a_zone_removes_what_it_holds_after_the_shipped_zones_and_a_head_without
     res = removals([({"finds": finds}, IDENTITY), ({"finds": finds}, None)], AT, [(3, 3, 3), (6, 6, 6)], 0.99, 0.6,
                    shipped)
     assert res["kept_by_the_shipped_zones"] == {"false": 1 + 2, "true": 2 + 2}  # the frameless head keeps its pineal
-    assert res["zone_removes"]["[3, 3, 3]"] == {"false": 1, "true": 0}
-    assert res["zone_removes"]["[6, 6, 6]"] == {"false": 1, "true": 1}
+    assert res["zone_removes"]["[3.0, 3.0, 3.0]"] == {"false": 1, "true": 0}
+    assert res["zone_removes"]["[6.0, 6.0, 6.0]"] == {"false": 1, "true": 1}

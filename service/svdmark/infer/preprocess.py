@@ -244,18 +244,21 @@ def _log_candidates(norm: np.ndarray, spacing: tuple[float, float, float], sigma
         sig_vox = tuple(s / sp for sp in spacing)
         return ndi.gaussian_laplace(norm, sig_vox, mode="nearest", truncate=LOG_TRUNCATE) * (s * s)
 
+    workers = max(1, min(threads, len(sigmas_mm)))
     best = None
     best_sig = None
-    with ThreadPoolExecutor(max(1, min(threads, len(sigmas_mm)))) as pool:
-        responses = pool.map(response, sigmas_mm)
-        for s, r in zip(sigmas_mm, responses):
-            if best is None:
-                best = r
-                best_sig = np.full(r.shape, s, np.float32)
-            else:
-                upd = r > best
-                best = np.where(upd, r, best)
-                best_sig = np.where(upd, np.float32(s), best_sig)
+    with ThreadPoolExecutor(workers) as pool:
+        # ``workers`` scales at a time, so that no more responses than that are held beside the maximum
+        for first in range(0, len(sigmas_mm), workers):
+            chunk = sigmas_mm[first:first + workers]
+            for s, r in zip(chunk, pool.map(response, chunk) if workers > 1 else map(response, chunk)):
+                if best is None:
+                    best = r
+                    best_sig = np.full(r.shape, s, np.float32)
+                else:
+                    upd = r > best
+                    best = np.where(upd, r, best)
+                    best_sig = np.where(upd, np.float32(s), best_sig)
     assert best is not None and best_sig is not None
     peaks = (best == ndi.maximum_filter(best, size=fp, mode="nearest")) & (best > threshold)
     if mask is not None:

@@ -58,11 +58,13 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
             gate = quality.judge(scores, limits)
         return replace(f, interval=interval, quality=gate)
     merge = cmb_merging(model.manifest)
-    with ThreadPoolExecutor(1) as pool:  # the MARS head frame beside the anatomical frame's fit: both read the
-        head = pool.submit(head_frame, volume)  # volume only, and together take 1-2 s less than one after the other
-        cands, at_sites = split_at_mimic_sites(volume, dark_candidates(model.manifest, volume, output),
-                                               out.mimic_sites)
-        f = cmb_findings(volume, cands, threshold=out.threshold, head=head.result, **merge)
+    dark = dark_candidates(model.manifest, volume, output)
+    with ThreadPoolExecutor(1) as pool:
+        # the MARS head frame beside the anatomical frame's fit (both only read the volume: 1-2 s less than one after
+        # the other), when a finding may be placed at all: the split only removes candidates
+        head = pool.submit(head_frame, volume) if any(c[1] >= out.threshold for c in dark) else None
+        cands, at_sites = split_at_mimic_sites(volume, dark, out.mimic_sites)
+        f = cmb_findings(volume, cands, threshold=out.threshold, head=head.result if head else None, **merge)
     n_sites = len(merged_centres(volume, at_sites, out.threshold, **merge))
     if n_sites:
         f = replace(f, warnings=f.warnings + (MIMIC_SITE_NOTE.format(n=n_sites, s="" if n_sites == 1 else "s",
