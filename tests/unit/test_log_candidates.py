@@ -1,5 +1,5 @@
 """The CMB candidate stage filters only the head's box plus the filters' reach, with the whole array's result; its
-scales on any number of threads give the one-thread result."""
+scales, its head mask and its patches on any number of threads give the one-thread result."""
 from __future__ import annotations
 
 import numpy as np
@@ -101,3 +101,22 @@ def test_equal_responses_keep_the_first_scale_whatever_order_the_threads_finish_
     for threads in (1, 3, 5):
         cents, resp, sig = _log_candidates(img, spacing, SIGMAS, 0.15, None, 50, (1, 1, 1), threads=threads)
         assert len(sig) == 50 and np.all(sig == np.float32(SIGMAS[0])) and np.allclose(resp, 1.0)
+
+
+def test_the_head_mask_and_the_patches_do_not_depend_on_the_number_of_threads():
+    """The per-slice hole filling and the patch channels run on threads; the results are the one-thread results."""
+    from svdmark.infer.preprocess import cmb_patches, head_mask
+    from svdmark_phantom import as_volume, make_swi
+
+    vol = as_volume(make_swi(seed=3, matrix=96, n_cmb=8))
+    ref = float(np.median(vol.array[vol.array > 0]))
+    one = head_mask(vol.array, ref, 0.35, erode_mm=1.0, spacing=(2.0, 2.0, 2.0), threads=1)
+    assert one.any() and not one.all()
+    np.testing.assert_array_equal(one, head_mask(vol.array, ref, 0.35, erode_mm=1.0, spacing=(2.0, 2.0, 2.0),
+                                                 threads=3))
+    cents = np.argwhere(one)[:: max(1, int(one.sum()) // 20)][:20].astype(float) + 0.3
+    spec = {"patch": [12, 12, 12], "channel_spacing_mm": [1.0, 2.0]}
+    norm = vol.array.astype(np.float32) / ref
+    a = cmb_patches(norm, vol, cents, spec, threads=1)
+    assert a.shape == (len(cents), 2, 12, 12, 12) and np.ptp(a) > 0
+    np.testing.assert_array_equal(a, cmb_patches(norm, vol, cents, spec, threads=2))

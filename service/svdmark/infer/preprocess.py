@@ -133,6 +133,17 @@ def _interp_axis(a: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarray:
     return (a0 * (1 - w) + a1 * w).astype(np.float32)
 
 
+def threaded_map(fn, items, threads: int) -> list:
+    """``[fn(x) for x in items]`` on up to ``threads`` threads (for scipy work, which releases the GIL), in the order of
+    ``items`` whatever order the threads finish in; inline on one thread."""
+    items = list(items)
+    workers = max(1, min(threads, len(items)))
+    if workers == 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
+
+
 # --------------------------------------------------------------------------- 3-D patches
 
 
@@ -164,15 +175,16 @@ def sample_patches(
 
 
 def head_mask(array: np.ndarray, ref: float, fraction: float = 0.35, erode_mm: float = 0.0,
-              spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
-    """Foreground head/brain mask of an SWI magnitude: threshold, largest component, hole fill, erosion."""
+              spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), threads: int = 1) -> np.ndarray:
+    """Foreground head/brain mask of an SWI magnitude: threshold, largest component, hole fill per slice (on up to
+    ``threads`` threads), erosion."""
     fg = ndi.binary_opening(array > fraction * ref, iterations=1)
     largest = largest_object(fg)
     if largest is not None:
         fg = largest
     filled = np.zeros_like(fg)
-    for k in range(fg.shape[0]):
-        filled[k] = ndi.binary_fill_holes(fg[k])
+    if len(fg):
+        filled[:] = np.stack(threaded_map(ndi.binary_fill_holes, fg, threads))
     if erode_mm > 0:
         it = [max(0, int(round(erode_mm / s))) for s in spacing]
         # anisotropic erosion: separable 1-D erosions
@@ -247,18 +259,16 @@ def _log_candidates(norm: np.ndarray, spacing: tuple[float, float, float], sigma
     workers = max(1, min(threads, len(sigmas_mm)))
     best = None
     best_sig = None
-    with ThreadPoolExecutor(workers) as pool:
-        # ``workers`` scales at a time, so that no more responses than that are held beside the maximum
-        for first in range(0, len(sigmas_mm), workers):
-            chunk = sigmas_mm[first:first + workers]
-            for s, r in zip(chunk, pool.map(response, chunk) if workers > 1 else map(response, chunk)):
-                if best is None:
-                    best = r
-                    best_sig = np.full(r.shape, s, np.float32)
-                else:
-                    upd = r > best
-                    best = np.where(upd, r, best)
-                    best_sig = np.where(upd, np.float32(s), best_sig)
+    for first in range(0, len(sigmas_mm), workers):  # ``workers`` scales at a time: no more responses held than that
+        chunk = sigmas_mm[first:first + workers]
+        for s, r in zip(chunk, threaded_map(response, chunk, workers)):
+            if best is None:
+                best = r
+                best_sig = np.full(r.shape, s, np.float32)
+            else:
+                upd = r > best
+                best = np.where(upd, r, best)
+                best_sig = np.where(upd, np.float32(s), best_sig)
     assert best is not None and best_sig is not None
     peaks = (best == ndi.maximum_filter(best, size=fp, mode="nearest")) & (best > threshold)
     if mask is not None:
@@ -377,7 +387,7 @@ def cmb_candidates(volume: Volume, cspec: dict, norm_spec: dict, threads: int = 
     norm = normalise(volume.array, norm_spec, ref=ref)
     spacing = volume_spacing(volume)
     mask = head_mask(volume.array, ref, float(cspec.get("mask_fraction", 0.35)),
-                     erode_mm=float(cspec.get("erode_mm", 0.0)), spacing=spacing)
+                     erode_mm=float(cspec.get("erode_mm", 0.0)), spacing=spacing, threads=threads)
     cents, resp, sig = log_candidates(
         norm, spacing, tuple(cspec["sigmas_mm"]), float(cspec["threshold"]), mask,
         int(cspec.get("max_candidates", 400)), float(cspec.get("min_distance_mm", 3.0)), threads=threads,
@@ -385,8 +395,10 @@ def cmb_candidates(volume: Volume, cspec: dict, norm_spec: dict, threads: int = 
     return norm, cents, resp, sig, ref
 
 
-def cmb_patches(norm: np.ndarray, volume: Volume, cents: np.ndarray, spec: dict) -> np.ndarray:
-    """(n, channels, s, s, s) patches: one channel per entry of ``spec["channel_spacing_mm"]``."""
+def cmb_patches(norm: np.ndarray, volume: Volume, cents: np.ndarray, spec: dict, threads: int = 1) -> np.ndarray:
+    """(n, channels, s, s, s) patches: one channel per entry of ``spec["channel_spacing_mm"]`` (the channels on up to
+    ``threads`` threads)."""
     size = int(spec["patch"][0])
-    chans = [sample_patches(norm, volume, cents, size, float(sp), fill=0.0) for sp in spec["channel_spacing_mm"]]
+    chans = threaded_map(lambda sp: sample_patches(norm, volume, cents, size, float(sp), fill=0.0),
+                         spec["channel_spacing_mm"], threads)
     return np.stack(chans, axis=1)

@@ -222,7 +222,7 @@ class Runtime:
         net = lambda x: sess.run(None, {in_name: x})[0]  # noqa: E731
         combos = flip_combos(spec.tta, PATCH_TTA)
         for b0 in range(0, len(cents), batch):
-            patches = pp.cmb_patches(norm, volume, cents[b0 : b0 + batch], spec.raw)
+            patches = pp.cmb_patches(norm, volume, cents[b0 : b0 + batch], spec.raw, self.threads)
             res = patch_averaged(net, patches, combos, spec.tta_from, batch)
             probs[b0 : b0 + batch] = res[:, 0]
             diams[b0 : b0 + batch] = res[:, 1]
