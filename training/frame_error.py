@@ -23,7 +23,7 @@ import numpy as np
 
 from svdmark.measure import frame as frame_mod
 
-from .devcases import read_series
+from .devcases import dev_case_dirs, read_series
 
 TRUTH_SITE = {"pineal": "pineal", "choroid plexus": "choroid plexus glomus"}  # truth.json site -> frame.SITES
 CALCIFICATION_RADIUS_MM = 2.0
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     errors, refused, seconds = [], [], []
     for half in args.data:
-        for case in sorted(p for p in half.iterdir() if (p / "truth.json").exists()):
+        for case in dev_case_dirs(half, task="cmb"):
             truth, vol = read_series(case, "cmb")
             t = time.perf_counter()
             fit = frame_mod.fit_frame(vol)

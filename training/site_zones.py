@@ -32,7 +32,7 @@ from svdmark.measure import frame as frame_mod
 
 from .cmb_cases import run_path
 from .cmb_sites import called
-from .devcases import read_series
+from .devcases import dev_case_dirs, read_series
 from .frame_error import error_stats
 
 
@@ -76,7 +76,7 @@ def _frames(halves: list[Path], cache: Path | None) -> dict:
     fits them; with ``cache``, read from and written to that file (keyed by case name: one cache per data set)."""
     frames = json.loads(cache.read_text()) if cache and cache.exists() else {}
     for half in halves:
-        for case in sorted(p for p in half.iterdir() if (p / "truth.json").exists()):
+        for case in dev_case_dirs(half, task="cmb"):
             if case.name not in frames:
                 fit = frame_mod.fit_frame(read_series(case, "cmb")[1])
                 frames[case.name] = None if fit is None else {"matrix": fit.matrix.tolist(),
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     frames = _frames(args.data, args.frames)
     errors, cases, missing, fitted = [], [], [], 0
     for half in args.data:
-        for case in sorted(p for p in half.iterdir() if (p / "truth.json").exists()):
+        for case in dev_case_dirs(half, task="cmb"):
             fit = _frame(frames[case.name])
             if fit is not None:
                 fitted += 1
