@@ -60,8 +60,11 @@ def removals(cases: list[tuple[dict, frame_mod.Frame | None]], at: np.ndarray, z
             if fit is not None and shipped and frame_mod.in_sites(fit, [f["center_mm"]], shipped)[0]:
                 continue
             kept[bool(f["tp"])] += 1
+            if fit is None:
+                continue
+            ras = fit.to_template(f["center_mm"])
             for z in zones:
-                if fit is not None and frame_mod.in_ellipsoids(fit, [f["center_mm"]], at, z)[0]:
+                if frame_mod.in_ellipsoids(ras, at, z)[0]:
                     removed[_key(z)][bool(f["tp"])] += 1
     return {"kept_by_the_shipped_zones": {"false": kept[0], "true": kept[1]},
             "zone_removes": {z: {"false": r[0], "true": r[1]} for z, r in removed.items()}}

@@ -182,9 +182,7 @@ def head_mask(array: np.ndarray, ref: float, fraction: float = 0.35, erode_mm: f
     largest = largest_object(fg)
     if largest is not None:
         fg = largest
-    filled = np.zeros_like(fg)
-    if len(fg):
-        filled[:] = np.stack(threaded_map(ndi.binary_fill_holes, fg, threads))
+    filled = np.stack(threaded_map(ndi.binary_fill_holes, fg, threads)) if len(fg) else fg
     if erode_mm > 0:
         it = [max(0, int(round(erode_mm / s))) for s in spacing]
         # anisotropic erosion: separable 1-D erosions

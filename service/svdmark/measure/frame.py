@@ -172,10 +172,9 @@ def fit_frame(volume: Volume) -> Frame | None:
     return Frame(m, CAVITY_CENTRE_LPS + p[:3] - m @ centre, float(res.fun))
 
 
-def in_ellipsoids(frame: Frame, xyz, centres, semi_mm) -> np.ndarray:
-    """Whether each patient position lies in the ellipsoid ``semi_mm`` (template axes, mm) about any of the template
-    ``centres`` (MNI RAS mm)."""
-    ras = frame.to_template(xyz)
+def in_ellipsoids(ras: np.ndarray, centres, semi_mm) -> np.ndarray:
+    """Whether each template position (N, 3; MNI RAS mm, :meth:`Frame.to_template`) lies in the ellipsoid ``semi_mm``
+    (template axes, mm) about any of the template ``centres``."""
     semi = np.asarray(semi_mm, float)
     return np.any([np.sum(((ras - np.asarray(c, float)) / semi) ** 2, axis=1) <= 1.0 for c in centres], axis=0)
 
@@ -183,9 +182,10 @@ def in_ellipsoids(frame: Frame, xyz, centres, semi_mm) -> np.ndarray:
 def in_sites(frame: Frame, xyz, semi_axes_mm: dict[str, tuple[float, float, float]]) -> np.ndarray:
     """Whether each patient position lies in the ellipsoid (template axes, semi-axes in mm) about any centre of the
     named :data:`SITES`."""
-    hit = np.zeros(len(np.asarray(xyz, float).reshape(-1, 3)), bool)
+    ras = frame.to_template(xyz)
+    hit = np.zeros(len(ras), bool)
     for site, semi in semi_axes_mm.items():
-        hit |= in_ellipsoids(frame, xyz, SITES[site], semi)
+        hit |= in_ellipsoids(ras, SITES[site], semi)
     return hit
 
 
