@@ -232,7 +232,11 @@ local function schedule(jobId, delay)
   -- Orthanc 1.10: no Lua timer. A detached shell waits and resubmits through the local REST API;
   -- os.execute returns as soon as the shell has put it in the background.
   local url = string.format('http://127.0.0.1:%d/jobs/%s/resubmit', math.floor(httpPort), jobId)
-  os.execute('(sleep ' .. delay .. ' && curl -sf -X POST -d "" ' .. url .. ') >/dev/null 2>&1 </dev/null &')
+  -- A lost wake-up would end this series' retries, so curl retries what Orthanc never answered (a refused
+  -- connection, a timeout); an HTTP error (400: the job was resubmitted already, or is gone) ends the wake-up, so
+  -- no second chain of retries can start for one job.
+  os.execute('(sleep ' .. delay .. ' && curl -sf --max-time 30 --retry 5 --retry-connrefused --retry-delay 1 '
+             .. '-X POST -d "" ' .. url .. ') >/dev/null 2>&1 </dev/null &')
 end
 
 function OnHeartBeat()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -221,9 +222,15 @@ def test_a_failing_destination_does_not_block_the_lua_engine(tmp_path):
     (the Lua engine is free), and once svdmark is up both arrive without anyone resending them."""
     from svdmark_phantom import write_study
 
-    svc = Svdmark(tmp_path / "svdmark", [], extra=("--settle-seconds", "1", "--fallback-seconds", "10"))
-    orthanc = RoutingOrthanc.routing_to(tmp_path / "orthanc", svc.port, stable_age=2)
+    # svdmark is down until it starts: its port is held, bound and not listening (every connection is refused),
+    # so no other test's listener can take it meanwhile and accept Orthanc's sends
+    down = socket.socket()
+    down.bind(("127.0.0.1", 0))
+    svc = Svdmark(tmp_path / "svdmark", [], port=down.getsockname()[1],
+                  extra=("--settle-seconds", "1", "--fallback-seconds", "10"))
+    orthanc = None
     try:
+        orthanc = RoutingOrthanc.routing_to(tmp_path / "orthanc", svc.port, stable_age=2)
         first, second = (write_study(tmp_path / f"study{i}", seed=64 + i, kind="ncct", vendor="siemens", matrix=48,
                                      n_slices=6, slice_thickness=5.0, distractors=False) for i in range(2))
         storescu(sorted(Path(first.out_dir).rglob("*.dcm")), orthanc.dicom_port, aet="ORTHANC", calling="MODALITY")
@@ -236,7 +243,16 @@ def test_a_failing_destination_does_not_block_the_lua_engine(tmp_path):
                                                 orthanc.log_text())]
             return waits[-1] if waits and waits[-1] >= 8 else None
 
-        delay = wait_until(long_wait, 120, "a retry of the first series at least 8 s away", interval=0.2)
+        try:
+            delay = wait_until(long_wait, 120, "a retry of the first series at least 8 s away", interval=0.2)
+        except TimeoutError as e:
+            routing = [line for line in orthanc.log_text().splitlines()
+                       if "svdmark-routing" in line or "resubmit" in line]
+            try:
+                jobs = [(j["ID"], j["State"], j.get("ErrorDescription")) for j in orthanc.store_jobs()]
+            except OSError as down_too:  # Orthanc itself gone: keep the timeout's message
+                jobs = f"not readable ({down_too})"
+            raise AssertionError(f"{e}; store jobs: {jobs}; routing log:\n" + "\n".join(routing[-40:])) from e
         before = _send_attempts(orthanc, first_id)
         storescu(sorted(Path(second.out_dir).rglob("*.dcm")), orthanc.dicom_port, aet="ORTHANC", calling="MODALITY")
         second_id = wait_until(lambda: next((s["ID"] for uid, s in orthanc.series_by_uid().items()
@@ -245,6 +261,7 @@ def test_a_failing_destination_does_not_block_the_lua_engine(tmp_path):
         assert _send_attempts(orthanc, first_id) == before, \
             "the second series was routed only after the first one's retry: the Lua engine was blocked"
 
+        down.close()
         svc.start()  # the destination comes back: the queued retries deliver both series
         wanted = {first.series[0].series_uid, second.series[0].series_uid}
         wait_until(lambda: wanted <= {u for (u,) in _journal(svc, "SELECT DISTINCT series_uid FROM instances")},
@@ -253,5 +270,7 @@ def test_a_failing_destination_does_not_block_the_lua_engine(tmp_path):
                    60, "both series marked as forwarded")
         assert "retrying in" in orthanc.log_text()
     finally:
-        orthanc.stop()
+        down.close()
+        if orthanc is not None:
+            orthanc.stop()
         svc.stop()
