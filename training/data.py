@@ -42,6 +42,7 @@ WML_RIM_SHARE = float(os.environ.get("SVDMARK_TRAIN_WML_RIMS", "0"))  # of train
 INDEPENDENT_SHARE = float(os.environ.get("SVDMARK_TRAIN_INDEPENDENT_NCCT", "0"))  # of train/val NCCT seeds
 SWI_MIMIC_SHARE = float(os.environ.get("SVDMARK_TRAIN_SWI_MIMICS", "0"))  # of train/val SWI seeds (swi_params)
 SWI_BLOOMING_SHARE = float(os.environ.get("SVDMARK_TRAIN_SWI_BLOOMING", "0"))  # of train/val SWI seeds (swi_params)
+SYNTH_CT_SHARE = float(os.environ.get("SVDMARK_TRAIN_SYNTH_CT", "0"))  # of train/val NCCT seeds drawn by synth_ct
 
 
 def training_environment() -> dict:
@@ -121,6 +122,14 @@ def ncct_params(seed: int) -> dict:
         params["independent"] = True
     if is_thin(seed):  # a stream of its own: every other draw is what the seed gives
         params["slice_thickness"] = float(np.random.default_rng([seed, 12]).choice([0.625, 1.0, 1.25]))
+    # the head drawn by the second generator, training.synth_ct (other code: its own anatomy, lesions and scanner),
+    # for a share of the training and validation seeds, from a stream of their own; off unless
+    # $SVDMARK_TRAIN_SYNTH_CT names the share. The acquisition and the load are the seed's; our generator's own
+    # options (anatomy, atrophy, mimics, spread, rims, independent) mean nothing to it and are dropped
+    if seed < SPLITS["shifted"] and not is_thin(seed) \
+            and np.random.default_rng([seed, 18]).random() < SYNTH_CT_SHARE:
+        params = {k: params[k] for k in ("seed", "matrix", "slice_thickness", "tilt_deg", "wml_ml")}
+        params["generator"] = "synth_ct"
     if is_shifted(seed):  # other draws than training saw (the keys exist only here: cache names stay stable)
         params.update(anatomy="mni152", noise_hu=round(float(rng.uniform(2.0, 6.0)), 2),
                       fov_mm=round(float(rng.uniform(200, 260)), 1), vendor=str(rng.choice(VENDORS)))
@@ -223,15 +232,16 @@ def _volume_from(z) -> Volume:
     return as_volume(p)
 
 
-def _phantom_version() -> str:
-    """Hash of the phantom sources, stored with each cached case (the cache key is the parameters only;
-    delete ``training/cache/`` after a generator change to regenerate)."""
+def _phantom_version(generator: str | None = None) -> str:
+    """Hash of the generator's sources (``svdmark_phantom``, or ``training.synth_ct``), stored with each cached case
+    (the cache key is the parameters only; delete ``training/cache/`` after a generator change to regenerate)."""
     import hashlib
 
     import svdmark_phantom as ph
 
+    where = Path(__file__).resolve().parent / "synth_ct" if generator == "synth_ct" else Path(ph.__file__).parent
     h = hashlib.sha256()
-    for f in sorted(Path(ph.__file__).parent.glob("*.py")):
+    for f in sorted(where.glob("*.py")):
         h.update(f.read_bytes())
     return h.hexdigest()[:10]
 
@@ -272,14 +282,22 @@ def _case_volume(ph, params: dict) -> tuple[Volume, np.ndarray]:
 
 
 def _make_ncct_with_fraction(params: dict):
-    """``phantom.make_ncct`` (with its white-matter map) and its per-voxel WML partial-volume fraction
-    (``Phantom.aux["wml_fraction"]``, the occupancy whose ≥ 50 % cut is ``truth_mask``)."""
-    import svdmark_phantom as phantom
+    """``phantom.make_ncct`` (with its white-matter map), or ``synth_ct.make_ncct`` where the parameters name that
+    generator, and its per-voxel WML partial-volume fraction (``Phantom.aux["wml_fraction"]``, the occupancy whose
+    ≥ 50 % cut is ``truth_mask``)."""
+    if params.get("generator") == "synth_ct":
+        from .synth_ct import make_ncct
 
-    ph = phantom.make_ncct(**params, wm_map=True)
+        ph = make_ncct(params["seed"], matrix=params["matrix"], slice_thickness=params["slice_thickness"],
+                       gantry_tilt_deg=params["tilt_deg"], wml_ml=params["wml_ml"])
+    else:
+        import svdmark_phantom as phantom
+
+        ph = phantom.make_ncct(**params, wm_map=True)
     frac = ph.aux.get("wml_fraction")
     if frac is None or frac.shape != ph.image.shape:
-        raise RuntimeError("phantom.make_ncct did not provide aux['wml_fraction'] on the image grid")
+        raise RuntimeError(f"{params.get('generator', 'svdmark_phantom')}.make_ncct did not provide "
+                           "aux['wml_fraction'] on the image grid")
     return ph, np.asarray(frac, np.float32)
 
 
@@ -313,7 +331,8 @@ def ncct_case(seed: int, params: dict | None = None, with_wm: bool = False) -> N
     wm = np.asarray(ph.aux["wm_fraction"], np.float32)[order]
     contrast = float(ph.meta["wml_contrast_hu"])
     _save(path, truth=truth.astype(np.float16), truth_ml=np.asarray(ph.truth_wml_ml), contrast_hu=np.asarray(contrast),
-          wm=wm.astype(np.float16), phantom_version=np.asarray(_phantom_version()), **_volume_arrays(vol))
+          wm=wm.astype(np.float16), phantom_version=np.asarray(_phantom_version(params.get("generator"))),
+          **_volume_arrays(vol))
     return NcctCase(seed, params, vol, truth, float(ph.truth_wml_ml), contrast, wm if with_wm else None)
 
 
