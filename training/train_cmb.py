@@ -140,6 +140,7 @@ def train(args):
     if args.init_onnx:
         freeze_norm_stats(net)
     budget = args.minutes * 60
+    (Path(__file__).resolve().parent / "runs").mkdir(exist_ok=True)  # checkpoints go there from step 250
     while step < args.steps and time.time() - t0 < budget:
         # warm-up, then cosine decay on whichever runs out first: steps or the time budget
         prog = min(1.0, max(step / args.steps, (time.time() - t0) / budget))
