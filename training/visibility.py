@@ -13,6 +13,10 @@ no reader could see.
 
     .venv/bin/python -m training.visibility --data /work/dev_data/judge \\
         --eval training/runs/eval_wml_dev-judge_30_wml-ncct-1.12.0-tta-lr.json
+
+``--set val`` (a training generator's validation split, as ``training.data`` draws it under the environment's
+``SVDMARK_TRAIN_*`` shares) asks the same of the heads a model learns from: normal white matter there is the
+generator's white-matter fraction ≥ 0.9 outside the lesion. A label the pixels do not show teaches a model doubt.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ import numpy as np
 from scipy import ndimage
 
 from . import devcases
+from .data import training_environment
+from .evaluate import refuse_reported, split_seeds
 
 RUNS = Path(__file__).resolve().parent / "runs"
 SQUINT_MM = 1.5  # in-plane Gaussian σ of the smoothed image
@@ -35,10 +41,27 @@ BINS = ((0.0, 1.0, "< 1 mL"), (1.0, 10.0, "1-10 mL"), (10.0, 25.0, "10-25 mL"), 
 def case_visibility(case: Path) -> dict:
     """The figures of one development case (module doc)."""
     truth, vol = devcases.read_series(case, "wml")
-    hu = np.asarray(vol.array, np.float32)
     fraction = devcases.truth_array(case, truth, vol, "fraction").astype(np.float32)
     labels = devcases.truth_array(case, truth, vol, "labels")
-    normal_wm = (labels == 1) & (fraction == 0)
+    return dict(seed=int(truth["seed"]), truth_ml=float(truth["wml_ml"]), slice_thickness=truth["slice_thickness"],
+                atrophy=truth["atrophy"], **visibility(vol, fraction, (labels == 1) & (fraction == 0)))
+
+
+def training_case_visibility(seed: int) -> dict:
+    """The figures of one training-generator case (``training.data.ncct_case``; module doc)."""
+    from . import data
+
+    case = data.ncct_case(seed, with_wm=True)
+    fraction = case.truth_fraction.astype(np.float32)
+    return dict(seed=seed, truth_ml=case.truth_ml, slice_thickness=case.params.get("slice_thickness"),
+                atrophy=case.params.get("atrophy"), generator=case.params.get("generator", "svdmark_phantom"),
+                drawn_contrast_hu=case.contrast_hu,
+                **visibility(case.volume, fraction, (case.wm_fraction >= 0.9) & (fraction == 0)))
+
+
+def visibility(vol, fraction: np.ndarray, normal_wm: np.ndarray) -> dict:
+    """Contrast, noise, CNR, AUC and visible volume of one head's lesion against its normal white matter."""
+    hu = np.asarray(vol.array, np.float32)
     normal = ndimage.binary_erosion(normal_wm, iterations=2)
     sigma = (0.0, SQUINT_MM / vol.pixel_spacing[0], SQUINT_MM / vol.pixel_spacing[1])
     smooth = ndimage.gaussian_filter(hu, sigma)
@@ -48,10 +71,8 @@ def case_visibility(case: Path) -> dict:
     visible = smooth < wm_mean - K_SD * wm_sd_smooth
     auc = _auc(smooth[normal], smooth[core]) if core.sum() >= 20 else None
     ml = vol.voxel_volume_mm3 / 1000.0
-    return dict(seed=int(truth["seed"]), truth_ml=float(truth["wml_ml"]),
-                visible_ml=float(fraction[visible].sum()) * ml,
+    return dict(visible_ml=float(fraction[visible].sum()) * ml, wm_hu=wm_mean,
                 contrast_hu=contrast, wm_sd_hu=wm_sd, auc=auc, cnr=None if contrast is None else contrast / wm_sd,
-                slice_thickness=truth["slice_thickness"], atrophy=truth["atrophy"],
                 # normal tissue that looks like lesion: the floor of a reader that takes what is visibly dark
                 dark_normal_ml=float((normal_wm & visible).sum()) * ml)
 
@@ -84,7 +105,9 @@ def summarise(rows: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="a development-set folder (devset.build)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="a development-set folder (devset.build)")
+    src.add_argument("--set", help="a training generator's validation split(s), e.g. val or val,val_atlas")
     ap.add_argument("--eval", type=Path, default=None, help="training.evaluate --set dev run on the same folder")
     ap.add_argument("--n", type=int, default=None)
     args = ap.parse_args(argv)
@@ -93,8 +116,13 @@ def main(argv=None) -> int:
         run = json.loads(args.eval.read_text())
         reads = {r["seed"]: r["model"] for r in run["cases"]}
     rows = []
-    for case in devcases.dev_case_dirs(args.data, args.n):
-        r = case_visibility(case)
+    if args.set:
+        refuse_reported(args.set, "a probe sees only validation splits")
+        cases = [(training_case_visibility, seed) for seed in split_seeds(args.set, args.n or 12)]
+    else:
+        cases = [(case_visibility, case) for case in devcases.dev_case_dirs(args.data, args.n)]
+    for figures, case in cases:
+        r = figures(case)
         if r["seed"] in reads:
             r["model_ml"] = reads[r["seed"]]
         rows.append(r)
@@ -102,8 +130,9 @@ def main(argv=None) -> int:
         auc = "  n/a" if r["auc"] is None else f"{r['auc']:5.2f}"
         read = f" model {r['model_ml']:6.2f}" if "model_ml" in r else ""
         print(f"  {r['seed']}: truth {r['truth_ml']:6.2f} visible {r['visible_ml']:6.2f}{read} mL  CNR {cnr}  "
-              f"AUC {auc}  dark normal WM {r['dark_normal_ml']:5.2f} mL  ({r['slice_thickness']} mm)", flush=True)
-    res = {"data": str(args.data), "eval": str(args.eval) if args.eval else None, "squint_mm": SQUINT_MM,
+              f"AUC {auc}  WM {r['wm_hu']:5.1f} HU  dark normal WM {r['dark_normal_ml']:5.2f} mL  "
+              f"({r['slice_thickness']} mm{', ' + r['generator'] if 'generator' in r else ''})", flush=True)
+    res = {"data": str(args.data or args.set), "environment": training_environment(), "eval": str(args.eval) if args.eval else None, "squint_mm": SQUINT_MM,
            "k_sd": K_SD, "cases": rows, "by_bin": summarise(rows)}
     for name, e in res["by_bin"].items():
         print(f"  {name:9s} n={e['n']:2d}: visible {e['visible_share']:.2f} of truth"
@@ -111,7 +140,8 @@ def main(argv=None) -> int:
                  if "model_share" in e else ""))
     RUNS.mkdir(exist_ok=True)
     label = f"_{args.eval.stem.removeprefix('eval_wml_')}" if args.eval else ""
-    (RUNS / f"visibility_{args.data.name}{label}.json").write_text(json.dumps(res, indent=1))
+    where = args.data.name if args.data else f"{args.set}_{len(rows)}"
+    (RUNS / f"visibility_{where}{label}.json").write_text(json.dumps(res, indent=1))
     return 0
 
 

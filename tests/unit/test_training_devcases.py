@@ -141,3 +141,25 @@ def test_an_swi_development_case_loads_with_its_bleeds(tmp_path):
         assert np.all(kij > -0.5) and np.all(kij < np.array(vol.shape) - 0.5)
     with pytest.raises(ValueError, match="not wml"):
         devcases.read_ncct_case(case_dir)
+
+
+def test_visibility_tells_a_visible_lesion_from_one_under_the_noise():
+    """The core figures on a drawn head: a 10 HU lesion under 2 HU noise is visible, a 1 HU one under 8 HU is not."""
+    from types import SimpleNamespace
+
+    from training import visibility
+
+    rng = np.random.default_rng(3)
+    fraction = np.zeros((6, 64, 64), np.float32)
+    fraction[:, 20:36, 20:36] = 1.0
+    normal = fraction == 0
+    figures = {}
+    for contrast, sd in ((10.0, 2.0), (1.0, 8.0)):
+        hu = 28.0 - contrast * fraction + rng.normal(0.0, sd, fraction.shape).astype(np.float32)
+        vol = SimpleNamespace(array=hu, pixel_spacing=(1.0, 1.0), voxel_volume_mm3=5.0)
+        figures[contrast] = visibility.visibility(vol, fraction, normal)
+    seen, hidden = figures[10.0], figures[1.0]
+    assert seen["contrast_hu"] == pytest.approx(10.0, abs=0.3) and seen["auc"] > 0.99 and seen["cnr"] > 4
+    assert seen["visible_ml"] > 0.9 * fraction.sum() * 5.0 / 1000.0
+    assert hidden["auc"] < 0.75 and hidden["cnr"] < 0.3 and hidden["visible_ml"] < seen["visible_ml"] / 2
+    assert seen["wm_hu"] == pytest.approx(28.0, abs=0.2)
