@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from . import devcases
-from .data import training_environment
+from . import data, devcases
 from .evaluate import refuse_reported, split_seeds
 
 RUNS = Path(__file__).resolve().parent / "runs"
@@ -49,8 +48,6 @@ def case_visibility(case: Path) -> dict:
 
 def training_case_visibility(seed: int) -> dict:
     """The figures of one training-generator case (``training.data.ncct_case``; module doc)."""
-    from . import data
-
     case = data.ncct_case(seed, with_wm=True)
     fraction = case.truth_fraction.astype(np.float32)
     return dict(seed=seed, truth_ml=case.truth_ml, slice_thickness=case.params.get("slice_thickness"),
@@ -108,7 +105,7 @@ def main(argv=None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, help="a development-set folder (devset.build)")
     src.add_argument("--set", help="a training generator's validation split(s), e.g. val or val,val_atlas")
-    ap.add_argument("--eval", type=Path, default=None, help="training.evaluate --set dev run on the same folder")
+    ap.add_argument("--eval", type=Path, default=None, help="training.evaluate run on the same folder or split")
     ap.add_argument("--n", type=int, default=None)
     args = ap.parse_args(argv)
     reads = {}
@@ -132,15 +129,17 @@ def main(argv=None) -> int:
         print(f"  {r['seed']}: truth {r['truth_ml']:6.2f} visible {r['visible_ml']:6.2f}{read} mL  CNR {cnr}  "
               f"AUC {auc}  WM {r['wm_hu']:5.1f} HU  dark normal WM {r['dark_normal_ml']:5.2f} mL  "
               f"({r['slice_thickness']} mm{', ' + r['generator'] if 'generator' in r else ''})", flush=True)
-    res = {"data": str(args.data or args.set), "environment": training_environment(), "eval": str(args.eval) if args.eval else None, "squint_mm": SQUINT_MM,
-           "k_sd": K_SD, "cases": rows, "by_bin": summarise(rows)}
+    env = data.training_environment()  # the shares that drew a training split's heads
+    res = {"data": str(args.data or args.set), "environment": env, "eval": str(args.eval) if args.eval else None,
+           "squint_mm": SQUINT_MM, "k_sd": K_SD, "cases": rows, "by_bin": summarise(rows)}
     for name, e in res["by_bin"].items():
         print(f"  {name:9s} n={e['n']:2d}: visible {e['visible_share']:.2f} of truth"
               + (f", model reads {e['model_share']:.2f} of truth (MAE {e['model_mae_ml']:.2f} mL)"
                  if "model_share" in e else ""))
     RUNS.mkdir(exist_ok=True)
     label = f"_{args.eval.stem.removeprefix('eval_wml_')}" if args.eval else ""
-    where = args.data.name if args.data else f"{args.set}_{len(rows)}"
+    where = args.data.name if args.data else "_".join(
+        [f"{args.set}_{len(rows)}"] + [f"{k.removeprefix('SVDMARK_TRAIN_').lower()}{v}" for k, v in env.items()])
     (RUNS / f"visibility_{where}{label}.json").write_text(json.dumps(res, indent=1))
     return 0
 
