@@ -26,6 +26,8 @@ from .augment import randomise_swi
 from .nets import CmbNet3D, export_onnx
 from .warmstart import freeze_norm_stats, load_onnx
 
+RUNS = Path(__file__).resolve().parent / "runs"  # checkpoints and saved state dicts
+
 NORMALISATION = {"type": "foreground_median", "foreground_fraction": 0.2, "clip": [0.0, 3.0]}
 CANDIDATES = {"method": "multi-scale scale-normalised LoG, dark blobs, local maxima",
               "sigmas_mm": [0.8, 1.2, 1.7, 2.4, 3.2], "threshold": 0.3, "mask_fraction": 0.35, "erode_mm": 0.0,
@@ -140,7 +142,7 @@ def train(args):
     if args.init_onnx:
         freeze_norm_stats(net)
     budget = args.minutes * 60
-    (Path(__file__).resolve().parent / "runs").mkdir(exist_ok=True)  # checkpoints go there from step 250
+    RUNS.mkdir(exist_ok=True)  # checkpoints go there from step 250
     while step < args.steps and time.time() - t0 < budget:
         # warm-up, then cosine decay on whichever runs out first: steps or the time budget
         prog = min(1.0, max(step / args.steps, (time.time() - t0) / budget))
@@ -167,7 +169,7 @@ def train(args):
             print(f"step {step}/{args.steps} cls {h[0]:.4f} diam-L1/2 {h[1]:.3f} lr {lr:.2e} {time.time() - t0:.0f} s",
                   flush=True)
         if step % 250 == 0:
-            torch.save(net.state_dict(), Path(__file__).resolve().parent / "runs" / "cmb-checkpoint.pt")
+            torch.save(net.state_dict(), RUNS / "cmb-checkpoint.pt")
     net.eval()
     return net, step, time.time() - t0
 
@@ -218,9 +220,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("service/svdmark/data/models/cmb-swi/1.1.0"))
     args = ap.parse_args(argv)
     net, steps, secs = train(args)
-    runs = Path(__file__).resolve().parent / "runs"
-    runs.mkdir(exist_ok=True)
-    torch.save(net.state_dict(), runs / f"cmb-{args.out.name}.pt")
+    torch.save(net.state_dict(), RUNS / f"cmb-{args.out.name}.pt")
     args.out.mkdir(parents=True, exist_ok=True)
     ex = torch.randn(3, len(INPUT["channel_spacing_mm"]), 20, 20, 20)
     sha = export_onnx(net, ex, args.out / "model.onnx", "patch", "output", {"patch": {0: "n"}, "output": {0: "n"}})

@@ -36,6 +36,8 @@ from .nets import UNet2D, export_onnx
 from .recipe import inherited_input, source_shares
 from .warmstart import freeze_norm_stats, load_onnx
 
+RUNS = Path(__file__).resolve().parent / "runs"  # checkpoints and saved state dicts
+
 SPACING_MM = 1.0
 NORMALISATION = {"type": "hu_window", "center": 30.0, "scale": 20.0, "clip": [-2.0, 4.0]}
 
@@ -235,7 +237,7 @@ def wm_loss(logits, wm):
 def train(args) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    (Path(__file__).resolve().parent / "runs").mkdir(exist_ok=True)  # checkpoints go there from step 250
+    RUNS.mkdir(exist_ok=True)  # checkpoints go there from step 250
     rng = np.random.default_rng(args.seed)
     log = print
     wm = bool(args.insert_lesions or args.insert_patterns) or args.wm_gate
@@ -312,7 +314,7 @@ def train(args) -> dict:
         if step % 50 == 0:
             log(f"step {step}/{total} loss {np.mean(hist[-50:]):.4f} lr {lr:.2e} {time.time() - t0:.0f} s", flush=True)
         if args.checkpoint_every and step % args.checkpoint_every == 0:
-            torch.save(net.state_dict(), Path(__file__).resolve().parent / "runs" / "wml-checkpoint.pt")
+            torch.save(net.state_dict(), RUNS / "wml-checkpoint.pt")
     net.cpu().eval()
     return {"net": net, "steps": step, "device": str(device), "workers": args.workers, "seconds": time.time() - t0, "final_loss": float(np.mean(hist[-50:]))}
 
@@ -424,9 +426,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     res = train(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = Path(__file__).resolve().parent / "runs"
-    runs.mkdir(exist_ok=True)
-    torch.save(res["net"].state_dict(), runs / f"wml-{args.out.name}{args.save_suffix}.pt")
+    torch.save(res["net"].state_dict(), RUNS / f"wml-{args.out.name}{args.save_suffix}.pt")
     example = torch.randn(2, 2 * args.context + 1, 96, 96)
     sha = export_onnx(res["net"], example, args.out / "model.onnx", "image", "fraction",
                       {"image": {0: "n", 2: "h", 3: "w"}, "fraction": {0: "n", 2: "h", 3: "w"}})
