@@ -163,3 +163,33 @@ def test_visibility_tells_a_visible_lesion_from_one_under_the_noise():
     assert seen["visible_ml"] > 0.9 * fraction.sum() * 5.0 / 1000.0
     assert hidden["auc"] < 0.75 and hidden["cnr"] < 0.3 and hidden["visible_ml"] < seen["visible_ml"] / 2
     assert seen["wm_hu"] == pytest.approx(28.0, abs=0.2)
+
+
+def test_dark_wm_puts_a_halo_in_the_shell_next_to_the_ventricle_and_follows_a_reader():
+    """A drawn head: a CSF block, a labelled 6 HU halo 0-3 mm from it, unlabelled 2 HU darkening at 3-6 mm."""
+    from training import dark_wm
+
+    rng = np.random.default_rng(5)
+    hu = np.full((8, 96, 96), 28.0, np.float32)
+    hu[:, 40:56, 40:56] = 5.0  # the ventricle
+    fraction = np.zeros(hu.shape, np.float32)
+    fraction[:, 38:58, 38:58] = 1.0  # a 2 mm halo round it
+    fraction[:, 40:56, 40:56] = 0.0
+    hu[fraction > 0] -= 6.0
+    ring = np.zeros(hu.shape, bool)
+    ring[:, 35:61, 35:61] = True
+    ring[:, 38:58, 38:58] = False
+    hu[ring] -= 2.0
+    hu += rng.normal(0.0, 1.0, hu.shape).astype(np.float32)
+    wm = np.where((hu > 15.0) | (fraction > 0), 1.0, 0.0).astype(np.float32)
+    read = fraction > 0  # a reader that marks exactly the labelled halo
+    shells, darkness = dark_wm.shells(hu, fraction, wm, (1.0, 1.0, 1.0), read)
+    by = {r["shell"]: r for r in shells}
+    assert by["0-3 mm"]["lesion_ml"] == pytest.approx(float(fraction.sum()) / 1000.0)
+    assert by["0-3 mm"]["lesion_below_hu"] == pytest.approx(6.0, abs=0.5)
+    assert by["3-6 mm"]["lesion_ml"] == 0.0 and by["3-6 mm"]["normal_below_hu"] == pytest.approx(2.0, abs=0.5)
+    assert by["> 10 mm"]["normal_below_hu"] == pytest.approx(0.0, abs=0.1)
+    assert by["0-3 mm"]["read_lesion_ml"] == by["0-3 mm"]["lesion_ml"]
+    assert sum(r["read_normal_ml"] for r in shells) == 0.0
+    assert sum(r["core_read_ml"] for r in darkness) == pytest.approx(sum(r["core_ml"] for r in darkness))
+    assert sum(r["normal_read_ml"] for r in darkness) == 0.0
