@@ -33,7 +33,8 @@ from svdmark.measure import from_output
 
 from . import data
 from .evaluate import refuse_reported, split_seeds
-from .visibility import K_SD, RUNS, SQUINT_MM
+from .data import RUNS
+from .visibility import K_SD, SQUINT_MM
 
 SHELLS_MM = ((0.0, 3.0, "0-3 mm"), (3.0, 6.0, "3-6 mm"), (6.0, 10.0, "6-10 mm"), (10.0, 1e9, "> 10 mm"))
 CSF_BELOW_WM_HU = 12.0  # a CSF-dense voxel is at least this far below the far white matter's mean

@@ -31,6 +31,7 @@ from svdmark.domain import Volume
 from svdmark_phantom import as_volume
 
 CACHE = Path(os.environ.get("SVDMARK_TRAIN_CACHE", Path(__file__).resolve().parent / "cache"))
+RUNS = Path(__file__).resolve().parent / "runs"  # what every training command writes: runs, checkpoints, states
 # heldout_b: a second held-out split, drawn as heldout (training/README.md)
 SPLITS = {"train": 1000, "train_atlas": 3000, "val": 5000, "val_thin": 5500, "val_atlas": 6000, "shifted": 700000,
           "heldout": 900000, "heldout_b": 900500}

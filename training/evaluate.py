@@ -30,8 +30,8 @@ from svdmark.measure import (counted_candidates, cmb_findings, cmb_merging, from
 from svdmark.validation.agreement import match_points
 
 from . import baselines, data, devcases
+from .data import RUNS
 
-RUNS = Path(__file__).resolve().parent / "runs"
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -22,11 +22,11 @@ import torch
 from svdmark.infer import preprocess as pp
 
 from . import data
+from .data import RUNS
 from .augment import randomise_swi
 from .nets import CmbNet3D, export_onnx
 from .warmstart import freeze_norm_stats, load_onnx
 
-RUNS = Path(__file__).resolve().parent / "runs"  # checkpoints and saved state dicts
 
 NORMALISATION = {"type": "foreground_median", "foreground_fraction": 0.2, "clip": [0.0, 3.0]}
 CANDIDATES = {"method": "multi-scale scale-normalised LoG, dark blobs, local maxima",

@@ -29,6 +29,7 @@ import torch
 from svdmark.infer import preprocess as pp
 
 from . import crop_stream, data, devcases
+from .data import RUNS
 from .augment import lesion_contrast_floor, randomise_ct
 from .lesion_insertion import DIAMETER_MM, insert_lesions
 from .lesion_patterns import STYLES, insert_patterns
@@ -36,7 +37,6 @@ from .nets import UNet2D, export_onnx
 from .recipe import inherited_input, source_shares
 from .warmstart import freeze_norm_stats, load_onnx
 
-RUNS = Path(__file__).resolve().parent / "runs"  # checkpoints and saved state dicts
 
 SPACING_MM = 1.0
 NORMALISATION = {"type": "hu_window", "center": 30.0, "scale": 20.0, "clip": [-2.0, 4.0]}

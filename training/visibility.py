@@ -28,9 +28,9 @@ import numpy as np
 from scipy import ndimage
 
 from . import data, devcases
+from .data import RUNS
 from .evaluate import refuse_reported, split_seeds
 
-RUNS = Path(__file__).resolve().parent / "runs"
 SQUINT_MM = 1.5  # in-plane Gaussian σ of the smoothed image
 K_SD = 2.0  # a smoothed voxel is "visibly dark" below the normal WM mean minus this many smoothed SDs
 CORE = 0.9  # truth fraction of the lesion core whose contrast is measured
