@@ -81,7 +81,8 @@ def streaks(rng: np.random.Generator, shape2d, amp: float) -> np.ndarray:
     return out
 
 
-def normal_variation(hu: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+def normal_variation(hu: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
+                     csf_rim: bool = True) -> np.ndarray:
     """Unlabelled variation of normal brain tissue, so that faint diffuse darkening is not read as WML.
 
     Two terms, drawn independently, added to soft tissue (15–60 HU) only and never to the label:
@@ -90,6 +91,8 @@ def normal_variation(hu: np.ndarray, rng: np.random.Generator, strength: float =
       and the normal periventricular rim. A uniform thin rim around *every* CSF surface is not a lesion;
       lesions keep their own shape and extent. (Added for wml-ncct 1.4.0 after the stress set showed
       false positives in normal white matter next to the ventricles: see the model card.)
+    ``csf_rim=False``: the halo is drawn (the same random numbers) but not added; a labelled halo of that look in
+    another generator's heads is not taught as normal tissue (session 40's probe).
     """
     out = hu.copy()
     tissue = ((hu > 15) & (hu < 60)).astype(np.float32)
@@ -104,7 +107,7 @@ def normal_variation(hu: np.ndarray, rng: np.random.Generator, strength: float =
         for c in range(hu.shape[0]):
             if csf[c].any():
                 d = ndimage.distance_transform_edt(~csf[c]).astype(np.float32)
-                out[c] -= amp * np.exp(-d / lam) * tissue[c]
+                out[c] -= amp * np.exp(-d / lam) * tissue[c] * np.float32(csf_rim)
     return out
 
 
@@ -274,7 +277,7 @@ def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
                  lesion: np.ndarray | None = None, contrast_hu: float | None = None,
                  wide_point_spread: bool = False, min_contrast_hu: float | None = None,
                  low_contrast: float = 0.0, wm_map: np.ndarray | None = None,
-                 dense_lesions: float = 0.0) -> np.ndarray:
+                 dense_lesions: float = 0.0, csf_rim: bool = True) -> np.ndarray:
     """Re-render one normalised (C, h, w) NCCT crop with a random scanner; returns a new array.
 
     ``lesion`` (C, h, w): the lesion fraction of each channel's slice; when given, the lesion contrast is
@@ -288,6 +291,7 @@ def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
     ``wm_map``: the crop's white-matter fraction, which places its white-matter level there.
     ``dense_lesions``: the probability that a contrast change darkens the lesion by another 3-8 HU (contrasts up to
     about 20 HU: the development set's dense cores, which 1.12.0 reads as CSF; ``training.gap_probe``).
+    ``csf_rim``: passed to ``normal_variation`` (False: no unlabelled darkening along the CSF boundaries).
     """
     if strength <= 0:
         return a
@@ -321,7 +325,7 @@ def randomise_ct(a: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
         hu += smooth_field(rng, (h, w), rng.uniform(1, 5))[None]
     if rng.random() < 0.15 * strength:  # streaks, 5–25 HU
         hu += streaks(rng, (h, w), rng.uniform(5, 25))[None]
-    hu = normal_variation(hu, rng, strength)
+    hu = normal_variation(hu, rng, strength, csf_rim)
     if rng.random() < 0.7 * strength:  # extra quantum noise, 0.5–3 HU (thin slices, low dose: 3–7 HU), random texture
         outside = a <= HU_CLIP[0] + 1e-3  # air stays air: scanners reconstruct it at -1000 HU, far below the clip
         sd = rng.uniform(3.0, 7.0) if rng.random() < 0.2 else rng.uniform(0.5, 3.0)

@@ -131,7 +131,7 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
                  insert_own_contrast: bool = False, insert_max_mm: float = DIAMETER_MM[1],
                  wm_target: bool = False, low_contrast: float = 0.0, low_contrast_negatives: bool = False,
                  dense_lesions: float = 0.0, patterns: float = 0.0,
-                 pattern_style: str = "loose") -> Batch:
+                 pattern_style: str = "loose", csf_rim: bool = True) -> Batch:
     """``bs`` crops (crop²) with 2*ctx+1 channels (the slice and its neighbours) and the slice's target.
 
     ``index``: (stack, slice) pairs to draw from; ``lesion_slices``: positions in ``index`` whose target has
@@ -148,6 +148,7 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
     ``low_contrast``: passed to ``randomise_ct`` (CSF and grey matter moved towards white matter, labels kept);
     with ``low_contrast_negatives`` only to crops without labelled lesion (fraction < 0.02 in every channel).
     ``dense_lesions``: passed to ``randomise_ct`` (a share of the lesion contrast changes 3-8 HU darker).
+    ``csf_rim``: passed to ``randomise_ct`` (False: its unlabelled CSF-boundary darkening is not added).
     ``patterns`` > 0: that fraction of the crops with a white-matter map gets scattered foci and periventricular
     halos (``training.lesion_patterns``, drawn in ``pattern_style``; at the stack's own contrast with
     ``insert_own_contrast``).
@@ -198,7 +199,7 @@ def sample_batch(imgs, tgts, index, lesion_slices, rng, bs, ctx: int = 1, lesion
             a = randomise_ct(np.ascontiguousarray(a), rng, lesion=les, contrast_hu=contrast,
                              wide_point_spread=wide_point_spread, min_contrast_hu=min_contrast_hu,
                              low_contrast=low_contrast if not low_contrast_negatives or les.max() < 0.02 else 0.0,
-                             wm_map=wm, dense_lesions=dense_lesions)
+                             wm_map=wm, dense_lesions=dense_lesions, csf_rim=csf_rim)
         else:  # mild intensity jitter: scanner calibration offsets of a few HU, contrast scale
             a = a * rng.uniform(0.95, 1.05) + rng.normal(0, 0.05)
         xs.append(a.copy())
@@ -284,7 +285,7 @@ def train(args) -> dict:
         spacings=st.spacings, insert_own_contrast=args.insert_own_contrast, insert_max_mm=args.insert_max_mm,
         wm_target=args.wm_gate, low_contrast=args.low_contrast, low_contrast_negatives=args.low_contrast_negatives,
         dense_lesions=args.dense_lesions, patterns=args.insert_patterns,
-        pattern_style=args.pattern_style)
+        pattern_style=args.pattern_style, csf_rim=not args.no_csf_rim)
     stream = crop_stream.batches(draw, rng, args.workers, args.seed, pin_memory=device.type == "cuda")
     t0 = time.time()
     step = 0
@@ -405,6 +406,8 @@ def main(argv=None):
                     help="--low-contrast on crops without labelled lesion only (the 1.18.1 recipe)")
     ap.add_argument("--dense-lesions", type=float, default=0.0, metavar="P",
                     help="share of the randomised lesion contrast changes made 3-8 HU darker (the 1.18.2 recipe)")
+    ap.add_argument("--no-csf-rim", action="store_true",
+                    help="no unlabelled darkening along CSF boundaries in re-rendered crops (augment.normal_variation)")
     ap.add_argument("--wm-gate", action="store_true",
                     help="a second head learns the white-matter fraction; the exported lesion fraction is gated by it")
     ap.add_argument("--atlas-share", type=float, default=None, metavar="S",

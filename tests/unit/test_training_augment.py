@@ -277,3 +277,25 @@ def test_low_contrast_head_leaves_a_crop_without_brain_alone_and_is_never_drawn_
     hu[1, 24:40, 24:72] += 3.0
     assert abs(augment.crop_white_matter_level(hu, wm, lesion) - 31.0) < 0.2
     assert abs(augment.crop_white_matter_level(hu, None, lesion) - 28.0) < 1.0
+
+
+
+def test_normal_variation_without_the_csf_rim_draws_the_same_and_leaves_the_csf_boundary_alone():
+    """``csf_rim=False`` adds no darkening along a CSF boundary and consumes the same random numbers, so the
+    texture term and every later term of a recipe are drawn as before."""
+    hu = np.full((1, 64, 64), 28.0, np.float32)
+    hu[:, 24:40, 24:40] = 5.0  # CSF
+    boundary = (0, slice(26, 38), 41)  # 1-2 px outside the CSF
+    far = (0, slice(2, 8), slice(2, 8))  # more than 15 px from it
+    rims = []
+    for seed in range(60):
+        r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
+        with_rim = augment.normal_variation(hu, r1, csf_rim=True)
+        without = augment.normal_variation(hu, r2, csf_rim=False)
+        assert r1.random() == r2.random()
+        rim = without - with_rim  # the texture term is the same draw in both
+        assert rim.min() > -1e-4 and np.abs(rim[far]).max() < 0.1
+        rims.append(float(rim[boundary].mean()))
+    drawn = np.array(rims) > 0.5
+    assert 5 < drawn.sum() < 35  # drawn with probability 0.3
+    assert np.all((np.array(rims)[drawn] > 0.5) & (np.array(rims)[drawn] < 6.0))
