@@ -15,8 +15,13 @@ CSF-dense voxels are found in the image, not taken from the generator, so both g
 smoothed HU between -30 and the far white matter's mean less 12 HU, outside any lesion (truth fraction < 0.1), in
 components of at least 0.2 mL. Far white matter is normal white matter more than 10 mm from them.
 
+``--read`` runs the active WML model (or ``--models``) through the service's runtime and measurement and adds where it
+marks lesion: its share of each shell's lesion, its calls in each shell's normal white matter, and the same for
+lesion core and normal white matter binned by their own smoothed darkness. Session 40 found that wml-ncct 1.12.5
+reads equal darkness differently in the two generators' heads (training/README.md).
+
     SVDMARK_TRAIN_ATROPHY_NCCT=0.75 SVDMARK_TRAIN_WML_SPREAD=0.5 [SVDMARK_TRAIN_SYNTH_CT=1] \\
-        PYTHONPATH=.:service .venv/bin/python -m training.dark_wm --set val --n 12
+        PYTHONPATH=.:service .venv/bin/python -m training.dark_wm --set val --n 12 [--read] [--squint-mm 4]
 """
 from __future__ import annotations
 
@@ -32,8 +37,8 @@ from svdmark.infer import ModelRegistry, Runtime
 from svdmark.measure import from_output
 
 from . import data
-from .evaluate import refuse_reported, split_seeds
 from .data import RUNS
+from .evaluate import refuse_reported, split_seeds
 from .visibility import K_SD, SQUINT_MM
 
 SHELLS_MM = ((0.0, 3.0, "0-3 mm"), (3.0, 6.0, "3-6 mm"), (6.0, 10.0, "6-10 mm"), (10.0, 1e9, "> 10 mm"))
