@@ -55,30 +55,30 @@ def shells(hu: np.ndarray, fraction: np.ndarray, wm_fraction: np.ndarray, spacin
     below the far white matter, ``DARKNESS_HU`` bins), each with the volume the model reads there."""
     normal = (wm_fraction >= 0.9) & (fraction == 0)
     dz, dy, dx = spacing_mm
+    ml = dz * dy * dx / 1000.0
     smooth = ndimage.gaussian_filter(hu, (0.0, squint_mm / dy, squint_mm / dx))
     level = float(np.median(hu[normal]))  # first guess, refined on the far white matter below
     for _ in range(2):
         csf = (smooth > -30.0) & (smooth < level - CSF_BELOW_WM_HU) & (fraction < 0.1)
         lab, n = ndimage.label(csf)
-        sizes = ndimage.sum_labels(csf, lab, np.arange(1, n + 1)) * dz * dy * dx / 1000.0
+        sizes = ndimage.sum_labels(csf, lab, np.arange(1, n + 1)) * ml
         csf = np.isin(lab, 1 + np.flatnonzero(sizes >= CSF_MIN_ML))
         dist = ndimage.distance_transform_edt(~csf, sampling=spacing_mm)
         far = normal & (dist > 10.0)
         level = float(hu[far].mean())
     sd_smooth = float(smooth[ndimage.binary_erosion(far, iterations=2)].std())
     dark = smooth < level - K_SD * sd_smooth
-    ml = dz * dy * dx / 1000.0
-    rows = []
+    by_darkness = []
     if read is not None:  # how a model's reading follows a voxel's own darkness, in lesion core and in normal WM
         bins = np.digitize(level - smooth, DARKNESS_HU[1:-1])
         core = fraction >= 0.5
         for b in range(len(DARKNESS_HU) - 1):
             sel = bins == b
-            rows.append(dict(darkness=b, core_ml=float((sel & core).sum()) * dz * dy * dx / 1000.0,
-                             core_read_ml=float((sel & core & read).sum()) * dz * dy * dx / 1000.0,
-                             normal_ml=float((sel & normal).sum()) * dz * dy * dx / 1000.0,
-                             normal_read_ml=float((sel & normal & read).sum()) * dz * dy * dx / 1000.0))
-    by_darkness, rows = rows, []
+            by_darkness.append(dict(darkness=b, core_ml=float((sel & core).sum()) * ml,
+                                    core_read_ml=float((sel & core & read).sum()) * ml,
+                                    normal_ml=float((sel & normal).sum()) * ml,
+                                    normal_read_ml=float((sel & normal & read).sum()) * ml))
+    rows = []
     for lo, hi, name in SHELLS_MM:
         shell = (dist > lo) & (dist <= hi)
         wm, les = normal & shell, shell & (fraction > 0)
@@ -165,8 +165,7 @@ def main(argv=None) -> int:
               f"{share('core_read_ml', 'core_ml')}; normal WM {r['normal_ml']:7.1f} mL, read "
               f"{share('normal_read_ml', 'normal_ml')}")
     env = data.training_environment()
-    where = "_".join([f"{args.set}_{len(heads)}"] + [f"{k.removeprefix('SVDMARK_TRAIN_').lower()}{v}"
-                                                     for k, v in env.items()])
+    where = data.drawn_split_name(args.set, len(heads))
     RUNS.mkdir(exist_ok=True)
     squint = "" if args.squint_mm == SQUINT_MM else f"_squint{args.squint_mm:g}"
     (RUNS / f"dark_wm_{where}{label}{squint}.json").write_text(json.dumps(

@@ -52,6 +52,13 @@ def training_environment() -> dict:
             if k.startswith("SVDMARK_TRAIN_") and k != "SVDMARK_TRAIN_CACHE"}
 
 
+def drawn_split_name(split: str, n: int) -> str:
+    """``split`` and ``n`` with the ``SVDMARK_TRAIN_*`` shares that drew its heads, e.g. ``val_12_synth_ct1``: the
+    name of a probe's run file, so runs on the same seeds drawn by other shares do not overwrite each other."""
+    return "_".join([f"{split}_{n}"] + [f"{k.removeprefix('SVDMARK_TRAIN_').lower()}{v}"
+                                        for k, v in training_environment().items()])
+
+
 def _atrophy(seed: int, stream: int, share: float) -> float | None:
     """An atrophy from U(0.1, 1.0) for ``share`` of the seeds, drawn from the seed's own ``stream``; None for the
     rest (their cache names do not change)."""

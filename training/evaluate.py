@@ -33,7 +33,6 @@ from . import baselines, data, devcases
 from .data import RUNS
 
 
-
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     a = a.astype(bool)
     b = b.astype(bool)

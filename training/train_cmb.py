@@ -27,7 +27,6 @@ from .augment import randomise_swi
 from .nets import CmbNet3D, export_onnx
 from .warmstart import freeze_norm_stats, load_onnx
 
-
 NORMALISATION = {"type": "foreground_median", "foreground_fraction": 0.2, "clip": [0.0, 3.0]}
 CANDIDATES = {"method": "multi-scale scale-normalised LoG, dark blobs, local maxima",
               "sigmas_mm": [0.8, 1.2, 1.7, 2.4, 3.2], "threshold": 0.3, "mask_fraction": 0.35, "erode_mm": 0.0,

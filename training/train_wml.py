@@ -37,7 +37,6 @@ from .nets import UNet2D, export_onnx
 from .recipe import inherited_input, source_shares
 from .warmstart import freeze_norm_stats, load_onnx
 
-
 SPACING_MM = 1.0
 NORMALISATION = {"type": "hu_window", "center": 30.0, "scale": 20.0, "clip": [-2.0, 4.0]}
 

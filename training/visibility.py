@@ -138,8 +138,7 @@ def main(argv=None) -> int:
                  if "model_share" in e else ""))
     RUNS.mkdir(exist_ok=True)
     label = f"_{args.eval.stem.removeprefix('eval_wml_')}" if args.eval else ""
-    where = args.data.name if args.data else "_".join(
-        [f"{args.set}_{len(rows)}"] + [f"{k.removeprefix('SVDMARK_TRAIN_').lower()}{v}" for k, v in env.items()])
+    where = args.data.name if args.data else data.drawn_split_name(args.set, len(rows))
     (RUNS / f"visibility_{where}{label}.json").write_text(json.dumps(res, indent=1))
     return 0
 

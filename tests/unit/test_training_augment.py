@@ -279,7 +279,6 @@ def test_low_contrast_head_leaves_a_crop_without_brain_alone_and_is_never_drawn_
     assert abs(augment.crop_white_matter_level(hu, None, lesion) - 28.0) < 1.0
 
 
-
 def test_normal_variation_without_the_csf_rim_draws_the_same_and_leaves_the_csf_boundary_alone():
     """``csf_rim=False`` adds no darkening along a CSF boundary and consumes the same random numbers, so the
     texture term and every later term of a recipe are drawn as before."""
