@@ -154,6 +154,7 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
                          dice_model=dice(f.mask, truth_mask), dice_baseline=dice(b.mask, truth_mask), seconds=secs,
                          matrix=case.volume.shape[1], thickness=case.params["slice_thickness"],
                          tilt=case.params["tilt_deg"], passes=[wml_volume_ml(case.volume, p, **post) for p in out.passes],
+                         contrast_hu=case.contrast_hu, generator=case.params.get("generator"),
                          **_uncertainty_columns(f)))
         r = rows[-1]
         print(f"  wml seed {case.seed}: truth {r['truth']:6.2f} model {r['model']:6.2f} "

@@ -70,16 +70,44 @@ def slices_of(case) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     return img.astype(np.float16), tgt.astype(np.float16), wm
 
 
-def load_split(split: str, n: int, log=print, cached_only: bool = False, with_wm: bool = False) -> Stacks:
-    """The stacks of a split (``with_wm``: with the white-matter maps, generating any case cached without)."""
+def load_split(split: str, n: int, log=print, cached_only: bool = False, with_wm: bool = False,
+               min_head_contrast: float | None = None) -> Stacks:
+    """The stacks of a split (``with_wm``: with the white-matter maps, generating any case cached without;
+    ``min_head_contrast``: without the heads whose lesion was drawn fainter than that many HU)."""
     todo = data.seeds(split, n)
     if cached_only:
         todo = [s for s in todo if data.is_cached("ncct", s)]
-    st = load_cases((data.ncct_case(s, with_wm=with_wm) for s in todo), len(todo), split, log)
+    cases = (data.ncct_case(s, with_wm=with_wm) for s in todo)
+    faint: list[int] = []
+    if min_head_contrast is not None:
+        cases = _without_faint(cases, min_head_contrast, faint)
+    st = load_cases(cases, len(todo), split, log)
+    if faint:
+        log(f"  {split}: {len(faint)} of {len(todo)} heads left out, their lesion fainter than {min_head_contrast:g} HU",
+            flush=True)
     if any(c is None for c in st.contrasts):  # cached before contrast_hu: no sub-threshold darkening for those
         log(f"  {split}: {sum(c is None for c in st.contrasts)} of {len(st.contrasts)} cases lack the lesion "
             "contrast (cached before it was stored); delete training/cache/ to regenerate them", flush=True)
     return st
+
+
+def is_faint(case, min_contrast: float) -> bool:
+    """A head with lesion drawn fainter than ``min_contrast`` HU: a label its pixels barely show. Refuses a lesion
+    head without a recorded contrast (cached before it was stored)."""
+    if case.truth_ml <= 0:
+        return False
+    if case.contrast_hu is None:
+        raise SystemExit(f"seed {case.seed}: no lesion contrast in the cache; delete training/cache/ to regenerate it")
+    return case.contrast_hu < min_contrast
+
+
+def _without_faint(cases, min_contrast: float, left_out: list[int]):
+    """``cases`` less the faint heads (:func:`is_faint`), whose seeds go to ``left_out``."""
+    for c in cases:
+        if is_faint(c, min_contrast):
+            left_out.append(c.seed)
+        else:
+            yield c
 
 
 def load_cases(cases, n: int, split: str, log=print) -> Stacks:
@@ -241,10 +269,12 @@ def train(args) -> dict:
     rng = np.random.default_rng(args.seed)
     log = print
     wm = bool(args.insert_lesions or args.insert_patterns) or args.wm_gate
-    st = load_split("train", args.n_train, log, args.cached_only, with_wm=wm)
+    st = load_split("train", args.n_train, log, args.cached_only, with_wm=wm,
+                    min_head_contrast=args.min_head_contrast)
     n_analytic = len(st.imgs)  # stacks from here on are atlas heads
     if args.n_train_atlas:  # the same draws on the MNI152 atlas head, so the net does not learn one head's shape
-        st.extend(load_split("train_atlas", args.n_train_atlas, log, args.cached_only, with_wm=wm))
+        st.extend(load_split("train_atlas", args.n_train_atlas, log, args.cached_only, with_wm=wm,
+                             min_head_contrast=args.min_head_contrast))
     n_ours = len(st.imgs)  # stacks from here on are another generator's (--extra-ncct)
     if args.extra_ncct:
         dirs = devcases.foreign_case_dirs(args.extra_ncct, args.n_extra)
@@ -388,6 +418,8 @@ def main(argv=None):
                     help="re-render with training.augment.point_spread (the 1.6.0 experiment) instead of kernel_blur")
     ap.add_argument("--min-lesion-contrast", type=float, default=None, metavar="HU",
                     help="darken fainter labelled lesions to this contrast (augment.lesion_contrast_floor)")
+    ap.add_argument("--min-head-contrast", type=float, default=None, metavar="HU",
+                    help="leave out the training heads whose lesion was drawn fainter than this (lesion-free kept)")
     ap.add_argument("--insert-lesions", type=float, default=0.0, metavar="P",
                     help="paste lesions into the white matter of this share of the crops (training.lesion_insertion)")
     ap.add_argument("--insert-own-contrast", action="store_true",

@@ -74,3 +74,15 @@ def test_cmb_classifier_step_and_export(tmp_path):
         None, {"patch": np.zeros((3, 2, 20, 20, 20), np.float32)})[0]
     assert out.shape == (3, 2) and (out[:, 0] >= 0).all() and (out[:, 0] <= 1).all() and (out[:, 1] >= 1).all()
 
+
+
+def test_faint_heads_left_out_lesion_free_kept():
+    from types import SimpleNamespace as Case
+
+    cases = [Case(seed=1, truth_ml=12.0, contrast_hu=3.2), Case(seed=2, truth_ml=0.0, contrast_hu=2.0),
+             Case(seed=3, truth_ml=4.0, contrast_hu=5.0), Case(seed=4, truth_ml=0.5, contrast_hu=4.9)]
+    left_out: list[int] = []
+    kept = [c.seed for c in train_wml._without_faint(iter(cases), 5.0, left_out)]
+    assert kept == [2, 3] and left_out == [1, 4]
+    with pytest.raises(SystemExit, match="seed 5"):
+        train_wml.is_faint(Case(seed=5, truth_ml=1.0, contrast_hu=None), 5.0)
