@@ -83,8 +83,8 @@ def load_split(split: str, n: int, log=print, cached_only: bool = False, with_wm
         cases = _without_faint(cases, min_head_contrast, faint)
     st = load_cases(cases, len(todo), split, log)
     if faint:
-        log(f"  {split}: {len(faint)} of {len(todo)} heads left out, their lesion fainter than {min_head_contrast:g} HU",
-            flush=True)
+        log(f"  {split}: {len(faint)} of {len(todo)} heads left out, their lesion fainter than "
+            f"{min_head_contrast:g} HU", flush=True)
     if any(c is None for c in st.contrasts):  # cached before contrast_hu: no sub-threshold darkening for those
         log(f"  {split}: {sum(c is None for c in st.contrasts)} of {len(st.contrasts)} cases lack the lesion "
             "contrast (cached before it was stored); delete training/cache/ to regenerate them", flush=True)
