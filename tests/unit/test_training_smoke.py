@@ -75,7 +75,6 @@ def test_cmb_classifier_step_and_export(tmp_path):
     assert out.shape == (3, 2) and (out[:, 0] >= 0).all() and (out[:, 0] <= 1).all() and (out[:, 1] >= 1).all()
 
 
-
 def test_faint_heads_left_out_lesion_free_kept():
     from types import SimpleNamespace as Case
 
