@@ -40,6 +40,7 @@ ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY", "0"))  # of atlas 
 NCCT_ATROPHY_SHARE = float(os.environ.get("SVDMARK_TRAIN_ATROPHY_NCCT", "0"))  # of atlas NCCT seeds (ncct_params)
 WML_SPREAD_SHARE = float(os.environ.get("SVDMARK_TRAIN_WML_SPREAD", "0"))  # of train/val NCCT seeds (ncct_params)
 WML_RIM_SHARE = float(os.environ.get("SVDMARK_TRAIN_WML_RIMS", "0"))  # of train/val NCCT seeds (ncct_params)
+WML_GRADED_SHARE = float(os.environ.get("SVDMARK_TRAIN_WML_GRADED", "0"))  # of train/val NCCT seeds (ncct_params)
 INDEPENDENT_SHARE = float(os.environ.get("SVDMARK_TRAIN_INDEPENDENT_NCCT", "0"))  # of train/val NCCT seeds
 SWI_MIMIC_SHARE = float(os.environ.get("SVDMARK_TRAIN_SWI_MIMICS", "0"))  # of train/val SWI seeds (swi_params)
 SWI_BLOOMING_SHARE = float(os.environ.get("SVDMARK_TRAIN_SWI_BLOOMING", "0"))  # of train/val SWI seeds (swi_params)
@@ -122,6 +123,12 @@ def ncct_params(seed: int) -> dict:
     if wml > 0 and seed < SPLITS["shifted"] and not is_thin(seed) \
             and np.random.default_rng([seed, 16]).random() < WML_RIM_SHARE:
         params["wml_rims"] = True
+    # graded lesions (phantom.lesions.draw_grade: a faint label edge, a dark core, an unlabelled fading tail) for a
+    # share of the training and validation seeds with lesion, from a stream of their own; off unless
+    # $SVDMARK_TRAIN_WML_GRADED names the share (training/preregistered/2026-12-06-wml-graded.md)
+    if wml > 0 and seed < SPLITS["shifted"] and not is_thin(seed) \
+            and np.random.default_rng([seed, 19]).random() < WML_GRADED_SHARE:
+        params["wml_graded"] = True
     # brain tissue intensities and lesion contrast drawn independently and wide (svdmark_phantom.intensities) for a
     # share of the training and validation seeds, from a stream of their own; off unless
     # $SVDMARK_TRAIN_INDEPENDENT_NCCT names the share (training/preregistered/2026-12-04-wml-independent.md)
@@ -133,7 +140,7 @@ def ncct_params(seed: int) -> dict:
     # the head drawn by the second generator, training.synth_ct (other code: its own anatomy, lesions and scanner),
     # for a share of the training and validation seeds, from a stream of their own; off unless
     # $SVDMARK_TRAIN_SYNTH_CT names the share. The acquisition and the load are the seed's; our generator's own
-    # options (anatomy, atrophy, mimics, spread, rims, independent) mean nothing to it and are dropped
+    # options (anatomy, atrophy, mimics, spread, rims, graded, independent) mean nothing to it and are dropped
     if seed < SPLITS["shifted"] and not is_thin(seed) \
             and np.random.default_rng([seed, 18]).random() < SYNTH_CT_SHARE:
         params = {k: params[k] for k in ("seed", "matrix", "slice_thickness", "tilt_deg", "wml_ml")}

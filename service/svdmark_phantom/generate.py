@@ -15,6 +15,7 @@ from .lesions import (
     _occupancy,
     build_mimics,
     build_wml,
+    draw_grade,
     mimic_effect,
     place_cmbs,
     sample_cmb_count,
@@ -164,6 +165,7 @@ def make_ncct(
     atrophy: float | None = None,
     wml_spread: bool = False,
     wml_rims: bool = False,
+    wml_graded: bool = False,
     wm_map: bool = False,
     independent: bool = False,
 ) -> Phantom:
@@ -177,6 +179,8 @@ def make_ncct(
     ``atrophy`` (0-1, 'mni152' only): sulci, fissures and ventricles widened by eroding the brain.
     ``wml_spread``: deep lesions anywhere in the cerebral white matter (``lesions.DEEP_BOX_SPREAD``).
     ``wml_rims``: periventricular rims along the ventricle walls as well (``lesions.add_rims``).
+    ``wml_graded``: lesions darken gradually from a faint label edge to a dark core and fade on outside the label
+    (``lesions.draw_grade``, a stream of its own) instead of a soft edge at half the contrast; the truth is the same.
     ``wm_map``: also ``aux["wm_fraction"]``, each voxel's white-matter fraction (the same image either way).
     ``independent``: brain tissue intensities and the lesion contrast drawn independently and wide, lesions of uneven
     depth (``phantom.intensities``; non-contrast only); the head, lesions, mimics and noise stay the seed's.
@@ -201,6 +205,8 @@ def make_ncct(
     vals = ct_values(rng, contrast=contrast)
     wml = build_wml(head, float(wml_ml), np.random.default_rng([int(seed), 0x3A1]), spread=wml_spread,
                     rims=np.random.default_rng([int(seed), 0x3A2]) if wml_rims else None)
+    if wml_graded:
+        wml.grade = draw_grade(np.random.default_rng([int(seed), 0x3A3]))
     mims = build_mimics(head, np.random.default_rng([int(seed), 0x313]), enabled=mimics)
     tissue_rng = np.random.default_rng([int(seed), 0x1D7]) if independent else None
     if tissue_rng is not None:
@@ -259,7 +265,8 @@ def make_ncct(
         meta={"fov_mm": fov, "target_wml_ml": float(wml_ml), "wml_contrast_hu": wml.contrast,
               "mimics": [m.kind for m in mims], "noise_hu": sd, "values": vals, "kernel": kernel,
               "anatomy": anatomy, "head_origin": head_origin.tolist(), **({"atrophy": atrophy} if atrophy else {}),
-              **({"independent": True} if independent else {})},
+              **({"independent": True} if independent else {}),
+              **({"wml_grade": list(wml.grade)} if wml.grade is not None else {})},
         aux={"wml_fraction": wml_fraction, **({"wm_fraction": wm} if wm is not None else {})},
     )
 
@@ -299,7 +306,7 @@ def _wml_on_grid(head: HeadModel, wml, grid: Grid):
     h = max(px / sub, grid.slice_thickness / ns)
     # 1) coarse pass at voxel centres: which voxels can touch a lesion (or its soft edge)?
     half_diag = 0.5 * math.sqrt(2 * px * px + grid.slice_thickness ** 2)
-    reach = F32(1.5 * half_diag + wml.soft_mm * 2 + 0.5)
+    reach = F32(1.5 * half_diag + wml.reach_mm + 0.5)
     blk = Block(grid, k0, k1, 1, head.R, head.origin, i_range=(i0, i1), j_range=(j0, j1))
     sd0 = wml.sd(*head.warp(blk.v))[:, 0]
     cand = np.argwhere(sd0 < reach)
@@ -322,7 +329,7 @@ def _wml_on_grid(head: HeadModel, wml, grid: Grid):
         V = head.patient_to_v(P).astype(F32)
         U = head.warp([V[:, 0], V[:, 1], V[:, 2]])
         sd = wml.sd(*U)
-        near = sd < F32(max(h, wml.soft_mm * 2))
+        near = sd < F32(max(h, wml.reach_mm))
         occ = np.zeros(sd.shape, F32)
         dr = np.zeros(sd.shape, F32)
         if near.any():

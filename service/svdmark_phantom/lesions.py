@@ -32,6 +32,7 @@ class WmlModel:
     contrast: float = 6.0
     soft_mm: float = 1.5
     texture: tuple = (np.zeros(3), 0.0)
+    grade: tuple | None = None  # (edge share, core depth mm, tail mm): a graded core (``draw_grade``); None: soft edge
     grid_fraction: np.ndarray | None = None  # set by the renderer: occupancy on the source grid
 
     @property
@@ -76,10 +77,35 @@ class WmlModel:
             out = np.minimum(out, d)
         return out
 
+    @property
+    def reach_mm(self) -> float:
+        """How far outside the label (mm) the lesion still darkens the image."""
+        return self.soft_mm * 2 if self.grade is None else 3.0 * self.grade[2]
+
     def drop(self, sd, wm):
-        """HU decrease (positive) for the image, soft-edged, textured."""
-        ramp = np.clip(0.5 - sd / F32(self.soft_mm * 2), 0, 1)
+        """HU decrease (positive) for the image: soft-edged about the label edge, or graded (``grade``)."""
+        if self.grade is None:
+            ramp = np.clip(0.5 - sd / F32(self.soft_mm * 2), 0, 1)
+        else:
+            edge, depth, tail = (F32(v) for v in self.grade)
+            t = np.clip(-sd / depth, 0, 1)
+            inside = edge + (F32(1) - edge) * t * t * (F32(3) - F32(2) * t)
+            ramp = np.where(sd < 0, inside, np.where(sd < F32(3) * tail, edge * np.exp(-sd / tail), F32(0)))
         return F32(self.contrast) * ramp * wm_drop_weight(wm)
+
+
+def draw_grade(rng: np.random.Generator) -> tuple[float, float, float]:
+    """A graded lesion profile: the darkening at the label edge as a share of the core's (0.15-0.6), the depth
+    (mm) at which the core's full contrast is reached (1.5-6), and the e-folding (mm) of the unlabelled tail
+    outside the label (1-4; cut at three e-foldings).
+
+    Why: white-matter hyperintensities are the visible end of a continuum. The white matter around them (the
+    "penumbra", Maillard et al., Stroke 2011) is already abnormal, increasingly so towards the lesion, and the
+    label a reference reader draws on FLAIR ends where FLAIR's signal crosses a threshold, not where the tissue
+    becomes normal. CT attenuation falls with the tissue's water content, roughly in proportion, so on CT the
+    darkening at a FLAIR label's edge is a fraction of the core's and fades on into the surrounding white matter.
+    A label whose edge sits at half the contrast (the soft edge) is the other limit: what the CT shows."""
+    return float(rng.uniform(0.15, 0.6)), float(rng.uniform(1.5, 6.0)), float(rng.uniform(1.0, 4.0))
 
 
 def wm_drop_weight(wm):
