@@ -49,7 +49,8 @@ class CmbReading:
         return float(self.truth_count)
 
 
-def _reading(c: dict):
+def reading(c: dict):
+    """One case of an evaluate or a stress.score JSON as a ``WmlReading`` or a ``CmbReading``."""
     if "truth_ml" not in c and "count" in c and "n_truth" not in c:  # stress.score, CMB
         if "pred_count" not in c:  # not routed to the model, or an error: nothing reported
             return CmbReading(int(c["count"]), 0, 0, 0, int(c["grade"]), 0, False)
@@ -68,15 +69,17 @@ def load(path: Path) -> tuple[str, dict]:
     """(model label, seed → reading) from an evaluate or a stress.score JSON."""
     res = json.loads(Path(path).read_text())
     label = res.get("model_label") or res.get("model") or Path(path).stem
-    return str(label), {int(c["seed"]): _reading(c) for c in res["cases"]}
+    return str(label), {int(c["seed"]): reading(c) for c in res["cases"]}
 
 
 def wml_figures(r: list[WmlReading]) -> dict:
+    """n, MAE, bias, MAE where the truth is under 1 mL, lesion-free median and r of the readings ``r`` (not empty);
+    None where a figure has no case (or r no spread)."""
     truth, pred = np.array([x.truth_ml for x in r]), np.array([x.pred_ml for x in r])
     err = np.abs(pred - truth)
     low, free = truth < 1.0, truth == 0.0
     rho = pearson(pred, truth)
-    return {"n": len(r), "mae_ml": float(err.mean()),
+    return {"n": len(r), "mae_ml": float(err.mean()), "bias_ml": float((pred - truth).mean()),
             "mae_lt1_ml": float(err[low].mean()) if low.any() else None, "n_lt1": int(low.sum()),
             "lesion_free_median_ml": float(np.median(pred[free])) if free.any() else None,
             "n_lesion_free": int(free.sum()),

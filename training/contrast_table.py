@@ -14,9 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-from .evaluate import pearson
+from .compare import reading, wml_figures
 
 
 def groups(cases: list[dict], cut: float) -> dict[str, list[dict]]:
@@ -36,13 +34,11 @@ def figures(cases: list[dict]) -> dict:
     """n, MAE, bias and r (None where undefined) of lesion heads; n and the median read of lesion-free heads."""
     if not cases:
         return {"n": 0}
-    truth = np.array([c["truth"] for c in cases])
-    read = np.array([c["model"] for c in cases])
-    if not truth.any():
-        return {"n": len(cases), "median_ml": float(np.median(read))}
-    rho = pearson(read, truth) if len(cases) > 2 else float("nan")
-    return {"n": len(cases), "mae_ml": float(np.abs(read - truth).mean()), "bias_ml": float((read - truth).mean()),
-            "pearson_r": None if np.isnan(rho) else rho}
+    f = wml_figures([reading(c) for c in cases])
+    if f["n_lesion_free"] == f["n"]:
+        return {"n": f["n"], "median_ml": f["lesion_free_median_ml"]}
+    return {"n": f["n"], "mae_ml": f["mae_ml"], "bias_ml": f["bias_ml"],
+            "pearson_r": f["pearson_r"] if f["n"] > 2 else None}
 
 
 def table(runs: dict[str, list[dict]], cut: float) -> dict[str, dict[str, dict]]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .compare import load, wml_figures
 from .evaluate import target_score
 
@@ -20,17 +18,13 @@ def row(path: Path) -> dict:
     """``compare.wml_figures`` of every case the model read (MAE, MAE where truth < 1 mL, lesion-free median, r), the
     target score (MAE/1.0 + MAE(< 1 mL)/0.5) and the >= 10 mL and 1-10 mL bins of one evaluation."""
     read = [r for r in load(path)[1].values() if r.pred_ml == r.pred_ml]
-    t = np.array([r.truth_ml for r in read])
-    err = np.array([r.pred_ml for r in read]) - t
-    big, mid = t >= 10, (t >= 1) & (t < 10)
     f = wml_figures(read)
-
-    def mean(x: np.ndarray) -> float | None:  # None for an empty bin, as wml_figures does
-        return float(x.mean()) if x.size else None
-
+    big = [r for r in read if r.truth_ml >= 10]
+    mid = [r for r in read if 1 <= r.truth_ml < 10]
+    fb = wml_figures(big) if big else {"mae_ml": None, "bias_ml": None}  # None for an empty bin, as wml_figures does
     return {**f, "score": None if f["mae_lt1_ml"] is None else target_score(f["mae_ml"], f["mae_lt1_ml"]),
-            "mae_ge10_ml": mean(np.abs(err[big])), "bias_ge10_ml": mean(err[big]), "n_ge10": int(big.sum()),
-            "mae_1to10_ml": mean(np.abs(err[mid]))}
+            "mae_ge10_ml": fb["mae_ml"], "bias_ge10_ml": fb["bias_ml"], "n_ge10": len(big),
+            "mae_1to10_ml": wml_figures(mid)["mae_ml"] if mid else None}
 
 
 def _num(v, digits: int) -> str:
