@@ -4,7 +4,8 @@ A training generator draws each head's lesion contrast (``training.data.NcctCase
 a set of validation heads that drew low is mostly lesion no reader of the pixels can see, so its MAE says little about
 what a model learnt. This splits the heads of one or more runs (``training.evaluate --set val``, which records each
 case's ``contrast_hu``) into **H** (lesion, contrast >= ``--cut``), **L** (lesion, below it) and **Z** (lesion-free)
-and prints MAE, bias and r of H and L and the median read of Z, one row per run. Nothing is chosen here.
+and prints MAE, bias and r of H and L and the median read of Z, one row per run. A development-set run (``--set dev``)
+carries the contrast its generator drew too (``truth.json``'s ``lesion.contrast_hu``). Nothing is chosen here.
 
     PYTHONPATH=.:service .venv/bin/python -m training.contrast_table --cut 5 RUN.json [RUN.json ...]
 """

@@ -92,8 +92,11 @@ def read_ncct_case(case: Path) -> NcctCase:
     its truth in slice order."""
     truth, vol = read_series(case, "wml")
     fraction = truth_array(case, truth, vol, "fraction").astype(np.float32)
-    params = {k: truth[k] for k in ("slice_thickness", "tilt_deg", "vendor", "phenotype", "atrophy") if k in truth}
-    return NcctCase(int(truth["seed"]), params, vol, fraction, float(truth["wml_ml"]))
+    params = {k: truth[k] for k in ("slice_thickness", "tilt_deg", "vendor", "phenotype", "atrophy", "generator")
+              if k in truth}
+    contrast = (truth.get("lesion") or {}).get("contrast_hu")  # the generator's drawn lesion contrast, where it has one
+    return NcctCase(int(truth["seed"]), params, vol, fraction, float(truth["wml_ml"]),
+                    None if contrast is None else float(contrast))
 
 
 def truth_array(case: Path, truth: dict, vol, key: str) -> np.ndarray:

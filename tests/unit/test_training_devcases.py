@@ -66,6 +66,7 @@ def test_a_development_case_loads_with_its_truth_in_slice_order(tmp_path):
     [case_dir] = [p for p in devcases.dev_case_dirs(tmp_path) if p.name == f"wml_{seed}"]
     case = devcases.read_ncct_case(case_dir)
     assert case.seed == seed and case.truth_fraction.shape == case.volume.shape
+    assert case.contrast_hu == pytest.approx(truth["lesion"]["contrast_hu"]) and case.params["generator"] == "devset-1"
     ml = float(case.truth_fraction.sum(dtype=np.float64)) * case.volume.voxel_volume_mm3 / 1000.0
     assert ml == pytest.approx(truth["wml_ml"], rel=0.01)
     # slice order: the loaded volume is sorted along the slice normal, the truth moved with it through the UIDs
