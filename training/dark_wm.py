@@ -47,6 +47,18 @@ CSF_MIN_ML = 0.2  # smaller dark specks are noise or lesion, not CSF
 DARKNESS_HU = (-1e9, 0.0, 2.0, 4.0, 6.0, 8.0, 12.0, 1e9)  # bins of a voxel's smoothed HU below the far white matter
 
 
+def wml_reader(models: Path | None, threads: int):
+    """(label for a run file, read): ``read(volume)`` is the active WML model's lesion mask of a volume (the model root
+    ``models``, or the shipped models), through the service's runtime and measurement."""
+    spec = ModelRegistry(models).active(Task.WML)
+    runtime = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=threads)
+
+    def read(vol) -> np.ndarray:
+        return from_output(spec, vol, runtime.run(spec, vol)).mask.astype(bool)
+
+    return "_" + spec.label.replace(" ", "-"), read
+
+
 def shells(hu: np.ndarray, fraction: np.ndarray, wm_fraction: np.ndarray, spacing_mm: tuple,
            read: np.ndarray | None = None, squint_mm: float = SQUINT_MM) -> tuple[list[dict], list[dict]]:
     """The per-shell figures of one head (module doc); ``spacing_mm`` is (slice, row, column) in mm. ``read``: a
@@ -128,16 +140,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     refuse_reported(args.set, "a probe sees only validation splits")
     heads = []
-    label = ""
-    if args.read:
-        spec = ModelRegistry(args.models).active(Task.WML)
-        runtime = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
-        label = "_" + spec.label.replace(" ", "-")
+    label, reader = wml_reader(args.models, args.threads) if args.read else ("", None)
     for seed in split_seeds(args.set, args.n):
         case = data.ncct_case(seed, with_wm=True)
         vol = case.volume
         spacing = (vol.slice_spacing, *vol.pixel_spacing)
-        read = from_output(spec, vol, runtime.run(spec, vol)).mask.astype(bool) if args.read else None
+        read = reader(vol) if args.read else None
         by_shell, by_darkness = shells(np.asarray(vol.array, np.float32), case.truth_fraction.astype(np.float32),
                                        case.wm_fraction.astype(np.float32), spacing, read,
                                        args.squint_mm)

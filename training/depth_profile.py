@@ -26,13 +26,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from svdmark.domain import Task
-from svdmark.infer import ModelRegistry, Runtime
-from svdmark.measure import from_output
-
 from . import data, devcases
+from .dark_wm import wml_reader
 from .data import RUNS
 from .evaluate import refuse_reported, split_seeds
+from .visibility import add_source_arguments
 
 # (lo, hi, name): signed in-plane depth in mm, inside the label positive
 DEPTH_BINS = ((-4.0, -2.0, "out 2-4"), (-2.0, 0.0, "out 0-2"), (0.0, 1.0, "in 0-1"), (1.0, 2.0, "in 1-2"),
@@ -89,23 +87,17 @@ def pooled(rows: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, help="a development-set folder (devset.build)")
-    src.add_argument("--set", help="a training generator's validation split(s), e.g. val or val,val_atlas")
+    add_source_arguments(ap)
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--read", action="store_true", help="also the share of each bin the active WML model marks")
     ap.add_argument("--models", type=Path, default=None, help="model root (default: the shipped models)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     rows = []
-    label = ""
-    if args.read:
-        spec = ModelRegistry(args.models).active(Task.WML)
-        runtime = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
-        label = "_" + spec.label.replace(" ", "-")
+    label, reader = wml_reader(args.models, args.threads) if args.read else ("", None)
 
     def read(vol):
-        return from_output(spec, vol, runtime.run(spec, vol)).mask.astype(bool) if args.read else None
+        return reader(vol) if reader else None
     if args.set:
         refuse_reported(args.set, "a probe sees only validation splits")
         for seed in split_seeds(args.set, args.n or 12):

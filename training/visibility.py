@@ -100,11 +100,16 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_source_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--data DIR`` (a development-set folder) or ``--set SPLITS`` (a training generator's validation splits)."""
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, help="a development-set folder (devset.build)")
     src.add_argument("--set", help="a training generator's validation split(s), e.g. val or val,val_atlas")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_source_arguments(ap)
     ap.add_argument("--eval", type=Path, default=None, help="training.evaluate run on the same folder or split")
     ap.add_argument("--n", type=int, default=None)
     args = ap.parse_args(argv)

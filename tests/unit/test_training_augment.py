@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root holds training/
 
@@ -210,19 +211,21 @@ def test_dense_lesions_darken_some_lesions_by_another_3_to_8_hu(monkeypatch):
     assert sum(d > p + 2.9 for d, p in zip(dense, plain)) >= 10  # the changed draws moved by 3 HU or more
 
 
-def test_wml_spread_is_drawn_on_training_and_validation_seeds_with_lesion_only_and_only_when_asked(monkeypatch):
+@pytest.mark.parametrize("share, key", [("WML_SPREAD_SHARE", "wml_spread"), ("WML_GRADED_SHARE", "wml_graded")])
+def test_lesion_draw_is_made_on_training_and_validation_seeds_with_lesion_only_and_only_when_asked(monkeypatch, share,
+                                                                                                  key):
     from training import data
 
     ours = data.seeds("train", 40) + data.seeds("train_atlas", 20) + data.seeds("val", 10) + data.seeds("val_atlas", 10)
     reported = data.seeds("heldout", 20) + data.seeds("shifted", 20) + data.seeds("val_thin", 10)
-    assert not any("wml_spread" in data.ncct_params(s) for s in ours + reported)
+    assert not any(key in data.ncct_params(s) for s in ours + reported)
     plain = {s: data.ncct_params(s) for s in ours}
-    monkeypatch.setattr(data, "WML_SPREAD_SHARE", 0.5)
-    wide = [s for s in ours if "wml_spread" in data.ncct_params(s)]
-    assert 0.2 * len(ours) < len(wide) < 0.7 * len(ours)
-    assert all(plain[s]["wml_ml"] > 0 for s in wide)
-    assert all({k: v for k, v in data.ncct_params(s).items() if k != "wml_spread"} == plain[s] for s in ours)
-    assert not any("wml_spread" in data.ncct_params(s) for s in reported)
+    monkeypatch.setattr(data, share, 0.5)
+    drawn = [s for s in ours if key in data.ncct_params(s)]
+    assert 0.2 * len(ours) < len(drawn) < 0.7 * len(ours)
+    assert all(plain[s]["wml_ml"] > 0 for s in drawn)
+    assert all({k: v for k, v in data.ncct_params(s).items() if k != key} == plain[s] for s in ours)
+    assert not any(key in data.ncct_params(s) for s in reported)
 
 
 def _head_slab():
