@@ -30,7 +30,7 @@ from . import data, devcases
 from .dark_wm import wml_reader
 from .data import RUNS
 from .evaluate import refuse_reported, split_seeds
-from .visibility import add_source_arguments
+from .visibility import add_source_arguments, dev_head, training_head
 
 # (lo, hi, name): signed in-plane depth in mm, inside the label positive
 DEPTH_BINS = ((-4.0, -2.0, "out 2-4"), (-2.0, 0.0, "out 0-2"), (0.0, 1.0, "in 0-1"), (1.0, 2.0, "in 1-2"),
@@ -75,14 +75,24 @@ def pooled(rows: list[dict]) -> dict:
     """HU below normal WM per bin pooled over ``rows`` (voxel-weighted), and each as a share of the core bin."""
     res = {}
     for _, _, name in DEPTH_BINS:
-        s = sum(r["bins"][name][0] for r in rows)
-        n = sum(r["bins"][name][1] for r in rows)
-        r = sum(row["bins"][name][2] for row in rows)
-        res[name] = {"hu_below": s / n if n else None, "voxels": n, "read_share": r / n if n else None}
+        below, n, marked = (sum(row["bins"][name][i] for row in rows) for i in range(3))
+        res[name] = {"hu_below": below / n if n else None, "voxels": n, "read_share": marked / n if n else None}
     core = res[DEPTH_BINS[-1][2]]["hu_below"]
     for v in res.values():
         v["of_core"] = v["hu_below"] / core if v["hu_below"] is not None and core else None
     return res
+
+
+def _heads(args):
+    """(seed, truth mL, volume, lesion fraction, normal white matter) of each head, one at a time."""
+    if args.set:
+        for seed in split_seeds(args.set, args.n or 12):
+            case, fraction, normal_wm = training_head(seed)
+            yield seed, case.truth_ml, case.volume, fraction, normal_wm
+    else:
+        for case in devcases.dev_case_dirs(args.data, args.n):
+            truth, vol, fraction, normal_wm = dev_head(case)
+            yield int(truth["seed"]), float(truth["wml_ml"]), vol, fraction, normal_wm
 
 
 def main(argv=None) -> int:
@@ -93,27 +103,12 @@ def main(argv=None) -> int:
     ap.add_argument("--models", type=Path, default=None, help="model root (default: the shipped models)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    rows = []
-    label, reader = wml_reader(args.models, args.threads) if args.read else ("", None)
-
-    def read(vol):
-        return reader(vol) if reader else None
+    label, read = wml_reader(args.models, args.threads) if args.read else ("", lambda vol: None)
     if args.set:
         refuse_reported(args.set, "a probe sees only validation splits")
-        for seed in split_seeds(args.set, args.n or 12):
-            c = data.ncct_case(seed, with_wm=True)
-            fr = c.truth_fraction.astype(np.float32)
-            rows.append(dict(seed=seed, truth_ml=c.truth_ml, bins=head_profile(
-                np.asarray(c.volume.array, np.float32), fr, (c.wm_fraction >= 0.9) & (fr == 0),
-                tuple(c.volume.pixel_spacing), read(c.volume))))
-    else:
-        for case in devcases.dev_case_dirs(args.data, args.n):
-            truth, vol = devcases.read_series(case, "wml")
-            fr = devcases.truth_array(case, truth, vol, "fraction").astype(np.float32)
-            labels = devcases.truth_array(case, truth, vol, "labels")
-            rows.append(dict(seed=int(truth["seed"]), truth_ml=float(truth["wml_ml"]), bins=head_profile(
-                np.asarray(vol.array, np.float32), fr, (labels == 1) & (fr == 0), tuple(vol.pixel_spacing),
-                read(vol))))
+    rows = [dict(seed=seed, truth_ml=ml, bins=head_profile(np.asarray(vol.array, np.float32), fraction, normal_wm,
+                                                           tuple(vol.pixel_spacing), read(vol)))
+            for seed, ml, vol, fraction, normal_wm in _heads(args)]
     groups = {"all lesion heads": [r for r in rows if r["truth_ml"] > 0],
               f">= {MIN_ML:g} mL": [r for r in rows if r["truth_ml"] >= MIN_ML]}
     res = {"data": str(args.data or args.set), "environment": data.training_environment(), "cases": rows,

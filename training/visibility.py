@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from svdmark.domain import Volume
+
 from . import data, devcases
 from .data import RUNS
 from .evaluate import refuse_reported, split_seeds
@@ -37,23 +39,36 @@ CORE = 0.9  # truth fraction of the lesion core whose contrast is measured
 BINS = ((0.0, 1.0, "< 1 mL"), (1.0, 10.0, "1-10 mL"), (10.0, 25.0, "10-25 mL"), (25.0, 1e9, "> 25 mL"))
 
 
-def case_visibility(case: Path) -> dict:
-    """The figures of one development case (module doc)."""
+def dev_head(case: Path) -> tuple[dict, Volume, np.ndarray, np.ndarray]:
+    """A development case's truth (``truth.json``), loaded volume, lesion fraction and normal white matter (tissue
+    label 1, no lesion), the fraction and labels in the volume's slice order."""
     truth, vol = devcases.read_series(case, "wml")
     fraction = devcases.truth_array(case, truth, vol, "fraction").astype(np.float32)
     labels = devcases.truth_array(case, truth, vol, "labels")
+    return truth, vol, fraction, (labels == 1) & (fraction == 0)
+
+
+def training_head(seed: int) -> tuple[data.NcctCase, np.ndarray, np.ndarray]:
+    """A training-generator case (``training.data.ncct_case``, with its white-matter map), its lesion fraction and
+    its normal white matter (white-matter fraction >= 0.9, no lesion)."""
+    case = data.ncct_case(seed, with_wm=True)
+    fraction = case.truth_fraction.astype(np.float32)
+    return case, fraction, (case.wm_fraction >= 0.9) & (fraction == 0)
+
+
+def case_visibility(case: Path) -> dict:
+    """The figures of one development case (module doc)."""
+    truth, vol, fraction, normal_wm = dev_head(case)
     return dict(seed=int(truth["seed"]), truth_ml=float(truth["wml_ml"]), slice_thickness=truth["slice_thickness"],
-                atrophy=truth["atrophy"], **visibility(vol, fraction, (labels == 1) & (fraction == 0)))
+                atrophy=truth["atrophy"], **visibility(vol, fraction, normal_wm))
 
 
 def training_case_visibility(seed: int) -> dict:
     """The figures of one training-generator case (``training.data.ncct_case``; module doc)."""
-    case = data.ncct_case(seed, with_wm=True)
-    fraction = case.truth_fraction.astype(np.float32)
+    case, fraction, normal_wm = training_head(seed)
     return dict(seed=seed, truth_ml=case.truth_ml, slice_thickness=case.params.get("slice_thickness"),
                 atrophy=case.params.get("atrophy"), generator=case.params.get("generator", "svdmark_phantom"),
-                drawn_contrast_hu=case.contrast_hu,
-                **visibility(case.volume, fraction, (case.wm_fraction >= 0.9) & (fraction == 0)))
+                drawn_contrast_hu=case.contrast_hu, **visibility(case.volume, fraction, normal_wm))
 
 
 def visibility(vol, fraction: np.ndarray, normal_wm: np.ndarray) -> dict:

@@ -26,4 +26,3 @@ def test_same_truth_other_image():
     assert np.array_equal(a.aux["wml_fraction"], b.aux["wml_fraction"]) and a.truth_wml_ml == b.truth_wml_ml
     assert not np.allclose(a.image, b.image)
     assert len(b.meta["wml_grade"]) == 3 and "wml_grade" not in a.meta
-
