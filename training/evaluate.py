@@ -61,6 +61,7 @@ def split_seeds(split: str, n: int) -> list[int]:
 
 REPORTED_SPLITS = {"heldout", "heldout_b", "shifted"}
 DEV_SPLIT = "dev"  # the independent development sets (training.devcases): choices allowed
+EXTRA_SPLIT = "extra"  # another generator's heads a model was trained on (train_wml --extra-ncct): how well it fits them
 
 
 def refuse_reported(split: str, why: str) -> None:
@@ -108,10 +109,15 @@ def _wml_sweep_case(volume, fraction, truth_mask, slab_group: int = 1) -> dict:
     return {"volumes": vols, "dice": dices}
 
 
-def _dev_cases(task: str, n: int, data_dir: Path | None):
+def _dev_cases(task: str, n: int, data_dir: Path | None, split: str = DEV_SPLIT):
+    """Cases under ``data_dir``: the development set's (``dev``), or for ``extra`` (NCCT only) the foreign heads
+    ``train_wml --extra-ncct`` trains on, read the same way, to see whether a net fits its own training heads."""
     if data_dir is None:
-        raise SystemExit(f"--set dev reads the development set's cases: give --data DIR "
-                         f"(python -m {devcases.BUILDERS[task]})")
+        raise SystemExit(f"--set {split} reads case folders: give --data DIR (python -m {devcases.BUILDERS[task]})")
+    if split == EXTRA_SPLIT:
+        if task != "wml":
+            raise SystemExit("--set extra holds NCCT heads (train_wml --extra-ncct): --task wml")
+        return (devcases.read_ncct_case(d) for d in devcases.foreign_case_dirs(data_dir, n))
     read = devcases.read_ncct_case if task == "wml" else devcases.read_swi_case
     return (read(d) for d in devcases.dev_case_dirs(data_dir, n, task))
 
@@ -119,15 +125,15 @@ def _dev_cases(task: str, n: int, data_dir: Path | None):
 def wml_cases(split: str, n: int, data_dir: Path | None = None):
     """The NCCT cases of a split, one at a time: the generator's cache, or for ``dev`` the independent development
     set's DICOM cases under ``data_dir`` (``training.devcases``; choices may be made there)."""
-    if split == DEV_SPLIT:
-        return _dev_cases("wml", n, data_dir)
+    if split in (DEV_SPLIT, EXTRA_SPLIT):
+        return _dev_cases("wml", n, data_dir, split)
     return (data.ncct_case(s) for s in split_seeds(split, n))
 
 
 def cmb_cases(split: str, n: int, data_dir: Path | None = None):
     """The SWI cases of a split, one at a time (as :func:`wml_cases`)."""
-    if split == DEV_SPLIT:
-        return _dev_cases("cmb", n, data_dir)
+    if split in (DEV_SPLIT, EXTRA_SPLIT):
+        return _dev_cases("cmb", n, data_dir, split)
     return (data.swi_case(s) for s in split_seeds(split, n))
 
 
@@ -164,8 +170,8 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
     truth = np.array([r["truth"] for r in rows])
     res = {"model_label": spec.label, "sha256": spec.sha256, "split": split, "n": len(rows), "cases": rows,
            "tta": list(spec.manifest["input"].get("tta", []))}
-    if split == DEV_SPLIT:
-        res["data"] = str(data_dir)  # which development cases: the split's name alone does not say
+    if split in (DEV_SPLIT, EXTRA_SPLIT):
+        res["data"] = str(data_dir)  # which cases: the split's name alone does not say
     big = truth >= 1.0
     res["baseline"] = None  # not run (--no-baseline): no figures rather than zeros
     for who in ("model", "baseline") if baseline else ("model",):
@@ -362,7 +368,8 @@ def report(res_w, res_c):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", default="heldout", help=f"a split, or several joined by commas: {sorted(data.SPLITS)}; "
-                    "or 'dev': the independent development set under --data")
+                    "or 'dev': the independent development set under --data; or 'extra': the foreign heads a model "
+                    "was trained on (train_wml --extra-ncct) under --data, to see how well it fits them")
     ap.add_argument("--data", type=Path, default=None,
                     help="--set dev: the folder devset.build (wml) or devset.build_swi (cmb) wrote")
     ap.add_argument("--n", type=int, default=40)
@@ -376,8 +383,8 @@ def main(argv=None):
     tta = None if args.tta is None else [t for t in args.tta.split(",") if t]
     rt = Runtime(providers=["CPUExecutionProvider"], intra_op_num_threads=args.threads)
     reg = ModelRegistry(args.models)
-    if args.set == DEV_SPLIT and args.task == "both":
-        raise SystemExit("a development-set folder holds one task's cases: --set dev needs --task wml or --task cmb")
+    if args.set in (DEV_SPLIT, EXTRA_SPLIT) and args.task == "both":
+        raise SystemExit(f"a case folder holds one task's cases: --set {args.set} needs --task wml or --task cmb")
     rw = eval_wml(args.set, args.n, rt, reg, args.sweep, not args.no_baseline, tta, args.data) \
         if args.task in ("wml", "both") else None
     rc = eval_cmb(args.set, args.n, rt, reg, args.sweep, not args.no_baseline, args.data) \
@@ -390,7 +397,8 @@ def main(argv=None):
             r["environment"] = data.training_environment()  # the generator's draws the figures were made on
             label = r["model_label"].replace(" ", "-") + ("-tta-" + "-".join(r["tta"]) if r.get("tta") else "") \
                 + ("-sweep" if args.sweep else "")  # a sweep's table is not overwritten by the run after the choice
-            where = f"dev-{args.data.name}" if args.set == DEV_SPLIT else args.set  # dev: which folder, e.g. dev-judge
+            # dev / extra: which folder, e.g. dev-judge, extra-devtrain
+            where = f"{args.set}-{args.data.name}" if args.set in (DEV_SPLIT, EXTRA_SPLIT) else args.set
             (RUNS / f"eval_{name}_{where}_{args.n}_{label}.json").write_text(json.dumps(r, indent=2, default=float))
 
 

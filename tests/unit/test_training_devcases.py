@@ -101,6 +101,17 @@ def test_development_and_stress_cases_are_never_trained_on(tmp_path):
         (tmp_path / name / "truth.json").unlink()
 
 
+def test_evaluate_reads_training_heads_only_as_extra_and_only_for_wml(tmp_path):
+    _fake_case(tmp_path, "wml_7340000")
+    with pytest.raises(SystemExit, match="not development-set wml cases"):  # heads trained on are no development set
+        list(evaluate.wml_cases("dev", 1, tmp_path))
+    with pytest.raises(SystemExit, match="--task wml"):
+        list(evaluate.cmb_cases("extra", 1, tmp_path))
+    _fake_case(tmp_path, "wml_7330000")  # nor does a development case pass as a training head
+    with pytest.raises(SystemExit, match="never trained on"):
+        list(evaluate.wml_cases("extra", 1, tmp_path))
+
+
 def test_visibility_auc_tells_separable_from_invisible():
     from training import visibility
 
