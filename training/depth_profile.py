@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from . import data, devcases
+from . import data
 from .dark_wm import wml_reader
 from .data import RUNS
 from .evaluate import refuse_reported, split_seeds
-from .visibility import add_source_arguments, dev_head, training_head
+from .visibility import add_source_arguments, dev_head, source_folders, source_name, training_head
 
 # (lo, hi, name): signed in-plane depth in mm, inside the label positive
 DEPTH_BINS = ((-4.0, -2.0, "out 2-4"), (-2.0, 0.0, "out 0-2"), (0.0, 1.0, "in 0-1"), (1.0, 2.0, "in 1-2"),
@@ -90,7 +90,7 @@ def _heads(args):
             case, fraction, normal_wm = training_head(seed)
             yield seed, case.truth_ml, case.volume, fraction, normal_wm
     else:
-        for case in devcases.dev_case_dirs(args.data, args.n):
+        for case in source_folders(args):
             truth, vol, fraction, normal_wm = dev_head(case)
             yield int(truth["seed"]), float(truth["wml_ml"]), vol, fraction, normal_wm
 
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
             for seed, ml, vol, fraction, normal_wm in _heads(args)]
     groups = {"all lesion heads": [r for r in rows if r["truth_ml"] > 0],
               f">= {MIN_ML:g} mL": [r for r in rows if r["truth_ml"] >= MIN_ML]}
-    res = {"data": str(args.data or args.set), "environment": data.training_environment(), "cases": rows,
+    res = {"data": str(args.data or args.extra or args.set), "environment": data.training_environment(), "cases": rows,
            "pooled": {g: pooled(sel) for g, sel in groups.items() if sel}}
     print(f"{'':18s}" + "".join(f"{name:>10s}" for _, _, name in DEPTH_BINS))
     for g, p in res["pooled"].items():
@@ -125,8 +125,7 @@ def main(argv=None) -> int:
             print(f"{'':18s}" + "".join(f"{p[name]['read_share']:10.2f}" for _, _, name in DEPTH_BINS)
                   + "  read by the model")
     RUNS.mkdir(exist_ok=True)
-    where = args.data.name if args.data else data.drawn_split_name(args.set, len(rows))
-    (RUNS / f"depth_profile_{where}{label}.json").write_text(json.dumps(res, indent=1))
+    (RUNS / f"depth_profile_{source_name(args, len(rows))}{label}.json").write_text(json.dumps(res, indent=1))
     return 0
 
 

@@ -61,7 +61,7 @@ def split_seeds(split: str, n: int) -> list[int]:
 
 REPORTED_SPLITS = {"heldout", "heldout_b", "shifted"}
 DEV_SPLIT = "dev"  # the independent development sets (training.devcases): choices allowed
-EXTRA_SPLIT = "extra"  # another generator's heads a model was trained on (train_wml --extra-ncct): how well it fits them
+EXTRA_SPLIT = "extra"  # another generator's heads trained on (train_wml --extra-ncct): how well a net fits them
 
 
 def refuse_reported(split: str, why: str) -> None:

@@ -116,10 +116,26 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def add_source_arguments(ap: argparse.ArgumentParser) -> None:
-    """``--data DIR`` (a development-set folder) or ``--set SPLITS`` (a training generator's validation splits)."""
+    """``--data DIR`` (a development-set folder), ``--extra DIR`` (another generator's heads trained on) or ``--set
+    SPLITS`` (a training generator's validation splits)."""
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, help="a development-set folder (devset.build)")
+    src.add_argument("--extra", type=Path, help="another generator's heads a model was trained on "
+                     "(train_wml --extra-ncct): what it was asked to fit")
     src.add_argument("--set", help="a training generator's validation split(s), e.g. val or val,val_atlas")
+
+
+def source_folders(args: argparse.Namespace) -> list[Path]:
+    """The case folders of ``--data`` (development cases only) or ``--extra`` (never development or stress cases)."""
+    if args.extra:
+        return devcases.foreign_case_dirs(args.extra, args.n)
+    return devcases.dev_case_dirs(args.data, args.n)
+
+
+def source_name(args: argparse.Namespace, n: int) -> str:
+    """What a run file is named for: the folder, or the split drawn under the environment's shares."""
+    folder = args.data or args.extra
+    return folder.name if folder else data.drawn_split_name(args.set, n)
 
 
 def main(argv=None) -> int:
@@ -137,7 +153,7 @@ def main(argv=None) -> int:
         refuse_reported(args.set, "a probe sees only validation splits")
         cases = [(training_case_visibility, seed) for seed in split_seeds(args.set, args.n or 12)]
     else:
-        cases = [(case_visibility, case) for case in devcases.dev_case_dirs(args.data, args.n)]
+        cases = [(case_visibility, case) for case in source_folders(args)]
     for figures, case in cases:
         r = figures(case)
         if r["seed"] in reads:
@@ -150,7 +166,8 @@ def main(argv=None) -> int:
               f"AUC {auc}  WM {r['wm_hu']:5.1f} HU  dark normal WM {r['dark_normal_ml']:5.2f} mL  "
               f"({r['slice_thickness']} mm{', ' + r['generator'] if 'generator' in r else ''})", flush=True)
     env = data.training_environment()  # the shares that drew a training split's heads
-    res = {"data": str(args.data or args.set), "environment": env, "eval": str(args.eval) if args.eval else None,
+    res = {"data": str(args.data or args.extra or args.set), "environment": env,
+           "eval": str(args.eval) if args.eval else None,
            "squint_mm": SQUINT_MM, "k_sd": K_SD, "cases": rows, "by_bin": summarise(rows)}
     for name, e in res["by_bin"].items():
         print(f"  {name:9s} n={e['n']:2d}: visible {e['visible_share']:.2f} of truth"
@@ -158,8 +175,7 @@ def main(argv=None) -> int:
                  if "model_share" in e else ""))
     RUNS.mkdir(exist_ok=True)
     label = f"_{args.eval.stem.removeprefix('eval_wml_')}" if args.eval else ""
-    where = args.data.name if args.data else data.drawn_split_name(args.set, len(rows))
-    (RUNS / f"visibility_{where}{label}.json").write_text(json.dumps(res, indent=1))
+    (RUNS / f"visibility_{source_name(args, len(rows))}{label}.json").write_text(json.dumps(res, indent=1))
     return 0
 
 

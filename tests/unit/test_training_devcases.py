@@ -134,6 +134,25 @@ def test_visibility_of_a_development_case(tmp_path):
     assert r["wm_sd_hu"] > 0 and (r["auc"] is None or 0.0 <= r["auc"] <= 1.0)
 
 
+def test_the_probes_read_training_heads_only_through_extra(tmp_path):
+    import argparse
+
+    from training import visibility
+
+    ap = argparse.ArgumentParser()
+    visibility.add_source_arguments(ap)
+    ap.add_argument("--n", type=int, default=None)
+    _fake_case(tmp_path, "wml_7340000")
+    args = ap.parse_args(["--extra", str(tmp_path)])
+    assert [p.name for p in visibility.source_folders(args)] == ["wml_7340000"]
+    assert visibility.source_name(args, 1) == tmp_path.name
+    with pytest.raises(SystemExit, match="not development-set wml cases"):
+        visibility.source_folders(ap.parse_args(["--data", str(tmp_path)]))
+    _fake_case(tmp_path, "wml_7330000")
+    with pytest.raises(SystemExit, match="never trained on"):
+        visibility.source_folders(args)
+
+
 def test_an_swi_development_case_loads_with_its_bleeds(tmp_path):
     build_swi = pytest.importorskip("devset.build_swi")
 

@@ -85,3 +85,22 @@ def test_faint_heads_left_out_lesion_free_kept():
     assert kept == [2, 3] and left_out == [1, 4]
     with pytest.raises(SystemExit, match="seed 5"):
         train_wml.is_faint(Case(seed=5, truth_ml=1.0, contrast_hu=None), 5.0)
+
+
+def test_the_default_loss_weighs_an_empty_crops_over_read_above_a_full_crops_under_read():
+    full = torch.zeros(1, 1, 32, 32)
+    full[..., :20, :] = 1.0  # 640 lesion px
+    empty = torch.zeros(1, 1, 32, 32)
+
+    def logits(p):
+        return torch.logit(p.clamp(1e-4, 1 - 1e-4))
+
+    over = empty.clone()
+    over[..., :4, :] = 1.0  # 128 false px on an empty crop
+    under = full.clone()
+    under[..., :4, :] = 0.0  # 128 px missed on a full crop
+    volume_and_dice = {name: float(train_wml.loss_fn(logits(p), y) - train_wml.loss_fn(logits(p), y, "bce"))
+                       for name, p, y in (("over", over, empty), ("under", under, full))}
+    assert volume_and_dice["over"] > volume_and_dice["under"] > 0
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits(over), empty)
+    assert float(train_wml.loss_fn(logits(over), empty, "bce")) == pytest.approx(float(bce))
