@@ -6,6 +6,7 @@
     .venv/bin/python -m training.evaluate --task wml --set val --n 16 --sweep   # floor / support sweep (val only)
     .venv/bin/python -m training.evaluate --task wml --set dev --data /work/dev_data/choose --sweep   # dev set
     .venv/bin/python -m training.evaluate --task cmb --set dev --data /work/dev_swi/choose --sweep   # its SWI half
+    .venv/bin/python -m training.evaluate --task wml --set extra --data /work/devtrain --n 20   # fit to heads trained on
     # a sweep's JSON ends in -sweep.json; training.operating_point writes its choice into the manifest
 
 WML: volume MAE (mL), Pearson r, Dice on cases with truth ≥ 1 mL.
@@ -109,7 +110,7 @@ def _wml_sweep_case(volume, fraction, truth_mask, slab_group: int = 1) -> dict:
     return {"volumes": vols, "dice": dices}
 
 
-def _dev_cases(task: str, n: int, data_dir: Path | None, split: str = DEV_SPLIT):
+def _folder_cases(task: str, n: int, data_dir: Path | None, split: str = DEV_SPLIT):
     """Cases under ``data_dir``: the development set's (``dev``), or for ``extra`` (NCCT only) the foreign heads
     ``train_wml --extra-ncct`` trains on, read the same way, to see whether a net fits its own training heads."""
     if data_dir is None:
@@ -124,16 +125,17 @@ def _dev_cases(task: str, n: int, data_dir: Path | None, split: str = DEV_SPLIT)
 
 def wml_cases(split: str, n: int, data_dir: Path | None = None):
     """The NCCT cases of a split, one at a time: the generator's cache, or for ``dev`` the independent development
-    set's DICOM cases under ``data_dir`` (``training.devcases``; choices may be made there)."""
+    set's DICOM cases under ``data_dir`` (``training.devcases``; choices may be made there), for ``extra`` the foreign
+    heads trained on there."""
     if split in (DEV_SPLIT, EXTRA_SPLIT):
-        return _dev_cases("wml", n, data_dir, split)
+        return _folder_cases("wml", n, data_dir, split)
     return (data.ncct_case(s) for s in split_seeds(split, n))
 
 
 def cmb_cases(split: str, n: int, data_dir: Path | None = None):
     """The SWI cases of a split, one at a time (as :func:`wml_cases`)."""
     if split in (DEV_SPLIT, EXTRA_SPLIT):
-        return _dev_cases("cmb", n, data_dir, split)
+        return _folder_cases("cmb", n, data_dir, split)
     return (data.swi_case(s) for s in split_seeds(split, n))
 
 
@@ -371,7 +373,8 @@ def main(argv=None):
                     "or 'dev': the independent development set under --data; or 'extra': the foreign heads a model "
                     "was trained on (train_wml --extra-ncct) under --data, to see how well it fits them")
     ap.add_argument("--data", type=Path, default=None,
-                    help="--set dev: the folder devset.build (wml) or devset.build_swi (cmb) wrote")
+                    help="--set dev: the folder devset.build (wml) or devset.build_swi (cmb) wrote; --set extra: "
+                    "the folder train_wml --extra-ncct read")
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--task", choices=["wml", "cmb", "both"], default="both")
     ap.add_argument("--sweep", action="store_true")
