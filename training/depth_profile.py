@@ -29,8 +29,8 @@ from scipy import ndimage
 from . import data
 from .dark_wm import wml_reader
 from .data import RUNS
-from .evaluate import refuse_reported, split_seeds
-from .visibility import add_source_arguments, dev_head, source_folders, source_name, training_head
+from .visibility import (add_source_arguments, dev_head, source_folders, source_name, source_seeds, source_text,
+                         training_head)
 
 # (lo, hi, name): signed in-plane depth in mm, inside the label positive
 DEPTH_BINS = ((-4.0, -2.0, "out 2-4"), (-2.0, 0.0, "out 0-2"), (0.0, 1.0, "in 0-1"), (1.0, 2.0, "in 1-2"),
@@ -86,7 +86,7 @@ def pooled(rows: list[dict]) -> dict:
 def _heads(args):
     """(seed, truth mL, volume, lesion fraction, normal white matter) of each head, one at a time."""
     if args.set:
-        for seed in split_seeds(args.set, args.n or 12):
+        for seed in source_seeds(args):
             case, fraction, normal_wm = training_head(seed)
             yield seed, case.truth_ml, case.volume, fraction, normal_wm
     else:
@@ -104,14 +104,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     label, read = wml_reader(args.models, args.threads) if args.read else ("", lambda vol: None)
-    if args.set:
-        refuse_reported(args.set, "a probe sees only validation splits")
     rows = [dict(seed=seed, truth_ml=ml, bins=head_profile(np.asarray(vol.array, np.float32), fraction, normal_wm,
                                                            tuple(vol.pixel_spacing), read(vol)))
             for seed, ml, vol, fraction, normal_wm in _heads(args)]
     groups = {"all lesion heads": [r for r in rows if r["truth_ml"] > 0],
               f">= {MIN_ML:g} mL": [r for r in rows if r["truth_ml"] >= MIN_ML]}
-    res = {"data": str(args.data or args.extra or args.set), "environment": data.training_environment(), "cases": rows,
+    res = {"data": source_text(args), "environment": data.training_environment(), "cases": rows,
            "pooled": {g: pooled(sel) for g, sel in groups.items() if sel}}
     print(f"{'':18s}" + "".join(f"{name:>10s}" for _, _, name in DEPTH_BINS))
     for g, p in res["pooled"].items():

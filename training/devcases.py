@@ -57,6 +57,16 @@ def foreign_case_dirs(root: Path, n: int | None = None) -> list[Path]:
     return dirs[:n] if n else dirs
 
 
+def case_dirs(root: Path, n: int | None = None, task: str = "wml", extra: bool = False) -> list[Path]:
+    """The case folders a tool was asked to read: development cases of ``task`` (:func:`dev_case_dirs`) or, with
+    ``extra``, the foreign NCCT heads a net was trained on (:func:`foreign_case_dirs`), to see how well it fits them."""
+    if not extra:
+        return dev_case_dirs(root, n, task)
+    if task != "wml":
+        raise SystemExit("the extra heads are NCCT heads (train_wml --extra-ncct): --task wml")
+    return foreign_case_dirs(root, n)
+
+
 def _case_dirs(root: Path) -> list[Path]:
     """The case folders (those with a ``truth.json``) under ``root``, by name; none where ``root`` is no folder."""
     root = Path(root)

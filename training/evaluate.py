@@ -115,12 +115,9 @@ def _folder_cases(task: str, n: int, data_dir: Path | None, split: str = DEV_SPL
     ``train_wml --extra-ncct`` trains on, read the same way, to see whether a net fits its own training heads."""
     if data_dir is None:
         raise SystemExit(f"--set {split} reads case folders: give --data DIR (python -m {devcases.BUILDERS[task]})")
-    if split == EXTRA_SPLIT:
-        if task != "wml":
-            raise SystemExit("--set extra holds NCCT heads (train_wml --extra-ncct): --task wml")
-        return (devcases.read_ncct_case(d) for d in devcases.foreign_case_dirs(data_dir, n))
+    dirs = devcases.case_dirs(data_dir, n, task, extra=split == EXTRA_SPLIT)
     read = devcases.read_ncct_case if task == "wml" else devcases.read_swi_case
-    return (read(d) for d in devcases.dev_case_dirs(data_dir, n, task))
+    return (read(d) for d in dirs)
 
 
 def wml_cases(split: str, n: int, data_dir: Path | None = None):

@@ -127,9 +127,18 @@ def add_source_arguments(ap: argparse.ArgumentParser) -> None:
 
 def source_folders(args: argparse.Namespace) -> list[Path]:
     """The case folders of ``--data`` (development cases only) or ``--extra`` (never development or stress cases)."""
-    if args.extra:
-        return devcases.foreign_case_dirs(args.extra, args.n)
-    return devcases.dev_case_dirs(args.data, args.n)
+    return devcases.case_dirs(args.extra or args.data, args.n, extra=bool(args.extra))
+
+
+def source_seeds(args: argparse.Namespace) -> list[int]:
+    """The seeds of ``--set`` (12 unless ``--n``); SystemExit for a split whose figures are reported."""
+    refuse_reported(args.set, "a probe sees only validation splits")
+    return split_seeds(args.set, args.n or 12)
+
+
+def source_text(args: argparse.Namespace) -> str:
+    """The source as given, for a run file's ``data``: the folder or the split names."""
+    return str(args.data or args.extra or args.set)
 
 
 def source_name(args: argparse.Namespace, n: int) -> str:
@@ -150,8 +159,7 @@ def main(argv=None) -> int:
         reads = {r["seed"]: r["model"] for r in run["cases"]}
     rows = []
     if args.set:
-        refuse_reported(args.set, "a probe sees only validation splits")
-        cases = [(training_case_visibility, seed) for seed in split_seeds(args.set, args.n or 12)]
+        cases = [(training_case_visibility, seed) for seed in source_seeds(args)]
     else:
         cases = [(case_visibility, case) for case in source_folders(args)]
     for figures, case in cases:
@@ -166,8 +174,7 @@ def main(argv=None) -> int:
               f"AUC {auc}  WM {r['wm_hu']:5.1f} HU  dark normal WM {r['dark_normal_ml']:5.2f} mL  "
               f"({r['slice_thickness']} mm{', ' + r['generator'] if 'generator' in r else ''})", flush=True)
     env = data.training_environment()  # the shares that drew a training split's heads
-    res = {"data": str(args.data or args.extra or args.set), "environment": env,
-           "eval": str(args.eval) if args.eval else None,
+    res = {"data": source_text(args), "environment": env, "eval": str(args.eval) if args.eval else None,
            "squint_mm": SQUINT_MM, "k_sd": K_SD, "cases": rows, "by_bin": summarise(rows)}
     for name, e in res["by_bin"].items():
         print(f"  {name:9s} n={e['n']:2d}: visible {e['visible_share']:.2f} of truth"
