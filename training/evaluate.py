@@ -166,24 +166,13 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
               f"baseline {r['baseline']:6.2f} mL "
               f"dice {r['dice_model']:.2f}/{r['dice_baseline']:.2f} ({secs:.1f} s, {r['matrix']} px, "
               f"{r['thickness']} mm, tilt {r['tilt']})", flush=True)
-    truth = np.array([r["truth"] for r in rows])
     res = {"model_label": spec.label, "sha256": spec.sha256, "split": split, "n": len(rows), "cases": rows,
            "tta": list(spec.manifest["input"].get("tta", []))}
     if split in (DEV_SPLIT, EXTRA_SPLIT):
         res["data"] = str(data_dir)  # which cases: the split's name alone does not say
+    res.update(wml_run_figures(rows, ("model", "baseline") if baseline else ("model",)))
+    truth = np.array([r["truth"] for r in rows])
     big = truth >= 1.0
-    res["baseline"] = None  # not run (--no-baseline): no figures rather than zeros
-    for who in ("model", "baseline") if baseline else ("model",):
-        v = np.array([r[who] for r in rows])
-        res[who] = {
-            "mae_ml": float(np.abs(v - truth).mean()),
-            "pearson_r": pearson(v, truth),
-            "dice_ge_1ml": float(np.mean([r[f"dice_{who}"] for r, g in zip(rows, big) if g])) if big.any() else None,
-            "bias_ml": float((v - truth).mean()),
-        }
-    res["n_ge_1ml"] = int(big.sum())
-    res.update(_coverage_and_withheld(rows))
-    res["seconds_mean"] = float(np.mean([r["seconds"] for r in rows]))
     if sweep:
         table = [_wml_sweep_row(key, np.array([sw["volumes"][key] for sw in sweeps]), truth)
                  for key in sweeps[0]["volumes"]]
@@ -200,6 +189,27 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         res["sweep_dice"] = {str(t): float(np.mean([sw["dice"][t] for sw, g in zip(sweeps, big) if g]))
                              for t in WML_SWEEP["mask_threshold"]} if big.any() else {}
         print(f"  sweep mask threshold → Dice(≥1 mL): {res['sweep_dice']}")
+    return res
+
+
+def wml_run_figures(rows: list[dict], readers: tuple[str, ...] = ("model",)) -> dict:
+    """A WML run's summary over its case rows: per reader (``model``, ``baseline``) MAE, r, Dice on cases >= 1 mL and
+    bias; the count of cases >= 1 mL, interval coverage, the share withheld and the mean seconds per case.
+    ``training.cascade`` summarises its combined runs with it too."""
+    truth = np.array([r["truth"] for r in rows])
+    big = truth >= 1.0
+    res: dict = {"baseline": None}  # not run (--no-baseline): no figures rather than zeros
+    for who in readers:
+        v = np.array([r[who] for r in rows])
+        res[who] = {
+            "mae_ml": float(np.abs(v - truth).mean()),
+            "pearson_r": pearson(v, truth),
+            "dice_ge_1ml": float(np.mean([r[f"dice_{who}"] for r, g in zip(rows, big) if g])) if big.any() else None,
+            "bias_ml": float((v - truth).mean()),
+        }
+    res["n_ge_1ml"] = int(big.sum())
+    res.update(_coverage_and_withheld(rows))
+    res["seconds_mean"] = float(np.mean([r["seconds"] for r in rows]))
     return res
 
 
