@@ -27,7 +27,8 @@ from svdmark.measure import from_output, wml_postprocessing, wml_support, wml_vo
 
 from . import data
 from .data import RUNS
-from .evaluate import DEV_SPLIT, EXTRA_SPLIT, pearson, refuse_sweep_on_reported, target_score, wml_cases
+from .compare import WmlReading, wml_figures
+from .evaluate import DEV_SPLIT, EXTRA_SPLIT, refuse_sweep_on_reported, target_score, wml_cases
 
 GRID = [(s, d) for s in (0.1, 0.2, 0.3, 0.5, 0.7) for d in (1, 3, 5)]  # P's support threshold, voxels grown
 
@@ -43,13 +44,10 @@ def gated_volumes(volume, q_fraction: np.ndarray, p_fraction: np.ndarray, q_post
 
 
 def figures(truth: np.ndarray, pred: np.ndarray) -> dict:
-    """MAE, MAE where the truth is under 1 mL, the target score, lesion-free median, bias and r of one setting."""
-    err = np.abs(pred - truth)
-    low, free = truth < 1.0, truth == 0.0
-    mae, mae_lt1 = float(err.mean()), float(err[low].mean()) if low.any() else float("nan")
-    return {"mae_ml": mae, "mae_lt1_ml": mae_lt1, "target_score": target_score(mae, mae_lt1),
-            "lesion_free_median_ml": float(np.median(pred[free])) if free.any() else float("nan"),
-            "bias_ml": float((pred - truth).mean()), "pearson_r": pearson(pred, truth)}
+    """``compare.wml_figures`` of one setting (nan where a figure has no case) with the target score."""
+    f = wml_figures([WmlReading(float(t), float(v), True) for t, v in zip(truth, pred)])
+    f = {k: float("nan") if v is None else v for k, v in f.items()}
+    return {**f, "target_score": target_score(f["mae_ml"], f["mae_lt1_ml"])}
 
 
 def run(split: str, n: int, data_dir: Path | None, runtime: Runtime, q_reg: ModelRegistry, p_reg: ModelRegistry,
