@@ -21,8 +21,9 @@ import argparse
 import json
 from pathlib import Path
 
-from .compare import reading, wml_figures
-from .evaluate import target_score, wml_run_figures
+from .compare import reading
+from .evaluate import wml_run_figures
+from .judge_table import readings_row
 
 CUTS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
 _FROM_NET = ("model", "dice_model", "interval", "passes")  # a case's columns taken from the net chosen for it
@@ -66,9 +67,8 @@ def combine(low: dict, high: dict, cut: float) -> dict:
 
 
 def score(run: dict) -> float | None:
-    """The target score over every case read (withheld or not), as ``training.judge_table`` counts it."""
-    f = wml_figures([reading(c) for c in run["cases"]])
-    return None if f["mae_lt1_ml"] is None else target_score(f["mae_ml"], f["mae_lt1_ml"])
+    """The target score over every case read (withheld or not): ``training.judge_table``'s."""
+    return readings_row([reading(c) for c in run["cases"]])["score"]
 
 
 def choose_cut(low: dict, high: dict, cuts=CUTS) -> tuple[float, list[tuple[float, float]]]:

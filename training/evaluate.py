@@ -171,9 +171,9 @@ def eval_wml(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
     if split in (DEV_SPLIT, EXTRA_SPLIT):
         res["data"] = str(data_dir)  # which cases: the split's name alone does not say
     res.update(wml_run_figures(rows, ("model", "baseline") if baseline else ("model",)))
-    truth = np.array([r["truth"] for r in rows])
-    big = truth >= 1.0
     if sweep:
+        truth = np.array([r["truth"] for r in rows])
+        big = truth >= 1.0
         table = [_wml_sweep_row(key, np.array([sw["volumes"][key] for sw in sweeps]), truth)
                  for key in sweeps[0]["volumes"]]
         table.sort(key=lambda r: r["mae_ml"])

@@ -15,9 +15,14 @@ from .evaluate import target_score
 
 
 def row(path: Path) -> dict:
+    """:func:`readings_row` of one evaluation's JSON."""
+    return readings_row(list(load(path)[1].values()))
+
+
+def readings_row(readings: list) -> dict:
     """``compare.wml_figures`` of every case the model read (MAE, MAE where truth < 1 mL, lesion-free median, r), the
-    target score (MAE/1.0 + MAE(< 1 mL)/0.5) and the >= 10 mL and 1-10 mL bins of one evaluation."""
-    read = [r for r in load(path)[1].values() if r.pred_ml == r.pred_ml]
+    target score (MAE/1.0 + MAE(< 1 mL)/0.5) and the >= 10 mL and 1-10 mL bins of one run's ``compare`` readings."""
+    read = [r for r in readings if r.pred_ml == r.pred_ml]
     f = wml_figures(read)
     big = [r for r in read if r.truth_ml >= 10]
     mid = [r for r in read if 1 <= r.truth_ml < 10]
