@@ -19,6 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from svdmark.export.requestor import responses_to_sender
+
 from tests import journaldb
 
 DCMTK = Path("/usr/bin")
@@ -33,6 +35,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def associate(ae, port: int, aet: str = "SVDMARK", **kw):
+    """``ae.associate`` to localhost as svdmark's own sender associates: a response goes to the ``send_*``
+    that waits for it, never to pynetdicom's reactor (svdmark.export.requestor), so a test's SCU does not
+    lose a response and wait out its DIMSE timeout on a loaded machine."""
+    assoc = ae.associate("127.0.0.1", port, ae_title=aet, **kw)
+    if assoc.is_established:
+        responses_to_sender(assoc)
+    return assoc
 
 
 def echo_ok(port: int, aet: str) -> bool:

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from tests.peers import Svdmark
+from tests.peers import Svdmark, associate
 from tests.integration.test_tls import tiny_ct
 
 
@@ -54,7 +54,7 @@ def _store(port: int, path: Path) -> int:
     ae = AE(ae_title="STORESCU")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", port, ae_title="SVDMARK")
+    assoc = associate(ae, port)
     assert assoc.is_established
     try:
         return int(assoc.send_c_store(pydicom.dcmread(path)).Status)

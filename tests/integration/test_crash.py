@@ -11,7 +11,7 @@ from svdmark_phantom import write_study
 from svdmark.journal import INTERRUPTION_CAP
 from svdmark.journal_engine import ERRORS
 from tests import journaldb
-from tests.peers import StoreSCP, Svdmark, send_studies, wait_until
+from tests.peers import StoreSCP, Svdmark, associate, send_studies, wait_until
 from .test_end_to_end import expect_results
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -84,7 +84,7 @@ def test_kill_mid_association_then_resend(tmp_path, pacs, studies):
     ae = AE(ae_title="STORESCU")
     for klass, ts in {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in first}:
         ae.add_requested_context(klass, ts)
-    assoc = ae.associate("127.0.0.1", svd.port, ae_title="SVDMARK")
+    assoc = associate(ae, svd.port)
     assert assoc.is_established
     try:
         assert [assoc.send_c_store(ds).Status for ds in first] == [0] * len(first)

@@ -25,7 +25,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from tests.peers import DCMTK, Svdmark, storescu, wait_until
+from tests.peers import DCMTK, Svdmark, associate, storescu, wait_until
 
 REQUEST_TIMEOUT = 3
 PER_HOST = 12
@@ -201,7 +201,7 @@ def _send_raw(port: int, data: bytes) -> int:
         ae = AE(ae_title="STORESCU")
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
         ae.add_requested_context(CT, str(meta.TransferSyntaxUID))
-        assoc = ae.associate("127.0.0.1", port, ae_title="SVDMARK")
+        assoc = associate(ae, port)
         assert assoc.is_established
         try:
             status = assoc.send_c_store(path)

@@ -19,7 +19,7 @@ from pynetdicom.sop_class import Verification
 
 from svdmark.spool import Spool
 
-from tests.peers import Svdmark, free_port, storescu, wait_until
+from tests.peers import Svdmark, associate, free_port, storescu, wait_until
 from .test_tls import tiny_ct
 
 MAX_BYTES = 100_000
@@ -52,7 +52,7 @@ def _assoc(port: int, calling: str, bind: str | None = None, contexts=(Verificat
     for cx in contexts:
         ae.add_requested_context(cx, ExplicitVRLittleEndian if cx != Verification else None)
     kw = {"bind_address": (bind, 0)} if bind else {}
-    return ae.associate("127.0.0.1", port, ae_title="SVDMARK", **kw)
+    return associate(ae, port, **kw)
 
 
 def _echo(port: int, calling: str, bind: str | None = None) -> bool:

@@ -19,7 +19,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from tests.peers import DCMTK, Svdmark, free_port, wait_until
+from tests.peers import DCMTK, Svdmark, associate, free_port, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl CLI is needed to make test certificates")
 
@@ -69,7 +69,7 @@ def _echo_tls(port: int, ctx: ssl.SSLContext | None, calling: str = "TLSSCU") ->
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = 10
     ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title="SVDMARK", tls_args=(ctx, "127.0.0.1") if ctx else None)
+    assoc = associate(ae, port, tls_args=(ctx, "127.0.0.1") if ctx else None)
     if not assoc.is_established:
         return False
     try:
@@ -164,8 +164,8 @@ def test_mutual_tls_client_is_served(tls_server, pki, tmp_path):
     files = tiny_ct(tmp_path / "ct", 2)
     ae = AE(ae_title="TLSSCU")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", tls_server.port, ae_title="SVDMARK",
-                         tls_args=(_client_ctx(pki, "client"), "127.0.0.1"))
+    assoc = associate(ae, tls_server.port,
+                      tls_args=(_client_ctx(pki, "client"), "127.0.0.1"))
     assert assoc.is_established
     try:
         statuses = [assoc.send_c_store(pydicom.dcmread(f)).Status for f in files]

@@ -13,6 +13,7 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
 from svdmark.receive import fastpath, pdata
+from tests.peers import associate
 
 
 def _pdu(pdvs: list[tuple[int, bytes]]) -> bytes:
@@ -135,7 +136,7 @@ def _send(datasets: list[Dataset], bind_pdu_handler: bool, chunked: bool, monkey
     try:
         scu = AE(ae_title="SCU")
         scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-        assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="SCP")
+        assoc = associate(scu, server.server_address[1], "SCP")
         assert assoc.is_established
         statuses = [assoc.send_c_store(ds).Status for ds in datasets]
         assoc.release()
