@@ -142,7 +142,9 @@ class StoreSCP:
         self.received_log = folder.parent / f"{folder.name}-received.log"
 
     def start(self) -> "StoreSCP":
-        log = ("-xcr", f"echo #f >> {self.received_log}") if self.log_receptions else ()
+        # -xs: storescp waits for each command before it reads the next request, so the log is in reception
+        # order (without it each runs in the background, and under load a later one can append first)
+        log = ("-xcr", f"echo #f >> {self.received_log}", "-xs") if self.log_receptions else ()
         self.proc = subprocess.Popen(
             [str(DCMTK / "storescp"), "-aet", self.aet, "-od", str(self.folder), "+xa", "-uf", *self.options, *log,
              str(self.port)],
@@ -158,8 +160,8 @@ class StoreSCP:
     def files(self) -> list[Path]:
         """The received files. With ``log_receptions`` only those whose reception storescp has logged: its
         on-reception command runs after the file is closed, so a polling reader never parses a file half written.
-        That command runs after the C-STORE response, in a child process: a file can be complete a moment before
-        it is listed, so read once a send has returned only through ``wait_until``. (A re-delivery overwrites a
+        That command runs after the C-STORE response: a file can be complete a moment before it is listed, so
+        read once a send has returned only through ``wait_until``. (A re-delivery overwrites a
         listed file in place; the tests that provoke one read ``receptions()``.)"""
         present = sorted(p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith("."))
         if not self.log_receptions:

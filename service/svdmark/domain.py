@@ -102,6 +102,17 @@ class DeliveryState(str, enum.Enum):
     SUPERSEDED = "superseded"  # never sent: newer results of the same series replaced it first
 
 
+class SendClaim(str, enum.Enum):
+    """What the journal answers an outbox about to send a delivery (true only for ``started``)."""
+
+    STARTED = "started"  # pending → sending: send it now
+    WITHDRAWN = "withdrawn"  # no longer pending (superseded after the outbox read it): never send it
+    WAITING = "waiting"  # a rejection note whose job's results for that destination are not settled: later
+
+    def __bool__(self) -> bool:
+        return self is SendClaim.STARTED
+
+
 # --------------------------------------------------------------------------- input side
 
 

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .assemble.reanalysis import after_instance, on_request
-from .domain import DeliveryState, JobState, OutputKind, SeriesState
+from .domain import DeliveryState, JobState, OutputKind, SendClaim, SeriesState
 from .geometry import SliceGeometry
 from .journal_engine import ERRORS, Connection, Engine
 from .summary import ResultSummary
@@ -930,12 +930,19 @@ class Journal:
             return True
 
     # ---------------------------------------------------------------- outbox
-    def due_deliveries(self, now: float | None = None, destination: str | None = None) -> list[Delivery]:
-        """Pending deliveries that are due, oldest first; of one destination if named."""
+    def due_deliveries(self, now: float | None = None, destination: str | None = None,
+                       in_order: bool = True) -> list[Delivery]:
+        """Pending deliveries that are due, oldest first; of one destination if named. With ``in_order``, a
+        rejection note whose own job's results to that destination are not settled is not due yet
+        (:data:`_NOTE_WAITS`); without it (dead-lettering what waits for a destination no longer configured)
+        every pending one is."""
         now = self.now() if now is None else now
         sql = ("SELECT d.id, d.sop_uid, d.destination, d.attempts, d.round_start, r.path, r.kind FROM deliveries d"
                " JOIN results r ON r.sop_uid=d.sop_uid WHERE d.state=? AND d.next_attempt_at<=?")
         args: list[Any] = [DeliveryState.PENDING.value, now]
+        if in_order:
+            sql += f" AND NOT {_NOTE_WAITS.format(delivery='d')}"
+            args += _NOTE_WAITS_ARGS
         if destination is not None:
             sql += " AND d.destination=?"
             args.append(destination)
@@ -949,15 +956,22 @@ class Journal:
                           (DeliveryState.PENDING.value, DeliveryState.SENDING.value))
         return {r["destination"] for r in rows}
 
-    def start_sending(self, delivery_id: int) -> bool:
-        """Pending → sending just before the object goes out; False when it is no longer pending (newer
-        results superseded it after the outbox read it): then it must not be sent."""
+    def start_sending(self, delivery_id: int) -> SendClaim:
+        """Pending → sending just before the object goes out (``started``, the only true answer). ``withdrawn``:
+        no longer pending (newer results superseded it after the outbox read it), never to be sent. ``waiting``:
+        a rejection note whose job's results to that destination are still pending or being sent (one failed
+        earlier in the same batch, or another process is sending it): it stays pending until they settle."""
         now = self.now()
         with self._tx() as db:
-            cur = db.execute("UPDATE deliveries SET state=?, owner=?, lease_until=? WHERE id=? AND state=?",
+            cur = db.execute("UPDATE deliveries SET state=?, owner=?, lease_until=? WHERE id=? AND state=?"
+                             f" AND NOT {_NOTE_WAITS.format(delivery='deliveries')}",
                              (DeliveryState.SENDING.value, self.owner, now + self.lease_seconds, delivery_id,
-                              DeliveryState.PENDING.value))
-            return cur.rowcount == 1
+                              DeliveryState.PENDING.value, *_NOTE_WAITS_ARGS))
+            if cur.rowcount == 1:
+                return SendClaim.STARTED
+            row = db.execute("SELECT state FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
+            pending = row is not None and row["state"] == DeliveryState.PENDING.value
+            return SendClaim.WAITING if pending else SendClaim.WITHDRAWN
 
     def mark_delivered(self, delivery_id: int, detail: str = "") -> None:
         """The destination confirmed this object: never sent again."""
@@ -976,7 +990,7 @@ class Journal:
 
         An object that newer results rejected while this try was in flight is never retried: it becomes
         ``superseded``, and when nothing that its rejection note names reached that destination, the note
-        (not yet sent: the outbox sends in queue order) is superseded too.
+        (not yet sent: a note waits for its job's results, :data:`_NOTE_WAITS`) is superseded too.
         A row that is neither pending nor sending (superseded while a try that never started was failing)
         keeps its state; the try is still recorded. So does a row that another process holds: this one's lease
         lapsed during the try and that process has taken the delivery over (``lease-lost``); requeueing it
@@ -1300,6 +1314,16 @@ def _insert_job(db: Connection, series_uid: str, study_uid: str, generation: int
         (series_uid, study_uid, generation, JobState.PENDING.value, completion, now, now, warning),
     ).fetchone()[0]
 
+
+# A rejection note waits for its own job's new results: IHE IOCM's order (the new objects, then the note that
+# rejects the old ones), kept whatever happens to a send (a new result failing and retried later, another process
+# sending it meanwhile). The condition on one delivery row, named {delivery} in the query that uses it; its
+# parameters are _NOTE_WAITS_ARGS. A new result that is dead or superseded no longer holds the note back.
+_NOTE_WAITS = ("EXISTS (SELECT 1 FROM results note JOIN results own ON own.job_id=note.job_id"
+               " JOIN deliveries e ON e.sop_uid=own.sop_uid WHERE note.sop_uid={delivery}.sop_uid AND note.kind=?"
+               " AND own.kind<>? AND e.destination={delivery}.destination AND e.state IN (?,?))")
+_NOTE_WAITS_ARGS = [OutputKind.REJECTION.value, OutputKind.REJECTION.value, DeliveryState.PENDING.value,
+                    DeliveryState.SENDING.value]
 
 # the order results were recorded in: by time, then a job's objects as the worker lists them (SR, SEG, summary),
 # then its rejection notes

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:
-    from .domain import DeliveryState, JobState
+    from .domain import DeliveryState, JobState, SendClaim
     from .geometry import SliceGeometry
     from .summary import ResultSummary
     from .journal import (AuditEntry, Delivery, JobRecord, JobRow, ProcessRecord, ResultObject, SeriesRow, ShadowResult,
@@ -116,11 +116,12 @@ class OutboxJournal(Protocol):
 
     def now(self) -> float: ...
 
-    def due_deliveries(self, now: float | None = None, destination: str | None = None) -> list[Delivery]: ...
+    def due_deliveries(self, now: float | None = None, destination: str | None = None,
+                       in_order: bool = True) -> list[Delivery]: ...
 
     def pending_destinations(self) -> set[str]: ...
 
-    def start_sending(self, delivery_id: int) -> bool: ...
+    def start_sending(self, delivery_id: int) -> SendClaim: ...
 
     def mark_delivered(self, delivery_id: int, detail: str = "") -> None: ...
 

@@ -26,12 +26,14 @@ def journal_with_results(tmp_path, journal_url, destinations=(A,)) -> Journal:
 
 
 class ScriptedExporter:
-    """Reports the scripted outcome per file kind, then optionally raises (a crash mid-batch)."""
+    """Reports the scripted outcome per file stem, skipping what ``on_start`` withholds as the real exporters do,
+    then optionally raises (a crash mid-batch); ``sent`` lists the stems it sent, in order, over all batches."""
 
     def __init__(self, script: dict[str, SendOutcome | None], raise_after: int | None = None):
         self.script = script
         self.raise_after = raise_after
         self.seen_states: list[dict] = []
+        self.sent: list[str] = []
         self.journal: Journal | None = None
 
     def send(self, destination, paths, on_outcome=None, on_start=None):
@@ -39,8 +41,9 @@ class ScriptedExporter:
         for k, p in enumerate(paths):
             if self.raise_after is not None and k == self.raise_after:
                 raise RuntimeError("exporter bug")
-            if on_start is not None:
-                on_start(p)
+            if on_start is not None and on_start(p) is False:
+                continue
+            self.sent.append(p.stem)
             o = self.script[p.stem]
             o = SendOutcome(p, o.ok, o.detail, o.permanent)
             out.append(o)

@@ -11,13 +11,15 @@ import highdicom as hd
 import pydicom
 import pytest
 
-from svdmark.domain import DeliveryState, JobState
+from svdmark.domain import DeliveryState, JobState, SendClaim
 from svdmark.encode import results
 from svdmark.encode.rejection import rejected_uids, rejection_note
+from svdmark.export import Outbox, SendOutcome
 from svdmark.geometry import SliceGeometry
 from svdmark.journal import Journal, Rejection, ResultObject, StaleSupersession, Supersession
 from tests.unit.test_encode_support import ct_series, wml_mask, wml_result
 from tests.unit.test_journal import record
+from tests.unit.test_outbox import A, ScriptedExporter
 from tests.unit.test_worker import analysed, env, queue, stages  # noqa: F401  (the worker harness: fixtures)
 
 KOS = "1.2.840.10008.5.1.4.1.1.88.59"
@@ -127,8 +129,10 @@ def test_supersession_cancels_pending_and_rejects_delivered(tmp_path, journal_ur
         (u, "A"): (DeliveryState.DELIVERED.value, "kos.1") for u in ("g1.seg", "g1.sr", "g1.sum")}
     assert ("kos.1", "B") not in state  # B never received the old objects
     due = [(d.sop_uid, d.destination) for d in j.due_deliveries()]
-    assert due == [("g2.sr", "A"), ("g2.sr", "B"), ("kos.1", "A")]  # the note goes after the new results
+    assert due == [("g2.sr", "A"), ("g2.sr", "B")]  # the note goes after the new results
     assert j.rejectable("1.2.3", 3, ["A", "B"]) == []  # rejected once: a later generation does not repeat it
+    j.mark_delivered(j.due_deliveries(destination="A")[0].id)
+    assert [(d.sop_uid, d.destination) for d in j.due_deliveries()] == [("g2.sr", "B"), ("kos.1", "A")]
 
 
 
@@ -176,11 +180,76 @@ def test_objects_read_by_the_outbox_then_superseded_are_never_sent_nor_revived(t
     j.queue_job(j.series_row("1.2.3"), "test", now=200.0)
     job2 = j.claim_job(now=201.0)
     j.finish_job(job2, JobState.DONE, supersede=Supersession(frozenset({"B"}), ()))
-    assert j.start_sending(read[0].id) is False
+    assert j.start_sending(read[0].id) is SendClaim.WITHDRAWN
     for d in read[1:]:
         j.mark_failed(d.id, "no association", next_attempt_at=0.0, dead=False)
     assert {s for s, _ in _state(j).values()} == {DeliveryState.SUPERSEDED.value}
     assert j.due_deliveries(now=1e12) == []
+
+
+def _reanalysed(j: Journal, tmp_path: Path, dest: str = "A") -> dict[str, int]:
+    """Generation 1 delivered to ``dest``; generation 2's SEG, SR and summary and its note queued to it: delivery
+    id by UID. Each new object's file is named for its UID (the scripted exporter's key)."""
+    _done(j, "1.1", ["g1.seg", "g1.sr", "g1.sum"], [dest])
+    for d in j.due_deliveries():
+        j.mark_delivered(d.id)
+    record(j, "1.2", now=200.0)
+    j.queue_job(j.series_row("1.2.3"), "test", now=200.0)
+    job2 = j.claim_job(now=201.0)
+    found = j.rejectable("1.2.3", job2.generation, [dest])
+    note = ResultObject("kos", "rejection", KOS, tmp_path / "kos.dcm")
+    new = [ResultObject(u, k, "x", tmp_path / f"{u}.dcm")
+           for u, k in (("seg", "seg"), ("sr", "sr"), ("sum", "summary"))]
+    j.finish_job(job2, JobState.DONE, outputs=new, deliveries=[(o.sop_uid, dest) for o in new],
+                 supersede=Supersession(frozenset({dest}), (Rejection(note, tuple((i, d) for i, d, _ in found)),)))
+    return {r["sop_uid"]: r["id"] for r in j.deliveries() if not r["sop_uid"].startswith("g1")}
+
+
+@pytest.mark.parametrize("settled", ["delivered", "dead"])
+def test_a_note_waits_until_its_jobs_new_results_at_that_destination_are_settled(tmp_path, journal_url, settled):
+    """IOCM's order (the new objects, then the note) holds when a new result's try fails in the note's batch
+    and while another process sends one: the note stays pending, untried, until they are delivered, or dead
+    (then nothing it could wait for will arrive)."""
+    j = Journal(journal_url)
+    ids = _reanalysed(j, tmp_path)
+    assert [d.sop_uid for d in j.due_deliveries()] == ["seg", "sr", "sum"]
+    read = j.due_deliveries(in_order=False)  # a batch read as if the note were due with them
+    assert [d.sop_uid for d in read] == ["seg", "sr", "sum", "kos"]
+    assert j.start_sending(ids["seg"]) and j.start_sending(ids["sr"])
+    j.mark_delivered(ids["seg"])
+    j.mark_failed(ids["sr"], "status 0xA700", next_attempt_at=1e9, dead=False)  # retried later
+    other = Journal(journal_url, owner="other-process")
+    assert other.start_sending(ids["sum"])  # in flight elsewhere
+    assert j.start_sending(ids["kos"]) is SendClaim.WAITING
+    other.mark_delivered(ids["sum"])
+    assert j.start_sending(ids["kos"]) is SendClaim.WAITING  # the SR still waits for its retry
+    assert [d.sop_uid for d in j.due_deliveries(now=2e9)] == ["sr"]
+    assert j.start_sending(ids["sr"])
+    if settled == "delivered":
+        j.mark_delivered(ids["sr"])
+    else:
+        j.mark_failed(ids["sr"], "status 0xA700", next_attempt_at=1e9, dead=True)
+    assert [d.sop_uid for d in j.due_deliveries(now=2e9)] == ["kos"]
+    assert j.delivery_attempts(ids["kos"]) == []  # waiting was never a try
+    assert j.start_sending(ids["kos"]) is SendClaim.STARTED
+
+
+def test_the_outbox_holds_a_note_back_when_a_new_result_fails_in_its_batch(tmp_path, journal_url):
+    j = Journal(journal_url)
+    _reanalysed(j, tmp_path, A.name)
+    failed, ok = SendOutcome(Path(), False, "status 0xA700"), SendOutcome(Path(), True, "0x0000")
+    exporter = ScriptedExporter({"seg": ok, "sr": failed, "sum": ok, "kos": ok})
+    box = Outbox(j, exporter, (A,), 5, 0.0, 0.0)
+    real = j.due_deliveries
+    j.due_deliveries = lambda *a, **kw: real(*a, **{**kw, "in_order": False})  # the note read in the same batch
+    assert box.flush() == 2
+    j.due_deliveries = real
+    assert exporter.sent == ["seg", "sr", "sum"]  # the note was not sent behind the failed SR
+    assert _state(j)[("kos", A.name)] == (DeliveryState.PENDING.value, None)
+    exporter.script["sr"] = ok
+    assert box.flush(now=1e12) == 1  # the SR's retry; the note was not due beside it
+    assert box.flush(now=1e12) == 1
+    assert exporter.sent == ["seg", "sr", "sum", "sr", "kos"]
 
 
 # ---------------------------------------------------------------- worker
@@ -227,7 +296,8 @@ def test_worker_rebuilds_the_note_when_an_old_object_is_delivered_meanwhile(env,
     assert [p.name for p in Path(worker.spool.results).rglob("*") if p.is_file()].count(
         note_row.path.name) == 1
     assert sum(1 for p in Path(worker.spool.results).rglob("*") if p.is_file()) == 7
-    assert [(d.sop_uid, d.kind) for d in journal.due_deliveries()][-1] == (note_row.sop_uid, "rejection")
+    assert [(d.sop_uid, d.kind) for d in journal.due_deliveries(in_order=False)][-1] == (note_row.sop_uid,
+                                                                                        "rejection")
 
 
 def test_worker_never_rejects_what_it_produced_again(env):
@@ -261,6 +331,6 @@ def test_reanalysis_after_a_model_change_rejects_what_the_pacs_holds(env, stages
     assert worker.run_one()
     (note_row,) = _notes(journal)
     assert rejected_uids(pydicom.dcmread(note_row.path)) == first
-    due = [(d.sop_uid, d.kind) for d in journal.due_deliveries()]
+    due = [(d.sop_uid, d.kind) for d in journal.due_deliveries(in_order=False)]
     assert len(due) == 4 and due[-1] == (note_row.sop_uid, "rejection")
     assert not {u for u, _ in due} & first

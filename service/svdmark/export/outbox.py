@@ -13,6 +13,9 @@ lists and resends dead letters from the CLI; a resend starts a new round and kee
   destination may have stored without its confirmation reaching us; confirmed objects never.
 * Each destination has its own thread in the service (:meth:`Outbox.flush` with ``destination``),
   so a slow or unreachable destination delays only itself.
+* A rejection note goes to a destination only after its job's new results there are settled (delivered,
+  dead or superseded): one of them failing in a batch, or being sent by another process, holds the note back
+  (``waiting``) instead of letting it overtake them.
 * Whatever goes wrong while sending (an exporter error, a bug), no delivery is left ``sending``:
   the batch's unreported objects are failed with the reason and retried.
 """
@@ -24,6 +27,7 @@ from collections import defaultdict
 
 from .. import health
 from ..config import AnyDestination, StowDestination
+from ..domain import SendClaim
 from ..journal import Delivery
 from ..journal_api import OutboxJournal
 from ..logs import event
@@ -73,7 +77,7 @@ class Outbox:
         gone = self.journal.pending_destinations() - set(self.destinations)
         n = 0
         for name in sorted(gone):
-            for d in self.journal.due_deliveries(float("inf"), name):
+            for d in self.journal.due_deliveries(float("inf"), name, in_order=False):
                 self._failed(d, f"destination {name} is no longer configured", dead=True)
                 n += 1
         return n
@@ -101,10 +105,14 @@ class Outbox:
             d = by_path.get(path)
             if d is None:
                 return True
-            if self.journal.start_sending(d.id):
+            claim = self.journal.start_sending(d.id)
+            if claim:
                 return True
-            reported.add(d.id)  # superseded after it was read: never sent
-            event(log, "delivery_withdrawn", sop_uid=d.sop_uid, kind=d.kind, destination=dest.name)
+            reported.add(d.id)  # not sent in this batch, and no try to count
+            if claim is SendClaim.WITHDRAWN:  # superseded after it was read: never sent
+                event(log, "delivery_withdrawn", sop_uid=d.sop_uid, kind=d.kind, destination=dest.name)
+            else:  # a rejection note behind its job's new results: a later flush sends it once they are settled
+                event(log, "delivery_waiting", sop_uid=d.sop_uid, kind=d.kind, destination=dest.name)
             return False
 
         try:
