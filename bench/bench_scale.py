@@ -7,10 +7,12 @@ on SQLite, and the PostgreSQL job queue alone against the SQLite one.
 
 * **queue alone**: a fresh database holds ``--jobs`` empty jobs (one instance per series, queued through
   ``Journal.record_instance`` + ``Journal.queue_job``); K processes, each its own ``Journal(owner=…)``, then
-  ``claim_job`` + ``finish_job(DONE)`` until none is left. Reported: jobs per second (each one claim and one
+  ``claim_job``, the worker's two look-ups of the series' earlier results (``previous_sr``, ``rejectable``) and
+  ``finish_job(DONE)`` until none is left. Reported: jobs per second (each one claim, two look-ups and one
   completion transaction), for K = ``--claimers`` on PostgreSQL and K = 1 on SQLite (the peer); each job must
-  end done exactly once. ``--history H`` first adds H done jobs to the table (one INSERT), as a journal
-  in service for a while has: ``claim_job`` searches the jobs table, so its cost grows with it.
+  end done exactly once. ``--history H`` first adds H done jobs with three results each, as a journal in
+  service for a while has: ``claim_job`` searches the jobs table and the look-ups the results table, so their
+  cost grows with them.
 * **end to end**: ``--studies`` generated NCCT studies (one target series each) are sent with dcmtk storescu
   to a ``svdmark serve --roles receive`` process; then the workers start: 1 all-roles process on SQLite (the
   baseline), or N ``svdmark serve --roles assemble,work`` processes on PostgreSQL with one shared spool.
@@ -114,7 +116,8 @@ def fill_queue(url: str, n: int) -> None:
 
 
 def add_history(url: str, n: int) -> None:
-    """``n`` done jobs in one statement: the past of a journal in service (a benchmark's shortcut, no real runs)."""
+    """``n`` done jobs, each with its SR, SEG and summary, in two statements: the past of a journal in service (a
+    benchmark's shortcut, no real runs)."""
     if n <= 0:
         return
     engine, now = Engine(url), time.time()
@@ -125,6 +128,11 @@ def add_history(url: str, n: int) -> None:
                 " started_at, finished_at) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
                 " SELECT '2.25.0.9.' || i, '2.25.0.8.' || i, 1, ?, 'bench: history', ?, ?, ?, ? FROM n",
                 (n, JobState.DONE.value, now, now, now, now))
+            db.execute(
+                "INSERT INTO results (sop_uid, job_id, series_uid, kind, sop_class, path, created_at)"
+                " SELECT '2.25.0.7.' || j.id || '.' || k.n, j.id, j.series_uid, k.kind, ?, '/dev/null', ? FROM jobs j"
+                " CROSS JOIN (SELECT 1 AS n, 'sr' AS kind UNION ALL SELECT 2, 'seg' UNION ALL SELECT 3, 'summary') k"
+                " WHERE j.completion='bench: history'", (CT_IMAGE_STORAGE, now))
     finally:
         engine.close()
 
@@ -135,6 +143,9 @@ def _claimer(url: str, owner: str, start, results) -> None:
     start.wait()
     done = 0
     while (job := journal.claim_job()) is not None:
+        # the look-ups a worker makes for each job: the SR it supersedes, the earlier results a destination holds
+        journal.previous_sr(job.series_uid, job.generation)
+        journal.rejectable(job.series_uid, job.generation, ["BENCH@127.0.0.1:104"])
         journal.finish_job(job, JobState.DONE)
         done += 1
     results.put((done, time.time()))

@@ -230,6 +230,14 @@ def _v7(engine: Engine, db: Connection) -> None:
                           " CREATE INDEX IF NOT EXISTS deliveries_queue ON deliveries(state, next_attempt_at);")
 
 
+def _v8(engine: Engine, db: Connection) -> None:
+    """Indexes for a series' and a job's results: each job looks up its series' earlier results (the SR it
+    supersedes, what a rejection note rejects) and the outbox a note's own results (measured with
+    bench/bench_scale.py --history: without them each look-up reads every result the journal holds)."""
+    engine.run_script(db, "CREATE INDEX IF NOT EXISTS results_series ON results(series_uid);"
+                          " CREATE INDEX IF NOT EXISTS results_job ON results(job_id);")
+
+
 # (version, what it brings, step): step N takes a file at version N-1 to N. Steps are idempotent,
 # so a file that already has a column (an early build added them unversioned) migrates too.
 MIGRATIONS: tuple[tuple[int, str, Callable[[Engine, Connection], None]], ...] = (
@@ -240,6 +248,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Engine, Connection], None]], ...] = 
     (5, "shadow_results", _v5),
     (6, "jobs/deliveries owner + lease_until, processes", _v6),
     (7, "queue indexes on jobs and deliveries", _v7),
+    (8, "indexes on results by series and by job", _v8),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
