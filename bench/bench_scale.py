@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "service"))
 os.environ["TCP_NODELAY"] = "1"  # dcmtk reads it; without it storescu waits on delayed ACKs
 
-from svdmark.domain import JobState  # noqa: E402
+from svdmark.domain import JobState, SeriesState  # noqa: E402
 from svdmark.geometry import SliceGeometry  # noqa: E402
 from svdmark.journal import Journal, JournalUnavailable  # noqa: E402
 from svdmark.journal_engine import Engine  # noqa: E402
@@ -68,6 +68,7 @@ class QueueRun:
     claimers: int
     jobs: int
     seconds: float
+    polls_per_s: float = 0.0  # the assembler's look-up of the series still receiving, before the drain
 
     @property
     def rate(self) -> float:
@@ -116,8 +117,8 @@ def fill_queue(url: str, n: int) -> None:
 
 
 def add_history(url: str, n: int) -> None:
-    """``n`` done jobs, each with its SR, SEG and summary, in two statements: the past of a journal in service (a
-    benchmark's shortcut, no real runs)."""
+    """``n`` done jobs, each with its analysed series and its SR, SEG and summary: the past of a journal in service
+    (a benchmark's shortcut, no real runs)."""
     if n <= 0:
         return
     engine, now = Engine(url), time.time()
@@ -128,6 +129,10 @@ def add_history(url: str, n: int) -> None:
                 " started_at, finished_at) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
                 " SELECT '2.25.0.9.' || i, '2.25.0.8.' || i, 1, ?, 'bench: history', ?, ?, ?, ? FROM n",
                 (n, JobState.DONE.value, now, now, now, now))
+            db.execute(
+                "INSERT INTO series (series_uid, study_uid, modality, first_received, last_received, released, state)"
+                " SELECT series_uid, study_uid, 'CT', ?, ?, 1, ? FROM jobs WHERE completion='bench: history'",
+                (now, now, SeriesState.ANALYSED.value))
             db.execute(
                 "INSERT INTO results (sop_uid, job_id, series_uid, kind, sop_class, path, created_at)"
                 " SELECT '2.25.0.7.' || j.id || '.' || k.n, j.id, j.series_uid, k.kind, ?, '/dev/null', ? FROM jobs j"
@@ -152,7 +157,20 @@ def _claimer(url: str, owner: str, start, results) -> None:
     journal.close()
 
 
-def drain(url: str, engine: str, claimers: int, jobs: int, history: int) -> QueueRun:
+def assembler_polls(url: str, seconds: float = 2.0) -> float:
+    """How often per second one process can ask for the series still receiving (each assembler tick asks once)."""
+    journal = Journal(url, owner="bench-assembler")
+    try:
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            journal.receiving_series()
+            n += 1
+        return n / (time.perf_counter() - t0)
+    finally:
+        journal.close()
+
+
+def drain(url: str, engine: str, claimers: int, jobs: int, history: int, polls: float = 0.0) -> QueueRun:
     """Time ``claimers`` processes draining the queue; every job must end done exactly once."""
     ctx = multiprocessing.get_context("fork")  # the claimers inherit the imports
     start, results = ctx.Barrier(claimers + 1), ctx.Queue()
@@ -171,7 +189,7 @@ def drain(url: str, engine: str, claimers: int, jobs: int, history: int) -> Queu
     journal.close()
     if claimed != jobs or done != jobs:
         raise RuntimeError(f"{engine}, {claimers} claimers: {claimed} claims and {done} done for {jobs} jobs")
-    return QueueRun(engine, claimers, jobs, max(t for _, t in outcomes) - t0)
+    return QueueRun(engine, claimers, jobs, max(t for _, t in outcomes) - t0, polls)
 
 
 def queue_alone(pg: PostgresServer, work: Path, jobs: int, claimer_counts: list[int], repeats: int,
@@ -189,9 +207,9 @@ def queue_alone(pg: PostgresServer, work: Path, jobs: int, claimer_counts: list[
             fill_queue(url, jobs)
             add_history(url, history)
             filled = time.perf_counter() - t
-            run = drain(url, engine, k, jobs, history)
+            run = drain(url, engine, k, jobs, history, assembler_polls(url))
             print(f"  {engine:<10} claimers {k:>2}: {run.rate:8.1f} jobs/s ({jobs} jobs in {run.seconds:.2f} s;"
-                  f" queued in {filled:.1f} s)", flush=True)
+                  f" queued in {filled:.1f} s); assembler polls {run.polls_per_s:8.1f}/s", flush=True)
             runs.append(run)
     return runs
 

@@ -231,11 +231,13 @@ def _v7(engine: Engine, db: Connection) -> None:
 
 
 def _v8(engine: Engine, db: Connection) -> None:
-    """Indexes for a series' and a job's results: each job looks up its series' earlier results (the SR it
-    supersedes, what a rejection note rejects) and the outbox a note's own results (measured with
-    bench/bench_scale.py --history: without them each look-up reads every result the journal holds)."""
+    """Indexes for what grows with the history and is looked up all the time: a series' and a job's results (each job
+    looks up its series' earlier results: the SR it supersedes, what a rejection note rejects; the outbox a note's own
+    results) and the series still receiving (each assembler tick). Measured with bench/bench_scale.py --history:
+    without them each look-up reads every result, or every series, the journal holds."""
     engine.run_script(db, "CREATE INDEX IF NOT EXISTS results_series ON results(series_uid);"
-                          " CREATE INDEX IF NOT EXISTS results_job ON results(job_id);")
+                          " CREATE INDEX IF NOT EXISTS results_job ON results(job_id);"
+                          " CREATE INDEX IF NOT EXISTS series_state ON series(state, last_received);")
 
 
 # (version, what it brings, step): step N takes a file at version N-1 to N. Steps are idempotent,
@@ -248,7 +250,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Engine, Connection], None]], ...] = 
     (5, "shadow_results", _v5),
     (6, "jobs/deliveries owner + lease_until, processes", _v6),
     (7, "queue indexes on jobs and deliveries", _v7),
-    (8, "indexes on results by series and by job", _v8),
+    (8, "indexes on results by series and by job, and on series by state", _v8),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

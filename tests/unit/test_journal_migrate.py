@@ -103,12 +103,13 @@ def test_journal_from_a_newer_svdmark_is_refused_untouched(old_journal):
     assert "round_start" not in cols and version(old_journal) == SCHEMA_VERSION + 1
 
 
-def test_a_series_and_a_job_find_their_results_through_an_index(journal_url, old_journal):
-    """Schema 8: each job looks up its series' earlier results and the outbox a note's own results; without the
-    indexes each look-up read every result in the journal (bench/README.md, bench_scale.py --history)."""
+def test_what_grows_with_the_history_is_looked_up_through_an_index(journal_url, old_journal):
+    """Schema 8: each job looks up its series' earlier results, the outbox a note's own results and each assembler
+    tick the series still receiving; without the indexes each look-up read every result, or every series, in the
+    journal (bench/README.md, bench_scale.py --history)."""
     for url in (journal_url, str(old_journal)):  # a new journal on each engine, and one migrated from version 0
         j = Journal(url)
-        sql = ("SELECT indexname FROM pg_indexes WHERE tablename='results'" if j.path is None else
-               "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='results'")
-        assert {"results_series", "results_job"} <= {r[0] for r in j._query(sql)}
+        sql = ("SELECT indexname FROM pg_indexes WHERE tablename IN ('results', 'series')" if j.path is None else
+               "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name IN ('results', 'series')")
+        assert {"results_series", "results_job", "series_state"} <= {r[0] for r in j._query(sql)}
         j.close()
