@@ -1333,8 +1333,8 @@ def _insert_job(db: Connection, series_uid: str, study_uid: str, generation: int
 _NOTE_WAITS = ("EXISTS (SELECT 1 FROM results note JOIN results own ON own.job_id=note.job_id"
                " JOIN deliveries e ON e.sop_uid=own.sop_uid WHERE note.sop_uid={delivery}.sop_uid AND note.kind=?"
                " AND own.kind<>? AND e.destination={delivery}.destination AND e.state IN (?,?))")
-_NOTE_WAITS_ARGS = [OutputKind.REJECTION.value, OutputKind.REJECTION.value, DeliveryState.PENDING.value,
-                    DeliveryState.SENDING.value]
+_NOTE_WAITS_ARGS = (OutputKind.REJECTION.value, OutputKind.REJECTION.value, DeliveryState.PENDING.value,
+                    DeliveryState.SENDING.value)
 
 # the order results were recorded in: by time, then a job's objects as the worker lists them (SR, SEG, summary),
 # then its rejection notes
