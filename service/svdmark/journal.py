@@ -152,6 +152,19 @@ class SeriesRow:
     released: bool
     state: SeriesState
     generation: int
+    purged_at: float | None = None  # its images were purged then (svdmark purge); None: they are in the spool
+
+
+@dataclass(frozen=True)
+class PurgedSeries:
+    """A series whose images a retention run removes (or, in a dry run, would remove)."""
+
+    series_uid: str
+    study_uid: str
+    modality: str | None
+    last_received: float
+    instances: int
+    bytes: int
 
 
 @dataclass(frozen=True)
@@ -240,6 +253,14 @@ def _v8(engine: Engine, db: Connection) -> None:
                           " CREATE INDEX IF NOT EXISTS series_state ON series(state, last_received);")
 
 
+def _v9(engine: Engine, db: Connection) -> None:
+    """Retention (``svdmark purge``): when a series' images were removed, how many, the header-only copy kept of
+    its first one (for the listings and the research table), and the first generation whose results may supersede
+    earlier ones (a series that receives an instance after a purge starts afresh)."""
+    engine.add_columns(db, "series", {"purged_at": "REAL", "purged_instances": "INTEGER", "header_path": "TEXT",
+                                      "base_generation": "INTEGER NOT NULL DEFAULT 1"})
+
+
 # (version, what it brings, step): step N takes a file at version N-1 to N. Steps are idempotent,
 # so a file that already has a column (an early build added them unversioned) migrates too.
 MIGRATIONS: tuple[tuple[int, str, Callable[[Engine, Connection], None]], ...] = (
@@ -251,6 +272,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Engine, Connection], None]], ...] = 
     (6, "jobs/deliveries owner + lease_until, processes", _v6),
     (7, "queue indexes on jobs and deliveries", _v7),
     (8, "indexes on results by series and by job, and on series by state", _v8),
+    (9, "series.purged_at, purged_instances, header_path, base_generation", _v9),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -647,12 +669,13 @@ class Journal:
         # the series, whether its generation has a job, and whether a job waits, in one statement (the receiver
         # runs this for every instance)
         s = db.execute(
-            "SELECT generation, EXISTS(SELECT 1 FROM jobs j WHERE j.series_uid=s.series_uid"
+            "SELECT generation, base_generation, purged_at, EXISTS(SELECT 1 FROM jobs j WHERE j.series_uid=s.series_uid"
             " AND j.generation=s.generation) AS has_job, EXISTS(SELECT 1 FROM jobs j WHERE j.series_uid=s.series_uid"
             " AND j.state=?) AS has_pending FROM series s WHERE s.series_uid=?",
             (JobState.PENDING.value, series_uid),
         ).fetchone()
-        plan = after_instance(s["generation"] if s is not None else None, s is not None and bool(s["has_job"]))
+        plan = after_instance(s["generation"] if s is not None else None, s is not None and bool(s["has_job"]),
+                              purged=s is not None and s["purged_at"] is not None)
         if plan.supersede_pending and s["has_pending"]:
             db.execute(
                 "UPDATE jobs SET state=? WHERE series_uid=? AND state=?",
@@ -666,8 +689,10 @@ class Journal:
             )
         else:
             db.execute(
-                "UPDATE series SET last_received=?, released=0, state=?, generation=? WHERE series_uid=?",
-                (now, plan.state.value, plan.generation, series_uid),
+                "UPDATE series SET last_received=?, released=0, state=?, generation=?, purged_at=NULL,"
+                " purged_instances=NULL, base_generation=? WHERE series_uid=?",
+                (now, plan.state.value, plan.generation, plan.generation if plan.fresh else s["base_generation"],
+                 series_uid),
             )
         return "replaced" if old is not None else "new"
 
@@ -747,7 +772,8 @@ class Journal:
                 return "no such series in the journal"
             open_job = db.execute("SELECT 1 FROM jobs WHERE series_uid=? AND state IN (?,?)",
                                   (series_uid, JobState.PENDING.value, JobState.RUNNING.value)).fetchone()
-            plan = on_request(SeriesState(s["state"]), s["generation"], open_job is not None)
+            plan = on_request(SeriesState(s["state"]), s["generation"], open_job is not None,
+                              purged=s["purged_at"] is not None)
             if isinstance(plan, str):
                 return plan
             db.execute("UPDATE series SET state=?, generation=? WHERE series_uid=?",
@@ -818,7 +844,7 @@ class Journal:
         """The SR of the latest earlier analysis of this series (to supersede)."""
         rows = self._query(
             "SELECT r.* FROM results r JOIN jobs j ON r.job_id=j.id WHERE r.series_uid=? AND r.kind='sr'"
-            " AND j.generation<? ORDER BY j.generation DESC LIMIT 1",
+            f" AND j.generation<?{_SINCE_BASE} ORDER BY j.generation DESC LIMIT 1",
             (series_uid, before_generation),
         )
         return _result(rows[0]) if rows else None
@@ -838,8 +864,9 @@ class Journal:
         kinds = ",".join("?" * len(REJECTABLE_KINDS))
         rows = db.execute(
             "SELECT d.id AS delivery_id, d.destination, r.* FROM deliveries d JOIN results r ON r.sop_uid=d.sop_uid"
-            f" JOIN jobs j ON j.id=r.job_id WHERE r.series_uid=? AND j.generation<? AND r.kind IN ({kinds})"
-            f" AND d.destination IN ({marks}) AND d.state IN (?,?) AND d.rejected_by IS NULL ORDER BY d.id",
+            f" JOIN jobs j ON j.id=r.job_id WHERE r.series_uid=? AND j.generation<?{_SINCE_BASE}"
+            f" AND r.kind IN ({kinds}) AND d.destination IN ({marks}) AND d.state IN (?,?) AND d.rejected_by IS NULL"
+            " ORDER BY d.id",
             (series_uid, before_generation, *REJECTABLE_KINDS, *destinations,
              DeliveryState.DELIVERED.value, DeliveryState.SENDING.value),
         ).fetchall()
@@ -894,7 +921,8 @@ class Journal:
         kinds = ",".join("?" * len(REJECTABLE_KINDS))
         db.execute(
             "UPDATE deliveries SET state=? WHERE state=? AND sop_uid IN (SELECT r.sop_uid FROM results r"
-            f" JOIN jobs j ON j.id=r.job_id WHERE r.series_uid=? AND j.generation<? AND r.kind IN ({kinds}))",
+            f" JOIN jobs j ON j.id=r.job_id WHERE r.series_uid=? AND j.generation<?{_SINCE_BASE}"
+            f" AND r.kind IN ({kinds}))",
             (DeliveryState.SUPERSEDED.value, DeliveryState.PENDING.value, job.series_uid, job.generation,
              *REJECTABLE_KINDS),
         )
@@ -1136,14 +1164,52 @@ class Journal:
     def all_series(self) -> list[SeriesRow]:
         return [_series(r) for r in self._query("SELECT * FROM series ORDER BY series_uid")]
 
+    # ---------------------------------------------------------------- retention
+    def purgeable(self, cutoff: float) -> list[PurgedSeries]:
+        """Series whose images a retention run may remove, least recently received first: analysed, nothing of
+        theirs running or queued, no job finished and no instance received since ``cutoff`` (epoch seconds), and
+        none of their results waiting to be sent or being sent."""
+        return [_purged(r) for r in self._query(_PURGEABLE + _PURGEABLE_GROUP, _purgeable_args(cutoff))]
+
+    def purge_series(self, series_uid: str, cutoff: float, keep_header: Callable[[list[Path]], Path | None],
+                     discard: Callable[[Path], None]) -> PurgedSeries | None:
+        """Remove one series' images if it is still :meth:`purgeable`, in one transaction under the series' lock
+        (an instance arriving meanwhile waits for it): ``keep_header`` copies the header of the first of its files
+        (in order of reception) that it can read and returns the copy's path, which is kept; its instance rows go,
+        ``discard`` removes each file, and the series records when and how many. None if it no longer qualifies.
+        An exception from either removes nothing; a crash before the commit leaves the rows, so the next run
+        removes what is left of the files. The results stay."""
+        with self._tx() as db:
+            db.lock(series_uid)
+            row = db.execute(_PURGEABLE + " AND s.series_uid=?" + _PURGEABLE_GROUP,
+                             (*_purgeable_args(cutoff), series_uid)).fetchone()
+            if row is None:
+                return None
+            paths = [Path(r["path"]) for r in db.execute(
+                "SELECT path FROM instances WHERE series_uid=? ORDER BY received_at", (series_uid,))]
+            header = keep_header(paths)
+            db.execute("DELETE FROM instances WHERE series_uid=?", (series_uid,))
+            db.execute("UPDATE series SET purged_at=?, purged_instances=?, header_path=? WHERE series_uid=?",
+                       (self.now(), len(paths), str(header) if header is not None else None, series_uid))
+            for path in paths:
+                discard(path)
+            return _purged(row)
+
     def instance_count(self, series_uid: str) -> int:
-        return self._query("SELECT COUNT(*) AS n FROM instances WHERE series_uid=?", (series_uid,))[0]["n"]
+        """The series' instances: in the spool, or (its images purged since) as many as were removed."""
+        return self._query("SELECT (SELECT COUNT(*) FROM instances WHERE series_uid=?) + COALESCE((SELECT"
+                           " purged_instances FROM series WHERE series_uid=?), 0) AS n",
+                           (series_uid, series_uid))[0]["n"]
 
     def first_instance_path(self, series_uid: str) -> Path | None:
-        """The spool file of the series' first received instance."""
+        """The spool file of the series' first received instance; once its images were purged, the header-only copy
+        of it (no pixels) that the purge kept, for the series' descriptive attributes."""
         rows = self._query("SELECT path FROM instances WHERE series_uid=? ORDER BY received_at LIMIT 1",
                            (series_uid,))
-        return Path(rows[0]["path"]) if rows else None
+        if rows:
+            return Path(rows[0]["path"])
+        kept = self._query("SELECT header_path FROM series WHERE series_uid=?", (series_uid,))
+        return Path(kept[0]["header_path"]) if kept and kept[0]["header_path"] else None
 
     def results(self, *, job_id: int | None = None, kind: str | None = None) -> list[StoredResult]:
         """Journalled objects (of one job, of one kind), in the order they were recorded."""
@@ -1326,6 +1392,30 @@ def _insert_job(db: Connection, series_uid: str, study_uid: str, generation: int
     ).fetchone()[0]
 
 
+# what svdmark purge may remove (Journal.purgeable): its parameters from _purgeable_args(cutoff)
+_PURGEABLE = (
+    "SELECT s.series_uid, s.study_uid, s.modality, s.last_received, COUNT(*) AS instances,"
+    " COALESCE(SUM(i.size), 0) AS bytes FROM series s JOIN instances i ON i.series_uid=s.series_uid"
+    " WHERE s.state=? AND s.last_received<?"
+    " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.series_uid=s.series_uid AND (j.state IN (?,?) OR j.finished_at>=?))"
+    " AND NOT EXISTS (SELECT 1 FROM results r JOIN deliveries d ON d.sop_uid=r.sop_uid"
+    " WHERE r.series_uid=s.series_uid AND d.state IN (?,?))")
+_PURGEABLE_GROUP = " GROUP BY s.series_uid, s.study_uid, s.modality, s.last_received ORDER BY s.last_received"
+
+
+def _purgeable_args(cutoff: float) -> tuple:
+    return (SeriesState.ANALYSED.value, cutoff, JobState.PENDING.value, JobState.RUNNING.value, cutoff,
+            DeliveryState.PENDING.value, DeliveryState.SENDING.value)
+
+
+def _purged(r: Any) -> PurgedSeries:
+    return PurgedSeries(r["series_uid"], r["study_uid"], r["modality"], r["last_received"], int(r["instances"]),
+                        int(r["bytes"]))
+
+
+# earlier generations a series' new results supersede: none before the fresh start after a purge (reanalysis.py)
+_SINCE_BASE = " AND j.generation>=(SELECT b.base_generation FROM series b WHERE b.series_uid=r.series_uid)"
+
 # A rejection note waits for its own job's new results: IHE IOCM's order (the new objects, then the note that
 # rejects the old ones), kept whatever happens to a send (a new result failing and retried later, another process
 # sending it meanwhile). The condition on one delivery row, named {delivery} in the query that uses it; its
@@ -1383,7 +1473,7 @@ def _summary(text: str | None) -> ResultSummary | None:
 
 def _series(r: Any) -> SeriesRow:
     return SeriesRow(r["series_uid"], r["study_uid"], r["modality"], r["first_received"], r["last_received"],
-                     bool(r["released"]), SeriesState(r["state"]), r["generation"])
+                     bool(r["released"]), SeriesState(r["state"]), r["generation"], r["purged_at"])
 
 
 def _result(r: Any) -> ResultObject:

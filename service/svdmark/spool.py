@@ -2,9 +2,10 @@
 
 ``incoming/<study>/<series>/<sop>.dcm`` holds received instances exactly as
 received (Part 10, the negotiated transfer syntax); ``results/...`` holds
-what svdmark produced. Writes go to a temporary file, are fsynced, renamed
-into place and the directory is fsynced, so a file either exists whole or
-not at all. :meth:`Spool.place` may hard-link an existing file instead of
+what svdmark produced; ``headers/...`` the header (no pixel data) of a series'
+first instance once its images were purged (:mod:`svdmark.retention`).
+Writes go to a temporary file, are fsynced, renamed into place and the
+directory is fsynced, so a file either exists whole or not at all. :meth:`Spool.place` may hard-link an existing file instead of
 copying it (``svdmark analyze --enqueue`` from an archive on the same filesystem).
 
 The data directory holds patient data: :func:`make_private` makes it, the journal and the
@@ -72,7 +73,8 @@ class Spool:
         self.root = Path(root)
         self.incoming = self.root / "incoming"
         self.results = self.root / "results"
-        for d in (self.incoming, self.results):
+        self.headers = self.root / "headers"  # header-only copies kept when a series' images are purged (retention)
+        for d in (self.incoming, self.results, self.headers):
             d.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, area: Path, study_uid: str, series_uid: str, sop_uid: str) -> Path:

@@ -11,7 +11,12 @@ A pure decision; :meth:`svdmark.journal.Journal.record_instance` reads the serie
   outdated set of images;
 * an operator's request (``svdmark jobs reanalyse``, e.g. after a model change) re-opens an analysed
   series at generation + 1, queued at once: the new results supersede the last ones, and a PACS that
-  holds those gets an IOCM rejection note for them (see :mod:`svdmark.encode.rejection`).
+  holds those gets an IOCM rejection note for them (see :mod:`svdmark.encode.rejection`);
+* a series whose images were purged (``svdmark purge``, the retention policy) cannot be analysed again
+  from the spool: an operator's request is refused, and an instance that arrives for it starts afresh at
+  generation + 1 whose results stand beside the earlier ones instead of superseding them. The images
+  that made those results are gone, so nothing shows that the new ones (perhaps of one stray image)
+  replace them; a PACS that sends the whole series again gets a second, complete analysis.
 """
 from __future__ import annotations
 
@@ -25,18 +30,23 @@ class Reanalysis:
     generation: int  # the series' generation from now on
     supersede_pending: bool  # its pending jobs (any generation) never run
     state: SeriesState = SeriesState.RECEIVING
+    fresh: bool = False  # after a purge: this generation's results supersede nothing earlier
 
 
-def after_instance(generation: int | None, current_has_job: bool) -> Reanalysis:
+def after_instance(generation: int | None, current_has_job: bool, purged: bool = False) -> Reanalysis:
     """``generation``: the series' current generation, None for a series not seen before;
-    ``current_has_job``: a job exists for that generation."""
+    ``current_has_job``: a job exists for that generation; ``purged``: its images were purged since."""
     if generation is None:
         return Reanalysis(generation=1, supersede_pending=False)
+    if purged:
+        return Reanalysis(generation=generation + 1, supersede_pending=True, fresh=True)
     return Reanalysis(generation=generation + 1 if current_has_job else generation, supersede_pending=True)
 
 
-def on_request(state: SeriesState, generation: int, has_open_job: bool) -> Reanalysis | str:
+def on_request(state: SeriesState, generation: int, has_open_job: bool, purged: bool = False) -> Reanalysis | str:
     """An operator asks for a new analysis of a series: the plan, or why not (a sentence)."""
+    if purged:
+        return "its images were purged (svdmark purge): send the series again to analyse it"
     if state is SeriesState.RECEIVING:
         return "its instances are still arriving; it is analysed once complete"
     if state is SeriesState.QUEUED or has_open_job:

@@ -13,10 +13,10 @@ import sys
 from ..journal_engine import ERRORS as JOURNAL_ERRORS
 from .. import logs
 from ..errors import SvdmarkError
-from . import analyze, demo, journal_copy, models, ops, results, routing, serve
+from . import analyze, demo, journal_copy, models, ops, purge, results, routing, serve
 from .common import error_json, fail
 
-COMMANDS = (serve, demo, ops, analyze, results, models, routing, journal_copy)
+COMMANDS = (serve, demo, ops, analyze, results, models, routing, journal_copy, purge)
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process ended by SIGPIPE (128 + 13)
 
 

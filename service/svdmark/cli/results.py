@@ -81,9 +81,10 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
         uid = j.series_uid
         if uid not in header_cache:
             header_cache[uid] = None
-            for inst in journal.instances(uid)[:1]:
+            first = journal.first_instance_path(uid)  # after a purge, the header copy it kept
+            if first is not None:
                 try:
-                    header_cache[uid] = pydicom.dcmread(inst.path, stop_before_pixels=True)
+                    header_cache[uid] = pydicom.dcmread(first, stop_before_pixels=True)
                 except Exception:  # spool file cleaned up or unreadable: the row just lacks header fields
                     pass
         h = header_cache[uid]

@@ -1,0 +1,51 @@
+"""Retention: removing the received images of series done with (``svdmark purge``).
+
+Which series qualify, and their removal under the series' lock in one transaction, are the journal's
+(:meth:`~svdmark.journal.Journal.purgeable`, :meth:`~svdmark.journal.Journal.purge_series`). This module runs them
+over a spool: before a series' images go, the header of its first readable instance is kept as a DICOM file
+without pixel data in the spool's ``headers`` area (pydicom reads it up to the pixel data and writes it back), so
+that the job listings and the research table still carry the series' description, number and patient pseudonym.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import pydicom
+
+from .journal import Journal, PurgedSeries
+from .logs import event
+from .spool import Spool, write_durably
+
+log = logging.getLogger("svdmark.retention")
+
+
+def header_copy(spool: Spool, sources: list[Path]) -> Path | None:
+    """The header (everything before the pixel data) of the first of ``sources`` that reads, written durably
+    under ``spool.headers``; None when none reads (the files of a purge that crashed before its commit)."""
+    for source in sources:
+        try:
+            ds = pydicom.dcmread(source, stop_before_pixels=True)
+        except (OSError, pydicom.errors.InvalidDicomError):
+            continue
+        out = io.BytesIO()
+        ds.save_as(out)
+        path = spool.path_for(spool.headers, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                              str(ds.SOPInstanceUID))
+        write_durably(path, out.getvalue())
+        return path
+    return None
+
+
+def purge(journal: Journal, spool: Spool, cutoff: float) -> list[PurgedSeries]:
+    """Remove the images of every series done with before ``cutoff`` (journal time); the series removed."""
+    done = []
+    for candidate in journal.purgeable(cutoff):
+        purged = journal.purge_series(candidate.series_uid, cutoff, lambda paths: header_copy(spool, paths),
+                                      spool.discard)
+        if purged is not None:  # None: an instance arrived, or a job started, since the listing
+            event(log, "series_purged", series_uid=purged.series_uid, instances=purged.instances,
+                  bytes=purged.bytes)
+            done.append(purged)
+    return done

@@ -1,0 +1,95 @@
+"""`svdmark purge` as a PACS team runs it, beside a running `svdmark serve` with a dcmtk storescp as its PACS: what it
+lists and removes, what it keeps, the audit entry, and a study sent again after its images were purged."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pydicom
+
+from svdmark.journal import Journal
+from tests import journaldb
+from tests.peers import results_by_kind
+
+from .conftest import Serve, wait_until
+
+
+def _settled(serve: Serve, n_jobs: int):
+    jobs = serve.jobs()
+    if len(jobs) < n_jobs or any(j["state"] in ("pending", "running") for j in jobs):
+        return None
+    rows = json.loads(serve.cli("outbox", "list", "--json").stdout)
+    return rows if rows and all(r["state"] == "delivered" for r in rows) else None
+
+
+def stack_of(files: list[Path], series_uid: str) -> list[Path]:
+    """The files of one series, by position along the stack."""
+    heads = {p: pydicom.dcmread(p, stop_before_pixels=True) for p in files}
+    return sorted((p for p, ds in heads.items() if ds.SeriesInstanceUID == series_uid),
+                  key=lambda p: float(heads[p].ImagePositionPatient[2]))
+
+
+def _research_row(serve: Serve, out: Path, series_uid: str) -> dict:
+    serve.cli("results", "export", "--format", "csv", "--output", out)
+    with out.open(newline="") as fh:
+        (row,) = [r for r in csv.DictReader(fh) if r["series_uid"] == series_uid]
+    return row
+
+
+def test_purge_removes_the_images_of_series_done_with_and_a_study_sent_again_is_analysed_beside_its_results(
+        tmp_path, fake_models, studies):
+    config = tmp_path / "svdmark.toml"  # a series short of its declared count is analysed after the fallback (10 s)
+    config.write_text("[assemble]\nincomplete_max_wait_seconds = 3\n")
+    serve = Serve(tmp_path / "data", {"SVDMARK_MODELS_DIR": str(fake_models), "SVDMARK_CONFIG": str(config)}).start()
+    study = studies["ncct"]
+    files = sorted(Path(study.out_dir).rglob("*.dcm"))
+    target = next(s.series_uid for s in study.series if s.target)
+    incoming = tmp_path / "data" / "spool" / "incoming"
+    try:
+        serve.send(files)
+        wait_until(lambda: _settled(serve, len(study.series)), 240, "every series analysed, its results delivered")
+        first = results_by_kind(serve.pacs)
+        assert len(first["SR"]) == 1 and len(list(incoming.rglob("*.dcm"))) == len(files)
+
+        none = json.loads(serve.cli("purge", "--older-than-days", "1", "--json").stdout)
+        assert none["series"] == [] and none["instances"] == 0  # everything happened within the last day
+        dry = json.loads(serve.cli("purge", "--older-than-days", "0", "--dry-run", "--json").stdout)
+        assert {r["series_uid"] for r in dry["series"]} == {s.series_uid for s in study.series}  # distractors too
+        assert dry["instances"] == len(files) and len(list(incoming.rglob("*.dcm"))) == len(files)
+
+        described = {j["series_uid"]: j["series_description"] for j in serve.jobs()}
+        table = _research_row(serve, tmp_path / "before.csv", target)
+        human = serve.cli("purge", "--older-than-days", "0").stdout
+        assert f"removed {len(files)} instances" in human and target in human
+        assert list(incoming.rglob("*.dcm")) == []
+        # the listings and the research table read the header copies the purge kept: nothing they show changed
+        assert {j["series_uid"]: j["series_description"] for j in serve.jobs()} == described
+        assert described[target] and _research_row(serve, tmp_path / "after.csv", target) == table
+        assert table["patient_pseudonym"] and int(table["n_instances"]) == len(stack_of(files, target))
+        journal = Journal(journaldb.url_for(tmp_path / "data"))
+        try:
+            (audit,) = journal.audit_entries(action="spool.purge")
+            assert set(audit.detail["series"]) == {s.series_uid for s in study.series}
+            assert audit.detail["instances"] == len(files)
+        finally:
+            journal.close()
+        assert json.loads(serve.cli("purge", "--older-than-days", "0", "--json").stdout)["series"] == []
+
+        refused = serve.cli("jobs", "reanalyse", target, check_rc=None)
+        assert refused.returncode != 0 and "purged" in refused.stdout + refused.stderr
+        assert [r["state"] for r in json.loads(serve.cli("outbox", "list", "--json").stdout)] == [
+            "delivered"] * len(first["SR"] + first["SEG"] + first["OT"])  # the results stay, as delivered
+
+        # half the target series arrives again (a partial resend): analysed afresh, its results delivered beside the
+        # first ones, which a rejection note would have hidden had they been superseded by an analysis of half
+        stack = stack_of(files, target)
+        serve.send(stack[: len(stack) // 2])
+        wait_until(lambda: len(results_by_kind(serve.pacs)["SR"]) == 2 and _settled(serve, len(study.series) + 1),
+                   240, "the half series analysed and its results delivered")
+        got = results_by_kind(serve.pacs)
+        assert "KO" not in got and len({str(ds.SOPInstanceUID) for ds in got["SR"]}) == 2
+        receptions = serve.pacs.receptions()
+        assert len(receptions) == len(set(receptions))  # each object once
+    finally:
+        serve.stop()

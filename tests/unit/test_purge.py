@@ -1,0 +1,165 @@
+"""Retention (`svdmark purge`) in the journal: which series' images may go, what goes with them and what stays,
+and what a purged series does when an instance arrives for it or an operator asks for a re-analysis."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from svdmark import retention
+from svdmark.domain import DeliveryState, JobState, SeriesState
+from svdmark.geometry import SliceGeometry
+from svdmark.journal import Journal, ResultObject, Supersession
+from svdmark.spool import Spool
+
+DAY = 86_400.0
+SERIES = "1.2.3"
+
+
+class Clock:
+    """The journal's clock, moved by the test (days pass without waiting)."""
+
+    def __init__(self):
+        self.t = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _no_header(paths: list[Path]) -> None:
+    return None
+
+
+def _instance(j: Journal, folder: Path, sop: str) -> Path:
+    path = folder / f"{sop}.dcm"
+    path.write_bytes(b"\0" * 100)
+    j.record_instance(sop_uid=sop, study_uid="1.2", series_uid=SERIES, sop_class="1.2.840.10008.5.1.4.1.1.2",
+                      transfer_syntax="1.2.840.10008.1.2.1", path=path, size=100, digest=f"d{sop}", modality="CT",
+                      geometry=SliceGeometry(), calling_ae="SCU")
+    return path
+
+
+def _analyse(j: Journal, sr: str, tmp_path: Path, deliver: bool = True, supersede: Supersession | None = None):
+    j.queue_job(j.series_row(SERIES), "complete")
+    job = j.claim_job()
+    out = ResultObject(sr, "sr", "1.2.840.10008.5.1.4.1.1.88.34", tmp_path / f"{sr}.dcm")
+    j.finish_job(job, JobState.DONE, outputs=[out], deliveries=[(sr, "A")], supersede=supersede)
+    if deliver:
+        for d in j.due_deliveries():
+            j.mark_delivered(d.id)
+    return job
+
+
+@pytest.fixture
+def done(tmp_path, journal_url):
+    """A series of two instances, analysed and its SR delivered; then ten days pass."""
+    clock = Clock()
+    j = Journal(journal_url, clock=clock)
+    files = [_instance(j, tmp_path, f"1.2.3.{k}") for k in (1, 2)]
+    _analyse(j, "9.1", tmp_path)
+    clock.t += 10 * DAY
+    return j, clock, files
+
+
+def test_a_series_done_with_loses_its_images_and_keeps_its_results(done):
+    j, _, files = done
+    (found,) = j.purgeable(j.now() - 5 * DAY)
+    assert (found.series_uid, found.instances, found.bytes) == (SERIES, 2, 200)
+    removed, header = [], files[0].with_suffix(".header")
+    assert j.purge_series(SERIES, j.now() - 5 * DAY, lambda paths: header,
+                          lambda p: (removed.append(p), p.unlink())) == found
+    assert removed == files and not any(f.exists() for f in files)
+    assert j.instances(SERIES) == [] and j.series_row(SERIES).purged_at == pytest.approx(j.now())
+    assert j.first_instance_path(SERIES) == header and j.instance_count(SERIES) == 2  # what the listings show
+    assert [r.sop_uid for r in j.results()] == ["9.1"]
+    assert [r["state"] for r in j.deliveries()] == [DeliveryState.DELIVERED.value]
+    assert j.purgeable(j.now()) == [] and j.purge_series(SERIES, j.now(), _no_header, Path.unlink) is None  # once
+
+
+def test_a_failing_header_copy_removes_nothing(done):
+    j, _, files = done
+
+    def broken(paths):
+        raise OSError("no space left on device")
+
+    with pytest.raises(OSError):
+        j.purge_series(SERIES, j.now(), broken, Path.unlink)
+    assert all(f.exists() for f in files) and len(j.instances(SERIES)) == 2 and j.purgeable(j.now())
+
+
+def test_what_is_not_done_with_keeps_its_images(done, tmp_path):
+    j, clock, files = done
+    assert j.purgeable(j.now() - 11 * DAY) == []  # analysed within the period
+    _instance(j, tmp_path, "1.2.3.3")  # a late instance: receiving again
+    assert j.purgeable(j.now() + 1) == []
+    j.queue_job(j.series_row(SERIES), "complete")
+    assert j.purgeable(j.now() + 1) == []  # queued
+    job = j.claim_job()
+    assert j.purgeable(j.now() + 1) == []  # running
+    out = ResultObject("9.2", "sr", "x", tmp_path / "9.2.dcm")
+    j.finish_job(job, JobState.DONE, outputs=[out], deliveries=[("9.2", "A")])
+    clock.t += 10 * DAY
+    assert j.purgeable(j.now()) == []  # a result still waits to be sent
+    (d,) = j.due_deliveries()
+    j.mark_failed(d.id, "no association", next_attempt_at=0.0, dead=True)
+    assert [s.instances for s in j.purgeable(j.now())] == [3]  # a dead letter does not need the images
+
+
+def test_an_instance_arriving_meanwhile_keeps_the_series(done, tmp_path):
+    j, _, files = done
+    cutoff = j.now() + 1
+    assert j.purgeable(cutoff)
+    _instance(j, tmp_path, "1.2.3.3")  # between the listing and the purge
+    assert j.purge_series(SERIES, cutoff, _no_header, Path.unlink) is None and all(f.exists() for f in files)
+
+
+def test_a_purged_series_starts_afresh_beside_its_earlier_results(done, tmp_path):
+    j, _, _ = done
+    j.purge_series(SERIES, j.now(), _no_header, Path.unlink)
+    assert "purged" in j.reanalyse(SERIES, "model changed")  # nothing left to analyse again
+    _instance(j, tmp_path, "1.2.3.1")  # the PACS sends the series again
+    s = j.series_row(SERIES)
+    assert (s.state, s.generation, s.purged_at) == (SeriesState.RECEIVING, 2, None)
+    assert j.previous_sr(SERIES, 2) is None and j.rejectable(SERIES, 2, ["A"]) == []
+    _analyse(j, "9.2", tmp_path, supersede=Supersession(frozenset({"A"}), ()))
+    states = {r["sop_uid"]: (r["state"], r["rejected_by"]) for r in j.deliveries()}
+    assert states == {"9.1": (DeliveryState.DELIVERED.value, None), "9.2": (DeliveryState.DELIVERED.value, None)}
+    _instance(j, tmp_path, "1.2.3.2")  # a late instance after that: supersedes generation 2, not 1
+    j.queue_job(j.series_row(SERIES), "complete")
+    assert j.previous_sr(SERIES, 3).sop_uid == "9.2"
+    assert [o.sop_uid for _, _, o in j.rejectable(SERIES, 3, ["A"])] == ["9.2"]
+
+
+def test_the_retention_run_keeps_each_series_header_without_its_pixels(tmp_path, journal_url):
+    """svdmark.retention over a real spool: the images go, a header-only copy of the first one that reads stays
+    (the listings and the research table read the series' description and patient from it)."""
+    from tests.integration.test_tls import tiny_ct
+
+    clock = Clock()
+    j, spool = Journal(journal_url, clock=clock), Spool(tmp_path / "spool")
+    placed, sops = [], []
+    for k, src in enumerate(tiny_ct(tmp_path / "in", 3, size=32)):
+        ds = pydicom.dcmread(src)
+        path = spool.write(spool.incoming, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID,
+                           src.read_bytes())
+        j.record_instance(sop_uid=ds.SOPInstanceUID, study_uid=ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID,
+                          sop_class=ds.SOPClassUID, transfer_syntax=str(ds.file_meta.TransferSyntaxUID), path=path,
+                          size=path.stat().st_size, digest=f"d{k}", modality="CT", geometry=SliceGeometry(),
+                          calling_ae="SCU")
+        placed.append(path)
+        sops.append(str(ds.SOPInstanceUID))
+        clock.t += 1
+    series = str(ds.SeriesInstanceUID)
+    j.queue_job(j.series_row(series), "complete")
+    j.finish_job(j.claim_job(), JobState.DONE)
+    placed[0].unlink()  # the first file already gone (a purge that crashed before its commit): the next one serves
+    clock.t += DAY
+    (done,) = retention.purge(j, spool, j.now())
+    assert (done.series_uid, done.instances) == (series, 3) and not any(p.exists() for p in placed)
+    header = j.first_instance_path(series)
+    assert header.is_relative_to(spool.headers) and j.instances(series) == []
+    kept = pydicom.dcmread(header)
+    assert "PixelData" not in kept and kept.SOPInstanceUID == sops[1]  # the first that still read
+    assert (kept.SeriesDescription, kept.PatientID, str(kept.SeriesInstanceUID)) == ("tls test", "TLS1", series)
+    assert retention.purge(j, spool, j.now()) == []
