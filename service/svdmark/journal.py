@@ -289,7 +289,8 @@ class CopyRefused(RuntimeError):
 # svdmark_schema (the target's own) and processes (the source's processes, all stopped before a copy).
 COPIED_TABLES = ("instances", "series", "jobs", "results", "deliveries", "delivery_attempts", "audit",
                  "shadow_results")
-SPOOL_PATH_TABLES = ("instances", "results")  # their ``path`` is a file in the spool
+# the columns that name a file in the spool, by table (a copy with rebase_spool rewrites them)
+SPOOL_PATHS = {"instances": "path", "results": "path", "series": "header_path"}
 
 
 INTERRUPTION_CAP = 5  # restarts that find the job running, with other jobs completed in between, before quarantine
@@ -1361,13 +1362,13 @@ def _copy_table(src: Connection, out: Connection, table: str, rebase_spool: tupl
     cursor = src.execute(f"SELECT * FROM {table} ORDER BY 1")
     names = [d[0] for d in cursor.description]
     insert = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-    path_at = names.index("path") if table in SPOOL_PATH_TABLES and rebase_spool else None
+    path_at = names.index(SPOOL_PATHS[table]) if table in SPOOL_PATHS and rebase_spool else None
     lease_at = names.index("lease_until") if "lease_until" in names else None
     n = 0
     while rows := cursor.fetchmany(batch):
         rows = [list(r) for r in rows]
         for r in rows:
-            if path_at is not None:
+            if path_at is not None and r[path_at] is not None:
                 r[path_at] = _rebased(r[path_at], *rebase_spool)
             if lease_at is not None:
                 r[lease_at] = None  # its holder has stopped (copy_into checks): lapsed, so recovery frees it at once

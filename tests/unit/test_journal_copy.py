@@ -92,6 +92,9 @@ def test_cli_copies_a_data_dir_journal_with_a_moved_spool(tmp_path, postgres_url
     data.mkdir()
     j = Journal(data / "journal.sqlite")
     _site_history(j, spool=str(data / "spool"))
+    with j._tx() as db:  # one series' images purged: the header copy its purge kept is a spool path too
+        db.execute("UPDATE series SET header_path=? WHERE series_uid='1.2.3'",
+                   (f"{data / 'spool'}/headers/1.2/1.2.3/1.2.3.1.dcm",))
     j.close()
     shared = "/mnt/nfs/svdmark-spool"
     r = run_cli("journal", "copy", postgres_url, "--data-dir", data, "--rebase-spool", f"{data / 'spool'}={shared}",
@@ -102,6 +105,9 @@ def test_cli_copies_a_data_dir_journal_with_a_moved_spool(tmp_path, postgres_url
     assert {str(p) for (p,) in target._query("SELECT path FROM instances")} == {
         f"{shared}/incoming/1.2/{s}/{s}.1.dcm" for s in ("1.2.3", "1.2.4", "1.2.5")}
     assert {str(r.path) for r in target.results()} == {f"{shared}/results/{s}/sr.dcm" for s in ("1.2.3", "1.2.4")}
+    assert target.first_instance_path("1.2.3") == Path(f"{shared}/incoming/1.2/1.2.3/1.2.3.1.dcm")
+    assert {r["series_uid"]: r["header_path"] for r in target._query("SELECT * FROM series")} == {
+        "1.2.3": f"{shared}/headers/1.2/1.2.3/1.2.3.1.dcm", "1.2.4": None, "1.2.5": None}
     assert target.audit_entries(limit=1)[0].action == "journal.copy"
     # a second copy into the same target is refused, and says why, in one line
     r = run_cli("journal", "copy", postgres_url, "--data-dir", data, check_rc=1)
