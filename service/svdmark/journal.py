@@ -1173,13 +1173,14 @@ class Journal:
         return [_purged(r) for r in self._query(_PURGEABLE + _PURGEABLE_GROUP, _purgeable_args(cutoff))]
 
     def purge_series(self, series_uid: str, cutoff: float, keep_header: Callable[[list[Path]], Path | None],
-                     discard: Callable[[Path], None]) -> PurgedSeries | None:
+                     discard: Callable[[Path], None], actor: str) -> PurgedSeries | None:
         """Remove one series' images if it is still :meth:`purgeable`, in one transaction under the series' lock
         (an instance arriving meanwhile waits for it): ``keep_header`` copies the header of the first of its files
         (in order of reception) that it can read and returns the copy's path, which is kept; its instance rows go,
-        ``discard`` removes each file, and the series records when and how many. None if it no longer qualifies.
-        An exception from either removes nothing; a crash before the commit leaves the rows, so the next run
-        removes what is left of the files. The results stay."""
+        ``discard`` removes each file, the series records when and how many, and the audit trail who (``actor``)
+        and what (``spool.purge``). None if it no longer qualifies. An exception from either removes nothing; a
+        crash before the commit leaves the rows, so the next run removes what is left of the files. The results
+        stay."""
         with self._tx() as db:
             db.lock(series_uid)
             row = db.execute(_PURGEABLE + " AND s.series_uid=?" + _PURGEABLE_GROUP,
@@ -1190,11 +1191,17 @@ class Journal:
                 "SELECT path FROM instances WHERE series_uid=? ORDER BY received_at", (series_uid,))]
             header = keep_header(paths)
             db.execute("DELETE FROM instances WHERE series_uid=?", (series_uid,))
+            now = self.now()
             db.execute("UPDATE series SET purged_at=?, purged_instances=?, header_path=? WHERE series_uid=?",
-                       (self.now(), len(paths), str(header) if header is not None else None, series_uid))
+                       (now, len(paths), str(header) if header is not None else None, series_uid))
+            purged = _purged(row)
+            db.execute("INSERT INTO audit(at, actor, action, detail) VALUES (?,?,?,?)",
+                       (now, actor, "spool.purge", json.dumps({"series_uid": series_uid, "study_uid": purged.study_uid,
+                                                               "instances": purged.instances, "bytes": purged.bytes,
+                                                               "done_before": cutoff}, sort_keys=True)))
             for path in paths:
                 discard(path)
-            return _purged(row)
+            return purged
 
     def instance_count(self, series_uid: str) -> int:
         """The series' instances: in the spool, or (its images purged since) as many as were removed."""

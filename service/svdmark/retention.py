@@ -38,12 +38,13 @@ def header_copy(spool: Spool, sources: list[Path]) -> Path | None:
     return None
 
 
-def purge(journal: Journal, spool: Spool, cutoff: float) -> list[PurgedSeries]:
-    """Remove the images of every series done with before ``cutoff`` (journal time); the series removed."""
+def purge(journal: Journal, spool: Spool, cutoff: float, actor: str) -> list[PurgedSeries]:
+    """Remove the images of every series done with before ``cutoff`` (journal time), each audited as ``actor``'s
+    in its own transaction; the series removed."""
     done = []
     for candidate in journal.purgeable(cutoff):
         purged = journal.purge_series(candidate.series_uid, cutoff, lambda paths: header_copy(spool, paths),
-                                      spool.discard)
+                                      spool.discard, actor)
         if purged is not None:  # None: an instance arrived, or a job started, since the listing
             event(log, "series_purged", series_uid=purged.series_uid, instances=purged.instances,
                   bytes=purged.bytes)

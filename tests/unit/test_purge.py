@@ -68,13 +68,16 @@ def test_a_series_done_with_loses_its_images_and_keeps_its_results(done):
     assert (found.series_uid, found.instances, found.bytes) == (SERIES, 2, 200)
     removed, header = [], files[0].with_suffix(".header")
     assert j.purge_series(SERIES, j.now() - 5 * DAY, lambda paths: header,
-                          lambda p: (removed.append(p), p.unlink())) == found
+                          lambda p: (removed.append(p), p.unlink()), "admin") == found
+    (audit,) = j.audit_entries(action="spool.purge")
+    assert (audit.actor, audit.detail["series_uid"], audit.detail["instances"]) == ("admin", SERIES, 2)
     assert removed == files and not any(f.exists() for f in files)
     assert j.instances(SERIES) == [] and j.series_row(SERIES).purged_at == pytest.approx(j.now())
     assert j.first_instance_path(SERIES) == header and j.instance_count(SERIES) == 2  # what the listings show
     assert [r.sop_uid for r in j.results()] == ["9.1"]
     assert [r["state"] for r in j.deliveries()] == [DeliveryState.DELIVERED.value]
-    assert j.purgeable(j.now()) == [] and j.purge_series(SERIES, j.now(), _no_header, Path.unlink) is None  # once
+    assert j.purgeable(j.now()) == []  # once
+    assert j.purge_series(SERIES, j.now(), _no_header, Path.unlink, "test") is None
 
 
 def test_a_failing_header_copy_removes_nothing(done):
@@ -84,8 +87,9 @@ def test_a_failing_header_copy_removes_nothing(done):
         raise OSError("no space left on device")
 
     with pytest.raises(OSError):
-        j.purge_series(SERIES, j.now(), broken, Path.unlink)
+        j.purge_series(SERIES, j.now(), broken, Path.unlink, "test")
     assert all(f.exists() for f in files) and len(j.instances(SERIES)) == 2 and j.purgeable(j.now())
+    assert j.audit_entries(action="spool.purge") == []
 
 
 def test_what_is_not_done_with_keeps_its_images(done, tmp_path):
@@ -111,12 +115,12 @@ def test_an_instance_arriving_meanwhile_keeps_the_series(done, tmp_path):
     cutoff = j.now() + 1
     assert j.purgeable(cutoff)
     _instance(j, tmp_path, "1.2.3.3")  # between the listing and the purge
-    assert j.purge_series(SERIES, cutoff, _no_header, Path.unlink) is None and all(f.exists() for f in files)
+    assert j.purge_series(SERIES, cutoff, _no_header, Path.unlink, "test") is None and all(f.exists() for f in files)
 
 
 def test_a_purged_series_starts_afresh_beside_its_earlier_results(done, tmp_path):
     j, _, _ = done
-    j.purge_series(SERIES, j.now(), _no_header, Path.unlink)
+    j.purge_series(SERIES, j.now(), _no_header, Path.unlink, "test")
     assert "purged" in j.reanalyse(SERIES, "model changed")  # nothing left to analyse again
     _instance(j, tmp_path, "1.2.3.1")  # the PACS sends the series again
     s = j.series_row(SERIES)
@@ -155,11 +159,11 @@ def test_the_retention_run_keeps_each_series_header_without_its_pixels(tmp_path,
     j.finish_job(j.claim_job(), JobState.DONE)
     placed[0].unlink()  # the first file already gone (a purge that crashed before its commit): the next one serves
     clock.t += DAY
-    (done,) = retention.purge(j, spool, j.now())
+    (done,) = retention.purge(j, spool, j.now(), "test")
     assert (done.series_uid, done.instances) == (series, 3) and not any(p.exists() for p in placed)
     header = j.first_instance_path(series)
     assert header.is_relative_to(spool.headers) and j.instances(series) == []
     kept = pydicom.dcmread(header)
     assert "PixelData" not in kept and kept.SOPInstanceUID == sops[1]  # the first that still read
     assert (kept.SeriesDescription, kept.PatientID, str(kept.SeriesInstanceUID)) == ("tls test", "TLS1", series)
-    assert retention.purge(j, spool, j.now()) == []
+    assert retention.purge(j, spool, j.now(), "test") == []

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "N days, and has no result still waiting to be sent. Its results, their delivery history "
                            "and the audit trail stay. Afterwards `svdmark jobs reanalyse` refuses the series, and an "
                            "instance that arrives for it starts a new analysis beside the earlier results instead of "
-                           "superseding them. Run it from a timer; every run that removes anything is audited."))
+                           "superseding them. Run it from a timer; each series removed is in the audit trail."))
     p.add_argument("--older-than-days", type=float, required=True, metavar="N",
                    help="series whose last instance and last finished job are older than N days (0: done now)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
@@ -36,12 +36,7 @@ def run_purge(args) -> int:
     journal = open_journal(cfg, "give the service's --data-dir, --journal or --config")
     try:
         cutoff = journal.now() - args.older_than_days * DAY
-        done = journal.purgeable(cutoff) if args.dry_run else purge(journal, Spool(cfg.spool_dir), cutoff)
-        if done and not args.dry_run:
-            journal.audit(actor(), "spool.purge", {"older_than_days": args.older_than_days,
-                                                   "series": [p.series_uid for p in done],
-                                                   "instances": sum(p.instances for p in done),
-                                                   "bytes": sum(p.bytes for p in done)})
+        done = journal.purgeable(cutoff) if args.dry_run else purge(journal, Spool(cfg.spool_dir), cutoff, actor())
     finally:
         journal.close()
     rows = [{"series_uid": p.series_uid, "study_uid": p.study_uid, "modality": p.modality,
