@@ -1102,10 +1102,7 @@ class Journal:
     # ---------------------------------------------------------------- audit
     def audit(self, actor: str, action: str, detail: dict) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO audit(at, actor, action, detail) VALUES (?,?,?,?)",
-                (self.now(), actor, action, json.dumps(detail, sort_keys=True)),
-            )
+            _audit(db, self.now(), actor, action, detail)
 
     def audit_entries(self, *, action: str | None = None, action_prefix: str | None = None,
                       limit: int | None = None) -> list[AuditEntry]:
@@ -1195,10 +1192,9 @@ class Journal:
             db.execute("UPDATE series SET purged_at=?, purged_instances=?, header_path=? WHERE series_uid=?",
                        (now, len(paths), str(header) if header is not None else None, series_uid))
             purged = _purged(row)
-            db.execute("INSERT INTO audit(at, actor, action, detail) VALUES (?,?,?,?)",
-                       (now, actor, "spool.purge", json.dumps({"series_uid": series_uid, "study_uid": purged.study_uid,
-                                                               "instances": purged.instances, "bytes": purged.bytes,
-                                                               "done_before": cutoff}, sort_keys=True)))
+            _audit(db, now, actor, "spool.purge", {"series_uid": series_uid, "study_uid": purged.study_uid,
+                                                   "instances": purged.instances, "bytes": purged.bytes,
+                                                   "done_before": cutoff})
             for path in paths:
                 discard(path)
             return purged
@@ -1409,6 +1405,11 @@ _PURGEABLE = (
     " AND NOT EXISTS (SELECT 1 FROM results r JOIN deliveries d ON d.sop_uid=r.sop_uid"
     " WHERE r.series_uid=s.series_uid AND d.state IN (?,?))")
 _PURGEABLE_GROUP = " GROUP BY s.series_uid, s.study_uid, s.modality, s.last_received ORDER BY s.last_received"
+
+
+def _audit(db: Connection, at: float, actor: str, action: str, detail: dict) -> None:
+    db.execute("INSERT INTO audit(at, actor, action, detail) VALUES (?,?,?,?)",
+               (at, actor, action, json.dumps(detail, sort_keys=True)))
 
 
 def _purgeable_args(cutoff: float) -> tuple:
