@@ -1169,15 +1169,14 @@ class Journal:
         none of their results waiting to be sent or being sent."""
         return [_purged(r) for r in self._query(_PURGEABLE + _PURGEABLE_GROUP, _purgeable_args(cutoff))]
 
-    def purge_series(self, series_uid: str, cutoff: float, keep_header: Callable[[list[Path]], Path | None],
-                     discard: Callable[[Path], None], actor: str) -> PurgedSeries | None:
+    def purge_series(self, series_uid: str, cutoff: float, remove: Callable[[list[Path]], Path | None],
+                     actor: str) -> PurgedSeries | None:
         """Remove one series' images if it is still :meth:`purgeable`, in one transaction under the series' lock
-        (an instance arriving meanwhile waits for it): ``keep_header`` copies the header of the first of its files
-        (in order of reception) that it can read and returns the copy's path, which is kept; its instance rows go,
-        ``discard`` removes each file, the series records when and how many, and the audit trail who (``actor``)
-        and what (``spool.purge``). None if it no longer qualifies. An exception from either removes nothing; a
-        crash before the commit leaves the rows, so the next run removes what is left of the files. The results
-        stay."""
+        (an instance arriving meanwhile waits for it): ``remove`` gets its files in order of reception, removes
+        them and returns the header-only copy it kept of one (or None), whose path is kept; its instance rows go,
+        the series records when and how many, and the audit trail who (``actor``) and what (``spool.purge``).
+        None if it no longer qualifies. An exception from ``remove`` records nothing; a crash before the commit
+        leaves the rows, so the next run removes what is left of the files. The results stay."""
         with self._tx() as db:
             db.lock(series_uid)
             row = db.execute(_PURGEABLE + " AND s.series_uid=?" + _PURGEABLE_GROUP,
@@ -1186,7 +1185,7 @@ class Journal:
                 return None
             paths = [Path(r["path"]) for r in db.execute(
                 "SELECT path FROM instances WHERE series_uid=? ORDER BY received_at", (series_uid,))]
-            header = keep_header(paths)
+            header = remove(paths)
             db.execute("DELETE FROM instances WHERE series_uid=?", (series_uid,))
             now = self.now()
             db.execute("UPDATE series SET purged_at=?, purged_instances=?, header_path=? WHERE series_uid=?",
@@ -1195,8 +1194,6 @@ class Journal:
             _audit(db, now, actor, "spool.purge", {"series_uid": series_uid, "study_uid": purged.study_uid,
                                                    "instances": purged.instances, "bytes": purged.bytes,
                                                    "done_before": cutoff})
-            for path in paths:
-                discard(path)
             return purged
 
     def instance_count(self, series_uid: str) -> int:

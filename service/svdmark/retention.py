@@ -21,20 +21,32 @@ from .spool import Spool, write_durably
 log = logging.getLogger("svdmark.retention")
 
 
-def header_copy(spool: Spool, sources: list[Path]) -> Path | None:
-    """The header (everything before the pixel data) of the first of ``sources`` that reads, written durably
-    under ``spool.headers``; None when none reads (the files of a purge that crashed before its commit)."""
+def remove_images(spool: Spool, sources: list[Path]) -> Path | None:
+    """Remove ``sources`` from the spool and keep, under ``spool.headers``, the header (everything before the pixel
+    data) of the first of them that reads; its path, or None when none reads (the files of a purge that crashed
+    before its commit). The header is read first and written last, so a purge run on a full disk frees the space
+    it writes into."""
+    header = _first_header(spool, sources)
+    for source in sources:
+        spool.discard(source)
+    if header is None:
+        return None
+    path, data = header
+    write_durably(path, data)
+    return path
+
+
+def _first_header(spool: Spool, sources: list[Path]) -> tuple[Path, bytes] | None:
     for source in sources:
         try:
             ds = pydicom.dcmread(source, stop_before_pixels=True)
-        except (OSError, pydicom.errors.InvalidDicomError):
-            continue
+            path = spool.path_for(spool.headers, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                                  str(ds.SOPInstanceUID))
+        except (OSError, ValueError, AttributeError, pydicom.errors.InvalidDicomError):
+            continue  # gone, unreadable, or without the UIDs that name the copy: the next one may serve
         out = io.BytesIO()
         ds.save_as(out)
-        path = spool.path_for(spool.headers, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
-                              str(ds.SOPInstanceUID))
-        write_durably(path, out.getvalue())
-        return path
+        return path, out.getvalue()
     return None
 
 
@@ -43,8 +55,7 @@ def purge(journal: Journal, spool: Spool, cutoff: float, actor: str) -> list[Pur
     in its own transaction; the series removed."""
     done = []
     for candidate in journal.purgeable(cutoff):
-        purged = journal.purge_series(candidate.series_uid, cutoff, lambda paths: header_copy(spool, paths),
-                                      spool.discard, actor)
+        purged = journal.purge_series(candidate.series_uid, cutoff, lambda paths: remove_images(spool, paths), actor)
         if purged is not None:  # None: an instance arrived, or a job started, since the listing
             event(log, "series_purged", series_uid=purged.series_uid, instances=purged.instances,
                   bytes=purged.bytes)

@@ -28,7 +28,8 @@ class Clock:
 
 
 def _no_header(paths: list[Path]) -> None:
-    return None
+    for p in paths:
+        p.unlink()
 
 
 def _instance(j: Journal, folder: Path, sop: str) -> Path:
@@ -67,8 +68,14 @@ def test_a_series_done_with_loses_its_images_and_keeps_its_results(done):
     (found,) = j.purgeable(j.now() - 5 * DAY)
     assert (found.series_uid, found.instances, found.bytes) == (SERIES, 2, 200)
     removed, header = [], files[0].with_suffix(".header")
-    assert j.purge_series(SERIES, j.now() - 5 * DAY, lambda paths: header,
-                          lambda p: (removed.append(p), p.unlink()), "admin") == found
+
+    def remove(paths):
+        for p in paths:
+            removed.append(p)
+            p.unlink()
+        return header
+
+    assert j.purge_series(SERIES, j.now() - 5 * DAY, remove, "admin") == found
     (audit,) = j.audit_entries(action="spool.purge")
     assert (audit.actor, audit.detail["series_uid"], audit.detail["instances"]) == ("admin", SERIES, 2)
     assert removed == files and not any(f.exists() for f in files)
@@ -77,17 +84,17 @@ def test_a_series_done_with_loses_its_images_and_keeps_its_results(done):
     assert [r.sop_uid for r in j.results()] == ["9.1"]
     assert [r["state"] for r in j.deliveries()] == [DeliveryState.DELIVERED.value]
     assert j.purgeable(j.now()) == []  # once
-    assert j.purge_series(SERIES, j.now(), _no_header, Path.unlink, "test") is None
+    assert j.purge_series(SERIES, j.now(), _no_header, "test") is None
 
 
-def test_a_failing_header_copy_removes_nothing(done):
+def test_a_failing_removal_records_nothing(done):
     j, _, files = done
 
     def broken(paths):
         raise OSError("no space left on device")
 
     with pytest.raises(OSError):
-        j.purge_series(SERIES, j.now(), broken, Path.unlink, "test")
+        j.purge_series(SERIES, j.now(), broken, "test")
     assert all(f.exists() for f in files) and len(j.instances(SERIES)) == 2 and j.purgeable(j.now())
     assert j.audit_entries(action="spool.purge") == []
 
@@ -115,12 +122,12 @@ def test_an_instance_arriving_meanwhile_keeps_the_series(done, tmp_path):
     cutoff = j.now() + 1
     assert j.purgeable(cutoff)
     _instance(j, tmp_path, "1.2.3.3")  # between the listing and the purge
-    assert j.purge_series(SERIES, cutoff, _no_header, Path.unlink, "test") is None and all(f.exists() for f in files)
+    assert j.purge_series(SERIES, cutoff, _no_header, "test") is None and all(f.exists() for f in files)
 
 
 def test_a_purged_series_starts_afresh_beside_its_earlier_results(done, tmp_path):
     j, _, _ = done
-    j.purge_series(SERIES, j.now(), _no_header, Path.unlink, "test")
+    j.purge_series(SERIES, j.now(), _no_header, "test")
     assert "purged" in j.reanalyse(SERIES, "model changed")  # nothing left to analyse again
     _instance(j, tmp_path, "1.2.3.1")  # the PACS sends the series again
     s = j.series_row(SERIES)
@@ -135,9 +142,10 @@ def test_a_purged_series_starts_afresh_beside_its_earlier_results(done, tmp_path
     assert [o.sop_uid for _, _, o in j.rejectable(SERIES, 3, ["A"])] == ["9.2"]
 
 
-def test_the_retention_run_keeps_each_series_header_without_its_pixels(tmp_path, journal_url):
+def test_the_retention_run_keeps_each_series_header_without_its_pixels(tmp_path, journal_url, monkeypatch):
     """svdmark.retention over a real spool: the images go, a header-only copy of the first one that reads stays
-    (the listings and the research table read the series' description and patient from it)."""
+    (the listings and the research table read the series' description and patient from it), written only once
+    the images are gone (a run on a full disk frees the space it writes into)."""
     from tests.integration.test_tls import tiny_ct
 
     clock = Clock()
@@ -159,6 +167,13 @@ def test_the_retention_run_keeps_each_series_header_without_its_pixels(tmp_path,
     j.finish_job(j.claim_job(), JobState.DONE)
     placed[0].unlink()  # the first file already gone (a purge that crashed before its commit): the next one serves
     clock.t += DAY
+    write = retention.write_durably
+
+    def after_the_images(path, data):
+        assert not any(p.exists() for p in placed)
+        write(path, data)
+
+    monkeypatch.setattr(retention, "write_durably", after_the_images)
     (done,) = retention.purge(j, spool, j.now(), "test")
     assert (done.series_uid, done.instances) == (series, 3) and not any(p.exists() for p in placed)
     header = j.first_instance_path(series)
