@@ -10,9 +10,9 @@ on SQLite, and the PostgreSQL job queue alone against the SQLite one.
   ``claim_job``, the worker's two look-ups of the series' earlier results (``previous_sr``, ``rejectable``) and
   ``finish_job(DONE)`` until none is left. Reported: jobs per second (each one claim, two look-ups and one
   completion transaction), for K = ``--claimers`` on PostgreSQL and K = 1 on SQLite (the peer); each job must
-  end done exactly once. ``--history H`` first adds H done jobs with three results each, as a journal in
-  service for a while has: ``claim_job`` searches the jobs table and the look-ups the results table, so their
-  cost grows with them.
+  end done exactly once. ``--history H`` first adds H done jobs, each with its series and three results, as a
+  journal in service for a while has: ``claim_job`` searches the jobs table, the look-ups the results table and
+  the assembler's look-up (``polls_per_s``, measured before the drain) the series table, so their cost grows.
 * **end to end**: ``--studies`` generated NCCT studies (one target series each) are sent with dcmtk storescu
   to a ``svdmark serve --roles receive`` process; then the workers start: 1 all-roles process on SQLite (the
   baseline), or N ``svdmark serve --roles assemble,work`` processes on PostgreSQL with one shared spool.
@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,7 +170,7 @@ def assembler_polls(url: str, seconds: float = 2.0) -> float:
         journal.close()
 
 
-def drain(url: str, engine: str, claimers: int, jobs: int, history: int, polls: float = 0.0) -> QueueRun:
+def drain(url: str, engine: str, claimers: int, jobs: int, history: int) -> QueueRun:
     """Time ``claimers`` processes draining the queue; every job must end done exactly once."""
     ctx = multiprocessing.get_context("fork")  # the claimers inherit the imports
     start, results = ctx.Barrier(claimers + 1), ctx.Queue()
@@ -189,7 +189,7 @@ def drain(url: str, engine: str, claimers: int, jobs: int, history: int, polls: 
     journal.close()
     if claimed != jobs or done != jobs:
         raise RuntimeError(f"{engine}, {claimers} claimers: {claimed} claims and {done} done for {jobs} jobs")
-    return QueueRun(engine, claimers, jobs, max(t for _, t in outcomes) - t0, polls)
+    return QueueRun(engine, claimers, jobs, max(t for _, t in outcomes) - t0)
 
 
 def queue_alone(pg: PostgresServer, work: Path, jobs: int, claimer_counts: list[int], repeats: int,
@@ -207,7 +207,8 @@ def queue_alone(pg: PostgresServer, work: Path, jobs: int, claimer_counts: list[
             fill_queue(url, jobs)
             add_history(url, history)
             filled = time.perf_counter() - t
-            run = drain(url, engine, k, jobs, history, assembler_polls(url))
+            polls = assembler_polls(url)
+            run = replace(drain(url, engine, k, jobs, history), polls_per_s=polls)
             print(f"  {engine:<10} claimers {k:>2}: {run.rate:8.1f} jobs/s ({jobs} jobs in {run.seconds:.2f} s;"
                   f" queued in {filled:.1f} s); assembler polls {run.polls_per_s:8.1f}/s", flush=True)
             runs.append(run)

@@ -106,6 +106,15 @@ class Serve:
     def jobs(self) -> list[dict]:
         return json.loads(self.cli("jobs", "list", "--json").stdout)
 
+    def settled(self, n_jobs: int) -> list[dict] | None:
+        """The outbox rows once at least ``n_jobs`` jobs are journalled, none pending or running, and every
+        delivery delivered (for ``wait_until``); else None."""
+        jobs = self.jobs()
+        if len(jobs) < n_jobs or any(j["state"] in ("pending", "running") for j in jobs):
+            return None
+        rows = json.loads(self.cli("outbox", "list", "--json").stdout)
+        return rows if rows and all(r["state"] == "delivered" for r in rows) else None
+
     def log_text(self) -> str:
         return self.svd.log_text() if self.svd else ""
 

@@ -48,16 +48,8 @@ def served(tmp_path_factory, fake_models, studies):
     serve = Serve(tmp_path_factory.mktemp("ops") / "data", {"SVDMARK_MODELS_DIR": str(fake_models)}).start()
     try:
         serve.send(sorted(Path(studies["ncct"].out_dir).rglob("*.dcm")))
-        n_series = len(studies["ncct"].series)
-
-        def settled():
-            jobs = serve.jobs()
-            if len(jobs) < n_series or any(j["state"] in ("pending", "running") for j in jobs):
-                return None
-            rows = json.loads(serve.cli("outbox", "list", "--json").stdout)
-            return rows if rows and all(r["state"] == "delivered" for r in rows) else None
-
-        wait_until(settled, 240, "every series journalled and the results delivered")
+        wait_until(lambda: serve.settled(len(studies["ncct"].series)), 240,
+                   "every series journalled and the results delivered")
         yield serve
     finally:
         serve.stop()

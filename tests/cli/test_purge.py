@@ -15,14 +15,6 @@ from tests.peers import results_by_kind
 from .conftest import Serve, wait_until
 
 
-def _settled(serve: Serve, n_jobs: int):
-    jobs = serve.jobs()
-    if len(jobs) < n_jobs or any(j["state"] in ("pending", "running") for j in jobs):
-        return None
-    rows = json.loads(serve.cli("outbox", "list", "--json").stdout)
-    return rows if rows and all(r["state"] == "delivered" for r in rows) else None
-
-
 def stack_of(files: list[Path], series_uid: str) -> list[Path]:
     """The files of one series, by position along the stack."""
     heads = {p: pydicom.dcmread(p, stop_before_pixels=True) for p in files}
@@ -48,7 +40,7 @@ def test_purge_removes_the_images_of_series_done_with_and_a_study_sent_again_is_
     incoming = tmp_path / "data" / "spool" / "incoming"
     try:
         serve.send(files)
-        wait_until(lambda: _settled(serve, len(study.series)), 240, "every series analysed, its results delivered")
+        wait_until(lambda: serve.settled(len(study.series)), 240, "every series analysed, its results delivered")
         first = results_by_kind(serve.pacs)
         assert len(first["SR"]) == 1 and len(list(incoming.rglob("*.dcm"))) == len(files)
 
@@ -85,7 +77,7 @@ def test_purge_removes_the_images_of_series_done_with_and_a_study_sent_again_is_
         # first ones, which a rejection note would have hidden had they been superseded by an analysis of half
         stack = stack_of(files, target)
         serve.send(stack[: len(stack) // 2])
-        wait_until(lambda: len(results_by_kind(serve.pacs)["SR"]) == 2 and _settled(serve, len(study.series) + 1),
+        wait_until(lambda: len(results_by_kind(serve.pacs)["SR"]) == 2 and serve.settled(len(study.series) + 1),
                    240, "the half series analysed and its results delivered")
         got = results_by_kind(serve.pacs)
         assert "KO" not in got and len({str(ds.SOPInstanceUID) for ds in got["SR"]}) == 2

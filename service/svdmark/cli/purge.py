@@ -41,11 +41,11 @@ def run_purge(args) -> int:
         journal.close()
     rows = [{"series_uid": p.series_uid, "study_uid": p.study_uid, "modality": p.modality,
              "instances": p.instances, "bytes": p.bytes, "last_received": iso(p.last_received)} for p in done]
+    instances, size = sum(p.instances for p in done), sum(p.bytes for p in done)
     verb = "would remove" if args.dry_run else "removed"
-    total = (f"{verb} {sum(p.instances for p in done)} instances ({sum(p.bytes for p in done) / 1e6:.1f} MB) "
-             f"of {len(done)} series done with before {iso(cutoff)}")
+    total = f"{verb} {instances} instances ({size / 1e6:.1f} MB) of {len(done)} series done with before {iso(cutoff)}"
     human = table(COLUMNS, [(r["series_uid"], r["modality"], r["instances"], f"{r['bytes'] / 1e6:.1f}",
                              r["last_received"]) for r in rows], empty="") + ("\n" if rows else "") + total
-    emit(args, {"dry_run": args.dry_run, "cutoff": iso(cutoff), "series": rows,
-                "instances": sum(p.instances for p in done), "bytes": sum(p.bytes for p in done)}, human)
+    emit(args, {"dry_run": args.dry_run, "cutoff": iso(cutoff), "series": rows, "instances": instances,
+                "bytes": size}, human)
     return 0
