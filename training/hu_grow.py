@@ -8,7 +8,8 @@ the information has to come from the image. This asks the simplest image-based q
 smoothed HU (sigma 1.5 mm) lies at least ``k`` smoothed-noise SDs below the head's white matter and above the middle
 of its CSF-to-white-matter gap, for at most ``g`` mm; grown voxels count as whole lesion. The head's levels come from
 its image (``gap_probe.tissue_levels``), the noise SD from the smoothed image's residual about a 4 mm smoothing (of
-the image clipped to 30 HU about white matter) in voxels within 4 HU of white matter. Each head is read once (``training.counted``).
+the image clipped to 30 HU about white matter) in voxels within 4 HU of white matter. Each head is read once
+(``training.counted``).
 
     PYTHONPATH=.:service .venv/bin/python -m training.hu_grow --set dev --data /work/dev_data/choose --n 30
 """

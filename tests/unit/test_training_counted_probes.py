@@ -31,9 +31,9 @@ def _case(lesion_hu: float = 6.0, noise: float = 1.0, seed: int = 0):
     a = np.repeat(sl[None], 5, 0)
     a = a + (rng.normal(0, noise, a.shape) * (a > -500) * (a < 500)).astype(np.float32)
     positions = np.array([[0.0, 0.0, 2.0 * k] for k in range(5)])
+    frames = tuple(FrameRef(f"2.25.{k}", "1.2.840.10008.5.1.4.1.1.2") for k in range(5))
     vol = Volume(array=a, row_direction=(1.0, 0.0, 0.0), column_direction=(0.0, 1.0, 0.0), pixel_spacing=(0.5, 0.5),
-                 positions=positions, frames=tuple(FrameRef(f"2.25.{k}", "1.2.840.10008.5.1.4.1.1.2") for k in range(5)),
-                 frame_of_reference_uid="2.25.7", slice_thickness=2.0)
+                 positions=positions, frames=frames, frame_of_reference_uid="2.25.7", slice_thickness=2.0)
     return SimpleNamespace(volume=vol, seed=seed, truth_ml=0.0)
 
 
