@@ -46,7 +46,7 @@ import time
 import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 from .assemble.reanalysis import after_instance, on_request
 from .domain import DeliveryState, JobState, OutputKind, SendClaim, SeriesState
@@ -261,6 +261,12 @@ def _v9(engine: Engine, db: Connection) -> None:
                                       "base_generation": "INTEGER NOT NULL DEFAULT 1"})
 
 
+def _v10(engine: Engine, db: Connection) -> None:
+    """Retention of produced objects: when a result's file was removed from the spool (its series' images purged and
+    every one of its deliveries settled at its destination); the row, its UIDs and its delivery history stay."""
+    engine.add_columns(db, "results", {"file_removed_at": "REAL"})
+
+
 # (version, what it brings, step): step N takes a file at version N-1 to N. Steps are idempotent,
 # so a file that already has a column (an early build added them unversioned) migrates too.
 MIGRATIONS: tuple[tuple[int, str, Callable[[Engine, Connection], None]], ...] = (
@@ -273,6 +279,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Engine, Connection], None]], ...] = 
     (7, "queue indexes on jobs and deliveries", _v7),
     (8, "indexes on results by series and by job, and on series by state", _v8),
     (9, "series.purged_at, purged_instances, header_path, base_generation", _v9),
+    (10, "results.file_removed_at", _v10),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -399,6 +406,7 @@ class StoredResult:
     path: Path
     supersedes: str | None
     created_at: float
+    file_removed_at: float | None = None  # retention removed the file (its destinations hold it): the path is gone
 
 
 @dataclass(frozen=True)
@@ -1196,6 +1204,40 @@ class Journal:
                                                    "done_before": cutoff})
             return purged
 
+    def purgeable_results(self, as_if_purged: Collection[str] = ()) -> dict[str, int]:
+        """Series uid → how many of its produced objects' files a retention run may remove: the series' images were
+        purged (so nothing of it is analysed again and no later note reads them), the object went to at least one
+        destination and every one of its deliveries is settled there (delivered, or superseded before it was
+        sent). A dead letter keeps its file for ``outbox resend``; an object sent nowhere is the only copy.
+        ``as_if_purged``: series counted as if their images were purged already (what a dry run would purge)."""
+        also = set(as_if_purged)
+        return {r["series_uid"]: int(r["n"]) for r in self._query(
+            f"SELECT r.series_uid, s.purged_at, COUNT(*) AS n FROM results r JOIN series s ON"
+            f" s.series_uid=r.series_uid WHERE {_RESULT_FILE_SETTLED} GROUP BY r.series_uid, s.purged_at"
+            " ORDER BY r.series_uid", _RESULT_FILE_SETTLED_ARGS)
+            if r["purged_at"] is not None or r["series_uid"] in also}
+
+    def purge_results(self, series_uid: str, remove: Callable[[list[Path]], None], actor: str) -> int:
+        """Remove the files of the series' :meth:`purgeable_results`, in one transaction under the series' lock:
+        ``remove`` gets their paths, the rows record when (their UIDs and delivery history stay), the audit trail who
+        (``actor``) and what (``spool.purge_results``). How many; 0 if none qualifies any more. An exception from
+        ``remove`` records nothing."""
+        with self._tx() as db:
+            db.lock(series_uid)
+            rows = db.execute(f"SELECT r.sop_uid, r.path, s.study_uid FROM results r JOIN series s ON"
+                              f" s.series_uid=r.series_uid WHERE {_RESULT_FILE_SETTLED} AND s.purged_at IS NOT NULL"
+                              " AND r.series_uid=? ORDER BY r.created_at, r.sop_uid",
+                              (*_RESULT_FILE_SETTLED_ARGS, series_uid)).fetchall()
+            if not rows:
+                return 0
+            remove([Path(r["path"]) for r in rows])
+            now = self.now()
+            for r in rows:
+                db.execute("UPDATE results SET file_removed_at=? WHERE sop_uid=?", (now, r["sop_uid"]))
+            _audit(db, now, actor, "spool.purge_results", {"series_uid": series_uid, "study_uid": rows[0]["study_uid"],
+                                                           "results": len(rows)})
+            return len(rows)
+
     def instance_count(self, series_uid: str) -> int:
         """The series' instances: in the spool, or (its images purged since) as many as were removed."""
         return self._query("SELECT (SELECT COUNT(*) FROM instances WHERE series_uid=?) + COALESCE((SELECT"
@@ -1222,7 +1264,8 @@ class Journal:
         if where:
             sql += " WHERE " + " AND ".join(where)
         return [StoredResult(r["sop_uid"], r["job_id"], r["series_uid"], r["kind"], r["sop_class"], Path(r["path"]),
-                             r["supersedes"], r["created_at"]) for r in self._query(sql + _RESULT_ORDER, args)]
+                             r["supersedes"], r["created_at"], r["file_removed_at"])
+                for r in self._query(sql + _RESULT_ORDER, args)]
 
     def delivery_states(self, delivery_ids: Sequence[int]) -> dict[int, DeliveryState]:
         """Delivery id → state, for those of ``delivery_ids`` that exist."""
@@ -1401,6 +1444,11 @@ _PURGEABLE = (
     " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.series_uid=s.series_uid AND (j.state IN (?,?) OR j.finished_at>=?))"
     " AND NOT EXISTS (SELECT 1 FROM results r JOIN deliveries d ON d.sop_uid=r.sop_uid"
     " WHERE r.series_uid=s.series_uid AND d.state IN (?,?))")
+# a produced object, its file still in the spool, that every destination has (Journal.purgeable_results)
+_RESULT_FILE_SETTLED = (
+    "r.file_removed_at IS NULL AND EXISTS (SELECT 1 FROM deliveries d WHERE d.sop_uid=r.sop_uid)"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sop_uid=r.sop_uid AND d.state NOT IN (?,?))")
+_RESULT_FILE_SETTLED_ARGS = (DeliveryState.DELIVERED.value, DeliveryState.SUPERSEDED.value)
 _PURGEABLE_GROUP = " GROUP BY s.series_uid, s.study_uid, s.modality, s.last_received ORDER BY s.last_received"
 
 

@@ -1,10 +1,14 @@
-"""Retention: removing the received images of series done with (``svdmark purge``).
+"""Retention: removing the received images of series done with, and the produced objects their destinations hold
+(``svdmark purge``).
 
 Which series qualify, and their removal under the series' lock in one transaction, are the journal's
 (:meth:`~svdmark.journal.Journal.purgeable`, :meth:`~svdmark.journal.Journal.purge_series`). This module runs them
 over a spool: before a series' images go, the header of its first readable instance is kept as a DICOM file
 without pixel data in the spool's ``headers`` area (pydicom reads it up to the pixel data and writes it back), so
 that the job listings and the research table still carry the series' description, number and patient pseudonym.
+Then the files of those series' produced objects (SR, SEG, summary image, rejection notes) go once every
+destination has them (:meth:`~svdmark.journal.Journal.purgeable_results`): a dead letter keeps its file for
+``outbox resend``, an object sent nowhere is the only copy and stays.
 """
 from __future__ import annotations
 
@@ -60,4 +64,16 @@ def purge(journal: Journal, spool: Spool, cutoff: float, actor: str) -> list[Pur
             event(log, "series_purged", series_uid=purged.series_uid, instances=purged.instances,
                   bytes=purged.bytes)
             done.append(purged)
+    return done
+
+
+def purge_results(journal: Journal, spool: Spool, actor: str) -> dict[str, int]:
+    """Remove the files of every produced object of a purged series that its destinations hold, each series in its
+    own audited transaction; series uid → files removed."""
+    done = {}
+    for series_uid in journal.purgeable_results():
+        n = journal.purge_results(series_uid, lambda paths: [spool.discard(p) for p in paths], actor)
+        if n:
+            event(log, "results_purged", series_uid=series_uid, results=n)
+            done[series_uid] = n
     return done

@@ -1,5 +1,6 @@
 """`svdmark purge` as a PACS team runs it, beside a running `svdmark serve` with a dcmtk storescp as its PACS: what it
-lists and removes, what it keeps, the audit entry, and a study sent again after its images were purged."""
+lists and removes (the images, then the result files the PACS holds), what it keeps, the audit entries, and a study
+sent again after its images were purged."""
 from __future__ import annotations
 
 import csv
@@ -22,6 +23,10 @@ def stack_of(files: list[Path], series_uid: str) -> list[Path]:
                   key=lambda p: float(heads[p].ImagePositionPatient[2]))
 
 
+def _files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
 def _research_row(serve: Serve, out: Path, series_uid: str) -> dict:
     serve.cli("results", "export", "--format", "csv", "--output", out)
     with out.open(newline="") as fh:
@@ -37,7 +42,7 @@ def test_purge_removes_the_images_of_series_done_with_and_a_study_sent_again_is_
     study = studies["ncct"]
     files = sorted(Path(study.out_dir).rglob("*.dcm"))
     target = next(s.series_uid for s in study.series if s.target)
-    incoming = tmp_path / "data" / "spool" / "incoming"
+    incoming, results_dir = tmp_path / "data" / "spool" / "incoming", tmp_path / "data" / "spool" / "results"
     try:
         serve.send(files)
         wait_until(lambda: serve.settled(len(study.series)), 240, "every series analysed, its results delivered")
@@ -49,21 +54,33 @@ def test_purge_removes_the_images_of_series_done_with_and_a_study_sent_again_is_
         dry = json.loads(serve.cli("purge", "--older-than-days", "0", "--dry-run", "--json").stdout)
         assert {r["series_uid"] for r in dry["series"]} == {s.series_uid for s in study.series}  # distractors too
         assert dry["instances"] == len(files) and len(list(incoming.rglob("*.dcm"))) == len(files)
+        produced = len(first["SR"] + first["SEG"] + first["OT"])
+        assert dry["results"]["files"] == produced and len(_files(results_dir)) == produced
+        kept = json.loads(serve.cli("purge", "--older-than-days", "0", "--dry-run", "--keep-results", "--json").stdout)
+        assert kept["results"] is None and kept["instances"] == len(files)
 
         described = {j["series_uid"]: j["series_description"] for j in serve.jobs()}
         table = _research_row(serve, tmp_path / "before.csv", target)
         human = serve.cli("purge", "--older-than-days", "0").stdout
         assert f"removed {len(files)} instances" in human and target in human
-        assert list(incoming.rglob("*.dcm")) == []
-        # the listings and the research table read the header copies the purge kept: nothing they show changed
+        assert f"removed the files of {produced} delivered results of 1 series" in human
+        assert list(incoming.rglob("*.dcm")) == [] and _files(results_dir) == []
+        # the listings and the research table read the header copies the purge kept: nothing they show changed but
+        # the paths of the result files, which are gone (the PACS holds the objects)
         assert {j["series_uid"]: j["series_description"] for j in serve.jobs()} == described
-        assert described[target] and _research_row(serve, tmp_path / "after.csv", target) == table
-        assert table["patient_pseudonym"] and int(table["n_instances"]) == len(stack_of(files, target))
+        after = _research_row(serve, tmp_path / "after.csv", target)
+        paths = [k for k in table if k.endswith("_file")]
+        assert sorted(paths) == ["seg_file", "sr_file", "summary_file"] and all(table[k] for k in paths)
+        assert all(after[k] == "" for k in paths) and {**after, **{k: table[k] for k in paths}} == table
+        assert described[target] and table["patient_pseudonym"]
+        assert int(table["n_instances"]) == len(stack_of(files, target))
         journal = Journal(journaldb.url_for(tmp_path / "data"))
         try:
             audits = journal.audit_entries(action="spool.purge")  # one per series removed
             assert {a.detail["series_uid"] for a in audits} == {s.series_uid for s in study.series}
             assert sum(a.detail["instances"] for a in audits) == len(files)
+            (removed,) = journal.audit_entries(action="spool.purge_results")
+            assert (removed.detail["series_uid"], removed.detail["results"]) == (target, produced)
         finally:
             journal.close()
         assert json.loads(serve.cli("purge", "--older-than-days", "0", "--json").stdout)["series"] == []

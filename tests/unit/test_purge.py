@@ -182,3 +182,76 @@ def test_the_retention_run_keeps_each_series_header_without_its_pixels(tmp_path,
     assert "PixelData" not in kept and kept.SOPInstanceUID == sops[1]  # the first that still read
     assert (kept.SeriesDescription, kept.PatientID, str(kept.SeriesInstanceUID)) == ("tls test", "TLS1", series)
     assert retention.purge(j, spool, j.now(), "test") == []
+
+
+def _result_file(tmp_path: Path, sop: str) -> Path:
+    path = tmp_path / f"{sop}.dcm"  # where _analyse journals it
+    path.write_bytes(b"result")
+    return path
+
+
+def test_a_purged_series_loses_the_files_of_results_its_destinations_hold(done, tmp_path):
+    j, _, _ = done
+    sr = _result_file(tmp_path, "9.1")
+    assert j.purgeable_results() == {}  # its images are still there: a re-analysis may read the SR
+    assert j.purgeable_results(as_if_purged={SERIES}) == {SERIES: 1}  # what a dry run reports
+    j.purge_series(SERIES, j.now(), _no_header, "test")
+    assert j.purgeable_results() == {SERIES: 1}
+    removed = []
+
+    def remove(paths):
+        removed.extend(paths)
+        for p in paths:
+            p.unlink()
+
+    assert j.purge_results(SERIES, remove, "admin") == 1
+    assert removed == [sr] and not sr.exists()
+    (r,) = j.results()
+    assert (r.sop_uid, r.path, r.file_removed_at) == ("9.1", sr, pytest.approx(j.now()))  # the row and its UIDs stay
+    assert [d["state"] for d in j.deliveries()] == [DeliveryState.DELIVERED.value]
+    (audit,) = j.audit_entries(action="spool.purge_results")
+    assert (audit.actor, audit.detail) == ("admin", {"series_uid": SERIES, "study_uid": "1.2", "results": 1})
+    assert j.purgeable_results() == {} and j.purge_results(SERIES, remove, "admin") == 0  # once
+
+
+def test_a_dead_letter_and_a_result_sent_nowhere_keep_their_files(tmp_path, journal_url):
+    clock = Clock()
+    j = Journal(journal_url, clock=clock)
+    _instance(j, tmp_path, "1.2.3.1")
+    j.queue_job(j.series_row(SERIES), "complete")
+    outputs = [ResultObject(sop, "sr", "x", tmp_path / f"{sop}.dcm") for sop in ("9.1", "9.2")]
+    j.finish_job(j.claim_job(), JobState.DONE, outputs=outputs, deliveries=[("9.1", "A")])  # 9.2 to no one
+    (d,) = j.due_deliveries()
+    j.mark_failed(d.id, "association rejected", next_attempt_at=0.0, dead=True)
+    clock.t += 10 * DAY
+    assert [s.series_uid for s in retention.purge(j, Spool(tmp_path / "spool"), j.now(), "test")] == [SERIES]
+    assert j.purgeable_results() == {}  # 9.1 went dead (outbox resend needs it), 9.2 is the only copy
+    assert j.resend_dead() == 1
+    (d,) = j.due_deliveries()
+    j.mark_delivered(d.id)
+    assert j.purgeable_results() == {SERIES: 1}  # resent and received: the next run removes it
+
+
+def test_a_failing_result_removal_records_nothing(done, tmp_path):
+    j, _, _ = done
+    sr = _result_file(tmp_path, "9.1")
+    j.purge_series(SERIES, j.now(), _no_header, "test")
+
+    def broken(paths):
+        raise OSError("read-only file system")
+
+    with pytest.raises(OSError):
+        j.purge_results(SERIES, broken, "test")
+    assert sr.exists() and j.results()[0].file_removed_at is None and j.purgeable_results() == {SERIES: 1}
+    assert j.audit_entries(action="spool.purge_results") == []
+
+
+def test_the_retention_run_removes_delivered_result_files_from_the_spool(done, tmp_path):
+    j, _, _ = done
+    spool = Spool(tmp_path / "spool")
+    j.purge_series(SERIES, j.now(), _no_header, "test")
+    with j._tx() as db:  # the result where a worker writes it, in the spool's results area
+        path = spool.write(spool.results, "1.2", SERIES, "9.1", b"result")
+        db.execute("UPDATE results SET path=? WHERE sop_uid=?", (str(path), "9.1"))
+    assert retention.purge_results(j, spool, "test") == {SERIES: 1} and not path.exists()
+    assert retention.purge_results(j, spool, "test") == {}

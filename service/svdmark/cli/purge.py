@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..lifecycle import actor
-from ..retention import purge
+from ..retention import purge, purge_results
 from ..spool import Spool
 from .common import add_config_options, add_json_option, emit, fail, iso, load_config, open_journal, table
 
@@ -13,17 +13,23 @@ COLUMNS = ("SERIES UID", "MODALITY", "INSTANCES", "MB", "LAST RECEIVED")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("purge", help="remove the received images of series done with for N days (retention)",
+    p = sub.add_parser("purge", help="remove the received images of series done with for N days, and the results "
+                       "their destinations hold (retention)",
                        description=(
                            "Remove the received images (spool files and journal rows) of every series that is "
                            "analysed, has nothing queued or running, had no instance and no finished job in the last "
-                           "N days, and has no result still waiting to be sent. Its results, their delivery history "
-                           "and the audit trail stay. Afterwards `svdmark jobs reanalyse` refuses the series, and an "
-                           "instance that arrives for it starts a new analysis beside the earlier results instead of "
-                           "superseding them. Run it from a timer; each series removed is in the audit trail."))
+                           "N days, and has no result still waiting to be sent; then the files of those series' "
+                           "results (SR, SEG, summary image, rejection notes) that every destination has received. A "
+                           "result that went dead keeps its file for `outbox resend`, one sent nowhere stays. The "
+                           "result rows, their UIDs and delivery history, and the audit trail stay. Afterwards "
+                           "`svdmark jobs reanalyse` refuses the series, and an instance that arrives for it starts a "
+                           "new analysis beside the earlier results instead of superseding them. Run it from a timer; "
+                           "each removal is in the audit trail."))
     p.add_argument("--older-than-days", type=float, required=True, metavar="N",
                    help="series whose last instance and last finished job are older than N days (0: done now)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    p.add_argument("--keep-results", action="store_true",
+                   help="remove only the received images; keep every produced object's file")
     add_config_options(p)
     add_json_option(p)
     p.set_defaults(func=run_purge)
@@ -36,7 +42,14 @@ def run_purge(args) -> int:
     journal = open_journal(cfg, "give the service's --data-dir, --journal or --config")
     try:
         cutoff = journal.now() - args.older_than_days * DAY
-        done = journal.purgeable(cutoff) if args.dry_run else purge(journal, Spool(cfg.spool_dir), cutoff, actor())
+        if args.dry_run:
+            done = journal.purgeable(cutoff)
+            # the series this run would purge count as purged: what the run would remove of their results too
+            results = {} if args.keep_results else journal.purgeable_results(as_if_purged={p.series_uid for p in done})
+        else:
+            spool, who = Spool(cfg.spool_dir), actor()
+            done = purge(journal, spool, cutoff, who)
+            results = {} if args.keep_results else purge_results(journal, spool, who)
     finally:
         journal.close()
     rows = [{"series_uid": p.series_uid, "study_uid": p.study_uid, "modality": p.modality,
@@ -44,8 +57,13 @@ def run_purge(args) -> int:
     instances, size = sum(p.instances for p in done), sum(p.bytes for p in done)
     verb = "would remove" if args.dry_run else "removed"
     total = f"{verb} {instances} instances ({size / 1e6:.1f} MB) of {len(done)} series done with before {iso(cutoff)}"
+    if not args.keep_results:
+        total += f"; {verb} the files of {sum(results.values())} delivered results of {len(results)} series"
     human = table(COLUMNS, [(r["series_uid"], r["modality"], r["instances"], f"{r['bytes'] / 1e6:.1f}",
                              r["last_received"]) for r in rows], empty="") + ("\n" if rows else "") + total
     emit(args, {"dry_run": args.dry_run, "cutoff": iso(cutoff), "series": rows, "instances": instances,
-                "bytes": size}, human)
+                "bytes": size, "results": None if args.keep_results else {
+                    "files": sum(results.values()), "series": [{"series_uid": k, "files": v}
+                                                               for k, v in sorted(results.items())]}}, human)
     return 0
+

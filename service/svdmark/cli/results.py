@@ -103,7 +103,7 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
         for o in journal.results(job_id=j.id):
             if o.kind == OutputKind.REJECTION:  # an IOCM rejection note is not a result of the analysis
                 continue
-            row[f"{o.kind}_file"] = str(o.path)
+            row[f"{o.kind}_file"] = None if o.file_removed_at is not None else str(o.path)  # gone: retention
             if o.kind == "sr":
                 row["sr_sop_uid"] = o.sop_uid
         if j.finished_at:
