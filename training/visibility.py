@@ -9,7 +9,9 @@ normal white matter (ROC AUC: 0.5 is invisible, 1.0 separable by intensity alone
 visibly dark by the same rule (beam hardening, cupping, partial volume) is reported too: it is what a reader
 must tell apart from lesion by shape and place. Given a run of ``training.evaluate --set dev`` on the same
 folder, each model read is set beside it, so an under-read of lesion the image shows is told apart from lesion
-no reader could see.
+no reader could see. The figures of a reader that reads exactly the visible lesion and nothing else (``oracle``) are
+the ceiling of reading hypodensity: a target it misses is out of reach for any reader that does not extrapolate past
+what the image shows.
 
     .venv/bin/python -m training.visibility --data /work/dev_data/judge \\
         --eval training/runs/eval_wml_dev-judge_30_wml-ncct-1.12.0-tta-lr.json
@@ -31,6 +33,7 @@ from svdmark.domain import Volume
 
 from . import data, devcases
 from .data import RUNS
+from .compare import WmlReading, wml_figures
 from .evaluate import refuse_reported, split_seeds
 
 SQUINT_MM = 1.5  # in-plane Gaussian σ of the smoothed image
@@ -115,6 +118,20 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def oracle(rows: list[dict]) -> dict:
+    """The figures of a reader that reads each head's visible lesion volume exactly and nothing else (no false
+    millilitre), against the truth: the best any reader of visible hypodensity can do without extrapolating past
+    what the image shows; and of the same reading times the one factor that gives it the lowest MAE, which no
+    reader knows beforehand (a calibration to this generator)."""
+    truth = np.array([r["truth_ml"] for r in rows])
+    seen = np.array([r["visible_ml"] for r in rows])
+    factors = np.arange(1.0, 4.001, 0.05)
+    best = float(factors[int(np.argmin([np.abs(seen * f - truth).mean() for f in factors]))])
+    return {"as_seen": wml_figures([WmlReading(t, v, True) for t, v in zip(truth, seen)]),
+            "best_factor": best,
+            "scaled": wml_figures([WmlReading(t, v * best, True) for t, v in zip(truth, seen)])}
+
+
 def add_source_arguments(ap: argparse.ArgumentParser) -> None:
     """``--data DIR`` (a development-set folder), ``--extra DIR`` (another generator's heads trained on) or ``--set
     SPLITS`` (a training generator's validation splits)."""
@@ -175,11 +192,16 @@ def main(argv=None) -> int:
               f"({r['slice_thickness']} mm{', ' + r['generator'] if 'generator' in r else ''})", flush=True)
     env = data.training_environment()  # the shares that drew a training split's heads
     res = {"data": source_text(args), "environment": env, "eval": str(args.eval) if args.eval else None,
-           "squint_mm": SQUINT_MM, "k_sd": K_SD, "cases": rows, "by_bin": summarise(rows)}
+           "squint_mm": SQUINT_MM, "k_sd": K_SD, "cases": rows, "by_bin": summarise(rows), "oracle": oracle(rows)}
     for name, e in res["by_bin"].items():
         print(f"  {name:9s} n={e['n']:2d}: visible {e['visible_share']:.2f} of truth"
               + (f", model reads {e['model_share']:.2f} of truth (MAE {e['model_mae_ml']:.2f} mL)"
                  if "model_share" in e else ""))
+    for name, f in (("as seen", res["oracle"]["as_seen"]), (f"x {res['oracle']['best_factor']:.2f}",
+                                                          res["oracle"]["scaled"])):
+        low = "n/a" if f["mae_lt1_ml"] is None else f"{f['mae_lt1_ml']:.3f}"
+        r = "n/a" if f["pearson_r"] is None else f"{f['pearson_r']:.3f}"
+        print(f"  a reader of exactly the visible lesion, {name}: MAE {f['mae_ml']:.3f} mL, MAE < 1 mL {low}, r {r}")
     RUNS.mkdir(exist_ok=True)
     label = f"_{args.eval.stem.removeprefix('eval_wml_')}" if args.eval else ""
     (RUNS / f"visibility_{source_name(args, len(rows))}{label}.json").write_text(json.dumps(res, indent=1))

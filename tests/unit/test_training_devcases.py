@@ -122,6 +122,16 @@ def test_visibility_auc_tells_separable_from_invisible():
     assert visibility._auc(normal, normal + 30.0) == pytest.approx(0.0)
 
 
+def test_the_visible_lesion_reader_scores_what_the_image_shows_against_the_truth():
+    from training import visibility
+
+    rows = [{"truth_ml": t, "visible_ml": v} for t, v in ((0.0, 0.0), (0.5, 0.25), (4.0, 2.0), (20.0, 10.0))]
+    o = visibility.oracle(rows)
+    assert o["as_seen"]["mae_ml"] == pytest.approx((0.25 + 2.0 + 10.0) / 4)
+    assert o["as_seen"]["mae_lt1_ml"] == pytest.approx(0.125) and o["as_seen"]["pearson_r"] == pytest.approx(1.0)
+    assert o["best_factor"] == pytest.approx(2.0) and o["scaled"]["mae_ml"] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_visibility_of_a_development_case(tmp_path):
     build = pytest.importorskip("devset.build")
     from training import visibility
