@@ -1206,14 +1206,17 @@ class Journal:
 
     def purgeable_results(self, as_if_purged: Collection[str] = ()) -> dict[str, int]:
         """Series uid → how many of its produced objects' files a retention run may remove: the series' images were
-        purged (so nothing of it is analysed again and no later note reads them), the object went to at least one
-        destination and every one of its deliveries is settled there (delivered, or superseded before it was
-        sent). A dead letter keeps its file for ``outbox resend``; an object sent nowhere is the only copy.
+        purged (so nothing of it is analysed again and no later note reads them), the object was meant for at least
+        one destination and every one of its deliveries is settled there (delivered, or superseded by a newer
+        result before it was sent). A dead letter keeps its file for ``outbox resend``; an object meant for no
+        destination is the only copy. A series that receives an image after its purge is no longer purged, so its
+        earlier results wait for its next purge.
         ``as_if_purged``: series counted as if their images were purged already (what a dry run would purge)."""
         also = set(as_if_purged)
+        purged = "" if also else " AND s.purged_at IS NOT NULL"  # a dry run's series are not purged yet
         return {r["series_uid"]: int(r["n"]) for r in self._query(
             f"SELECT r.series_uid, s.purged_at, COUNT(*) AS n FROM results r JOIN series s ON"
-            f" s.series_uid=r.series_uid WHERE {_RESULT_FILE_SETTLED} GROUP BY r.series_uid, s.purged_at"
+            f" s.series_uid=r.series_uid WHERE {_RESULT_FILE_SETTLED}{purged} GROUP BY r.series_uid, s.purged_at"
             " ORDER BY r.series_uid", _RESULT_FILE_SETTLED_ARGS)
             if r["purged_at"] is not None or r["series_uid"] in also}
 
@@ -1491,7 +1494,7 @@ def _insert_result(db: Connection, obj: ResultObject, job: JobRow, now: float) -
         "INSERT INTO results (sop_uid, job_id, series_uid, kind, sop_class, path, supersedes, created_at)"
         " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sop_uid) DO UPDATE SET job_id=excluded.job_id,"
         " series_uid=excluded.series_uid, kind=excluded.kind, sop_class=excluded.sop_class, path=excluded.path,"
-        " supersedes=excluded.supersedes, created_at=excluded.created_at",
+        " supersedes=excluded.supersedes, created_at=excluded.created_at, file_removed_at=NULL",  # written again
         (obj.sop_uid, job.id, job.series_uid, obj.kind, obj.sop_class, str(obj.path), obj.supersedes, now),
     )
 

@@ -7,8 +7,8 @@ over a spool: before a series' images go, the header of its first readable insta
 without pixel data in the spool's ``headers`` area (pydicom reads it up to the pixel data and writes it back), so
 that the job listings and the research table still carry the series' description, number and patient pseudonym.
 Then the files of those series' produced objects (SR, SEG, summary image, rejection notes) go once every
-destination has them (:meth:`~svdmark.journal.Journal.purgeable_results`): a dead letter keeps its file for
-``outbox resend``, an object sent nowhere is the only copy and stays.
+destination has them, or a newer result replaced them unsent (:meth:`~svdmark.journal.Journal.purgeable_results`):
+a dead letter keeps its file for ``outbox resend``, an object meant for no destination is the only copy and stays.
 """
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def test_purge_removes_the_images_of_series_done_with_and_a_study_sent_again_is_
         table = _research_row(serve, tmp_path / "before.csv", target)
         human = serve.cli("purge", "--older-than-days", "0").stdout
         assert f"removed {len(files)} instances" in human and target in human
-        assert f"removed the files of {produced} delivered results of 1 series" in human
+        assert f"removed the files of {produced} delivered (or superseded) results of 1 series" in human
         assert list(incoming.rglob("*.dcm")) == [] and _files(results_dir) == []
         # the listings and the research table read the header copies the purge kept: nothing they show changed but
         # the paths of the result files, which are gone (the PACS holds the objects)

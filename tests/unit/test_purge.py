@@ -255,3 +255,34 @@ def test_the_retention_run_removes_delivered_result_files_from_the_spool(done, t
         db.execute("UPDATE results SET path=? WHERE sop_uid=?", (str(path), "9.1"))
     assert retention.purge_results(j, spool, "test") == {SERIES: 1} and not path.exists()
     assert retention.purge_results(j, spool, "test") == {}
+
+
+def test_a_result_superseded_unsent_goes_with_the_one_delivered_in_its_place(tmp_path, journal_url):
+    clock = Clock()
+    j = Journal(journal_url, clock=clock)
+    _instance(j, tmp_path, "1.2.3.1")
+    _analyse(j, "9.1", tmp_path, deliver=False)  # still pending when a late image re-opens the series
+    _instance(j, tmp_path, "1.2.3.2")
+    _analyse(j, "9.2", tmp_path, supersede=Supersession(frozenset({"A"}), ()))
+    assert {r["sop_uid"]: r["state"] for r in j.deliveries()} == {"9.1": DeliveryState.SUPERSEDED.value,
+                                                                  "9.2": DeliveryState.DELIVERED.value}
+    clock.t += 10 * DAY
+    retention.purge(j, Spool(tmp_path / "spool"), j.now(), "test")
+    assert j.purgeable_results() == {SERIES: 2}
+
+
+def test_a_series_sent_again_keeps_its_result_files_until_purged_again_and_a_rewritten_file_counts(done, tmp_path):
+    j, clock, _ = done
+    sr = _result_file(tmp_path, "9.1")
+    j.purge_series(SERIES, j.now(), _no_header, "test")
+    assert j.purge_results(SERIES, _no_header, "test") == 1 and not sr.exists()
+    _instance(j, tmp_path, "1.2.3.1")  # the PACS sends the series again: no longer purged
+    assert j.purgeable_results(as_if_purged=()) == {}
+    # the same images and model give the same SOP UIDs: the worker writes the same file again
+    _result_file(tmp_path, "9.1")
+    _analyse(j, "9.1", tmp_path, supersede=Supersession(frozenset({"A"}), ()))
+    (r,) = j.results()
+    assert r.file_removed_at is None  # the row says the file is there again, so retention can find it
+    clock.t += 10 * DAY
+    j.purge_series(SERIES, j.now(), _no_header, "test")
+    assert j.purgeable_results() == {SERIES: 1}

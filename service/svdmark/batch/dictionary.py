@@ -62,7 +62,8 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "total_seconds": ("s", "time for the whole series (reading, analysis, writing)"),
     "sr_file": ("", "path of the TID 1500 SR, relative to the output folder"),
     "seg_file": ("", "path of the segmentation (SEG), relative to the output folder"),
-    "summary_file": ("", "path of the summary image (Secondary Capture), relative to the output folder"),
+    "summary_file": ("", "path of the summary image (Secondary Capture), relative to the output folder; results "
+                     "export: empty once retention removed the file (svdmark purge; the PACS holds the object)"),
     "sr_sop_uid": ("", "SOP Instance UID of the SR"),
     "analysed_at": ("", "UTC time of the analysis, ISO 8601"),
     "job_id": ("", "service journal job id (results export)"),

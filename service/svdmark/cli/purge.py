@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "Remove the received images (spool files and journal rows) of every series that is "
                            "analysed, has nothing queued or running, had no instance and no finished job in the last "
                            "N days, and has no result still waiting to be sent; then the files of those series' "
-                           "results (SR, SEG, summary image, rejection notes) that every destination has received. A "
-                           "result that went dead keeps its file for `outbox resend`, one sent nowhere stays. The "
+                           "results (SR, SEG, summary image, rejection notes) that every destination has received, or "
+                           "that a newer result replaced before they were sent. A result that went dead keeps its "
+                           "file for `outbox resend`, one meant for no destination stays. The "
                            "result rows, their UIDs and delivery history, and the audit trail stay. Afterwards "
                            "`svdmark jobs reanalyse` refuses the series, and an instance that arrives for it starts a "
                            "new analysis beside the earlier results instead of superseding them. Run it from a timer; "
@@ -58,7 +59,8 @@ def run_purge(args) -> int:
     verb = "would remove" if args.dry_run else "removed"
     total = f"{verb} {instances} instances ({size / 1e6:.1f} MB) of {len(done)} series done with before {iso(cutoff)}"
     if not args.keep_results:
-        total += f"; {verb} the files of {sum(results.values())} delivered results of {len(results)} series"
+        total += (f"; {verb} the files of {sum(results.values())} delivered (or superseded) results of "
+                  f"{len(results)} series")
     human = table(COLUMNS, [(r["series_uid"], r["modality"], r["instances"], f"{r['bytes'] / 1e6:.1f}",
                              r["last_received"]) for r in rows], empty="") + ("\n" if rows else "") + total
     emit(args, {"dry_run": args.dry_run, "cutoff": iso(cutoff), "series": rows, "instances": instances,
