@@ -45,6 +45,11 @@ Example ``svdmark.toml``::
     host = "127.0.0.1"
     port = 9110
 
+    [retention]                           # svdmark purge run by the service itself (off unless days is set)
+    older_than_days = 30                  # the images of series done with for this long, then delivered results
+    keep_results = false                  # true: the images only
+    every_hours = 24                      # how often; the assembly leader runs it
+
 Environment variables: ``SVDMARK_HOST``, ``SVDMARK_PORT``, ``SVDMARK_AE_TITLE``,
 ``SVDMARK_DATA_DIR``, ``SVDMARK_DESTINATIONS`` (comma-separated ``AET@HOST:PORT``),
 ``SVDMARK_ALLOW_CALLING_AE`` (comma-separated), ``SVDMARK_SETTLE_SECONDS``,
@@ -299,6 +304,10 @@ class Config:
     # health endpoint and Prometheus metrics (see svdmark.health); off unless a port is set
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
+    # retention run by serve (svdmark.retention; svdmark purge is the same run by hand); off unless days are set
+    retention_days: float | None = None
+    retention_keep_results: bool = False
+    retention_every_hours: float = 24.0
 
     @property
     def tls_listener(self) -> bool:
@@ -369,6 +378,10 @@ class Config:
                               f"not {self.unsupported_sop_class!r}")
         if self.export_max_attempts < 1:
             raise ConfigError("export_max_attempts must be at least 1")
+        if self.retention_days is not None and not self.retention_days >= 0:
+            raise ConfigError(f"[retention] older_than_days ({self.retention_days}) must be 0 or more")
+        if not self.retention_every_hours > 0:
+            raise ConfigError(f"[retention] every_hours ({self.retention_every_hours}) must be more than 0")
         unknown_roles = sorted(set(self.roles) - set(ROLES))
         if not self.roles or unknown_roles:
             raise ConfigError(f"roles {list(self.roles)}: choose one or more of {', '.join(ROLES)}")
@@ -428,6 +441,9 @@ _FILE_KEYS: dict[str, tuple[str, str]] = {
     "tls.verify_hostname": ("tls_verify_hostname", "bool"),
     "metrics.host": ("metrics_host", "str"),
     "metrics.port": ("metrics_port", "int"),
+    "retention.older_than_days": ("retention_days", "float"),
+    "retention.keep_results": ("retention_keep_results", "bool"),
+    "retention.every_hours": ("retention_every_hours", "float"),
 }
 
 _ENV_KEYS: dict[str, tuple[str, str]] = {

@@ -6,7 +6,8 @@ series is complete; one leader at a time on a shared journal), ``work`` (analysi
 on one host (the embedded SQLite default) or on several (PostgreSQL and a shared spool: docs/scaling.md).
 
 Threads besides pynetdicom's: one per role's loop, plus the heartbeat, which renews this process's
-leases and tells other processes (``svdmark status``, the assembler) what it is doing. They share
+leases and tells other processes (``svdmark status``, the assembler) what it is doing, and where
+``[retention]`` is set, the retention run (``svdmark purge``'s) every ``every_hours`` in the assembly leader. They share
 nothing but the journal, so each can be killed at any instant. Each runs its step in a
 :class:`GuardedLoop`: a failing step (a full disk, a journal that went away) backs off, logs once per
 change and turns /healthz unhealthy until it recovers.
@@ -20,7 +21,7 @@ import socket
 import threading
 import time
 
-from . import health, tls
+from . import health, retention, tls
 from .assemble import Assembler
 from .config import Config
 from .export import CStoreExporter, Exporter, Outbox
@@ -34,6 +35,7 @@ from .spool import Spool, write_durably
 from .worker import Worker
 
 log = logging.getLogger("svdmark.service")
+RETENTION_ACTOR = "svdmark serve"  # who the audit trail names for the service's own retention runs
 RUNTIME_FILE = "service.json"  # where a running service says which port it listens on (for `svdmark status`)
 
 
@@ -82,6 +84,9 @@ class Service:
         loops = [GuardedLoop("heartbeat", self._heartbeat_step, self._stop, idle_seconds=self.heartbeat_seconds)]
         if "assemble" in self.roles:
             loops.append(GuardedLoop("assembler", self._assemble_step, self._stop, idle_seconds=0.0))
+            if self.config.retention_days is not None:
+                loops.append(GuardedLoop("retention", self._retention_step, self._stop,
+                                         idle_seconds=self.config.retention_every_hours * 3600.0))
         if self.worker is not None:
             loops += [GuardedLoop(f"worker-{i}", self.worker.run_one, self._stop, idle_seconds=0.2)
                       for i in range(max(1, self.config.workers))]
@@ -137,6 +142,20 @@ class Service:
         self._wake.wait(0.5)
         self._wake.clear()
         return bool(queued)
+
+    def _retention_step(self) -> bool:
+        """``svdmark purge --older-than-days N`` (and the delivered results, unless kept), run by the assembly
+        leader: one process at a time on a shared journal (each series' removal is its own checked transaction,
+        so a leadership change in between is harmless). Audited as ``svdmark serve``."""
+        if not self._leading:
+            return False
+        cutoff = self.journal.now() - self.config.retention_days * 86_400.0
+        purged = retention.purge(self.journal, self.spool, cutoff, RETENTION_ACTOR)
+        results = {} if self.config.retention_keep_results else retention.purge_results(
+            self.journal, self.spool, RETENTION_ACTOR)
+        event(log, "retention_run", series=len(purged), instances=sum(p.instances for p in purged),
+              results=sum(results.values()), older_than_days=self.config.retention_days)
+        return False
 
     def _recover(self) -> dict:
         """Interrupted work back to the queue: on SQLite everything this data dir left running; on a shared

@@ -102,3 +102,33 @@ def test_purge_removes_the_images_of_series_done_with_and_a_study_sent_again_is_
         assert len(receptions) == len(set(receptions))  # each object once
     finally:
         serve.stop()
+
+
+def test_serve_runs_the_retention_itself_when_the_config_asks(tmp_path, fake_models, studies):
+    """[retention] in svdmark.toml: the assembly leader runs the same purge every every_hours, audited as the
+    service; here at once (0 days) and every few seconds."""
+    config = tmp_path / "svdmark.toml"
+    config.write_text("[assemble]\nincomplete_max_wait_seconds = 3\n"
+                      "[retention]\nolder_than_days = 0\nevery_hours = 0.001\n")
+    serve = Serve(tmp_path / "data", {"SVDMARK_MODELS_DIR": str(fake_models), "SVDMARK_CONFIG": str(config)}).start()
+    study = studies["ncct"]
+    files = sorted(Path(study.out_dir).rglob("*.dcm"))
+    spool = tmp_path / "data" / "spool"
+    try:
+        serve.send(files)
+        wait_until(lambda: serve.settled(len(study.series)), 240, "every series analysed, its results delivered")
+        wait_until(lambda: not _files(spool / "incoming") and not _files(spool / "results"), 60,
+                   "the service's own retention run removed the images and the delivered results")
+        got = results_by_kind(serve.pacs)
+        assert len(got["SR"]) == 1  # delivered before anything was removed
+        journal = Journal(journaldb.url_for(tmp_path / "data"))
+        try:
+            purged = journal.audit_entries(action="spool.purge")
+            assert {a.detail["series_uid"] for a in purged} == {s.series_uid for s in study.series}
+            (results,) = journal.audit_entries(action="spool.purge_results")
+            assert results.detail["results"] == len(got["SR"] + got["SEG"] + got["OT"])
+            assert {a.actor for a in purged + [results]} == {"svdmark serve"}
+        finally:
+            journal.close()
+    finally:
+        serve.stop()

@@ -43,3 +43,15 @@ def test_unknown_setting_is_refused(tmp_path: Path):
 def test_settle_must_not_exceed_fallback():
     with pytest.raises(ConfigError, match="settle_seconds"):
         Config(settle_seconds=10, fallback_seconds=5).validate()
+
+
+def test_retention_is_off_unless_days_are_set_and_its_values_are_checked(tmp_path: Path):
+    assert load(env={}).retention_days is None
+    f = tmp_path / "r.toml"
+    f.write_text("[retention]\nolder_than_days = 30\nkeep_results = true\nevery_hours = 6\n")
+    cfg = load(f, env={})
+    assert (cfg.retention_days, cfg.retention_keep_results, cfg.retention_every_hours) == (30.0, True, 6.0)
+    with pytest.raises(ConfigError, match="older_than_days"):
+        Config(retention_days=-1).validate()
+    with pytest.raises(ConfigError, match="every_hours"):
+        Config(retention_days=30, retention_every_hours=0).validate()
