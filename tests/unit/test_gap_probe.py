@@ -6,22 +6,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root holds training/
 
+from tests.unit import ct_heads  # noqa: E402
 from training import gap_probe  # noqa: E402
 
 
 def _head(wm=26.0, csf=11.0, noise=4.0, seed=0):
     """Five 200² slices at 0.5 mm: a skull ring, white matter, two ventricles and a thin sulcus of CSF."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:200, 0:200]
-    r = np.hypot(yy - 100, xx - 100)
-    sl = np.full((200, 200), -1000.0, np.float32)
-    sl[r < 90] = 1200.0
-    sl[r < 80] = wm
+    sl, yy, xx = ct_heads.skull_slice(wm)
     sl[(np.abs(yy - 100) < 12) & (np.abs(xx - 80) < 8)] = csf
     sl[(np.abs(yy - 100) < 12) & (np.abs(xx - 120) < 8)] = csf
     sl[(np.abs(yy - 40) < 2) & (np.abs(xx - 100) < 20)] = csf
-    a = np.repeat(sl[None], 5, 0)
-    return a + (rng.normal(0, noise, a.shape) * (a > -500) * (a < 500)).astype(np.float32)
+    return ct_heads.stack(sl, 5, noise, seed)
 
 
 def test_tissue_levels_find_white_matter_and_csf_inside_the_skull():

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root holds training/
 
 from svdmark.domain import FrameRef, Volume  # noqa: E402
+from tests.unit import ct_heads  # noqa: E402
 from training import counted, csf_exclusion, hu_grow  # noqa: E402
 
 WM, CSF = 26.0, 12.0
@@ -19,17 +20,11 @@ WM, CSF = 26.0, 12.0
 def _case(lesion_hu: float = 6.0, noise: float = 1.0, seed: int = 0):
     """Five 200² slices at 0.5 mm x 2 mm: a skull ring, white matter, a ventricle of CSF, and a lesion ``lesion_hu``
     below white matter: a core (rows 40-59) and a fainter band beside it (rows 60-69), both columns 90-109."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:200, 0:200]
-    r = np.hypot(yy - 100, xx - 100)
-    sl = np.full((200, 200), -1000.0, np.float32)
-    sl[r < 90] = 1200.0
-    sl[r < 80] = WM
+    sl, yy, xx = ct_heads.skull_slice(WM)
     sl[(np.abs(yy - 120) < 12) & (np.abs(xx - 100) < 10)] = CSF
     sl[40:60, 90:110] = WM - lesion_hu
     sl[60:70, 90:110] = WM - lesion_hu / 2
-    a = np.repeat(sl[None], 5, 0)
-    a = a + (rng.normal(0, noise, a.shape) * (a > -500) * (a < 500)).astype(np.float32)
+    a = ct_heads.stack(sl, 5, noise, seed)
     positions = np.array([[0.0, 0.0, 2.0 * k] for k in range(5)])
     frames = tuple(FrameRef(f"2.25.{k}", "1.2.840.10008.5.1.4.1.1.2") for k in range(5))
     vol = Volume(array=a, row_direction=(1.0, 0.0, 0.0), column_direction=(0.0, 1.0, 0.0), pixel_spacing=(0.5, 0.5),
