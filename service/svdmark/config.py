@@ -380,8 +380,9 @@ class Config:
             raise ConfigError("export_max_attempts must be at least 1")
         if self.retention_days is not None and not self.retention_days >= 0:
             raise ConfigError(f"[retention] older_than_days ({self.retention_days}) must be 0 or more")
-        if not self.retention_every_hours > 0:
-            raise ConfigError(f"[retention] every_hours ({self.retention_every_hours}) must be more than 0")
+        if not 0 < self.retention_every_hours <= 8784:
+            raise ConfigError(f"[retention] every_hours ({self.retention_every_hours}) must be more than 0 and at "
+                              "most 8784 (a year)")
         unknown_roles = sorted(set(self.roles) - set(ROLES))
         if not self.roles or unknown_roles:
             raise ConfigError(f"roles {list(self.roles)}: choose one or more of {', '.join(ROLES)}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
@@ -54,26 +55,45 @@ def _first_header(spool: Spool, sources: list[Path]) -> tuple[Path, bytes] | Non
     return None
 
 
-def purge(journal: Journal, spool: Spool, cutoff: float, actor: str) -> list[PurgedSeries]:
-    """Remove the images of every series done with before ``cutoff`` (journal time), each audited as ``actor``'s
-    in its own transaction; the series removed."""
-    done = []
+@dataclass
+class RetentionRun:
+    """What one retention run removed, and the series whose files it could not remove (each its own transaction:
+    one that fails leaves its rows, and the others go on)."""
+
+    series: list[PurgedSeries] = field(default_factory=list)  # whose images went
+    results: dict[str, int] = field(default_factory=dict)  # series uid -> result files removed
+    failed: dict[str, str] = field(default_factory=dict)  # series uid -> why (the file system's error)
+
+
+def run(journal: Journal, spool: Spool, cutoff: float, actor: str, keep_results: bool = False) -> RetentionRun:
+    """Remove the images of every series done with before ``cutoff`` (journal time), then (unless ``keep_results``)
+    the files of every produced object of a purged series that its destinations hold; each series in its own
+    transaction, audited as ``actor``'s."""
+    out = RetentionRun()
     for candidate in journal.purgeable(cutoff):
-        purged = journal.purge_series(candidate.series_uid, cutoff, lambda paths: remove_images(spool, paths), actor)
-        if purged is not None:  # None: an instance arrived, or a job started, since the listing
+        uid = candidate.series_uid
+        purged = _guarded(out, uid, lambda: journal.purge_series(uid, cutoff, lambda p: remove_images(spool, p), actor))
+        if purged is not None:  # None: an instance arrived, or a job started, since the listing (or it failed)
             event(log, "series_purged", series_uid=purged.series_uid, instances=purged.instances,
                   bytes=purged.bytes)
-            done.append(purged)
-    return done
-
-
-def purge_results(journal: Journal, spool: Spool, actor: str) -> dict[str, int]:
-    """Remove the files of every produced object of a purged series that its destinations hold, each series in its
-    own audited transaction; series uid → files removed."""
-    done = {}
-    for series_uid in journal.purgeable_results():
-        n = journal.purge_results(series_uid, lambda paths: [spool.discard(p) for p in paths], actor)
+            out.series.append(purged)
+    if keep_results:
+        return out
+    for uid in journal.purgeable_results():
+        n = _guarded(out, uid, lambda: journal.purge_results(uid, lambda paths: [spool.discard(p) for p in paths],
+                                                             actor))
         if n:
-            event(log, "results_purged", series_uid=series_uid, results=n)
-            done[series_uid] = n
-    return done
+            event(log, "results_purged", series_uid=uid, results=n)
+            out.results[uid] = n
+    return out
+
+
+def _guarded(out: RetentionRun, series_uid: str, step):
+    """``step()``, or None with the reason in ``out.failed`` when the file system refuses (a permission, a
+    read-only mount): the series stays as it was and the run goes on with the next."""
+    try:
+        return step()
+    except OSError as exc:
+        out.failed[series_uid] = f"{type(exc).__name__}: {exc.strerror or exc}"
+        event(log, "purge_failed", logging.WARNING, series_uid=series_uid, reason=out.failed[series_uid])
+        return None

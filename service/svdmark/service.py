@@ -147,14 +147,14 @@ class Service:
         """``svdmark purge --older-than-days N`` (and the delivered results, unless kept), run by the assembly
         leader: one process at a time on a shared journal (each series' removal is its own checked transaction,
         so a leadership change in between is harmless). Audited as ``svdmark serve``."""
-        if not self._leading:
-            return False
+        if not self._leading:  # not (yet) the leader: look again soon, not a whole interval later
+            self._stop.wait(min(5.0, self.config.retention_every_hours * 3600.0))
+            return True
         cutoff = self.journal.now() - self.config.retention_days * 86_400.0
-        purged = retention.purge(self.journal, self.spool, cutoff, RETENTION_ACTOR)
-        results = {} if self.config.retention_keep_results else retention.purge_results(
-            self.journal, self.spool, RETENTION_ACTOR)
-        event(log, "retention_run", series=len(purged), instances=sum(p.instances for p in purged),
-              results=sum(results.values()), older_than_days=self.config.retention_days)
+        ran = retention.run(self.journal, self.spool, cutoff, RETENTION_ACTOR, self.config.retention_keep_results)
+        event(log, "retention_run", logging.WARNING if ran.failed else logging.INFO, series=len(ran.series),
+              instances=sum(p.instances for p in ran.series), results=sum(ran.results.values()),
+              failed=len(ran.failed), older_than_days=self.config.retention_days)
         return False
 
     def _recover(self) -> dict:

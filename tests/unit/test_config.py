@@ -53,5 +53,6 @@ def test_retention_is_off_unless_days_are_set_and_its_values_are_checked(tmp_pat
     assert (cfg.retention_days, cfg.retention_keep_results, cfg.retention_every_hours) == (30.0, True, 6.0)
     with pytest.raises(ConfigError, match="older_than_days"):
         Config(retention_days=-1).validate()
-    with pytest.raises(ConfigError, match="every_hours"):
-        Config(retention_days=30, retention_every_hours=0).validate()
+    for hours in (0, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="every_hours"):
+            Config(retention_days=30, retention_every_hours=hours).validate()

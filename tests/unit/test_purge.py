@@ -174,14 +174,14 @@ def test_the_retention_run_keeps_each_series_header_without_its_pixels(tmp_path,
         write(path, data)
 
     monkeypatch.setattr(retention, "write_durably", after_the_images)
-    (done,) = retention.purge(j, spool, j.now(), "test")
+    (done,) = retention.run(j, spool, j.now(), "test").series
     assert (done.series_uid, done.instances) == (series, 3) and not any(p.exists() for p in placed)
     header = j.first_instance_path(series)
     assert header.is_relative_to(spool.headers) and j.instances(series) == []
     kept = pydicom.dcmread(header)
     assert "PixelData" not in kept and kept.SOPInstanceUID == sops[1]  # the first that still read
     assert (kept.SeriesDescription, kept.PatientID, str(kept.SeriesInstanceUID)) == ("tls test", "TLS1", series)
-    assert retention.purge(j, spool, j.now(), "test") == []
+    assert retention.run(j, spool, j.now(), "test").series == []
 
 
 def _result_file(tmp_path: Path, sop: str) -> Path:
@@ -224,7 +224,7 @@ def test_a_dead_letter_and_a_result_sent_nowhere_keep_their_files(tmp_path, jour
     (d,) = j.due_deliveries()
     j.mark_failed(d.id, "association rejected", next_attempt_at=0.0, dead=True)
     clock.t += 10 * DAY
-    assert [s.series_uid for s in retention.purge(j, Spool(tmp_path / "spool"), j.now(), "test")] == [SERIES]
+    assert [s.series_uid for s in retention.run(j, Spool(tmp_path / "spool"), j.now(), "test").series] == [SERIES]
     assert j.purgeable_results() == {}  # 9.1 went dead (outbox resend needs it), 9.2 is the only copy
     assert j.resend_dead() == 1
     (d,) = j.due_deliveries()
@@ -253,8 +253,9 @@ def test_the_retention_run_removes_delivered_result_files_from_the_spool(done, t
     with j._tx() as db:  # the result where a worker writes it, in the spool's results area
         path = spool.write(spool.results, "1.2", SERIES, "9.1", b"result")
         db.execute("UPDATE results SET path=? WHERE sop_uid=?", (str(path), "9.1"))
-    assert retention.purge_results(j, spool, "test") == {SERIES: 1} and not path.exists()
-    assert retention.purge_results(j, spool, "test") == {}
+    assert retention.run(j, spool, j.now(), "test", keep_results=True).results == {} and path.exists()
+    assert retention.run(j, spool, j.now(), "test").results == {SERIES: 1} and not path.exists()
+    assert retention.run(j, spool, j.now(), "test").results == {}
 
 
 def test_a_result_superseded_unsent_goes_with_the_one_delivered_in_its_place(tmp_path, journal_url):
@@ -267,7 +268,7 @@ def test_a_result_superseded_unsent_goes_with_the_one_delivered_in_its_place(tmp
     assert {r["sop_uid"]: r["state"] for r in j.deliveries()} == {"9.1": DeliveryState.SUPERSEDED.value,
                                                                   "9.2": DeliveryState.DELIVERED.value}
     clock.t += 10 * DAY
-    retention.purge(j, Spool(tmp_path / "spool"), j.now(), "test")
+    retention.run(j, Spool(tmp_path / "spool"), j.now(), "test", keep_results=True)
     assert j.purgeable_results() == {SERIES: 2}
 
 
@@ -286,3 +287,55 @@ def test_a_series_sent_again_keeps_its_result_files_until_purged_again_and_a_rew
     clock.t += 10 * DAY
     j.purge_series(SERIES, j.now(), _no_header, "test")
     assert j.purgeable_results() == {SERIES: 1}
+
+
+def test_the_services_retention_step_runs_only_in_the_assembly_leader_and_retries_soon_otherwise(tmp_path):
+    from svdmark.config import Config
+    from svdmark.service import RETENTION_ACTOR, Service
+
+    cfg = Config(data_dir=tmp_path / "data", roles=("assemble",), retention_days=0.0, retention_every_hours=24.0)
+    svc = Service(cfg)
+    try:
+        clock = Clock()
+        svc.journal.now = clock  # days pass without waiting
+        _instance(svc.journal, tmp_path, "1.2.3.1")
+        _analyse(svc.journal, "9.1", tmp_path)
+        clock.t += DAY
+        svc._stop.set()  # its wait returns at once
+        svc._leading = False
+        assert svc._retention_step() is True  # not the leader: look again in seconds, not in 24 hours
+        assert svc.journal.instances(SERIES) and svc.journal.audit_entries(action="spool.purge") == []
+        svc._leading = True
+        assert svc._retention_step() is False  # done: the next run in every_hours
+        assert svc.journal.instances(SERIES) == []
+        assert [a.actor for a in svc.journal.audit_entries(action="spool.purge")] == [RETENTION_ACTOR]
+    finally:
+        svc.journal.close()
+
+
+def test_a_series_whose_files_the_file_system_refuses_stays_and_the_run_goes_on(tmp_path, journal_url, monkeypatch):
+    clock = Clock()
+    j, spool = Journal(journal_url, clock=clock), Spool(tmp_path / "spool")
+    kept = _instance(j, tmp_path, "1.2.3.1")
+    _analyse(j, "9.1", tmp_path)
+    other = "1.2.4"
+    path = tmp_path / "other.dcm"
+    path.write_bytes(b"\0" * 10)
+    j.record_instance(sop_uid="1.2.4.1", study_uid="1.2", series_uid=other, sop_class="1.2.840.10008.5.1.4.1.1.2",
+                      transfer_syntax="1.2.840.10008.1.2.1", path=path, size=10, digest="d2", modality="CT",
+                      geometry=SliceGeometry(), calling_ae="SCU")
+    j.queue_job(j.series_row(other), "complete")
+    j.finish_job(j.claim_job(), JobState.DONE)
+    clock.t += 10 * DAY
+    discard = spool.discard
+
+    def refuse(p):
+        if p == kept:
+            raise PermissionError(13, "Permission denied")
+        discard(p)
+
+    monkeypatch.setattr(spool, "discard", refuse)
+    ran = retention.run(j, spool, j.now(), "test")
+    assert ran.failed == {SERIES: "PermissionError: Permission denied"}
+    assert [s.series_uid for s in ran.series] == [other] and not path.exists()  # the next series went
+    assert kept.exists() and j.instances(SERIES) and j.purgeable(j.now())  # the refused one stays, whole

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..lifecycle import actor
-from ..retention import purge, purge_results
+from .. import retention
 from ..spool import Spool
 from .common import add_config_options, add_json_option, emit, fail, iso, load_config, open_journal, table
 
@@ -43,14 +43,14 @@ def run_purge(args) -> int:
     journal = open_journal(cfg, "give the service's --data-dir, --journal or --config")
     try:
         cutoff = journal.now() - args.older_than_days * DAY
+        failed = {}
         if args.dry_run:
             done = journal.purgeable(cutoff)
             # the series this run would purge count as purged: what the run would remove of their results too
             results = {} if args.keep_results else journal.purgeable_results(as_if_purged={p.series_uid for p in done})
         else:
-            spool, who = Spool(cfg.spool_dir), actor()
-            done = purge(journal, spool, cutoff, who)
-            results = {} if args.keep_results else purge_results(journal, spool, who)
+            ran = retention.run(journal, Spool(cfg.spool_dir), cutoff, actor(), keep_results=args.keep_results)
+            done, results, failed = ran.series, ran.results, ran.failed
     finally:
         journal.close()
     rows = [{"series_uid": p.series_uid, "study_uid": p.study_uid, "modality": p.modality,
@@ -63,9 +63,13 @@ def run_purge(args) -> int:
                   f"{len(results)} series")
     human = table(COLUMNS, [(r["series_uid"], r["modality"], r["instances"], f"{r['bytes'] / 1e6:.1f}",
                              r["last_received"]) for r in rows], empty="") + ("\n" if rows else "") + total
+    if failed:
+        total += "\n" + "\n".join(f"could not remove the files of series {uid}: {why}"
+                                  for uid, why in sorted(failed.items()))
     emit(args, {"dry_run": args.dry_run, "cutoff": iso(cutoff), "series": rows, "instances": instances,
                 "bytes": size, "results": None if args.keep_results else {
                     "files": sum(results.values()), "series": [{"series_uid": k, "files": v}
-                                                               for k, v in sorted(results.items())]}}, human)
-    return 0
+                                                               for k, v in sorted(results.items())]},
+                "failed": [{"series_uid": k, "reason": v} for k, v in sorted(failed.items())]}, human)
+    return 1 if failed else 0
 
