@@ -961,10 +961,14 @@ class Journal:
         return self._query("SELECT * FROM jobs WHERE state=? ORDER BY id DESC LIMIT ?", (state.value, limit))
 
     def retry_job(self, job_id: int) -> bool:
+        """A failed job back to the queue; False (nothing changed) unless it failed and its images are still in the
+        spool (not purged since, nor a purge behind the series' present generation)."""
         with self._tx() as db:
             row = db.execute(f"SELECT series_uid, generation, state FROM jobs WHERE id=?{db.for_update}",
                              (job_id,)).fetchone()
             if row is None or row["state"] not in (JobState.FAILED.value,):
+                return False
+            if _purged_since(db.execute(_SERIES_PURGE, (row["series_uid"],)).fetchone(), row["generation"]):
                 return False
             db.execute(
                 "UPDATE jobs SET state=?, attempts=0, interruptions=0, suspect_interruptions=0, interrupted_at=NULL,"
@@ -976,6 +980,11 @@ class Journal:
                 (SeriesState.QUEUED.value, row["series_uid"], row["generation"]),
             )
             return True
+
+    def images_purged(self, series_uid: str, generation: int) -> bool:
+        """Whether the images a job of this generation of the series read were purged (``svdmark purge``)."""
+        rows = self._query(_SERIES_PURGE, (series_uid,))
+        return _purged_since(rows[0] if rows else None, generation)
 
     # ---------------------------------------------------------------- outbox
     def due_deliveries(self, now: float | None = None, destination: str | None = None,
@@ -1447,6 +1456,15 @@ _PURGEABLE = (
     " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.series_uid=s.series_uid AND (j.state IN (?,?) OR j.finished_at>=?))"
     " AND NOT EXISTS (SELECT 1 FROM results r JOIN deliveries d ON d.sop_uid=r.sop_uid"
     " WHERE r.series_uid=s.series_uid AND d.state IN (?,?))")
+_SERIES_PURGE = "SELECT purged_at, base_generation FROM series WHERE series_uid=?"
+
+
+def _purged_since(series: Any, generation: int) -> bool:
+    """Whether a generation's images are gone: the series is purged, or a purge lies behind its present generation
+    (a series sent again after its purge starts at ``base_generation``)."""
+    return series is not None and (series["purged_at"] is not None or generation < series["base_generation"])
+
+
 # a produced object, its file still in the spool, that every destination has (Journal.purgeable_results)
 _RESULT_FILE_SETTLED = (
     "r.file_removed_at IS NULL AND EXISTS (SELECT 1 FROM deliveries d WHERE d.sop_uid=r.sop_uid)"

@@ -339,3 +339,19 @@ def test_a_series_whose_files_the_file_system_refuses_stays_and_the_run_goes_on(
     assert ran.failed == {SERIES: "PermissionError: Permission denied"}
     assert [s.series_uid for s in ran.series] == [other] and not path.exists()  # the next series went
     assert kept.exists() and j.instances(SERIES) and j.purgeable(j.now())  # the refused one stays, whole
+
+
+def test_a_failed_job_of_a_purged_series_is_not_retried(tmp_path, journal_url):
+    clock = Clock()
+    j = Journal(journal_url, clock=clock)
+    _instance(j, tmp_path, "1.2.3.1")
+    j.queue_job(j.series_row(SERIES), "complete")
+    job = j.claim_job()
+    j.finish_job(job, JobState.FAILED, detail="unreadable pixel data")
+    clock.t += 10 * DAY
+    assert not j.images_purged(SERIES, job.generation)
+    j.purge_series(SERIES, j.now(), _no_header, "test")
+    assert j.images_purged(SERIES, job.generation) and j.retry_job(job.id) is False
+    _instance(j, tmp_path, "1.2.3.1")  # sent again: a new generation; the old job's images are still gone
+    assert j.images_purged(SERIES, job.generation) and not j.images_purged(SERIES, job.generation + 1)
+    assert j.retry_job(job.id) is False and j.job(job.id).state is JobState.FAILED
