@@ -355,3 +355,29 @@ def test_a_failed_job_of_a_purged_series_is_not_retried(tmp_path, journal_url):
     _instance(j, tmp_path, "1.2.3.1")  # sent again: a new generation; the old job's images are still gone
     assert j.images_purged(SERIES, job.generation) and not j.images_purged(SERIES, job.generation + 1)
     assert j.retry_job(job.id) is False and j.job(job.id).state is JobState.FAILED
+
+
+def test_svdmark_purge_lists_a_series_it_could_not_remove_and_exits_1(tmp_path, monkeypatch, capsys):
+    import json
+
+    from svdmark.cli.main import main
+    from svdmark.config import Config
+
+    data = tmp_path / "data"
+    j = Journal(Config(data_dir=data).journal_url)
+    spool = Spool(data / "spool")
+    _instance(j, spool.root, "1.2.3.1")
+    _analyse(j, "9.1", tmp_path)
+    j.close()
+
+    def refuse(self, path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Spool, "discard", refuse)
+    capsys.readouterr()
+    assert main(["purge", "--older-than-days", "0", "--data-dir", str(data), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["series"] == [] and doc["failed"] == [{"series_uid": SERIES, "reason": "PermissionError: Permission "
+                                                                                       "denied"}]
+    assert main(["purge", "--older-than-days", "0", "--data-dir", str(data)]) == 1
+    assert f"could not remove the files of series {SERIES}: PermissionError" in capsys.readouterr().out

@@ -61,11 +61,11 @@ def run_purge(args) -> int:
     if not args.keep_results:
         total += (f"; {verb} the files of {sum(results.values())} delivered (or superseded) results of "
                   f"{len(results)} series")
-    human = table(COLUMNS, [(r["series_uid"], r["modality"], r["instances"], f"{r['bytes'] / 1e6:.1f}",
-                             r["last_received"]) for r in rows], empty="") + ("\n" if rows else "") + total
     if failed:
         total += "\n" + "\n".join(f"could not remove the files of series {uid}: {why}"
                                   for uid, why in sorted(failed.items()))
+    human = table(COLUMNS, [(r["series_uid"], r["modality"], r["instances"], f"{r['bytes'] / 1e6:.1f}",
+                             r["last_received"]) for r in rows], empty="") + ("\n" if rows else "") + total
     emit(args, {"dry_run": args.dry_run, "cutoff": iso(cutoff), "series": rows, "instances": instances,
                 "bytes": size, "results": None if args.keep_results else {
                     "files": sum(results.values()), "series": [{"series_uid": k, "files": v}
