@@ -59,23 +59,24 @@ def training_head(seed: int) -> tuple[data.NcctCase, np.ndarray, np.ndarray]:
     return case, fraction, (case.wm_fraction >= 0.9) & (fraction == 0)
 
 
-def case_visibility(case: Path) -> dict:
+def case_visibility(case: Path, k_sd: float = K_SD) -> dict:
     """The figures of one development case (module doc)."""
     truth, vol, fraction, normal_wm = dev_head(case)
     return dict(seed=int(truth["seed"]), truth_ml=float(truth["wml_ml"]), slice_thickness=truth["slice_thickness"],
-                atrophy=truth["atrophy"], **visibility(vol, fraction, normal_wm))
+                atrophy=truth["atrophy"], **visibility(vol, fraction, normal_wm, k_sd))
 
 
-def training_case_visibility(seed: int) -> dict:
+def training_case_visibility(seed: int, k_sd: float = K_SD) -> dict:
     """The figures of one training-generator case (``training.data.ncct_case``; module doc)."""
     case, fraction, normal_wm = training_head(seed)
     return dict(seed=seed, truth_ml=case.truth_ml, slice_thickness=case.params.get("slice_thickness"),
                 atrophy=case.params.get("atrophy"), generator=case.params.get("generator", "svdmark_phantom"),
-                drawn_contrast_hu=case.contrast_hu, **visibility(case.volume, fraction, normal_wm))
+                drawn_contrast_hu=case.contrast_hu, **visibility(case.volume, fraction, normal_wm, k_sd))
 
 
-def visibility(vol, fraction: np.ndarray, normal_wm: np.ndarray) -> dict:
-    """Contrast, noise, CNR, AUC and visible volume of one head's lesion against its normal white matter."""
+def visibility(vol, fraction: np.ndarray, normal_wm: np.ndarray, k_sd: float = K_SD) -> dict:
+    """Contrast, noise, CNR, AUC and visible volume (``k_sd`` smoothed SDs below the normal white matter's mean) of
+    one head's lesion against its normal white matter."""
     hu = np.asarray(vol.array, np.float32)
     normal = ndimage.binary_erosion(normal_wm, iterations=2)
     sigma = (0.0, SQUINT_MM / vol.pixel_spacing[0], SQUINT_MM / vol.pixel_spacing[1])
@@ -83,7 +84,7 @@ def visibility(vol, fraction: np.ndarray, normal_wm: np.ndarray) -> dict:
     wm_mean, wm_sd, wm_sd_smooth = float(hu[normal].mean()), float(hu[normal].std()), float(smooth[normal].std())
     core = fraction >= CORE
     contrast = wm_mean - float(hu[core].mean()) if core.sum() >= 20 else None  # too few voxels: no figure
-    visible = smooth < wm_mean - K_SD * wm_sd_smooth
+    visible = smooth < wm_mean - k_sd * wm_sd_smooth
     auc = _auc(smooth[normal], smooth[core]) if core.sum() >= 20 else None
     ml = vol.voxel_volume_mm3 / 1000.0
     return dict(visible_ml=float(fraction[visible].sum()) * ml, wm_hu=wm_mean,
@@ -169,6 +170,8 @@ def main(argv=None) -> int:
     add_source_arguments(ap)
     ap.add_argument("--eval", type=Path, default=None, help="training.evaluate run on the same folder or split")
     ap.add_argument("--n", type=int, default=None)
+    ap.add_argument("--k-sd", type=float, default=K_SD,
+                    help="visibly dark: this many smoothed-noise SDs below the normal white matter's mean")
     args = ap.parse_args(argv)
     reads = {}
     if args.eval is not None:
@@ -180,7 +183,7 @@ def main(argv=None) -> int:
     else:
         cases = [(case_visibility, case) for case in source_folders(args)]
     for figures, case in cases:
-        r = figures(case)
+        r = figures(case, args.k_sd)
         if r["seed"] in reads:
             r["model_ml"] = reads[r["seed"]]
         rows.append(r)
@@ -192,7 +195,7 @@ def main(argv=None) -> int:
               f"({r['slice_thickness']} mm{', ' + r['generator'] if 'generator' in r else ''})", flush=True)
     env = data.training_environment()  # the shares that drew a training split's heads
     res = {"data": source_text(args), "environment": env, "eval": str(args.eval) if args.eval else None,
-           "squint_mm": SQUINT_MM, "k_sd": K_SD, "cases": rows, "by_bin": summarise(rows), "oracle": oracle(rows)}
+           "squint_mm": SQUINT_MM, "k_sd": args.k_sd, "cases": rows, "by_bin": summarise(rows), "oracle": oracle(rows)}
     for name, e in res["by_bin"].items():
         print(f"  {name:9s} n={e['n']:2d}: visible {e['visible_share']:.2f} of truth"
               + (f", model reads {e['model_share']:.2f} of truth (MAE {e['model_mae_ml']:.2f} mL)"
@@ -204,6 +207,7 @@ def main(argv=None) -> int:
         print(f"  a reader of exactly the visible lesion, {name}: MAE {f['mae_ml']:.3f} mL, MAE < 1 mL {low}, r {r}")
     RUNS.mkdir(exist_ok=True)
     label = f"_{args.eval.stem.removeprefix('eval_wml_')}" if args.eval else ""
+    label += "" if args.k_sd == K_SD else f"_k{args.k_sd:g}"
     (RUNS / f"visibility_{source_name(args, len(rows))}{label}.json").write_text(json.dumps(res, indent=1))
     return 0
 
