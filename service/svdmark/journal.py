@@ -1456,6 +1456,7 @@ _PURGEABLE = (
     " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.series_uid=s.series_uid AND (j.state IN (?,?) OR j.finished_at>=?))"
     " AND NOT EXISTS (SELECT 1 FROM results r JOIN deliveries d ON d.sop_uid=r.sop_uid"
     " WHERE r.series_uid=s.series_uid AND d.state IN (?,?))")
+_PURGEABLE_GROUP = " GROUP BY s.series_uid, s.study_uid, s.modality, s.last_received ORDER BY s.last_received"
 _SERIES_PURGE = "SELECT purged_at, base_generation FROM series WHERE series_uid=?"
 
 
@@ -1470,7 +1471,6 @@ _RESULT_FILE_SETTLED = (
     "r.file_removed_at IS NULL AND EXISTS (SELECT 1 FROM deliveries d WHERE d.sop_uid=r.sop_uid)"
     " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sop_uid=r.sop_uid AND d.state NOT IN (?,?))")
 _RESULT_FILE_SETTLED_ARGS = (DeliveryState.DELIVERED.value, DeliveryState.SUPERSEDED.value)
-_PURGEABLE_GROUP = " GROUP BY s.series_uid, s.study_uid, s.modality, s.last_received ORDER BY s.last_received"
 
 
 def _audit(db: Connection, at: float, actor: str, action: str, detail: dict) -> None:
