@@ -17,9 +17,8 @@ import numpy as np
 from scipy import ndimage
 
 from .counted import Probe, main, volume_ml
-from .gap_probe import tissue_levels
+from .gap_probe import in_plane, smoothed_head
 
-SMOOTH_MM = 1.5
 GRID = tuple(f"{t:g}/{d:g}" for t in (0.2, 0.3, 0.4, 0.5) for d in (0, 1, 2))  # share of the gap / mm grown
 
 
@@ -27,27 +26,21 @@ def csf_level_mask(sm: np.ndarray, wm: float, csf: float, t: float, grow_mm: flo
     """Voxels at the head's CSF level (smoothed HU at or below ``csf + t (wm - csf)``), grown ``grow_mm`` in-plane."""
     mask = sm <= csf + t * (wm - csf)
     if grow_mm > 0:
-        st = np.zeros((3, 3, 3), bool)
-        st[1] = ndimage.generate_binary_structure(2, 2)
-        mask = ndimage.binary_dilation(mask, structure=st, iterations=max(1, int(round(grow_mm / pixel_mm))))
+        mask = ndimage.binary_dilation(mask, structure=in_plane(2), iterations=max(1, int(round(grow_mm / pixel_mm))))
     return mask
 
 
 def measure(case, counted: np.ndarray, settings: list[str]) -> tuple[dict[str, float], dict]:
     """The head's volume under each ``t/d`` setting (the model's where its levels are not found), and its levels."""
-    vol = case.volume
-    hu = vol.array.astype(np.float32)
-    py, px = (float(v) for v in vol.pixel_spacing)
-    levels = tissue_levels(hu, (py, px))
-    if levels is None:
+    head = smoothed_head(case.volume)
+    if head is None:
         return {s: volume_ml(case, counted) for s in settings}, {}
-    wm, csf = levels
-    sm = ndimage.gaussian_filter(hu, (0, SMOOTH_MM / py, SMOOTH_MM / px))
+    pixel_mm = float(case.volume.pixel_spacing[0])
     out = {}
     for s in settings:
         t, d = (float(v) for v in s.split("/"))
-        out[s] = volume_ml(case, np.where(csf_level_mask(sm, wm, csf, t, d, py), 0.0, counted))
-    return out, {"wm_hu": wm, "csf_hu": csf}
+        out[s] = volume_ml(case, np.where(csf_level_mask(head.smooth, head.wm, head.csf, t, d, pixel_mm), 0.0, counted))
+    return out, {"wm_hu": head.wm, "csf_hu": head.csf}
 
 
 PROBE = Probe("no lesion at the head's own CSF level", "csf_exclusion", GRID, measure)

@@ -18,60 +18,50 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from svdmark.domain import Volume
-
 from .counted import Probe, main, volume_ml
-from .gap_probe import intracranial, tissue_levels
+from .gap_probe import SmoothedHead, in_plane, smoothed_head
 
-SMOOTH_MM = 1.5
 RESIDUAL_MM = 4.0
 NEAR_WM_HU = 4.0
 GRID = tuple(f"{k:g}/{g:g}" for k in (0.5, 1, 1.5, 2) for g in (1, 2, 4, 8))  # noise SDs below WM / mm grown
 
 
-def grow_region(volume: Volume) -> tuple[np.ndarray, float, float, float] | None:
-    """(smoothed HU, white matter HU, CSF HU, smoothed-noise SD) of a head; None where its levels are not found."""
-    hu = volume.array.astype(np.float32)
-    py, px = (float(v) for v in volume.pixel_spacing)
-    levels = tissue_levels(hu, (py, px))
-    if levels is None:
-        return None
-    wm, csf = levels
-    sm = ndimage.gaussian_filter(hu, (0, SMOOTH_MM / py, SMOOTH_MM / px))
+def noise_sd(head: SmoothedHead, pixel_spacing) -> float:
+    """The smoothed image's noise SD: the robust spread of its residual about a 4 mm smoothing in voxels within 4 HU
+    of white matter (NaN with too few of them)."""
+    py, px = (float(v) for v in pixel_spacing)
     # clipped about white matter first, so the skull's 1000 HU does not bleed into the brain's residual
-    coarse = ndimage.gaussian_filter(np.clip(sm, wm - 30.0, wm + 30.0), (0, RESIDUAL_MM / py, RESIDUAL_MM / px))
-    near = intracranial(hu, (py, px)) & (np.abs(sm - wm) < NEAR_WM_HU)
-    resid = (sm - coarse)[near]
-    sd = float(1.4826 * np.median(np.abs(resid - np.median(resid)))) if resid.size > 1000 else float("nan")
-    return sm, wm, csf, sd
+    coarse = ndimage.gaussian_filter(np.clip(head.smooth, head.wm - 30.0, head.wm + 30.0),
+                                     (0, RESIDUAL_MM / py, RESIDUAL_MM / px))
+    near = head.inside & (np.abs(head.smooth - head.wm) < NEAR_WM_HU)
+    resid = (head.smooth - coarse)[near]
+    return float(1.4826 * np.median(np.abs(resid - np.median(resid)))) if resid.size > 1000 else float("nan")
 
 
-def grown(counted: np.ndarray, sm: np.ndarray, inside: np.ndarray, wm: float, csf: float, sd: float, k: float,
-          grow_mm: float, pixel_mm: float, seed_at: float = 0.5) -> np.ndarray:
+def grown(counted: np.ndarray, head: SmoothedHead, sd: float, k: float, grow_mm: float, pixel_mm: float,
+          seed_at: float = 0.5) -> np.ndarray:
     """The counted fraction with the in-plane growth of its cores (>= ``seed_at``) through the faint band counted as
     whole lesion."""
-    band = inside & (sm <= wm - k * sd) & (sm >= csf + 0.5 * (wm - csf))
+    sm, wm, csf = head.smooth, head.wm, head.csf
+    band = head.inside & (sm <= wm - k * sd) & (sm >= csf + 0.5 * (wm - csf))
     seeds = counted >= seed_at
-    st = np.zeros((3, 3, 3), bool)
-    st[1] = ndimage.generate_binary_structure(2, 2)
     it = max(1, int(round(grow_mm / pixel_mm)))
-    region = ndimage.binary_dilation(seeds, structure=st, iterations=it, mask=band | seeds)
+    region = ndimage.binary_dilation(seeds, structure=in_plane(2), iterations=it, mask=band | seeds)
     return np.maximum(counted, region.astype(np.float32))
 
 
 def measure(case, counted: np.ndarray, settings: list[str]) -> tuple[dict[str, float], dict]:
     """The head's volume under each ``k/g`` setting (the model's where its levels are not found), and its levels."""
-    vol = case.volume
-    levels = grow_region(vol)
-    if levels is None:
+    head = smoothed_head(case.volume)
+    if head is None:
         return {s: volume_ml(case, counted) for s in settings}, {}
-    sm, wm, csf, sd = levels
-    inside = intracranial(vol.array, tuple(float(v) for v in vol.pixel_spacing))
+    pixel_mm = float(case.volume.pixel_spacing[0])
+    sd = noise_sd(head, case.volume.pixel_spacing)
     out = {}
     for s in settings:
         k, g = (float(v) for v in s.split("/"))
-        out[s] = volume_ml(case, grown(counted, sm, inside, wm, csf, sd, k, g, float(vol.pixel_spacing[0])))
-    return out, {"wm_hu": wm, "csf_hu": csf, "noise_sd": sd}
+        out[s] = volume_ml(case, grown(counted, head, sd, k, g, pixel_mm))
+    return out, {"wm_hu": head.wm, "csf_hu": head.csf, "noise_sd": sd}
 
 
 PROBE = Probe("growth into the head's faint hypodensity", "hu_grow", GRID, measure)
