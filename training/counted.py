@@ -48,10 +48,10 @@ def case_counted(runtime: Runtime, spec, case, cache: Path) -> np.ndarray:
         with np.load(path) as z:
             return z["counted"].astype(np.float32)
     out = runtime.run(spec, case.volume)
-    counted = counted_fraction(out.fraction, **wml_postprocessing(spec.manifest, case.volume))
+    counted = counted_fraction(out.fraction, **wml_postprocessing(spec.manifest, case.volume)).astype(np.float16)
     cache.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, counted=counted.astype(np.float16))
-    return counted
+    np.savez_compressed(path, counted=counted)
+    return counted.astype(np.float32)  # as kept: a run reads the same fractions whether or not the cache had them
 
 
 def volume_ml(case, fraction: np.ndarray) -> float:
