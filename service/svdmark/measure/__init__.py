@@ -42,8 +42,7 @@ UNFILTERED_NOTE = ("white-matter and CSF levels not found in the image: every re
 
 __all__ = ["from_output", "wml_findings", "wml_volume_ml", "counted_fraction", "wml_support", "unit_fraction",
            "wml_postprocessing", "filtered_fractions", "cmb_findings", "candidate_tuples", "dark_candidates",
-           "counted_candidates",
-           "merged_centres", "cmb_merging", "reference_intensity"]
+           "counted_candidates", "merged_centres", "cmb_merging", "reference_intensity"]
 
 
 def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFindings:
