@@ -18,8 +18,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from svdmark.measure.head import white_matter_level
-
 HU_CENTER, HU_SCALE, HU_CLIP = 30.0, 20.0, (-2.0, 4.0)  # train_wml.NORMALISATION
 
 
@@ -146,6 +144,18 @@ def subthreshold_hypodensity(hu: np.ndarray, rng: np.random.Generator, lesion: n
     keep = (hu > 15) & (hu < 45) & ~near
     out -= amp * shape * keep
     return out
+
+
+def white_matter_level(hu: np.ndarray, lo: float = 15.0, hi: float = 42.0, min_voxels: int = 500) -> float | None:
+    """The crop's white-matter HU: the mode of its soft-tissue histogram (0.5 HU bins, smoothed over 1 HU).
+
+    White matter is the largest brain tissue in every crop that holds brain; None when the crop has fewer
+    than ``min_voxels`` voxels in ``lo``..``hi`` HU (skull base, vertex, outside the head)."""
+    v = hu[(hu > lo) & (hu < hi)]
+    if v.size < min_voxels:
+        return None
+    h, e = np.histogram(v, bins=np.arange(lo, hi + 0.5, 0.5))
+    return float(e[int(np.argmax(ndimage.gaussian_filter1d(h.astype(np.float32), 2.0)))] + 0.25)
 
 
 def crop_white_matter_level(hu: np.ndarray, wm: np.ndarray | None, lesion: np.ndarray | None) -> float | None:

@@ -16,9 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from svdmark.measure.head import in_plane, smoothed_head
-
 from .counted import Probe, main, volume_ml
+from .gap_probe import in_plane, smoothed_head
 
 GRID = tuple(f"{t:g}/{d:g}" for t in (0.2, 0.3, 0.4, 0.5) for d in (0, 1, 2))  # share of the gap / mm grown
 

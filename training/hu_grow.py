@@ -18,9 +18,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from svdmark.measure.head import SmoothedHead, in_plane, smoothed_head
-
 from .counted import Probe, main, volume_ml
+from .gap_probe import SmoothedHead, in_plane, smoothed_head
 
 RESIDUAL_MM = 4.0
 NEAR_WM_HU = 4.0

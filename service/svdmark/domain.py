@@ -331,73 +331,6 @@ class InputSpec:
                    tta_from=tta_from or 0.0, raw=data)
 
 
-# what the WML component filter reads of each component of the counted fraction (svdmark.measure.components)
-WML_COMPONENT_FEATURES = (
-    "log_ml",  # log10 of the component's counted millilitres (+ 0.001)
-    "mean_fraction",  # its counted fraction per voxel
-    "peak_fraction",  # its largest counted fraction
-    "darkness",  # white matter less its fraction-weighted smoothed HU, in units of the head's CSF-white-matter gap
-    "csf_share",  # share of its voxels at or below the CSF level + 0.4 gap (ventricles and sulci read as lesion)
-    "ring_contrast",  # brain above the CSF level 1-3 mm about it in-plane, less its own HU, in gap units
-    "edge_mm",  # median in-plane distance of its voxels from the skull's inner rim
-    "csf_mm",  # smallest in-plane distance from it to CSF (ventricles, sulci)
-    "slice_area",  # the intracranial area of its centre slice over the head's largest (skull base, vertex: small)
-    "mirror_contrast",  # the same voxels mirrored about the slice's midline, less its own HU, in gap units
-    "height_mm",  # its through-plane extent
-)
-
-
-@dataclass(frozen=True)
-class ComponentFilter:
-    """The manifest's ``output.component_filter`` (WML): a logistic model over standardised
-    ``WML_COMPONENT_FEATURES`` of each component of the counted fraction, and the probability below which a component
-    counts nothing (``svdmark.measure.components``)."""
-
-    features: tuple[str, ...]
-    mean: tuple[float, ...]
-    scale: tuple[float, ...]
-    coef: tuple[float, ...]
-    intercept: float
-    threshold: float
-
-    @classmethod
-    def from_json(cls, data) -> "ComponentFilter | None":
-        if data is None:
-            return None
-        w = "field output.component_filter"
-        if not isinstance(data, Mapping):
-            raise ManifestFieldError(f"{w} must be an object, not {data!r}")
-        names = data.get("features")
-        if not isinstance(names, (list, tuple)) or not names or any(n not in WML_COMPONENT_FEATURES for n in names):
-            raise ManifestFieldError(f"{w}.features must name features of {', '.join(WML_COMPONENT_FEATURES)}, "
-                                     f"not {names!r}")
-        vecs = {}
-        for key in ("mean", "scale", "coef"):
-            v = data.get(key)
-            if not isinstance(v, (list, tuple)) or len(v) != len(names) or not all(_finite_number(x) for x in v):
-                raise ManifestFieldError(f"{w}.{key} must be {len(names)} finite numbers, not {v!r}")
-            vecs[key] = tuple(float(x) for x in v)
-        if any(s <= 0 for s in vecs["scale"]):
-            raise ManifestFieldError(f"{w}.scale must be positive, not {list(vecs['scale'])!r}")
-        for key in ("intercept", "threshold"):
-            if not _finite_number(data.get(key)):
-                raise ManifestFieldError(f"{w}.{key} must be a finite number, not {data.get(key)!r}")
-        if not 0.0 <= float(data["threshold"]) <= 1.0:
-            raise ManifestFieldError(f"{w}.threshold must be a probability 0-1, not {data['threshold']!r}")
-        return cls(tuple(names), vecs["mean"], vecs["scale"], vecs["coef"], float(data["intercept"]),
-                   float(data["threshold"]))
-
-    def probability(self, table: np.ndarray) -> np.ndarray:
-        """P(lesion) of each row of a (components, len(WML_COMPONENT_FEATURES)) table."""
-        cols = [WML_COMPONENT_FEATURES.index(n) for n in self.features]
-        z = (table[:, cols] - np.asarray(self.mean)) / np.asarray(self.scale)
-        return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.coef) + self.intercept)))
-
-
-def _finite_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 @dataclass(frozen=True)
 class OutputSpec:
     """The manifest's ``output``: thresholds and post-processing of the model's output."""
@@ -417,17 +350,13 @@ class OutputSpec:
     # CMB: a candidate inside the ellipsoid about a calcified mimic site (``measure.frame.SITES``; semi-axes in mm,
     # template axes) of the series' anatomical frame is not a microbleed; absent or empty: no such criterion
     mimic_sites: Mapping[str, tuple[float, float, float]] = field(default_factory=dict, hash=False)
-    # WML: components of the counted fraction that this logistic model calls unlikely lesion count nothing
-    # (``measure.components``); absent or null: every component counts
-    component_filter: ComponentFilter | None = field(default=None, hash=False)
 
     @classmethod
     def from_json(cls, data: Mapping) -> "OutputSpec":
         w = "output."
         spec = cls(*(_number(data, f.name, f.default, type(f.default), w) for f in fields(cls)
-                     if f.name not in ("mimic_sites", "component_filter")),
-                   mimic_sites=_mimic_sites({} if data.get("mimic_sites") is None else data["mimic_sites"]),
-                   component_filter=ComponentFilter.from_json(data.get("component_filter")))
+                     if f.name != "mimic_sites"), mimic_sites=_mimic_sites({} if data.get("mimic_sites") is None
+                                                  else data["mimic_sites"]))
         return replace(spec, **{k: math.inf for k in ("max_core_level", "max_core_to_surround")
                                 if getattr(spec, k) is None})
 

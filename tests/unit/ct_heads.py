@@ -1,5 +1,4 @@
-"""Tiny CT heads drawn in tests of the training probes and the WML component filter: a skull ring round white
-matter, the rest added by each test."""
+"""Tiny CT heads drawn in tests of the training probes: a skull ring round white matter, the rest added by each test."""
 from __future__ import annotations
 
 import numpy as np

@@ -10,7 +10,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root holds training/
 
-from svdmark.measure.head import white_matter_level  # noqa: E402
 from training import augment  # noqa: E402
 
 
@@ -241,8 +240,8 @@ def _head_slab():
 
 def test_low_contrast_head_raises_csf_keeps_the_lesion_contrast_and_leaves_fat_and_bone():
     hu, lesion, ring = _head_slab()
-    assert abs(white_matter_level(hu[1]) - 28.0) < 1.0
-    k1 = white_matter_level(hu[1]) - 1.3 * 6.0 - 2.0  # the lesions' floor, with the 2 HU margin
+    assert abs(augment.white_matter_level(hu[1]) - 28.0) < 1.0
+    k1 = augment.white_matter_level(hu[1]) - 1.3 * 6.0 - 2.0  # the lesions' floor, with the 2 HU margin
     pulled = 0
     for seed in range(20):
         out = augment.low_contrast_head(hu, np.random.default_rng(seed), contrast_hu=6.0)

@@ -5,8 +5,7 @@
 * ``WmlFindings`` for WML models: ``volume_ml`` = Σ (predicted lesion fraction ×
   physical voxel volume) — partial-volume aware, so a small lesion diluted by a
   5 mm slice still counts at its physical size — and the binary mask
-  (fraction ≥ the manifest's ``mask_threshold``) on the source grid, for the SEG; where the manifest sets
-  ``component_filter``, both only inside the regions it calls lesion (:mod:`.components`).
+  (fraction ≥ the manifest's ``mask_threshold``) on the source grid, for the SEG.
 * ``CmbFindings`` for CMB models: candidates at or above the manifest's
   ``threshold`` (and, where the manifest sets ``max_core_level`` or
   ``max_core_to_surround``, dark enough: :mod:`.darkness`; where it sets ``mimic_sites``, not at a calcified
@@ -26,7 +25,6 @@ import numpy as np
 from ..domain import CmbFindings, Manifest, Microbleed, ModelSpec, Task, Volume, WmlFindings
 from ..infer.preprocess import expand_slabs, foreground_reference, slab_group, slab_starts
 from . import quality
-from .components import kept_region
 from .darkness import dark_enough
 from .frame import outside_mimic_sites, split_at_mimic_sites
 from .geometry import HeadFrame, ball_mask, head_frame, locate
@@ -36,13 +34,9 @@ from .uncertainty import cmb_interval, wml_interval
 MIMIC_SITE_NOTE = ("{n} dark foc{i} at the pineal gland or a choroid plexus glomus, where calcification is usual, "
                    "not counted as microbleed{s}")
 
-# the findings' note when the component filter could not find the head's white-matter and CSF levels
-UNFILTERED_NOTE = ("white-matter and CSF levels not found in the image: every region the model marked is counted, "
-                   "none filtered by its look and place")
-
 __all__ = ["from_output", "wml_findings", "wml_volume_ml", "counted_fraction", "wml_support", "unit_fraction",
-           "wml_postprocessing", "filtered_fractions", "cmb_findings", "candidate_tuples", "dark_candidates",
-           "counted_candidates", "merged_centres", "cmb_merging", "reference_intensity"]
+           "wml_postprocessing", "cmb_findings", "candidate_tuples", "dark_candidates", "counted_candidates",
+           "merged_centres", "cmb_merging", "reference_intensity"]
 
 
 def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFindings:
@@ -53,10 +47,8 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
     limits = model.manifest.quality_limits
     if Task(model.task) is Task.WML:
         post = wml_postprocessing(model.manifest, volume)
-        fraction, passes, notes = filtered_fractions(model.manifest, volume, output, post)
-        f = wml_findings(volume, fraction, out.mask_threshold, **post)
-        f = replace(f, warnings=f.warnings + notes)
-        pass_ml = [wml_volume_ml(volume, p, **post) for p in passes]
+        f = wml_findings(volume, output.fraction, out.mask_threshold, **post)
+        pass_ml = [wml_volume_ml(volume, p, **post) for p in getattr(output, "passes", ())]
         interval = wml_interval(f.volume_ml, pass_ml, unc.get("wml"))
         gate = None
         if limits is not None:
@@ -96,21 +88,6 @@ def wml_postprocessing(manifest: Manifest, volume: Volume | None = None) -> dict
         group = slab_group(volume.slice_spacing, manifest.input.min_slice_mm)
     return dict(fraction_floor=out.fraction_floor, support_threshold=out.support_threshold,
                 support_dilate_vox=out.support_dilate_vox, slab_group=group)
-
-
-def filtered_fractions(manifest: Manifest, volume: Volume, output, post: dict) -> tuple[np.ndarray, tuple, tuple]:
-    """The WML output's fraction map and its test-time passes, each kept only inside the components of the counted
-    fraction that the manifest's ``output.component_filter`` calls lesion (:mod:`.components`), with the findings'
-    note where the filter could not read the head; without a filter, as the model gave them."""
-    flt = manifest.output.component_filter
-    passes = tuple(getattr(output, "passes", ()))
-    if flt is None:
-        return output.fraction, passes, ()
-    region = kept_region(volume, counted_fraction(output.fraction, **post), flt)
-    if region is None:
-        return output.fraction, passes, (UNFILTERED_NOTE,)
-    return (np.where(region, output.fraction, 0.0).astype(np.float32),
-            tuple(np.where(region, p, 0.0).astype(np.float32) for p in passes), ())
 
 
 def reference_intensity(volume: Volume, output) -> float:
