@@ -55,6 +55,14 @@ def _first_header(spool: Spool, sources: list[Path]) -> tuple[Path, bytes] | Non
     return None
 
 
+DAY_SECONDS = 86_400.0
+
+
+def cutoff(journal: Journal, older_than_days: float) -> float:
+    """The journal time before which a series is done with when it must be kept ``older_than_days``."""
+    return journal.now() - older_than_days * DAY_SECONDS
+
+
 @dataclass
 class RetentionRun:
     """What one retention run removed, and the series whose files it could not remove (each its own transaction:

@@ -150,7 +150,7 @@ class Service:
         if not self._leading:  # not (yet) the leader: look again soon, not a whole interval later
             self._stop.wait(min(5.0, self.config.retention_every_hours * 3600.0))
             return True
-        cutoff = self.journal.now() - self.config.retention_days * 86_400.0
+        cutoff = retention.cutoff(self.journal, self.config.retention_days)
         ran = retention.run(self.journal, self.spool, cutoff, RETENTION_ACTOR, self.config.retention_keep_results)
         event(log, "retention_run", logging.WARNING if ran.failed else logging.INFO, series=len(ran.series),
               instances=sum(p.instances for p in ran.series), results=sum(ran.results.values()),

@@ -8,7 +8,6 @@ from .. import retention
 from ..spool import Spool
 from .common import add_config_options, add_json_option, emit, fail, iso, load_config, open_journal, table
 
-DAY = 86_400.0
 COLUMNS = ("SERIES UID", "MODALITY", "INSTANCES", "MB", "LAST RECEIVED")
 
 
@@ -42,7 +41,7 @@ def run_purge(args) -> int:
     cfg = load_config(args)
     journal = open_journal(cfg, "give the service's --data-dir, --journal or --config")
     try:
-        cutoff = journal.now() - args.older_than_days * DAY
+        cutoff = retention.cutoff(journal, args.older_than_days)
         failed = {}
         if args.dry_run:
             done = journal.purgeable(cutoff)
