@@ -198,3 +198,56 @@ def test_one_process_on_postgresql_restarts_after_kill_without_waiting_for_its_l
         print(f"results {waited:.1f} s after the restart")
     finally:
         svd.stop()
+
+
+def _logged(svd: Svdmark, name: str) -> bool:
+    """Whether the process logged the event ``name`` (an event's name stands between spaces in its log line)."""
+    return f" {name} " in svd.log_text()
+
+
+def test_only_the_assembly_leader_runs_the_retention_and_its_successor_takes_over(tmp_path, pacs, postgres_url):
+    """[retention] on a shared journal: two all-role processes on one spool; the assembly leader alone runs the
+    purge (the standby's log has no run), each series' images are purged once, and when the leader is killed the
+    other takes the lead and purges what arrives next."""
+    studies = [write_study(tmp_path / "in" / f"s{k}", seed=70 + k, kind="ncct", vendor="ge", distractors=False,
+                           matrix=96) for k in range(2)]
+    config = tmp_path / "svdmark.toml"
+    config.write_text(f"[service]\nlease_seconds = {LEASE_SECONDS}\n"
+                      "[retention]\nolder_than_days = 0\nevery_hours = 0.001\n")
+    shared = ("--journal", postgres_url, "--spool", str(tmp_path / "shared-spool"), "--config", str(config),
+              "--settle-seconds", "1", "--fallback-seconds", "15")
+    first, second = (Svdmark(tmp_path / name, [f"{pacs.aet}@127.0.0.1:{pacs.port}"], extra=shared)
+                     for name in ("first", "second"))
+    journal = Journal(postgres_url, owner="test-reader")
+
+    def purged(study) -> list[str] | None:
+        """The study's series purged (one audit entry each), once every one of them is."""
+        uids = [a.detail["series_uid"] for a in journal.audit_entries(action="spool.purge")]
+        mine = [u for u in uids if u in {s.series_uid for s in study.series}]
+        return mine if len(set(mine)) == len(study.series) else None
+
+    try:
+        first.start()
+        wait_until(lambda: _logged(first, "assembly_leader"), 60, "the first process leading the assembly")
+        second.start()
+        storescu(_files(studies[0]), second.port)  # received by the standby, assembled and purged by the leader
+        expect_results(pacs, studies[:1])
+        done = wait_until(lambda: purged(studies[0]), 120, "the first study's images purged")
+        assert sorted(done) == sorted({s.series_uid for s in studies[0].series})  # each once
+        assert _logged(first, "retention_run")
+        assert not _logged(second, "assembly_leader") and not _logged(second, "retention_run")
+
+        first.kill9()
+        wait_until(lambda: _logged(second, "assembly_leader"), 60, "the second process leading after the kill")
+        storescu(_files(studies[1]), second.port)
+        expect_results(pacs, studies)
+        done = wait_until(lambda: purged(studies[1]), 120, "the second study's images purged by the new leader")
+        assert sorted(done) == sorted({s.series_uid for s in studies[1].series})
+        assert _logged(second, "retention_run")
+        assert not journal.audit_entries(action="spool.purge_failed")
+        received = pacs.receptions()
+        assert len(received) == len(set(received)) == 6  # SR, SEG and summary of each study, once
+    finally:
+        journal.close()
+        first.stop()
+        second.stop()
