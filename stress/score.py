@@ -4,7 +4,9 @@
 
 Per case: pydicom read -> ``svdmark.domain.Series`` -> ``svdmark.route.decide`` (a case that is not routed to
 the task is a failure) -> ``svdmark.volume.load`` -> ``ModelRegistry(models).active(task)`` ->
-``Runtime().run`` -> ``svdmark.measure.from_output``. Models: ``--models``, else ``$SVDMARK_MODELS_DIR``, else
+``Runtime().run`` -> ``svdmark.measure.from_output`` -> the packaged rules (``RuleSet.load().evaluate``: the
+category the SR states, at the WML flag's cut-point or the burden grade, and whether it says the interval makes that
+category uncertain). Models: ``--models``, else ``$SVDMARK_MODELS_DIR``, else
 the models shipped in the package (``svdmark/data/models/``); the active version (``ACTIVE`` file, else the highest
 installed) unless ``--version`` names one. Inference threads: ``$SVDMARK_INFER_THREADS`` (default 1).
 """
@@ -88,6 +90,9 @@ class Service:
         if version and version != self.model.version:
             self.model = reg.get(self.model.name, version)
         self.runtime = Runtime()
+        from svdmark.rules import RuleSet
+
+        self.rules = RuleSet.load()
 
     def run(self, case: Path, task: str):
         import pydicom
@@ -104,7 +109,18 @@ class Service:
         vol = volume.load(series)
         out = self.runtime.run(self.model, vol)
         findings = measure.from_output(self.model, vol, out)
-        return {"routed": True, "route": decision.rule_id, "volume_warnings": list(vol.warnings)}, (vol, out, findings)
+        return ({"routed": True, "route": decision.rule_id, "volume_warnings": list(vol.warnings),
+                 **flag_fields(self.rules.evaluate(findings))}, (vol, out, findings))
+
+
+def flag_fields(flags) -> dict:
+    """What the SR states of a finding's category (its one flag): the category, whether the interval makes it
+    uncertain, and (WML) the cut-point it was read at."""
+    (flag,) = flags
+    out = {"flag_category": flag.category, "flag_uncertain": bool(flag.values.get("category_uncertain", 0.0))}
+    if "cut_point_ml" in flag.values:
+        out["cut_point_ml"] = float(flag.values["cut_point_ml"])
+    return out
 
 
 def _interval(f):
@@ -291,6 +307,12 @@ def summarise_wml(rows: list[dict]) -> dict:
         ivs = [r for r in rep if r.get("interval")]
         s["interval_coverage"] = (float(np.mean([r["interval"][0] <= r["truth_ml"] <= r["interval"][1] for r in ivs]))
                                   if ivs else None)
+        # the SR's category at the flag's cut-point: right, or wrong without the SR saying it is uncertain
+        cat = [r for r in rep if "cut_point_ml" in r]
+        right = [(r["pred_ml"] >= r["cut_point_ml"]) == (r["truth_ml"] >= r["cut_point_ml"]) for r in cat]
+        s["category_agreement"] = float(np.mean(right)) if cat else None
+        wrong = [not ok and not r["flag_uncertain"] for ok, r in zip(right, cat)]
+        s["category_wrong_unflagged"] = float(np.mean(wrong)) if cat else None
     return s
 
 
@@ -310,6 +332,9 @@ def summarise_cmb(rows: list[dict]) -> dict:
         ivs = [r for r in rep if r.get("interval")]
         s["interval_coverage"] = (float(np.mean([r["interval"][0] <= r["count"] <= r["interval"][1] for r in ivs]))
                                   if ivs else None)
+        flagged = [r for r in rep if "flag_uncertain" in r]
+        s["grade_wrong_unflagged"] = (float(np.mean([r["pred_grade"] != r["grade"] and not r["flag_uncertain"]
+                                                     for r in flagged])) if flagged else None)
     return s
 
 
@@ -349,11 +374,13 @@ def print_table(task: str, overall: dict, by: dict, extra: dict) -> None:
     if task == "wml":
         cols = [("n", "n"), ("ign", "ignored"), ("err", "errors"), ("MAE", "mae_ml"), ("bias", "bias_ml"), ("r", "pearson_r"),
                 ("Dice>=1", "dice_truth_ge1"), ("MAE<1", "mae_truth_lt1"), ("med0", "median_pred_lesion_free"),
-                ("withh", "withheld_frac"), ("cover", "interval_coverage")]
+                ("withh", "withheld_frac"), ("cover", "interval_coverage"), ("cat=", "category_agreement"),
+                ("catX!", "category_wrong_unflagged")]
     else:
         cols = [("n", "n"), ("ign", "ignored"), ("err", "errors"), ("sens", "sensitivity"), ("FP/scan", "fp_per_scan"),
                 ("grade=", "grade_agreement"), ("cntMAE", "count_mae"), ("cntBias", "count_bias"), ("truths", "n_truth_bleeds"),
-                ("FP@0", "scans_with_fp_among_bleed_free"), ("withh", "withheld_frac"), ("cover", "interval_coverage")]
+                ("FP@0", "scans_with_fp_among_bleed_free"), ("withh", "withheld_frac"), ("cover", "interval_coverage"),
+                ("grdX!", "grade_wrong_unflagged")]
     head = f"{'group':<28}" + "".join(f"{c:>9}" for c, _ in cols)
     print(head)
     print("-" * len(head))

@@ -144,10 +144,13 @@ _STRESS_COLS = {
     "wml": [("n", "n", "{:d}"), ("withheld_frac", "withheld", "{:.2f}"), ("mae_ml", "MAE mL", "{:.2f}"),
             ("bias_ml", "bias mL", "{:+.2f}"), ("pearson_r", "r", "{:.3f}"), ("dice_truth_ge1", "Dice ≥1 mL", "{:.2f}"),
             ("mae_truth_lt1", "MAE <1 mL", "{:.2f}"), ("median_pred_lesion_free", "median, lesion-free", "{:.2f}"),
-            ("interval_coverage", "interval coverage", "{:.2f}")],
+            ("interval_coverage", "interval coverage", "{:.2f}"),
+            ("category_agreement", "flag category right", "{:.2f}"),
+            ("category_wrong_unflagged", "category wrong, not marked uncertain", "{:.2f}")],
     "cmb": [("n", "n", "{:d}"), ("withheld_frac", "withheld", "{:.2f}"), ("sensitivity", "sensitivity", "{:.3f}"),
             ("fp_per_scan", "FP/scan", "{:.2f}"), ("grade_agreement", "grade agreement", "{:.2f}"),
-            ("count_mae", "count MAE", "{:.2f}"), ("interval_coverage", "interval coverage", "{:.2f}")],
+            ("count_mae", "count MAE", "{:.2f}"), ("interval_coverage", "interval coverage", "{:.2f}"),
+            ("grade_wrong_unflagged", "grade wrong, not marked uncertain", "{:.2f}")],
 }
 
 
@@ -162,7 +165,7 @@ def _stress(task: str, st: dict) -> list[str]:
     lines = [f"## Independent stress set ({st['model']})",
              "Built by other code (`stress/`: its own anatomy, deformation, lesions, mimics, CT/MR physics, noise "
              "and DICOM writer; see `stress/README.md`), scored through the service's own stages (route, "
-             "volume.load, runtime, measure). Never used for training, post-processing, calibration or limits.",
+             "volume.load, runtime, measure, rules). Never used for training, post-processing, calibration or limits.",
              f"Command: `PYTHONPATH=. .venv/bin/python -m stress.score --task {task} --data DIR --json OUT` "
              f"(DIR from `python -m stress.build --task {task} --n {st['overall']['n']} --out DIR`).", "",
              "| group | " + " | ".join(h for _, h, _ in cols) + " |", "|---" * (len(cols) + 1) + "|",
