@@ -165,6 +165,9 @@ def setup(level: str = "INFO", fmt: str | None = None, third_party_level: str = 
         lib.setLevel(str(third_party_level).upper())
         lib.handlers[:] = []  # a library's own handler would print a second, unstructured line
         lib.propagate = True
+    from . import phi  # here, not at the top: phi keys its UID hashes with this module's pseudonym
+
+    phi.install()  # pydicom's and pynetdicom's messages quote element values: never into a log
 
 
 def add_format_option(p: argparse.ArgumentParser) -> None:

@@ -129,6 +129,15 @@ def uid_seed(series: Series, model: ModelSpec, ruleset_version: str) -> str:
     return h.hexdigest()
 
 
+def incomplete_refused(warning: str | None, policy: str) -> "Failed | None":
+    """The failure of a series analysed with the assembler's ``warning`` under ``[assemble] incomplete_policy``
+    ``policy``: only ``reject`` refuses it (before anything is read)."""
+    if not warning or policy != "reject":
+        return None
+    return Failed(Stage.COMPLETION, f"{warning}; not analysed ([assemble] incomplete_policy = reject)",
+                  "IncompleteSeries", blame="input", expected=True)
+
+
 def with_completion_warning(result: AnalysisResult, warning: str | None) -> AnalysisResult:
     """Put the assembler's ``incomplete series: N of M images`` first among the volume's warnings, which the
     SR (Qualitative Evaluations), the summary image and the job summary's ``warnings`` all show."""

@@ -109,9 +109,9 @@ class Worker:
 
     def _analyse(self, job: JobRow) -> tuple[Analysed | Unfinished, ResultObject | None]:
         """The pipeline on the job's spooled instances, and the earlier SR that its result supersedes."""
-        if job.warning and self.config.incomplete_policy == "reject":
-            return Failed(Stage.COMPLETION, f"{job.warning}; not analysed ([assemble] incomplete_policy = reject)",
-                          "IncompleteSeries", blame="input", expected=True), None
+        refused = pipeline.incomplete_refused(job.warning, self.config.incomplete_policy)
+        if refused is not None:
+            return refused, None
         try:
             source = SeriesSource(job.study_uid, job.series_uid,
                                   tuple((i.sop_uid, i.path) for i in self.journal.instances(job.series_uid)))

@@ -240,3 +240,43 @@ def test_analyze_bare_datasets_like_part10(tmp_path, studies, fake_models):
     cols = ["series_uid", "status", "wml_ml", "sr_sop_uid", "patient_pseudonym"]
     pd.testing.assert_frame_equal(a[cols], b[cols])
     assert a["status"].tolist() == ["analysed"]
+
+
+def test_analyze_reads_changed_bytes_and_settings_again_and_keeps_a_failed_series_routing(tmp_path, studies,
+                                                                                         fake_models):
+    """A finished row is reused only for the same bytes and settings; an incomplete series carries the service's
+    warning; a series that fails keeps where it was routed."""
+    import json
+
+    env = {"SVDMARK_MODELS_DIR": str(fake_models), "SVDMARK_PSEUDONYM_KEY": "test-key"}
+    root, out = tmp_path / "archive", tmp_path / "out"
+    target = next(s for s in studies["ncct"].series if s.target)
+    shutil.copytree(Path(studies["ncct"].out_dir) / target.folder, root / "ct")
+    files = sorted((root / "ct").glob("*.dcm"))
+
+    def analyse(*extra) -> dict:
+        r = run_cli("analyze", root, "--output", out, "--json", "--data-dir", tmp_path / "nodata", *extra, env=env,
+                    check_rc=None)
+        return json.loads(r.stdout)
+
+    assert analyse()["counts"]["analysed"] == 1
+    assert analyse()["counts"]["reused"] == 1
+    ds = pydicom.dcmread(files[len(files) // 2])
+    ds.PixelData = bytes(len(ds.PixelData))  # the same UIDs, other pixels: a re-export, say
+    ds.save_as(files[len(files) // 2])
+    assert analyse()["counts"]["reused"] == 0
+    always = tmp_path / "always.toml"
+    always.write_text('[flags]\napplicability = "always"\n')
+    doc = analyse("--config", always)
+    assert doc["counts"]["reused"] == 0  # the flags attach now: the earlier row does not say so
+    assert [c for c in _tables(out)[0] if c.startswith("flag_")]
+
+    files[-1].unlink()  # the top slice gone: analysed, with the service's warning
+    analyse()
+    notes = pd.read_csv(out / "notes.csv", dtype=str)
+    assert any(t.startswith(f"incomplete series: {len(files) - 1} of ") for t in notes["text"])
+    files[len(files) // 2].unlink()  # a slice from the middle gone too: not analysed
+    analyse()
+    (row,) = _tables(out)[0].to_dict("records")
+    assert row["status"] == "failed" and "missing slices" in row["reason"]
+    assert row["routing"] == "wml" and row["task"] == "wml" and isinstance(row["rule_id"], str)

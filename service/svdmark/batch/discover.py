@@ -6,17 +6,23 @@ nothing found here stops a run. Zip archives are read in place, member by member
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import pydicom
+from pydicom.uid import UID
 
+from ..assemble.completion import SeriesEvidence, missing
 from ..errors import Rejected
+from ..geometry import SliceGeometry
 from ..logs import pseudonym
+from ..phi import uid_hash
 from ..receive.inspect import inspect
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
@@ -84,6 +90,8 @@ class Instance:
     patient_pseudonym: str
     series_number: str
     series_description: str
+    digest: str  # SHA-256 of the file's bytes: a file rewritten under the same UIDs is another instance
+    geometry: SliceGeometry  # what the service's assembler reads of it (declared count, position)
 
 
 @dataclass(frozen=True)
@@ -99,18 +107,37 @@ class FileError:
 
 
 def iter_sources(paths: Iterable[Path], skip: Iterable[Path] = ()) -> Iterator[Source | FileError]:
-    """Every file under ``paths`` (recursively, sorted), zip members expanded."""
+    """Every file under ``paths`` (recursively, sorted), zip members expanded. Linked folders are followed, each
+    real folder read once (a link back into a folder already read is listed, not followed: a loop); a folder that
+    cannot be read is listed with the reason."""
     skip_resolved = {Path(s).resolve() for s in skip}
+    seen: set[Path] = set()
     for root in paths:
         root = Path(root)
         if root.is_file():
             yield from _file_sources(root)
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
+        unreadable: list[OSError] = []
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append, followlinks=True):
+            yield from (FileError(e.filename or dirpath, f"cannot read folder: {e.strerror or e}")
+                        for e in unreadable)
+            unreadable.clear()
             here = Path(dirpath)
-            dirnames[:] = sorted(d for d in dirnames if (here / d).resolve() not in skip_resolved)
+            seen.add(here.resolve())
+            keep = []
+            for d in sorted(dirnames):
+                real = (here / d).resolve()
+                if real in skip_resolved:
+                    continue
+                if real in seen:
+                    yield FileError(str(here / d), f"a link to a folder already read ({real}); not read again")
+                    continue
+                seen.add(real)
+                keep.append(d)
+            dirnames[:] = keep
             for fn in sorted(filenames):
                 yield from _file_sources(here / fn)
+        yield from (FileError(e.filename or str(root), f"cannot read folder: {e.strerror or e}") for e in unreadable)
 
 
 def _file_sources(path: Path) -> Iterator[Source | FileError]:
@@ -137,7 +164,7 @@ def scan(source: Source, key: bytes) -> Instance | FileError:
     """Read one file and accept it as an analysable image instance, or say why not."""
     try:
         data = source.read_bytes()
-    except (OSError, zipfile.BadZipFile, ValueError, RuntimeError, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, zlib.error, ValueError, RuntimeError, EOFError) as exc:
         return FileError(source.name, f"cannot read: {exc}")
     if data[:4] in ZIP_MAGIC and source.member is not None:
         return FileError(source.name, "zip archive inside a zip archive; extract it first")
@@ -166,18 +193,22 @@ def scan(source: Source, key: bytes) -> Instance | FileError:
         patient_pseudonym=pseudonym(pid, key) if (pid := str(header.get("PatientID", "") or "").strip()) else "",
         series_number=str(header.get("SeriesNumber", "") or ""),
         series_description=str(header.get("SeriesDescription", "") or ""),
+        digest=hashlib.sha256(data).hexdigest(),
+        geometry=found.geometry,
     )
 
 
 def _identity(data: bytes) -> dict:
-    """Best-effort UIDs of a rejected file, so an error row can name its series."""
+    """Best-effort UIDs of a rejected file, so an error row can name its series; a value that is not a valid UID
+    (it may hold an identifier) as its keyed hash (``phi.uid_hash``)."""
     try:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True,
                              specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
     except Exception:  # anything unparseable simply has no identity
         return {}
-    return {k: str(ds.get(a, "") or "") for k, a in
-            (("study_uid", "StudyInstanceUID"), ("series_uid", "SeriesInstanceUID"), ("sop_uid", "SOPInstanceUID"))}
+    values = {k: str(ds.get(a, "") or "") for k, a in
+              (("study_uid", "StudyInstanceUID"), ("series_uid", "SeriesInstanceUID"), ("sop_uid", "SOPInstanceUID"))}
+    return {k: v if not v or UID(v).is_valid else uid_hash(v) for k, v in values.items()}
 
 
 @dataclass(frozen=True)
@@ -198,12 +229,18 @@ class SeriesGroup:
 
     @property
     def fingerprint(self) -> str:
-        import hashlib
-
+        """The series' instances and their bytes: a finished analysis is reused only for the same files."""
         h = hashlib.sha256()
         for i in self.instances:
-            h.update(i.sop_uid.encode() + b"\0")
+            h.update(i.sop_uid.encode() + b"\0" + i.digest.encode() + b"\0")
         return h.hexdigest()
+
+    @property
+    def completion_warning(self) -> str | None:
+        """The service's ``incomplete series: N of M images`` warning, judged on everything the archive holds (as if
+        its sender had released the association long ago)."""
+        return missing(SeriesEvidence(tuple(i.geometry for i in self.instances), released=True,
+                                      association_open=False, quiet_seconds=float("inf")))
 
 
 def group(instances: Iterable[Instance]) -> tuple[list[SeriesGroup], list[FileError]]:
@@ -265,9 +302,8 @@ def discover(paths: Iterable[Path], key: bytes, skip: Iterable[Path] = (),
             continue
         ident = _cache_key(item)
         hit = cache.get(ident) if ident else None
-        if hit is not None:
-            found = _from_cache(item, hit)
-        else:
+        found = _from_cache(item, hit) if hit is not None else None
+        if found is None:
             found = scan(item, key)
         if ident:
             new_cache[ident] = _to_cache(found)
@@ -294,10 +330,16 @@ def _to_cache(found: Instance | FileError) -> dict:
         return {"error": found.as_row()}
     d = asdict(found)
     d.pop("source")
+    d["geometry"] = found.geometry.to_json()
     return {"instance": d, "bare": found.source.bare}
 
 
-def _from_cache(src: Source, hit: dict) -> Instance | FileError:
+def _from_cache(src: Source, hit: dict) -> Instance | FileError | None:
+    """The earlier scan of an unchanged file; None where the cache predates a field (the file is read again)."""
     if "error" in hit:
         return FileError(**hit["error"])
-    return Instance(source=Source(src.path, src.member, bare=bool(hit.get("bare"))), **hit["instance"])
+    d = dict(hit["instance"])
+    if "digest" not in d or "geometry" not in d:
+        return None
+    d["geometry"] = SliceGeometry.from_json(d["geometry"])
+    return Instance(source=Source(src.path, src.member, bare=bool(hit.get("bare"))), **d)

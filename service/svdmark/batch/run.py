@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from .. import __version__, logs, route
+from .. import __version__, logs, phi, route
 from ..config import Config
 from ..domain import OutputKind, RouteKind, RoutingDecision
 from ..errors import ModelError
@@ -96,13 +96,20 @@ def analyse_group(group: SeriesGroup, out_dir: str, config: Config, constants: f
 
     t0 = time.perf_counter()
     row = identity_row(group)
+    if decision is not None:  # a failure keeps where the series was routed
+        row.update(routing_row(decision))
+    warning = group.completion_warning
+    refused = pipeline.incomplete_refused(warning, config.incomplete_policy)
+    if refused is not None:
+        return _failed(row, refused)
     try:
         ctx = _context(config)
     except Exception as exc:  # the models' runtime cannot start here
         return _failed(row, failure(Stage.INFER, exc))
-    outcome = pipeline.run(group.series_source(), ctx, decision=decision)
+    outcome = pipeline.run(group.series_source(), ctx, decision=decision, completion_warning=warning)
     if isinstance(outcome, Ignored):
-        row.update(status=T.IGNORED, routing=RouteKind.IGNORED.value, rule_id=outcome.rule_id, reason=outcome.reason)
+        row.update(status=T.IGNORED, routing=RouteKind.IGNORED.value, rule_id=outcome.rule_id, reason=outcome.reason,
+                   task=None)
         return row
     if isinstance(outcome, Failed):
         return _failed(row, outcome)
@@ -110,20 +117,20 @@ def analyse_group(group: SeriesGroup, out_dir: str, config: Config, constants: f
     (encoded,) = outcome.encoded.values()
     summary = summarise(result)
     T.fill_from_summary(row, summary, constants)
-    row.update(status=T.ANALYSED, routing=result.routing.kind.value, rule_id=result.routing.rule_id,
-               reason=result.routing.reason, svdmark_version=__version__)
+    row.update(routing_row(result.routing), status=T.ANALYSED, svdmark_version=__version__)
     try:
         row.update(write_outputs(Path(out_dir), group, encoded.items()))
     except Exception as exc:
-        return _failed(identity_row(group), failure(Stage.STORE, exc))
+        return _failed(identity_row(group) | routing_row(result.routing), failure(Stage.STORE, exc))
     row["sr_sop_uid"] = str(encoded.sr.SOPInstanceUID) if encoded.sr is not None else None
     row["analysed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     row["total_seconds"] = round(time.perf_counter() - t0, 3)
-    key = run_key(group, result.model.name, result.model.version, result.model.sha256, result.ruleset.version)
+    key = run_key(group, result.model.name, result.model.version, result.model.sha256, result.ruleset.version,
+                  config)
     try:
         RunState(Path(out_dir)).mark_done(group.series_uid, key, row)  # only now is the series finished
     except Exception as exc:
-        return _failed(identity_row(group), failure(Stage.JOURNAL, exc))
+        return _failed(identity_row(group) | routing_row(result.routing), failure(Stage.JOURNAL, exc))
     return row
 
 
@@ -170,6 +177,13 @@ def write_outputs(out_dir: Path, group: SeriesGroup, items: Iterable[tuple[Outpu
     return files
 
 
+def routing_row(decision: RoutingDecision) -> dict:
+    """The table's routing columns of a decision."""
+    task = decision.kind.task
+    return {"routing": decision.kind.value, "rule_id": decision.rule_id, "reason": decision.reason,
+            "task": task.value if task is not None else None}
+
+
 def identity_row(group: SeriesGroup) -> dict:
     first = group.first
     return T.base_row(study_uid=group.study_uid, series_uid=group.series_uid, series_number=first.series_number,
@@ -177,12 +191,16 @@ def identity_row(group: SeriesGroup) -> dict:
                       modality=first.modality, n_instances=len(group.instances), status=T.PENDING)
 
 
-TABLE_VERSION = 2  # the row's shape; a row from another shape is not reused (the series is analysed again)
+TABLE_VERSION = 3  # the row's shape; a row from another shape is not reused (the series is analysed again)
 
 
-def run_key(group: SeriesGroup, name: str, version: str, sha: str, ruleset_version: str) -> dict:
+def run_key(group: SeriesGroup, name: str, version: str, sha: str, ruleset_version: str, config: Config) -> dict:
+    """What a finished row was made from: a row is reused only when all of it is the same now (the files' bytes,
+    the model, the rules and the settings that change a row: when flags attach, incomplete series)."""
     return {"model_name": name, "model_version": version, "model_sha256": sha, "ruleset_version": ruleset_version,
-            "instances": group.fingerprint, "table_version": TABLE_VERSION}
+            "instances": group.fingerprint, "table_version": TABLE_VERSION,
+            "flags": [config.flag_applicability, dict(sorted(config.flag_conditions.items()))],
+            "incomplete_policy": config.incomplete_policy}
 
 
 # --------------------------------------------------------------------------- the run
@@ -207,6 +225,7 @@ class Runner:
         state = RunState(self.out)
         state.clean_staging()
         key, key_source = resolve_key(self.key_file, self.out / ".pseudonym.key")
+        phi.install(key)  # an invalid UID in a log line or an error row: hashed under this run's key
         report = RunReport(self.out, key_source=key_source)
 
         # 1. find and check every file
@@ -241,8 +260,7 @@ class Runner:
             acquisition[g.series_uid] = descriptors(header, key, self.shift_dates)
             decision = route.decide(header, table)
             if decision.kind is RouteKind.IGNORED:
-                row.update(status=T.IGNORED, routing=decision.kind.value, rule_id=decision.rule_id,
-                           reason=decision.reason)
+                row.update(routing_row(decision), status=T.IGNORED)
                 rows[g.series_uid] = row
                 continue
             task = decision.kind.task
@@ -253,12 +271,11 @@ class Runner:
                     models[task] = exc
             model = models[task]
             if isinstance(model, ModelError):
-                row.update(status=T.FAILED, routing=decision.kind.value, rule_id=decision.rule_id,
-                           task=task.value, reason=str(model), _failure="model")
+                row.update(routing_row(decision), status=T.FAILED, reason=str(model), _failure="model")
                 rows[g.series_uid] = row
                 continue
             done = None if self.force else state.done(g.series_uid)
-            want = run_key(g, model.name, model.version, model.sha256, ruleset.version)
+            want = run_key(g, model.name, model.version, model.sha256, ruleset.version, self.config)
             if done and done.get("key") == want and self._outputs_exist(done.get("row", {})):
                 kept = dict(done["row"])
                 kept["patient_pseudonym"] = row["patient_pseudonym"]  # the key may have changed
@@ -384,7 +401,9 @@ def _note(row: dict) -> str:
     uid = row["series_uid"]
     short = uid if len(uid) <= 24 else "…" + uid[-22:]
     if row["status"] == T.ANALYSED:
-        if row.get("wml_ml") is not None:
+        if row.get("measurable") is False:
+            what = f"not reliably measurable: {row.get('quality_reasons') or 'quality gate'}"
+        elif row.get("wml_ml") is not None:
             what = f"WML {row['wml_ml']:.2f} mL"
         else:
             what = f"CMB {row.get('cmb_count')} (grade {row.get('cmb_grade')})"

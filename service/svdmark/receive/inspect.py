@@ -3,7 +3,7 @@
 Pure: bytes in, ``Inspected`` out, or ``Rejected`` with the DIMSE status that names the
 problem. Nothing here touches the network or the disk. Reasons name tags and kinds of problem,
 never element values: a value may be a patient identifier (an invalid UID is told by a keyed
-hash, see :func:`svdmark.receive.phi.uid_hash`).
+hash, see :func:`svdmark.phi.uid_hash`).
 
 Own code where pydicom would do: the receiver inspects every instance before answering, and pydicom's
 reader (a second parse of the body, a Dataset, a regular expression per value) was two thirds of that
@@ -28,7 +28,7 @@ from ..geometry import SliceGeometry
 from ..volume.lossy import LOSSY_TRANSFER_SYNTAXES, LOSSY_WARNING, is_lossy, lossy_flag  # noqa: F401 (re-exported)
 from ..spool import valid_uid
 from . import structure
-from .phi import uid_hash
+from ..phi import uid_hash
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2.1"

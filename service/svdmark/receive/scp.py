@@ -5,7 +5,7 @@ durable write (fsync) → journal row (committed) → 0x0000. An instance is nev
 before both are on disk; when either cannot be written the answer is 0xA700 and nothing is
 left behind. Connection hygiene (request timeout, per-host limit, slots for negotiated
 associations only) is :mod:`svdmark.receive.gate`; keeping values out of logs is
-:mod:`svdmark.receive.phi`; what pynetdicom costs per association, :mod:`svdmark.receive.pace`.
+:mod:`svdmark.phi`; what pynetdicom costs per association, :mod:`svdmark.receive.pace`.
 
 Datasets arrive through pynetdicom's ``STORE_RECV_CHUNKED_DATASET``: each C-STORE's P-DATA is
 written to a temporary file (mode 0600, deleted by pynetdicom after the handler) as it arrives,
@@ -55,7 +55,8 @@ from ..journal_engine import ERRORS as JOURNAL_ERRORS
 from ..journal_api import ReceiveJournal
 from ..logs import event
 from ..spool import Spool, make_private, valid_uid as _valid
-from . import fastpath, gate as gate_mod, pace, phi
+from .. import phi
+from . import fastpath, gate as gate_mod, pace
 from .gate import ConnectionGate
 from .groupcommit import CommitInterrupted, GroupCommit
 from .sink import received_file

@@ -1,4 +1,4 @@
-"""Keep patient data out of the receive path's logs.
+"""Keep patient data out of the logs of every command that reads DICOM (``logs.setup`` installs this).
 
 pydicom reports bad values by quoting them (``Invalid value for VR DA: '17.04.1923'``), both as a
 Python warning and on its logger, and pynetdicom logs handler and PDU exceptions with tracebacks
@@ -17,7 +17,7 @@ import logging
 import secrets
 import warnings
 
-from ..logs import pseudonym
+from .logs import pseudonym
 
 _key: bytes = secrets.token_bytes(32)
 _LOGGERS = ("pydicom", "pynetdicom")

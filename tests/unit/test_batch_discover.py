@@ -1,0 +1,121 @@
+"""svdmark.batch.discover: what `svdmark analyze` finds in an archive, and what it lists instead of dying on."""
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+import zipfile
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from svdmark.batch.discover import FileError, discover, iter_sources
+
+KEY = b"k" * 32
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """One 64 px NCCT series (no distractors), its files in one folder."""
+    from svdmark_phantom import write_study
+
+    root = tmp_path_factory.mktemp("study")
+    write_study(root / "s", seed=5, kind="ncct", vendor="ge", matrix=64, distractors=False, slice_thickness=5.0)
+    (series,) = [p for p in (root / "s").iterdir() if p.is_dir()]
+    return series
+
+
+def _copy(study: Path, to: Path) -> list[Path]:
+    shutil.copytree(study, to)
+    return sorted(to.glob("*.dcm"))
+
+
+def test_a_corrupt_zip_member_is_listed_and_the_rest_read(tmp_path, study):
+    archive = tmp_path / "in" / "series.zip"
+    archive.parent.mkdir()
+    files = sorted(study.glob("*.dcm"))
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in files:
+            zf.write(f, f.name)
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo(files[2].name)
+    data = bytearray(archive.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 20
+    data[start:start + 64] = bytes(64)  # inside the third member's compressed bytes
+    archive.write_bytes(bytes(data))
+    groups, errors, _ = discover([tmp_path / "in"], KEY)
+    (bad,) = [e for e in errors if files[2].name in e.file]
+    assert bad.reason.startswith("cannot read:")
+    assert len(groups) == 1 and len(groups[0].instances) == len(files) - 1
+
+
+def test_linked_folders_are_read_once_and_a_loop_is_listed(tmp_path, study):
+    files = _copy(study, tmp_path / "archive" / "site_a" / "series")
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copytree(study, tmp_path / "elsewhere" / "series")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "archive" / "site_b")  # a site's folder linked in: read
+    os.symlink(tmp_path / "archive", tmp_path / "archive" / "site_a" / "up")  # a loop: listed, not followed
+    found = list(iter_sources([tmp_path / "archive"]))
+    names = [s.path for s in found if not isinstance(s, FileError)]
+    assert len(names) == 2 * len(files)
+    assert any("site_b" in n for n in names)
+    (loop,) = [e for e in found if isinstance(e, FileError)]
+    assert loop.file.endswith("up") and "already read" in loop.reason
+
+
+def test_an_unreadable_folder_is_listed(tmp_path, study, monkeypatch):
+    _copy(study, tmp_path / "archive" / "readable")
+    (tmp_path / "archive" / "locked").mkdir()
+    real = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    errors = [e for e in iter_sources([tmp_path / "archive"]) if isinstance(e, FileError)]
+    assert [(Path(e.file).name, e.reason) for e in errors] == [("locked", "cannot read folder: Permission denied")]
+    (only,) = iter_sources([tmp_path / "archive" / "locked"])  # the PATH itself
+    assert only.reason == "cannot read folder: Permission denied"
+
+
+def test_the_fingerprint_follows_the_bytes_and_a_resumed_scan_reuses_unchanged_files(tmp_path, study):
+    files = _copy(study, tmp_path / "archive")
+    (before,), _, cache = discover([tmp_path / "archive"], KEY)
+    ds = pydicom.dcmread(files[3])
+    ds.PixelData = bytes(len(ds.PixelData))  # blanked, same UIDs
+    ds.save_as(files[3])
+    (after,), _, _ = discover([tmp_path / "archive"], KEY, cache=cache)
+    assert [i.sop_uid for i in after.instances] == [i.sop_uid for i in before.instances]
+    assert after.fingerprint != before.fingerprint
+    stale = {k: {"instance": {x: y for x, y in v["instance"].items() if x != "digest"}, "bare": False}
+             for k, v in cache.items()}  # a cache written before the digest: every file read again
+    (fresh,), _, _ = discover([tmp_path / "archive"], KEY, cache=stale)
+    assert fresh.fingerprint == after.fingerprint
+
+
+def test_a_series_missing_images_carries_the_services_incomplete_warning(tmp_path, study):
+    files = _copy(study, tmp_path / "archive")
+    (whole,), _, _ = discover([tmp_path / "archive"], KEY)
+    assert whole.completion_warning is None
+    declared = pydicom.dcmread(files[0]).ImagesInAcquisition
+    for f in files[-3:]:
+        f.unlink()
+    (part,), _, _ = discover([tmp_path / "archive"], KEY)
+    assert part.completion_warning == (f"incomplete series: {len(files) - 3} of {declared} images "
+                                       f"(Images in Acquisition declares {declared})")
+
+
+def test_an_invalid_uid_in_an_error_row_is_hashed(tmp_path, study):
+    files = _copy(study, tmp_path / "archive")
+    ds = pydicom.dcmread(files[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's own warning quotes the value: the point of the test
+        ds.StudyInstanceUID = "1.2.840.MRN0012345.DOE"
+    ds.save_as(files[0])
+    _, errors, _ = discover([tmp_path / "archive"], KEY)
+    (bad,) = [e for e in errors if e.file == str(files[0])]
+    assert bad.study_uid.startswith("uid#") and "MRN" not in bad.study_uid + bad.reason
+    assert bad.study_uid in bad.reason  # the same hash in the column and the reason
