@@ -119,3 +119,18 @@ def test_an_invalid_uid_in_an_error_row_is_hashed(tmp_path, study):
     (bad,) = [e for e in errors if e.file == str(files[0])]
     assert bad.study_uid.startswith("uid#") and "MRN" not in bad.study_uid + bad.reason
     assert bad.study_uid in bad.reason  # the same hash in the column and the reason
+
+
+def test_a_copy_with_other_bytes_is_listed_as_conflicting_not_as_a_duplicate(tmp_path, study):
+    files = _copy(study, tmp_path / "archive" / "a")
+    _copy(study, tmp_path / "archive" / "b")  # the same bytes
+    other = tmp_path / "archive" / "c"
+    other.mkdir()
+    ds = pydicom.dcmread(files[0])
+    ds.PixelData = bytes(len(ds.PixelData))
+    ds.save_as(other / files[0].name)
+    (series,), errors, _ = discover([tmp_path / "archive"], KEY)
+    assert len(series.instances) == len(files) and series.instances[0].source.path.startswith(str(files[0].parent))
+    (dup,) = [e for e in errors if "/b" in e.file]
+    (conflict,) = [e for e in errors if "/c" in e.file]
+    assert "duplicate" in dup.reason and "conflicting" in conflict.reason and "other bytes" in conflict.reason

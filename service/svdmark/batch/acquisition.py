@@ -77,7 +77,7 @@ def descriptors(header, key: bytes, shift_dates: bool = False) -> dict:
     sex = str(header.get("PatientSex", "") or "").strip().upper()
     return {
         "study_date": shown.isoformat() if shown else None,
-        "study_date_shifted": bool(shift_dates),
+        "study_date_shifted": bool(shift_dates) and shown is not None,
         "manufacturer": _text(header.get("Manufacturer")),
         "scanner_model": _text(header.get("ManufacturerModelName")),
         "kernel": _text(header.get("ConvolutionKernel")),

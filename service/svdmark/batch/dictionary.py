@@ -127,7 +127,8 @@ def describe(df, ruleset=None) -> list[dict]:
         elif c.startswith("flag_"):
             unit, meaning = "", "a per-series value of a flag rule (see rules.json)"
         elif c.startswith("quality_"):
-            unit, meaning = "", f"quality gate score {c[len('quality_'):]} (limits in the model's manifest)"
+            unit = "mm" if c.endswith("_mm") else ""
+            meaning = f"quality gate score {c[len('quality_'):]} (limits in the model's manifest)"
         else:
             unit, meaning = "", ""
         if c == "study_date":

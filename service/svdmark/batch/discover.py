@@ -244,21 +244,25 @@ class SeriesGroup:
 
 
 def group(instances: Iterable[Instance]) -> tuple[list[SeriesGroup], list[FileError]]:
-    """Group by Series Instance UID; a second copy of a SOP Instance UID is listed, not used."""
+    """Group by Series Instance UID; a second file with a SOP Instance UID already read is listed, not used: a
+    duplicate when its bytes are the same, a conflicting copy when they differ (the one read first is kept)."""
     by_series: dict[str, dict[str, Instance]] = {}
-    dups: dict[tuple[str, str, str], list[Instance]] = {}  # (series, where the copies are, where the first is)
+    dups: dict[tuple[bool, str, str, str], list[Instance]] = {}  # (same bytes, series, where they are, the first)
     for inst in instances:
         seen = by_series.setdefault(inst.series_uid, {})
         if inst.sop_uid in seen:
-            where = (inst.series_uid, _container(inst.source), _container(seen[inst.sop_uid].source))
+            first = seen[inst.sop_uid]
+            where = (inst.digest == first.digest, inst.series_uid, _container(inst.source), _container(first.source))
             dups.setdefault(where, []).append(inst)
             continue
         seen[inst.sop_uid] = inst
     errors: list[FileError] = []
-    for (series_uid, here, first), copies in dups.items():  # one row per folder of copies, not per file
+    for (same, series_uid, here, first), copies in dups.items():  # one row per folder of copies, not per file
         name = copies[0].source.name if len(copies) == 1 else here
-        errors.append(FileError(name, f"{len(copies)} duplicate instance(s) (SOP Instance UIDs already read from"
-                                f" {first}); skipped", series_uid, copies[0].study_uid,
+        what = (f"{len(copies)} duplicate instance(s) (SOP Instance UIDs already read from {first}); skipped"
+                if same else f"{len(copies)} conflicting instance(s): the SOP Instance UIDs of files read from "
+                f"{first} with other bytes; the first read is used, these are skipped")
+        errors.append(FileError(name, what, series_uid, copies[0].study_uid,
                                 copies[0].sop_uid if len(copies) == 1 else ""))
     groups = []
     for series_uid, members in by_series.items():

@@ -17,11 +17,15 @@ Tables (CSV and Parquet) in OUTPUT, column names valid in R, Stata and SAS:
 dictionary.csv: every column's name, type, unit and meaning; rules.json: the flag
 rules' constants (cut-points, published odds ratios), once rather than on every row.
 
-Dates: --shift-dates moves every date of a patient by the same keyed offset (-365..365
-days, never 0; from the pseudonym key), keeping intervals between a patient's studies.
+Dates: --shift-dates moves each patient's study date in the tables by the same keyed
+offset (-365..365 days, never 0; from the pseudonym key), keeping intervals between a
+patient's studies; a series without a Patient ID has no date in them. The DICOM
+results under OUTPUT/dicom/ are for a viewer or PACS and keep the study's own header
+(names, IDs, dates): share the tables, not that folder.
 
-Re-running the same command resumes: series already analysed with the same model
-version (and sha256) are not analysed again. Ctrl-C is safe; re-run to finish.
+Re-running the same command resumes: series already analysed from the same files
+(their bytes) with the same model (version and sha256), rule set and flag and
+incomplete-series settings are not analysed again. Ctrl-C is safe; re-run to finish.
 
 Models: the same as `svdmark serve` with the same --data-dir / --config (packaged
 models, plus those installed and activated with `svdmark models`).
@@ -68,7 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key-file", type=Path, metavar="FILE", help="pseudonymisation key (HMAC-SHA256 of PatientID)")
     p.add_argument("--force", action="store_true", help="analyse every series again, even if already done")
     p.add_argument("--shift-dates", action="store_true",
-                   help="shift study dates per patient by a keyed offset (-365..365 days; default: true dates)")
+                   help="shift the tables' study dates per patient by a keyed offset (-365..365 days; default: "
+                        "true dates); OUTPUT/dicom/ keeps the study's own header")
     p.add_argument("--enqueue", action="store_true",
                    help="queue the series on the shared journal (--journal) for `svdmark serve --roles work` "
                         "processes instead of analysing them here")
