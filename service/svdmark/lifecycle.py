@@ -9,10 +9,11 @@ are :mod:`svdmark.cli.agreement`.
 """
 from __future__ import annotations
 
-import getpass
+import hashlib
 import json
 import logging
 import os
+import pwd
 import shutil
 import time
 import uuid
@@ -30,10 +31,22 @@ log = logging.getLogger("svdmark.lifecycle")
 
 
 def actor() -> str:
+    """Who does it, for the audit trail: the account the command runs as (its effective uid's passwd entry, not
+    the environment's LOGNAME), and under ``sudo -u`` the administrator sudo names (``SUDO_USER``)."""
+    uid = os.geteuid()
     try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry (containers): fall back to the uid
-        return f"uid:{os.getuid()}"
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:  # no passwd entry (containers): the uid
+        name = f"uid:{uid}"
+    sudo = os.environ.get("SUDO_USER", "").strip()
+    return f"{sudo} (as {name})" if sudo and sudo != name else name
+
+
+def manifest_digest(spec: ModelSpec) -> str:
+    """SHA-256 of a version's manifest as read (its keys sorted): a validation holds for this manifest only, since
+    its thresholds, post-processing and quality limits change what the model reports."""
+    raw = getattr(spec.manifest, "raw", spec.manifest)
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- the manager
@@ -185,8 +198,11 @@ class Lifecycle:
         if version in existing:
             spec = self.spec(name, version)
             if spec.sha256 == manifest.get("sha256"):
-                return {"name": name, "version": version, "sha256": spec.sha256, "installed": False,
-                        "detail": f"{name} {version} is already installed ({existing[version]}, same sha256)"}
+                out = {"name": name, "version": version, "sha256": spec.sha256, "installed": False,
+                       "detail": f"{name} {version} is already installed ({existing[version]}, same sha256)"}
+                if activate:  # what was asked for still happens (with its self-test)
+                    out["activation"] = self.activate(name, version)
+                return out
             raise ModelError(f"{name} {version} is already installed with a different sha256"
                              f" ({spec.sha256[:12]}…); give the new model a new version")
         task = manifest.get("task")
@@ -224,9 +240,13 @@ class Lifecycle:
 
     def activate(self, name: str, version: str, tested: bool = False, require_validation: bool = False) -> dict:
         spec = self.spec(name, version)
-        if require_validation:
-            self.require_validation(spec)
-        test = None if tested else self.check(spec)
+        validation = self.require_validation(spec) if require_validation else None
+        try:
+            test = None if tested else self.check(spec)
+        except ModelError as exc:
+            self.audit("model.activate_refused", {"name": name, "version": version, "sha256": spec.sha256,
+                                                  "reason": str(exc)})
+            raise
         with locked(self.dir):
             state = read_state(self.dir)
             previous = self.active_version(name)
@@ -240,7 +260,10 @@ class Lifecycle:
             write_state(self.dir, state)
         prev_sha = self._sha_or_none(name, previous)
         detail = {"name": name, "version": version, "sha256": spec.sha256, "previous_version": previous,
-                  "previous_sha256": prev_sha, "self_test": test["text"] if test else "passed at install"}
+                  "previous_sha256": prev_sha, "self_test": test["text"] if test else "passed at install",
+                  "validation_required": require_validation,
+                  "validation": None if validation is None else {k: validation.get(k) for k in
+                                                                 ("finished_at", "report", "n_included")}}
         self.audit("model.activate", detail)
         return dict(detail, changed=True)
 
@@ -260,11 +283,17 @@ class Lifecycle:
                 raise ModelError(f"nothing to roll back to for {name}: no earlier active version is recorded"
                                  + (f" (gone: {', '.join(skipped)})" if skipped else ""))
             spec = self.spec(name, candidate)  # checksum still right?
+            try:
+                test = self.check(spec)  # and its self-test, as activation runs it
+            except ModelError as exc:
+                self.audit("model.rollback_refused", {"name": name, "version": candidate, "sha256": spec.sha256,
+                                                      "reason": str(exc)})
+                raise ModelError(f"not rolled back to {spec.label}: {exc}") from None
             state["active"][name] = candidate
             state["history"][name] = history
             write_state(self.dir, state)
         detail = {"name": name, "version": candidate, "sha256": spec.sha256, "previous_version": current,
-                  "previous_sha256": self._sha_or_none(name, current)}
+                  "previous_sha256": self._sha_or_none(name, current), "self_test": test["text"]}
         self.audit("model.rollback", detail)
         return detail
 
@@ -300,7 +329,8 @@ class Lifecycle:
                 if a.detail.get("name") == name and (version is None or a.detail.get("version") == version)]
 
     def require_validation(self, spec: ModelSpec) -> dict:
-        """The latest validation of exactly this model file on this site, if it passed; else ModelError.
+        """The latest validation of exactly this model file and manifest on this site, if it passed; else
+        ModelError.
 
         The *latest* one counts: a version that passed once and failed a later validation is refused.
         """
@@ -316,6 +346,10 @@ class Lifecycle:
             if last.get("sha256") != spec.sha256:
                 why = (f"{spec.label}: the latest validation ({when}) was of a different model file (sha256"
                        f" {str(last.get('sha256'))[:12]}…, now {spec.sha256[:12]}…); {hint}")
+            elif last.get("manifest_sha256") != manifest_digest(spec):
+                why = (f"{spec.label}: its manifest (thresholds, post-processing, quality limits) is not the one"
+                       f" validated on {when}" + ("" if last.get("manifest_sha256") else
+                                                   " (that validation did not record its manifest)") + f"; {hint}")
             elif not last.get("passed"):
                 why = (f"{spec.label}: the latest validation on this site ({when}, {last.get('n_included')} cases,"
                        f" report {last.get('report')}) FAILED its acceptance criteria; {hint}")

@@ -101,6 +101,31 @@ def test_install_verify_refuse_activate_rollback_offline(tmp_path, fake_models):
     assert activate["previous_sha256"] and len(activate["previous_sha256"]) == 64
 
 
+def test_rollback_runs_the_self_test_and_install_activate_of_an_installed_version_activates_it(tmp_path,
+                                                                                                 fake_models):
+    """Rollback checks what activation checks (sha256 and self-test): a version whose self-test now fails is not
+    made active again, and the refusal is audited. ``install --activate`` of a version already installed still
+    activates it."""
+    env, data = _env(fake_models), tmp_path / "data"
+    for version in ("1.0.1", "1.0.4"):
+        run_json("models", "install", fakemodels.make_wml(tmp_path / "cand", version, gain=5.0), "--data-dir", data,
+                 env=env)
+    again = run_json("models", "install", tmp_path / "cand" / "wml-ncct" / "1.0.1", "--activate", "--data-dir",
+                     data, env=env)
+    assert again["installed"] is False and again["activation"]["version"] == "1.0.1"
+    run_json("models", "activate", "wml-ncct", "1.0.4", "--data-dir", data, env=env)
+    manifest = data / "models" / "wml-ncct" / "1.0.1" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["self_test"]["expect"] = {"volume_ml": [5000.0, 6000.0]}  # edited in place: its self-test cannot pass now
+    manifest.write_text(json.dumps(m))
+    r = run_cli("models", "rollback", "wml-ncct", "--data-dir", data, env=env)
+    assert r.returncode == 1 and "not rolled back to wml-ncct 1.0.1" in r.stderr and "self-test FAILED" in r.stderr
+    assert {x["version"] for x in run_json("models", "list", "--data-dir", data, env=env)
+            if x["active"] and x["name"] == "wml-ncct"} == {"1.0.4"}
+    refused = journaldb.query(data, "SELECT detail FROM audit WHERE action = 'model.rollback_refused'")
+    assert [json.loads(d)["version"] for (d,) in refused] == ["1.0.1"]
+
+
 def _study(root: Path, seed: int, distractors: bool = False):
     from svdmark_phantom import write_study
 

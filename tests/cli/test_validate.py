@@ -299,3 +299,42 @@ def test_withheld_cases_are_counted_not_used_and_intervals_covered():
     assert f["primary"]["n"] == 3 and f["primary"]["bland_altman"]["bias"] == pytest.approx((0.5 + 2 + 1) / 3)
     assert f["intervals"] == {"n_with_interval": 2, "covered": 1, "coverage": 0.5}
     assert {b["bin"]: b["n"] for b in f["mae_by_bin"]} == {"0": 0, "<1": 0, "1-3": 1, "3-10": 1, "10-25": 1, ">25": 0}
+
+
+def test_a_validation_holds_for_its_manifest_and_a_refused_reference_says_why(tmp_path, wml_site, models):
+    """A manifest edited after its validation (thresholds, limits) needs a new one; a reference file that cannot be
+    used is named with its reason; an --output that holds a report is not overwritten; a malformed criterion in the
+    manifest is named, not a traceback."""
+    local = tmp_path / "models"
+    shutil.copytree(models, local)
+    env, data = _env(local), tmp_path / "data"
+    first = _validate(local, data, "wml-ncct", "1.0.1", wml_site["root"], tmp_path / "r1", rc=1)
+    assert first["figures"]["counts"]["included"] == 4
+    measured = {c["series_uid"]: c["model_value"]
+                for c in json.loads((tmp_path / "r1" / "report.json").read_text())["cases"]}
+    same = _csv_site(tmp_path / "same", wml_site["root"], measured)
+    r = run_cli("models", "validate", "wml-ncct", "1.0.1", "--reference", same, "--output", tmp_path / "r1",
+                "--data-dir", data, env=env)
+    assert r.returncode != 0 and "already holds a validation report" in r.stderr
+    assert _validate(local, data, "wml-ncct", "1.0.1", same, tmp_path / "r2", rc=0)["passed"]
+
+    manifest = local / "wml-ncct" / "1.0.1" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["output"]["mask_threshold"] = 0.95  # changed after the validation
+    manifest.write_text(json.dumps(m, indent=2))
+    r = run_cli("models", "activate", "wml-ncct", "1.0.1", "--require-validation", "--data-dir", data, env=env)
+    assert r.returncode == 1 and "is not the one validated" in r.stderr
+
+    broken = tmp_path / "broken"
+    shutil.copytree(wml_site["root"], broken, ignore=shutil.ignore_patterns("seg"))
+    with open(broken / "reference.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["series_uid", "wml_ml"], *[[u, "n/a"] for u in measured]])
+    r = run_cli("models", "validate", "wml-ncct", "1.0.1", "--reference", broken, "--output", tmp_path / "r3",
+                "--data-dir", data, env=env)
+    assert r.returncode != 0 and "Reference files not used" in r.stderr and "reference.csv" in r.stderr
+
+    m["validation"] = {"min_cases": "two"}
+    manifest.write_text(json.dumps(m, indent=2))
+    r = run_cli("models", "validate", "wml-ncct", "1.0.1", "--reference", same, "--output", tmp_path / "r4",
+                "--data-dir", data, env=env)
+    assert r.returncode != 0 and "'min_cases' must be a number" in r.stderr and "Traceback" not in r.stderr

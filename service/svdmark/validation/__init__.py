@@ -37,7 +37,7 @@ def validate(lifecycle, name: str, version: str, reference_dir: Path, output_dir
              say: Callable[[str], None] = lambda s: None) -> dict:
     """Validate ``name version`` on ``reference_dir``; write the report, audit it, return its figures."""
     from .. import __version__
-    from ..lifecycle import actor
+    from ..lifecycle import actor, manifest_digest
     from . import agreement, cases, criteria, report
 
     t0 = time.perf_counter()
@@ -49,14 +49,21 @@ def validate(lifecycle, name: str, version: str, reference_dir: Path, output_dir
     wanted = criteria.resolve(task, spec.manifest)  # a bad manifest section fails before the long run
     out_dir = Path(output_dir) if output_dir else default_output_dir(lifecycle.config.data_dir, name, version)
     out_dir = out_dir.resolve()
+    if (out_dir / "report.html").exists() or (out_dir / "report.json").exists():
+        raise SvdmarkError(f"{out_dir} already holds a validation report; give another --output (each validation "
+                           "keeps its own report, which its audit entry names)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SvdmarkError(f"--output {out_dir} is a file, not a folder")
     found, inventory = cases.run(lifecycle.config, spec, lifecycle.runtime, reference_dir, [out_dir], say)
     if not found:
+        problems = "".join(f"\n  {p['file']}: {p['reason']}" for p in inventory.reference_problems)
         raise SvdmarkError(
             f"no case to validate on under {reference_dir}: {inventory.series} image series,"
             f" {inventory.for_task} routed to the {task} task, none with a reference"
             f" ({len(inventory.reference_without_images)} reference(s) whose images were not found). Give the"
             " DICOM images with a SEG per series, points.csv/points.json, or reference.csv (series_uid,"
-            f" {'wml_ml' if task == 'wml' else 'cmb_count'}).")
+            f" {'wml_ml' if task == 'wml' else 'cmb_count'})."
+            + (f"\nReference files not used:{problems}" if problems else ""))
     figures = agreement.figures(task, found)
     passed, judged = criteria.evaluate(wanted, figures)
     body = {
@@ -70,7 +77,8 @@ def validate(lifecycle, name: str, version: str, reference_dir: Path, output_dir
     }
     written = report.write(out_dir, body, [c.as_dict() for c in found])
     lifecycle.record_validation({
-        "name": name, "version": version, "sha256": spec.sha256, "task": task,
+        "name": name, "version": version, "sha256": spec.sha256, "manifest_sha256": manifest_digest(spec),
+        "task": task,
         "reference_dir": str(reference_dir), "n_cases": figures["counts"]["cases"],
         "n_included": figures["counts"]["included"], "n_withheld": figures["counts"]["withheld"],
         "n_failed": figures["counts"]["failed"], "verdict": body["verdict"], "passed": passed,

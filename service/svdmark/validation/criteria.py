@@ -43,7 +43,10 @@ def resolve(task: str, manifest: dict) -> list[dict]:
     out = []
     for key, default in DEFAULTS[task].items():
         from_manifest = key in section
-        t = float(section[key]) if from_manifest else float(default)
+        value = section[key] if from_manifest else default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise SvdmarkError(f"manifest 'validation' criterion {key!r} must be a number, not {value!r}")
+        t = float(value)
         out.append({"key": key, "threshold": t, "source": "manifest" if from_manifest else "default",
                     "text": _TEXT[key].format(t=t)})
     return out
