@@ -220,6 +220,20 @@ def test_jobs_outbox_status_text_json_and_exit_codes(served, studies, monkeypatc
         "disk": "disk full: 3.0 MiB free on the data directory's file system"}
     monkeypatch.undo()
 
+    # an active model that would not load (its file replaced since activation): UNHEALTHY, named, not "ok"
+    import svdmark.lifecycle
+    from svdmark.errors import ModelError
+
+    def corrupt(self, name, version):
+        raise ModelError(f"checksum mismatch for {name} {version}: the file is corrupt or was replaced")
+
+    monkeypatch.setattr(svdmark.lifecycle.Lifecycle, "spec", corrupt)
+    assert main(["status", "--json", "--data-dir", str(served.data_dir)]) == 5
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "UNHEALTHY" and all(not m["verified"] for m in doc["models"])
+    assert any(k.startswith("model wml-ncct") and "checksum mismatch" in v for k, v in doc["problems"].items())
+    monkeypatch.undo()
+
     served.pacs.stop()  # the destination goes away
     r = served.cli("status", check_rc=4)
     assert r.stdout.startswith("status: destination UNREACHABLE") and "UNREACHABLE" in r.stdout

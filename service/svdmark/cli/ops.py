@@ -12,7 +12,7 @@ import json
 from .. import health
 from ..config import Config, Destination
 from ..domain import DeliveryState, JobState
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..export import echo
 from ..journal import Journal
 from . import views
@@ -139,11 +139,8 @@ def run_status(args) -> int:
     for d in destinations:
         ok, why = echo(d.host, d.port, d.ae_title, ae_title, timeout=3)
         probes.append({"name": d.name, "reachable": ok, "detail": why})
-    from ..lifecycle import Lifecycle
-
-    models = [{k: m[k] for k in ("name", "version", "task", "sha256", "active", "shadow")}
-              for m in Lifecycle(cfg).list() if m["active"] or m["shadow"]]
     problems = {k: v for k, v in report.get("problems", {}).items()}
+    models = _models_in_use(cfg, problems)
     if not report.get("journal_writable", True):
         problems["journal"] = report.get("error", "not writable")
     data = {
@@ -180,6 +177,7 @@ def run_status(args) -> int:
              f"jobs: {_states(counts['jobs'])}",
              f"deliveries: {_states(counts['deliveries'])}"]
     lines += [f"model {m['name']} {m['version']} ({m['task']}): {'active' if m['active'] else 'shadow'}"
+              + ("" if m["verified"] else ", NOT USABLE (see its problem below)")
               for m in models] or ["models: NONE active (analysis fails until one is installed)"]
     lines += [f"destination {p['name']}: {'reachable' if p['reachable'] else 'UNREACHABLE'} ({p['detail']})"
               for p in probes] or ["destinations: none configured"]
@@ -195,6 +193,26 @@ def run_status(args) -> int:
                   for p in data["processes"] if p["live"] and abs(p["clock_offset_s"] or 0) > CLOCK_OFFSET_NOTE_S]
     emit(args, data, "\n".join(lines))
     return code
+
+
+def _models_in_use(cfg: Config, problems: dict) -> list[dict]:
+    """The active and shadow model versions, each checked as a job would load it (manifest and sha256); one that
+    would not load is a problem (status UNHEALTHY), not only a failed job later."""
+    from ..lifecycle import Lifecycle
+
+    lifecycle, out = Lifecycle(cfg), []
+    for m in lifecycle.list():
+        if not (m["active"] or m["shadow"]):
+            continue
+        row = {k: m[k] for k in ("name", "version", "task", "sha256", "active", "shadow")}
+        try:
+            lifecycle.spec(m["name"], m["version"])
+            row["verified"] = True
+        except ModelError as exc:
+            row["verified"] = False
+            problems[f"model {m['name']} {m['version']}"] = str(exc)
+        out.append(row)
+    return out
 
 
 def _processes(journal: Journal, cfg: Config) -> list[dict]:
