@@ -120,7 +120,7 @@ class Lifecycle:
                 except ModelError as exc:
                     m = {"error": str(exc)}
                 rows.append({"name": name, "version": version, "task": m.get("task"), "source": source,
-                             "sha256": m.get("sha256"), "active": version == active,
+                             "sha256": m.get("sha256"), "error": m.get("error"), "active": version == active,
                              "shadow": state["shadow"].get(name) == version,
                              "path": str((self.registry.root if source == "packaged" else self.dir) / name / version)})
         return rows
@@ -129,6 +129,9 @@ class Lifecycle:
         if not self.versions(name):
             raise ModelError(f"no model named {name!r} (have: {', '.join(self.names()) or 'none'})")
         version = version or self.active_version(name)
+        if version not in dict(self.versions(name)):
+            have = ", ".join(v for v, _ in self.versions(name))
+            raise ModelError(f"{name} has no version {version!r} (have: {have})")
         state = read_state(self.dir)
         manifest = self.registry.manifest(name, version)
         audit = [{"at": a.at, "actor": a.actor, "action": a.action, "detail": json.dumps(a.detail, sort_keys=True)}
@@ -215,9 +218,12 @@ class Lifecycle:
             staged = staging_root / name / version
             try:
                 shutil.copytree(src, staged)
-                spec = ModelRegistry(staging_root).get(name, version)  # manifest + sha256 of the copy
-                reference.copy_into(src, staged, manifest.get("self_test"))  # a shared reference comes along
-                test = self.check(spec)
+                try:
+                    spec = ModelRegistry(staging_root).get(name, version)  # manifest + sha256 of the copy
+                    reference.copy_into(src, staged, manifest.get("self_test"))  # a shared reference comes along
+                    test = self.check(spec)
+                except ModelError as exc:  # name the folder the admin gave, not the staging copy (gone by now)
+                    raise ModelError(str(exc).replace(str(staged), str(src))) from None
                 state = read_state(self.dir)
                 current = self.active_version(name)
                 if name not in state["active"] and current is not None:
@@ -374,6 +380,8 @@ class Lifecycle:
         rows = self.journal.shadow_results()
         if name:
             rows = [r for r in rows if r.shadow_name == name]
+            if not rows and not self.versions(name):  # a typo, not a model without shadow results yet
+                raise ModelError(f"no model named {name!r} (have: {', '.join(self.names()) or 'none'})")
         version = version or (read_state(self.dir)["shadow"].get(name) if name else None)
         if version:
             rows = [r for r in rows if r.shadow_version == version]

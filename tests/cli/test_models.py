@@ -125,6 +125,18 @@ def test_rollback_runs_the_self_test_and_install_activate_of_an_installed_versio
     refused = journaldb.query(data, "SELECT detail FROM audit WHERE action = 'model.rollback_refused'")
     assert [json.loads(d)["version"] for (d,) in refused] == ["1.0.1"]
 
+    r = run_cli("models", "show", "wml-ncct", "9.9.9", "--data-dir", data, env=env)
+    assert r.returncode == 1 and "has no version '9.9.9'" in r.stderr
+    r = run_cli("models", "compare", "wml-nosuch", "--data-dir", data, env=env)
+    assert r.returncode == 1 and "no model named 'wml-nosuch'" in r.stderr
+    malformed = fakemodels.make_wml(tmp_path / "cand2", "1.0.6", gain=5.0)
+    m = json.loads((malformed / "manifest.json").read_text())
+    m["output"]["mask_threshold"] = "high"
+    (malformed / "manifest.json").write_text(json.dumps(m))
+    r = run_cli("models", "install", malformed, "--data-dir", data, env=env)
+    assert r.returncode == 1 and "mask_threshold" in r.stderr and str(malformed) in r.stderr  # the admin's folder
+    assert ".staging-" not in r.stderr
+
 
 def _study(root: Path, seed: int, distractors: bool = False):
     from svdmark_phantom import write_study

@@ -96,6 +96,7 @@ def run_list(args) -> int:
     human = table(("NAME", "VERSION", "TASK", "STATE", "SOURCE", "SHA256", "PATH"),
                   [(r["name"], r["version"], r["task"], "active" if r["active"] else "shadow" if r["shadow"] else "",
                     r["source"], str(r["sha256"])[:12], r["path"]) for r in rows], empty="no models installed")
+    human += "".join(f"\n{r['name']} {r['version']}: manifest unreadable: {r['error']}" for r in rows if r["error"])
     emit(args, rows, human)
     return 0
 
