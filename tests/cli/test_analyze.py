@@ -280,3 +280,8 @@ def test_analyze_reads_changed_bytes_and_settings_again_and_keeps_a_failed_serie
     (row,) = _tables(out)[0].to_dict("records")
     assert row["status"] == "failed" and "missing slices" in row["reason"]
     assert row["routing"] == "wml" and row["task"] == "wml" and isinstance(row["rule_id"], str)
+
+    other = tmp_path / "other"  # another archive into the same output: the table is this run's, and it says so
+    shutil.copytree(studies["swi"].out_dir, other)
+    r = run_cli("analyze", other, "--output", out, "--json", "--data-dir", tmp_path / "nodata", env=env)
+    assert json.loads(r.stdout)["counts"]["not_in_inputs"] == 1

@@ -113,8 +113,9 @@ def cohort(df, errors=None) -> dict:
     if "model_version" in df and len(analysed):
         out["models"] = _counts((analysed["model_name"].astype("string") + " " +
                                  analysed["model_version"].astype("string")))
-    if errors is not None:
-        out["file_errors"] = {"n": int(errors.shape[0]), "reasons": _counts(_reason_kind(errors["reason"]))}
+    if errors is not None:  # the failed series are counted above; here the files (a folder of duplicates: one row)
+        files = errors[~errors["reason"].astype(str).str.startswith("series not analysed")]
+        out["file_errors"] = {"n": int(files.shape[0]), "reasons": _counts(_reason_kind(files["reason"]))}
     return out
 
 
@@ -174,6 +175,6 @@ def format_cohort(c: dict) -> str:
     lines += [f"  {r['n']:>4}  {r['value']}" for r in c["failure_reasons"]]
     if "file_errors" in c:
         fe = c["file_errors"]
-        lines.append(f"Files not used: {fe['n']}")
+        lines.append(f"Files not used: {fe['n']} (errors.csv rows; a folder of duplicate copies is one)")
         lines += [f"  {r['n']:>4}  {r['value']}" for r in fe["reasons"]]
     return "\n".join(lines)

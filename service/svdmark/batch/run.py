@@ -325,8 +325,12 @@ class Runner:
         report.tables += T.write_tables(T.frame(T.notes(ordered), T.NOTE_COLUMNS), self.out / "notes")
         report.tables += write_beside(self.out / "results", results, rules)
         counts = {s: sum(1 for r in clean if r["status"] == s) for s in (T.ANALYSED, T.IGNORED, T.FAILED, T.PENDING)}
+        elsewhere = len(state.finished() - {g.series_uid for g in groups})
+        if elsewhere:
+            self.say(f"analyze: {elsewhere} series analysed into {self.out} by earlier runs are not in these inputs and"
+                     " not in this table (their results stay under dicom/); give every input in one run for one table")
         counts.update(series=len(clean), files=stats["files"], file_errors=stats["unusable"],
-                      duplicates=stats["duplicates"], reused=skipped)
+                      duplicates=stats["duplicates"], reused=skipped, not_in_inputs=elsewhere)
         report.counts = counts
         report.seconds = time.perf_counter() - t_start
         write_json(self.out / "run.json", {

@@ -82,6 +82,10 @@ class RunState:
     def mark_done(self, series_uid: str, key: dict, row: dict) -> None:
         write_json(self.series_file(series_uid), {"key": key, "row": row})
 
+    def finished(self) -> set[str]:
+        """Every series finished into this output folder, by any run."""
+        return {p.stem for p in self.series_dir.glob("*.json")}
+
     # ------------------------------------------------------------------ scan cache
     def load_scan_cache(self, key_id: str) -> dict:
         data = read_json(self.dir / "scan.json")
