@@ -338,3 +338,7 @@ def test_a_validation_holds_for_its_manifest_and_a_refused_reference_says_why(tm
     r = run_cli("models", "validate", "wml-ncct", "1.0.1", "--reference", same, "--output", tmp_path / "r4",
                 "--data-dir", data, env=env)
     assert r.returncode != 0 and "'min_cases' must be a number" in r.stderr and "Traceback" not in r.stderr
+    errors = [a for a in _audit(data) if a["action"] == "model.validate_error"]
+    assert len(errors) == 3 and "already holds a validation report" in errors[0]["reason"]
+    shown = run_cli("models", "show", "wml-ncct", "1.0.1", "--data-dir", data, env=env).stdout
+    assert "model.validate" in shown and " FAIL" in shown and " PASS" in shown

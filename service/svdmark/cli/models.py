@@ -121,7 +121,7 @@ def run_show(args) -> int:
             d = json.loads(a["detail"])
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["at"]))
             lines.append(f"    {when} {a['actor']:<10} {a['action']:<16} {d.get('version') or ''}"
-                         f" {(d.get('sha256') or '')[:12]}")
+                         f" {(d.get('sha256') or '')[:12]}" + (f" {d['verdict'].upper()}" if d.get("verdict") else ""))
     emit(args, info, "\n".join(lines))
     return 0
 

@@ -35,16 +35,27 @@ def default_output_dir(data_dir: Path, name: str, version: str) -> Path:
 
 def validate(lifecycle, name: str, version: str, reference_dir: Path, output_dir: Path | None = None,
              say: Callable[[str], None] = lambda s: None) -> dict:
-    """Validate ``name version`` on ``reference_dir``; write the report, audit it, return its figures."""
-    from .. import __version__
-    from ..lifecycle import actor, manifest_digest
-    from . import agreement, cases, criteria, report
-
+    """Validate ``name version`` on ``reference_dir``; write the report, audit it, return its figures. A run that
+    ends without a verdict (no usable reference, a malformed criterion) is audited as ``model.validate_error``."""
     t0 = time.perf_counter()
     reference_dir = Path(reference_dir).resolve()
     if not reference_dir.is_dir():
         raise SvdmarkError(f"no such reference folder: {reference_dir}")
     spec = lifecycle.spec(name, version)  # manifest read, sha256 verified
+    try:
+        return _validate(lifecycle, spec, reference_dir, output_dir, say, t0)
+    except SvdmarkError as exc:  # a run that ends without a verdict is audited too, with why
+        lifecycle.audit("model.validate_error", {"name": name, "version": version, "sha256": spec.sha256,
+                                                 "reference_dir": str(reference_dir), "reason": str(exc)})
+        raise
+
+
+def _validate(lifecycle, spec, reference_dir: Path, output_dir: Path | None, say, t0: float) -> dict:
+    from .. import __version__
+    from ..lifecycle import actor, manifest_digest
+    from . import agreement, cases, criteria, report
+
+    name, version = spec.name, spec.version
     task = spec.task.value
     wanted = criteria.resolve(task, spec.manifest)  # a bad manifest section fails before the long run
     out_dir = Path(output_dir) if output_dir else default_output_dir(lifecycle.config.data_dir, name, version)
