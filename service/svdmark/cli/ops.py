@@ -201,7 +201,12 @@ def _models_in_use(cfg: Config, problems: dict) -> list[dict]:
     from ..lifecycle import Lifecycle
 
     lifecycle, out = Lifecycle(cfg), []
-    for m in lifecycle.list():
+    try:
+        listed = lifecycle.list()
+    except ModelError as exc:  # the activation state itself unreadable: every job would fail
+        problems["models"] = str(exc)
+        return out
+    for m in listed:
         if not (m["active"] or m["shadow"]):
             continue
         row = {k: m[k] for k in ("name", "version", "task", "sha256", "active", "shadow")}
