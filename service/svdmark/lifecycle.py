@@ -9,7 +9,6 @@ are :mod:`svdmark.cli.agreement`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from .domain import ModelSpec
 from .errors import ModelError
 from .infer import reference
 from .infer.activation import installed_dir, locked, read_state, write_state
-from .infer.registry import ModelRegistry
+from .infer.registry import ModelRegistry, manifest_digest
 from .journal import Journal, ShadowResult
 from .logs import event
 
@@ -32,21 +31,14 @@ log = logging.getLogger("svdmark.lifecycle")
 
 def actor() -> str:
     """Who does it, for the audit trail: the account the command runs as (its effective uid's passwd entry, not
-    the environment's LOGNAME), and under ``sudo -u`` the administrator sudo names (``SUDO_USER``)."""
+    the environment's LOGNAME), then, under ``sudo -u``, the user sudo names (``SUDO_USER``, unverified)."""
     uid = os.geteuid()
     try:
         name = pwd.getpwuid(uid).pw_name
     except KeyError:  # no passwd entry (containers): the uid
         name = f"uid:{uid}"
-    sudo = os.environ.get("SUDO_USER", "").strip()
-    return f"{sudo} (as {name})" if sudo and sudo != name else name
-
-
-def manifest_digest(spec: ModelSpec) -> str:
-    """SHA-256 of a version's manifest as read (its keys sorted): a validation holds for this manifest only, since
-    its thresholds, post-processing and quality limits change what the model reports."""
-    raw = getattr(spec.manifest, "raw", spec.manifest)
-    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+    sudo = os.environ.get("SUDO_USER", "").strip()  # set by sudo, but any environment can set it: named second
+    return f"{name} (sudo: {sudo})" if sudo and sudo != name else name
 
 
 # --------------------------------------------------------------------------- the manager
@@ -294,7 +286,8 @@ class Lifecycle:
             except ModelError as exc:
                 self.audit("model.rollback_refused", {"name": name, "version": candidate, "sha256": spec.sha256,
                                                       "reason": str(exc)})
-                raise ModelError(f"not rolled back to {spec.label}: {exc}") from None
+                raise ModelError(f"not rolled back to {spec.label}: {exc}; activate another installed version with "
+                                 f"`svdmark models activate {name} VERSION`") from None
             state["active"][name] = candidate
             state["history"][name] = history
             write_state(self.dir, state)

@@ -1,6 +1,7 @@
 """svdmark.batch.discover: what `svdmark analyze` finds in an archive, and what it lists instead of dying on."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
@@ -64,6 +65,30 @@ def test_linked_folders_are_read_once_and_a_loop_is_listed(tmp_path, study):
     assert loop.file.endswith("up") and "already read" in loop.reason
 
 
+def test_a_real_folder_is_read_as_itself_before_a_link_to_it_and_an_input_inside_another_is_listed(tmp_path,
+                                                                                                      study):
+    files = _copy(study, tmp_path / "archive" / "z_site")
+    os.symlink(tmp_path / "archive" / "z_site", tmp_path / "archive" / "a_link")  # sorts first, claims nothing
+    found = list(iter_sources([tmp_path / "archive", tmp_path / "archive" / "z_site"]))
+    read = [s.path for s in found if not isinstance(s, FileError)]
+    assert len(read) == len(files) and all("z_site" in p for p in read)
+    errors = [(Path(e.file).name, e.reason) for e in found if isinstance(e, FileError)]
+    assert [n for n, _ in errors] == ["a_link", "z_site"]
+    assert "link to a folder already read" in errors[0][1] and "already read in this run" in errors[1][1]
+
+
+def test_a_scan_cache_of_an_earlier_version_is_not_used(tmp_path):
+    from svdmark.batch.state import RunState
+
+    state = RunState(tmp_path)
+    state.save_scan_cache("k", {"f": {"error": {"file": "f", "reason": "raw 1.2.840.MRN0012345.DOE"}}})
+    assert state.load_scan_cache("k")
+    raw = json.loads((tmp_path / "state" / "scan.json").read_text())
+    raw.pop("version")  # as an earlier svdmark wrote it: its error rows may hold unhashed invalid UIDs
+    (tmp_path / "state" / "scan.json").write_text(json.dumps(raw))
+    assert state.load_scan_cache("k") == {}
+
+
 def test_an_unreadable_folder_is_listed(tmp_path, study, monkeypatch):
     _copy(study, tmp_path / "archive" / "readable")
     (tmp_path / "archive" / "locked").mkdir()
@@ -106,6 +131,20 @@ def test_a_series_missing_images_carries_the_services_incomplete_warning(tmp_pat
     (part,), _, _ = discover([tmp_path / "archive"], KEY)
     assert part.completion_warning == (f"incomplete series: {len(files) - 3} of {declared} images "
                                        f"(Images in Acquisition declares {declared})")
+    for f in files[:-3]:  # the count declared as what is there: complete, as the service takes it, gap or not
+        ds = pydicom.dcmread(f)
+        ds.ImagesInAcquisition = len(files) - 3
+        ds.save_as(f)
+    files[2].unlink()
+    (declared_whole,), _, _ = discover([tmp_path / "archive"], KEY)
+    assert declared_whole.completion_warning is not None  # 1 short of its count again
+    for f in files[:-3]:
+        if f.exists():
+            ds = pydicom.dcmread(f)
+            ds.ImagesInAcquisition = len(files) - 4
+            ds.save_as(f)
+    (gap,), _, _ = discover([tmp_path / "archive"], KEY)
+    assert gap.completion_warning is None
 
 
 def test_an_invalid_uid_in_an_error_row_is_hashed(tmp_path, study):

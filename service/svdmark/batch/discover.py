@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator
 import pydicom
 from pydicom.uid import UID
 
-from ..assemble.completion import SeriesEvidence, missing
+from ..assemble.completion import SeriesEvidence, counts_complete, missing
 from ..errors import Rejected
 from ..geometry import SliceGeometry
 from ..logs import pseudonym
@@ -117,6 +117,9 @@ def iter_sources(paths: Iterable[Path], skip: Iterable[Path] = ()) -> Iterator[S
         if root.is_file():
             yield from _file_sources(root)
             continue
+        if root.resolve() in seen:
+            yield FileError(str(root), "inside a folder already read in this run; not read again")
+            continue
         unreadable: list[OSError] = []
         for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append, followlinks=True):
             yield from (FileError(e.filename or dirpath, f"cannot read folder: {e.strerror or e}")
@@ -125,16 +128,17 @@ def iter_sources(paths: Iterable[Path], skip: Iterable[Path] = ()) -> Iterator[S
             here = Path(dirpath)
             seen.add(here.resolve())
             keep = []
-            for d in sorted(dirnames):
+            for d in sorted(dirnames, key=lambda d: ((here / d).is_symlink(), d)):  # real folders claim first
                 real = (here / d).resolve()
                 if real in skip_resolved:
                     continue
-                if real in seen:
-                    yield FileError(str(here / d), f"a link to a folder already read ({real}); not read again")
+                if real in seen:  # read already (through a link, if this is the real folder: no error then)
+                    if (here / d).is_symlink():
+                        yield FileError(str(here / d), f"a link to a folder already read ({real}); not read again")
                     continue
                 seen.add(real)
                 keep.append(d)
-            dirnames[:] = keep
+            dirnames[:] = sorted(keep)
             for fn in sorted(filenames):
                 yield from _file_sources(here / fn)
         yield from (FileError(e.filename or str(root), f"cannot read folder: {e.strerror or e}") for e in unreadable)
@@ -239,8 +243,10 @@ class SeriesGroup:
     def completion_warning(self) -> str | None:
         """The service's ``incomplete series: N of M images`` warning, judged on everything the archive holds (as if
         its sender had released the association long ago)."""
-        return missing(SeriesEvidence(tuple(i.geometry for i in self.instances), released=True,
-                                      association_open=False, quiet_seconds=float("inf")))
+        geoms = tuple(i.geometry for i in self.instances)
+        if counts_complete(geoms):  # the service takes a series at its declared count as complete, with no warning
+            return None
+        return missing(SeriesEvidence(geoms, released=True, association_open=False, quiet_seconds=float("inf")))
 
 
 def group(instances: Iterable[Instance]) -> tuple[list[SeriesGroup], list[FileError]]:

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Iterable
 
 from .. import __version__, logs, phi, route
 from ..config import Config
-from ..domain import OutputKind, RouteKind, RoutingDecision
+from ..domain import ModelSpec, OutputKind, RouteKind, RoutingDecision
 from ..errors import ModelError
+from ..infer.registry import manifest_digest
 from . import table as T
 from .acquisition import descriptors
 from .dictionary import rule_constants, write_beside
@@ -125,8 +126,7 @@ def analyse_group(group: SeriesGroup, out_dir: str, config: Config, constants: f
     row["sr_sop_uid"] = str(encoded.sr.SOPInstanceUID) if encoded.sr is not None else None
     row["analysed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     row["total_seconds"] = round(time.perf_counter() - t0, 3)
-    key = run_key(group, result.model.name, result.model.version, result.model.sha256, result.ruleset.version,
-                  config)
+    key = run_key(group, result.model, result.ruleset.version, config)
     try:
         RunState(Path(out_dir)).mark_done(group.series_uid, key, row)  # only now is the series finished
     except Exception as exc:
@@ -194,13 +194,15 @@ def identity_row(group: SeriesGroup) -> dict:
 TABLE_VERSION = 3  # the row's shape; a row from another shape is not reused (the series is analysed again)
 
 
-def run_key(group: SeriesGroup, name: str, version: str, sha: str, ruleset_version: str, config: Config) -> dict:
+def run_key(group: SeriesGroup, model: ModelSpec, ruleset_version: str, config: Config) -> dict:
     """What a finished row was made from: a row is reused only when all of it is the same now (the files' bytes,
-    the model, the rules and the settings that change a row: when flags attach, incomplete series)."""
-    return {"model_name": name, "model_version": version, "model_sha256": sha, "ruleset_version": ruleset_version,
+    the model file and its manifest, the rules and the settings that change a row: when flags attach, and for an
+    incomplete series what the policy does with it)."""
+    return {"model_name": model.name, "model_version": model.version, "model_sha256": model.sha256,
+            "manifest_sha256": manifest_digest(model), "ruleset_version": ruleset_version,
             "instances": group.fingerprint, "table_version": TABLE_VERSION,
             "flags": [config.flag_applicability, dict(sorted(config.flag_conditions.items()))],
-            "incomplete_policy": config.incomplete_policy}
+            "incomplete_policy": config.incomplete_policy if group.completion_warning else None}
 
 
 # --------------------------------------------------------------------------- the run
@@ -275,7 +277,7 @@ class Runner:
                 rows[g.series_uid] = row
                 continue
             done = None if self.force else state.done(g.series_uid)
-            want = run_key(g, model.name, model.version, model.sha256, ruleset.version, self.config)
+            want = run_key(g, model, ruleset.version, self.config)
             if done and done.get("key") == want and self._outputs_exist(done.get("row", {})):
                 kept = dict(done["row"])
                 kept["patient_pseudonym"] = row["patient_pseudonym"]  # the key may have changed

@@ -65,6 +65,9 @@ def key_fingerprint(key: bytes) -> str:
     return hashlib.sha256(b"svdmark-key-id\0" + key).hexdigest()[:16]
 
 
+SCAN_CACHE_VERSION = 2  # 2: instances carry their bytes' digest and geometry; invalid UIDs in error rows hashed
+
+
 class RunState:
     def __init__(self, out_dir: Path):
         self.out = Path(out_dir)
@@ -89,12 +92,13 @@ class RunState:
     # ------------------------------------------------------------------ scan cache
     def load_scan_cache(self, key_id: str) -> dict:
         data = read_json(self.dir / "scan.json")
-        if not data or data.get("key_id") != key_id:  # pseudonyms depend on the key
+        # pseudonyms depend on the key; what a scan records (digests, hashed invalid UIDs) on the cache's version
+        if not data or data.get("key_id") != key_id or data.get("version") != SCAN_CACHE_VERSION:
             return {}
         return data.get("files", {})
 
     def save_scan_cache(self, key_id: str, files: dict) -> None:
-        write_json(self.dir / "scan.json", {"key_id": key_id, "files": files})
+        write_json(self.dir / "scan.json", {"key_id": key_id, "version": SCAN_CACHE_VERSION, "files": files})
 
     # ------------------------------------------------------------------ leftovers
     def clean_staging(self) -> int:

@@ -131,7 +131,10 @@ def run_install(args) -> int:
         return fail(args, f"no such folder: {args.path}", 2)
     out = _lifecycle(args).install(args.path, activate=args.activate)
     if not out.get("installed"):
-        emit(args, out, out["detail"])
+        act = out.get("activation")
+        now = "" if not act else act.get("detail") or f"{out['name']} {out['version']} is now active " \
+            f"(was {act.get('previous_version')})"
+        emit(args, out, out["detail"] + (f"\n  {now}" if now else ""))
         return 0
     human = (f"installed {out['name']} {out['version']} (sha256 {out['sha256'][:12]}…)\n  {out['self_test']}\n"
              f"  active version of {out['name']}: "

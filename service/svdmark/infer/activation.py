@@ -33,6 +33,8 @@ def read_state(models_dir: Path) -> dict:
         data = {}
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"model state file {Path(models_dir) / STATE_FILE} is unreadable: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"model state file {Path(models_dir) / STATE_FILE} is not a JSON object")
     return {"active": dict(data.get("active", {})), "history": {k: list(v) for k, v in data.get("history", {}).items()},
             "shadow": dict(data.get("shadow", {}))}
 

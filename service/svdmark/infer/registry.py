@@ -215,6 +215,13 @@ class ModelRegistry:
         return self._verified[key]
 
 
+def manifest_digest(spec: ModelSpec) -> str:
+    """SHA-256 of a version's manifest as read (its keys sorted): its thresholds, post-processing and quality limits
+    change what the model reports, so a site validation and a reused analyze row hold for this manifest only."""
+    raw = getattr(spec.manifest, "raw", spec.manifest)
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def managed(registry: ModelRegistry, data_dir: Path | None) -> ModelRegistry:
     """``registry`` (the packaged models) plus the models installed under ``data_dir`` and their
     activation state; what the service and ``analyze`` hand the pipeline."""

@@ -52,7 +52,8 @@ def validate(lifecycle, name: str, version: str, reference_dir: Path, output_dir
 
 def _validate(lifecycle, spec, reference_dir: Path, output_dir: Path | None, say, t0: float) -> dict:
     from .. import __version__
-    from ..lifecycle import actor, manifest_digest
+    from ..infer.registry import manifest_digest
+    from ..lifecycle import actor
     from . import agreement, cases, criteria, report
 
     name, version = spec.name, spec.version
