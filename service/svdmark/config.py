@@ -276,7 +276,7 @@ class Config:
     # assembly
     settle_seconds: float = 2.0
     fallback_seconds: float = 60.0
-    incomplete_max_wait_seconds: float = 600.0  # see svdmark.assemble.completion (never less than fallback)
+    incomplete_max_wait_seconds: float = 600.0  # see svdmark.completion (never less than fallback)
     incomplete_policy: str = "analyse"  # "analyse" (with the warning) | "reject" (job failed, not analysed)
     # analysis
     workers: int = 1

@@ -30,15 +30,14 @@ log = logging.getLogger("svdmark.lifecycle")
 
 
 def actor() -> str:
-    """Who does it, for the audit trail: the account the command runs as (its effective uid's passwd entry, not
-    the environment's LOGNAME), then, under ``sudo -u``, the user sudo names (``SUDO_USER``, unverified)."""
+    """Who does it, for the audit trail: the account the command runs as, from its effective uid's passwd entry, not
+    from the environment (LOGNAME, USER and SUDO_USER are whatever the caller set; sudo's own log says who ran
+    ``sudo -u``)."""
     uid = os.geteuid()
     try:
-        name = pwd.getpwuid(uid).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:  # no passwd entry (containers): the uid
-        name = f"uid:{uid}"
-    sudo = os.environ.get("SUDO_USER", "").strip()  # set by sudo, but any environment can set it: named second
-    return f"{name} (sudo: {sudo})" if sudo and sudo != name else name
+        return f"uid:{uid}"
 
 
 # --------------------------------------------------------------------------- the manager

@@ -11,7 +11,7 @@ import logging
 
 from ..journal_api import AssemblyJournal
 from ..logs import event
-from .completion import SeriesEvidence, decide, missing, settling
+from ..completion import SeriesEvidence, decide, missing, settling
 
 log = logging.getLogger("svdmark.assemble")
 

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator
 import pydicom
 from pydicom.uid import UID
 
-from ..assemble.completion import SeriesEvidence, counts_complete, missing
+from ..completion import SeriesEvidence, counts_complete, missing
 from ..errors import Rejected
 from ..geometry import SliceGeometry
 from ..logs import pseudonym

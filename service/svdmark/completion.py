@@ -21,13 +21,16 @@ waits up to ``max_wait_seconds`` (``[assemble] incomplete_max_wait_seconds``, de
 never less than the timer) for the rest, and is then completed with a :attr:`Completion.warning`
 ``"incomplete series: N of M images (...)"`` that the worker carries into the result (or, with
 ``incomplete_policy = "reject"``, ends as a failed job).
+
+The service's assembler (``svdmark.assemble``) decides on live evidence; ``svdmark analyze`` asks the same
+questions of an archive, as if its sender had released the association long ago (``batch.discover``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..geometry import SliceGeometry, stack_problem, stack_spacing
+from .geometry import SliceGeometry, stack_problem, stack_spacing
 
 INCOMPLETE = "incomplete series"  # every warning starts with this
 
