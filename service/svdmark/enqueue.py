@@ -20,16 +20,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-import zipfile
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__, phi
+from . import __version__
 from .batch import table as T
-from .batch.discover import FileError, SeriesGroup
+from .batch.discover import READ_ERRORS, FileError, SeriesGroup
 from .batch.progress import Progress
 from .batch.run import find_series
 from .batch.state import RunState, resolve_key, write_json
@@ -90,7 +88,6 @@ class Enqueuer:
         t0 = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         key, key_source = resolve_key(self.key_file, self.out / ".pseudonym.key")
-        phi.install(key)  # an invalid UID in a log line or an error row: hashed under this run's key
         report = EnqueueReport(self.journal.describe(), self.spool_dir, self.out, key_source=key_source)
         groups, file_errors, stats = find_series(RunState(self.out), list(paths), key, self.progress)
         report.counts.update(series=len(groups), files=stats["files"], file_errors=stats["unusable"],
@@ -125,8 +122,7 @@ class Enqueuer:
             try:
                 data = src.read_bytes()
                 item = inspect(data)
-            except (OSError, zipfile.BadZipFile, zlib.error, ValueError, RuntimeError, EOFError,
-                    Rejected) as exc:  # changed since the scan
+            except (*READ_ERRORS, Rejected) as exc:  # changed since the scan
                 why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
                 report.errors.append(FileError(src.name, f"cannot be read now: {why}", g.series_uid, g.study_uid,
                                                inst.sop_uid).as_row())

@@ -99,6 +99,11 @@ class Lifecycle:
         event(log, action, user=actor(), model=str(detail.get("name", "")), version=str(detail.get("version", "")),
               sha256=str(detail.get("sha256", "") or ""))
 
+    def audit_refusal(self, action: str, spec: ModelSpec, reason: str, **detail) -> None:
+        """Audit a change to ``spec`` that was refused (or ended without a result), with why."""
+        self.audit(action, {"name": spec.name, "version": spec.version, "sha256": spec.sha256, **detail,
+                            "reason": reason})
+
     # ------------------------------------------------------------------ read-only
     def list(self) -> list[dict]:
         state = read_state(self.dir)
@@ -241,8 +246,7 @@ class Lifecycle:
         try:
             test = None if tested else self.check(spec)
         except ModelError as exc:
-            self.audit("model.activate_refused", {"name": name, "version": version, "sha256": spec.sha256,
-                                                  "reason": str(exc)})
+            self.audit_refusal("model.activate_refused", spec, str(exc))
             raise
         with locked(self.dir):
             state = read_state(self.dir)
@@ -283,8 +287,7 @@ class Lifecycle:
             try:
                 test = self.check(spec)  # and its self-test, as activation runs it
             except ModelError as exc:
-                self.audit("model.rollback_refused", {"name": name, "version": candidate, "sha256": spec.sha256,
-                                                      "reason": str(exc)})
+                self.audit_refusal("model.rollback_refused", spec, str(exc))
                 raise ModelError(f"not rolled back to {spec.label}: {exc}; activate another installed version with "
                                  f"`svdmark models activate {name} VERSION`") from None
             state["active"][name] = candidate
@@ -352,8 +355,7 @@ class Lifecycle:
                 why = (f"{spec.label}: the latest validation on this site ({when}, {last.get('n_included')} cases,"
                        f" report {last.get('report')}) FAILED its acceptance criteria; {hint}")
         if why:
-            self.audit("model.activate_refused", {"name": spec.name, "version": spec.version,
-                                                  "sha256": spec.sha256, "reason": why})
+            self.audit_refusal("model.activate_refused", spec, why)
             raise ModelError(why)
         return found[0]
 

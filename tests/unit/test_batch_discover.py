@@ -115,9 +115,13 @@ def test_the_fingerprint_follows_the_bytes_and_a_resumed_scan_reuses_unchanged_f
     (after,), _, _ = discover([tmp_path / "archive"], KEY, cache=cache)
     assert [i.sop_uid for i in after.instances] == [i.sop_uid for i in before.instances]
     assert after.fingerprint != before.fingerprint
-    stale = {k: {"instance": {x: y for x, y in v["instance"].items() if x != "digest"}, "bare": False}
-             for k, v in cache.items()}  # a cache written before the digest: every file read again
-    (fresh,), _, _ = discover([tmp_path / "archive"], KEY, cache=stale)
+    from svdmark.batch.state import RunState
+
+    state = RunState(tmp_path / "out")  # a cache written before the digest (version 1): every file read again
+    (tmp_path / "out" / "state" / "scan.json").write_text(json.dumps({"key_id": "k", "files": {
+        k: {"instance": {x: y for x, y in v["instance"].items() if x != "digest"}, "bare": False}
+        for k, v in cache.items()}}))
+    (fresh,), _, _ = discover([tmp_path / "archive"], KEY, cache=state.load_scan_cache("k"))
     assert fresh.fingerprint == after.fingerprint
 
 

@@ -26,6 +26,8 @@ from ..phi import uid_hash
 from ..receive.inspect import inspect
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
+# what reading a file or a zip member can raise (a damaged archive: BadZipFile, zlib.error, EOFError, ...)
+READ_ERRORS = (OSError, zipfile.BadZipFile, zlib.error, ValueError, RuntimeError, EOFError)
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,7 @@ def iter_sources(paths: Iterable[Path], skip: Iterable[Path] = ()) -> Iterator[S
             continue
         unreadable: list[OSError] = []
         for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append, followlinks=True):
-            yield from (FileError(e.filename or dirpath, f"cannot read folder: {e.strerror or e}")
-                        for e in unreadable)
-            unreadable.clear()
+            yield from _unreadable_folders(unreadable)
             here = Path(dirpath)
             seen.add(here.resolve())
             keep = []
@@ -141,7 +141,13 @@ def iter_sources(paths: Iterable[Path], skip: Iterable[Path] = ()) -> Iterator[S
             dirnames[:] = sorted(keep)
             for fn in sorted(filenames):
                 yield from _file_sources(here / fn)
-        yield from (FileError(e.filename or str(root), f"cannot read folder: {e.strerror or e}") for e in unreadable)
+        yield from _unreadable_folders(unreadable)
+
+
+def _unreadable_folders(errors: list[OSError]) -> Iterator[FileError]:
+    """The folders ``os.walk`` could not list since it was last asked (its ``onerror`` list, emptied)."""
+    yield from (FileError(str(e.filename), f"cannot read folder: {e.strerror or e}") for e in errors)
+    errors.clear()
 
 
 def _file_sources(path: Path) -> Iterator[Source | FileError]:
@@ -168,7 +174,7 @@ def scan(source: Source, key: bytes) -> Instance | FileError:
     """Read one file and accept it as an analysable image instance, or say why not."""
     try:
         data = source.read_bytes()
-    except (OSError, zipfile.BadZipFile, zlib.error, ValueError, RuntimeError, EOFError) as exc:
+    except READ_ERRORS as exc:
         return FileError(source.name, f"cannot read: {exc}")
     if data[:4] in ZIP_MAGIC and source.member is not None:
         return FileError(source.name, "zip archive inside a zip archive; extract it first")
@@ -312,8 +318,9 @@ def discover(paths: Iterable[Path], key: bytes, skip: Iterable[Path] = (),
             continue
         ident = _cache_key(item)
         hit = cache.get(ident) if ident else None
-        found = _from_cache(item, hit) if hit is not None else None
-        if found is None:
+        if hit is not None:
+            found = _from_cache(item, hit)
+        else:
             found = scan(item, key)
         if ident:
             new_cache[ident] = _to_cache(found)
@@ -344,12 +351,10 @@ def _to_cache(found: Instance | FileError) -> dict:
     return {"instance": d, "bare": found.source.bare}
 
 
-def _from_cache(src: Source, hit: dict) -> Instance | FileError | None:
-    """The earlier scan of an unchanged file; None where the cache predates a field (the file is read again)."""
+def _from_cache(src: Source, hit: dict) -> Instance | FileError:
+    """The earlier scan of an unchanged file (a cache of another version is never loaded: ``RunState``)."""
     if "error" in hit:
         return FileError(**hit["error"])
     d = dict(hit["instance"])
-    if "digest" not in d or "geometry" not in d:
-        return None
     d["geometry"] = SliceGeometry.from_json(d["geometry"])
     return Instance(source=Source(src.path, src.member, bare=bool(hit.get("bare"))), **d)

@@ -227,7 +227,6 @@ class Runner:
         state = RunState(self.out)
         state.clean_staging()
         key, key_source = resolve_key(self.key_file, self.out / ".pseudonym.key")
-        phi.install(key)  # an invalid UID in a log line or an error row: hashed under this run's key
         report = RunReport(self.out, key_source=key_source)
 
         # 1. find and check every file
@@ -383,7 +382,9 @@ class Runner:
 def find_series(state: RunState, paths: list[Path], key: bytes, progress: bool = True
                 ) -> tuple[list[SeriesGroup], list[FileError], dict]:
     """Every series under ``paths`` (the output folder skipped), through the scan cache in ``state``, with a
-    file counter on a terminal; returns :func:`discover`'s groups, errors and stats."""
+    file counter on a terminal; returns :func:`discover`'s groups, errors and stats. An invalid UID met on the way
+    (in a log line or an error row) is hashed under ``key``, so the run's tables and cache agree."""
+    phi.install(key)
     key_id = key_fingerprint(key)
     counter = progress and sys.stderr.isatty()
     n_files = [0]

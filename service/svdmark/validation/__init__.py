@@ -45,8 +45,7 @@ def validate(lifecycle, name: str, version: str, reference_dir: Path, output_dir
     try:
         return _validate(lifecycle, spec, reference_dir, output_dir, say, t0)
     except SvdmarkError as exc:  # a run that ends without a verdict is audited too, with why
-        lifecycle.audit("model.validate_error", {"name": name, "version": version, "sha256": spec.sha256,
-                                                 "reference_dir": str(reference_dir), "reason": str(exc)})
+        lifecycle.audit_refusal("model.validate_error", spec, str(exc), reference_dir=str(reference_dir))
         raise
 
 
