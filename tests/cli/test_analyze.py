@@ -76,7 +76,8 @@ def test_analyze_bad_files_zip_and_resume(tmp_path, junk_set, studies, fake_mode
     assert int(cmb["cmb_count"]) >= 0 and 0 <= int(cmb["cmb_grade"]) <= 3
     # the phantom studies ("CT HEAD W/O CONTRAST", ...) are not on the stroke pathway: by default
     # ([flags] applicability = "condition") no aspirin flag is attached, the volume still is reported
-    assert not [c for c in results if c.startswith("flag_")]
+    flag_columns = [c for c in results if c.startswith("flag_")]
+    assert flag_columns and results[flag_columns].isna().all().all()  # the columns are there, empty
     assert "flags" not in results and "warnings" not in results  # no packed columns (test_research_table.py)
 
     # the pseudonym is a keyed hash, and no raw identifier is in any table
@@ -269,7 +270,7 @@ def test_analyze_reads_changed_bytes_and_settings_again_and_keeps_a_failed_serie
     always.write_text('[flags]\napplicability = "always"\n')
     doc = analyse("--config", always)
     assert doc["counts"]["reused"] == 0  # the flags attach now: the earlier row does not say so
-    assert [c for c in _tables(out)[0] if c.startswith("flag_")]
+    assert _tables(out)[0]["flag_aspirin_sich_wml_category"].notna().any()
 
     files[-1].unlink()  # the top slice gone: analysed, with the service's warning
     analyse()

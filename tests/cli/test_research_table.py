@@ -64,6 +64,11 @@ def test_column_names_and_types(analysed, studies):
         assert list(df.columns) == list(pd.read_csv(out / f"{stem}.csv", nrows=0).columns)
     df = pd.read_parquet(out / "results.parquet").set_index("series_uid")
     assert "flags" not in df and "warnings" not in df and not [c for c in df if "." in c or "-" in c]
+    # the rule set and the gate's scores fix the columns, not what the run's series happened to give
+    from svdmark.rules import RuleSet
+    assert list(df.reset_index().columns) == ["series_uid"] + [c for c in T.result_columns(RuleSet.load())
+                                                               if c != "series_uid"]
+    assert str(df["study_date"].dtype) == "date32[day][pyarrow]"  # a date for R/Stata, not text
     wml = df.loc[_header(studies["ncct"])[1].series_uid]
     cmb = df.loc[_header(studies["swi"])[1].series_uid]
     # one typed column per flag value; the category is text, the uncertainty a boolean, numbers float
@@ -116,7 +121,7 @@ def test_acquisition_descriptors_versions_and_dictionary(analysed, studies, fake
         dictionary[(dictionary["type"] == "") | (dictionary["meaning"] == "")]
     units = dict(zip(dictionary["name"], dictionary["unit"]))
     assert units["wml_ml"] == "mL" and units["slice_thickness_mm"] == "mm" 
-    assert units["flag_aspirin_sich_wml_or_ratio"] == "1" and units.get("flag_aspirin_sich_wml_low", "ml") == "ml"
+    assert units["flag_aspirin_sich_wml_or_ratio"] == "1" and units["flag_aspirin_sich_wml_low"] == "mL"
 
 
 def test_shifted_dates_are_per_patient_and_keyed(analysed, studies):
@@ -162,6 +167,9 @@ def test_nothing_analysed_exits_1_with_a_clear_message(tmp_path, studies, fake_m
     shutil.copytree(Path(studies["ncct"].out_dir) / bone.folder, tmp_path / "bone")
     r = run_cli("analyze", tmp_path / "bone", "--output", tmp_path / "out2", "--data-dir", tmp_path / "nd", env=env)
     assert r.returncode == 1 and "none of the 1 series found was analysed (1 ignored, 0 failed)" in r.stderr
+    # a table with no analysed series has every column a full run's has, so a cohort's tables stack
+    from svdmark.rules import RuleSet
+    assert list(pd.read_csv(tmp_path / "out2" / "results.csv", nrows=0).columns) == T.result_columns(RuleSet.load())
 
 
 def test_file_counts_with_duplicates_and_zips(tmp_path, studies, fake_models):

@@ -694,10 +694,12 @@ def test_summary_text_fits_width(ct):
 
 def test_table_columns_for_interval_and_quality(ct, tmp_path):
     from svdmark.batch import table as T
+    from svdmark.rules import RuleSet
     from svdmark.summary import ResultSummary, summarise
 
     series, vol = ct
     swi, swi_vol = swi_series()
+    rules = RuleSet.load()
     rows = []
     for result in (
         wml_result(series, vol, wml_mask(vol), interval=Interval(15.2, 18.1, TTA), quality=MEASURABLE, volume_ml=16.5),
@@ -706,8 +708,13 @@ def test_table_columns_for_interval_and_quality(ct, tmp_path):
         wml_result(series, vol, wml_mask(vol)),  # no gate, no interval
     ):
         summary = ResultSummary.from_json(json.loads(json.dumps(summarise(result).to_json())))  # as journalled
-        rows.append(T.fill_from_summary(T.base_row(series_uid=f"s{len(rows)}", status=T.ANALYSED), summary))
+        rows.append(T.fill_from_summary(T.base_row(series_uid=f"s{len(rows)}", status=T.ANALYSED), summary,
+                                        T.rule_constants(rules)))
     df = T.frame(rows)
+    # the rule set fixes the flag columns: every value a flag carried has its column (only scores no gate of
+    # ours reports, made up here, come as extra columns)
+    fixed = T.result_columns(rules)
+    assert [c for c in T.frame(rows, fixed).columns if c not in fixed] == ["quality_noise_hu", "quality_ood_score"]
     for c in ("measurable", "quality_reasons", "wml_ml_low", "wml_ml_high", "cmb_count_low", "cmb_count_high",
               "interval_method", "category_uncertain"):
         assert c in df.columns

@@ -85,13 +85,10 @@ _FLAG_VALUES: dict[str, tuple[str, str]] = {
     "grade_high": ("1", "burden grade at the interval's upper end"),
     "interval_method": ("", "how the interval was obtained"),
 }
-_TYPES = {"string": "string", "str": "string", "Int64": "integer", "float64": "float", "boolean": "boolean", "int64": "integer",
-          "bool": "boolean", "object": "string"}
-
-
-def rule_constants(ruleset) -> set[tuple[str, str]]:
-    """(rule id, name) of every rule constant: the [rule.thresholds] of each rule."""
-    return {(r.id, str(k)) for r in ruleset.rules for k in r.thresholds}
+_TYPES = {"date32[day][pyarrow]": "date", "string": "string", "str": "string", "Int64": "integer", "float64": "float",
+          "boolean": "boolean", "int64": "integer", "bool": "boolean", "object": "string"}
+# a rule's UCUM input unit as the dictionary writes units elsewhere (rules.json keeps the UCUM code)
+_UNITS = {"ml": "mL", "{count}": "1"}
 
 
 def rules_metadata(ruleset) -> dict:
@@ -122,7 +119,7 @@ def describe(df, ruleset=None) -> list[dict]:
         elif c in flags:
             rid, what, rule_unit = flags[c]
             unit, meaning = _FLAG_VALUES[what]
-            unit = rule_unit if what in ("low", "high") else unit
+            unit = _UNITS.get(rule_unit, rule_unit) if what in ("low", "high") else unit
             meaning = f"flag rule {rid} (rules.json): {meaning}"
         elif c.startswith("flag_"):
             unit, meaning = "", "a per-series value of a flag rule (see rules.json)"
@@ -131,8 +128,6 @@ def describe(df, ruleset=None) -> list[dict]:
             meaning = f"quality gate score {c[len('quality_'):]} (limits in the model's manifest)"
         else:
             unit, meaning = "", ""
-        if c == "study_date":
-            kind = "date"
         out.append({"name": c, "type": kind, "unit": unit, "meaning": meaning})
     return out
 

@@ -34,7 +34,7 @@ from ..errors import ModelError
 from ..infer.registry import manifest_digest
 from . import table as T
 from .acquisition import descriptors
-from .dictionary import rule_constants, write_beside
+from .dictionary import write_beside
 from .discover import FileError, SeriesGroup, discover
 from .progress import Progress
 from .state import RunState, key_fingerprint, resolve_key, write_json
@@ -244,7 +244,7 @@ class Runner:
         registry = managed(ModelRegistry(self.config.models_dir), self.config.data_dir)
         rules = RuleSet.load(self.config.rules_file)
         ruleset = rules.info
-        constants = frozenset(rule_constants(rules))
+        constants = frozenset(T.rule_constants(rules))
         rows: dict[str, dict] = {}
         acquisition: dict[str, dict] = {}
         todo: list[tuple[SeriesGroup, RoutingDecision]] = []
@@ -320,7 +320,7 @@ class Runner:
             r["svdmark_version"] = r.get("svdmark_version") or __version__  # a reused row keeps its analyser's
         clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in ordered]
         report.rows = clean
-        results = T.frame(ordered)
+        results = T.frame(ordered, T.result_columns(rules))
         report.tables = T.write_tables(results, self.out / "results")
         report.tables += T.write_tables(T.frame(report.errors, T.ERROR_COLUMNS), self.out / "errors")
         report.tables += T.write_tables(T.frame(T.notes(ordered), T.NOTE_COLUMNS), self.out / "notes")

@@ -31,7 +31,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from ..domain import BurdenGrade
+from ..domain import QUALITY_SCORES, BurdenGrade
 from ..summary import ResultSummary
 from .acquisition import DESCRIPTOR_COLUMNS
 from .files import write_file
@@ -57,6 +57,7 @@ _FROM_SUMMARY = ("task", "model_name", "model_version", "model_sha256", "ruleset
                  "measurable", "wml_ml_low", "wml_ml_high", "cmb_count_low", "cmb_count_high", "interval_method",
                  "category_uncertain")
 _BOOL_COLUMNS = ("measurable", "category_uncertain", "study_date_shifted")
+_DATE_COLUMNS = ("study_date",)  # ISO text in rows and CSV; a date (Arrow date32) in the frame and Parquet
 _INT_COLUMNS = ("cmb_count", "cmb_grade", "n_instances", "slices", "n_warnings", "patient_age_years")
 _FLOAT_COLUMNS = ("wml_ml", "wml_ml_low", "wml_ml_high", "cmb_count_low", "cmb_count_high", "seconds",
                   "total_seconds", "slice_spacing_mm", "gantry_tilt_deg", "slice_thickness_mm")
@@ -93,6 +94,21 @@ def flag_column(rule_id: str, what: str) -> str:
 
 def quality_column(score: str) -> str:
     return column_name("quality", score)
+
+
+def rule_constants(ruleset) -> set[tuple[str, str]]:
+    """(rule id, name) of every rule constant: the [rule.thresholds] of each rule (in ``rules.json``, not on rows)."""
+    return {(r.id, str(k)) for r in ruleset.rules for k in r.thresholds}
+
+
+def result_columns(ruleset) -> list[str]:
+    """The results table's columns for this rule set: the fixed ones, then each rule's category and per-series
+    values (``RuleSet.value_names`` less the constants), then one per quality-gate score. The same for every run
+    with the same rule set, whatever its series were (all WML, all SWI, all failed), so tables stack."""
+    constants = rule_constants(ruleset)
+    flags = [flag_column(r.id, what) for r in ruleset.rules
+             for what in ("category", *ruleset.value_names(r.id)) if (r.id, what) not in constants]
+    return COLUMNS + flags + [quality_column(s) for s in QUALITY_SCORES]
 
 
 def base_row(**identity) -> dict:
@@ -164,6 +180,9 @@ def frame(rows: Iterable[dict], columns: list[str] = COLUMNS):
     for c in _BOOL_COLUMNS:
         if c in df:
             df[c] = df[c].map(_bool).astype("boolean")
+    for c in _DATE_COLUMNS:
+        if c in df:
+            df[c] = _dates(df[c])
     for c in (c for c in df.columns if c.startswith("flag_")):
         kind = _flag_kind(c)
         if kind == "boolean":
@@ -174,6 +193,21 @@ def frame(rows: Iterable[dict], columns: list[str] = COLUMNS):
         if df[c].dtype == object:
             df[c] = df[c].astype("string")
     return df
+
+
+def _dates(column):
+    """ISO dates (or dates, from a Parquet table read back) as an Arrow ``date32`` column; anything else is empty."""
+    import pandas as pd
+    import pyarrow as pa
+
+    parsed = pd.to_datetime(column.astype("string"), format="%Y-%m-%d", errors="coerce")
+    return parsed.dt.date.astype(pd.ArrowDtype(pa.date32()))
+
+
+def _csv(df) -> bytes:
+    """CSV text of a table: dates as YYYY-MM-DD, empty when missing (as every other column)."""
+    dates = {c: "string" for c in _DATE_COLUMNS if c in df}
+    return (df.astype(dates) if dates else df).to_csv(index=False).encode()
 
 
 def _bool(v):
@@ -191,7 +225,7 @@ def _bool(v):
 def write_tables(df, stem: Path) -> list[Path]:
     """``stem``.csv and ``stem``.parquet, each written atomically."""
     stem = Path(stem)
-    write_file(stem.with_suffix(".csv"), df.to_csv(index=False).encode())
+    write_file(stem.with_suffix(".csv"), _csv(df))
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     write_file(stem.with_suffix(".parquet"), buf.getvalue())
@@ -200,7 +234,7 @@ def write_tables(df, stem: Path) -> list[Path]:
 
 def write_one(df, path: Path, fmt: str) -> None:
     if fmt == "csv":
-        data = df.to_csv(index=False).encode()
+        data = _csv(df)
     else:
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)

@@ -58,7 +58,6 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
     from .. import __version__
     from ..batch import table as T
     from ..batch.acquisition import descriptors
-    from ..batch.dictionary import rule_constants
     from ..batch.state import resolve_key
     from ..domain import OutputKind
     from ..journal import JobRecord
@@ -67,7 +66,7 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
     cfg = load_config(args)
     journal = open_journal(cfg, "is --data-dir right? (or give --table)")
     key, _ = resolve_key(getattr(args, "key_file", None), cfg.data_dir / ".pseudonym.key")
-    constants = rule_constants(_ruleset(args))
+    constants = T.rule_constants(_ruleset(args))
     jobs = journal.job_history()
     if latest_only:
         last: dict[str, JobRecord] = {}
@@ -126,7 +125,7 @@ def load_frame(args: argparse.Namespace, latest_only: bool = True):
 
     if args.table is not None:
         return T.read_table(args.table), T.read_errors(args.table)
-    return T.frame(journal_rows(args, latest_only)), None
+    return T.frame(journal_rows(args, latest_only), T.result_columns(_ruleset(args))), None
 
 
 def run_export(args: argparse.Namespace) -> int:

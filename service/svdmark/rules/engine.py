@@ -344,6 +344,7 @@ class RuleSet:
         self._rules = rules
         self.source = source
         self.mode = check_mode(mode)
+        self._values: dict[str, tuple[str, ...]] = {}  # rule id -> every value name its flags carry (self-test)
 
     def configured(self, mode: str = "condition", conditions: Mapping[str, Any] | None = None) -> "RuleSet":
         """This rule set with the site's applicability: ``mode`` (condition/always/never) and, per
@@ -360,7 +361,9 @@ class RuleSet:
             replace(r, applies_when=Applicability.parse(conditions[r.id], f"[flags.conditions.{r.id}]"))
             if r.id in conditions else r
             for r in self._rules)
-        return RuleSet(self._info, rules, self.source, check_mode(mode))
+        configured = RuleSet(self._info, rules, self.source, check_mode(mode))
+        configured._values = self._values
+        return configured
 
     def applies(self, rule: _Rule, header: "Dataset | None") -> tuple[bool, str]:
         """Whether ``rule``'s flag is attached for a study with this ``header``, and why.
@@ -426,25 +429,37 @@ class RuleSet:
         return ruleset
 
     def _self_test(self) -> None:
-        """Format every wording template once so a typo fails at load, not on a patient."""
+        """Format every wording template once so a typo fails at load, not on a patient; the flags it makes
+        name every value each rule can carry (:meth:`value_names`)."""
         import numpy as np
 
         from ..domain import Microbleed
 
         empty = np.zeros((1, 1, 1), np.uint8)
         withheld = Quality(measurable=False, reasons=("self-test reason",))
+        cases: list[Findings] = [
+            WmlFindings(volume_ml=0.0, mask=empty),
+            WmlFindings(volume_ml=1e6, mask=empty),
+            WmlFindings(volume_ml=2.0, mask=empty, interval=Interval(0.0, 1e6, "self-test")),
+            WmlFindings(volume_ml=math.nan, mask=empty, quality=withheld),
+            CmbFindings(microbleeds=(), mask=empty, quality=withheld),
+        ]
+        for n in (0, 1, 10, 31):
+            mbs = tuple(Microbleed((0.0, 0.0, 0.0), 3.0, 1.0) for _ in range(n))
+            cases += [CmbFindings(microbleeds=mbs, mask=empty),
+                      CmbFindings(microbleeds=mbs, mask=empty, interval=Interval(0.0, 40.0, "self-test"))]
+        values: dict[str, dict[str, None]] = {r.id: {} for r in self._rules}
         try:
-            self.evaluate(WmlFindings(volume_ml=0.0, mask=empty))
-            self.evaluate(WmlFindings(volume_ml=1e6, mask=empty))
-            self.evaluate(WmlFindings(volume_ml=2.0, mask=empty, interval=Interval(0.0, 1e6, "self-test")))
-            self.evaluate(WmlFindings(volume_ml=math.nan, mask=empty, quality=withheld))
-            for n in (0, 1, 10, 31):
-                mbs = tuple(Microbleed((0.0, 0.0, 0.0), 3.0, 1.0) for _ in range(n))
-                self.evaluate(CmbFindings(microbleeds=mbs, mask=empty))
-                self.evaluate(CmbFindings(microbleeds=mbs, mask=empty, interval=Interval(0.0, 40.0, "self-test")))
-            self.evaluate(CmbFindings(microbleeds=(), mask=empty, quality=withheld))
+            for findings in cases:
+                for flag in self.evaluate(findings):
+                    values[flag.rule_id].update(dict.fromkeys(flag.values))
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(f"wording template error: {exc!r}") from exc
+        self._values = {rid: tuple(names) for rid, names in values.items()}
+
+    def value_names(self, rule_id: str) -> tuple[str, ...]:
+        """Every name in ``Flag.values`` that this rule's flags can carry (a results table's fixed columns)."""
+        return self._values[rule_id]
 
     @property
     def info(self) -> RuleSetInfo:
