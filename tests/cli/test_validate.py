@@ -332,6 +332,12 @@ def test_a_validation_holds_for_its_manifest_and_a_refused_reference_says_why(tm
     r = run_cli("models", "validate", "wml-ncct", "1.0.1", "--reference", broken, "--output", tmp_path / "r3",
                 "--data-dir", data, env=env)
     assert r.returncode != 0 and "Reference files not used" in r.stderr and "reference.csv" in r.stderr
+    # counts only, for a WML model: refused before any series is analysed, naming the missing column
+    with open(broken / "reference.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["series_uid", "cmb_count"], *[[u, "3"] for u in measured]])
+    r = run_cli("models", "validate", "wml-ncct", "1.0.1", "--reference", broken, "--output", tmp_path / "r3",
+                "--data-dir", data, env=env)
+    assert r.returncode != 0 and "no wml_ml for series" in r.stderr and "validate: 1/" not in r.stderr + r.stdout
 
     m["validation"] = {"min_cases": "two"}
     manifest.write_text(json.dumps(m, indent=2))
@@ -339,6 +345,7 @@ def test_a_validation_holds_for_its_manifest_and_a_refused_reference_says_why(tm
                 "--data-dir", data, env=env)
     assert r.returncode != 0 and "'min_cases' must be a number" in r.stderr and "Traceback" not in r.stderr
     errors = [a for a in _audit(data) if a["action"] == "model.validate_error"]
-    assert len(errors) == 3 and "already holds a validation report" in errors[0]["reason"]
+    assert len(errors) == 4 and "already holds a validation report" in errors[0]["reason"]
+    assert "no wml_ml for series" in errors[2]["reason"]  # every run without a verdict is audited, with why
     shown = run_cli("models", "show", "wml-ncct", "1.0.1", "--data-dir", data, env=env).stdout
     assert "model.validate" in shown and " FAIL" in shown and " PASS" in shown

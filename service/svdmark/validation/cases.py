@@ -103,6 +103,11 @@ def run(config, spec: ModelSpec, runtime, root: Path, skip: list[Path],
         if g.series_uid not in refs.by_series:
             inv.no_reference.append(g.series_uid)
             continue
+        why_not = refs.by_series[g.series_uid].unusable_for(Task(spec.task).value)
+        if why_not:  # known before the series is analysed, so a run on the wrong reference fails fast
+            inv.no_reference.append(g.series_uid)
+            inv.reference_problems.append({"file": refs.by_series[g.series_uid].source, "reason": why_not})
+            continue
         todo.append(g)
     inv.reference_without_images = sorted(u for u in refs.by_series if u not in seen)
     cases = []
@@ -138,14 +143,13 @@ def one(group, ref: references.Reference, spec: ModelSpec, ctx) -> Case:
 
 def _compare(case: Case, findings, volume, ref: references.Reference, task: Task) -> None:
     case.warnings = list(getattr(findings, "warnings", ()) or ())
+    why_not = ref.unusable_for(task.value)
+    if why_not:
+        raise references.BadReference(why_not)
     mask = references.seg_mask(ref.seg_path, volume) if ref.kind == "mask" else None
     if task is Task.WML:
-        if ref.kind == "points":
-            raise references.BadReference(f"{ref.source}: points are microbleed references, not WML")
         if mask is not None:
             case.reference_value = float(mask.sum()) * volume.voxel_volume_mm3 / 1000.0
-        elif ref.wml_ml is None:
-            raise references.BadReference(f"{ref.source}: no wml_ml for series {ref.series_uid}")
         else:
             case.reference_value = float(ref.wml_ml)
         model_value = float(findings.volume_ml)
@@ -154,8 +158,6 @@ def _compare(case: Case, findings, volume, ref: references.Reference, task: Task
             points = references.mask_bleeds(mask, volume)
         else:
             points = ref.points
-        if ref.kind == "value" and ref.cmb_count is None:
-            raise references.BadReference(f"{ref.source}: no cmb_count for series {ref.series_uid}")
         case.reference_value = float(len(points) if ref.has_locations else ref.cmb_count)
         case.reference_grade = int(BurdenGrade.from_count(int(case.reference_value)))
         model_value = float(findings.count)

@@ -52,6 +52,15 @@ class Reference:
     def has_locations(self) -> bool:
         return self.kind in ("mask", "points")
 
+    def unusable_for(self, task: str) -> str | None:
+        """Why this reference cannot judge a ``task`` ("wml" or "cmb") model, or None when it can: a mask judges
+        either, points only microbleeds, a value row only the task whose column it fills."""
+        if task == "wml" and self.kind == "points":
+            return f"{self.source}: points are microbleed references, not WML, for series {self.series_uid}"
+        if self.kind == "value" and (self.wml_ml if task == "wml" else self.cmb_count) is None:
+            return f"{self.source}: no {'wml_ml' if task == 'wml' else 'cmb_count'} for series {self.series_uid}"
+        return None
+
 
 @dataclass
 class ReferenceSet:
