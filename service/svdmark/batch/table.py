@@ -17,7 +17,8 @@ gate ran; withheld rows have no ``wml_ml``/``cmb_count``/``cmb_grade``), ``quali
 an interval crosses the flag's cut-point or a burden-grade boundary). Per flag rule,
 ``flag_<rule>_category`` is the category ("not-measurable" for withheld results) and
 ``flag_<rule>_<value>`` its per-series values (``_uncertain``, ``_low``/``_high`` interval ends,
-``_grade``, ``_or_ratio``...). Warnings are counted in ``n_warnings`` and listed one per row in
+``_grade``, ``_or_ratio``...). ``result_columns`` fixes the columns from the rule set and the gate's scores, so
+every run with one rule set has the same columns (empty where no series gave a value) and tables stack. Warnings are counted in ``n_warnings`` and listed one per row in
 ``notes.*`` (series_uid, kind, text). ``measurable``, ``category_uncertain`` and the flags'
 ``_uncertain``/``_measurable`` are nullable booleans (empty: no gate ran / no interval), so a
 filter reads e.g. ``df[df.measurable.fillna(True) & ~df.category_uncertain.fillna(False)]``.
