@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import health
+from .errors import SvdmarkError
 from .failures import reason_of, transient, where
 from .logs import event
 
@@ -57,7 +58,8 @@ class GuardedLoop:
         self.failures += 1
         if reason != self.failing:
             is_transient = transient(exc)
-            event(log, "loop_failing", logging.ERROR, exc_info=not is_transient, component=self.name,
+            bug = not (is_transient or isinstance(exc, SvdmarkError))  # svdmark's own errors say what is wrong
+            event(log, "loop_failing", logging.ERROR, exc_info=bug, component=self.name,
                   reason=reason, transient=is_transient, where=where(exc))
             health.report_problem(self.name, reason)
             self.failing = reason

@@ -121,6 +121,28 @@ class Lifecycle:
                              "path": str((self.registry.root if source == "packaged" else self.dir) / name / version)})
         return rows
 
+    def in_use(self) -> tuple[list[dict], dict[str, str]]:
+        """The active and shadow versions, each checked as a job would load it (manifest and sha256), and the
+        problems: one per version that would not load, or ``models`` when the activation state is unreadable."""
+        out: list[dict] = []
+        try:
+            listed = self.list()
+        except ModelError as exc:  # the activation state itself unreadable: every job would fail
+            return out, {"models": str(exc)}
+        problems = {}
+        for m in listed:
+            if not (m["active"] or m["shadow"]):
+                continue
+            row = {k: m[k] for k in ("name", "version", "task", "sha256", "active", "shadow")}
+            try:
+                self.spec(m["name"], m["version"])
+                row["verified"] = True
+            except ModelError as exc:
+                row["verified"] = False
+                problems[f"model {m['name']} {m['version']}"] = str(exc)
+            out.append(row)
+        return out, problems
+
     def show(self, name: str, version: str | None = None) -> dict:
         if not self.versions(name):
             raise ModelError(f"no model named {name!r} (have: {', '.join(self.names()) or 'none'})")

@@ -7,7 +7,9 @@ on one host (the embedded SQLite default) or on several (PostgreSQL and a shared
 
 Threads besides pynetdicom's: one per role's loop, plus the heartbeat, which renews this process's
 leases and tells other processes (``svdmark status``, the assembler) what it is doing, and where
-``[retention]`` is set, the retention run (``svdmark purge``'s) every ``every_hours`` in the assembly leader. They share
+``[retention]`` is set, the retention run (``svdmark purge``'s) every ``every_hours`` in the assembly leader, and
+in a process that works, the models check (every active and shadow model as a job would load it, so /healthz
+turns unhealthy when a model file is removed or altered, not only each job of its task failing). They share
 nothing but the journal, so each can be killed at any instant. Each runs its step in a
 :class:`GuardedLoop`: a failing step (a full disk, a journal that went away) backs off, logs once per
 change and turns /healthz unhealthy until it recovers.
@@ -37,6 +39,7 @@ from .worker import Worker
 log = logging.getLogger("svdmark.service")
 RETENTION_ACTOR = "svdmark serve"  # who the audit trail names for the service's own retention runs
 RUNTIME_FILE = "service.json"  # where a running service says which port it listens on (for `svdmark status`)
+MODELS_CHECK_SECONDS = 60.0  # how often a working process checks its models (the sha256 of a few MB each)
 
 
 class Service:
@@ -90,6 +93,7 @@ class Service:
         if self.worker is not None:
             loops += [GuardedLoop(f"worker-{i}", self.worker.run_one, self._stop, idle_seconds=0.2)
                       for i in range(max(1, self.config.workers))]
+            loops.append(GuardedLoop("models", self._models_step, self._stop, idle_seconds=MODELS_CHECK_SECONDS))
         if "export" in self.roles:
             dropped = self.outbox.drop_unconfigured()
             if dropped:
@@ -142,6 +146,16 @@ class Service:
         self._wake.wait(0.5)
         self._wake.clear()
         return bool(queued)
+
+    def _models_step(self) -> bool:
+        """Raises while an active or shadow model would not load (its loop reports it to /healthz)."""
+        from .errors import ModelError
+        from .lifecycle import Lifecycle
+
+        _, problems = Lifecycle(self.config).in_use()
+        if problems:
+            raise ModelError("; ".join(f"{where}: {why}" for where, why in sorted(problems.items())))
+        return False
 
     def _retention_step(self) -> bool:
         """``svdmark purge --older-than-days N`` (and the delivered results, unless kept), run by the assembly

@@ -35,6 +35,7 @@ LIBRARIES: dict[str, tuple[str, ...]] = {
     "PIL": ("encode.summary",),
     "requests": ("export.stow",),
     "pandas": ("batch",),
+    "pyarrow": ("batch.table",),  # Parquet (pandas' engine); a date column's Arrow type
     "rich": ("batch.progress",),
     "matplotlib": ("validation.report",),
     "sqlite3": ("journal_engine",),

@@ -12,7 +12,7 @@ import json
 from .. import health
 from ..config import Config, Destination
 from ..domain import DeliveryState, JobState
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError
 from ..export import echo
 from ..journal import Journal
 from . import views
@@ -196,28 +196,13 @@ def run_status(args) -> int:
 
 
 def _models_in_use(cfg: Config, problems: dict) -> list[dict]:
-    """The active and shadow model versions, each checked as a job would load it (manifest and sha256); one that
-    would not load is a problem (status UNHEALTHY), not only a failed job later."""
+    """The active and shadow model versions (``Lifecycle.in_use``); one that would not load is a problem (status
+    UNHEALTHY), not only a failed job later."""
     from ..lifecycle import Lifecycle
 
-    lifecycle, out = Lifecycle(cfg), []
-    try:
-        listed = lifecycle.list()
-    except ModelError as exc:  # the activation state itself unreadable: every job would fail
-        problems["models"] = str(exc)
-        return out
-    for m in listed:
-        if not (m["active"] or m["shadow"]):
-            continue
-        row = {k: m[k] for k in ("name", "version", "task", "sha256", "active", "shadow")}
-        try:
-            lifecycle.spec(m["name"], m["version"])
-            row["verified"] = True
-        except ModelError as exc:
-            row["verified"] = False
-            problems[f"model {m['name']} {m['version']}"] = str(exc)
-        out.append(row)
-    return out
+    models, found = Lifecycle(cfg).in_use()
+    problems.update(found)
+    return models
 
 
 def _processes(journal: Journal, cfg: Config) -> list[dict]:
