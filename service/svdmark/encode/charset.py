@@ -34,8 +34,18 @@ def _fits(text: str, encodings: list[str]) -> bool:
             return True
         except (UnicodeEncodeError, LookupError):
             return False
-    # ISO 2022 code extensions: be conservative and only trust ASCII.
-    return text.isascii()
+    # ISO 2022 code extensions: every character in one of the code elements; the first value's G0 is ASCII
+    # (pydicom names ISO 2022 IR 6 "iso8859", and would write Latin-1 bytes under it). The source's own
+    # text (a kanji Study Description) fits; only ours that none of them carries is transliterated.
+    return all(ch.isascii() or any(_encodes(ch, e) for e in encodings if e != "iso8859") for ch in text)
+
+
+def _encodes(ch: str, encoding: str) -> bool:
+    try:
+        ch.encode(encoding)
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
 
 
 def transliterate(text: str) -> str:
@@ -69,7 +79,8 @@ def fit_text(ds: Dataset) -> Dataset:
 # image into the SEG, SR and summary, and parses them while doing so. A source that a modality
 # sent and we accepted must never make that copy fail, so the copy is taken from a cleaned header:
 # the character set in the spelling highdicom and PS3.3 C.12.1.1.2 expect, and dates/times that
-# do not parse left empty (type 2 in every module they are copied into). A person name of one
+# do not parse left empty (type 2 in every module they are copied into), as are the type 2 patient
+# and study attributes the source lacks (highdicom reads them unguarded). A person name of one
 # component ("Bono") gets the trailing caret PS3.5 6.2.1.1 allows ("Bono^", the same name):
 # highdicom otherwise warns with the name in the text, and warnings become log lines.
 
@@ -134,6 +145,11 @@ _NAMES_CHECKED = (Tag(0x0010, 0x0010), Tag(0x0008, 0x0090))  # the PN values hig
 _DATES = {"DA": DA, "TM": TM, "DT": DT}
 _DECODED_WITH_CHARSET = {"SH", "LO", "ST", "LT", "UT", "UC", "PN", "SQ"}
 _SEXES = {"M", "F", "O"}
+# Type 2 Patient / General Study attributes that highdicom's SR and SEG constructors read as attributes
+# (an AttributeError when the source lacks one, e.g. an emergency CT without an AccessionNumber).
+_TYPE2_READ = tuple(Tag(keyword) for keyword in (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate",
+    "StudyTime", "ReferringPhysicianName"))
 
 
 def _vr(elem: DataElement | RawDataElement) -> str | None:
@@ -219,7 +235,8 @@ def source_header(ds: Dataset) -> Dataset:
         fixes[_SEX_TAG] = ""
     elif sex is not None and str(sex) != str(sex).strip().upper():
         fixes[_SEX_TAG] = str(sex).strip().upper()
-    if not charset_changes and not fixes:
+    missing = [tag for tag in _TYPE2_READ if tag not in ds]
+    if not charset_changes and not fixes and not missing:
         return ds
     out = Dataset()
     for tag in ds.keys():
@@ -230,6 +247,8 @@ def source_header(ds: Dataset) -> Dataset:
     for tag, value in fixes.items():
         vr = "CS" if tag == _SEX_TAG else "PN" if tag in _NAMES_CHECKED else _vr(ds.get_item(tag)) or "UN"
         out[tag] = DataElement(tag, vr, value)
+    for tag in missing:  # absent from the source: empty, as type 2 allows (highdicom reads them unguarded)
+        out[tag] = DataElement(tag, dictionary_VR(tag), "")
     if charset_changes:
         if charset is None:
             del out[_CHARSET_TAG]
