@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+from pydicom.pixels import apply_modality_lut
 
 from svdmark.domain import FrameRef, Series, Volume
 from svdmark.errors import InvalidSeries
@@ -92,6 +93,41 @@ def _floats(value: Any, n: int, what: str, who: str) -> np.ndarray:
     return arr
 
 
+def _number(item: Any, kw: str, who: str, default: float | None = None) -> float | None:
+    """One finite number from a DS/IS attribute of ``item``; ``default`` when absent or empty."""
+    if kw not in item or item[kw].value in (None, ""):
+        return default
+    value = item[kw].value
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise InvalidSeries(f"{who}: {kw} is not a single number") from None  # (no value: journalled as is)
+    if not np.isfinite(out):
+        raise InvalidSeries(f"{who}: {kw} is {out}, not a finite number")
+    return out
+
+
+def _slope(item: Any, who: str) -> float:
+    slope = _number(item, "RescaleSlope", who)
+    if slope == 0:
+        raise InvalidSeries(f"{who}: RescaleSlope is 0, which would make every pixel the same value")
+    return 1.0 if slope is None else slope
+
+
+def _intercept(item: Any, who: str) -> float:
+    return _number(item, "RescaleIntercept", who) or 0.0
+
+
+def _frame_count(ds: Any) -> int:
+    value = ds.get("NumberOfFrames")
+    if value in (None, ""):
+        return 1
+    try:
+        return int(value) or 1
+    except (TypeError, ValueError):
+        raise InvalidSeries(f"SOP {_uid(ds)}: NumberOfFrames is not a whole number") from None
+
+
 def _component(ds: Any) -> str:
     """Magnitude/phase/real/imaginary from ComplexImageComponent or ImageType."""
     cic = getattr(ds, "ComplexImageComponent", None) if "ComplexImageComponent" in ds else None
@@ -130,6 +166,12 @@ def _decoder(ds: "Dataset") -> Callable[[], np.ndarray]:
             raise InvalidSeries(
                 f"SOP {_uid(ds)} is a colour image (SamplesPerPixel {ds.SamplesPerPixel}); only greyscale CT/MR is analysed"
             )
+        photometric = str(getattr(ds, "PhotometricInterpretation", "") or "").strip().upper()
+        if photometric not in ("", "MONOCHROME1", "MONOCHROME2"):
+            raise InvalidSeries(
+                f"SOP {_uid(ds)} is a colour image (PhotometricInterpretation {photometric}); "
+                "only greyscale CT/MR is analysed"
+            )
         try:
             arr = ds.pixel_array
         except Exception as exc:  # decoder missing, truncated data, inconsistent header
@@ -140,6 +182,21 @@ def _decoder(ds: "Dataset") -> Callable[[], np.ndarray]:
         return cache[0]
 
     return decode
+
+
+def _with_modality_lut(ds: "Dataset", decode: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+    """Stored values through the instance's Modality LUT Sequence (in place of a rescale)."""
+    def get() -> np.ndarray:
+        try:
+            return np.asarray(apply_modality_lut(decode(), ds))
+        except InvalidSeries:
+            raise
+        except Exception as exc:  # malformed LUT descriptor or data
+            raise InvalidSeries(
+                f"SOP {_uid(ds)}: its Modality LUT Sequence cannot be applied ({type(exc).__name__})"
+            ) from exc
+
+    return get
 
 
 # --------------------------------------------------------------------------- slices from instances
@@ -157,8 +214,9 @@ def _single_frame_slice(ds: "Dataset") -> _Slice:
     ps = _floats(ds.PixelSpacing, 2, "PixelSpacing", who)
     if np.any(ps <= 0):
         raise InvalidSeries(f"{who}: PixelSpacing {list(ps)} is not positive")
-    thickness = float(ds.SliceThickness) if "SliceThickness" in ds and ds.SliceThickness not in (None, "") else None
-    tilt = float(ds.GantryDetectorTilt) if "GantryDetectorTilt" in ds and ds.GantryDetectorTilt not in (None, "") else None
+    slope, intercept = _slope(ds, who), _intercept(ds, who)
+    if "ModalityLUTSequence" in ds and ds.ModalityLUTSequence and "RescaleSlope" not in ds:
+        decode = _with_modality_lut(ds, decode)  # (a CT's rescale is Type 1 and wins where both are present)
     return _Slice(
         ref=FrameRef(_uid(ds), str(getattr(ds, "SOPClassUID", "")), None),
         position=_floats(ds.ImagePositionPatient, 3, "ImagePositionPatient", who),
@@ -166,13 +224,13 @@ def _single_frame_slice(ds: "Dataset") -> _Slice:
         pixel_spacing=(float(ps[0]), float(ps[1])),
         rows=int(ds.Rows),
         columns=int(ds.Columns),
-        slope=float(ds.RescaleSlope) if "RescaleSlope" in ds and ds.RescaleSlope not in (None, "") else 1.0,
-        intercept=float(ds.RescaleIntercept) if "RescaleIntercept" in ds and ds.RescaleIntercept not in (None, "") else 0.0,
-        thickness=thickness,
+        slope=slope,
+        intercept=intercept,
+        thickness=_number(ds, "SliceThickness", who),
         frame_of_reference=str(getattr(ds, "FrameOfReferenceUID", "") or ""),
         component=_component(ds),
         pixels=decode,
-        tilt_attr=tilt,
+        tilt_attr=_number(ds, "GantryDetectorTilt", who),
     )
 
 
@@ -186,7 +244,7 @@ def _macro(groups: list[Any], seq_kw: str) -> Any:
 
 def _multi_frame_slices(ds: "Dataset") -> list[_Slice]:
     who = f"SOP {_uid(ds)}"
-    n = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    n = _frame_count(ds)
     shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds and ds.SharedFunctionalGroupsSequence else None
     per_frame = list(ds.PerFrameFunctionalGroupsSequence) if "PerFrameFunctionalGroupsSequence" in ds else []
     if len(per_frame) != n:
@@ -228,23 +286,21 @@ def _multi_frame_slices(ds: "Dataset") -> list[_Slice]:
         ps = _floats(meas.PixelSpacing, 2, "PixelSpacing", fwho)
         if np.any(ps <= 0):
             raise InvalidSeries(f"{fwho}: PixelSpacing {list(ps)} is not positive")
-        thickness = float(meas.SliceThickness) if "SliceThickness" in meas and meas.SliceThickness not in (None, "") else None
+        thickness = _number(meas, "SliceThickness", fwho)
         pvt = _macro(groups, "PixelValueTransformationSequence")
         slope, intercept = 1.0, 0.0
         if pvt is not None:
-            slope = float(pvt.RescaleSlope) if "RescaleSlope" in pvt else 1.0
-            intercept = float(pvt.RescaleIntercept) if "RescaleIntercept" in pvt else 0.0
+            slope, intercept = _slope(pvt, fwho), _intercept(pvt, fwho)
         elif "RescaleSlope" in ds:  # legacy converted objects sometimes keep it at the top
-            slope = float(ds.RescaleSlope)
-            intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+            slope, intercept = _slope(ds, fwho), _intercept(ds, fwho)
         ftype = _macro(groups, "MRImageFrameTypeSequence") or _macro(groups, "CTImageFrameTypeSequence")
         component = _component(ftype) if ftype is not None else ""
         gantry = _macro(groups, "CTGeometrySequence")
         tilt = None
         if "GantryDetectorTilt" in ds:
-            tilt = float(ds.GantryDetectorTilt)
+            tilt = _number(ds, "GantryDetectorTilt", fwho)
         elif gantry is not None and "GantryDetectorTilt" in gantry:
-            tilt = float(gantry.GantryDetectorTilt)
+            tilt = _number(gantry, "GantryDetectorTilt", fwho)
         out.append(
             _Slice(
                 ref=FrameRef(_uid(ds), str(getattr(ds, "SOPClassUID", "")), i + 1),
@@ -397,7 +453,7 @@ def load(series: Series) -> Volume:
     for ds in series.datasets:
         if _is_multi_frame(ds):
             slices.extend(_multi_frame_slices(ds))
-        elif int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+        elif _frame_count(ds) > 1:
             raise InvalidSeries(
                 f"SOP {_uid(ds)} has {ds.NumberOfFrames} frames but no per-frame geometry "
                 "(PerFrameFunctionalGroupsSequence); only enhanced multi-frame objects can be placed in the patient"
