@@ -213,6 +213,24 @@ class Volume:
         """
         return self.pixel_spacing[0] * self.pixel_spacing[1] * self.slice_spacing
 
+    @property
+    def slice_heights_mm(self) -> np.ndarray:
+        """Each slice's share of the stack along the normal (mm): halfway to the slice before to halfway to the
+        one after, an end slice as far again beyond itself. On an evenly spaced stack every entry is
+        ``slice_spacing``; on an uneven one (spacing within the missing-slice limit) each slice keeps its own."""
+        n = len(self.positions)
+        if n < 2:
+            return np.full(n, self.slice_spacing)
+        gaps = np.abs(np.diff(np.asarray(self.positions, np.float64) @ self.normal))
+        return np.concatenate([gaps[:1], (gaps[:-1] + gaps[1:]) / 2.0, gaps[-1:]])
+
+    def physical_ml(self, per_voxel: np.ndarray) -> float:
+        """The physical volume (mL) of ``per_voxel`` (a mask or partial-volume fractions on this grid): each slice's
+        sum times its pixel area and its own height (``slice_heights_mm``), so uneven stacks measure right."""
+        per_slice = np.asarray(per_voxel).reshape(len(self.positions), -1).sum(axis=1, dtype=np.float64)
+        area = self.pixel_spacing[0] * self.pixel_spacing[1]
+        return float(per_slice @ self.slice_heights_mm) * area / 1000.0
+
     def index_to_patient(self, k: float, i: float, j: float) -> np.ndarray:
         """Continuous voxel index (slice k, row i, column j) to patient mm.
 

@@ -1,6 +1,8 @@
 """svdmark.measure: physical WML volume on sheared grids, CMB centres in patient coordinates."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -50,6 +52,22 @@ def test_wml_volume_is_physical_on_a_tilted_grid():
     assert abs(wrong - truth_ml) / truth_ml > 0.06
     assert f.mask.dtype == np.uint8 and f.mask.shape == vol.shape
     assert f.mask.sum() * vol.voxel_volume_mm3 / 1000 == pytest.approx(truth_ml, rel=0.15)
+
+
+def test_an_unevenly_spaced_stack_measures_each_slice_by_its_own_spacing():
+    """4 mm slices then 5.5 mm ones (within the missing-slice limit, so loaded with a warning): a lesion in the
+    thicker zone is as large as its slices are thick, not as the stack's mean step says."""
+    d = np.concatenate([np.arange(6) * 4.0, 20.0 + np.arange(1, 9) * 5.5])
+    base = tilted_volume((len(d), 20, 20), pixel=1.0, spacing=4.0, tilt_deg=0.0)
+    vol = dataclasses.replace(base, positions=np.stack([np.zeros(len(d)), np.zeros(len(d)), d], 1))
+    assert np.allclose(vol.slice_heights_mm[7:-1], 5.5) and np.allclose(vol.slice_heights_mm[1:5], 4.0)
+    frac = np.zeros(vol.shape, np.float32)
+    frac[8:11, 5:15, 5:15] = 1.0  # three whole 5.5 mm slices: 100 mm2 x 16.5 mm
+    assert wml_findings(vol, frac).volume_ml == pytest.approx(100 * 3 * 5.5 / 1000)
+    assert vol.slice_spacing < 5.0  # the mean step would have said about 10 % less
+    even = tilted_volume((5, 20, 20), pixel=1.0, spacing=5.0, tilt_deg=0.0)
+    assert np.allclose(even.slice_heights_mm, even.slice_spacing)  # an even stack: what it always was
+    assert vol.physical_ml(np.ones(vol.shape)) == pytest.approx(400 * (d[-1] - d[0] + 4.0 / 2 + 5.5 / 2) / 1000)
 
 
 def test_wml_volume_counts_partial_volume_of_thin_lesions():

@@ -134,7 +134,7 @@ def wml_volume_ml(volume: Volume, fraction: np.ndarray, fraction_floor: float = 
     ``slab_group`` > 1: the model read slabs of that many slices, so "one slice" through-plane is one slab.
     """
     frac = counted_fraction(fraction, fraction_floor, support_threshold, support_dilate_vox, slab_group)
-    return float(frac.sum(dtype=np.float64) * volume.voxel_volume_mm3 / 1000.0)
+    return volume.physical_ml(frac)
 
 
 def counted_fraction(fraction: np.ndarray, fraction_floor: float = 0.0, support_threshold: float = 0.0,

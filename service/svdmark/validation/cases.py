@@ -149,7 +149,7 @@ def _compare(case: Case, findings, volume, ref: references.Reference, task: Task
     mask = references.seg_mask(ref.seg_path, volume) if ref.kind == "mask" else None
     if task is Task.WML:
         if mask is not None:
-            case.reference_value = float(mask.sum()) * volume.voxel_volume_mm3 / 1000.0
+            case.reference_value = volume.physical_ml(mask)
         else:
             case.reference_value = float(ref.wml_ml)
         model_value = float(findings.volume_ml)

@@ -3,7 +3,8 @@
 Slices stay as acquired (sorted along the slice normal), so a SEG frame maps
 one-to-one onto a source image, including gantry-tilted CT whose grid is
 sheared: ``Volume.positions`` keep every slice's exact ImagePositionPatient,
-and ``Volume.voxel_volume_mm3`` measures plane spacing along the normal.
+and ``Volume.voxel_volume_mm3`` measures plane spacing along the normal (``Volume.physical_ml`` each slice's
+own, on an unevenly spaced stack).
 
 Every way a stack can be untrustworthy raises ``InvalidSeries`` with one
 specific sentence (which slices, where, how many).
@@ -481,7 +482,8 @@ def load(series: Series) -> Volume:
     diffs = np.diff(d)
     if median > 0 and (diffs.max() - diffs.min()) > UNEVEN_SPACING_WARNING * median:
         warnings.append(
-            f"uneven slice spacing ({diffs.min():.2f} to {diffs.max():.2f} mm): volumes use each slice's own position"
+            f"uneven slice spacing ({diffs.min():.2f} to {diffs.max():.2f} mm): volumes weigh each slice by its own "
+            "spacing"
         )
 
     positions = np.stack([s.position for s in slices]).astype(np.float64)
