@@ -12,6 +12,7 @@ import os
 import zipfile
 import zlib
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -237,7 +238,7 @@ class SeriesGroup:
 
         return SeriesSource(self.study_uid, self.series_uid, tuple((i.sop_uid, i.source.open) for i in self.instances))
 
-    @property
+    @cached_property  # (frozen: the instances never change; cached_property writes the instance dict directly)
     def fingerprint(self) -> str:
         """The series' instances and their bytes: a finished analysis is reused only for the same files."""
         h = hashlib.sha256()
@@ -245,7 +246,7 @@ class SeriesGroup:
             h.update(i.sop_uid.encode() + b"\0" + i.digest.encode() + b"\0")
         return h.hexdigest()
 
-    @property
+    @cached_property
     def completion_warning(self) -> str | None:
         """The service's ``incomplete series: N of M images`` warning, judged on everything the archive holds (as if
         its sender had released the association long ago)."""
