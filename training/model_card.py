@@ -219,6 +219,11 @@ def card(manifest: dict, evals: list[dict], bench: str | None, selftest: str | N
         lines += ["## Self-test", selftest, ""]
     if notes:
         lines += [notes.rstrip(), ""]
+    said = manifest.get("limitations") or []
+    if said:  # the manifest's sentences, which the SR and the summary image carry with every result
+        lines += ["## What the SR and the summary image say about this model",
+                  "With every result, one SR TEXT item (`MODELLIMIT`) each and a few lines on the summary image, from "
+                  "the manifest's `limitations`:"] + [f"- {x}" for x in said] + [""]
     lines += ["## Known limitations"] + [f"- {x}" for x in LIMITS[task]] + [""]
     return "\n".join(lines)
 

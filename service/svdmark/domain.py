@@ -267,6 +267,19 @@ def _section(data: Mapping, key: str, where: str = "") -> Mapping | None:
     return value
 
 
+MAX_LIMITATION_CHARS = 300  # a sentence the summary image wraps onto a few lines
+
+
+def _sentences(data: Mapping, key: str) -> tuple[str, ...]:
+    """A list of short sentences (each ending with a full stop), or () when absent."""
+    value = data.get(key, ())
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(s, str) and s.strip().endswith(".") and len(s) <= MAX_LIMITATION_CHARS for s in value):
+        raise ManifestFieldError(f"field {key!r} must be a list of sentences (each ending with '.', at most "
+                                 f"{MAX_LIMITATION_CHARS} characters), not {value!r}")
+    return tuple(s.strip() for s in value)
+
+
 def _number(data: Mapping, key: str, default, kind=float, where: str = ""):
     value = data.get(key, default)
     if value is None:
@@ -461,6 +474,9 @@ class Manifest(Mapping):
     uncertainty: Mapping  # task ("wml" | "cmb") → calibration
     quality_limits: Mapping | None  # quality gate: {score: {"min"|"max": x} or {"range": [lo, hi]}}
     noise_score: str = "median"  # quality.noise_score: the residual the CT noise limit was set on (NOISE_SCORES)
+    # what the model card measured that a reader of its numbers must know (its accuracy on data built by other code),
+    # one sentence each; the SR and the summary image carry them beside every result of the model
+    limitations: tuple[str, ...] = ()
     raw: Mapping = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -483,7 +499,7 @@ class Manifest(Mapping):
             candidates=_section(data, "candidates"),
             uncertainty=_section(data, "uncertainty") or {},
             quality_limits=_section(quality, "limits", "quality."), noise_score=noise_score,
-            raw=data,
+            limitations=_sentences(data, "limitations"), raw=data,
         )
         man._check_exact_thresholds()
         return man

@@ -495,6 +495,41 @@ def test_wml_interval_crossing_stated(wml_crossing):
     assert "Uncertainty interval: " + TTA in text
 
 
+def test_the_models_limitations_are_in_the_sr_and_on_the_summary_image(ct):
+    """The manifest's measured limitations go with every number of the model: one SR TEXT each, and a few lines
+    on the summary image; a model without them adds nothing."""
+    series, vol = ct
+    said = ["Never validated on patient scans.", "Heads without lesions read a median 2.4 mL on independent phantoms."]
+    plain = wml_result(series, vol, wml_mask(vol))
+    result = dataclasses.replace(plain, model=dataclasses.replace(plain.model, manifest={"limitations": said}))
+    sr = roundtrip(results(result, uid_seed="limits").sr)
+    assert _texts(sr, "MODELLIMIT") == said
+    text = "\n".join(summary_text(result, Templates.load()))
+    assert "Model limitations" in text and "median 2.4 mL on independent phantoms" in text
+    assert _texts(roundtrip(results(plain, uid_seed="plain").sr), "MODELLIMIT") == []
+    assert "Model limitations" not in "\n".join(summary_text(plain, Templates.load()))
+
+
+@pytest.mark.parametrize("bad", ["one sentence.", ["no full stop"], [3], ["x" * 400 + "."]])
+def test_a_manifests_limitations_must_be_short_sentences(bad):
+    from svdmark.domain import Manifest, ManifestFieldError
+
+    with pytest.raises(ManifestFieldError, match="limitations"):
+        Manifest.from_json({"limitations": bad})
+
+
+def test_the_packaged_models_state_their_stress_set_figures():
+    """The active models' manifests say what their cards measured on the independent stress set."""
+    from svdmark.infer import ModelRegistry
+
+    reg = ModelRegistry()
+    for task, figure in ((Task.WML, "5.3 mL"), (Task.CMB, "82 %")):
+        spec = reg.active(task)
+        assert any(figure in s for s in spec.manifest.limitations), spec.label
+        card = (spec.path.parent / "MODEL_CARD.md").read_text()
+        assert all(s in card for s in spec.manifest.limitations), f"{spec.label}: the card should quote them"
+
+
 def test_wml_interval_not_crossing(ct):
     series, vol = ct
     interval = Interval(2.6, 3.9, TTA)

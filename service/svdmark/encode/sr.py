@@ -294,6 +294,8 @@ def _evaluations_container(result: AnalysisResult, templates: Templates,
             notes.append(crossing)
     items.append(_text(concept(c["rule_set"]), f"{result.ruleset.id} {result.ruleset.version}"))
     items.append(_text(concept(c["model_sha256"]), result.model.sha256))
+    for sentence in result.model.manifest.limitations:  # the model card's measured accuracy, with every number
+        items.append(_text(concept(c["model_limitation"]), sentence))
     for w in dict.fromkeys(tuple(result.volume.warnings) + tuple(result.findings.warnings)):
         items.append(_text(concept(c["quality_warning"]), w))
     if supersedes:

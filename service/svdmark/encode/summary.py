@@ -65,6 +65,7 @@ LABELS = {
     "summary_microbleed_label": "#{index} {image}",
     "summary_more_microbleeds": "+{more} more: {items}",
     "summary_evidence_source": "Source: doi:{doi} \u00b7 rule {rule_id} {rule_version}",
+    "summary_limitations_heading": "Model limitations",
 }
 
 
@@ -408,6 +409,11 @@ def _layout(result: AnalysisResult, templates: Templates) -> list[Block]:
             b.lines(f"\u2022 {w}", (255, 210, 140), body)
         b.space(10)
     m = result.model
+    if m.manifest.limitations:
+        b.heading(_label(templates, "summary_limitations_heading"), (200, 200, 200), bold)
+        for sentence in m.manifest.limitations:
+            b.lines(f"\u2022 {sentence}", (200, 200, 200), small)
+        b.space(6)
     b.lines(labels["summary_model_line"].format(
         model=m.label, sha12=m.sha256[:12], ruleset_id=result.ruleset.id,
         ruleset_version=result.ruleset.version), (170, 170, 170), small)
