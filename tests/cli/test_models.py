@@ -299,3 +299,10 @@ def test_compare_counts_withheld_results_separately(tmp_path):
     assert ("withheld (not reliably measurable): active 2, shadow 2, both 1 (active only 1, shadow only 1);"
             " agreement over the 2 series measurable by both") in human
     assert "nan" not in human.lower() and "max abs 1.000 mL" in human
+
+
+def test_show_lists_what_every_sr_says_about_the_model(tmp_path):
+    """The packaged WML model's measured limitations, as the SR carries them, are on `models show`."""
+    r = run_cli("models", "show", "wml-ncct", "1.12.5", "--data-dir", tmp_path / "data")
+    assert r.returncode == 0, r.stderr
+    assert "limitations (in every SR):" in r.stdout and "off by 5.3 mL on average" in r.stdout

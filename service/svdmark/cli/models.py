@@ -113,6 +113,8 @@ def run_show(args) -> int:
              f" shadow {info['shadow_version'] or '-'}; previously active: {', '.join(info['history']) or '-'}"]
     if m.get("training"):
         lines.append(f"  training: {json.dumps(m['training'])[:300]}")
+    if m.get("limitations"):  # what the SR and the summary image say with every result of this version
+        lines += ["  limitations (in every SR):"] + [f"    - {s}" for s in m["limitations"]]
     if info["recent_changes"]:
         import time
 
