@@ -4,6 +4,11 @@ An exporter says when each object's C-STORE goes out (``on_start``) and reports 
 soon as it is known (``on_outcome``), so the outbox journals each object ``sending`` and then
 ``delivered`` around its own C-STORE: a crash never re-sends what a destination has confirmed;
 only the one object in flight at the crash (maybe stored there, not yet confirmed) is sent again.
+
+When the association is lost after an object's C-STORE went out (the destination aborted, or stalled past the
+timeout, on that object), the objects behind it in the batch were not tried: they are reported ``deferred``, and
+the outbox leaves them due without counting a try, so an object a destination chokes on every time never keeps
+the others from being delivered (the next batch begins with them; the failed one waits for its back-off).
 """
 from __future__ import annotations
 
@@ -13,8 +18,9 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import pydicom
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
+from pynetdicom.status import code_to_category
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..config import Destination
@@ -28,20 +34,25 @@ class SendOutcome:
     ok: bool
     detail: str  # status or error text
     permanent: bool = False  # retrying cannot help (the destination does not take this SOP class): a dead letter now
+    deferred: bool = False  # not tried (an earlier object of the batch lost the connection): no try is counted
 
 
 OnOutcome = Callable[[SendOutcome], None]
 # called just before an object's C-STORE request goes out; False: withdrawn meanwhile, skip it (no outcome)
 OnStart = Callable[[Path], "bool | None"]
 
-# C-STORE statuses that no retry changes: SOP class not supported, data set does not match the SOP class,
-# cannot understand. Out of resources (0xA7xx) and the rest are retried.
+# C-STORE statuses that no retry changes: SOP class not supported, data set does not match the SOP class
+# (0xA9xx), cannot understand (0xCxxx). Out of resources (0xA7xx) and the rest are retried.
 _PERMANENT_STATUS = (0x0122, 0x0124)
-_PERMANENT_STATUS_HIGH = (0xA9, 0xC0)
 
 
 def _permanent(code: int) -> bool:
-    return code in _PERMANENT_STATUS or (code >> 8) in _PERMANENT_STATUS_HIGH
+    return code in _PERMANENT_STATUS or (code >> 8) == 0xA9 or (code >> 12) == 0xC
+
+
+def _stored(code: int) -> bool:
+    """Success, or a warning (PS3.7 Annex C: 0001, 0107, 0116, Bxxx; for storage B000, B006, B007): stored."""
+    return code_to_category(code) in ("Success", "Warning")
 
 
 class Exporter(Protocol):
@@ -101,9 +112,14 @@ class CStoreExporter:
             syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
             ae.add_requested_context(klass, [ts] + [s for s in syntaxes if s != ts])
         tls_args = (self.tls_context, destination.host) if destination.tls else None
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
+        answers: list = []  # the A-ASSOCIATE response: a rejection's result, source and reason
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args,
+                             evt_handlers=[(evt.EVT_ACSE_RECV, lambda event: answers.append(event.primitive))])
         if not assoc.is_established:
             why = "association rejected" if assoc.is_rejected else "no association (destination unreachable?)"
+            rejection = next((p for p in answers if getattr(p, "result", None) in (1, 2)), None)
+            if assoc.is_rejected and rejection is not None:
+                why += f" ({rejection.result_str}, {rejection.source_str}: {rejection.reason_str})"
             if destination.tls and not assoc.is_rejected:
                 why = "no association (destination unreachable, or the TLS handshake failed)"
             for p, _ in datasets:
@@ -113,10 +129,11 @@ class CStoreExporter:
         responses_to_sender(assoc)
         try:
             accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+            sent = False  # a C-STORE went out on this association
             for k, (path, ds) in enumerate(datasets):
                 if not assoc.is_established:
-                    for p, _ in datasets[k:]:
-                        _report(outcomes, SendOutcome(p, False, "association lost"), on_outcome)
+                    for p, _ in datasets[k:]:  # behind the object the association was lost on: not tried
+                        _report(outcomes, SendOutcome(p, False, "association lost", deferred=sent), on_outcome)
                     break
                 klass = str(ds.SOPClassUID)
                 if klass not in accepted:
@@ -126,6 +143,7 @@ class CStoreExporter:
                     continue
                 if on_start is not None and on_start(path) is False:
                     continue
+                sent = True
                 try:
                     status = assoc.send_c_store(_as_accepted(assoc, ds))
                 except Exception as exc:  # pynetdicom refusing this object (no matching transfer syntax...)
@@ -134,7 +152,7 @@ class CStoreExporter:
                 code = getattr(status, "Status", None)
                 if code is None:
                     outcome = SendOutcome(path, False, "no response (timeout or aborted)")
-                elif code == 0x0000 or code in (0xB000, 0xB007, 0xB006):
+                elif _stored(code):
                     outcome = SendOutcome(path, True, f"0x{code:04X}")
                 else:
                     outcome = SendOutcome(path, False, f"status 0x{code:04X}", permanent=_permanent(code))

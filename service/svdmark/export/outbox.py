@@ -16,6 +16,10 @@ lists and resends dead letters from the CLI; a resend starts a new round and kee
 * A rejection note goes to a destination only after its job's new results there are settled (delivered,
   dead or superseded): one of them failing in a batch, or being sent by another process, holds the note back
   (``waiting``) instead of letting it overtake them.
+* An object not tried because the connection was lost on an earlier one of its batch (the destination aborted
+  or stalled on that one) is ``deferred``: it stays due and counts no try, so one object that a destination
+  chokes on every time cannot hold the others back until they are all dead letters. (Each batch still sends
+  at least one object, which is delivered or backs off: no hot loop.)
 * Whatever goes wrong while sending (an exporter error, a bug), no delivery is left ``sending``:
   the batch's unreported objects are failed with the reason and retried.
 """
@@ -93,7 +97,10 @@ class Outbox:
             if d is None or d.id in reported:
                 return
             reported.add(d.id)
-            if outcome.ok:
+            if outcome.deferred:  # not tried: still pending and due, no try counted; the next flush sends it
+                event(log, "delivery_deferred", sop_uid=d.sop_uid, kind=d.kind, destination=dest.name,
+                      reason=outcome.detail)
+            elif outcome.ok:
                 self.journal.mark_delivered(d.id, outcome.detail)
                 confirmed += 1
                 health.delivery_outcome("delivered", dest.name)

@@ -8,7 +8,9 @@ Outcomes: a stored object (HTTP 200/202 and not in the response's Failed SOP Seq
 delivered; an HTTP 4xx (401 wrong credentials, 409, 415, ...) or a Failed SOP Sequence entry for
 the object is permanent (a dead letter with its reason), except 408/429 and an out-of-resources
 failure reason (0xA7xx), which are retried like 5xx, timeouts and refused connections. After a
-connection failure the batch's other objects are not tried: they wait for the next round.
+connection failure the batch's other objects are not tried: they wait for the next round; after a read timeout
+(the server took the request and did not answer in time) they are ``deferred`` (no try counted, due at once), so
+an object whose request times out every time does not keep them from being delivered.
 
 Why our own ~10 lines of multipart and not dicomweb-client: its ``store_instances`` takes pydicom
 Datasets and re-encodes them (we hold the exact Part 10 bytes to send), raises on an error status
@@ -148,8 +150,11 @@ class StowExporter:
                     if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                         why += ": the server's certificate is not trusted (ca_file names its CA)"
                     _report(outcomes, SendOutcome(path, False, why), on_outcome)
-                    for rest in paths[k + 1:]:  # not tried: the destination is not answering
-                        _report(outcomes, SendOutcome(rest, False, why + " (not tried)"), on_outcome)
+                    # not tried: the destination is not answering. After a read timeout (it took the connection and
+                    # the request but did not answer in time: maybe this object alone) they are deferred, not failed
+                    deferred = isinstance(exc, requests.ReadTimeout)
+                    for rest in paths[k + 1:]:
+                        _report(outcomes, SendOutcome(rest, False, why + " (not tried)", deferred=deferred), on_outcome)
                     break
                 try:
                     doc = r.json() if r.content else None
