@@ -24,6 +24,12 @@ MIN_SLICES = 3
 ORIENTATION_TOLERANCE_DEG = 0.5
 #: a gap larger than this many median spacings means slices are missing
 MISSING_SLICE_FACTOR = 1.5
+#: ... unless the stack is in two zones (a head CT thinner through the posterior fossa, 5 mm then 10 mm): each a run
+#: of at least MIN_ZONE_STEPS steps equal within ZONE_STEP_TOLERANCE of their mean, the larger step at most
+#: MAX_ZONE_RATIO times the smaller. A lone longer step stays a gap, as does a zone of only two steps.
+MIN_ZONE_STEPS = 3
+ZONE_STEP_TOLERANCE = 0.05
+MAX_ZONE_RATIO = 3.0
 #: two slices closer than this along the normal (mm, or this fraction of the median spacing) are duplicates
 DUPLICATE_TOLERANCE_MM = 1e-3
 DUPLICATE_TOLERANCE_FRACTION = 0.01
@@ -140,7 +146,23 @@ def spacing(d: np.ndarray) -> Spacing:
     positive = diffs[diffs > DUPLICATE_TOLERANCE_MM]
     median = float(np.median(positive)) if positive.size else 0.0
     dup_tol = max(DUPLICATE_TOLERANCE_MM, DUPLICATE_TOLERANCE_FRACTION * median)
-    return Spacing(diffs, median, np.nonzero(diffs <= dup_tol)[0], np.nonzero(diffs > MISSING_SLICE_FACTOR * median)[0])
+    gaps = np.nonzero(diffs > MISSING_SLICE_FACTOR * median)[0]
+    if gaps.size and two_zones(diffs):
+        gaps = gaps[:0]
+    return Spacing(diffs, median, np.nonzero(diffs <= dup_tol)[0], gaps)
+
+
+def two_zones(diffs: np.ndarray) -> bool:
+    """Whether the steps are two even zones, one after the other (``MIN_ZONE_STEPS`` and the tolerances above)."""
+    def even(run: np.ndarray) -> bool:
+        return run.size >= MIN_ZONE_STEPS and bool(np.all(np.abs(run - run.mean()) <= ZONE_STEP_TOLERANCE * run.mean()))
+
+    for b in range(MIN_ZONE_STEPS, diffs.size - MIN_ZONE_STEPS + 1):
+        first, second = diffs[:b], diffs[b:]
+        if even(first) and even(second) and first.min() > 0:
+            ratio = max(first.mean(), second.mean()) / min(first.mean(), second.mean())
+            return bool(1.0 < ratio <= MAX_ZONE_RATIO)
+    return False
 
 
 def stack_problem(geoms: Sequence[SliceGeometry]) -> str | None:

@@ -1,4 +1,5 @@
 """Series completion from evidence; the quiet timer is the last resort; a part is never reported as the whole."""
+import numpy as np
 import pytest
 
 from svdmark.assemble import Assembler, SeriesEvidence, counts_complete, decide, missing, stack_problem
@@ -193,3 +194,18 @@ def test_assembler_reads_no_instances_of_a_series_still_arriving(journal_url):
     (job_id,) = a.tick(now=12.0)
     assert reads == ["1.2.3"]
     assert j.claim_job().completion == "association released and stack geometrically complete (12 slices)"
+
+
+@pytest.mark.parametrize("steps, gaps", [
+    ([5.0] * 9 + [10.0] * 8, []),  # 5 mm through the posterior fossa, 10 mm above: two zones
+    ([10.0] * 4 + [5.0] * 11, []),  # the other way round
+    ([5.0] * 9 + [10.0] + [5.0] * 4, [9]),  # a lone 10 mm step: one slice missing
+    ([5.0] * 9 + [10.0] * 2, [9, 10]),  # a "zone" of two steps is two gaps
+    # a missing slice inside a zone: not two even zones, so every long step counts (refused, never measured wrong)
+    ([5.0] * 5 + [10.0] + [5.0] * 3 + [10.0] * 6, [5, 9, 10, 11, 12, 13, 14]),
+    ([2.0] * 6 + [10.0] * 6, [6, 7, 8, 9, 10, 11]),  # more than MAX_ZONE_RATIO apart: gaps
+])
+def test_a_stack_in_two_even_zones_has_no_gap_but_a_lone_long_step_is_one(steps, gaps):
+    from svdmark.geometry import spacing
+
+    assert list(spacing(np.concatenate([[0.0], np.cumsum(steps)])).gaps) == gaps
