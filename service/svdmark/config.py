@@ -289,7 +289,9 @@ class Config:
     flag_applicability: str = "condition"
     flag_conditions: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     # export
-    export_max_attempts: int = 8
+    # tries per object and destination before a dead letter: with the back-off below about 4-8 hours of retries,
+    # so a PACS restart or an evening's maintenance does not leave every result of it for `outbox resend`
+    export_max_attempts: int = 100
     export_backoff_seconds: float = 2.0
     export_backoff_cap_seconds: float = 300.0
     # logging ([logging] format: text or json; --log-format and $SVDMARK_LOG_FORMAT win over it)

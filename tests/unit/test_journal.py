@@ -326,3 +326,16 @@ def test_reanalyse_reopens_an_analysed_series_once(tmp_path, journal_url):
     assert j.series_analysed_with("wml-ncct", "1.2.0") == []  # its latest analysis is 1.3.0's
     assert j.series_analysed_with("wml-ncct") == ["1.2.3"]
     assert j.series_row("1.2.3").state == SeriesState.ANALYSED.value
+
+
+def test_the_default_retries_outlast_a_pacs_restart_or_maintenance_window():
+    """With the default [export] settings a transient failure is retried for at least 3.5 hours (every jitter at its
+    low end) and at most about 8, before the delivery becomes a dead letter."""
+    from svdmark.config import Config
+
+    cfg = Config()
+    delays = [min(cfg.export_backoff_cap_seconds, cfg.export_backoff_seconds * 2 ** (a - 1))
+              for a in range(1, cfg.export_max_attempts)]
+    assert 3.5 * 3600 <= sum(d / 2 for d in delays) and sum(delays) <= 8 * 3600
+    assert all(d / 2 <= backoff(a, cfg.export_backoff_seconds, cfg.export_backoff_cap_seconds) <= d
+               for a, d in enumerate(delays, start=1))
