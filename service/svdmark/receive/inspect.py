@@ -89,7 +89,8 @@ def inspect(data: bytes, affected_sop_class: str | None = None, max_bytes: int |
     sop_uid = _uid_or_none(header.get("SOPInstanceUID"))
     sop_class = str(header.get("SOPClassUID") or "")
     if sop_class and not valid_uid(sop_class):
-        raise Rejected(STATUS_CANNOT_UNDERSTAND, f"SOP Class UID is not a valid UID ({uid_hash(sop_class)})", sop_uid)
+        raise Rejected(STATUS_DOES_NOT_MATCH_SOP_CLASS, f"SOP Class UID is not a valid UID ({uid_hash(sop_class)})",
+                       sop_uid)
     if affected_sop_class and sop_class and sop_class != affected_sop_class:
         raise Rejected(
             STATUS_DOES_NOT_MATCH_SOP_CLASS,

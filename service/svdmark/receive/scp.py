@@ -64,6 +64,7 @@ from .store import keep
 from .inspect import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DATASET_TOO_LARGE,
+    STATUS_DOES_NOT_MATCH_SOP_CLASS,
     STATUS_OUT_OF_RESOURCES,
     STATUS_SOP_CLASS_NOT_SUPPORTED,
     SUPPORTED_SOP_CLASSES,
@@ -186,9 +187,15 @@ class Receiver:
         request_sop = str(ev.request.AffectedSOPInstanceUID)
         if affected not in SUPPORTED_SOP_CLASSES:
             return self._unsupported(ev, affected, request_sop, calling)
+        if str(ev.context.abstract_syntax) != affected:  # pynetdicom serves a request by its class, not its context's
+            reason = f"SOP class {affected} was sent on a presentation context negotiated for another SOP class"
+            return self._rejected(Rejected(STATUS_SOP_CLASS_NOT_SUPPORTED, reason), request_sop, calling)
         try:
             data, source = _received_bytes(ev, self.config.max_dataset_bytes)
             item = inspect(data, affected, self.config.max_dataset_bytes)
+            if item.sop_uid != request_sop:  # as dcmtk's storescp: the response would name an instance not stored
+                raise Rejected(STATUS_DOES_NOT_MATCH_SOP_CLASS, "SOP Instance UID in the dataset differs from the "
+                               "request's", item.sop_uid)
         except Rejected as exc:
             return self._rejected(exc, request_sop, calling)
         except Exception as exc:  # a bug or a pydicom surprise: a status and the type, never a traceback
@@ -256,6 +263,8 @@ class Receiver:
         self._report_discarded(ev)
 
     def handle_closed(self, ev) -> None:
+        if ev.event is evt.EVT_CONN_CLOSE:  # from the DUL thread, the only one that writes the data set's file
+            _discard_partial_dataset(ev.assoc)
         series = self.tracker.close(id(ev.assoc))
         if series:
             event(log, "association_ended_without_release", logging.WARNING,
@@ -412,6 +421,25 @@ def _received_bytes(ev, max_bytes: int) -> tuple[bytes, Path | None]:
         return b"".join(chunks), path  # one chunk: that chunk, not a copy
     finally:
         os.close(fd)
+
+
+def _discard_partial_dataset(assoc) -> None:
+    """Remove the temporary file of a C-STORE data set cut off by the end of its connection (an A-ABORT, a dropped
+    connection): pynetdicom removes that file only after the C-STORE handler, which a partial data set never
+    reaches, and it holds the patient's data."""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is None:
+        return
+    message._data_set_file = None
+    try:
+        partial.close()
+    except OSError:
+        pass
+    try:
+        os.unlink(partial.name)
+    except OSError:
+        pass
 
 
 def _resolve(host: str) -> set[str]:
