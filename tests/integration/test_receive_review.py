@@ -93,6 +93,25 @@ def _c_store(assoc, ds: Dataset, sop_class: str, sop_instance: str, context_clas
     return int(rsp.Status)
 
 
+def _refused(port, journal, caplog, ds: Dataset, context: tuple, sop_instance: str, context_class: str,
+             status: str) -> str:
+    """C-STORE ``ds`` (as CT) on a fresh association with ``context``: the DIMSE status must be ``status``, nothing
+    kept, one rejection line; returns its reason."""
+    assoc = associate(_requestor(context), port)
+    assert assoc.is_established
+    try:
+        with caplog.at_level("WARNING", logger="svdmark.receive"):
+            got = _c_store(assoc, ds, CT, sop_instance, context_class)
+    finally:
+        assoc.release()
+    assert f"0x{got:04X}" == status
+    assert journal.counts()["instances"]["total"] == 0
+    lines = _rejections(caplog)
+    assert len(lines) == 1
+    assert echo_ok(port, "SVDMARK")
+    return lines[0].fields["reason"]
+
+
 def _rejections(caplog) -> list:
     return [r for r in caplog.records if r.getMessage() == "instance_rejected"]
 
@@ -147,20 +166,8 @@ def test_request_sop_instance_uid_not_the_data_sets_is_refused(listener, caplog)
     instance and stored the data set's: the sender's record says an instance was stored that svdmark does not
     hold. dcmtk's storescp answers 0xA900; so does svdmark now, and keeps nothing."""
     port, journal = listener
-    ds = ct()
-    assoc = associate(_requestor((CT, ExplicitVRLittleEndian)), port)
-    assert assoc.is_established
-    try:
-        with caplog.at_level("WARNING", logger="svdmark.receive"):
-            status = _c_store(assoc, ds, CT, generate_uid(), CT)
-    finally:
-        assoc.release()
-    assert f"0x{status:04X}" == "0xA900"
-    assert journal.counts()["instances"]["total"] == 0
-    lines = _rejections(caplog)
-    assert len(lines) == 1 and "SOP Instance UID" in lines[0].fields["reason"]
-    assert not _leaks(caplog)
-    assert echo_ok(port, "SVDMARK")
+    reason = _refused(port, journal, caplog, ct(), (CT, ExplicitVRLittleEndian), generate_uid(), CT, "0xA900")
+    assert "SOP Instance UID" in reason and not _leaks(caplog)
 
 
 def test_sop_class_other_than_its_presentation_context_is_refused(listener, caplog):
@@ -174,18 +181,9 @@ def test_sop_class_other_than_its_presentation_context_is_refused(listener, capl
     ds.file_meta.TransferSyntaxUID = JPEG2000_PART2
     ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(28) + b"\xff\xd9"])
     ds["PixelData"].VR = "OB"
-    assoc = associate(_requestor((SC, JPEG2000_PART2)), port)
-    assert assoc.is_established and assoc.accepted_contexts  # accepted for Secondary Capture (to be discarded)
-    try:
-        with caplog.at_level("WARNING", logger="svdmark.receive"):
-            status = _c_store(assoc, ds, CT, ds.SOPInstanceUID, SC)
-    finally:
-        assoc.release()
-    assert f"0x{status:04X}" == "0x0122"
-    assert journal.counts()["instances"]["total"] == 0
-    lines = _rejections(caplog)
-    assert len(lines) == 1 and "presentation context" in lines[0].fields["reason"]
-    assert echo_ok(port, "SVDMARK")
+    # the context is accepted for Secondary Capture (to be discarded)
+    reason = _refused(port, journal, caplog, ds, (SC, JPEG2000_PART2), ds.SOPInstanceUID, SC, "0x0122")
+    assert "presentation context" in reason
 
 
 def test_sop_class_uid_that_is_no_uid_gets_0xa900(listener, caplog):
@@ -194,18 +192,8 @@ def test_sop_class_uid_that_is_no_uid_gets_0xa900(listener, caplog):
     answered 0xC000."""
     port, journal = listener
     ds = ct(SOPClassUID=f"1.2.{FAKE_ID}")
-    assoc = associate(_requestor((CT, ExplicitVRLittleEndian)), port)
-    assert assoc.is_established
-    try:
-        with caplog.at_level("WARNING", logger="svdmark.receive"):
-            status = _c_store(assoc, ds, CT, ds.SOPInstanceUID, CT)
-    finally:
-        assoc.release()
-    assert f"0x{status:04X}" == "0xA900"
-    assert journal.counts()["instances"]["total"] == 0
-    lines = _rejections(caplog)
-    assert len(lines) == 1 and "uid#" in lines[0].fields["reason"]
-    assert not _leaks(caplog)
+    reason = _refused(port, journal, caplog, ds, (CT, ExplicitVRLittleEndian), ds.SOPInstanceUID, CT, "0xA900")
+    assert "uid#" in reason and not _leaks(caplog)
 
 
 # --------------------------------------------------------------------------- after all of it

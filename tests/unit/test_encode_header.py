@@ -33,12 +33,14 @@ def test_normalise_charset(source, ours):
     assert normalise_charset(source) == ours
 
 
-def _from_bytes(series: Series, **attrs) -> Series:
-    """The series as the worker has it: read back from files, elements still raw."""
+def _from_bytes(series: Series, drop: tuple[str, ...] = (), **attrs) -> Series:
+    """The series as the worker has it: read back from files, elements still raw; without ``drop``, with ``attrs``."""
     out = []
     for ds in series.datasets:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns about the invalid values we set on purpose
+            for keyword in drop:
+                delattr(ds, keyword)
             for k, v in attrs.items():
                 setattr(ds, k, v)
             buf = io.BytesIO()

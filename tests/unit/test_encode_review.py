@@ -21,25 +21,11 @@ from pydicom import Dataset
 from svdmark.domain import Series
 from svdmark.encode import results, to_bytes
 
+from tests.unit.test_encode_header import _from_bytes
 from tests.unit.test_encode_support import ct_series, wml_mask, wml_result
 
 TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "StudyDate",
          "StudyTime", "ReferringPhysicianName")
-
-
-def _from_bytes(series: Series, drop: tuple[str, ...] = (), **attrs) -> Series:
-    """The series as the worker has it (read back from files), without ``drop`` and with ``attrs``."""
-    out = []
-    for ds in series.datasets:
-        for keyword in drop:
-            delattr(ds, keyword)
-        for keyword, value in attrs.items():
-            setattr(ds, keyword, value)
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        buf.seek(0)
-        out.append(pydicom.dcmread(buf))
-    return Series(series.study_uid, series.series_uid, tuple(out))
 
 
 def _back(ds: Dataset) -> Dataset:

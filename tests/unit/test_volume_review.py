@@ -96,8 +96,8 @@ def test_real_gantry_tilted_ct_is_sheared_not_resampled():
     assert any("gantry tilt 22.0" in w for w in v.warnings)
 
 
-def test_real_enhanced_ct_frames_of_two_instances():
-    """eCT_Supplemental.dcm (2 frames) and a copy moved 20 mm: four frames, each with its own position and HU."""
+def _enhanced_pair():
+    """eCT_Supplemental.dcm and a copy of it (another SOP Instance UID) moved 20 mm down."""
     e0 = _read("eCT_Supplemental.dcm")
     e1 = copy.deepcopy(e0)
     e1.SOPInstanceUID = generate_uid()
@@ -105,6 +105,12 @@ def test_real_enhanced_ct_frames_of_two_instances():
         p = pf.PlanePositionSequence[0]
         p.ImagePositionPatient = [float(p.ImagePositionPatient[0]), float(p.ImagePositionPatient[1]),
                                   float(p.ImagePositionPatient[2]) - 20.0]
+    return e0, e1
+
+
+def test_real_enhanced_ct_frames_of_two_instances():
+    """eCT_Supplemental.dcm (2 frames) and a copy moved 20 mm: four frames, each with its own position and HU."""
+    e0, e1 = _enhanced_pair()
     v = vol.load(_series([e0, e1]))
     by_uid = {e0.SOPInstanceUID: e0, e1.SOPInstanceUID: e1}
     for k, ref in enumerate(v.frames):
@@ -163,13 +169,7 @@ def test_unusable_rescale_slope_is_refused_not_a_flat_or_nan_volume(raw):
 
 
 def test_unusable_rescale_in_enhanced_functional_groups_is_refused():
-    e0 = _read("eCT_Supplemental.dcm")
-    e1 = copy.deepcopy(e0)
-    e1.SOPInstanceUID = generate_uid()
-    for pf in e1.PerFrameFunctionalGroupsSequence:
-        p = pf.PlanePositionSequence[0]
-        p.ImagePositionPatient = [float(p.ImagePositionPatient[0]), float(p.ImagePositionPatient[1]),
-                                  float(p.ImagePositionPatient[2]) - 20.0]
+    e0, e1 = _enhanced_pair()
     _raw(e1.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0], "RescaleSlope", "DS", b"0 ")
     with pytest.raises(InvalidSeries, match="RescaleSlope"):
         vol.load(_series([e0, e1]))
