@@ -8,8 +8,9 @@ on one host (the embedded SQLite default) or on several (PostgreSQL and a shared
 Threads besides pynetdicom's: one per role's loop, plus the heartbeat, which renews this process's
 leases and tells other processes (``svdmark status``, the assembler) what it is doing, and where
 ``[retention]`` is set, the retention run (``svdmark purge``'s) every ``every_hours`` in the assembly leader, and
-in a process that works, the models check (every active and shadow model as a job would load it, so /healthz
-turns unhealthy when a model file is removed or altered, not only each job of its task failing). They share
+in a process that works, the models check (every active model as a job would load it, so /healthz turns
+unhealthy when a model file is removed or altered, not only each job of its task failing; a shadow candidate's is
+only logged). They share
 nothing but the journal, so each can be killed at any instant. Each runs its step in a
 :class:`GuardedLoop`: a failing step (a full disk, a journal that went away) backs off, logs once per
 change and turns /healthz unhealthy until it recovers.
@@ -148,13 +149,18 @@ class Service:
         return bool(queued)
 
     def _models_step(self) -> bool:
-        """Raises while an active or shadow model would not load (its loop reports it to /healthz)."""
+        """Raises while an active model would not load (its loop reports it to /healthz). A shadow candidate's
+        problem is logged, not raised: it must never disturb the live service (a probe would restart it)."""
         from .errors import ModelError
         from .lifecycle import Lifecycle
 
-        _, problems = Lifecycle(self.config).in_use()
-        if problems:
-            raise ModelError("; ".join(f"{where}: {why}" for where, why in sorted(problems.items())))
+        models, problems = Lifecycle(self.config).in_use()
+        shadows = {f"model {m['name']} {m['version']}" for m in models if m["shadow"] and not m["active"]}
+        live = {k: v for k, v in problems.items() if k not in shadows}
+        for where in sorted(set(problems) - set(live)):
+            event(log, "shadow_model_unusable", logging.WARNING, model=where, reason=problems[where])
+        if live:
+            raise ModelError("; ".join(f"{where}: {why}" for where, why in sorted(live.items())))
         return False
 
     def _retention_step(self) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from types import SimpleNamespace
 
+import pytest
+
 from svdmark import health
 from svdmark.config import Config
 from svdmark.export import FolderExporter
@@ -35,3 +37,28 @@ def test_an_altered_model_file_turns_healthz_unhealthy_until_it_is_right_again(t
         svc.stop()
         for name in health.problems():
             health.clear_problem(name)
+
+
+def test_a_broken_shadow_candidate_is_logged_not_a_health_problem(tmp_path, caplog):
+    """A shadow candidate must never disturb the live service: its altered file is logged, /healthz stays healthy
+    (a probe would restart the pod), while the active model's problem would turn it unhealthy."""
+    from svdmark.errors import ModelError
+    from svdmark.lifecycle import Lifecycle
+
+    models = tmp_path / "models"
+    fakemodels.make_wml(models, "1.0.0")
+    cfg = Config(host="127.0.0.1", port=free_port(), data_dir=tmp_path / "data", models_dir=models, metrics_port=0)
+    lifecycle = Lifecycle(cfg)
+    lifecycle.install(fakemodels.make_wml(tmp_path / "cand", "1.1.0"))
+    lifecycle.set_shadow("wml-ncct", "1.1.0")
+    shadow = cfg.data_dir / "models" / "wml-ncct" / "1.1.0" / "model.onnx"
+    shadow.write_bytes(shadow.read_bytes() + b"\0")
+    svc = Service(cfg, exporter=FolderExporter(tmp_path / "out"), context=SimpleNamespace())
+    with caplog.at_level("WARNING", logger="svdmark.service"):
+        assert svc._models_step() is False
+    assert [r.fields["model"] for r in caplog.records if r.getMessage() == "shadow_model_unusable"] == \
+        ["model wml-ncct 1.1.0"]
+    active = models / "wml-ncct" / "1.0.0" / "model.onnx"
+    active.write_bytes(active.read_bytes() + b"\0")
+    with pytest.raises(ModelError, match="model wml-ncct 1.0.0"):
+        svc._models_step()
