@@ -790,3 +790,18 @@ def pd_isna(x) -> bool:
     import pandas as pd
 
     return bool(pd.isna(x))
+
+
+def test_limitations_do_not_change_the_manifest_digest_a_validation_holds_for():
+    """Adding or rewording a version's limitations changes no number it reports, so a site's validation of it (and
+    a reused analyze row) still holds; a threshold change does not."""
+    from svdmark.infer import ModelRegistry
+    from svdmark.infer.registry import manifest_digest
+
+    spec = ModelRegistry().active(Task.WML)
+    raw = dict(spec.manifest.raw)
+    plain = dataclasses.replace(spec, manifest={k: v for k, v in raw.items() if k != "limitations"})
+    worded = dataclasses.replace(spec, manifest={**raw, "limitations": ["Another sentence."]})
+    assert manifest_digest(plain) == manifest_digest(spec) == manifest_digest(worded)
+    moved = dataclasses.replace(spec, manifest={**raw, "output": {**raw["output"], "mask_threshold": 0.55}})
+    assert manifest_digest(moved) != manifest_digest(spec)

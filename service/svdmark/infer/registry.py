@@ -215,11 +215,18 @@ class ModelRegistry:
         return self._verified[key]
 
 
+#: manifest text that changes no number the model reports (a site validation of the version stays valid when it is
+#: added or reworded)
+DESCRIPTIVE_KEYS = ("limitations",)
+
+
 def manifest_digest(spec: ModelSpec) -> str:
-    """SHA-256 of a version's manifest as read (its keys sorted): its thresholds, post-processing and quality limits
-    change what the model reports, so a site validation and a reused analyze row hold for this manifest only."""
+    """SHA-256 of a version's manifest as read (its keys sorted, less ``DESCRIPTIVE_KEYS``): its thresholds,
+    post-processing and quality limits change what the model reports, so a site validation and a reused analyze row
+    hold for this manifest only."""
     raw = getattr(spec.manifest, "raw", spec.manifest)
-    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+    kept = {k: v for k, v in raw.items() if k not in DESCRIPTIVE_KEYS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def managed(registry: ModelRegistry, data_dir: Path | None) -> ModelRegistry:
