@@ -140,14 +140,15 @@ class Spacing:
         return int(round(float(self.diffs.sum()) / self.median)) + 1 if self.median > 0 else len(self.diffs) + 1
 
 
-def spacing(d: np.ndarray) -> Spacing:
-    """``d``: positions along the slice normal, sorted ascending."""
+def spacing(d: np.ndarray, zones: bool = True) -> Spacing:
+    """``d``: positions along the slice normal, sorted ascending. ``zones``: a stack in two even zones has no gap
+    (a CT protocol; ``volume.load`` reads MR stacks without it, where the sampling assumes one step)."""
     diffs = np.diff(np.asarray(d, dtype=float))
     positive = diffs[diffs > DUPLICATE_TOLERANCE_MM]
     median = float(np.median(positive)) if positive.size else 0.0
     dup_tol = max(DUPLICATE_TOLERANCE_MM, DUPLICATE_TOLERANCE_FRACTION * median)
     gaps = np.nonzero(diffs > MISSING_SLICE_FACTOR * median)[0]
-    if gaps.size and two_zones(diffs):
+    if gaps.size and zones and two_zones(diffs):
         gaps = gaps[:0]
     return Spacing(diffs, median, np.nonzero(diffs <= dup_tol)[0], gaps)
 

@@ -209,3 +209,11 @@ def test_a_stack_in_two_even_zones_has_no_gap_but_a_lone_long_step_is_one(steps,
     from svdmark.geometry import spacing
 
     assert list(spacing(np.concatenate([[0.0], np.cumsum(steps)])).gaps) == gaps
+
+
+def test_two_zones_are_a_ct_protocol_only_when_asked():
+    """``volume.load`` reads MR stacks without the two-zone rule (its patch sampling assumes one step)."""
+    from svdmark.geometry import spacing
+
+    d = np.concatenate([[0.0], np.cumsum([2.0] * 6 + [4.0] * 5)])
+    assert list(spacing(d).gaps) == [] and list(spacing(d, zones=False).gaps) == [6, 7, 8, 9, 10]

@@ -392,9 +392,10 @@ def _keep_one_component(slices: list[_Slice], warnings: list[str]) -> list[_Slic
     return kept
 
 
-def _check_spacing(slices: list[_Slice], d: np.ndarray) -> float:
-    """Duplicates and gaps along the normal; returns the median spacing (mm)."""
-    judged = spacing(d)
+def _check_spacing(slices: list[_Slice], d: np.ndarray, zones: bool) -> float:
+    """Duplicates and gaps along the normal (``zones``: two even zones are no gap, CT only); returns the median
+    spacing (mm)."""
+    judged = spacing(d, zones)
     diffs, median, dups, gaps = judged.diffs, judged.median, judged.duplicates, judged.gaps
     if dups.size:
         k = int(dups[0])
@@ -476,7 +477,8 @@ def load(series: Series) -> Volume:
     order = np.argsort(d_all, kind="stable")
     slices = [slices[i] for i in order]
     d = d_all[order]
-    median = _check_spacing(slices, d)
+    modality = str(series.header.get("Modality", "") or "").upper()
+    median = _check_spacing(slices, d, zones=modality == "CT")
     _check_in_plane_drift(slices, d, row, col)
 
     diffs = np.diff(d)
