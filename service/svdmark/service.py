@@ -40,6 +40,7 @@ from .worker import Worker
 log = logging.getLogger("svdmark.service")
 RETENTION_ACTOR = "svdmark serve"  # who the audit trail names for the service's own retention runs
 RUNTIME_FILE = "service.json"  # where a running service says which port it listens on (for `svdmark status`)
+OPEN_VIEW_HEARTBEATS = 3  # another receiver's open series count while it was heard from within this many heartbeats
 MODELS_CHECK_SECONDS = 60.0  # how often a working process checks its models (the sha256 of a few MB each)
 
 
@@ -55,7 +56,9 @@ class Service:
         self.receiver = (Receiver(config, self.journal, self.spool, self.tracker, on_stored=self._wake.set)
                          if "receive" in self.roles else None)
         self.assembler = Assembler(self.journal, self._open_series, config.settle_seconds,
-                                   config.fallback_seconds, config.incomplete_max_wait_seconds)
+                                   config.fallback_seconds, config.incomplete_max_wait_seconds,
+                                   open_view_lag_seconds=OPEN_VIEW_HEARTBEATS * config.heartbeat_seconds
+                                   if self.journal.shared else 0.0)
         self.context = context or (build_context(config) if "work" in self.roles else None)
         self.worker = Worker(config, self.journal, self.spool, self.context) if "work" in self.roles else None
         exporter = exporter or CStoreExporter(config.ae_title, tls_context=tls.exporter_context(config))
@@ -130,7 +133,7 @@ class Service:
         here = self.tracker.open_series()
         if not self.journal.shared:
             return here
-        live = self.journal.processes(max_age=3 * self.heartbeat_seconds)
+        live = self.journal.processes(max_age=OPEN_VIEW_HEARTBEATS * self.heartbeat_seconds)
         return here.union(*(p.open_series for p in live if p.id != self.journal.owner))
 
     def _assemble_step(self) -> bool:

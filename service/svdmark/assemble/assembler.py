@@ -21,16 +21,15 @@ from ..completion import SeriesEvidence, decide, missing, settling
 
 log = logging.getLogger("svdmark.assemble")
 
-#: a series is taken as ended without release only once it has been quiet this long past the settle time: another
-#: host's receiver reports its open series with its heartbeat (every 5 s at most, forgotten after three)
-OPEN_VIEW_LAG_SECONDS = 15.0
-
 
 class Assembler:
     def __init__(self, journal: AssemblyJournal, open_series, settle_seconds: float, fallback_seconds: float,
-                 max_wait_seconds: float | None = None):
+                 max_wait_seconds: float | None = None, open_view_lag_seconds: float = 0.0):
         self.journal = journal
         self.open_series = open_series  # callable → set of series UIDs with an open association
+        # how late ``open_series`` may learn of another host's open association (its heartbeats); a series is taken
+        # as ended without release only once it has been quiet this long past the settle time
+        self.open_view_lag_seconds = open_view_lag_seconds
         self.settle_seconds = settle_seconds
         self.fallback_seconds = fallback_seconds
         self.max_wait_seconds = max(fallback_seconds, max_wait_seconds or fallback_seconds)
@@ -72,7 +71,7 @@ class Assembler:
         if s.released:
             return s.series_uid in open_now
         if s.series_uid not in open_now:
-            if now - s.last_received >= min(self.fallback_seconds, self.settle_seconds + OPEN_VIEW_LAG_SECONDS):
+            if now - s.last_received >= min(self.fallback_seconds, self.settle_seconds + self.open_view_lag_seconds):
                 self._ended[s.series_uid] = s.last_received
             return False
         return self._ended.get(s.series_uid) != s.last_received
