@@ -5,7 +5,9 @@ transaction), so a ``kill -9`` at any moment leaves a state from which a restart
 
 * series:     receiving → queued → analysed  (:class:`SeriesState`; a late instance sends it back to
               receiving, with ``generation`` + 1, so the next analysis supersedes the last: the policy
-              is :func:`svdmark.assemble.reanalysis.after_instance`, applied here in one transaction)
+              is :func:`svdmark.assemble.reanalysis.after_instance`, applied here in one transaction;
+              an instance journalled again under another series leaves its series, which is judged again
+              on what it still holds, or closed (analysed) with none: ``after_departure``)
 * jobs:       pending → running → done | failed | ignored
               running → pending  (:meth:`Journal.retry_job_later`: a transient failure such as a
                                   full disk; ``attempts`` + 1, ``not_before`` = now + back-off,
@@ -48,7 +50,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence
 
-from .assemble.reanalysis import after_instance, on_request
+from .assemble.reanalysis import after_departure, after_instance, on_request
 from .domain import DeliveryState, JobState, OutputKind, SendClaim, SeriesState
 from .geometry import SliceGeometry
 from .journal_engine import ERRORS, Connection, Engine
@@ -142,6 +144,20 @@ class StoredInstance:
     geometry: SliceGeometry
 
 
+class Recorded(str):
+    """:meth:`Journal.record_instance`'s outcome, "new", "replaced" or "duplicate" (compares as that string), and
+    ``displaced``: the spool file the instance's row named before, where a replacement named another (it came under
+    another Series or Study Instance UID). No row names that file any more: the caller, which owns the spool's
+    files, removes it once the row is committed."""
+
+    displaced: Path | None
+
+    def __new__(cls, outcome: str, displaced: Path | None = None) -> "Recorded":
+        recorded = super().__new__(cls, outcome)
+        recorded.displaced = displaced
+        return recorded
+
+
 @dataclass(frozen=True)
 class SeriesRow:
     series_uid: str
@@ -152,7 +168,9 @@ class SeriesRow:
     released: bool
     state: SeriesState
     generation: int
-    purged_at: float | None = None  # its images were purged then (svdmark purge); None: they are in the spool
+    # its images were purged then (svdmark purge), or its last instance was received again under another series
+    # (the audit trail's series.emptied); None: they are in the spool
+    purged_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -631,18 +649,21 @@ class Journal:
         geometry: SliceGeometry,
         calling_ae: str | None,
         now: float | None = None,
-    ) -> str:
-        """Record a stored instance. Returns "new", "duplicate" or "replaced".
+    ) -> Recorded:
+        """Record a stored instance. Returns "new", "duplicate" or "replaced" (:class:`Recorded`).
 
         An instance arriving for a series whose current generation already has a job
         reopens the series with generation + 1 (a late arrival: re-analysis supersedes).
+        An instance journalled under another series leaves that one (:func:`.reanalysis.after_departure`):
+        judged again on the instances it still holds, or, with none left, closed (``series.emptied`` in
+        the audit trail); the file its row named is :attr:`Recorded.displaced`.
         """
         return self.record_instances([dict(
             sop_uid=sop_uid, study_uid=study_uid, series_uid=series_uid, sop_class=sop_class,
             transfer_syntax=transfer_syntax, path=path, size=size, digest=digest, modality=modality,
             geometry=geometry, calling_ae=calling_ae)], now)[0]
 
-    def record_instances(self, rows: Sequence[Mapping[str, Any]], now: float | None = None) -> list[str]:
+    def record_instances(self, rows: Sequence[Mapping[str, Any]], now: float | None = None) -> list[Recorded]:
         """Several stored instances (each mapping holds :meth:`record_instance`'s keywords) in one transaction,
         so one commit: the receiver's group commit across associations (``receive.groupcommit``). Their
         outcomes in order; a row whose SOP Instance UID came earlier in ``rows`` sees that one."""
@@ -650,21 +671,28 @@ class Journal:
         # every lock in one order, series by series (advisory locks, then each series' rows): no deadlock with
         # another batch or with mark_released on PostgreSQL
         order = sorted(range(len(rows)), key=lambda k: rows[k]["series_uid"])
-        outcomes: list[str] = [""] * len(rows)
+        outcomes: list[Recorded] = [Recorded("")] * len(rows)
         with self._tx() as db:
-            for series_uid in sorted({r["series_uid"] for r in rows}):
+            series_uids = {r["series_uid"] for r in rows}
+            if self.shared:  # the series an instance may leave are locked in the same order (SQLite: one writer)
+                sops = sorted({r["sop_uid"] for r in rows})
+                series_uids |= {r["series_uid"] for r in db.execute(
+                    f"SELECT DISTINCT series_uid FROM instances WHERE sop_uid IN ({','.join('?' * len(sops))})", sops)}
+            for series_uid in sorted(series_uids):
                 db.lock(series_uid)  # receivers on other hosts may be adding to this series right now
             for k in order:
                 outcomes[k] = self._record_instance(db, now=now, **rows[k])
-        return outcomes
+        last = {rows[k]["sop_uid"]: str(rows[k]["path"]) for k in order}  # the file each instance's row names now
+        return [Recorded(o) if str(o.displaced) == last[r["sop_uid"]] else o for o, r in zip(outcomes, rows)]
 
     @staticmethod
     def _record_instance(db, *, sop_uid: str, study_uid: str, series_uid: str, sop_class: str, transfer_syntax: str,
                          path: Path, size: int, digest: str, modality: str | None, geometry: SliceGeometry,
-                         calling_ae: str | None, now: float) -> str:
-        old = db.execute("SELECT digest FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
+                         calling_ae: str | None, now: float) -> Recorded:
+        old = db.execute(f"SELECT digest, series_uid, path FROM instances WHERE sop_uid=?{db.for_update}",
+                         (sop_uid,)).fetchone()
         if old is not None and old["digest"] == digest:
-            return "duplicate"
+            return Recorded("duplicate")
         db.execute(
             "INSERT INTO instances (sop_uid, study_uid, series_uid, sop_class, transfer_syntax, path, size, digest,"
             " geometry, calling_ae, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(sop_uid) DO UPDATE SET"
@@ -703,7 +731,39 @@ class Journal:
                 (now, plan.state.value, plan.generation, plan.generation if plan.fresh else s["base_generation"],
                  series_uid),
             )
-        return "replaced" if old is not None else "new"
+        if old is None:
+            return Recorded("new")
+        if old["series_uid"] != series_uid:
+            Journal._leave_series(db, old["series_uid"], series_uid, calling_ae, now)
+        return Recorded("replaced", Path(old["path"]) if old["path"] != str(path) else None)
+
+    @staticmethod
+    def _leave_series(db, series_uid: str, to_series_uid: str, calling_ae: str | None, now: float) -> None:
+        """An instance of ``series_uid`` was journalled under ``to_series_uid``: the series it left is judged
+        again on the instances it still holds, or closed with none (:func:`.reanalysis.after_departure`)."""
+        db.lock(series_uid)  # locked already unless another process moved the instance since record_instances looked
+        s = db.execute(
+            "SELECT study_uid, generation, EXISTS(SELECT 1 FROM jobs j WHERE j.series_uid=s.series_uid"
+            " AND j.generation=s.generation) AS has_job, (SELECT COUNT(*) FROM instances i"
+            " WHERE i.series_uid=s.series_uid) AS remaining FROM series s WHERE s.series_uid=?", (series_uid,),
+        ).fetchone()
+        if s is None:
+            return
+        plan = after_departure(s["generation"], bool(s["has_job"]), int(s["remaining"]))
+        if plan.supersede_pending:
+            db.execute("UPDATE jobs SET state=? WHERE series_uid=? AND state=?",
+                       (JobState.SUPERSEDED.value, series_uid, JobState.PENDING.value))
+        if not plan.emptied:
+            db.execute("UPDATE series SET last_received=?, state=?, generation=? WHERE series_uid=?",
+                       (now, plan.state.value, plan.generation, series_uid))
+            return
+        # closed: nothing to analyse; its images gone as after a purge (no re-analysis or retry of it, its result
+        # files may go once delivered, an instance that comes for it again starts afresh)
+        db.execute("UPDATE series SET state=?, generation=?, purged_at=?, purged_instances=0, header_path=NULL"
+                   " WHERE series_uid=?", (plan.state.value, plan.generation, now, series_uid))
+        _audit(db, now, calling_ae or "svdmark analyze --enqueue", "series.emptied",
+               {"series_uid": series_uid, "study_uid": s["study_uid"], "to_series_uid": to_series_uid,
+                "generation": plan.generation})
 
     def mark_released(self, series_uids: Sequence[str]) -> None:
         """An association that delivered instances of these series was released normally."""

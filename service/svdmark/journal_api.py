@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from .domain import DeliveryState, JobState, SendClaim
     from .geometry import SliceGeometry
     from .summary import ResultSummary
-    from .journal import (AuditEntry, Delivery, JobRecord, JobRow, ProcessRecord, ResultObject, SeriesRow, ShadowResult,
-                          StoredInstance, StoredResult, Supersession)
+    from .journal import (AuditEntry, Delivery, JobRecord, JobRow, ProcessRecord, Recorded, ResultObject, SeriesRow,
+                          ShadowResult, StoredInstance, StoredResult, Supersession)
 
 
 class ReceiveJournal(Protocol):
@@ -42,9 +42,9 @@ class ReceiveJournal(Protocol):
         geometry: SliceGeometry,
         calling_ae: str | None,
         now: float | None = None,
-    ) -> str: ...
+    ) -> Recorded: ...
 
-    def record_instances(self, rows: Sequence[Mapping[str, Any]], now: float | None = None) -> list[str]: ...
+    def record_instances(self, rows: Sequence[Mapping[str, Any]], now: float | None = None) -> list[Recorded]: ...
 
     def mark_released(self, series_uids: Sequence[str]) -> None: ...
 

@@ -16,7 +16,11 @@ A pure decision; :meth:`svdmark.journal.Journal.record_instance` reads the serie
   from the spool: an operator's request is refused, and an instance that arrives for it starts afresh at
   generation + 1 whose results stand beside the earlier ones instead of superseding them. The images
   that made those results are gone, so nothing shows that the new ones (perhaps of one stray image)
-  replace them; a PACS that sends the whole series again gets a second, complete analysis.
+  replace them; a PACS that sends the whole series again gets a second, complete analysis;
+* an instance received again under another Series Instance UID (a PACS that re-split or corrected a series, a
+  modality that re-sends with new series UIDs) leaves its series (:func:`after_departure`): a series with
+  instances left is judged again on those, as after a late instance; one with none left is closed (analysed, its
+  pending jobs never run, its images gone as after a purge: nothing is ever analysed on zero instances).
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ class Reanalysis:
     supersede_pending: bool  # its pending jobs (any generation) never run
     state: SeriesState = SeriesState.RECEIVING
     fresh: bool = False  # after a purge: this generation's results supersede nothing earlier
+    emptied: bool = False  # its last instance left for another series: closed, its images gone as after a purge
 
 
 def after_instance(generation: int | None, current_has_job: bool, purged: bool = False) -> Reanalysis:
@@ -43,10 +48,18 @@ def after_instance(generation: int | None, current_has_job: bool, purged: bool =
     return Reanalysis(generation=generation + 1 if current_has_job else generation, supersede_pending=True)
 
 
+def after_departure(generation: int, current_has_job: bool, remaining: int) -> Reanalysis:
+    """An instance left the series for another one; ``remaining``: the instances the series still holds."""
+    if remaining:
+        return after_instance(generation, current_has_job)
+    return Reanalysis(generation=generation, supersede_pending=True, state=SeriesState.ANALYSED, emptied=True)
+
+
 def on_request(state: SeriesState, generation: int, has_open_job: bool, purged: bool = False) -> Reanalysis | str:
     """An operator asks for a new analysis of a series: the plan, or why not (a sentence)."""
     if purged:
-        return "its images were purged (svdmark purge): send the series again to analyse it"
+        return ("its images were purged (svdmark purge) or sent again under another series: send the series again to "
+                "analyse it")
     if state is SeriesState.RECEIVING:
         return "its instances are still arriving; it is analysed once complete"
     if state is SeriesState.QUEUED or has_open_job:

@@ -253,8 +253,8 @@ def run_jobs_retry(args) -> int:
         return fail(args, f"no job {args.job_id}")
     if not journal.retry_job(args.job_id):
         if record.state.value == "failed" and journal.images_purged(record.series_uid, record.generation):
-            return fail(args, f"job {args.job_id}: the series' images were purged (svdmark purge); send the series "
-                              "again to analyse it")
+            return fail(args, f"job {args.job_id}: the series' images were purged (svdmark purge) or sent again "
+                              "under another series; send the series again to analyse it")
         return fail(args, f"job {args.job_id} is {record.state.value}, not failed; only failed jobs are re-queued")
     emit(args, {"job_id": args.job_id, "requeued": True}, f"job {args.job_id} re-queued")
     return 0

@@ -14,9 +14,12 @@ one row the journal refuses (or a bug) fails only its own instance. Works over a
 from __future__ import annotations
 
 import threading
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..journal_api import ReceiveJournal
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..journal import Recorded
 
 
 class CommitInterrupted(RuntimeError):
@@ -29,7 +32,7 @@ class _Row:
     def __init__(self, kwargs: dict[str, Any]):
         self.kwargs, self.outcome, self.error, self.done, self.alone = kwargs, None, None, False, False
 
-    def result(self) -> str:
+    def result(self) -> "Recorded":
         if self.error is not None:
             raise self.error
         return self.outcome
@@ -48,13 +51,13 @@ class GroupCommit:
     def instance_digest(self, sop_uid: str) -> str | None:
         return self.journal.instance_digest(sop_uid)
 
-    def record_instances(self, rows: Sequence[Mapping[str, Any]], now: float | None = None) -> list[str]:
+    def record_instances(self, rows: Sequence[Mapping[str, Any]], now: float | None = None) -> list["Recorded"]:
         return self.journal.record_instances(rows, now)
 
     def mark_released(self, series_uids: Sequence[str]) -> None:
         self.journal.mark_released(series_uids)
 
-    def record_instance(self, *, now: float | None = None, **kwargs: Any) -> str:
+    def record_instance(self, *, now: float | None = None, **kwargs: Any) -> "Recorded":
         if now is not None:
             return self.journal.record_instance(now=now, **kwargs)
         row = _Row(kwargs)

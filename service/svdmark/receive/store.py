@@ -4,7 +4,9 @@ The receiver keeps each C-STORE this way, and ``svdmark analyze --enqueue`` each
 leave the same spool path, digest and journal row. The digest (:func:`digest`, SHA-256 of the Part 10 bytes)
 tells a resend from a change: the same bytes under a SOP Instance UID already journalled are a ``duplicate``
 and change nothing in the journal; other bytes replace the instance (the journal reopens its series). A file is kept only
-with its row: when the row cannot be committed, a file that was not there before is removed again.
+with its row: when the row cannot be committed, a file that was not there before is removed again. A replacement under
+another Series (or Study) Instance UID has its file in another folder: once its row is committed, the file the row
+named before (:attr:`svdmark.journal.Recorded.displaced`) is removed, so that an instance is stored once.
 
 The journal is asked for the digest before anything is written only where the instance's spool file exists:
 a journalled instance always has its file (the spool keeps a file only with its row, and nothing removes
@@ -19,11 +21,15 @@ Errors: an ``OSError`` is the spool's (the file could not be written); the journ
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 from ..journal_api import ReceiveJournal
+from ..logs import event
 from ..spool import Spool
 from .inspect import Inspected
+
+log = logging.getLogger("svdmark.receive")
 
 
 def digest(data: bytes) -> str:
@@ -43,7 +49,7 @@ def keep(journal: ReceiveJournal, spool: Spool, item: Inspected, data: bytes, *,
         return "duplicate"
     path = spool.place(spool.incoming, item.study_uid, item.series_uid, item.sop_uid, data, source)
     try:
-        return journal.record_instance(
+        outcome = journal.record_instance(
             sop_uid=item.sop_uid, study_uid=item.study_uid, series_uid=item.series_uid, sop_class=item.sop_class,
             transfer_syntax=transfer_syntax, path=path, size=len(data), digest=sha, modality=item.modality,
             geometry=item.geometry, calling_ae=calling_ae,
@@ -52,6 +58,22 @@ def keep(journal: ReceiveJournal, spool: Spool, item: Inspected, data: bytes, *,
         if not existed and not _committed(journal, item.sop_uid, sha):  # no orphan: a file only with its row
             spool.discard(path)
         raise
+    if outcome.displaced is not None:
+        _discard_displaced(spool, outcome.displaced, item.sop_uid)
+    return outcome
+
+
+def _discard_displaced(spool: Spool, displaced: Path, sop_uid: str) -> None:
+    """Remove the file an instance's row named before it moved to another series (module doc). The row is committed
+    and the instance stored: a file that cannot be removed is logged and left, never a failed C-STORE; one outside
+    this spool's ``incoming`` area (a spool moved since) is left alone."""
+    if not Path(displaced).is_relative_to(spool.incoming):
+        return
+    try:
+        spool.discard(displaced)
+    except OSError as exc:
+        event(log, "displaced_file_kept", logging.WARNING, sop_uid=sop_uid,
+              reason=f"{type(exc).__name__}: {exc.strerror or exc}")
 
 
 def _committed(journal: ReceiveJournal, sop_uid: str, sha: str) -> bool:
