@@ -301,8 +301,6 @@ def _numbers(data: Mapping, key: str, kind=float, where: str = "") -> tuple:
 # the CT noise score's residual (``svdmark.measure.quality``): "median", which integer HU collapse to 0 and on which
 # every manifest without ``quality.noise_score`` set its limit, or "neighbour_mean" (wml-ncct 1.12.5 on)
 NOISE_SCORES = ("median", "neighbour_mean")
-# every score the quality gate can report (measure.quality; a results table has a column for each)
-QUALITY_SCORES = ("coverage_mm", "tissue_level", "noise", "slice_mm", "tta_spread", "candidates_per_ml")
 INPUT_KINDS = ("slice2d", "patch3d")  # 2-D sliding window (WML) | 3-D candidate patches (CMB)
 # the test-time flips each input kind knows (``input.tta``; the runtime maps them to array axes)
 TTA_NAMES = {"slice2d": ("lr", "slices"), "patch3d": ("normal", "column", "row", "transpose")}

@@ -32,7 +32,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from ..domain import QUALITY_SCORES, BurdenGrade
+from ..domain import BurdenGrade
 from ..summary import ResultSummary
 from .acquisition import DESCRIPTOR_COLUMNS
 from .files import write_file
@@ -106,10 +106,12 @@ def result_columns(ruleset) -> list[str]:
     """The results table's columns for this rule set: the fixed ones, then each rule's category and per-series
     values (``RuleSet.value_names`` less the constants), then one per quality-gate score. The same for every run
     with the same rule set, whatever its series were (all WML, all SWI, all failed), so tables stack."""
+    from ..measure.quality import SCORES
+
     constants = rule_constants(ruleset)
     flags = [flag_column(r.id, what) for r in ruleset.rules
              for what in ("category", *ruleset.value_names(r.id)) if (r.id, what) not in constants]
-    return COLUMNS + flags + [quality_column(s) for s in QUALITY_SCORES]
+    return COLUMNS + flags + [quality_column(s) for s in SCORES]
 
 
 def base_row(**identity) -> dict:

@@ -128,6 +128,7 @@ _REASONS = {
     "candidates_per_ml": "{v:.1f} dark-blob candidates per mL of head, above the model's limit of {lim:.1f} "
                          "(artefacts or an unfamiliar image)",
 }
+SCORES = tuple(_REASONS)  # every score the gate can report (a results table has a column for each)
 # where falling below a floor means something else than exceeding a limit
 _REASONS_BELOW = {
     "candidates_per_ml": "only {v:.3f} dark-blob candidates per mL of head, below the model's floor of {lim:.3f}: "
