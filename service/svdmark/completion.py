@@ -1,7 +1,8 @@
 """Is a series complete? Decided from evidence; a part is never reported as the whole.
 
 Evidence, in order of strength:
-  * declared counts: an Enhanced multi-frame instance is complete in itself; instances that
+  * declared counts: an Enhanced multi-frame instance is complete in itself once its association has ended (an
+    enhanced series may be split over several objects, the next on its way while it is open); instances that
     declare Images in Acquisition = N (one acquisition) are complete when N are present, and
     **not before**, whatever the geometry or the association says: a first association
     carrying 14 of 29 slices is a gap-free stack, but not the series;
@@ -119,9 +120,10 @@ def decide(ev: SeriesEvidence, settle_seconds: float, fallback_seconds: float,
         return None
     n = len(ev.instances)
     if counts_complete(ev.instances):
-        if _multiframe(ev.instances):
+        if not _multiframe(ev.instances):
+            return Completion(f"declared count reached ({n} image{'s' if n != 1 else ''} in acquisition)")
+        if not ev.association_open:  # while it is open, another object of an enhanced series split in parts may come
             return Completion("multi-frame instance received")
-        return Completion(f"declared count reached ({n} image{'s' if n != 1 else ''} in acquisition)")
     if ev.quiet_seconds >= fallback_seconds:
         warning = missing(ev)
         if warning is None:

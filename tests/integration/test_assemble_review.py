@@ -185,13 +185,10 @@ def split_multiframe(path: Path, parts: int) -> list[Path]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="seen, not fixed: a multi-frame instance is complete in itself while its "
-                                       "association is open, as tests/unit/test_completion.py::"
-                                       "test_multiframe_instance_is_complete_by_itself requires")
 def test_the_first_of_two_multiframe_instances_is_not_analysed_alone(tmp_path, listener):
     """An enhanced series in two multi-frame instances (frames split, or magnitude and phase), the second a large
     object still in transfer after the settle time: the first was queued alone, and the second opened
-    generation 2."""
+    generation 2; now a lone multi-frame object waits while its association is open."""
     study = write_study(tmp_path / "in", seed=66, kind="swi", vendor="philips", matrix=32, n_slices=8, enhanced=True,
                         distractors=False)
     (whole,) = sorted(Path(study.out_dir).rglob("*.dcm"))

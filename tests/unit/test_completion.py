@@ -79,10 +79,16 @@ def test_gap_waits_past_the_fallback_timer_then_completes_with_a_warning():
     assert done.warning == "incomplete series: 19 of 20 images (gap in the slice positions)"
 
 
-def test_multiframe_instance_is_complete_by_itself():
+def test_multiframe_instance_is_complete_by_itself_once_its_association_ends():
+    """One multi-frame object carries a whole series, unless the series is split in parts (frames, or magnitude and
+    phase): while its association is open the next part may be on its way, so it waits (the quiet timer still ends
+    the wait for a sender that holds its association open)."""
     g = [SliceGeometry(frames=48)]
     assert counts_complete(g)
-    assert "multi-frame" in reason(ev(g, released=False, open_=True), 2, 60)
+    assert "multi-frame" in reason(ev(g), 2, 60)
+    assert "multi-frame" in reason(ev(g, released=False, open_=False), 2, 60)  # aborted after it: nothing to wait for
+    assert decide(ev(g, released=False, open_=True), 2, 60) is None
+    assert decide(ev(g, released=False, open_=True, quiet=61), 2, 60) is not None
 
 
 def test_released_non_stack_completes_without_waiting_for_fallback():
