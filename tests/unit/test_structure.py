@@ -1,4 +1,5 @@
 """The strict structure walk of a received body (svdmark.receive.structure), on hand-built element streams."""
+import io
 import struct
 
 import pytest
@@ -80,7 +81,35 @@ def test_inflate_refuses_a_bomb():
     bomb = c.compress(b"\0" * 10_000_000) + c.flush()
     with pytest.raises(StructureError) as exc:
         structure.inflate(bomb, 1_000_000)
-    assert exc.value.kind == structure.LENGTH
+    assert exc.value.kind == structure.TOO_LARGE
+
+
+def test_a_deflated_dataset_may_not_inflate_past_the_size_cap():
+    """A few kB of deflate that would inflate to 5 MB, under a 1 MB cap: refused as too large (0xA701) while inflating,
+    never held in memory past the cap that a plain dataset has (it was allowed 8 times that)."""
+    import zlib
+
+    from pydicom import Dataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from svdmark.receive.inspect import STATUS_DATASET_TOO_LARGE, inspect
+    from svdmark.errors import Rejected
+
+    meta = Dataset()
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = "1.2.3"
+    ds = Dataset()
+    ds.file_meta = meta
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = buf.getvalue()[:structure.body_offset(buf.getvalue())]  # preamble and file meta, no body
+    data = head + c.compress(b"\0" * 5_000_000) + c.flush()
+    assert len(data) < 30_000
+    with pytest.raises(Rejected) as exc:
+        inspect(data, max_bytes=1_000_000)
+    assert exc.value.status == STATUS_DATASET_TOO_LARGE and "inflates to more than 1000000 bytes" in str(exc.value)
 
 
 def test_a_dataset_is_checked_where_it_lies_in_a_larger_buffer():

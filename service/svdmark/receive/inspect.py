@@ -47,8 +47,7 @@ STATUS_TRUNCATED = 0xC001  # pixel data short of its size, or an element's decla
 STATUS_WRONG_ENCODING = 0xC002  # body not encoded in the negotiated transfer syntax
 STATUS_UNKNOWN_VR = 0xC003
 _STRUCTURE_STATUS = {structure.LENGTH: STATUS_TRUNCATED, structure.ENCODING: STATUS_WRONG_ENCODING,
-                     structure.UNKNOWN_VR: STATUS_UNKNOWN_VR}
-INFLATE_FACTOR = 8  # a deflated body may inflate to this many times the size cap, no more
+                     structure.UNKNOWN_VR: STATUS_UNKNOWN_VR, structure.TOO_LARGE: STATUS_DATASET_TOO_LARGE}
 
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality", "Rows", "Columns")
 _REQUIRED_SINGLE_FRAME = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
@@ -171,7 +170,8 @@ def _parse(data: bytes, max_bytes: int | None) -> _Header:
     body = data  # the dataset is checked and read where it lies, from ``start`` (a copy of it costs more)
     try:
         if ts == DeflatedExplicitVRLittleEndian:
-            body, start = structure.inflate(data[start:], INFLATE_FACTOR * (max_bytes or len(data) * 64)), 0
+            # inflated, no larger than the size cap a plain dataset has: 4 MB of deflate must not take 4 GB of memory
+            body, start = structure.inflate(data[start:], max_bytes or len(data) * 64), 0
         spans = structure.check(body, ts.is_implicit_VR, ts.is_little_endian, collect=_PARSED_TAG_SET, start=start)
     except structure.StructureError as exc:
         raise Rejected(_STRUCTURE_STATUS[exc.kind], str(exc)) from None

@@ -25,7 +25,7 @@ _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 _MAX_DEPTH = 32
 
-LENGTH, ENCODING, UNKNOWN_VR = "length", "encoding", "vr"
+LENGTH, ENCODING, UNKNOWN_VR, TOO_LARGE = "length", "encoding", "vr", "too large"
 
 # Explicit VR Little Endian, nearly every received instance: one unpack per header, the VR looked up as bytes
 _EXPLICIT_LE = struct.Struct("<HH2sH")  # group, element, VR, 2-byte length
@@ -86,7 +86,7 @@ def inflate(body: bytes, limit: int) -> bytes:
         raise StructureError(ENCODING, "the transfer syntax says deflated, but the body is not a deflate stream") \
             from None
     if d.unconsumed_tail:
-        raise StructureError(LENGTH, f"the deflated body inflates to more than {limit} bytes")
+        raise StructureError(TOO_LARGE, f"the deflated dataset inflates to more than {limit} bytes")
     return out
 
 
