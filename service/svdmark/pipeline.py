@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Literal, Mapping, Sequence
 
 import pydicom
+import pydicom.datadict
 
 from . import encode, measure, route, volume
 from .domain import FULL_PROFILE, AnalysisResult, ModelSpec, RouteKind, RoutingDecision, Series
@@ -104,8 +105,9 @@ def read_header(source: SeriesSource) -> pydicom.Dataset:
 
 
 def read_series(source: SeriesSource) -> Series:
-    """Every instance in full (pixel data included), ordered by SOP Instance UID."""
-    return Series(source.study_uid, source.series_uid, tuple(_read(src) for _, src in source.ordered()))
+    """Every instance in full (pixel data included), ordered by SOP Instance UID; each header's digest is taken
+    as read, before any stage parses a value (:func:`uid_seed`)."""
+    return Series(source.study_uid, source.series_uid, tuple(_with_digest(_read(src)) for _, src in source.ordered()))
 
 
 RESULT_SECTIONS = ("input", "candidates", "output", "uncertainty", "quality")  # manifest parts that shape a result
@@ -114,9 +116,11 @@ RESULT_SECTIONS = ("input", "candidates", "output", "uncertainty", "quality")  #
 def uid_seed(series: Series, model: ModelSpec, ruleset_version: str) -> str:
     """Same inputs → same output UIDs, so a re-run after a crash reproduces identical objects.
 
-    The inputs are the series' instances (UID and pixel data, so a replaced instance with the same UID
-    gives new objects), the model file (sha256), the manifest sections that shape the result (a new
-    calibration or quality-gate limit gives new objects) and the rule-set version.
+    The inputs are the series' instances (UID, header and pixel data, so a replaced instance with the same
+    UID gives new objects: new pixels, or a corrected patient name or ID, which the objects copy and which
+    a destination holding the earlier objects under the same UIDs would never receive), the model file
+    (sha256), the manifest sections that shape the result (a new calibration or quality-gate limit gives
+    new objects) and the rule-set version.
     """
     h = hashlib.sha256()
     sections = json.dumps({k: model.manifest.get(k) for k in RESULT_SECTIONS}, sort_keys=True, default=str)
@@ -124,9 +128,39 @@ def uid_seed(series: Series, model: ModelSpec, ruleset_version: str) -> str:
         h.update(part.encode() + b"\0")
     for d in sorted(series.datasets, key=lambda d: str(d.SOPInstanceUID)):
         h.update(str(d.SOPInstanceUID).encode() + b"\0")
+        h.update(getattr(d, _DIGEST, None) or _header_digest(d))
         pixels = d.get("PixelData")
         h.update(hashlib.sha256(bytes(pixels) if pixels is not None else b"").digest())
     return h.hexdigest()
+
+
+# what the SR, SEG and summary image copy of the patient and the study (highdicom's Patient and General Study
+# modules, the character set they are read in): a correction to any of them gives new objects
+_COPIED = tuple(pydicom.datadict.tag_for_keyword(k) for k in (
+    "SpecificCharacterSet", "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
+    "PatientAge", "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+    "StudyDescription"))
+_DIGEST = "_svdmark_header_digest"  # kept on a dataset by read_series
+
+
+def _with_digest(ds: pydicom.Dataset) -> pydicom.Dataset:
+    setattr(ds, _DIGEST, _header_digest(ds))
+    return ds
+
+
+def _header_digest(ds: pydicom.Dataset) -> bytes:
+    """The patient and study attributes the objects copy (``_COPIED``): a value not parsed yet as its bytes, less
+    their padding (nothing is parsed here: parsing may warn with the value in the text), a parsed one as its text.
+    Text values have the same bytes in every little-endian transfer syntax, so the same series read from a bare
+    dataset or a Part 10 file gives the same digest; taken as a file is read (:func:`read_series`), the same file
+    gives the same digest whatever the stages parse later."""
+    h = hashlib.sha256()
+    for tag in _COPIED:
+        elem = ds.get_item(tag) if tag in ds else None
+        value = b"" if elem is None or elem.value is None else elem.value
+        raw = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else str(value).encode()
+        h.update(f"{int(tag):08x}".encode() + raw.rstrip(b" \0") + b"\0")
+    return h.digest()
 
 
 def incomplete_refused(warning: str | None, policy: str) -> "Failed | None":

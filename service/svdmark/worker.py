@@ -55,6 +55,7 @@ class Worker:
     backoff_cap_seconds: float = 600.0
     # outcomes the journal refused to record, by job id: (job, outcome, whether the journal's error was transient)
     _unrecorded: dict[int, tuple[JobRow, Unfinished, bool]] = field(default_factory=dict, init=False, repr=False)
+    _recording: set[int] = field(default_factory=set, init=False, repr=False)  # kept outcomes a thread records now
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _claim_failing: bool = field(default=False, init=False, repr=False)
     _running: dict[int, int] = field(default_factory=dict, init=False, repr=False)  # thread id → job id
@@ -273,10 +274,15 @@ class Worker:
     def _record_unrecorded(self) -> bool:
         """Record outcomes the journal refused earlier. False while the journal still refuses one
         for a transient reason (a full disk): no new job is claimed until it takes them."""
-        with self._lock:
-            kept = [(job, outcome) for job, outcome, _ in self._unrecorded.values()]
-        for job, outcome in kept:
-            self._record(job, outcome)
+        with self._lock:  # one thread records each kept outcome: twice would journal it, then call it stale
+            kept = [(job, outcome) for job, outcome, _ in self._unrecorded.values() if job.id not in self._recording]
+            self._recording.update(job.id for job, _ in kept)
+        try:
+            for job, outcome in kept:
+                self._record(job, outcome)
+        finally:
+            with self._lock:
+                self._recording.difference_update(job.id for job, _ in kept)
         with self._lock:
             return not any(is_transient for _, _, is_transient in self._unrecorded.values())
 
