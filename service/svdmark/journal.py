@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass, fields
@@ -53,7 +54,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 from .assemble.reanalysis import after_departure, after_instance, on_request
 from .domain import DeliveryState, JobState, OutputKind, SendClaim, SeriesState
 from .geometry import SliceGeometry
-from .journal_engine import ERRORS, Connection, Engine
+from .journal_engine import ERRORS, OPERATIONAL_ERRORS, Connection, Engine
 from .summary import ResultSummary
 
 SCHEMA = """
@@ -503,6 +504,11 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.owner = owner or process_id()
         self.lease_seconds = float(lease_seconds)
+        # the jobs and deliveries this object handed out (claim_job, start_sending) and not yet settled: the only
+        # leases heartbeat renews. A claim whose commit reached the server but whose answer was lost (a connection
+        # reset) is not here, so its lease lapses and recovery frees it instead of the heartbeat keeping it forever
+        self._held: dict[str, set[int]] = {"jobs": set(), "deliveries": set()}
+        self._held_guard = threading.Lock()
         with self._engine.schema_lock():
             db = self._conn()
             found = self._engine.schema_version(db)
@@ -874,9 +880,19 @@ class Journal:
                 return None
             db.execute("UPDATE jobs SET state=?, started_at=?, owner=?, lease_until=? WHERE id=?",
                        (JobState.RUNNING.value, now, self.owner, now + self.lease_seconds, row["id"]))
-            return JobRow(row["id"], row["series_uid"], row["study_uid"], row["generation"], JobState.RUNNING,
-                          row["completion"], row["attempts"], row["routing"], row["detail"], row["interruptions"],
-                          row["completion_warning"])
+            job = JobRow(row["id"], row["series_uid"], row["study_uid"], row["generation"], JobState.RUNNING,
+                         row["completion"], row["attempts"], row["routing"], row["detail"], row["interruptions"],
+                         row["completion_warning"])
+        self._hold("jobs", job.id)  # committed: the caller has it
+        return job
+
+    def _hold(self, kind: str, item: int) -> None:
+        with self._held_guard:
+            self._held[kind].add(item)
+
+    def _release(self, kind: str, item: int) -> None:
+        with self._held_guard:
+            self._held[kind].discard(item)
 
     def retry_job_later(self, job: JobRow, reason: str, delay: float, max_attempts: int,
                         now: float | None = None) -> JobState | None:
@@ -887,6 +903,11 @@ class Journal:
         nothing) if the job is no longer running.
         """
         now = self.now() if now is None else now
+        state = self._retry_later(job, reason, delay, max_attempts, now)
+        self._release("jobs", job.id)  # settled (or no longer this process's)
+        return state
+
+    def _retry_later(self, job: JobRow, reason: str, delay: float, max_attempts: int, now: float) -> JobState | None:
         with self._tx() as db:
             db.lock(job.series_uid)
             row = db.execute("SELECT attempts FROM jobs WHERE id=? AND state=? AND owner=?",
@@ -964,8 +985,36 @@ class Journal:
 
         Raises :class:`LeaseLost` (and records nothing) when this process no longer holds the job: its lease
         ran out and the job went back to the queue, so another worker's run is the one that counts.
+
+        A connection that broke during the commit leaves its outcome unknown to this process: the job's row is read
+        again (on a new connection), and where this call's commit is there, the call returns as if nothing broke;
+        else the error is raised (nothing was recorded, or the journal cannot be read to tell).
         """
         now = self.now()
+        try:
+            self._finish_job(job, state, now, routing=routing, rule_id=rule_id, detail=detail, model=model,
+                             ruleset_version=ruleset_version, summary=summary, outputs=outputs,
+                             deliveries=deliveries, supersede=supersede)
+        except LeaseLost:
+            self._release("jobs", job.id)
+            raise
+        except OPERATIONAL_ERRORS:
+            if not self._finished_at(job.id, state, now):
+                raise
+        self._release("jobs", job.id)
+
+    def _finished_at(self, job_id: int, state: JobState, now: float) -> bool:
+        """Whether the journal holds this job as finished by the call stamped ``now`` (its commit went through)."""
+        try:
+            rows = self._query("SELECT state, owner, finished_at FROM jobs WHERE id=?", (job_id,))
+        except ERRORS:
+            return False
+        return bool(rows) and (rows[0]["state"], rows[0]["owner"], rows[0]["finished_at"]) == (state.value, None, now)
+
+    def _finish_job(self, job: JobRow, state: JobState, now: float, *, routing: str | None,
+                    rule_id: str | None, detail: str | None, model: tuple[str, str, str] | None,
+                    ruleset_version: str | None, summary: ResultSummary | None, outputs: Sequence[ResultObject],
+                    deliveries: Sequence[tuple[str, str]], supersede: Supersession | None) -> None:
         name, version, sha = model or (None, None, None)
         with self._tx() as db:
             db.lock(job.series_uid)
@@ -1024,6 +1073,10 @@ class Journal:
         """A failed job back to the queue; False (nothing changed) unless it failed and its images are still in the
         spool (not purged since, nor a purge behind the series' present generation)."""
         with self._tx() as db:
+            found = db.execute("SELECT series_uid FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if found is None:
+                return False
+            db.lock(found["series_uid"])  # a purge of the series in progress commits first; the check below sees it
             row = db.execute(f"SELECT series_uid, generation, state FROM jobs WHERE id=?{db.for_update}",
                              (job_id,)).fetchone()
             if row is None or row["state"] not in (JobState.FAILED.value,):
@@ -1085,13 +1138,21 @@ class Journal:
                              (DeliveryState.SENDING.value, self.owner, now + self.lease_seconds, delivery_id,
                               DeliveryState.PENDING.value, *_NOTE_WAITS_ARGS))
             if cur.rowcount == 1:
-                return SendClaim.STARTED
-            row = db.execute("SELECT state FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
-            pending = row is not None and row["state"] == DeliveryState.PENDING.value
-            return SendClaim.WAITING if pending else SendClaim.WITHDRAWN
+                claim = SendClaim.STARTED
+            else:
+                row = db.execute("SELECT state FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
+                pending = row is not None and row["state"] == DeliveryState.PENDING.value
+                claim = SendClaim.WAITING if pending else SendClaim.WITHDRAWN
+        if claim is SendClaim.STARTED:
+            self._hold("deliveries", delivery_id)  # committed: the caller sends it
+        return claim
 
     def mark_delivered(self, delivery_id: int, detail: str = "") -> None:
-        """The destination confirmed this object: never sent again."""
+        """The destination confirmed this object: never sent again.
+
+        Whether or not this call gets through, the heartbeat stops renewing the delivery's lease (the outbox does
+        not call again): a confirmation the journal could not take lapses and the object is sent once more."""
+        self._release("deliveries", delivery_id)
         now = self.now()
         with self._tx() as db:
             db.execute(
@@ -1113,6 +1174,7 @@ class Journal:
         lapsed during the try and that process has taken the delivery over (``lease-lost``); requeueing it
         would let a third process send it beside that one.
         """
+        self._release("deliveries", delivery_id)  # as in mark_delivered: this try is over
         now = self.now()
         with self._tx() as db:
             row = db.execute(f"SELECT destination, rejected_by, state, owner FROM deliveries WHERE id=?"
@@ -1350,8 +1412,9 @@ class Journal:
     # ---------------------------------------------------------------- processes, leases, leadership
     def heartbeat(self, roles: Sequence[str], *, current_job: int | None = None, open_series: Sequence[str] = (),
                   detail: dict | None = None, now: float | None = None) -> int:
-        """This process is alive: its row in the process table, and its leases renewed. Returns the number of
-        jobs and deliveries whose lease it still holds. Re-measures :attr:`clock_offset` (clocks drift)."""
+        """This process is alive: its row in the process table, and the leases renewed of the jobs and deliveries
+        it is working on (handed out by this object and not settled yet). Returns the number of those whose lease
+        it still holds. Re-measures :attr:`clock_offset` (clocks drift)."""
         self.clock_offset = self._engine.clock_offset(self._clock)
         now = self.now() if now is None else now
         host, pid = socket.gethostname(), os.getpid()
@@ -1363,10 +1426,14 @@ class Journal:
                 " detail=excluded.detail",
                 (self.owner, ",".join(roles), host, pid, now, now, current_job, json.dumps(sorted(open_series)),
                  json.dumps({**(detail or {}), "clock_offset_s": round(self.clock_offset, 3)}, sort_keys=True)))
-            held = db.execute("UPDATE jobs SET lease_until=? WHERE owner=? AND state=?",
-                              (now + self.lease_seconds, self.owner, JobState.RUNNING.value)).rowcount
-            held += db.execute("UPDATE deliveries SET lease_until=? WHERE owner=? AND state=?",
-                               (now + self.lease_seconds, self.owner, DeliveryState.SENDING.value)).rowcount
+            with self._held_guard:
+                jobs, sends = sorted(self._held["jobs"]), sorted(self._held["deliveries"])
+            held = 0
+            for table, ids, state in (("jobs", jobs, JobState.RUNNING), ("deliveries", sends, DeliveryState.SENDING)):
+                if ids:
+                    held += db.execute(f"UPDATE {table} SET lease_until=? WHERE owner=? AND state=?"
+                                       f" AND id IN ({','.join('?' * len(ids))})",
+                                       (now + self.lease_seconds, self.owner, state.value, *ids)).rowcount
             return held
 
     def leave(self) -> None:
