@@ -202,13 +202,19 @@ def test_a_lapsed_worker_records_nothing_and_its_rerun_records_once(postgres_url
 
 
 # ------------------------------------------------------------------------------------------ deliveries
+def _delivered_job(postgres_url: str) -> Journal:
+    """A worker's journal with one finished job whose SR waits for destination PACS."""
+    worker = Journal(postgres_url, owner="worker")
+    _queue(worker, "1.2.9.1", now=100.0)
+    worker.finish_job(worker.claim_job(), JobState.DONE, outputs=[_sr("9.1")], deliveries=[("9.1", "PACS")])
+    return worker
+
+
 def test_a_delivery_whose_confirmation_could_not_be_journalled_is_not_left_sending(postgres_url):
     """The destination confirmed; mark_delivered failed on a broken connection (the outbox does not call again).
     The heartbeat must not keep that delivery 'sending' for the life of the process: it lapses and is sent
     once more (same SOP Instance UID, the documented at-least-once of the DICOM boundary)."""
-    worker = Journal(postgres_url, owner="worker")
-    _queue(worker, "1.2.9.1", now=100.0)
-    worker.finish_job(worker.claim_job(), JobState.DONE, outputs=[_sr("9.1")], deliveries=[("9.1", "PACS")])
+    worker = _delivered_job(postgres_url)
     exporter = Journal(postgres_url, owner="exporter", lease_seconds=LEASE)
     (d,) = exporter.due_deliveries()
     assert exporter.start_sending(d.id)
@@ -221,9 +227,7 @@ def test_a_delivery_whose_confirmation_could_not_be_journalled_is_not_left_sendi
 
 
 def test_two_outboxes_never_both_start_a_delivery_requeued_after_a_lapse(postgres_url):
-    worker = Journal(postgres_url, owner="worker")
-    _queue(worker, "1.2.9.1", now=100.0)
-    worker.finish_job(worker.claim_job(), JobState.DONE, outputs=[_sr("9.1")], deliveries=[("9.1", "PACS")])
+    worker = _delivered_job(postgres_url)
     a = Journal(postgres_url, owner="A", lease_seconds=LEASE)
     (d,) = a.due_deliveries()
     assert a.start_sending(d.id)
