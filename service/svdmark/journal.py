@@ -1031,7 +1031,17 @@ class Journal:
                 _insert_result(db, obj, job, now)
             for sop_uid, dest in deliveries:
                 _queue_delivery(db, sop_uid, dest, now)
-            if supersede is not None:
+            if db.execute("SELECT 1 FROM jobs WHERE series_uid=? AND generation>? AND state=?",
+                          (job.series_uid, job.generation, JobState.DONE.value)).fetchone() is not None:
+                # a later generation (another worker's) is journalled already: these results are history, never
+                # sent after it; the earlier ones it superseded itself (rejection notes built for them are kept as
+                # results, for retention, and not sent)
+                db.execute("UPDATE deliveries SET state=? WHERE state=? AND sop_uid IN"
+                           " (SELECT sop_uid FROM results WHERE job_id=?)",
+                           (DeliveryState.SUPERSEDED.value, DeliveryState.PENDING.value, job.id))
+                for rej in supersede.rejections if supersede is not None else ():
+                    _insert_result(db, rej.note, job, now)
+            elif supersede is not None:
                 self._supersede(db, job, supersede, now)
             self._settle_series(db, job.series_uid, job.generation)
 

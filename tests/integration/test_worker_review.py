@@ -193,8 +193,6 @@ def test_two_workers_one_kept_outcome_is_recorded_once(site, monkeypatch, caplog
     assert names == ["job_outcome_unrecorded", "analysis_failed"]
 
 
-@pytest.mark.xfail(strict=True, reason="journal.finish_job journals an older generation's results after a newer "
-                                       "generation's job is done: they are sent last and never rejected")
 def test_an_older_generation_finishing_after_the_newer_one_is_not_sent(site, monkeypatch):
     """Two workers: generation 1 is being analysed when a late instance opens generation 2, which another worker
     analyses and journals first. Generation 1's results, journalled afterwards, must not reach the PACS after the
