@@ -42,6 +42,7 @@ RETENTION_ACTOR = "svdmark serve"  # who the audit trail names for the service's
 RUNTIME_FILE = "service.json"  # where a running service says which port it listens on (for `svdmark status`)
 OPEN_VIEW_HEARTBEATS = 3  # another receiver's open series count while it was heard from within this many heartbeats
 MODELS_CHECK_SECONDS = 60.0  # how often a working process checks its models (the sha256 of a few MB each)
+MODELS_RECHECK_SECONDS = 10.0  # at most this long between checks while one fails: /healthz recovers soon after a fix
 
 
 class Service:
@@ -97,7 +98,8 @@ class Service:
         if self.worker is not None:
             loops += [GuardedLoop(f"worker-{i}", self.worker.run_one, self._stop, idle_seconds=0.2)
                       for i in range(max(1, self.config.workers))]
-            loops.append(GuardedLoop("models", self._models_step, self._stop, idle_seconds=MODELS_CHECK_SECONDS))
+            loops.append(GuardedLoop("models", self._models_step, self._stop, idle_seconds=MODELS_CHECK_SECONDS,
+                                     backoff_cap_seconds=MODELS_RECHECK_SECONDS))
         if "export" in self.roles:
             dropped = self.outbox.drop_unconfigured()
             if dropped:

@@ -32,7 +32,7 @@ def test_an_altered_model_file_turns_healthz_unhealthy_until_it_is_right_again(t
         assert "model wml-ncct 1.0.0" in report["problems"]["models"] and "checksum mismatch" in report["problems"]["models"]
         assert "cmb-swi" not in report["problems"]["models"]  # the sound model is not named
         shutil.copy(tmp_path / "good.onnx", onnx)
-        wait_until(lambda: healthz(port)[0] == 200 or None, 30, "/healthz 200 once the file is right")
+        wait_until(lambda: healthz(port)[0] == 200 or None, 60, "/healthz 200 once the file is right")
     finally:
         svc.stop()
         for name in health.problems():
