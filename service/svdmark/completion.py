@@ -28,8 +28,7 @@ questions of an archive, as if its sender had released the association long ago 
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Sequence
 
 from .geometry import SliceGeometry, stack_problem, stack_spacing
@@ -51,21 +50,6 @@ class Completion:
 
     reason: str
     warning: str | None = None
-
-
-_FAR_MM = 1e7  # a coordinate beyond this is no position in a patient (and ± it apart would overflow the spacing)
-
-
-def _usable(geoms: Sequence[SliceGeometry]) -> list[SliceGeometry]:
-    """The geometry, a position or orientation that is not 3 or 6 finite numbers taken as absent (the listener
-    checks that they are present, not how many values they hold): the stack check names it instead of raising."""
-    def ok(v, n):
-        return v is not None and len(v) == n and all(math.isfinite(x) and abs(x) < _FAR_MM for x in v)
-    return [g if ok(g.ipp, 3) and ok(g.iop, 6) else replace(g, ipp=None, iop=None) for g in geoms]
-
-
-def _stack_problem(geoms: Sequence[SliceGeometry]) -> str | None:
-    return stack_problem(_usable(geoms))
 
 
 def declared_count(geoms: Sequence[SliceGeometry]) -> int | None:
@@ -97,9 +81,9 @@ def missing(ev: SeriesEvidence) -> str | None:
     declared = declared_count(ev.instances)
     if declared is not None and n < declared:
         return f"{INCOMPLETE}: {n} of {declared} images (Images in Acquisition declares {declared})"
-    problem = _stack_problem(ev.instances)
+    problem = stack_problem(ev.instances)
     if problem is not None and problem.startswith("uneven spacing"):
-        expected = stack_spacing(_usable(ev.instances)).expected_count()
+        expected = stack_spacing(ev.instances).expected_count()
         return f"{INCOMPLETE}: {n} of {expected} images (gap in the slice positions)"
     if not ev.released and not ev.association_open:
         return (f"{INCOMPLETE}: {n} images, number expected unknown (the sending association ended "
@@ -136,7 +120,7 @@ def decide(ev: SeriesEvidence, settle_seconds: float, fallback_seconds: float,
         return None  # the declared count wins over release and geometry
     if ev.association_open or not ev.released:
         return None
-    problem = _stack_problem(ev.instances)
+    problem = stack_problem(ev.instances)
     if problem is None:
         return Completion(f"association released and stack geometrically complete ({n} slices)")
     if not problem.startswith(("uneven spacing", "duplicate")):

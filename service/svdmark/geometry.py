@@ -12,6 +12,7 @@ highdicom's ``get_volume_from_series`` rejects outright.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -34,6 +35,7 @@ MAX_ZONE_RATIO = 3.0
 DUPLICATE_TOLERANCE_MM = 1e-3
 DUPLICATE_TOLERANCE_FRACTION = 0.01
 
+_FAR_MM = 1e7  # a coordinate beyond this is no position in a patient (and ± it apart would overflow the spacing)
 LOSSY_KEY = "lossy_source"  # the JSON key of SliceGeometry.lossy_source (only written when true)
 
 
@@ -58,6 +60,14 @@ class SliceGeometry:
             acquisition=_int(ds.get("AcquisitionNumber")),
             lossy_source=lossy,
         )
+
+    @property
+    def placed(self) -> bool:
+        """Whether it has a position (3 finite numbers) and an orientation (6): the listener checks that they are
+        present, not how many values they hold, and a stack check must name such a slice, not raise on it."""
+        def ok(v: tuple[float, ...] | None, n: int) -> bool:
+            return v is not None and len(v) == n and all(math.isfinite(x) and abs(x) < _FAR_MM for x in v)
+        return ok(self.ipp, 3) and ok(self.iop, 6)
 
     def to_json(self) -> dict:
         out: dict = {
@@ -171,7 +181,7 @@ def stack_problem(geoms: Sequence[SliceGeometry]) -> str | None:
     ``volume.load`` that need no pixel data: count, orientation, duplicates, gaps)."""
     if len(geoms) < MIN_SLICES:
         return f"only {len(geoms)} slice(s)"
-    if any(g.ipp is None or g.iop is None for g in geoms):
+    if not all(g.placed for g in geoms):
         return "slices without position or orientation"
     axes = plane_axes(geoms[0].iop)  # type: ignore[arg-type]
     if axes is None:
