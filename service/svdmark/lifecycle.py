@@ -40,6 +40,11 @@ def actor() -> str:
         return f"uid:{uid}"
 
 
+def problem_key(name: str, version: str) -> str:
+    """How :meth:`Lifecycle.in_use` names a version that would not load among its problems."""
+    return f"model {name} {version}"
+
+
 # --------------------------------------------------------------------------- the manager
 class Lifecycle:
     def __init__(self, config, runtime=None):
@@ -139,7 +144,7 @@ class Lifecycle:
                 row["verified"] = True
             except ModelError as exc:
                 row["verified"] = False
-                problems[f"model {m['name']} {m['version']}"] = str(exc)
+                problems[problem_key(m["name"], m["version"])] = str(exc)
             out.append(row)
         return out, problems
 

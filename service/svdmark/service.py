@@ -157,10 +157,10 @@ class Service:
         """Raises while an active model would not load (its loop reports it to /healthz). A shadow candidate's
         problem is logged, not raised: it must never disturb the live service (a probe would restart it)."""
         from .errors import ModelError
-        from .lifecycle import Lifecycle
+        from .lifecycle import Lifecycle, problem_key
 
         models, problems = Lifecycle(self.config).in_use()
-        shadows = {f"model {m['name']} {m['version']}" for m in models if m["shadow"] and not m["active"]}
+        shadows = {problem_key(m["name"], m["version"]) for m in models if m["shadow"] and not m["active"]}
         live = {k: v for k, v in problems.items() if k not in shadows}
         for where in sorted(set(problems) - set(live)):
             event(log, "shadow_model_unusable", logging.WARNING, model=where, reason=problems[where])
