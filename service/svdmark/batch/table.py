@@ -18,8 +18,8 @@ an interval crosses the flag's cut-point or a burden-grade boundary). Per flag r
 ``flag_<rule>_category`` is the category ("not-measurable" for withheld results) and
 ``flag_<rule>_<value>`` its per-series values (``_uncertain``, ``_low``/``_high`` interval ends,
 ``_grade``, ``_or_ratio``...). ``result_columns`` fixes the columns from the rule set and the gate's scores, so
-every run with one rule set has the same columns (empty where no series gave a value) and tables stack. Warnings are counted in ``n_warnings`` and listed one per row in
-``notes.*`` (series_uid, kind, text). ``measurable``, ``category_uncertain`` and the flags'
+every run with one rule set has the same columns (empty where no series gave a value) and tables stack. Warnings
+are counted in ``n_warnings`` and listed one per row in ``notes.*`` (series_uid, kind, text). ``measurable``, ``category_uncertain`` and the flags'
 ``_uncertain``/``_measurable`` are nullable booleans (empty: no gate ran / no interval), so a
 filter reads e.g. ``df[df.measurable.fillna(True) & ~df.category_uncertain.fillna(False)]``.
 """
@@ -227,21 +227,23 @@ def _bool(v):
 
 def write_tables(df, stem: Path) -> list[Path]:
     """``stem``.csv and ``stem``.parquet, each written atomically."""
-    stem = Path(stem)
-    write_file(stem.with_suffix(".csv"), _csv(df))
+    paths = [Path(stem).with_suffix(".csv"), Path(stem).with_suffix(".parquet")]
+    for path in paths:
+        write_file(path, _encoded(df, path.suffix[1:]))
+    return paths
+
+
+def _encoded(df, fmt: str) -> bytes:
+    """The table as ``fmt`` ("csv" or "parquet") bytes."""
+    if fmt == "csv":
+        return _csv(df)
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
-    write_file(stem.with_suffix(".parquet"), buf.getvalue())
-    return [stem.with_suffix(".csv"), stem.with_suffix(".parquet")]
+    return buf.getvalue()
 
 
 def write_one(df, path: Path, fmt: str) -> None:
-    if fmt == "csv":
-        data = _csv(df)
-    else:
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        data = buf.getvalue()
+    data = _encoded(df, fmt)
     if str(path) == "-":
         import sys
 
