@@ -15,6 +15,7 @@ hard-linked, not copied: :meth:`svdmark.spool.Spool.place`).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -432,14 +433,10 @@ def _discard_partial_dataset(assoc) -> None:
     if partial is None:
         return
     message._data_set_file = None
-    try:
+    with contextlib.suppress(OSError):
         partial.close()
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(partial.name)
-    except OSError:
-        pass
 
 
 def _resolve(host: str) -> set[str]:

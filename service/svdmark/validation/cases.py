@@ -121,7 +121,8 @@ def run(config, spec: ModelSpec, runtime, root: Path, skip: list[Path],
 
 
 def one(group, ref: references.Reference, spec: ModelSpec, ctx) -> Case:
-    """Analyse one series and compare it with its reference; never raises for a bad case."""
+    """Analyse one series and compare it with its reference (one that can judge the model: ``run`` checks
+    ``Reference.unusable_for`` first); never raises for a bad case."""
     from ..errors import SvdmarkError
     from ..pipeline import Ignored, analyse, read_series
 
@@ -143,9 +144,6 @@ def one(group, ref: references.Reference, spec: ModelSpec, ctx) -> Case:
 
 def _compare(case: Case, findings, volume, ref: references.Reference, task: Task) -> None:
     case.warnings = list(getattr(findings, "warnings", ()) or ())
-    why_not = ref.unusable_for(task.value)
-    if why_not:
-        raise references.BadReference(why_not)
     mask = references.seg_mask(ref.seg_path, volume) if ref.kind == "mask" else None
     if task is Task.WML:
         if mask is not None:
