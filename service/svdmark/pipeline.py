@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Literal, Mapping, Sequence
 
 import pydicom
-import pydicom.datadict
 
 from . import encode, measure, route, volume
 from .domain import FULL_PROFILE, AnalysisResult, ModelSpec, RouteKind, RoutingDecision, Series
@@ -134,12 +133,6 @@ def uid_seed(series: Series, model: ModelSpec, ruleset_version: str) -> str:
     return h.hexdigest()
 
 
-# what the SR, SEG and summary image copy of the patient and the study (highdicom's Patient and General Study
-# modules, the character set they are read in): a correction to any of them gives new objects
-_COPIED = tuple(pydicom.datadict.tag_for_keyword(k) for k in (
-    "SpecificCharacterSet", "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
-    "PatientAge", "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
-    "StudyDescription"))
 _DIGEST = "_svdmark_header_digest"  # kept on a dataset by read_series
 
 
@@ -149,13 +142,13 @@ def _with_digest(ds: pydicom.Dataset) -> pydicom.Dataset:
 
 
 def _header_digest(ds: pydicom.Dataset) -> bytes:
-    """The patient and study attributes the objects copy (``_COPIED``): a value not parsed yet as its bytes, less
+    """The patient and study attributes the objects copy (``encode.COPIED_FROM_SOURCE``): a value not parsed yet as its bytes, less
     their padding (nothing is parsed here: parsing may warn with the value in the text), a parsed one as its text.
     Text values have the same bytes in every little-endian transfer syntax, so the same series read from a bare
     dataset or a Part 10 file gives the same digest; taken as a file is read (:func:`read_series`), the same file
     gives the same digest whatever the stages parse later."""
     h = hashlib.sha256()
-    for tag in _COPIED:
+    for tag in encode.COPIED_FROM_SOURCE:
         elem = ds.get_item(tag) if tag in ds else None
         value = b"" if elem is None or elem.value is None else elem.value
         raw = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else str(value).encode()

@@ -23,14 +23,14 @@ from typing import Collection, Iterable, Sequence
 from pydicom import Dataset
 
 from ..domain import FULL_PROFILE, AnalysisResult, OutputKind
-from .charset import fit_text, source_header
+from .charset import COPIED_FROM_SOURCE, fit_text, source_header
 from . import status
 from .seg import EncodeError, encode_seg
 from .sr import encode_sr
 from .summary import encode_summary, render, summary_text
 from .templates import Templates
 
-__all__ = ["EncodeError", "EncodedResults", "Profile", "Templates", "by_profile", "render", "results",
+__all__ = ["COPIED_FROM_SOURCE", "EncodeError", "EncodedResults", "Profile", "Templates", "by_profile", "render", "results",
            "summary_text", "to_bytes"]
 
 Profile = frozenset[OutputKind]  # the objects one destination receives

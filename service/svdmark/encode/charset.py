@@ -145,6 +145,13 @@ _NAMES_CHECKED = (Tag(0x0010, 0x0010), Tag(0x0008, 0x0090))  # the PN values hig
 _DATES = {"DA": DA, "TM": TM, "DT": DT}
 _DECODED_WITH_CHARSET = {"SH", "LO", "ST", "LT", "UT", "UC", "PN", "SQ"}
 _SEXES = {"M", "F", "O"}
+# What the SR, SEG and summary image copy of the patient and the study (highdicom's Patient and General Study
+# modules, in the character set they are read in): a correction to any of them must give new objects
+# (:func:`svdmark.pipeline.uid_seed`).
+COPIED_FROM_SOURCE = tuple(Tag(keyword) for keyword in (
+    "SpecificCharacterSet", "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
+    "PatientAge", "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+    "StudyDescription"))
 # Type 2 Patient / General Study attributes that highdicom's SR and SEG constructors read as attributes
 # (an AttributeError when the source lacks one, e.g. an emergency CT without an AccessionNumber).
 _TYPE2_READ = tuple(Tag(keyword) for keyword in (
