@@ -4,6 +4,15 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _no_health_problems_from_earlier_tests():
+    """/healthz problems are process-wide state; a test that drove a loop or a worker by hand may leave one."""
+    from svdmark import health
+
+    for name in health.problems():
+        health.clear_problem(name)
+
+
 @pytest.fixture(scope="session")
 def ncct_phantom():
     from svdmark_phantom import make_ncct

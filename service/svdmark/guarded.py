@@ -38,8 +38,13 @@ class GuardedLoop:
     failures: int = field(default=0, init=False)  # consecutive failed steps
 
     def run(self) -> None:
-        while not self.stop.is_set():
-            self.stop.wait(self.once())
+        """Until ``stop``; a problem it reported ends with it (a stopped thread's problem describes nothing)."""
+        try:
+            while not self.stop.is_set():
+                self.stop.wait(self.once())
+        finally:
+            if self.failing is not None:
+                health.clear_problem(self.name)
 
     def once(self) -> float:
         """Run the step once; returns how long to wait before the next."""

@@ -35,7 +35,7 @@ from .pipeline import Context, build_context
 from .receive import AssociationTracker, Receiver, build_ae
 from .receive.scp import start_server
 from .spool import Spool, write_durably
-from .worker import Worker
+from .worker import HEALTH_COMPONENT as WORKER_COMPONENT, Worker
 
 log = logging.getLogger("svdmark.service")
 RETENTION_ACTOR = "svdmark serve"  # who the audit trail names for the service's own retention runs
@@ -216,6 +216,8 @@ class Service:
         self._wake.set()
         for t in self._threads:
             t.join(timeout)
+        if self.worker is not None:  # its loops withdrew their problems as they ended; the worker's goes too
+            health.clear_problem(WORKER_COMPONENT)
         try:
             self.journal.leave()
         except Exception as exc:  # the journal is gone: the row ages out instead

@@ -14,6 +14,7 @@ from svdmark.config import Config
 from svdmark.export import FolderExporter
 from svdmark_phantom import write_study
 from svdmark.service import Service
+from svdmark.worker import HEALTH_COMPONENT as WORKER_COMPONENT
 
 from tests.peers import free_port, healthz, storescu, wait_until
 
@@ -59,3 +60,25 @@ def test_disk_full_in_the_assembler_backs_off_and_turns_healthz_unhealthy(tmp_pa
         svc.stop()
         for name in health.problems():
             health.clear_problem(name)
+
+
+@pytest.mark.embedded_journal
+def test_a_service_stopped_while_failing_leaves_no_problem_behind(tmp_path, monkeypatch):
+    """/healthz problems are process-wide: a stopped service's must not make the next one in the process 503."""
+    study = write_study(tmp_path / "in", seed=72, kind="ncct", vendor="ge", distractors=False, matrix=64)
+    cfg = Config(host="127.0.0.1", port=free_port(), data_dir=tmp_path / "data", settle_seconds=0.5,
+                 fallback_seconds=5.0, metrics_port=0)
+    svc = Service(cfg, exporter=FolderExporter(tmp_path / "out"), context=SimpleNamespace())
+
+    def full(*args, **kw):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(svc.journal, "queue_job", full)
+    svc.start()
+    try:
+        storescu(sorted(Path(study.out_dir).rglob("*.dcm")), svc.port)
+        wait_until(lambda: "assembler" in health.problems() or None, 30, "the assembler's problem")
+        health.report_problem(WORKER_COMPONENT, "job 1 will be retried after infer: a transient failure")
+    finally:
+        svc.stop()
+    assert health.problems() == {}
