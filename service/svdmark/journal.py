@@ -635,6 +635,17 @@ class Journal:
         return {"jobs_requeued": len(running) - len(quarantined), "jobs_quarantined": len(quarantined),
                 "deliveries_requeued": sends, "quarantined": quarantined}
 
+    def known_objects(self, table: str, sop_uids: Sequence[str]) -> set[str]:
+        """Those of ``sop_uids`` that have a row in ``table`` (``instances`` or ``results``): the spool's files
+        that something refers to (:func:`svdmark.retention.remove_orphans`)."""
+        if table not in ("instances", "results"):
+            raise ValueError(f"no spool objects in table {table!r}")
+        if not sop_uids:
+            return set()
+        rows = self._query(f"SELECT sop_uid FROM {table} WHERE sop_uid IN ({','.join('?' * len(sop_uids))})",
+                           list(sop_uids))
+        return {r["sop_uid"] for r in rows}
+
     # ---------------------------------------------------------------- receive
     def instance_digest(self, sop_uid: str) -> str | None:
         rows = self._query("SELECT digest FROM instances WHERE sop_uid=?", (sop_uid,))

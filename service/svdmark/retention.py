@@ -9,11 +9,17 @@ that the job listings and the research table still carry the series' description
 Then the files of those series' produced objects (SR, SEG, summary image, rejection notes) go once every
 destination has them, or a newer result replaced them unsent (:meth:`~svdmark.journal.Journal.purgeable_results`):
 a dead letter keeps its file for ``outbox resend``, an object meant for no destination is the only copy and stays.
+
+:func:`remove_orphans` is the spool's other clean-up, run by the service whether retention is on or not: the files
+nothing refers to, that a killed write or a failed re-run left (a day old, so never one whose row is being written).
 """
 from __future__ import annotations
 
 import io
 import logging
+import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +62,50 @@ def _first_header(spool: Spool, sources: list[Path]) -> tuple[Path, bytes] | Non
 
 
 DAY_SECONDS = 86_400.0
+ORPHAN_AGE_SECONDS = DAY_SECONDS  # far longer than any gap between a file's write and the journal row naming it
+_ORPHAN_BATCH = 500  # SOP Instance UIDs looked up in the journal per query
+
+
+def remove_orphans(journal: Journal, spool: Spool, older_than_seconds: float = ORPHAN_AGE_SECONDS,
+                   now: float | None = None, dry_run: bool = False) -> list[Path]:
+    """Remove (or, ``dry_run``, list) the spool's files that nothing refers to, last changed more than
+    ``older_than_seconds`` ago: a temporary file of a write that was killed, a received instance whose journal row
+    was never committed (killed in between: its sender was not told it was stored), a produced object whose job was
+    killed and whose re-run failed, a file whose removal failed on a failing disk. A file is the spool's when it is a
+    temporary ``.tmp-*`` file or a ``<SOP Instance UID>.dcm`` in ``incoming`` or ``results``; one whose UID the
+    journal knows there is never removed, whatever its path. The headers area (retention's own) is not looked at."""
+    cutoff = (time.time() if now is None else now) - older_than_seconds
+    found: list[Path] = []
+    for area, table in ((spool.incoming, "instances"), (spool.results, "results")):
+        named: dict[str, list[Path]] = {}
+        for path in _old_files(area, cutoff):
+            if path.name.startswith(".tmp-"):
+                found.append(path)
+            elif path.suffix == ".dcm":
+                named.setdefault(path.stem, []).append(path)
+        uids = sorted(named)
+        for i in range(0, len(uids), _ORPHAN_BATCH):
+            batch = uids[i:i + _ORPHAN_BATCH]
+            known = journal.known_objects(table, batch)
+            found += [p for uid in batch if uid not in known for p in named[uid]]
+    if not dry_run:
+        for path in found:
+            spool.discard(path)
+    if found:
+        event(log, "orphan_files_listed" if dry_run else "orphan_files_removed", files=len(found),
+              older_than_hours=round(older_than_seconds / 3600, 1))
+    return found
+
+
+def _old_files(area: Path, cutoff: float) -> Iterator[Path]:
+    for directory, _, names in os.walk(area):
+        for name in names:
+            path = Path(directory, name)
+            try:
+                if path.lstat().st_mtime < cutoff and not path.is_symlink():
+                    yield path
+            except FileNotFoundError:  # removed meanwhile
+                continue
 
 
 def cutoff(journal: Journal, older_than_days: float) -> float:

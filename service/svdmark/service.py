@@ -41,6 +41,7 @@ log = logging.getLogger("svdmark.service")
 RETENTION_ACTOR = "svdmark serve"  # who the audit trail names for the service's own retention runs
 RUNTIME_FILE = "service.json"  # where a running service says which port it listens on (for `svdmark status`)
 OPEN_VIEW_HEARTBEATS = 3  # another receiver's open series count while it was heard from within this many heartbeats
+ORPHAN_SWEEP_SECONDS = 6 * 3600.0  # how often the assembly leader removes the spool's unreferenced files
 MODELS_CHECK_SECONDS = 60.0  # how often a working process checks its models (the sha256 of a few MB each)
 MODELS_RECHECK_SECONDS = 10.0  # at most this long between checks while one fails: /healthz recovers soon after a fix
 
@@ -92,6 +93,7 @@ class Service:
         loops = [GuardedLoop("heartbeat", self._heartbeat_step, self._stop, idle_seconds=self.heartbeat_seconds)]
         if "assemble" in self.roles:
             loops.append(GuardedLoop("assembler", self._assemble_step, self._stop, idle_seconds=0.0))
+            loops.append(GuardedLoop("orphans", self._orphans_step, self._stop, idle_seconds=ORPHAN_SWEEP_SECONDS))
             if self.config.retention_days is not None:
                 loops.append(GuardedLoop("retention", self._retention_step, self._stop,
                                          idle_seconds=self.config.retention_every_hours * 3600.0))
@@ -166,6 +168,15 @@ class Service:
             event(log, "shadow_model_unusable", logging.WARNING, model=where, reason=problems[where])
         if live:
             raise ModelError("; ".join(f"{where}: {why}" for where, why in sorted(live.items())))
+        return False
+
+    def _orphans_step(self) -> bool:
+        """The spool's files that nothing refers to and that are a day old go (:func:`retention.remove_orphans`);
+        run by the assembly leader, so one process at a time walks a shared spool."""
+        if not self._leading:
+            self._stop.wait(5.0)
+            return True
+        retention.remove_orphans(self.journal, self.spool, retention.ORPHAN_AGE_SECONDS)
         return False
 
     def _retention_step(self) -> bool:

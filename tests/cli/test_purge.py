@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import time
 from pathlib import Path
 
 import pydicom
@@ -51,11 +53,18 @@ def test_purge_removes_the_images_of_series_done_with_and_a_study_sent_again_is_
 
         none = json.loads(serve.cli("purge", "--older-than-days", "1", "--json").stdout)
         assert none["series"] == [] and none["instances"] == 0  # everything happened within the last day
+        # a killed write's temporary file and a produced object nothing refers to, two days old: orphans
+        orphans = [results_dir / "1.2.9" / "1.2.9.1" / "1.2.9.1.1.dcm", incoming / ".tmp-killed.part"]
+        for orphan in orphans:
+            orphan.parent.mkdir(parents=True, exist_ok=True)
+            orphan.write_bytes(b"DICM")
+            os.utime(orphan, (time.time() - 2 * 86400,) * 2)
         dry = json.loads(serve.cli("purge", "--older-than-days", "0", "--dry-run", "--json").stdout)
+        assert dry["orphan_files"] == 2 and all(o.exists() for o in orphans)
         assert {r["series_uid"] for r in dry["series"]} == {s.series_uid for s in study.series}  # distractors too
         assert dry["instances"] == len(files) and len(list(incoming.rglob("*.dcm"))) == len(files)
         produced = len(first["SR"] + first["SEG"] + first["OT"])
-        assert dry["results"]["files"] == produced and len(_files(results_dir)) == produced
+        assert dry["results"]["files"] == produced and len(_files(results_dir)) == produced + 1  # and the orphan
         kept = json.loads(serve.cli("purge", "--older-than-days", "0", "--dry-run", "--keep-results", "--json").stdout)
         assert kept["results"] is None and kept["instances"] == len(files)
 
@@ -64,6 +73,7 @@ def test_purge_removes_the_images_of_series_done_with_and_a_study_sent_again_is_
         human = serve.cli("purge", "--older-than-days", "0").stdout
         assert f"removed {len(files)} instances" in human and target in human
         assert f"removed the files of {produced} delivered (or superseded) results of 1 series" in human
+        assert "removed 2 spool files that nothing refers to" in human and not any(o.exists() for o in orphans)
         assert list(incoming.rglob("*.dcm")) == [] and _files(results_dir) == []
         # the listings and the research table read the header copies the purge kept: nothing they show changed but
         # the paths of the result files, which are gone (the PACS holds the objects)

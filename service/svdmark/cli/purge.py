@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "result rows, their UIDs and delivery history, and the audit trail stay. Afterwards "
                            "`svdmark jobs reanalyse` refuses the series, and an instance that arrives for it starts a "
                            "new analysis beside the earlier results instead of superseding them. Run it from a timer; "
-                           "each removal is in the audit trail."))
+                           "each removal is in the audit trail. Files in the spool that nothing refers to (left by "
+                           "a killed write or a failed re-run) go too once they are a day old."))
     p.add_argument("--older-than-days", type=float, required=True, metavar="N",
                    help="series whose last instance and last finished job are older than N days (0: done now)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
@@ -50,6 +51,7 @@ def run_purge(args) -> int:
         else:
             ran = retention.run(journal, Spool(cfg.spool_dir), cutoff, actor(), keep_results=args.keep_results)
             done, results, failed = ran.series, ran.results, ran.failed
+        orphans = retention.remove_orphans(journal, Spool(cfg.spool_dir), dry_run=args.dry_run)
     finally:
         journal.close()
     rows = [{"series_uid": p.series_uid, "study_uid": p.study_uid, "modality": p.modality,
@@ -60,6 +62,7 @@ def run_purge(args) -> int:
     if not args.keep_results:
         total += (f"; {verb} the files of {sum(results.values())} delivered (or superseded) results of "
                   f"{len(results)} series")
+    total += f"; {verb} {len(orphans)} spool files that nothing refers to (a day old or more)"
     if failed:
         total += "\n" + "\n".join(f"could not remove the files of series {uid}: {why}"
                                   for uid, why in sorted(failed.items()))
@@ -69,6 +72,7 @@ def run_purge(args) -> int:
                 "bytes": size, "results": None if args.keep_results else {
                     "files": sum(results.values()), "series": [{"series_uid": k, "files": v}
                                                                for k, v in sorted(results.items())]},
+                "orphan_files": len(orphans),
                 "failed": [{"series_uid": k, "reason": v} for k, v in sorted(failed.items())]}, human)
     return 1 if failed else 0
 
