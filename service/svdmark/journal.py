@@ -16,7 +16,9 @@ transaction), so a ``kill -9`` at any moment leaves a state from which a restart
                                   ``interruptions`` + 1, queued behind the jobs already waiting,
                                   ``failed`` (quarantined) once the job, not a crash loop, looks like
                                   the cause: see :meth:`Journal.recover`)
-* deliveries: pending → sending → delivered | dead          (sending → pending on restart)
+* deliveries: pending → sending → delivered | dead          (sending → pending on restart, recorded as an
+                                                            ``interrupted`` try: it may have reached the destination,
+                                                            so a supersession rejects it as if delivered)
               pending → superseded  (:meth:`Journal.finish_job` with a :class:`Supersession`: newer
                                      results of the series are done before this object was sent)
               sending → superseded  (:meth:`Journal.mark_failed`: newer results rejected it while a try
@@ -346,6 +348,7 @@ class Delivery:
 
 
 REJECTABLE_KINDS = tuple(OutputKind.profile_kinds())  # what a rejection note can reject (never a note itself)
+INTERRUPTED_TRY = "interrupted"  # delivery_attempts.outcome of a try cut off by a restart or a lapsed lease
 
 
 @dataclass(frozen=True)
@@ -628,10 +631,16 @@ class Journal:
                         " not_before=?, owner=NULL, lease_until=NULL WHERE id=?",
                         (JobState.PENDING.value, n, suspect, now, now, row["id"]),
                     )
-            sends = db.execute(
-                f"UPDATE deliveries SET state=?, owner=NULL, lease_until=NULL WHERE state=?{lapsed}",
-                (DeliveryState.PENDING.value, DeliveryState.SENDING.value, *lease_args),
-            ).rowcount
+            cut_off = [r["id"] for r in db.execute(
+                f"SELECT id FROM deliveries WHERE state=?{lapsed} ORDER BY id{db.skip_locked}",
+                (DeliveryState.SENDING.value, *lease_args))]
+            for delivery_id in cut_off:  # the try may have reached the destination: a later supersession rejects it
+                db.execute("UPDATE deliveries SET state=?, owner=NULL, lease_until=NULL WHERE id=?",
+                           (DeliveryState.PENDING.value, delivery_id))
+                db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
+                           (delivery_id, now, INTERRUPTED_TRY, "the try was cut off (the sender stopped or its lease "
+                            "lapsed); it may have reached the destination"))
+            sends = len(cut_off)
         return {"jobs_requeued": len(running) - len(quarantined), "jobs_quarantined": len(quarantined),
                 "deliveries_requeued": sends, "quarantined": quarantined}
 
@@ -952,8 +961,10 @@ class Journal:
 
     def rejectable(self, series_uid: str, before_generation: int,
                    destinations: Sequence[str]) -> list[tuple[int, str, ResultObject]]:
-        """Earlier generations' SR/SEG/summary objects delivered (or being sent) to ``destinations`` and not
-        yet rejected there: (delivery id, destination, result), by delivery id."""
+        """Earlier generations' SR/SEG/summary objects that may have reached ``destinations`` and are not yet
+        rejected there: delivered, being sent, or waiting again after a try that was cut off (a restart, a lapsed
+        lease: the destination may have stored it without our hearing); (delivery id, destination, result), by
+        delivery id. A try the destination refused, or that could not reach it, does not count."""
         return self._rejectable(self._conn(), series_uid, before_generation, destinations)
 
     @staticmethod
@@ -966,10 +977,9 @@ class Journal:
         rows = db.execute(
             "SELECT d.id AS delivery_id, d.destination, r.* FROM deliveries d JOIN results r ON r.sop_uid=d.sop_uid"
             f" JOIN jobs j ON j.id=r.job_id WHERE r.series_uid=? AND j.generation<?{_SINCE_BASE}"
-            f" AND r.kind IN ({kinds}) AND d.destination IN ({marks}) AND d.state IN (?,?) AND d.rejected_by IS NULL"
-            " ORDER BY d.id",
-            (series_uid, before_generation, *REJECTABLE_KINDS, *destinations,
-             DeliveryState.DELIVERED.value, DeliveryState.SENDING.value),
+            f" AND r.kind IN ({kinds}) AND d.destination IN ({marks}) AND d.rejected_by IS NULL"
+            f" AND {_MAY_HAVE_REACHED.format(delivery='d')} ORDER BY d.id",
+            (series_uid, before_generation, *REJECTABLE_KINDS, *destinations, *_MAY_HAVE_REACHED_ARGS),
         ).fetchall()
         return [(r["delivery_id"], r["destination"], _result(r)) for r in rows]
 
@@ -1221,8 +1231,9 @@ class Journal:
                        (delivery_id, now, outcome, error))
             if rejected_by:
                 reached = db.execute(
-                    "SELECT 1 FROM deliveries WHERE rejected_by=? AND destination=? AND state IN (?,?)",
-                    (rejected_by, row["destination"], DeliveryState.DELIVERED.value, DeliveryState.SENDING.value),
+                    "SELECT 1 FROM deliveries WHERE rejected_by=? AND destination=?"
+                    f" AND {_MAY_HAVE_REACHED.format(delivery='deliveries')}",
+                    (rejected_by, row["destination"], *_MAY_HAVE_REACHED_ARGS),
                 ).fetchone()
                 if reached is None:
                     db.execute("UPDATE deliveries SET state=? WHERE sop_uid=? AND destination=? AND state=?",
@@ -1231,7 +1242,7 @@ class Journal:
 
     def delivery_attempts(self, delivery_id: int) -> list[Any]:
         """Every try of one delivery, oldest first: at, outcome (delivered | retry | dead | superseded | resend |
-        lease-lost), detail."""
+        lease-lost | interrupted), detail."""
         return self._query("SELECT at, outcome, detail FROM delivery_attempts WHERE delivery_id=? ORDER BY id",
                           (delivery_id,))
 
@@ -1648,6 +1659,14 @@ _NOTE_WAITS = ("EXISTS (SELECT 1 FROM results note JOIN results own ON own.job_i
                " AND own.kind<>? AND e.destination={delivery}.destination AND e.state IN (?,?))")
 _NOTE_WAITS_ARGS = (OutputKind.REJECTION.value, OutputKind.REJECTION.value, DeliveryState.PENDING.value,
                     DeliveryState.SENDING.value)
+
+# A delivery whose object the destination may hold: delivered, being sent, or waiting again (or superseded) after a
+# try that was cut off with no answer (Journal.recover records it as INTERRUPTED_TRY). The condition on one delivery
+# row, named {delivery}; its parameters are _MAY_HAVE_REACHED_ARGS.
+_MAY_HAVE_REACHED = ("({delivery}.state IN (?,?) OR ({delivery}.state IN (?,?) AND EXISTS (SELECT 1 FROM"
+                     " delivery_attempts a WHERE a.delivery_id={delivery}.id AND a.outcome=?)))")
+_MAY_HAVE_REACHED_ARGS = (DeliveryState.DELIVERED.value, DeliveryState.SENDING.value, DeliveryState.PENDING.value,
+                          DeliveryState.SUPERSEDED.value, INTERRUPTED_TRY)
 
 # the order results were recorded in: by time, then a job's objects as the worker lists them (SR, SEG, summary),
 # then its rejection notes

@@ -347,3 +347,28 @@ def test_the_default_retries_outlast_a_pacs_restart_or_maintenance_window():
     spans = [sum(backoff(a, cfg.export_backoff_seconds, cfg.export_backoff_cap_seconds, Edge(high))
                  for a in range(1, cfg.export_max_attempts)) for high in (False, True)]
     assert 3.5 * 3600 <= spans[0] < spans[1] <= 8 * 3600
+
+
+def test_an_sr_whose_send_a_kill_cut_off_is_rejected_once_superseded_one_that_was_refused_is_not(journal_url):
+    """kill -9 during a C-STORE: the PACS may hold the SR without our hearing. When a newer analysis supersedes it
+    before it is sent again, a rejection note must name it; an SR whose only try was refused never reached it."""
+    from svdmark.journal import ResultObject
+
+    j = Journal(journal_url)
+    _queue(j, "1.2.7", now=100.0)
+    _queue(j, "1.2.8", now=101.0)
+    for n in (7, 8):
+        j.finish_job(j.claim_job(), JobState.DONE, outputs=[ResultObject(f"7.{n}", "sr", "1.2.840.10008.5.1.4.1.1.88.34",
+                                                                         Path(f"/r/7.{n}"))],
+                     deliveries=[(f"7.{n}", "PACS")])
+    cut, refused = sorted(j.due_deliveries(), key=lambda d: d.sop_uid)
+    assert j.start_sending(cut.id) and j.start_sending(refused.id)
+    j.mark_failed(refused.id, "C-STORE refused: 0xA700", next_attempt_at=j.now() + 60, dead=False)
+    assert j.recover(expired_only=False)["deliveries_requeued"] == 1  # the restart after the kill
+    assert [a["outcome"] for a in j.delivery_attempts(cut.id)] == ["interrupted"]
+    for series in ("1.2.7", "1.2.8"):
+        record(j, f"{series}.2", series=series)  # a late image: generation 2 of each
+        j.queue_job(j.series_row(series), "test")
+    job = j.claim_job()
+    assert [i for i, _, _ in j.rejectable("1.2.7", job.generation, ["PACS"])] == [cut.id]
+    assert j.rejectable("1.2.8", job.generation, ["PACS"]) == []

@@ -208,7 +208,7 @@ def test_a_failed_try_after_a_lapsed_lease_leaves_the_delivery_with_its_new_hold
     assert (row["state"], row["owner"], row["attempts"]) == (DeliveryState.SENDING.value, "exporter-b", 0)
     assert not Journal(postgres_url, owner="exporter-c").start_sending(due.id)
     b.mark_delivered(due.id)
-    assert [r["outcome"] for r in j.delivery_attempts(due.id)] == ["lease-lost", "delivered"]
+    assert [r["outcome"] for r in j.delivery_attempts(due.id)] == ["interrupted", "lease-lost", "delivered"]
 
 
 def test_leases_and_timers_run_on_the_database_clock_whatever_a_host_s_clock_says(postgres_url):
