@@ -358,9 +358,8 @@ def test_an_sr_whose_send_a_kill_cut_off_is_rejected_once_superseded_one_that_wa
     _queue(j, "1.2.7", now=100.0)
     _queue(j, "1.2.8", now=101.0)
     for n in (7, 8):
-        j.finish_job(j.claim_job(), JobState.DONE, outputs=[ResultObject(f"7.{n}", "sr", "1.2.840.10008.5.1.4.1.1.88.34",
-                                                                         Path(f"/r/7.{n}"))],
-                     deliveries=[(f"7.{n}", "PACS")])
+        sr = ResultObject(f"7.{n}", "sr", "1.2.840.10008.5.1.4.1.1.88.34", Path(f"/r/7.{n}"))
+        j.finish_job(j.claim_job(), JobState.DONE, outputs=[sr], deliveries=[(f"7.{n}", "PACS")])
     cut, refused = sorted(j.due_deliveries(), key=lambda d: d.sop_uid)
     assert j.start_sending(cut.id) and j.start_sending(refused.id)
     j.mark_failed(refused.id, "C-STORE refused: 0xA700", next_attempt_at=j.now() + 60, dead=False)
