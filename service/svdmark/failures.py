@@ -44,18 +44,21 @@ def transient(exc: BaseException) -> bool:
 
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # a NUL is refused by PostgreSQL's text; the rest garbles a log
 
 
 def reason_of(exc: BaseException) -> str:
     """A reason to journal and log: svdmark's own messages as they are (UIDs and counts only),
     other exceptions by type, ``strerror`` or message with quoted values removed (pydicom and
-    highdicom quote the offending value, which may be a name, an ID or a birth date)."""
+    highdicom quote the offending value, which may be a name, an ID or a birth date). Control characters are
+    written as ``\\xNN``."""
     if isinstance(exc, SvdmarkError):
         text = str(exc)
     elif isinstance(exc, OSError) and exc.strerror:
         text = f"{type(exc).__name__}: [Errno {exc.errno}] {exc.strerror}"
     else:
         text = f"{type(exc).__name__}: " + _QUOTED.sub("'…'", str(exc))
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     return text if len(text) <= 500 else text[:499] + "…"
 
 

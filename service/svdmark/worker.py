@@ -221,6 +221,8 @@ class Worker:
         except LeaseLost:  # its lease ran out: another worker has the job, this outcome is not recorded
             state = None
         except Exception as exc:  # the journal itself failed (full disk, I/O error): keep the outcome
+            if not transient(exc) and self._record_plainly(job, outcome, exc):
+                return True
             with self._lock:
                 first = job.id not in self._unrecorded
                 self._unrecorded[job.id] = (job, outcome, transient(exc))
@@ -248,6 +250,26 @@ class Worker:
             event(log, "analysis_failed", level, job_id=job.id, series_uid=job.series_uid, stage=stage,
                   error=outcome.error, reason=outcome.reason, where=outcome.where,
                   **({"gave_up_after_attempts": job.attempts + 1} if gave_up else {}))
+        return True
+
+    def _record_plainly(self, job: JobRow, outcome: Unfinished, refusal: Exception) -> bool:
+        """The journal refused the outcome for what it holds, not for its own state (a value it cannot store; a
+        retry would be refused again): the job fails with a plain reason instead, so that it never stays running.
+        False when the journal refuses that too (the outcome is then kept, as for a full disk)."""
+        stage = outcome.stage if isinstance(outcome, Failed) else Stage.ROUTE
+        detail = (f"{stage} ended as {self._state_of(outcome).value}, but the journal refused that outcome: "
+                  f"{type(refusal).__name__} (the log has the reason, job_outcome_refused)")
+        try:
+            self.journal.finish_job(job, JobState.FAILED, detail=detail)
+            name = "job_outcome_refused"
+        except LeaseLost:  # another worker has the job: nothing of this run is recorded, as with any lapsed lease
+            name = "job_outcome_stale"
+        except Exception:
+            return False
+        with self._lock:
+            self._unrecorded.pop(job.id, None)
+        event(log, name, logging.ERROR, job_id=job.id, series_uid=job.series_uid, stage=stage,
+              outcome=self._state_of(outcome).value, journal_error=reason_of(refusal), where=where(refusal))
         return True
 
     @staticmethod

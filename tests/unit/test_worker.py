@@ -377,3 +377,42 @@ def test_each_destination_gets_an_sr_that_references_only_what_it_receives(tmp_p
     assert segs(got["PACS"]["sr"]) == {str(got["PACS"]["seg"].SOPInstanceUID)}
     assert segs(got["VIEWER"]["sr"]) == set()
     assert got["VIEWER"]["sr"].SOPInstanceUID != got["PACS"]["sr"].SOPInstanceUID
+
+
+def test_an_outcome_the_journal_cannot_store_fails_the_job_plainly_instead_of_leaving_it_running(env, monkeypatch,
+                                                                                                  caplog):
+    """A refusal for what the outcome holds (psycopg refuses a NUL in text) would be refused at every retry: the job
+    fails with a plain reason, and the next job is claimed."""
+    worker, journal = env
+    first = queue(journal, "1.2.3")
+    second = queue(journal, "1.2.4")
+    real_finish = journal.finish_job
+
+    def refuse(*a, **k):
+        raise ValueError("cannot encode")
+
+    def finish(job_row, state, **kw):
+        if (kw.get("detail") or "").startswith("encode failed"):
+            raise ValueError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        return real_finish(job_row, state, **kw)
+
+    monkeypatch.setattr(P.encode, "by_profile", refuse)
+    monkeypatch.setattr(journal, "finish_job", finish)
+    with caplog.at_level(logging.INFO, logger="svdmark"):
+        assert worker.run_one()
+        assert worker.run_one()  # not held back: the next job is claimed
+    row = job(journal, first)
+    assert row["state"] == "failed"
+    assert row["detail"] == ("encode ended as failed, but the journal refused that outcome: ValueError (the log has "
+                             "the reason, job_outcome_refused)")
+    (line,) = [r for r in lines(caplog, first) if r.getMessage() == "job_outcome_refused"]
+    assert "NUL" in line.fields["journal_error"]
+    assert job(journal, second)["state"] == "failed" and journal.jobs(JobState.RUNNING) == []
+
+
+def test_a_failure_reason_never_carries_a_control_character():
+    from svdmark.errors import InvalidSeries
+    from svdmark.failures import reason_of
+
+    assert reason_of(InvalidSeries("Modality 'C\x00T'\x1b[2J")) == "Modality 'C\\x00T'\\x1b[2J"
+    assert reason_of(ValueError("a\x00b")) == "ValueError: a\\x00b"
