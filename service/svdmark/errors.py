@@ -26,3 +26,7 @@ class ModelError(SvdmarkError):
 
 class ConfigError(SvdmarkError):
     """Configuration is invalid."""
+
+
+class SpoolDamaged(SvdmarkError):
+    """Files the journal says svdmark stored are not in the spool (removed outside svdmark, a restored backup)."""

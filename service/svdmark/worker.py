@@ -19,6 +19,7 @@ record an outcome, the worker keeps it and records it before claiming anything e
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from . import encode, health, pipeline
 from .config import Config
 from .domain import FULL_PROFILE, JobState, OutputKind, RouteKind
 from .encode.rejection import rejection_note
+from .errors import SpoolDamaged
 from .failures import reason_of, transient, where
 from .journal import JobRow, LeaseLost, Rejection, ResultObject, StaleSupersession, Supersession
 from .journal_api import WorkJournal
@@ -121,6 +123,8 @@ class Worker:
             return failure(Stage.READ, exc), None
         outcome = pipeline.run(source, self.context, profiles=self.profiles(), completion_warning=job.warning,
                                earlier=lambda: [pydicom.dcmread(previous.path)] if previous else [])
+        if isinstance(outcome, Failed) and outcome.stage is Stage.READ and outcome.error == "FileNotFoundError":
+            outcome = _missing_from_spool(source) or outcome
         return outcome, previous
 
     def _finish(self, job: JobRow, analysed: Analysed, previous: ResultObject | None) -> Failed | None:
@@ -319,6 +323,17 @@ class Worker:
             run_shadow(self.context, self.journal, self.config.data_dir, job.id, analysed.series, analysed.result)
         except Exception:  # a shadow must never disturb the live service
             event(log, "shadow_failed", logging.WARNING, exc_info=True, series_uid=job.series_uid)
+
+
+def _missing_from_spool(source: SeriesSource) -> Failed | None:
+    """A read that failed on a missing file: how many of the instances the journal holds for the series are not in
+    the spool (a :class:`SpoolDamaged` failure), instead of the bare FileNotFoundError of the first."""
+    missing = [uid for uid, path in source.instances if not os.path.exists(path)]
+    if not missing:
+        return None
+    return failure(Stage.READ, SpoolDamaged(
+        f"{len(missing)} of the series' {len(source.instances)} stored instances are missing from the spool "
+        f"(removed outside svdmark?), the first {missing[0]}; send the series again"))
 
 
 def _remove(paths: Iterable[Path]) -> None:

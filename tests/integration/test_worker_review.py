@@ -315,7 +315,9 @@ def test_a_series_whose_spool_files_vanished_fails_in_read_without_outputs(site,
     with caplog.at_level(logging.INFO, logger="svdmark"):
         assert site.worker.run_one()
     row = site.row(job_id)
-    assert row["state"] == "failed" and row["detail"].startswith("read failed: FileNotFoundError")
+    n = len(site.journal.instances(site.row(job_id)["series_uid"]))
+    assert row["state"] == "failed" and row["detail"].startswith(
+        f"read failed: {n} of the series' {n} stored instances are missing from the spool (removed outside svdmark?)")
     assert site.result_files() == [] and site.journal.due_deliveries() == []
     _no_phi(caplog, site)
 
