@@ -323,6 +323,7 @@ SPOOL_PATHS = {"instances": "path", "results": "path", "series": "header_path"}
 
 INTERRUPTION_CAP = 5  # restarts that find the job running, with other jobs completed in between, before quarantine
 INTERRUPTION_HARD_CAP = 20  # restarts that find it running at all (a self-killing job alone in the queue)
+DELIVERY_INTERRUPTION_CAP = 10  # tries of one delivery in a row cut off by a restart or a lapsed lease: dead letter
 
 
 @dataclass(frozen=True)
@@ -571,7 +572,7 @@ class Journal:
     # ---------------------------------------------------------------- recovery
     def recover(self, interruption_cap: int = INTERRUPTION_CAP, now: float | None = None,
                 hard_cap: int = INTERRUPTION_HARD_CAP, expired_only: bool | None = None,
-                dead_owners: Sequence[str] = ()) -> dict[str, Any]:
+                dead_owners: Sequence[str] = (), delivery_cap: int = DELIVERY_INTERRUPTION_CAP) -> dict[str, Any]:
         """After a crash: running jobs go back to pending, sending deliveries to pending.
 
         ``expired_only`` (the default on a shared journal): only those whose lease has run out, i.e. whose
@@ -591,7 +592,12 @@ class Journal:
         quarantined as ``failed``, alone, and ``svdmark jobs retry`` can run it again. A long job
         that a crash loop keeps interrupting once the rest of the queue is done is not suspect.
 
-        Returns counts, and ``quarantined``: (job id, series UID) of each job quarantined now.
+        A delivery in flight goes back to pending, its try recorded as ``interrupted``; at ``delivery_cap`` such
+        tries in a row (since its last ``outbox resend``) it is a dead letter instead, its reason saying so: an
+        object whose sending kills the process (or outlasts every lease) must not hold its destination's queue.
+
+        Returns counts, ``quarantined``: (job id, series UID) of each job quarantined now, and
+        ``quarantined_deliveries``: the ids of the deliveries made dead letters now.
         """
         now = self.now() if now is None else now
         expired_only = self.shared if expired_only is None else expired_only
@@ -634,15 +640,29 @@ class Journal:
             cut_off = [r["id"] for r in db.execute(
                 f"SELECT id FROM deliveries WHERE state=?{lapsed} ORDER BY id{db.skip_locked}",
                 (DeliveryState.SENDING.value, *lease_args))]
+            stuck = []
             for delivery_id in cut_off:  # the try may have reached the destination: a later supersession rejects it
-                db.execute("UPDATE deliveries SET state=?, owner=NULL, lease_until=NULL WHERE id=?",
-                           (DeliveryState.PENDING.value, delivery_id))
                 db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
                            (delivery_id, now, INTERRUPTED_TRY, "the try was cut off (the sender stopped or its lease "
                             "lapsed); it may have reached the destination"))
-            sends = len(cut_off)
+                cuts = db.execute(
+                    "SELECT COUNT(*) FROM delivery_attempts WHERE delivery_id=? AND outcome=? AND id>COALESCE((SELECT"
+                    " MAX(id) FROM delivery_attempts WHERE delivery_id=? AND outcome=?), 0)",
+                    (delivery_id, INTERRUPTED_TRY, delivery_id, "resend")).fetchone()[0]
+                if cuts >= delivery_cap:  # a crash loop around this object: a dead letter, and the others go on
+                    why = (f"quarantined: {cuts} tries in a row were cut off (the service stopped or lost its lease "
+                           "while sending it); run `svdmark outbox resend` once the cause is found")
+                    db.execute("UPDATE deliveries SET state=?, last_error=?, owner=NULL, lease_until=NULL WHERE id=?",
+                               (DeliveryState.DEAD.value, why, delivery_id))
+                    db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
+                               (delivery_id, now, DeliveryState.DEAD.value, why))
+                    stuck.append(delivery_id)
+                else:
+                    db.execute("UPDATE deliveries SET state=?, owner=NULL, lease_until=NULL WHERE id=?",
+                               (DeliveryState.PENDING.value, delivery_id))
         return {"jobs_requeued": len(running) - len(quarantined), "jobs_quarantined": len(quarantined),
-                "deliveries_requeued": sends, "quarantined": quarantined}
+                "deliveries_requeued": len(cut_off) - len(stuck), "deliveries_quarantined": len(stuck),
+                "quarantined": quarantined, "quarantined_deliveries": stuck}
 
     def known_objects(self, table: str, sop_uids: Sequence[str]) -> set[str]:
         """Those of ``sop_uids`` that have a row in ``table`` (``instances`` or ``results``): the spool's files
@@ -1265,7 +1285,10 @@ class Journal:
                            (i, now, "resend", "sent back to the outbox by an operator"))
             return len(ids)
 
-    def deliveries(self, state: DeliveryState | None = None) -> list[Any]:
+    def deliveries(self, state: DeliveryState | None = None, delivery_id: int | None = None) -> list[Any]:
+        """Delivery rows by id: all, those in ``state``, or the one ``delivery_id`` (none if there is no such)."""
+        if delivery_id is not None:
+            return self._query("SELECT * FROM deliveries WHERE id=?", (delivery_id,))
         if state is None:
             return self._query("SELECT * FROM deliveries ORDER BY id")
         return self._query("SELECT * FROM deliveries WHERE state=? ORDER BY id", (state.value,))

@@ -204,13 +204,16 @@ class Service:
         for job_id, series_uid in recovered.pop("quarantined"):
             event(log, "job_quarantined", logging.ERROR, job_id=job_id, series_uid=series_uid,
                   reason="the service stopped repeatedly while analysing this series")
+        for delivery_id in recovered.pop("quarantined_deliveries"):
+            event(log, "delivery_quarantined", logging.ERROR, delivery_id=delivery_id,
+                  reason="the service stopped (or lost its lease) repeatedly while sending it: a dead letter")
         return recovered
 
     def _reap(self) -> None:
         """The leader returns work whose process stopped renewing its lease, and forgets long-dead processes."""
         self._reaped_at = time.monotonic()
         recovered = self._recover()
-        if recovered["jobs_requeued"] or recovered["deliveries_requeued"]:
+        if any(recovered.values()):
             event(log, "leases_lapsed", logging.WARNING, **recovered)
 
     def _listener_up(self) -> bool:

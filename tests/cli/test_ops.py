@@ -200,6 +200,12 @@ def test_jobs_outbox_status_text_json_and_exit_codes(served, studies, monkeypatc
     assert json.loads(served.cli("outbox", "resend", "--json").stdout) == {"requeued": 0, "ids": None}
     _one_line_error(served.cli("outbox", "resend", str(rows[0]["id"]), check_rc=None), 1, "not dead")
     _json_error(served.cli("outbox", "resend", "99999", "--json", check_rc=None), 1, "no delivery 99999")
+    shown = json.loads(served.cli("outbox", "show", str(rows[0]["id"]), "--json").stdout)
+    assert {k: shown[k] for k in ("id", "state", "sop_uid")} == {k: rows[0][k] for k in ("id", "state", "sop_uid")}
+    assert [t["outcome"] for t in shown["tries"]] == ["delivered"] and ISO.match(shown["tries"][0]["at"])
+    human = served.cli("outbox", "show", str(rows[0]["id"])).stdout
+    assert f"id: {rows[0]['id']}\n" in human and "\ntry 1: " in human and "  delivered" in human
+    _one_line_error(served.cli("outbox", "show", "99999", check_rc=None), 1, "no delivery 99999")
 
     status = served.cli("status")
     assert status.stdout.startswith("status: ok\n") and "CLIPACS@127.0.0.1" in status.stdout

@@ -64,7 +64,9 @@ def test_running_job_and_sending_delivery_recover_after_crash(journal_url):
     assert j.claim_job() is not None
     j.close()
     j2 = Journal(journal_url)  # restart: the one process that used the journal is gone
-    assert j2.recover(expired_only=False) == {"jobs_requeued": 1, "jobs_quarantined": 0, "deliveries_requeued": 1, "quarantined": []}
+    assert j2.recover(expired_only=False) == {"jobs_requeued": 1, "jobs_quarantined": 0, "deliveries_requeued": 1,
+                                              "deliveries_quarantined": 0, "quarantined": [],
+                                              "quarantined_deliveries": []}
     job = j2.claim_job()
     assert (job.series_uid, job.attempts, job.interruptions) == ("1.2.4", 0, 1)  # an interruption is no failure
     assert len(j2.due_deliveries()) == 1
@@ -371,3 +373,34 @@ def test_an_sr_whose_send_a_kill_cut_off_is_rejected_once_superseded_one_that_wa
     job = j.claim_job()
     assert [i for i, _, _ in j.rejectable("1.2.7", job.generation, ["PACS"])] == [cut.id]
     assert j.rejectable("1.2.8", job.generation, ["PACS"]) == []
+
+
+def test_a_delivery_cut_off_at_every_try_becomes_a_dead_letter_at_the_cap_and_resend_starts_a_new_count(
+        journal_url):
+    """An object whose sending kills the service (or outlasts every lease) must not hold its destination's queue
+    for ever: the cap's cut-off try makes it a dead letter, saying why; `outbox resend` gives it a fresh count."""
+    from svdmark.journal import DELIVERY_INTERRUPTION_CAP as CAP
+
+    j = Journal(journal_url)
+    _queue(j, "1.2.7", now=100.0)
+    sr = ResultObject("7.1", "sr", "1.2.840.10008.5.1.4.1.1.88.34", Path("/r/7.1"))
+    j.finish_job(j.claim_job(), JobState.DONE, outputs=[sr], deliveries=[("7.1", "PACS")])
+    (d,) = j.due_deliveries()
+
+    def cut_off(times):
+        found = []
+        for _ in range(times):
+            assert j.start_sending(d.id)
+            found.append(j.recover(expired_only=False))
+        return found
+
+    *before, last = cut_off(CAP)
+    assert all(r["deliveries_requeued"] == 1 and r["quarantined_deliveries"] == [] for r in before)
+    assert (last["deliveries_requeued"], last["deliveries_quarantined"], last["quarantined_deliveries"]) == (
+        0, 1, [d.id])
+    (row,) = j.deliveries()
+    assert row["state"] == DeliveryState.DEAD.value
+    assert row["last_error"].startswith(f"quarantined: {CAP} tries in a row were cut off")
+    assert j.resend_dead([d.id]) == 1
+    assert all(r["deliveries_requeued"] == 1 for r in cut_off(CAP - 1))  # a new round, a new count
+    assert j.deliveries()[0]["state"] == DeliveryState.PENDING.value

@@ -62,11 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--reason", default="requested by an operator", help="recorded with each new job")
     q.set_defaults(func=run_jobs_reanalyse)
 
-    p = sub.add_parser("outbox", help="list deliveries, resend dead letters", description="The result outbox.")
+    p = sub.add_parser("outbox", help="list or show deliveries, resend dead letters", description="The result outbox.")
     osub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = _leaf(osub, "list", "list deliveries")
     q.add_argument("--state", choices=[s.value for s in DeliveryState])
     q.set_defaults(func=run_outbox_list)
+    q = _leaf(osub, "show", "one delivery and every try of it (when, outcome, the destination's answer)")
+    q.add_argument("delivery_id", type=int)
+    q.set_defaults(func=run_outbox_show)
     q = _leaf(osub, "resend", "put dead letters back in the queue")
     q.add_argument("ids", type=int, nargs="*", help="delivery ids (default: all dead letters)")
     q.set_defaults(func=run_outbox_resend)
@@ -294,6 +297,21 @@ def run_outbox_list(args) -> int:
                                     d["last_error"]) for d in rows],
                   empty="outbox empty" + (f" (no {args.state} deliveries)" if args.state else ""))
     emit(args, rows, human)
+    return 0
+
+
+def run_outbox_show(args) -> int:
+    journal = _journal(load_config(args))
+    rows = views.deliveries(journal, journal.deliveries(delivery_id=args.delivery_id))
+    if not rows:
+        return fail(args, f"no delivery {args.delivery_id}")
+    delivery = rows[0]
+    delivery["tries"] = [{"at": iso(t["at"]), "outcome": t["outcome"], "detail": t["detail"] or None}
+                         for t in journal.delivery_attempts(args.delivery_id)]
+    lines = [f"{k}: {'-' if v is None else v}" for k, v in delivery.items() if k != "tries"]
+    lines += [f"try {i}: {t['at']}  {t['outcome']}" + (f"  {t['detail']}" if t["detail"] else "")
+              for i, t in enumerate(delivery["tries"], 1)] or ["tries: none yet"]
+    emit(args, delivery, "\n".join(lines))
     return 0
 
 
