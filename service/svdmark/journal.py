@@ -522,14 +522,25 @@ class Journal:
                     f"{SCHEMA_VERSION}: run the svdmark version that wrote it, or restore a backup")
             self._engine.run_script(db, SCHEMA)
             self.migrated_from = self._migrate()
+        self._measure_clock()
+
+    def _measure_clock(self) -> None:
+        """:attr:`clock_offset` measured now; on a shared journal also where this host's clock and its monotonic
+        clock stood, so that :meth:`now` runs on the monotonic clock until the next measurement."""
         self.clock_offset = self._engine.clock_offset(self._clock)
+        self._synced = (self._clock(), time.monotonic()) if self.shared else None
 
     def now(self) -> float:
         """The journal's time, epoch seconds: the database server's clock on a shared journal (this host's clock
-        corrected by :attr:`clock_offset`, measured at open and at each heartbeat), so that leases, settle
-        timers and retry times mean the same on every host however far their clocks drift; this host's clock
-        on SQLite. Every time the journal stores or compares is on it."""
-        return self._clock() + self.clock_offset
+        corrected by :attr:`clock_offset`, measured at open and at each heartbeat, and advanced in between by the
+        monotonic clock, so that a step of the host's clock, an NTP correction, cannot move a lease or a timer
+        before the next heartbeat), so that leases, settle timers and retry times mean the same on every host
+        however far their clocks drift; this host's clock on SQLite. Every time the journal stores or compares
+        is on it."""
+        if self._synced is None:
+            return self._clock() + self.clock_offset
+        wall, mono = self._synced
+        return wall + (time.monotonic() - mono) + self.clock_offset
 
     @property
     def shared(self) -> bool:
@@ -1470,7 +1481,7 @@ class Journal:
         """This process is alive: its row in the process table, and the leases renewed of the jobs and deliveries
         it is working on (handed out by this object and not settled yet). Returns the number of those whose lease
         it still holds. Re-measures :attr:`clock_offset` (clocks drift)."""
-        self.clock_offset = self._engine.clock_offset(self._clock)
+        self._measure_clock()
         now = self.now() if now is None else now
         host, pid = socket.gethostname(), os.getpid()
         with self._tx() as db:

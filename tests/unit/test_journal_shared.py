@@ -424,3 +424,18 @@ def test_the_process_table_shows_live_processes_and_forgets_stale_ones(postgres_
     assert [p.id for p in a.processes()] == ["a:1:x"]
     a.leave()
     assert a.processes() == []
+
+
+def test_a_step_of_the_host_clock_moves_no_lease_before_the_next_heartbeat(postgres_url):
+    """An NTP step of an hour on a worker's host: its journal time keeps to the database's until the heartbeat
+    measures the offset again, so its leases are not an hour long (or already lapsed) meanwhile."""
+    step = {"s": 0.0}
+    j = Journal(postgres_url, owner="stepping-host", clock=lambda: time.time() + step["s"])
+    right = Journal(postgres_url, owner="right-host")
+    step["s"] = 3600.0  # the host's clock jumps
+    assert abs(j.now() - right.now()) < 5
+    (job_id,) = _queue_many(right, 1)
+    assert j.claim_job().id == job_id
+    assert right.recover()["jobs_requeued"] == 0 and right.job(job_id).state is JobState.RUNNING
+    j.heartbeat(["work"])  # measures again: the offset takes the step
+    assert abs(j.clock_offset + 3600) < 5 and abs(j.now() - right.now()) < 5
