@@ -200,3 +200,39 @@ def test_pipeline_blames_the_input_for_a_malformed_header():
     except Exception as exc:  # noqa: BLE001 - the pipeline's own catch-all
         result = failure(Stage.VOLUME, exc)
     assert (result.blame, result.expected, result.error) == ("input", True, "InvalidSeries")
+
+
+def _padded_ct(padding: int, limit: int | None = None) -> tuple[list[pydicom.Dataset], np.ndarray]:
+    """Real CT_small slices whose corners are padding (outside the field-of-view circle), as a GE scanner writes."""
+    stack = _stack("CT_small.dcm")
+    px = stack[0].pixel_array.copy()
+    rows, cols = px.shape
+    yy, xx = np.mgrid[:rows, :cols]
+    outside = (yy - rows / 2) ** 2 + (xx - cols / 2) ** 2 > (rows / 2) ** 2
+    px[outside] = padding
+    for ds in stack:
+        ds.PixelData = px.astype(stack[0].pixel_array.dtype).tobytes()
+        ds.PixelPaddingValue = padding
+        if limit is not None:
+            ds.PixelPaddingRangeLimit = limit
+    return stack, outside
+
+
+@pytest.mark.parametrize("padding, limit", [(-2000, None), (-2000, -1500)])
+def test_pixel_padding_outside_the_field_of_view_reads_as_the_lowest_real_value(padding, limit):
+    """PS3.3 C.7.5.1.1.2: padding is not image. Read as stored it would be a ring far below air (or, unsigned, far
+    above bone) that a head mask or a model would take for anatomy."""
+    stack, outside = _padded_ct(padding, limit)
+    v = vol.load(_series(stack))
+    ds = stack[0]
+    real = apply_modality_lut(ds.pixel_array, ds)[~outside]
+    assert np.all(v.array[:, outside] == real.min())
+    np.testing.assert_array_equal(v.array[0][~outside], real)
+
+
+def test_a_padding_value_that_cannot_be_read_leaves_the_image_as_stored():
+    stack, outside = _padded_ct(-2000)
+    for ds in stack:
+        _raw(ds, "PixelPaddingValue", "SS", b"\x01")  # one byte: no SS value
+    v = vol.load(_series(stack))
+    np.testing.assert_array_equal(v.array[0], apply_modality_lut(stack[0].pixel_array, stack[0]))

@@ -69,6 +69,7 @@ class _Slice:
     component: str  # "MAGNITUDE" / "PHASE" / "REAL" / "IMAGINARY" / "" (unknown)
     pixels: Callable[[], np.ndarray]
     tilt_attr: float | None = None
+    padding: tuple[int, int] | None = None  # stored values outside the reconstructed image (Pixel Padding)
 
     @property
     def label(self) -> str:
@@ -117,6 +118,22 @@ def _slope(item: Any, who: str) -> float:
 
 def _intercept(item: Any, who: str) -> float:
     return _number(item, "RescaleIntercept", who) or 0.0
+
+
+def _padding(ds: Any) -> tuple[int, int] | None:
+    """The stored values (lowest, highest) that mark pixels outside the reconstructed image: Pixel Padding Value,
+    up to Pixel Padding Range Limit where there is one (PS3.3 C.7.5.1.1.2), such as a CT's field-of-view circle.
+    None where there are none, or the values are unusable (they are a convenience: the image is read without)."""
+    try:
+        value = ds.get("PixelPaddingValue")
+        limit = ds.get("PixelPaddingRangeLimit")
+        if value is None or value == "":
+            return None
+        lo = int(value)
+        hi = lo if limit is None or limit == "" else int(limit)
+    except Exception:  # a malformed value pydicom cannot parse (wrong length, not a number)
+        return None
+    return (min(lo, hi), max(lo, hi))
 
 
 def _frame_count(ds: Any) -> int:
@@ -216,8 +233,10 @@ def _single_frame_slice(ds: "Dataset") -> _Slice:
     if np.any(ps <= 0):
         raise InvalidSeries(f"{who}: PixelSpacing {list(ps)} is not positive")
     slope, intercept = _slope(ds, who), _intercept(ds, who)
+    padding = _padding(ds)
     if "ModalityLUTSequence" in ds and ds.ModalityLUTSequence and "RescaleSlope" not in ds:
         decode = _with_modality_lut(ds, decode)  # (a CT's rescale is Type 1 and wins where both are present)
+        padding = None  # the stored values are not what the LUT gives
     return _Slice(
         ref=FrameRef(_uid(ds), str(getattr(ds, "SOPClassUID", "")), None),
         position=_floats(ds.ImagePositionPatient, 3, "ImagePositionPatient", who),
@@ -232,6 +251,7 @@ def _single_frame_slice(ds: "Dataset") -> _Slice:
         component=_component(ds),
         pixels=decode,
         tilt_attr=_number(ds, "GantryDetectorTilt", who),
+        padding=padding,
     )
 
 
@@ -317,6 +337,7 @@ def _multi_frame_slices(ds: "Dataset") -> list[_Slice]:
                 component=component or top_component,
                 pixels=frame_getter(i),
                 tilt_attr=tilt,
+                padding=_padding(ds),
             )
         )
     return out
@@ -447,6 +468,14 @@ def _check_in_plane_drift(slices: list[_Slice], d: np.ndarray, row: np.ndarray, 
 # --------------------------------------------------------------------------- public
 
 
+def _fill_padding(plane: np.ndarray, padded: np.ndarray) -> None:
+    """Padding pixels are not part of the image: they take the lowest value of the plane's real pixels (air on a
+    CT), not the stored padding value's rescale (-2000 HU, or 62 000 where it is stored unsigned)."""
+    if padded.any():
+        real = plane[~padded]
+        plane[padded] = real.min() if real.size else 0.0
+
+
 def load(series: Series) -> Volume:
     """Build a geometrically checked ``Volume`` in the source grid, or raise ``InvalidSeries``."""
     if not series.datasets:
@@ -519,6 +548,9 @@ def load(series: Series) -> Volume:
             array[k] = px
         else:
             array[k] = px.astype(np.float64) * s.slope + s.intercept
+        if s.padding is not None and np.issubdtype(px.dtype, np.integer):
+            stored = px.astype(np.int64, copy=False)  # a padding value of the other signedness compares safely
+            _fill_padding(array[k], (stored >= s.padding[0]) & (stored <= s.padding[1]))
 
     return Volume(
         array=array,
