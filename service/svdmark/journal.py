@@ -604,8 +604,9 @@ class Journal:
         that a crash loop keeps interrupting once the rest of the queue is done is not suspect.
 
         A delivery in flight goes back to pending, its try recorded as ``interrupted``; at ``delivery_cap`` such
-        tries in a row (since its last ``outbox resend``) it is a dead letter instead, its reason saying so: an
-        object whose sending kills the process (or outlasts every lease) must not hold its destination's queue.
+        tries in a row (no try that ended otherwise, nor an ``outbox resend``, in between) it is a dead letter
+        instead, its reason saying so: an object whose sending kills the process (or outlasts every lease) must not
+        hold its destination's queue. Such a dead letter may be in the destination: a supersession rejects it.
 
         Returns counts, ``quarantined``: (job id, series UID) of each job quarantined now, and
         ``quarantined_deliveries``: the ids of the deliveries made dead letters now.
@@ -656,10 +657,10 @@ class Journal:
                 db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
                            (delivery_id, now, INTERRUPTED_TRY, "the try was cut off (the sender stopped or its lease "
                             "lapsed); it may have reached the destination"))
-                cuts = db.execute(
+                cuts = db.execute(  # in a row: since the last try that ended otherwise (an answer, a resend)
                     "SELECT COUNT(*) FROM delivery_attempts WHERE delivery_id=? AND outcome=? AND id>COALESCE((SELECT"
-                    " MAX(id) FROM delivery_attempts WHERE delivery_id=? AND outcome=?), 0)",
-                    (delivery_id, INTERRUPTED_TRY, delivery_id, "resend")).fetchone()[0]
+                    " MAX(id) FROM delivery_attempts WHERE delivery_id=? AND outcome NOT IN (?,?)), 0)",
+                    (delivery_id, INTERRUPTED_TRY, delivery_id, INTERRUPTED_TRY, "lease-lost")).fetchone()[0]
                 if cuts >= delivery_cap:  # a crash loop around this object: a dead letter, and the others go on
                     why = (f"quarantined: {cuts} tries in a row were cut off (the service stopped or lost its lease "
                            "while sending it); run `svdmark outbox resend` once the cause is found")
@@ -1278,16 +1279,25 @@ class Journal:
                           (delivery_id,))
 
     def resend_dead(self, delivery_ids: Sequence[int] | None = None) -> int:
-        """Dead letters back to pending for a new round of tries; attempts, last error and history are kept."""
+        """Dead letters back to pending for a new round of tries; attempts, last error and history are kept. One that
+        a rejection note names (a newer result superseded it after a cut-off try) is ``superseded`` instead: sent
+        after the note, it would show the rejected result again. Returns how many went back to pending."""
         now = self.now()
         with self._tx() as db:
             if delivery_ids is None:
-                ids = [r["id"] for r in db.execute("SELECT id FROM deliveries WHERE state=?",
-                                                   (DeliveryState.DEAD.value,))]
+                rows = db.execute("SELECT id, rejected_by FROM deliveries WHERE state=?",
+                                  (DeliveryState.DEAD.value,)).fetchall()
             else:
-                ids = [i for i in delivery_ids
-                       if db.execute(f"SELECT 1 FROM deliveries WHERE id=? AND state=?{db.for_update}",
-                                     (i, DeliveryState.DEAD.value)).fetchone()]
+                rows = [r for r in (db.execute(f"SELECT id, rejected_by FROM deliveries WHERE id=? AND state=?"
+                                               f"{db.for_update}", (i, DeliveryState.DEAD.value)).fetchone()
+                                    for i in delivery_ids) if r is not None]
+            ids = [r["id"] for r in rows if r["rejected_by"] is None]
+            for r in rows:
+                if r["rejected_by"] is not None:
+                    db.execute("UPDATE deliveries SET state=? WHERE id=?", (DeliveryState.SUPERSEDED.value, r["id"]))
+                    db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
+                               (r["id"], now, DeliveryState.SUPERSEDED.value,
+                                f"not sent again: rejection note {r['rejected_by']} names it"))
             for i in ids:
                 db.execute(
                     "UPDATE deliveries SET state=?, round_start=attempts, resends=resends+1, next_attempt_at=?"
@@ -1694,13 +1704,13 @@ _NOTE_WAITS = ("EXISTS (SELECT 1 FROM results note JOIN results own ON own.job_i
 _NOTE_WAITS_ARGS = (OutputKind.REJECTION.value, OutputKind.REJECTION.value, DeliveryState.PENDING.value,
                     DeliveryState.SENDING.value)
 
-# A delivery whose object the destination may hold: delivered, being sent, or waiting again (or superseded) after a
-# try that was cut off with no answer (Journal.recover records it as INTERRUPTED_TRY). The condition on one delivery
-# row, named {delivery}; its parameters are _MAY_HAVE_REACHED_ARGS.
-_MAY_HAVE_REACHED = ("({delivery}.state IN (?,?) OR ({delivery}.state IN (?,?) AND EXISTS (SELECT 1 FROM"
+# A delivery whose object the destination may hold: delivered, being sent, or waiting again (superseded, or a dead
+# letter) after a try that was cut off with no answer (Journal.recover records it as INTERRUPTED_TRY). The condition
+# on one delivery row, named {delivery}; its parameters are _MAY_HAVE_REACHED_ARGS.
+_MAY_HAVE_REACHED = ("({delivery}.state IN (?,?) OR ({delivery}.state IN (?,?,?) AND EXISTS (SELECT 1 FROM"
                      " delivery_attempts a WHERE a.delivery_id={delivery}.id AND a.outcome=?)))")
 _MAY_HAVE_REACHED_ARGS = (DeliveryState.DELIVERED.value, DeliveryState.SENDING.value, DeliveryState.PENDING.value,
-                          DeliveryState.SUPERSEDED.value, INTERRUPTED_TRY)
+                          DeliveryState.SUPERSEDED.value, DeliveryState.DEAD.value, INTERRUPTED_TRY)
 
 # the order results were recorded in: by time, then a job's objects as the worker lists them (SR, SEG, summary),
 # then its rejection notes

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -66,46 +67,84 @@ ORPHAN_AGE_SECONDS = DAY_SECONDS  # far longer than any gap between a file's wri
 _ORPHAN_BATCH = 500  # SOP Instance UIDs looked up in the journal per query
 
 
+@dataclass
+class OrphanSweep:
+    """What one sweep removed (or, dry run, would remove), and the files it could not remove, with why."""
+
+    removed: list[Path] = field(default_factory=list)
+    failed: dict[Path, str] = field(default_factory=dict)
+
+
 def remove_orphans(journal: Journal, spool: Spool, older_than_seconds: float = ORPHAN_AGE_SECONDS,
-                   now: float | None = None, dry_run: bool = False) -> list[Path]:
-    """Remove (or, ``dry_run``, list) the spool's files that nothing refers to, last changed more than
-    ``older_than_seconds`` ago: a temporary file of a write that was killed, a received instance whose journal row
-    was never committed (killed in between: its sender was not told it was stored), a produced object whose job was
-    killed and whose re-run failed, a file whose removal failed on a failing disk. A file is the spool's when it is a
-    temporary ``.tmp-*`` file or a ``<SOP Instance UID>.dcm`` in ``incoming`` or ``results``; one whose UID the
-    journal knows there is never removed, whatever its path. The headers area (retention's own) is not looked at."""
+                   now: float | None = None, dry_run: bool = False) -> OrphanSweep:
+    """Remove (or, ``dry_run``, list) the spool's files that nothing refers to and whose inode changed last more
+    than ``older_than_seconds`` ago: a temporary file of a write that was killed, a received instance whose journal
+    row was never committed (killed in between: its sender was not told it was stored), a produced object whose job
+    was killed and whose re-run failed, a file whose removal failed on a failing disk.
+
+    A file is the spool's when it is a temporary ``.tmp-*`` file or a ``<SOP Instance UID>.dcm`` in ``incoming`` or
+    ``results``; one whose UID the journal knows there is never removed, whatever its path. The age is the inode's
+    change time, which a write, a rename into place and a hard link (``analyze --enqueue`` links archive files whose
+    contents are years old) all renew. Each file is looked at again just before it goes: one that was written again
+    since it was judged (a sender's resend, a new inode) stays. A file that cannot be removed is reported and the
+    sweep goes on. The headers area (retention's own) is not looked at."""
     cutoff = (time.time() if now is None else now) - older_than_seconds
-    found: list[Path] = []
+    out = OrphanSweep()
     for area, table in ((spool.incoming, "instances"), (spool.results, "results")):
-        named: dict[str, list[Path]] = {}
-        for path in _old_files(area, cutoff):
+        named: dict[str, list[tuple[Path, os.stat_result]]] = {}
+        for path, st in _old_files(area, cutoff):
             if path.name.startswith(".tmp-"):
-                found.append(path)
+                _drop(path, st, dry_run, out)
             elif path.suffix == ".dcm":
-                named.setdefault(path.stem, []).append(path)
-        uids = sorted(named)
-        for i in range(0, len(uids), _ORPHAN_BATCH):
-            batch = uids[i:i + _ORPHAN_BATCH]
-            known = journal.known_objects(table, batch)
-            found += [p for uid in batch if uid not in known for p in named[uid]]
-    if not dry_run:
-        for path in found:
-            spool.discard(path)
-    if found:
-        event(log, "orphan_files_listed" if dry_run else "orphan_files_removed", files=len(found),
+                named.setdefault(path.stem, []).append((path, st))
+                if len(named) >= _ORPHAN_BATCH:
+                    _drop_unknown(journal, table, named, dry_run, out)
+        _drop_unknown(journal, table, named, dry_run, out)
+    if out.removed:
+        event(log, "orphan_files_listed" if dry_run else "orphan_files_removed", files=len(out.removed),
               older_than_hours=round(older_than_seconds / 3600, 1))
-    return found
+    if out.failed:
+        event(log, "orphan_removal_failed", logging.WARNING, files=len(out.failed),
+              reason=next(iter(out.failed.values())))
+    return out
 
 
-def _old_files(area: Path, cutoff: float) -> Iterator[Path]:
+def _drop_unknown(journal: Journal, table: str, named: dict[str, list[tuple[Path, os.stat_result]]],
+                  dry_run: bool, out: OrphanSweep) -> None:
+    """The files of ``named`` whose UID ``table`` does not hold go; ``named`` is emptied."""
+    known = journal.known_objects(table, sorted(named))
+    for uid, files in named.items():
+        if uid not in known:
+            for path, st in files:
+                _drop(path, st, dry_run, out)
+    named.clear()
+
+
+def _drop(path: Path, judged: os.stat_result, dry_run: bool, out: OrphanSweep) -> None:
+    try:
+        now = path.lstat()
+        if (now.st_ino, now.st_ctime_ns) != (judged.st_ino, judged.st_ctime_ns):
+            return  # written again since it was judged
+        if not dry_run:
+            path.unlink()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        out.failed[path] = f"{type(exc).__name__}: {exc.strerror or exc}"
+        return
+    out.removed.append(path)
+
+
+def _old_files(area: Path, cutoff: float) -> Iterator[tuple[Path, os.stat_result]]:
     for directory, _, names in os.walk(area):
         for name in names:
             path = Path(directory, name)
             try:
-                if path.lstat().st_mtime < cutoff and not path.is_symlink():
-                    yield path
+                st = path.lstat()
             except FileNotFoundError:  # removed meanwhile
                 continue
+            if st.st_ctime < cutoff and stat.S_ISREG(st.st_mode):
+                yield path, st
 
 
 def cutoff(journal: Journal, older_than_days: float) -> float:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import time
 from pathlib import Path
 
 import pydicom
@@ -51,15 +49,16 @@ def test_purge_removes_the_images_of_series_done_with_and_a_study_sent_again_is_
         first = results_by_kind(serve.pacs)
         assert len(first["SR"]) == 1 and len(list(incoming.rglob("*.dcm"))) == len(files)
 
-        none = json.loads(serve.cli("purge", "--older-than-days", "1", "--json").stdout)
-        assert none["series"] == [] and none["instances"] == 0  # everything happened within the last day
-        # a killed write's temporary file and a produced object nothing refers to, two days old: orphans
+        # a killed write's temporary file and a produced object nothing refers to: orphans, once a day old
         orphans = [results_dir / "1.2.9" / "1.2.9.1" / "1.2.9.1.1.dcm", incoming / ".tmp-killed.part"]
         for orphan in orphans:
             orphan.parent.mkdir(parents=True, exist_ok=True)
             orphan.write_bytes(b"DICM")
-            os.utime(orphan, (time.time() - 2 * 86400,) * 2)
-        dry = json.loads(serve.cli("purge", "--older-than-days", "0", "--dry-run", "--json").stdout)
+        none = json.loads(serve.cli("purge", "--older-than-days", "1", "--json").stdout)
+        assert none["series"] == [] and none["instances"] == 0  # everything happened within the last day
+        assert none["orphan_files"] == 0 and all(o.exists() for o in orphans)  # ...the orphans too
+        dry = json.loads(serve.cli("purge", "--older-than-days", "0", "--orphans-older-than-hours", "0",
+                                   "--dry-run", "--json").stdout)
         assert dry["orphan_files"] == 2 and all(o.exists() for o in orphans)
         assert {r["series_uid"] for r in dry["series"]} == {s.series_uid for s in study.series}  # distractors too
         assert dry["instances"] == len(files) and len(list(incoming.rglob("*.dcm"))) == len(files)
@@ -70,10 +69,11 @@ def test_purge_removes_the_images_of_series_done_with_and_a_study_sent_again_is_
 
         described = {j["series_uid"]: j["series_description"] for j in serve.jobs()}
         table = _research_row(serve, tmp_path / "before.csv", target)
-        human = serve.cli("purge", "--older-than-days", "0").stdout
+        human = serve.cli("purge", "--older-than-days", "0", "--orphans-older-than-hours", "0").stdout
         assert f"removed {len(files)} instances" in human and target in human
         assert f"removed the files of {produced} delivered (or superseded) results of 1 series" in human
-        assert "removed 2 spool files that nothing refers to" in human and not any(o.exists() for o in orphans)
+        assert "removed 2 spool files that nothing refers to (0 hours old or more)" in human
+        assert not any(o.exists() for o in orphans)
         assert list(incoming.rglob("*.dcm")) == [] and _files(results_dir) == []
         # the listings and the research table read the header copies the purge kept: nothing they show changed but
         # the paths of the result files, which are gone (the PACS holds the objects)

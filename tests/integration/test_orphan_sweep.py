@@ -1,7 +1,6 @@
 """The running service removes the spool's files that nothing refers to (a killed run's leftovers) by itself."""
 from __future__ import annotations
 
-import os
 import time
 from types import SimpleNamespace
 
@@ -11,21 +10,22 @@ from svdmark.export import FolderExporter
 from svdmark.service import Service
 
 from tests.peers import free_port, wait_until
+from tests.unit.test_orphans import GEOM
 
 
-def test_the_assembly_leader_sweeps_old_orphans_and_keeps_fresh_ones(tmp_path):
+def test_the_assembly_leader_sweeps_orphans_and_keeps_what_the_journal_names(tmp_path, monkeypatch):
+    monkeypatch.setattr(retention, "ORPHAN_AGE_SECONDS", 1.0)  # a day, in the service's real clock: a second here
     cfg = Config(host="127.0.0.1", port=free_port(), data_dir=tmp_path / "data", metrics_port=None)
     svc = Service(cfg, exporter=FolderExporter(tmp_path / "out"), context=SimpleNamespace())
-    old = svc.spool.results / "1.2" / "1.2.3" / "1.2.3.4.dcm"
-    fresh = svc.spool.incoming / "1.2" / "1.2.5" / "1.2.5.6.dcm"
-    for path in (old, fresh):
-        path.parent.mkdir(parents=True)
-        path.write_bytes(b"DICM")
-    then = time.time() - retention.ORPHAN_AGE_SECONDS - 60
-    os.utime(old, (then, then))
+    orphan = svc.spool.write(svc.spool.results, "1.2", "1.2.3", "1.2.3.4", b"DICM")
+    named = svc.spool.write(svc.spool.incoming, "1.2", "1.2.5", "1.2.5.6", b"DICM")
+    svc.journal.record_instance(sop_uid="1.2.5.6", study_uid="1.2", series_uid="1.2.5",
+                                sop_class="1.2.840.10008.5.1.4.1.1.2", transfer_syntax="1.2.840.10008.1.2.1",
+                                path=named, size=4, digest="d", modality="CT", geometry=GEOM, calling_ae=None)
+    time.sleep(1.5)
     svc.start()
     try:
-        wait_until(lambda: not old.exists() or None, 30, "the old orphan removed")
-        assert fresh.exists()
+        wait_until(lambda: not orphan.exists() or None, 30, "the orphan removed")
+        assert named.exists()
     finally:
         svc.stop()

@@ -404,3 +404,49 @@ def test_a_delivery_cut_off_at_every_try_becomes_a_dead_letter_at_the_cap_and_re
     assert j.resend_dead([d.id]) == 1
     assert all(r["deliveries_requeued"] == 1 for r in cut_off(CAP - 1))  # a new round, a new count
     assert j.deliveries()[0]["state"] == DeliveryState.PENDING.value
+
+
+def _one_sr_delivery(j: Journal, series: str = "1.2.7"):
+    _queue(j, series, now=100.0)
+    sr = ResultObject(f"{series}.9", "sr", "1.2.840.10008.5.1.4.1.1.88.34", Path(f"/r/{series}.9"))
+    j.finish_job(j.claim_job(), JobState.DONE, outputs=[sr], deliveries=[(sr.sop_uid, "PACS")])
+    (d,) = j.due_deliveries()
+    return d
+
+
+def test_cut_off_tries_count_in_a_row_a_try_that_got_an_answer_starts_again(journal_url):
+    from svdmark.journal import DELIVERY_INTERRUPTION_CAP as CAP
+
+    j = Journal(journal_url)
+    d = _one_sr_delivery(j)
+    for _ in range(CAP):  # cut off, then refused: never CAP cut-offs in a row
+        assert j.start_sending(d.id)
+        assert j.recover(expired_only=False)["deliveries_quarantined"] == 0
+        assert j.start_sending(d.id)
+        j.mark_failed(d.id, "C-STORE refused: 0xA700", next_attempt_at=0.0, dead=False)
+    assert j.deliveries()[0]["state"] == DeliveryState.PENDING.value
+
+
+def test_a_dead_letter_of_cut_off_tries_is_rejected_when_superseded_and_never_sent_after_its_note(journal_url):
+    """After CAP cut-off tries the PACS may well hold the object: a newer result rejects it, and `outbox resend`
+    does not send it after the note that rejects it."""
+    from svdmark.journal import DELIVERY_INTERRUPTION_CAP as CAP, Rejection, Supersession
+
+    j = Journal(journal_url)
+    d = _one_sr_delivery(j)
+    for _ in range(CAP):
+        assert j.start_sending(d.id)
+        j.recover(expired_only=False)
+    assert j.deliveries()[0]["state"] == DeliveryState.DEAD.value
+    record(j, "1.2.7.2", series="1.2.7")  # a late image: generation 2
+    j.queue_job(j.series_row("1.2.7"), "test")
+    job = j.claim_job()
+    assert [i for i, _, _ in j.rejectable("1.2.7", job.generation, ["PACS"])] == [d.id]
+    note = ResultObject("7.2.9", "rejection", "1.2.840.10008.5.1.4.1.1.88.59", Path("/r/7.2.9"))
+    sr = ResultObject("7.2.1", "sr", "1.2.840.10008.5.1.4.1.1.88.34", Path("/r/7.2.1"))
+    j.finish_job(job, JobState.DONE, outputs=[sr], deliveries=[("7.2.1", "PACS")],
+                 supersede=Supersession(frozenset({"PACS"}), (Rejection(note, ((d.id, "PACS"),)),)))
+    assert j.resend_dead() == 0
+    row = j.deliveries(delivery_id=d.id)[0]
+    assert (row["state"], row["rejected_by"]) == (DeliveryState.SUPERSEDED.value, "7.2.9")
+    assert j.delivery_attempts(d.id)[-1]["detail"] == "not sent again: rejection note 7.2.9 names it"

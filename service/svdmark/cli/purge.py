@@ -25,10 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "`svdmark jobs reanalyse` refuses the series, and an instance that arrives for it starts a "
                            "new analysis beside the earlier results instead of superseding them. Run it from a timer; "
                            "each removal is in the audit trail. Files in the spool that nothing refers to (left by "
-                           "a killed write or a failed re-run) go too once they are a day old."))
+                           "a killed write or a failed re-run) go too once they are a day old "
+                           "(--orphans-older-than-hours)."))
     p.add_argument("--older-than-days", type=float, required=True, metavar="N",
                    help="series whose last instance and last finished job are older than N days (0: done now)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    p.add_argument("--orphans-older-than-hours", type=float, default=retention.ORPHAN_AGE_SECONDS / 3600, metavar="H",
+                   help="remove the spool files nothing refers to once they are H hours old (default 24: never one "
+                        "whose journal row is being written; 0 only while no svdmark process runs)")
     p.add_argument("--keep-results", action="store_true",
                    help="remove only the received images; keep every produced object's file")
     add_config_options(p)
@@ -39,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_purge(args) -> int:
     if not args.older_than_days >= 0:
         return fail(args, f"--older-than-days must be 0 or more, not {args.older_than_days}")
+    if not args.orphans_older_than_hours >= 0:
+        return fail(args, f"--orphans-older-than-hours must be 0 or more, not {args.orphans_older_than_hours}")
     cfg = load_config(args)
     journal = open_journal(cfg, "give the service's --data-dir, --journal or --config")
     try:
@@ -51,7 +57,8 @@ def run_purge(args) -> int:
         else:
             ran = retention.run(journal, Spool(cfg.spool_dir), cutoff, actor(), keep_results=args.keep_results)
             done, results, failed = ran.series, ran.results, ran.failed
-        orphans = retention.remove_orphans(journal, Spool(cfg.spool_dir), dry_run=args.dry_run)
+        orphans = retention.remove_orphans(journal, Spool(cfg.spool_dir), args.orphans_older_than_hours * 3600,
+                                           dry_run=args.dry_run)
     finally:
         journal.close()
     rows = [{"series_uid": p.series_uid, "study_uid": p.study_uid, "modality": p.modality,
@@ -62,7 +69,10 @@ def run_purge(args) -> int:
     if not args.keep_results:
         total += (f"; {verb} the files of {sum(results.values())} delivered (or superseded) results of "
                   f"{len(results)} series")
-    total += f"; {verb} {len(orphans)} spool files that nothing refers to (a day old or more)"
+    total += (f"; {verb} {len(orphans.removed)} spool files that nothing refers to "
+              f"({args.orphans_older_than_hours:g} hours old or more)")
+    if orphans.failed:
+        total += "\n" + "\n".join(f"could not remove {path}: {why}" for path, why in sorted(orphans.failed.items()))
     if failed:
         total += "\n" + "\n".join(f"could not remove the files of series {uid}: {why}"
                                   for uid, why in sorted(failed.items()))
@@ -72,7 +82,8 @@ def run_purge(args) -> int:
                 "bytes": size, "results": None if args.keep_results else {
                     "files": sum(results.values()), "series": [{"series_uid": k, "files": v}
                                                                for k, v in sorted(results.items())]},
-                "orphan_files": len(orphans),
+                "orphan_files": len(orphans.removed),
+                "orphan_files_failed": [{"path": str(p), "reason": why} for p, why in sorted(orphans.failed.items())],
                 "failed": [{"series_uid": k, "reason": v} for k, v in sorted(failed.items())]}, human)
-    return 1 if failed else 0
+    return 1 if failed or orphans.failed else 0
 
