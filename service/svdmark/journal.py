@@ -350,6 +350,7 @@ class Delivery:
 
 REJECTABLE_KINDS = tuple(OutputKind.profile_kinds())  # what a rejection note can reject (never a note itself)
 INTERRUPTED_TRY = "interrupted"  # delivery_attempts.outcome of a try cut off by a restart or a lapsed lease
+UNANSWERED_TRY = "unanswered"  # ... of a try that went out and got no answer (a timeout): maybe stored there
 
 
 @dataclass(frozen=True)
@@ -996,7 +997,8 @@ class Journal:
         """Earlier generations' SR/SEG/summary objects that may have reached ``destinations`` and are not yet
         rejected there: delivered, being sent, or waiting again after a try that was cut off (a restart, a lapsed
         lease: the destination may have stored it without our hearing); (delivery id, destination, result), by
-        delivery id. A try the destination refused, or that could not reach it, does not count."""
+        delivery id. A try the destination refused, or that could not reach it, does not count; one that went out and
+        got no answer (a timeout) does."""
         return self._rejectable(self._conn(), series_uid, before_generation, destinations)
 
     @staticmethod
@@ -1226,8 +1228,11 @@ class Journal:
             db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
                        (delivery_id, now, DeliveryState.DELIVERED.value, detail))
 
-    def mark_failed(self, delivery_id: int, error: str, next_attempt_at: float, dead: bool) -> None:
+    def mark_failed(self, delivery_id: int, error: str, next_attempt_at: float, dead: bool,
+                    unanswered: bool = False) -> None:
         """A try that the destination did not confirm: retry later, or dead after the last attempt.
+        ``unanswered``: the object went out and no answer came (a timeout, an abort), so the destination may hold
+        it; the try is recorded as ``unanswered`` whatever the row's state becomes, and a supersession rejects it.
 
         An object that newer results rejected while this try was in flight is never retried: it becomes
         ``superseded``, and when nothing that its rejection note names reached that destination, the note
@@ -1257,8 +1262,8 @@ class Journal:
                 " lease_until=NULL WHERE id=?",
                 (state.value, error, next_attempt_at, delivery_id),
             )
-            outcome = ("superseded" if state is DeliveryState.SUPERSEDED else "dead" if dead and live
-                       else "retry" if live else state.value)
+            outcome = (UNANSWERED_TRY if unanswered else "superseded" if state is DeliveryState.SUPERSEDED
+                       else "dead" if dead and live else "retry" if live else state.value)
             db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
                        (delivery_id, now, outcome, error))
             if rejected_by:
@@ -1274,7 +1279,7 @@ class Journal:
 
     def delivery_attempts(self, delivery_id: int) -> list[Any]:
         """Every try of one delivery, oldest first: at, outcome (delivered | retry | dead | superseded | resend |
-        lease-lost | interrupted), detail."""
+        lease-lost | interrupted | unanswered), detail."""
         return self._query("SELECT at, outcome, detail FROM delivery_attempts WHERE delivery_id=? ORDER BY id",
                           (delivery_id,))
 
@@ -1705,12 +1710,13 @@ _NOTE_WAITS_ARGS = (OutputKind.REJECTION.value, OutputKind.REJECTION.value, Deli
                     DeliveryState.SENDING.value)
 
 # A delivery whose object the destination may hold: delivered, being sent, or waiting again (superseded, or a dead
-# letter) after a try that was cut off with no answer (Journal.recover records it as INTERRUPTED_TRY). The condition
+# letter) after a try that was cut off (Journal.recover records INTERRUPTED_TRY) or went out with no answer
+# (Journal.mark_failed records UNANSWERED_TRY). The condition
 # on one delivery row, named {delivery}; its parameters are _MAY_HAVE_REACHED_ARGS.
 _MAY_HAVE_REACHED = ("({delivery}.state IN (?,?) OR ({delivery}.state IN (?,?,?) AND EXISTS (SELECT 1 FROM"
-                     " delivery_attempts a WHERE a.delivery_id={delivery}.id AND a.outcome=?)))")
+                     " delivery_attempts a WHERE a.delivery_id={delivery}.id AND a.outcome IN (?,?))))")
 _MAY_HAVE_REACHED_ARGS = (DeliveryState.DELIVERED.value, DeliveryState.SENDING.value, DeliveryState.PENDING.value,
-                          DeliveryState.SUPERSEDED.value, DeliveryState.DEAD.value, INTERRUPTED_TRY)
+                          DeliveryState.SUPERSEDED.value, DeliveryState.DEAD.value, INTERRUPTED_TRY, UNANSWERED_TRY)
 
 # the order results were recorded in: by time, then a job's objects as the worker lists them (SR, SEG, summary),
 # then its rejection notes

@@ -125,7 +125,8 @@ class OutboxJournal(Protocol):
 
     def mark_delivered(self, delivery_id: int, detail: str = "") -> None: ...
 
-    def mark_failed(self, delivery_id: int, error: str, next_attempt_at: float, dead: bool) -> None: ...
+    def mark_failed(self, delivery_id: int, error: str, next_attempt_at: float, dead: bool,
+                    unanswered: bool = False) -> None: ...
 
 
 class AuditJournal(Protocol):

@@ -45,7 +45,7 @@ class ScriptedExporter:
                 continue
             self.sent.append(p.stem)
             o = self.script[p.stem]
-            o = SendOutcome(p, o.ok, o.detail, o.permanent)
+            o = SendOutcome(p, o.ok, o.detail, o.permanent, unanswered=o.unanswered)
             out.append(o)
             on_outcome(o)
             if self.journal is not None:  # what the journal says right after this object's confirmation
@@ -113,3 +113,21 @@ def test_store_status_classes(code, permanent):
     from svdmark.export.cstore import _permanent
 
     assert _permanent(code) is permanent
+
+
+def test_a_try_that_went_out_unanswered_may_be_in_the_pacs_a_refused_one_is_not(tmp_path, journal_url):
+    """A C-STORE with no response (a timeout, an abort) may have been stored: once superseded it is rejected with a
+    note. One the PACS refused was not stored; one never sent was not either."""
+    j = journal_with_results(tmp_path, journal_url)
+    unanswered = SendOutcome(Path(), False, "no response (timeout or aborted)", unanswered=True)
+    refused = SendOutcome(Path(), False, "status 0xA700")
+    box = Outbox(j, ScriptedExporter({"sr": unanswered, "seg": refused, "summary": OK}), (A,), 5, 60.0, 60.0)
+    assert box.flush() == 1
+    ids = {r["sop_uid"]: r["id"] for r in j.deliveries()}
+    assert [a["outcome"] for a in j.delivery_attempts(ids["9.0"])] == ["unanswered"]
+    assert [a["outcome"] for a in j.delivery_attempts(ids["9.1"])] == ["retry"]
+    record(j, "1.2", series="1.2.3")  # a late image: generation 2
+    j.queue_job(j.series_row("1.2.3"), "test")
+    job = j.claim_job()
+    assert sorted(i for i, _, _ in j.rejectable("1.2.3", job.generation, [A.name])) == sorted(
+        [ids["9.0"], ids["9.2"]])  # the unanswered SR and the delivered summary, not the refused SEG

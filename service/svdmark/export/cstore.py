@@ -35,6 +35,7 @@ class SendOutcome:
     detail: str  # status or error text
     permanent: bool = False  # retrying cannot help (the destination does not take this SOP class): a dead letter now
     deferred: bool = False  # not tried (an earlier object of the batch lost the connection): no try is counted
+    unanswered: bool = False  # sent, and no answer came (a timeout, an abort): the destination may have stored it
 
 
 OnOutcome = Callable[[SendOutcome], None]
@@ -151,7 +152,7 @@ class CStoreExporter:
                     continue
                 code = getattr(status, "Status", None)
                 if code is None:
-                    outcome = SendOutcome(path, False, "no response (timeout or aborted)")
+                    outcome = SendOutcome(path, False, "no response (timeout or aborted)", unanswered=True)
                 elif _stored(code):
                     outcome = SendOutcome(path, True, f"0x{code:04X}")
                 else:

@@ -89,6 +89,7 @@ class Outbox:
     def _send(self, dest: AnyDestination, items: list[Delivery]) -> int:
         by_path = {d.path: d for d in items}
         reported: set[int] = set()
+        started: set[int] = set()  # claimed for sending in this batch
         confirmed = 0
 
         def on_outcome(outcome: SendOutcome) -> None:
@@ -106,7 +107,7 @@ class Outbox:
                 health.delivery_outcome("delivered", dest.name)
                 event(log, "delivered", sop_uid=d.sop_uid, kind=d.kind, destination=dest.name)
             else:
-                self._failed(d, outcome.detail, dead=outcome.permanent)
+                self._failed(d, outcome.detail, dead=outcome.permanent, unanswered=outcome.unanswered)
 
         def on_start(path) -> bool:
             d = by_path.get(path)
@@ -114,6 +115,7 @@ class Outbox:
                 return True
             claim = self.journal.start_sending(d.id)
             if claim:
+                started.add(d.id)
                 return True
             reported.add(d.id)  # not sent in this batch, and no try to count
             if claim is SendClaim.WITHDRAWN:  # superseded after it was read: never sent
@@ -131,16 +133,16 @@ class Outbox:
         else:
             why = "no outcome reported for this object"
         for d in items:
-            if d.id not in reported:
-                self._failed(d, why, dead=False)
+            if d.id not in reported:  # one that went out may have been stored
+                self._failed(d, why, dead=False, unanswered=d.id in started)
         return confirmed
 
-    def _failed(self, d: Delivery, reason: str, dead: bool) -> None:
+    def _failed(self, d: Delivery, reason: str, dead: bool, unanswered: bool = False) -> None:
         attempts = d.attempts + 1
         dead = dead or attempts >= self.max_attempts
         now = self.journal.now()
         retry_at = now + backoff(attempts, self.backoff_seconds, self.backoff_cap, self.rng)
-        self.journal.mark_failed(d.id, reason, retry_at, dead)
+        self.journal.mark_failed(d.id, reason, retry_at, dead, unanswered=unanswered)
         health.delivery_outcome("dead" if dead else "retry", d.destination)
         event(log, "delivery_dead" if dead else "delivery_retry", logging.WARNING, sop_uid=d.sop_uid, kind=d.kind,
               destination=d.destination, attempts=attempts, reason=reason,

@@ -149,7 +149,9 @@ class StowExporter:
                     why = f"no response: {type(exc).__name__}"
                     if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                         why += ": the server's certificate is not trusted (ca_file names its CA)"
-                    _report(outcomes, SendOutcome(path, False, why), on_outcome)
+                    # a read timeout: it took the request and did not answer in time, and may have stored it
+                    _report(outcomes, SendOutcome(path, False, why, unanswered=isinstance(exc, requests.ReadTimeout)),
+                            on_outcome)
                     # not tried: the destination is not answering. After a read timeout (it took the connection and
                     # the request but did not answer in time: maybe this object alone) they are deferred, not failed
                     deferred = isinstance(exc, requests.ReadTimeout)
