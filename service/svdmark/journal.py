@@ -18,7 +18,8 @@ transaction), so a ``kill -9`` at any moment leaves a state from which a restart
                                   the cause: see :meth:`Journal.recover`)
 * deliveries: pending → sending → delivered | dead          (sending → pending on restart, recorded as an
                                                             ``interrupted`` try: it may have reached the destination,
-                                                            so a supersession rejects it as if delivered)
+                                                            so a supersession rejects it as if delivered; → dead at
+                                                            the tenth such try in a row: see :meth:`Journal.recover`)
               pending → superseded  (:meth:`Journal.finish_job` with a :class:`Supersession`: newer
                                      results of the series are done before this object was sent)
               sending → superseded  (:meth:`Journal.mark_failed`: newer results rejected it while a try
