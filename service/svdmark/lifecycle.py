@@ -215,6 +215,8 @@ class Lifecycle:
             manifest = json.loads((src / "manifest.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelError(f"{src / 'manifest.json'}: cannot read: {exc}") from None
+        if not isinstance(manifest, dict):
+            raise ModelError(f"{src / 'manifest.json'}: must hold a JSON object, not a {type(manifest).__name__}")
         name, version = str(manifest.get("name", "")), str(manifest.get("version", ""))
         if not name or not version or "/" in name + version or name.startswith(".") or version.startswith("."):
             raise ModelError(f"{src / 'manifest.json'}: needs a plain 'name' and 'version' (got {name!r} {version!r})")
@@ -232,6 +234,10 @@ class Lifecycle:
             raise ModelError(f"{name} {version} is already installed with a different sha256"
                              f" ({spec.sha256[:12]}…); give the new model a new version")
         task = manifest.get("task")
+        own = self.task_of(name)
+        if own is not None and own != task:  # the registry takes a name's task from its newest version
+            raise ModelError(f"{name} serves task {own!r}; version {version} says task {task!r}: a model name keeps "
+                             "its task, so give the new model its own name")
         for other in self.names():
             if other != name and self.task_of(other) == task:
                 raise ModelError(f"model {other} already serves task {task!r}; svdmark runs one model name per task,"
@@ -267,8 +273,17 @@ class Lifecycle:
             out["activation"] = self.activate(name, version, tested=True)
         return out
 
+    def _spec_or_refuse(self, action: str, name: str, version: str) -> ModelSpec:
+        """:meth:`spec`, auditing ``action`` with the reason when its manifest or checksum is wrong."""
+        try:
+            return self.spec(name, version)
+        except ModelError as exc:
+            if version in dict(self.versions(name)):  # an installed version that does not check out
+                self.audit(action, {"name": name, "version": version, "sha256": None, "reason": str(exc)})
+            raise
+
     def activate(self, name: str, version: str, tested: bool = False, require_validation: bool = False) -> dict:
-        spec = self.spec(name, version)
+        spec = self._spec_or_refuse("model.activate_refused", name, version)
         validation = self.require_validation(spec) if require_validation else None
         try:
             test = None if tested else self.check(spec)
@@ -310,7 +325,7 @@ class Lifecycle:
             else:
                 raise ModelError(f"nothing to roll back to for {name}: no earlier active version is recorded"
                                  + (f" (gone: {', '.join(skipped)})" if skipped else ""))
-            spec = self.spec(name, candidate)  # checksum still right?
+            spec = self._spec_or_refuse("model.rollback_refused", name, candidate)  # checksum still right?
             try:
                 test = self.check(spec)  # and its self-test, as activation runs it
             except ModelError as exc:
@@ -319,6 +334,8 @@ class Lifecycle:
                                  f"`svdmark models activate {name} VERSION`") from None
             state["active"][name] = candidate
             state["history"][name] = history
+            if state["shadow"].get(name) == candidate:  # no version shadows itself
+                state["shadow"].pop(name)
             write_state(self.dir, state)
         detail = {"name": name, "version": candidate, "sha256": spec.sha256, "previous_version": current,
                   "previous_sha256": self._sha_or_none(name, current), "self_test": test["text"]}

@@ -186,7 +186,7 @@ class ModelRegistry:
         except ValueError:
             raise ModelError(f"{vdir / MANIFEST}: unknown task {manifest['task']!r}") from None
         parsed = parse_manifest(manifest, vdir / MANIFEST)
-        path = vdir / manifest.get("file", MODEL_FILE)
+        path = vdir / _file_in_folder(manifest.get("file", MODEL_FILE), vdir / MANIFEST)
         if not path.is_file():
             raise ModelError(f"model file {path} is missing")
         actual = self._sha(path)
@@ -201,11 +201,14 @@ class ModelRegistry:
     def _read_manifest(self, vdir: Path) -> dict:
         f = vdir / MANIFEST
         try:
-            return json.loads(f.read_text())
+            data = json.loads(f.read_text())
         except FileNotFoundError:
             raise ModelError(f"no manifest at {f}") from None
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelError(f"cannot read manifest {f}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ModelError(f"manifest {f} must hold a JSON object, not a {type(data).__name__}")
+        return data
 
     def _sha(self, path: Path) -> str:
         st = path.stat()
@@ -250,12 +253,22 @@ class Pinned:
         return self.spec
 
 
+def _file_in_folder(name: object, source: Path) -> str:
+    """The manifest's ``file``: a file name in the version's own folder (what install copies and the checksum
+    covers), never a path out of it."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise ModelError(f"{source}: field 'file' must name a file in the version's folder, not {name!r}")
+    return name
+
+
 def parse_manifest(data: dict, source: Path) -> Manifest:
     """The typed manifest, or a ``ModelError`` naming the file and the field that is wrong."""
     try:
         manifest = Manifest.from_json(data)
     except ManifestFieldError as exc:
         raise ModelError(f"{source}: {exc}") from None
+    if manifest.input is None:
+        raise ModelError(f"{source}: field 'input' is missing (how the model's input is built)")
     if manifest.input.kind == "patch3d" and manifest.candidates is None:
         raise ModelError(f"{source}: field 'candidates' is missing (a patch3d model needs its candidate stage)")
     return manifest

@@ -44,7 +44,8 @@ MATCH_MIN_MM = 5.0
 
 # --------------------------------------------------------------------------- continuous agreement
 def bland_altman(model: Sequence[float], reference: Sequence[float]) -> dict:
-    """Bias (model − reference), its 95 % CI, SD of the differences and the 95 % limits of agreement."""
+    """Bias (model − reference), its 95 % CI, SD of the differences and the 95 % limits of agreement (the last
+    three None for a single case: one difference has no spread)."""
     from scipy import stats
 
     m, r = np.asarray(model, float), np.asarray(reference, float)
@@ -53,13 +54,11 @@ def bland_altman(model: Sequence[float], reference: Sequence[float]) -> dict:
     if n == 0:
         return {"n": 0, "bias": None, "bias_ci95": None, "sd": None, "loa_low": None, "loa_high": None}
     bias = float(d.mean())
-    sd = float(d.std(ddof=1)) if n > 1 else 0.0
-    if n > 1:
-        half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-        ci = [bias - half, bias + half]
-    else:
-        ci = None
-    return {"n": n, "bias": bias, "bias_ci95": ci, "sd": sd, "loa_low": bias - 1.96 * sd,
+    if n == 1:
+        return {"n": 1, "bias": bias, "bias_ci95": None, "sd": None, "loa_low": None, "loa_high": None}
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return {"n": n, "bias": bias, "bias_ci95": [bias - half, bias + half], "sd": sd, "loa_low": bias - 1.96 * sd,
             "loa_high": bias + 1.96 * sd}
 
 

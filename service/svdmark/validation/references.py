@@ -204,9 +204,14 @@ def _read_points_json(path: Path) -> list[Reference]:
             else:
                 raise BadReference(f"{path}: series {uid}: point {p!r} is not [x, y, z] or [x, y, z, d]")
             try:
-                ref.points.append((tuple(float(v) for v in xyz), float(d) if d is not None else None))
+                centre, diameter = tuple(float(v) for v in xyz), float(d) if d is not None else None
             except (TypeError, ValueError):
                 raise BadReference(f"{path}: series {uid}: point {p!r} has a non-numeric value") from None
+            if len(centre) != 3 or not all(math.isfinite(v) for v in centre):
+                raise BadReference(f"{path}: series {uid}: point {p!r} needs three finite coordinates (x, y, z in mm)")
+            if diameter is not None and not (math.isfinite(diameter) and diameter > 0):
+                raise BadReference(f"{path}: series {uid}: point {p!r} has a diameter that is not a positive number")
+            ref.points.append((centre, diameter))
         ref.cmb_count = len(ref.points)
         out.append(ref)
     return out

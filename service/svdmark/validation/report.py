@@ -57,11 +57,12 @@ def _bland_altman(path: Path, cases: list[dict], figures: dict, unit: str) -> Pa
     ax.scatter(mean, diff, s=22, alpha=0.8, color="#1f5f8b", edgecolors="none")
     ax.axhline(0, color="#999999", lw=0.8)
     ax.axhline(ba["bias"], color="#c0392b", lw=1.5, label=f"bias {ba['bias']:+.2f} {unit}")
-    for y, lab in ((ba["loa_low"], "−1.96 SD"), (ba["loa_high"], "+1.96 SD")):
+    limits = [(y, lab) for y, lab in ((ba["loa_low"], "−1.96 SD"), (ba["loa_high"], "+1.96 SD")) if y is not None]
+    for y, lab in limits:  # (none for a single case)
         ax.axhline(y, color="#c0392b", lw=1, ls="--")
         ax.annotate(f"{lab}: {y:+.2f}", xy=(1.0, y), xycoords=("axes fraction", "data"), xytext=(-4, 3),
                     textcoords="offset points", ha="right", fontsize=8, color="#c0392b")
-    ys = diff + [ba["loa_low"], ba["loa_high"], 0.0]
+    ys = diff + [y for y, _ in limits] + [0.0]
     pad = 0.18 * max(max(ys) - min(ys), 1e-6)
     ax.set_ylim(min(ys) - pad, max(ys) + pad)  # room for the labels above and below the limits
     ax.set_xlabel(f"mean of model and reference ({unit})")
