@@ -120,6 +120,7 @@ def iter_sources(paths: Iterable[Path], skip: Iterable[Path] = ()) -> Iterator[S
         if root.is_file():
             yield from _file_sources(root)
             continue
+
         if root.resolve() in seen:
             yield FileError(str(root), "inside a folder already read in this run; not read again")
             continue
@@ -217,8 +218,13 @@ def _identity(data: bytes) -> dict:
                              specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
     except Exception:  # anything unparseable simply has no identity
         return {}
-    values = {k: str(ds.get(a, "") or "") for k, a in
-              (("study_uid", "StudyInstanceUID"), ("series_uid", "SeriesInstanceUID"), ("sop_uid", "SOPInstanceUID"))}
+    values = {}
+    for key, attr in (("study_uid", "StudyInstanceUID"), ("series_uid", "SeriesInstanceUID"),
+                      ("sop_uid", "SOPInstanceUID")):
+        try:  # pydicom parses a value when it is read: a damaged element raises here, not in dcmread
+            values[key] = str(ds.get(attr, "") or "")
+        except Exception:
+            values[key] = ""
     return {k: v if not v or UID(v).is_valid else uid_hash(v) for k, v in values.items()}
 
 

@@ -20,9 +20,11 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -353,30 +355,78 @@ class Runner:
             for g, decision in todo:
                 yield analyse_group(g, str(self.out), self.config, constants, decision)
             return
+        pool = self._pool(len(todo))
+        pending: dict[Future, tuple[SeriesGroup, RoutingDecision]] = {}
+        queue = list(todo)
+        suspects: list[tuple[SeriesGroup, RoutingDecision]] = []  # in flight when a worker died: each again, alone
+        try:
+            while queue or pending or suspects:
+                alone = bool(suspects) and not pending
+                if alone:
+                    g, decision = suspects.pop(0)
+                    pending[_submit(pool, g, str(self.out), self.config, constants, decision)] = (g, decision)
+                while not alone and not suspects and queue and len(pending) < 2 * self.workers:  # bounded
+                    g, decision = queue.pop(0)
+                    pending[_submit(pool, g, str(self.out), self.config, constants, decision)] = (g, decision)
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                broken = []
+                for f in finished:
+                    work = pending.pop(f)
+                    try:
+                        yield f.result()
+                    except BrokenProcessPool:
+                        broken.append(work)
+                if not broken:
+                    continue
+                if alone:  # it died with this series alone in it: this series killed it
+                    g, decision = broken[0]
+                    yield _worker_died(g, decision)
+                else:  # one of those in flight killed it: each runs again alone to find which
+                    suspects += broken + list(pending.values())
+                    pending.clear()
+                _stop_pool(pool)
+                pool = self._pool(len(queue) + len(suspects))
+        except BaseException:
+            _stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
+
+    def _pool(self, n: int) -> ProcessPoolExecutor:
         import multiprocessing as mp
 
         threads = max(1, (os.cpu_count() or 1) // self.workers)
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(todo)), mp_context=mp.get_context("spawn"),
-                                   initializer=_init_worker,
-                                   initargs=(self.config, threads, logs.chosen_format()))
-        pending: set[Future] = set()
-        queue = list(todo)
-        try:
-            while queue or pending:
-                while queue and len(pending) < 2 * self.workers:  # bounded: a few series in memory at once
-                    g, decision = queue.pop(0)
-                    pending.add(pool.submit(analyse_group, g, str(self.out), self.config, constants, decision))
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    yield f.result()
-        except BaseException:
-            for f in pending:
-                f.cancel()
-            for p in list(getattr(pool, "_processes", {}).values()):
-                p.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+        return ProcessPoolExecutor(max_workers=max(1, min(self.workers, n)), mp_context=mp.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(self.config, threads, logs.chosen_format()))
+
+
+def _submit(pool: ProcessPoolExecutor, *args) -> Future:
+    """``analyse_group(*args)`` in ``pool``. A worker process it starts ignores Ctrl-C from birth (the terminal
+    sends SIGINT to the whole process group; this process stops the workers itself), not only once its initializer
+    has run: a disposition of SIG_IGN is inherited, and Python then installs no handler of its own."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        return pool.submit(analyse_group, *args)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return pool.submit(analyse_group, *args)
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Its processes terminated; its futures end as broken (not cancelled first: the executor's own thread then
+    fails to set them, printing a traceback on an interrupt)."""
+    for p in list(getattr(pool, "_processes", {}).values()):
+        p.terminate()
+    pool.shutdown(wait=False)
+
+
+def _worker_died(group: SeriesGroup, decision: RoutingDecision) -> dict:
+    """The row of a series whose worker process died while it alone was being analysed (killed: out of memory?)."""
+    from ..pipeline import Failed, Stage
+
+    row = identity_row(group) | routing_row(decision)
+    return _failed(row, Failed(Stage.INFER, "the worker process analysing this series died (killed, or out of "
+                                            "memory: try --workers 1)", "BrokenProcessPool", blame="environment"))
 
 
 def find_series(state: RunState, paths: list[Path], key: bytes, progress: bool = True
@@ -422,5 +472,8 @@ def _series_folder(group: SeriesGroup) -> str:
     names = [i.source.path if i.source.member is None else i.source.name for i in group.instances]
     if len(names) == 1:
         return names[0]
-    common = os.path.commonpath([os.path.dirname(n) if "!" not in n else n.split("!")[0] for n in names])
-    return common or names[0]
+    folders = [os.path.dirname(n) if "!" not in n else n.split("!")[0] for n in names]
+    try:
+        return os.path.commonpath(folders) or names[0]
+    except ValueError:  # inputs given both ways (a/ and /abs/b): the absolute folder they share
+        return os.path.commonpath([os.path.abspath(f) for f in folders])

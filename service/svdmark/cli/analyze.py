@@ -101,6 +101,12 @@ def run(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.output.is_dir():
         print(f"svdmark analyze: error: --output {args.output} exists and is not a folder", file=sys.stderr)
         return 2
+    inputs = [p for p in args.paths if p.is_dir() and p.resolve() == args.output.resolve()]
+    if inputs:  # its tables, state and DICOM outputs would be read as inputs by the next run
+        print(f"svdmark analyze: error: --output {args.output} is also an input folder; write the results to "
+              f"another folder (a folder inside it, such as {args.output / 'svdmark'}, is skipped when read)",
+              file=sys.stderr)
+        return 2
     import signal
 
     from .. import logs
