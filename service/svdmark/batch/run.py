@@ -33,6 +33,7 @@ from .. import __version__, logs, phi, route
 from ..config import Config
 from ..domain import ModelSpec, OutputKind, RouteKind, RoutingDecision
 from ..errors import ModelError
+from ..failures import reason_of
 from ..infer.registry import manifest_digest
 from . import table as T
 from .acquisition import descriptors
@@ -257,7 +258,7 @@ class Runner:
             try:
                 header = read_header(g.series_source())
             except Exception as exc:  # the file was readable a moment ago; say what happened
-                row.update(status=T.FAILED, reason=f"cannot read header of {g.first.source.name}: {exc}")
+                row.update(status=T.FAILED, reason=f"cannot read header of {g.first.source.name}: {reason_of(exc)}")
                 rows[g.series_uid] = row
                 continue
             acquisition[g.series_uid] = descriptors(header, key, self.shift_dates)
