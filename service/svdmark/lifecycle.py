@@ -16,6 +16,7 @@ import pwd
 import shutil
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from .domain import ModelSpec
@@ -222,17 +223,27 @@ class Lifecycle:
             raise ModelError(f"{src / 'manifest.json'}: needs a plain 'name' and 'version' (got {name!r} {version!r})")
         if version == reference.STORE:
             raise ModelError(f"{src / 'manifest.json'}: version {version!r} is the name of the shared reference folder")
-        existing = dict(self.versions(name))
-        if version in existing:
-            spec = self.spec(name, version)
-            if spec.sha256 == manifest.get("sha256"):
+        with locked(self.dir):  # the checks and the change in one lock: two admins installing at once
+            existing = dict(self.versions(name))
+            if version in existing:
+                spec = self.spec(name, version)
+                if spec.sha256 != manifest.get("sha256"):
+                    raise ModelError(f"{name} {version} is already installed with a different sha256"
+                                     f" ({spec.sha256[:12]}…); give the new model a new version")
+                if manifest_digest(spec) != manifest_digest(replace(spec, manifest=manifest)):
+                    raise ModelError(f"{name} {version} is already installed with the same model but another "
+                                     "manifest (thresholds, post-processing or limits); give it a new version")
                 out = {"name": name, "version": version, "sha256": spec.sha256, "installed": False,
                        "detail": f"{name} {version} is already installed ({existing[version]}, same sha256)"}
-                if activate:  # what was asked for still happens (with its self-test)
-                    out["activation"] = self.activate(name, version)
-                return out
-            raise ModelError(f"{name} {version} is already installed with a different sha256"
-                             f" ({spec.sha256[:12]}…); give the new model a new version")
+            else:
+                out = self._install_new(src, manifest, name, version)
+        if activate:  # what was asked for still happens (with its self-test, unless install just ran it)
+            out["activation"] = self.activate(name, version, tested=out["installed"])
+        return out
+
+    def _install_new(self, src: Path, manifest: dict, name: str, version: str) -> dict:
+        """Copy, check and self-test a new version, make it the active one if it is its model's first, and audit
+        it; under :func:`locked`."""
         task = manifest.get("task")
         own = self.task_of(name)
         if own is not None and own != task:  # the registry takes a name's task from its newest version
@@ -242,36 +253,32 @@ class Lifecycle:
             if other != name and self.task_of(other) == task:
                 raise ModelError(f"model {other} already serves task {task!r}; svdmark runs one model name per task,"
                                  f" so install {name} as a new version of {other} or remove {other} first")
-        with locked(self.dir):
-            staging_root = self.dir / f".staging-{uuid.uuid4().hex[:8]}"
-            staged = staging_root / name / version
+        staging_root = self.dir / f".staging-{uuid.uuid4().hex[:8]}"
+        staged = staging_root / name / version
+        try:
+            shutil.copytree(src, staged)
             try:
-                shutil.copytree(src, staged)
-                try:
-                    spec = ModelRegistry(staging_root).get(name, version)  # manifest + sha256 of the copy
-                    reference.copy_into(src, staged, manifest.get("self_test"))  # a shared reference comes along
-                    test = self.check(spec)
-                except ModelError as exc:  # name the folder the admin gave, not the staging copy (gone by now)
-                    raise ModelError(str(exc).replace(str(staged), str(src))) from None
-                state = read_state(self.dir)
-                current = self.active_version(name)
-                if name not in state["active"] and current is not None:
-                    state["active"][name] = current  # installing must not change what runs
-                final = self.dir / name / version
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staged, final)
-                if current is None:
-                    state["active"][name] = version  # the first version of a new model
-                write_state(self.dir, state)
-            finally:
-                shutil.rmtree(staging_root, ignore_errors=True)
+                spec = ModelRegistry(staging_root).get(name, version)  # manifest + sha256 of the copy
+                reference.copy_into(src, staged, manifest.get("self_test"))  # a shared reference comes along
+                test = self.check(spec)
+            except ModelError as exc:  # name the folder the admin gave, not the staging copy (gone by now)
+                raise ModelError(str(exc).replace(str(staged), str(src))) from None
+            state = read_state(self.dir)
+            current = self.active_version(name)
+            if name not in state["active"] and current is not None:
+                state["active"][name] = current  # installing must not change what runs
+            final = self.dir / name / version
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, final)
+            if current is None:
+                state["active"][name] = version  # the first version of a new model
+            write_state(self.dir, state)
+        finally:
+            shutil.rmtree(staging_root, ignore_errors=True)
         detail = {"name": name, "version": version, "sha256": spec.sha256, "task": task, "source": str(src.resolve()),
                   "self_test": test["text"], "active_version": self.active_version(name)}
         self.audit("model.install", detail)
-        out = dict(detail, installed=True)
-        if activate:
-            out["activation"] = self.activate(name, version, tested=True)
-        return out
+        return dict(detail, installed=True)
 
     def _spec_or_refuse(self, action: str, name: str, version: str) -> ModelSpec:
         """:meth:`spec`, auditing ``action`` with the reason when its manifest or checksum is wrong."""
@@ -301,13 +308,13 @@ class Lifecycle:
             if state["shadow"].get(name) == version:
                 state["shadow"].pop(name)
             write_state(self.dir, state)
-        prev_sha = self._sha_or_none(name, previous)
-        detail = {"name": name, "version": version, "sha256": spec.sha256, "previous_version": previous,
-                  "previous_sha256": prev_sha, "self_test": test["text"] if test else "passed at install",
-                  "validation_required": require_validation,
-                  "validation": None if validation is None else {k: validation.get(k) for k in
-                                                                 ("finished_at", "report", "n_included")}}
-        self.audit("model.activate", detail)
+            detail = {"name": name, "version": version, "sha256": spec.sha256, "previous_version": previous,
+                      "previous_sha256": self._sha_or_none(name, previous),
+                      "self_test": test["text"] if test else "passed at install",
+                      "validation_required": require_validation,
+                      "validation": None if validation is None else {k: validation.get(k) for k in
+                                                                     ("finished_at", "report", "n_included")}}
+            self.audit("model.activate", detail)  # under the lock: the audit's order is the changes' order
         return dict(detail, changed=True)
 
     def rollback(self, name: str) -> dict:
@@ -337,9 +344,9 @@ class Lifecycle:
             if state["shadow"].get(name) == candidate:  # no version shadows itself
                 state["shadow"].pop(name)
             write_state(self.dir, state)
-        detail = {"name": name, "version": candidate, "sha256": spec.sha256, "previous_version": current,
-                  "previous_sha256": self._sha_or_none(name, current), "self_test": test["text"]}
-        self.audit("model.rollback", detail)
+            detail = {"name": name, "version": candidate, "sha256": spec.sha256, "previous_version": current,
+                      "previous_sha256": self._sha_or_none(name, current), "self_test": test["text"]}
+            self.audit("model.rollback", detail)  # under the lock, as activate
         return detail
 
     def set_shadow(self, name: str, version: str | None) -> dict:

@@ -138,3 +138,17 @@ def test_a_bland_altman_plot_of_one_case_draws_no_limits(tmp_path):
     path = _bland_altman(tmp_path / "ba.png", [{"model_value": 1.0, "reference_value": 2.0}],
                          {"primary": {"bland_altman": ba}}, "mL")
     assert path.stat().st_size > 1000
+
+
+def test_the_same_model_with_another_manifest_is_refused_not_dropped(tmp_path, pkg):
+    """Same sha256, new thresholds: 'already installed' would silently keep the old manifest."""
+    data = tmp_path / "data"
+    src = fakemodels.make_wml(tmp_path / "cand", "1.0.5", gain=5.0)
+    js("models", "install", src, "--data-dir", data, models=pkg)
+    again = js("models", "install", src, "--data-dir", data, models=pkg)
+    assert again["installed"] is False and "same sha256" in again["detail"]
+    m = json.loads((src / "manifest.json").read_text())
+    m["output"] = dict(m["output"], threshold=0.9 if m["output"].get("threshold") != 0.9 else 0.8)
+    (src / "manifest.json").write_text(json.dumps(m))
+    r = cli("models", "install", src, "--data-dir", data, models=pkg)
+    assert r.returncode == 1 and "the same model but another manifest" in r.stderr, r.stderr
