@@ -578,6 +578,11 @@ class Quality:
     scores: Mapping[str, float] = field(default_factory=dict, compare=False, hash=False)
 
 
+# A WML volume (and its interval) is reported at this many decimals of a mL, everywhere a reader sees it (SR,
+# summary image, tables), and the rules decide its category on that number: 16.996 mL is 17.00 mL at a 17 mL cut.
+WML_REPORTED_DECIMALS = 2
+
+
 @dataclass(frozen=True)
 class WmlFindings:
     volume_ml: float  # partial-volume-aware physical volume

@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .domain import AnalysisResult, BurdenGrade, CmbFindings, WmlFindings
+from .domain import WML_REPORTED_DECIMALS, AnalysisResult, BurdenGrade, CmbFindings, WmlFindings
 
 #: keys written only when they have a value (an interval; a CMB result's microbleeds; a job's completion warning)
 _OPTIONAL = ("wml_ml_low", "wml_ml_high", "cmb_count_low", "cmb_count_high", "microbleeds", "completion_warning")
@@ -130,9 +130,10 @@ def summarise(result: AnalysisResult) -> ResultSummary:
     if withheld:
         pass  # no number: the quality gate withheld it
     elif isinstance(f, WmlFindings):
-        row["wml_ml"] = round(float(f.volume_ml), 3)
+        row["wml_ml"] = round(float(f.volume_ml), WML_REPORTED_DECIMALS)  # as the SR says it (domain)
         if interval is not None:
-            row["wml_ml_low"], row["wml_ml_high"] = round(float(interval.low), 3), round(float(interval.high), 3)
+            row["wml_ml_low"], row["wml_ml_high"] = (round(float(interval.low), WML_REPORTED_DECIMALS),
+                                                     round(float(interval.high), WML_REPORTED_DECIMALS))
     elif isinstance(f, CmbFindings):
         if interval is not None:
             row["cmb_count_low"], row["cmb_count_high"] = float(interval.low), float(interval.high)

@@ -12,12 +12,12 @@ from .conftest import run_cli
 
 def _analyze(tmp_path: Path, src: Path, fake_models: Path, name: str, config: str | None = None,
              env: dict | None = None) -> pd.Series:
-    args = ["analyze", src, "--output", tmp_path / name, "--data-dir", tmp_path / f"{name}-data"]
+    args = ["analyze", src, "--output", tmp_path / f"{name}-out", "--data-dir", tmp_path / f"{name}-data"]
     if config is not None:
         (tmp_path / f"{name}.toml").write_text(config, encoding="utf-8")
         args += ["--config", tmp_path / f"{name}.toml"]
     run_cli(*args, env={"SVDMARK_MODELS_DIR": str(fake_models), **(env or {})}, check_rc=0)
-    rows = pd.read_csv(tmp_path / name / "results.csv", dtype=str)
+    rows = pd.read_csv(tmp_path / f"{name}-out" / "results.csv", dtype=str)
     return rows[rows["status"] == "analysed"].set_index("series_uid").apply(_flag_rules, axis=1)
 
 

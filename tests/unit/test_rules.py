@@ -47,7 +47,7 @@ def only(flags, rule_id):
 
 
 def test_info_and_versions(ruleset):
-    assert ruleset.info == RuleSetInfo(id="svdmark-rules", version="1.2.0")
+    assert ruleset.info == RuleSetInfo(id="svdmark-rules", version="1.3.0")
     assert {r.id for r in ruleset.rules} == {"aspirin-sich-wml", "cmb-burden-ecmo"}
     for r in ruleset.rules:
         assert r.version and r.evidence_doi.startswith("10.")
@@ -134,9 +134,44 @@ def test_modification_is_power_of_interaction(ruleset, v):
     assert "aOR 0.96 per mL (95% CI 0.93\u20130.99)" in f.brief[0]
 
 
+def test_the_category_is_that_of_the_volume_as_reported(ruleset):
+    """16.996 mL is reported 17.00 mL: at the 17 mL cut-point, as its reader sees it (the SR, the summary image
+    and the table all say 17.00); 16.994 mL is 16.99 mL, below it."""
+    at = only(ruleset.evaluate(wml(16.996)), "aspirin-sich-wml")
+    assert at.category == "large-wml" and at.input_value == 17.0
+    assert "17.00 mL is at or above the svdmark cut-point of 17.0 mL" in at.statement
+    below = only(ruleset.evaluate(wml(16.994)), "aspirin-sich-wml")
+    assert below.category == "below-cut-point" and "16.99 mL is below" in below.statement
+    crossing = only(ruleset.evaluate(wml(16.5, Interval(15.0, 16.996, TTA))), "aspirin-sich-wml")
+    assert crossing.values["category_uncertain"] == 1.0 and crossing.values["interval_high"] == 17.0
+
+
+def test_a_configured_cut_point_is_written_as_it_is_applied(tmp_path):
+    text = _packaged_text().replace("cut_point_ml = 17.0", "cut_point_ml = 0.59")
+    (tmp_path / "rules.toml").write_text(text)
+    rules = RuleSet.load(tmp_path / "rules.toml")
+    f = only(rules.evaluate(wml(0.56, Interval(0.3, 0.8, TTA))), "aspirin-sich-wml")
+    assert "0.56 mL is below the svdmark cut-point of 0.59 mL" in f.statement
+    assert "crosses the svdmark cut-point of 0.59 mL" in f.statement and "0.6 mL" not in f.statement
+    assert "Below svdmark cut-point (0.59 mL)" in " ".join(f.brief)
+
+
+@pytest.mark.parametrize("edit, error", [
+    (lambda t: t.replace("{category_text}{uncertainty_text} WML", "{category_text} WML"), "{uncertainty_text}"),
+    (lambda t: t.replace("{category_text}{uncertainty_text} WML", "{uncertainty_text} WML"), "{category_text}"),
+    (lambda t: t.replace("asymptomatic ICH. {fixed_limitation}", "asymptomatic ICH."), "{fixed_limitation}"),
+    (lambda t: t.replace("so no patient-level risk follows", "so clinicians should decide; no risk follows"),
+     "prescribes or advises"),
+])
+def test_a_rule_file_that_drops_what_the_statement_must_say_is_refused(tmp_path, edit, error):
+    (tmp_path / "rules.toml").write_text(edit(_packaged_text()))
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        RuleSet.load(tmp_path / "rules.toml")
+
+
 def test_cut_point_boundaries(ruleset):
     cut = ruleset.rule("aspirin-sich-wml").thresholds["cut_point_ml"]
-    below = only(ruleset.evaluate(wml(cut - EPS)), "aspirin-sich-wml")
+    below = only(ruleset.evaluate(wml(cut - 0.01)), "aspirin-sich-wml")  # the reported precision's step
     at = only(ruleset.evaluate(wml(cut)), "aspirin-sich-wml")
     above = only(ruleset.evaluate(wml(cut + EPS)), "aspirin-sich-wml")
     assert below.category == "below-cut-point"
@@ -160,7 +195,7 @@ def test_configurable_cut_point(tmp_path):
     p = tmp_path / "rules.toml"
     p.write_text(_packaged_text().replace("cut_point_ml = 17.0", "cut_point_ml = 1.0"), encoding="utf-8")
     rs = RuleSet.load(p)
-    assert only(rs.evaluate(wml(0.999)), "aspirin-sich-wml").category == "below-cut-point"
+    assert only(rs.evaluate(wml(0.99)), "aspirin-sich-wml").category == "below-cut-point"
     assert only(rs.evaluate(wml(1.0)), "aspirin-sich-wml").category == "large-wml"
 
 
@@ -178,7 +213,7 @@ def test_fixed_limitation_always_present(ruleset):
         assert "did not modify the effect of heparin" in s
     f = only(ruleset.evaluate(wml(3.0)), "aspirin-sich-wml")
     assert f.evidence_doi == "10.1186/s13244-025-02095-2"
-    assert f.rule_version == "1.2.0" and f.ruleset_version == "1.2.0"
+    assert f.rule_version == "1.3.0" and f.ruleset_version == "1.3.0"
 
 
 # --------------------------------------------------------------------------- CMB
@@ -293,7 +328,7 @@ def test_withheld_wml_reports_no_number(ruleset, volume):
         assert number_based not in f.statement, number_based
     assert "No WML-volume subgroup showed safe clinical benefit from periprocedural aspirin or heparin" \
         in f.statement
-    assert f.evidence_doi == "10.1186/s13244-025-02095-2" and f.rule_version == "1.2.0"
+    assert f.evidence_doi == "10.1186/s13244-025-02095-2" and f.rule_version == "1.3.0"
 
 
 def test_withheld_cmb_reports_no_count_or_grade(ruleset):

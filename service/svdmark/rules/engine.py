@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import string
 import tomllib
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ..domain import BurdenGrade, CmbFindings, Findings, Flag, Interval, Quality, RuleSetInfo, WmlFindings
+from ..domain import (WML_REPORTED_DECIMALS, BurdenGrade, CmbFindings, Findings, Flag, Interval, Quality, RuleSetInfo,
+                      WmlFindings)
 from ..errors import ConfigError, SvdmarkError
 from ..logs import event
 from .applicability import Applicability, check_mode
@@ -30,6 +33,32 @@ NOT_MEASURABLE = "not-measurable"
 
 # Keys that every rule's ``[wording]`` must have for uncertainty and the quality gate.
 _UNCERTAINTY_WORDING = ("interval_text", "interval_crosses", "not_measurable", "not_measurable_short")
+
+# Words and phrases that prescribe or advise: svdmark states evidence and never a treatment (EVIDENCE.md). A rule
+# file whose rendered wording holds one is refused at load.
+PRESCRIPTIVE = tuple(re.compile(p, re.IGNORECASE) for p in (
+    r"\bshould\b", r"\bsafe to\b", r"\bmust\b", r"\brecommend", r"\badvis", r"\badvice\b",
+    r"\bconsider\b", r"\bindicated\b", r"\bcontraindicat", r"\bwithhold", r"\bavoid\b",
+    r"\badminister", r"\bgive\b", r"\bgiving\b", r"\bstart\b", r"\bstop\b", r"\bdo not\b",
+    r"\bis safe\b", r"\bsafely\b", r"\bprescrib", r"\bbenefit from aspirin\b", r"\btreat with\b"))
+
+
+def prescriptive(text: str) -> list[str]:
+    """The prescriptive words and phrases in ``text`` (none for svdmark's own wording)."""
+    return [m.group(0) for p in PRESCRIPTIVE for m in [p.search(text)] if m]
+
+
+class _Exact(float):
+    """A number that never prints with fewer digits than it has: a configured cut-point of 0.59 mL written with
+    ``{:.1f}`` reads 0.59, not 0.6 (which is not the cut-point applied); 17.0 still reads 17.0."""
+
+    def __format__(self, spec: str) -> str:
+        text = format(float(self), spec)
+        try:
+            shown = float(text)
+        except ValueError:
+            return text
+        return text if shown == float(self) else repr(float(self))
 
 
 _APPLIES_TO = {"wml": WmlFindings, "cmb": CmbFindings}
@@ -171,8 +200,10 @@ def _checked_interval(rule: _Rule, interval: Interval | None, what: str) -> Inte
     return interval
 
 
-def _interval_fields(interval: Interval) -> dict:
-    return {"interval_low": float(interval.low), "interval_high": float(interval.high),
+def _interval_fields(interval: Interval, decimals: int | None = None) -> dict:
+    """The interval's ends (as reported, at ``decimals``) and method, for the wording."""
+    ends = [float(x) if decimals is None else round(float(x), decimals) for x in (interval.low, interval.high)]
+    return {"interval_low": ends[0], "interval_high": ends[1],
             "interval_method": str(interval.method or "method not stated")}
 
 
@@ -193,7 +224,17 @@ def _aspirin_check(rule: _Rule) -> None:
     _require(rule.categories, ("at_or_above", "below", "not_measurable"), f"{where} [categories]")
     _require(rule.wording, ("statement", "at_or_above", "below", "at_or_above_short",
                             "below_short", "fixed_limitation") + _UNCERTAINTY_WORDING, f"{where} [wording]")
+    _require_fields(rule, "statement", ("category_text", "interval_text", "uncertainty_text", "fixed_limitation"))
     _require_not_measurable_category(rule, where)
+
+
+def _require_fields(rule: _Rule, key: str, names: tuple[str, ...]) -> None:
+    """The wording ``key`` says what it must: its category, its uncertainty, its fixed limitation (str.format
+    ignores a field a template leaves out, so a site's file could drop the uncertainty without a word)."""
+    used = {f for _, f, _, _ in string.Formatter().parse(str(rule.wording[key])) if f}
+    missing = [n for n in names if n not in used]
+    if missing:
+        raise ConfigError(f"rule {rule.id!r} [wording] {key}: must use {', '.join('{' + n + '}' for n in missing)}")
 
 
 def _require_not_measurable_category(rule: _Rule, where: str) -> None:
@@ -223,8 +264,9 @@ def _aspirin_eval(rule: _Rule, findings: WmlFindings, ruleset_version: str) -> F
     if v < 0:
         raise RuleInputError(f"{rule.id}: WML volume is negative ({v} mL); cannot compute the "
                              "aspirin sICH flag")
+    v = round(v, WML_REPORTED_DECIMALS)  # the volume as reported: its category is the one a reader sees
     t = rule.thresholds
-    cut = float(t["cut_point_ml"])
+    cut = _Exact(t["cut_point_ml"])
     above = v >= cut
     side = "at_or_above" if above else "below"
     fields = {
@@ -243,7 +285,7 @@ def _aspirin_eval(rule: _Rule, findings: WmlFindings, ruleset_version: str) -> F
     interval = _checked_interval(rule, findings.interval, "WML volume")
     interval_text = uncertainty_text = ""
     if interval is not None:
-        ifields = _interval_fields(interval)
+        ifields = _interval_fields(interval, WML_REPORTED_DECIMALS)
         ends = {x >= cut for x in (ifields["interval_low"], v, ifields["interval_high"])}
         uncertain = len(ends) > 1
         interval_text = rule.wording["interval_text"].format(**fields, **ifields)
@@ -252,7 +294,8 @@ def _aspirin_eval(rule: _Rule, findings: WmlFindings, ruleset_version: str) -> F
         values.update(interval_low=ifields["interval_low"], interval_high=ifields["interval_high"],
                       category_uncertain=1.0 if uncertain else 0.0)
     statement = rule.wording["statement"].format(category_text=category_text, interval_text=interval_text,
-                                                 uncertainty_text=uncertainty_text, **fields)
+                                                 uncertainty_text=uncertainty_text,
+                                                 fixed_limitation=rule.wording["fixed_limitation"], **fields)
     short = rule.wording[f"{side}_short"].format(**fields)
     return rule.flag(ruleset_version, rule.categories[side], statement, v, values,
                      brief_fields={**fields, "category_short": short,
@@ -285,6 +328,7 @@ def _cmb_check(rule: _Rule) -> None:
             raise ConfigError(f"{where}: thresholds disagree with domain.BurdenGrade at count {n}")
     _require(rule.categories, tuple(f"grade_{g}" for g in range(4)) + ("not_measurable",), f"{where} [categories]")
     _require(rule.wording, ("statement",) + _UNCERTAINTY_WORDING, f"{where} [wording]")
+    _require_fields(rule, "statement", ("interval_text", "uncertainty_text"))
     _require_not_measurable_category(rule, where)
 
 
@@ -453,6 +497,11 @@ class RuleSet:
             for findings in cases:
                 for flag in self.evaluate(findings):
                     values[flag.rule_id].update(dict.fromkeys(flag.values))
+                    for text in (flag.statement, flag.name, flag.category, *flag.brief):
+                        if prescriptive(text):
+                            raise ConfigError(f"rule {flag.rule_id!r}: its wording prescribes or advises "
+                                              f"({', '.join(prescriptive(text))!r}): svdmark states the evidence "
+                                              "and never a treatment")
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(f"wording template error: {exc!r}") from exc
         self._values = {rid: tuple(names) for rid, names in values.items()}
