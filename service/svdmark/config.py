@@ -74,6 +74,7 @@ dependencies; errors here already name the file, section and key or the variable
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -90,20 +91,25 @@ _AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
 _DEST_RE = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 
 
-def _check_ae(value: str, what: str) -> str:
+def _check_ae(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} {value!r} is not a valid AE title (a string of 1-16 printable ASCII characters)")
     value = value.strip()
     if not value or not _AE_RE.match(value) or "\\" in value:
         raise ConfigError(f"{what} {value!r} is not a valid AE title (1-16 printable ASCII characters, no backslash)")
     return value
 
 
-def _check_port(value: Any, what: str) -> int:
+def _check_port(value: Any, what: str, lowest: int = 0) -> int:
+    """A whole port number from ``lowest`` (0: pick a free one, for a listener) to 65535; 104.7 or true is none."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{what} {value!r} is not a port number")
     try:
         port = int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{what} {value!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"{what} {port} is outside 0-65535")
+    if not lowest <= port <= 65535:
+        raise ConfigError(f"{what} {port} is outside {lowest}-65535")
     return port
 
 
@@ -138,17 +144,24 @@ class Destination:
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any]) -> "Destination":
-        try:
-            outputs = d.get("outputs", FULL_PROFILE)
-            return cls(
-                ae_title=_check_ae(str(d["ae_title"]), "destination AE title"),
-                host=str(d["host"]),
-                port=_check_port(d["port"], "destination port"),
-                outputs=outputs,
-                tls=bool(d.get("tls", False)),
-            )
-        except KeyError as exc:
-            raise ConfigError(f"destination entry lacks {exc.args[0]!r}: {dict(d)}") from None
+        known = {"ae_title", "host", "port", "outputs", "tls"}
+        unknown = sorted(set(d) - known)
+        if unknown:  # a typo ("output", "tsl") would otherwise send everything, or send without TLS
+            raise ConfigError(f"destination: unknown key(s) {unknown}; known: {sorted(known | {'kind'})}")
+        missing = [k for k in ("ae_title", "host", "port") if k not in d]
+        if missing:
+            raise ConfigError(f"destination entry lacks {', '.join(map(repr, missing))}: {dict(d)}")
+        outputs = d.get("outputs", FULL_PROFILE)
+        if isinstance(outputs, str):
+            raise ConfigError(f"destination outputs {outputs!r} must be a list, such as [\"sr\", \"seg\"]")
+        if not isinstance(d.get("tls", False), bool):
+            raise ConfigError(f"destination tls {d['tls']!r} must be true or false")
+        host = str(d["host"]).strip()
+        if not host:
+            raise ConfigError(f"destination {d['ae_title']!r}: host is empty")
+        return cls(ae_title=_check_ae(d["ae_title"], "destination AE title"), host=host,
+                   port=_check_port(d["port"], "destination port", lowest=1), outputs=outputs,
+                   tls=bool(d.get("tls", False)))
 
 
 _SECRET_KEYS = ("password_file", "password_env", "token_file", "token_env")
@@ -227,8 +240,10 @@ class StowDestination:
 AnyDestination = Destination | StowDestination
 
 
-def destination_from_mapping(d: Mapping[str, Any]) -> AnyDestination:
+def destination_from_mapping(d: Any) -> AnyDestination:
     """One ``[[destinations]]`` entry: ``kind = "cstore"`` (the default) or ``"stow"``."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"each destination is a [[destinations]] table (double brackets), not {d!r}")
     kind = str(d.get("kind", "cstore"))
     if kind == "stow":
         return StowDestination.from_mapping(d)
@@ -369,6 +384,17 @@ class Config:
             raise ConfigError(f"[logging] format {self.log_format!r}: choose 'text' or 'json'")
         if self.incomplete_policy not in ("analyse", "reject"):
             raise ConfigError(f"incomplete_policy {self.incomplete_policy!r}: choose 'analyse' or 'reject'")
+        for name in ("dimse_timeout", "network_timeout", "acse_timeout", "incomplete_max_wait_seconds",
+                     "export_backoff_seconds", "export_backoff_cap_seconds"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ConfigError(f"{name} ({value}) must be more than 0")
+        if self.max_pdu < 0:
+            raise ConfigError(f"max_pdu ({self.max_pdu}) must be 0 (no limit) or more")
+        if self.workers < 1:
+            raise ConfigError(f"workers ({self.workers}) must be at least 1")
+        if str(self.log_level).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"[logging] level {self.log_level!r}: choose DEBUG, INFO, WARNING, ERROR or CRITICAL")
         if self.max_associations < 1:
             raise ConfigError("max_associations must be at least 1")
         if self.max_connections_per_host < 1:
@@ -475,8 +501,12 @@ _ENV_KEYS: dict[str, tuple[str, str]] = {
 def _convert(value: Any, kind: str, where: str) -> Any:
     try:
         if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
             return int(value)
         if kind == "float":
+            if isinstance(value, bool) or not math.isfinite(float(value)):
+                raise ValueError(value)
             return float(value)
         if kind == "path":
             return Path(str(value)).expanduser()
@@ -490,6 +520,8 @@ def _convert(value: Any, kind: str, where: str) -> Any:
         if kind == "list":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(v).strip() for v in items if str(v).strip())
+        if isinstance(value, (list, dict, bool)):  # ae_title = ["X"] is no AE title "['X']"
+            raise ValueError(value)
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {value!r} is not a valid {kind}") from None
@@ -513,6 +545,9 @@ def load(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         for section, body in doc.items():
             if section == "destinations":
+                if not isinstance(body, list):
+                    raise ConfigError(f"{path}: write each destination as a [[destinations]] table (double "
+                                      "brackets), one per destination")
                 destinations = [destination_from_mapping(d) for d in body]
                 continue
             if section == "flags" and isinstance(body, dict) and "conditions" in body:
