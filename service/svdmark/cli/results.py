@@ -8,8 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import add_config_options, add_json_option, emit, load_config, open_journal
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..journal import JobRecord
 
 _STATUS = {"done": "analysed", "ignored": "ignored", "failed": "failed", "pending": "pending", "running": "pending",
            "superseded": "superseded"}
@@ -52,6 +56,25 @@ def _source_options(q: argparse.ArgumentParser) -> None:
     add_config_options(q)
 
 
+_FINISHED = ("done", "failed", "ignored")
+
+
+def _latest_analyses(jobs: list[JobRecord]) -> list[JobRecord]:
+    """Per series its latest finished job (done, failed or ignored); a series with none finished yet, its latest
+    job that was not superseded (queued or running), else its latest. A re-analysis that is queued, or that a
+    newer one replaced before it ran, does not hide the result the PACS holds."""
+    best: dict[str, JobRecord] = {}
+
+    def rank(j: JobRecord) -> tuple[int, int]:
+        state = j.state.value
+        return (2 if state in _FINISHED else 0 if state == "superseded" else 1, j.id)
+
+    for j in jobs:
+        if j.series_uid not in best or rank(j) > rank(best[j.series_uid]):
+            best[j.series_uid] = j
+    return list(best.values())
+
+
 def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dict]:
     import pydicom
 
@@ -60,7 +83,6 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
     from ..batch.acquisition import descriptors
     from ..batch.state import resolve_key
     from ..domain import OutputKind
-    from ..journal import JobRecord
     from ..logs import pseudonym
 
     cfg = load_config(args)
@@ -69,10 +91,7 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
     constants = T.rule_constants(_ruleset(args))
     jobs = journal.job_history()
     if latest_only:
-        last: dict[str, JobRecord] = {}
-        for j in jobs:
-            last[j.series_uid] = j
-        jobs = list(last.values())
+        jobs = _latest_analyses(jobs)
     modality = {s.series_uid: s.modality for s in journal.all_series()}
     rows = []
     header_cache: dict[str, pydicom.Dataset | None] = {}
