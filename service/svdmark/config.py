@@ -394,7 +394,8 @@ class Config:
         if self.workers < 1:
             raise ConfigError(f"workers ({self.workers}) must be at least 1")
         if str(self.log_level).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(f"[logging] level {self.log_level!r}: choose DEBUG, INFO, WARNING, ERROR or CRITICAL")
+            raise ConfigError(f"[logging] level {self.log_level!r} is not a log level: choose DEBUG, INFO, WARNING, "
+                              "ERROR or CRITICAL")
         if self.max_associations < 1:
             raise ConfigError("max_associations must be at least 1")
         if self.max_connections_per_host < 1:

@@ -154,6 +154,7 @@ class Worker:
                 try:
                     self.journal.finish_job(
                         job, JobState.DONE, routing=result.routing.kind.value, rule_id=result.routing.rule_id,
+                        detail=result.routing.reason,  # why it was analysed, as analyze's table says it
                         model=(result.model.name, result.model.version, result.model.sha256),
                         ruleset_version=result.ruleset.version, summary=summary, outputs=list(outputs.values()),
                         deliveries=deliveries, supersede=supersede,

@@ -165,7 +165,7 @@ def test_a_full_disk_while_writing_results_requeues_then_the_job_completes(env, 
     with caplog.at_level(logging.INFO, logger="svdmark"):
         assert worker.run_one()  # space freed: the retry (no back-off in this test) completes
     row = job(journal, job_id)
-    assert (row["state"], row["detail"]) == ("done", None)
+    assert (row["state"], row["detail"]) == ("done", "test")  # the routing's reason, no longer the retry note
     assert [r.getMessage() for r in lines(caplog, job_id)] == ["analysis_done"]
     assert len(result_files(worker)) == 3 and len(journal.due_deliveries()) == 3
     no_phi(caplog, journal)
