@@ -502,9 +502,12 @@ class Journal:
     """
 
     def __init__(self, url: str | Path, *, owner: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, steady: Callable[[], float] | None = None):
         self._engine = Engine(url)
         self._clock = clock  # this host's clock; :meth:`now` is the journal's
+        # what a shared journal's time runs on between measurements of the offset: the monotonic clock beside the
+        # real clock; a clock of one's own (a test's, a simulation's) alone unless given one too
+        self._steady = steady if steady is not None else time.monotonic if clock is time.time else None
         self.path = Path(self._engine.target) if self._engine.kind == "sqlite" else None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -530,7 +533,7 @@ class Journal:
         """:attr:`clock_offset` measured now; on a shared journal also where this host's clock and its monotonic
         clock stood, so that :meth:`now` runs on the monotonic clock until the next measurement."""
         self.clock_offset = self._engine.clock_offset(self._clock)
-        self._synced = (self._clock(), time.monotonic()) if self.shared else None
+        self._synced = (self._clock(), self._steady()) if self.shared and self._steady is not None else None
 
     def now(self) -> float:
         """The journal's time, epoch seconds: the database server's clock on a shared journal (this host's clock
@@ -542,7 +545,7 @@ class Journal:
         if self._synced is None:
             return self._clock() + self.clock_offset
         wall, mono = self._synced
-        return wall + (time.monotonic() - mono) + self.clock_offset
+        return wall + (self._steady() - mono) + self.clock_offset  # type: ignore[misc]
 
     @property
     def shared(self) -> bool:

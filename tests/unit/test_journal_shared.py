@@ -430,7 +430,7 @@ def test_a_step_of_the_host_clock_moves_no_lease_before_the_next_heartbeat(postg
     """An NTP step of an hour on a worker's host: its journal time keeps to the database's until the heartbeat
     measures the offset again, so its leases are not an hour long (or already lapsed) meanwhile."""
     step = {"s": 0.0}
-    j = Journal(postgres_url, owner="stepping-host", clock=lambda: time.time() + step["s"])
+    j = Journal(postgres_url, owner="stepping-host", clock=lambda: time.time() + step["s"], steady=time.monotonic)
     right = Journal(postgres_url, owner="right-host")
     step["s"] = 3600.0  # the host's clock jumps
     assert abs(j.now() - right.now()) < 5
