@@ -145,3 +145,13 @@ def make_cmb(root: Path, version: str = "1.0.0", gain: float = 3.0, expect=(0, 1
     }
     _write_manifest(out, manifest)
     return out
+
+
+def renamed(vdir: Path, name: str, root: Path) -> Path:
+    """A copy of the version folder ``vdir`` under ``root/name/<version>`` whose manifest names it ``name``."""
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    manifest["name"] = name
+    out = root / name / vdir.name
+    shutil.copytree(vdir, out)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out

@@ -82,12 +82,7 @@ def test_install_verify_refuse_activate_rollback_offline(tmp_path, fake_models):
     assert r.returncode == 2
 
     # a second model name for the same task would make the active model ambiguous: refused
-    other = fakemodels.make_wml(tmp_path / "other", "1.0.0")
-    m = json.loads((other / "manifest.json").read_text())
-    m["name"] = "wml-other"
-    renamed = tmp_path / "other2" / "wml-other" / "1.0.0"
-    shutil.copytree(other, renamed)
-    (renamed / "manifest.json").write_text(json.dumps(m))
+    renamed = fakemodels.renamed(fakemodels.make_wml(tmp_path / "other", "1.0.0"), "wml-other", tmp_path / "other2")
     r = run_cli("models", "install", renamed, "--data-dir", data, env=env)
     assert r.returncode == 1 and "already serves task 'wml'" in r.stderr
 

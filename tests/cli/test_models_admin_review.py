@@ -57,12 +57,7 @@ def test_install_of_a_version_with_another_task_is_refused(tmp_path):
     registry decides a name's task from its highest version, so WML loses its model and CMB gets the WML one."""
     pkgw = tmp_path / "pkgw"
     fakemodels.make_wml(pkgw, "1.0.0")
-    d = fakemodels.make_cmb(tmp_path / "tmpc", "2.0.0")
-    m = json.loads((d / "manifest.json").read_text())
-    m["name"] = "wml-ncct"
-    cand = tmp_path / "cross" / "wml-ncct" / "2.0.0"
-    shutil.copytree(d, cand)
-    (cand / "manifest.json").write_text(json.dumps(m))
+    cand = fakemodels.renamed(fakemodels.make_cmb(tmp_path / "tmpc", "2.0.0"), "wml-ncct", tmp_path / "cross")
     data = tmp_path / "data"
     r = cli("models", "install", cand, "--data-dir", data, models=pkgw)
     assert r.returncode == 1 and "a model name keeps its task" in r.stderr, r.stderr
