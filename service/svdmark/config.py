@@ -100,6 +100,19 @@ def _check_ae(value: Any, what: str) -> str:
     return value
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(text: str) -> str:
+    """A log level's name as logging knows it (``warn`` is WARNING); argparse type and config check."""
+    level = str(text).strip().upper()
+    if level == "WARN":
+        level = "WARNING"
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
+    return level
+
+
 def _check_port(value: Any, what: str, lowest: int = 0) -> int:
     """A whole port number from ``lowest`` (0: pick a free one, for a listener) to 65535; 104.7 or true is none."""
     if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
@@ -138,7 +151,7 @@ class Destination:
         return cls(
             ae_title=_check_ae(m["aet"], "destination AE title"),
             host=m["host"].strip("[]"),
-            port=_check_port(m["port"], "destination port"),
+            port=_check_port(m["port"], "destination port", lowest=1),
             outputs=FULL_PROFILE if outputs is None else outputs,  # checked by __post_init__
         )
 
@@ -384,18 +397,20 @@ class Config:
             raise ConfigError(f"[logging] format {self.log_format!r}: choose 'text' or 'json'")
         if self.incomplete_policy not in ("analyse", "reject"):
             raise ConfigError(f"incomplete_policy {self.incomplete_policy!r}: choose 'analyse' or 'reject'")
-        for name in ("dimse_timeout", "network_timeout", "acse_timeout", "incomplete_max_wait_seconds",
-                     "export_backoff_seconds", "export_backoff_cap_seconds"):
+        for name in ("dimse_timeout", "network_timeout", "export_backoff_seconds", "export_backoff_cap_seconds"):
             value = getattr(self, name)
             if not value > 0:
                 raise ConfigError(f"{name} ({value}) must be more than 0")
+        if self.incomplete_max_wait_seconds < 0:  # 0: no longer than the fallback (svdmark.completion)
+            raise ConfigError(f"incomplete_max_wait_seconds ({self.incomplete_max_wait_seconds}) must be 0 or more")
         if self.max_pdu < 0:
             raise ConfigError(f"max_pdu ({self.max_pdu}) must be 0 (no limit) or more")
         if self.workers < 1:
             raise ConfigError(f"workers ({self.workers}) must be at least 1")
-        if str(self.log_level).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(f"[logging] level {self.log_level!r} is not a log level: choose DEBUG, INFO, WARNING, "
-                              "ERROR or CRITICAL")
+        try:
+            log_level(self.log_level)
+        except ConfigError as exc:
+            raise ConfigError(f"[logging] level: {exc}") from None
         if self.max_associations < 1:
             raise ConfigError("max_associations must be at least 1")
         if self.max_connections_per_host < 1:

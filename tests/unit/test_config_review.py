@@ -60,3 +60,18 @@ def test_destinations_wrong_shape_is_one_sentence_not_traceback(tmp_path, text, 
     rc = main(["status", "--config", str(p), "--data-dir", str(tmp_path / "d")])  # AttributeError escapes today
     assert rc != 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_values_that_worked_before_still_load(tmp_path):
+    """A second read: 'warn' is a level serve has always taken; 0 s of extra wait for an incomplete series means
+    the fallback alone (svdmark.completion)."""
+    assert config.load(None, env={"SVDMARK_LOG_LEVEL": "warn"}).log_level == "warn"
+    assert config.log_level("warn") == "WARNING"
+    assert _load(tmp_path, "[assemble]\nincomplete_max_wait_seconds = 0\n").incomplete_max_wait_seconds == 0
+
+
+def test_a_destination_on_port_0_is_refused_from_a_table_and_from_a_string(tmp_path):
+    with pytest.raises(ConfigError, match="outside 1-65535"):
+        _load(tmp_path, '[[destinations]]\nae_title = "PACS"\nhost = "h"\nport = 0\n')
+    with pytest.raises(ConfigError, match="outside 1-65535"):
+        config.Destination.parse("PACS@h:0")

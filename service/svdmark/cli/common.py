@@ -22,7 +22,8 @@ from ..errors import ConfigError
 
 CONFIG_ENV = config_mod.CONFIG_FILE_ENV
 SYSTEM_CONFIG = Path("/etc/svdmark/svdmark.toml")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVELS = config_mod.LOG_LEVELS
+log_level = config_mod.log_level  # the one owner of what a log level is: the configuration
 
 
 def config_path(explicit: Path | None) -> Path | None:
@@ -50,16 +51,6 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
 
 def add_json_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output (one JSON document on stdout)")
-
-
-def log_level(text: str) -> str:
-    """argparse type and config check for a log level name."""
-    level = str(text).strip().upper()
-    if level == "WARN":
-        level = "WARNING"
-    if level not in LOG_LEVELS:
-        raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
-    return level
 
 
 def _argparse_log_level(text: str) -> str:
