@@ -363,14 +363,17 @@ class Runner:
         try:
             while queue or pending or suspects:
                 alone = bool(suspects) and not pending
-                if alone:
-                    g, decision = suspects.pop(0)
-                    pending[_submit(pool, g, str(self.out), self.config, constants, decision)] = (g, decision)
-                while not alone and not suspects and queue and len(pending) < 2 * self.workers:  # bounded
-                    g, decision = queue.pop(0)
-                    pending[_submit(pool, g, str(self.out), self.config, constants, decision)] = (g, decision)
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 broken = []
+                try:
+                    if alone:
+                        work = suspects.pop(0)
+                        pending[_submit(pool, work[0], str(self.out), self.config, constants, work[1])] = work
+                    while not alone and not suspects and queue and len(pending) < 2 * self.workers:  # bounded
+                        work = queue.pop(0)
+                        pending[_submit(pool, work[0], str(self.out), self.config, constants, work[1])] = work
+                except BrokenProcessPool:  # a worker died since the last wait: the pool takes nothing more
+                    broken.append(work)
+                finished = wait(pending, return_when=FIRST_COMPLETED)[0] if pending and not broken else set()
                 for f in finished:
                     work = pending.pop(f)
                     try:
