@@ -654,9 +654,11 @@ class Journal:
                         " not_before=?, owner=NULL, lease_until=NULL WHERE id=?",
                         (JobState.PENDING.value, n, suspect, now, now, row["id"]),
                     )
-            cut_off = [r["id"] for r in db.execute(
-                f"SELECT id FROM deliveries WHERE state=?{lapsed} ORDER BY id{db.skip_locked}",
-                (DeliveryState.SENDING.value, *lease_args))]
+            cut_rows = db.execute(
+                f"SELECT id, rejected_by FROM deliveries WHERE state=?{lapsed} ORDER BY id{db.skip_locked}",
+                (DeliveryState.SENDING.value, *lease_args)).fetchall()
+            cut_off = [r["id"] for r in cut_rows]
+            rejected = {r["id"] for r in cut_rows if r["rejected_by"] is not None}
             stuck = []
             for delivery_id in cut_off:  # the try may have reached the destination: a later supersession rejects it
                 db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
@@ -666,7 +668,11 @@ class Journal:
                     "SELECT COUNT(*) FROM delivery_attempts WHERE delivery_id=? AND outcome=? AND id>COALESCE((SELECT"
                     " MAX(id) FROM delivery_attempts WHERE delivery_id=? AND outcome NOT IN (?,?)), 0)",
                     (delivery_id, INTERRUPTED_TRY, delivery_id, INTERRUPTED_TRY, "lease-lost")).fetchone()[0]
-                if cuts >= delivery_cap:  # a crash loop around this object: a dead letter, and the others go on
+                if delivery_id in rejected:  # a newer result's note names it: never sent again (as mark_failed)
+                    db.execute("UPDATE deliveries SET state=?, owner=NULL, lease_until=NULL WHERE id=?",
+                               (DeliveryState.SUPERSEDED.value, delivery_id))
+                    stuck.append(delivery_id)
+                elif cuts >= delivery_cap:  # a crash loop around this object: a dead letter, and the others go on
                     why = (f"quarantined: {cuts} tries in a row were cut off (the service stopped or lost its lease "
                            "while sending it); run `svdmark outbox resend` once the cause is found")
                     db.execute("UPDATE deliveries SET state=?, last_error=?, owner=NULL, lease_until=NULL WHERE id=?",
@@ -677,9 +683,10 @@ class Journal:
                 else:
                     db.execute("UPDATE deliveries SET state=?, owner=NULL, lease_until=NULL WHERE id=?",
                                (DeliveryState.PENDING.value, delivery_id))
+        dead = [i for i in stuck if i not in rejected]
         return {"jobs_requeued": len(running) - len(quarantined), "jobs_quarantined": len(quarantined),
-                "deliveries_requeued": len(cut_off) - len(stuck), "deliveries_quarantined": len(stuck),
-                "quarantined": quarantined, "quarantined_deliveries": stuck}
+                "deliveries_requeued": len(cut_off) - len(stuck), "deliveries_quarantined": len(dead),
+                "quarantined": quarantined, "quarantined_deliveries": dead}
 
     def known_objects(self, table: str, sop_uids: Sequence[str]) -> set[str]:
         """Those of ``sop_uids`` that have a row in ``table`` (``instances`` or ``results``): the spool's files

@@ -450,3 +450,24 @@ def test_a_dead_letter_of_cut_off_tries_is_rejected_when_superseded_and_never_se
     row = j.deliveries(delivery_id=d.id)[0]
     assert (row["state"], row["rejected_by"]) == (DeliveryState.SUPERSEDED.value, "7.2.9")
     assert j.delivery_attempts(d.id)[-1]["detail"] == "not sent again: rejection note 7.2.9 names it"
+
+
+def test_a_delivery_rejected_while_in_flight_and_then_cut_off_is_never_sent_again(journal_url):
+    """A newer result's note names the SR being sent; the sender is killed. The note goes out; the SR, sent after
+    it, would show the rejected result again: recover makes it superseded (as a failed try would)."""
+    from svdmark.journal import Rejection, Supersession
+
+    j = Journal(journal_url)
+    d = _one_sr_delivery(j)
+    assert j.start_sending(d.id)
+    record(j, "1.2.7.2", series="1.2.7")
+    j.queue_job(j.series_row("1.2.7"), "test")
+    job = j.claim_job()
+    note = ResultObject("7.2.9", "rejection", "1.2.840.10008.5.1.4.1.1.88.59", Path("/r/7.2.9"))
+    sr = ResultObject("7.2.1", "sr", "1.2.840.10008.5.1.4.1.1.88.34", Path("/r/7.2.1"))
+    j.finish_job(job, JobState.DONE, outputs=[sr], deliveries=[("7.2.1", "PACS")],
+                 supersede=Supersession(frozenset({"PACS"}), (Rejection(note, ((d.id, "PACS"),)),)))
+    found = j.recover(expired_only=False)
+    assert (found["deliveries_requeued"], found["deliveries_quarantined"]) == (0, 0)
+    assert j.deliveries(delivery_id=d.id)[0]["state"] == DeliveryState.SUPERSEDED.value
+    assert d.id not in [x.id for x in j.due_deliveries(now=10**12)]
