@@ -532,8 +532,14 @@ class Journal:
     def _measure_clock(self) -> None:
         """:attr:`clock_offset` measured now; on a shared journal also where this host's clock and its monotonic
         clock stood, so that :meth:`now` runs on the monotonic clock until the next measurement."""
-        self.clock_offset = self._engine.clock_offset(self._clock)
-        self._synced = (self._clock(), self._steady()) if self.shared and self._steady is not None else None
+        offset = self._engine.clock_offset(self._clock)
+        synced = (self._clock(), self._steady()) if self.shared and self._steady is not None else None
+        self._time_base = (offset, synced)  # one assignment: now() on another thread sees both or neither
+
+    @property
+    def clock_offset(self) -> float:
+        """The database server's clock minus this host's, seconds (0 on SQLite), as last measured."""
+        return self._time_base[0]
 
     def now(self) -> float:
         """The journal's time, epoch seconds: the database server's clock on a shared journal (this host's clock
@@ -542,10 +548,11 @@ class Journal:
         before the next heartbeat), so that leases, settle timers and retry times mean the same on every host
         however far their clocks drift; this host's clock on SQLite. Every time the journal stores or compares
         is on it."""
-        if self._synced is None:
-            return self._clock() + self.clock_offset
-        wall, mono = self._synced
-        return wall + (self._steady() - mono) + self.clock_offset  # type: ignore[misc]
+        offset, synced = self._time_base
+        if synced is None:
+            return self._clock() + offset
+        wall, mono = synced
+        return wall + (self._steady() - mono) + offset  # type: ignore[misc]
 
     @property
     def shared(self) -> bool:

@@ -74,7 +74,7 @@ def job_view(row: JobRecord, series: dict, headers: SeriesHeaders, full: bool = 
         **headers.get(j["series_uid"]),
         "routing": j["routing"],
         "result": result_text(summary),
-        "detail": j["detail"],  # why it was ignored or failed
+        "detail": j["detail"],  # why it was ignored or failed; for a done job, why it was analysed (its routing)
         "model_name": j["model_name"],
         "model_version": j["model_version"],
         "created_at": iso(j["created_at"]),

@@ -234,7 +234,9 @@ def _require_fields(rule: _Rule, key: str, names: tuple[str, ...]) -> None:
     used = {f for _, f, _, _ in string.Formatter().parse(str(rule.wording[key])) if f}
     missing = [n for n in names if n not in used]
     if missing:
-        raise ConfigError(f"rule {rule.id!r} [wording] {key}: must use {', '.join('{' + n + '}' for n in missing)}")
+        fields = ", ".join("{" + n + "}" for n in missing)
+        raise ConfigError(f"rule {rule.id!r} [wording] {key}: must use {fields} (a copy of rule set 1.2.0: put "
+                          "{fixed_limitation} where its statement states the limitation)")
 
 
 def _require_not_measurable_category(rule: _Rule, where: str) -> None:
