@@ -215,6 +215,7 @@ class Failed:
     where: str = ""  # the innermost frames, file:line
     blame: Blame = "internal"  # environment: retrying later may succeed (a full disk, a busy journal)
     expected: bool = False  # an svdmark error (invalid series, model missing...): a warning, not an error
+    routing: RoutingDecision | None = None  # where the series was routed, when it failed after routing
 
     @property
     def transient(self) -> bool:
@@ -313,6 +314,6 @@ def run(source: SeriesSource, ctx: Context, *, profiles: Collection[encode.Profi
             seed = uid_seed(series, result.model, result.ruleset.version)
             encoded = encode.by_profile(result, profiles, supersedes=earlier(), uid_seed=seed)
         return Analysed(series, result, seed, encoded)
-    except Exception as exc:  # every failure is an outcome: the stage and the reason
-        return failure(at.current, exc)
+    except Exception as exc:  # every failure is an outcome: the stage and the reason (and where it was routed)
+        return dataclasses.replace(failure(at.current, exc), routing=decision)
 

@@ -292,7 +292,9 @@ class Worker:
         if outcome.transient:
             return self.journal.retry_job_later(job, f"{outcome.stage}: {outcome.reason}", self._delay(job),
                                                 self.max_attempts)
-        self.journal.finish_job(job, JobState.FAILED, detail=outcome.detail)
+        routed = outcome.routing
+        self.journal.finish_job(job, JobState.FAILED, detail=outcome.detail,  # where it was routed, when it was
+                                routing=routed.kind.value if routed else None, rule_id=routed.rule_id if routed else None)
         return JobState.FAILED
 
     def _delay(self, job: JobRow) -> float:

@@ -339,6 +339,7 @@ def test_a_stage_that_raises_fails_the_job_once_without_outputs(site, monkeypatc
         assert not site.worker.run_one()
     row = site.row(job_id)
     assert (row["state"], row["detail"]) == ("failed", f"{stage} failed: ValueError: Unable to convert '…'")
+    assert row["routing"] == "wml" and row["rule_id"]  # it failed after routing: the table says where it went
     assert site.result_files() == [] and site.journal.due_deliveries() == []
     assert [r.getMessage() for r in caplog.records if getattr(r, "fields", {}).get("job_id") == job_id] == [
         "analysis_failed"]
