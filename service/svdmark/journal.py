@@ -1250,7 +1250,8 @@ class Journal:
                     unanswered: bool = False) -> None:
         """A try that the destination did not confirm: retry later, or dead after the last attempt.
         ``unanswered``: the object went out and no answer came (a timeout, an abort), so the destination may hold
-        it; the try is recorded as ``unanswered`` whatever the row's state becomes, and a supersession rejects it.
+        it; the try is recorded as ``unanswered`` (followed by ``dead`` or ``superseded`` when the row became so),
+        and a supersession rejects it.
 
         An object that newer results rejected while this try was in flight is never retried: it becomes
         ``superseded``, and when nothing that its rejection note names reached that destination, the note
@@ -1280,10 +1281,12 @@ class Journal:
                 " lease_until=NULL WHERE id=?",
                 (state.value, error, next_attempt_at, delivery_id),
             )
-            outcome = (UNANSWERED_TRY if unanswered else "superseded" if state is DeliveryState.SUPERSEDED
-                       else "dead" if dead and live else "retry" if live else state.value)
-            db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
-                       (delivery_id, now, outcome, error))
+            outcome = ("superseded" if state is DeliveryState.SUPERSEDED else "dead" if dead and live
+                       else "retry" if live else state.value)
+            recorded = [outcome] if not unanswered else [UNANSWERED_TRY] + ([] if outcome == "retry" else [outcome])
+            for what in recorded:
+                db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
+                           (delivery_id, now, what, error))
             if rejected_by:
                 reached = db.execute(
                     "SELECT 1 FROM deliveries WHERE rejected_by=? AND destination=?"

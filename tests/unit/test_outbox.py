@@ -131,3 +131,13 @@ def test_a_try_that_went_out_unanswered_may_be_in_the_pacs_a_refused_one_is_not(
     job = j.claim_job()
     assert sorted(i for i, _, _ in j.rejectable("1.2.3", job.generation, [A.name])) == sorted(
         [ids["9.0"], ids["9.2"]])  # the unanswered SR and the delivered summary, not the refused SEG
+
+
+def test_an_unanswered_last_try_is_recorded_and_so_is_the_dead_letter(tmp_path, journal_url):
+    j = journal_with_results(tmp_path, journal_url)
+    unanswered = SendOutcome(Path(), False, "no response (timeout or aborted)", unanswered=True)
+    box = Outbox(j, ScriptedExporter({"sr": unanswered, "seg": OK, "summary": OK}), (A,), 1, 0.0, 0.0)
+    box.flush()
+    sr = next(r for r in j.deliveries() if r["sop_uid"] == "9.0")
+    assert sr["state"] == "dead"
+    assert [a["outcome"] for a in j.delivery_attempts(sr["id"])] == ["unanswered", "dead"]
