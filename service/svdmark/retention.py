@@ -20,6 +20,7 @@ import logging
 import os
 import stat
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,18 +83,19 @@ def remove_orphans(journal: Journal, spool: Spool, older_than_seconds: float = O
     row was never committed (killed in between: its sender was not told it was stored), a produced object whose job
     was killed and whose re-run failed, a file whose removal failed on a failing disk.
 
-    A file is the spool's when it is a temporary ``.tmp-*`` file or a ``<SOP Instance UID>.dcm`` in ``incoming`` or
-    ``results``; one whose UID the journal knows there is never removed, whatever its path. The age is the inode's
-    change time, which a write, a rename into place and a hard link (``analyze --enqueue`` links archive files whose
-    contents are years old) all renew. Each file is looked at again just before it goes: one that was written again
-    since it was judged (a sender's resend, a new inode) stays. A file that cannot be removed is reported and the
-    sweep goes on. The headers area (retention's own) is not looked at."""
+    A file is the spool's when it is a temporary ``.tmp-*`` (or ``.orphan-*``) file or a ``<SOP Instance UID>.dcm``
+    in ``incoming`` or ``results``; one whose UID the journal knows there is never removed, whatever its path. The
+    age is the inode's change time, which a write, a rename into place and a hard link (``analyze --enqueue`` links
+    archive files whose contents are years old) all renew. Each file is looked at again just before it goes, and
+    renamed aside first (:func:`_drop`): one that was written again since it was judged (a sender's resend, a new
+    inode) stays. A file that cannot be removed is reported and the sweep goes on. The headers area (retention's
+    own) is not looked at."""
     cutoff = (time.time() if now is None else now) - older_than_seconds
     out = OrphanSweep()
     for area, table in ((spool.incoming, "instances"), (spool.results, "results")):
         named: dict[str, list[tuple[Path, os.stat_result]]] = {}
         for path, st in _old_files(area, cutoff):
-            if path.name.startswith(".tmp-"):
+            if path.name.startswith((".tmp-", ".orphan-")):  # a killed write's, or a removal's that failed
                 _drop(path, st, dry_run, out)
             elif path.suffix == ".dcm":
                 named.setdefault(path.stem, []).append((path, st))
@@ -121,12 +123,26 @@ def _drop_unknown(journal: Journal, table: str, named: dict[str, list[tuple[Path
 
 
 def _drop(path: Path, judged: os.stat_result, dry_run: bool, out: OrphanSweep) -> None:
+    """Remove the file judged an orphan, and only that file: it is first renamed aside (atomic), so a writer that
+    puts a new file at ``path`` meanwhile (a resend, by rename) cannot have that file removed instead; if what was
+    renamed aside is not the judged inode, it is linked back (never over a newer one) and kept."""
     try:
         now = path.lstat()
         if (now.st_ino, now.st_ctime_ns) != (judged.st_ino, judged.st_ctime_ns):
             return  # written again since it was judged
-        if not dry_run:
-            path.unlink()
+        if dry_run:
+            out.removed.append(path)
+            return
+        aside = path.with_name(f".orphan-{uuid.uuid4().hex}")
+        os.rename(path, aside)
+        if aside.lstat().st_ino != judged.st_ino:  # a new file arrived between the look and the rename
+            try:
+                os.link(aside, path)
+            except FileExistsError:  # a newer one still: this one is superseded by it
+                pass
+            aside.unlink()
+            return
+        aside.unlink()
     except FileNotFoundError:
         return
     except OSError as exc:

@@ -125,14 +125,32 @@ def test_a_file_that_cannot_be_removed_is_reported_and_the_sweep_goes_on(spooled
     journal, spool = spooled
     bad = spool.write(spool.incoming, "1.2", "1.2.3", "1.2.3.1", b"DICM")
     good = spool.write(spool.incoming, "1.2", "1.2.3", "1.2.3.2", b"DICM")
-    real_unlink = Path.unlink
+    real_rename = os.rename
 
-    def unlink(path, *a, **k):
-        if path == bad:
-            raise OSError(errno.EIO, "Input/output error", str(path))
-        return real_unlink(path, *a, **k)
+    def rename(src, dst, *a, **k):
+        if Path(src) == bad:
+            raise OSError(errno.EIO, "Input/output error", str(src))
+        return real_rename(src, dst, *a, **k)
 
-    monkeypatch.setattr(Path, "unlink", unlink)
+    monkeypatch.setattr(os, "rename", rename)
     swept = retention.remove_orphans(journal, spool, now=_later())
     assert swept.removed == [good] and not good.exists()
     assert swept.failed == {bad: "OSError: Input/output error"} and bad.exists()
+
+
+def test_a_file_put_in_place_between_the_look_and_the_removal_stays(spooled, monkeypatch):
+    """The judged orphan is renamed aside before it goes: a resend renamed into place just before that is what
+    gets renamed aside, and it is linked back, never removed."""
+    journal, spool = spooled
+    orphan = spool.write(spool.incoming, "1.2", "1.2.3", "1.2.3.1", b"DICM")
+    real_rename = os.rename
+
+    def rename(src, dst, *a, **k):
+        if Path(src) == orphan and ".orphan-" in str(dst):  # the resend lands in the gap
+            spool.write(spool.incoming, "1.2", "1.2.3", "1.2.3.1", b"DICM-again")
+        return real_rename(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "rename", rename)
+    assert retention.remove_orphans(journal, spool, now=_later()).removed == []
+    assert orphan.read_bytes() == b"DICM-again"
+    assert [p.name for p in orphan.parent.iterdir()] == [orphan.name]  # nothing left aside
