@@ -661,38 +661,34 @@ class Journal:
                         " not_before=?, owner=NULL, lease_until=NULL WHERE id=?",
                         (JobState.PENDING.value, n, suspect, now, now, row["id"]),
                     )
-            cut_rows = db.execute(
+            cut_off = db.execute(
                 f"SELECT id, rejected_by FROM deliveries WHERE state=?{lapsed} ORDER BY id{db.skip_locked}",
                 (DeliveryState.SENDING.value, *lease_args)).fetchall()
-            cut_off = [r["id"] for r in cut_rows]
-            rejected = {r["id"] for r in cut_rows if r["rejected_by"] is not None}
-            stuck = []
-            for delivery_id in cut_off:  # the try may have reached the destination: a later supersession rejects it
-                db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
-                           (delivery_id, now, INTERRUPTED_TRY, "the try was cut off (the sender stopped or its lease "
-                            "lapsed); it may have reached the destination"))
-                cuts = db.execute(  # in a row: since the last try that ended otherwise (an answer, a resend)
-                    "SELECT COUNT(*) FROM delivery_attempts WHERE delivery_id=? AND outcome=? AND id>COALESCE((SELECT"
-                    " MAX(id) FROM delivery_attempts WHERE delivery_id=? AND outcome NOT IN (?,?)), 0)",
-                    (delivery_id, INTERRUPTED_TRY, delivery_id, INTERRUPTED_TRY, "lease-lost")).fetchone()[0]
-                if delivery_id in rejected:  # a newer result's note names it: never sent again (as mark_failed)
-                    db.execute("UPDATE deliveries SET state=?, owner=NULL, lease_until=NULL WHERE id=?",
-                               (DeliveryState.SUPERSEDED.value, delivery_id))
-                    stuck.append(delivery_id)
-                elif cuts >= delivery_cap:  # a crash loop around this object: a dead letter, and the others go on
-                    why = (f"quarantined: {cuts} tries in a row were cut off (the service stopped or lost its lease "
-                           "while sending it); run `svdmark outbox resend` once the cause is found")
-                    db.execute("UPDATE deliveries SET state=?, last_error=?, owner=NULL, lease_until=NULL WHERE id=?",
-                               (DeliveryState.DEAD.value, why, delivery_id))
-                    db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
-                               (delivery_id, now, DeliveryState.DEAD.value, why))
-                    stuck.append(delivery_id)
+            requeued, dead = 0, []
+            for row in cut_off:  # the try may have reached the destination: a later supersession rejects it
+                delivery_id = row["id"]
+                _record_try(db, delivery_id, now, INTERRUPTED_TRY, "the try was cut off (the sender stopped or its "
+                            "lease lapsed); it may have reached the destination")
+                state, why = DeliveryState.PENDING, None
+                if row["rejected_by"] is not None:  # a newer result's note names it: never sent again (as mark_failed)
+                    state = DeliveryState.SUPERSEDED
                 else:
-                    db.execute("UPDATE deliveries SET state=?, owner=NULL, lease_until=NULL WHERE id=?",
-                               (DeliveryState.PENDING.value, delivery_id))
-        dead = [i for i in stuck if i not in rejected]
+                    cuts = db.execute(  # in a row: since the last try that ended otherwise (an answer, a resend)
+                        "SELECT COUNT(*) FROM delivery_attempts WHERE delivery_id=? AND outcome=? AND id>COALESCE("
+                        "(SELECT MAX(id) FROM delivery_attempts WHERE delivery_id=? AND outcome NOT IN (?,?)), 0)",
+                        (delivery_id, INTERRUPTED_TRY, delivery_id, INTERRUPTED_TRY, "lease-lost")).fetchone()[0]
+                    if cuts >= delivery_cap:  # a crash loop around this object: a dead letter, the others go on
+                        state = DeliveryState.DEAD
+                        why = (f"quarantined: {cuts} tries in a row were cut off (the service stopped or lost its "
+                               "lease while sending it); run `svdmark outbox resend` once the cause is found")
+                db.execute("UPDATE deliveries SET state=?, last_error=COALESCE(?, last_error), owner=NULL,"
+                           " lease_until=NULL WHERE id=?", (state.value, why, delivery_id))
+                if state is DeliveryState.DEAD:
+                    _record_try(db, delivery_id, now, state.value, why)
+                    dead.append(delivery_id)
+                requeued += state is DeliveryState.PENDING
         return {"jobs_requeued": len(running) - len(quarantined), "jobs_quarantined": len(quarantined),
-                "deliveries_requeued": len(cut_off) - len(stuck), "deliveries_quarantined": len(dead),
+                "deliveries_requeued": requeued, "deliveries_quarantined": len(dead),
                 "quarantined": quarantined, "quarantined_deliveries": dead}
 
     def known_objects(self, table: str, sop_uids: Sequence[str]) -> set[str]:
@@ -1243,8 +1239,7 @@ class Journal:
                 " lease_until=NULL WHERE id=?",
                 (DeliveryState.DELIVERED.value, now, delivery_id),
             )
-            db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
-                       (delivery_id, now, DeliveryState.DELIVERED.value, detail))
+            _record_try(db, delivery_id, now, DeliveryState.DELIVERED.value, detail)
 
     def mark_failed(self, delivery_id: int, error: str, next_attempt_at: float, dead: bool,
                     unanswered: bool = False) -> None:
@@ -1269,8 +1264,7 @@ class Journal:
             if row is None:
                 return
             if row["owner"] not in (None, self.owner):
-                db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
-                           (delivery_id, now, "lease-lost", error))
+                _record_try(db, delivery_id, now, "lease-lost", error)
                 return
             live = row["state"] in (DeliveryState.PENDING.value, DeliveryState.SENDING.value)
             rejected_by = row["rejected_by"] if live else None
@@ -1285,8 +1279,7 @@ class Journal:
                        else "retry" if live else state.value)
             recorded = [outcome] if not unanswered else [UNANSWERED_TRY] + ([] if outcome == "retry" else [outcome])
             for what in recorded:
-                db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
-                           (delivery_id, now, what, error))
+                _record_try(db, delivery_id, now, what, error)
             if rejected_by:
                 reached = db.execute(
                     "SELECT 1 FROM deliveries WHERE rejected_by=? AND destination=?"
@@ -1317,19 +1310,19 @@ class Journal:
                 rows = [r for r in (db.execute(f"SELECT id, rejected_by FROM deliveries WHERE id=? AND state=?"
                                                f"{db.for_update}", (i, DeliveryState.DEAD.value)).fetchone()
                                     for i in delivery_ids) if r is not None]
-            ids = [r["id"] for r in rows if r["rejected_by"] is None]
+            ids = []
             for r in rows:
                 if r["rejected_by"] is not None:
                     db.execute("UPDATE deliveries SET state=? WHERE id=?", (DeliveryState.SUPERSEDED.value, r["id"]))
-                    db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
-                               (r["id"], now, DeliveryState.SUPERSEDED.value,
-                                f"not sent again: rejection note {r['rejected_by']} names it"))
+                    _record_try(db, r["id"], now, DeliveryState.SUPERSEDED.value,
+                                f"not sent again: rejection note {r['rejected_by']} names it")
+                else:
+                    ids.append(r["id"])
             for i in ids:
                 db.execute(
                     "UPDATE deliveries SET state=?, round_start=attempts, resends=resends+1, next_attempt_at=?"
                     " WHERE id=?", (DeliveryState.PENDING.value, now, i))
-                db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
-                           (i, now, "resend", "sent back to the outbox by an operator"))
+                _record_try(db, i, now, "resend", "sent back to the outbox by an operator")
             return len(ids)
 
     def deliveries(self, state: DeliveryState | None = None, delivery_id: int | None = None) -> list[Any]:
@@ -1743,6 +1736,12 @@ _MAY_HAVE_REACHED_ARGS = (DeliveryState.DELIVERED.value, DeliveryState.SENDING.v
 # then its rejection notes
 _RESULT_ORDER = (" ORDER BY created_at, job_id, CASE kind WHEN 'sr' THEN 0 WHEN 'seg' THEN 1 WHEN 'summary' THEN 2"
                  " ELSE 3 END, sop_uid")
+
+
+def _record_try(db: Connection, delivery_id: int, at: float, outcome: str, detail: str | None) -> None:
+    """One row of a delivery's history (:meth:`Journal.delivery_attempts`)."""
+    db.execute("INSERT INTO delivery_attempts(delivery_id, at, outcome, detail) VALUES (?,?,?,?)",
+               (delivery_id, at, outcome, detail))
 
 
 def _insert_result(db: Connection, obj: ResultObject, job: JobRow, now: float) -> None:
