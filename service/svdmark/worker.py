@@ -220,7 +220,7 @@ class Worker:
     # ------------------------------------------------------------------ outcomes
     def _record(self, job: JobRow, outcome: Unfinished) -> bool:
         """Journal an outcome and log its one line; if the journal refuses, keep it for later."""
-        stage = outcome.stage if isinstance(outcome, Failed) else Stage.ROUTE
+        stage = self._stage_of(outcome)
         try:
             state = self._write(job, outcome)
         except LeaseLost:  # its lease ran out: another worker has the job, this outcome is not recorded
@@ -261,7 +261,7 @@ class Worker:
         """The journal refused the outcome for what it holds, not for its own state (a value it cannot store; a
         retry would be refused again): the job fails with a plain reason instead, so that it never stays running.
         False when the journal refuses that too (the outcome is then kept, as for a full disk)."""
-        stage = outcome.stage if isinstance(outcome, Failed) else Stage.ROUTE
+        stage = self._stage_of(outcome)
         detail = (f"{stage} ended as {self._state_of(outcome).value}, but the journal refused that outcome: "
                   f"{type(refusal).__name__} (the log has the reason, job_outcome_refused)")
         try:
@@ -276,6 +276,11 @@ class Worker:
         event(log, name, logging.ERROR, job_id=job.id, series_uid=job.series_uid, stage=stage,
               outcome=self._state_of(outcome).value, journal_error=reason_of(refusal), where=where(refusal))
         return True
+
+    @staticmethod
+    def _stage_of(outcome: Unfinished) -> Stage:
+        """The stage an outcome ended in (an ignored series ended at routing)."""
+        return outcome.stage if isinstance(outcome, Failed) else Stage.ROUTE
 
     @staticmethod
     def _state_of(outcome: Unfinished) -> JobState:

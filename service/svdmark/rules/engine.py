@@ -500,9 +500,9 @@ class RuleSet:
                 for flag in self.evaluate(findings):
                     values[flag.rule_id].update(dict.fromkeys(flag.values))
                     for text in (flag.statement, flag.name, flag.category, *flag.brief):
-                        if prescriptive(text):
+                        if found := prescriptive(text):
                             raise ConfigError(f"rule {flag.rule_id!r}: its wording prescribes or advises "
-                                              f"({', '.join(prescriptive(text))!r}): svdmark states the evidence "
+                                              f"({', '.join(found)!r}): svdmark states the evidence "
                                               "and never a treatment")
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(f"wording template error: {exc!r}") from exc

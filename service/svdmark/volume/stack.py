@@ -288,6 +288,7 @@ def _multi_frame_slices(ds: "Dataset") -> list[_Slice]:
         return get
 
     top_component = _component(ds)
+    padding = _padding(ds)  # the instance's, for every frame
     out = []
     for i, pf in enumerate(per_frame):
         groups = [pf, shared]
@@ -337,7 +338,7 @@ def _multi_frame_slices(ds: "Dataset") -> list[_Slice]:
                 component=component or top_component,
                 pixels=frame_getter(i),
                 tilt_attr=tilt,
-                padding=_padding(ds),
+                padding=padding,
             )
         )
     return out
