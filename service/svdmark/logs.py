@@ -188,3 +188,14 @@ def event(logger: logging.Logger, name: str, level: int = logging.INFO, exc_info
 def pseudonym(value: str, key: bytes) -> str:
     """Keyed hash of a patient identifier (HMAC-SHA256, 16 hex chars)."""
     return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+
+def patient_pseudonym(header: Any, key: bytes) -> str:
+    """The keyed hash of a header's patient: Patient ID qualified by Issuer of Patient ID when the header has one,
+    so one ID issued by two sites of a trial stays two patients ("" without a Patient ID). Backslash joins them:
+    an LO value cannot hold one."""
+    pid = str(header.get("PatientID", "") or "").strip()
+    if not pid:
+        return ""
+    issuer = str(header.get("IssuerOfPatientID", "") or "").strip()
+    return pseudonym(f"{issuer}\\{pid}" if issuer else pid, key)

@@ -177,3 +177,42 @@ def test_a_copy_with_other_bytes_is_listed_as_conflicting_not_as_a_duplicate(tmp
     (dup,) = [e for e in errors if "/b" in e.file]
     (conflict,) = [e for e in errors if "/c" in e.file]
     assert "duplicate" in dup.reason and "conflicting" in conflict.reason and "other bytes" in conflict.reason
+
+
+def test_one_patient_id_issued_by_two_sites_is_two_pseudonyms(tmp_path, study):
+    """A multi-site trial: each site's PACS issues its own Patient IDs, so the same ID from two issuers is two patients.
+    The pseudonym hashes the issuer with the ID; a header without an issuer keeps the ID's own hash."""
+    from svdmark.logs import patient_pseudonym, pseudonym
+
+    sites = {}
+    for site in ("SITE_A", "SITE_B", ""):
+        files = _copy(study, tmp_path / "in" / (site or "none"))
+        for f in files:
+            ds = pydicom.dcmread(f)
+            ds.PatientID = "0001"
+            ds.IssuerOfPatientID = site
+            ds.save_as(f)
+        groups, errors, _ = discover([tmp_path / "in" / (site or "none")], KEY)
+        assert not errors and len(groups) == 1
+        sites[site] = {i.patient_pseudonym for i in groups[0].instances}
+    assert all(len(p) == 1 for p in sites.values())
+    assert len(set.union(*sites.values())) == 3
+    assert sites[""] == {pseudonym("0001", KEY)}
+    assert patient_pseudonym({"PatientID": "0001", "IssuerOfPatientID": "SITE_A"}, KEY) == next(iter(sites["SITE_A"]))
+    assert patient_pseudonym({"PatientID": "  "}, KEY) == ""
+
+
+def test_a_file_replaced_with_its_size_and_time_stamp_kept_is_scanned_again(tmp_path, study):
+    """``rsync -t`` or ``touch -r`` keep a corrected file's modification time; its change time moves on."""
+    files = _copy(study, tmp_path / "archive")
+    (before,), _, cache = discover([tmp_path / "archive"], KEY)
+    st = files[3].stat()
+    ds = pydicom.dcmread(files[3])
+    ds.PixelData = bytes(len(ds.PixelData))  # the same size
+    ds.save_as(files[3])
+    os.utime(files[3], ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert files[3].stat().st_size == st.st_size and files[3].stat().st_mtime_ns == st.st_mtime_ns
+    (after,), _, _ = discover([tmp_path / "archive"], KEY, cache=cache)
+    assert after.fingerprint != before.fingerprint
+    (again,), _, _ = discover([tmp_path / "archive"], KEY, cache=discover([tmp_path / "archive"], KEY)[2])
+    assert again.fingerprint == after.fingerprint

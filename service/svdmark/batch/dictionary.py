@@ -19,7 +19,8 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "series_uid": ("", "Series Instance UID (0020,000E); one row per series"),
     "series_number": ("", "Series Number (0020,0011)"),
     "series_description": ("", "Series Description (0008,103E)"),
-    "patient_pseudonym": ("", "keyed hash (HMAC-SHA256) of Patient ID; never the ID itself"),
+    "patient_pseudonym": ("", "keyed hash (HMAC-SHA256) of Patient ID, qualified by Issuer of Patient ID when the "
+                              "header has one; never the ID itself"),
     "modality": ("", "Modality (0008,0060)"),
     "study_date": ("", "Study Date as YYYY-MM-DD; shifted per patient when study_date_shifted is true"),
     "study_date_shifted": ("", "true: study_date moved by the patient's keyed offset (-365..365 days, not 0)"),

@@ -22,7 +22,7 @@ from pydicom.uid import UID
 from ..completion import SeriesEvidence, counts_complete, missing
 from ..errors import Rejected
 from ..geometry import SliceGeometry
-from ..logs import pseudonym
+from ..logs import patient_pseudonym
 from ..phi import uid_hash
 from ..receive.inspect import inspect
 
@@ -194,7 +194,8 @@ def scan(source: Source, key: bytes) -> Instance | FileError:
         return FileError(source.name, exc.reason, ident.get("series_uid", ""), ident.get("study_uid", ""),
                          exc.sop_uid or ident.get("sop_uid", ""))
     header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True,
-                             specific_tags=["PatientID", "SeriesNumber", "SeriesDescription"])
+                             specific_tags=["PatientID", "IssuerOfPatientID", "SeriesNumber",
+                                                "SeriesDescription"])
     return Instance(
         source=source,
         sop_uid=found.sop_uid,
@@ -202,7 +203,7 @@ def scan(source: Source, key: bytes) -> Instance | FileError:
         series_uid=found.series_uid,
         modality=found.modality,
         sop_class=found.sop_class,
-        patient_pseudonym=pseudonym(pid, key) if (pid := str(header.get("PatientID", "") or "").strip()) else "",
+        patient_pseudonym=patient_pseudonym(header, key),
         series_number=str(header.get("SeriesNumber", "") or ""),
         series_description=str(header.get("SeriesDescription", "") or ""),
         digest=hashlib.sha256(data).hexdigest(),
@@ -342,11 +343,14 @@ def discover(paths: Iterable[Path], key: bytes, skip: Iterable[Path] = (),
 
 
 def _cache_key(src: Source) -> str | None:
+    """A file's identity: its path, inode, size, modification and change times. The change time cannot be set
+    back (``touch -r`` and ``rsync -t`` can set the modification time), so a file replaced by one of the same size
+    and time stamp is scanned again."""
     try:
         st = os.stat(src.path)
     except OSError:
         return None
-    return f"{src.path}\0{src.member or ''}\0{st.st_size}\0{st.st_mtime_ns}"
+    return f"{src.path}\0{src.member or ''}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
 
 
 def _to_cache(found: Instance | FileError) -> dict:

@@ -65,7 +65,8 @@ def key_fingerprint(key: bytes) -> str:
     return hashlib.sha256(b"svdmark-key-id\0" + key).hexdigest()[:16]
 
 
-SCAN_CACHE_VERSION = 2  # 2: instances carry their bytes' digest and geometry; invalid UIDs in error rows hashed
+SCAN_CACHE_VERSION = 3  # 2: instances carry their bytes' digest and geometry; invalid UIDs in error rows hashed;
+#                        3: pseudonyms qualified by Issuer of Patient ID, files known by inode and change time too
 
 
 class RunState:

@@ -83,7 +83,7 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
     from ..batch.acquisition import descriptors
     from ..batch.state import resolve_key
     from ..domain import OutputKind
-    from ..logs import pseudonym
+    from ..logs import patient_pseudonym
 
     cfg = load_config(args)
     journal = open_journal(cfg, "is --data-dir right? (or give --table)")
@@ -110,8 +110,7 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
             study_uid=j.study_uid, series_uid=uid, modality=modality.get(uid),
             series_number=str(h.get("SeriesNumber", "")) if h is not None else None,
             series_description=str(h.get("SeriesDescription", "")) if h is not None else None,
-            patient_pseudonym=(pseudonym(str(h.PatientID).strip(), key)
-                               if h is not None and str(h.get("PatientID", "") or "").strip() else None),
+            patient_pseudonym=(patient_pseudonym(h, key) or None) if h is not None else None,
             n_instances=journal.instance_count(uid), status=_STATUS.get(j.state.value, j.state.value), routing=j.routing,
             rule_id=j.rule_id, reason=j.detail, model_name=j.model_name, model_version=j.model_version,
             model_sha256=j.model_sha, ruleset_version=j.ruleset_version, svdmark_version=__version__)
