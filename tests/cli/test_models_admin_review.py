@@ -115,6 +115,17 @@ def test_points_json_with_two_coordinates_is_refused(tmp_path):
     assert references._read_points_json(p)[0].points == [((1.0, 2.0, 3.0), 2.5), ((4.0, 5.0, 6.0), None)]
 
 
+def test_points_csv_refuses_a_diameter_of_zero_as_points_json_does(tmp_path):
+    from svdmark.validation import references
+
+    p = tmp_path / "points.csv"
+    p.write_text("series_uid,x,y,z,diameter_mm\n1.2.3,1,2,3,0\n")
+    with pytest.raises(references.BadReference, match="diameter_mm '0' is out of range"):
+        references._read_points_csv(p)
+    p.write_text("series_uid,x,y,z,diameter_mm\n1.2.3,-1,2,3,2.5\n1.2.3,4,5,6,\n")
+    assert references._read_points_csv(p)[0].points == [((-1.0, 2.0, 3.0), 2.5), ((4.0, 5.0, 6.0), None)]
+
+
 @pytest.mark.parametrize("edit", [lambda m: [m], lambda m: dict(m, input=None)], ids=["list", "input-null"])
 def test_malformed_manifest_is_one_sentence_not_a_traceback(tmp_path, pkg, edit):
     src = fakemodels.make_wml(tmp_path / "cand", "1.0.4", gain=5.0)

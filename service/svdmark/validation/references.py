@@ -127,11 +127,12 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _number(text: str, what: str, path: Path, line: int) -> float:
+    """A finite number; a coordinate of any sign, a diameter above 0 (as in points.json), anything else 0 or more."""
     try:
         v = float(text)
     except ValueError:
         raise BadReference(f"{path} line {line}: {what} {text!r} is not a number") from None
-    if not math.isfinite(v) or v < 0 and what != "coordinate":
+    if not math.isfinite(v) or v < 0 and what != "coordinate" or v == 0 and what == "diameter_mm":
         raise BadReference(f"{path} line {line}: {what} {text!r} is out of range")
     return v
 
