@@ -113,12 +113,17 @@ def log_level(text: str) -> str:
     return level
 
 
+def _whole(value: Any) -> int:
+    """``value`` as an int; ValueError or TypeError for true, 104.7 and text that is no whole number."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value)
+
+
 def _check_port(value: Any, what: str, lowest: int = 0) -> int:
     """A whole port number from ``lowest`` (0: pick a free one, for a listener) to 65535; 104.7 or true is none."""
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ConfigError(f"{what} {value!r} is not a port number")
     try:
-        port = int(value)
+        port = _whole(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{what} {value!r} is not a port number") from None
     if not lowest <= port <= 65535:
@@ -517,9 +522,7 @@ _ENV_KEYS: dict[str, tuple[str, str]] = {
 def _convert(value: Any, kind: str, where: str) -> Any:
     try:
         if kind == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(value)
-            return int(value)
+            return _whole(value)
         if kind == "float":
             if isinstance(value, bool) or not math.isfinite(float(value)):
                 raise ValueError(value)

@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from . import health, retention, tls
 from .assemble import Assembler
@@ -170,28 +171,32 @@ class Service:
             raise ModelError("; ".join(f"{where}: {why}" for where, why in sorted(live.items())))
         return False
 
-    def _orphans_step(self) -> bool:
-        """The spool's files that nothing refers to and that are a day old go (:func:`retention.remove_orphans`);
-        run by the assembly leader, so one process at a time walks a shared spool."""
+    def _as_leader(self, work: Callable[[], None], every_seconds: float) -> bool:
+        """A housekeeping loop's step: ``work`` in the assembly leader only, so one process at a time walks a shared
+        spool; a process that does not lead (yet) looks again within seconds, not a whole interval later."""
         if not self._leading:
-            self._stop.wait(5.0)
+            self._stop.wait(min(5.0, every_seconds))
             return True
-        retention.remove_orphans(self.journal, self.spool, retention.ORPHAN_AGE_SECONDS)
+        work()
         return False
 
+    def _orphans_step(self) -> bool:
+        """The spool's files that nothing refers to and that are a day old go (:func:`retention.remove_orphans`)."""
+        return self._as_leader(lambda: retention.remove_orphans(self.journal, self.spool, retention.ORPHAN_AGE_SECONDS),
+                               ORPHAN_SWEEP_SECONDS)
+
     def _retention_step(self) -> bool:
-        """``svdmark purge --older-than-days N`` (and the delivered results, unless kept), run by the assembly
-        leader: one process at a time on a shared journal (each series' removal is its own checked transaction,
-        so a leadership change in between is harmless). Audited as ``svdmark serve``."""
-        if not self._leading:  # not (yet) the leader: look again soon, not a whole interval later
-            self._stop.wait(min(5.0, self.config.retention_every_hours * 3600.0))
-            return True
+        """``svdmark purge --older-than-days N`` (and the delivered results, unless kept) in the assembly leader (each
+        series' removal is its own checked transaction, so a leadership change in between is harmless). Audited as
+        ``svdmark serve``."""
+        return self._as_leader(self._purge_old, self.config.retention_every_hours * 3600.0)
+
+    def _purge_old(self) -> None:
         cutoff = retention.cutoff(self.journal, self.config.retention_days)
         ran = retention.run(self.journal, self.spool, cutoff, RETENTION_ACTOR, self.config.retention_keep_results)
         event(log, "retention_run", logging.WARNING if ran.failed else logging.INFO, series=len(ran.series),
               instances=sum(p.instances for p in ran.series), results=sum(ran.results.values()),
               failed=len(ran.failed), older_than_days=self.config.retention_days)
-        return False
 
     def _recover(self) -> dict:
         """Interrupted work back to the queue: on SQLite everything this data dir left running; on a shared
