@@ -250,7 +250,7 @@ def score_cmb_case(case: Path, truth: dict, svc: Service) -> dict:
     tp, fp, fn, pairs = match(preds, T, Dm)
     row.update(pred_count=int(f.count), pred_grade=int(f.grade), tp=tp, fp=fp, fn=fn,
                interval=_interval(f), withheld=_withheld(f),
-               n_candidates=int(out.extras.get("n_candidates", 0)))
+               n_candidates=int(out.extras.get("n_candidates_found", 0)))
     matched_t = {j for _, j in pairs}
     matched_p = {i for i, _ in pairs}
     # misses by tag / size / location, and merges (a miss within 7 mm of a truth that was matched)

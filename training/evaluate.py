@@ -297,7 +297,8 @@ def eval_cmb(split: str, n: int, runtime: Runtime, registry: ModelRegistry, swee
         cands = counted_candidates(spec.manifest, case.volume, out)
         rows.append(dict(seed=s, n_truth=len(T), tp=tp, fp=fp, fn=fn, count=f.count, grade_truth=g,
                          grade_model=int(f.grade), b_tp=btp, b_fp=bfp, b_fn=bfn, b_count=b.count,
-                         grade_baseline=int(b.grade), seconds=secs, n_candidates=len(out.candidates),
+                         grade_baseline=int(b.grade), seconds=secs,
+                         n_candidates=int(out.extras.get("n_candidates_found", len(out.candidates))),
                          matrix=case.volume.shape[1], thickness=case.params["slice_thickness"],
                          counts_at=_counts_at(spec, case, cands), **_uncertainty_columns(f)))
         if sweep:

@@ -60,7 +60,7 @@ def label_candidates(case, cents):
 
 
 def case_patches(case, rng, max_neg=240):
-    norm, cents, resp, sig, ref = pp.cmb_candidates(case.volume, CANDIDATES, NORMALISATION)
+    norm, cents, resp, sig, ref, _ = pp.cmb_candidates(case.volume, CANDIDATES, NORMALISATION)
     pos, diam, dist = label_candidates(case, cents)
     # ambiguous: near a bleed but off-centre — excluded from training (neither label is right)
     amb = ~pos & (dist <= np.maximum(5.0, diam))

@@ -306,3 +306,18 @@ def test_every_gate_score_has_a_results_column():
     vol = tilted_volume((4, 32, 32), array=np.full((4, 32, 32), 30.0, np.float32))
     scored = set(quality.ct_scores(vol)) | set(quality.swi_scores(vol, 30.0)) | {"tta_spread", "candidates_per_ml"}
     assert scored <= set(quality.SCORES)
+    assert set(quality.DESCRIPTIONS) == set(quality.SCORES)  # and the data dictionary a unit and meaning for each
+
+
+def test_the_data_dictionary_gives_each_quality_column_its_unit():
+    """One table holds CT and SWI rows: the noise column is in HU on one and a fraction on the other."""
+    import pandas as pd
+
+    from svdmark.batch.dictionary import describe
+
+    cols = {f"quality_{s}": [1.0] for s in ("noise", "tissue_level", "candidates_per_ml", "coverage_mm")}
+    entries = {e["name"]: e for e in describe(pd.DataFrame(cols))}
+    assert entries["quality_noise"]["unit"] == "HU on wml rows; fraction of the tissue level on cmb rows"
+    assert entries["quality_tissue_level"]["unit"] == "HU"
+    assert entries["quality_candidates_per_ml"]["unit"] == "per mL of head"
+    assert entries["quality_coverage_mm"]["unit"] == "mm"

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..measure import quality
 from .files import write_file
 
 # column -> (unit, meaning); the type comes from the table itself
@@ -125,8 +126,8 @@ def describe(df, ruleset=None) -> list[dict]:
         elif c.startswith("flag_"):
             unit, meaning = "", "a per-series value of a flag rule (see rules.json)"
         elif c.startswith("quality_"):
-            unit = "mm" if c.endswith("_mm") else ""
-            meaning = f"quality gate score {c[len('quality_'):]} (limits in the model's manifest)"
+            unit, what = quality.DESCRIPTIONS.get(c[len("quality_"):], ("", f"score {c[len('quality_'):]}"))
+            meaning = f"quality gate: {what} (limits in the model's manifest)"
         else:
             unit, meaning = "", ""
         out.append({"name": c, "type": kind, "unit": unit, "meaning": meaning})

@@ -202,14 +202,14 @@ def log_candidates(
     sigmas_mm: tuple[float, ...],
     threshold: float,
     mask: np.ndarray | None = None,
-    max_candidates: int = 400,
+    max_candidates: int | None = 400,
     min_distance_mm: float = 3.0,
     threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Multi-scale scale-normalised LoG detector of *dark* blobs.
 
     Returns (centres (n,3) float index (k,i,j), response (n,), best sigma in mm (n,)),
-    strongest first. ``spacing`` is (slice spacing, row spacing, column spacing) in mm. The scales are filtered on
+    strongest first, at most ``max_candidates`` (None: all). ``spacing`` is (slice spacing, row spacing, column spacing) in mm. The scales are filtered on
     up to ``threads`` threads (scipy's filters release the GIL) and combined in scale order, so the result does not
     depend on ``threads``.
 
@@ -246,7 +246,7 @@ def _reach_box(mask: np.ndarray, spacing: tuple[float, float, float], sigma_max_
 
 
 def _log_candidates(norm: np.ndarray, spacing: tuple[float, float, float], sigmas_mm: tuple[float, ...],
-                    threshold: float, mask: np.ndarray | None, max_candidates: int, fp: tuple[int, ...],
+                    threshold: float, mask: np.ndarray | None, max_candidates: int | None, fp: tuple[int, ...],
                     origin: np.ndarray | None = None, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``log_candidates`` on the array as given, with the peak footprint ``fp`` (voxels per axis); centres are
     returned in the index space of the array that ``norm`` was cut from at ``origin``."""
@@ -379,7 +379,8 @@ def cmb_candidates(volume: Volume, cspec: dict, norm_spec: dict, threads: int = 
     """The candidate stage of the CMB model (parameters from ``manifest["candidates"]``), its filters on up to
     ``threads`` threads.
 
-    Returns (normalised array, centres (n,3) index, LoG response, scale mm, reference intensity).
+    Returns (normalised array, centres (n,3) index, LoG response, scale mm, reference intensity, candidates found):
+    the strongest ``max_candidates`` of all it found, and how many that was (the quality gate's density score).
     """
     ref = foreground_reference(volume.array, norm_spec)
     norm = normalise(volume.array, norm_spec, ref=ref)
@@ -388,9 +389,10 @@ def cmb_candidates(volume: Volume, cspec: dict, norm_spec: dict, threads: int = 
                      erode_mm=float(cspec.get("erode_mm", 0.0)), spacing=spacing, threads=threads)
     cents, resp, sig = log_candidates(
         norm, spacing, tuple(cspec["sigmas_mm"]), float(cspec["threshold"]), mask,
-        int(cspec.get("max_candidates", 400)), float(cspec.get("min_distance_mm", 3.0)), threads=threads,
+        None, float(cspec.get("min_distance_mm", 3.0)), threads=threads,
     )
-    return norm, cents, resp, sig, ref
+    keep = int(cspec.get("max_candidates", 400))  # strongest first
+    return norm, cents[:keep], resp[:keep], sig[:keep], ref, len(cents)
 
 
 def cmb_patches(norm: np.ndarray, volume: Volume, cents: np.ndarray, spec: dict, threads: int = 1) -> np.ndarray:

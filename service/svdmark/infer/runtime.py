@@ -214,7 +214,7 @@ class Runtime:
 
     # ------------------------------------------------------------------ 3-D candidates + classifier
     def _run_patch3d(self, sess, spec: InputSpec, candidates: Mapping, volume: Volume):
-        norm, cents, resp, sig, ref = pp.cmb_candidates(volume, candidates, spec.normalisation, self.threads)
+        norm, cents, resp, sig, ref, found = pp.cmb_candidates(volume, candidates, spec.normalisation, self.threads)
         batch = spec.batch or 64
         in_name = sess.get_inputs()[0].name
         probs = np.zeros(len(cents), np.float32)
@@ -230,7 +230,7 @@ class Runtime:
             Candidate((float(c[0]), float(c[1]), float(c[2])), float(p), float(d), float(r))
             for c, p, d, r in zip(cents, probs, diams, resp)
         )
-        return cands, {"n_candidates": len(cands), "reference_intensity": ref}
+        return cands, {"n_candidates": len(cands), "n_candidates_found": found, "reference_intensity": ref}
 
 
 class _captured_output:

@@ -74,7 +74,10 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
     if limits is not None:
         ref = reference_intensity(volume, output)
         scores = quality.swi_scores(volume, ref)
-        scores["candidates_per_ml"] = quality.candidate_density(volume, ref, len(output.candidates))
+        # all the candidate stage found, not the strongest max_candidates it passed on: an artefact-ridden image
+        # finds thousands more than the cap
+        found = int(output.extras.get("n_candidates_found", len(output.candidates)))
+        scores["candidates_per_ml"] = quality.candidate_density(volume, ref, found)
         gate = quality.judge(scores, limits)
     return replace(f, interval=interval, quality=gate)
 

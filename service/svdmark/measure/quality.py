@@ -17,7 +17,7 @@ Scores
   mean of its 8 neighbours, scaled to white noise's SD, in steps of 1/8 HU. ``"median"`` (the SWI residual; every
   manifest without the field set its limit on it): CT values are integers and brain kernels smooth them, so this
   residual is exactly 0 in most voxels and its MAD reads 0 on heads with 4 HU of noise.
-* ``slice_mm`` — slice spacing (SWI: bleeds of 2–10 mm are missed in thick slices).
+* ``slice_mm`` — the larger of slice spacing and slice thickness (SWI: bleeds of 2–10 mm are missed in thick slices).
 * ``tta_spread`` (WML) — the model's own out-of-distribution score: the spread of its
   test-time-augmentation pass volumes relative to (volume + 1 mL), beyond what validation cases showed.
 * ``candidates_per_ml`` (CMB) — candidate-stage density: artefact-ridden or unfamiliar images make
@@ -102,7 +102,8 @@ def swi_scores(volume: Volume, reference: float) -> dict[str, float]:
     return {
         "coverage_mm": round(_coverage_mm(volume, head), 1),
         "noise": round(_robust_noise(a, core), 4),
-        "slice_mm": round(float(volume.slice_spacing), 2),
+        # the thicker of spacing and thickness: a 5.6 mm slice reconstructed every 2.8 mm loses small bleeds too
+        "slice_mm": round(max(float(volume.slice_spacing), float(volume.slice_thickness or 0.0)), 2),
     }
 
 
@@ -122,13 +123,24 @@ _REASONS = {
     "tissue_level": "brain tissue level {v:.0f} is outside {lo:.0f}–{hi:.0f} (calibration, contrast agent or "
                     "not a plain head scan)",
     "noise": "image noise {v:.3g} is above the model's limit of {lim:.3g}",
-    "slice_mm": "slice spacing {v:.1f} mm is above the model's limit of {lim:.1f} mm",
+    "slice_mm": "slice thickness or spacing {v:.1f} mm is above the model's limit of {lim:.1f} mm",
     "tta_spread": "the model's test-time-augmentation passes disagree by {v:.0%} of (volume + 1 mL), above its "
                   "limit of {lim:.0%} (image unlike its training data)",
     "candidates_per_ml": "{v:.1f} dark-blob candidates per mL of head, above the model's limit of {lim:.1f} "
                          "(artefacts or an unfamiliar image)",
 }
 SCORES = tuple(_REASONS)  # every score the gate can report (a results table has a column for each)
+# each score's unit and meaning, for a results table's data dictionary (one table holds CT and SWI rows)
+DESCRIPTIONS = {
+    "coverage_mm": ("mm", "head extent covered by the stack along the slice normal"),
+    "tissue_level": ("HU", "median of brain-range voxels (wml rows only)"),
+    "noise": ("HU on wml rows; fraction of the tissue level on cmb rows",
+              "robust in-plane noise of brain-range voxels (1.4826 x MAD of a residual)"),
+    "slice_mm": ("mm", "the larger of slice spacing and slice thickness (cmb rows only)"),
+    "tta_spread": ("fraction of (volume + 1 mL)", "spread of the model's test-time-augmentation pass volumes "
+                                                  "(wml rows only)"),
+    "candidates_per_ml": ("per mL of head", "dark-blob candidates the candidate stage found (cmb rows only)"),
+}
 # where falling below a floor means something else than exceeding a limit
 _REASONS_BELOW = {
     "candidates_per_ml": "only {v:.3f} dark-blob candidates per mL of head, below the model's floor of {lim:.3f}: "
