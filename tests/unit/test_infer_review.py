@@ -58,3 +58,40 @@ def test_a_thick_swi_reconstructed_with_overlap_is_not_measurable():
     assert thick == 5.6 and not verdict.measurable
     assert verdict.reasons == ("slice thickness or spacing 5.6 mm is above the model's limit of 3.0 mm",)
     assert quality.swi_scores(dataclasses.replace(vol, slice_thickness=2.0), 100.0)["slice_mm"] == 2.8
+
+
+def test_a_model_that_reports_as_many_bleeds_as_there_are_but_elsewhere_fails_its_self_test(monkeypatch):
+    """Coordinates in the wrong frame, or a model that calls veins: the count matched the truth's and passed."""
+    import svdmark.measure as measure
+    from svdmark.domain import CmbFindings, Microbleed
+    from svdmark.infer import self_test
+
+    class _NoModel:
+        def run(self, model, volume):
+            return ModelOutput(Task.CMB, model.sha256, "cpu", 0.0)
+
+    spec = ModelRegistry().active(Task.CMB)
+    st = spec.manifest.self_test
+    cases = reference.load(reference.locate(spec.path.parent, st.reference, st.reference_sha256))
+    truths = {id(c.volume.array): c.bleeds_mm for c in cases}
+    shift = {"z": 300.0}
+
+    def findings(model, volume, output):
+        return CmbFindings(tuple(Microbleed((float(x), float(y), float(z) + shift["z"]), 4.0, 0.99)
+                                 for x, y, z in truths[id(volume.array)]), np.zeros(volume.shape, np.uint8))
+
+    monkeypatch.setattr(reference, "load", lambda path: cases)  # the volumes the fake recognises
+    monkeypatch.setattr(measure, "from_output", findings)
+    res = self_test(spec, _NoModel())
+    assert res.measured == res.truth and res.found == 0 and not res.passed
+    assert f"0 of {res.truth:.0f} bleeds found where they are" in res.describe()
+    shift["z"] = 1.0  # within the 5 mm match: the same findings where the bleeds are pass
+    res = self_test(spec, _NoModel())
+    assert res.found == res.truth and res.passed, res.describe()
+
+
+def test_a_release_candidate_sorts_below_its_release():
+    from svdmark.infer.registry import version_key
+
+    assert sorted(["1.2.0-rc10", "1.2.0", "1.2.0-rc2", "1.10.0", "1.9.1"], key=version_key) == [
+        "1.2.0-rc2", "1.2.0-rc10", "1.2.0", "1.9.1", "1.10.0"]

@@ -61,9 +61,16 @@ def sha256_file(path: Path) -> str:
 
 
 def version_key(version: str) -> tuple:
-    """Sort key for versions like ``1.0.0``, ``1.2.0-rc1``: numeric parts numerically."""
-    parts = re.split(r"[.\-+]", version)
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+    """Sort key for versions like ``1.0.0``, ``1.2.0-rc1``, as semantic versioning orders them: numbers
+    numerically (``rc10`` after ``rc2``), a pre-release (after ``-``) below its release, build metadata (after
+    ``+``) last. Own code: ``packaging.version`` refuses the names a site may give (``1.2.0-site.a``)."""
+    main, _, build = version.partition("+")
+    release, dash, pre = main.partition("-")
+
+    def parts(text: str) -> tuple:
+        return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.findall(r"\d+|[^\d.\-]+", text))
+
+    return parts(release), 0 if dash else 1, parts(pre), parts(build)
 
 
 class ModelRegistry:
