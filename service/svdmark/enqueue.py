@@ -134,9 +134,17 @@ class Enqueuer:
                 kept["unreadable"] += 1
                 continue
             linkable = src.member is None and not src.bare  # the file itself is the Part 10 object
-            kept[keep(self.journal, spool, item, data, transfer_syntax=item.transfer_syntax, calling_ae=None,
-                      source=Path(src.path) if linkable else None)] += 1
+            outcome = keep(self.journal, spool, item, data, transfer_syntax=item.transfer_syntax, calling_ae=None,
+                           source=Path(src.path) if linkable else None)
+            kept[outcome] += 1
+            if outcome == "conflict":
+                report.errors.append(FileError(src.name, "not kept: its Series Instance UID already holds another "
+                                               "study's instances in the journal", g.series_uid, g.study_uid,
+                                               inst.sop_uid).as_row())
         report.counts.update({f"instances_{k}": n for k, n in kept.items()})
+        if kept["conflict"]:
+            report.counts["not_queued"] += 1
+            return f"{_short(g.series_uid)} not queued ({kept['conflict']} file(s) of another study's series UID)"
         if kept["unreadable"]:  # left receiving: the next run records the rest and queues it
             report.counts["not_queued"] += 1
             report.errors.append({"file": root, "series_uid": g.series_uid, "study_uid": g.study_uid, "sop_uid": "",

@@ -149,7 +149,8 @@ class StoredInstance:
 
 
 class Recorded(str):
-    """:meth:`Journal.record_instance`'s outcome, "new", "replaced" or "duplicate" (compares as that string), and
+    """:meth:`Journal.record_instance`'s outcome, "new", "replaced", "duplicate" or "conflict" (nothing recorded: a new
+    SOP Instance UID under a Series Instance UID that holds another study's instances) (compares as that string), and
     ``displaced``: the spool file the instance's row named before, where a replacement named another (it came under
     another Series or Study Instance UID). No row names that file any more: the caller, which owns the spool's
     files, removes it once the row is committed."""
@@ -766,6 +767,10 @@ class Journal:
                          (sop_uid,)).fetchone()
         if old is not None and old["digest"] == digest:
             return Recorded("duplicate")
+        if old is None and db.execute(  # the series row first: the instances are read only when its study differs
+                "SELECT 1 FROM series s WHERE s.series_uid=? AND s.study_uid<>? AND EXISTS(SELECT 1 FROM instances i"
+                " WHERE i.series_uid=s.series_uid AND i.study_uid<>?)", (series_uid, study_uid, study_uid)).fetchone():
+            return Recorded("conflict")  # a sender's UID collision: the series must not mix two studies' images
         db.execute(
             "INSERT INTO instances (sop_uid, study_uid, series_uid, sop_class, transfer_syntax, path, size, digest,"
             " geometry, calling_ae, received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(sop_uid) DO UPDATE SET"
@@ -799,10 +804,10 @@ class Journal:
             )
         else:
             db.execute(
-                "UPDATE series SET last_received=?, released=0, state=?, generation=?, purged_at=NULL,"
-                " purged_instances=NULL, base_generation=? WHERE series_uid=?",
-                (now, plan.state.value, plan.generation, plan.generation if plan.fresh else s["base_generation"],
-                 series_uid),
+                "UPDATE series SET study_uid=?, last_received=?, released=0, state=?, generation=?, purged_at=NULL,"
+                " purged_instances=NULL, base_generation=? WHERE series_uid=?",  # study_uid: a series moved (IOCM)
+                (study_uid, now, plan.state.value, plan.generation,
+                 plan.generation if plan.fresh else s["base_generation"], series_uid),
             )
         if old is None:
             return Recorded("new")
@@ -1149,8 +1154,10 @@ class Journal:
         return self._query("SELECT * FROM jobs WHERE state=? ORDER BY id DESC LIMIT ?", (state.value, limit))
 
     def retry_job(self, job_id: int) -> bool:
-        """A failed job back to the queue; False (nothing changed) unless it failed and its images are still in the
-        spool (not purged since, nor a purge behind the series' present generation)."""
+        """A failed job back to the queue; False (nothing changed) unless it failed, its images are still in the
+        spool (not purged since, nor a purge behind the series' present generation) and the series has not moved
+        on to a newer generation (more images arrived: that generation is analysed on its own, and this job
+        would read its images, perhaps while they still arrive)."""
         with self._tx() as db:
             found = db.execute("SELECT series_uid FROM jobs WHERE id=?", (job_id,)).fetchone()
             if found is None:
@@ -1161,6 +1168,9 @@ class Journal:
             if row is None or row["state"] not in (JobState.FAILED.value,):
                 return False
             if _purged_since(db.execute(_SERIES_PURGE, (row["series_uid"],)).fetchone(), row["generation"]):
+                return False
+            series = db.execute("SELECT generation FROM series WHERE series_uid=?", (row["series_uid"],)).fetchone()
+            if series is None or series["generation"] != row["generation"]:
                 return False
             db.execute(
                 "UPDATE jobs SET state=?, attempts=0, interruptions=0, suspect_interruptions=0, interrupted_at=NULL,"

@@ -211,3 +211,23 @@ def test_listener_keeps_serving_and_stores_once(listener):
     time.sleep(0.1)
     assert journal.counts()["instances"]["total"] == 1
     assert len(journal.instances(ds.SeriesInstanceUID)) == 1
+
+
+# --------------------------------------------------------------------------- one Series Instance UID, two studies
+def test_a_series_uid_another_study_already_holds_is_refused_with_a_failure_status(listener, caplog):
+    """A sender's UID collision: a second study's image under a Series Instance UID the spool holds for another
+    study would have joined that series (and its next analysis); it is refused, the first study's image kept."""
+    port, journal = listener
+    first = ct()
+    second = ct(SeriesInstanceUID=first.SeriesInstanceUID)  # its own study and SOP Instance UID
+    assoc = associate(_requestor((CT, ExplicitVRLittleEndian)), port)
+    assert assoc.is_established
+    try:
+        with caplog.at_level("WARNING", logger="svdmark.receive"):
+            statuses = [int(assoc.send_c_store(ds).Status) for ds in (first, second)]
+    finally:
+        assoc.release()
+    assert statuses == [0x0000, 0xC000]
+    assert [i.sop_uid for i in journal.instances(first.SeriesInstanceUID)] == [first.SOPInstanceUID]
+    (line,) = _rejections(caplog)
+    assert "already holds another study's instances" in line.fields["reason"] and not _leaks(caplog)

@@ -265,11 +265,17 @@ class SeriesGroup:
 
 def group(instances: Iterable[Instance]) -> tuple[list[SeriesGroup], list[FileError]]:
     """Group by Series Instance UID; a second file with a SOP Instance UID already read is listed, not used: a
-    duplicate when its bytes are the same, a conflicting copy when they differ (the one read first is kept)."""
+    duplicate when its bytes are the same, a conflicting copy when they differ (the one read first is kept). A file
+    whose Series Instance UID names a series of another study (a sender's UID collision) is listed too: one series
+    never mixes two studies' images."""
     by_series: dict[str, dict[str, Instance]] = {}
     dups: dict[tuple[bool, str, str, str], list[Instance]] = {}  # (same bytes, series, where they are, the first)
+    clashes: dict[tuple[str, str], list[Instance]] = {}  # (series, the study it was first read in)
     for inst in instances:
         seen = by_series.setdefault(inst.series_uid, {})
+        if seen and (study := next(iter(seen.values())).study_uid) != inst.study_uid:
+            clashes.setdefault((inst.series_uid, study), []).append(inst)
+            continue
         if inst.sop_uid in seen:
             first = seen[inst.sop_uid]
             where = (inst.digest == first.digest, inst.series_uid, _container(inst.source), _container(first.source))
@@ -284,6 +290,11 @@ def group(instances: Iterable[Instance]) -> tuple[list[SeriesGroup], list[FileEr
                 f"{first} with other bytes; the first read is used, these are skipped")
         errors.append(FileError(name, what, series_uid, copies[0].study_uid,
                                 copies[0].sop_uid if len(copies) == 1 else ""))
+    for (series_uid, study), files in clashes.items():
+        for f in files:
+            errors.append(FileError(f.source.name, "its Series Instance UID names a series of another study, read "
+                                    "first; skipped (a Series Instance UID names one series of one study)", series_uid,
+                                    f.study_uid, f.sop_uid))
     groups = []
     for series_uid, members in by_series.items():
         ordered = tuple(sorted(members.values(), key=lambda i: i.sop_uid))

@@ -258,6 +258,11 @@ def run_jobs_retry(args) -> int:
         if record.state.value == "failed" and journal.images_purged(record.series_uid, record.generation):
             return fail(args, f"job {args.job_id}: the series' images were purged (svdmark purge) or sent again "
                               "under another series; send the series again to analyse it")
+        series = journal.series_row(record.series_uid)
+        if record.state.value == "failed" and series is not None and series.generation != record.generation:
+            return fail(args, f"job {args.job_id}: the series has received more images since (generation "
+                              f"{series.generation}, this job's {record.generation}), which are analysed on their own; "
+                              "svdmark jobs reanalyse runs the series again")
         return fail(args, f"job {args.job_id} is {record.state.value}, not failed; only failed jobs are re-queued")
     emit(args, {"job_id": args.job_id, "requeued": True}, f"job {args.job_id} re-queued")
     return 0

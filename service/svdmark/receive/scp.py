@@ -215,6 +215,10 @@ class Receiver:
                   reason=f"{where} write failed", sop_uid=item.sop_uid, calling_ae=calling)
             health.instance_received("error", STATUS_OUT_OF_RESOURCES)
             return STATUS_OUT_OF_RESOURCES
+        if outcome == "conflict":
+            return self._rejected(Rejected(STATUS_CANNOT_UNDERSTAND, "its Series Instance UID already holds another "
+                                           "study's instances (a Series Instance UID names one series of one study)",
+                                           item.sop_uid), item.sop_uid, calling)
         if outcome != "duplicate":  # a write went through: the disk takes writes again
             self.storage.succeeded()
         health.instance_received(outcome)

@@ -39,7 +39,8 @@ def digest(data: bytes) -> str:
 
 def keep(journal: ReceiveJournal, spool: Spool, item: Inspected, data: bytes, *, transfer_syntax: str,
          calling_ae: str | None, source: Path | None = None) -> str:
-    """Spool and journal one instance; the journal's outcome: "new", "replaced" or "duplicate".
+    """Spool and journal one instance; the journal's outcome: "new", "replaced", "duplicate" or "conflict" (not kept:
+    its Series Instance UID holds another study's instances).
 
     ``source``: a file holding exactly ``data``, hard-linked into the spool rather than copied where the
     filesystem allows (:meth:`Spool.place`)."""
@@ -58,6 +59,10 @@ def keep(journal: ReceiveJournal, spool: Spool, item: Inspected, data: bytes, *,
         if not existed and not _committed(journal, item.sop_uid, sha):  # no orphan: a file only with its row
             spool.discard(path)
         raise
+    if outcome == "conflict":  # nothing recorded (another study's series UID): the file goes again
+        if not existed:
+            spool.discard(path)
+        return outcome
     if outcome.displaced is not None:
         _discard_displaced(spool, outcome.displaced, item.sop_uid)
     return outcome
