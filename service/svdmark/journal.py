@@ -487,6 +487,10 @@ class JournalCounts:
 
 
 DEFAULT_LEASE_SECONDS = 60.0  # a running job or a delivery in flight belongs to its process this long per heartbeat
+# SQLite: how fast the journal's time, run on the monotonic clock, follows a step of this host's clock (seconds per
+# second), and the step beyond which it follows at once (a clock that was plain wrong: a VM resumed from a snapshot)
+CLOCK_SLEW = 0.1
+CLOCK_JUMP_SECONDS = 3600.0
 
 
 def process_id() -> str:
@@ -509,6 +513,7 @@ class Journal:
         # what a shared journal's time runs on between measurements of the offset: the monotonic clock beside the
         # real clock; a clock of one's own (a test's, a simulation's) alone unless given one too
         self._steady = steady if steady is not None else time.monotonic if clock is time.time else None
+        self._time_base: tuple[float, tuple[float, float] | None] = (0.0, None)  # _measure_clock's
         self.path = Path(self._engine.target) if self._engine.kind == "sqlite" else None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -531,10 +536,24 @@ class Journal:
         self._measure_clock()
 
     def _measure_clock(self) -> None:
-        """:attr:`clock_offset` measured now; on a shared journal also where this host's clock and its monotonic
-        clock stood, so that :meth:`now` runs on the monotonic clock until the next measurement."""
+        """:attr:`clock_offset` measured now, and where the journal's time and the monotonic clock stand, so that
+        :meth:`now` runs on the monotonic clock until the next measurement: on a shared journal this host's clock
+        (the server's, once corrected by the offset); on SQLite, where this host's clock is the only one, the
+        journal's time so far, moved towards this host's clock by at most :data:`CLOCK_SLEW` of the time since
+        (at once beyond :data:`CLOCK_JUMP_SECONDS`), so that an NTP step moves no settle timer by more than a
+        tenth."""
         offset = self._engine.clock_offset(self._clock)
-        synced = (self._clock(), self._steady()) if self.shared and self._steady is not None else None
+        synced = None
+        if self._steady is not None:
+            wall, mono = self._clock(), self._steady()
+            synced = (wall, mono)
+            before = self._time_base[1]
+            if not self.shared and before is not None:
+                elapsed = mono - before[1]
+                journal = before[0] + elapsed
+                if abs(wall - journal) <= CLOCK_JUMP_SECONDS:
+                    limit = CLOCK_SLEW * elapsed
+                    synced = (journal + max(-limit, min(limit, wall - journal)), mono)
         self._time_base = (offset, synced)  # one assignment: now() on another thread sees both or neither
 
     @property
@@ -547,8 +566,9 @@ class Journal:
         corrected by :attr:`clock_offset`, measured at open and at each heartbeat, and advanced in between by the
         monotonic clock, so that a step of the host's clock, an NTP correction, cannot move a lease or a timer
         before the next heartbeat), so that leases, settle timers and retry times mean the same on every host
-        however far their clocks drift; this host's clock on SQLite. Every time the journal stores or compares
-        is on it."""
+        however far their clocks drift; this host's clock on SQLite, advanced by the monotonic clock and slewed
+        towards a step of the host's clock at each heartbeat (:meth:`_measure_clock`). A clock of one's own (a
+        test's) without ``steady`` is read as it is. Every time the journal stores or compares is on it."""
         offset, synced = self._time_base
         if synced is None:
             return self._clock() + offset

@@ -114,3 +114,57 @@ def test_analyze_enqueue_does_not_queue_a_series_uid_another_study_holds(tmp_pat
     assert len([e for e in report.errors if "another study's instances" in e["reason"]]) == len(files)
     assert [i.sop_uid for i in j.instances(series_uid)] == ["9.9.1"] and j.jobs() == []
     assert not any((tmp_path / "spool").rglob("*.dcm"))
+
+
+class _Clocks:
+    """This host's clock, which NTP may step, and its monotonic clock, which nothing steps."""
+
+    def __init__(self):
+        self.wall, self.mono = 1_700_000_000.0, 5000.0
+
+    def elapse(self, seconds: float, step: float = 0.0) -> None:
+        self.mono += seconds
+        self.wall += seconds + step
+
+
+def _stepped_journal(tmp_path) -> tuple[Journal, _Clocks]:
+    c = _Clocks()
+    return Journal(tmp_path / "j.sqlite", clock=lambda: c.wall, steady=lambda: c.mono), c
+
+
+def test_a_clock_stepped_back_does_not_hold_a_complete_series_on_sqlite(tmp_path):
+    j, c = _stepped_journal(tmp_path)
+    for k in range(12):
+        _record(j, "1.2.3", k, j.now())
+    j.mark_released(["1.2.3"])
+    c.elapse(5, step=-600)  # NTP steps the host's clock back 10 minutes; 5 s pass
+    j.heartbeat(["assemble"])
+    assert Assembler(j, set, 2, 60, 600).tick(), "a released whole stack 5 s quiet waited out the step"
+
+
+def test_a_clock_stepped_forward_does_not_complete_a_series_still_arriving_on_sqlite(tmp_path):
+    j, c = _stepped_journal(tmp_path)
+    for k in range(12):
+        _record(j, "1.2.3", k, j.now())
+    c.elapse(3, step=120)
+    j.heartbeat(["assemble"])
+    assert Assembler(j, lambda: {"1.2.3"}, 2, 60, 600).tick() == []  # its association open, an image 3 s ago
+
+
+def test_the_sqlite_journal_follows_a_step_slowly_and_a_wrong_clock_at_once(tmp_path):
+    from svdmark.journal import CLOCK_JUMP_SECONDS, CLOCK_SLEW
+
+    j, c = _stepped_journal(tmp_path)
+    start = j.now()
+    c.elapse(10, step=-600)
+    j.heartbeat(["assemble"])
+    assert j.now() == start + 10 - 10 * CLOCK_SLEW  # a tenth of the 10 s towards the step
+    seen = [j.now()]
+    for _ in range(700):  # 10 s heartbeats: the step is taken up in about 6000 s, time never runs back
+        c.elapse(10)
+        j.heartbeat(["assemble"])
+        seen.append(j.now())
+    assert j.now() == c.wall and all(b > a for a, b in zip(seen, seen[1:]))
+    c.elapse(10, step=CLOCK_JUMP_SECONDS + 1)  # a clock that was wrong (a VM resumed): followed at once
+    j.heartbeat(["assemble"])
+    assert j.now() == c.wall
