@@ -40,11 +40,11 @@ def _date(value) -> dt.date | None:
 
 
 def _age_years(header, study: dt.date | None) -> int | None:
-    """Patient's Age (``065Y``; months, weeks, days below a year give 0), else birth and study date."""
+    """Patient's Age in whole years (``065Y``, ``018M``, ``104W``, ``400D``), else from birth and study date."""
     m = re.fullmatch(r"(\d{3})([YMWD])", str(header.get("PatientAge", "") or "").strip())
     if m:
         n, unit = int(m[1]), m[2]
-        return n if unit == "Y" else (n // 12 if unit == "M" else 0)
+        return {"Y": n, "M": n // 12, "W": n // 52, "D": n // 365}[unit]
     born = _date(header.get("PatientBirthDate"))
     if born is None or study is None or born > study:
         return None

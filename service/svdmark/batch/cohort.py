@@ -72,6 +72,12 @@ def flag_categories(analysed) -> list[dict]:
     return sorted(out, key=lambda f: f["rule"])
 
 
+def _patients(pseudonyms) -> int:
+    """Distinct patients; a series without a Patient ID is none ("" in a table from before it was left empty)."""
+    known = pseudonyms.dropna()
+    return int(known[known.astype(str) != ""].nunique())
+
+
 def cohort(df, errors=None) -> dict:
     status = df["status"].astype("string").fillna("")
     analysed = df[status == "analysed"]
@@ -107,7 +113,7 @@ def cohort(df, errors=None) -> dict:
         "statistics_over": MEASURABLE_ONLY,
         "ignore_reasons": _counts(df[status == "ignored"]["reason"]) if total else [],
         "failure_reasons": _counts(df[status == "failed"]["reason"]) if total else [],
-        "patients": int(df["patient_pseudonym"].dropna().nunique()) if "patient_pseudonym" in df else None,
+        "patients": _patients(df["patient_pseudonym"]) if "patient_pseudonym" in df else None,
         "studies": int(df["study_uid"].dropna().nunique()) if "study_uid" in df else None,
     }
     if "model_version" in df and len(analysed):

@@ -11,7 +11,7 @@ import io
 import os
 import zipfile
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -104,9 +104,12 @@ class FileError:
     series_uid: str = ""
     study_uid: str = ""
     sop_uid: str = ""
+    folder: bool = field(default=False, compare=False)  # a folder not read (a link, a repeat, unreadable): no file
 
     def as_row(self) -> dict:
-        return asdict(self)
+        row = asdict(self)
+        del row["folder"]
+        return row
 
 
 def iter_sources(paths: Iterable[Path], skip: Iterable[Path] = ()) -> Iterator[Source | FileError]:
@@ -122,7 +125,7 @@ def iter_sources(paths: Iterable[Path], skip: Iterable[Path] = ()) -> Iterator[S
             continue
 
         if root.resolve() in seen:
-            yield FileError(str(root), "inside a folder already read in this run; not read again")
+            yield FileError(str(root), "inside a folder already read in this run; not read again", folder=True)
             continue
         unreadable: list[OSError] = []
         for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable.append, followlinks=True):
@@ -136,7 +139,8 @@ def iter_sources(paths: Iterable[Path], skip: Iterable[Path] = ()) -> Iterator[S
                     continue
                 if real in seen:  # read already (through a link, if this is the real folder: no error then)
                     if (here / d).is_symlink():
-                        yield FileError(str(here / d), f"a link to a folder already read ({real}); not read again")
+                        yield FileError(str(here / d), f"a link to a folder already read ({real}); not read again",
+                                        folder=True)
                     continue
                 seen.add(real)
                 keep.append(d)
@@ -148,7 +152,7 @@ def iter_sources(paths: Iterable[Path], skip: Iterable[Path] = ()) -> Iterator[S
 
 def _unreadable_folders(errors: list[OSError]) -> Iterator[FileError]:
     """The folders ``os.walk`` could not list since it was last asked (its ``onerror`` list, emptied)."""
-    yield from (FileError(str(e.filename), f"cannot read folder: {e.strerror or e}") for e in errors)
+    yield from (FileError(str(e.filename), f"cannot read folder: {e.strerror or e}", folder=True) for e in errors)
     errors.clear()
 
 
@@ -321,17 +325,17 @@ def discover(paths: Iterable[Path], key: bytes, skip: Iterable[Path] = (),
     """Scan everything under ``paths``. ``cache`` maps a file's identity to an earlier scan, so a
     resumed run does not re-read unchanged files; the updated cache is returned.
 
-    ``stats`` (a dict) receives ``files`` (files and zip members examined), ``unusable`` (those
-    that are not analysable DICOM; at most ``files``) and ``duplicates`` (copies of an instance
-    already read, skipped). Duplicates are reported one error row per folder, so the errors
-    list is not a file count."""
+    ``stats`` (a dict) receives ``files`` (files and zip members examined), ``unusable`` (those that are not
+    analysable DICOM; at most ``files``; a folder not read is listed but is neither) and ``duplicates`` (copies of
+    an instance already read, and instances of another study's series UID, skipped). Duplicates are reported one
+    error row per folder, so the errors list is not a file count."""
     cache = dict(cache or {})
     new_cache: dict = {}
     instances: list[Instance] = []
     errors: list[FileError] = []
     examined = 0
     for item in iter_sources(paths, skip):
-        examined += 1
+        examined += not (isinstance(item, FileError) and item.folder)
         if isinstance(item, FileError):
             errors.append(item)
             continue
@@ -348,7 +352,7 @@ def discover(paths: Iterable[Path], key: bytes, skip: Iterable[Path] = (),
             on_file(item.name)
     groups, dup_errors = group(instances)
     if stats is not None:
-        stats.update(files=examined, unusable=len(errors),
+        stats.update(files=examined, unusable=sum(not e.folder for e in errors),
                      duplicates=len(instances) - sum(len(g.instances) for g in groups))
     return groups, errors + dup_errors, new_cache
 

@@ -15,6 +15,8 @@ Every output file gets the mode the starting umask allows (``batch.files``).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -37,13 +39,15 @@ from ..failures import reason_of
 from ..infer.registry import manifest_digest
 from . import table as T
 from .acquisition import descriptors
-from .dictionary import write_beside
+from .dictionary import rules_metadata, write_beside
 from .discover import FileError, SeriesGroup, discover
 from .progress import Progress
 from .state import RunState, key_fingerprint, resolve_key, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydicom import Dataset
+
+    from ..rules import RuleSet
 
 log = logging.getLogger("svdmark.analyze")
 
@@ -129,7 +133,7 @@ def analyse_group(group: SeriesGroup, out_dir: str, config: Config, constants: f
     row["sr_sop_uid"] = str(encoded.sr.SOPInstanceUID) if encoded.sr is not None else None
     row["analysed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     row["total_seconds"] = round(time.perf_counter() - t0, 3)
-    key = run_key(group, result.model, result.ruleset.version, config)
+    key = run_key(group, result.model, ctx.rules, result.routing, config)
     try:
         RunState(Path(out_dir)).mark_done(group.series_uid, key, row)  # only now is the series finished
     except Exception as exc:
@@ -190,19 +194,22 @@ def routing_row(decision: RoutingDecision) -> dict:
 def identity_row(group: SeriesGroup) -> dict:
     first = group.first
     return T.base_row(study_uid=group.study_uid, series_uid=group.series_uid, series_number=first.series_number,
-                      series_description=first.series_description, patient_pseudonym=first.patient_pseudonym,
+                      series_description=first.series_description, patient_pseudonym=first.patient_pseudonym or None,
                       modality=first.modality, n_instances=len(group.instances), status=T.PENDING)
 
 
 TABLE_VERSION = 3  # the row's shape; a row from another shape is not reused (the series is analysed again)
 
 
-def run_key(group: SeriesGroup, model: ModelSpec, ruleset_version: str, config: Config) -> dict:
+def run_key(group: SeriesGroup, model: ModelSpec, rules: RuleSet, decision: RoutingDecision, config: Config) -> dict:
     """What a finished row was made from: a row is reused only when all of it is the same now (the files' bytes,
-    the model file and its manifest, the rules and the settings that change a row: when flags attach, and for an
-    incomplete series what the policy does with it)."""
+    the model file and its manifest, the rule set's content (a site's copy may keep the version it copied), the
+    routing decision, and the settings that change a row: when flags attach, and for an incomplete series what the
+    policy does with it)."""
+    content = json.dumps(rules_metadata(rules), sort_keys=True, default=str)
     return {"model_name": model.name, "model_version": model.version, "model_sha256": model.sha256,
-            "manifest_sha256": manifest_digest(model), "ruleset_version": ruleset_version,
+            "manifest_sha256": manifest_digest(model), "ruleset_version": rules.info.version,
+            "ruleset_sha256": hashlib.sha256(content.encode()).hexdigest(), "routing": routing_row(decision),
             "instances": group.fingerprint, "table_version": TABLE_VERSION,
             "flags": [config.flag_applicability, dict(sorted(config.flag_conditions.items()))],
             "incomplete_policy": config.incomplete_policy if group.completion_warning else None}
@@ -279,7 +286,7 @@ class Runner:
                 rows[g.series_uid] = row
                 continue
             done = None if self.force else state.done(g.series_uid)
-            want = run_key(g, model, ruleset.version, self.config)
+            want = run_key(g, model, rules, decision, self.config)
             if done and done.get("key") == want and self._outputs_exist(done.get("row", {})):
                 kept = dict(done["row"])
                 kept["patient_pseudonym"] = row["patient_pseudonym"]  # the key may have changed
@@ -374,7 +381,7 @@ class Runner:
                 except BrokenProcessPool:  # a worker died since the last wait: the pool takes nothing more
                     broken.append(work)
                 finished = wait(pending, return_when=FIRST_COMPLETED)[0] if pending and not broken else set()
-                for f in finished:
+                for f in [f for f in pending if f in finished]:  # in the order submitted: suspects run in that order
                     work = pending.pop(f)
                     try:
                         yield f.result()
