@@ -216,3 +216,17 @@ def test_a_file_replaced_with_its_size_and_time_stamp_kept_is_scanned_again(tmp_
     assert after.fingerprint != before.fingerprint
     (again,), _, _ = discover([tmp_path / "archive"], KEY, cache=discover([tmp_path / "archive"], KEY)[2])
     assert again.fingerprint == after.fingerprint
+
+
+def test_a_dicomdir_is_listed_as_what_it_is_and_its_images_read_once(tmp_path, study):
+    from pydicom.fileset import FileSet
+
+    fs = FileSet()
+    for f in sorted(study.glob("*.dcm")):
+        fs.add(f)
+    fs.write(tmp_path / "media")
+    groups, errors, _ = discover([tmp_path / "media"], KEY)
+    assert len(groups) == 1 and len(groups[0].instances) == len(list(study.glob("*.dcm")))
+    (dicomdir,) = errors
+    assert Path(dicomdir.file).name == "DICOMDIR"
+    assert dicomdir.reason.startswith("a data set that names no SOP class (a DICOMDIR") and "uid#" not in dicomdir.reason

@@ -132,9 +132,10 @@ def inspect(data: bytes, affected_sop_class: str | None = None, max_bytes: int |
 
 
 def unsupported_reason(sop_class: str) -> str:
-    name = UID(sop_class).name if sop_class and valid_uid(sop_class) else "none"
-    return (f"SOP class {sop_class if valid_uid(sop_class) else uid_hash(sop_class)} ({name}) is not analysed; "
-            "svdmark analyses CT, MR, Enhanced CT and Enhanced MR images")
+    what = (f"SOP class {sop_class} ({UID(sop_class).name})" if valid_uid(sop_class) else
+            f"SOP class {uid_hash(sop_class)}" if sop_class else
+            "a data set that names no SOP class (a DICOMDIR, or another object that is no image)")
+    return f"{what} is not analysed; svdmark analyses CT, MR, Enhanced CT and Enhanced MR images"
 
 
 def lossy_source(instances) -> bool:
