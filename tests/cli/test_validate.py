@@ -126,7 +126,7 @@ def test_validate_wml_seg_reference_report_and_audit(tmp_path, wml_site, models)
     assert fig["primary"]["pearson"]["r"] == pytest.approx(float(np.corrcoef(m, r)[0, 1]))
     assert "absolute agreement" in fig["primary"]["icc"]["type"]
     assert sum(b["n"] for b in fig["mae_by_bin"]) == 4 and [b["bin"] for b in fig["mae_by_bin"]] == \
-        ["0", "<1", "1-3", "3-10", "10-25", ">25"]
+        ["0", "<1", "1-3", "3-10", "10-25", "≥25"]
     assert fig["dice"]["n"] == 4
     assert fig["intervals"]["n_with_interval"] == 0  # the fixture model reports no interval
     # defaults, stated; a model this far off fails them
@@ -275,7 +275,7 @@ def test_weighted_kappa_matches_scikit_learn():
     assert weighted_kappa([1, 1, 1], [1, 1, 1]) is None  # undefined, not 1
 
 
-def test_matching_is_greedy_one_to_one_within_tolerance():
+def test_matching_is_one_to_one_within_tolerance():
     from svdmark.validation.agreement import match_points
 
     ref = [(0, 0, 0), (10, 0, 0)]
@@ -298,7 +298,7 @@ def test_withheld_cases_are_counted_not_used_and_intervals_covered():
     assert f["counts"] == {"cases": 5, "included": 3, "withheld": 1, "failed": 1}
     assert f["primary"]["n"] == 3 and f["primary"]["bland_altman"]["bias"] == pytest.approx((0.5 + 2 + 1) / 3)
     assert f["intervals"] == {"n_with_interval": 2, "covered": 1, "coverage": 0.5}
-    assert {b["bin"]: b["n"] for b in f["mae_by_bin"]} == {"0": 0, "<1": 0, "1-3": 1, "3-10": 1, "10-25": 1, ">25": 0}
+    assert {b["bin"]: b["n"] for b in f["mae_by_bin"]} == {"0": 0, "<1": 0, "1-3": 1, "3-10": 1, "10-25": 1, "≥25": 0}
 
 
 def test_a_validation_holds_for_its_manifest_and_a_refused_reference_says_why(tmp_path, wml_site, models):

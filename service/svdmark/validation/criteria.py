@@ -3,7 +3,9 @@
 The criteria come from the model manifest's ``validation`` section when it has one (its keys
 replace the defaults below one by one; the report says which came from where), else from these
 defaults. A criterion that cannot be evaluated (too few cases, a statistic that is undefined on
-this reference, bleed locations missing) is *not met*: a validation passes only on evidence.
+this reference, bleed locations missing) is *not met*: a validation passes only on evidence. The
+agreement figures are on the measured cases only, so the share the model failed on or withheld (its
+quality gate) is judged too: those are the hardest cases, and leaving them out flatters the model.
 
 Manifest example::
 
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 from ..errors import SvdmarkError
 
+_SHARES = {"max_failed_fraction": 0.0, "max_withheld_fraction": 0.1}  # of the referenced cases with images
 DEFAULTS: dict[str, dict[str, float]] = {
-    "wml": {"min_cases": 20, "max_abs_bias_ml": 1.0, "max_mae_ml": 1.5, "min_icc": 0.9},
-    "cmb": {"min_cases": 20, "min_sensitivity": 0.8, "max_false_positives_per_scan": 1.5, "min_kappa": 0.8},
+    "wml": {"min_cases": 20, "max_abs_bias_ml": 1.0, "max_mae_ml": 1.5, "min_icc": 0.9, **_SHARES},
+    "cmb": {"min_cases": 20, "min_sensitivity": 0.8, "max_false_positives_per_scan": 1.5, "min_kappa": 0.8,
+            **_SHARES},
 }
 
 _TEXT = {
@@ -26,6 +30,8 @@ _TEXT = {
     "min_sensitivity": "microbleed sensitivity ≥ {t:g}",
     "max_false_positives_per_scan": "false-positive microbleeds per scan ≤ {t:g}",
     "min_kappa": "burden grade linear-weighted kappa ≥ {t:g}",
+    "max_failed_fraction": "share of the cases the model failed on ≤ {t:g}",
+    "max_withheld_fraction": "share of the cases withheld as not reliably measurable ≤ {t:g}",
 }
 
 
@@ -34,8 +40,15 @@ def resolve(task: str, manifest: dict) -> list[dict]:
     section = manifest.get("validation") or {}
     if not isinstance(section, dict):
         raise SvdmarkError(f"manifest 'validation' section must be an object, not {type(section).__name__}")
-    if isinstance(section.get(task), dict):  # {"wml": {...}} or the criteria themselves
-        section = section[task]
+    tasks = [k for k in section if k in DEFAULTS]
+    if tasks:  # {"wml": {...}} or the criteria themselves, never both (a flat key would be dropped unseen)
+        flat = sorted(k for k in section if k not in DEFAULTS)
+        if flat:
+            raise SvdmarkError(f"manifest 'validation' section mixes criteria ({', '.join(flat)}) with per-task "
+                               f"sections ({', '.join(tasks)}); put every criterion under its task")
+        section = section.get(task) or {}
+        if not isinstance(section, dict):
+            raise SvdmarkError(f"manifest 'validation' section {task!r} must be an object")
     unknown = sorted(k for k in section if k not in DEFAULTS[task] and k not in DEFAULTS)
     if unknown:
         raise SvdmarkError(f"manifest 'validation' section has unknown criteria: {', '.join(unknown)}"
@@ -54,8 +67,12 @@ def resolve(task: str, manifest: dict) -> list[dict]:
 
 def _value(key: str, figures: dict):
     q = figures.get("primary") or {}
+    counts = figures["counts"]
     if key == "min_cases":
-        return figures["counts"]["included"], None
+        return counts["included"], None
+    if key in _SHARES:
+        what = counts["failed" if key == "max_failed_fraction" else "withheld"]
+        return (what / counts["cases"] if counts["cases"] else None), "no cases"
     if key == "max_abs_bias_ml":
         bias = (q.get("bland_altman") or {}).get("bias")
         return (abs(bias) if bias is not None else None), "no cases"

@@ -209,6 +209,7 @@ def _html(report: dict, cases: list[dict], plots: dict) -> str:
             [[_e(b["bin"]), b["n"], _f(b["mae"], 3), _f(b["bias"], 3)] for b in fig["mae_by_bin"]])]
     else:
         d, g = fig["detection"], fig["grades"]
+        exact = "–" if g["exact_agreement"] is None else _f(g["exact_agreement"] * 100, 1) + "%"
         parts += ["<h3>Microbleed detection</h3>",
                   f"<p class='small'>{_e(d['matching'])}; cases whose reference has bleed locations"
                   " (SEG or points).</p>",
@@ -220,7 +221,7 @@ def _html(report: dict, cases: list[dict], plots: dict) -> str:
                       ["false positives per scan", _f(d["false_positives_per_scan"], 3)]]),
                   "<h3>Burden grade</h3>",
                   f"<p class='small'>Grades {_e(g['grades'])}. Linear-weighted Cohen's kappa"
-                  f" {_f(g['kappa_linear'], 3)}; exact agreement {_f((g['exact_agreement'] or 0) * 100, 1)}%"
+                  f" {_f(g['kappa_linear'], 3)}; exact agreement {exact}"
                   f" (n = {g['n']}).</p>",
                   _table(["reference \\ model", "0", "1", "2", "3"],
                          [[f"<b>{i}</b>", *row] for i, row in enumerate(g["confusion"])])]
@@ -259,10 +260,11 @@ def _html(report: dict, cases: list[dict], plots: dict) -> str:
               " McGraw &amp; Wong. Pearson r measures association only.</li>",
               "<li>WML reference from a SEG: mask voxels × physical voxel volume on the CT grid (a binary mask;"
               " the model's volume is partial-volume aware). Volume bins are by reference volume.</li>",
-              "<li>Microbleeds from a SEG: each 26-connected component is one bleed. Matching: greedy"
-              " one-to-one, closest pairs first, within max(5 mm, reference bleed diameter). Burden grade kappa:"
-              " Cohen (1968), linear weights over grades 0–3.</li>",
+              "<li>Microbleeds from a SEG: each 26-connected component is one bleed. Matching: optimal"
+              " one-to-one (the most pairs, then the least total distance), within max(5 mm, reference bleed"
+              " diameter). Burden grade kappa: Cohen (1968), linear weights over grades 0–3.</li>",
               "<li>Withheld: the model's quality gate judged the input not measurable, so the service reports no"
-              " number; such cases are counted above and excluded from every agreement figure.</li>",
+              " number; such cases are counted above and excluded from every agreement figure, and their share"
+              " (and that of failed cases) is a criterion of its own.</li>",
               "</ul></body></html>"]
     return "\n".join(parts)
