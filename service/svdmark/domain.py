@@ -592,6 +592,29 @@ class WmlFindings:
     quality: Quality | None = None  # None: no gate ran; measurable=False: report no number
 
 
+def check_reportable(findings: "WmlFindings | CmbFindings") -> None:
+    """ValueError, saying why, when the findings' number or interval cannot be reported: a volume that is negative
+    or not finite, an interval that is not finite, reversed or below zero. A withheld result reports no number:
+    nothing to check. The encoders and the pipeline ask this whether or not a flag applies (the rules ask their
+    own questions of the numbers they use)."""
+    quality = findings.quality
+    if quality is not None and not quality.measurable:
+        return
+    what = "WML volume" if isinstance(findings, WmlFindings) else "microbleed count"
+    if isinstance(findings, WmlFindings):
+        v = findings.volume_ml
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{what} is {v!r}: a volume is a finite number of 0 mL or more")
+    iv = findings.interval
+    if iv is None:
+        return
+    ends = (iv.low, iv.high)
+    if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) for x in ends):
+        raise ValueError(f"{what} interval {iv.low!r}-{iv.high!r} is not two finite numbers")
+    if iv.low > iv.high or iv.low < 0:
+        raise ValueError(f"{what} interval {iv.low!r}-{iv.high!r} is reversed or starts below 0")
+
+
 @dataclass(frozen=True)
 class Microbleed:
     center_mm: tuple[float, float, float]  # patient coordinates of the source frame of reference

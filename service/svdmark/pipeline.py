@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Literal, 
 import pydicom
 
 from . import encode, measure, route, volume
-from .domain import FULL_PROFILE, AnalysisResult, ModelSpec, RouteKind, RoutingDecision, Series
+from .domain import FULL_PROFILE, AnalysisResult, ModelSpec, RouteKind, RoutingDecision, Series, check_reportable
 from .errors import InvalidSeries, ModelError, SvdmarkError
 from .failures import reason_of, transient, where
 from .health import stage_timer as timed
@@ -279,6 +279,7 @@ def analyse(series: Series, ctx: Context, decision: RoutingDecision | None = Non
         output = ctx.runtime.run(model, image)
     with at(Stage.MEASURE):
         findings = measure.from_output(model, image, output)
+        check_reportable(findings)
     with at(Stage.RULES):
         flags = ctx.rules.evaluate(findings, series.header)  # only flags whose evidence population fits
     return AnalysisResult(series, decision, model, image, findings, flags, ctx.rules.info,

@@ -22,7 +22,7 @@ from typing import Collection, Iterable, Sequence
 
 from pydicom import Dataset
 
-from ..domain import FULL_PROFILE, AnalysisResult, OutputKind
+from ..domain import FULL_PROFILE, AnalysisResult, OutputKind, check_reportable
 from .charset import COPIED_FROM_SOURCE, fit_text, source_header
 from . import status
 from .seg import EncodeError, encode_seg
@@ -128,6 +128,10 @@ def by_profile(
     recompute volume from a SEG would bring the withheld number back), and an empty SEG
     would wrongly say "no lesions". No segmentation is better than a misleading one.
     """
+    try:
+        check_reportable(result.findings)
+    except ValueError as exc:
+        raise EncodeError(str(exc)) from None
     tpl = _templates(templates)
     if supersedes is None:
         previous: list[Dataset] = []
