@@ -30,3 +30,7 @@ class ConfigError(SvdmarkError):
 
 class SpoolDamaged(SvdmarkError):
     """Files the journal says svdmark stored are not in the spool (removed outside svdmark, a restored backup)."""
+
+
+class RetryLater(SvdmarkError):
+    """A failure of the moment, not of the input: the job goes back to the queue (``failures.transient``)."""

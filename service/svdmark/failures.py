@@ -11,7 +11,7 @@ import sqlite3
 import traceback
 from pathlib import Path
 
-from .errors import SvdmarkError
+from .errors import RetryLater, SvdmarkError
 from .journal_engine import OPERATIONAL_ERRORS
 
 # errno values of an environment that may recover by itself: full disk or quota, I/O errors, a
@@ -31,6 +31,8 @@ _TRANSIENT_SQLITE_TEXT = ("disk is full", "disk i/o error", "database is locked"
 
 def transient(exc: BaseException) -> bool:
     """Whether retrying later may succeed: the environment failed, not the input."""
+    if isinstance(exc, RetryLater):
+        return True
     if isinstance(exc, OSError):
         return exc.errno in _TRANSIENT_ERRNOS
     if isinstance(exc, sqlite3.OperationalError):  # the journal refused a read or write

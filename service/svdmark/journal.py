@@ -56,6 +56,8 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 
 from .assemble.reanalysis import after_departure, after_instance, on_request
 from .domain import DeliveryState, JobState, OutputKind, SendClaim, SeriesState
+from .errors import RetryLater
+from .failures import reason_of
 from .geometry import SliceGeometry
 from .journal_engine import ERRORS, OPERATIONAL_ERRORS, Connection, Engine
 from .summary import ResultSummary
@@ -375,8 +377,14 @@ class Supersession:
     rejections: tuple[Rejection, ...] = ()
 
 
-class StaleSupersession(RuntimeError):
-    """An earlier result was delivered (or picked up for sending) after the rejection notes were built."""
+class StaleSupersession(RetryLater):
+    """An earlier result was delivered (or picked up for sending) after the rejection notes were built: a race with
+    the outbox, so the job is tried again later when the worker's own tries run out."""
+
+
+class CommitOutcomeUnknown(RetryLater):
+    """The connection broke during a job's commit and the journal could not be read to tell whether it went through:
+    its outputs may be journalled (and queued for sending), so their files must stay."""
 
 
 class LeaseLost(RuntimeError):
@@ -1092,17 +1100,23 @@ class Journal:
         except LeaseLost:
             self._release("jobs", job.id)
             raise
-        except OPERATIONAL_ERRORS:
-            if not self._finished_at(job.id, state, now):
+        except OPERATIONAL_ERRORS as exc:
+            finished = self._finished_at(job.id, state, now)
+            if finished is None:
+                raise CommitOutcomeUnknown(f"job {job.id}: the journal's connection broke during the commit and "
+                                           f"it cannot be read to tell whether it went through "
+                                           f"({reason_of(exc)})") from exc
+            if not finished:
                 raise
         self._release("jobs", job.id)
 
-    def _finished_at(self, job_id: int, state: JobState, now: float) -> bool:
-        """Whether the journal holds this job as finished by the call stamped ``now`` (its commit went through)."""
+    def _finished_at(self, job_id: int, state: JobState, now: float) -> bool | None:
+        """Whether the journal holds this job as finished by the call stamped ``now`` (its commit went through);
+        None when it cannot be read to tell."""
         try:
             rows = self._query("SELECT state, owner, finished_at FROM jobs WHERE id=?", (job_id,))
         except ERRORS:
-            return False
+            return None
         return bool(rows) and (rows[0]["state"], rows[0]["owner"], rows[0]["finished_at"]) == (state.value, None, now)
 
     def _finish_job(self, job: JobRow, state: JobState, now: float, *, routing: str | None,

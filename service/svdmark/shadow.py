@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .domain import Series
 from .errors import ModelError
+from .failures import reason_of
 from .infer.activation import installed_dir, read_state
 from .infer.registry import Pinned, managed
 from .journal import ShadowResult
@@ -55,7 +56,7 @@ def run_shadow(context, journal: ShadowJournal, data_dir: Path, job_id: int | No
         else:
             shadow_summary = summarise(out)
     except Exception as exc:  # a broken candidate must never disturb the live service
-        error = f"{type(exc).__name__}: {exc}"
+        error = reason_of(exc)  # never the raw text: pydicom and highdicom quote values (a name, an ID)
     row = ShadowResult(series_uid=series.series_uid, task=model.task.value, shadow_name=model.name,
                        shadow_version=version, created_at=time.time(), job_id=job_id, active_name=model.name,
                        active_version=model.version, active_sha=model.sha256, active_summary=summarise(result),

@@ -33,7 +33,7 @@ from .domain import FULL_PROFILE, JobState, OutputKind, RouteKind
 from .encode.rejection import rejection_note
 from .errors import SpoolDamaged
 from .failures import reason_of, transient, where
-from .journal import JobRow, LeaseLost, Rejection, ResultObject, StaleSupersession, Supersession
+from .journal import CommitOutcomeUnknown, JobRow, LeaseLost, Rejection, ResultObject, StaleSupersession, Supersession
 from .journal_api import WorkJournal
 from .logs import event
 from .pipeline import Analysed, Context, Failed, Ignored, SeriesSource, Stage, failure
@@ -169,6 +169,8 @@ class Worker:
         except LeaseLost:  # another worker has the job now; what we wrote has its UIDs: theirs too, kept
             event(log, "job_lease_lost", logging.WARNING, job_id=job.id, series_uid=job.series_uid)
             return None
+        except CommitOutcomeUnknown as exc:  # the job may be done, its outputs queued for sending: files kept
+            return failure(stage, exc)  # (tried again; if it was done, that is stale; else the orphan sweep)
         except Exception as exc:  # every failure ends the job: failed, or retried if the environment failed
             _remove(written)
             return failure(stage, exc)
@@ -329,8 +331,8 @@ class Worker:
             from .shadow import run_shadow
 
             run_shadow(self.context, self.journal, self.config.data_dir, job.id, analysed.series, analysed.result)
-        except Exception:  # a shadow must never disturb the live service
-            event(log, "shadow_failed", logging.WARNING, exc_info=True, series_uid=job.series_uid)
+        except Exception as exc:  # a shadow must never disturb the live service; no traceback: it may quote values
+            event(log, "shadow_failed", logging.WARNING, series_uid=job.series_uid, reason=reason_of(exc))
 
 
 def _missing_from_spool(source: SeriesSource) -> Failed | None:

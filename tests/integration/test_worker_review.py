@@ -365,3 +365,83 @@ def test_the_journal_refusing_the_finish_requeues_without_outputs(site, monkeypa
     assert (row["state"], row["attempts"]) == ("pending", 1)
     assert row["detail"].endswith("journal: OperationalError: database is locked")
     assert site.result_files() == [] and not site.journal.deliveries(DeliveryState.PENDING)
+
+
+# --------------------------------------------------------------------------- a second review (session 50)
+def test_a_failing_shadow_run_journals_and_logs_no_patient_data(site, caplog):
+    """pydicom and highdicom quote the value they cannot convert: the shadow's error is named as the live path's is."""
+    import json
+
+    from svdmark.infer.activation import installed_dir
+
+    inst = installed_dir(site.config.data_dir)
+    fakemodels.make_wml(inst, "1.1.0")  # the candidate version, installed and shadowed
+    (inst / "state.json").write_text(json.dumps({"active": {"wml-ncct": "1.0.0"}, "history": {},
+                                                 "shadow": {"wml-ncct": "1.1.0"}}))
+    name = _phi(site)[0]
+    real, calls = site.worker.context.rules.evaluate, []
+
+    def evaluate(findings, header):  # the active run passes; the shadow's rules meet a value they cannot convert
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError(f"Unable to convert '{name}'")
+        return real(findings, header)
+
+    object.__setattr__(site.worker.context.rules, "evaluate", evaluate)
+    site.receive()
+    job_id = site.queue()
+    with caplog.at_level(logging.INFO, logger="svdmark"):
+        assert site.worker.run_one()
+    assert site.row(job_id)["state"] == "done"
+    (row,) = site.journal.shadow_results()
+    assert row.error == "ValueError: Unable to convert '…'"
+    _no_phi(caplog, site)
+
+
+def test_a_commit_whose_outcome_is_unknown_keeps_the_objects_it_may_have_journalled(site):
+    """The commit went through, its answer was lost with the connection, and the journal could not be read at once
+    to tell: the job is done and its deliveries queued, so its files must stay."""
+    import sqlite3
+
+    journal = site.journal
+    real_finish, real_query, broken = journal._finish_job, journal._query, []
+
+    def finish(*a, **k):
+        real_finish(*a, **k)
+        broken.append(1)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    def query(*a, **k):
+        if len(broken) == 1:
+            broken.append(1)
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_query(*a, **k)
+
+    journal._finish_job, journal._query = finish, query
+    site.receive()
+    job_id = site.queue()
+    assert site.worker.run_one()
+    journal._finish_job, journal._query = real_finish, real_query
+    assert site.row(job_id)["state"] == "done"
+    results = journal.results(job_id=job_id)
+    assert results and all(Path(r.path).exists() for r in results)
+
+
+def test_a_supersession_race_on_every_try_sends_the_job_back_to_the_queue(site, monkeypatch):
+    """A race with the outbox, not a defect of the series: the correction must still reach the PACS."""
+    from svdmark.journal import StaleSupersession
+
+    site.receive()
+    site.queue()
+    assert site.worker.run_one()
+    site.deliver_all()
+    site.receive([_corrected(d, "Corrected^Name") for d in site.phantom])
+    second = site.queue()
+
+    def moving(db, job, supersede, now):
+        raise StaleSupersession(f"series {job.series_uid}: earlier results changed state while the rejection notes "
+                                "were built")
+
+    monkeypatch.setattr(site.journal, "_supersede", moving)
+    assert site.worker.run_one()
+    assert site.row(second)["state"] == "pending"
