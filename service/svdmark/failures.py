@@ -27,6 +27,9 @@ _TRANSIENT_SQLITE = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKE
                      "SQLITE_NOMEM", "SQLITE_PROTOCOL")
 _TRANSIENT_SQLITE_TEXT = ("disk is full", "disk i/o error", "database is locked", "database table is locked",
                           "unable to open database", "out of memory")
+# onnxruntime's own exceptions (RuntimeException, Fail) when the CPU's or the GPU's memory ran out (another job, a
+# viewer on the same GPU): the series may be read once memory is free again
+_TRANSIENT_RUNTIME_TEXT = ("failed to allocate memory", "out of memory", "cudaerrormemoryallocation")
 
 
 def transient(exc: BaseException) -> bool:
@@ -42,6 +45,8 @@ def transient(exc: BaseException) -> bool:
         return any(t in str(exc).lower() for t in _TRANSIENT_SQLITE_TEXT)
     if isinstance(exc, OPERATIONAL_ERRORS):  # PostgreSQL: the server restarted, is unreachable or out of space
         return True
+    if type(exc).__module__.startswith("onnxruntime"):
+        return any(t in str(exc).lower() for t in _TRANSIENT_RUNTIME_TEXT)
     return isinstance(exc, MemoryError)
 
 

@@ -261,6 +261,13 @@ def _sqlite_error() -> sqlite3.OperationalError:
     raise AssertionError("no error")
 
 
+def _ort_error(kind: str, text: str) -> Exception:
+    """onnxruntime's own exception class, as its session raises it."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    return getattr(ort_state, kind)(text)
+
+
 @pytest.mark.parametrize("exc, retry", [
     (OSError(errno.ENOSPC, "No space left on device"), True),
     (OSError(errno.EIO, "Input/output error"), True),
@@ -269,6 +276,10 @@ def _sqlite_error() -> sqlite3.OperationalError:
     (_sqlite_error(), False),  # SQLITE_ERROR: a bug, not the environment
     (ValueError("Unable to convert"), False),
     (ConfigError("cannot read SR template"), False),
+    (_ort_error("Fail", "[ONNXRuntimeError] : 1 : FAIL : bad input shape"), False),
+    (_ort_error("RuntimeException", "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while "
+                "running Conv node. BFCArena::AllocateRawInternal Failed to allocate memory for requested buffer"), True),
+    (_ort_error("Fail", "CUDA failure 2: out of memory ; GPU=0"), True),
 ])
 def test_transient_errors(exc, retry):
     assert W.transient(exc) is retry
