@@ -277,8 +277,9 @@ def _ort_error(kind: str, text: str) -> Exception:
     (ValueError("Unable to convert"), False),
     (ConfigError("cannot read SR template"), False),
     (_ort_error("Fail", "[ONNXRuntimeError] : 1 : FAIL : bad input shape"), False),
-    (_ort_error("RuntimeException", "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while "
-                "running Conv node. BFCArena::AllocateRawInternal Failed to allocate memory for requested buffer"), True),
+    (_ort_error("RuntimeException", "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned "
+                "while running Conv node. BFCArena::AllocateRawInternal Failed to allocate memory for requested "
+                "buffer"), True),
     (_ort_error("Fail", "CUDA failure 2: out of memory ; GPU=0"), True),
 ])
 def test_transient_errors(exc, retry):
