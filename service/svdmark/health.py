@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily
 
 from . import metrics
 from .domain import DeliveryState, JobState, SeriesState
@@ -172,8 +172,9 @@ class _JournalCollector:
         for name, n in state["queues"].items():
             q.add_metric([name], n)
         yield q
-        r = CounterMetricFamily("svdmark_series_routed", "Analysis jobs by routing decision and state (journal)",
-                                labels=["decision", "state"])
+        # a gauge: a job leaves one state for another, so a state's count goes down (a counter must never)
+        r = GaugeMetricFamily("svdmark_jobs", "Analysis jobs in the journal by routing decision and present state",
+                              labels=["decision", "state"])
         for (decision, st), n in sorted(state["routing"].items()):
             r.add_metric([decision, st], n)
         yield r

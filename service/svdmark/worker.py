@@ -61,6 +61,7 @@ class Worker:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _claim_failing: bool = field(default=False, init=False, repr=False)
     _running: dict[int, int] = field(default_factory=dict, init=False, repr=False)  # thread id → job id
+    _retrying: set[int] = field(default_factory=set, init=False, repr=False)  # jobs /healthz names as to be retried
 
     @property
     def current_job(self) -> int | None:
@@ -174,6 +175,8 @@ class Worker:
         except Exception as exc:  # every failure ends the job: failed, or retried if the environment failed
             _remove(written)
             return failure(stage, exc)
+        with self._lock:
+            self._retrying.clear()
         health.clear_problem(HEALTH_COMPONENT)  # a job went through: the environment works
         event(log, "analysis_done", job_id=job.id, series_uid=job.series_uid, task=summary.task,
               wml_ml=summary.wml_ml, cmb_count=summary.cmb_count, seconds=summary.seconds,
@@ -241,23 +244,40 @@ class Worker:
         with self._lock:
             self._unrecorded.pop(job.id, None)
         if state is None:  # no longer running: someone else (an admin, a recovery) has settled it
+            self._settled(job.id)
             event(log, "job_outcome_stale", logging.WARNING, job_id=job.id, series_uid=job.series_uid,
                   stage=stage, outcome=self._state_of(outcome).value)
         elif isinstance(outcome, Ignored):
+            self._settled(job.id)
             event(log, "series_ignored", job_id=job.id, series_uid=job.series_uid, rule=outcome.rule_id,
                   reason=outcome.reason)
         elif state is JobState.PENDING:
+            with self._lock:
+                self._retrying.add(job.id)
             health.report_problem(HEALTH_COMPONENT, f"job {job.id} will be retried after {stage}: {outcome.reason}")
             event(log, "analysis_retry", logging.WARNING, job_id=job.id, series_uid=job.series_uid,
                   stage=stage, attempt=job.attempts + 1, max_attempts=self.max_attempts,
                   retry_in_s=self._delay(job), error=outcome.error, reason=outcome.reason, where=outcome.where)
         else:
             gave_up = outcome.transient  # a transient failure, but the last attempt allowed
+            if not gave_up:
+                self._settled(job.id)
             level = logging.WARNING if outcome.expected else logging.ERROR
             event(log, "analysis_failed", level, job_id=job.id, series_uid=job.series_uid, stage=stage,
                   error=outcome.error, reason=outcome.reason, where=outcome.where,
                   **({"gave_up_after_attempts": job.attempts + 1} if gave_up else {}))
         return True
+
+    def _settled(self, job_id: int) -> None:
+        """A job /healthz named as to be retried ended for a reason of its own (its input, its model): the problem
+        it reported is over unless another job's retry stands (a job that ends done clears it in any case)."""
+        with self._lock:
+            if job_id not in self._retrying:
+                return
+            self._retrying.discard(job_id)
+            if self._retrying:
+                return
+        health.clear_problem(HEALTH_COMPONENT)
 
     def _record_plainly(self, job: JobRow, outcome: Unfinished, refusal: Exception) -> bool:
         """The journal refused the outcome for what it holds, not for its own state (a value it cannot store; a

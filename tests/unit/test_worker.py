@@ -429,3 +429,23 @@ def test_a_failure_reason_never_carries_a_control_character():
 
     assert reason_of(InvalidSeries("Modality 'C\x00T'\x1b[2J")) == "Modality 'C\\x00T'\\x1b[2J"
     assert reason_of(ValueError("a\x00b")) == "ValueError: a\\x00b"
+
+
+def test_the_health_problem_of_a_retried_job_goes_when_that_job_ends_for_a_reason_of_its_own(env):
+    """A disk that was full, then a series the model refuses: nothing waits for a retry, so /healthz is healthy."""
+    from svdmark import health
+    from svdmark.pipeline import Failed, Stage
+
+    w, j = env
+    for series in ("1.2.3", "1.2.4"):
+        queue(j, series)
+    first, second = j.claim_job(), j.claim_job()
+    disk_full = Failed(Stage.INFER, "No space left on device", "OSError", blame="environment")
+    w._record(first, disk_full)
+    w._record(second, disk_full)
+    assert "job" in health.problems()["worker"]
+    refused = Failed(Stage.INFER, "the series is not a head CT", "InvalidSeries", blame="input", expected=True)
+    w._record(j.claim_job(now=j.now() + 10_000), refused)
+    assert "worker" in health.problems()  # the other job still waits for its retry
+    w._record(j.claim_job(now=j.now() + 10_000), refused)
+    assert "worker" not in health.problems()
