@@ -91,7 +91,10 @@ class Service:
             self._health = health.HealthServer(
                 self.config.metrics_host, self.config.metrics_port, self.config.journal_url, self.config.spool_dir,
                 listener_up=self._listener_up if self.receiver is not None else None).start()
-        loops = [GuardedLoop("heartbeat", self._heartbeat_step, self._stop, idle_seconds=self.heartbeat_seconds)]
+        # a failing heartbeat tries again within one interval, not after a back-off of up to a minute: its leases
+        # (four intervals) must be renewed as soon as the journal answers again, or a live process loses its work
+        loops = [GuardedLoop("heartbeat", self._heartbeat_step, self._stop, idle_seconds=self.heartbeat_seconds,
+                             backoff_cap_seconds=self.heartbeat_seconds)]
         if "assemble" in self.roles:
             loops.append(GuardedLoop("assembler", self._assemble_step, self._stop, idle_seconds=0.0))
             loops.append(GuardedLoop("orphans", self._orphans_step, self._stop, idle_seconds=ORPHAN_SWEEP_SECONDS))
