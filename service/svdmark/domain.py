@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Union
@@ -590,6 +591,12 @@ class WmlFindings:
     warnings: tuple[str, ...] = ()
     interval: Interval | None = None  # uncertainty of volume_ml (mL)
     quality: Quality | None = None  # None: no gate ran; measurable=False: report no number
+
+
+def iso_utc(t: float | None = None) -> str:
+    """Epoch seconds (now, without one) as ISO 8601 UTC, ``2026-11-30T19:40:00Z``: every time svdmark writes for a
+    reader (tables, JSON, the CLI) is in this form."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def check_reportable(findings: "WmlFindings | CmbFindings") -> None:

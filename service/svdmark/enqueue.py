@@ -31,6 +31,7 @@ from .batch.discover import READ_ERRORS, FileError, SeriesGroup
 from .batch.progress import Progress
 from .batch.run import find_series
 from .batch.state import RunState, resolve_key, write_json
+from .domain import iso_utc
 from .errors import Rejected
 from .journal_api import BatchJournal
 from .receive.inspect import inspect
@@ -111,7 +112,7 @@ class Enqueuer:
             "svdmark": __version__, "inputs": [str(p) for p in paths], "journal": report.journal,
             "spool": str(self.spool_dir), "complete": not report.interrupted, "counts": dict(report.counts),
             "jobs": report.jobs, "pseudonym_key": key_source,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            "finished_at": iso_utc()})
         return report
 
     def _series(self, g: SeriesGroup, spool: Spool, root: str, report: EnqueueReport) -> str:

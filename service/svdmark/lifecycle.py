@@ -14,12 +14,11 @@ import logging
 import os
 import pwd
 import shutil
-import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from .domain import ModelSpec
+from .domain import ModelSpec, iso_utc
 from .errors import ModelError
 from .infer import reference
 from .infer.activation import installed_dir, locked, read_state, write_state
@@ -158,7 +157,7 @@ class Lifecycle:
             raise ModelError(f"{name} has no version {version!r} (have: {have})")
         state = read_state(self.dir)
         manifest = self.registry.manifest(name, version)
-        audit = [{"at": a.at, "actor": a.actor, "action": a.action, "detail": json.dumps(a.detail, sort_keys=True)}
+        audit = [{"at": iso_utc(a.at), "actor": a.actor, "action": a.action, "detail": json.dumps(a.detail, sort_keys=True)}
                  for a in self.journal.audit_entries(action_prefix="model.", limit=200)
                  if a.detail.get("name") == name][:20]
         return {"name": name, "version": version, "source": dict(self.versions(name))[version],
@@ -394,7 +393,7 @@ class Lifecycle:
             why = f"{spec.label} has no validation recorded on this site ({self._journal_name()}); {hint}"
         else:
             last = found[0]
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
+            when = iso_utc(last["at"])
             if last.get("sha256") != spec.sha256:
                 why = (f"{spec.label}: the latest validation ({when}) was of a different model file (sha256"
                        f" {str(last.get('sha256'))[:12]}…, now {spec.sha256[:12]}…); {hint}")

@@ -86,11 +86,21 @@ def _exception(logger: Any, method: str, ed: dict) -> dict:
 
 
 def _format_exc(exc_info) -> str:
+    """The traceback's frames, and each exception of its chain named by ``failures.reason_of``: never its raw text,
+    in which pydicom and highdicom quote the value they could not read (a name, an ID, a birth date)."""
     import traceback
+
+    from .failures import reason_of  # failures imports nothing of logs; lazy keeps the import order free
 
     if exc_info is True:
         exc_info = sys.exc_info()
-    return "".join(traceback.format_exception(*exc_info)).rstrip()
+    chain, exc = [], exc_info[1]
+    while exc is not None and all(exc is not e for e in chain):
+        chain.append(exc)
+        exc = exc.__cause__ if exc.__cause__ is not None else (None if exc.__suppress_context__ else exc.__context__)
+    parts = ["Traceback (most recent call last):\n" + "".join(traceback.format_tb(e.__traceback__)) + reason_of(e)
+             for e in reversed(chain)]
+    return "\n\nDuring it, or because of it, this followed:\n\n".join(parts).rstrip()
 
 
 def _json_value(value: Any) -> Any:

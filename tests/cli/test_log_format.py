@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import threading
 from pathlib import Path
 
 import pydicom
 import pytest
 
-from svdmark import logs
+from svdmark import health, logs
 
 from .conftest import DCMTK, StoreSCP, Svdmark, run_cli, storescu, wait_until
 
@@ -135,3 +137,30 @@ def test_config_file_sets_the_format_and_the_option_wins(tmp_path, fake_models):
     bad.write_text('[logging]\nformat = "xml"\n')
     r = run_cli("serve", "--config", bad)
     assert r.returncode != 0 and "[logging] format" in r.stderr
+
+
+def test_a_logged_traceback_carries_no_value_an_exception_quoted():
+    """pydicom and highdicom quote the value they could not read; a traceback in the log names the exception by
+    reason_of, as the reason field does, through its whole chain."""
+    import io
+
+    from svdmark.guarded import GuardedLoop
+
+    def step():
+        name, born = "DOE" + "^JOHN", "1923" + "0417"  # built here: the traceback's source line does not show them
+        try:
+            raise KeyError(f"PatientBirthDate '{born}'")
+        except KeyError as exc:
+            raise ValueError(f"Invalid value for VR PN: '{name}'") from exc
+
+    out = io.StringIO()
+    try:
+        logs.setup("INFO", "json", stream=out)
+        GuardedLoop("phi", step, threading.Event(), rng=random.Random(1)).once()
+    finally:
+        logging.getLogger().handlers[:] = []
+        health.clear_problem("phi")
+    (line,) = [json.loads(x) for x in out.getvalue().splitlines() if '"loop_failing"' in x]
+    assert "DOE^JOHN" not in out.getvalue() and "19230417" not in out.getvalue()
+    assert "in step" in line["exc"] and "ValueError: Invalid value for VR PN: '…'" in line["exc"]
+    assert line["exc"].count("Traceback (most recent call last)") == 2 and "KeyError: " in line["exc"]

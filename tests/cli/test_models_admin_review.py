@@ -158,3 +158,20 @@ def test_the_same_model_with_another_manifest_is_refused_not_dropped(tmp_path, p
     (src / "manifest.json").write_text(json.dumps(m))
     r = cli("models", "install", src, "--data-dir", data, models=pkg)
     assert r.returncode == 1 and "the same model but another manifest" in r.stderr, r.stderr
+
+
+def test_models_show_gives_its_changes_in_utc_as_every_other_output(tmp_path, pkg, monkeypatch):
+    from svdmark.domain import iso_utc
+    from svdmark.journal import Journal
+
+    data = tmp_path / "data"
+    j = Journal(data / "journal.sqlite")
+    j.audit("root", "model.activate", {"name": "wml-ncct", "version": "1.0.0", "sha256": "e18deb40b278"})
+    (entry,) = j.audit_entries(action_prefix="model.")
+    j.close()
+    monkeypatch.setenv("TZ", "America/New_York")  # the host's zone must not move the times
+    text = cli("models", "show", "wml-ncct", "--data-dir", data, models=pkg)
+    assert text.returncode == 0, text.stderr
+    assert f"{iso_utc(entry.at)} root" in text.stdout
+    shown = js("models", "show", "wml-ncct", "--data-dir", data, models=pkg)
+    assert shown["recent_changes"][0]["at"] == iso_utc(entry.at)

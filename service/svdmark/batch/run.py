@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from .. import __version__, logs, phi, route
 from ..config import Config
-from ..domain import ModelSpec, OutputKind, RouteKind, RoutingDecision
+from ..domain import ModelSpec, OutputKind, RouteKind, RoutingDecision, iso_utc
 from ..errors import ModelError
 from ..failures import reason_of
 from ..infer.registry import manifest_digest
@@ -131,7 +131,7 @@ def analyse_group(group: SeriesGroup, out_dir: str, config: Config, constants: f
     except Exception as exc:
         return _failed(identity_row(group) | routing_row(result.routing), failure(Stage.STORE, exc))
     row["sr_sop_uid"] = str(encoded.sr.SOPInstanceUID) if encoded.sr is not None else None
-    row["analysed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    row["analysed_at"] = iso_utc()
     row["total_seconds"] = round(time.perf_counter() - t0, 3)
     key = run_key(group, result.model, ctx.rules, result.routing, config)
     try:
@@ -349,7 +349,7 @@ class Runner:
             "counts": counts, "ruleset": {"id": ruleset.id, "version": ruleset.version},
             "models": {t.value: (m.label + " sha256:" + m.sha256 if not isinstance(m, Exception) else str(m))
                        for t, m in models.items()},
-            "pseudonym_key": key_source, "dates_shifted": self.shift_dates, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "pseudonym_key": key_source, "dates_shifted": self.shift_dates, "finished_at": iso_utc(),
         })
         return report
 

@@ -10,7 +10,6 @@ without it, plain text. Tables are plain padded columns, one line per row, so th
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Sequence
 
 from .. import config as config_mod
 from ..config import Config
+from ..domain import iso_utc
 from ..errors import ConfigError
 
 CONFIG_ENV = config_mod.CONFIG_FILE_ENV
@@ -83,7 +83,7 @@ def iso(t: float | None) -> str | None:
     """Epoch seconds → ISO 8601 UTC (``2026-11-30T19:40:00Z``); None stays None."""
     if t is None:
         return None
-    return dt.datetime.fromtimestamp(float(t), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_utc(float(t))
 
 
 def dumps(data: Any) -> str:

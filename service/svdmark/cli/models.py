@@ -116,12 +116,10 @@ def run_show(args) -> int:
     if m.get("limitations"):  # what the SR and the summary image say with every result of this version
         lines += ["  limitations (in every SR):"] + [f"    - {s}" for s in m["limitations"]]
     if info["recent_changes"]:
-        import time
-
         lines.append("  recent changes:")
         for a in info["recent_changes"]:
             d = json.loads(a["detail"])
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["at"]))
+            when = a["at"]
             lines.append(f"    {when} {a['actor']:<10} {a['action']:<16} {d.get('version') or ''}"
                          f" {(d.get('sha256') or '')[:12]}" + (f" {d['verdict'].upper()}" if d.get("verdict") else ""))
     emit(args, info, "\n".join(lines))

@@ -82,7 +82,7 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
     from ..batch import table as T
     from ..batch.acquisition import descriptors
     from ..batch.state import resolve_key
-    from ..domain import OutputKind
+    from ..domain import OutputKind, iso_utc
     from ..logs import patient_pseudonym
 
     cfg = load_config(args)
@@ -124,9 +124,7 @@ def journal_rows(args: argparse.Namespace, latest_only: bool = True) -> list[dic
             if o.kind == "sr":
                 row["sr_sop_uid"] = o.sop_uid
         if j.finished_at:
-            import time
-
-            row["analysed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(j.finished_at))
+            row["analysed_at"] = iso_utc(j.finished_at)
         row.update(job_id=j.id, generation=j.generation, job_state=j.state.value, completion=j.completion)
         rows.append(row)
     return rows

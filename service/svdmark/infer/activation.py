@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from pathlib import Path
 from typing import Iterator
 
+from ..domain import iso_utc
 from ..errors import ModelError
 from ..spool import write_durably
 
@@ -40,7 +40,7 @@ def read_state(models_dir: Path) -> dict:
 
 
 def write_state(models_dir: Path, state: dict) -> None:
-    state = dict(state, updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    state = dict(state, updated_at=iso_utc())
     write_durably(Path(models_dir) / STATE_FILE, json.dumps(state, indent=2, sort_keys=True).encode())
 
 

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..domain import iso_utc
 from ..errors import SvdmarkError
 
 __all__ = ["validate", "default_output_dir"]
@@ -83,7 +84,7 @@ def _validate(lifecycle, spec, reference_dir: Path, output_dir: Path | None, say
         "verdict": "pass" if passed else "fail", "criteria": judged,
         "criteria_source": "manifest" if any(c["source"] == "manifest" for c in judged) else "default",
         "figures": figures, "inventory": inventory.as_dict(), "actor": actor(), "svdmark": __version__,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "finished_at": iso_utc(),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     written = report.write(out_dir, body, [c.as_dict() for c in found])
