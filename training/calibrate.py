@@ -180,6 +180,8 @@ def main(argv=None):
     unc["chosen_on"] = f"{source}: training.calibrate --task {args.task}"
     man.setdefault("uncertainty", {})[args.task] = unc
     scored_on = {"noise_score": noise_score} if noise_score else {}
+    if args.task == "cmb":  # training.evaluate records every candidate found (svdmark.domain.CANDIDATE_COUNTS)
+        scored_on["candidate_count"] = "found"
     man["quality"] = {**scored_on, "limits": quality_limits(rows, args.task),
                       "chosen_on": f"{res['split']} (n={len(rows)}): validation range widened "
                                    "(minimums x0.7, maximums x1.5; see training.calibrate)"}

@@ -302,6 +302,10 @@ def _numbers(data: Mapping, key: str, kind=float, where: str = "") -> tuple:
 # the CT noise score's residual (``svdmark.measure.quality``): "median", which integer HU collapse to 0 and on which
 # every manifest without ``quality.noise_score`` set its limit, or "neighbour_mean" (wml-ncct 1.12.5 on)
 NOISE_SCORES = ("median", "neighbour_mean")
+# what the CMB candidate density counts (``quality.candidate_count``): "passed", the candidates the stage passes on to
+# the classifier (at most ``candidates.max_candidates``), on which every manifest without the field set its limit,
+# or "found", every candidate it found (cmb-swi 1.10.4 on: a capped count could never exceed its limit)
+CANDIDATE_COUNTS = ("passed", "found")
 INPUT_KINDS = ("slice2d", "patch3d")  # 2-D sliding window (WML) | 3-D candidate patches (CMB)
 # the test-time flips each input kind knows (``input.tta``; the runtime maps them to array axes)
 TTA_NAMES = {"slice2d": ("lr", "slices"), "patch3d": ("normal", "column", "row", "transpose")}
@@ -473,6 +477,7 @@ class Manifest(Mapping):
     uncertainty: Mapping  # task ("wml" | "cmb") → calibration
     quality_limits: Mapping | None  # quality gate: {score: {"min"|"max": x} or {"range": [lo, hi]}}
     noise_score: str = "median"  # quality.noise_score: the residual the CT noise limit was set on (NOISE_SCORES)
+    candidate_count: str = "passed"  # quality.candidate_count: what the density limit was set on (CANDIDATE_COUNTS)
     # what the model card measured that a reader of its numbers must know (its accuracy on data built by other code),
     # one sentence each; the SR and the summary image carry them beside every result of the model
     limitations: tuple[str, ...] = ()
@@ -489,6 +494,10 @@ class Manifest(Mapping):
         if noise_score not in NOISE_SCORES:
             raise ManifestFieldError(f"field quality.'noise_score' must be one of {', '.join(NOISE_SCORES)}, "
                                      f"not {noise_score!r}")
+        candidate_count = quality.get("candidate_count", "passed")
+        if candidate_count not in CANDIDATE_COUNTS:
+            raise ManifestFieldError(f"field quality.'candidate_count' must be one of {', '.join(CANDIDATE_COUNTS)},"
+                                     f" not {candidate_count!r}")
         man = cls(
             name=data.get("name"), version=data.get("version"), task=data.get("task"), sha256=data.get("sha256"),
             file=data.get("file"),
@@ -498,6 +507,7 @@ class Manifest(Mapping):
             candidates=_section(data, "candidates"),
             uncertainty=_section(data, "uncertainty") or {},
             quality_limits=_section(quality, "limits", "quality."), noise_score=noise_score,
+            candidate_count=candidate_count,
             limitations=_sentences(data, "limitations"), raw=data,
         )
         man._check_exact_thresholds()

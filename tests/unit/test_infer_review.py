@@ -6,6 +6,7 @@ import dataclasses
 import glob
 
 import numpy as np
+import pytest
 
 from svdmark.domain import Task
 from svdmark.infer import ModelRegistry, reference
@@ -38,9 +39,16 @@ def test_an_image_full_of_dark_blob_artefacts_is_withheld_though_the_candidate_s
                       candidates=tuple(Candidate(tuple(map(float, c)), 0.0, 3.0, float(q))
                                        for c, q in zip(cents, resp)),
                       extras={"n_candidates": len(cents), "n_candidates_found": found, "reference_intensity": r})
+    assert spec.manifest.candidate_count == "found"
     f = from_output(spec, art, out)
     assert f.quality is not None and not f.quality.measurable
     assert any("dark-blob candidates per mL" in reason for reason in f.quality.reasons), f.quality.reasons
+    assert f.quality.scores["candidates_per_ml"] > 1.5 * spec.manifest.quality_limits["candidates_per_ml"]["max"]
+    # a manifest from before (its limit set on the candidates passed on) is read as it was calibrated
+    older = ModelRegistry().get("cmb-swi", "1.10.3")
+    assert older.manifest.candidate_count == "passed"
+    scored = from_output(older, art, out).quality.scores["candidates_per_ml"]
+    assert scored == pytest.approx(len(cents) / (found / f.quality.scores["candidates_per_ml"]), rel=0.01)
 
 
 def test_a_thick_swi_reconstructed_with_overlap_is_not_measurable():
@@ -95,3 +103,12 @@ def test_a_release_candidate_sorts_below_its_release():
 
     assert sorted(["1.2.0-rc10", "1.2.0", "1.2.0-rc2", "1.10.0", "1.9.1"], key=version_key) == [
         "1.2.0-rc2", "1.2.0-rc10", "1.2.0", "1.9.1", "1.10.0"]
+
+
+def test_a_manifest_names_what_its_density_limit_counts():
+    from svdmark.domain import Manifest, ManifestFieldError
+
+    assert Manifest.from_json({}).candidate_count == "passed"  # every manifest from before the field
+    assert Manifest.from_json({"quality": {"candidate_count": "found"}}).candidate_count == "found"
+    with pytest.raises(ManifestFieldError, match="candidate_count"):
+        Manifest.from_json({"quality": {"candidate_count": "all"}})

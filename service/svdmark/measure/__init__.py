@@ -74,10 +74,12 @@ def from_output(model: ModelSpec, volume: Volume, output) -> WmlFindings | CmbFi
     if limits is not None:
         ref = reference_intensity(volume, output)
         scores = quality.swi_scores(volume, ref)
-        # all the candidate stage found, not the strongest max_candidates it passed on: an artefact-ridden image
-        # finds thousands more than the cap
-        found = int(output.extras.get("n_candidates_found", len(output.candidates)))
-        scores["candidates_per_ml"] = quality.candidate_density(volume, ref, found)
+        # what the manifest's limit was set on: every candidate the stage found (an artefact-ridden image finds
+        # thousands more than the cap), or, for a manifest from before that, the ones it passed on
+        n = len(output.candidates)
+        if model.manifest.candidate_count == "found":
+            n = int(output.extras.get("n_candidates_found", n))
+        scores["candidates_per_ml"] = quality.candidate_density(volume, ref, n)
         gate = quality.judge(scores, limits)
     return replace(f, interval=interval, quality=gate)
 
