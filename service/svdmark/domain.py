@@ -612,8 +612,7 @@ def iso_utc(t: float | None = None) -> str:
 def check_reportable(findings: "WmlFindings | CmbFindings") -> None:
     """ValueError, saying why, when the findings' number or interval cannot be reported: a volume that is negative
     or not finite, an interval that is not finite, reversed or below zero. A withheld result reports no number:
-    nothing to check. The encoders and the pipeline ask this whether or not a flag applies (the rules ask their
-    own questions of the numbers they use)."""
+    nothing to check. The pipeline, the encoders and the rules ask this, whether or not a flag applies."""
     quality = findings.quality
     if quality is not None and not quality.measurable:
         return
@@ -627,9 +626,11 @@ def check_reportable(findings: "WmlFindings | CmbFindings") -> None:
         return
     ends = (iv.low, iv.high)
     if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) for x in ends):
-        raise ValueError(f"{what} interval {iv.low!r}-{iv.high!r} is not two finite numbers")
+        raise ValueError(f"{what} interval {iv.low!r}-{iv.high!r} is not two finite numbers (an uncertainty "
+                         "interval is two finite numbers from 0, low to high)")
     if iv.low > iv.high or iv.low < 0:
-        raise ValueError(f"{what} interval {iv.low!r}-{iv.high!r} is reversed or starts below 0")
+        raise ValueError(f"{what} interval {iv.low!r}-{iv.high!r} is reversed or starts below 0 (an uncertainty "
+                         "interval is two finite numbers from 0, low to high)")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..domain import (WML_REPORTED_DECIMALS, BurdenGrade, CmbFindings, Findings, Flag, Interval, Quality, RuleSetInfo,
-                      WmlFindings)
+                      WmlFindings, check_reportable)
 from ..errors import ConfigError, SvdmarkError
 from ..logs import event
 from .applicability import Applicability, check_mode
@@ -183,21 +183,13 @@ def _not_measurable_flag(rule: _Rule, quality: Quality, ruleset_version: str, **
     return rule.flag(ruleset_version, NOT_MEASURABLE, statement, math.nan, {"measurable": 0.0}, brief_fields=None)
 
 
-def _checked_interval(rule: _Rule, interval: Interval | None, what: str) -> Interval | None:
-    """The finding's uncertainty interval, refused when it cannot be described honestly."""
-    if interval is None:
-        return None
-    lo, hi = interval.low, interval.high
-    for name, x in (("low", lo), ("high", hi)):
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(float(x)):
-            raise RuleInputError(f"{rule.id}: {what} uncertainty interval {name} end is {x!r}; "
-                                 "cannot describe a non-finite interval")
-    if lo > hi:
-        raise RuleInputError(f"{rule.id}: {what} uncertainty interval is reversed ({lo} > {hi})")
-    if lo < 0:
-        raise RuleInputError(f"{rule.id}: {what} uncertainty interval starts below zero ({lo}); "
-                             f"a {what} cannot be negative")
-    return interval
+def _checked(rule: _Rule, findings: Findings) -> None:
+    """The finding's number and uncertainty interval, refused when they cannot be described honestly
+    (``domain.check_reportable``: the encoders ask the same when no flag applies)."""
+    try:
+        check_reportable(findings)
+    except ValueError as exc:
+        raise RuleInputError(f"{rule.id}: {exc}; cannot compute its flag") from None
 
 
 def _interval_fields(interval: Interval, decimals: int | None = None) -> dict:
@@ -256,17 +248,8 @@ def _aspirin_eval(rule: _Rule, findings: WmlFindings, ruleset_version: str) -> F
     if withheld is not None:
         return _not_measurable_flag(rule, withheld, ruleset_version,
                                     fixed_limitation=rule.wording["fixed_limitation"])
-    v = findings.volume_ml
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise RuleInputError(f"{rule.id}: WML volume must be a number, got {v!r}")
-    v = float(v)
-    if math.isnan(v) or math.isinf(v):
-        raise RuleInputError(f"{rule.id}: WML volume is {v}; cannot compute the aspirin sICH flag "
-                             "from a non-finite volume")
-    if v < 0:
-        raise RuleInputError(f"{rule.id}: WML volume is negative ({v} mL); cannot compute the "
-                             "aspirin sICH flag")
-    v = round(v, WML_REPORTED_DECIMALS)  # the volume as reported: its category is the one a reader sees
+    _checked(rule, findings)
+    v = round(float(findings.volume_ml), WML_REPORTED_DECIMALS)  # as reported: its category is the one a reader sees
     t = rule.thresholds
     cut = _Exact(t["cut_point_ml"])
     above = v >= cut
@@ -284,7 +267,7 @@ def _aspirin_eval(rule: _Rule, findings: WmlFindings, ruleset_version: str) -> F
     category_text = rule.wording[side].format(**fields)
     values = {k: fields[k] for k in ("or_ratio", "ci_low", "ci_high", "cut_point_ml",
                                      "per_ml_or", "per_ml_ci_low", "per_ml_ci_high")}
-    interval = _checked_interval(rule, findings.interval, "WML volume")
+    interval = findings.interval
     interval_text = uncertainty_text = ""
     if interval is not None:
         ifields = _interval_fields(interval, WML_REPORTED_DECIMALS)
@@ -342,9 +325,8 @@ def _cmb_eval(rule: _Rule, findings: CmbFindings, ruleset_version: str) -> Flag:
     withheld = _withheld(findings)
     if withheld is not None:
         return _not_measurable_flag(rule, withheld, ruleset_version)
+    _checked(rule, findings)
     count = findings.count
-    if count < 0:  # pragma: no cover - a tuple length cannot be negative
-        raise RuleInputError(f"{rule.id}: negative microbleed count {count}")
     grade = _cmb_grade(rule, count)
     key = f"grade_{grade}"
     fields = {
@@ -354,7 +336,7 @@ def _cmb_eval(rule: _Rule, findings: CmbFindings, ruleset_version: str) -> Flag:
     }
     values = {"grade": float(grade), "low_max": float(rule.thresholds["low_max"]),
               "moderate_max": float(rule.thresholds["moderate_max"])}
-    interval = _checked_interval(rule, findings.interval, "microbleed count")
+    interval = findings.interval
     interval_text = uncertainty_text = ""
     if interval is not None:
         ifields = _interval_fields(interval)
