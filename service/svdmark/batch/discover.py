@@ -274,11 +274,11 @@ def group(instances: Iterable[Instance]) -> tuple[list[SeriesGroup], list[FileEr
     never mixes two studies' images."""
     by_series: dict[str, dict[str, Instance]] = {}
     dups: dict[tuple[bool, str, str, str], list[Instance]] = {}  # (same bytes, series, where they are, the first)
-    clashes: dict[tuple[str, str], list[Instance]] = {}  # (series, the study it was first read in)
+    clashes: list[Instance] = []  # of a series first read in another study
     for inst in instances:
         seen = by_series.setdefault(inst.series_uid, {})
-        if seen and (study := next(iter(seen.values())).study_uid) != inst.study_uid:
-            clashes.setdefault((inst.series_uid, study), []).append(inst)
+        if seen and next(iter(seen.values())).study_uid != inst.study_uid:
+            clashes.append(inst)
             continue
         if inst.sop_uid in seen:
             first = seen[inst.sop_uid]
@@ -294,11 +294,9 @@ def group(instances: Iterable[Instance]) -> tuple[list[SeriesGroup], list[FileEr
                 f"{first} with other bytes; the first read is used, these are skipped")
         errors.append(FileError(name, what, series_uid, copies[0].study_uid,
                                 copies[0].sop_uid if len(copies) == 1 else ""))
-    for (series_uid, study), files in clashes.items():
-        for f in files:
-            errors.append(FileError(f.source.name, "its Series Instance UID names a series of another study, read "
-                                    "first; skipped (a Series Instance UID names one series of one study)", series_uid,
-                                    f.study_uid, f.sop_uid))
+    errors += [FileError(f.source.name, "its Series Instance UID names a series of another study, read first; "
+                         "skipped (a Series Instance UID names one series of one study)", f.series_uid, f.study_uid,
+                         f.sop_uid) for f in clashes]
     groups = []
     for series_uid, members in by_series.items():
         ordered = tuple(sorted(members.values(), key=lambda i: i.sop_uid))

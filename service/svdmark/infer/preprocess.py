@@ -209,9 +209,9 @@ def log_candidates(
     """Multi-scale scale-normalised LoG detector of *dark* blobs.
 
     Returns (centres (n,3) float index (k,i,j), response (n,), best sigma in mm (n,)),
-    strongest first, at most ``max_candidates`` (None: all). ``spacing`` is (slice spacing, row spacing, column spacing) in mm. The scales are filtered on
-    up to ``threads`` threads (scipy's filters release the GIL) and combined in scale order, so the result does not
-    depend on ``threads``.
+    strongest first, at most ``max_candidates`` (None: all). ``spacing`` is (slice spacing, row spacing, column
+    spacing) in mm. The scales are filtered on up to ``threads`` threads (scipy's filters release the GIL) and
+    combined in scale order, so the result does not depend on ``threads``.
 
     With a ``mask``, only the mask's bounding box grown by the filters' reach is filtered: every value the
     candidates inside the mask depend on lies within it, so the candidates are the same as on the whole array (a
