@@ -1201,10 +1201,8 @@ class Journal:
                              (job_id,)).fetchone()
             if row is None or row["state"] not in (JobState.FAILED.value,):
                 return False
-            if _purged_since(db.execute(_SERIES_PURGE, (row["series_uid"],)).fetchone(), row["generation"]):
-                return False
-            series = db.execute("SELECT generation FROM series WHERE series_uid=?", (row["series_uid"],)).fetchone()
-            if series is None or series["generation"] != row["generation"]:
+            series = db.execute(_SERIES_PURGE, (row["series_uid"],)).fetchone()
+            if series is None or _purged_since(series, row["generation"]) or series["generation"] != row["generation"]:
                 return False
             db.execute(
                 "UPDATE jobs SET state=?, attempts=0, interruptions=0, suspect_interruptions=0, interrupted_at=NULL,"
@@ -1723,7 +1721,7 @@ _PURGEABLE = (
     " AND NOT EXISTS (SELECT 1 FROM results r JOIN deliveries d ON d.sop_uid=r.sop_uid"
     " WHERE r.series_uid=s.series_uid AND d.state IN (?,?))")
 _PURGEABLE_GROUP = " GROUP BY s.series_uid, s.study_uid, s.modality, s.last_received ORDER BY s.last_received"
-_SERIES_PURGE = "SELECT purged_at, base_generation FROM series WHERE series_uid=?"
+_SERIES_PURGE = "SELECT purged_at, base_generation, generation FROM series WHERE series_uid=?"
 
 
 def _purged_since(series: Any, generation: int) -> bool:
