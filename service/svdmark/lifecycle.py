@@ -157,7 +157,8 @@ class Lifecycle:
             raise ModelError(f"{name} has no version {version!r} (have: {have})")
         state = read_state(self.dir)
         manifest = self.registry.manifest(name, version)
-        audit = [{"at": iso_utc(a.at), "actor": a.actor, "action": a.action, "detail": json.dumps(a.detail, sort_keys=True)}
+        audit = [{"at": iso_utc(a.at), "actor": a.actor, "action": a.action,
+                  "detail": json.dumps(a.detail, sort_keys=True)}
                  for a in self.journal.audit_entries(action_prefix="model.", limit=200)
                  if a.detail.get("name") == name][:20]
         return {"name": name, "version": version, "source": dict(self.versions(name))[version],

@@ -321,7 +321,8 @@ class Worker:
                                                 self.max_attempts)
         routed = outcome.routing
         self.journal.finish_job(job, JobState.FAILED, detail=outcome.detail,  # where it was routed, when it was
-                                routing=routed.kind.value if routed else None, rule_id=routed.rule_id if routed else None)
+                                routing=routed.kind.value if routed else None,
+                                rule_id=routed.rule_id if routed else None)
         return JobState.FAILED
 
     def _delay(self, job: JobRow) -> float:

@@ -76,7 +76,8 @@ def test_analyze_lists_the_files_of_a_series_uid_another_study_uses():
     def inst(study: str, sop: str) -> Instance:
         return Instance(source=Source(f"/in/{study}/{sop}.dcm"), sop_uid=sop, study_uid=study, series_uid="1.2.3",
                         modality="CT", sop_class=CT_IMAGE, patient_pseudonym="", series_number="2",
-                        series_description="", digest=sop, geometry=SliceGeometry(ipp=(0, 0, 0), iop=(1, 0, 0, 0, 1, 0)))
+                        series_description="", digest=sop,
+                        geometry=SliceGeometry(ipp=(0, 0, 0), iop=(1, 0, 0, 0, 1, 0)))
 
     groups, errors = group([inst("1.1.1", "5.1"), inst("1.1.1", "5.2"), inst("1.1.2", "9.1")])
     assert [(g.study_uid, [i.sop_uid for i in g.instances]) for g in groups] == [("1.1.1", ["5.1", "5.2"])]

@@ -17,7 +17,8 @@ Scores
   mean of its 8 neighbours, scaled to white noise's SD, in steps of 1/8 HU. ``"median"`` (the SWI residual; every
   manifest without the field set its limit on it): CT values are integers and brain kernels smooth them, so this
   residual is exactly 0 in most voxels and its MAD reads 0 on heads with 4 HU of noise.
-* ``slice_mm`` — the larger of slice spacing and slice thickness (SWI: bleeds of 2–10 mm are missed in thick slices).
+* ``slice_mm`` — the larger of slice spacing and slice thickness (SWI: bleeds of 2–10 mm are missed in thick
+  slices).
 * ``tta_spread`` (WML) — the model's own out-of-distribution score: the spread of its
   test-time-augmentation pass volumes relative to (volume + 1 mL), beyond what validation cases showed.
 * ``candidates_per_ml`` (CMB) — candidate-stage density: artefact-ridden or unfamiliar images make
