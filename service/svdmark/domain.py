@@ -109,6 +109,7 @@ class SendClaim(str, enum.Enum):
     STARTED = "started"  # pending → sending: send it now
     WITHDRAWN = "withdrawn"  # no longer pending (superseded after the outbox read it): never send it
     WAITING = "waiting"  # a rejection note whose job's results for that destination are not settled: later
+    STALE = "stale"  # tried (or being tried) by another process since the outbox read it: read again, later
 
     def __bool__(self) -> bool:
         return self is SendClaim.STARTED

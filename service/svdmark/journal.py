@@ -1247,23 +1247,31 @@ class Journal:
                           (DeliveryState.PENDING.value, DeliveryState.SENDING.value))
         return {r["destination"] for r in rows}
 
-    def start_sending(self, delivery_id: int) -> SendClaim:
+    def start_sending(self, delivery_id: int, tried: int | None = None) -> SendClaim:
         """Pending → sending just before the object goes out (``started``, the only true answer). ``withdrawn``:
         no longer pending (newer results superseded it after the outbox read it), never to be sent. ``waiting``:
         a rejection note whose job's results to that destination are still pending or being sent (one failed
-        earlier in the same batch, or another process is sending it): it stays pending until they settle."""
+        earlier in the same batch, or another process is sending it): it stays pending until they settle.
+
+        ``tried``: the delivery's tries ever made (:attr:`Delivery.total_attempts`) as the caller read them. When
+        another process has tried it since, or is trying it now, the answer is ``stale``: the caller's reading is
+        out of date (the delivery may be backing off, or have used its last try), so it reads it again later."""
         now = self.now()
+        fresh = "" if tried is None else " AND attempts=?"
         with self._tx() as db:
             cur = db.execute("UPDATE deliveries SET state=?, owner=?, lease_until=? WHERE id=? AND state=?"
-                             f" AND NOT {_NOTE_WAITS.format(delivery='deliveries')}",
+                             f"{fresh} AND NOT {_NOTE_WAITS.format(delivery='deliveries')}",
                              (DeliveryState.SENDING.value, self.owner, now + self.lease_seconds, delivery_id,
-                              DeliveryState.PENDING.value, *_NOTE_WAITS_ARGS))
+                              DeliveryState.PENDING.value, *(() if tried is None else (tried,)), *_NOTE_WAITS_ARGS))
             if cur.rowcount == 1:
                 claim = SendClaim.STARTED
             else:
-                row = db.execute("SELECT state FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
-                pending = row is not None and row["state"] == DeliveryState.PENDING.value
-                claim = SendClaim.WAITING if pending else SendClaim.WITHDRAWN
+                row = db.execute("SELECT state, attempts FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
+                state = None if row is None else row["state"]
+                moved_on = row is not None and tried is not None and row["attempts"] != tried
+                claim = (SendClaim.STALE if state == DeliveryState.SENDING.value
+                         or (state == DeliveryState.PENDING.value and moved_on)
+                         else SendClaim.WAITING if state == DeliveryState.PENDING.value else SendClaim.WITHDRAWN)
         if claim is SendClaim.STARTED:
             self._hold("deliveries", delivery_id)  # committed: the caller sends it
         return claim

@@ -107,11 +107,11 @@ class Service:
             loops.append(GuardedLoop("models", self._models_step, self._stop, idle_seconds=MODELS_CHECK_SECONDS,
                                      backoff_cap_seconds=MODELS_RECHECK_SECONDS))
         if "export" in self.roles:
-            dropped = self.outbox.drop_unconfigured()
-            if dropped:
-                event(log, "deliveries_to_removed_destinations", logging.WARNING, dead_letters=dropped)
+            self._drop_unconfigured()
             loops += [GuardedLoop(f"outbox {d.name}", self._outbox_step(d.name), self._stop, idle_seconds=0.5)
                       for d in self.config.destinations]
+            loops.append(GuardedLoop("outbox-unconfigured", self._drop_unconfigured, self._stop,
+                                     idle_seconds=self.config.lease_seconds))
         self._heartbeat_step()  # in the process table before the first job is claimed
         for loop in loops:
             t = threading.Thread(target=loop.run, name=f"svdmark-{loop.name}", daemon=True)
@@ -152,7 +152,7 @@ class Service:
         if not leading:
             self._stop.wait(1.0)
             return False
-        if self.journal.shared and time.monotonic() - self._reaped_at > self.config.lease_seconds / 2:
+        if time.monotonic() - self._reaped_at > self.config.lease_seconds / 2:
             self._reap()
         queued = self.assembler.tick()
         self._wake.wait(0.5)
@@ -201,14 +201,15 @@ class Service:
               instances=sum(p.instances for p in ran.series), results=sum(ran.results.values()),
               failed=len(ran.failed), older_than_days=self.config.retention_days)
 
-    def _recover(self) -> dict:
-        """Interrupted work back to the queue: on SQLite everything this data dir left running; on a shared
-        journal what lapsed leases or dead processes of this host held (other processes' work is theirs)."""
-        dead = self.journal.dead_processes_here() if self.journal.shared else []
-        recovered = self.journal.recover(dead_owners=dead)
-        # their rows go too; on SQLite this process owns the file, so every other row is a killed predecessor
-        self.journal.forget_processes(older_than=10 * self.config.lease_seconds if self.journal.shared else 0,
-                                      ids=dead)
+    def _recover(self, lapsed_only: bool = False) -> dict:
+        """Interrupted work back to the queue: at the start on SQLite everything this data dir left running; on a
+        shared journal (and ``lapsed_only``, later on SQLite) what lapsed leases or dead processes of this host held
+        (other processes' work is theirs)."""
+        shared = self.journal.shared
+        dead = self.journal.dead_processes_here() if shared else []
+        recovered = self.journal.recover(dead_owners=dead, expired_only=True if lapsed_only else None)
+        if shared or not lapsed_only:  # their rows go too; on SQLite at the start every other row is a killed
+            self.journal.forget_processes(older_than=10 * self.config.lease_seconds if shared else 0, ids=dead)
         for job_id, series_uid in recovered.pop("quarantined"):
             event(log, "job_quarantined", logging.ERROR, job_id=job_id, series_uid=series_uid,
                   reason="the service stopped repeatedly while analysing this series")
@@ -218,11 +219,22 @@ class Service:
         return recovered
 
     def _reap(self) -> None:
-        """The leader returns work whose process stopped renewing its lease, and forgets long-dead processes."""
+        """The leader returns work whose process stopped renewing its lease, and forgets long-dead processes. On
+        SQLite too: a try this process could not settle (the journal refused its outcome, a full disk) lapses and is
+        returned here, not left ``sending`` until a restart."""
         self._reaped_at = time.monotonic()
-        recovered = self._recover()
+        recovered = self._recover(lapsed_only=True)
         if any(recovered.values()):
             event(log, "leases_lapsed", logging.WARNING, **recovered)
+
+    def _drop_unconfigured(self) -> bool:
+        """Deliveries for a destination no longer configured go to the dead letters: at the start, and again each
+        lease (a try cut off in a process with the old configuration comes back pending later, and no thread here
+        sends to that destination). Every exporter reads the same ``[[destinations]]`` (docs/scaling.md)."""
+        dropped = self.outbox.drop_unconfigured()
+        if dropped:
+            event(log, "deliveries_to_removed_destinations", logging.WARNING, dead_letters=dropped)
+        return False
 
     def _listener_up(self) -> bool:
         server = self._server

@@ -20,8 +20,11 @@ lists and resends dead letters from the CLI; a resend starts a new round and kee
   or stalled on that one) is ``deferred``: it stays due and counts no try, so one object that a destination
   chokes on every time cannot hold the others back until they are all dead letters. (Each batch still sends
   at least one object, which is delivered or backs off: no hot loop.)
-* Whatever goes wrong while sending (an exporter error, a bug), no delivery is left ``sending``:
-  the batch's unreported objects are failed with the reason and retried.
+* Whatever goes wrong while sending (an exporter error, a bug, an outcome the journal refused), no delivery is
+  left ``sending``: the batch's unreported objects are failed with the reason and retried. Where even that write
+  fails (a full disk), the try's lease lapses and the service's reaping returns it (SQLite too).
+* A batch sends only what no other process has tried since the batch read it (``tried``, :meth:`start_sending`):
+  on a shared journal a stale reading would send an object during its back-off, or past its last try.
 """
 from __future__ import annotations
 
@@ -97,7 +100,6 @@ class Outbox:
             d = by_path.get(outcome.path)
             if d is None or d.id in reported:
                 return
-            reported.add(d.id)
             if outcome.deferred:  # not tried: still pending and due, no try counted; the next flush sends it
                 event(log, "delivery_deferred", sop_uid=d.sop_uid, kind=d.kind, destination=dest.name,
                       reason=outcome.detail)
@@ -108,18 +110,23 @@ class Outbox:
                 event(log, "delivered", sop_uid=d.sop_uid, kind=d.kind, destination=dest.name)
             else:
                 self._failed(d, outcome.detail, dead=outcome.permanent, unanswered=outcome.unanswered)
+            # reported once the journal has it: an outcome it could not take is failed below with the batch's
+            # unreported objects, not left 'sending'
+            reported.add(d.id)
 
         def on_start(path) -> bool:
             d = by_path.get(path)
             if d is None:
                 return True
-            claim = self.journal.start_sending(d.id)
+            claim = self.journal.start_sending(d.id, tried=d.total_attempts)
             if claim:
                 started.add(d.id)
                 return True
             reported.add(d.id)  # not sent in this batch, and no try to count
             if claim is SendClaim.WITHDRAWN:  # superseded after it was read: never sent
                 event(log, "delivery_withdrawn", sop_uid=d.sop_uid, kind=d.kind, destination=dest.name)
+            elif claim is SendClaim.STALE:  # another process tried it since this batch read it: read it again later
+                event(log, "delivery_tried_elsewhere", sop_uid=d.sop_uid, kind=d.kind, destination=dest.name)
             else:  # a rejection note behind its job's new results: a later flush sends it once they are settled
                 event(log, "delivery_waiting", sop_uid=d.sop_uid, kind=d.kind, destination=dest.name)
             return False
