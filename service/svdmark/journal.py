@@ -292,6 +292,12 @@ def _v10(engine: Engine, db: Connection) -> None:
     engine.add_columns(db, "results", {"file_removed_at": "REAL"})
 
 
+def _v11(engine: Engine, db: Connection) -> None:
+    """An index on when jobs finished: recovery asks, for each interrupted job, whether any other job finished since
+    (whether the service could work); without it that reads every finished job of the history."""
+    engine.run_script(db, "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);")
+
+
 # (version, what it brings, step): step N takes a file at version N-1 to N. Steps are idempotent,
 # so a file that already has a column (an early build added them unversioned) migrates too.
 MIGRATIONS: tuple[tuple[int, str, Callable[[Engine, Connection], None]], ...] = (
@@ -305,6 +311,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Engine, Connection], None]], ...] = 
     (8, "indexes on results by series and by job, and on series by state", _v8),
     (9, "series.purged_at, purged_instances, header_path, base_generation", _v9),
     (10, "results.file_removed_at", _v10),
+    (11, "index on jobs by state and finish time", _v11),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -385,6 +392,14 @@ class StaleSupersession(RetryLater):
 class CommitOutcomeUnknown(RetryLater):
     """The connection broke during a job's commit and the journal could not be read to tell whether it went through:
     its outputs may be journalled (and queued for sending), so their files must stay."""
+
+
+class _MovedMeanwhile(Exception):
+    """An instance left a series that the recording transaction had not locked, and another transaction holds it."""
+
+
+LOCK_RACE_TRIES = 4  # a batch looks again this often before its last try waits for the lock (PostgreSQL's deadlock
+# detection is left to settle a race that kept recurring)
 
 
 class LeaseLost(RuntimeError):
@@ -659,18 +674,27 @@ class Journal:
                   " AND COALESCE(lease_until, 0)<?") if expired_only else ""
         lease_args: tuple[Any, ...] = (now, *dead) if expired_only else ()
         with self._tx() as db:
+            within, series = "", []
+            if self.shared:  # their series locked first, in order, as a receiver's batch and a job's finish lock
+                # them (a quarantine settles its series' row: in job order it could wait on a batch waiting on it)
+                series = sorted({r["series_uid"] for r in db.execute(
+                    f"SELECT DISTINCT series_uid FROM jobs WHERE state=?{lapsed}",
+                    (JobState.RUNNING.value, *lease_args)).fetchall()})
+                for series_uid in series:
+                    db.lock(series_uid)
+                within = f" AND series_uid IN ({','.join('?' * len(series))})" if series else " AND 1=0"
             running = db.execute(
                 "SELECT id, series_uid, generation, interruptions, suspect_interruptions, interrupted_at, created_at"
-                f" FROM jobs WHERE state=?{lapsed} ORDER BY id{db.skip_locked}",
-                (JobState.RUNNING.value, *lease_args),
+                f" FROM jobs WHERE state=?{lapsed}{within} ORDER BY series_uid, id{db.skip_locked}",
+                (JobState.RUNNING.value, *lease_args, *series),
             ).fetchall()
             quarantined = []
             for row in running:
                 n = row["interruptions"] + 1
                 since = row["interrupted_at"] if row["interrupted_at"] is not None else row["created_at"]
-                others_done = db.execute(
-                    "SELECT COUNT(*) FROM jobs WHERE id<>? AND state IN (?,?,?) AND finished_at>?",
-                    (row["id"], JobState.DONE.value, JobState.FAILED.value, JobState.IGNORED.value, since),
+                others_done = db.execute(  # any other job that finished since: the index on finished_at (v11)
+                    "SELECT EXISTS(SELECT 1 FROM jobs WHERE finished_at>? AND id<>? AND state IN (?,?,?))",
+                    (since, row["id"], JobState.DONE.value, JobState.FAILED.value, JobState.IGNORED.value),
                 ).fetchone()[0]
                 suspect = row["suspect_interruptions"] + (1 if others_done else 0)
                 if suspect >= interruption_cap or n >= hard_cap:
@@ -774,23 +798,30 @@ class Journal:
         # another batch or with mark_released on PostgreSQL
         order = sorted(range(len(rows)), key=lambda k: rows[k]["series_uid"])
         outcomes: list[Recorded] = [Recorded("")] * len(rows)
-        with self._tx() as db:
-            series_uids = {r["series_uid"] for r in rows}
-            if self.shared:  # the series an instance may leave are locked in the same order (SQLite: one writer)
-                sops = sorted({r["sop_uid"] for r in rows})
-                series_uids |= {r["series_uid"] for r in db.execute(
-                    f"SELECT DISTINCT series_uid FROM instances WHERE sop_uid IN ({','.join('?' * len(sops))})", sops)}
-            for series_uid in sorted(series_uids):
-                db.lock(series_uid)  # receivers on other hosts may be adding to this series right now
-            for k in order:
-                outcomes[k] = self._record_instance(db, now=now, **rows[k])
+        for attempt in range(LOCK_RACE_TRIES):
+            try:
+                with self._tx() as db:
+                    series_uids = {r["series_uid"] for r in rows}
+                    if self.shared:  # the series an instance may leave, locked in the same order (SQLite: one writer)
+                        sops = sorted({r["sop_uid"] for r in rows})
+                        series_uids |= {r["series_uid"] for r in db.execute(
+                            f"SELECT DISTINCT series_uid FROM instances WHERE sop_uid IN ({','.join('?' * len(sops))})",
+                            sops)}
+                    for series_uid in sorted(series_uids):
+                        db.lock(series_uid)  # receivers on other hosts may be adding to this series right now
+                    last_try = attempt == LOCK_RACE_TRIES - 1
+                    for k in order:
+                        outcomes[k] = self._record_instance(db, now=now, wait_to_leave=last_try, **rows[k])
+                break
+            except _MovedMeanwhile:  # rolled back: look again which series the instances are in, and lock those
+                continue
         last = {rows[k]["sop_uid"]: str(rows[k]["path"]) for k in order}  # the file each instance's row names now
         return [Recorded(o) if str(o.displaced) == last[r["sop_uid"]] else o for o, r in zip(outcomes, rows)]
 
     @staticmethod
     def _record_instance(db, *, sop_uid: str, study_uid: str, series_uid: str, sop_class: str, transfer_syntax: str,
                          path: Path, size: int, digest: str, modality: str | None, geometry: SliceGeometry,
-                         calling_ae: str | None, now: float) -> Recorded:
+                         calling_ae: str | None, now: float, wait_to_leave: bool = True) -> Recorded:
         old = db.execute(f"SELECT digest, series_uid, path FROM instances WHERE sop_uid=?{db.for_update}",
                          (sop_uid,)).fetchone()
         if old is not None and old["digest"] == digest:
@@ -840,14 +871,22 @@ class Journal:
         if old is None:
             return Recorded("new")
         if old["series_uid"] != series_uid:
-            Journal._leave_series(db, old["series_uid"], series_uid, calling_ae, now)
+            Journal._leave_series(db, old["series_uid"], series_uid, calling_ae, now, wait=wait_to_leave)
         return Recorded("replaced", Path(old["path"]) if old["path"] != str(path) else None)
 
     @staticmethod
-    def _leave_series(db, series_uid: str, to_series_uid: str, calling_ae: str | None, now: float) -> None:
+    def _leave_series(db, series_uid: str, to_series_uid: str, calling_ae: str | None, now: float,
+                      wait: bool = True) -> None:
         """An instance of ``series_uid`` was journalled under ``to_series_uid``: the series it left is judged
-        again on the instances it still holds, or closed with none (:func:`.reanalysis.after_departure`)."""
-        db.lock(series_uid)  # locked already unless another process moved the instance since record_instances looked
+        again on the instances it still holds, or closed with none (:func:`.reanalysis.after_departure`).
+
+        The series is locked already unless another process moved the instance since :meth:`record_instances`
+        looked. Then its lock comes out of order: without ``wait`` a lock held elsewhere raises
+        :class:`_MovedMeanwhile` (the caller rolls back and looks again) instead of waiting into a deadlock."""
+        if wait:
+            db.lock(series_uid)
+        elif not db.try_lock(series_uid):
+            raise _MovedMeanwhile(series_uid)
         s = db.execute(
             "SELECT study_uid, generation, EXISTS(SELECT 1 FROM jobs j WHERE j.series_uid=s.series_uid"
             " AND j.generation=s.generation) AS has_job, (SELECT COUNT(*) FROM instances i"

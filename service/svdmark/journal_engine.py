@@ -98,6 +98,11 @@ class Connection:
     def lock(self, name: str) -> None:
         """Serialise this transaction with others that lock ``name`` (no-op where every writer is serialised)."""
 
+    def try_lock(self, name: str) -> bool:
+        """:meth:`lock` without waiting: False when another transaction holds ``name`` (a lock taken out of order
+        must not wait, or two transactions can wait on each other)."""
+        return True
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -169,6 +174,10 @@ class _PostgresConnection(Connection):
 
     def lock(self, name):
         self.raw.execute("SELECT pg_advisory_xact_lock(%s, %s)", (SERIES_LOCK, lock_key(name)))
+
+    def try_lock(self, name):
+        return bool(self.raw.execute("SELECT pg_try_advisory_xact_lock(%s, %s)",
+                                     (SERIES_LOCK, lock_key(name))).fetchone()[0])
 
     def in_transaction(self) -> bool:
         return self.raw.info.transaction_status != pq.TransactionStatus.IDLE
