@@ -1,4 +1,5 @@
-"""Keep the source's Specific Character Set: make our own text fit it, and the header we copy encodable."""
+"""Keep the source's Specific Character Set where the viewers can read it (else UTF-8): make our own text fit it,
+and the header we copy encodable."""
 from __future__ import annotations
 
 import unicodedata
@@ -26,23 +27,11 @@ def _encodings(ds: Dataset) -> list[str]:
 
 
 def _fits(text: str, encodings: list[str]) -> bool:
+    """Whether ``text`` can be written in our objects' character set (one value: :func:`normalise_charset`)."""
     if any(e.lower().replace("-", "").replace("_", "") in ("utf8",) for e in encodings):
         return True
-    if len(encodings) == 1:
-        try:
-            text.encode(encodings[0])
-            return True
-        except (UnicodeEncodeError, LookupError):
-            return False
-    # ISO 2022 code extensions: every character in one of the code elements; the first value's G0 is ASCII
-    # (pydicom names ISO 2022 IR 6 "iso8859", and would write Latin-1 bytes under it). The source's own
-    # text (a kanji Study Description) fits; only ours that none of them carries is transliterated.
-    return all(ch.isascii() or any(_encodes(ch, e) for e in encodings if e != "iso8859") for ch in text)
-
-
-def _encodes(ch: str, encoding: str) -> bool:
     try:
-        ch.encode(encoding)
+        text.encode(encodings[0])
         return True
     except (UnicodeEncodeError, LookupError):
         return False
@@ -101,6 +90,7 @@ _EXT_SINGLE_BYTE = {
 # does not know, so a set using them is written as UTF-8 instead).
 _EXT_MULTI_BYTE = {"ISO 2022 IR 87", "ISO 2022 IR 159"}
 _KNOWN = {_DEFAULT, *_SINGLE, *_EXT_SINGLE_BYTE, *_EXT_MULTI_BYTE}
+_NOT_READ_BY_DCMJS = {"ISO_IR 203", "ISO 2022 IR 203"}  # dcmjs's encodingMapping lacks Latin-9
 _BY_KEY = {term.replace(" ", "").replace("_", "").replace("-", "").upper(): term for term in _KNOWN}
 
 
@@ -113,11 +103,12 @@ def _term(value: object) -> str:
 def normalise_charset(value: object) -> str | list[str] | None:
     """The Specific Character Set our objects carry for a source's ``value``.
 
-    As :func:`_encodings` reads it: an empty value is the default repertoire. Alone (or as
-    ``ISO_IR 6``) that is no attribute at all (``None``); as the first of several values it is
-    written ``ISO 2022 IR 6``, so ``\\ISO 2022 IR 87`` becomes ``ISO 2022 IR 6\\ISO 2022 IR 87``
-    (every value a defined term, as highdicom requires). A set that still cannot be written
-    becomes ``ISO_IR 192``: pydicom has already decoded the source's text, and UTF-8 carries it.
+    As :func:`_encodings` reads it: an empty value is the default repertoire, written as no attribute
+    at all (``None``). A single defined term is kept. A set that OHIF's reader cannot decode becomes
+    ``ISO_IR 192``: pydicom has already decoded the source's text, and UTF-8 carries all of it. That is
+    every multi-valued set (ISO 2022 code extensions, e.g. Japanese ``\\ISO 2022 IR 87``: dcmjs refuses
+    to read a file with more than one value, so OHIF could not open the SEG or SR at all), Latin-9
+    (``ISO_IR 203``, not in dcmjs's table), and a value that is no defined term.
     """
     if value is None or isinstance(value, str):
         values = [value]
@@ -126,16 +117,10 @@ def normalise_charset(value: object) -> str | list[str] | None:
     terms = [_term(v) for v in values]
     while len(terms) > 1 and terms[-1] == "":  # trailing empty values carry nothing
         terms.pop()
-    if len(terms) == 1:
-        term = terms[0]
-        if term in ("", _DEFAULT, "ISO 2022 IR 6"):
-            return None
-        return term if term in _SINGLE | _EXT_SINGLE_BYTE | _EXT_MULTI_BYTE else _UTF8
-    terms = [t or "ISO 2022 IR 6" for t in terms]
-    if terms[0] == _DEFAULT:
-        terms[0] = "ISO 2022 IR 6"
-    if terms[0] in _EXT_SINGLE_BYTE and all(t in _EXT_SINGLE_BYTE | _EXT_MULTI_BYTE for t in terms[1:]):
-        return terms
+    if len(terms) == 1 and terms[0] in ("", _DEFAULT, "ISO 2022 IR 6"):
+        return None
+    if len(terms) == 1 and terms[0] in (_SINGLE | _EXT_SINGLE_BYTE) - _NOT_READ_BY_DCMJS:
+        return terms[0]
     return _UTF8
 
 
