@@ -236,3 +236,14 @@ def test_a_padding_value_that_cannot_be_read_leaves_the_image_as_stored():
         _raw(ds, "PixelPaddingValue", "SS", b"\x01")  # one byte: no SS value
     v = vol.load(_series(stack))
     np.testing.assert_array_equal(v.array[0], apply_modality_lut(stack[0].pixel_array, stack[0]))
+
+
+def test_a_padding_value_written_with_the_other_signedness_still_marks_the_padding():
+    """CT_small's pixels are signed; a vendor writes the padding -2000 as US 63536 (two's complement), which as
+    written never matches a pixel: the field-of-view ring stayed at -2000 HU."""
+    stack, outside = _padded_ct(-2000)
+    for ds in stack:
+        _raw(ds, "PixelPaddingValue", "US", (63536).to_bytes(2, "little"))
+    v = vol.load(_series(stack))
+    real = apply_modality_lut(stack[0].pixel_array, stack[0])[~outside]
+    assert np.all(v.array[:, outside] == real.min())

@@ -131,9 +131,22 @@ def _padding(ds: Any) -> tuple[int, int] | None:
             return None
         lo = int(value)
         hi = lo if limit is None or limit == "" else int(limit)
+        bits = int(ds.get("BitsAllocated") or 16)
+        signed = int(ds.get("PixelRepresentation") or 0) == 1
     except Exception:  # a malformed value pydicom cannot parse (wrong length, not a number)
         return None
+    lo, hi = _as_stored(lo, bits, signed), _as_stored(hi, bits, signed)
     return (min(lo, hi), max(lo, hi))
+
+
+def _as_stored(value: int, bits: int, signed: bool) -> int:
+    """A padding value as the pixels store it: vendors write it with the VR of the other signedness (US 63536 for
+    the signed pixels' -2000, PS3.5 allows either), which as written would never match a pixel."""
+    if signed and value >= 2 ** (bits - 1):
+        return value - 2 ** bits
+    if not signed and value < 0:
+        return value + 2 ** bits
+    return value
 
 
 def _frame_count(ds: Any) -> int:
@@ -550,7 +563,7 @@ def load(series: Series) -> Volume:
         else:
             array[k] = px.astype(np.float64) * s.slope + s.intercept
         if s.padding is not None and np.issubdtype(px.dtype, np.integer):
-            stored = px.astype(np.int64, copy=False)  # a padding value of the other signedness compares safely
+            stored = px.astype(np.int64, copy=False)  # the padding values are in the pixels' signedness (_as_stored)
             _fill_padding(array[k], (stored >= s.padding[0]) & (stored <= s.padding[1]))
 
     return Volume(
