@@ -23,6 +23,7 @@ from pydicom.uid import generate_uid
 from svdmark import volume as vol
 from svdmark.domain import Series
 from svdmark.errors import InvalidSeries
+from tests.unit.test_volume import ct_stack, series_of
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -247,3 +248,33 @@ def test_a_padding_value_written_with_the_other_signedness_still_marks_the_paddi
     v = vol.load(_series(stack))
     real = apply_modality_lut(stack[0].pixel_array, stack[0])[~outside]
     assert np.all(v.array[:, outside] == real.min())
+
+
+def _two_acquisitions(offset_mm: float, n: int = 11, increment: float = 5.0) -> list[pydicom.Dataset]:
+    a, _ = ct_stack(n=n, increment=increment, hu=lambda k, i, j, xyz: 30.0)
+    b, _ = ct_stack(n=n, increment=increment, origin=(-3.0, -4.0, 10.0 + offset_mm), hu=lambda k, i, j, xyz: 70.0)
+    for ds in a:
+        ds.AcquisitionNumber = 1
+    for ds in b:
+        ds.SeriesInstanceUID, ds.FrameOfReferenceUID = a[0].SeriesInstanceUID, a[0].FrameOfReferenceUID
+        ds.AcquisitionNumber = 2
+    return a + b
+
+
+@pytest.mark.parametrize("offset_mm", [2.5, 2.2, 1.7, 12.5])
+def test_a_repeat_scan_sent_in_the_same_series_is_refused_not_interleaved(offset_mm):
+    """Half a slice apart, the two acquisitions made one evenly spaced 2.5 mm stack of alternating scans: every
+    slice weighed half its thickness, and the model read alternating images."""
+    with pytest.raises(InvalidSeries, match="two acquisitions in one series cover the same part"):
+        vol.load(series_of(_two_acquisitions(offset_mm)))
+
+
+def test_acquisitions_that_follow_each_other_along_the_head_are_one_volume():
+    """Step-and-shoot CT numbers each rotation's slices as an acquisition of its own."""
+    stack = _two_acquisitions(offset_mm=55.0)  # 11 slices of 5 mm each: the second starts where the first ends
+    v = vol.load(series_of(stack))
+    assert v.shape[0] == 22
+    per_slice, _ = ct_stack(n=8, increment=5.0)
+    for k, ds in enumerate(per_slice):
+        ds.AcquisitionNumber = k + 1  # every slice an acquisition of its own
+    assert vol.load(series_of(per_slice)).shape[0] == 8

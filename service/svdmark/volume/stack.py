@@ -70,6 +70,7 @@ class _Slice:
     pixels: Callable[[], np.ndarray]
     tilt_attr: float | None = None
     padding: tuple[int, int] | None = None  # stored values outside the reconstructed image (Pixel Padding)
+    acquisition: str = ""  # AcquisitionNumber of a single-frame instance ("" where absent)
 
     @property
     def label(self) -> str:
@@ -265,6 +266,7 @@ def _single_frame_slice(ds: "Dataset") -> _Slice:
         pixels=decode,
         tilt_attr=_number(ds, "GantryDetectorTilt", who),
         padding=padding,
+        acquisition=str(ds.get("AcquisitionNumber", "") or "").strip(),
     )
 
 
@@ -461,6 +463,29 @@ def _check_spacing(slices: list[_Slice], d: np.ndarray, zones: bool) -> float:
     return median
 
 
+def _check_acquisitions(slices: list[_Slice], d: np.ndarray) -> None:
+    """CT: two acquisitions (AcquisitionNumber) in one series must not cover the same part of the head. A repeat
+    scan sent in the series of the first interleaves with it (half a slice apart it even looks like one evenly
+    spaced stack) and would be read as one volume at half its slice spacing. Acquisitions that follow each other
+    along the head (step-and-shoot numbers each rotation) overlap by at most a slice or two, and pass. Judged before
+    the spacing, whose message (missing slices) would not say what is wrong."""
+    extent: dict[str, list[float]] = {}
+    for s, at in zip(slices, d):
+        if s.acquisition:
+            extent.setdefault(s.acquisition, []).append(float(at))
+    spans = sorted((min(v), max(v), k, len(v), float(np.median(np.diff(v))) if len(v) > 1 else 0.0)
+                   for k, v in extent.items())
+    for (lo_a, hi_a, a, n_a, step_a), (lo_b, hi_b, b, n_b, step_b) in zip(spans, spans[1:]):
+        overlap = min(hi_a, hi_b) - lo_b
+        if overlap > 0 and overlap > 2 * max(step_a, step_b):
+            raise InvalidSeries(
+                f"two acquisitions in one series cover the same part of the head: AcquisitionNumber {a} ({n_a} "
+                f"slices, {lo_a:.1f} to {hi_a:.1f} mm along the slice normal) and {b} ({n_b} slices, {lo_b:.1f} to "
+                f"{hi_b:.1f} mm) overlap by {overlap:.1f} mm; a repeated scan was sent in the same series — send "
+                "each acquisition as a series of its own"
+            )
+
+
 def _check_in_plane_drift(slices: list[_Slice], d: np.ndarray, row: np.ndarray, col: np.ndarray) -> None:
     """Slice origins must lie on one line (a straight stack, possibly sheared by gantry tilt)."""
     pos = np.stack([s.position for s in slices])
@@ -521,6 +546,8 @@ def load(series: Series) -> Volume:
     slices = [slices[i] for i in order]
     d = d_all[order]
     modality = str(series.header.get("Modality", "") or "").upper()
+    if modality == "CT":  # (MR concatenations interleave their packages by design)
+        _check_acquisitions(slices, d)
     median = _check_spacing(slices, d, zones=modality == "CT")
     _check_in_plane_drift(slices, d, row, col)
 
