@@ -58,11 +58,12 @@ class BurdenGrade(enum.IntEnum):
 
     @classmethod
     def of_value(cls, x: float) -> "BurdenGrade":
-        """The grade of a count or of an interval's end, whole or not (9.5 is above 9: grade 2), as the ECMO
-        rule grades them; ValueError for a negative or non-finite value."""
+        """The grade of a count or of an interval's end, whole or not, as the ECMO rule grades them and as the
+        source words them: fewer than 10 is grade 1 (9.5 too), 10 to 30 grade 2, more than 30 grade 3 (30.5 too);
+        ValueError for a negative or non-finite value."""
         if not math.isfinite(x) or x < 0:
             raise ValueError(f"a microbleed count cannot be {x!r}")
-        return cls.NONE if x == 0 else cls.LOW if x <= 9 else cls.MODERATE if x <= 30 else cls.HIGH
+        return cls.NONE if x == 0 else cls.LOW if x < 10 else cls.MODERATE if x <= 30 else cls.HIGH
 
     @classmethod
     def spanned(cls, count: int, low: float, high: float) -> tuple["BurdenGrade", "BurdenGrade"]:

@@ -47,7 +47,7 @@ def only(flags, rule_id):
 
 
 def test_info_and_versions(ruleset):
-    assert ruleset.info == RuleSetInfo(id="svdmark-rules", version="1.3.0")
+    assert ruleset.info == RuleSetInfo(id="svdmark-rules", version="1.4.0")
     assert {r.id for r in ruleset.rules} == {"aspirin-sich-wml", "cmb-burden-ecmo"}
     for r in ruleset.rules:
         assert r.version and r.evidence_doi.startswith("10.")
@@ -213,7 +213,7 @@ def test_fixed_limitation_always_present(ruleset):
         assert "did not modify the effect of heparin" in s
     f = only(ruleset.evaluate(wml(3.0)), "aspirin-sich-wml")
     assert f.evidence_doi == "10.1186/s13244-025-02095-2"
-    assert f.rule_version == "1.3.0" and f.ruleset_version == "1.3.0"
+    assert f.rule_version == "1.4.0" and f.ruleset_version == "1.4.0"
 
 
 # --------------------------------------------------------------------------- CMB
@@ -285,7 +285,8 @@ def test_wml_interval_boundaries(ruleset, low, v, high, uncertain):
     (30, 29, 31, 2, 3),   # crosses 30/31
     (0, 0, 1, 0, 1),      # none vs. any
     (12, 10, 30, 2, 2),   # both ends on grade 2's own limits
-    (10, 9.5, 12, 2, 2),  # a fractional end above 9 is grade 2
+    (10, 9.5, 12, 1, 2),  # a fractional end under 10 is grade 1 ("fewer than 10 CMBs")
+    (30, 28, 30.5, 2, 3),  # a fractional end above 30 is grade 3 ("more than 30")
 ])
 def test_cmb_interval_grades(ruleset, n, low, high, g_low, g_high):
     f = only(ruleset.evaluate(cmb(n, Interval(low, high, "ensemble of 5, min-max"))), "cmb-burden-ecmo")
@@ -328,7 +329,7 @@ def test_withheld_wml_reports_no_number(ruleset, volume):
         assert number_based not in f.statement, number_based
     assert "No WML-volume subgroup showed safe clinical benefit from periprocedural aspirin or heparin" \
         in f.statement
-    assert f.evidence_doi == "10.1186/s13244-025-02095-2" and f.rule_version == "1.3.0"
+    assert f.evidence_doi == "10.1186/s13244-025-02095-2" and f.rule_version == "1.4.0"
 
 
 def test_withheld_cmb_reports_no_count_or_grade(ruleset):

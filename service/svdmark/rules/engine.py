@@ -288,11 +288,12 @@ def _aspirin_eval(rule: _Rule, findings: WmlFindings, ruleset_version: str) -> F
 
 
 def _cmb_grade(rule: _Rule, count: float) -> int:
-    """Grade of a count; also of a fractional interval end (e.g. 9.5 is above low_max, so grade 2)."""
+    """Grade of a count; also of a fractional interval end: grade 1 is fewer than low_max + 1 (9.5 with low_max 9:
+    "fewer than 10"), grade 3 more than moderate_max (30.5)."""
     t = rule.thresholds
     if count <= 0:
         return 0
-    if count <= t["low_max"]:
+    if count < t["low_max"] + 1:
         return 1
     if count <= t["moderate_max"]:
         return 2
