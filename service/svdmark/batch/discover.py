@@ -21,6 +21,7 @@ from pydicom.uid import UID
 
 from ..completion import SeriesEvidence, counts_complete, missing
 from ..errors import Rejected
+from ..failures import reason_of
 from ..geometry import SliceGeometry
 from ..logs import patient_pseudonym
 from ..phi import uid_hash
@@ -161,7 +162,7 @@ def _file_sources(path: Path) -> Iterator[Source | FileError]:
         with open(path, "rb") as fh:
             head = fh.read(4)
     except OSError as exc:
-        yield FileError(str(path), f"cannot read file: {exc.strerror or exc}")
+        yield FileError(str(path), f"cannot read file: {reason_of(exc)}")
         return
     if head not in ZIP_MAGIC:
         yield Source(str(path))
@@ -170,7 +171,7 @@ def _file_sources(path: Path) -> Iterator[Source | FileError]:
         with zipfile.ZipFile(path) as zf:
             members = sorted(i.filename for i in zf.infolist() if not i.is_dir())
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        yield FileError(str(path), f"damaged zip archive: {exc}")
+        yield FileError(str(path), f"damaged zip archive: {reason_of(exc)}")  # zipfile quotes member names
         return
     for m in members:
         yield Source(str(path), m)
@@ -181,7 +182,7 @@ def scan(source: Source, key: bytes) -> Instance | FileError:
     try:
         data = source.read_bytes()
     except READ_ERRORS as exc:
-        return FileError(source.name, f"cannot read: {exc}")
+        return FileError(source.name, f"cannot read: {reason_of(exc)}")  # a member's name may name the patient
     if data[:4] in ZIP_MAGIC and source.member is not None:
         return FileError(source.name, "zip archive inside a zip archive; extract it first")
     if len(data) == 0:
