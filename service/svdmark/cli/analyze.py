@@ -21,7 +21,10 @@ Dates: --shift-dates moves each patient's study date in the tables by the same k
 offset (-365..365 days, never 0; from the pseudonym key), keeping intervals between a
 patient's studies; a series without a Patient ID has no date in them. The DICOM
 results under OUTPUT/dicom/ are for a viewer or PACS and keep the study's own header
-(names, IDs, dates): share the tables, not that folder.
+(names, IDs, dates): share results.*, notes.*, dictionary.csv and rules.json, not that
+folder. errors.*, run.json and the run's state name the input files as given, so that
+you can find them; hospital exports often name folders after the patient: keep those
+with the archive.
 
 Re-running the same command resumes: series already analysed from the same files
 (their bytes) with the same model (version and sha256), rule set and flag and
