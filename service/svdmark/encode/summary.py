@@ -25,6 +25,7 @@ are RLE Lossless compressed (flat colours compress well, and every PACS accepts 
 """
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -38,7 +39,7 @@ from pydicom.uid import RLELossless
 
 from ..domain import AnalysisResult, CmbFindings, Microbleed, Volume, WmlFindings
 from . import status
-from .seg import source_datasets
+from .seg import EncodeError, source_datasets
 from .templates import Templates
 from .uids import derive
 
@@ -53,6 +54,9 @@ CROP_MM = 40.0  # field of view of a crop
 CROP_GAP = 12
 MAX_CROPS = 40  # five rows of eight; the rest are listed by image number
 TRANSFER_SYNTAX = RLELossless
+# DejaVu Sans, which draws every character svdmark writes (en dash, ×, •, ≥, ±, accented and Greek letters):
+# matplotlib's copy first, a dependency so present in every installation (a slim container has no system fonts,
+# and Pillow's built-in font draws those characters as boxes), then the system's
 _FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/share/fonts/TTF")
 
 # The summary's own captions; a template's ``labels`` entry of the same key replaces the default.
@@ -69,14 +73,20 @@ LABELS = {
 }
 
 
+def _font_dirs() -> list[Path]:
+    spec = importlib.util.find_spec("matplotlib")  # its location only: importing it costs a second
+    bundled = [Path(d) / "mpl-data" / "fonts" / "ttf" for d in (spec.submodule_search_locations or [])] if spec else []
+    return bundled + [Path(d) for d in _FONT_DIRS]
+
+
 @lru_cache(maxsize=None)
-def font(size: int, bold: bool = False) -> ImageFont.ImageFont:
+def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans at ``size`` px (module constants); an error, never a font that draws boxes, where there is none."""
     name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
-    for d in _FONT_DIRS:
-        p = Path(d) / name
-        if p.exists():
-            return ImageFont.truetype(str(p), size)
-    return ImageFont.load_default(size=size)  # pillow >= 10.1, scalable
+    for d in _font_dirs():
+        if (d / name).exists():
+            return ImageFont.truetype(str(d / name), size)
+    raise EncodeError(f"no {name} for the summary image (matplotlib's mpl-data/fonts/ttf or {', '.join(_FONT_DIRS)})")
 
 
 def _label(templates: Templates, key: str) -> str:
@@ -576,7 +586,7 @@ def encode_summary(result: AnalysisResult, templates: Templates, uid_seed: str,
     sc.ManufacturerModelName = eq["manufacturer_model_name"]
     sc.SoftwareVersions = software_version
     sc.BurnedInAnnotation = "YES"
-    sc.Laterality = ""  # General Series type 2C: a head is not a paired structure
+    sc.Laterality = ""  # General Series type 2C: a head is not a paired structure (absent, dciodvfy calls an error)
     sc.ImageComments = templates.label("research_notice")
     if "SpecificCharacterSet" in ref:
         sc.SpecificCharacterSet = ref.SpecificCharacterSet
