@@ -45,3 +45,34 @@ def test_a_journalled_instance_whose_file_was_lost_is_a_duplicate_with_its_file_
     generation = journal.series_row("8").generation
     assert _keep(journal, spool, b"DICM-a") == "duplicate"
     assert path.read_bytes() == b"DICM-a" and journal.series_row("8").generation == generation
+
+
+def test_two_versions_sent_at_once_leave_the_row_on_its_own_file(tmp_path, journal_url):
+    """Two associations send the instance with other bytes at once: B's file must not be placed while A's row is
+    still to be committed (the row would carry A's digest, size and geometry on B's file)."""
+    import threading
+
+    a_placed, b_placed = threading.Event(), threading.Event()
+
+    class Stalled(Journal):  # A's row is committed only after B placed its file, if B can
+        def record_instance(self, **kw):
+            if kw["digest"] == digest(b"DICM-a"):
+                a_placed.set()
+                b_placed.wait(1.0)
+            return super().record_instance(**kw)
+
+    class Watched(Spool):
+        def place(self, *args, **kwargs):
+            path = super().place(*args, **kwargs)
+            if args[4] == b"DICM-b":
+                b_placed.set()
+            return path
+
+    journal, spool = Stalled(journal_url), Watched(tmp_path / "spool")
+    a = threading.Thread(target=_keep, args=(journal, spool, b"DICM-a"))
+    a.start()
+    assert a_placed.wait(5.0)
+    _keep(journal, spool, b"DICM-b")
+    a.join(5.0)
+    path = spool.path_for(spool.incoming, "1.2", "8", "8.1")
+    assert journal.instance_digest("8.1") == digest(path.read_bytes())

@@ -15,6 +15,11 @@ written in the same transaction that checks the digest (``record_instances``), s
 missing after all (lost outside svdmark) is still a ``duplicate`` there, and its file is back at the spool
 path (the path its row names, unless the spool was moved since).
 
+One instance is kept at a time in this process (a lock per SOP Instance UID, striped): two associations sending
+the same instance with different bytes at once would otherwise let the files be placed in one order and the rows
+committed in the other, leaving the row's digest, size and geometry on the other version's file. (Receivers in
+several processes on one shared spool are not ordered by it.)
+
 Errors: an ``OSError`` is the spool's (the file could not be written); the journal's are its engine's
 (:data:`svdmark.journal_engine.ERRORS`).
 """
@@ -22,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import zlib
 from pathlib import Path
 
 from ..journal_api import ReceiveJournal
@@ -30,6 +37,7 @@ from ..spool import Spool
 from .inspect import Inspected
 
 log = logging.getLogger("svdmark.receive")
+_LOCKS = tuple(threading.Lock() for _ in range(64))  # per SOP Instance UID, striped (module doc)
 
 
 def digest(data: bytes) -> str:
@@ -45,6 +53,13 @@ def keep(journal: ReceiveJournal, spool: Spool, item: Inspected, data: bytes, *,
     ``source``: a file holding exactly ``data``, hard-linked into the spool rather than copied where the
     filesystem allows (:meth:`Spool.place`)."""
     sha = digest(data)
+    with _LOCKS[zlib.crc32(item.sop_uid.encode()) % len(_LOCKS)]:
+        return _keep(journal, spool, item, data, sha, transfer_syntax=transfer_syntax, calling_ae=calling_ae,
+                     source=source)
+
+
+def _keep(journal: ReceiveJournal, spool: Spool, item: Inspected, data: bytes, sha: str, *, transfer_syntax: str,
+          calling_ae: str | None, source: Path | None) -> str:
     existed = spool.path_for(spool.incoming, item.study_uid, item.series_uid, item.sop_uid).exists()
     if existed and journal.instance_digest(item.sop_uid) == sha:  # module doc: no lookup for a new instance
         return "duplicate"
