@@ -16,6 +16,12 @@ Python's ``os`` does not offer: called through ``ctypes``, a hint that is skippe
 fails): the spool fsyncs the file before its journal row, after inspection and the duplicate check, and
 then mostly finds the pages written (bench/README.md, fifth session: 1.05x in 4 paired runs alone; no gain
 measurable in 12 paired runs together with that session's other changes).
+
+A data set must keep arriving at :data:`MIN_RATE` on average once it has taken :data:`GRACE_SECONDS` (the listener
+sets the network timeout): pynetdicom's network timeout restarts with every PDU, so a peer that sends a few bytes
+now and then held its association, and a slot of the listener's few, for as long as it liked; enough of them
+locked every scanner out. A slower data set is refused by an error from :meth:`DatasetFile.write`, which ends the
+association with an A-ABORT (its partial file is removed, as for any aborted transfer).
 """
 from __future__ import annotations
 
@@ -24,12 +30,19 @@ import itertools
 import os
 import secrets
 import tempfile
+import time
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 _SMALL = 4096  # bytes: a write below this waits for the next one (the preamble, 'DICM', the File Meta)
 _counter = itertools.count()
 _token = secrets.token_hex(6)
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start write-out of the range's dirty pages, do not wait
+MIN_RATE = 16_384  # bytes per second on average, once GRACE_SECONDS have passed (a 128 kbit/s line)
+GRACE_SECONDS = 60.0  # the listener sets its network timeout (receive.scp.build_ae)
+
+
+class DatasetTooSlow(OSError):
+    """A data set that arrives more slowly than :data:`MIN_RATE` (module doc)."""
 
 
 def _start_writeback_function():
@@ -62,10 +75,11 @@ os.register_at_fork(after_in_child=_new_token)  # a forked child never reuses it
 class DatasetFile:
     """An unbuffered file that gathers small writes (module doc); ``file`` is itself, for ``file.flush()``."""
 
-    __slots__ = ("name", "fd", "held")
+    __slots__ = ("name", "fd", "held", "opened", "written")
 
     def __init__(self, name: str, fd: int):
         self.name, self.fd, self.held = name, fd, []
+        self.opened, self.written = time.monotonic(), 0
 
     @property
     def file(self) -> "DatasetFile":
@@ -73,6 +87,12 @@ class DatasetFile:
 
     def write(self, data) -> int:
         n = len(data)
+        self.written += n
+        elapsed = time.monotonic() - self.opened
+        if elapsed > GRACE_SECONDS and self.written < MIN_RATE * elapsed:
+            self._discard()  # the abort that follows does not find this file: the partial data set goes here
+            raise DatasetTooSlow(f"the data set arrived at {self.written / elapsed:.0f} bytes/s after {elapsed:.0f} s "
+                                 f"(at least {MIN_RATE} bytes/s needed)")
         if n < _SMALL:
             self.held.append(bytes(data))
         else:
@@ -102,9 +122,20 @@ class DatasetFile:
                 os.close(self.fd)
                 self.fd = -1
 
+    def _discard(self) -> None:
+        self.held = []
+        self._drop_fd()
+        try:
+            os.unlink(self.name)
+        except OSError:
+            pass
+
     def __del__(self) -> None:
         # pynetdicom closes the file only once the request is served: an aborted or dropped transfer just drops it
         # (NamedTemporaryFile's file object closed itself then too)
+        self._drop_fd()
+
+    def _drop_fd(self) -> None:
         if self.fd >= 0:
             try:
                 os.close(self.fd)

@@ -57,7 +57,7 @@ from ..journal_api import ReceiveJournal
 from ..logs import event
 from ..spool import Spool, make_private, valid_uid as _valid
 from .. import phi
-from . import fastpath, gate as gate_mod, pace
+from . import datasetfile, fastpath, gate as gate_mod, pace
 from .gate import ConnectionGate
 from .groupcommit import CommitInterrupted, GroupCommit
 from .sink import received_file
@@ -463,6 +463,7 @@ def build_ae(config: Config) -> AE:
     ae.acse_timeout = config.request_timeout  # ARTIM: the wait for an A-ASSOCIATE-RQ
     ae.dimse_timeout = config.dimse_timeout
     ae.network_timeout = config.network_timeout
+    datasetfile.GRACE_SECONDS = config.network_timeout  # then a data set must keep arriving (datasetfile's doc)
     if config.allow_calling_ae:  # titles only; AET@HOST bindings are checked in Receiver.handle_requested
         ae.require_calling_aet = sorted({e.rpartition("@")[0] if "@" in e else e for e in config.allow_calling_ae})
     ae.add_supported_context(Verification)
