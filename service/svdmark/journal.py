@@ -639,8 +639,13 @@ class Journal:
     # ---------------------------------------------------------------- recovery
     def recover(self, interruption_cap: int = INTERRUPTION_CAP, now: float | None = None,
                 hard_cap: int = INTERRUPTION_HARD_CAP, expired_only: bool | None = None,
-                dead_owners: Sequence[str] = (), delivery_cap: int = DELIVERY_INTERRUPTION_CAP) -> dict[str, Any]:
+                dead_owners: Sequence[str] = (), delivery_cap: int = DELIVERY_INTERRUPTION_CAP,
+                spare_held: bool = False) -> dict[str, Any]:
         """After a crash: running jobs go back to pending, sending deliveries to pending.
+
+        ``spare_held``: not the jobs and deliveries this object handed out and still works on (a live SQLite
+        process looking for its own tries that could not be settled: a lapsed lease there means its heartbeat was
+        held up, not that it stopped).
 
         ``expired_only`` (the default on a shared journal): only those whose lease has run out, i.e. whose
         process stopped renewing it; others belong to live processes. On SQLite one process owns the file,
@@ -673,6 +678,9 @@ class Journal:
         lapsed = (f" AND (COALESCE(lease_until, 0)<? OR owner IN ({','.join('?' * len(dead))}))" if dead else
                   " AND COALESCE(lease_until, 0)<?") if expired_only else ""
         lease_args: tuple[Any, ...] = (now, *dead) if expired_only else ()
+        with self._held_guard:
+            held = {k: sorted(v) for k, v in self._held.items()} if spare_held else {"jobs": [], "deliveries": []}
+        spared = {k: f" AND id NOT IN ({','.join('?' * len(v))})" if v else "" for k, v in held.items()}
         with self._tx() as db:
             within, series = "", []
             if self.shared:  # their series locked first, in order, as a receiver's batch and a job's finish lock
@@ -685,8 +693,8 @@ class Journal:
                 within = f" AND series_uid IN ({','.join('?' * len(series))})" if series else " AND 1=0"
             running = db.execute(
                 "SELECT id, series_uid, generation, interruptions, suspect_interruptions, interrupted_at, created_at"
-                f" FROM jobs WHERE state=?{lapsed}{within} ORDER BY series_uid, id{db.skip_locked}",
-                (JobState.RUNNING.value, *lease_args, *series),
+                f" FROM jobs WHERE state=?{lapsed}{within}{spared['jobs']} ORDER BY series_uid, id{db.skip_locked}",
+                (JobState.RUNNING.value, *lease_args, *series, *held["jobs"]),
             ).fetchall()
             quarantined = []
             for row in running:
@@ -715,8 +723,8 @@ class Journal:
                         (JobState.PENDING.value, n, suspect, now, now, row["id"]),
                     )
             cut_off = db.execute(
-                f"SELECT id, rejected_by FROM deliveries WHERE state=?{lapsed} ORDER BY id{db.skip_locked}",
-                (DeliveryState.SENDING.value, *lease_args)).fetchall()
+                f"SELECT id, rejected_by FROM deliveries WHERE state=?{lapsed}{spared['deliveries']}"
+                f" ORDER BY id{db.skip_locked}", (DeliveryState.SENDING.value, *lease_args, *held["deliveries"])).fetchall()
             requeued, dead = 0, []
             for row in cut_off:  # the try may have reached the destination: a later supersession rejects it
                 delivery_id = row["id"]
@@ -1350,8 +1358,8 @@ class Journal:
         with self._tx() as db:
             row = db.execute(f"SELECT destination, rejected_by, state, owner FROM deliveries WHERE id=?"
                              f"{db.for_update}", (delivery_id,)).fetchone()
-            if row is None:
-                return
+            if row is None or row["state"] == DeliveryState.DELIVERED.value:  # confirmed (this batch's own
+                return  # confirmation, whose commit reported an error, or another process's): never failed after
             if row["owner"] not in (None, self.owner):
                 _record_try(db, delivery_id, now, "lease-lost", error)
                 return

@@ -207,7 +207,8 @@ class Service:
         (other processes' work is theirs)."""
         shared = self.journal.shared
         dead = self.journal.dead_processes_here() if shared else []
-        recovered = self.journal.recover(dead_owners=dead, expired_only=True if lapsed_only else None)
+        recovered = self.journal.recover(dead_owners=dead, expired_only=True if lapsed_only else None,
+                                         spare_held=lapsed_only and not shared)
         if shared or not lapsed_only:  # their rows go too; on SQLite at the start every other row is a killed
             self.journal.forget_processes(older_than=10 * self.config.lease_seconds if shared else 0, ids=dead)
         for job_id, series_uid in recovered.pop("quarantined"):

@@ -18,6 +18,7 @@ from svdmark.journal import Journal
 from svdmark.service import Service
 from tests.peers import free_port
 
+from .test_journal import record
 from .test_outbox import A, OK, journal_with_results, states
 
 FAIL = SendOutcome(Path(), False, "status 0xA700")  # out of resources: retried
@@ -111,3 +112,41 @@ def test_a_delivery_returned_for_a_removed_destination_becomes_a_dead_letter(tmp
         assert "no longer configured" in j.deliveries()[0]["last_error"]
     finally:
         svc.stop()
+
+
+def test_on_sqlite_the_reap_spares_what_this_live_process_still_works_on(tmp_path, monkeypatch):
+    """A lapsed lease on SQLite means this process's heartbeat was held up (a long write elsewhere), not that it
+    stopped: its running job and the object it is sending stay its own."""
+    svc, _ = _service(tmp_path, monkeypatch, roles=("assemble",), lease_seconds=2.0)
+    try:
+        j = svc.journal
+        journal_with_results(tmp_path, str(svc.config.data_dir / "journal.sqlite"))
+        d = j.due_deliveries()[0]
+        assert j.start_sending(d.id)
+        record(j, "2.1", series="2.2")
+        j.queue_job(j.series_row("2.2"), "test")
+        job = j.claim_job()
+        time.sleep(2.2)  # no heartbeat got through for a whole lease
+        svc._reaped_at = float("-inf")
+        svc._assemble_step()
+        assert states(j)[d.sop_uid] == "sending"
+        assert {r["id"]: r["state"] for r in j.jobs()}[job.id] == "running"
+    finally:
+        svc.stop()
+
+
+def test_a_confirmation_whose_commit_reported_an_error_is_not_failed_afterwards(tmp_path, journal_url):
+    j = journal_with_results(tmp_path, journal_url)
+
+    class CommitAnswerLost:  # the confirmation is committed, then the journal reports an error
+        def __getattr__(self, name):
+            return getattr(j, name)
+
+        def mark_delivered(self, delivery_id, detail=""):
+            j.mark_delivered(delivery_id, detail)
+            raise sqlite3.OperationalError("connection lost during COMMIT")
+
+    Outbox(CommitAnswerLost(), Scripted({"sr": OK, "seg": OK, "summary": OK}), (A,), 5, 0.0, 0.0).flush()
+    row = {r["sop_uid"]: r for r in j.deliveries()}["9.0"]
+    assert row["state"] == "delivered" and row["attempts"] == 1
+    assert [t["outcome"] for t in j.delivery_attempts(row["id"])] == ["delivered"]

@@ -346,7 +346,7 @@ def _finding_groups(result: AnalysisResult, templates: Templates, uid_seed: str,
                                                         grade_low=span[0], grade_high=span[1])
     if task is Task.CMB and interval is not None and not all(float(x).is_integer() for x in (interval.low,
                                                                                              interval.high)):
-        decimals = None  # a count's interval end in fractions (graded as such: 9.4 is above 9) is written as it is
+        decimals = None  # a count's interval end in fractions (graded as such: 9.4 is under 10) is written as it is
     measurements += interval_nums(interval, unit, decimals, templates)
     return [placed(_whole_finding_group(result, templates, uid_seed, seg, measurements, evaluations,
                                         [_comment(templates, words)] + _interval_method(interval, templates)),
