@@ -724,7 +724,8 @@ class Journal:
                     )
             cut_off = db.execute(
                 f"SELECT id, rejected_by FROM deliveries WHERE state=?{lapsed}{spared['deliveries']}"
-                f" ORDER BY id{db.skip_locked}", (DeliveryState.SENDING.value, *lease_args, *held["deliveries"])).fetchall()
+                f" ORDER BY id{db.skip_locked}",
+                (DeliveryState.SENDING.value, *lease_args, *held["deliveries"])).fetchall()
             requeued, dead = 0, []
             for row in cut_off:  # the try may have reached the destination: a later supersession rejects it
                 delivery_id = row["id"]
