@@ -1350,7 +1350,8 @@ class Journal:
         ``superseded``, and when nothing that its rejection note names reached that destination, the note
         (not yet sent: a note waits for its job's results, :data:`_NOTE_WAITS`) is superseded too.
         A row that is neither pending nor sending (superseded while a try that never started was failing)
-        keeps its state; the try is still recorded. So does a row that another process holds: this one's lease
+        keeps its state; the try is still recorded. A delivered row is left as it is, nothing recorded: a
+        confirmed object is never failed afterwards. So does a row that another process holds: this one's lease
         lapsed during the try and that process has taken the delivery over (``lease-lost``); requeueing it
         would let a third process send it beside that one.
         """
