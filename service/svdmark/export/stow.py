@@ -28,10 +28,11 @@ from typing import Sequence
 
 import pydicom
 import requests
+import urllib3
 
 from ..config import StowDestination, secret_from_env
 from ..logs import event
-from .cstore import OnOutcome, OnStart, SendOutcome, _report
+from .cstore import OnOutcome, OnStart, SendOutcome, _permanent, _report
 
 log = logging.getLogger("svdmark.export.stow")
 
@@ -91,18 +92,32 @@ def _first(item: dict, tag: str):
     return values[0] if values else None
 
 
-def judge(path: Path, sop_uid: str, status: int, reason: str, doc) -> SendOutcome:
-    """The outcome of one object's STOW-RS request from the HTTP status and the response's JSON."""
+def judge(path: Path, sop_uid: str, status: int, reason: str, doc, readable: bool = True) -> SendOutcome:
+    """The outcome of one object's STOW-RS request from the HTTP status and the response's JSON (``readable``:
+    the answer was empty or JSON, not an HTML page or XML).
+
+    A failure reason is retried under a 5xx, or when out of resources (0xA7xx); refused under another 4xx (a 409:
+    another study's URL); under a 200 or 202 judged as a C-STORE status is (:func:`.cstore._permanent`).
+    Stored only where the answer says so: a 202 ("some failed") must list the instance in its Referenced SOP
+    Sequence, and a 200 must not be a page that is no STOW-RS answer (a proxy's login page) nor leave it out of a
+    Referenced SOP Sequence it gives."""
     for item in _items(doc, _FAILED_SOP_SEQUENCE):
         if _first(item, _REFERENCED_SOP_INSTANCE_UID) == sop_uid:
             code = _first(item, _FAILURE_REASON)
             code_text = f"0x{int(code):04X}" if isinstance(code, int) else "not given"
-            transient = isinstance(code, int) and (code >> 8) == 0xA7  # out of resources
-            return SendOutcome(path, False, f"HTTP {status}: STOW-RS failure reason {code_text}",
-                               permanent=not transient)
+            out_of_resources = isinstance(code, int) and (code >> 8) == 0xA7
+            refused = 400 <= status < 500 and status not in _RETRY_4XX  # e.g. Orthanc's 409 for another study
+            permanent = status < 500 and not out_of_resources and (refused or not isinstance(code, int)
+                                                                   or _permanent(code))
+            return SendOutcome(path, False, f"HTTP {status}: STOW-RS failure reason {code_text}", permanent=permanent)
     if status in (200, 202):
-        warning = next((_first(i, _WARNING_REASON) for i in _items(doc, _REFERENCED_SOP_SEQUENCE)
-                        if _first(i, _REFERENCED_SOP_INSTANCE_UID) == sop_uid), None)
+        referenced = [i for i in _items(doc, _REFERENCED_SOP_SEQUENCE)
+                      if _first(i, _REFERENCED_SOP_INSTANCE_UID) == sop_uid]
+        listed = isinstance(doc, dict) and _REFERENCED_SOP_SEQUENCE in doc
+        if not readable or (status == 202 or listed) and not referenced:
+            return SendOutcome(path, False, f"HTTP {status} without this instance among those stored"
+                               + ("" if readable else " (the answer is no STOW-RS response: a proxy or login page?)"))
+        warning = _first(referenced[0], _WARNING_REASON) if referenced else None
         return SendOutcome(path, True, f"HTTP {status}" + (f", warning 0x{warning:04X}" if isinstance(warning, int)
                                                            else ""))
     detail = f"HTTP {status} {reason}".strip()
@@ -113,6 +128,19 @@ def judge(path: Path, sop_uid: str, status: int, reason: str, doc) -> SendOutcom
     if 300 <= status < 400:
         return SendOutcome(path, False, detail + " (redirect: configure the final STOW-RS URL)", permanent=True)
     return SendOutcome(path, False, detail)
+
+
+def _may_have_arrived(exc: requests.RequestException) -> bool:
+    """Whether the request may have reached the server: anything but a connection never made (refused, a connect
+    timeout, a TLS handshake that failed, a bad URL)."""
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError, requests.exceptions.InvalidURL,
+                        requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+        return False
+    if isinstance(exc, requests.ConnectionError):
+        cause = exc.args[0] if exc.args else None
+        cause = getattr(cause, "reason", cause)  # urllib3's MaxRetryError names what went wrong
+        return not isinstance(cause, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+    return True
 
 
 class StowExporter:
@@ -129,6 +157,9 @@ class StowExporter:
             return outcomes
         if not destination.tls_verify:
             event(log, "stow_tls_unverified", logging.WARNING, destination=destination.name)
+        if destination.url.lower().startswith("http://") and (session.auth or "Authorization" in session.headers):
+            event(log, "stow_credentials_over_http", logging.WARNING, destination=destination.name,
+                  detail="the password or token goes over plain http: use https")
         with session:
             for k, path in enumerate(paths):
                 try:
@@ -149,18 +180,18 @@ class StowExporter:
                     why = f"no response: {type(exc).__name__}"
                     if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                         why += ": the server's certificate is not trusted (ca_file names its CA)"
-                    # a read timeout: it took the request and did not answer in time, and may have stored it
-                    _report(outcomes, SendOutcome(path, False, why, unanswered=isinstance(exc, requests.ReadTimeout)),
-                            on_outcome)
-                    # not tried: the destination is not answering. After a read timeout (it took the connection and
-                    # the request but did not answer in time: maybe this object alone) they are deferred, not failed
-                    deferred = isinstance(exc, requests.ReadTimeout)
+                    # connected, and then no answer (a read timeout, a reset): it may have stored it
+                    sent = _may_have_arrived(exc)
+                    _report(outcomes, SendOutcome(path, False, why, unanswered=sent), on_outcome)
+                    # not tried: the destination is not answering. Where it took the connection and then failed on
+                    # this object (maybe this object alone) they are deferred, not failed
                     for rest in paths[k + 1:]:
-                        _report(outcomes, SendOutcome(rest, False, why + " (not tried)", deferred=deferred), on_outcome)
+                        _report(outcomes, SendOutcome(rest, False, why + " (not tried)", deferred=sent), on_outcome)
                     break
                 try:
                     doc = r.json() if r.content else None
                 except ValueError:
                     doc = None
-                _report(outcomes, judge(path, sop_uid, r.status_code, r.reason or "", doc), on_outcome)
+                readable = not r.content or isinstance(doc, dict)
+                _report(outcomes, judge(path, sop_uid, r.status_code, r.reason or "", doc, readable), on_outcome)
         return outcomes
