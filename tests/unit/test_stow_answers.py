@@ -129,3 +129,34 @@ def test_the_stored_answer_is_read_from_json(url, tmp_path):
     SCRIPT[:] = [(202, "application/dicom+json", json.dumps(_sequence("00081199", _uid(path))).encode())]
     (outcome,) = StowExporter().send(_dest(url, tmp_path), [path])
     assert outcome.ok
+
+
+def test_an_answer_wrapped_in_an_array_is_read(url, tmp_path):
+    path = _paths()[0]
+    SCRIPT[:] = [(200, "application/dicom+json", json.dumps([_sequence("00081199", _uid(path))]).encode())]
+    (outcome,) = StowExporter().send(_dest(url, tmp_path), [path])
+    assert outcome.ok, outcome.detail
+
+
+@pytest.mark.parametrize("pad", [" ", "\x00"])
+def test_a_padded_uid_in_the_answer_is_the_instance(pad):
+    path = _paths()[0]
+    assert judge(path, _uid(path), 200, "", _sequence("00081199", _uid(path) + pad)).ok
+
+
+def test_a_failed_item_under_429_is_retried():
+    path = _paths()[0]
+    outcome = judge(path, _uid(path), 429, "", _sequence("00081198", _uid(path)))
+    assert not outcome.ok and not outcome.permanent
+
+
+def test_a_refused_proxy_connection_is_no_unanswered_try(tmp_path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{port}")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    first, *rest = StowExporter().send(_dest("http://pacs.invalid:8042/dicom-web/studies", tmp_path), _paths())
+    assert not first.ok and not first.unanswered and not any(o.deferred for o in rest)

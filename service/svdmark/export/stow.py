@@ -92,6 +92,11 @@ def _first(item: dict, tag: str):
     return values[0] if values else None
 
 
+def _uid_of(item: dict) -> str:
+    """An item's Referenced SOP Instance UID, without the padding a server may leave on it."""
+    return str(_first(item, _REFERENCED_SOP_INSTANCE_UID) or "").rstrip(" \x00")
+
+
 def judge(path: Path, sop_uid: str, status: int, reason: str, doc, readable: bool = True) -> SendOutcome:
     """The outcome of one object's STOW-RS request from the HTTP status and the response's JSON (``readable``:
     the answer was empty or JSON, not an HTML page or XML).
@@ -102,17 +107,16 @@ def judge(path: Path, sop_uid: str, status: int, reason: str, doc, readable: boo
     Sequence, and a 200 must not be a page that is no STOW-RS answer (a proxy's login page) nor leave it out of a
     Referenced SOP Sequence it gives."""
     for item in _items(doc, _FAILED_SOP_SEQUENCE):
-        if _first(item, _REFERENCED_SOP_INSTANCE_UID) == sop_uid:
+        if _uid_of(item) == sop_uid:
             code = _first(item, _FAILURE_REASON)
             code_text = f"0x{int(code):04X}" if isinstance(code, int) else "not given"
             out_of_resources = isinstance(code, int) and (code >> 8) == 0xA7
             refused = 400 <= status < 500 and status not in _RETRY_4XX  # e.g. Orthanc's 409 for another study
-            permanent = status < 500 and not out_of_resources and (refused or not isinstance(code, int)
-                                                                   or _permanent(code))
+            permanent = (status < 500 and status not in _RETRY_4XX and not out_of_resources
+                         and (refused or not isinstance(code, int) or _permanent(code)))
             return SendOutcome(path, False, f"HTTP {status}: STOW-RS failure reason {code_text}", permanent=permanent)
     if status in (200, 202):
-        referenced = [i for i in _items(doc, _REFERENCED_SOP_SEQUENCE)
-                      if _first(i, _REFERENCED_SOP_INSTANCE_UID) == sop_uid]
+        referenced = [i for i in _items(doc, _REFERENCED_SOP_SEQUENCE) if _uid_of(i) == sop_uid]
         listed = isinstance(doc, dict) and _REFERENCED_SOP_SEQUENCE in doc
         if not readable or (status == 202 or listed) and not referenced:
             return SendOutcome(path, False, f"HTTP {status} without this instance among those stored"
@@ -134,12 +138,14 @@ def _may_have_arrived(exc: requests.RequestException) -> bool:
     """Whether the request may have reached the server: anything but a connection never made (refused, a connect
     timeout, a TLS handshake that failed, a bad URL)."""
     if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError, requests.exceptions.InvalidURL,
-                        requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
-        return False
+                        requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+                        requests.exceptions.InvalidHeader, requests.exceptions.ProxyError)):
+        return False  # (a proxy that refused or failed the connection: nothing reached the PACS)
     if isinstance(exc, requests.ConnectionError):
         cause = exc.args[0] if exc.args else None
         cause = getattr(cause, "reason", cause)  # urllib3's MaxRetryError names what went wrong
-        return not isinstance(cause, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+        return not isinstance(cause, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
+                                      urllib3.exceptions.ProxyError))
     return True
 
 
@@ -192,6 +198,8 @@ class StowExporter:
                     doc = r.json() if r.content else None
                 except ValueError:
                     doc = None
+                if isinstance(doc, list) and len(doc) == 1:  # some servers wrap the answer's data set in an array
+                    doc = doc[0]
                 readable = not r.content or isinstance(doc, dict)
                 _report(outcomes, judge(path, sop_uid, r.status_code, r.reason or "", doc, readable), on_outcome)
         return outcomes
