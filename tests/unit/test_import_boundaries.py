@@ -34,6 +34,7 @@ LIBRARIES: dict[str, tuple[str, ...]] = {
     "scipy": ("infer.preprocess", "masks", "measure", "route.anatomy", "validation"),
     "PIL": ("encode.summary",),
     "requests": ("export.stow",),
+    "urllib3": ("export.stow",),  # requests' transport: its exceptions tell a connection never made
     "pandas": ("batch",),
     "pyarrow": ("batch.table",),  # Parquet (pandas' engine); a date column's Arrow type
     "rich": ("batch.progress",),
