@@ -1316,10 +1316,12 @@ class Journal:
             else:
                 row = db.execute("SELECT state, attempts FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
                 state = None if row is None else row["state"]
-                moved_on = row is not None and tried is not None and row["attempts"] != tried
-                claim = (SendClaim.STALE if state == DeliveryState.SENDING.value
-                         or (state == DeliveryState.PENDING.value and moved_on)
-                         else SendClaim.WAITING if state == DeliveryState.PENDING.value else SendClaim.WITHDRAWN)
+                if state not in (DeliveryState.PENDING.value, DeliveryState.SENDING.value):
+                    claim = SendClaim.WITHDRAWN
+                elif state == DeliveryState.SENDING.value or (tried is not None and row["attempts"] != tried):
+                    claim = SendClaim.STALE
+                else:
+                    claim = SendClaim.WAITING
         if claim is SendClaim.STARTED:
             self._hold("deliveries", delivery_id)  # committed: the caller sends it
         return claim
@@ -1350,10 +1352,10 @@ class Journal:
         ``superseded``, and when nothing that its rejection note names reached that destination, the note
         (not yet sent: a note waits for its job's results, :data:`_NOTE_WAITS`) is superseded too.
         A row that is neither pending nor sending (superseded while a try that never started was failing)
-        keeps its state; the try is still recorded. A delivered row is left as it is, nothing recorded: a
-        confirmed object is never failed afterwards. So does a row that another process holds: this one's lease
+        keeps its state; the try is still recorded. So does a row that another process holds: this one's lease
         lapsed during the try and that process has taken the delivery over (``lease-lost``); requeueing it
-        would let a third process send it beside that one.
+        would let a third process send it beside that one. A delivered row is left as it is, nothing recorded:
+        a confirmed object is never failed afterwards.
         """
         self._release("deliveries", delivery_id)  # as in mark_delivered: this try is over
         now = self.now()

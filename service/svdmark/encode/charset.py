@@ -80,16 +80,14 @@ _SINGLE = {
     "ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110", "ISO_IR 144", "ISO_IR 127", "ISO_IR 126",
     "ISO_IR 138", "ISO_IR 148", "ISO_IR 203", "ISO_IR 13", "ISO_IR 166", _UTF8, "GB18030", "GBK",
 }
-# ...and the code-extension terms, single-byte ones (which may come first in a multi-valued set)...
+# ...and the single-byte code-extension terms, which a source may also give alone (a set of several values, the
+# multi-byte Japanese ones among them, is written as UTF-8: normalise_charset)
 _EXT_SINGLE_BYTE = {
     "ISO 2022 IR 6", "ISO 2022 IR 100", "ISO 2022 IR 101", "ISO 2022 IR 109", "ISO 2022 IR 110",
     "ISO 2022 IR 144", "ISO 2022 IR 127", "ISO 2022 IR 126", "ISO 2022 IR 138", "ISO 2022 IR 148",
     "ISO 2022 IR 203", "ISO 2022 IR 13", "ISO 2022 IR 166",
 }
-# ...and the multi-byte ones highdicom accepts after them (Japanese kanji; IR 149 and IR 58 it
-# does not know, so a set using them is written as UTF-8 instead).
-_EXT_MULTI_BYTE = {"ISO 2022 IR 87", "ISO 2022 IR 159"}
-_KNOWN = {_DEFAULT, *_SINGLE, *_EXT_SINGLE_BYTE, *_EXT_MULTI_BYTE}
+_KNOWN = {_DEFAULT, *_SINGLE, *_EXT_SINGLE_BYTE}
 _NOT_READ_BY_DCMJS = {"ISO_IR 203", "ISO 2022 IR 203"}  # dcmjs's encodingMapping lacks Latin-9
 _BY_KEY = {term.replace(" ", "").replace("_", "").replace("-", "").upper(): term for term in _KNOWN}
 
@@ -100,7 +98,7 @@ def _term(value: object) -> str:
     return _BY_KEY.get(text.replace(" ", "").replace("_", "").replace("-", "").upper(), text)
 
 
-def normalise_charset(value: object) -> str | list[str] | None:
+def normalise_charset(value: object) -> str | None:
     """The Specific Character Set our objects carry for a source's ``value``.
 
     As :func:`_encodings` reads it: an empty value is the default repertoire, written as no attribute

@@ -110,10 +110,9 @@ def judge(path: Path, sop_uid: str, status: int, reason: str, doc, readable: boo
         if _uid_of(item) == sop_uid:
             code = _first(item, _FAILURE_REASON)
             code_text = f"0x{int(code):04X}" if isinstance(code, int) else "not given"
-            out_of_resources = isinstance(code, int) and (code >> 8) == 0xA7
-            refused = 400 <= status < 500 and status not in _RETRY_4XX  # e.g. Orthanc's 409 for another study
-            permanent = (status < 500 and status not in _RETRY_4XX and not out_of_resources
-                         and (refused or not isinstance(code, int) or _permanent(code)))
+            retried = status >= 500 or status in _RETRY_4XX or (isinstance(code, int) and (code >> 8) == 0xA7)
+            # under another 4xx refused (e.g. Orthanc's 409 for another study), under a 2xx as its C-STORE status
+            permanent = not retried and (status >= 400 or not isinstance(code, int) or _permanent(code))
             return SendOutcome(path, False, f"HTTP {status}: STOW-RS failure reason {code_text}", permanent=permanent)
     if status in (200, 202):
         referenced = [i for i in _items(doc, _REFERENCED_SOP_SEQUENCE) if _uid_of(i) == sop_uid]
